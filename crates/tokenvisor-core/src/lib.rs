@@ -1,0 +1,34 @@
+//! # tokenvisor-core
+//!
+//! The sans-IO heart of tokenvisor. Nothing here reads a clock, touches a socket or a file,
+//! or spawns a task: time (`now`) and randomness (`fastrand::Rng`) are arguments, so every
+//! behaviour is a plain function that tests drive with explicit time.
+//!
+//! ## Map
+//! - [`classify`]: the raw outcome of one refresh attempt → `Success` / `Transient` /
+//!   `Permanent`, with a sanitised summary (DESIGN.md §2).
+//! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
+//!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)` (§3).
+//! - [`policy`]: backoff with full jitter, the refresh schedule, restart intensity.
+//! - [`status`]: the on-disk status record and the state → status mapping (§4).
+//! - [`name`]: validated workload names (safe single path components).
+//! - [`secret`]: a string type that never prints its value.
+//! - [`time`]: [`Timestamp`], milliseconds since the epoch, serialised as RFC 3339.
+
+pub mod classify;
+pub mod machine;
+pub mod name;
+pub mod policy;
+pub mod secret;
+pub mod status;
+pub mod time;
+
+pub use classify::{
+    ClassifyPolicy, Failure, FailureKind, HttpAnswer, RawOutcome, TokenGrant, TransportKind,
+    Verdict, classify,
+};
+pub use machine::{AttemptId, Effects, Input, Machine, MachineConfig, Resume, State};
+pub use name::{NameError, WorkloadName};
+pub use secret::Secret;
+pub use status::{StatusRecord, TokenSection, WorkloadStatus};
+pub use time::Timestamp;

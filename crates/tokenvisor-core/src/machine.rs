@@ -1,0 +1,754 @@
+//! The token state machine: a pure function `(state, input, now, rng) → (state, effects)`.
+//!
+//! ```text
+//!            ┌──────────── success ─────────────┐
+//!            ▼                                  │
+//!        Healthy ──refresh due / force / creds──▶ Refreshing ──permanent──▶ Unauthenticated
+//!            ▲                                  │   ▲                          │
+//!            │                        transient │   │ backoff due / force      │ new credentials
+//!            │                                  ▼   │                          ▼
+//!            └──────── success ───────── TransientBackoff ──give-up ceiling──▶ (Unauthenticated)
+//! ```
+//! Every state goes to `Stopped` on `Stop`. Exactly one attempt is in flight at a time, in
+//! `Refreshing` only; a result tagged with any other attempt id is ignored. The machine owns
+//! one timer: [`Machine::wake_at`] is the earliest instant it wants a [`Input::TimerFired`].
+//! Spurious timer firings are harmless.
+
+use std::time::Duration;
+
+use crate::classify::{Failure, FailureKind, TokenGrant, Verdict};
+use crate::policy::{BackoffPolicy, RefreshSchedule};
+use crate::status::{ErrorOutcome, LastError, SCHEMA, TokenSection, TokenState, WorkloadStatus};
+use crate::time::Timestamp;
+
+/// The machine's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineConfig {
+    /// When to refresh a healthy token.
+    pub schedule: RefreshSchedule,
+    /// How long to wait after a transient failure.
+    pub backoff: BackoffPolicy,
+    /// Give up (→ Unauthenticated) this long after the first of a run of transient failures;
+    /// zero means never.
+    pub give_up_after: Duration,
+    /// An attempt without a result after this long is abandoned as a timeout. The transport's
+    /// own total timeout should be shorter; this is the backstop.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            schedule: RefreshSchedule::default(),
+            backoff: BackoffPolicy::default(),
+            give_up_after: Duration::from_secs(24 * 3600),
+            attempt_timeout: Duration::from_secs(35),
+        }
+    }
+}
+
+/// Identifies one refresh attempt of one workload. Strictly increasing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttemptId(pub u64);
+
+/// A run of consecutive transient failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// How many attempts failed in a row.
+    pub failures: u32,
+    /// When the first of them failed.
+    pub first_failure_at: Timestamp,
+    /// The latest failure.
+    pub last: Failure,
+}
+
+/// Why the machine is unauthenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnauthReason {
+    /// The provider rejected the credentials with a structured code.
+    Rejected,
+    /// Transient failures lasted past the give-up ceiling.
+    GaveUp,
+}
+
+/// The machine's states. Each variant carries only what is valid in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// A token is served; a refresh is scheduled.
+    Healthy {
+        /// When the served token expires.
+        expires_at: Timestamp,
+        /// When the next refresh starts.
+        refresh_at: Timestamp,
+    },
+    /// One attempt is in flight.
+    Refreshing {
+        /// The attempt in flight.
+        attempt: AttemptId,
+        /// When it is abandoned.
+        deadline: Timestamp,
+        /// The expiry of the token still served, if any.
+        expires_at: Option<Timestamp>,
+        /// The run of failures this attempt continues, if any.
+        retry: Option<Retry>,
+    },
+    /// Waiting after a transient failure. Survives token expiry.
+    TransientBackoff {
+        /// The run of failures.
+        retry: Retry,
+        /// When the next attempt starts.
+        next_attempt_at: Timestamp,
+        /// The expiry of the token still served, if any.
+        expires_at: Option<Timestamp>,
+    },
+    /// No more requests until new credentials arrive.
+    Unauthenticated {
+        /// Since when.
+        since: Timestamp,
+        /// Rejected or gave up.
+        reason: UnauthReason,
+        /// The failure that led here.
+        last: Failure,
+        /// Failed attempts in the run that led here.
+        failures: u32,
+        /// When that run began.
+        first_failure_at: Timestamp,
+    },
+    /// The workload was stopped; terminal.
+    Stopped,
+}
+
+/// What the machine is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The timer armed at [`Machine::wake_at`] fired (or some timer did).
+    TimerFired,
+    /// The result of an attempt.
+    RefreshResult {
+        /// Which attempt.
+        attempt: AttemptId,
+        /// Its classified outcome.
+        verdict: Verdict,
+    },
+    /// New credentials were supplied (API, CLI, credential file changed).
+    CredentialsReplaced,
+    /// An operator asked for a refresh now.
+    ForceRefresh,
+    /// The workload is being removed or the daemon is stopping.
+    Stop,
+}
+
+/// Why a published token was withdrawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdraw {
+    /// It expired while refreshes kept failing.
+    Expired,
+    /// The credentials were rejected or the give-up ceiling passed.
+    Unauthenticated,
+    /// The workload stopped.
+    Stopped,
+}
+
+/// What the driver must do after a step, in this order: withdraw or publish the token,
+/// persist the status, start the attempt, (re)arm the timer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Effects {
+    /// Withdraw the served token.
+    pub withdraw: Option<Withdraw>,
+    /// Serve this token from now on.
+    pub publish: Option<TokenGrant>,
+    /// The state changed: persist the status.
+    pub persist: bool,
+    /// Start this attempt (exactly one is in flight afterwards).
+    pub start_attempt: Option<AttemptId>,
+    /// The one timer: fire [`Input::TimerFired`] at this instant (`None` = no timer).
+    pub wake_at: Option<Timestamp>,
+}
+
+/// Where a machine starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// No history: fetch a token at once.
+    Fresh,
+    /// A run of transient failures was going on (the give-up ceiling keeps counting from
+    /// its first failure): try at once.
+    Retrying(Retry),
+    /// It was unauthenticated: stay so, send nothing, until new credentials arrive.
+    Unauthenticated {
+        /// Since when.
+        since: Timestamp,
+        /// The recorded failure.
+        last: Failure,
+        /// Rejected or gave up.
+        reason: UnauthReason,
+    },
+}
+
+/// One workload's refresh state machine.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    config: MachineConfig,
+    state: State,
+    next_attempt: u64,
+}
+
+impl Machine {
+    /// Starts a machine at `now`. For `Fresh` and `Retrying` the first attempt starts at once.
+    ///
+    /// `served_until` is the expiry of a token the driver still serves from before (a
+    /// restarted actor); the machine withdraws it when it expires. It is ignored when
+    /// resuming unauthenticated (nothing is served then).
+    pub fn start(
+        config: MachineConfig,
+        resume: Resume,
+        served_until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> (Self, Effects) {
+        let served_until = served_until.filter(|&t| t > now);
+        let mut m = Machine {
+            config,
+            state: State::Stopped,
+            next_attempt: 1,
+        };
+        let mut fx = Effects {
+            persist: true,
+            ..Effects::default()
+        };
+        match resume {
+            Resume::Fresh => m.begin_attempt(now, served_until, None, &mut fx),
+            Resume::Retrying(retry) => m.begin_attempt(now, served_until, Some(retry), &mut fx),
+            Resume::Unauthenticated { since, last, reason } => {
+                fx.withdraw = served_until.map(|_| Withdraw::Unauthenticated);
+                m.state = State::Unauthenticated {
+                    since,
+                    reason,
+                    last,
+                    failures: 0,
+                    first_failure_at: since,
+                };
+            }
+        }
+        fx.wake_at = m.wake_at();
+        (m, fx)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    /// The attempt in flight, if any.
+    pub fn in_flight(&self) -> Option<AttemptId> {
+        match &self.state {
+            State::Refreshing { attempt, .. } => Some(*attempt),
+            State::Healthy { .. }
+            | State::TransientBackoff { .. }
+            | State::Unauthenticated { .. }
+            | State::Stopped => None,
+        }
+    }
+
+    /// The earliest instant the machine wants to be woken.
+    pub fn wake_at(&self) -> Option<Timestamp> {
+        match &self.state {
+            State::Healthy { refresh_at, .. } => Some(*refresh_at),
+            State::Refreshing {
+                deadline,
+                expires_at,
+                ..
+            } => Some(min_opt(*deadline, *expires_at)),
+            State::TransientBackoff {
+                retry,
+                next_attempt_at,
+                expires_at,
+            } => {
+                let t = min_opt(*next_attempt_at, *expires_at);
+                Some(min_opt(t, self.give_up_at(retry)))
+            }
+            State::Unauthenticated { .. } | State::Stopped => None,
+        }
+    }
+
+    fn give_up_at(&self, retry: &Retry) -> Option<Timestamp> {
+        (!self.config.give_up_after.is_zero())
+            .then(|| retry.first_failure_at.plus(self.config.give_up_after))
+    }
+
+    /// Feeds one input at `now`.
+    pub fn handle(&mut self, input: Input, now: Timestamp, rng: &mut fastrand::Rng) -> Effects {
+        let mut fx = Effects::default();
+        let state = std::mem::replace(&mut self.state, State::Stopped);
+        self.state = match (state, input) {
+            // ── Stop: from anywhere, once.
+            (State::Stopped, Input::Stop) => State::Stopped,
+            (
+                State::Healthy { .. }
+                | State::Refreshing { .. }
+                | State::TransientBackoff { .. }
+                | State::Unauthenticated { .. },
+                Input::Stop,
+            ) => {
+                fx.withdraw = Some(Withdraw::Stopped);
+                fx.persist = true;
+                State::Stopped
+            }
+            (
+                State::Stopped,
+                Input::TimerFired
+                | Input::RefreshResult { .. }
+                | Input::CredentialsReplaced
+                | Input::ForceRefresh,
+            ) => State::Stopped,
+
+            // ── Healthy.
+            (
+                State::Healthy {
+                    expires_at,
+                    refresh_at,
+                },
+                Input::TimerFired,
+            ) => {
+                if now >= refresh_at {
+                    self.begin_attempt(now, Some(expires_at), None, &mut fx);
+                    self.take_state()
+                } else {
+                    State::Healthy {
+                        expires_at,
+                        refresh_at,
+                    }
+                }
+            }
+            (
+                State::Healthy {
+                    expires_at,
+                    refresh_at,
+                },
+                Input::RefreshResult { .. },
+            ) => State::Healthy {
+                expires_at,
+                refresh_at,
+            },
+            (
+                State::Healthy { expires_at, .. },
+                Input::CredentialsReplaced | Input::ForceRefresh,
+            ) => {
+                self.begin_attempt(now, Some(expires_at), None, &mut fx);
+                self.take_state()
+            }
+
+            // ── Refreshing.
+            (
+                State::Refreshing {
+                    attempt,
+                    deadline,
+                    expires_at,
+                    retry,
+                },
+                Input::TimerFired,
+            ) => {
+                let expires_at = self.expire(expires_at, now, &mut fx);
+                if now >= deadline {
+                    let f = Failure {
+                        kind: FailureKind::Timeout,
+                        http_status: None,
+                        error_code: None,
+                        retry_after: None,
+                        summary: format!(
+                            "no result within {}",
+                            humantime::format_duration(self.config.attempt_timeout)
+                        ),
+                    };
+                    self.on_transient(f, retry.as_ref(), expires_at, now, rng, &mut fx)
+                } else {
+                    State::Refreshing {
+                        attempt,
+                        deadline,
+                        expires_at,
+                        retry,
+                    }
+                }
+            }
+            (
+                State::Refreshing {
+                    attempt,
+                    deadline,
+                    expires_at,
+                    retry,
+                },
+                Input::RefreshResult {
+                    attempt: got,
+                    verdict,
+                },
+            ) => {
+                if got != attempt {
+                    State::Refreshing {
+                        attempt,
+                        deadline,
+                        expires_at,
+                        retry,
+                    }
+                } else {
+                    match verdict {
+                        Verdict::Success(grant) => self.on_success(grant, now, rng, &mut fx),
+                        Verdict::Transient(f) => {
+                            let expires_at = self.expire(expires_at, now, &mut fx);
+                            self.on_transient(f, retry.as_ref(), expires_at, now, rng, &mut fx)
+                        }
+                        Verdict::Permanent(f) => {
+                            let (failures, first) = match &retry {
+                                Some(r) => (r.failures + 1, r.first_failure_at),
+                                None => (1, now),
+                            };
+                            self.unauthenticated(
+                                UnauthReason::Rejected,
+                                f,
+                                failures,
+                                first,
+                                now,
+                                &mut fx,
+                            )
+                        }
+                    }
+                }
+            }
+            (State::Refreshing { expires_at, .. }, Input::CredentialsReplaced) => {
+                // Abandon the attempt in flight: its result will be stale.
+                self.begin_attempt(now, expires_at, None, &mut fx);
+                self.take_state()
+            }
+            (state @ State::Refreshing { .. }, Input::ForceRefresh) => state, // single flight
+
+            // ── TransientBackoff.
+            (
+                State::TransientBackoff {
+                    retry,
+                    next_attempt_at,
+                    expires_at,
+                },
+                Input::TimerFired,
+            ) => {
+                let expires_at = self.expire(expires_at, now, &mut fx);
+                if self.give_up_at(&retry).is_some_and(|t| now >= t) {
+                    let Retry {
+                        failures,
+                        first_failure_at,
+                        last,
+                    } = retry;
+                    self.unauthenticated(
+                        UnauthReason::GaveUp,
+                        last,
+                        failures,
+                        first_failure_at,
+                        now,
+                        &mut fx,
+                    )
+                } else if now >= next_attempt_at {
+                    self.begin_attempt(now, expires_at, Some(retry), &mut fx);
+                    self.take_state()
+                } else {
+                    State::TransientBackoff {
+                        retry,
+                        next_attempt_at,
+                        expires_at,
+                    }
+                }
+            }
+            (state @ State::TransientBackoff { .. }, Input::RefreshResult { .. }) => state,
+            (State::TransientBackoff { expires_at, .. }, Input::CredentialsReplaced) => {
+                self.begin_attempt(now, expires_at, None, &mut fx);
+                self.take_state()
+            }
+            (
+                State::TransientBackoff {
+                    retry, expires_at, ..
+                },
+                Input::ForceRefresh,
+            ) => {
+                self.begin_attempt(now, expires_at, Some(retry), &mut fx);
+                self.take_state()
+            }
+
+            // ── Unauthenticated: only new credentials leave it.
+            (State::Unauthenticated { .. }, Input::CredentialsReplaced) => {
+                self.begin_attempt(now, None, None, &mut fx);
+                self.take_state()
+            }
+            (
+                state @ State::Unauthenticated { .. },
+                Input::TimerFired | Input::RefreshResult { .. } | Input::ForceRefresh,
+            ) => state,
+        };
+        fx.wake_at = self.wake_at();
+        fx
+    }
+
+    fn take_state(&mut self) -> State {
+        std::mem::replace(&mut self.state, State::Stopped)
+    }
+
+    /// Starts attempt n+1, leaving the machine in `Refreshing`.
+    fn begin_attempt(
+        &mut self,
+        now: Timestamp,
+        expires_at: Option<Timestamp>,
+        retry: Option<Retry>,
+        fx: &mut Effects,
+    ) {
+        let attempt = AttemptId(self.next_attempt);
+        self.next_attempt += 1;
+        fx.start_attempt = Some(attempt);
+        fx.persist = true;
+        self.state = State::Refreshing {
+            attempt,
+            deadline: now.plus(self.config.attempt_timeout),
+            expires_at,
+            retry,
+        };
+    }
+
+    /// Withdraws a served token that has expired.
+    fn expire(
+        &self,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> Option<Timestamp> {
+        match expires_at {
+            Some(t) if now >= t => {
+                fx.withdraw = Some(Withdraw::Expired);
+                fx.persist = true;
+                None
+            }
+            Some(_) | None => expires_at,
+        }
+    }
+
+    fn on_success(
+        &mut self,
+        grant: TokenGrant,
+        now: Timestamp,
+        rng: &mut fastrand::Rng,
+        fx: &mut Effects,
+    ) -> State {
+        let expires_at = now.plus(grant.lifetime);
+        let refresh_at = self
+            .config
+            .schedule
+            .refresh_time(now, grant.lifetime, rng);
+        fx.publish = Some(grant);
+        fx.withdraw = None;
+        fx.persist = true;
+        State::Healthy {
+            expires_at,
+            refresh_at,
+        }
+    }
+
+    fn on_transient(
+        &mut self,
+        f: Failure,
+        retry: Option<&Retry>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+        rng: &mut fastrand::Rng,
+        fx: &mut Effects,
+    ) -> State {
+        let (failures, first_failure_at) = match retry {
+            Some(r) => (r.failures.saturating_add(1), r.first_failure_at),
+            None => (1, now),
+        };
+        let retry = Retry {
+            failures,
+            first_failure_at,
+            last: f,
+        };
+        if self.give_up_at(&retry).is_some_and(|t| now >= t) {
+            let Retry { last, .. } = retry;
+            return self.unauthenticated(
+                UnauthReason::GaveUp,
+                last,
+                failures,
+                first_failure_at,
+                now,
+                fx,
+            );
+        }
+        let delay = self
+            .config
+            .backoff
+            .delay(failures, retry.last.retry_after, rng);
+        fx.persist = true;
+        State::TransientBackoff {
+            retry,
+            next_attempt_at: now.plus(delay),
+            expires_at,
+        }
+    }
+
+    fn unauthenticated(
+        &mut self,
+        reason: UnauthReason,
+        last: Failure,
+        failures: u32,
+        first_failure_at: Timestamp,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> State {
+        fx.withdraw = Some(Withdraw::Unauthenticated);
+        fx.persist = true;
+        State::Unauthenticated {
+            since: now,
+            reason,
+            last,
+            failures,
+            first_failure_at,
+        }
+    }
+
+    /// The token state as the status file shows it.
+    pub fn token_section(&self) -> TokenSection {
+        let (state, expires_at, attempt, first, next, last) = match &self.state {
+            State::Healthy { expires_at, .. } => {
+                (TokenState::Healthy, Some(*expires_at), 0, None, None, None)
+            }
+            State::Refreshing {
+                expires_at, retry, ..
+            } => match retry {
+                Some(r) => (
+                    TokenState::Refreshing,
+                    *expires_at,
+                    r.failures,
+                    Some(r.first_failure_at),
+                    None,
+                    Some(LastError::from_failure(&r.last, ErrorOutcome::Transient)),
+                ),
+                None => (TokenState::Refreshing, *expires_at, 0, None, None, None),
+            },
+            State::TransientBackoff {
+                retry,
+                next_attempt_at,
+                expires_at,
+            } => (
+                TokenState::TransientBackoff,
+                *expires_at,
+                retry.failures,
+                Some(retry.first_failure_at),
+                Some(*next_attempt_at),
+                Some(LastError::from_failure(&retry.last, ErrorOutcome::Transient)),
+            ),
+            State::Unauthenticated {
+                reason,
+                last,
+                failures,
+                first_failure_at,
+                ..
+            } => {
+                let outcome = match reason {
+                    UnauthReason::Rejected => ErrorOutcome::Permanent,
+                    UnauthReason::GaveUp => ErrorOutcome::Transient,
+                };
+                (
+                    TokenState::Unauthenticated,
+                    None,
+                    *failures,
+                    Some(*first_failure_at),
+                    None,
+                    Some(LastError::from_failure(last, outcome)),
+                )
+            }
+            State::Stopped => (TokenState::Stopped, None, 0, None, None, None),
+        };
+        TokenSection {
+            schema: SCHEMA,
+            state,
+            expires_at,
+            attempt,
+            first_failure_at: first,
+            next_attempt_at: next,
+            last_error: last,
+        }
+    }
+
+    /// The ToolHive status and a short, sanitised human reason.
+    pub fn workload_status(&self) -> (WorkloadStatus, String) {
+        match &self.state {
+            State::Healthy { .. } => (WorkloadStatus::Running, String::new()),
+            State::Refreshing {
+                retry: Some(r), ..
+            } => (
+                WorkloadStatus::AuthRetrying,
+                format!(
+                    "retrying after {} transient failure(s) since {}: {}",
+                    r.failures, r.first_failure_at, r.last.summary
+                ),
+            ),
+            State::Refreshing {
+                retry: None,
+                expires_at: Some(_),
+                ..
+            } => (WorkloadStatus::Running, String::new()),
+            State::Refreshing {
+                retry: None,
+                expires_at: None,
+                ..
+            } => (
+                WorkloadStatus::Starting,
+                "fetching a token".to_owned(),
+            ),
+            State::TransientBackoff {
+                retry,
+                next_attempt_at,
+                ..
+            } => (
+                WorkloadStatus::AuthRetrying,
+                format!(
+                    "refresh failing transiently since {} ({} attempt(s)); next attempt at {}: {}",
+                    retry.first_failure_at, retry.failures, next_attempt_at, retry.last.summary
+                ),
+            ),
+            State::Unauthenticated {
+                reason: UnauthReason::Rejected,
+                last,
+                ..
+            } => (
+                WorkloadStatus::Unauthenticated,
+                format!(
+                    "the identity provider rejected the credentials ({}); supply new credentials",
+                    last.summary
+                ),
+            ),
+            State::Unauthenticated {
+                reason: UnauthReason::GaveUp,
+                last,
+                since,
+                first_failure_at,
+                ..
+            } => (
+                WorkloadStatus::Unauthenticated,
+                format!(
+                    "gave up after {} of transient failures ({}); supply new credentials or force a retry with new credentials",
+                    humantime::format_duration(Duration::from_secs(
+                        since.since(*first_failure_at).as_secs()
+                    )),
+                    last.summary
+                ),
+            ),
+            State::Stopped => (WorkloadStatus::Stopped, "stopped".to_owned()),
+        }
+    }
+}
+
+fn min_opt(a: Timestamp, b: Option<Timestamp>) -> Timestamp {
+    match b {
+        Some(b) => a.min(b),
+        None => a,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! The on-disk status record (DESIGN.md §4), compatible with ToolHive's workload status file
+//! and extended with a versioned `token` section.
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Failure, FailureKind};
+use crate::time::Timestamp;
+
+/// The version of the `token` section written by this build.
+pub const SCHEMA: u32 = 1;
+
+/// The workload status, as ToolHive names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadStatus {
+    /// A valid token is being served.
+    Running,
+    /// Refreshes fail transiently; tokenvisor keeps retrying on its own.
+    AuthRetrying,
+    /// The provider rejected the credentials (or the give-up ceiling passed): new ones needed.
+    Unauthenticated,
+    /// No token yet.
+    Starting,
+    /// The workload was removed or the daemon stopped it.
+    Stopped,
+    /// Its actor crashed more often than its restart budget allows.
+    Error,
+}
+
+impl WorkloadStatus {
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WorkloadStatus::Running => "running",
+            WorkloadStatus::AuthRetrying => "auth_retrying",
+            WorkloadStatus::Unauthenticated => "unauthenticated",
+            WorkloadStatus::Starting => "starting",
+            WorkloadStatus::Stopped => "stopped",
+            WorkloadStatus::Error => "error",
+        }
+    }
+}
+
+/// The token state machine's state, as written to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    /// See [`crate::machine::State::Healthy`].
+    Healthy,
+    /// See [`crate::machine::State::Refreshing`].
+    Refreshing,
+    /// See [`crate::machine::State::TransientBackoff`].
+    TransientBackoff,
+    /// See [`crate::machine::State::Unauthenticated`].
+    Unauthenticated,
+    /// See [`crate::machine::State::Stopped`].
+    Stopped,
+}
+
+impl TokenState {
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Healthy => "healthy",
+            TokenState::Refreshing => "refreshing",
+            TokenState::TransientBackoff => "transient_backoff",
+            TokenState::Unauthenticated => "unauthenticated",
+            TokenState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Whether the last error was transient or permanent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorOutcome {
+    /// Retried automatically.
+    Transient,
+    /// Final until new credentials arrive.
+    Permanent,
+}
+
+/// The last failed attempt, as written to disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// Transient or permanent.
+    pub outcome: ErrorOutcome,
+    /// The [`FailureKind`] name (kept as a string on disk so newer kinds still parse).
+    pub kind: String,
+    /// The HTTP status, when a response arrived.
+    pub http_status: Option<u16>,
+    /// The RFC 6749 code the server sent, if any.
+    pub error_code: Option<String>,
+    /// The server's `Retry-After`, in whole seconds (rounded up).
+    pub retry_after_secs: Option<u64>,
+    /// Sanitised, short.
+    pub summary: String,
+}
+
+impl LastError {
+    /// The disk form of a failure.
+    pub fn from_failure(f: &Failure, outcome: ErrorOutcome) -> Self {
+        LastError {
+            outcome,
+            kind: f.kind.as_str().to_owned(),
+            http_status: f.http_status,
+            error_code: f.error_code.clone(),
+            retry_after_secs: f.retry_after.map(|d| d.as_millis().div_ceil(1000) as u64),
+            summary: f.summary.clone(),
+        }
+    }
+
+    /// Back to a failure (unknown kinds read as `io`).
+    pub fn to_failure(&self) -> Failure {
+        Failure {
+            kind: FailureKind::parse(&self.kind).unwrap_or(FailureKind::Io),
+            http_status: self.http_status,
+            error_code: self.error_code.clone(),
+            retry_after: self.retry_after_secs.map(std::time::Duration::from_secs),
+            summary: self.summary.clone(),
+        }
+    }
+}
+
+/// The `token` section of a status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSection {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// The machine's state.
+    pub state: TokenState,
+    /// When the served access token expires; `null` when none is served.
+    pub expires_at: Option<Timestamp>,
+    /// Consecutive failed attempts (0 when healthy).
+    pub attempt: u32,
+    /// When the current run of failures began.
+    pub first_failure_at: Option<Timestamp>,
+    /// When the next attempt is due, while backing off.
+    pub next_attempt_at: Option<Timestamp>,
+    /// The last failure, kept until a success clears it.
+    pub last_error: Option<LastError>,
+}
+
+/// One status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    /// The ToolHive-compatible status.
+    pub status: WorkloadStatus,
+    /// A short human reason; sanitised; omitted when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status_context: String,
+    /// When the file was first written.
+    pub created_at: Timestamp,
+    /// When the file was last written.
+    pub updated_at: Timestamp,
+    /// The daemon's process id.
+    #[serde(default)]
+    pub process_id: u32,
+    /// The token state; absent in files written by ToolHive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenSection>,
+}
+
+/// Why a status file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Not JSON of the expected shape.
+    #[error("not a status record: {0}")]
+    Parse(#[from] serde_json::Error),
+    /// The `token` section has a newer schema than this build reads.
+    #[error("token schema {found} is newer than the supported {SCHEMA}")]
+    Schema {
+        /// The schema found.
+        found: u32,
+    },
+}
+
+impl StatusRecord {
+    /// Pretty JSON with a trailing newline, as written to disk.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses a file's bytes, checking the schema.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, RecordError> {
+        let r: StatusRecord = serde_json::from_slice(bytes)?;
+        if let Some(t) = &r.token
+            && t.schema > SCHEMA
+        {
+            return Err(RecordError::Schema { found: t.schema });
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StatusRecord {
+        StatusRecord {
+            status: WorkloadStatus::AuthRetrying,
+            status_context: "refresh failing".into(),
+            created_at: Timestamp::from_millis(1_790_000_000_000),
+            updated_at: Timestamp::from_millis(1_790_000_060_000),
+            process_id: 42,
+            token: Some(TokenSection {
+                schema: SCHEMA,
+                state: TokenState::TransientBackoff,
+                expires_at: None,
+                attempt: 2,
+                first_failure_at: Some(Timestamp::from_millis(1_790_000_000_000)),
+                next_attempt_at: Some(Timestamp::from_millis(1_790_000_070_000)),
+                last_error: Some(LastError {
+                    outcome: ErrorOutcome::Transient,
+                    kind: "infrastructure_4xx".into(),
+                    http_status: Some(403),
+                    error_code: None,
+                    retry_after_secs: None,
+                    summary: "HTTP 403 text/html: Attention Required".into(),
+                }),
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_uses_the_documented_field_names() {
+        let r = sample();
+        let json = r.to_json();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["status"], "auth_retrying");
+        assert_eq!(v["token"]["state"], "transient_backoff");
+        assert_eq!(v["token"]["schema"], 1);
+        assert_eq!(v["token"]["last_error"]["kind"], "infrastructure_4xx");
+        assert_eq!(v["token"]["expires_at"], serde_json::Value::Null);
+        assert!(v["created_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(StatusRecord::from_json(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn reads_a_toolhive_file_without_token_section() {
+        let json = br#"{"status":"unauthenticated","status_context":"Token retrieval failed","created_at":"2026-05-01T10:00:00.123456789Z","updated_at":"2026-05-01T10:00:00Z","process_id":0}"#;
+        let r = StatusRecord::from_json(json).unwrap();
+        assert_eq!(r.status, WorkloadStatus::Unauthenticated);
+        assert!(r.token.is_none());
+    }
+
+    #[test]
+    fn rejects_a_newer_schema() {
+        let mut r = sample();
+        r.token.as_mut().unwrap().schema = 2;
+        assert!(matches!(
+            StatusRecord::from_json(&r.to_json()),
+            Err(RecordError::Schema { found: 2 })
+        ));
+    }
+}

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Failure, FailureKind};
+use crate::classify::{Failure, FailureKind, excerpt};
+use crate::machine::{Resume, Retry, UnauthReason};
 use crate::time::Timestamp;
 
 /// The version of the `token` section written by this build.
@@ -176,6 +177,55 @@ pub enum RecordError {
 }
 
 impl StatusRecord {
+    /// Where a machine should resume after a restart, given this record:
+    /// `unauthenticated` stays so (no requests until credentials change); a run of transient
+    /// failures keeps its first-failure time (the give-up ceiling keeps counting); anything
+    /// else starts fresh.
+    pub fn resume(&self) -> Resume {
+        let token = self.token.as_ref();
+        let last = token.and_then(|t| t.last_error.as_ref());
+        match self.status {
+            WorkloadStatus::Unauthenticated => {
+                let (last, reason) = match last {
+                    Some(e) => (
+                        e.to_failure(),
+                        match e.outcome {
+                            ErrorOutcome::Permanent => UnauthReason::Rejected,
+                            ErrorOutcome::Transient => UnauthReason::GaveUp,
+                        },
+                    ),
+                    None => (
+                        Failure {
+                            kind: FailureKind::OauthRejected,
+                            http_status: None,
+                            error_code: None,
+                            retry_after: None,
+                            summary: excerpt(self.status_context.as_bytes()),
+                        },
+                        UnauthReason::Rejected,
+                    ),
+                };
+                Resume::Unauthenticated {
+                    since: self.updated_at,
+                    last,
+                    reason,
+                }
+            }
+            WorkloadStatus::AuthRetrying => match (token, last) {
+                (Some(t), Some(e)) if t.attempt > 0 => Resume::Retrying(Retry {
+                    failures: t.attempt,
+                    first_failure_at: t.first_failure_at.unwrap_or(self.updated_at),
+                    last: e.to_failure(),
+                }),
+                (Some(_) | None, Some(_) | None) => Resume::Fresh,
+            },
+            WorkloadStatus::Running
+            | WorkloadStatus::Starting
+            | WorkloadStatus::Stopped
+            | WorkloadStatus::Error => Resume::Fresh,
+        }
+    }
+
     /// Pretty JSON with a trailing newline, as written to disk.
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();

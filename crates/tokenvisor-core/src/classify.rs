@@ -18,6 +18,9 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The longest body excerpt a summary may carry, in bytes.
 pub const EXCERPT_LIMIT: usize = 200;
 
+/// The longest summary, in bytes (a longer one is cut at a character boundary, marked `…`).
+pub const SUMMARY_LIMIT: usize = 300;
+
 /// The longest token lifetime believed; larger `expires_in` values are clamped to this.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -290,10 +293,10 @@ pub fn classify(
                 TransportKind::Eof => FailureKind::Eof,
                 TransportKind::Io => FailureKind::Io,
             };
-            let summary = format!(
+            let summary = cap(format!(
                 "{kind}: {}",
                 excerpt(scrub(detail, request_secrets).as_bytes())
-            );
+            ));
             Verdict::Transient(Failure {
                 kind,
                 http_status: None,
@@ -316,14 +319,14 @@ fn classify_answer(
         .retry_after
         .as_deref()
         .and_then(|v| parse_retry_after(v, now, policy.max_retry_after));
-    let body = parse_body(&a.body);
+    let body = parse_body(&a.body, a.truncated);
     let code = body.error_code();
     let failure = |kind: FailureKind, summary: String| Failure {
         kind,
         http_status: Some(a.status),
         error_code: code.map(str::to_owned),
         retry_after,
-        summary: scrub(&summary, secrets),
+        summary: cap(scrub(&summary, secrets)),
     };
     let status = a.status;
     match status {
@@ -375,7 +378,11 @@ fn classify_answer(
 }
 
 /// Decides a structured code seen on a 4xx (or a 2xx).
-fn judge_code(code: &str, policy: &ClassifyPolicy, failure: impl Fn(FailureKind) -> Failure) -> Verdict {
+fn judge_code(
+    code: &str,
+    policy: &ClassifyPolicy,
+    failure: impl Fn(FailureKind) -> Failure,
+) -> Verdict {
     let listed = |list: &[String]| list.iter().any(|c| c == code);
     if listed(&policy.transient_codes) {
         Verdict::Transient(failure(FailureKind::OauthRetryable))
@@ -412,7 +419,9 @@ enum Body {
     Other,
 }
 
-fn parse_body(raw: &[u8]) -> Body {
+/// `truncated`: the body was cut at [`BODY_LIMIT`]. JSON cannot be cut and still parse, but
+/// a form can, into a cut-off token or code: a truncated body is never read as a form.
+fn parse_body(raw: &[u8], truncated: bool) -> Body {
     let raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
     let trimmed = raw.trim_ascii();
     if trimmed.is_empty() {
@@ -427,6 +436,9 @@ fn parse_body(raw: &[u8]) -> Body {
     }
     // Form-encoded: only when every pair is `key=value` with a plausible key, so that HTML
     // or prose is never mistaken for a form.
+    if truncated {
+        return Body::Other;
+    }
     let Ok(text) = std::str::from_utf8(trimmed) else {
         return Body::Other;
     };
@@ -450,8 +462,7 @@ fn parse_body(raw: &[u8]) -> Body {
 fn is_error_code(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
         && !s.trim().is_empty()
 }
@@ -522,7 +533,12 @@ fn str_seconds(s: &str) -> Option<u64> {
     s.parse::<u64>()
         .ok()
         .or_else(|| s.parse::<i64>().ok().map(|_| 0))
-        .or_else(|| s.parse::<f64>().ok().filter(|f| f.is_finite()).map(f64_seconds))
+        .or_else(|| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(f64_seconds)
+        })
 }
 
 fn f64_seconds(f: f64) -> u64 {
@@ -585,15 +601,45 @@ fn html_title(body: &[u8]) -> Option<String> {
     (!t.is_empty()).then_some(t)
 }
 
-/// A sanitised excerpt: lossy UTF-8, control characters dropped, whitespace folded, at most
-/// [`EXCERPT_LIMIT`] bytes (cut at a character boundary, marked with `…`).
+/// Invisible formatting characters that can disguise text in a terminal or a log viewer:
+/// bidi embeddings, overrides and isolates, zero-width characters, the BOM.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Cuts a summary to [`SUMMARY_LIMIT`] bytes at a character boundary, marked with `…`.
+fn cap(mut s: String) -> String {
+    const MARK: char = '…';
+    if s.len() > SUMMARY_LIMIT {
+        let mut end = SUMMARY_LIMIT - MARK.len_utf8();
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.truncate(s.trim_end().len());
+        s.push(MARK);
+    }
+    s
+}
+
+/// A sanitised excerpt: lossy UTF-8, control and invisible formatting characters dropped,
+/// whitespace folded, at most [`EXCERPT_LIMIT`] bytes (cut at a character boundary, marked
+/// with `…`).
 pub fn excerpt(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(&raw[..raw.len().min(EXCERPT_LIMIT * 8)]);
     let mut out = String::with_capacity(EXCERPT_LIMIT + 4);
     let mut last_space = true;
     for c in text.chars() {
         let c = if c.is_whitespace() { ' ' } else { c };
-        if c.is_control() || c == '\u{FFFD}' {
+        if c.is_control() || is_invisible(c) || c == '\u{FFFD}' {
             continue;
         }
         if c == ' ' {
@@ -615,7 +661,26 @@ pub fn excerpt(raw: &[u8]) -> String {
     out
 }
 
-/// Replaces every occurrence of a secret (raw or percent-encoded) with `…`.
+/// `%2F` → `%2f`: the same percent-encoding with lower-case hex digits.
+fn lower_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut hex_left = 0;
+    for c in encoded.chars() {
+        if hex_left > 0 {
+            out.push(c.to_ascii_lowercase());
+            hex_left -= 1;
+        } else {
+            if c == '%' {
+                hex_left = 2;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Replaces every occurrence of a secret with `…`: raw, percent-encoded (either hex case)
+/// and JSON-escaped (with and without `\/`), the forms a server echoes it in.
 fn scrub(text: &str, secrets: &[&Secret]) -> String {
     let mut out = text.to_owned();
     for s in secrets {
@@ -623,15 +688,27 @@ fn scrub(text: &str, secrets: &[&Secret]) -> String {
         if raw.len() < 4 {
             continue;
         }
-        if out.contains(raw) {
-            out = out.replace(raw, "…");
-        }
         let encoded: String = serde_urlencoded::to_string([("", raw)])
             .unwrap_or_default()
             .trim_start_matches('=')
             .to_owned();
-        if encoded != raw && encoded.len() >= 4 && out.contains(&encoded) {
-            out = out.replace(&encoded, "…");
+        let json = serde_json::to_string(raw).unwrap_or_default();
+        let json = json
+            .strip_prefix('"')
+            .and_then(|j| j.strip_suffix('"'))
+            .unwrap_or(raw)
+            .to_owned();
+        let variants = [
+            raw.to_owned(),
+            lower_hex(&encoded),
+            encoded,
+            json.replace('/', "\\/"),
+            json,
+        ];
+        for v in &variants {
+            if v.len() >= 4 && out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), "…");
+            }
         }
     }
     out

@@ -190,35 +190,44 @@ pub struct Machine {
     config: MachineConfig,
     state: State,
     next_attempt: u64,
+    since: Timestamp,
 }
 
 impl Machine {
     /// Starts a machine at `now`. For `Fresh` and `Retrying` the first attempt starts at once.
     ///
     /// `served_until` is the expiry of a token the driver still serves from before (a
-    /// restarted actor); the machine withdraws it when it expires. It is ignored when
-    /// resuming unauthenticated (nothing is served then).
+    /// restarted actor); the machine withdraws it when it expires (at once if it already
+    /// has). Resuming unauthenticated withdraws it at once (nothing is served then).
     pub fn start(
         config: MachineConfig,
         resume: Resume,
         served_until: Option<Timestamp>,
         now: Timestamp,
     ) -> (Self, Effects) {
-        let served_until = served_until.filter(|&t| t > now);
         let mut m = Machine {
             config,
             state: State::Stopped,
             next_attempt: 1,
+            since: now,
         };
         let mut fx = Effects {
             persist: true,
             ..Effects::default()
         };
         match resume {
+            // `begin_attempt` withdraws a served token that has already expired.
             Resume::Fresh => m.begin_attempt(now, served_until, None, &mut fx),
             Resume::Retrying(retry) => m.begin_attempt(now, served_until, Some(retry), &mut fx),
-            Resume::Unauthenticated { since, last, reason } => {
+            Resume::Unauthenticated {
+                since,
+                last,
+                reason,
+            } => {
+                // Nothing is served while unauthenticated, expired or not.
                 fx.withdraw = served_until.map(|_| Withdraw::Unauthenticated);
+                // Still unauthenticated since then: a restart does not reset the clock.
+                m.since = since;
                 m.state = State::Unauthenticated {
                     since,
                     reason,
@@ -282,6 +291,7 @@ impl Machine {
     /// Feeds one input at `now`.
     pub fn handle(&mut self, input: Input, now: Timestamp, rng: &mut fastrand::Rng) -> Effects {
         let mut fx = Effects::default();
+        let before = std::mem::discriminant(&self.state);
         let state = std::mem::replace(&mut self.state, State::Stopped);
         self.state = match (state, input) {
             // ── Stop: from anywhere, once.
@@ -483,15 +493,24 @@ impl Machine {
                 Input::TimerFired | Input::RefreshResult { .. } | Input::ForceRefresh,
             ) => state,
         };
+        if std::mem::discriminant(&self.state) != before || fx.start_attempt.is_some() {
+            self.since = now;
+        }
         fx.wake_at = self.wake_at();
         fx
+    }
+
+    /// When the machine entered its current state (or started its current attempt).
+    pub fn since(&self) -> Timestamp {
+        self.since
     }
 
     fn take_state(&mut self) -> State {
         std::mem::replace(&mut self.state, State::Stopped)
     }
 
-    /// Starts attempt n+1, leaving the machine in `Refreshing`.
+    /// Starts attempt n+1, leaving the machine in `Refreshing`. A served token that has
+    /// expired by `now` (a late timer, a sleep/wake) is withdrawn first.
     fn begin_attempt(
         &mut self,
         now: Timestamp,
@@ -499,6 +518,7 @@ impl Machine {
         retry: Option<Retry>,
         fx: &mut Effects,
     ) {
+        let expires_at = self.expire(expires_at, now, fx);
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
         fx.start_attempt = Some(attempt);
@@ -536,10 +556,7 @@ impl Machine {
         fx: &mut Effects,
     ) -> State {
         let expires_at = now.plus(grant.lifetime);
-        let refresh_at = self
-            .config
-            .schedule
-            .refresh_time(now, grant.lifetime, rng);
+        let refresh_at = self.config.schedule.refresh_time(now, grant.lifetime, rng);
         fx.publish = Some(grant);
         fx.withdraw = None;
         fx.persist = true;
@@ -639,7 +656,10 @@ impl Machine {
                 retry.failures,
                 Some(retry.first_failure_at),
                 Some(*next_attempt_at),
-                Some(LastError::from_failure(&retry.last, ErrorOutcome::Transient)),
+                Some(LastError::from_failure(
+                    &retry.last,
+                    ErrorOutcome::Transient,
+                )),
             ),
             State::Unauthenticated {
                 reason,
@@ -666,6 +686,7 @@ impl Machine {
         TokenSection {
             schema: SCHEMA,
             state,
+            since: Some(self.since),
             expires_at,
             attempt,
             first_failure_at: first,
@@ -678,9 +699,7 @@ impl Machine {
     pub fn workload_status(&self) -> (WorkloadStatus, String) {
         match &self.state {
             State::Healthy { .. } => (WorkloadStatus::Running, String::new()),
-            State::Refreshing {
-                retry: Some(r), ..
-            } => (
+            State::Refreshing { retry: Some(r), .. } => (
                 WorkloadStatus::AuthRetrying,
                 format!(
                     "retrying after {} transient failure(s) since {}: {}",
@@ -696,10 +715,7 @@ impl Machine {
                 retry: None,
                 expires_at: None,
                 ..
-            } => (
-                WorkloadStatus::Starting,
-                "fetching a token".to_owned(),
-            ),
+            } => (WorkloadStatus::Starting, "fetching a token".to_owned()),
             State::TransientBackoff {
                 retry,
                 next_attempt_at,

@@ -21,7 +21,9 @@ pub enum NameError {
         len: usize,
     },
     /// The name holds a character outside `[A-Za-z0-9._-]` (path separators among them).
-    #[error("workload name contains {found:?} at byte {at}; only A-Z, a-z, 0-9, '.', '_' and '-' are allowed")]
+    #[error(
+        "workload name contains {found:?} at byte {at}; only A-Z, a-z, 0-9, '.', '_' and '-' are allowed"
+    )]
     BadCharacter {
         /// The first offending character.
         found: char,

@@ -242,7 +242,9 @@ mod tests {
         assert!(t.since(t0) <= S(5), "{t:?}");
         // 30 days: at most a day.
         let t = s.refresh_time(t0, S(30 * 86_400), &mut rng);
-        assert!(t.since(t0) <= MAX_REFRESH_INTERVAL && t.since(t0) >= MAX_REFRESH_INTERVAL.mul_f64(0.9));
+        assert!(
+            t.since(t0) <= MAX_REFRESH_INTERVAL && t.since(t0) >= MAX_REFRESH_INTERVAL.mul_f64(0.9)
+        );
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub struct TokenSection {
     pub schema: u32,
     /// The machine's state.
     pub state: TokenState,
+    /// When the machine entered this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
     /// When the served access token expires; `null` when none is served.
     pub expires_at: Option<Timestamp>,
     /// Consecutive failed attempts (0 when healthy).
@@ -182,10 +185,31 @@ impl StatusRecord {
     /// failures keeps its first-failure time (the give-up ceiling keeps counting); anything
     /// else starts fresh.
     pub fn resume(&self) -> Resume {
-        let token = self.token.as_ref();
-        let last = token.and_then(|t| t.last_error.as_ref());
-        match self.status {
-            WorkloadStatus::Unauthenticated => {
+        // The token section is the machine's own account; `status` may say `stopped` because
+        // the daemon stopped, while the token state underneath is what must carry over.
+        let Some(token) = self.token.as_ref() else {
+            return match self.status {
+                WorkloadStatus::Unauthenticated => Resume::Unauthenticated {
+                    since: self.updated_at,
+                    last: Failure {
+                        kind: FailureKind::OauthRejected,
+                        http_status: None,
+                        error_code: None,
+                        retry_after: None,
+                        summary: excerpt(self.status_context.as_bytes()),
+                    },
+                    reason: UnauthReason::Rejected,
+                },
+                WorkloadStatus::Running
+                | WorkloadStatus::AuthRetrying
+                | WorkloadStatus::Starting
+                | WorkloadStatus::Stopped
+                | WorkloadStatus::Error => Resume::Fresh,
+            };
+        };
+        let last = token.last_error.as_ref();
+        match (token.state, last) {
+            (TokenState::Unauthenticated, _) => {
                 let (last, reason) = match last {
                     Some(e) => (
                         e.to_failure(),
@@ -206,23 +230,27 @@ impl StatusRecord {
                     ),
                 };
                 Resume::Unauthenticated {
-                    since: self.updated_at,
+                    since: token.since.unwrap_or(self.updated_at),
                     last,
                     reason,
                 }
             }
-            WorkloadStatus::AuthRetrying => match (token, last) {
-                (Some(t), Some(e)) if t.attempt > 0 => Resume::Retrying(Retry {
-                    failures: t.attempt,
-                    first_failure_at: t.first_failure_at.unwrap_or(self.updated_at),
+            (TokenState::TransientBackoff | TokenState::Refreshing, Some(e))
+                if token.attempt > 0 =>
+            {
+                Resume::Retrying(Retry {
+                    failures: token.attempt,
+                    first_failure_at: token.first_failure_at.unwrap_or(self.updated_at),
                     last: e.to_failure(),
-                }),
-                (Some(_) | None, Some(_) | None) => Resume::Fresh,
-            },
-            WorkloadStatus::Running
-            | WorkloadStatus::Starting
-            | WorkloadStatus::Stopped
-            | WorkloadStatus::Error => Resume::Fresh,
+                })
+            }
+            (
+                TokenState::Healthy
+                | TokenState::Refreshing
+                | TokenState::TransientBackoff
+                | TokenState::Stopped,
+                _,
+            ) => Resume::Fresh,
         }
     }
 
@@ -259,6 +287,7 @@ mod tests {
             token: Some(TokenSection {
                 schema: SCHEMA,
                 state: TokenState::TransientBackoff,
+                since: Some(Timestamp::from_millis(1_790_000_060_000)),
                 expires_at: None,
                 attempt: 2,
                 first_failure_at: Some(Timestamp::from_millis(1_790_000_000_000)),

@@ -1,1 +1,1565 @@
 //! Machine tests.
+//!
+//! - `transition_table`: every (state, input) pair, one row each, asserting the resulting
+//!   state, the effects and the status mapping.
+//! - `Machine::start` for each `Resume`, and `StatusRecord::resume` round trips.
+//! - Focused tests for the rules the table cannot show (give-up boundary, Retry-After floor,
+//!   stale results after an abandoned attempt, …).
+//! - Property tests over random input sequences (proptest).
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::classify::{Failure, FailureKind, TokenGrant, Verdict};
+use crate::secret::Secret;
+use crate::status::{ErrorOutcome, StatusRecord, TokenState, WorkloadStatus};
+
+const T0: Timestamp = Timestamp::from_millis(1_790_000_000_000);
+const LIFETIME: u64 = 3600;
+const TIMEOUT: Duration = Duration::from_secs(35);
+const GIVE_UP: Duration = Duration::from_secs(24 * 3600);
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
+fn config() -> MachineConfig {
+    MachineConfig {
+        schedule: RefreshSchedule::default(),
+        backoff: BackoffPolicy::default(),
+        give_up_after: GIVE_UP,
+        attempt_timeout: TIMEOUT,
+    }
+}
+
+fn grant(lifetime: Duration) -> TokenGrant {
+    TokenGrant {
+        access_token: Secret::from("at-test"),
+        refresh_token: None,
+        lifetime,
+        lifetime_from_provider: true,
+        token_type: "Bearer".into(),
+        scope: None,
+    }
+}
+
+fn transient_failure(retry_after: Option<Duration>) -> Failure {
+    Failure {
+        kind: FailureKind::Server5xx,
+        http_status: Some(503),
+        error_code: None,
+        retry_after,
+        summary: "HTTP 503 (no content type), empty body".into(),
+    }
+}
+
+fn permanent_failure() -> Failure {
+    Failure {
+        kind: FailureKind::OauthRejected,
+        http_status: Some(400),
+        error_code: Some("invalid_grant".into()),
+        retry_after: None,
+        summary: "HTTP 400 invalid_grant: revoked".into(),
+    }
+}
+
+fn ok(lifetime: Duration) -> Verdict {
+    Verdict::Success(grant(lifetime))
+}
+
+fn transient(retry_after: Option<Duration>) -> Verdict {
+    Verdict::Transient(transient_failure(retry_after))
+}
+
+fn permanent() -> Verdict {
+    Verdict::Permanent(permanent_failure())
+}
+
+fn result(attempt: AttemptId, verdict: Verdict) -> Input {
+    Input::RefreshResult { attempt, verdict }
+}
+
+/// A machine plus what a driver would know: the time, the last attempt started, and the
+/// expiry of the token it serves (tracked from `publish` / `withdraw` effects only).
+struct Fx {
+    m: Machine,
+    rng: fastrand::Rng,
+    now: Timestamp,
+    last: AttemptId,
+    served: Option<Timestamp>,
+}
+
+impl Fx {
+    fn start(
+        config: MachineConfig,
+        resume: Resume,
+        served_until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> (Fx, Effects) {
+        let (m, fx) = Machine::start(config, resume, served_until, now);
+        let mut f = Fx {
+            m,
+            rng: fastrand::Rng::with_seed(42),
+            now,
+            last: AttemptId(0),
+            served: served_until,
+        };
+        f.absorb(&fx);
+        (f, fx)
+    }
+
+    fn fresh() -> Fx {
+        Fx::start(config(), Resume::Fresh, None, T0).0
+    }
+
+    fn absorb(&mut self, fx: &Effects) {
+        if let Some(a) = fx.start_attempt {
+            self.last = a;
+        }
+        if fx.withdraw.is_some() {
+            self.served = None;
+        }
+        if let Some(g) = &fx.publish {
+            self.served = Some(self.now.plus(g.lifetime));
+        }
+    }
+
+    fn step(&mut self, input: Input, at: Timestamp) -> Effects {
+        assert!(at >= self.now, "time runs forward");
+        self.now = at;
+        let fx = self.m.handle(input, at, &mut self.rng);
+        self.absorb(&fx);
+        fx
+    }
+
+    fn after(&mut self, d: Duration, input: Input) -> Effects {
+        let at = self.now.plus(d);
+        self.step(input, at)
+    }
+
+    fn succeed(&mut self, d: Duration) -> Effects {
+        let a = self.last;
+        self.after(d, result(a, ok(secs(LIFETIME))))
+    }
+
+    fn fail(&mut self, d: Duration, verdict: Verdict) -> Effects {
+        let a = self.last;
+        self.after(d, result(a, verdict))
+    }
+}
+
+// ── The states of the table, each reached through the public API.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Healthy,
+    /// The first attempt: no retry, no token.
+    RefreshingFirst,
+    /// A scheduled refresh: no retry, a token served.
+    RefreshingServed,
+    RefreshingRetryServed,
+    RefreshingRetryNoToken,
+    BackoffServed,
+    BackoffNoToken,
+    UnauthRejected,
+    UnauthGaveUp,
+    Stopped,
+}
+
+const SETUPS: [Setup; 10] = [
+    Setup::Healthy,
+    Setup::RefreshingFirst,
+    Setup::RefreshingServed,
+    Setup::RefreshingRetryServed,
+    Setup::RefreshingRetryNoToken,
+    Setup::BackoffServed,
+    Setup::BackoffNoToken,
+    Setup::UnauthRejected,
+    Setup::UnauthGaveUp,
+    Setup::Stopped,
+];
+
+fn setup(s: Setup) -> Fx {
+    let mut f = Fx::fresh();
+    match s {
+        Setup::RefreshingFirst => {}
+        Setup::Healthy => {
+            f.succeed(secs(1));
+        }
+        Setup::RefreshingServed => {
+            f.succeed(secs(1));
+            f.after(secs(59), Input::ForceRefresh);
+        }
+        Setup::RefreshingRetryServed => {
+            f.succeed(secs(1));
+            f.after(secs(59), Input::ForceRefresh);
+            f.fail(secs(1), transient(None));
+            f.after(secs(1), Input::ForceRefresh);
+        }
+        Setup::RefreshingRetryNoToken => {
+            f.fail(secs(1), transient(None));
+            f.after(secs(1), Input::ForceRefresh);
+        }
+        Setup::BackoffServed => {
+            f.succeed(secs(1));
+            f.after(secs(59), Input::ForceRefresh);
+            f.fail(secs(1), transient(None));
+        }
+        Setup::BackoffNoToken => {
+            f.fail(secs(1), transient(None));
+        }
+        Setup::UnauthRejected => {
+            f.fail(secs(1), permanent());
+        }
+        Setup::UnauthGaveUp => {
+            f.fail(secs(1), transient(None));
+            f.after(GIVE_UP, Input::TimerFired);
+        }
+        Setup::Stopped => {
+            f.succeed(secs(1));
+            f.after(secs(1), Input::Stop);
+        }
+    }
+    assert_eq!(tag(f.m.state()), expected_setup_tag(s), "{s:?}");
+    f
+}
+
+fn expected_setup_tag(s: Setup) -> Tag {
+    match s {
+        Setup::Healthy => Tag::H,
+        Setup::RefreshingFirst | Setup::RefreshingServed => Tag::R,
+        Setup::RefreshingRetryServed | Setup::RefreshingRetryNoToken => Tag::RR,
+        Setup::BackoffServed | Setup::BackoffNoToken => Tag::B,
+        Setup::UnauthRejected => Tag::U,
+        Setup::UnauthGaveUp => Tag::UG,
+        Setup::Stopped => Tag::St,
+    }
+}
+
+/// The state variant, with the distinctions the table cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    H,
+    /// Refreshing, no run of failures.
+    R,
+    /// Refreshing, continuing a run of failures.
+    RR,
+    B,
+    /// Unauthenticated, rejected.
+    U,
+    /// Unauthenticated, gave up.
+    UG,
+    St,
+}
+
+fn tag(s: &State) -> Tag {
+    match s {
+        State::Healthy { .. } => Tag::H,
+        State::Refreshing { retry: None, .. } => Tag::R,
+        State::Refreshing { retry: Some(_), .. } => Tag::RR,
+        State::TransientBackoff { .. } => Tag::B,
+        State::Unauthenticated {
+            reason: UnauthReason::Rejected,
+            ..
+        } => Tag::U,
+        State::Unauthenticated {
+            reason: UnauthReason::GaveUp,
+            ..
+        } => Tag::UG,
+        State::Stopped => Tag::St,
+    }
+}
+
+fn token_state(t: Tag) -> TokenState {
+    match t {
+        Tag::H => TokenState::Healthy,
+        Tag::R | Tag::RR => TokenState::Refreshing,
+        Tag::B => TokenState::TransientBackoff,
+        Tag::U | Tag::UG => TokenState::Unauthenticated,
+        Tag::St => TokenState::Stopped,
+    }
+}
+
+// ── The inputs of the table.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum In {
+    /// 1 ms before the machine's wake-up.
+    TimerEarly,
+    /// Exactly at the wake-up (refresh due, attempt deadline, next attempt).
+    TimerDue,
+    /// A second past the attempt deadline measured from now.
+    TimerDeadline,
+    /// At the served token's expiry (two hours on when none is served): a late timer.
+    TimerExpired,
+    /// Past the give-up ceiling.
+    TimerGiveUp,
+    /// Results for the last attempt started (current while refreshing, finished otherwise).
+    ResultOk,
+    ResultTransient,
+    ResultPermanent,
+    /// A success for an earlier attempt.
+    ResultStale,
+    Creds,
+    Force,
+    Stop,
+}
+
+const INPUTS: [In; 12] = [
+    In::TimerEarly,
+    In::TimerDue,
+    In::TimerDeadline,
+    In::TimerExpired,
+    In::TimerGiveUp,
+    In::ResultOk,
+    In::ResultTransient,
+    In::ResultPermanent,
+    In::ResultStale,
+    In::Creds,
+    In::Force,
+    In::Stop,
+];
+
+fn input(f: &Fx, i: In) -> (Input, Timestamp) {
+    let wake = f.m.wake_at();
+    let later = f.now.plus(secs(1));
+    match i {
+        In::TimerEarly => (
+            Input::TimerFired,
+            wake.map_or(later, |w| {
+                Timestamp::from_millis(w.as_millis() - 1).max(f.now)
+            }),
+        ),
+        In::TimerDue => (Input::TimerFired, wake.unwrap_or(later)),
+        In::TimerDeadline => (Input::TimerFired, f.now.plus(TIMEOUT + secs(1))),
+        In::TimerExpired => (
+            Input::TimerFired,
+            f.served.unwrap_or_else(|| f.now.plus(secs(7200))),
+        ),
+        In::TimerGiveUp => (Input::TimerFired, f.now.plus(GIVE_UP + secs(3600))),
+        In::ResultOk => (result(f.last, ok(secs(LIFETIME))), later),
+        In::ResultTransient => (result(f.last, transient(Some(secs(30)))), later),
+        In::ResultPermanent => (result(f.last, permanent()), later),
+        In::ResultStale => (result(AttemptId(f.last.0 - 1), ok(secs(LIFETIME))), later),
+        In::Creds => (Input::CredentialsReplaced, later),
+        In::Force => (Input::ForceRefresh, later),
+        In::Stop => (Input::Stop, later),
+    }
+}
+
+/// The expected outcome of one row.
+struct Want {
+    to: Tag,
+    start: bool,
+    publish: bool,
+    withdraw: Option<Withdraw>,
+    persist: bool,
+    status: WorkloadStatus,
+}
+
+const NW: Option<Withdraw> = None;
+const WE: Option<Withdraw> = Some(Withdraw::Expired);
+const WU: Option<Withdraw> = Some(Withdraw::Unauthenticated);
+const WS: Option<Withdraw> = Some(Withdraw::Stopped);
+
+const RUN: WorkloadStatus = WorkloadStatus::Running;
+const RETRY: WorkloadStatus = WorkloadStatus::AuthRetrying;
+const UNAUTH: WorkloadStatus = WorkloadStatus::Unauthenticated;
+const STARTING: WorkloadStatus = WorkloadStatus::Starting;
+const STOPPED: WorkloadStatus = WorkloadStatus::Stopped;
+
+const fn w(
+    to: Tag,
+    start: bool,
+    publish: bool,
+    withdraw: Option<Withdraw>,
+    persist: bool,
+    status: WorkloadStatus,
+) -> Want {
+    Want {
+        to,
+        start,
+        publish,
+        withdraw,
+        persist,
+        status,
+    }
+}
+
+/// No change at all.
+const fn same(to: Tag, status: WorkloadStatus) -> Want {
+    w(to, false, false, NW, false, status)
+}
+
+#[rustfmt::skip]
+fn table() -> Vec<(Setup, In, Want)> {
+    use In as I;
+    use Setup as S;
+    use Tag as T;
+    vec![
+        // ── Healthy: a refresh at refresh_at; results are all stale (nothing in flight).
+        (S::Healthy, I::TimerEarly,      same(T::H, RUN)),
+        (S::Healthy, I::TimerDue,        w(T::R, true, false, NW, true, RUN)),
+        (S::Healthy, I::TimerDeadline,   same(T::H, RUN)),
+        // A late timer (sleep/wake) past expiry: withdraw at once, then refresh.
+        (S::Healthy, I::TimerExpired,    w(T::R, true, false, WE, true, STARTING)),
+        (S::Healthy, I::TimerGiveUp,     w(T::R, true, false, WE, true, STARTING)),
+        (S::Healthy, I::ResultOk,        same(T::H, RUN)),
+        (S::Healthy, I::ResultTransient, same(T::H, RUN)),
+        (S::Healthy, I::ResultPermanent, same(T::H, RUN)),
+        (S::Healthy, I::ResultStale,     same(T::H, RUN)),
+        (S::Healthy, I::Creds,           w(T::R, true, false, NW, true, RUN)),
+        (S::Healthy, I::Force,           w(T::R, true, false, NW, true, RUN)),
+        (S::Healthy, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Refreshing, first attempt, nothing served.
+        (S::RefreshingFirst, I::TimerEarly,      same(T::R, STARTING)),
+        (S::RefreshingFirst, I::TimerDue,        w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingFirst, I::TimerDeadline,   w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingFirst, I::TimerExpired,    w(T::B, false, false, NW, true, RETRY)),
+        // The first failure starts the give-up clock: no giving up on it.
+        (S::RefreshingFirst, I::TimerGiveUp,     w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingFirst, I::ResultOk,        w(T::H, false, true, NW, true, RUN)),
+        (S::RefreshingFirst, I::ResultTransient, w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingFirst, I::ResultPermanent, w(T::U, false, false, WU, true, UNAUTH)),
+        (S::RefreshingFirst, I::ResultStale,     same(T::R, STARTING)),
+        (S::RefreshingFirst, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
+        (S::RefreshingFirst, I::Force,           same(T::R, STARTING)),
+        (S::RefreshingFirst, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Refreshing a served token (scheduled or forced refresh).
+        (S::RefreshingServed, I::TimerEarly,      same(T::R, RUN)),
+        (S::RefreshingServed, I::TimerDue,        w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingServed, I::TimerDeadline,   w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingServed, I::TimerExpired,    w(T::B, false, false, WE, true, RETRY)),
+        (S::RefreshingServed, I::TimerGiveUp,     w(T::B, false, false, WE, true, RETRY)),
+        (S::RefreshingServed, I::ResultOk,        w(T::H, false, true, NW, true, RUN)),
+        (S::RefreshingServed, I::ResultTransient, w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingServed, I::ResultPermanent, w(T::U, false, false, WU, true, UNAUTH)),
+        (S::RefreshingServed, I::ResultStale,     same(T::R, RUN)),
+        (S::RefreshingServed, I::Creds,           w(T::R, true, false, NW, true, RUN)),
+        (S::RefreshingServed, I::Force,           same(T::R, RUN)),
+        (S::RefreshingServed, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Refreshing within a run of failures, a token still served.
+        (S::RefreshingRetryServed, I::TimerEarly,      same(T::RR, RETRY)),
+        (S::RefreshingRetryServed, I::TimerDue,        w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingRetryServed, I::TimerDeadline,   w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingRetryServed, I::TimerExpired,    w(T::B, false, false, WE, true, RETRY)),
+        (S::RefreshingRetryServed, I::TimerGiveUp,     w(T::UG, false, false, WU, true, UNAUTH)),
+        (S::RefreshingRetryServed, I::ResultOk,        w(T::H, false, true, NW, true, RUN)),
+        (S::RefreshingRetryServed, I::ResultTransient, w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingRetryServed, I::ResultPermanent, w(T::U, false, false, WU, true, UNAUTH)),
+        (S::RefreshingRetryServed, I::ResultStale,     same(T::RR, RETRY)),
+        // New credentials end the run of failures.
+        (S::RefreshingRetryServed, I::Creds,           w(T::R, true, false, NW, true, RUN)),
+        (S::RefreshingRetryServed, I::Force,           same(T::RR, RETRY)),
+        (S::RefreshingRetryServed, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Refreshing within a run of failures, nothing served.
+        (S::RefreshingRetryNoToken, I::TimerEarly,      same(T::RR, RETRY)),
+        (S::RefreshingRetryNoToken, I::TimerDue,        w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingRetryNoToken, I::TimerDeadline,   w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingRetryNoToken, I::TimerExpired,    w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingRetryNoToken, I::TimerGiveUp,     w(T::UG, false, false, WU, true, UNAUTH)),
+        (S::RefreshingRetryNoToken, I::ResultOk,        w(T::H, false, true, NW, true, RUN)),
+        (S::RefreshingRetryNoToken, I::ResultTransient, w(T::B, false, false, NW, true, RETRY)),
+        (S::RefreshingRetryNoToken, I::ResultPermanent, w(T::U, false, false, WU, true, UNAUTH)),
+        (S::RefreshingRetryNoToken, I::ResultStale,     same(T::RR, RETRY)),
+        (S::RefreshingRetryNoToken, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
+        (S::RefreshingRetryNoToken, I::Force,           same(T::RR, RETRY)),
+        (S::RefreshingRetryNoToken, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Backing off, a token still served.
+        (S::BackoffServed, I::TimerEarly,      same(T::B, RETRY)),
+        (S::BackoffServed, I::TimerDue,        w(T::RR, true, false, NW, true, RETRY)),
+        (S::BackoffServed, I::TimerDeadline,   w(T::RR, true, false, NW, true, RETRY)),
+        (S::BackoffServed, I::TimerExpired,    w(T::RR, true, false, WE, true, RETRY)),
+        (S::BackoffServed, I::TimerGiveUp,     w(T::UG, false, false, WU, true, UNAUTH)),
+        (S::BackoffServed, I::ResultOk,        same(T::B, RETRY)),
+        (S::BackoffServed, I::ResultTransient, same(T::B, RETRY)),
+        (S::BackoffServed, I::ResultPermanent, same(T::B, RETRY)),
+        (S::BackoffServed, I::ResultStale,     same(T::B, RETRY)),
+        (S::BackoffServed, I::Creds,           w(T::R, true, false, NW, true, RUN)),
+        // Pinned: an operator's force starts at once, even before a Retry-After.
+        (S::BackoffServed, I::Force,           w(T::RR, true, false, NW, true, RETRY)),
+        (S::BackoffServed, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Backing off, nothing served.
+        (S::BackoffNoToken, I::TimerEarly,      same(T::B, RETRY)),
+        (S::BackoffNoToken, I::TimerDue,        w(T::RR, true, false, NW, true, RETRY)),
+        (S::BackoffNoToken, I::TimerDeadline,   w(T::RR, true, false, NW, true, RETRY)),
+        (S::BackoffNoToken, I::TimerExpired,    w(T::RR, true, false, NW, true, RETRY)),
+        (S::BackoffNoToken, I::TimerGiveUp,     w(T::UG, false, false, WU, true, UNAUTH)),
+        (S::BackoffNoToken, I::ResultOk,        same(T::B, RETRY)),
+        (S::BackoffNoToken, I::ResultTransient, same(T::B, RETRY)),
+        (S::BackoffNoToken, I::ResultPermanent, same(T::B, RETRY)),
+        (S::BackoffNoToken, I::ResultStale,     same(T::B, RETRY)),
+        (S::BackoffNoToken, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
+        (S::BackoffNoToken, I::Force,           w(T::RR, true, false, NW, true, RETRY)),
+        (S::BackoffNoToken, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Unauthenticated (rejected): only new credentials (or Stop) leave it.
+        (S::UnauthRejected, I::TimerEarly,      same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::TimerDue,        same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::TimerDeadline,   same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::TimerExpired,    same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::TimerGiveUp,     same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::ResultOk,        same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::ResultTransient, same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::ResultPermanent, same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::ResultStale,     same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
+        (S::UnauthRejected, I::Force,           same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Unauthenticated (gave up): the same rules.
+        (S::UnauthGaveUp, I::TimerEarly,      same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::TimerDue,        same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::TimerDeadline,   same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::TimerExpired,    same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::TimerGiveUp,     same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::ResultOk,        same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::ResultTransient, same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::ResultPermanent, same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::ResultStale,     same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
+        (S::UnauthGaveUp, I::Force,           same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Stopped: terminal, silent.
+        (S::Stopped, I::TimerEarly,      same(T::St, STOPPED)),
+        (S::Stopped, I::TimerDue,        same(T::St, STOPPED)),
+        (S::Stopped, I::TimerDeadline,   same(T::St, STOPPED)),
+        (S::Stopped, I::TimerExpired,    same(T::St, STOPPED)),
+        (S::Stopped, I::TimerGiveUp,     same(T::St, STOPPED)),
+        (S::Stopped, I::ResultOk,        same(T::St, STOPPED)),
+        (S::Stopped, I::ResultTransient, same(T::St, STOPPED)),
+        (S::Stopped, I::ResultPermanent, same(T::St, STOPPED)),
+        (S::Stopped, I::ResultStale,     same(T::St, STOPPED)),
+        (S::Stopped, I::Creds,           same(T::St, STOPPED)),
+        (S::Stopped, I::Force,           same(T::St, STOPPED)),
+        (S::Stopped, I::Stop,            same(T::St, STOPPED)),
+    ]
+}
+
+/// What `wake_at` must be, read off the state's own fields.
+fn expected_wake(m: &Machine) -> Option<Timestamp> {
+    let min = |a: Timestamp, b: Option<Timestamp>| b.map_or(a, |b| a.min(b));
+    match m.state() {
+        State::Healthy { refresh_at, .. } => Some(*refresh_at),
+        State::Refreshing {
+            deadline,
+            expires_at,
+            ..
+        } => Some(min(*deadline, *expires_at)),
+        State::TransientBackoff {
+            retry,
+            next_attempt_at,
+            expires_at,
+        } => Some(min(
+            min(*next_attempt_at, *expires_at),
+            Some(retry.first_failure_at.plus(GIVE_UP)),
+        )),
+        State::Unauthenticated { .. } | State::Stopped => None,
+    }
+}
+
+#[test]
+fn transition_table() {
+    let table = table();
+    // Every (state, input) pair exactly once.
+    for s in SETUPS {
+        for i in INPUTS {
+            let n = table
+                .iter()
+                .filter(|(ts, ti, _)| *ts == s && *ti == i)
+                .count();
+            assert_eq!(n, 1, "{s:?} × {i:?} appears {n} times");
+        }
+    }
+    assert_eq!(table.len(), SETUPS.len() * INPUTS.len());
+
+    for (s, i, want) in &table {
+        let ctx = format!("{s:?} × {i:?}");
+        let mut f = setup(*s);
+        let before = f.m.state().clone();
+        let before_wake = f.m.wake_at();
+        let before_since = f.m.since();
+        let before_next = f.last;
+        let (inp, at) = input(&f, *i);
+        let fx = f.step(inp, at);
+        let after = f.m.state();
+
+        assert_eq!(tag(after), want.to, "{ctx}: {after:?}");
+        assert_eq!(fx.start_attempt.is_some(), want.start, "{ctx}: {fx:?}");
+        assert_eq!(fx.publish.is_some(), want.publish, "{ctx}: {fx:?}");
+        assert_eq!(fx.withdraw, want.withdraw, "{ctx}: {fx:?}");
+        assert_eq!(fx.persist, want.persist, "{ctx}: {fx:?}");
+
+        // Effects agree with the state.
+        if let Some(a) = fx.start_attempt {
+            assert!(a > before_next, "{ctx}: attempt ids increase");
+            assert_eq!(f.m.in_flight(), Some(a), "{ctx}");
+        }
+        assert_eq!(fx.wake_at, f.m.wake_at(), "{ctx}");
+        assert_eq!(f.m.wake_at(), expected_wake(&f.m), "{ctx}");
+        if !fx.persist {
+            assert_eq!(*after, before, "{ctx}: changed without persisting");
+            assert_eq!(fx.wake_at, before_wake, "{ctx}");
+            assert_eq!(f.m.since(), before_since, "{ctx}");
+        }
+        if std::mem::discriminant(after) != std::mem::discriminant(&before)
+            || fx.start_attempt.is_some()
+        {
+            assert_eq!(f.m.since(), at, "{ctx}: since");
+        }
+        if let State::Healthy {
+            expires_at,
+            refresh_at,
+        } = after
+        {
+            assert!(refresh_at < expires_at, "{ctx}");
+            if fx.publish.is_some() {
+                assert_eq!(*expires_at, at.plus(secs(LIFETIME)), "{ctx}");
+                let off = refresh_at.since(at);
+                assert!(off >= secs(2520) && off <= secs(2880), "{ctx}: {off:?}");
+            }
+        }
+        if let State::TransientBackoff {
+            next_attempt_at, ..
+        } = after
+        {
+            assert!(*next_attempt_at > at, "{ctx}");
+        }
+
+        // Status mapping.
+        let (status, context) = f.m.workload_status();
+        assert_eq!(status, want.status, "{ctx}: {context}");
+        assert!(!context.contains('\n'), "{ctx}: {context}");
+        let t = f.m.token_section();
+        assert_eq!(t.state, token_state(want.to), "{ctx}");
+        // The status file's expiry is the expiry of the token the driver serves.
+        match after {
+            State::Stopped => assert_eq!(t.expires_at, None, "{ctx}"),
+            State::Healthy { .. }
+            | State::Refreshing { .. }
+            | State::TransientBackoff { .. }
+            | State::Unauthenticated { .. } => {
+                assert_eq!(t.expires_at, f.served, "{ctx}: status vs served token");
+            }
+        }
+        // A timer never leaves an expired token served.
+        if matches!(inp_kind(*i), InKind::Timer) {
+            assert!(
+                t.expires_at.is_none_or(|e| e > at),
+                "{ctx}: expired token served"
+            );
+        }
+        check_section_consistency(&f.m, &ctx);
+    }
+}
+
+enum InKind {
+    Timer,
+    Other,
+}
+
+fn inp_kind(i: In) -> InKind {
+    match i {
+        In::TimerEarly | In::TimerDue | In::TimerDeadline | In::TimerExpired | In::TimerGiveUp => {
+            InKind::Timer
+        }
+        In::ResultOk
+        | In::ResultTransient
+        | In::ResultPermanent
+        | In::ResultStale
+        | In::Creds
+        | In::Force
+        | In::Stop => InKind::Other,
+    }
+}
+
+/// The token section says what the state says.
+fn check_section_consistency(m: &Machine, ctx: &str) {
+    let t = m.token_section();
+    assert_eq!(t.schema, crate::status::SCHEMA);
+    match m.state() {
+        State::Healthy { expires_at, .. } => {
+            assert_eq!(t.expires_at, Some(*expires_at), "{ctx}");
+            assert_eq!(t.attempt, 0, "{ctx}");
+            assert!(
+                t.last_error.is_none() && t.first_failure_at.is_none(),
+                "{ctx}"
+            );
+            assert!(t.next_attempt_at.is_none(), "{ctx}");
+        }
+        State::Refreshing { retry, .. } => {
+            assert!(t.next_attempt_at.is_none(), "{ctx}");
+            match retry {
+                Some(r) => {
+                    assert_eq!(t.attempt, r.failures, "{ctx}");
+                    assert_eq!(t.first_failure_at, Some(r.first_failure_at), "{ctx}");
+                    let e = t.last_error.as_ref().unwrap();
+                    assert_eq!(e.outcome, ErrorOutcome::Transient, "{ctx}");
+                    assert_eq!(e.summary, r.last.summary, "{ctx}");
+                }
+                None => {
+                    assert_eq!(t.attempt, 0, "{ctx}");
+                    assert!(t.last_error.is_none(), "{ctx}");
+                }
+            }
+        }
+        State::TransientBackoff {
+            retry,
+            next_attempt_at,
+            ..
+        } => {
+            assert_eq!(t.attempt, retry.failures, "{ctx}");
+            assert!(retry.failures >= 1, "{ctx}");
+            assert_eq!(t.next_attempt_at, Some(*next_attempt_at), "{ctx}");
+            assert_eq!(t.first_failure_at, Some(retry.first_failure_at), "{ctx}");
+            let e = t.last_error.as_ref().unwrap();
+            assert_eq!(e.outcome, ErrorOutcome::Transient, "{ctx}");
+            assert_eq!(e.kind, retry.last.kind.as_str(), "{ctx}");
+        }
+        State::Unauthenticated { reason, last, .. } => {
+            assert_eq!(t.expires_at, None, "{ctx}");
+            let e = t.last_error.as_ref().unwrap();
+            let outcome = match reason {
+                UnauthReason::Rejected => ErrorOutcome::Permanent,
+                UnauthReason::GaveUp => ErrorOutcome::Transient,
+            };
+            assert_eq!(e.outcome, outcome, "{ctx}");
+            assert_eq!(e.kind, last.kind.as_str(), "{ctx}");
+            assert_eq!(e.error_code, last.error_code, "{ctx}");
+        }
+        State::Stopped => {
+            assert_eq!(t.expires_at, None, "{ctx}");
+            assert!(t.last_error.is_none(), "{ctx}");
+        }
+    }
+}
+
+// ── Status contexts say why.
+
+#[test]
+fn status_contexts_explain_the_state() {
+    let mut f = setup(Setup::UnauthRejected);
+    let (_, c) = f.m.workload_status();
+    assert!(c.contains("rejected") && c.contains("invalid_grant"), "{c}");
+
+    f = setup(Setup::UnauthGaveUp);
+    let (_, c) = f.m.workload_status();
+    assert!(
+        c.contains("gave up after 1day") && c.contains("HTTP 503"),
+        "{c}"
+    );
+
+    f = setup(Setup::BackoffNoToken);
+    let (_, c) = f.m.workload_status();
+    assert!(
+        c.contains("1 attempt(s)") && c.contains("next attempt at"),
+        "{c}"
+    );
+
+    f = setup(Setup::RefreshingRetryServed);
+    let (_, c) = f.m.workload_status();
+    assert!(c.contains("retrying after 1 transient failure(s)"), "{c}");
+
+    f = setup(Setup::RefreshingFirst);
+    assert_eq!(f.m.workload_status(), (STARTING, "fetching a token".into()));
+    f = setup(Setup::Healthy);
+    assert_eq!(f.m.workload_status(), (RUN, String::new()));
+    f = setup(Setup::Stopped);
+    assert_eq!(f.m.workload_status(), (STOPPED, "stopped".into()));
+}
+
+// ── Focused behaviours.
+
+#[test]
+fn a_deadline_abandons_the_attempt_as_a_timeout_and_its_late_result_is_ignored() {
+    let mut f = setup(Setup::RefreshingServed);
+    let abandoned = f.last;
+    let deadline = f.m.wake_at().unwrap();
+    f.step(Input::TimerFired, deadline);
+    let State::TransientBackoff { retry, .. } = f.m.state() else {
+        panic!("{:?}", f.m.state());
+    };
+    assert_eq!(retry.last.kind, FailureKind::Timeout);
+    assert_eq!(retry.last.http_status, None);
+    assert!(retry.last.summary.contains("35s"), "{}", retry.last.summary);
+    // The abandoned attempt answers late, with a success: ignored.
+    let before = f.m.state().clone();
+    let fx = f.after(secs(1), result(abandoned, ok(secs(LIFETIME))));
+    assert_eq!(*f.m.state(), before);
+    assert!(fx.publish.is_none() && !fx.persist);
+}
+
+#[test]
+fn new_credentials_abandon_the_attempt_in_flight() {
+    let mut f = setup(Setup::RefreshingServed);
+    let old = f.last;
+    let fx = f.after(secs(1), Input::CredentialsReplaced);
+    let new = fx.start_attempt.unwrap();
+    assert!(new > old);
+    // The old attempt's verdict (made with the old credentials) is stale now.
+    let fx = f.after(secs(1), result(old, permanent()));
+    assert!(!fx.persist && matches!(f.m.state(), State::Refreshing { .. }));
+    let fx = f.after(secs(1), result(new, ok(secs(60))));
+    assert!(fx.publish.is_some());
+}
+
+#[test]
+fn results_for_future_attempts_are_ignored_too() {
+    let mut f = setup(Setup::RefreshingFirst);
+    let fx = f.after(secs(1), result(AttemptId(f.last.0 + 1), ok(secs(60))));
+    assert!(!fx.persist && fx.publish.is_none());
+}
+
+#[test]
+fn give_up_happens_exactly_at_the_ceiling() {
+    let mut f = Fx::fresh();
+    f.fail(secs(1), transient(None));
+    let first = f.now;
+    // Keep failing right up to the ceiling.
+    loop {
+        let next = f.m.wake_at().unwrap();
+        if next >= first.plus(GIVE_UP) {
+            break;
+        }
+        f.step(Input::TimerFired, next);
+        assert!(matches!(f.m.state(), State::Refreshing { .. }));
+        f.fail(ms(10), transient(None));
+        assert!(
+            matches!(f.m.state(), State::TransientBackoff { .. }),
+            "gave up early at {:?}",
+            f.now.since(first)
+        );
+    }
+    // The wake-up is capped at the ceiling.
+    assert_eq!(f.m.wake_at(), Some(first.plus(GIVE_UP)));
+    // A failure 1 ms before the ceiling still backs off…
+    let ceiling = first.plus(GIVE_UP);
+    f.step(
+        Input::ForceRefresh,
+        Timestamp::from_millis(ceiling.as_millis() - 2),
+    );
+    let a = f.last;
+    f.step(
+        result(a, transient(None)),
+        Timestamp::from_millis(ceiling.as_millis() - 1),
+    );
+    assert_eq!(tag(f.m.state()), Tag::B);
+    assert_eq!(f.m.wake_at(), Some(ceiling));
+    // …and it gives up at the ceiling exactly.
+    let fx = f.step(Input::TimerFired, first.plus(GIVE_UP));
+    assert_eq!(fx.withdraw, Some(Withdraw::Unauthenticated));
+    let State::Unauthenticated {
+        reason,
+        failures,
+        first_failure_at,
+        since,
+        ..
+    } = f.m.state()
+    else {
+        panic!("{:?}", f.m.state());
+    };
+    assert_eq!(*reason, UnauthReason::GaveUp);
+    assert_eq!(*first_failure_at, first);
+    assert_eq!(*since, first.plus(GIVE_UP));
+    assert!(*failures > 10);
+}
+
+#[test]
+fn a_transient_result_past_the_ceiling_gives_up_at_once() {
+    let mut f = Fx::fresh();
+    f.fail(secs(1), transient(None));
+    f.after(secs(10), Input::ForceRefresh);
+    let fx = f.fail(GIVE_UP, transient(None));
+    assert_eq!(tag(f.m.state()), Tag::UG);
+    assert_eq!(fx.withdraw, Some(Withdraw::Unauthenticated));
+}
+
+#[test]
+fn give_up_after_zero_never_gives_up() {
+    let cfg = MachineConfig {
+        give_up_after: Duration::ZERO,
+        ..config()
+    };
+    let mut f = Fx::start(cfg, Resume::Fresh, None, T0).0;
+    for _ in 0..200 {
+        f.fail(ms(10), transient(None));
+        assert!(matches!(f.m.state(), State::TransientBackoff { .. }));
+        let next = f.m.wake_at().unwrap();
+        // No give-up instant caps the wake-up: it is the next attempt.
+        let State::TransientBackoff {
+            next_attempt_at, ..
+        } = f.m.state()
+        else {
+            unreachable!()
+        };
+        assert_eq!(next, *next_attempt_at);
+        f.step(Input::TimerFired, next.plus(secs(400 * 86_400)));
+        assert!(matches!(f.m.state(), State::Refreshing { .. }));
+    }
+}
+
+#[test]
+fn retry_after_is_a_floor_and_the_cap_bounds_the_rest() {
+    let mut f = Fx::fresh();
+    f.fail(secs(1), transient(Some(secs(900))));
+    let failed_at = f.now;
+    let State::TransientBackoff {
+        next_attempt_at, ..
+    } = f.m.state()
+    else {
+        panic!()
+    };
+    let next = *next_attempt_at;
+    assert!(next >= failed_at.plus(secs(900)));
+    // The backoff draw (≤ 5 s for the first failure) is below the floor, so the floor wins.
+    assert_eq!(next, failed_at.plus(secs(900)));
+    // Early timers do not start an attempt.
+    let fx = f.step(
+        Input::TimerFired,
+        Timestamp::from_millis(next.as_millis() - 1),
+    );
+    assert!(fx.start_attempt.is_none());
+    let fx = f.step(Input::TimerFired, next);
+    assert!(fx.start_attempt.is_some());
+}
+
+#[test]
+fn backoff_grows_and_is_capped() {
+    let mut f = Fx::fresh();
+    let cap = BackoffPolicy::default().max;
+    let mut delays = Vec::new();
+    for n in 1..=20u32 {
+        f.fail(ms(1), transient(None));
+        let State::TransientBackoff {
+            next_attempt_at, ..
+        } = f.m.state()
+        else {
+            panic!()
+        };
+        let d = next_attempt_at.since(f.now);
+        assert!(
+            d <= BackoffPolicy::default().ceiling(n) && d <= cap,
+            "{n}: {d:?}"
+        );
+        delays.push(d);
+        let at = *next_attempt_at;
+        f.step(Input::TimerFired, at);
+    }
+    // Full jitter: late delays are spread, not all equal to the cap.
+    delays.sort_unstable();
+    delays.dedup();
+    assert!(delays.len() > 10, "{delays:?}");
+}
+
+#[test]
+fn a_success_ends_the_run_and_clears_the_last_error() {
+    let mut f = setup(Setup::BackoffServed);
+    let at = f.m.wake_at().unwrap();
+    f.step(Input::TimerFired, at);
+    let fx = f.succeed(secs(1));
+    assert!(fx.publish.is_some() && fx.withdraw.is_none());
+    let t = f.m.token_section();
+    assert_eq!(
+        (t.attempt, t.last_error, t.first_failure_at),
+        (0, None, None)
+    );
+    // A later failure starts a new run from its own time.
+    f.after(secs(1), Input::ForceRefresh);
+    f.fail(secs(1), transient(None));
+    let State::TransientBackoff { retry, .. } = f.m.state() else {
+        panic!()
+    };
+    assert_eq!((retry.failures, retry.first_failure_at), (1, f.now));
+}
+
+#[test]
+fn force_during_backoff_keeps_the_run_and_credentials_reset_it() {
+    let mut f = setup(Setup::BackoffNoToken);
+    f.after(ms(1), Input::ForceRefresh);
+    f.fail(ms(1), transient(None));
+    let State::TransientBackoff { retry, .. } = f.m.state() else {
+        panic!()
+    };
+    assert_eq!(retry.failures, 2);
+    f.after(ms(1), Input::CredentialsReplaced);
+    f.fail(ms(1), transient(None));
+    let State::TransientBackoff { retry, .. } = f.m.state() else {
+        panic!()
+    };
+    assert_eq!((retry.failures, retry.first_failure_at), (1, f.now));
+}
+
+#[test]
+fn permanent_after_a_run_counts_the_run() {
+    let mut f = setup(Setup::RefreshingRetryNoToken);
+    f.fail(secs(1), permanent());
+    let State::Unauthenticated {
+        failures,
+        first_failure_at,
+        reason,
+        ..
+    } = f.m.state()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*failures, *first_failure_at, *reason),
+        (2, T0.plus(secs(1)), UnauthReason::Rejected)
+    );
+}
+
+/// Pinned: a zero-lifetime token (only a zero `default_lifetime` can produce one) is
+/// refreshed at once.
+#[test]
+fn a_zero_lifetime_token_is_refreshed_at_once() {
+    let mut f = Fx::fresh();
+    let a = f.last;
+    let fx = f.after(secs(1), result(a, ok(Duration::ZERO)));
+    let State::Healthy {
+        expires_at,
+        refresh_at,
+    } = f.m.state()
+    else {
+        panic!()
+    };
+    assert_eq!((*expires_at, *refresh_at), (f.now, f.now));
+    assert_eq!(fx.wake_at, Some(f.now));
+}
+
+/// The driver's clock is monotonic, but a `now` that goes backwards (a wall-clock step)
+/// must neither panic nor start anything early.
+#[test]
+fn a_clock_stepping_backwards_is_harmless() {
+    let back = Timestamp::from_millis(T0.as_millis() - 3_600_000);
+    for s in SETUPS {
+        let mut f = setup(s);
+        let before = f.m.state().clone();
+        let fx = f.m.handle(Input::TimerFired, back, &mut f.rng);
+        assert_eq!(fx.start_attempt, None, "{s:?}");
+        assert_eq!(*f.m.state(), before, "{s:?}");
+        let _ = f.m.token_section();
+        let _ = f.m.workload_status();
+    }
+}
+
+// ── Machine::start.
+
+fn retry_record() -> Retry {
+    Retry {
+        failures: 3,
+        first_failure_at: T0,
+        last: transient_failure(Some(secs(20))),
+    }
+}
+
+#[test]
+fn start_fresh_fetches_at_once() {
+    let now = T0.plus(secs(100));
+    for (served, want_exp, want_withdraw) in [
+        (None, None, None),
+        (Some(now.plus(secs(600))), Some(now.plus(secs(600))), None),
+        (Some(now), None, Some(Withdraw::Expired)),
+        (Some(T0), None, Some(Withdraw::Expired)),
+    ] {
+        let (f, fx) = Fx::start(config(), Resume::Fresh, served, now);
+        assert_eq!(fx.start_attempt, Some(AttemptId(1)), "{served:?}");
+        assert!(fx.persist && fx.publish.is_none());
+        assert_eq!(fx.withdraw, want_withdraw, "{served:?}");
+        let State::Refreshing {
+            expires_at,
+            retry,
+            deadline,
+            ..
+        } = f.m.state()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (*expires_at, retry.is_none(), *deadline),
+            (want_exp, true, now.plus(TIMEOUT))
+        );
+        assert_eq!(
+            fx.wake_at,
+            Some(want_exp.map_or(now.plus(TIMEOUT), |e| e.min(now.plus(TIMEOUT))))
+        );
+        assert_eq!(f.m.since(), now);
+        let status = f.m.workload_status().0;
+        assert_eq!(
+            status,
+            if want_exp.is_some() { RUN } else { STARTING },
+            "{served:?}"
+        );
+    }
+}
+
+#[test]
+fn start_retrying_keeps_the_run() {
+    let now = T0.plus(secs(100));
+    let (mut f, fx) = Fx::start(
+        config(),
+        Resume::Retrying(retry_record()),
+        Some(now.plus(secs(30))),
+        now,
+    );
+    assert_eq!(fx.start_attempt, Some(AttemptId(1)));
+    assert_eq!(fx.wake_at, Some(now.plus(secs(30))));
+    let State::Refreshing {
+        retry, expires_at, ..
+    } = f.m.state()
+    else {
+        panic!()
+    };
+    assert_eq!(retry.as_ref(), Some(&retry_record()));
+    assert_eq!(*expires_at, Some(now.plus(secs(30))));
+    assert_eq!(f.m.workload_status().0, RETRY);
+    // The run continues: the next failure is number 4, counted from the recorded start.
+    f.fail(secs(1), transient(None));
+    let State::TransientBackoff { retry, .. } = f.m.state() else {
+        panic!()
+    };
+    assert_eq!((retry.failures, retry.first_failure_at), (4, T0));
+}
+
+/// Pinned: a machine resumed after the ceiling has passed tries once more, and gives up
+/// on that attempt's first transient failure.
+#[test]
+fn start_retrying_past_the_ceiling_tries_once_then_gives_up() {
+    let now = T0.plus(GIVE_UP).plus(secs(1));
+    let (mut f, fx) = Fx::start(config(), Resume::Retrying(retry_record()), None, now);
+    assert!(fx.start_attempt.is_some());
+    f.fail(secs(1), transient(None));
+    assert_eq!(tag(f.m.state()), Tag::UG);
+}
+
+#[test]
+fn start_unauthenticated_sends_nothing() {
+    for reason in [UnauthReason::Rejected, UnauthReason::GaveUp] {
+        for (served, want_withdraw) in [
+            (None, None),
+            (Some(T0.plus(secs(600))), Some(Withdraw::Unauthenticated)),
+            (Some(T0), Some(Withdraw::Unauthenticated)),
+        ] {
+            let resume = Resume::Unauthenticated {
+                since: T0,
+                last: permanent_failure(),
+                reason,
+            };
+            let now = T0.plus(secs(100));
+            let (mut f, fx) = Fx::start(config(), resume, served, now);
+            assert_eq!(fx.start_attempt, None);
+            assert_eq!(fx.withdraw, want_withdraw);
+            assert_eq!(fx.wake_at, None);
+            assert!(fx.persist);
+            let State::Unauthenticated {
+                since, reason: r, ..
+            } = f.m.state()
+            else {
+                panic!()
+            };
+            assert_eq!((*since, *r), (T0, reason));
+            assert_eq!(f.m.workload_status().0, UNAUTH);
+            // Nothing but credentials moves it.
+            for i in [
+                Input::TimerFired,
+                Input::ForceRefresh,
+                result(AttemptId(1), ok(secs(60))),
+            ] {
+                let fx = f.after(secs(3600), i);
+                assert_eq!(fx, Effects::default());
+            }
+            let fx = f.after(secs(1), Input::CredentialsReplaced);
+            assert_eq!(fx.start_attempt, Some(AttemptId(1)));
+        }
+    }
+}
+
+// ── StatusRecord::resume round trips.
+
+fn record_of(m: &Machine, now: Timestamp) -> StatusRecord {
+    let (status, status_context) = m.workload_status();
+    StatusRecord {
+        status,
+        status_context,
+        created_at: T0,
+        updated_at: now,
+        process_id: 7,
+        token: Some(m.token_section()),
+    }
+}
+
+/// Writes, reads back from JSON, and resumes.
+fn resume_via_disk(m: &Machine, now: Timestamp) -> Resume {
+    let bytes = record_of(m, now).to_json();
+    let back = StatusRecord::from_json(&bytes).unwrap();
+    assert_eq!(back, record_of(m, now));
+    back.resume()
+}
+
+#[test]
+fn a_record_written_in_each_state_resumes_right() {
+    for s in SETUPS {
+        let f = setup(s);
+        let got = resume_via_disk(&f.m, f.now);
+        match f.m.state() {
+            State::Healthy { .. } | State::Stopped => assert_eq!(got, Resume::Fresh, "{s:?}"),
+            State::Refreshing { retry: None, .. } => assert_eq!(got, Resume::Fresh, "{s:?}"),
+            State::Refreshing { retry: Some(r), .. } | State::TransientBackoff { retry: r, .. } => {
+                // Retry-After is stored in whole seconds (rounded up); none here.
+                assert_eq!(got, Resume::Retrying(r.clone()), "{s:?}");
+            }
+            State::Unauthenticated {
+                since,
+                reason,
+                last,
+                ..
+            } => assert_eq!(
+                got,
+                Resume::Unauthenticated {
+                    since: *since,
+                    last: last.clone(),
+                    reason: *reason,
+                },
+                "{s:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_resumed_machine_writes_the_same_state_back() {
+    // Unauthenticated and retrying survive a restart; the restarted machine's own record
+    // resumes to the same thing again (no drift across repeated restarts).
+    for s in [
+        Setup::UnauthRejected,
+        Setup::UnauthGaveUp,
+        Setup::BackoffNoToken,
+    ] {
+        let f = setup(s);
+        let r1 = resume_via_disk(&f.m, f.now);
+        let later = f.now.plus(secs(60));
+        let (m2, _) = Machine::start(config(), r1.clone(), None, later);
+        let r2 = resume_via_disk(&m2, later);
+        match (&r1, &r2) {
+            (Resume::Unauthenticated { .. }, Resume::Unauthenticated { .. }) => {
+                assert_eq!(r1, r2, "{s:?}");
+            }
+            (Resume::Retrying(a), Resume::Retrying(b)) => assert_eq!(a, b, "{s:?}"),
+            (Resume::Fresh | Resume::Retrying(_) | Resume::Unauthenticated { .. }, _) => {
+                panic!("{s:?}: {r1:?} → {r2:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn retry_after_survives_a_round_trip_in_whole_seconds() {
+    let mut f = Fx::fresh();
+    f.fail(secs(1), transient(Some(ms(1500))));
+    let Resume::Retrying(r) = resume_via_disk(&f.m, f.now) else {
+        panic!()
+    };
+    assert_eq!(r.last.retry_after, Some(secs(2)));
+}
+
+// ── Property tests.
+
+#[derive(Debug, Clone)]
+enum V {
+    Ok(u64),
+    Transient(Option<u64>),
+    Permanent,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Timer,
+    /// Jump to the machine's own wake-up.
+    TimerAtWake,
+    Current(V),
+    Stale(V),
+    Creds,
+    Force,
+    Stop,
+}
+
+fn verdict_strategy() -> impl Strategy<Value = V> {
+    prop_oneof![
+        3 => prop_oneof![Just(0u64), 1u64..10, 10u64..100_000].prop_map(V::Ok),
+        4 => proptest::option::of(0u64..4000).prop_map(V::Transient),
+        1 => Just(V::Permanent),
+    ]
+}
+
+fn op_strategy(stop_weight: u32) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => Just(Op::Timer),
+        6 => Just(Op::TimerAtWake),
+        6 => verdict_strategy().prop_map(Op::Current),
+        2 => verdict_strategy().prop_map(Op::Stale),
+        1 => Just(Op::Creds),
+        1 => Just(Op::Force),
+        stop_weight => Just(Op::Stop),
+    ]
+}
+
+fn dt_strategy() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        4 => 0u64..2_000,
+        3 => 0u64..120_000,
+        2 => 0u64..7_200_000,
+        1 => 0u64..200_000_000,
+    ]
+}
+
+fn config_strategy() -> impl Strategy<Value = MachineConfig> {
+    (
+        1u64..20_000,
+        1u64..1_000_000,
+        1.0f64..4.0,
+        prop_oneof![Just(0u64), 1u64..100_000_000],
+        1u64..120_000,
+    )
+        .prop_map(
+            |(initial, max, multiplier, give_up, timeout)| MachineConfig {
+                schedule: RefreshSchedule::default(),
+                backoff: BackoffPolicy {
+                    initial: ms(initial),
+                    max: ms(max),
+                    multiplier,
+                },
+                give_up_after: ms(give_up),
+                attempt_timeout: ms(timeout),
+            },
+        )
+}
+
+fn to_verdict(v: &V) -> Verdict {
+    match v {
+        V::Ok(l) => ok(secs(*l)),
+        V::Transient(ra) => transient(ra.map(secs)),
+        V::Permanent => permanent(),
+    }
+}
+
+/// What one step looked like, for the invariant checks.
+struct Step<'a> {
+    op: &'a Op,
+    now: Timestamp,
+    before: State,
+    in_flight_before: Option<AttemptId>,
+    fx: Effects,
+}
+
+/// Runs a sequence, calling `check` after every step; returns nothing, panics on a breach.
+fn drive(
+    cfg: MachineConfig,
+    seed: u64,
+    ops: &[(u64, Op)],
+    mut check: impl FnMut(&Machine, &Step<'_>),
+) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let (mut m, fx) = Machine::start(cfg, Resume::Fresh, None, T0);
+    let mut now = T0;
+    let mut last_issued = fx.start_attempt.unwrap();
+    for (dt, op) in ops {
+        now = now.plus(ms(*dt));
+        let input = match op {
+            Op::Timer => Input::TimerFired,
+            Op::TimerAtWake => {
+                if let Some(w) = m.wake_at() {
+                    now = now.max(w);
+                }
+                Input::TimerFired
+            }
+            Op::Current(v) => result(m.in_flight().unwrap_or(last_issued), to_verdict(v)),
+            Op::Stale(v) => result(AttemptId(last_issued.0.saturating_sub(1)), to_verdict(v)),
+            Op::Creds => Input::CredentialsReplaced,
+            Op::Force => Input::ForceRefresh,
+            Op::Stop => Input::Stop,
+        };
+        let before = m.state().clone();
+        let in_flight_before = m.in_flight();
+        let fx = m.handle(input, now, &mut rng);
+        if let Some(a) = fx.start_attempt {
+            last_issued = a;
+        }
+        check(
+            &m,
+            &Step {
+                op,
+                now,
+                before,
+                in_flight_before,
+                fx,
+            },
+        );
+    }
+}
+
+fn is_unauth(s: &State) -> bool {
+    matches!(s, State::Unauthenticated { .. })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Invariants (a), (b), (c), (e), (f), (g) over arbitrary sequences.
+    #[test]
+    fn machine_invariants(
+        cfg in config_strategy(),
+        seed in any::<u64>(),
+        ops in proptest::collection::vec((dt_strategy(), op_strategy(1)), 1..120),
+    ) {
+        let cap = cfg.backoff.max;
+        let mut last_start: Option<AttemptId> = Some(AttemptId(1));
+        let mut last_lifetime: Option<Duration> = None;
+        // The earliest instant a timer-driven attempt may start (a Retry-After floor).
+        let mut not_before: Option<Timestamp> = None;
+        drive(cfg, seed, &ops, |m, s| {
+            let after = m.state();
+            // (a) Backoff delay: ≤ max(cap, Retry-After), ≥ Retry-After.
+            if let State::TransientBackoff { next_attempt_at, retry, .. } = after
+                && !matches!(s.before, State::TransientBackoff { .. })
+            {
+                let delay = next_attempt_at.since(s.now);
+                let ra = retry.last.retry_after.unwrap_or_default();
+                assert!(delay <= cap.max(ra), "delay {delay:?} > max({cap:?}, {ra:?})");
+                assert!(delay >= ra, "delay {delay:?} < Retry-After {ra:?}");
+                not_before = Some(s.now.plus(ra));
+            }
+            if let Some(a) = s.fx.start_attempt {
+                if matches!(s.op, Op::Timer | Op::TimerAtWake)
+                    && let Some(nb) = not_before
+                {
+                    assert!(s.now >= nb, "attempt at {} before Retry-After {}", s.now, nb);
+                }
+                not_before = None;
+                // (b) Single flight, strictly increasing ids.
+                assert!(
+                    s.in_flight_before.is_none() || matches!(s.op, Op::Creds),
+                    "attempt {a:?} started while {:?} was in flight ({:?})",
+                    s.in_flight_before,
+                    s.op
+                );
+                assert!(last_start.is_none_or(|l| a > l), "ids must increase");
+                last_start = Some(a);
+                assert_eq!(m.in_flight(), Some(a));
+            }
+            if matches!(s.op, Op::Force) && s.in_flight_before.is_some() {
+                assert_eq!(s.fx.start_attempt, None, "force while in flight");
+            }
+            // Results for other attempts change nothing.
+            if let Op::Stale(_) = s.op {
+                assert_eq!(*after, s.before);
+                assert!(!s.fx.persist && s.fx.publish.is_none() && s.fx.withdraw.is_none());
+            }
+            // (c) A permanent verdict for the current attempt ends in Unauthenticated…
+            if matches!(s.op, Op::Current(V::Permanent)) && s.in_flight_before.is_some() {
+                assert!(is_unauth(after), "{after:?}");
+                assert_eq!(s.fx.withdraw, Some(Withdraw::Unauthenticated));
+            }
+            // …and only credentials or Stop leave Unauthenticated.
+            if is_unauth(&s.before) {
+                match s.op {
+                    Op::Creds => assert!(matches!(after, State::Refreshing { retry: None, expires_at: None, .. })),
+                    Op::Stop => assert!(matches!(after, State::Stopped)),
+                    Op::Timer | Op::TimerAtWake | Op::Current(_) | Op::Stale(_) | Op::Force => {
+                        assert_eq!(*after, s.before);
+                        assert_eq!(s.fx.clone(), Effects::default());
+                    }
+                }
+            }
+            // Stopped is terminal.
+            if matches!(s.before, State::Stopped) {
+                assert!(matches!(after, State::Stopped));
+                assert_eq!(s.fx.clone(), Effects::default());
+            }
+            // (e) Healthy: the refresh comes before expiry (equal only for a zero lifetime).
+            if let Some(g) = &s.fx.publish {
+                last_lifetime = Some(g.lifetime);
+            }
+            if let State::Healthy { expires_at, refresh_at } = after {
+                if last_lifetime == Some(Duration::ZERO) {
+                    assert!(refresh_at <= expires_at);
+                } else {
+                    assert!(refresh_at < expires_at, "refresh {refresh_at} !< expiry {expires_at}");
+                }
+            }
+            // (f) Every state change persists.
+            if *after != s.before {
+                assert!(s.fx.persist, "{:?} → {after:?} without persist", s.before);
+            }
+            // (g) A wake-up is wanted in every live state.
+            assert_eq!(m.wake_at().is_none(), matches!(after, State::Unauthenticated { .. } | State::Stopped));
+            assert_eq!(s.fx.wake_at, m.wake_at());
+            // A timer never leaves an expired token served.
+            if matches!(s.op, Op::Timer | Op::TimerAtWake) {
+                let t = m.token_section();
+                assert!(t.expires_at.is_none_or(|e| e > s.now), "expired token still served");
+            }
+            // A publish never comes with a withdraw.
+            assert!(!(s.fx.publish.is_some() && s.fx.withdraw.is_some()));
+        });
+    }
+
+    /// (d) Transient failures alone never reach Unauthenticated before `give_up_after` has
+    /// elapsed since the first failure, and never with `give_up_after = 0`.
+    #[test]
+    fn transient_failures_give_up_only_after_the_ceiling(
+        cfg in config_strategy(),
+        seed in any::<u64>(),
+        ops in proptest::collection::vec(
+            (
+                dt_strategy(),
+                prop_oneof![
+                    3 => Just(Op::Timer),
+                    6 => Just(Op::TimerAtWake),
+                    6 => proptest::option::of(0u64..4000).prop_map(|ra| Op::Current(V::Transient(ra))),
+                    1 => proptest::option::of(0u64..4000).prop_map(|ra| Op::Stale(V::Transient(ra))),
+                    1 => Just(Op::Force),
+                ],
+            ),
+            1..150,
+        ),
+    ) {
+        let give_up = cfg.give_up_after;
+        let mut first_failure: Option<Timestamp> = None;
+        drive(cfg, seed, &ops, |m, s| {
+            let after = m.state();
+            if first_failure.is_none() && matches!(s.before, State::Refreshing { .. })
+                && !matches!(after, State::Refreshing { .. })
+            {
+                first_failure = Some(s.now);
+            }
+            if is_unauth(after) {
+                assert!(!give_up.is_zero(), "gave up with give_up_after = 0");
+                let first = first_failure.unwrap();
+                assert!(
+                    s.now.since(first) >= give_up,
+                    "gave up {:?} after the first failure; ceiling {give_up:?}",
+                    s.now.since(first)
+                );
+                assert!(matches!(after, State::Unauthenticated { reason: UnauthReason::GaveUp, .. }));
+            }
+            assert!(!matches!(after, State::Healthy { .. }));
+        });
+    }
+
+    /// The schedule: a success at `now` with lifetime L refreshes within [0.7 L, 0.8 L] for
+    /// ordinary lifetimes.
+    #[test]
+    fn refresh_lands_in_the_jitter_window(seed in any::<u64>(), lifetime in 60u64..86_400) {
+        let mut f = Fx::fresh();
+        f.rng = fastrand::Rng::with_seed(seed);
+        let a = f.last;
+        f.after(secs(1), result(a, ok(secs(lifetime))));
+        let State::Healthy { refresh_at, .. } = f.m.state() else { panic!() };
+        let off = refresh_at.since(f.now).as_secs_f64();
+        let l = lifetime as f64;
+        prop_assert!(off >= 0.7 * l - 0.001 && off <= 0.8 * l + 0.001, "{off} of {l}");
+    }
+}

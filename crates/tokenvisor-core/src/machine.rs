@@ -170,6 +170,13 @@ pub struct Effects {
 pub enum Resume {
     /// No history: fetch a token at once.
     Fresh,
+    /// It was healthy with a refresh due at `refresh_at`: when the driver still serves a
+    /// live token (a restarted actor), keep serving it and keep the schedule; otherwise
+    /// (a restarted daemon: access tokens are not persisted) fetch one at once.
+    Healthy {
+        /// The scheduled refresh.
+        refresh_at: Timestamp,
+    },
     /// A run of transient failures was going on (the give-up ceiling keeps counting from
     /// its first failure): try at once.
     Retrying(Retry),
@@ -216,8 +223,18 @@ impl Machine {
             ..Effects::default()
         };
         match resume {
+            // A restarted actor still serving a live token keeps its refresh schedule.
+            Resume::Healthy { refresh_at } if served_until.is_some_and(|t| t > now) => {
+                let expires_at = served_until.unwrap_or(now);
+                m.state = State::Healthy {
+                    expires_at,
+                    refresh_at: refresh_at.min(expires_at),
+                };
+            }
             // `begin_attempt` withdraws a served token that has already expired.
-            Resume::Fresh => m.begin_attempt(now, served_until, None, &mut fx),
+            Resume::Fresh | Resume::Healthy { .. } => {
+                m.begin_attempt(now, served_until, None, &mut fx);
+            }
             Resume::Retrying(retry) => m.begin_attempt(now, served_until, Some(retry), &mut fx),
             Resume::Unauthenticated {
                 since,
@@ -630,9 +647,17 @@ impl Machine {
     /// The token state as the status file shows it.
     pub fn token_section(&self) -> TokenSection {
         let (state, expires_at, attempt, first, next, last) = match &self.state {
-            State::Healthy { expires_at, .. } => {
-                (TokenState::Healthy, Some(*expires_at), 0, None, None, None)
-            }
+            State::Healthy {
+                expires_at,
+                refresh_at,
+            } => (
+                TokenState::Healthy,
+                Some(*expires_at),
+                0,
+                None,
+                Some(*refresh_at),
+                None,
+            ),
             State::Refreshing {
                 expires_at, retry, ..
             } => match retry {

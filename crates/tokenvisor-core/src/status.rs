@@ -139,7 +139,8 @@ pub struct TokenSection {
     pub attempt: u32,
     /// When the current run of failures began.
     pub first_failure_at: Option<Timestamp>,
-    /// When the next attempt is due, while backing off.
+    /// When the next attempt is due: the scheduled refresh while healthy, the end of the
+    /// backoff while backing off.
     pub next_attempt_at: Option<Timestamp>,
     /// The last failure, kept until a success clears it.
     pub last_error: Option<LastError>,
@@ -244,13 +245,13 @@ impl StatusRecord {
                     last: e.to_failure(),
                 })
             }
-            (
-                TokenState::Healthy
-                | TokenState::Refreshing
-                | TokenState::TransientBackoff
-                | TokenState::Stopped,
-                _,
-            ) => Resume::Fresh,
+            (TokenState::Healthy, _) => match token.next_attempt_at {
+                Some(refresh_at) => Resume::Healthy { refresh_at },
+                None => Resume::Fresh,
+            },
+            (TokenState::Refreshing | TokenState::TransientBackoff | TokenState::Stopped, _) => {
+                Resume::Fresh
+            }
         }
     }
 

@@ -689,7 +689,11 @@ fn check_section_consistency(m: &Machine, ctx: &str) {
                 t.last_error.is_none() && t.first_failure_at.is_none(),
                 "{ctx}"
             );
-            assert!(t.next_attempt_at.is_none(), "{ctx}");
+            assert_eq!(
+                t.next_attempt_at,
+                m.wake_at(),
+                "{ctx}: the scheduled refresh"
+            );
         }
         State::Refreshing { retry, .. } => {
             assert!(t.next_attempt_at.is_none(), "{ctx}");
@@ -1205,7 +1209,14 @@ fn a_record_written_in_each_state_resumes_right() {
         let f = setup(s);
         let got = resume_via_disk(&f.m, f.now);
         match f.m.state() {
-            State::Healthy { .. } | State::Stopped => assert_eq!(got, Resume::Fresh, "{s:?}"),
+            State::Healthy { refresh_at, .. } => assert_eq!(
+                got,
+                Resume::Healthy {
+                    refresh_at: *refresh_at
+                },
+                "{s:?}"
+            ),
+            State::Stopped => assert_eq!(got, Resume::Fresh, "{s:?}"),
             State::Refreshing { retry: None, .. } => assert_eq!(got, Resume::Fresh, "{s:?}"),
             State::Refreshing { retry: Some(r), .. } | State::TransientBackoff { retry: r, .. } => {
                 // Retry-After is stored in whole seconds (rounded up); none here.
@@ -1248,7 +1259,13 @@ fn a_resumed_machine_writes_the_same_state_back() {
                 assert_eq!(r1, r2, "{s:?}");
             }
             (Resume::Retrying(a), Resume::Retrying(b)) => assert_eq!(a, b, "{s:?}"),
-            (Resume::Fresh | Resume::Retrying(_) | Resume::Unauthenticated { .. }, _) => {
+            (
+                Resume::Fresh
+                | Resume::Healthy { .. }
+                | Resume::Retrying(_)
+                | Resume::Unauthenticated { .. },
+                _,
+            ) => {
                 panic!("{s:?}: {r1:?} → {r2:?}");
             }
         }
@@ -1562,4 +1579,29 @@ proptest! {
         let l = lifetime as f64;
         prop_assert!(off >= 0.7 * l - 0.001 && off <= 0.8 * l + 0.001, "{off} of {l}");
     }
+}
+
+#[test]
+fn a_restarted_actor_serving_a_live_token_keeps_its_schedule() {
+    let now = T0.plus(secs(100));
+    let refresh_at = T0.plus(secs(2800));
+    let (m, fx) = Machine::start(
+        config(),
+        Resume::Healthy { refresh_at },
+        Some(T0.plus(secs(3600))),
+        now,
+    );
+    assert_eq!(
+        m.state(),
+        &State::Healthy {
+            expires_at: T0.plus(secs(3600)),
+            refresh_at
+        }
+    );
+    assert_eq!(fx.start_attempt, None, "no request for a live token");
+    assert_eq!(fx.wake_at, Some(refresh_at));
+    // Without a served token (a restarted daemon), it fetches one at once.
+    let (m, fx) = Machine::start(config(), Resume::Healthy { refresh_at }, None, now);
+    assert!(matches!(m.state(), State::Refreshing { .. }));
+    assert!(fx.start_attempt.is_some());
 }

@@ -1,0 +1,501 @@
+//! Credentials: secret sources and the refresh-token store with atomic write-back.
+//!
+//! - [`read_secret_file`], [`read_secret_env`]: how the configuration resolves
+//!   `client_secret_file`, `client_secret_env` and `refresh_token_file`.
+//! - [`write_secret_file`]: an atomic, fsynced, mode-0600 write of one secret (used for
+//!   rotated refresh tokens and token sink files).
+//! - [`CredentialStore`]: one per workload, shared between its token actor and the attempt
+//!   tasks. It holds the current client secret and grant under a `generation` counter, writes
+//!   rotated refresh tokens back to their file *before* the attempt reports success, accepts
+//!   operator-supplied credentials, and picks up an operator's edit of the refresh-token file.
+//!
+//! Nothing here ever formats a secret: `Debug` prints `…` for every secret, and errors name
+//! files and variables, never contents.
+//!
+//! ## Generations
+//!
+//! Every change of the credentials bumps the generation. An attempt takes a
+//! [`CredentialSnapshot`] (credentials plus generation) before it sends its request; when it
+//! comes back with a rotated refresh token it calls [`CredentialStore::store_rotated`] with
+//! the generation it started from. If the credentials were replaced in the meantime (by an
+//! operator, or by an edited file), the rotated token belongs to credentials nobody uses any
+//! more: it is dropped ([`RotateOutcome::Stale`]) and nothing is written.
+//!
+//! ## Files
+//!
+//! All writes of one workload's refresh-token file are serialised (a `tokio::sync::Mutex`),
+//! so a rotation and an operator replacement never interleave. Each write goes to a temporary
+//! file in the same directory → fsync → mode 0600 → rename → fsync of the directory, on the
+//! blocking pool. A symbolic link at the target is replaced by a regular file.
+//!
+//! Client secrets supplied at run time are kept in memory only: the operator updates the
+//! secret file (or environment variable, or configuration) so that a restart uses them too.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokenvisor_core::{Secret, WorkloadName};
+
+use crate::spec::{GrantSpec, WorkloadSpec};
+use crate::transport::Grant;
+
+/// The largest secret file read, in bytes (a bigger file is a configuration mistake).
+pub const SECRET_FILE_LIMIT: usize = 64 * 1024;
+
+/// Pauses before the retries of a failed refresh-token write (so at most four attempts).
+const WRITE_RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(10),
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+];
+
+/// Reading, writing or replacing credentials failed. Names files and variables, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// The secret file could not be read.
+    #[error("cannot read secret file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The secret file is larger than [`SECRET_FILE_LIMIT`].
+    #[error("secret file {} is larger than {SECRET_FILE_LIMIT} bytes", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The secret file is not UTF-8 text.
+    #[error("secret file {} is not UTF-8 text", path.display())]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The secret file is empty (or holds only whitespace).
+    #[error("secret file {} is empty", path.display())]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The environment variable is not set.
+    #[error("environment variable {var} is not set")]
+    EnvMissing {
+        /// The variable.
+        var: String,
+    },
+    /// The environment variable is not valid Unicode.
+    #[error("environment variable {var} is not valid Unicode")]
+    EnvNotUnicode {
+        /// The variable.
+        var: String,
+    },
+    /// The environment variable is empty (or holds only whitespace).
+    #[error("environment variable {var} is empty")]
+    EnvEmpty {
+        /// The variable.
+        var: String,
+    },
+    /// Writing a secret file failed.
+    #[error("cannot write secret file {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why (the last attempt's error).
+        source: io::Error,
+    },
+    /// A refresh token was supplied for a workload that uses the client_credentials grant.
+    #[error("workload {workload} uses the client_credentials grant and has no refresh token")]
+    NotRefreshTokenGrant {
+        /// The workload.
+        workload: WorkloadName,
+    },
+    /// New credentials were requested but none were given.
+    #[error("no credentials supplied: give a refresh token, a client secret, or both")]
+    NothingSupplied,
+    /// A supplied secret is empty.
+    #[error("the supplied {what} is empty")]
+    EmptySecret {
+        /// Which one (`"refresh token"` or `"client secret"`).
+        what: &'static str,
+    },
+    /// A blocking file task panicked or was cancelled.
+    #[error("the file task for {} failed: {reason}", path.display())]
+    Task {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Reads a secret from a file: trailing whitespace (the final newline) removed; an empty
+/// file, a file over [`SECRET_FILE_LIMIT`] bytes or a non-UTF-8 file is an error.
+///
+/// Blocking; call it from configuration loading or `spawn_blocking`.
+pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Secret, CredentialError> {
+    let path = path.as_ref();
+    let read_err = |source| CredentialError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    // One byte over the limit tells "too large" from "exactly the limit".
+    file.take(SECRET_FILE_LIMIT as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() > SECRET_FILE_LIMIT {
+        return Err(CredentialError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| CredentialError::NotUtf8 {
+        path: path.to_owned(),
+    })?;
+    let value = text.trim_end();
+    if value.is_empty() {
+        return Err(CredentialError::EmptyFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(Secret::from(value))
+}
+
+/// Reads a secret from an environment variable: trailing whitespace removed; unset, empty or
+/// non-Unicode is an error.
+pub fn read_secret_env(var: &str) -> Result<Secret, CredentialError> {
+    let value = std::env::var_os(var).ok_or_else(|| CredentialError::EnvMissing {
+        var: var.to_owned(),
+    })?;
+    let value = value
+        .into_string()
+        .map_err(|_| CredentialError::EnvNotUnicode {
+            var: var.to_owned(),
+        })?;
+    let value = value.trim_end();
+    if value.is_empty() {
+        return Err(CredentialError::EnvEmpty {
+            var: var.to_owned(),
+        });
+    }
+    Ok(Secret::from(value))
+}
+
+/// Writes `secret` (exactly its value, no newline) to `path` atomically: a temporary file in
+/// the same directory, mode 0600, fsync, rename over `path`, fsync of the directory. Readers
+/// see the old content or the new one, never a mix; a failure leaves the old file as it was.
+///
+/// Blocking; call it from `spawn_blocking`. The directory must exist.
+pub fn write_secret_file(path: &Path, secret: &Secret) -> Result<(), CredentialError> {
+    write_atomic(path, secret.expose().as_bytes()).map_err(|source| CredentialError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
+    use atomic_write_file::unix::OpenOptionsExt as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+
+    let mut options = atomic_write_file::AtomicWriteFile::options();
+    options.mode(0o600);
+    options.preserve_mode(false);
+    let mut file = options.open(path)?;
+    // The creation mode is subject to the umask; set it exactly.
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(content)?;
+    // Syncs the file, renames it over `path`, syncs the directory.
+    file.commit()
+}
+
+/// Operator-supplied credentials (admin API, CLI).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewCredentials {
+    /// A new refresh token (refresh_token workloads only); written to the workload's
+    /// refresh-token file when it has one.
+    pub refresh_token: Option<Secret>,
+    /// A new client secret; kept in memory only (update the secret's source for restarts).
+    pub client_secret: Option<Secret>,
+}
+
+/// The credentials an attempt uses, and the generation they belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialSnapshot {
+    /// The client secret, if the client has one.
+    pub client_secret: Option<Secret>,
+    /// The grant to send.
+    pub grant: Grant,
+    /// The generation of these credentials (pass it back to
+    /// [`CredentialStore::store_rotated`]).
+    pub generation: u64,
+}
+
+/// What became of a rotated refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// In memory and, when the workload has a refresh-token file, on disk. Also the answer
+    /// when there was nothing to store (the same token again, or a refresh token sent to a
+    /// client_credentials workload, which is ignored).
+    Stored,
+    /// In memory only: every write to the refresh-token file failed. The workload keeps
+    /// working; a restart would use the old (probably revoked) token. Log and count it.
+    MemoryOnly {
+        /// The last write error (names the file, never the token).
+        error: String,
+    },
+    /// The credentials were replaced since the attempt started: the token was dropped and
+    /// nothing was written.
+    Stale,
+}
+
+/// One workload's credentials. Share it with `Arc`; see the module docs.
+pub struct CredentialStore {
+    workload: WorkloadName,
+    /// True for the refresh_token grant.
+    refresh_grant: bool,
+    /// The refresh-token file, if the token is kept in one.
+    file: Option<PathBuf>,
+    /// The current credentials. A std mutex: held only to clone or swap, never across await.
+    current: Mutex<Current>,
+    /// Serialises every write (and reload) of the refresh-token file.
+    file_lock: tokio::sync::Mutex<()>,
+}
+
+struct Current {
+    client_secret: Option<Secret>,
+    refresh_token: Option<Secret>,
+    generation: u64,
+    /// What the refresh-token file is believed to hold: the token read at start, the last
+    /// token written, or the last content read. A file whose content differs was edited by
+    /// someone else; one that still holds this is unchanged, even when the in-memory token
+    /// differs (a rotated token whose write failed must not be undone by the old file).
+    file_token: Option<Secret>,
+}
+
+impl fmt::Debug for CredentialStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.lock();
+        f.debug_struct("CredentialStore")
+            .field("workload", &self.workload)
+            .field(
+                "grant",
+                &if self.refresh_grant {
+                    "refresh_token"
+                } else {
+                    "client_credentials"
+                },
+            )
+            .field("file", &self.file)
+            .field("generation", &current.generation)
+            .field("has_client_secret", &current.client_secret.is_some())
+            .finish()
+    }
+}
+
+impl CredentialStore {
+    /// The store for `spec`, at generation 0, holding the spec's client secret and grant.
+    pub fn new(spec: &WorkloadSpec) -> Arc<Self> {
+        let (refresh_grant, refresh_token, file) = match &spec.grant {
+            GrantSpec::RefreshToken { token, file } => (true, Some(token.clone()), file.clone()),
+            GrantSpec::ClientCredentials => (false, None, None),
+        };
+        Arc::new(CredentialStore {
+            workload: spec.name.clone(),
+            refresh_grant,
+            file_lock: tokio::sync::Mutex::new(()),
+            current: Mutex::new(Current {
+                client_secret: spec.client_secret.clone(),
+                file_token: file.as_ref().and(refresh_token.clone()),
+                refresh_token,
+                generation: 0,
+            }),
+            file,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The workload these credentials belong to.
+    pub fn workload(&self) -> &WorkloadName {
+        &self.workload
+    }
+
+    /// The current credentials and their generation (cheap: a lock held for a clone).
+    pub fn snapshot(&self) -> CredentialSnapshot {
+        let current = self.lock();
+        let grant = match (&current.refresh_token, self.refresh_grant) {
+            (Some(token), true) => Grant::RefreshToken(token.clone()),
+            (None, true | false) | (Some(_), false) => Grant::ClientCredentials,
+        };
+        CredentialSnapshot {
+            client_secret: current.client_secret.clone(),
+            grant,
+            generation: current.generation,
+        }
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// The refresh-token file, if the token is kept in one.
+    pub fn file_path(&self) -> Option<PathBuf> {
+        self.file.clone()
+    }
+
+    /// True when there is a refresh-token file to watch for operator edits
+    /// ([`CredentialStore::reload_from_file`]).
+    pub fn watches_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Stores a rotated refresh token received by an attempt that started at `generation`.
+    ///
+    /// If `generation` is still current: the token replaces the in-memory one, the generation
+    /// is bumped, and the token is written to the refresh-token file (if any), with up to
+    /// three retries; if every write fails the result is [`RotateOutcome::MemoryOnly`]. If
+    /// the credentials changed since, the result is [`RotateOutcome::Stale`] and nothing
+    /// changes. A token equal to the current one changes nothing and is not written.
+    pub async fn store_rotated(&self, generation: u64, new_refresh_token: Secret) -> RotateOutcome {
+        let _file = self.file_lock.lock().await;
+        {
+            let mut current = self.lock();
+            if current.generation != generation {
+                return RotateOutcome::Stale;
+            }
+            if !self.refresh_grant
+                || new_refresh_token.is_empty()
+                || current.refresh_token.as_ref() == Some(&new_refresh_token)
+            {
+                return RotateOutcome::Stored;
+            }
+            current.refresh_token = Some(new_refresh_token.clone());
+            current.generation += 1;
+        }
+        let Some(path) = &self.file else {
+            return RotateOutcome::Stored;
+        };
+        match write_with_retries(path, &new_refresh_token).await {
+            Ok(()) => {
+                self.lock().file_token = Some(new_refresh_token);
+                RotateOutcome::Stored
+            }
+            Err(e) => RotateOutcome::MemoryOnly {
+                error: e.to_string(),
+            },
+        }
+    }
+
+    /// Replaces the credentials with operator-supplied ones and returns the new generation.
+    ///
+    /// A refresh token is written to the refresh-token file first (atomically, with
+    /// retries), when the workload has one; if that fails nothing changes and the error is
+    /// returned. A client secret is kept in memory only (see the module docs). A refresh
+    /// token for a client_credentials workload, an empty secret, or nothing at all is an
+    /// error. The generation is bumped even when the values equal the current ones: the
+    /// operator asked for a fresh start.
+    pub async fn replace(&self, new: NewCredentials) -> Result<u64, CredentialError> {
+        if new.refresh_token.is_none() && new.client_secret.is_none() {
+            return Err(CredentialError::NothingSupplied);
+        }
+        if new.refresh_token.as_ref().is_some_and(Secret::is_empty) {
+            return Err(CredentialError::EmptySecret {
+                what: "refresh token",
+            });
+        }
+        if new.client_secret.as_ref().is_some_and(Secret::is_empty) {
+            return Err(CredentialError::EmptySecret {
+                what: "client secret",
+            });
+        }
+        if new.refresh_token.is_some() && !self.refresh_grant {
+            return Err(CredentialError::NotRefreshTokenGrant {
+                workload: self.workload.clone(),
+            });
+        }
+        let _file = self.file_lock.lock().await;
+        let written = match (&new.refresh_token, &self.file) {
+            (Some(token), Some(path)) => {
+                write_with_retries(path, token).await?;
+                true
+            }
+            (Some(_), None) | (None, Some(_) | None) => false,
+        };
+        let mut current = self.lock();
+        if let Some(token) = new.refresh_token {
+            if written {
+                current.file_token = Some(token.clone());
+            }
+            current.refresh_token = Some(token);
+        }
+        if let Some(secret) = new.client_secret {
+            current.client_secret = Some(secret);
+        }
+        current.generation += 1;
+        Ok(current.generation)
+    }
+
+    /// Reads the refresh-token file and, if someone changed it since this store last read or
+    /// wrote it, adopts its token: returns the new generation. `Ok(None)` when the workload
+    /// has no file, or the file is unchanged, or it holds the token already in use.
+    ///
+    /// An unreadable or empty file is an error and changes nothing.
+    pub async fn reload_from_file(&self) -> Result<Option<u64>, CredentialError> {
+        let Some(path) = self.file.clone() else {
+            return Ok(None);
+        };
+        let _file = self.file_lock.lock().await;
+        let task_path = path.clone();
+        let read = tokio::task::spawn_blocking(move || read_secret_file(&task_path))
+            .await
+            .map_err(|e| CredentialError::Task {
+                path,
+                reason: e.to_string(),
+            })??;
+        let mut current = self.lock();
+        if current.file_token.as_ref() == Some(&read) {
+            return Ok(None);
+        }
+        current.file_token = Some(read.clone());
+        if current.refresh_token.as_ref() == Some(&read) {
+            return Ok(None);
+        }
+        current.refresh_token = Some(read);
+        current.generation += 1;
+        Ok(Some(current.generation))
+    }
+}
+
+/// Writes on the blocking pool, retrying after short pauses; returns the last error.
+async fn write_with_retries(path: &Path, secret: &Secret) -> Result<(), CredentialError> {
+    let mut pauses = WRITE_RETRY_PAUSES.iter();
+    loop {
+        let task_path = path.to_owned();
+        let task_secret = secret.clone();
+        let result =
+            tokio::task::spawn_blocking(move || write_secret_file(&task_path, &task_secret))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(CredentialError::Task {
+                        path: path.to_owned(),
+                        reason: e.to_string(),
+                    })
+                });
+        match (result, pauses.next()) {
+            (Ok(()), _) => return Ok(()),
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(pause)) => {
+                tracing::debug!(path = %path.display(), "secret file write failed, retrying: {e}");
+                tokio::time::sleep(*pause).await;
+            }
+        }
+    }
+}

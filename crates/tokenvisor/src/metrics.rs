@@ -1,0 +1,61 @@
+//! Metric names. Recorded through the `metrics` facade; the daemon installs a Prometheus
+//! recorder. No metric is ever labelled by workload name (100,000 series would follow):
+//! labels are states, outcomes and kinds — closed sets.
+
+/// Gauge: workloads per status (`status` label: running, auth_retrying, …).
+pub const WORKLOADS: &str = "tokenvisor_workloads";
+/// Counter: refresh attempts by `outcome` (ok, transient, permanent) and `kind`.
+pub const REFRESH_ATTEMPTS: &str = "tokenvisor_refresh_attempts_total";
+/// Histogram: seconds from sending a token request to its classified result.
+pub const REFRESH_DURATION: &str = "tokenvisor_refresh_duration_seconds";
+/// Counter: status files written durably.
+pub const STATUS_WRITES: &str = "tokenvisor_status_writes_total";
+/// Counter: failed status-file writes (each is retried).
+pub const STATUS_WRITE_FAILURES: &str = "tokenvisor_status_write_failures_total";
+/// Gauge: status records waiting to be written.
+pub const STATUS_PENDING: &str = "tokenvisor_status_pending";
+/// Counter: times an endpoint was put on hold by `Retry-After` (429/503).
+pub const ENDPOINT_HOLDS: &str = "tokenvisor_endpoint_holds_total";
+/// Counter: attempts not sent because their endpoint was on hold.
+pub const ENDPOINT_HELD_ATTEMPTS: &str = "tokenvisor_endpoint_held_attempts_total";
+/// Counter: token actors restarted after a crash.
+pub const ACTOR_RESTARTS: &str = "tokenvisor_actor_restarts_total";
+/// Counter: workloads that spent their restart budget (status `error`).
+pub const ACTOR_GAVE_UP: &str = "tokenvisor_actor_gave_up_total";
+/// Counter: rotated refresh tokens that could not be written back (kept in memory).
+pub const CREDENTIAL_WRITE_FAILURES: &str = "tokenvisor_credential_write_failures_total";
+/// Counter: token sink file writes that failed.
+pub const TOKEN_SINK_FAILURES: &str = "tokenvisor_token_sink_failures_total";
+
+/// Registers descriptions for every metric (call once after installing a recorder).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(WORKLOADS, "Workloads per status.");
+    describe_counter!(REFRESH_ATTEMPTS, "Refresh attempts by outcome and kind.");
+    describe_histogram!(
+        REFRESH_DURATION,
+        metrics::Unit::Seconds,
+        "Token request latency, send to classified result."
+    );
+    describe_counter!(STATUS_WRITES, "Status files written durably.");
+    describe_counter!(
+        STATUS_WRITE_FAILURES,
+        "Failed status-file writes (retried)."
+    );
+    describe_gauge!(STATUS_PENDING, "Status records waiting to be written.");
+    describe_counter!(
+        ENDPOINT_HOLDS,
+        "Endpoint holds started by Retry-After on 429/503."
+    );
+    describe_counter!(
+        ENDPOINT_HELD_ATTEMPTS,
+        "Attempts deferred because their endpoint was on hold."
+    );
+    describe_counter!(ACTOR_RESTARTS, "Token actors restarted after a crash.");
+    describe_counter!(ACTOR_GAVE_UP, "Workloads whose restart budget is spent.");
+    describe_counter!(
+        CREDENTIAL_WRITE_FAILURES,
+        "Rotated refresh tokens not written back (kept in memory)."
+    );
+    describe_counter!(TOKEN_SINK_FAILURES, "Token sink file writes that failed.");
+}

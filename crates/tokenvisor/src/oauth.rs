@@ -1,0 +1,693 @@
+//! The real transport: oauth2 5 request building over one shared reqwest 0.13 client.
+//!
+//! [`HttpTransport`] implements [`crate::transport::Transport`]. The `oauth2` crate builds
+//! each token request (grant, client authentication, scopes, extra parameters), and our own
+//! [`oauth2::AsyncHttpClient`] sends it. That client never hands a response back to oauth2:
+//! oauth2 5 throws away the status code and every header of an error answer
+//! (reference/crates.md §2), so the client captures the answer — status, `Retry-After`,
+//! `Content-Type` and at most [`BODY_LIMIT`] bytes of the body — and returns it to us *as
+//! its error*. The lenient classifier in `tokenvisor-core` judges it afterwards.
+//!
+//! Guarantees:
+//! - redirects are never followed (a 3xx is an answer like any other);
+//! - a body is read as a stream and reading stops at [`BODY_LIMIT`]: a huge page costs
+//!   neither memory nor time, the rest is never read and the connection is dropped;
+//! - every request has a total deadline ([`ExchangeRequest::timeout`]), covering connect,
+//!   headers and body; the connect deadline ([`ExchangeRequest::connect_timeout`]) is a
+//!   client setting in reqwest, so one client is kept per distinct connect timeout;
+//! - transport failures become [`RawOutcome::Transport`] with a [`TransportKind`] and a short
+//!   detail that contains no secret, no body and no URL query string;
+//! - logging (debug level) carries the status, the URL without its query and the elapsed
+//!   time, never a body or a secret.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use oauth2::basic::BasicClient;
+use oauth2::{AuthType, ClientId, ClientSecret, RefreshToken, RequestTokenError, Scope, TokenUrl};
+use tokenvisor_core::classify::BODY_LIMIT;
+use tokenvisor_core::{HttpAnswer, RawOutcome, TransportKind};
+
+use crate::spec::AuthMethod;
+use crate::transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};
+
+/// The longest transport detail kept, in bytes.
+const DETAIL_LIMIT: usize = 240;
+
+/// The longest header value kept (`Retry-After`, `Content-Type`), in bytes.
+const HEADER_LIMIT: usize = 256;
+
+/// Settings of the shared HTTP client.
+#[derive(Clone, PartialEq)]
+pub struct HttpConfig {
+    /// The `User-Agent` header.
+    pub user_agent: String,
+    /// How long an idle pooled connection is kept; `None` keeps it until the server closes.
+    pub pool_idle_timeout: Option<Duration>,
+    /// At most this many idle connections per host are kept.
+    pub pool_max_idle_per_host: usize,
+    /// TCP keepalive on pooled connections; `None` disables it.
+    pub tcp_keepalive: Option<Duration>,
+    /// The connect timeout of the client built by [`HttpTransport::new`]; requests asking for
+    /// another connect timeout get (lazily) a client of their own.
+    pub connect_timeout: Duration,
+    /// Honour `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` from the environment.
+    pub use_env_proxy: bool,
+    /// Extra trusted root certificates (PEM), added to the platform's trust store.
+    pub extra_root_certs_pem: Vec<Vec<u8>>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            user_agent: concat!("tokenvisor/", env!("CARGO_PKG_VERSION")).to_owned(),
+            pool_idle_timeout: Some(Duration::from_secs(90)),
+            pool_max_idle_per_host: 32,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            connect_timeout: Duration::from_secs(5),
+            use_env_proxy: true,
+            extra_root_certs_pem: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("user_agent", &self.user_agent)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("use_env_proxy", &self.use_env_proxy)
+            .field("extra_root_certs", &self.extra_root_certs_pem.len())
+            .finish()
+    }
+}
+
+/// Building the HTTP client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A configured root certificate is not valid PEM.
+    #[error("extra root certificate #{index} is not a valid PEM certificate: {reason}")]
+    Certificate {
+        /// Its position in [`HttpConfig::extra_root_certs_pem`].
+        index: usize,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// reqwest refused the configuration.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// The real token-endpoint transport: oauth2 over one shared reqwest client.
+///
+/// Cloning is cheap (an `Arc`); every clone shares the connection pools.
+#[derive(Clone)]
+pub struct HttpTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: HttpConfig,
+    /// One client per distinct connect timeout (reqwest sets it per client); usually one.
+    clients: Mutex<HashMap<Duration, reqwest::Client>>,
+}
+
+impl fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let clients = self
+            .inner
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("HttpTransport")
+            .field("user_agent", &self.inner.config.user_agent)
+            .field("connect_timeout", &self.inner.config.connect_timeout)
+            .field("clients", &clients)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpTransport {
+    /// Builds the transport and its first client (with [`HttpConfig::connect_timeout`]).
+    ///
+    /// Installs rustls' `ring` crypto provider as the process default if none is installed.
+    pub fn new(config: HttpConfig) -> Result<Self, HttpError> {
+        // Ignore the error: it only means a provider is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let first = build_client(&config, config.connect_timeout)?;
+        let mut clients = HashMap::new();
+        clients.insert(config.connect_timeout, first);
+        Ok(HttpTransport {
+            inner: Arc::new(Inner {
+                config,
+                clients: Mutex::new(clients),
+            }),
+        })
+    }
+
+    /// The configuration this transport was built with.
+    pub fn config(&self) -> &HttpConfig {
+        &self.inner.config
+    }
+
+    /// The client for `connect_timeout`, built on first use.
+    fn client(&self, connect_timeout: Duration) -> Result<reqwest::Client, HttpError> {
+        let mut clients = self
+            .inner
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients.get(&connect_timeout) {
+            return Ok(client.clone());
+        }
+        let client = build_client(&self.inner.config, connect_timeout)?;
+        clients.insert(connect_timeout, client.clone());
+        Ok(client)
+    }
+}
+
+fn build_client(
+    config: &HttpConfig,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, HttpError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(config.user_agent.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .tcp_keepalive(config.tcp_keepalive)
+        .referer(false);
+    if !config.use_env_proxy {
+        builder = builder.no_proxy();
+    }
+    if !config.extra_root_certs_pem.is_empty() {
+        let mut certs = Vec::with_capacity(config.extra_root_certs_pem.len());
+        for (index, pem) in config.extra_root_certs_pem.iter().enumerate() {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| HttpError::Certificate {
+                index,
+                reason: e.to_string(),
+            })?;
+            certs.push(cert);
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| HttpError::Client(error_chain(&e)))
+}
+
+impl Transport for HttpTransport {
+    fn exchange(&self, req: ExchangeRequest) -> OutcomeFuture {
+        let client = self.client(req.connect_timeout);
+        Box::pin(async move {
+            let client = match client {
+                Ok(client) => client,
+                Err(e) => {
+                    return RawOutcome::Transport {
+                        kind: TransportKind::Io,
+                        detail: truncate(e.to_string(), DETAIL_LIMIT),
+                    };
+                }
+            };
+            let deadline = req.timeout;
+            let secrets: Vec<String> = req
+                .secrets()
+                .into_iter()
+                .map(|s| s.expose().to_owned())
+                .collect();
+            let outcome = match tokio::time::timeout(deadline, exchange(client, &req)).await {
+                Ok(outcome) => outcome,
+                Err(_elapsed) => RawOutcome::Transport {
+                    kind: TransportKind::Timeout,
+                    detail: format!("no complete answer within {}", fmt_duration(deadline)),
+                },
+            };
+            scrub_outcome(outcome, &secrets)
+        })
+    }
+}
+
+/// One exchange, without the outer deadline.
+async fn exchange(client: reqwest::Client, req: &ExchangeRequest) -> RawOutcome {
+    let token_url = match TokenUrl::new(req.token_url.to_string()) {
+        Ok(url) => url,
+        Err(e) => {
+            return RawOutcome::Transport {
+                kind: TransportKind::Io,
+                detail: format!("invalid token URL: {e}"),
+            };
+        }
+    };
+    let mut oauth = BasicClient::new(ClientId::new(req.client_id.to_string()))
+        .set_token_uri(token_url)
+        .set_auth_type(match req.auth_method {
+            AuthMethod::Basic => AuthType::BasicAuth,
+            AuthMethod::Post => AuthType::RequestBody,
+        });
+    if let Some(secret) = &req.client_secret {
+        oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
+    }
+    let http = Capture { client };
+    let scopes = req.scopes.iter().map(|s| Scope::new(s.clone()));
+    let result = match &req.grant {
+        Grant::RefreshToken(token) => {
+            let token = RefreshToken::new(token.expose().to_owned());
+            let mut request = oauth.exchange_refresh_token(&token).add_scopes(scopes);
+            if let Some(resource) = &req.resource {
+                request = request.add_extra_param("resource", resource.to_string());
+            }
+            if let Some(audience) = &req.audience {
+                request = request.add_extra_param("audience", audience.to_string());
+            }
+            request.request_async(&http).await.map(drop)
+        }
+        Grant::ClientCredentials => {
+            let mut request = oauth.exchange_client_credentials().add_scopes(scopes);
+            if let Some(resource) = &req.resource {
+                request = request.add_extra_param("resource", resource.to_string());
+            }
+            if let Some(audience) = &req.audience {
+                request = request.add_extra_param("audience", audience.to_string());
+            }
+            request.request_async(&http).await.map(drop)
+        }
+    };
+    match result {
+        Err(RequestTokenError::Request(Captured(outcome))) => outcome,
+        // oauth2 could not build the request; it never saw an answer.
+        Err(RequestTokenError::Other(message)) => RawOutcome::Transport {
+            kind: TransportKind::Io,
+            detail: format!("cannot build the token request: {message}"),
+        },
+        // Unreachable: our client always returns the answer as its error, so oauth2 never
+        // parses a body. Kept total (and body-free) rather than panicking.
+        Ok(()) | Err(RequestTokenError::ServerResponse(_) | RequestTokenError::Parse(..)) => {
+            RawOutcome::Transport {
+                kind: TransportKind::Io,
+                detail: "internal error: the oauth2 crate parsed an answer itself".to_owned(),
+            }
+        }
+    }
+}
+
+/// Our `AsyncHttpClient`: sends the request and hands the captured answer back as its error.
+struct Capture {
+    client: reqwest::Client,
+}
+
+/// The captured answer (or transport failure) travelling through oauth2 as an "error".
+#[derive(Debug)]
+struct Captured(RawOutcome);
+
+impl fmt::Display for Captured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("token endpoint answer captured")
+    }
+}
+
+impl StdError for Captured {}
+
+type CaptureFuture<'c> =
+    Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, Captured>> + Send + 'c>>;
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Capture {
+    type Error = Captured;
+    type Future = CaptureFuture<'c>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move { Err(Captured(send(&self.client, request).await)) })
+    }
+}
+
+/// Sends one request and captures its answer.
+async fn send(client: &reqwest::Client, request: oauth2::HttpRequest) -> RawOutcome {
+    let request = match reqwest::Request::try_from(request) {
+        Ok(request) => request,
+        Err(e) => {
+            return transport_outcome(e);
+        }
+    };
+    let url = redacted_url(request.url());
+    let started = tokio::time::Instant::now();
+    let mut response = match client.execute(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            let outcome = transport_outcome(e);
+            tracing::debug!(
+                url = %url,
+                elapsed_ms = started.elapsed().as_millis(),
+                outcome = ?outcome,
+                "token request failed"
+            );
+            return outcome;
+        }
+    };
+    let status = response.status().as_u16();
+    let header = |name: reqwest::header::HeaderName| {
+        response.headers().get(name).map(|v| {
+            truncate(
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                HEADER_LIMIT,
+            )
+        })
+    };
+    let retry_after = header(reqwest::header::RETRY_AFTER);
+    let content_type = header(reqwest::header::CONTENT_TYPE);
+    let expected = response
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
+        .min(BODY_LIMIT);
+    let mut body = Vec::with_capacity(expected);
+    let mut truncated = false;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = BODY_LIMIT - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let outcome = transport_outcome(e);
+                tracing::debug!(
+                    status,
+                    url = %url,
+                    elapsed_ms = started.elapsed().as_millis(),
+                    outcome = ?outcome,
+                    "token response body failed"
+                );
+                return outcome;
+            }
+        }
+    }
+    // Dropping an unfinished response closes its connection: the rest is never read.
+    drop(response);
+    tracing::debug!(
+        status,
+        url = %url,
+        elapsed_ms = started.elapsed().as_millis(),
+        body_len = body.len(),
+        truncated,
+        "token response"
+    );
+    RawOutcome::Response(HttpAnswer {
+        status,
+        retry_after,
+        content_type,
+        body,
+        truncated,
+    })
+}
+
+/// A reqwest error as a transport outcome, with its kind and a short, sanitised detail.
+fn transport_outcome(mut error: reqwest::Error) -> RawOutcome {
+    if let Some(url) = error.url_mut() {
+        redact_url(url);
+    }
+    RawOutcome::Transport {
+        kind: transport_kind(&error),
+        detail: truncate(error_chain(&error), DETAIL_LIMIT),
+    }
+}
+
+/// Classifies a transport error.
+///
+/// Order matters: a connect timeout is a timeout, a TLS failure during connect is TLS, a
+/// DNS failure during connect is DNS; only then is a connect failure a connect failure.
+fn transport_kind(error: &reqwest::Error) -> TransportKind {
+    if error.is_timeout() {
+        return TransportKind::Timeout;
+    }
+    let mut found: Option<TransportKind> = None;
+    let mut visit = |e: &(dyn StdError + 'static)| {
+        if let Some(kind) = kind_of(e) {
+            // The first specific finding wins, except that TLS and DNS beat everything.
+            found = match (found, kind) {
+                (None, k) | (Some(_), k @ (TransportKind::Tls | TransportKind::Dns)) => Some(k),
+                (Some(prev), _) => Some(prev),
+            };
+        }
+    };
+    walk(error, &mut visit);
+    if error.is_dns() {
+        return TransportKind::Dns;
+    }
+    match found {
+        Some(kind) => kind,
+        None if error.is_connect() => TransportKind::Connect,
+        None => TransportKind::Io,
+    }
+}
+
+/// Visits every error of the chain, looking inside `io::Error`s (whose `source()` skips the
+/// error they wrap).
+fn walk<'a>(
+    error: &'a (dyn StdError + 'static),
+    visit: &mut dyn FnMut(&'a (dyn StdError + 'static)),
+) {
+    let mut current: Option<&'a (dyn StdError + 'static)> = Some(error);
+    let mut depth = 0;
+    while let Some(e) = current {
+        visit(e);
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            walk(inner, visit);
+        }
+        depth += 1;
+        if depth > 32 {
+            break;
+        }
+        current = e.source();
+    }
+}
+
+/// What one error of the chain says about the kind, if anything.
+fn kind_of(e: &(dyn StdError + 'static)) -> Option<TransportKind> {
+    if e.is::<rustls::Error>() {
+        return Some(TransportKind::Tls);
+    }
+    if let Some(io) = e.downcast_ref::<io::Error>() {
+        let kind = io.kind();
+        let by_kind = if kind == io::ErrorKind::TimedOut {
+            Some(TransportKind::Timeout)
+        } else if matches!(
+            kind,
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+                | io::ErrorKind::NetworkDown
+                | io::ErrorKind::AddrNotAvailable
+        ) {
+            Some(TransportKind::Connect)
+        } else if matches!(
+            kind,
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        ) {
+            Some(TransportKind::Reset)
+        } else if kind == io::ErrorKind::UnexpectedEof {
+            Some(TransportKind::Eof)
+        } else {
+            // Other kinds say nothing specific; the messages below may.
+            None
+        };
+        if by_kind.is_some() {
+            return by_kind;
+        }
+    }
+    let message = e.to_string().to_ascii_lowercase();
+    if message.contains("dns error") || message.contains("failed to lookup address") {
+        Some(TransportKind::Dns)
+    } else if message.contains("certificate")
+        || message.contains("tls handshake")
+        || message.contains("invalid peer certificate")
+    {
+        Some(TransportKind::Tls)
+    } else if message.contains("connection closed before message completed")
+        || message.contains("end of file before message length reached")
+        || message.contains("unexpected eof")
+    {
+        Some(TransportKind::Eof)
+    } else if message.contains("connection reset") {
+        Some(TransportKind::Reset)
+    } else if message.contains("connection refused") || message.contains("tcp connect error") {
+        Some(TransportKind::Connect)
+    } else {
+        None
+    }
+}
+
+/// The error's messages, outermost first, joined with `": "`, repeats removed.
+fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    walk(error, &mut |e| {
+        let message = e.to_string();
+        if message.is_empty() || parts.iter().any(|p| p.contains(message.as_str())) {
+            return;
+        }
+        parts.push(message);
+    });
+    parts.join(": ")
+}
+
+/// Removes the query, the fragment and any credentials from a URL.
+fn redact_url(url: &mut reqwest::Url) {
+    url.set_query(None);
+    url.set_fragment(None);
+    // These fail only for URLs that cannot have credentials, which then have none.
+    let _ = url.set_password(None);
+    let _ = url.set_username("");
+}
+
+/// A URL for logs: no query, fragment or credentials.
+fn redacted_url(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    redact_url(&mut url);
+    url.to_string()
+}
+
+/// Replaces any secret of the request that appears in a transport detail.
+fn scrub_outcome(outcome: RawOutcome, secrets: &[String]) -> RawOutcome {
+    match outcome {
+        RawOutcome::Transport { kind, mut detail } => {
+            for secret in secrets.iter().filter(|s| s.len() >= 4) {
+                if detail.contains(secret.as_str()) {
+                    detail = detail.replace(secret.as_str(), "…");
+                }
+            }
+            RawOutcome::Transport { kind, detail }
+        }
+        response @ RawOutcome::Response(_) => response,
+    }
+}
+
+/// Cuts `s` to at most `limit` bytes at a character boundary, marking the cut with `…`.
+fn truncate(mut s: String, limit: usize) -> String {
+    if s.len() <= limit {
+        return s;
+    }
+    let mut end = limit.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    s
+}
+
+fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrap(
+        &'static str,
+        Option<Box<dyn StdError + Send + Sync + 'static>>,
+    );
+
+    impl fmt::Display for Wrap {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl StdError for Wrap {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.1.as_deref().map(|e| e as &(dyn StdError + 'static))
+        }
+    }
+
+    fn first_kind(e: &(dyn StdError + 'static)) -> Option<TransportKind> {
+        let mut found = None;
+        walk(e, &mut |e| {
+            if found.is_none() {
+                found = kind_of(e);
+            }
+        });
+        found
+    }
+
+    #[test]
+    fn kinds_from_chains() {
+        let dns = Wrap(
+            "client error (Connect)",
+            Some(Box::new(Wrap(
+                "dns error",
+                Some(Box::new(io::Error::other(
+                    "failed to lookup address information",
+                ))),
+            ))),
+        );
+        assert_eq!(first_kind(&dns), Some(TransportKind::Dns));
+
+        let refused = Wrap(
+            "tcp connect error",
+            Some(Box::new(io::Error::from(io::ErrorKind::ConnectionRefused))),
+        );
+        assert_eq!(first_kind(&refused), Some(TransportKind::Connect));
+
+        let tls = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert_eq!(first_kind(&tls), Some(TransportKind::Tls));
+
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(first_kind(&reset), Some(TransportKind::Reset));
+
+        let eof = Wrap("connection closed before message completed", None);
+        assert_eq!(first_kind(&eof), Some(TransportKind::Eof));
+
+        let other = Wrap("something odd", None);
+        assert_eq!(first_kind(&other), None);
+    }
+
+    #[test]
+    fn urls_lose_query_and_credentials() {
+        let url = reqwest::Url::parse("https://user:pw@idp.example/token?code=abc#frag").unwrap();
+        assert_eq!(redacted_url(&url), "https://idp.example/token");
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let s = "é".repeat(200);
+        let t = truncate(s, 11);
+        assert!(t.len() <= 11);
+        assert!(t.ends_with('…'));
+        assert_eq!(truncate("short".to_owned(), 10), "short");
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_details() {
+        let outcome = RawOutcome::Transport {
+            kind: TransportKind::Io,
+            detail: "oops hunter2-secret here".to_owned(),
+        };
+        let RawOutcome::Transport { detail, .. } =
+            scrub_outcome(outcome, &["hunter2-secret".to_owned()])
+        else {
+            panic!("changed variant");
+        };
+        assert_eq!(detail, "oops … here");
+    }
+}

@@ -1,0 +1,372 @@
+//! The embedding API.
+//!
+//! ```text
+//!   host's actor (optional parent)
+//!        └── tokenvisor supervisor ──┬── token actor "github-mcp"   (one per workload)
+//!                                    ├── token actor "jira"
+//!                                    └── …
+//!   persistence actor (linked to the supervisor) ── status files
+//! ```
+//! [`Runtime::start`] recovers the status directory, spawns the persistence actor and the
+//! supervisor (under a host's own actor with [`Runtime::start_linked`]), and returns a
+//! cloneable front door. Token reads go through [`TokenHandle`]s, never through a mailbox.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorRef};
+use tokenvisor_core::WorkloadName;
+use tokenvisor_core::policy::RestartIntensity;
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
+use crate::credentials::NewCredentials;
+use crate::gate::Gates;
+use crate::handle::TokenHandle;
+use crate::persistence::{
+    FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceMsg,
+};
+use crate::spec::WorkloadSpec;
+use crate::status_store::{self, CorruptFile};
+use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg, WorkloadView};
+use crate::token::{Deps, StateChange};
+use crate::transport::Transport;
+
+/// How long RPCs into the supervisor may take before the runtime reports it unresponsive.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors of the embedding API.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The status directory could not be prepared or read.
+    #[error("status directory {dir}: {reason}")]
+    StatusDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An actor could not be spawned.
+    #[error("cannot spawn the {what} actor: {reason}")]
+    Spawn {
+        /// Which actor.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The supervisor refused.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    /// An actor did not answer.
+    #[error("the {what} actor did not answer: {reason}")]
+    Unresponsive {
+        /// Which actor.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How to start a runtime.
+pub struct RuntimeConfig {
+    /// Where status files live.
+    pub status_dir: PathBuf,
+    /// The token endpoint transport ([`crate::oauth::HttpTransport`] in production).
+    pub transport: Arc<dyn Transport>,
+    /// The clock (default: anchored at the current wall time).
+    pub clock: Option<Clock>,
+    /// Restart budget per workload.
+    pub restart: RestartIntensity,
+    /// Jitter seed (default: random).
+    pub seed: Option<u64>,
+    /// Capacity of the state-change broadcast (subscribers lagging further lose events).
+    pub event_capacity: usize,
+    /// Persistence tuning (its `dir` is overwritten with `status_dir`).
+    pub persistence: Option<PersistenceConfig>,
+}
+
+impl RuntimeConfig {
+    /// Defaults for a status directory and a transport.
+    pub fn new(status_dir: impl Into<PathBuf>, transport: Arc<dyn Transport>) -> Self {
+        RuntimeConfig {
+            status_dir: status_dir.into(),
+            transport,
+            clock: None,
+            restart: RestartIntensity::default(),
+            seed: None,
+            event_capacity: 4096,
+            persistence: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("status_dir", &self.status_dir)
+            .field("restart", &self.restart)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What start-up found in the status directory.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Records read (each resumes its workload when it is added).
+    pub recovered: usize,
+    /// Files that did not parse, set aside as `<name>.json.corrupted`.
+    pub corrupted: Vec<CorruptFile>,
+}
+
+/// A running tokenvisor. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    supervisor: ActorRef<SupervisorMsg>,
+    persistence: ActorRef<PersistenceMsg>,
+    events: broadcast::Sender<StateChange>,
+    stats: Arc<PersistStats>,
+    gates: Arc<Gates>,
+    clock: Clock,
+    recovery: Arc<RecoveryReport>,
+}
+
+impl Runtime {
+    /// Starts a runtime with no parent actor.
+    pub async fn start(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Starts a runtime whose supervisor is a linked child of `parent` (a host application's
+    /// own actor): the host sees the supervisor's failure or exit as a supervision event.
+    pub async fn start_linked(
+        config: RuntimeConfig,
+        parent: ActorCell,
+    ) -> Result<Runtime, RuntimeError> {
+        Self::start_inner(config, Some(parent)).await
+    }
+
+    async fn start_inner(
+        config: RuntimeConfig,
+        parent: Option<ActorCell>,
+    ) -> Result<Runtime, RuntimeError> {
+        let clock = config.clock.unwrap_or_default();
+        let dir = config.status_dir.clone();
+        let status_err = |reason: String| RuntimeError::StatusDir {
+            dir: dir.clone(),
+            reason,
+        };
+        let recovered = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                status_store::ensure_dir(&dir)?;
+                status_store::recover(&dir)
+            })
+            .await
+            .map_err(|e| status_err(e.to_string()))?
+            .map_err(|e| status_err(e.to_string()))?
+        };
+        for c in &recovered.corrupted {
+            tracing::warn!(workload = %c.name, "corrupt status file set aside as .corrupted: {}", c.reason);
+        }
+        let recovery = Arc::new(RecoveryReport {
+            recovered: recovered.records.len(),
+            corrupted: recovered.corrupted.clone(),
+        });
+
+        let stats = Arc::new(PersistStats::default());
+        let mut pconfig = config
+            .persistence
+            .unwrap_or_else(|| PersistenceConfig::new(dir.clone()));
+        pconfig.dir = dir.clone();
+        let (persistence, _) = Actor::spawn(
+            None,
+            PersistenceActor,
+            PersistenceArgs {
+                config: pconfig,
+                stats: stats.clone(),
+            },
+        )
+        .await
+        .map_err(|e| RuntimeError::Spawn {
+            what: "persistence",
+            reason: e.to_string(),
+        })?;
+
+        let (events, _) = broadcast::channel(config.event_capacity.max(16));
+        let gates = Arc::new(Gates::default());
+        let deps = Arc::new(Deps {
+            transport: config.transport,
+            persistence: persistence.clone(),
+            events: events.clone(),
+            clock,
+            process_id: std::process::id(),
+        });
+        let args = SupervisorArgs {
+            deps,
+            gates: gates.clone(),
+            intensity: config.restart,
+            recovered: recovered.records,
+            seed: config.seed.unwrap_or_else(|| fastrand::u64(..)),
+        };
+        let spawned = match parent {
+            Some(parent) => Actor::spawn_linked(None, Supervisor, args, parent).await,
+            None => Actor::spawn(None, Supervisor, args).await,
+        };
+        let (supervisor, _) = spawned.map_err(|e| RuntimeError::Spawn {
+            what: "supervisor",
+            reason: e.to_string(),
+        })?;
+        // The persistence actor lives and dies with the supervisor.
+        persistence.get_cell().link(supervisor.get_cell());
+        Ok(Runtime {
+            supervisor,
+            persistence,
+            events,
+            stats,
+            gates,
+            clock,
+            recovery,
+        })
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(ractor::RpcReplyPort<T>) -> SupervisorMsg,
+    ) -> Result<T, RuntimeError> {
+        match self.supervisor.call(f, Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(RuntimeError::Unresponsive {
+                what: "supervisor",
+                reason: "timed out".into(),
+            }),
+            Ok(ractor::rpc::CallResult::SenderError) => Err(RuntimeError::Unresponsive {
+                what: "supervisor",
+                reason: "dropped the request".into(),
+            }),
+            Err(e) => Err(RuntimeError::Unresponsive {
+                what: "supervisor",
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Starts a workload and returns its handle. A status file left by an earlier run
+    /// resumes it (an `unauthenticated` workload stays so until its credentials change).
+    pub async fn add(&self, spec: WorkloadSpec) -> Result<TokenHandle, RuntimeError> {
+        Ok(self
+            .call(|r| SupervisorMsg::Add(Box::new(spec), r))
+            .await??)
+    }
+
+    /// Stops and forgets a workload; its status file says `stopped`. False if unknown.
+    pub async fn remove(&self, name: &WorkloadName) -> Result<bool, RuntimeError> {
+        self.call(|r| SupervisorMsg::Remove(name.clone(), r)).await
+    }
+
+    /// A workload's handle.
+    pub async fn handle(&self, name: &WorkloadName) -> Result<Option<TokenHandle>, RuntimeError> {
+        self.call(|r| SupervisorMsg::Handle(name.clone(), r)).await
+    }
+
+    /// Every workload, sorted by name.
+    pub async fn list(&self) -> Result<Vec<WorkloadView>, RuntimeError> {
+        self.call(SupervisorMsg::List).await
+    }
+
+    /// Asks for a refresh now (single flight: joins one in flight; ignored while
+    /// unauthenticated). False if unknown or down.
+    pub async fn force_refresh(&self, name: &WorkloadName) -> Result<bool, RuntimeError> {
+        self.call(|r| SupervisorMsg::ForceRefresh(name.clone(), r))
+            .await
+    }
+
+    /// Supplies new credentials: stored (a refresh token written to its file) before the
+    /// workload is told, which then tries them at once.
+    pub async fn supply_credentials(
+        &self,
+        name: &WorkloadName,
+        creds: NewCredentials,
+    ) -> Result<(), RuntimeError> {
+        Ok(self
+            .call(|r| SupervisorMsg::SupplyCredentials(name.clone(), creds, r))
+            .await??)
+    }
+
+    /// State changes of every workload. Lossy for a receiver that lags by more than the
+    /// configured capacity (it gets `RecvError::Lagged`); status files are the durable record.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.events.subscribe()
+    }
+
+    /// Waits until every status change so far is durable on disk (failed writes keep being
+    /// retried until `deadline`, then are reported).
+    pub async fn flush(&self, deadline: Duration) -> Result<FlushReport, RuntimeError> {
+        let res = self
+            .persistence
+            .call(
+                |reply| PersistenceMsg::Flush { deadline, reply },
+                Some(deadline + CALL_TIMEOUT),
+            )
+            .await;
+        match res {
+            Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
+            Ok(ractor::rpc::CallResult::Timeout | ractor::rpc::CallResult::SenderError) => {
+                Err(RuntimeError::Unresponsive {
+                    what: "persistence",
+                    reason: "no answer to flush".into(),
+                })
+            }
+            Err(e) => Err(RuntimeError::Unresponsive {
+                what: "persistence",
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Graceful shutdown: every token actor persists status `stopped` (keeping its token
+    /// state for the next start), every pending status is flushed, then the actors stop.
+    pub async fn shutdown(&self, flush_deadline: Duration) -> Result<FlushReport, RuntimeError> {
+        self.call(SupervisorMsg::Shutdown).await?;
+        let report = self.flush(flush_deadline).await?;
+        self.supervisor
+            .stop_and_wait(Some("shutdown".into()), Some(CALL_TIMEOUT))
+            .await
+            .map_err(|e| RuntimeError::Unresponsive {
+                what: "supervisor",
+                reason: e.to_string(),
+            })?;
+        self.persistence.stop(Some("shutdown".into()));
+        Ok(report)
+    }
+
+    /// Persistence counters.
+    pub fn persist_stats(&self) -> &PersistStats {
+        &self.stats
+    }
+
+    /// Endpoint gates (for metrics: holds in force).
+    pub fn gates(&self) -> &Gates {
+        &self.gates
+    }
+
+    /// The runtime's clock.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// What start-up found in the status directory.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The supervisor actor (to link or monitor from a host tree).
+    pub fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
+        &self.supervisor
+    }
+
+    /// Fault injection for supervision tests: makes a workload's token actor panic.
+    pub fn inject_crash(&self, name: &WorkloadName) {
+        let _ = self.supervisor.cast(SupervisorMsg::Crash(name.clone()));
+    }
+}

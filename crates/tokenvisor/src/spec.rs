@@ -1,0 +1,181 @@
+//! What a workload is: the resolved form of one `[[workload]]` of the configuration.
+//!
+//! Secrets are resolved (read from their file or environment variable) before a spec reaches
+//! the runtime, so that a missing secret is a configuration error, not a runtime surprise.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenvisor_core::machine::MachineConfig;
+use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
+use tokenvisor_core::{ClassifyPolicy, Secret, WorkloadName};
+
+/// How the client authenticates to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// HTTP Basic (`client_secret_basic`).
+    #[default]
+    Basic,
+    /// In the form body (`client_secret_post`).
+    Post,
+}
+
+/// The grant used to get tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantSpec {
+    /// `refresh_token`: the current refresh token, and the file it came from (rotated tokens
+    /// are written back to it atomically).
+    RefreshToken {
+        /// The refresh token at start.
+        token: Secret,
+        /// Where it is kept, when it is kept in a file.
+        file: Option<PathBuf>,
+    },
+    /// `client_credentials`.
+    ClientCredentials,
+}
+
+impl GrantSpec {
+    /// `"refresh_token"` or `"client_credentials"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GrantSpec::RefreshToken { .. } => "refresh_token",
+            GrantSpec::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+/// Where a secret came from (for display; never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// Inline in the configuration.
+    Inline,
+    /// Read from this file.
+    File(PathBuf),
+    /// Read from this environment variable.
+    Env(String),
+}
+
+/// Timing and classification settings of one workload (the `[defaults]` keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadPolicy {
+    /// The total deadline of one token request.
+    pub request_timeout: Duration,
+    /// The TCP/TLS connect deadline.
+    pub connect_timeout: Duration,
+    /// The refresh schedule.
+    pub schedule: RefreshSchedule,
+    /// The lifetime assumed when the provider omits `expires_in`.
+    pub default_lifetime: Duration,
+    /// Backoff after transient failures.
+    pub backoff: BackoffPolicy,
+    /// Give up this long after the first transient failure; zero = never.
+    pub give_up_after: Duration,
+    /// `Retry-After` values are clamped to this.
+    pub max_retry_after: Duration,
+    /// Requests in flight per token endpoint.
+    pub endpoint_concurrency: usize,
+    /// Extra RFC 6749 codes treated as transient.
+    pub transient_codes: Vec<String>,
+    /// Extra RFC 6749 codes treated as permanent.
+    pub permanent_codes: Vec<String>,
+}
+
+impl Default for WorkloadPolicy {
+    fn default() -> Self {
+        WorkloadPolicy {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            schedule: RefreshSchedule::default(),
+            default_lifetime: Duration::from_secs(3600),
+            backoff: BackoffPolicy::default(),
+            give_up_after: Duration::from_secs(24 * 3600),
+            max_retry_after: Duration::from_secs(3600),
+            endpoint_concurrency: 64,
+            transient_codes: Vec::new(),
+            permanent_codes: Vec::new(),
+        }
+    }
+}
+
+impl WorkloadPolicy {
+    /// The state machine's settings. The attempt backstop is the request timeout plus the
+    /// connect timeout plus five seconds, so the transport always answers first.
+    pub fn machine_config(&self) -> MachineConfig {
+        MachineConfig {
+            schedule: self.schedule,
+            backoff: self.backoff,
+            give_up_after: self.give_up_after,
+            attempt_timeout: self.request_timeout + self.connect_timeout + Duration::from_secs(5),
+        }
+    }
+
+    /// The classifier's settings.
+    pub fn classify_policy(&self) -> ClassifyPolicy {
+        ClassifyPolicy {
+            default_lifetime: self.default_lifetime,
+            max_retry_after: self.max_retry_after,
+            transient_codes: self.transient_codes.clone(),
+            permanent_codes: self.permanent_codes.clone(),
+        }
+    }
+}
+
+/// One workload, resolved and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadSpec {
+    /// Its name (also its status file's name).
+    pub name: WorkloadName,
+    /// The token endpoint URL.
+    pub token_url: Arc<str>,
+    /// The OAuth client id.
+    pub client_id: Arc<str>,
+    /// The client secret, when the client has one.
+    pub client_secret: Option<Secret>,
+    /// Where the client secret came from.
+    pub client_secret_origin: Option<SecretOrigin>,
+    /// Basic or post.
+    pub auth_method: AuthMethod,
+    /// The grant.
+    pub grant: GrantSpec,
+    /// Scopes to request.
+    pub scopes: Arc<[String]>,
+    /// RFC 8707 `resource`.
+    pub resource: Option<Arc<str>>,
+    /// `audience` (Auth0 and others).
+    pub audience: Option<Arc<str>>,
+    /// Where to write the current access token (0600), if anywhere.
+    pub token_sink_file: Option<PathBuf>,
+    /// Timing and classification.
+    pub policy: WorkloadPolicy,
+}
+
+impl WorkloadSpec {
+    /// A spec with default policy, for tests and embedders that build specs in code.
+    pub fn new(name: WorkloadName, token_url: &str, client_id: &str, grant: GrantSpec) -> Self {
+        WorkloadSpec {
+            name,
+            token_url: token_url.into(),
+            client_id: client_id.into(),
+            client_secret: None,
+            client_secret_origin: None,
+            auth_method: AuthMethod::Basic,
+            grant,
+            scopes: Arc::from(Vec::new()),
+            resource: None,
+            audience: None,
+            token_sink_file: None,
+            policy: WorkloadPolicy::default(),
+        }
+    }
+
+    /// Sets the client secret (inline origin).
+    #[must_use]
+    pub fn with_client_secret(mut self, secret: &str) -> Self {
+        self.client_secret = Some(Secret::from(secret));
+        self.client_secret_origin = Some(SecretOrigin::Inline);
+        self
+    }
+}

@@ -1,0 +1,490 @@
+//! The supervisor actor: one linked token actor per workload.
+//!
+//! It owns, per workload, what must outlive a token actor: the spec, the handle cell, the
+//! credential store, the endpoint gate and the crash history. A token actor that panics is
+//! restarted from its last known state (the record it last persisted) while its restart
+//! budget lasts (`tokenvisor_core::policy::RestartIntensity`, OTP style); past the budget the
+//! workload gets status `error` and stays down while every other workload runs on.
+//! ractor's default `handle_supervisor_evt` would stop the supervisor on any child exit:
+//! it is overridden here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use tokenvisor_core::machine::Resume;
+use tokenvisor_core::policy::{RestartDecision, RestartHistory, RestartIntensity};
+use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
+
+use crate::credentials::{CredentialStore, NewCredentials};
+use crate::gate::{EndpointGate, Gates};
+use crate::handle::{Slot, TokenHandle, Unavailable, WorkloadShared};
+use crate::metrics as m;
+use crate::persistence::PersistenceMsg;
+use crate::spec::WorkloadSpec;
+use crate::token::{Deps, StateChange, TokenActor, TokenArgs, TokenMsg};
+
+/// Errors the supervisor answers with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SupervisorError {
+    /// A workload of that name exists already.
+    #[error("workload {0} exists already")]
+    AlreadyExists(WorkloadName),
+    /// No workload of that name.
+    #[error("no workload named {0}")]
+    NotFound(WorkloadName),
+    /// The token actor could not be spawned.
+    #[error("cannot start workload {name}: {reason}")]
+    Spawn {
+        /// Which workload.
+        name: WorkloadName,
+        /// Why.
+        reason: String,
+    },
+    /// New credentials were refused.
+    #[error("credentials for {name} not accepted: {reason}")]
+    Credentials {
+        /// Which workload.
+        name: WorkloadName,
+        /// Why (never the secret).
+        reason: String,
+    },
+    /// The runtime is shutting down.
+    #[error("tokenvisor is shutting down")]
+    ShuttingDown,
+}
+
+/// A workload as the supervisor sees it.
+#[derive(Debug, Clone)]
+pub struct WorkloadView {
+    /// Its spec.
+    pub spec: Arc<WorkloadSpec>,
+    /// Its handle.
+    pub handle: TokenHandle,
+    /// Its latest status record.
+    pub record: Option<Arc<StatusRecord>>,
+}
+
+/// Messages of the supervisor.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Start a workload.
+    Add(
+        Box<WorkloadSpec>,
+        RpcReplyPort<Result<TokenHandle, SupervisorError>>,
+    ),
+    /// Stop and forget a workload (its status file says `stopped`); answers once its actor
+    /// has stopped, so a workload of the same name can be added right after.
+    Remove(WorkloadName, RpcReplyPort<bool>),
+    /// A workload's handle.
+    Handle(WorkloadName, RpcReplyPort<Option<TokenHandle>>),
+    /// Every workload.
+    List(RpcReplyPort<Vec<WorkloadView>>),
+    /// Refresh now.
+    ForceRefresh(WorkloadName, RpcReplyPort<bool>),
+    /// New credentials (recovers an unauthenticated workload).
+    SupplyCredentials(
+        WorkloadName,
+        NewCredentials,
+        RpcReplyPort<Result<(), SupervisorError>>,
+    ),
+    /// Internal: credentials stored; tell the workload's current actor.
+    #[doc(hidden)]
+    CredentialsStored(WorkloadName),
+    /// Stop every token actor, each persisting status `stopped` with its token state kept.
+    /// Answers when all have stopped.
+    Shutdown(RpcReplyPort<()>),
+    /// Fault injection for supervision tests: make a workload's actor panic.
+    Crash(WorkloadName),
+}
+
+/// The supervisor actor.
+#[derive(Debug, Default)]
+pub struct Supervisor;
+
+/// Arguments of [`Supervisor`].
+#[derive(Debug)]
+pub struct SupervisorArgs {
+    /// Shared dependencies of every token actor.
+    pub deps: Arc<Deps>,
+    /// Endpoint gates.
+    pub gates: Arc<Gates>,
+    /// Restart budget per workload.
+    pub intensity: RestartIntensity,
+    /// Status records found on disk at start, by workload.
+    pub recovered: HashMap<WorkloadName, StatusRecord>,
+    /// Jitter seed (each workload derives its own).
+    pub seed: u64,
+}
+
+struct Entry {
+    spec: Arc<WorkloadSpec>,
+    shared: Arc<WorkloadShared>,
+    credentials: Arc<CredentialStore>,
+    gate: Arc<EndpointGate>,
+    history: RestartHistory,
+    actor: Option<ActorRef<TokenMsg>>,
+    created_at: Timestamp,
+    seed: u64,
+}
+
+/// The supervisor's state.
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    entries: HashMap<WorkloadName, Entry>,
+    by_actor: HashMap<ActorId, WorkloadName>,
+    removing: HashMap<ActorId, RpcReplyPort<bool>>,
+    shutdown: Option<(RpcReplyPort<()>, usize)>,
+    stopping: bool,
+    spawned: u64,
+}
+
+impl std::fmt::Debug for SupervisorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorState")
+            .field("workloads", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            args,
+            entries: HashMap::new(),
+            by_actor: HashMap::new(),
+            removing: HashMap::new(),
+            shutdown: None,
+            stopping: false,
+            spawned: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Add(spec, reply) => {
+                let result = if st.stopping {
+                    Err(SupervisorError::ShuttingDown)
+                } else {
+                    add(&myself, st, *spec).await
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Remove(name, reply) => match st.entries.remove(&name) {
+                Some(entry) => match entry.actor {
+                    Some(actor) => {
+                        st.removing.insert(actor.get_id(), reply);
+                        let _ = actor.cast(TokenMsg::Remove);
+                    }
+                    None => {
+                        // Down (restart budget spent): mark it stopped ourselves.
+                        let now = st.args.deps.clock.now();
+                        write_status(st, &entry, WorkloadStatus::Stopped, "removed".into(), now);
+                        entry
+                            .shared
+                            .set_slot(Slot::Unavailable(Unavailable::Stopped));
+                        let _ = reply.send(true);
+                    }
+                },
+                None => {
+                    let _ = reply.send(false);
+                }
+            },
+            SupervisorMsg::Handle(name, reply) => {
+                let h = st
+                    .entries
+                    .get(&name)
+                    .map(|e| TokenHandle::new(e.shared.clone()));
+                let _ = reply.send(h);
+            }
+            SupervisorMsg::List(reply) => {
+                let mut v: Vec<WorkloadView> = st
+                    .entries
+                    .values()
+                    .map(|e| WorkloadView {
+                        spec: e.spec.clone(),
+                        handle: TokenHandle::new(e.shared.clone()),
+                        record: e.shared.record(),
+                    })
+                    .collect();
+                v.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+                let _ = reply.send(v);
+            }
+            SupervisorMsg::ForceRefresh(name, reply) => {
+                let sent = st
+                    .entries
+                    .get(&name)
+                    .and_then(|e| e.actor.as_ref())
+                    .is_some_and(|a| a.cast(TokenMsg::ForceRefresh).is_ok());
+                let _ = reply.send(sent);
+            }
+            SupervisorMsg::SupplyCredentials(name, creds, reply) => {
+                let Some(entry) = st.entries.get(&name) else {
+                    let _ = reply.send(Err(SupervisorError::NotFound(name)));
+                    return Ok(());
+                };
+                // The file write runs outside the handler; the actor hears of it after.
+                let store = entry.credentials.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    match store.replace(creds).await {
+                        Ok(_generation) => {
+                            let _ = me.cast(SupervisorMsg::CredentialsStored(name));
+                            let _ = reply.send(Ok(()));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(SupervisorError::Credentials {
+                                name,
+                                reason: e.to_string(),
+                            }));
+                        }
+                    }
+                });
+            }
+            SupervisorMsg::CredentialsStored(name) => {
+                if let Some(actor) = st.entries.get(&name).and_then(|e| e.actor.as_ref()) {
+                    let _ = actor.cast(TokenMsg::CredentialsReplaced);
+                }
+            }
+            SupervisorMsg::Shutdown(reply) => {
+                st.stopping = true;
+                let mut waiting = 0;
+                for entry in st.entries.values() {
+                    if let Some(actor) = &entry.actor
+                        && actor.cast(TokenMsg::Shutdown).is_ok()
+                    {
+                        waiting += 1;
+                    }
+                }
+                if waiting == 0 {
+                    let _ = reply.send(());
+                } else {
+                    st.shutdown = Some((reply, waiting));
+                }
+            }
+            SupervisorMsg::Crash(name) => {
+                if let Some(actor) = st.entries.get(&name).and_then(|e| e.actor.as_ref()) {
+                    let _ = actor.cast(TokenMsg::Crash);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let id = cell.get_id();
+                let Some(name) = st.by_actor.remove(&id) else {
+                    tracing::error!("an unknown child of the supervisor failed: {err}");
+                    return Ok(());
+                };
+                if child_ended(st, id) {
+                    return Ok(());
+                }
+                restart_or_give_up(&myself, st, &name, &err.to_string()).await;
+            }
+            SupervisionEvent::ActorTerminated(cell, _state, _reason) => {
+                let id = cell.get_id();
+                let name = st.by_actor.remove(&id);
+                if child_ended(st, id) {
+                    return Ok(());
+                }
+                if let Some(entry) = name.and_then(|n| st.entries.get_mut(&n))
+                    && entry.actor.as_ref().is_some_and(|a| a.get_id() == id)
+                {
+                    entry.actor = None;
+                }
+            }
+            SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Bookkeeping when a child ends; true when the end was expected (removal or shutdown).
+fn child_ended(st: &mut SupervisorState, id: ActorId) -> bool {
+    if let Some(reply) = st.removing.remove(&id) {
+        let _ = reply.send(true);
+        return true;
+    }
+    if let Some((_, waiting)) = st.shutdown.as_mut() {
+        *waiting = waiting.saturating_sub(1);
+        if *waiting == 0
+            && let Some((reply, _)) = st.shutdown.take()
+        {
+            let _ = reply.send(());
+        }
+        return true;
+    }
+    st.stopping
+}
+
+async fn add(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    spec: WorkloadSpec,
+) -> Result<TokenHandle, SupervisorError> {
+    let name = spec.name.clone();
+    if st.entries.contains_key(&name) {
+        return Err(SupervisorError::AlreadyExists(name));
+    }
+    let now = st.args.deps.clock.now();
+    let recovered = st.args.recovered.remove(&name);
+    let resume = recovered
+        .as_ref()
+        .map_or(Resume::Fresh, StatusRecord::resume);
+    let created_at = recovered.as_ref().map_or(now, |r| r.created_at);
+    let spec = Arc::new(spec);
+    st.spawned += 1;
+    let entry = Entry {
+        shared: WorkloadShared::new(name.clone(), st.args.deps.clock),
+        credentials: CredentialStore::new(&spec),
+        gate: st
+            .args
+            .gates
+            .get(&spec.token_url, spec.policy.endpoint_concurrency),
+        history: RestartHistory::default(),
+        actor: None,
+        created_at,
+        seed: st.args.seed ^ st.spawned.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        spec,
+    };
+    let handle = TokenHandle::new(entry.shared.clone());
+    st.entries.insert(name.clone(), entry);
+    spawn_token_actor(myself.get_cell(), st, &name, resume).await?;
+    Ok(handle)
+}
+
+async fn spawn_token_actor(
+    supervisor: ActorCell,
+    st: &mut SupervisorState,
+    name: &WorkloadName,
+    resume: Resume,
+) -> Result<(), SupervisorError> {
+    let Some(entry) = st.entries.get_mut(name) else {
+        return Err(SupervisorError::NotFound(name.clone()));
+    };
+    let args = TokenArgs {
+        spec: entry.spec.clone(),
+        shared: entry.shared.clone(),
+        credentials: entry.credentials.clone(),
+        gate: entry.gate.clone(),
+        deps: st.args.deps.clone(),
+        resume,
+        created_at: entry.created_at,
+        seed: entry.seed ^ entry.history.len() as u64,
+    };
+    match Actor::spawn_linked(None, TokenActor, args, supervisor).await {
+        Ok((actor, _join)) => {
+            st.by_actor.insert(actor.get_id(), name.clone());
+            entry.actor = Some(actor);
+            Ok(())
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            st.entries.remove(name);
+            Err(SupervisorError::Spawn {
+                name: name.clone(),
+                reason,
+            })
+        }
+    }
+}
+
+async fn restart_or_give_up(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    name: &WorkloadName,
+    panic: &str,
+) {
+    let now = st.args.deps.clock.now();
+    let intensity = st.args.intensity;
+    let Some(entry) = st.entries.get_mut(name) else {
+        return;
+    };
+    entry.actor = None;
+    let panic = tokenvisor_core::classify::excerpt(panic.as_bytes());
+    match entry.history.record_crash(now, intensity) {
+        RestartDecision::Restart { n } => {
+            metrics::counter!(m::ACTOR_RESTARTS).increment(1);
+            tracing::warn!(workload = %name, restart = n, "token actor crashed ({panic}); restarting from its last state");
+            let resume = entry.shared.record().map_or(Resume::Fresh, |r| r.resume());
+            if let Err(e) = spawn_token_actor(myself.get_cell(), st, name, resume).await {
+                tracing::error!(workload = %name, "restart failed: {e}");
+            }
+        }
+        RestartDecision::GiveUp => {
+            metrics::counter!(m::ACTOR_GAVE_UP).increment(1);
+            tracing::error!(workload = %name, "token actor crashed {} times within {}; leaving it down ({panic})",
+                intensity.max_restarts + 1, humantime::format_duration(intensity.window));
+            entry.shared.set_slot(Slot::Unavailable(Unavailable::Error));
+            let context = format!(
+                "the token actor crashed more than {} times within {}; left down: {panic}",
+                intensity.max_restarts,
+                humantime::format_duration(intensity.window)
+            );
+            let Some(entry) = st.entries.get(name) else {
+                return;
+            };
+            write_status(st, entry, WorkloadStatus::Error, context, now);
+        }
+    }
+}
+
+/// Persists a status decided by the supervisor (error, stopped), keeping the token section.
+fn write_status(
+    st: &SupervisorState,
+    entry: &Entry,
+    status: WorkloadStatus,
+    context: String,
+    now: Timestamp,
+) {
+    let token = entry.shared.record().and_then(|r| r.token.clone());
+    let state = token
+        .as_ref()
+        .map_or(tokenvisor_core::status::TokenState::Stopped, |t| t.state);
+    let record = StatusRecord {
+        status,
+        status_context: context,
+        created_at: entry.created_at,
+        updated_at: now,
+        process_id: st.args.deps.process_id,
+        token,
+    };
+    entry.shared.set_record(record.clone());
+    let context: Arc<str> = record.status_context.as_str().into();
+    if let Err(e) = st.args.deps.persistence.cast(PersistenceMsg::Update {
+        name: entry.spec.name.clone(),
+        record: Box::new(record),
+    }) {
+        tracing::error!(workload = %entry.spec.name, "persistence actor unreachable: {e}");
+    }
+    let _ = st.args.deps.events.send(StateChange {
+        name: entry.spec.name.clone(),
+        status,
+        state,
+        context,
+        at: now,
+    });
+}

@@ -1,0 +1,520 @@
+//! The token actor: one per workload, a thin driver around `tokenvisor_core::machine`.
+//!
+//! Every handler reads `now` from the [`Clock`], feeds one input to the machine and carries
+//! out the effects in order: publish or withdraw the token, persist the status, start the
+//! attempt, re-arm the timer. Nothing slow runs in a handler: the HTTP exchange, the
+//! classification and the rotated-refresh-token write-back run in a spawned task, whose
+//! result comes back as [`TokenMsg::AttemptDone`] tagged with its attempt; the machine drops
+//! results of attempts that are no longer current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
+use tokenvisor_core::status::TokenState as DiskTokenState;
+use tokenvisor_core::{
+    AttemptId, ClassifyPolicy, Failure, FailureKind, Machine, StatusRecord, Timestamp, Verdict,
+    WorkloadName, WorkloadStatus, classify,
+};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::credentials::{CredentialStore, RotateOutcome};
+use crate::gate::EndpointGate;
+use crate::handle::{AccessToken, Slot, Unavailable, WorkloadShared};
+use crate::metrics as m;
+use crate::persistence::PersistenceMsg;
+use crate::spec::WorkloadSpec;
+use crate::transport::{ExchangeRequest, Transport};
+
+/// How often an unauthenticated workload looks at its refresh-token file for new credentials.
+pub const CREDENTIAL_POLL: Duration = Duration::from_secs(10);
+
+/// A change of a workload's status or token state, for subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// Which workload.
+    pub name: WorkloadName,
+    /// Its new status.
+    pub status: WorkloadStatus,
+    /// Its new token state.
+    pub state: DiskTokenState,
+    /// A short sanitised reason.
+    pub context: Arc<str>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// What every token actor shares (one allocation for all of them).
+pub struct Deps {
+    /// The token endpoint transport.
+    pub transport: Arc<dyn Transport>,
+    /// The persistence actor.
+    pub persistence: ActorRef<PersistenceMsg>,
+    /// State changes, for subscribers (lossy for receivers that lag).
+    pub events: broadcast::Sender<StateChange>,
+    /// The clock.
+    pub clock: Clock,
+    /// Written into every status file.
+    pub process_id: u32,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps")
+            .field("process_id", &self.process_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Messages of the token actor.
+#[derive(Debug)]
+pub enum TokenMsg {
+    /// The machine's timer (stale generations are ignored).
+    Timer {
+        /// Which arming.
+        generation: u64,
+    },
+    /// An attempt finished (classified; a rotated refresh token is already stored).
+    AttemptDone {
+        /// Which attempt.
+        attempt: AttemptId,
+        /// Its verdict.
+        verdict: Verdict,
+    },
+    /// New credentials are in the credential store: try them at once.
+    CredentialsReplaced,
+    /// Refresh now (ignored while an attempt is in flight or unauthenticated).
+    ForceRefresh,
+    /// The workload is removed: persist `stopped` and stop.
+    Remove,
+    /// The runtime is shutting down: persist status `stopped` keeping the token state (so a
+    /// restart resumes it), then stop.
+    Shutdown,
+    /// Internal: look at the refresh-token file for new credentials.
+    #[doc(hidden)]
+    PollCredentials,
+    /// Fault injection for supervision tests: panic in the handler.
+    Crash,
+}
+
+/// The token actor.
+#[derive(Debug, Default)]
+pub struct TokenActor;
+
+type TimerHandle = JoinHandle<Result<(), ractor::MessagingErr<TokenMsg>>>;
+
+/// Arguments of [`TokenActor`].
+#[derive(Debug)]
+pub struct TokenArgs {
+    /// The workload.
+    pub spec: Arc<WorkloadSpec>,
+    /// Its handle cell (kept by the supervisor across restarts).
+    pub shared: Arc<WorkloadShared>,
+    /// Its credentials.
+    pub credentials: Arc<CredentialStore>,
+    /// Its endpoint's gate.
+    pub gate: Arc<EndpointGate>,
+    /// Shared dependencies.
+    pub deps: Arc<Deps>,
+    /// Where the machine starts.
+    pub resume: Resume,
+    /// `created_at` of its status file.
+    pub created_at: Timestamp,
+    /// Jitter seed.
+    pub seed: u64,
+}
+
+/// The token actor's state.
+#[derive(Debug)]
+pub struct TokenActorState {
+    args: TokenArgs,
+    machine: Machine,
+    startup: Option<(Effects, Timestamp)>,
+    rng: fastrand::Rng,
+    classify: Arc<ClassifyPolicy>,
+    timer: Option<(Timestamp, TimerHandle)>,
+    timer_generation: u64,
+    last_view: Option<(WorkloadStatus, DiskTokenState)>,
+    credential_poll: Option<JoinHandle<()>>,
+}
+
+impl Actor for TokenActor {
+    type Msg = TokenMsg;
+    type State = TokenActorState;
+    type Arguments = TokenArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<TokenMsg>,
+        args: TokenArgs,
+    ) -> Result<TokenActorState, ActorProcessingErr> {
+        // No I/O here: the supervisor awaits this for every child it spawns.
+        let classify = Arc::new(args.spec.policy.classify_policy());
+        let now = args.deps.clock.now();
+        let served_until = match &*args.shared.slot() {
+            Slot::Token(t) => Some(t.expires_at),
+            Slot::Unavailable(_) => None,
+        };
+        let (machine, fx) = Machine::start(
+            args.spec.policy.machine_config(),
+            args.resume.clone(),
+            served_until,
+            now,
+        );
+        Ok(TokenActorState {
+            startup: Some((fx, now)),
+            rng: fastrand::Rng::with_seed(args.seed),
+            args,
+            machine,
+            classify,
+            timer: None,
+            timer_generation: 0,
+            last_view: None,
+            credential_poll: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<TokenMsg>,
+        st: &mut TokenActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Carry out the start effects now that the actor can receive its own messages.
+        if let Some((fx, now)) = st.startup.take() {
+            if let Resume::Unauthenticated { since, .. } = &st.args.resume {
+                check_credentials_changed_since(&myself, st, *since);
+            }
+            apply(&myself, st, fx, now);
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TokenMsg>,
+        msg: TokenMsg,
+        st: &mut TokenActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = st.args.deps.clock.now();
+        let input = match msg {
+            TokenMsg::Timer { generation } => {
+                if generation != st.timer_generation {
+                    return Ok(());
+                }
+                st.timer = None;
+                Input::TimerFired
+            }
+            TokenMsg::AttemptDone { attempt, verdict } => Input::RefreshResult { attempt, verdict },
+            TokenMsg::CredentialsReplaced => Input::CredentialsReplaced,
+            TokenMsg::ForceRefresh => Input::ForceRefresh,
+            TokenMsg::Remove => Input::Stop,
+            TokenMsg::Shutdown => {
+                cancel_timers(st);
+                persist(st, now, true);
+                myself.stop(Some("shutdown".into()));
+                return Ok(());
+            }
+            TokenMsg::PollCredentials => {
+                poll_credentials(&myself, st);
+                return Ok(());
+            }
+            TokenMsg::Crash => panic!("injected crash in token actor {}", st.args.spec.name),
+        };
+        let stopping = matches!(input, Input::Stop);
+        let fx = st.machine.handle(input, now, &mut st.rng);
+        apply(&myself, st, fx, now);
+        if stopping {
+            cancel_timers(st);
+            myself.stop(Some("removed".into()));
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TokenMsg>,
+        st: &mut TokenActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        cancel_timers(st);
+        Ok(())
+    }
+}
+
+fn cancel_timers(st: &mut TokenActorState) {
+    if let Some((_, h)) = st.timer.take() {
+        h.abort();
+    }
+    if let Some(h) = st.credential_poll.take() {
+        h.abort();
+    }
+}
+
+/// Carries out effects in order: token slot, status, attempt, timer.
+fn apply(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, fx: Effects, now: Timestamp) {
+    let Effects {
+        withdraw,
+        publish,
+        persist: changed,
+        start_attempt,
+        wake_at,
+    } = fx;
+    if let Some(grant) = publish {
+        let token = AccessToken {
+            secret: grant.access_token,
+            token_type: grant.token_type.into(),
+            expires_at: now.plus(grant.lifetime),
+        };
+        if let Some(path) = st.args.spec.token_sink_file.clone() {
+            write_sink(path, token.secret.clone());
+        }
+        st.args.shared.set_slot(Slot::Token(token));
+    } else if withdraw.is_some() || matches!(&*st.args.shared.slot(), Slot::Unavailable(_)) {
+        let reason = withdraw_reason(&st.machine, withdraw);
+        st.args.shared.set_slot(Slot::Unavailable(reason));
+    }
+    if changed {
+        persist(st, now, false);
+        watch_credentials(myself, st);
+    }
+    if let Some(attempt) = start_attempt {
+        spawn_attempt(myself, st, attempt);
+    }
+    arm_timer(myself, st, wake_at);
+}
+
+fn withdraw_reason(machine: &Machine, withdraw: Option<Withdraw>) -> Unavailable {
+    match machine.state() {
+        State::Stopped => Unavailable::Stopped,
+        State::Unauthenticated { .. } => Unavailable::Unauthenticated {
+            reason: machine.workload_status().1.into(),
+        },
+        State::TransientBackoff {
+            retry,
+            next_attempt_at,
+            ..
+        } => Unavailable::BackingOff {
+            next_attempt_at: Some(*next_attempt_at),
+            reason: retry.last.summary.as_str().into(),
+        },
+        State::Refreshing { retry: Some(r), .. } => Unavailable::BackingOff {
+            next_attempt_at: None,
+            reason: r.last.summary.as_str().into(),
+        },
+        State::Refreshing { retry: None, .. } | State::Healthy { .. } => match withdraw {
+            Some(Withdraw::Expired) => Unavailable::BackingOff {
+                next_attempt_at: None,
+                reason: "the token expired; a refresh is under way".into(),
+            },
+            Some(Withdraw::Stopped) => Unavailable::Stopped,
+            Some(Withdraw::Unauthenticated) | None => Unavailable::Starting,
+        },
+    }
+}
+
+/// Sends the current record to persistence, notifies subscribers and updates gauges.
+fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
+    let (mut status, mut context) = st.machine.workload_status();
+    if shutting_down {
+        status = WorkloadStatus::Stopped;
+        context = "tokenvisor stopped; the token state below is resumed on restart".to_owned();
+    }
+    let token = st.machine.token_section();
+    let state = token.state;
+    let record = StatusRecord {
+        status,
+        status_context: context,
+        created_at: st.args.created_at,
+        updated_at: now,
+        process_id: st.args.deps.process_id,
+        token: Some(token),
+    };
+    st.args.shared.set_record(record.clone());
+    st.args.deps.persistence.cast(PersistenceMsg::Update {
+        name: st.args.spec.name.clone(),
+        record: Box::new(record),
+    })
+    .unwrap_or_else(|e| tracing::error!(workload = %st.args.spec.name, "persistence actor unreachable: {e}"));
+    let view = (status, state);
+    if st.last_view != Some(view) {
+        if let Some((old, _)) = st.last_view {
+            if old != status {
+                metrics::gauge!(m::WORKLOADS, "status" => old.as_str()).decrement(1.0);
+                metrics::gauge!(m::WORKLOADS, "status" => status.as_str()).increment(1.0);
+            }
+        } else {
+            metrics::gauge!(m::WORKLOADS, "status" => status.as_str()).increment(1.0);
+        }
+        st.last_view = Some(view);
+        let context: Arc<str> = st
+            .args
+            .shared
+            .record()
+            .map(|r| Arc::from(r.status_context.as_str()))
+            .unwrap_or_else(|| Arc::from(""));
+        tracing::info!(workload = %st.args.spec.name, status = status.as_str(), state = state.as_str(), reason = %context, "state change");
+        // No receivers is fine.
+        let _ = st.args.deps.events.send(StateChange {
+            name: st.args.spec.name.clone(),
+            status,
+            state,
+            context,
+            at: now,
+        });
+    }
+}
+
+fn arm_timer(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, wake_at: Option<Timestamp>) {
+    if st.timer.as_ref().map(|(t, _)| *t) == wake_at {
+        return;
+    }
+    if let Some((_, h)) = st.timer.take() {
+        h.abort();
+    }
+    st.timer_generation += 1;
+    if let Some(at) = wake_at {
+        let generation = st.timer_generation;
+        let delay = st.args.deps.clock.until(at);
+        let h = myself.send_after(delay, move || TokenMsg::Timer { generation });
+        st.timer = Some((at, h));
+    }
+}
+
+/// Starts or stops polling the refresh-token file, depending on the state.
+fn watch_credentials(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
+    let unauthenticated = matches!(st.machine.state(), State::Unauthenticated { .. });
+    let has_file = st.args.credentials.watches_file();
+    match (unauthenticated && has_file, st.credential_poll.is_some()) {
+        (true, false) => {
+            st.credential_poll =
+                Some(myself.send_interval(CREDENTIAL_POLL, || TokenMsg::PollCredentials));
+        }
+        (false, true) => {
+            if let Some(h) = st.credential_poll.take() {
+                h.abort();
+            }
+        }
+        (true, true) | (false, false) => {}
+    }
+}
+
+fn poll_credentials(myself: &ActorRef<TokenMsg>, st: &TokenActorState) {
+    let creds = st.args.credentials.clone();
+    let me = myself.clone();
+    let name = st.args.spec.name.clone();
+    tokio::spawn(async move {
+        match creds.reload_from_file().await {
+            Ok(Some(_generation)) => {
+                tracing::info!(workload = %name, "refresh-token file changed: trying the new credentials");
+                let _ = me.cast(TokenMsg::CredentialsReplaced);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(workload = %name, "cannot read the refresh-token file: {e}"),
+        }
+    });
+}
+
+/// After a restart into `Unauthenticated`: if the credential file changed since, use it.
+fn check_credentials_changed_since(
+    myself: &ActorRef<TokenMsg>,
+    st: &TokenActorState,
+    since: Timestamp,
+) {
+    let Some(path) = st.args.credentials.file_path() else {
+        return;
+    };
+    let me = myself.clone();
+    let name = st.args.spec.name.clone();
+    tokio::spawn(async move {
+        let modified = tokio::task::spawn_blocking(move || {
+            std::fs::metadata(&path).and_then(|md| md.modified())
+        })
+        .await;
+        if let Ok(Ok(mtime)) = modified
+            && Timestamp::from_system_time(mtime) > since
+        {
+            tracing::info!(workload = %name, "refresh-token file changed while unauthenticated: trying it");
+            let _ = me.cast(TokenMsg::CredentialsReplaced);
+        }
+    });
+}
+
+fn write_sink(path: std::path::PathBuf, token: tokenvisor_core::Secret) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = crate::credentials::write_secret_file(&path, &token) {
+            metrics::counter!(m::TOKEN_SINK_FAILURES).increment(1);
+            tracing::warn!(path = %path.display(), "cannot write the token sink file: {e}");
+        }
+    });
+}
+
+/// Runs one attempt outside the handler and casts its classified result back.
+fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &TokenActorState, attempt: AttemptId) {
+    let me = myself.clone();
+    let deps = st.args.deps.clone();
+    let gate = st.args.gate.clone();
+    let creds = st.args.credentials.clone();
+    let policy = st.classify.clone();
+    let spec = st.args.spec.clone();
+    tokio::spawn(async move {
+        let snapshot = creds.snapshot();
+        let mut req = ExchangeRequest::for_spec(&spec, snapshot.grant.clone());
+        req.client_secret = snapshot.client_secret.clone();
+        let clock = deps.clock;
+        let verdict = if let Some(until) = gate.held_until(clock.now()) {
+            metrics::counter!(m::ENDPOINT_HELD_ATTEMPTS).increment(1);
+            Verdict::Transient(Failure {
+                kind: FailureKind::RateLimited,
+                http_status: None,
+                error_code: None,
+                retry_after: Some(until.since(clock.now())),
+                summary: format!("not sent: the endpoint asked all clients to wait until {until}"),
+            })
+        } else {
+            let started = tokio::time::Instant::now();
+            let outcome = {
+                let _permit = gate.acquire().await;
+                deps.transport.exchange(req.clone()).await
+            };
+            let now = clock.now();
+            let verdict = classify(&outcome, now, &policy, &req.secrets());
+            metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
+            if let Verdict::Transient(f) = &verdict
+                && matches!(f.http_status, Some(429 | 503))
+                && let Some(ra) = f.retry_after
+                && gate.hold(now.plus(ra))
+            {
+                metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
+                tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
+            }
+            verdict
+        };
+        let (outcome, kind) = match &verdict {
+            Verdict::Success(_) => ("ok", "ok"),
+            Verdict::Transient(f) => ("transient", f.kind.as_str()),
+            Verdict::Permanent(f) => ("permanent", f.kind.as_str()),
+        };
+        metrics::counter!(m::REFRESH_ATTEMPTS, "outcome" => outcome, "kind" => kind).increment(1);
+        let verdict = match verdict {
+            Verdict::Success(mut grant) => {
+                if let (Some(rt), crate::transport::Grant::RefreshToken(_)) =
+                    (grant.refresh_token.take(), &snapshot.grant)
+                {
+                    match creds.store_rotated(snapshot.generation, rt).await {
+                        RotateOutcome::Stored | RotateOutcome::Stale => {}
+                        RotateOutcome::MemoryOnly { error } => {
+                            metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
+                            tracing::error!(workload = %spec.name, "rotated refresh token kept in memory only: {error}");
+                        }
+                    }
+                }
+                Verdict::Success(grant)
+            }
+            other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => other,
+        };
+        // The actor may be gone (removed, restarted): then the result is moot.
+        let _ = me.cast(TokenMsg::AttemptDone { attempt, verdict });
+    });
+}

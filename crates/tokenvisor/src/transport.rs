@@ -1,0 +1,91 @@
+//! The token endpoint as the token actor sees it: one request in, one [`RawOutcome`] out.
+//!
+//! [`crate::oauth::HttpTransport`] is the real one (oauth2 over reqwest). Tests on tokio's
+//! paused clock use [`crate::testing::FakeTransport`], because a paused clock breaks real
+//! sockets.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenvisor_core::{RawOutcome, Secret};
+
+use crate::spec::{AuthMethod, WorkloadSpec};
+
+/// The grant of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// `grant_type=refresh_token` with this token.
+    RefreshToken(Secret),
+    /// `grant_type=client_credentials`.
+    ClientCredentials,
+}
+
+/// One token request.
+#[derive(Debug, Clone)]
+pub struct ExchangeRequest {
+    /// The token endpoint.
+    pub token_url: Arc<str>,
+    /// The client id.
+    pub client_id: Arc<str>,
+    /// The client secret, if any.
+    pub client_secret: Option<Secret>,
+    /// Basic or post.
+    pub auth_method: AuthMethod,
+    /// The grant.
+    pub grant: Grant,
+    /// Scopes.
+    pub scopes: Arc<[String]>,
+    /// RFC 8707 `resource`.
+    pub resource: Option<Arc<str>>,
+    /// `audience`.
+    pub audience: Option<Arc<str>>,
+    /// Total deadline.
+    pub timeout: Duration,
+    /// Connect deadline.
+    pub connect_timeout: Duration,
+}
+
+impl ExchangeRequest {
+    /// The request for `spec` with the given grant.
+    pub fn for_spec(spec: &WorkloadSpec, grant: Grant) -> Self {
+        ExchangeRequest {
+            token_url: spec.token_url.clone(),
+            client_id: spec.client_id.clone(),
+            client_secret: spec.client_secret.clone(),
+            auth_method: spec.auth_method,
+            grant,
+            scopes: spec.scopes.clone(),
+            resource: spec.resource.clone(),
+            audience: spec.audience.clone(),
+            timeout: spec.policy.request_timeout,
+            connect_timeout: spec.policy.connect_timeout,
+        }
+    }
+
+    /// The secrets this request carries (to scrub from summaries).
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut v: Vec<&Secret> = self.client_secret.iter().collect();
+        match &self.grant {
+            Grant::RefreshToken(rt) => v.push(rt),
+            Grant::ClientCredentials => {}
+        }
+        v
+    }
+}
+
+/// A boxed future of a raw outcome.
+pub type OutcomeFuture = Pin<Box<dyn Future<Output = RawOutcome> + Send + 'static>>;
+
+/// Sends token requests. Never fails: transport errors are outcomes too.
+pub trait Transport: Send + Sync + 'static {
+    /// Performs one exchange. The future must finish within `req.timeout` (plus connect).
+    fn exchange(&self, req: ExchangeRequest) -> OutcomeFuture;
+}
+
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn exchange(&self, req: ExchangeRequest) -> OutcomeFuture {
+        (**self).exchange(req)
+    }
+}

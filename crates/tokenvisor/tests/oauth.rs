@@ -1,0 +1,463 @@
+//! The real transport against real HTTP on 127.0.0.1: `tokenvisor-idp` for protocol cases
+//! and faults, and a few raw TCP servers for what a well-behaved server cannot do (an endless
+//! body, a closed port).
+//!
+//! Real time with short timeouts; no test sleeps to wait for time, and nothing asserts on
+//! durations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenvisor::oauth::{HttpConfig, HttpTransport};
+use tokenvisor::spec::AuthMethod;
+use tokenvisor::transport::{ExchangeRequest, Grant, Transport};
+use tokenvisor_core::classify::BODY_LIMIT;
+use tokenvisor_core::{HttpAnswer, RawOutcome, Secret, TransportKind};
+use tokenvisor_idp::{
+    AuthMethod as SeenAuth, ClientSpec, Fault, FaultScope, IdpConfig, IdpServer, RetryAfter, Times,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const CLIENT: &str = "app";
+const SECRET: &str = "client-secret-5ecr3t";
+
+fn transport() -> HttpTransport {
+    HttpTransport::new(HttpConfig {
+        use_env_proxy: false,
+        ..HttpConfig::default()
+    })
+    .expect("client builds")
+}
+
+fn request(token_url: &str, auth: AuthMethod, grant: Grant) -> ExchangeRequest {
+    ExchangeRequest {
+        token_url: token_url.into(),
+        client_id: CLIENT.into(),
+        client_secret: Some(Secret::from(SECRET)),
+        auth_method: auth,
+        grant,
+        scopes: Arc::from(Vec::<String>::new()),
+        resource: None,
+        audience: None,
+        timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn idp() -> IdpServer {
+    let idp = IdpServer::start(IdpConfig::default())
+        .await
+        .expect("idp starts");
+    idp.register_client(ClientSpec::new(CLIENT, SECRET));
+    idp
+}
+
+fn refresh_grant(idp: &IdpServer) -> Grant {
+    Grant::RefreshToken(Secret::from(
+        idp.issue_refresh_token(CLIENT).expect("known client"),
+    ))
+}
+
+/// Asserts that no secret of `req` shows in the outcome's detail or `Debug`, nor in the
+/// request's own `Debug`.
+fn assert_no_secrets(outcome: &RawOutcome, req: &ExchangeRequest) {
+    let debug = format!("{outcome:?} {req:?}");
+    let detail = match outcome {
+        RawOutcome::Transport { detail, .. } => detail.as_str(),
+        RawOutcome::Response(_) => "",
+    };
+    for secret in req.secrets() {
+        assert!(!debug.contains(secret.expose()), "secret in Debug: {debug}");
+        assert!(
+            !detail.contains(secret.expose()),
+            "secret in detail: {detail}"
+        );
+    }
+}
+
+async fn exchange(req: &ExchangeRequest) -> RawOutcome {
+    let outcome = transport().exchange(req.clone()).await;
+    assert_no_secrets(&outcome, req);
+    outcome
+}
+
+fn answer(outcome: RawOutcome) -> HttpAnswer {
+    match outcome {
+        RawOutcome::Response(answer) => answer,
+        RawOutcome::Transport { kind, detail } => {
+            panic!("expected an HTTP answer, got {kind:?}: {detail}")
+        }
+    }
+}
+
+fn transport_failure(outcome: RawOutcome) -> (TransportKind, String) {
+    match outcome {
+        RawOutcome::Transport { kind, detail } => {
+            eprintln!("transport failure: {kind:?}: {detail}");
+            (kind, detail)
+        }
+        RawOutcome::Response(answer) => panic!("expected a transport failure, got {answer:?}"),
+    }
+}
+
+fn json(answer: &HttpAnswer) -> serde_json::Value {
+    serde_json::from_slice(&answer.body).expect("JSON body")
+}
+
+#[tokio::test]
+async fn refresh_token_with_basic_auth_sends_scopes_resource_and_audience() {
+    let idp = idp().await;
+    let grant = refresh_grant(&idp);
+    let Grant::RefreshToken(rt) = &grant else {
+        unreachable!()
+    };
+    let rt = rt.expose().to_owned();
+    let mut req = request(&idp.token_url(), AuthMethod::Basic, grant);
+    req.scopes = Arc::from(vec!["read".to_owned(), "write".to_owned()]);
+    req.resource = Some("https://mcp.example.com".into());
+    req.audience = Some("mcp".into());
+
+    let answer = answer(exchange(&req).await);
+    assert_eq!(answer.status, 200);
+    assert!(!answer.truncated);
+    assert!(
+        answer
+            .content_type
+            .as_deref()
+            .is_some_and(|ct| ct.starts_with("application/json")),
+        "{answer:?}"
+    );
+    let body = json(&answer);
+    assert!(body["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(body["refresh_token"].as_str().is_some_and(|t| t != rt));
+
+    let seen = idp.last_request(CLIENT).expect("the idp saw the request");
+    assert_eq!(seen.auth, SeenAuth::Basic);
+    assert_eq!(seen.grant_type.as_deref(), Some("refresh_token"));
+    assert_eq!(seen.param("refresh_token"), Some(rt.as_str()));
+    assert_eq!(
+        seen.param("client_secret"),
+        None,
+        "basic auth keeps the secret out of the body"
+    );
+    assert_eq!(seen.scope(), Some("read write"));
+    assert_eq!(seen.resources(), vec!["https://mcp.example.com"]);
+    assert_eq!(seen.audiences(), vec!["mcp"]);
+}
+
+#[tokio::test]
+async fn client_credentials_with_post_auth() {
+    let idp = idp().await;
+    let mut req = request(&idp.token_url(), AuthMethod::Post, Grant::ClientCredentials);
+    req.scopes = Arc::from(vec!["api".to_owned()]);
+
+    let answer = answer(exchange(&req).await);
+    assert_eq!(answer.status, 200);
+    assert!(json(&answer)["access_token"].as_str().is_some());
+
+    let seen = idp.last_request(CLIENT).expect("the idp saw the request");
+    assert_eq!(seen.auth, SeenAuth::Post);
+    assert_eq!(seen.grant_type.as_deref(), Some("client_credentials"));
+    assert_eq!(seen.param("client_id"), Some(CLIENT));
+    assert_eq!(seen.param("client_secret"), Some(SECRET));
+    assert_eq!(seen.scope(), Some("api"));
+    assert!(seen.resources().is_empty());
+    assert!(seen.audiences().is_empty());
+}
+
+#[tokio::test]
+async fn an_rfc6749_error_is_captured_raw() {
+    let idp = idp().await;
+    let req = request(
+        &idp.token_url(),
+        AuthMethod::Basic,
+        Grant::RefreshToken(Secret::from("never-issued-token")),
+    );
+    let answer = answer(exchange(&req).await);
+    assert_eq!(answer.status, 400);
+    assert_eq!(json(&answer)["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn html_403_keeps_status_and_content_type() {
+    let idp = idp().await;
+    idp.set_fault(FaultScope::Global, Fault::HtmlForbidden, Times::Always);
+    let req = request(&idp.token_url(), AuthMethod::Basic, refresh_grant(&idp));
+    let answer = answer(exchange(&req).await);
+    assert_eq!(answer.status, 403);
+    assert!(
+        answer
+            .content_type
+            .as_deref()
+            .is_some_and(|ct| ct.starts_with("text/html")),
+        "{answer:?}"
+    );
+    assert!(!answer.body.is_empty());
+    assert!(!answer.truncated);
+}
+
+#[tokio::test]
+async fn status_429_keeps_retry_after() {
+    let idp = idp().await;
+    idp.set_fault(
+        FaultScope::Global,
+        Fault::TooManyRequests {
+            retry_after: Some(RetryAfter::Seconds(30)),
+            slow_down_body: true,
+        },
+        Times::Always,
+    );
+    let req = request(&idp.token_url(), AuthMethod::Basic, refresh_grant(&idp));
+    let answer = answer(exchange(&req).await);
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.retry_after.as_deref(), Some("30"));
+    assert_eq!(json(&answer)["error"], "slow_down");
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let idp = idp().await;
+    idp.set_fault(FaultScope::Global, Fault::Redirect, Times::Always);
+    let req = request(&idp.token_url(), AuthMethod::Basic, refresh_grant(&idp));
+    let answer = answer(exchange(&req).await);
+    assert_eq!(answer.status, 302, "the redirect itself is the answer");
+    assert_eq!(idp.counters().token_requests, 1);
+}
+
+#[tokio::test]
+async fn an_8_mib_body_is_cut_at_the_limit() {
+    let idp = idp().await;
+    idp.set_fault(
+        FaultScope::Global,
+        Fault::HugeBody {
+            status: 403,
+            bytes: 8 << 20,
+        },
+        Times::Always,
+    );
+    let req = request(&idp.token_url(), AuthMethod::Basic, refresh_grant(&idp));
+    let answer = answer(exchange(&req).await);
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.body.len(), BODY_LIMIT);
+    assert!(answer.truncated);
+}
+
+#[tokio::test]
+async fn a_body_of_exactly_the_limit_is_not_truncated() {
+    let (url, _server) = raw_server(move |mut socket| async move {
+        let body = vec![b'x'; BODY_LIMIT];
+        read_request_head(&mut socket).await;
+        let head = format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.ok();
+        socket.write_all(&body).await.ok();
+        socket.flush().await.ok();
+        // Keep the connection open until the client is done.
+        let mut sink = [0u8; 64];
+        let _ = socket.read(&mut sink).await;
+    })
+    .await;
+    let req = request(&url, AuthMethod::Basic, Grant::ClientCredentials);
+    let answer = answer(exchange(&req).await);
+    assert_eq!(answer.body.len(), BODY_LIMIT);
+    assert!(!answer.truncated);
+}
+
+/// An endless body: the call can only return if reading stops at the limit, and the server
+/// sees its connection closed (the rest is never drained).
+#[tokio::test]
+async fn an_endless_body_is_cut_and_the_connection_dropped() {
+    let (written_tx, written_rx) = tokio::sync::oneshot::channel::<u64>();
+    let written_tx = std::sync::Mutex::new(Some(written_tx));
+    let (url, _server) = raw_server(move |mut socket| {
+        let tx = written_tx.lock().unwrap().take();
+        async move {
+            read_request_head(&mut socket).await;
+            let head = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n";
+            let mut written = 0u64;
+            if socket.write_all(head.as_bytes()).await.is_ok() {
+                let chunk = format!("4000\r\n{}\r\n", "a".repeat(0x4000));
+                // Until the client goes away.
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {
+                    written += 0x4000;
+                }
+            }
+            if let Some(tx) = tx {
+                let _ = tx.send(written);
+            }
+        }
+    })
+    .await;
+    let mut req = request(&url, AuthMethod::Basic, Grant::ClientCredentials);
+    req.timeout = Duration::from_secs(60);
+    let answer = answer(exchange(&req).await);
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.body.len(), BODY_LIMIT);
+    assert!(answer.truncated);
+    assert!(answer.body.iter().all(|b| *b == b'a'));
+    // The server's writes fail once the client has closed the connection. The guard only
+    // turns a hang into a failure.
+    let written = tokio::time::timeout(Duration::from_secs(60), written_rx)
+        .await
+        .expect("the client closed the connection")
+        .expect("the server reported");
+    assert!(written >= BODY_LIMIT as u64);
+}
+
+#[tokio::test]
+async fn a_trickling_body_times_out() {
+    let idp = idp().await;
+    idp.set_fault(
+        FaultScope::Global,
+        Fault::SlowBody {
+            chunk_bytes: 1,
+            interval: Duration::from_millis(100),
+        },
+        Times::Always,
+    );
+    let mut req = request(&idp.token_url(), AuthMethod::Basic, refresh_grant(&idp));
+    req.timeout = Duration::from_millis(300);
+    let (kind, detail) = transport_failure(exchange(&req).await);
+    assert_eq!(kind, TransportKind::Timeout, "{detail}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    let idp = idp().await;
+    idp.set_fault(
+        FaultScope::Global,
+        Fault::Delay(Duration::from_secs(30)),
+        Times::Always,
+    );
+    let mut req = request(&idp.token_url(), AuthMethod::Basic, refresh_grant(&idp));
+    req.timeout = Duration::from_millis(200);
+    let (kind, detail) = transport_failure(exchange(&req).await);
+    assert_eq!(kind, TransportKind::Timeout, "{detail}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_failure() {
+    let url = format!("http://{}/token?api_key=query-secret-value", closed_port());
+    let req = request(&url, AuthMethod::Basic, Grant::ClientCredentials);
+    let (kind, detail) = transport_failure(exchange(&req).await);
+    assert_eq!(kind, TransportKind::Connect, "{detail}");
+    assert!(!detail.contains("query-secret-value"), "{detail}");
+    assert!(!detail.contains("api_key"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_an_eof_not_a_timeout() {
+    let idp = idp().await;
+    idp.set_fault(FaultScope::Global, Fault::Drop, Times::Always);
+    let req = request(&idp.token_url(), AuthMethod::Basic, refresh_grant(&idp));
+    let (kind, detail) = transport_failure(exchange(&req).await);
+    assert_eq!(kind, TransportKind::Eof, "{detail}");
+}
+
+#[tokio::test]
+async fn a_connection_closed_mid_body_is_an_eof() {
+    let (url, _server) = raw_server(|mut socket| async move {
+        read_request_head(&mut socket).await;
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"acc";
+        socket.write_all(head.as_bytes()).await.ok();
+        socket.shutdown().await.ok();
+    })
+    .await;
+    let req = request(&url, AuthMethod::Basic, Grant::ClientCredentials);
+    let (kind, detail) = transport_failure(exchange(&req).await);
+    assert_eq!(kind, TransportKind::Eof, "{detail}");
+}
+
+#[tokio::test]
+async fn tls_to_a_plain_http_server_is_a_tls_failure() {
+    let idp = idp().await;
+    let url = idp.token_url().replacen("http://", "https://", 1);
+    let req = request(&url, AuthMethod::Basic, refresh_grant(&idp));
+    let (kind, detail) = transport_failure(exchange(&req).await);
+    assert_eq!(kind, TransportKind::Tls, "{detail}");
+}
+
+#[tokio::test]
+async fn a_bad_token_url_is_an_io_failure_with_a_clear_message() {
+    let req = request("not a url", AuthMethod::Basic, Grant::ClientCredentials);
+    let (kind, detail) = transport_failure(exchange(&req).await);
+    assert_eq!(kind, TransportKind::Io);
+    assert!(detail.contains("invalid token URL"), "{detail}");
+}
+
+#[tokio::test]
+async fn distinct_connect_timeouts_share_one_transport() {
+    let idp = idp().await;
+    let transport = transport();
+    for connect_timeout in [
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+    ] {
+        let mut req = request(&idp.token_url(), AuthMethod::Post, Grant::ClientCredentials);
+        req.connect_timeout = connect_timeout;
+        let answer = answer(transport.exchange(req).await);
+        assert_eq!(answer.status, 200);
+    }
+    assert_eq!(idp.counters().success, 3);
+    // Debug shows the configuration, never a secret.
+    let debug = format!("{transport:?}");
+    assert!(debug.contains("HttpTransport"), "{debug}");
+}
+
+#[tokio::test]
+async fn the_exchange_future_is_send_and_static() {
+    fn assert_send_static<F: std::future::Future + Send + 'static>(_: &F) {}
+    let idp = idp().await;
+    let fut = transport().exchange(request(
+        &idp.token_url(),
+        AuthMethod::Basic,
+        Grant::ClientCredentials,
+    ));
+    assert_send_static(&fut);
+    // And it runs on another task.
+    let outcome = tokio::spawn(fut).await.expect("task");
+    assert_eq!(answer(outcome).status, 200);
+}
+
+// ===== raw servers =====
+
+/// A port nothing listens on: bind, note the port, close.
+fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr
+}
+
+/// A one-purpose HTTP server on 127.0.0.1: each connection is handed to `serve`.
+async fn raw_server<F, Fut>(serve: F) -> (String, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
+        }
+    });
+    (format!("http://{addr}/token"), task)
+}
+
+/// Reads until the end of the request head (the small form body may follow; it is ignored).
+async fn read_request_head(socket: &mut tokio::net::TcpStream) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The persistence actor against real files, on real time. Nothing sleeps to let time pass:
+//! tests wait for events with `Flush` or with a bounded polling helper.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use tempfile::TempDir;
+use tokenvisor::persistence::{
+    FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceMsg,
+};
+use tokenvisor::status_store;
+use tokenvisor_core::status::SCHEMA;
+use tokenvisor_core::{StatusRecord, WorkloadName};
+
+/// Long enough never to be reached by a healthy test; short enough to fail a hung one.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn name(s: &str) -> WorkloadName {
+    WorkloadName::new(s).unwrap()
+}
+
+/// A record whose `process_id` carries `i` (built from JSON so that fields added to the
+/// record later keep their defaults here).
+fn record(i: u32) -> StatusRecord {
+    let json = format!(
+        r#"{{
+            "status": "auth_retrying",
+            "status_context": "update #{i}",
+            "created_at": "2026-09-21T10:00:00Z",
+            "updated_at": "2026-09-21T10:00:00Z",
+            "process_id": {i},
+            "token": {{
+                "schema": {SCHEMA}, "state": "transient_backoff", "expires_at": null,
+                "attempt": 1, "first_failure_at": null, "next_attempt_at": null,
+                "last_error": null
+            }}
+        }}"#
+    );
+    StatusRecord::from_json(json.as_bytes()).unwrap()
+}
+
+struct Harness {
+    actor: ActorRef<PersistenceMsg>,
+    handle: tokio::task::JoinHandle<()>,
+    stats: Arc<PersistStats>,
+    dir: PathBuf,
+    _tmp: TempDir,
+}
+
+impl Harness {
+    async fn start(tweak: impl FnOnce(&mut PersistenceConfig)) -> Self {
+        Self::start_with(|_| {}, tweak).await
+    }
+
+    /// `prepare` may break the status directory before the actor starts.
+    async fn start_with(
+        prepare: impl FnOnce(&Path),
+        tweak: impl FnOnce(&mut PersistenceConfig),
+    ) -> Self {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("statuses");
+        prepare(&dir);
+        let mut config = PersistenceConfig::new(&dir);
+        config.retry_initial = Duration::from_millis(10);
+        config.retry_max = Duration::from_millis(100);
+        tweak(&mut config);
+        let stats = Arc::new(PersistStats::default());
+        let (actor, handle) = Actor::spawn(
+            None,
+            PersistenceActor,
+            PersistenceArgs {
+                config,
+                stats: Arc::clone(&stats),
+            },
+        )
+        .await
+        .unwrap();
+        Harness {
+            actor,
+            handle,
+            stats,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    fn update(&self, n: &WorkloadName, i: u32) {
+        update(&self.actor, n, i);
+    }
+
+    async fn flush(&self, deadline: Duration) -> FlushReport {
+        flush(&self.actor, deadline).await
+    }
+
+    fn on_disk(&self, n: &WorkloadName) -> Option<StatusRecord> {
+        status_store::read(&self.dir, n).unwrap()
+    }
+
+    fn stat(&self, f: impl Fn(&PersistStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+        f(&self.stats).load(Ordering::Relaxed)
+    }
+
+    async fn stop(self) {
+        self.actor.stop(None);
+        self.handle.await.unwrap();
+    }
+}
+
+fn update(actor: &ActorRef<PersistenceMsg>, n: &WorkloadName, i: u32) {
+    actor
+        .cast(PersistenceMsg::Update {
+            name: n.clone(),
+            record: Box::new(record(i)),
+        })
+        .unwrap();
+}
+
+async fn flush(actor: &ActorRef<PersistenceMsg>, deadline: Duration) -> FlushReport {
+    tokio::time::timeout(PATIENCE, async {
+        ractor::call!(actor, |reply| PersistenceMsg::Flush { deadline, reply })
+    })
+    .await
+    .expect("flush answered")
+    .unwrap()
+}
+
+/// Polls `cond` until it holds, failing the test after [`PATIENCE`].
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn names(prefix: &str, n: usize) -> Vec<WorkloadName> {
+    (0..n).map(|i| name(&format!("{prefix}{i:03}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_of_1000_updates_for_100_workloads_lands_and_updates_coalesce() {
+    let h = Harness::start(|_| {}).await;
+    let wl = names("wl-", 100);
+    let mut last = HashMap::new();
+    for round in 0..10u32 {
+        for (i, n) in wl.iter().enumerate() {
+            let v = round * 1000 + u32::try_from(i).unwrap();
+            h.update(n, v);
+            last.insert(n.clone(), v);
+        }
+    }
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+
+    for n in &wl {
+        assert_eq!(h.on_disk(n), Some(record(last[n])), "{n}");
+        assert_eq!(
+            fs::metadata(status_store::path_for(&h.dir, n))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+    assert_eq!(
+        fs::metadata(&h.dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let updates = h.stat(|s| &s.updates);
+    let ok = h.stat(|s| &s.writes_ok);
+    let coalesced = h.stat(|s| &s.coalesced);
+    assert_eq!(updates, 1000);
+    assert!(ok >= 100, "every workload written: {ok}");
+    assert!(
+        ok < updates,
+        "updates coalesced: {ok} writes for {updates} updates"
+    );
+    // Every update was either written or replaced before its write began.
+    assert_eq!(ok + coalesced, updates);
+    assert_eq!(report.written, ok);
+    assert_eq!(h.stat(|s| &s.write_failures), 0);
+    assert_eq!(h.stat(|s| &s.pending), 0);
+    // No temp files left.
+    assert_eq!(fs::read_dir(&h.dir).unwrap().count(), 100);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_keep_per_workload_order_under_concurrency() {
+    // Small batches and several in flight: many workloads are written concurrently while
+    // their next updates arrive.
+    let h = Harness::start(|c| {
+        c.batch_size = 2;
+        c.max_parallel_batches = 4;
+    })
+    .await;
+    let wl = names("ord-", 20);
+    const PER_WORKLOAD: u32 = 30;
+
+    // A reader watches the files the whole time: a workload's value never goes back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let dir = h.dir.clone();
+        let wl = wl.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut seen: HashMap<WorkloadName, u32> = HashMap::new();
+            let mut observations = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for n in &wl {
+                    // Files are replaced atomically: a read is a whole record or nothing.
+                    let Some(r) = status_store::read(&dir, n).unwrap() else {
+                        continue;
+                    };
+                    let prev = seen.insert(n.clone(), r.process_id);
+                    assert!(
+                        prev.is_none_or(|p| p <= r.process_id),
+                        "{n} went back from {prev:?} to {}",
+                        r.process_id
+                    );
+                    observations += 1;
+                }
+                std::thread::yield_now();
+            }
+            observations
+        })
+    };
+
+    // Each sender owns two workloads (one token actor per workload in real life).
+    let mut senders = tokio::task::JoinSet::new();
+    for pair in wl.chunks(2) {
+        let actor = h.actor.clone();
+        let pair = pair.to_vec();
+        senders.spawn(async move {
+            for k in 1..=PER_WORKLOAD {
+                for n in &pair {
+                    update(&actor, n, k);
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    while let Some(r) = senders.join_next().await {
+        r.unwrap();
+    }
+    let report = h.flush(PATIENCE).await;
+    stop.store(true, Ordering::Relaxed);
+    let observations = reader.join().expect("no workload went back");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(observations > 0);
+    for n in &wl {
+        assert_eq!(h.on_disk(n), Some(record(PER_WORKLOAD)), "{n}");
+    }
+    assert_eq!(
+        h.stat(|s| &s.writes_ok) + h.stat(|s| &s.coalesced),
+        u64::from(PER_WORKLOAD) * 20
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_writes_are_counted_retried_reported_and_land_once_the_dir_is_fixed() {
+    // Tests run as root, which ignores permission bits: make the failure real by putting a
+    // regular file where the status directory should be.
+    let h = Harness::start_with(|dir| fs::write(dir, b"not a directory").unwrap(), |_| {}).await;
+    let wl = names("f-", 5);
+    for (i, n) in wl.iter().enumerate() {
+        h.update(n, 1);
+        h.update(n, 10 + u32::try_from(i).unwrap());
+    }
+
+    let report = h.flush(Duration::from_millis(200)).await;
+    assert_eq!(report.failed, wl, "{report:?}");
+    assert_eq!(report.written, 0);
+    let failures = h.stat(|s| &s.write_failures);
+    assert!(failures >= 5, "each workload's write failed: {failures}");
+    assert_eq!(h.stat(|s| &s.writes_ok), 0);
+    assert_eq!(h.stat(|s| &s.pending), 5);
+
+    // They keep being retried on their own, with backoff.
+    wait_until("more retries", || {
+        h.stat(|s| &s.write_failures) >= failures + 5
+    })
+    .await;
+
+    // Fix it: the actor recreates the directory on its next attempt.
+    fs::remove_file(&h.dir).unwrap();
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.written, 5);
+    for (i, n) in wl.iter().enumerate() {
+        assert_eq!(
+            h.on_disk(n),
+            Some(record(10 + u32::try_from(i).unwrap())),
+            "{n}"
+        );
+    }
+    assert_eq!(
+        fs::metadata(&h.dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(h.stat(|s| &s.pending), 0);
+    assert_eq!(h.stat(|s| &s.writes_ok), 5);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_dir_under_a_file_fails_until_the_file_goes() {
+    let tmp = TempDir::new().unwrap();
+    let blocker = tmp.path().join("blocker");
+    fs::write(&blocker, b"x").unwrap();
+    let h = Harness::start(|c| c.dir = blocker.join("statuses")).await;
+    let n = name("under");
+    h.update(&n, 7);
+    let report = h.flush(Duration::from_millis(100)).await;
+    assert_eq!(report.failed, std::slice::from_ref(&n));
+    assert!(h.stat(|s| &s.write_failures) >= 1);
+
+    fs::remove_file(&blocker).unwrap();
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(
+        status_store::read(&blocker.join("statuses"), &n).unwrap(),
+        Some(record(7))
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_status_dir_is_recreated_without_a_failure() {
+    let h = Harness::start(|_| {}).await;
+    let n = name("again");
+    h.update(&n, 1);
+    assert!(h.flush(PATIENCE).await.failed.is_empty());
+    fs::remove_dir_all(&h.dir).unwrap();
+    h.update(&n, 2);
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(h.on_disk(&n), Some(record(2)));
+    assert_eq!(h.stat(|s| &s.write_failures), 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_on_an_idle_actor_answers_at_once() {
+    let h = Harness::start(|_| {}).await;
+    // A deadline far beyond the test's patience: only an immediate answer passes.
+    let report = h.flush(Duration::from_secs(24 * 3600)).await;
+    assert_eq!(report, FlushReport::default());
+
+    // Also once everything is written.
+    let n = name("idle");
+    h.update(&n, 1);
+    assert_eq!(h.flush(PATIENCE).await.written, 1);
+    assert_eq!(
+        h.flush(Duration::from_secs(24 * 3600)).await,
+        FlushReport::default()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_flushes_each_see_their_own_updates() {
+    let h = Harness::start(|c| {
+        c.batch_size = 4;
+        c.max_parallel_batches = 2;
+    })
+    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..50u32 {
+        let actor = h.actor.clone();
+        let dir = h.dir.clone();
+        tasks.spawn(async move {
+            let n = name(&format!("cf-{t:02}"));
+            let mut written = 0;
+            for k in 0..4 {
+                let v = t * 100 + k;
+                update(&actor, &n, v);
+                let report = flush(&actor, PATIENCE).await;
+                assert!(report.failed.is_empty(), "{report:?}");
+                written += report.written;
+                // What this task sent before its flush is on disk.
+                assert_eq!(status_store::read(&dir, &n).unwrap(), Some(record(v)));
+            }
+            written
+        });
+    }
+    let mut written = 0;
+    while let Some(r) = tasks.join_next().await {
+        written += r.unwrap();
+    }
+    written += h.flush(PATIENCE).await.written;
+    // Every write is reported by exactly one flush.
+    assert_eq!(written, h.stat(|s| &s.writes_ok));
+    assert_eq!(h.stat(|s| &s.writes_ok), 200);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_answers_waiting_flushes_with_what_is_not_written() {
+    let h = Harness::start_with(|dir| fs::write(dir, b"blocked").unwrap(), |_| {}).await;
+    let n = name("stuck");
+    h.update(&n, 1);
+
+    // Cast two flushes in order; once the second (deadline 0) answers, the first is waiting.
+    let (tx1, rx1) = tokio::sync::oneshot::channel();
+    h.actor
+        .cast(PersistenceMsg::Flush {
+            deadline: Duration::from_secs(24 * 3600),
+            reply: tx1.into(),
+        })
+        .unwrap();
+    let (tx2, rx2) = tokio::sync::oneshot::channel();
+    h.actor
+        .cast(PersistenceMsg::Flush {
+            deadline: Duration::ZERO,
+            reply: tx2.into(),
+        })
+        .unwrap();
+    let second = tokio::time::timeout(PATIENCE, rx2).await.unwrap().unwrap();
+    assert_eq!(second.failed, std::slice::from_ref(&n));
+
+    let Harness {
+        actor,
+        handle,
+        _tmp: tmp,
+        ..
+    } = h;
+    actor.stop(None);
+    handle.await.unwrap();
+    let first = tokio::time::timeout(PATIENCE, rx1).await.unwrap().unwrap();
+    assert_eq!(first.failed, [n]);
+    drop(tmp);
+}

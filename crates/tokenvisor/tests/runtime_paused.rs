@@ -1,0 +1,520 @@
+//! The runtime on tokio's paused clock with the in-memory transport: every scenario of a
+//! workload's life, minutes or hours of virtual time in milliseconds of real time.
+//! Status files are real files in a temporary directory (writes run on the blocking pool,
+//! which holds the paused clock while they run).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokenvisor::credentials::NewCredentials;
+use tokenvisor::handle::{TokenHandle, Unavailable};
+use tokenvisor::runtime::{Runtime, RuntimeConfig};
+use tokenvisor::spec::{GrantSpec, WorkloadSpec};
+use tokenvisor::testing::{FakeReply, FakeTransport};
+use tokenvisor::token::StateChange;
+use tokenvisor_core::policy::{BackoffPolicy, RestartIntensity};
+use tokenvisor_core::status::TokenState;
+use tokenvisor_core::{Secret, StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
+use tokio::time::Instant;
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn name(s: &str) -> WorkloadName {
+    WorkloadName::new(s).unwrap()
+}
+
+/// A refresh-token workload whose client id is its name.
+fn spec(n: &str) -> WorkloadSpec {
+    let mut s = WorkloadSpec::new(
+        name(n),
+        "http://127.0.0.1:9/token",
+        n,
+        GrantSpec::RefreshToken {
+            token: Secret::from(format!("rt-initial-{n}")),
+            file: None,
+        },
+    )
+    .with_client_secret("client-secret-value");
+    s.policy.backoff = BackoffPolicy {
+        initial: S(5),
+        max: S(60),
+        multiplier: 2.0,
+    };
+    s.policy.give_up_after = S(6 * 3600);
+    s.policy.request_timeout = S(10);
+    s.policy.connect_timeout = S(2);
+    s
+}
+
+struct Harness {
+    rt: Runtime,
+    fake: FakeTransport,
+    events: Arc<Mutex<Vec<StateChange>>>,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), RestartIntensity::default()).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, restart: RestartIntensity) -> Self {
+        let fake = FakeTransport::new();
+        let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
+        cfg.seed = Some(7);
+        cfg.restart = restart;
+        cfg.clock = Some(tokenvisor::clock::Clock::anchored(Timestamp::from_millis(
+            1_800_000_000_000,
+        )));
+        let rt = Runtime::start(cfg).await.unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut rx = rt.subscribe();
+        let sink = events.clone();
+        tokio::spawn(async move {
+            while let Ok(e) = rx.recv().await {
+                sink.lock().unwrap().push(e);
+            }
+        });
+        Harness {
+            rt,
+            fake,
+            events,
+            dir,
+        }
+    }
+
+    fn statuses_of(&self, n: &str) -> Vec<WorkloadStatus> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.name.as_str() == n)
+            .map(|e| e.status)
+            .collect()
+    }
+
+    async fn file(&self, n: &str) -> StatusRecord {
+        let report = self.rt.flush(S(5)).await.unwrap();
+        assert!(report.failed.is_empty(), "{report:?}");
+        read_file(self.dir.path(), n)
+    }
+}
+
+fn read_file(dir: &Path, n: &str) -> StatusRecord {
+    let bytes = std::fs::read(dir.join(format!("{n}.json"))).unwrap();
+    StatusRecord::from_json(&bytes).unwrap()
+}
+
+fn status(h: &TokenHandle) -> Option<WorkloadStatus> {
+    h.status().map(|r| r.status)
+}
+
+/// Waits (in virtual time, bounded) until `cond` holds.
+async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waf_blip_recovers_without_ever_writing_unauthenticated() {
+    let h = Harness::start().await;
+    h.fake.set_client("wl", FakeReply::token(600));
+    let handle = h.rt.add(spec("wl")).await.unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert_eq!(handle.current().unwrap().expose(), "at-1");
+
+    // The WAF blocks the next three refreshes.
+    h.fake.push(
+        "wl",
+        [
+            FakeReply::waf_403(),
+            FakeReply::waf_403(),
+            FakeReply::waf_403(),
+        ],
+    );
+    wait_until("auth_retrying", S(3600), || {
+        status(&handle) == Some(WorkloadStatus::AuthRetrying)
+    })
+    .await;
+    let rec = h.file("wl").await;
+    let token = rec.token.as_ref().unwrap();
+    let last = token.last_error.as_ref().unwrap();
+    assert_eq!(last.kind, "infrastructure_4xx");
+    assert_eq!(last.http_status, Some(403));
+    assert!(
+        last.summary.contains("Attention Required"),
+        "{}",
+        last.summary
+    );
+    // The old token is still served while it lives.
+    assert!(handle.current().is_ok());
+
+    wait_until("running again", S(3600), || {
+        status(&handle) == Some(WorkloadStatus::Running) && h.fake.count("wl") >= 5
+    })
+    .await;
+    let rec = h.file("wl").await;
+    assert_eq!(rec.status, WorkloadStatus::Running);
+    assert_eq!(rec.token.as_ref().unwrap().attempt, 0);
+    let seen = h.statuses_of("wl");
+    assert!(seen.contains(&WorkloadStatus::AuthRetrying), "{seen:?}");
+    assert!(!seen.contains(&WorkloadStatus::Unauthenticated), "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_across_token_expiry_degrades_then_recovers() {
+    let h = Harness::start().await;
+    h.fake.set_client("wl", FakeReply::token(120));
+    let handle = h.rt.add(spec("wl")).await.unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+
+    // 503 for a long time: the token expires while backing off.
+    h.fake.set_client("wl", FakeReply::unavailable(None));
+    wait_until("token withdrawn", S(3600), || {
+        handle.current().is_err()
+            && handle
+                .status()
+                .is_some_and(|r| r.token.as_ref().is_some_and(|t| t.expires_at.is_none()))
+    })
+    .await;
+    assert!(
+        matches!(handle.current(), Err(Unavailable::BackingOff { .. })),
+        "{:?}",
+        handle.current()
+    );
+    let rec = h.file("wl").await;
+    assert_eq!(rec.status, WorkloadStatus::AuthRetrying);
+    let token = rec.token.unwrap();
+    assert_eq!(token.expires_at, None);
+    assert!(token.attempt >= 2);
+    assert!(token.next_attempt_at.is_some());
+
+    // Still retrying an hour later (never unauthenticated below the 6 h ceiling).
+    tokio::time::sleep(S(3600)).await;
+    assert_eq!(status(&handle), Some(WorkloadStatus::AuthRetrying));
+
+    h.fake.set_client("wl", FakeReply::token(120));
+    wait_until("recovered", S(600), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert!(handle.current().is_ok());
+    assert!(
+        !h.statuses_of("wl")
+            .contains(&WorkloadStatus::Unauthenticated)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_give_up_ceiling_ends_in_unauthenticated_and_silence() {
+    let h = Harness::start().await;
+    let mut s = spec("wl");
+    s.policy.give_up_after = S(600);
+    h.fake.set_client("wl", FakeReply::unavailable(None));
+    let started = Instant::now();
+    let handle = h.rt.add(s).await.unwrap();
+    wait_until("unauthenticated", S(3600), || {
+        status(&handle) == Some(WorkloadStatus::Unauthenticated)
+    })
+    .await;
+    assert!(
+        started.elapsed() >= S(600),
+        "gave up early: {:?}",
+        started.elapsed()
+    );
+    let rec = h.file("wl").await;
+    assert!(
+        rec.status_context.contains("gave up"),
+        "{}",
+        rec.status_context
+    );
+    let last = rec.token.unwrap().last_error.unwrap();
+    assert_eq!(last.kind, "server_5xx");
+    let calls = h.fake.count("wl");
+    tokio::time::sleep(S(6 * 3600)).await;
+    assert_eq!(h.fake.count("wl"), calls, "requests after giving up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_grant_is_final_and_stops_all_requests() {
+    let h = Harness::start().await;
+    h.fake
+        .set_client("wl", FakeReply::oauth_error(400, "invalid_grant"));
+    let handle = h.rt.add(spec("wl")).await.unwrap();
+    wait_until("unauthenticated", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Unauthenticated)
+    })
+    .await;
+    assert_eq!(h.fake.count("wl"), 1);
+    assert!(matches!(
+        handle.current(),
+        Err(Unavailable::Unauthenticated { .. })
+    ));
+    // A forced refresh does not leave unauthenticated either.
+    assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
+    tokio::time::sleep(S(24 * 3600)).await;
+    assert_eq!(h.fake.count("wl"), 1, "requests after invalid_grant");
+    let rec = h.file("wl").await;
+    assert_eq!(rec.status, WorkloadStatus::Unauthenticated);
+    let last = rec.token.unwrap().last_error.unwrap();
+    assert_eq!(last.error_code.as_deref(), Some("invalid_grant"));
+    assert_eq!(
+        last.outcome,
+        tokenvisor_core::status::ErrorOutcome::Permanent
+    );
+    // The secrets never reach the file.
+    let raw = std::fs::read_to_string(h.dir.path().join("wl.json")).unwrap();
+    assert!(!raw.contains("rt-initial") && !raw.contains("client-secret-value"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_a_floor_for_the_next_attempt() {
+    let h = Harness::start().await;
+    h.fake.push("wl", [FakeReply::too_many(120)]);
+    h.fake.set_client("wl", FakeReply::token(3600));
+    let handle = h.rt.add(spec("wl")).await.unwrap();
+    wait_until("running", S(600), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let seen = h.fake.seen();
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].at - seen[0].at;
+    assert!(
+        gap >= S(120),
+        "retried after {gap:?}, before Retry-After: 120"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_retry_after_holds_every_workload_of_the_endpoint() {
+    let h = Harness::start().await;
+    // Two workloads, same token URL; both healthy first.
+    h.fake.set_default(FakeReply::token(300));
+    let a = h.rt.add(spec("a")).await.unwrap();
+    let b = h.rt.add(spec("b")).await.unwrap();
+    wait_until("both running", S(60), || {
+        status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    // The endpoint starts answering 429 with Retry-After: 900 for everyone.
+    let before = h.fake.total();
+    h.fake.set_default(FakeReply::too_many(900));
+    let t0 = Instant::now();
+    wait_until("both retrying", S(3600), || {
+        status(&a) == Some(WorkloadStatus::AuthRetrying)
+            && status(&b) == Some(WorkloadStatus::AuthRetrying)
+    })
+    .await;
+    h.fake.set_default(FakeReply::token(300));
+    wait_until("both running again", S(3600), || {
+        status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let during: Vec<_> = h.fake.seen()[before as usize..].to_vec();
+    // Exactly one request hit the 429; every later one waited out the hold.
+    let first = during[0].at;
+    assert!(first >= t0);
+    for r in &during[1..] {
+        assert!(
+            r.at - first >= S(900),
+            "{} sent {:?} into the hold",
+            r.client_id,
+            r.at - first
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_force_refreshes_make_one_request() {
+    let h = Harness::start().await;
+    h.fake.set_client("wl", FakeReply::token(3600));
+    let handle = h.rt.add(spec("wl")).await.unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert_eq!(h.fake.count("wl"), 1);
+    h.fake.set_client(
+        "wl",
+        FakeReply::Delayed(S(5), Box::new(FakeReply::token(3600))),
+    );
+    let forces = (0..50).map(|_| {
+        let rt = h.rt.clone();
+        tokio::spawn(async move { rt.force_refresh(&name("wl")).await.unwrap() })
+    });
+    for f in forces {
+        assert!(f.await.unwrap());
+    }
+    tokio::time::sleep(S(30)).await;
+    assert_eq!(
+        h.fake.count("wl"),
+        2,
+        "single flight: one request for 50 forces"
+    );
+    assert_eq!(handle.current().unwrap().expose(), "at-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_actor_restarts_and_a_spent_budget_means_error_for_that_one_only() {
+    let h = Harness::start_in(
+        tempfile::tempdir().unwrap(),
+        RestartIntensity {
+            max_restarts: 2,
+            window: S(60),
+        },
+    )
+    .await;
+    h.fake.set_default(FakeReply::token(3600));
+    let crashy = h.rt.add(spec("crashy")).await.unwrap();
+    let steady = h.rt.add(spec("steady")).await.unwrap();
+    wait_until("running", S(60), || {
+        status(&crashy) == Some(WorkloadStatus::Running)
+            && status(&steady) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let token_before = crashy.current().unwrap().expose().to_owned();
+
+    // One crash: restarted from its last state, still serving.
+    h.rt.inject_crash(&name("crashy"));
+    tokio::time::sleep(S(1)).await;
+    assert_eq!(crashy.current().unwrap().expose(), token_before);
+    wait_until("running after restart", S(60), || {
+        status(&crashy) == Some(WorkloadStatus::Running)
+    })
+    .await;
+
+    // Two more within the window: over budget.
+    h.rt.inject_crash(&name("crashy"));
+    tokio::time::sleep(S(1)).await;
+    h.rt.inject_crash(&name("crashy"));
+    wait_until("error", S(60), || {
+        status(&crashy) == Some(WorkloadStatus::Error)
+    })
+    .await;
+    assert_eq!(crashy.current().unwrap_err(), Unavailable::Error);
+    let rec = h.file("crashy").await;
+    assert_eq!(rec.status, WorkloadStatus::Error);
+    assert!(
+        rec.status_context.contains("crashed"),
+        "{}",
+        rec.status_context
+    );
+
+    // The other workload runs on, refreshing for hours.
+    let calls = h.fake.count("steady");
+    tokio::time::sleep(S(3 * 3600)).await;
+    assert!(h.fake.count("steady") > calls);
+    assert!(steady.current().is_ok());
+    assert_eq!(status(&steady), Some(WorkloadStatus::Running));
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_credentials_recover_an_unauthenticated_workload() {
+    let h = Harness::start().await;
+    h.fake
+        .set_client("wl", FakeReply::oauth_error(400, "invalid_grant"));
+    let handle = h.rt.add(spec("wl")).await.unwrap();
+    wait_until("unauthenticated", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Unauthenticated)
+    })
+    .await;
+    h.fake.set_client("wl", FakeReply::rotating(3600));
+    h.rt.supply_credentials(
+        &name("wl"),
+        NewCredentials {
+            refresh_token: Some(Secret::from("rt-from-operator")),
+            client_secret: None,
+        },
+    )
+    .await
+    .unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let seen = h.fake.seen();
+    assert_eq!(
+        seen.last().unwrap().refresh_token.as_deref(),
+        Some("rt-from-operator")
+    );
+    // The rotated token is used next time.
+    assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
+    wait_until("second refresh", S(60), || h.fake.count("wl") == 3).await;
+    let seen = h.fake.seen();
+    assert_eq!(seen[2].refresh_token.as_deref(), Some("rt-2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_keeps_unauthenticated_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let h = Harness::start_in(dir, RestartIntensity::default()).await;
+    h.fake
+        .set_client("bad", FakeReply::oauth_error(401, "invalid_client"));
+    h.fake.set_client("good", FakeReply::token(3600));
+    let bad = h.rt.add(spec("bad")).await.unwrap();
+    let good = h.rt.add(spec("good")).await.unwrap();
+    wait_until("settled", S(60), || {
+        status(&bad) == Some(WorkloadStatus::Unauthenticated)
+            && status(&good) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let report = h.rt.shutdown(S(5)).await.unwrap();
+    assert!(report.failed.is_empty());
+    for n in ["bad", "good"] {
+        let rec = read_file(&path, n);
+        assert_eq!(rec.status, WorkloadStatus::Stopped, "{n}");
+    }
+    assert_eq!(
+        read_file(&path, "bad").token.unwrap().state,
+        TokenState::Unauthenticated
+    );
+    let Harness { dir, .. } = h;
+
+    // A new runtime over the same directory: `bad` stays unauthenticated without a request.
+    let h2 = Harness::start_in(dir, RestartIntensity::default()).await;
+    h2.fake.set_default(FakeReply::token(3600));
+    let bad = h2.rt.add(spec("bad")).await.unwrap();
+    let good = h2.rt.add(spec("good")).await.unwrap();
+    wait_until("good running", S(60), || {
+        status(&good) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    tokio::time::sleep(S(3600)).await;
+    assert_eq!(status(&bad), Some(WorkloadStatus::Unauthenticated));
+    assert_eq!(h2.fake.count("bad"), 0);
+    assert_eq!(h2.rt.recovery().recovered, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_workload_marks_it_stopped_and_it_can_come_back() {
+    let h = Harness::start().await;
+    let handle = h.rt.add(spec("wl")).await.unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert!(h.rt.remove(&name("wl")).await.unwrap());
+    assert_eq!(handle.current().unwrap_err(), Unavailable::Stopped);
+    let rec = h.file("wl").await;
+    assert_eq!(rec.status, WorkloadStatus::Stopped);
+    assert_eq!(rec.token.unwrap().state, TokenState::Stopped);
+    assert!(!h.rt.remove(&name("wl")).await.unwrap());
+    let again = h.rt.add(spec("wl")).await.unwrap();
+    wait_until("running again", S(60), || {
+        status(&again) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert_eq!(h.file("wl").await.status, WorkloadStatus::Running);
+}

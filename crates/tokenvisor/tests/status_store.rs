@@ -1,0 +1,355 @@
+//! Status files on real disk: atomic writes, modes, recovery.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use tempfile::TempDir;
+use tokenvisor::status_store::{self, StoreError};
+use tokenvisor_core::status::SCHEMA;
+use tokenvisor_core::{StatusRecord, WorkloadName, WorkloadStatus};
+
+fn name(s: &str) -> WorkloadName {
+    WorkloadName::new(s).unwrap()
+}
+
+/// A full record (built from JSON so that fields added to the record later keep their
+/// defaults here).
+fn record(i: u32) -> StatusRecord {
+    let json = format!(
+        r#"{{
+            "status": "auth_retrying",
+            "status_context": "refresh failing #{i}",
+            "created_at": "2026-09-21T10:00:00Z",
+            "updated_at": "2026-09-21T10:00:00.{ms:03}Z",
+            "process_id": {i},
+            "token": {{
+                "schema": {SCHEMA},
+                "state": "transient_backoff",
+                "expires_at": null,
+                "attempt": 2,
+                "first_failure_at": "2026-09-21T10:00:00Z",
+                "next_attempt_at": "2026-09-21T10:01:10Z",
+                "last_error": {{
+                    "outcome": "transient", "kind": "infrastructure_4xx", "http_status": 403,
+                    "error_code": null, "retry_after_secs": null, "summary": "HTTP 403 text/html"
+                }}
+            }}
+        }}"#,
+        ms = i % 1000,
+    );
+    StatusRecord::from_json(json.as_bytes()).unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A status dir inside a temp dir (so tests can create it, chmod it, replace it).
+fn status_dir() -> (TempDir, std::path::PathBuf) {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("statuses");
+    status_store::ensure_dir(&dir).unwrap();
+    (tmp, dir)
+}
+
+#[test]
+fn round_trip() {
+    let (_tmp, dir) = status_dir();
+    let n = name("github-mcp");
+    assert_eq!(status_store::read(&dir, &n).unwrap(), None);
+    status_store::write_atomic(&dir, &n, &record(1)).unwrap();
+    assert_eq!(status_store::read(&dir, &n).unwrap(), Some(record(1)));
+    status_store::write_atomic(&dir, &n, &record(2)).unwrap();
+    assert_eq!(status_store::read(&dir, &n).unwrap(), Some(record(2)));
+    assert_eq!(
+        status_store::path_for(&dir, &n),
+        dir.join("github-mcp.json")
+    );
+    // The bytes on disk are exactly the record's serialisation.
+    assert_eq!(
+        fs::read(dir.join("github-mcp.json")).unwrap(),
+        record(2).to_json()
+    );
+}
+
+#[test]
+fn file_is_0600_and_dir_is_0700() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("a/b/statuses");
+    status_store::ensure_dir(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+
+    let n = name("w1");
+    status_store::write_atomic(&dir, &n, &record(1)).unwrap();
+    assert_eq!(mode(&dir.join("w1.json")), 0o600);
+
+    // An existing, looser file does not pass its mode on.
+    let loose = dir.join("w2.json");
+    fs::write(&loose, b"{}").unwrap();
+    fs::set_permissions(&loose, fs::Permissions::from_mode(0o644)).unwrap();
+    status_store::write_atomic(&dir, &name("w2"), &record(2)).unwrap();
+    assert_eq!(mode(&loose), 0o600);
+}
+
+#[test]
+fn ensure_dir_tightens_an_existing_dir() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("statuses");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    status_store::ensure_dir(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    // Idempotent.
+    status_store::ensure_dir(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+}
+
+#[test]
+fn ensure_dir_on_a_file_is_not_a_directory() {
+    let tmp = TempDir::new().unwrap();
+    let file = tmp.path().join("statuses");
+    fs::write(&file, b"not a dir").unwrap();
+    let err = status_store::ensure_dir(&file).unwrap_err();
+    assert_eq!(err.kind(), Some(io::ErrorKind::NotADirectory), "{err}");
+    assert_eq!(err.path(), file);
+    assert!(err.to_string().contains("statuses"), "{err}");
+
+    // A path below a file cannot be created either.
+    let below = file.join("sub");
+    let err = status_store::ensure_dir(&below).unwrap_err();
+    assert!(matches!(err, StoreError::Dir { .. }), "{err}");
+}
+
+#[test]
+fn write_into_a_missing_or_broken_dir_fails_with_the_path_and_kind() {
+    let tmp = TempDir::new().unwrap();
+    let missing = tmp.path().join("missing");
+    let err = status_store::write_atomic(&missing, &name("w"), &record(1)).unwrap_err();
+    assert_eq!(err.kind(), Some(io::ErrorKind::NotFound), "{err}");
+    assert_eq!(err.path(), missing.join("w.json"));
+
+    let file = tmp.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    let err = status_store::write_atomic(&file, &name("w"), &record(1)).unwrap_err();
+    assert_eq!(err.kind(), Some(io::ErrorKind::NotADirectory), "{err}");
+}
+
+#[test]
+fn no_temp_files_left_behind() {
+    let (_tmp, dir) = status_dir();
+    for i in 0..50 {
+        let n = name(&format!("w{}", i % 10));
+        status_store::write_atomic(&dir, &n, &record(i)).unwrap();
+    }
+    let want: Vec<String> = {
+        let mut v: Vec<String> = (0..10).map(|i| format!("w{i}.json")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(entries(&dir), want);
+}
+
+#[test]
+fn read_reports_a_corrupt_file_without_its_contents_and_leaves_it() {
+    let (_tmp, dir) = status_dir();
+    let path = dir.join("w.json");
+    fs::write(&path, br#"{"status": "running", "token": "SECRET-abc123"#).unwrap();
+    let err = status_store::read(&dir, &name("w")).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(!err.to_string().contains("SECRET"), "{err}");
+    assert!(path.exists());
+}
+
+#[test]
+fn recover_sets_corrupt_files_aside_and_loads_the_others() {
+    let (_tmp, dir) = status_dir();
+    for i in 0..3 {
+        status_store::write_atomic(&dir, &name(&format!("ok{i}")), &record(i)).unwrap();
+    }
+    let garbage = b"<html>SECRET-abc123 WAF says no</html>";
+    fs::write(dir.join("bad.json"), garbage).unwrap();
+    // An older set-aside copy is replaced.
+    fs::write(dir.join("bad.json.corrupted"), b"older").unwrap();
+    // A newer token schema is not ours to read.
+    let mut newer = record(9);
+    newer.token.as_mut().unwrap().schema = SCHEMA + 1;
+    fs::write(dir.join("newer.json"), newer.to_json()).unwrap();
+    // Truncated JSON.
+    fs::write(dir.join("short.json"), &record(1).to_json()[..20]).unwrap();
+
+    let rec = status_store::recover(&dir).unwrap();
+    assert_eq!(rec.records.len(), 3);
+    for i in 0..3 {
+        assert_eq!(rec.records[&name(&format!("ok{i}"))], record(i));
+    }
+    let mut corrupt: Vec<&str> = rec.corrupted.iter().map(|c| c.name.as_str()).collect();
+    corrupt.sort_unstable();
+    assert_eq!(corrupt, ["bad", "newer", "short"]);
+    for c in &rec.corrupted {
+        assert!(!c.reason.contains("SECRET"), "{}", c.reason);
+        assert!(!c.reason.is_empty());
+        let aside = c.set_aside.as_ref().unwrap();
+        assert_eq!(*aside, dir.join(format!("{}.json.corrupted", c.name)));
+        assert!(aside.exists());
+        assert!(!dir.join(format!("{}.json", c.name)).exists());
+    }
+    assert_eq!(fs::read(dir.join("bad.json.corrupted")).unwrap(), garbage);
+    assert!(rec.skipped.is_empty(), "{:?}", rec.skipped);
+    assert!(rec.unreadable.is_empty());
+
+    // A second pass finds nothing new.
+    let again = status_store::recover(&dir).unwrap();
+    assert_eq!(again.records.len(), 3);
+    assert!(again.corrupted.is_empty());
+}
+
+#[test]
+fn recover_skips_invalid_names_and_non_files_and_ignores_the_rest() {
+    let (_tmp, dir) = status_dir();
+    status_store::write_atomic(&dir, &name("good"), &record(1)).unwrap();
+    let valid_json = record(2).to_json();
+    let long = format!("{}.json", "x".repeat(101));
+    for bad in [
+        ".hidden.json",
+        "bad name.json",
+        "ünï.json",
+        ".json",
+        long.as_str(),
+    ] {
+        fs::write(dir.join(bad), &valid_json).unwrap();
+    }
+    fs::create_dir(dir.join("subdir.json")).unwrap();
+    std::os::unix::fs::symlink(dir.join("good.json"), dir.join("link.json")).unwrap();
+    fs::write(dir.join("README"), b"hello").unwrap();
+    fs::write(dir.join("good.json.corrupted"), b"old").unwrap();
+    fs::write(dir.join(".unrelated-hidden"), b"keep me").unwrap();
+
+    let rec = status_store::recover(&dir).unwrap();
+    assert_eq!(rec.records.len(), 1);
+    assert_eq!(rec.records[&name("good")], record(1));
+    let skipped: HashSet<String> = rec
+        .skipped
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    let want: HashSet<String> = [
+        ".hidden.json",
+        "bad name.json",
+        "ünï.json",
+        ".json",
+        long.as_str(),
+        "subdir.json",
+        "link.json",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(skipped, want);
+    assert!(rec.corrupted.is_empty());
+    // Nothing was touched.
+    for keep in [
+        "README",
+        "good.json.corrupted",
+        ".unrelated-hidden",
+        ".hidden.json",
+    ] {
+        assert!(dir.join(keep).exists(), "{keep}");
+    }
+}
+
+#[test]
+fn recover_removes_leftover_temp_files() {
+    let (_tmp, dir) = status_dir();
+    status_store::write_atomic(&dir, &name("w1"), &record(1)).unwrap();
+    // What atomic-write-file leaves when a process dies before commit.
+    fs::write(dir.join(".w1.json.a1B2c3"), b"{\"status\":").unwrap();
+    fs::write(dir.join(".w2.json.ZZ99zz"), b"").unwrap();
+    // Look-alikes that are not ours stay.
+    fs::write(dir.join(".w3.json.abc"), b"").unwrap();
+    fs::write(dir.join(".bad name.json.abcdef"), b"").unwrap();
+
+    let rec = status_store::recover(&dir).unwrap();
+    assert_eq!(rec.temp_files_removed, 2);
+    assert_eq!(rec.records.len(), 1);
+    assert_eq!(
+        entries(&dir),
+        [".bad name.json.abcdef", ".w3.json.abc", "w1.json"]
+    );
+}
+
+#[test]
+fn recover_loads_a_toolhive_file_without_token() {
+    let (_tmp, dir) = status_dir();
+    let json = br#"{"status":"unauthenticated","status_context":"Token retrieval failed","created_at":"2026-05-01T10:00:00.123456789Z","updated_at":"2026-05-01T10:00:00Z","process_id":0}"#;
+    fs::write(dir.join("toolhive-wl.json"), json).unwrap();
+    let rec = status_store::recover(&dir).unwrap();
+    let r = &rec.records[&name("toolhive-wl")];
+    assert_eq!(r.status, WorkloadStatus::Unauthenticated);
+    assert!(r.token.is_none());
+    assert!(rec.corrupted.is_empty());
+}
+
+#[test]
+fn recover_of_a_missing_dir_is_empty() {
+    let tmp = TempDir::new().unwrap();
+    let rec = status_store::recover(&tmp.path().join("nope")).unwrap();
+    assert!(rec.records.is_empty());
+    assert!(rec.corrupted.is_empty());
+    assert!(rec.skipped.is_empty());
+}
+
+#[test]
+fn recover_rejects_oversized_files() {
+    let (_tmp, dir) = status_dir();
+    let mut big = record(1).to_json();
+    big.pop();
+    big.resize(
+        usize::try_from(status_store::MAX_FILE_BYTES).unwrap() + 10,
+        b' ',
+    );
+    fs::write(dir.join("big.json"), &big).unwrap();
+    let rec = status_store::recover(&dir).unwrap();
+    assert!(rec.records.is_empty());
+    assert_eq!(rec.corrupted.len(), 1);
+    assert!(
+        rec.corrupted[0].reason.contains("larger"),
+        "{}",
+        rec.corrupted[0].reason
+    );
+}
+
+#[test]
+fn recover_over_2000_files() {
+    let (_tmp, dir) = status_dir();
+    let n = 2_000u32;
+    // Plain writes (no fsync): this test is about reading.
+    for i in 0..n {
+        fs::write(dir.join(format!("wl-{i:05}.json")), record(i).to_json()).unwrap();
+    }
+    // A few corrupt ones among them, spread over the reader threads' chunks.
+    for i in [0u32, 777, 1999] {
+        fs::write(dir.join(format!("wl-{i:05}.json")), b"{").unwrap();
+    }
+    let rec = status_store::recover(&dir).unwrap();
+    assert_eq!(rec.records.len(), 1_997);
+    assert_eq!(rec.corrupted.len(), 3);
+    for i in 0..n {
+        let key = name(&format!("wl-{i:05}"));
+        match rec.records.get(&key) {
+            Some(r) => assert_eq!(*r, record(i)),
+            None => assert!([0, 777, 1999].contains(&i), "{key} missing"),
+        }
+    }
+}

@@ -375,7 +375,7 @@ impl<'de> Deserialize<'de> for Number {
 
 /// A whole number (range-checked later, so that the message can say why).
 #[derive(Debug, Clone, Copy)]
-struct Count(i64);
+struct Count(i128);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -386,12 +386,16 @@ impl<'de> Deserialize<'de> for Count {
                 f.write_str("a whole number")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
-                Ok(Count(v))
+                Ok(Count(v.into()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
-                i64::try_from(v)
-                    .map(Count)
-                    .map_err(|_| E::custom(format!("{v} is too large")))
+                Ok(Count(v.into()))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Count, E> {
+                Ok(Count(v))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Count, E> {
+                Ok(Count(i128::try_from(v).unwrap_or(i128::MAX)))
             }
         }
         d.deserialize_any(V)
@@ -1033,9 +1037,10 @@ fn resolve_path(base: &Path, path: &str) -> PathBuf {
     base.join(path).components().collect()
 }
 
-/// `$XDG_DATA_HOME/tokenvisor/statuses`, else `$HOME/.local/share/tokenvisor/statuses`. A
+/// The default `service.status_dir`: `$XDG_DATA_HOME/tokenvisor/statuses`, else
+/// `$HOME/.local/share/tokenvisor/statuses`; `None` when neither variable is usable. A
 /// relative or empty `XDG_DATA_HOME` is ignored, as the XDG base directory spec says.
-fn default_status_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+pub fn default_status_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let data = env("XDG_DATA_HOME")
         .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
         .map(PathBuf::from)

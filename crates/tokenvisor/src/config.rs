@@ -46,7 +46,7 @@ pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
 pub const EMBEDDED_SOURCE: &str = "<embedded>";
 
 /// The largest secret file read (a bigger one is almost certainly the wrong file).
-pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+pub const MAX_SECRET_FILE_BYTES: u64 = crate::credentials::SECRET_FILE_LIMIT as u64;
 
 /// The longest duration accepted for any key (longer ones are typos, and would overflow
 /// deadline arithmetic).
@@ -1853,30 +1853,10 @@ fn check_http_url(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads a secret from a file: at most [`MAX_SECRET_FILE_BYTES`], UTF-8, trailing whitespace
-/// trimmed, not empty. Errors name the file, never its content.
+/// Reads a secret from a file (see [`crate::credentials::read_secret_file`]). Errors name
+/// the file, never its content.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    use std::io::Read as _;
-    let cant = |e: std::io::Error| format!("cannot read secret file {}: {e}", path.display());
-    let file = std::fs::File::open(path).map_err(cant)?;
-    let mut buf = Vec::new();
-    file.take(MAX_SECRET_FILE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(cant)?;
-    if buf.len() as u64 > MAX_SECRET_FILE_BYTES {
-        return Err(format!(
-            "secret file {} is larger than {} KiB; is it the right file?",
-            path.display(),
-            MAX_SECRET_FILE_BYTES / 1024
-        ));
-    }
-    let text = String::from_utf8(buf)
-        .map_err(|_| format!("secret file {} is not valid UTF-8", path.display()))?;
-    let value = text.trim_end();
-    if value.is_empty() {
-        return Err(format!("secret file {} is empty", path.display()));
-    }
-    Ok(Secret::from(value))
+    crate::credentials::read_secret_file(path).map_err(|e| e.to_string())
 }
 
 /// Reads a secret from an environment variable: trailing whitespace trimmed, not empty.

@@ -727,8 +727,8 @@ impl Machine {
             State::Refreshing { retry: Some(r), .. } => (
                 WorkloadStatus::AuthRetrying,
                 format!(
-                    "retrying after {} transient failure(s) since {}: {}",
-                    r.failures, r.first_failure_at, r.last.summary
+                    "{}; retrying after {} transient failure(s) since {}",
+                    r.last.summary, r.failures, r.first_failure_at
                 ),
             ),
             State::Refreshing {
@@ -748,8 +748,8 @@ impl Machine {
             } => (
                 WorkloadStatus::AuthRetrying,
                 format!(
-                    "refresh failing transiently since {} ({} attempt(s)); next attempt at {}: {}",
-                    retry.first_failure_at, retry.failures, next_attempt_at, retry.last.summary
+                    "{}; refresh failing transiently since {} ({} attempt(s)), next attempt at {}",
+                    retry.last.summary, retry.first_failure_at, retry.failures, next_attempt_at
                 ),
             ),
             State::Unauthenticated {

@@ -94,7 +94,8 @@ impl Default for RefreshSchedule {
 impl RefreshSchedule {
     /// When a token issued at `issued` that lives `lifetime` should be refreshed.
     ///
-    /// Clamps: never later than `MIN_LEAD` (at most half the lifetime) before expiry, never
+    /// Clamps: never later than `MIN_LEAD` (at most half the lifetime) before expiry (the
+    /// jitter then spreads over the shortened window), never
     /// sooner than [`MIN_REFRESH_DELAY`] after issue (unless the lifetime is shorter than
     /// twice that), and never more than [`MAX_REFRESH_INTERVAL`] (jittered) after issue.
     pub fn refresh_time(
@@ -111,7 +112,17 @@ impl RefreshSchedule {
             offset = MAX_REFRESH_INTERVAL.mul_f64(spread);
         }
         let lead = MIN_LEAD.min(lifetime / 2);
-        offset = offset.min(lifetime.saturating_sub(lead));
+        let latest = lifetime.saturating_sub(lead);
+        if offset > latest {
+            // Keep the jitter inside the shortened window, so short-lived tokens issued
+            // together still refresh apart.
+            let scale = if self.refresh_at > 0.0 {
+                (fraction / self.refresh_at).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
+            offset = latest.mul_f64(scale);
+        }
         let earliest = MIN_REFRESH_DELAY.min(lifetime / 2);
         offset = offset.max(earliest);
         issued.plus(offset)
@@ -245,6 +256,20 @@ mod tests {
         assert!(
             t.since(t0) <= MAX_REFRESH_INTERVAL && t.since(t0) >= MAX_REFRESH_INTERVAL.mul_f64(0.9)
         );
+    }
+
+    #[test]
+    fn short_lifetimes_keep_their_jitter() {
+        let s = RefreshSchedule::default();
+        let mut rng = fastrand::Rng::with_seed(9);
+        let t0 = Timestamp::from_millis(0);
+        let offsets: Vec<u64> = (0..200)
+            .map(|_| s.refresh_time(t0, S(4), &mut rng).since(t0).as_millis() as u64)
+            .collect();
+        let (min, max) = (offsets.iter().min().unwrap(), offsets.iter().max().unwrap());
+        // 4 s tokens: the 2 s lead leaves a 2 s window; the 0.1 jitter spreads 12.5% of it.
+        assert!(*max <= 2000 && *min >= 1700, "{min}..{max}");
+        assert!(max - min >= 150, "no spread: {min}..{max}");
     }
 
     #[test]

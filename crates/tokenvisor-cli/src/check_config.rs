@@ -1,0 +1,64 @@
+//! `tokenvisor check-config`: load and validate a configuration, print it with secrets masked.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use clap::error::ErrorKind;
+
+use crate::{EXIT_PROBLEM, usage_error};
+
+/// Arguments of `tokenvisor check-config`.
+#[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("file_choice")
+        .args(["file", "config"])
+        .required(true)
+        .multiple(false)
+))]
+pub(crate) struct CheckConfigArgs {
+    /// The configuration file.
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The configuration file (the same as FILE, spelled as for `run --config`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Runs the command; returns the exit code.
+pub(crate) fn run(args: &CheckConfigArgs) -> anyhow::Result<u8> {
+    let Some(path) = args.file.as_ref().or(args.config.as_ref()) else {
+        return Err(usage_error(
+            "check-config",
+            ErrorKind::MissingRequiredArgument,
+            "no configuration file given".to_owned(),
+        ));
+    };
+    match std::fs::metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(usage_error(
+                "check-config",
+                ErrorKind::ValueValidation,
+                format!("no such file: {}", path.display()),
+            ));
+        }
+        // Anything else (permissions, not a file) is reported by the loader, naming the file.
+        Err(_) => {}
+    }
+    match tokenvisor::config::load(path) {
+        Ok(config) => {
+            print!("{}", config.describe_masked());
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            let n = e.problems().len();
+            eprintln!(
+                "{}: invalid configuration: {n} problem{}",
+                e.file().display(),
+                if n == 1 { "" } else { "s" }
+            );
+            Ok(EXIT_PROBLEM)
+        }
+    }
+}

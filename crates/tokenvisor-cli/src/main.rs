@@ -1,0 +1,145 @@
+//! `tokenvisor`: the command-line front end of tokenvisor.
+//!
+//! Subcommands (one module each):
+//! - `run` ([`run`]): the daemon, with the admin API ([`admin`]) and Prometheus metrics.
+//! - `demo` ([`demo`]): the embedded default — a fault-injecting provider and N workloads
+//!   through a scripted storyline.
+//! - `status` ([`status`]): reads the per-workload status files and prints a table or JSON;
+//!   no daemon needed.
+//! - `probe` ([`probe`]): one refresh attempt against a token endpoint, classified exactly as
+//!   the daemon would classify it, for diagnosis.
+//! - `check-config` ([`check_config`]): loads and validates a configuration file and prints
+//!   the effective settings with secrets masked.
+//!
+//! Exit codes are part of the interface: 0 success; 1 a problem was found (a workload that
+//! needs attention, an invalid configuration, an internal failure); 2 usage errors (bad flags,
+//! unknown workload, missing directory or file); `probe` adds 10 (transient failure) and 11
+//! (permanent failure). Logs go to stderr (`RUST_LOG`, default `warn`); results to stdout.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+mod admin;
+mod check_config;
+mod demo;
+mod output;
+mod probe;
+mod run;
+mod status;
+
+/// Exit code: usage error (clap's own code for usage errors).
+pub(crate) const EXIT_USAGE: u8 = 2;
+/// Exit code: something needs attention, or an internal failure.
+pub(crate) const EXIT_PROBLEM: u8 = 1;
+
+/// Keeps OAuth2 access tokens fresh for many workloads, and tells the truth about each one's
+/// health on disk.
+#[derive(Debug, Parser)]
+#[command(name = "tokenvisor", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: keep every configured workload's token fresh, write status files,
+    /// serve the admin API. SIGHUP reloads the configuration; SIGINT/SIGTERM shut down
+    /// gracefully with every status flushed.
+    ///
+    /// Exit status: 0 after a clean shutdown; 1 for an invalid configuration or a status
+    /// that could not be flushed; 2 on usage errors.
+    Run(run::RunArgs),
+    /// The embedded demo: a fault-injecting provider on 127.0.0.1 and N workloads going
+    /// through a WAF window, a 429 with Retry-After, a 503 burst and a revoked grant, shown
+    /// live.
+    ///
+    /// Exit status: 0 when only the revoked workload was ever unauthenticated and every
+    /// workload ends running; 1 otherwise.
+    Demo(demo::DemoArgs),
+    /// Show the workloads' status, read from their status files (no daemon needed).
+    ///
+    /// Exit status: 0 when every listed workload is fine (running, auth_retrying, starting,
+    /// stopped); 1 when any is unauthenticated, error, or has a corrupt or unreadable status
+    /// file; 2 on usage errors (unknown NAME, missing directory).
+    Status(status::StatusArgs),
+    /// Send one refresh request to a token endpoint and show how tokenvisor classifies the
+    /// answer.
+    ///
+    /// Exit status: 0 a token was received; 10 transient failure (tokenvisor would retry);
+    /// 11 permanent failure (the credentials were rejected); 2 usage errors; 1 internal error.
+    ///
+    /// WARNING: with the refresh_token grant, a provider that rotates refresh tokens answers
+    /// a successful probe with a NEW refresh token and may revoke the one you sent: probing
+    /// spends a refresh token. Never probe with a token a running workload still uses, or pass
+    /// --refresh-token-file with --write-back so that the rotated token is saved. Tokens are
+    /// never printed.
+    Probe(Box<probe::ProbeArgs>),
+    /// Validate a configuration file and print the effective settings, secrets masked.
+    ///
+    /// Exit status: 0 valid; 1 invalid (every problem is listed on stderr as
+    /// FILE:LINE: KEY: reason); 2 usage errors (no such file).
+    CheckConfig(check_config::CheckConfigArgs),
+}
+
+/// A usage error for subcommand `sub`, formatted like clap's own (exit code 2).
+pub(crate) fn usage_error(
+    sub: &str,
+    kind: clap::error::ErrorKind,
+    message: String,
+) -> anyhow::Error {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let err = match cmd.find_subcommand_mut(sub) {
+        Some(sub) => sub.error(kind, message),
+        None => cmd.error(kind, message),
+    };
+    anyhow::Error::new(err)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    // Ignore the error: it only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version print to stdout and exit 0; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE));
+        }
+    };
+    // The daemon sets up logging from its configuration; the demo prints its own story.
+    if !matches!(cli.command, Command::Run(_)) {
+        init_logging();
+    }
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Probe(args) => probe::run(&args),
+        Command::CheckConfig(args) => check_config::run(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => match e.downcast_ref::<clap::Error>() {
+            Some(usage) => {
+                let _ = usage.print();
+                ExitCode::from(EXIT_USAGE)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_PROBLEM)
+            }
+        },
+    }
+}

@@ -1,0 +1,260 @@
+//! `tokenvisor run` as operators run it: a real config file, the built binary, the test
+//! identity provider on 127.0.0.1, signals. SIGHUP reloads and reconciles; SIGTERM shuts
+//! down with every status flushed and exits 0. Also the admin API end to end, and the demo.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{has_token_like, run, tokenvisor};
+use tokenvisor_core::{StatusRecord, WorkloadStatus};
+use tokenvisor_idp::{ClientSpec, IdpConfig, IdpServer};
+
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+struct Daemon {
+    child: Child,
+    admin: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Writes the config for `names` (each its own idp client with a refresh-token file).
+fn config(dir: &Path, idp: &IdpServer, names: &[&str]) -> PathBuf {
+    let mut text = format!(
+        r#"[service]
+status_dir = "{status}"
+admin_listen = "127.0.0.1:0"
+admin_token_file = "admin.token"
+log_level = "info"
+
+[defaults]
+request_timeout = "2s"
+connect_timeout = "1s"
+backoff_initial = "200ms"
+backoff_max = "1s"
+"#,
+        status = dir.join("statuses").display()
+    );
+    for n in names {
+        let rt_file = dir.join(format!("{n}.rt"));
+        if !rt_file.exists() {
+            idp.register_client(ClientSpec::new(*n, format!("secret-{n}")).with_rotation(true));
+            write(&rt_file, &idp.issue_refresh_token(n).unwrap());
+            write(&dir.join(format!("{n}.secret")), &format!("secret-{n}\n"));
+        }
+        text.push_str(&format!(
+            r#"
+[[workload]]
+name = "{n}"
+token_url = "{url}"
+client_id = "{n}"
+client_secret_file = "{n}.secret"
+grant = "refresh_token"
+refresh_token_file = "{n}.rt"
+"#,
+            url = idp.token_url()
+        ));
+    }
+    let path = dir.join("tokenvisor.toml");
+    write(&path, &text);
+    path
+}
+
+fn start(config: &Path) -> Daemon {
+    let mut child = tokenvisor()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let ready: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+    assert_eq!(ready["event"], "ready");
+    Daemon {
+        child,
+        admin: ready["admin"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn status_of(dir: &Path, name: &str) -> Option<StatusRecord> {
+    let bytes = std::fs::read(dir.join("statuses").join(format!("{name}.json"))).ok()?;
+    Some(StatusRecord::from_json(&bytes).unwrap_or_else(|e| panic!("{name}.json: {e}")))
+}
+
+/// Polls (bounded) until `cond` holds.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn is(dir: &Path, name: &str, s: WorkloadStatus) -> bool {
+    status_of(dir, name).is_some_and(|r| r.status == s)
+}
+
+fn signal(d: &Daemon, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &d.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reloads_on_sighup_and_flushes_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(&dir.join("admin.token"), ADMIN_TOKEN);
+    let idp =
+        IdpServer::start(IdpConfig::default().with_access_token_lifetime(Duration::from_secs(30)))
+            .await
+            .unwrap();
+    let cfg = config(dir, &idp, &["alpha", "beta"]);
+    let mut d = start(&cfg);
+    wait_until("alpha and beta running", || {
+        is(dir, "alpha", WorkloadStatus::Running) && is(dir, "beta", WorkloadStatus::Running)
+    })
+    .await;
+
+    // The admin API: auth, list, token delivery, metrics.
+    let http = client();
+    let base = format!("http://{}", d.admin);
+    let r = http
+        .get(format!("{base}/v1/workloads"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{base}/v1/workloads"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let r = http
+        .get(format!("{base}/v1/workloads/alpha/token"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let tok: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert!(tok["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tokenvisor_workloads"), "{metrics}");
+    assert!(!metrics.contains("alpha"), "metrics carry a workload name");
+
+    // SIGHUP: beta removed, gamma added.
+    let cfg = config(dir, &idp, &["alpha", "gamma"]);
+    signal(&d, "-HUP");
+    wait_until("beta stopped, gamma running", || {
+        is(dir, "beta", WorkloadStatus::Stopped) && is(dir, "gamma", WorkloadStatus::Running)
+    })
+    .await;
+    assert!(is(dir, "alpha", WorkloadStatus::Running));
+
+    // A broken file on SIGHUP changes nothing.
+    write(&cfg, "this is [ not toml");
+    signal(&d, "-HUP");
+    let r = http
+        .get(format!("{base}/v1/workloads/gamma"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // SIGTERM: every status flushed as stopped, exit 0.
+    signal(&d, "-TERM");
+    let mut code = None;
+    for _ in 0..1500 {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            code = Some(st.code());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(code, Some(Some(0)), "daemon exit");
+    for n in ["alpha", "beta", "gamma"] {
+        assert!(is(dir, n, WorkloadStatus::Stopped), "{n} not stopped");
+    }
+    // Rotated refresh tokens were written back and still work at the provider.
+    assert_eq!(idp.counters().reuse_detected, 0);
+    let rt = std::fs::read_to_string(dir.join("alpha.rt")).unwrap();
+    assert!(idp.live_refresh_tokens("alpha").contains(&rt));
+}
+
+#[test]
+fn run_with_a_bad_config_exits_1_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bad.toml");
+    write(&cfg, "[service]\nstatus_dirr = \"/tmp/x\"\n");
+    let r = run(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    assert!(
+        r.stderr.contains("bad.toml") && r.stderr.contains("status_dirr"),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn the_demo_tells_its_story_and_exits_0() {
+    let r = run(&["demo", "--workloads", "12", "--duration", "20s"]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    for needle in [
+        "auth_retrying",
+        "unauthenticated",
+        "running",
+        "summary",
+        "ok: only",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "missing {needle:?}:\n{}",
+            r.stdout
+        );
+    }
+    assert!(!has_token_like(&r.all(), "at_") && !has_token_like(&r.all(), "rt_"));
+}

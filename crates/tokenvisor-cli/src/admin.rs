@@ -219,17 +219,11 @@ async fn handle_of(state: &AdminState, name: &WorkloadName) -> Result<TokenHandl
 }
 
 async fn view_of(state: &AdminState, name: &WorkloadName) -> Result<WorkloadView, ApiError> {
-    // The runtime has no single-workload view; the list is sorted by name.
-    let list = state
+    state
         .runtime()
-        .list()
+        .get(name)
         .await
-        .map_err(|e| runtime_error(&e))?;
-    let found = list
-        .binary_search_by(|v| v.spec.name.cmp(name))
-        .map_err(|_| ApiError::not_found(name))?;
-    list.into_iter()
-        .nth(found)
+        .map_err(|e| runtime_error(&e))?
         .ok_or_else(|| ApiError::not_found(name))
 }
 
@@ -297,10 +291,10 @@ async fn method_not_allowed() -> Response {
 
 async fn healthz(State(state): State<AdminState>) -> Response {
     let uptime = state.inner.started_at.elapsed().as_secs();
-    match state.runtime().list().await {
-        Ok(list) => axum::Json(json!({
+    match state.runtime().workload_count().await {
+        Ok(n) => axum::Json(json!({
             "ok": true,
-            "workloads": list.len(),
+            "workloads": n,
             "uptime_secs": uptime,
         }))
         .into_response(),

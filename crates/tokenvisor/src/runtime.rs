@@ -274,6 +274,16 @@ impl Runtime {
         self.call(SupervisorMsg::List).await
     }
 
+    /// One workload, if it exists.
+    pub async fn get(&self, name: &WorkloadName) -> Result<Option<WorkloadView>, RuntimeError> {
+        self.call(|r| SupervisorMsg::Get(name.clone(), r)).await
+    }
+
+    /// How many workloads there are.
+    pub async fn workload_count(&self) -> Result<usize, RuntimeError> {
+        self.call(SupervisorMsg::Count).await
+    }
+
     /// Asks for a refresh now (single flight: joins one in flight; ignored while
     /// unauthenticated). False if unknown or down.
     pub async fn force_refresh(&self, name: &WorkloadName) -> Result<bool, RuntimeError> {

@@ -82,6 +82,10 @@ pub enum SupervisorMsg {
     Handle(WorkloadName, RpcReplyPort<Option<TokenHandle>>),
     /// Every workload.
     List(RpcReplyPort<Vec<WorkloadView>>),
+    /// One workload.
+    Get(WorkloadName, RpcReplyPort<Option<WorkloadView>>),
+    /// How many workloads there are.
+    Count(RpcReplyPort<usize>),
     /// Refresh now.
     ForceRefresh(WorkloadName, RpcReplyPort<bool>),
     /// New credentials (recovers an unauthenticated workload).
@@ -128,6 +132,16 @@ struct Entry {
     actor: Option<ActorRef<TokenMsg>>,
     created_at: Timestamp,
     seed: u64,
+}
+
+impl Entry {
+    fn view(&self) -> WorkloadView {
+        WorkloadView {
+            spec: self.spec.clone(),
+            handle: TokenHandle::new(self.shared.clone()),
+            record: self.shared.record(),
+        }
+    }
 }
 
 /// The supervisor's state.
@@ -213,17 +227,15 @@ impl Actor for Supervisor {
                 let _ = reply.send(h);
             }
             SupervisorMsg::List(reply) => {
-                let mut v: Vec<WorkloadView> = st
-                    .entries
-                    .values()
-                    .map(|e| WorkloadView {
-                        spec: e.spec.clone(),
-                        handle: TokenHandle::new(e.shared.clone()),
-                        record: e.shared.record(),
-                    })
-                    .collect();
+                let mut v: Vec<WorkloadView> = st.entries.values().map(Entry::view).collect();
                 v.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
                 let _ = reply.send(v);
+            }
+            SupervisorMsg::Get(name, reply) => {
+                let _ = reply.send(st.entries.get(&name).map(Entry::view));
+            }
+            SupervisorMsg::Count(reply) => {
+                let _ = reply.send(st.entries.len());
             }
             SupervisorMsg::ForceRefresh(name, reply) => {
                 let sent = st

@@ -562,7 +562,11 @@ async fn token_delivery_explains_a_backoff_with_retry_after() {
 async fn token_delivery_while_starting_is_503() {
     let f = fixture(Some(ADMIN)).await;
     f.fake.set_client("slow", FakeReply::Hang);
-    f.add(rt_spec("slow")).await;
+    // A short request timeout: shutdown waits for the attempt in flight.
+    let mut spec = rt_spec("slow");
+    spec.policy.request_timeout = std::time::Duration::from_secs(1);
+    spec.policy.connect_timeout = std::time::Duration::from_secs(1);
+    f.add(spec).await;
     let a = f.call(Method::GET, "/v1/workloads/slow/token", None).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
     assert_eq!(a.json()["reason"], "starting");

@@ -26,6 +26,9 @@ pub const ACTOR_GAVE_UP: &str = "tokenvisor_actor_gave_up_total";
 pub const CREDENTIAL_WRITE_FAILURES: &str = "tokenvisor_credential_write_failures_total";
 /// Counter: token sink file writes that failed.
 pub const TOKEN_SINK_FAILURES: &str = "tokenvisor_token_sink_failures_total";
+/// Histogram: seconds between the instant a token actor's timer was armed for and the
+/// instant its message was handled (how late refreshes, retries and deadlines start).
+pub const TIMER_LATENESS: &str = "tokenvisor_timer_lateness_seconds";
 
 /// Registers descriptions for every metric (call once after installing a recorder).
 pub fn describe() {
@@ -58,4 +61,9 @@ pub fn describe() {
         "Rotated refresh tokens not written back (kept in memory)."
     );
     describe_counter!(TOKEN_SINK_FAILURES, "Token sink file writes that failed.");
+    describe_histogram!(
+        TIMER_LATENESS,
+        metrics::Unit::Seconds,
+        "How late token actor timers fire (armed-for instant to handling)."
+    );
 }

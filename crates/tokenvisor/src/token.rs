@@ -8,6 +8,7 @@
 //! results of attempts that are no longer current.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -31,6 +32,10 @@ use crate::transport::{ExchangeRequest, Transport};
 
 /// How often an unauthenticated workload looks at its refresh-token file for new credentials.
 pub const CREDENTIAL_POLL: Duration = Duration::from_secs(10);
+
+/// At shutdown, how long a token actor waits at most for its refreshes in flight (each is
+/// bounded by its own request timeout; this keeps shutdown under the runtime's call timeout).
+pub const SHUTDOWN_ATTEMPT_WAIT: Duration = Duration::from_secs(30);
 
 /// A change of a workload's status or token state, for subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +144,10 @@ pub struct TokenActorState {
     timer_generation: u64,
     last_view: Option<(WorkloadStatus, DiskTokenState)>,
     credential_poll: Option<JoinHandle<()>>,
+    /// Attempt tasks not known to have finished (shutdown waits for them).
+    attempts: Vec<JoinHandle<()>>,
+    /// Set at shutdown: attempts that have not sent their request yet do not send it.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Actor for TokenActor {
@@ -174,6 +183,8 @@ impl Actor for TokenActor {
             timer_generation: 0,
             last_view: None,
             credential_poll: None,
+            attempts: Vec::new(),
+            stopping: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -204,7 +215,11 @@ impl Actor for TokenActor {
                 if generation != st.timer_generation {
                     return Ok(());
                 }
-                st.timer = None;
+                if let Some((armed_for, _)) = st.timer.take() {
+                    // How late the timer fired (ms resolution; zero when early).
+                    metrics::histogram!(m::TIMER_LATENESS)
+                        .record(now.since(armed_for).as_secs_f64());
+                }
                 Input::TimerFired
             }
             TokenMsg::AttemptDone { attempt, verdict } => Input::RefreshResult { attempt, verdict },
@@ -213,7 +228,8 @@ impl Actor for TokenActor {
             TokenMsg::Remove => Input::Stop,
             TokenMsg::Shutdown => {
                 cancel_timers(st);
-                persist(st, now, true);
+                finish_attempts(st).await;
+                persist(st, st.args.deps.clock.now(), true);
                 myself.stop(Some("shutdown".into()));
                 return Ok(());
             }
@@ -450,46 +466,89 @@ fn write_sink(path: std::path::PathBuf, token: tokenvisor_core::Secret) {
     });
 }
 
+/// At shutdown: a refresh in flight may rotate the refresh token at the provider. Wait for it
+/// (and its write-back) so that the next start does not present a rotated-away token, which
+/// a provider with reuse detection answers by revoking the whole grant. Attempts still
+/// queued for a permit do not send their request.
+async fn finish_attempts(st: &mut TokenActorState) {
+    st.stopping.store(true, Ordering::Release);
+    let attempts = std::mem::take(&mut st.attempts);
+    let limit = st
+        .args
+        .spec
+        .policy
+        .machine_config()
+        .attempt_timeout
+        .min(SHUTDOWN_ATTEMPT_WAIT);
+    let all = async {
+        for attempt in attempts {
+            let _ = attempt.await;
+        }
+    };
+    if tokio::time::timeout(limit, all).await.is_err() {
+        tracing::warn!(workload = %st.args.spec.name, "a refresh was still in flight at shutdown after {}", humantime::format_duration(limit));
+    }
+}
+
+/// The verdict of an attempt not sent because its endpoint is on hold, if it is.
+fn held_verdict(gate: &EndpointGate, clock: Clock) -> Option<Verdict> {
+    let until = gate.held_until(clock.now())?;
+    metrics::counter!(m::ENDPOINT_HELD_ATTEMPTS).increment(1);
+    Some(Verdict::Transient(Failure {
+        kind: FailureKind::RateLimited,
+        http_status: None,
+        error_code: None,
+        retry_after: Some(until.since(clock.now())),
+        summary: format!("not sent: the endpoint asked all clients to wait until {until}"),
+    }))
+}
+
 /// Runs one attempt outside the handler and casts its classified result back.
-fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &TokenActorState, attempt: AttemptId) {
+fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt: AttemptId) {
+    st.attempts.retain(|a| !a.is_finished());
+    let stopping = st.stopping.clone();
     let me = myself.clone();
     let deps = st.args.deps.clone();
     let gate = st.args.gate.clone();
     let creds = st.args.credentials.clone();
     let policy = st.classify.clone();
     let spec = st.args.spec.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let snapshot = creds.snapshot();
         let mut req = ExchangeRequest::for_spec(&spec, snapshot.grant.clone());
         req.client_secret = snapshot.client_secret.clone();
         let clock = deps.clock;
-        let verdict = if let Some(until) = gate.held_until(clock.now()) {
-            metrics::counter!(m::ENDPOINT_HELD_ATTEMPTS).increment(1);
-            Verdict::Transient(Failure {
-                kind: FailureKind::RateLimited,
-                http_status: None,
-                error_code: None,
-                retry_after: Some(until.since(clock.now())),
-                summary: format!("not sent: the endpoint asked all clients to wait until {until}"),
-            })
+        // The permit is kept until a rotated refresh token is durable (below): a refresh the
+        // provider has answered but whose new token is not on disk yet is still in flight, and
+        // a crash loses at most `endpoint_concurrency` of those per endpoint.
+        let (verdict, permit) = if let Some(held) = held_verdict(&gate, clock) {
+            (held, None)
         } else {
             let started = tokio::time::Instant::now();
-            let outcome = {
-                let _permit = gate.acquire().await;
-                deps.transport.exchange(req.clone()).await
-            };
-            let now = clock.now();
-            let verdict = classify(&outcome, now, &policy, &req.secrets());
-            metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
-            if let Verdict::Transient(f) = &verdict
-                && matches!(f.http_status, Some(429 | 503))
-                && let Some(ra) = f.retry_after
-                && gate.hold(now.plus(ra))
-            {
-                metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
-                tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
+            let permit = gate.acquire().await;
+            if stopping.load(Ordering::Acquire) {
+                return;
             }
-            verdict
+            // A hold may have begun while this attempt queued for its permit.
+            if let Some(held) = held_verdict(&gate, clock) {
+                (held, None)
+            } else {
+                let outcome = deps.transport.exchange(req.clone()).await;
+                let now = clock.now();
+                let verdict = classify(&outcome, now, &policy, &req.secrets());
+                metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
+                if let Verdict::Transient(f) = &verdict
+                    && matches!(f.http_status, Some(429 | 503))
+                    && let Some(ra) = f.retry_after
+                    && gate.hold(now.plus(ra))
+                {
+                    metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
+                    tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
+                }
+                // Released only after this (and the write-back), so the attempt queued next
+                // sees the hold just recorded.
+                (verdict, Some(permit))
+            }
         };
         let (outcome, kind) = match &verdict {
             Verdict::Success(_) => ("ok", "ok"),
@@ -514,7 +573,9 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &TokenActorState, attempt: Att
             }
             other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => other,
         };
+        drop(permit);
         // The actor may be gone (removed, restarted): then the result is moot.
         let _ = me.cast(TokenMsg::AttemptDone { attempt, verdict });
     });
+    st.attempts.push(task);
 }

@@ -26,6 +26,7 @@ mod demo;
 mod output;
 mod probe;
 mod run;
+mod soak;
 mod status;
 
 /// Exit code: usage error (clap's own code for usage errors).
@@ -81,6 +82,16 @@ enum Command {
     /// Exit status: 0 valid; 1 invalid (every problem is listed on stderr as
     /// FILE:LINE: KEY: reason); 2 usage errors (no such file).
     CheckConfig(check_config::CheckConfigArgs),
+    /// Load and soak runs against an embedded fault-injecting provider on 127.0.0.1:
+    /// `--scenario soak` (the default: seeded chaos for --duration, then invariants), storm
+    /// (refreshes/s, with --baseline a bare reqwest loop), scale (spawn time, RSS per
+    /// workload), burst (durable status burst vs bare atomic writes), timers (timer
+    /// lateness), recovery (restart over N status files). With --json the last line of
+    /// stdout is one JSON object.
+    ///
+    /// Exit status: 0 when every check of the scenario held; 1 when one failed; 2 on usage
+    /// errors. Timings are reported, never judged.
+    Soak(Box<soak::SoakArgs>),
 }
 
 /// A usage error for subcommand `sub`, formatted like clap's own (exit code 2).
@@ -128,6 +139,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(&args),
         Command::Probe(args) => probe::run(&args),
         Command::CheckConfig(args) => check_config::run(&args),
+        Command::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -324,7 +324,8 @@ fn classify_answer(
     let failure = |kind: FailureKind, summary: String| Failure {
         kind,
         http_status: Some(a.status),
-        error_code: code.map(str::to_owned),
+        // A server may echo a secret as its `error` code: it is kept scrubbed, like the summary.
+        error_code: code.map(|c| scrub(c, secrets)),
         retry_after,
         summary: cap(scrub(&summary, secrets)),
     };

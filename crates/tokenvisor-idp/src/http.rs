@@ -137,7 +137,12 @@ async fn token(conn: &ConnState, headers: &HeaderMap, body: Body) -> Response {
     shared.record(auth.entry.as_deref(), Arc::clone(&info));
 
     let mut trickle_with = None;
-    if let Some(fault) = shared.faults.take(auth.claimed.as_deref()) {
+    // A scripted fault first; otherwise, with chaos on, one chaos draw.
+    let fault = shared
+        .faults
+        .take(auth.claimed.as_deref())
+        .or_else(|| shared.chaos_take(auth.entry.as_deref()));
+    if let Some(fault) = fault {
         shared.counters.fault(fault.kind());
         match fault_action(shared, fault) {
             FaultAction::Respond(resp) => return resp,

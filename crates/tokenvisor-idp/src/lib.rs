@@ -17,6 +17,9 @@
 //!   token endpoint answers instead of a normal answer (WAF pages, 429/503 with `Retry-After`,
 //!   RFC 6749 errors, malformed successes, redirects, delays, trickled bodies, dropped
 //!   connections, huge bodies), globally or per client, always or for the next N requests.
+//! - [`Chaos`], [`ChaosOutcome`] (`chaos`): seeded probabilistic faults for soak runs — each
+//!   `/token` request draws once (WAF 403, 429, 500, delay, dropped connection, revoked
+//!   grant); see [`IdpServer::set_chaos`].
 //! - [`Counters`], [`RequestInfo`] (`counters`): what the server saw, for assertions.
 //! - HTTP surface (`http`):
 //!   - `POST /token`: grants `refresh_token` (with rotation and reuse detection that revokes
@@ -48,6 +51,7 @@
 //! # }
 //! ```
 
+mod chaos;
 mod config;
 mod counters;
 mod fault;
@@ -55,6 +59,7 @@ mod http;
 mod server;
 mod state;
 
+pub use chaos::{Chaos, ChaosOutcome};
 pub use config::{ClientSpec, ExpiresInShape, IdpConfig, TokenShape};
 pub use counters::{AuthMethod, Counters, RequestInfo};
 pub use fault::{Fault, FaultCommand, FaultKind, FaultScope, RetryAfter, Times};
@@ -80,4 +85,7 @@ pub enum IdpError {
     /// A fault command (admin endpoint or `--fault` flag) could not be parsed.
     #[error("invalid fault command: {0}")]
     InvalidFault(String),
+    /// Chaos rates that are not probabilities, or that sum to more than 1.
+    #[error("invalid chaos settings: {0}")]
+    InvalidChaos(String),
 }

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::IdpError;
+use crate::chaos::Chaos;
 use crate::config::{ClientSpec, IdpConfig};
 use crate::counters::{Counters, RequestInfo};
 use crate::fault::{Fault, FaultCommand, FaultScope, Times};
@@ -167,6 +168,29 @@ impl IdpServer {
     /// The armed faults (global first, then clients by id), with their remaining uses.
     pub fn faults(&self) -> Vec<FaultCommand> {
         self.shared.faults.snapshot()
+    }
+
+    /// Switches seeded probabilistic faults on (`Some`) or off (`None`): with chaos on,
+    /// every `/token` request that no scripted fault applies to draws one
+    /// [`ChaosOutcome`](crate::ChaosOutcome) (see [`Chaos`]). Switching on numbers the draws
+    /// from 0 again. Refused when the rates are not probabilities or sum to more than 1.
+    pub fn set_chaos(&self, chaos: Option<Chaos>) -> Result<(), IdpError> {
+        if let Some(c) = &chaos {
+            c.validate().map_err(IdpError::InvalidChaos)?;
+        }
+        self.shared.chaos.set(chaos);
+        Ok(())
+    }
+
+    /// The chaos setting in force, if any.
+    pub fn chaos(&self) -> Option<Chaos> {
+        self.shared.chaos.get()
+    }
+
+    /// The clients whose grants a chaos draw revoked (sorted; kept after chaos is switched
+    /// off). A soak run allows exactly these to end `unauthenticated`.
+    pub fn chaos_revoked_clients(&self) -> Vec<String> {
+        self.shared.chaos.revoked()
     }
 
     /// A snapshot of the counters.

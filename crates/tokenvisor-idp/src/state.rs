@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::chaos::{ChaosOutcome, ChaosSlot};
 use crate::config::{ClientSpec, IdpConfig, TokenShape};
 use crate::counters::{CounterSet, Counters, RequestInfo, bump};
-use crate::fault::FaultTable;
+use crate::fault::{Fault, FaultTable};
 
 /// How many rotated-away refresh tokens a family remembers for reuse detection. Older ones
 /// are forgotten (presenting one then answers `invalid_grant` without revoking the family),
@@ -98,6 +99,7 @@ pub(crate) struct Shared {
     clients: RwLock<HashMap<String, Arc<ClientEntry>>>,
     grants: Mutex<GrantStore>,
     pub(crate) faults: FaultTable,
+    pub(crate) chaos: ChaosSlot,
     pub(crate) counters: CounterSet,
     last_any: Mutex<Option<Arc<RequestInfo>>>,
 }
@@ -111,6 +113,7 @@ impl Shared {
             clients: RwLock::default(),
             grants: Mutex::default(),
             faults: FaultTable::default(),
+            chaos: ChaosSlot::default(),
             counters: CounterSet::default(),
             last_any: Mutex::default(),
         }
@@ -302,6 +305,28 @@ impl Shared {
             .revocations
             .fetch_add(n as u64, Ordering::Relaxed);
         n
+    }
+
+    /// The chaos draw of one `/token` request claiming `client` (when chaos is on): the fault
+    /// to answer with, if any. A revocation revokes the client's grants here (a registered
+    /// client only) and answers normally.
+    pub(crate) fn chaos_take(&self, client: Option<&ClientEntry>) -> Option<Fault> {
+        let (outcome, chaos) = self.chaos.draw()?;
+        match outcome {
+            ChaosOutcome::Revoke => {
+                if let Some(entry) = client {
+                    self.revoke_client(&entry.spec.id);
+                    self.chaos.note_revoked(&entry.spec.id);
+                }
+                None
+            }
+            ChaosOutcome::Normal
+            | ChaosOutcome::Html403
+            | ChaosOutcome::TooManyRequests
+            | ChaosOutcome::ServerError
+            | ChaosOutcome::Delay
+            | ChaosOutcome::Drop => chaos.fault(outcome),
+        }
     }
 
     /// The current (latest, unused) refresh token of every live grant of a client.

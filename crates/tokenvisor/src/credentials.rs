@@ -34,6 +34,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -264,6 +265,9 @@ pub struct CredentialStore {
     current: Mutex<Current>,
     /// Serialises every write (and reload) of the refresh-token file.
     file_lock: tokio::sync::Mutex<()>,
+    /// Temp files left next to the file by writes of a killed process were removed (after
+    /// this store's first successful write; once).
+    swept: AtomicBool,
 }
 
 struct Current {
@@ -308,6 +312,7 @@ impl CredentialStore {
             workload: spec.name.clone(),
             refresh_grant,
             file_lock: tokio::sync::Mutex::new(()),
+            swept: AtomicBool::new(false),
             current: Mutex::new(Current {
                 client_secret: spec.client_secret.clone(),
                 file_token: file.as_ref().and(refresh_token.clone()),
@@ -385,6 +390,7 @@ impl CredentialStore {
         };
         match write_with_retries(path, &new_refresh_token).await {
             Ok(()) => {
+                self.sweep_stale_temps(path).await;
                 self.lock().file_token = Some(new_refresh_token);
                 RotateOutcome::Stored
             }
@@ -425,6 +431,7 @@ impl CredentialStore {
         let written = match (&new.refresh_token, &self.file) {
             (Some(token), Some(path)) => {
                 write_with_retries(path, token).await?;
+                self.sweep_stale_temps(path).await;
                 true
             }
             (Some(_), None) | (None, Some(_) | None) => false,
@@ -472,6 +479,55 @@ impl CredentialStore {
         current.generation += 1;
         Ok(Some(current.generation))
     }
+}
+
+impl CredentialStore {
+    /// Once per store, after a successful write of `path` (the file lock held, so no write of
+    /// this store is in progress): removes the temp files that writes interrupted by a crash
+    /// (`kill -9`, power loss) left next to it. Each holds a refresh token and nothing else
+    /// would ever remove them.
+    async fn sweep_stale_temps(&self, path: &Path) {
+        if self.swept.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let path = path.to_owned();
+        let _ = tokio::task::spawn_blocking(move || remove_stale_temp_files(&path)).await;
+    }
+}
+
+/// Removes the temp files of interrupted atomic writes of `path` (`.<file name>.XXXXXX`, six
+/// alphanumerics: atomic-write-file's names) from its directory; returns how many. Blocking.
+fn remove_stale_temp_files(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let prefix = prefix.as_encoded_bytes();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let stale = file_name
+            .as_encoded_bytes()
+            .strip_prefix(prefix)
+            .is_some_and(|s| s.len() == 6 && s.iter().all(u8::is_ascii_alphanumeric));
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::warn!(path = %path.display(), removed, "removed temp files of interrupted writes of this credential file");
+    }
+    removed
 }
 
 /// Writes on the blocking pool, retrying after short pauses; returns the last error.

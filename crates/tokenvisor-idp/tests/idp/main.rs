@@ -2,6 +2,7 @@
 
 mod admin;
 mod binary;
+mod chaos;
 mod common;
 mod faults;
 mod token;

@@ -1,0 +1,493 @@
+//! `--scenario soak` (the default): N workloads with short token lifetimes under seeded
+//! chaos for `--duration`, then the invariants.
+//!
+//! 1. Start the provider (tokens living `provider.lifetime`), register N clients, sample RSS
+//!    (the empty process), add N workloads, wait until every one is `running` (chaos off):
+//!    `spawn_secs`, `all_healthy_secs`, `rss_bytes_per_workload`.
+//! 2. Chaos on for `--duration`; RSS and pending status records sampled every second (the
+//!    largest pending count every 5 ms); timer lateness counted over this window only.
+//! 3. Chaos off, then the invariants:
+//!    (a) status files: flush, then every file must equal its workload's latest record
+//!    (`TokenHandle::status`, every field). Workloads keep refreshing meanwhile, so a
+//!    workload whose record changed while it was being checked is checked again (up to
+//!    [`ROUNDS`] rounds, each after a flush); a file that differs from a record that did
+//!    not change across a flush, twice, is a failure. After the runtime's shutdown (every
+//!    workload persists `stopped`), every file must equal the final record exactly, and
+//!    the directory must hold nothing else (no temp file, no `.corrupted`).
+//!    (b) no workload is `unauthenticated` unless chaos revoked its client's grant, and none
+//!    is `error`; no provider-side refresh-token reuse was detected.
+//!    (c) RSS: the average of the last third of the samples against the first third's,
+//!    skipping the window's first token lifetime (no refresh is due in it yet); growth above
+//!    `checks.rss_growth_max` fails runs of at least `checks.rss_judge_after`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokenvisor::handle::TokenHandle;
+use tokenvisor_core::{StatusRecord, WorkloadName, WorkloadStatus};
+use tokio::time::Instant;
+
+use super::harness::{self, Harness, Sampler};
+use super::recorder::{self, Installed};
+use super::{Options, Report, ratio, round3, secs};
+
+/// Rounds of the live status-file check.
+const ROUNDS: usize = 8;
+
+/// Runs the scenario.
+pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let n = opts.n;
+    let profile = &opts.profile;
+    let lifetime = opts.short_lifetime();
+    let h = Harness::start(profile, opts.status_dir.as_deref(), lifetime).await?;
+    opts.progress(&format!(
+        "tokenvisor soak: {n} workloads, tokens living {}, chaos {} for {}; provider {}",
+        humantime::format_duration(lifetime),
+        profile.chaos.describe(),
+        humantime::format_duration(opts.duration),
+        h.idp.token_url()
+    ));
+    let clients = h.register(n, "soak", profile.provider.rotation)?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_empty = harness::rss_bytes().unwrap_or(0);
+
+    // 1. Spawn and reach all-healthy, without chaos.
+    let started = Instant::now();
+    let handles = h.add_all(&clients).await?;
+    let spawn = started.elapsed();
+    let healthy = harness::wait_all(&handles, h.settle_timeout(), |_, h| {
+        harness::status_of(h) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let rss_healthy = harness::rss_bytes().unwrap_or(0);
+    let all_healthy = match healthy {
+        Ok(_) => started.elapsed(),
+        Err(left) => {
+            report.fail(format!(
+                "{left} of {n} workloads were not running {} after the start",
+                humantime::format_duration(h.settle_timeout())
+            ));
+            started.elapsed()
+        }
+    };
+    let per_workload = rss_healthy.saturating_sub(rss_empty) as f64 / f64::from(n);
+    opts.progress(&format!(
+        "{:>7.1}s  {n} workloads added in {:.2}s, all running after {:.2}s; RSS {} → {} ({:.0} B/workload)",
+        started.elapsed().as_secs_f64(),
+        spawn.as_secs_f64(),
+        all_healthy.as_secs_f64(),
+        harness::mib(rss_empty as f64),
+        harness::mib(rss_healthy as f64),
+        per_workload
+    ));
+
+    // 2. The soak window, with chaos.
+    let before = h.idp.counters();
+    let stats = h.runtime.persist_stats();
+    let writes_before = stats.writes_ok.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(m) = metrics {
+        m.lateness.reset();
+    }
+    let sampler = Sampler::start(&h.runtime);
+    h.idp
+        .set_chaos(Some(profile.chaos.chaos(profile.seed)))
+        .context("chaos settings")?;
+    let window = Instant::now();
+    let end = window + opts.duration;
+    let mut next_report = window + Duration::from_secs(10);
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        tokio::time::sleep_until(next_report.min(end)).await;
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(10);
+            let c = h.idp.counters();
+            opts.progress(&format!(
+                "{:>7.1}s  refreshes {} · faults {} · revoked {} · RSS {} · pending {} · {}",
+                started.elapsed().as_secs_f64(),
+                c.success - before.success,
+                c.faults_total() - before.faults_total(),
+                h.idp.chaos_revoked_clients().len(),
+                harness::mib(harness::rss_bytes().unwrap_or(0) as f64),
+                stats.pending.load(std::sync::atomic::Ordering::Relaxed),
+                harness::fmt_counts(&harness::status_counts(&handles))
+            ));
+        }
+    }
+    h.idp.set_chaos(None).context("chaos off")?;
+    let window_secs = window.elapsed();
+    let (samples, max_pending) = sampler.stop();
+    let lateness = metrics.map(|m| m.lateness.summary());
+    let after = h.idp.counters();
+    let rendered = metrics.map(|m| m.prometheus.render()).unwrap_or_default();
+
+    // 3b. Unauthenticated only when revoked; no error; no reuse.
+    let revoked: BTreeSet<String> = h.idp.chaos_revoked_clients().into_iter().collect();
+    let finals = harness::status_counts(&handles);
+    let mut unauth_revoked = 0u64;
+    let mut unexpected = Vec::new();
+    let mut errored = Vec::new();
+    for handle in &handles {
+        match harness::status_of(handle) {
+            Some(WorkloadStatus::Unauthenticated) => {
+                if revoked.contains(handle.name().as_str()) {
+                    unauth_revoked += 1;
+                } else {
+                    unexpected.push(handle.name().to_string());
+                }
+            }
+            Some(WorkloadStatus::Error) => errored.push(handle.name().to_string()),
+            Some(
+                WorkloadStatus::Running
+                | WorkloadStatus::AuthRetrying
+                | WorkloadStatus::Starting
+                | WorkloadStatus::Stopped,
+            )
+            | None => {}
+        }
+    }
+    if !unexpected.is_empty() {
+        report.fail(format!(
+            "{} workloads unauthenticated without a revoked grant: {}",
+            unexpected.len(),
+            preview(&unexpected)
+        ));
+    }
+    if !errored.is_empty() {
+        report.fail(format!(
+            "{} workloads in status error: {}",
+            errored.len(),
+            preview(&errored)
+        ));
+    }
+    if after.reuse_detected > 0 {
+        report.fail(format!(
+            "the provider detected {} refresh-token reuses (a rotated token was lost)",
+            after.reuse_detected
+        ));
+    }
+
+    // 3a. Status files, live.
+    opts.progress(&format!(
+        "{:>7.1}s  chaos off; checking every status file against its workload's record",
+        started.elapsed().as_secs_f64()
+    ));
+    let check_started = Instant::now();
+    let live = check_files_live(&h, &handles).await?;
+    let live_check = check_started.elapsed();
+    if !live.mismatched.is_empty() {
+        report.fail(format!(
+            "{} status files differ from their workload's record after a flush: {}",
+            live.mismatched.len(),
+            preview(&live.mismatched)
+        ));
+    }
+    if !live.unreadable.is_empty() {
+        report.fail(format!(
+            "{} status files missing or unreadable: {}",
+            live.unreadable.len(),
+            preview(&live.unreadable)
+        ));
+    }
+
+    // 3a. Status files after shutdown: exactly the final records, nothing else.
+    opts.progress(&format!(
+        "{:>7.1}s  live check done in {:.1}s ({} rounds); shutting down",
+        started.elapsed().as_secs_f64(),
+        live_check.as_secs_f64(),
+        live.rounds
+    ));
+    let shutdown_started = Instant::now();
+    let flushed = h
+        .runtime
+        .shutdown(Duration::from_secs(60))
+        .await
+        .context("shutdown")?;
+    if !flushed.failed.is_empty() {
+        report.fail(format!(
+            "{} status records not durable at shutdown",
+            flushed.failed.len()
+        ));
+    }
+    let shutdown = shutdown_started.elapsed();
+    opts.progress(&format!(
+        "{:>7.1}s  shut down in {:.1}s; checking the final records",
+        started.elapsed().as_secs_f64(),
+        shutdown.as_secs_f64()
+    ));
+    let final_check = check_files_exact(&h, &handles).await?;
+    if !final_check.is_empty() {
+        report.fail(format!(
+            "{} status files differ from the final record after shutdown: {}",
+            final_check.len(),
+            preview(&final_check)
+        ));
+    }
+    let names: HashSet<String> = handles.iter().map(|h| h.name().to_string()).collect();
+    let stray = harness::stray_entries(&h.dir, &names)?;
+    if !stray.is_empty() {
+        report.fail(format!(
+            "unexpected entries in the status directory: {}",
+            preview(&stray)
+        ));
+    }
+
+    // 3c. RSS growth.
+    // The first token lifetime of the window is skipped: no refresh is due in it yet, so it
+    // would show the process before its steady state.
+    let steady: Vec<harness::Sample> = samples
+        .iter()
+        .filter(|s| s.at_secs >= lifetime.as_secs_f64())
+        .copied()
+        .collect();
+    let growth = harness::rss_growth(&steady);
+    let judged = opts.duration >= profile.checks.rss_judge_after;
+    if let Some((_, _, g)) = growth
+        && judged
+        && g > profile.checks.rss_growth_max
+    {
+        report.fail(format!(
+            "RSS grew by {:.1}% over the run (first third vs last third; limit {:.1}%)",
+            g * 100.0,
+            profile.checks.rss_growth_max * 100.0
+        ));
+    }
+    h.idp.shutdown().await;
+
+    let refreshes = after.success;
+    let stats = &h.runtime.persist_stats();
+    let status_writes = stats.writes_ok.load(std::sync::atomic::Ordering::Relaxed);
+    let write_failures = stats
+        .write_failures
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let coalesced = stats.coalesced.load(std::sync::atomic::Ordering::Relaxed);
+    let updates = stats.updates.load(std::sync::atomic::Ordering::Relaxed);
+
+    report.line(format!(
+        "workloads {n}, soak window {:.1}s, tokens living {}, chaos: {}",
+        window_secs.as_secs_f64(),
+        humantime::format_duration(lifetime),
+        profile.chaos.describe()
+    ));
+    report.line(format!(
+        "spawn {:.2}s, all running after {:.2}s; RSS empty {} → healthy {} = {:.0} B per workload",
+        spawn.as_secs_f64(),
+        all_healthy.as_secs_f64(),
+        harness::mib(rss_empty as f64),
+        harness::mib(rss_healthy as f64),
+        per_workload
+    ));
+    report.line(format!(
+        "provider: {} token requests, {} refreshes ok ({} during the window), faults {:?}, \
+         revocations {}, reuse detected {}",
+        after.token_requests,
+        refreshes,
+        after.success - before.success,
+        after.faults,
+        after.revocations,
+        after.reuse_detected
+    ));
+    let attempts = recorder::refresh_attempts(&rendered);
+    if !attempts.is_empty() {
+        report.line(format!(
+            "tokenvisor attempts: {}",
+            attempts
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        ));
+    }
+    report.line(format!("final statuses: {}", harness::fmt_counts(&finals)));
+    report.line(format!(
+        "unauthenticated: {} (all with a grant revoked by chaos: {}); chaos revoked {} grants",
+        unauth_revoked + unexpected.len() as u64,
+        unexpected.is_empty(),
+        revoked.len()
+    ));
+    report.line(format!(
+        "status files: {updates} updates, {status_writes} writes ({} during the window), \
+         {coalesced} coalesced, {write_failures} failed writes, max pending {max_pending}; \
+         live check: {} rounds, {} rechecked, {:.1}s; shutdown {:.1}s",
+        status_writes.saturating_sub(writes_before),
+        live.rounds,
+        live.rechecked,
+        live_check.as_secs_f64(),
+        shutdown.as_secs_f64()
+    ));
+    if let Some(l) = lateness {
+        report.line(format!(
+            "timer lateness over the window: {} timers, p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+            l.count, l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
+        ));
+    }
+    match growth {
+        Some((first, last, g)) => report.line(format!(
+            "RSS (after the first lifetime) first third {} → last third {}: {:+.1}%{}",
+            harness::mib(first),
+            harness::mib(last),
+            g * 100.0,
+            if judged {
+                String::new()
+            } else {
+                format!(
+                    " (not judged: runs shorter than {})",
+                    humantime::format_duration(profile.checks.rss_judge_after)
+                )
+            }
+        )),
+        None => report.line("RSS growth: too few samples"),
+    }
+
+    report.set("workloads", n);
+    report.set("duration_secs", secs(window_secs));
+    report.set("lifetime_secs", secs(lifetime));
+    report.set("refreshes", refreshes);
+    report.set("refreshes_during_window", after.success - before.success);
+    report.set("token_requests", after.token_requests);
+    report.set("faults", after.faults_total());
+    report.set("spawn_secs", secs(spawn));
+    report.set("all_healthy_secs", secs(all_healthy));
+    report.set("rss_empty_bytes", rss_empty);
+    report.set("rss_healthy_bytes", rss_healthy);
+    report.set("rss_bytes_per_workload", round3(per_workload));
+    report.set("rss_target_bytes_per_workload", 12_288);
+    report.set("rss_ratio_to_target", ratio(per_workload, 12_288.0));
+    report.set(
+        "rss_growth",
+        growth.map_or(serde_json::Value::Null, |(_, _, g)| round3(g).into()),
+    );
+    report.set("rss_growth_judged", judged);
+    report.set("status_updates", updates);
+    report.set("status_writes", status_writes);
+    report.set("status_coalesced", coalesced);
+    report.set("status_write_failures", write_failures);
+    report.set("max_pending", max_pending);
+    report.set("live_check_secs", secs(live_check));
+    report.set("shutdown_secs", secs(shutdown));
+    report.set("samples", harness::timeline(&samples, 60));
+    report.set(
+        "timer_lateness_p99_ms",
+        lateness.map_or(serde_json::Value::Null, |l| l.p99_ms.into()),
+    );
+    report.set(
+        "timer_lateness_max_ms",
+        lateness.map_or(serde_json::Value::Null, |l| l.max_ms.into()),
+    );
+    report.set("chaos_revoked", revoked.len());
+    report.set("unauthenticated_revoked", unauth_revoked);
+    report.set("unauthenticated_unexpected", unexpected.len());
+    report.set("reuse_detected", after.reuse_detected);
+    report.set("invariants_ok", report.ok());
+    Ok(report)
+}
+
+/// The first few names of a list, for a failure line.
+fn preview(names: &[String]) -> String {
+    let mut s = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        s.push_str(&format!(", … ({} more)", names.len() - 5));
+    }
+    s
+}
+
+/// What the live file check found.
+struct LiveCheck {
+    rounds: usize,
+    /// Workloads checked more than once (their record moved while being checked).
+    rechecked: usize,
+    /// Files that differ from a record that did not change across a flush, twice.
+    mismatched: Vec<String>,
+    /// Files missing, unreadable or corrupt.
+    unreadable: Vec<String>,
+}
+
+/// Invariant (a) while the workloads keep running (see the module docs).
+async fn check_files_live(h: &Harness, handles: &[TokenHandle]) -> anyhow::Result<LiveCheck> {
+    let mut candidates: Vec<usize> = (0..handles.len()).collect();
+    let mut suspect: Vec<Option<Arc<StatusRecord>>> = vec![None; handles.len()];
+    let mut rechecked = HashSet::new();
+    let mut mismatched = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut rounds = 0;
+    while !candidates.is_empty() && rounds < ROUNDS {
+        rounds += 1;
+        if rounds > 1 {
+            rechecked.extend(candidates.iter().copied());
+        }
+        let before: Vec<Option<Arc<StatusRecord>>> =
+            candidates.iter().map(|&i| handles[i].status()).collect();
+        let report = h.runtime.flush(Duration::from_secs(30)).await?;
+        if !report.failed.is_empty() {
+            anyhow::bail!(
+                "{} status records not durable at a flush",
+                report.failed.len()
+            );
+        }
+        let names: Vec<WorkloadName> = candidates
+            .iter()
+            .map(|&i| handles[i].name().clone())
+            .collect();
+        let files = harness::read_files(&h.dir, names).await?;
+        let mut next = Vec::new();
+        for ((&i, before), file) in candidates.iter().zip(before).zip(files) {
+            let after = handles[i].status();
+            let name = handles[i].name().to_string();
+            let file = match file {
+                Ok(Some(r)) => r,
+                Ok(None) | Err(_) if before != after => {
+                    next.push(i);
+                    continue;
+                }
+                Ok(None) | Err(_) => {
+                    unreadable.push(name);
+                    continue;
+                }
+            };
+            if after.as_deref() == Some(&file) {
+                continue;
+            }
+            if before != after {
+                next.push(i);
+                continue;
+            }
+            // The record did not move across the flush, yet the file differs.
+            if suspect[i].is_some() && suspect[i] == after {
+                mismatched.push(name);
+            } else {
+                suspect[i] = after;
+                next.push(i);
+            }
+        }
+        candidates = next;
+    }
+    // Still moving after every round: not judged here (the exact check after shutdown is).
+    Ok(LiveCheck {
+        rounds,
+        rechecked: rechecked.len(),
+        mismatched,
+        unreadable,
+    })
+}
+
+/// After shutdown: every file equals its workload's final record exactly.
+async fn check_files_exact(h: &Harness, handles: &[TokenHandle]) -> anyhow::Result<Vec<String>> {
+    let names: Vec<WorkloadName> = handles.iter().map(|h| h.name().clone()).collect();
+    let files = harness::read_files(&h.dir, names).await?;
+    let mut bad = Vec::new();
+    for (handle, file) in handles.iter().zip(files) {
+        let ok = match (file, handle.status()) {
+            (Ok(Some(f)), Some(r)) => f == *r && r.status == WorkloadStatus::Stopped,
+            (Ok(Some(_) | None) | Err(_), _) => false,
+        };
+        if !ok {
+            bad.push(handle.name().to_string());
+        }
+    }
+    Ok(bad)
+}

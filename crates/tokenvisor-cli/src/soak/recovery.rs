@@ -1,0 +1,266 @@
+//! `--scenario recovery`: a runtime restart over N existing status files.
+//!
+//! N workloads (tokens living `provider.quiet_lifetime`; no refresh-token rotation, so the
+//! restarted runtime can present the configured refresh tokens again; backoff fixed at about
+//! an hour) are brought to three states before the restart:
+//! - every 100th (i % 100 == 0): its grant revoked at the provider, then refreshed →
+//!   `unauthenticated`;
+//! - every 100th + 50 (i % 100 == 50): the provider answers 503 to its client, then refreshed
+//!   → `auth_retrying` (attempt 1);
+//! - the rest: `running`.
+//!
+//! After a flush, every record is kept and the runtime shut down (files say `stopped`, their
+//! token sections carry the state). A new runtime starts over the same directory
+//! (`start_secs`: it reads every file), the same N workloads are added (`add_secs`), and the
+//! clock runs until every workload is back to its pre-restart state (`steady_secs`, from the
+//! new start): `running` again (after one refresh: access tokens are not kept on disk);
+//! still `unauthenticated`, without a single request to the provider; `auth_retrying` with
+//! the same first failure and a further attempt. Checked too: every status file was
+//! recovered (none corrupt) and every workload kept its `created_at`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenvisor::handle::TokenHandle;
+use tokenvisor_core::{StatusRecord, WorkloadStatus};
+use tokenvisor_idp::{Fault, FaultScope, Times};
+use tokio::time::Instant;
+
+use super::harness::{self, Harness};
+use super::{Options, Report, secs};
+
+/// The state a workload had before the restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Running,
+    Unauthenticated,
+    Retrying,
+}
+
+fn class(i: usize) -> Class {
+    match i % 100 {
+        0 => Class::Unauthenticated,
+        50 => Class::Retrying,
+        _ => Class::Running,
+    }
+}
+
+/// Whether `now` is back to the state of `pre`.
+fn recovered(class: Class, pre: &StatusRecord, now: Option<&StatusRecord>) -> bool {
+    let Some(now) = now else {
+        return false;
+    };
+    match class {
+        Class::Running => now.status == WorkloadStatus::Running,
+        Class::Unauthenticated => now.status == WorkloadStatus::Unauthenticated,
+        Class::Retrying => {
+            let attempt = |r: &StatusRecord| r.token.as_ref().map_or(0, |t| t.attempt);
+            now.status == WorkloadStatus::AuthRetrying && attempt(now) > attempt(pre)
+        }
+    }
+}
+
+/// Runs the scenario.
+pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let n = opts.n;
+    let mut profile = opts.profile.clone();
+    profile.policy = profile.policy.with_backoff(Duration::from_secs(3600));
+    let mut h = Harness::start(&profile, opts.status_dir.as_deref(), opts.quiet_lifetime()).await?;
+    opts.progress(&format!(
+        "tokenvisor soak --scenario recovery: {n} workloads; status files in {}",
+        h.dir.display()
+    ));
+    let clients = h.register(n, "recovery", false)?;
+    let handles = h.add_all(&clients).await?;
+    if let Err(left) = harness::wait_all(&handles, h.settle_timeout(), |_, h| {
+        harness::status_of(h) == Some(WorkloadStatus::Running)
+    })
+    .await
+    {
+        anyhow::bail!("{left} of {n} workloads never became healthy");
+    }
+
+    // Bring 1 % to unauthenticated and 1 % to auth_retrying.
+    let mut special = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        match class(i) {
+            Class::Unauthenticated => {
+                h.idp.revoke_client_grants(&c.id);
+                special.push(handles[i].clone());
+            }
+            Class::Retrying => {
+                h.idp.set_fault(
+                    FaultScope::Client(c.id.clone()),
+                    Fault::ServiceUnavailable { retry_after: None },
+                    Times::Always,
+                );
+                special.push(handles[i].clone());
+            }
+            Class::Running => {}
+        }
+    }
+    h.force_refresh_all(&special).await?;
+    let settled = harness::wait_all(&handles, h.settle_timeout(), |i, h| {
+        let want = match class(i) {
+            Class::Running => WorkloadStatus::Running,
+            Class::Unauthenticated => WorkloadStatus::Unauthenticated,
+            Class::Retrying => WorkloadStatus::AuthRetrying,
+        };
+        harness::status_of(h) == Some(want)
+    })
+    .await;
+    if let Err(left) = settled {
+        anyhow::bail!("{left} of {n} workloads did not reach their pre-restart state");
+    }
+    h.runtime.flush(Duration::from_secs(120)).await?;
+    let pre: Vec<Arc<StatusRecord>> = handles
+        .iter()
+        .map(|h| {
+            h.status()
+                .ok_or_else(|| anyhow::anyhow!("{} has no record", h.name()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let shutdown_started = Instant::now();
+    let flushed = h.runtime.shutdown(Duration::from_secs(120)).await?;
+    let shutdown = shutdown_started.elapsed();
+    if !flushed.failed.is_empty() {
+        report.fail(format!(
+            "{} status records not durable at shutdown",
+            flushed.failed.len()
+        ));
+    }
+    let requests_before: HashMap<String, u64> = {
+        let c = h.idp.counters();
+        clients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| class(*i) == Class::Unauthenticated)
+            .map(|(_, cl)| (cl.id.clone(), c.client(&cl.id)))
+            .collect()
+    };
+    opts.progress(&format!(
+        "pre-restart: {}; shut down in {:.2}s; restarting",
+        harness::fmt_counts(&harness::status_counts(&handles)),
+        shutdown.as_secs_f64()
+    ));
+
+    // The restart.
+    let started = Instant::now();
+    h.start_again().await?;
+    let start = started.elapsed();
+    let recovery = h.runtime.recovery().clone();
+    let new_handles: Vec<TokenHandle> = h.add_all(&clients).await?;
+    let add = started.elapsed() - start;
+    let steady = harness::wait_all(&new_handles, h.settle_timeout(), |i, h| {
+        recovered(class(i), &pre[i], h.status().as_deref())
+    })
+    .await;
+    let steady_secs = started.elapsed();
+    if let Err(left) = steady {
+        report.fail(format!(
+            "{left} of {n} workloads not back to their pre-restart state after {}",
+            humantime::format_duration(h.settle_timeout())
+        ));
+    }
+
+    // The checks.
+    if recovery.recovered != n as usize {
+        report.fail(format!(
+            "the runtime recovered {} status files of {n}",
+            recovery.recovered
+        ));
+    }
+    if !recovery.corrupted.is_empty() {
+        report.fail(format!(
+            "{} status files were corrupt",
+            recovery.corrupted.len()
+        ));
+    }
+    let mut created_changed = 0usize;
+    let mut retry_lost = 0usize;
+    let mut unauth_since_changed = 0usize;
+    for (i, handle) in new_handles.iter().enumerate() {
+        let Some(now) = handle.status() else {
+            created_changed += 1;
+            continue;
+        };
+        if now.created_at != pre[i].created_at {
+            created_changed += 1;
+        }
+        let token = |r: &StatusRecord| r.token.clone();
+        match class(i) {
+            Class::Running => {}
+            Class::Unauthenticated => {
+                if token(&now).and_then(|t| t.since) != token(&pre[i]).and_then(|t| t.since) {
+                    unauth_since_changed += 1;
+                }
+            }
+            Class::Retrying => {
+                if token(&now).and_then(|t| t.first_failure_at)
+                    != token(&pre[i]).and_then(|t| t.first_failure_at)
+                {
+                    retry_lost += 1;
+                }
+            }
+        }
+    }
+    if created_changed > 0 {
+        report.fail(format!("{created_changed} workloads lost their created_at"));
+    }
+    if retry_lost > 0 {
+        report.fail(format!(
+            "{retry_lost} retrying workloads restarted their run of failures"
+        ));
+    }
+    if unauth_since_changed > 0 {
+        report.fail(format!(
+            "{unauth_since_changed} unauthenticated workloads changed their since"
+        ));
+    }
+    let counters = h.idp.counters();
+    let hammered = requests_before
+        .iter()
+        .filter(|(id, before)| counters.client(id) != **before)
+        .count();
+    if hammered > 0 {
+        report.fail(format!(
+            "{hammered} unauthenticated workloads sent requests after the restart"
+        ));
+    }
+    let counts = harness::status_counts(&new_handles);
+    h.runtime.shutdown(Duration::from_secs(120)).await?;
+    h.idp.shutdown().await;
+
+    report.line(format!("workloads {n}: {}", harness::fmt_counts(&counts)));
+    report.line(format!(
+        "restart: runtime start (reads {} files) {:.3}s, adding {n} workloads {:.3}s, every \
+         workload back to its state after {:.3}s",
+        recovery.recovered,
+        start.as_secs_f64(),
+        add.as_secs_f64(),
+        steady_secs.as_secs_f64()
+    ));
+    report.set("workloads", n);
+    report.set("recovered", recovery.recovered);
+    report.set("corrupted", recovery.corrupted.len());
+    report.set("shutdown_secs", secs(shutdown));
+    report.set("start_secs", secs(start));
+    report.set("add_secs", secs(add));
+    report.set("steady_secs", secs(steady_secs));
+    report.set(
+        "unauthenticated",
+        (0..n as usize)
+            .filter(|&i| class(i) == Class::Unauthenticated)
+            .count(),
+    );
+    report.set(
+        "auth_retrying",
+        (0..n as usize)
+            .filter(|&i| class(i) == Class::Retrying)
+            .count(),
+    );
+    report.set("states_recovered", report.ok());
+    Ok(report)
+}

@@ -57,7 +57,10 @@ impl BackoffPolicy {
     }
 
     /// The wait before the next attempt: uniform in `[0, ceiling]` (full jitter), at least
-    /// [`MIN_BACKOFF`] (or the ceiling, if smaller); a `Retry-After` is a floor.
+    /// [`MIN_BACKOFF`] (or the ceiling, if smaller). A `Retry-After` is a floor, and the
+    /// jittered draw is added on top of it: every workload of an endpoint that was told to
+    /// wait the same time must not come back at the same instant (a thundering herd that
+    /// the next 429 would hold again).
     pub fn delay(
         &self,
         failures: u32,
@@ -67,7 +70,7 @@ impl BackoffPolicy {
         let ceiling = self.ceiling(failures);
         let drawn = ceiling.mul_f64(rng.f64()).max(MIN_BACKOFF.min(ceiling));
         match retry_after {
-            Some(floor) => drawn.max(floor),
+            Some(floor) => floor.saturating_add(drawn),
             None => drawn,
         }
     }
@@ -222,7 +225,7 @@ mod tests {
             let d = p.delay(n, None, &mut rng);
             assert!(d <= p.ceiling(n) && d >= MIN_BACKOFF, "{n}: {d:?}");
             let d = p.delay(n, Some(S(900)), &mut rng);
-            assert!(d >= S(900), "{d:?}");
+            assert!(d >= S(900) && d <= S(900) + p.ceiling(n), "{d:?}");
         }
     }
 

@@ -68,7 +68,7 @@ impl Default for HttpConfig {
         HttpConfig {
             user_agent: concat!("tokenvisor/", env!("CARGO_PKG_VERSION")).to_owned(),
             pool_idle_timeout: Some(Duration::from_secs(90)),
-            pool_max_idle_per_host: 32,
+            pool_max_idle_per_host: 128,
             tcp_keepalive: Some(Duration::from_secs(60)),
             connect_timeout: Duration::from_secs(5),
             use_env_proxy: true,

@@ -291,7 +291,7 @@ fn apply(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, fx: Effects, now
         let reason = withdraw_reason(&st.machine, withdraw);
         st.args.shared.set_slot(Slot::Unavailable(reason));
     }
-    if changed {
+    if changed && !routine_refresh(st) {
         persist(st, now, false);
         watch_credentials(myself, st);
     }
@@ -299,6 +299,21 @@ fn apply(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, fx: Effects, now
         spawn_attempt(myself, st, attempt);
     }
     arm_timer(myself, st, wake_at);
+}
+
+/// A scheduled refresh of a healthy workload that still serves its token: nothing an
+/// operator can see changes (the status stays `running`, the token is still served), and it
+/// usually ends in milliseconds with a new record. Not persisting its start halves the status
+/// writes of a fleet in steady state; a failure or a new token is persisted as usual.
+fn routine_refresh(st: &TokenActorState) -> bool {
+    matches!(
+        st.machine.state(),
+        State::Refreshing {
+            retry: None,
+            expires_at: Some(_),
+            ..
+        }
+    ) && st.last_view == Some((WorkloadStatus::Running, DiskTokenState::Healthy))
 }
 
 fn withdraw_reason(machine: &Machine, withdraw: Option<Withdraw>) -> Unavailable {

@@ -1,0 +1,95 @@
+// The identity provider of tokenvisor's real-components suite: oidc-provider's configuration.
+//
+// Confidential clients (client_secret_basic or client_secret_post) that may use the
+// authorization_code (+ PKCE), refresh_token and client_credentials grants; short access-token
+// lifetimes (REAL_OIDC_ACCESS_TTL seconds, default 6); refresh tokens rotate on every use, and
+// oidc-provider's reuse detection is on (it always is: presenting a consumed refresh token
+// revokes the whole grant and answers invalid_grant "refresh token already used").
+//
+// Logins are automatic (provider.mjs): any account id is accepted (findAccount below), and
+// the interaction endpoint logs the login_hint account in and consents to what was asked.
+
+/** Client ids `tv-01` … `tv-24`, each with the secret `secret-of-<id>`. */
+export const CLIENT_COUNT = 24;
+
+/** The redirect URI every client registers (never fetched: login.mjs stops at it). */
+export const REDIRECT_URI = 'http://127.0.0.1:9/callback';
+
+export function clientId(n) {
+  return `tv-${String(n).padStart(2, '0')}`;
+}
+
+export function secretOf(id) {
+  return `secret-of-${id}`;
+}
+
+function clients() {
+  const out = [];
+  for (let n = 1; n <= CLIENT_COUNT; n += 1) {
+    const id = clientId(n);
+    out.push({
+      client_id: id,
+      client_secret: secretOf(id),
+      // odd clients authenticate with HTTP Basic, even ones in the form body
+      token_endpoint_auth_method: n % 2 === 1 ? 'client_secret_basic' : 'client_secret_post',
+      grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+      response_types: ['code'],
+      redirect_uris: [REDIRECT_URI],
+      scope: 'openid offline_access api',
+    });
+  }
+  return out;
+}
+
+export function configuration({ accessTtl, cookieKey }) {
+  return {
+    clients: clients(),
+    scopes: ['openid', 'offline_access', 'api'],
+    cookies: { keys: [cookieKey] },
+    // Any account exists: the suite tests token refresh, not user management.
+    async findAccount(_ctx, sub) {
+      return {
+        accountId: sub,
+        async claims() {
+          return { sub };
+        },
+      };
+    },
+    features: {
+      devInteractions: { enabled: false }, // replaced by the automatic interaction in provider.mjs
+      clientCredentials: { enabled: true },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+    },
+    pkce: {
+      // PKCE (S256) for every authorization request, confidential clients included
+      required: () => true,
+    },
+    // Every refresh rotates the refresh token; a consumed one presented again is reuse.
+    rotateRefreshToken: true,
+    // A refresh token is issued whenever the client may use the refresh_token grant and
+    // offline_access was granted (oidc-provider's default, stated here).
+    async issueRefreshToken(_ctx, client, code) {
+      return client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access');
+    },
+    interactions: {
+      url(_ctx, interaction) {
+        return `/interaction/${interaction.uid}`;
+      },
+    },
+    ttl: {
+      AccessToken: accessTtl,
+      ClientCredentials: accessTtl,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      Interaction: 600,
+      Session: 3600,
+      Grant: 24 * 3600,
+      RefreshToken: 24 * 3600,
+    },
+    renderError(ctx, out) {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+  };
+}

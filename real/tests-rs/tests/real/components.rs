@@ -1,0 +1,238 @@
+//! Where the outside components are, and the process guard every started process lives in.
+//!
+//! A component that is missing fails the test (never skips it) with [`INSTALL`].
+
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What to do when a component is missing.
+pub(crate) const INSTALL: &str = "install the suite's components with `bash real/install.sh` \
+     (nginx from Debian's packages, oidc-provider with `npm ci` in real/oidc), then run \
+     `cargo nextest run -p tokenvisor-real --features real` (see real/README.md)";
+
+/// How often [`wait_until`] looks.
+pub(crate) const POLL: Duration = Duration::from_millis(20);
+
+/// How long [`wait_until`] waits before failing the test.
+pub(crate) const LIMIT: Duration = Duration::from_secs(45);
+
+/// The repository's `real/` directory.
+pub(crate) fn real_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    dir.canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+/// Wall-clock milliseconds since the epoch (the clock nginx and node log with).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Finds an executable: `$env_var` if set, then `candidates`, then `name` on `PATH`.
+fn find_exe(env_var: &str, candidates: &[&str], name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    let from_path = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .chain(from_path)
+        .find(|p| p.is_file())
+}
+
+/// Fails the test, naming every missing component, unless nginx, node and oidc-provider are
+/// all there.
+pub(crate) fn require_all() {
+    let mut missing = Vec::new();
+    if find_nginx().is_none() {
+        missing.push("nginx (looked at $REAL_NGINX, /usr/sbin/nginx and PATH)".to_owned());
+    }
+    if find_exe("REAL_NODE", &[], "node").is_none() {
+        missing.push("node (looked at $REAL_NODE and PATH)".to_owned());
+    }
+    let module = real_dir().join("oidc/node_modules/oidc-provider/package.json");
+    if !module.is_file() {
+        missing.push(format!(
+            "oidc-provider ({} does not exist)",
+            module.display()
+        ));
+    }
+    assert!(
+        missing.is_empty(),
+        "missing: {}: {INSTALL}",
+        missing.join("; ")
+    );
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    find_exe(
+        "REAL_NGINX",
+        &["/usr/sbin/nginx", "/usr/local/sbin/nginx"],
+        "nginx",
+    )
+}
+
+/// The nginx binary (`$REAL_NGINX`, `/usr/sbin/nginx`, or on `PATH`).
+pub(crate) fn nginx_bin() -> PathBuf {
+    find_nginx().unwrap_or_else(|| {
+        panic!("nginx is missing (looked at $REAL_NGINX, /usr/sbin/nginx and PATH): {INSTALL}")
+    })
+}
+
+/// The node binary (`$REAL_NODE` or on `PATH`).
+pub(crate) fn node_bin() -> PathBuf {
+    find_exe("REAL_NODE", &[], "node")
+        .unwrap_or_else(|| panic!("node is missing (looked at $REAL_NODE and PATH): {INSTALL}"))
+}
+
+/// `real/oidc`, with oidc-provider installed in its `node_modules`.
+pub(crate) fn oidc_dir() -> PathBuf {
+    let dir = real_dir().join("oidc");
+    let installed = dir.join("node_modules/oidc-provider/package.json");
+    assert!(
+        installed.is_file(),
+        "oidc-provider is missing ({} does not exist): {INSTALL}",
+        installed.display()
+    );
+    dir
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (the caller retries if it is taken).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port on 127.0.0.1: {e}"))
+}
+
+/// Waits until `cond` holds, polling every [`POLL`], failing after [`LIMIT`].
+pub(crate) async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_within(what, LIMIT, cond).await;
+}
+
+/// Waits until `cond` holds, polling every [`POLL`], failing after `limit`.
+pub(crate) async fn wait_until_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let started = tokio::time::Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A child process, stopped by its PID when dropped (SIGTERM, then SIGKILL after 10 s), so
+/// that nothing outlives its test, whether it passed or failed.
+pub(crate) struct Proc {
+    what: &'static str,
+    child: Option<Child>,
+    stderr_file: Option<PathBuf>,
+}
+
+impl Proc {
+    /// Spawns `cmd` (its stderr should already go to `stderr_file`, if given).
+    pub(crate) fn spawn(
+        what: &'static str,
+        cmd: &mut Command,
+        stderr_file: Option<PathBuf>,
+    ) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}: {INSTALL}"));
+        Proc {
+            what,
+            child: Some(child),
+            stderr_file,
+        }
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The child, for its pipes.
+    pub(crate) fn child_mut(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .unwrap_or_else(|| panic!("{} was stopped", self.what))
+    }
+
+    /// Its exit status, if it has exited.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// What it wrote to its stderr file so far (for failure messages).
+    pub(crate) fn stderr(&self) -> String {
+        let Some(path) = &self.stderr_file else {
+            return String::new();
+        };
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Sends `signal` (a `kill` argument such as `-TERM`), waits up to `limit` for the process
+    /// to exit, then kills it (SIGKILL) if it is still there; reaps it. Returns how it exited
+    /// and whether it had to be killed.
+    pub(crate) fn stop_with(
+        &mut self,
+        signal: &str,
+        limit: Duration,
+    ) -> Option<(std::process::ExitStatus, bool)> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some((st, false));
+        }
+        let pid = child.id();
+        let _ = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+        // Wait on another thread, with a deadline here.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        if let Ok(Ok(st)) = rx.recv_timeout(limit) {
+            return Some((st, false));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(st)) => Some((st, true)),
+            _ => None,
+        }
+    }
+
+    /// Stops it: SIGTERM, then SIGKILL if it is still there after 10 s.
+    pub(crate) fn stop(&mut self) {
+        let _ = self.stop_with("-TERM", Duration::from_secs(10));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

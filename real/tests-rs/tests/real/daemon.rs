@@ -1,0 +1,437 @@
+//! `tokenvisor run` (the daemon binary) against oidc-provider through nginx: 100 consecutive
+//! rotations of one refresh token, half before and half after a restart of the daemon, while
+//! a second workload rotates on its own schedule throughout. oidc-provider's reuse detection
+//! (a consumed refresh token presented again revokes the grant) must never fire.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use tokenvisor_core::WorkloadStatus;
+
+use crate::components::{Proc, wait_until};
+use crate::harness::read_status;
+use crate::nginx::{Mode, Nginx, Upstreams};
+use crate::oidc::{Oidc, secret_of};
+
+/// Rotations forced before the restart, and again after it.
+const ROTATIONS_PER_RUN: usize = 50;
+
+/// The newest modification time of the sources the `tokenvisor` binary is built from (every
+/// `.rs` and `Cargo.toml` under `crates/`, the workspace's `Cargo.toml` and `Cargo.lock`).
+fn newest_source(root: &Path) -> SystemTime {
+    fn walk(dir: &Path, newest: &mut SystemTime) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, newest);
+            } else if p.extension().is_some_and(|x| x == "rs" || x == "toml")
+                && let Ok(t) = e.metadata().and_then(|m| m.modified())
+            {
+                *newest = (*newest).max(t);
+            }
+        }
+    }
+    let mut newest = SystemTime::UNIX_EPOCH;
+    walk(&root.join("crates"), &mut newest);
+    for f in ["Cargo.toml", "Cargo.lock"] {
+        if let Ok(t) = std::fs::metadata(root.join(f)).and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    newest
+}
+
+/// The `tokenvisor` binary of this workspace, in the target directory and profile this test
+/// was built in. `$REAL_TOKENVISOR_BIN` names one explicitly. Otherwise a binary newer than
+/// every source it is built from is used as it is (the workspace's test command builds it);
+/// if there is none, `cargo build -p tokenvisor-cli --bin tokenvisor` builds it, once.
+///
+/// (Building it unconditionally would cost a partial rebuild on every run: cargo resolves the
+/// features of shared dependencies differently for `-p tokenvisor-cli` and for this package,
+/// and the two builds overwrite each other's artifacts.)
+fn tokenvisor_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("REAL_TOKENVISOR_BIN") {
+            let p = PathBuf::from(p);
+            assert!(
+                p.is_file(),
+                "$REAL_TOKENVISOR_BIN: {} is not a file",
+                p.display()
+            );
+            return p;
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+        // <target>/<profile>/deps/real-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
+            .to_owned();
+        let target_dir = profile_dir
+            .parent()
+            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
+            .to_owned();
+        let bin = profile_dir.join("tokenvisor");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        if built.is_some_and(|t| t > newest_source(&root)) {
+            return bin;
+        }
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_owned();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "tokenvisor-cli",
+            "--bin",
+            "tokenvisor",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&root);
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let st = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo build for the tokenvisor binary: {e}"));
+        assert!(
+            st.success(),
+            "cargo build -p tokenvisor-cli --bin tokenvisor failed"
+        );
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// The daemon, stopped by its PID when dropped.
+struct Daemon {
+    proc: Proc,
+    admin: String,
+}
+
+impl Daemon {
+    fn start(config: &Path, work: &Path) -> Daemon {
+        let stderr_path = work.join(format!("daemon-{}.stderr", crate::components::now_ms()));
+        let stderr = std::fs::File::create(&stderr_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", stderr_path.display()));
+        let mut cmd = Command::new(tokenvisor_bin());
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .current_dir(work)
+            .env_remove("RUST_LOG")
+            .env("NO_PROXY", "127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for var in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        ] {
+            cmd.env_remove(var);
+        }
+        let mut proc = Proc::spawn("tokenvisor run", &mut cmd, Some(stderr_path));
+        let stdout = proc
+            .child_mut()
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "tokenvisor run printed no ready line ({line:?}); stderr:\n{}",
+                proc.stderr()
+            )
+        });
+        assert_eq!(ready["event"], "ready", "{line}");
+        let admin = ready["admin"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no admin address: {line}"))
+            .to_owned();
+        Daemon { proc, admin }
+    }
+
+    /// SIGTERM, and the exit code (the daemon flushes every status and exits 0). Fails the
+    /// test if it had to be killed.
+    fn terminate(&mut self) -> Option<i32> {
+        let (st, killed) = self
+            .proc
+            .stop_with("-TERM", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("the daemon was already stopped"));
+        assert!(!killed, "the daemon ignored SIGTERM for 60 s");
+        st.code()
+    }
+}
+
+fn config(work: &Path, token_url: &str, workloads: &[(&str, &str)]) -> PathBuf {
+    let mut text = format!(
+        r#"[service]
+status_dir = "{status}"
+admin_listen = "127.0.0.1:0"
+log_level = "info"
+
+[defaults]
+request_timeout = "2s"
+connect_timeout = "1s"
+backoff_initial = "200ms"
+backoff_max = "1s"
+"#,
+        status = work.join("statuses").display()
+    );
+    for (name, client) in workloads {
+        let secret = work.join(format!("{name}.secret"));
+        std::fs::write(&secret, format!("{}\n", secret_of(client)))
+            .unwrap_or_else(|e| panic!("{}: {e}", secret.display()));
+        let method = if crate::oidc::uses_basic(client) {
+            "basic"
+        } else {
+            "post"
+        };
+        text.push_str(&format!(
+            r#"
+[[workload]]
+name = "{name}"
+token_url = "{token_url}"
+client_id = "{client}"
+client_secret_file = "{secret}"
+auth_method = "{method}"
+grant = "refresh_token"
+refresh_token_file = "{rt}"
+"#,
+            secret = secret.display(),
+            rt = work.join(format!("{name}.rt")).display(),
+        ));
+    }
+    let path = work.join("tokenvisor.toml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
+fn read_rt(work: &Path, name: &str) -> String {
+    let p = work.join(format!("{name}.rt"));
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_owned()
+}
+
+fn status(work: &Path, name: &str) -> Option<WorkloadStatus> {
+    read_status(&work.join("statuses"), name).map(|r| r.status)
+}
+
+/// Forces `n` rotations of `name` through the admin API, one after the other: each waits
+/// until the rotated refresh token is in the file and the workload is running again. Returns
+/// every refresh token seen in the file.
+async fn rotate(
+    http: &reqwest::Client,
+    d: &Daemon,
+    work: &Path,
+    name: &str,
+    n: usize,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    for i in 0..n {
+        let before = read_rt(work, name);
+        let resp = http
+            .post(format!("http://{}/v1/workloads/{name}/refresh", d.admin))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST refresh: {e}"));
+        assert_eq!(
+            resp.status().as_u16(),
+            202,
+            "rotation {i}: refresh not accepted"
+        );
+        let what = format!("{name}: rotation {i} written back and running");
+        let mut now = String::new();
+        wait_until(&what, || {
+            now = read_rt(work, name);
+            now != before && status(work, name) == Some(WorkloadStatus::Running)
+        })
+        .await;
+        seen.push(now);
+        assert_ne!(status(work, name), Some(WorkloadStatus::Unauthenticated));
+    }
+    seen
+}
+
+/// 100 forced rotations (50, a daemon restart, 50 more) through nginx, a second workload
+/// rotating by itself all along: every refresh token is new, each one written back before the
+/// workload reports running, and the provider never sees one used twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_rotations_across_a_daemon_restart_never_reuse_a_refresh_token() {
+    crate::components::require_all();
+    let work_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let work = work_dir.path();
+    let bin = tokenvisor_bin();
+    assert!(bin.is_file());
+    let oidc = Oidc::start(work, 4);
+    let nginx = Nginx::start(
+        &work.join("nginx"),
+        Upstreams {
+            provider: oidc.addr(),
+            slow: None,
+        },
+        Mode::Pass,
+    )
+    .await;
+    let workloads = [("rot-forced", "tv-11"), ("rot-natural", "tv-12")];
+    let mut initial = Vec::new();
+    for (name, client) in workloads {
+        let rt = oidc.login(client, 1).remove(0);
+        std::fs::write(work.join(format!("{name}.rt")), &rt)
+            .unwrap_or_else(|e| panic!("{name}.rt: {e}"));
+        initial.push(rt);
+    }
+    let cfg = config(work, &nginx.token_url(), &workloads);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|e| panic!("reqwest: {e}"));
+
+    let mut all_seen: Vec<String> = vec![initial[0].clone()];
+    let mut d = Daemon::start(&cfg, work);
+    wait_until("both running", || {
+        workloads
+            .iter()
+            .all(|(n, _)| status(work, n) == Some(WorkloadStatus::Running))
+    })
+    .await;
+    all_seen.extend(rotate(&http, &d, work, "rot-forced", ROTATIONS_PER_RUN).await);
+
+    // Restart: SIGTERM right after asking for one more rotation, so that a refresh is likely
+    // in flight while the daemon shuts down (it waits for it and writes the rotated token
+    // back); every status flushed, exit 0. Then the same configuration again.
+    let resp = http
+        .post(format!(
+            "http://{}/v1/workloads/rot-forced/refresh",
+            d.admin
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST refresh: {e}"));
+    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(
+        d.terminate(),
+        Some(0),
+        "daemon exit; stderr:\n{}",
+        d.proc.stderr()
+    );
+    all_seen.push(read_rt(work, "rot-forced"));
+    all_seen.dedup();
+    for (n, _) in workloads {
+        assert_eq!(
+            status(work, n),
+            Some(WorkloadStatus::Stopped),
+            "{n} after SIGTERM"
+        );
+    }
+    let natural_before_restart = read_rt(work, "rot-natural");
+    drop(d);
+    let d = Daemon::start(&cfg, work);
+    wait_until("both running after the restart", || {
+        workloads
+            .iter()
+            .all(|(n, _)| status(work, n) == Some(WorkloadStatus::Running))
+    })
+    .await;
+    all_seen.extend(rotate(&http, &d, work, "rot-forced", ROTATIONS_PER_RUN).await);
+    // The naturally rotating workload rotated across the restart too.
+    wait_until("rot-natural to rotate after the restart", || {
+        read_rt(work, "rot-natural") != natural_before_restart
+    })
+    .await;
+
+    // Every refresh token seen in the file is new.
+    let distinct: HashSet<&String> = all_seen.iter().collect();
+    assert_eq!(distinct.len(), all_seen.len(), "a refresh token came back");
+    assert!(all_seen.len() > 2 * ROTATIONS_PER_RUN);
+    // The provider: at least 100 rotations of rot-forced, every refresh answered 200, no
+    // refused grant, and reuse detection (which revokes the grant) never fired.
+    let forced = oidc.refreshes("tv-11");
+    assert!(
+        forced.len() >= 2 * ROTATIONS_PER_RUN,
+        "{} refreshes",
+        forced.len()
+    );
+    for client in ["tv-11", "tv-12"] {
+        let bad: Vec<_> = oidc
+            .refreshes(client)
+            .into_iter()
+            .filter(|l| l.status != Some(200))
+            .collect();
+        assert!(bad.is_empty(), "{client}: refused refreshes {bad:?}");
+    }
+    assert!(
+        oidc.events("grant.revoked").is_empty(),
+        "{:?}",
+        oidc.events("grant.revoked")
+    );
+    assert!(
+        oidc.events("grant.error").is_empty(),
+        "{:?}",
+        oidc.events("grant.error")
+    );
+    // The tokens in the files are the live ones; the first one is long consumed.
+    for (name, client) in workloads {
+        let rt = read_rt(work, name);
+        assert!(
+            oidc.is_active(client, &rt).await,
+            "{name}: its refresh token is not active"
+        );
+    }
+    assert!(
+        !oidc.is_active("tv-11", &initial[0]).await,
+        "a consumed refresh token is active"
+    );
+    let mut d = d;
+    assert_eq!(
+        d.terminate(),
+        Some(0),
+        "daemon exit; stderr:\n{}",
+        d.proc.stderr()
+    );
+    // Keep nginx alive until here (it is stopped by its PID when dropped).
+    assert!(nginx.pid() > 0);
+    println!(
+        "observed: {} refreshes of rot-forced and {} of rot-natural at the provider, all 200; \
+         {} distinct refresh tokens in the file, none repeated; daemon restarted once (SIGTERM \
+         with a refresh in flight, exit 0); reuse detection (grant.revoked) fired 0 times",
+        forced.len(),
+        oidc.refreshes("tv-12").len(),
+        all_seen.len()
+    );
+}

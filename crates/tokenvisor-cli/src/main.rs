@@ -4,6 +4,8 @@
 //! - `run` ([`run`]): the daemon, with the admin API ([`admin`]) and Prometheus metrics.
 //! - `demo` ([`demo`]): the embedded default — a fault-injecting provider and N workloads
 //!   through a scripted storyline.
+//! - `soak` ([`soak`]): load, soak and benchmark scenarios against an embedded chaos
+//!   provider.
 //! - `status` ([`status`]): reads the per-workload status files and prints a table or JSON;
 //!   no daemon needed.
 //! - `probe` ([`probe`]): one refresh attempt against a token endpoint, classified exactly as

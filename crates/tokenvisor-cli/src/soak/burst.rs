@@ -92,19 +92,28 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
     let coalesced = load(&stats.coalesced) - coalesced0;
     let failures = load(&stats.write_failures) - failures0;
 
-    // Every file says auth_retrying and equals the workload's record.
-    let names: Vec<WorkloadName> = handles.iter().map(|h| h.name().clone()).collect();
-    let files = harness::read_files(&h.dir, names).await?;
-    let mut bad = 0usize;
-    for (handle, file) in handles.iter().zip(&files) {
-        let ok = match (file, handle.status()) {
-            (Ok(Some(f)), Some(r)) => *f == *r && f.status == WorkloadStatus::AuthRetrying,
-            (Ok(Some(_) | None) | Err(_), _) => false,
-        };
-        if !ok {
-            bad += 1;
+    // Every file says auth_retrying and equals the workload's record. Workloads keep
+    // retrying while the files are read, so a record that moved on after the flush is
+    // flushed and read again (a few rounds) before it counts as a mismatch.
+    let mut pending: Vec<usize> = (0..handles.len()).collect();
+    for _round in 0..8 {
+        let names: Vec<WorkloadName> = pending.iter().map(|&i| handles[i].name().clone()).collect();
+        let files = harness::read_files(&h.dir, names).await?;
+        pending = pending
+            .into_iter()
+            .zip(&files)
+            .filter(|&(i, file)| match (file, handles[i].status()) {
+                (Ok(Some(f)), Some(r)) => !(*f == *r && f.status == WorkloadStatus::AuthRetrying),
+                (Ok(Some(_) | None) | Err(_), _) => true,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if pending.is_empty() {
+            break;
         }
+        h.runtime.flush(Duration::from_secs(30)).await?;
     }
+    let bad = pending.len();
     if bad > 0 {
         report.fail(format!(
             "{bad} of {n} status files do not show the workload's auth_retrying record"

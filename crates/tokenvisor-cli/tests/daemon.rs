@@ -64,6 +64,7 @@ client_id = "{n}"
 client_secret_file = "{n}.secret"
 grant = "refresh_token"
 refresh_token_file = "{n}.rt"
+token_sink_file = "{n}.token"
 "#,
             url = idp.token_url()
         ));
@@ -173,7 +174,19 @@ async fn run_reloads_on_sighup_and_flushes_on_sigterm() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let tok: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-    assert!(tok["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+    let access = tok["access_token"].as_str().unwrap().to_owned();
+    assert!(!access.is_empty());
+    // The token sink file holds the same token, 0600.
+    let sink = dir.join("alpha.token");
+    wait_until("the token sink file", || {
+        std::fs::read_to_string(&sink).is_ok_and(|t| t == access)
+    })
+    .await;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&sink).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "sink mode {mode:o}");
+    }
     let metrics = http
         .get(format!("{base}/metrics"))
         .bearer_auth(ADMIN_TOKEN)

@@ -105,15 +105,17 @@ impl<'a> JsonEntry<'a> {
 pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
-        None => default_status_dir(&|var| std::env::var(var).ok()).ok_or_else(|| {
-            usage_error(
-                "status",
-                ErrorKind::MissingRequiredArgument,
-                "cannot tell the default status directory: neither XDG_DATA_HOME nor HOME is \
+        None => tokenvisor::config::default_status_dir(&|var| std::env::var(var).ok()).ok_or_else(
+            || {
+                usage_error(
+                    "status",
+                    ErrorKind::MissingRequiredArgument,
+                    "cannot tell the default status directory: neither XDG_DATA_HOME nor HOME is \
                  set; pass --dir DIR"
-                    .to_owned(),
-            )
-        })?,
+                        .to_owned(),
+                )
+            },
+        )?,
     };
     match std::fs::metadata(&dir) {
         Ok(meta) if meta.is_dir() => {}
@@ -153,7 +155,7 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
                     format!("invalid workload name {:?}: {e}", safe_text(name)),
                 )
             })?;
-            match read_entry(&path_for(&dir, &name)) {
+            match read_entry(&tokenvisor::status_store::path_for(&dir, &name)) {
                 Some(entry) => vec![(name, entry)],
                 None => {
                     return Err(usage_error(
@@ -205,27 +207,8 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// `$XDG_DATA_HOME/tokenvisor/statuses`, else `$HOME/.local/share/tokenvisor/statuses`; a
-/// relative or empty `XDG_DATA_HOME` is ignored (XDG base directory spec). The same rule as
-/// the configuration's `service.status_dir` default.
-fn default_status_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let data = env("XDG_DATA_HOME")
-        .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
-        .map(PathBuf::from)
-        .or_else(|| {
-            env("HOME")
-                .filter(|h| !h.is_empty())
-                .map(|h| Path::new(&h).join(".local").join("share"))
-        })?;
-    Some(data.join("tokenvisor").join("statuses"))
-}
-
 fn file_name(name: &WorkloadName) -> String {
     format!("{}.json", name.as_str())
-}
-
-fn path_for(dir: &Path, name: &WorkloadName) -> PathBuf {
-    dir.join(file_name(name))
 }
 
 /// Every `<name>.json` of `dir` whose stem is a valid workload name, sorted by name.
@@ -412,18 +395,21 @@ mod tests {
             }
         };
         assert_eq!(
-            default_status_dir(&env(Some("/x"), Some("/h"))),
+            tokenvisor::config::default_status_dir(&env(Some("/x"), Some("/h"))),
             Some(PathBuf::from("/x/tokenvisor/statuses"))
         );
         assert_eq!(
-            default_status_dir(&env(Some("rel"), Some("/h"))),
+            tokenvisor::config::default_status_dir(&env(Some("rel"), Some("/h"))),
             Some(PathBuf::from("/h/.local/share/tokenvisor/statuses"))
         );
         assert_eq!(
-            default_status_dir(&env(Some(""), Some("/h"))),
+            tokenvisor::config::default_status_dir(&env(Some(""), Some("/h"))),
             Some(PathBuf::from("/h/.local/share/tokenvisor/statuses"))
         );
-        assert_eq!(default_status_dir(&env(None, None)), None);
+        assert_eq!(
+            tokenvisor::config::default_status_dir(&env(None, None)),
+            None
+        );
     }
 
     #[test]

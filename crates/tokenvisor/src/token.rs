@@ -362,14 +362,16 @@ fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
         process_id: st.args.deps.process_id,
         token: Some(token),
     };
+    let view = (status, state);
+    let changed_view = st.last_view != Some(view);
+    let context: Option<Arc<str>> = changed_view.then(|| Arc::from(record.status_context.as_str()));
     st.args.shared.set_record(record.clone());
     st.args.deps.persistence.cast(PersistenceMsg::Update {
         name: st.args.spec.name.clone(),
         record: Box::new(record),
     })
     .unwrap_or_else(|e| tracing::error!(workload = %st.args.spec.name, "persistence actor unreachable: {e}"));
-    let view = (status, state);
-    if st.last_view != Some(view) {
+    if let Some(context) = context {
         if let Some((old, _)) = st.last_view {
             if old != status {
                 metrics::gauge!(m::WORKLOADS, "status" => old.as_str()).decrement(1.0);
@@ -379,12 +381,6 @@ fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
             metrics::gauge!(m::WORKLOADS, "status" => status.as_str()).increment(1.0);
         }
         st.last_view = Some(view);
-        let context: Arc<str> = st
-            .args
-            .shared
-            .record()
-            .map(|r| Arc::from(r.status_context.as_str()))
-            .unwrap_or_else(|| Arc::from(""));
         tracing::info!(workload = %st.args.spec.name, status = status.as_str(), state = state.as_str(), reason = %context, "state change");
         // No receivers is fine.
         let _ = st.args.deps.events.send(StateChange {

@@ -257,21 +257,14 @@ async fn a_429_with_retry_after_holds_the_workload_and_its_endpoint() {
     assert_eq!(h.count("ra-a"), a0 + 1, "retried inside Retry-After");
     let limited = h.idp.last_request("ra-a").unwrap().at_unix_ms;
 
-    // The whole endpoint is held: ra-b's forced refresh is not sent, it waits too.
+    // The whole endpoint is held for 2 s, less than an attempt may wait (4 s with these
+    // timeouts): ra-b's forced refresh waits the hold out, then is sent. It is not a failure,
+    // so ra-b never leaves `running`.
     assert!(h.rt.force_refresh(&name("ra-b")).await.unwrap());
-    wait_until("ra-b retrying under the hold", || {
-        h.events.ever("ra-b", WorkloadStatus::AuthRetrying)
-    })
-    .await;
-    assert_eq!(h.count("ra-b"), b0, "ra-b sent a request into the hold");
-    let rec = h.file("ra-b").await;
-    let last = rec.token.unwrap().last_error.unwrap();
-    assert_eq!(last.kind, "rate_limited");
-    assert_eq!(last.http_status, None, "{last:?}");
-    assert!(last.retry_after_secs.is_some(), "{last:?}");
-
-    wait_until("both running again", || {
-        status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
+    wait_until("both running again, ra-b refreshed", || {
+        status(&a) == Some(WorkloadStatus::Running)
+            && status(&b) == Some(WorkloadStatus::Running)
+            && h.count("ra-b") > b0
     })
     .await;
     assert_eq!(h.count("ra-a"), a0 + 2);
@@ -287,7 +280,13 @@ async fn a_429_with_retry_after_holds_the_workload_and_its_endpoint() {
     let rec = h.file("ra-a").await;
     assert_eq!(rec.status, WorkloadStatus::Running);
     assert!(!h.events.ever("ra-a", WorkloadStatus::Unauthenticated));
-    assert!(!h.events.ever("ra-b", WorkloadStatus::Unauthenticated));
+    assert!(
+        !h.events.ever("ra-b", WorkloadStatus::AuthRetrying),
+        "ra-b counted the hold it waited out as a failure"
+    );
+    let rec = h.file("ra-b").await;
+    assert_eq!(rec.status, WorkloadStatus::Running);
+    assert!(rec.token.unwrap().last_error.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,10 @@ pub const STATUS_WRITE_FAILURES: &str = "tokenvisor_status_write_failures_total"
 pub const STATUS_PENDING: &str = "tokenvisor_status_pending";
 /// Counter: times an endpoint was put on hold by `Retry-After` (429/503).
 pub const ENDPOINT_HOLDS: &str = "tokenvisor_endpoint_holds_total";
-/// Counter: attempts not sent because their endpoint was on hold.
+/// Counter: attempts not sent because their endpoint was on hold longer than they could wait.
 pub const ENDPOINT_HELD_ATTEMPTS: &str = "tokenvisor_endpoint_held_attempts_total";
+/// Counter: attempts that waited out their endpoint's hold, then were sent.
+pub const ENDPOINT_HOLD_WAITS: &str = "tokenvisor_endpoint_hold_waits_total";
 /// Counter: token actors restarted after a crash.
 pub const ACTOR_RESTARTS: &str = "tokenvisor_actor_restarts_total";
 /// Counter: workloads that spent their restart budget (status `error`).
@@ -52,7 +54,11 @@ pub fn describe() {
     );
     describe_counter!(
         ENDPOINT_HELD_ATTEMPTS,
-        "Attempts deferred because their endpoint was on hold."
+        "Attempts not sent: their endpoint was on hold longer than they could wait."
+    );
+    describe_counter!(
+        ENDPOINT_HOLD_WAITS,
+        "Attempts that waited out their endpoint's hold, then were sent."
     );
     describe_counter!(ACTOR_RESTARTS, "Token actors restarted after a crash.");
     describe_counter!(ACTOR_GAVE_UP, "Workloads whose restart budget is spent.");

@@ -501,17 +501,59 @@ async fn finish_attempts(st: &mut TokenActorState) {
     }
 }
 
-/// The verdict of an attempt not sent because its endpoint is on hold, if it is.
-fn held_verdict(gate: &EndpointGate, clock: Clock) -> Option<Verdict> {
-    let until = gate.held_until(clock.now())?;
+/// The verdict of an attempt not sent because its endpoint is on hold until `until`.
+fn held_verdict(until: Timestamp, now: Timestamp) -> Verdict {
     metrics::counter!(m::ENDPOINT_HELD_ATTEMPTS).increment(1);
-    Some(Verdict::Transient(Failure {
+    Verdict::Transient(Failure {
         kind: FailureKind::RateLimited,
         http_status: None,
         error_code: None,
-        retry_after: Some(until.since(clock.now())),
+        retry_after: Some(until.since(now)),
         summary: format!("not sent: the endpoint asked all clients to wait until {until}"),
-    }))
+    })
+}
+
+/// How long an attempt may wait for its endpoint's hold to end before it is sent: what the
+/// machine's attempt backstop leaves once the request and the connection have had their full
+/// timeouts, less a second of margin. With the defaults (5 s request, 2 s connect, a 12 s
+/// backstop) that is 4 s: a hold of a few seconds is waited out, a longer one fails the
+/// attempt as "not sent" and the machine schedules the retry after the hold.
+pub fn hold_wait_budget(spec: &WorkloadSpec) -> Duration {
+    let policy = &spec.policy;
+    policy
+        .machine_config()
+        .attempt_timeout
+        .saturating_sub(policy.request_timeout + policy.connect_timeout)
+        .saturating_sub(Duration::from_secs(1))
+}
+
+/// Waits until the endpoint is not on hold, if the hold (plus this attempt's share of jitter)
+/// ends before `deadline`; otherwise returns the "not sent" verdict. `jitter` in [0, 1) spreads
+/// the workloads that waited for the same hold over up to a quarter of it (at most a second,
+/// within the budget), so they do not all queue at the endpoint's gate in the same instant.
+async fn wait_out_hold(
+    gate: &EndpointGate,
+    clock: Clock,
+    deadline: tokio::time::Instant,
+    jitter: f64,
+) -> Result<(), Verdict> {
+    let mut waited = false;
+    while let Some(until) = gate.held_until(clock.now()) {
+        let remaining = clock.until(until);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining > left {
+            return Err(held_verdict(until, clock.now()));
+        }
+        let spread = (remaining / 4)
+            .min(Duration::from_secs(1))
+            .min(left - remaining);
+        if !waited {
+            metrics::counter!(m::ENDPOINT_HOLD_WAITS).increment(1);
+            waited = true;
+        }
+        tokio::time::sleep(remaining + spread.mul_f64(jitter)).await;
+    }
+    Ok(())
 }
 
 /// Runs one attempt outside the handler and casts its classified result back.
@@ -524,42 +566,48 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
     let creds = st.args.credentials.clone();
     let policy = st.classify.clone();
     let spec = st.args.spec.clone();
+    let jitter = st.rng.f64();
     let task = tokio::spawn(async move {
         let snapshot = creds.snapshot();
         let mut req = ExchangeRequest::for_spec(&spec, snapshot.grant.clone());
         req.client_secret = snapshot.client_secret.clone();
         let clock = deps.clock;
+        let deadline = tokio::time::Instant::now() + hold_wait_budget(&spec);
         // The permit is kept until a rotated refresh token is durable (below): a refresh the
         // provider has answered but whose new token is not on disk yet is still in flight, and
         // a crash loses at most `endpoint_concurrency` of those per endpoint.
-        let (verdict, permit) = if let Some(held) = held_verdict(&gate, clock) {
-            (held, None)
-        } else {
+        let (verdict, permit) = loop {
+            if let Err(held) = wait_out_hold(&gate, clock, deadline, jitter).await {
+                break (held, None);
+            }
+            if stopping.load(Ordering::Acquire) {
+                return;
+            }
             let started = tokio::time::Instant::now();
             let permit = gate.acquire().await;
             if stopping.load(Ordering::Acquire) {
                 return;
             }
             // A hold may have begun while this attempt queued for its permit.
-            if let Some(held) = held_verdict(&gate, clock) {
-                (held, None)
-            } else {
-                let outcome = deps.transport.exchange(req.clone()).await;
-                let now = clock.now();
-                let verdict = classify(&outcome, now, &policy, &req.secrets());
-                metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
-                if let Verdict::Transient(f) = &verdict
-                    && matches!(f.http_status, Some(429 | 503))
-                    && let Some(ra) = f.retry_after
-                    && gate.hold(now.plus(ra))
-                {
-                    metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
-                    tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
-                }
-                // Released only after this (and the write-back), so the attempt queued next
-                // sees the hold just recorded.
-                (verdict, Some(permit))
+            if gate.held_until(clock.now()).is_some() {
+                drop(permit);
+                continue;
             }
+            let outcome = deps.transport.exchange(req.clone()).await;
+            let now = clock.now();
+            let verdict = classify(&outcome, now, &policy, &req.secrets());
+            metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
+            if let Verdict::Transient(f) = &verdict
+                && matches!(f.http_status, Some(429 | 503))
+                && let Some(ra) = f.retry_after
+                && gate.hold(now.plus(ra))
+            {
+                metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
+                tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
+            }
+            // Released only after this (and the write-back), so the attempt queued next
+            // sees the hold just recorded.
+            break (verdict, Some(permit));
         };
         let (outcome, kind) = match &verdict {
             Verdict::Success(_) => ("ok", "ok"),

@@ -336,6 +336,51 @@ async fn a_429_with_retry_after_holds_every_workload_of_the_endpoint() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_attempt_waits_out_a_short_hold_instead_of_failing() {
+    let h = Harness::start().await;
+    h.fake.set_default(FakeReply::token(300));
+    let a = h.rt.add(spec("a")).await.unwrap();
+    let b = h.rt.add(spec("b")).await.unwrap();
+    wait_until("both running", S(60), || {
+        status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let before = h.fake.total() as usize;
+    // a meets a 429 with Retry-After: 3, which holds the endpoint for 3 s: less than the 4 s
+    // an attempt may wait.
+    h.fake.push("a", [FakeReply::too_many(3)]);
+    assert!(h.rt.force_refresh(&name("a")).await.unwrap());
+    wait_until("a retrying", S(60), || {
+        status(&a) == Some(WorkloadStatus::AuthRetrying)
+    })
+    .await;
+    // b is forced during the hold: its attempt waits the hold out, then is sent.
+    assert!(h.rt.force_refresh(&name("b")).await.unwrap());
+    wait_until("b refreshed, a running again", S(60), || {
+        h.fake.seen()[before..].iter().any(|r| r.client_id == "b")
+            && status(&a) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let during = h.fake.seen()[before..].to_vec();
+    let limited = during[0].at;
+    assert_eq!(during[0].client_id, "a");
+    let sent = during
+        .iter()
+        .find(|r| r.client_id == "b")
+        .map(|r| r.at - limited)
+        .unwrap();
+    // Not before the hold's end; within its jitter (a quarter of the hold) after it.
+    assert!(sent >= S(3), "b sent {sent:?} after the 429, into the hold");
+    assert!(sent <= S(3) + Duration::from_millis(750), "b waited {sent:?}");
+    assert!(
+        !h.statuses_of("b").contains(&WorkloadStatus::AuthRetrying),
+        "b counted the hold it waited out as a failure: {:?}",
+        h.statuses_of("b")
+    );
+    assert_eq!(status(&b), Some(WorkloadStatus::Running));
+}
+
+#[tokio::test(start_paused = true)]
 async fn concurrent_force_refreshes_make_one_request() {
     let h = Harness::start().await;
     h.fake.set_client("wl", FakeReply::token(3600));

@@ -98,12 +98,14 @@ async fn waf_403_window_is_retried_and_recovers_never_unauthenticated() {
     );
 }
 
-/// nginx answers 429 with `Retry-After: 5`: the one workload that met it waits 5 s, and so does
-/// every other workload of the same token endpoint — their forced refreshes during the hold
-/// are not sent — and nothing reaches nginx or the provider until the hold ends.
+/// nginx answers 429 with `Retry-After: 10`: the one workload that met it waits 10 s, and so
+/// does every other workload of the same token endpoint — their forced refreshes during the
+/// hold are not sent (more than the 4 s an attempt may wait remain of it) — and nothing reaches
+/// nginx or the provider until the hold ends. (A short hold an attempt waits out is covered
+/// over loopback HTTP in `tests/it/scenarios.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_after_holds_every_workload_of_the_endpoint() {
-    const RETRY_AFTER: u64 = 5;
+    const RETRY_AFTER: u64 = 10;
     // Tokens live a minute: no scheduled refresh during the test, only forced ones.
     let mut s = Stack::start(60, false).await;
     let first = s.add_refresh("ra-first", "tv-01").await;
@@ -156,8 +158,10 @@ async fn retry_after_holds_every_workload_of_the_endpoint() {
 
     // The provider answers again, but the hold is in force for every workload.
     let passing_at = s.nginx.switch(Mode::Pass).await;
+    // The others are forced at once: more of the hold must remain than an attempt may wait
+    // (4 s with these timeouts), so that they fail "not sent" rather than wait.
     assert!(
-        passing_at + 1500 < hold_end,
+        passing_at + 5000 < hold_end,
         "the reload took too long for this test to mean anything (429 at {t0}, pass at {passing_at})"
     );
     let other_refs: Vec<&Workload> = others.iter().collect();

@@ -14,6 +14,7 @@
 //!   in a spawned task and receives its result as a message tagged with its attempt.
 //! - [`persistence`] and [`status_store`]: the persistence actor and the atomic status files.
 //! - [`handle`]: lock-free token reads (`arc-swap`), never through a mailbox.
+//! - [`timers`]: one timer service (a `DelayQueue` task) for every token actor's timer.
 //! - [`gate`]: per-token-endpoint concurrency limit and shared `Retry-After` hold.
 //! - [`transport`], [`oauth`]: the token-endpoint seam and its real implementation (oauth2
 //!   over reqwest, bounded bodies, no redirects).
@@ -37,5 +38,6 @@ pub mod spec;
 pub mod status_store;
 pub mod supervisor;
 pub mod testing;
+pub mod timers;
 pub mod token;
 pub mod transport;

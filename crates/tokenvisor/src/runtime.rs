@@ -201,6 +201,7 @@ impl Runtime {
             events: events.clone(),
             clock,
             process_id: std::process::id(),
+            timers: crate::timers::Timers::start(),
         });
         let args = SupervisorArgs {
             deps,

@@ -28,6 +28,7 @@ use crate::handle::{AccessToken, Slot, Unavailable, WorkloadShared};
 use crate::metrics as m;
 use crate::persistence::PersistenceMsg;
 use crate::spec::WorkloadSpec;
+use crate::timers::Timers;
 use crate::transport::{ExchangeRequest, Transport};
 
 /// How often an unauthenticated workload looks at its refresh-token file for new credentials.
@@ -64,6 +65,8 @@ pub struct Deps {
     pub clock: Clock,
     /// Written into every status file.
     pub process_id: u32,
+    /// The timer service.
+    pub timers: Timers,
 }
 
 impl std::fmt::Debug for Deps {
@@ -109,8 +112,6 @@ pub enum TokenMsg {
 #[derive(Debug, Default)]
 pub struct TokenActor;
 
-type TimerHandle = JoinHandle<Result<(), ractor::MessagingErr<TokenMsg>>>;
-
 /// Arguments of [`TokenActor`].
 #[derive(Debug)]
 pub struct TokenArgs {
@@ -139,8 +140,8 @@ pub struct TokenActorState {
     machine: Machine,
     startup: Option<(Effects, Timestamp)>,
     rng: fastrand::Rng,
-    classify: Arc<ClassifyPolicy>,
-    timer: Option<(Timestamp, TimerHandle)>,
+    /// When the armed timer is due (the timer service holds it).
+    timer: Option<Timestamp>,
     timer_generation: u64,
     last_view: Option<(WorkloadStatus, DiskTokenState)>,
     credential_poll: Option<JoinHandle<()>>,
@@ -161,7 +162,6 @@ impl Actor for TokenActor {
         args: TokenArgs,
     ) -> Result<TokenActorState, ActorProcessingErr> {
         // No I/O here: the supervisor awaits this for every child it spawns.
-        let classify = Arc::new(args.spec.policy.classify_policy());
         let now = args.deps.clock.now();
         let served_until = match &*args.shared.slot() {
             Slot::Token(t) => Some(t.expires_at),
@@ -178,7 +178,6 @@ impl Actor for TokenActor {
             rng: fastrand::Rng::with_seed(args.seed),
             args,
             machine,
-            classify,
             timer: None,
             timer_generation: 0,
             last_view: None,
@@ -215,7 +214,7 @@ impl Actor for TokenActor {
                 if generation != st.timer_generation {
                     return Ok(());
                 }
-                if let Some((armed_for, _)) = st.timer.take() {
+                if let Some(armed_for) = st.timer.take() {
                     // How late the timer fired (ms resolution; zero when early).
                     metrics::histogram!(m::TIMER_LATENESS)
                         .record(now.since(armed_for).as_secs_f64());
@@ -227,8 +226,10 @@ impl Actor for TokenActor {
             TokenMsg::ForceRefresh => Input::ForceRefresh,
             TokenMsg::Remove => Input::Stop,
             TokenMsg::Shutdown => {
-                cancel_timers(st);
-                finish_attempts(st).await;
+                cancel_timers(&myself, st);
+                // Boxed: the rare shutdown path would otherwise size every actor's handler
+                // future (kept in its task for the actor's whole life).
+                Box::pin(finish_attempts(st)).await;
                 persist(st, st.args.deps.clock.now(), true);
                 myself.stop(Some("shutdown".into()));
                 return Ok(());
@@ -243,7 +244,7 @@ impl Actor for TokenActor {
         let fx = st.machine.handle(input, now, &mut st.rng);
         apply(&myself, st, fx, now);
         if stopping {
-            cancel_timers(st);
+            cancel_timers(&myself, st);
             myself.stop(Some("removed".into()));
         }
         Ok(())
@@ -251,18 +252,23 @@ impl Actor for TokenActor {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<TokenMsg>,
+        myself: ActorRef<TokenMsg>,
         st: &mut TokenActorState,
     ) -> Result<(), ActorProcessingErr> {
-        cancel_timers(st);
+        cancel_timers(&myself, st);
         Ok(())
     }
 }
 
-fn cancel_timers(st: &mut TokenActorState) {
-    if let Some((_, h)) = st.timer.take() {
-        h.abort();
+/// Drops the armed machine timer, if any.
+fn disarm(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
+    if st.timer.take().is_some() {
+        st.args.deps.timers.disarm(myself);
     }
+}
+
+fn cancel_timers(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
+    disarm(myself, st);
     if let Some(h) = st.credential_poll.take() {
         h.abort();
     }
@@ -394,18 +400,17 @@ fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
 }
 
 fn arm_timer(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, wake_at: Option<Timestamp>) {
-    if st.timer.as_ref().map(|(t, _)| *t) == wake_at {
+    if st.timer == wake_at {
         return;
     }
-    if let Some((_, h)) = st.timer.take() {
-        h.abort();
-    }
     st.timer_generation += 1;
-    if let Some(at) = wake_at {
-        let generation = st.timer_generation;
-        let delay = st.args.deps.clock.until(at);
-        let h = myself.send_after(delay, move || TokenMsg::Timer { generation });
-        st.timer = Some((at, h));
+    match wake_at {
+        Some(at) => {
+            let delay = st.args.deps.clock.until(at);
+            st.args.deps.timers.arm(myself, st.timer_generation, delay);
+            st.timer = Some(at);
+        }
+        None => disarm(myself, st),
     }
 }
 
@@ -557,6 +562,11 @@ async fn wait_out_hold(
 }
 
 /// Runs one attempt outside the handler and casts its classified result back.
+///
+/// In a storm thousands of attempt tasks wait for their endpoint's permit at once, so the
+/// task itself stays small while it waits (a few `Arc`s, the hold sleep, the permit request);
+/// the exchange, its classification and the write-back of a rotated token run in [`send`],
+/// allocated only once the permit is held.
 fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt: AttemptId) {
     st.attempts.retain(|a| !a.is_finished());
     let stopping = st.stopping.clone();
@@ -564,21 +574,15 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
     let deps = st.args.deps.clone();
     let gate = st.args.gate.clone();
     let creds = st.args.credentials.clone();
-    let policy = st.classify.clone();
     let spec = st.args.spec.clone();
     let jitter = st.rng.f64();
     let task = tokio::spawn(async move {
-        let snapshot = creds.snapshot();
-        let mut req = ExchangeRequest::for_spec(&spec, snapshot.grant.clone());
-        req.client_secret = snapshot.client_secret.clone();
         let clock = deps.clock;
         let deadline = tokio::time::Instant::now() + hold_wait_budget(&spec);
-        // The permit is kept until a rotated refresh token is durable (below): a refresh the
-        // provider has answered but whose new token is not on disk yet is still in flight, and
-        // a crash loses at most `endpoint_concurrency` of those per endpoint.
-        let (verdict, permit) = loop {
+        let verdict = loop {
             if let Err(held) = wait_out_hold(&gate, clock, deadline, jitter).await {
-                break (held, None);
+                count_attempt(&held);
+                break held;
             }
             if stopping.load(Ordering::Acquire) {
                 return;
@@ -593,48 +597,74 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                 drop(permit);
                 continue;
             }
-            let outcome = deps.transport.exchange(req.clone()).await;
-            let now = clock.now();
-            let verdict = classify(&outcome, now, &policy, &req.secrets());
-            metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
-            if let Verdict::Transient(f) = &verdict
-                && matches!(f.http_status, Some(429 | 503))
-                && let Some(ra) = f.retry_after
-                && gate.hold(now.plus(ra))
-            {
-                metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
-                tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
-            }
-            // Released only after this (and the write-back), so the attempt queued next
-            // sees the hold just recorded.
-            break (verdict, Some(permit));
+            // The permit is kept until a rotated refresh token is durable (in `send`): a
+            // refresh the provider has answered but whose new token is not on disk yet is
+            // still in flight, and a crash loses at most `endpoint_concurrency` of those per
+            // endpoint. It is also kept until a 429/503's hold is recorded, so the attempt
+            // queued next sees it.
+            let verdict = Box::pin(send(&deps, &gate, &creds, &spec, started)).await;
+            drop(permit);
+            break verdict;
         };
-        let (outcome, kind) = match &verdict {
-            Verdict::Success(_) => ("ok", "ok"),
-            Verdict::Transient(f) => ("transient", f.kind.as_str()),
-            Verdict::Permanent(f) => ("permanent", f.kind.as_str()),
-        };
-        metrics::counter!(m::REFRESH_ATTEMPTS, "outcome" => outcome, "kind" => kind).increment(1);
-        let verdict = match verdict {
-            Verdict::Success(mut grant) => {
-                if let (Some(rt), crate::transport::Grant::RefreshToken(_)) =
-                    (grant.refresh_token.take(), &snapshot.grant)
-                {
-                    match creds.store_rotated(snapshot.generation, rt).await {
-                        RotateOutcome::Stored | RotateOutcome::Stale => {}
-                        RotateOutcome::MemoryOnly { error } => {
-                            metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
-                            tracing::error!(workload = %spec.name, "rotated refresh token kept in memory only: {error}");
-                        }
-                    }
-                }
-                Verdict::Success(grant)
-            }
-            other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => other,
-        };
-        drop(permit);
         // The actor may be gone (removed, restarted): then the result is moot.
         let _ = me.cast(TokenMsg::AttemptDone { attempt, verdict });
     });
     st.attempts.push(task);
+}
+
+/// One token request, with its endpoint permit held: exchange, classify, record a
+/// `Retry-After` hold, store a rotated refresh token.
+async fn send(
+    deps: &Deps,
+    gate: &EndpointGate,
+    creds: &CredentialStore,
+    spec: &WorkloadSpec,
+    started: tokio::time::Instant,
+) -> Verdict {
+    let snapshot = creds.snapshot();
+    let mut req = ExchangeRequest::for_spec(spec, snapshot.grant.clone());
+    req.client_secret = snapshot.client_secret.clone();
+    let outcome = deps.transport.exchange(req.clone()).await;
+    let now = deps.clock.now();
+    // Built per attempt rather than kept per workload: without extra error codes (the usual
+    // case) it allocates nothing, and 100,000 idle workloads do not each hold a copy.
+    let policy: ClassifyPolicy = spec.policy.classify_policy();
+    let verdict = classify(&outcome, now, &policy, &req.secrets());
+    metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
+    if let Verdict::Transient(f) = &verdict
+        && matches!(f.http_status, Some(429 | 503))
+        && let Some(ra) = f.retry_after
+        && gate.hold(now.plus(ra))
+    {
+        metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
+        tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
+    }
+    count_attempt(&verdict);
+    match verdict {
+        Verdict::Success(mut grant) => {
+            if let (Some(rt), crate::transport::Grant::RefreshToken(_)) =
+                (grant.refresh_token.take(), &snapshot.grant)
+            {
+                match creds.store_rotated(snapshot.generation, rt).await {
+                    RotateOutcome::Stored | RotateOutcome::Stale => {}
+                    RotateOutcome::MemoryOnly { error } => {
+                        metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
+                        tracing::error!(workload = %spec.name, "rotated refresh token kept in memory only: {error}");
+                    }
+                }
+            }
+            Verdict::Success(grant)
+        }
+        other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => other,
+    }
+}
+
+/// Counts an attempt's outcome (closed label sets: outcome and failure kind).
+fn count_attempt(verdict: &Verdict) {
+    let (outcome, kind) = match verdict {
+        Verdict::Success(_) => ("ok", "ok"),
+        Verdict::Transient(f) => ("transient", f.kind.as_str()),
+        Verdict::Permanent(f) => ("permanent", f.kind.as_str()),
+    };
+    metrics::counter!(m::REFRESH_ATTEMPTS, "outcome" => outcome, "kind" => kind).increment(1);
 }

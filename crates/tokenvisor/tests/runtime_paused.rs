@@ -371,7 +371,10 @@ async fn an_attempt_waits_out_a_short_hold_instead_of_failing() {
         .unwrap();
     // Not before the hold's end; within its jitter (a quarter of the hold) after it.
     assert!(sent >= S(3), "b sent {sent:?} after the 429, into the hold");
-    assert!(sent <= S(3) + Duration::from_millis(750), "b waited {sent:?}");
+    assert!(
+        sent <= S(3) + Duration::from_millis(750),
+        "b waited {sent:?}"
+    );
     assert!(
         !h.statuses_of("b").contains(&WorkloadStatus::AuthRetrying),
         "b counted the hold it waited out as a failure: {:?}",

@@ -292,6 +292,13 @@ impl Runtime {
             .await
     }
 
+    /// Asks every workload to refresh now (each ignores it as [`Runtime::force_refresh`]
+    /// describes), in one message to the supervisor. Returns how many workloads were asked.
+    /// Their requests queue at each endpoint's concurrency limit, as in any refresh storm.
+    pub async fn force_refresh_all(&self) -> Result<usize, RuntimeError> {
+        self.call(SupervisorMsg::ForceRefreshAll).await
+    }
+
     /// Supplies new credentials: stored (a refresh token written to its file) before the
     /// workload is told, which then tries them at once.
     pub async fn supply_credentials(

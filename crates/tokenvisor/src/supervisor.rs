@@ -88,6 +88,8 @@ pub enum SupervisorMsg {
     Count(RpcReplyPort<usize>),
     /// Refresh now.
     ForceRefresh(WorkloadName, RpcReplyPort<bool>),
+    /// Refresh every workload now; answers how many were told.
+    ForceRefreshAll(RpcReplyPort<usize>),
     /// New credentials (recovers an unauthenticated workload).
     SupplyCredentials(
         WorkloadName,
@@ -243,6 +245,16 @@ impl Actor for Supervisor {
                     .get(&name)
                     .and_then(|e| e.actor.as_ref())
                     .is_some_and(|a| a.cast(TokenMsg::ForceRefresh).is_ok());
+                let _ = reply.send(sent);
+            }
+            SupervisorMsg::ForceRefreshAll(reply) => {
+                // One cast per actor (no reply awaited): tens of thousands take milliseconds.
+                let sent = st
+                    .entries
+                    .values()
+                    .filter_map(|e| e.actor.as_ref())
+                    .filter(|a| a.cast(TokenMsg::ForceRefresh).is_ok())
+                    .count();
                 let _ = reply.send(sent);
             }
             SupervisorMsg::SupplyCredentials(name, creds, reply) => {

@@ -384,6 +384,37 @@ async fn an_attempt_waits_out_a_short_hold_instead_of_failing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn force_refresh_all_refreshes_every_workload_once() {
+    let h = Harness::start().await;
+    h.fake.set_default(FakeReply::token(3600));
+    let names = ["f1", "f2", "f3"];
+    let mut handles = Vec::new();
+    for n in names {
+        handles.push(h.rt.add(spec(n)).await.unwrap());
+    }
+    wait_until("all running", S(60), || {
+        handles
+            .iter()
+            .all(|h| status(h) == Some(WorkloadStatus::Running))
+    })
+    .await;
+    assert_eq!(h.rt.force_refresh_all().await.unwrap(), 3);
+    wait_until("every workload refreshed", S(60), || {
+        names.iter().all(|n| h.fake.count(n) == 2)
+    })
+    .await;
+    tokio::time::sleep(S(30)).await;
+    for n in names {
+        assert_eq!(h.fake.count(n), 2, "{n}: one request per force");
+    }
+    assert!(
+        handles
+            .iter()
+            .all(|h| status(h) == Some(WorkloadStatus::Running))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn concurrent_force_refreshes_make_one_request() {
     let h = Harness::start().await;
     h.fake.set_client("wl", FakeReply::token(3600));

@@ -204,7 +204,7 @@ impl Harness {
         Ok(handles.into_iter().flatten().collect())
     }
 
-    /// Asks every workload to refresh now (a few callers at once); returns when every
+    /// Asks each of `handles` to refresh now (a few callers at once); returns when every
     /// request was handed to the supervisor.
     pub(crate) async fn force_refresh_all(&self, handles: &[TokenHandle]) -> anyhow::Result<()> {
         let names: Vec<WorkloadName> = handles.iter().map(|h| h.name().clone()).collect();

@@ -54,7 +54,7 @@ pub(crate) struct SoakArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// A profile (TOML; see config/soak-default.toml, embedded as the default, and
-    /// config/soak-calm.toml).
+    /// config/soak-calm.toml and config/soak-rotation-off.toml).
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
     /// Print one JSON object with the results as the last line of stdout.

@@ -13,8 +13,13 @@ use crate::fault::{Fault, FaultTable};
 
 /// How many rotated-away refresh tokens a family remembers for reuse detection. Older ones
 /// are forgotten (presenting one then answers `invalid_grant` without revoking the family),
-/// which bounds memory in long soak runs.
-const USED_TOKENS_KEPT: usize = 16;
+/// which bounds memory in long soak runs. A client that loses a rotation (a crash between the
+/// provider's answer and the write-back) presents the token just before the current one, so a
+/// short window catches every reuse that matters. It was 16: in a 10,000-workload soak the
+/// embedded provider's remembered tokens then grew the process by ≈ 5.7 KB per workload over
+/// the first 16 rotations (≈ 8 minutes of 30 s tokens), which the soak's RSS-growth check,
+/// meant for tokenvisor, counted (docs/BENCHMARKS.md, soak).
+const USED_TOKENS_KEPT: usize = 4;
 
 /// Length of the random part of a token.
 const TOKEN_CHARS: usize = 32;

@@ -335,6 +335,10 @@ mod tests {
         assert_eq!(default.seed, 42);
         let calm = Profile::parse(include_str!("../../../../config/soak-calm.toml")).unwrap();
         assert!(calm.chaos.is_calm());
+        let off =
+            Profile::parse(include_str!("../../../../config/soak-rotation-off.toml")).unwrap();
+        assert!(!off.provider.rotation);
+        assert_eq!(off.chaos.chaos(1).html_403, default.chaos.chaos(1).html_403);
     }
 
     #[test]

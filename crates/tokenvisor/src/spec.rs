@@ -112,6 +112,17 @@ impl WorkloadPolicy {
         }
     }
 
+    /// How long an attempt may wait for its endpoint's `Retry-After` hold to end before it is
+    /// sent: what the attempt backstop leaves once the request and the connection have had
+    /// their full timeouts, less a second of margin (4 s). A longer hold fails the attempt as
+    /// "not sent" and the machine schedules the retry after the hold.
+    pub fn hold_wait_budget(&self) -> Duration {
+        self.machine_config()
+            .attempt_timeout
+            .saturating_sub(self.request_timeout + self.connect_timeout)
+            .saturating_sub(Duration::from_secs(1))
+    }
+
     /// The classifier's settings.
     pub fn classify_policy(&self) -> ClassifyPolicy {
         ClassifyPolicy {

@@ -518,20 +518,6 @@ fn held_verdict(until: Timestamp, now: Timestamp) -> Verdict {
     })
 }
 
-/// How long an attempt may wait for its endpoint's hold to end before it is sent: what the
-/// machine's attempt backstop leaves once the request and the connection have had their full
-/// timeouts, less a second of margin. With the defaults (5 s request, 2 s connect, a 12 s
-/// backstop) that is 4 s: a hold of a few seconds is waited out, a longer one fails the
-/// attempt as "not sent" and the machine schedules the retry after the hold.
-pub fn hold_wait_budget(spec: &WorkloadSpec) -> Duration {
-    let policy = &spec.policy;
-    policy
-        .machine_config()
-        .attempt_timeout
-        .saturating_sub(policy.request_timeout + policy.connect_timeout)
-        .saturating_sub(Duration::from_secs(1))
-}
-
 /// Waits until the endpoint is not on hold, if the hold (plus this attempt's share of jitter)
 /// ends before `deadline`; otherwise returns the "not sent" verdict. `jitter` in [0, 1) spreads
 /// the workloads that waited for the same hold over up to a quarter of it (at most a second,
@@ -578,7 +564,7 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
     let jitter = st.rng.f64();
     let task = tokio::spawn(async move {
         let clock = deps.clock;
-        let deadline = tokio::time::Instant::now() + hold_wait_budget(&spec);
+        let deadline = tokio::time::Instant::now() + spec.policy.hold_wait_budget();
         let verdict = loop {
             if let Err(held) = wait_out_hold(&gate, clock, deadline, jitter).await {
                 count_attempt(&held);

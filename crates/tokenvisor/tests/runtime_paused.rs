@@ -296,10 +296,8 @@ async fn retry_after_is_a_floor_for_the_next_attempt() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_429_with_retry_after_holds_every_workload_of_the_endpoint() {
-    let h = Harness::start().await;
-    // Two workloads, same token URL; both healthy first.
+/// Workloads "a" and "b" (same token URL, 300 s tokens), both running.
+async fn two_running_on_one_endpoint(h: &Harness) -> (TokenHandle, TokenHandle) {
     h.fake.set_default(FakeReply::token(300));
     let a = h.rt.add(spec("a")).await.unwrap();
     let b = h.rt.add(spec("b")).await.unwrap();
@@ -307,6 +305,13 @@ async fn a_429_with_retry_after_holds_every_workload_of_the_endpoint() {
         status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
     })
     .await;
+    (a, b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_retry_after_holds_every_workload_of_the_endpoint() {
+    let h = Harness::start().await;
+    let (a, b) = two_running_on_one_endpoint(&h).await;
     // The endpoint starts answering 429 with Retry-After: 900 for everyone.
     let before = h.fake.total();
     h.fake.set_default(FakeReply::too_many(900));
@@ -338,13 +343,7 @@ async fn a_429_with_retry_after_holds_every_workload_of_the_endpoint() {
 #[tokio::test(start_paused = true)]
 async fn an_attempt_waits_out_a_short_hold_instead_of_failing() {
     let h = Harness::start().await;
-    h.fake.set_default(FakeReply::token(300));
-    let a = h.rt.add(spec("a")).await.unwrap();
-    let b = h.rt.add(spec("b")).await.unwrap();
-    wait_until("both running", S(60), || {
-        status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
-    })
-    .await;
+    let (a, b) = two_running_on_one_endpoint(&h).await;
     let before = h.fake.total() as usize;
     // a meets a 429 with Retry-After: 3, which holds the endpoint for 3 s: less than the 4 s
     // an attempt may wait.

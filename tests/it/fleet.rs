@@ -14,7 +14,7 @@ use tokenvisor_idp::{
 };
 
 use crate::common::{
-    Events, Harness, refresh_spec, secret_of, secs, status, transport, wait_until,
+    Events, Harness, fast_policy, refresh_spec, secret_of, secs, status, transport, wait_until,
 };
 
 /// Workloads in the fleet.
@@ -202,13 +202,18 @@ async fn attempts_queued_for_the_endpoint_are_not_sent_into_a_hold() {
     }
     wait_until("all running", || count_running(&handles) == M).await;
 
-    // The endpoint starts answering 503 with Retry-After: 2. Every workload refreshes at
+    // The endpoint starts answering 503 with Retry-After: 5. Every workload refreshes at
     // once: two requests go out, the rest queue for the endpoint's two permits. The first
-    // 503 holds the endpoint: the queued attempts must not be sent into the hold.
+    // 503 holds the endpoint: the queued attempts must not be sent into the hold. The hold
+    // is longer than an attempt may wait for one (`hold_wait_budget`, 4 s), so they fail as
+    // "not sent" instead of waiting and sending once it ends (a shorter hold is waited out:
+    // tests/it/scenarios.rs and the paused-clock tests cover that).
+    const HOLD: u64 = 5;
+    assert!(secs(HOLD) > fast_policy().hold_wait_budget());
     h.idp.set_fault(
         FaultScope::Global,
         Fault::ServiceUnavailable {
-            retry_after: Some(RetryAfter::Seconds(2)),
+            retry_after: Some(RetryAfter::Seconds(HOLD)),
         },
         Times::Always,
     );

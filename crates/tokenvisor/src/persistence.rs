@@ -2,7 +2,8 @@
 //!
 //! Token actors and the supervisor `cast` [`PersistenceMsg::Update`]; the actor keeps the
 //! latest record per workload (coalescing), writes in batches off the async threads
-//! (`spawn_blocking`, at most [`PersistenceConfig::max_parallel_batches`] at once), never
+//! (`spawn_blocking`, at most [`PersistenceConfig::max_parallel_batches`] at once; each file
+//! is fsynced and renamed, then one directory fsync makes the whole batch durable), never
 //! writes the same workload twice at once (per-workload order), retries failed writes with
 //! exponential backoff, counts everything in [`PersistStats`] and through the `metrics`
 //! facade (names in [`crate::metrics`], no per-workload labels), and answers
@@ -51,9 +52,11 @@ use crate::status_store::{self, StoreError};
 pub struct PersistenceConfig {
     /// The status directory (created 0700 if missing).
     pub dir: PathBuf,
-    /// Blocking write batches in flight at once (at least 1).
+    /// Blocking write batches in flight at once (at least 1). Default 4: on the 2-core
+    /// benchmark machine, 4 wrote a 100,000-file burst as fast as 8 and left more CPU to a
+    /// refresh storm running at the same time (docs/BENCHMARKS.md, targets 2 and 4).
     pub max_parallel_batches: usize,
-    /// Files per batch (at least 1).
+    /// Files per batch (at least 1); each batch ends with one fsync of the directory.
     pub batch_size: usize,
     /// First retry delay after a failed write.
     pub retry_initial: Duration,
@@ -66,7 +69,7 @@ impl PersistenceConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         PersistenceConfig {
             dir: dir.into(),
-            max_parallel_batches: 8,
+            max_parallel_batches: 4,
             batch_size: 64,
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
@@ -665,7 +668,10 @@ impl PersistState {
     }
 }
 
-/// Runs on the blocking pool: writes each record, (re)creating the directory when needed.
+/// Runs on the blocking pool: stages each record (temp file, fsync, rename), (re)creating the
+/// directory when needed, then makes every staged record durable with one fsync of the
+/// directory. A record is reported `Ok` only after that fsync; if it fails, every staged
+/// record of the batch reports the failure and is written again.
 fn write_batch(
     dir: &Path,
     dir_ready: &AtomicBool,
@@ -678,37 +684,46 @@ fn write_batch(
             Err(e) => dir_error = Some(e),
         }
     }
+    let mut results: Vec<Result<(), StoreError>> = items
+        .iter()
+        .map(|item| match &dir_error {
+            // No point trying each file in a directory that cannot be made.
+            Some(e) => Err(e.clone()),
+            None => stage_one(dir, dir_ready, item),
+        })
+        .collect();
+    if results.iter().any(Result::is_ok)
+        && let Err(e) = status_store::sync_dir(dir)
+    {
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            *result = Err(e.clone());
+        }
+    }
     items
         .into_iter()
-        .map(|item| {
-            let result = match &dir_error {
-                // No point trying each file in a directory that cannot be made.
-                Some(e) => Err(e.clone()),
-                None => write_one(dir, dir_ready, &item),
-            };
-            (item.name, item.seq, result)
-        })
+        .zip(results)
+        .map(|(item, result)| (item.name, item.seq, result))
         .collect()
 }
 
-/// One write; if the directory vanished, recreate it and try once more.
-fn write_one(dir: &Path, dir_ready: &AtomicBool, item: &Item) -> Result<(), StoreError> {
-    let result = guarded_write(dir, item);
+/// One staged write; if the directory vanished, recreate it and try once more.
+fn stage_one(dir: &Path, dir_ready: &AtomicBool, item: &Item) -> Result<(), StoreError> {
+    let result = guarded_stage(dir, item);
     if let Err(e) = &result
         && e.kind() == Some(io::ErrorKind::NotFound)
     {
         dir_ready.store(false, Ordering::Release);
         status_store::ensure_dir(dir)?;
         dir_ready.store(true, Ordering::Release);
-        return guarded_write(dir, item);
+        return guarded_stage(dir, item);
     }
     result
 }
 
-/// A write whose panic (a bug) becomes an error, so the record is retried, not lost.
-fn guarded_write(dir: &Path, item: &Item) -> Result<(), StoreError> {
+/// A staged write whose panic (a bug) becomes an error, so the record is retried, not lost.
+fn guarded_stage(dir: &Path, item: &Item) -> Result<(), StoreError> {
     std::panic::catch_unwind(AssertUnwindSafe(|| {
-        status_store::write_atomic(dir, &item.name, &item.record)
+        status_store::write_staged(dir, &item.name, &item.record)
     }))
     .unwrap_or_else(|_| {
         Err(StoreError::Panicked {

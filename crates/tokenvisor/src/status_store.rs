@@ -5,8 +5,10 @@
 //!
 //! - [`ensure_dir`]: create the directory 0700 (and tighten an existing one).
 //! - [`write_atomic`]: temp file in `dir` → one write → 0600 → fsync → rename → fsync of the
-//!   directory, through `atomic-write-file`. Readers see the old file or the new one, never
-//!   a partial one; the file is never readable by anyone but the owner, not even as a temp.
+//!   directory. Readers see the old file or the new one, never a partial one; the file is
+//!   never readable by anyone but the owner, not even as a temp. Split in two for batches:
+//!   [`write_staged`] (everything up to the rename) and [`sync_dir`] (one directory fsync
+//!   makes every staged rename of the batch durable).
 //! - [`read`]: one file.
 //! - [`recover`]: one pass over the directory at start-up: every `<name>.json` is read,
 //!   corrupt files are set aside as `<name>.json.corrupted` and reported, stray temp files of
@@ -19,10 +21,9 @@ use std::collections::HashMap;
 use std::fs::{self, File, Permissions};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use atomic_write_file::unix::OpenOptionsExt as _;
 use tokenvisor_core::status::RecordError;
 use tokenvisor_core::{StatusRecord, WorkloadName};
 
@@ -201,33 +202,63 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes `record` to `<dir>/<name>.json` atomically and durably: a temp file in `dir`
-/// (created 0600) → one write of the serialised record → chmod 0600 (whatever the umask) →
-/// fsync → rename over the target → fsync of the directory. On any failure the temp file is
-/// removed and the previous file, if any, is left as it was. The directory must exist (see
-/// [`ensure_dir`]).
+/// Writes `record` to `<dir>/<name>.json` atomically and durably: [`write_staged`] then
+/// [`sync_dir`]. On any failure the previous file, if any, is left as it was (or, if only
+/// the directory fsync failed, the new file may be in place but is not known durable). The
+/// directory must exist (see [`ensure_dir`]).
 pub fn write_atomic(
+    dir: &Path,
+    name: &WorkloadName,
+    record: &StatusRecord,
+) -> Result<(), StoreError> {
+    write_staged(dir, name, record)?;
+    sync_dir(dir)
+}
+
+/// Replaces `<dir>/<name>.json` with `record` atomically, but not yet durably: a temp file
+/// `.<name>.json.XXXXXX` in `dir` (created 0600) → one write of the serialised record →
+/// chmod 0600 (whatever the umask) → fsync → rename over the target. Readers see the old file
+/// or the new one, never a partial one; on failure the temp file is removed and the previous
+/// file is left as it was.
+///
+/// The rename is durable only once [`sync_dir`] has returned `Ok`: a batch of records is
+/// staged one by one and made durable by one directory fsync (DESIGN.md §4's sequence with
+/// its last step shared), and no record may be reported durable before that.
+pub fn write_staged(
     dir: &Path,
     name: &WorkloadName,
     record: &StatusRecord,
 ) -> Result<(), StoreError> {
     let bytes = record.to_json();
     let path = path_for(dir, name);
-    let mut opts = atomic_write_file::OpenOptions::new();
-    opts.mode(FILE_MODE)
-        .preserve_mode(false)
-        .preserve_owner(false);
-    let mut file = opts
-        .open(&path)
+    let mut prefix = String::with_capacity(name.as_str().len() + EXT.len() + 2);
+    prefix.push('.');
+    prefix.push_str(name.as_str());
+    prefix.push_str(".json.");
+    let mut temp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .rand_bytes(TEMP_SUFFIX_LEN)
+        .permissions(Permissions::from_mode(FILE_MODE))
+        .tempfile_in(dir)
         .map_err(|e| StoreError::file(&path, "create temp file", &e))?;
-    file.write_all(&bytes)
+    temp.write_all(&bytes)
         .map_err(|e| StoreError::file(&path, "write", &e))?;
-    file.as_file()
-        .set_permissions(Permissions::from_mode(FILE_MODE))
+    let file = temp.as_file();
+    file.set_permissions(Permissions::from_mode(FILE_MODE))
         .map_err(|e| StoreError::file(&path, "chmod", &e))?;
-    // fsync of the file, renameat, fsync of the directory.
-    file.commit()
-        .map_err(|e| StoreError::file(&path, "commit", &e))
+    file.sync_all()
+        .map_err(|e| StoreError::file(&path, "fsync", &e))?;
+    // On failure the returned temp file is dropped, which removes it.
+    temp.persist(&path)
+        .map_err(|e| StoreError::file(&path, "rename", &e.error))?;
+    Ok(())
+}
+
+/// Fsyncs the directory `dir`, making the renames of [`write_staged`] durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::dir(dir, "fsync", &e))
 }
 
 /// Reads `<dir>/<name>.json`: `Ok(None)` when it does not exist, [`StoreError::Corrupt`] when

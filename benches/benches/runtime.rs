@@ -67,6 +67,20 @@ fn bench_write(c: &mut Criterion) {
             BatchSize::PerIteration,
         );
     });
+    // What the persistence actor does with a batch: each file staged (temp, fsync, rename),
+    // then one fsync of the directory for all of them.
+    g.bench_function("write_staged_batch_64_one_dir_fsync", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                for n in &names {
+                    status_store::write_staged(dir.path(), n, &rec).expect("write");
+                }
+                status_store::sync_dir(dir.path()).expect("fsync");
+            },
+            BatchSize::PerIteration,
+        );
+    });
     g.finish();
 }
 

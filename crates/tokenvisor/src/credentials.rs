@@ -30,6 +30,16 @@
 //!
 //! Client secrets supplied at run time are kept in memory only: the operator updates the
 //! secret file (or environment variable, or configuration) so that a restart uses them too.
+//!
+//! ## Token sink
+//!
+//! A workload with a `token_sink_file` gets each access token it serves written there
+//! ([`CredentialStore::write_token_sink`]), by one writer at a time on the blocking pool: a
+//! token published while a write is in progress waits for it, and a token replaced before its
+//! write began is never written, so the file never goes back to an older token. A failed write
+//! is retried after short pauses, then counted and logged; the next token is written anyway.
+//! After its first successful write the sink, like the refresh-token file, removes the temp
+//! files that a killed process left next to it.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -268,6 +278,62 @@ pub struct CredentialStore {
     /// Temp files left next to the file by writes of a killed process were removed (after
     /// this store's first successful write; once).
     swept: AtomicBool,
+    /// The writer of the workload's token sink file, if it has one.
+    sink: Option<Arc<TokenSink>>,
+}
+
+/// The writer of one token sink file (module docs, "Token sink").
+struct TokenSink {
+    path: PathBuf,
+    /// The newest token not yet handed to a write.
+    pending: Mutex<Option<Secret>>,
+    /// A task is writing (and will write what is pending before it ends).
+    writing: AtomicBool,
+    /// Stale temp files next to the file were removed (once, after the first good write).
+    swept: AtomicBool,
+}
+
+impl TokenSink {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Option<Secret>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(self: &Arc<Self>, token: Secret) {
+        *self.pending() = Some(token);
+        if self.writing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        drop(tokio::spawn(Arc::clone(self).drain()));
+    }
+
+    /// Writes the pending token (on the blocking pool) until none is left.
+    async fn drain(self: Arc<Self>) {
+        loop {
+            let next = self.pending().take();
+            let Some(token) = next else {
+                self.writing.store(false, Ordering::Release);
+                // A token published after the take and before the store saw `writing` still
+                // set and left it to this task: take it over unless another task already did.
+                if self.pending().is_none() || self.writing.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                continue;
+            };
+            match write_with_retries(&self.path, &token).await {
+                Ok(()) => {
+                    if !self.swept.swap(true, Ordering::AcqRel) {
+                        let path = self.path.clone();
+                        let _ = tokio::task::spawn_blocking(move || remove_stale_temp_files(&path))
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!(crate::metrics::TOKEN_SINK_FAILURES).increment(1);
+                    tracing::warn!(path = %self.path.display(), "cannot write the token sink file: {e}");
+                }
+            }
+        }
+    }
 }
 
 struct Current {
@@ -295,6 +361,7 @@ impl fmt::Debug for CredentialStore {
                 },
             )
             .field("file", &self.file)
+            .field("token_sink", &self.sink.as_ref().map(|s| &s.path))
             .field("generation", &current.generation)
             .field("has_client_secret", &current.client_secret.is_some())
             .finish()
@@ -313,6 +380,14 @@ impl CredentialStore {
             refresh_grant,
             file_lock: tokio::sync::Mutex::new(()),
             swept: AtomicBool::new(false),
+            sink: spec.token_sink_file.clone().map(|path| {
+                Arc::new(TokenSink {
+                    path,
+                    pending: Mutex::new(None),
+                    writing: AtomicBool::new(false),
+                    swept: AtomicBool::new(false),
+                })
+            }),
             current: Mutex::new(Current {
                 client_secret: spec.client_secret.clone(),
                 file_token: file.as_ref().and(refresh_token.clone()),
@@ -482,6 +557,14 @@ impl CredentialStore {
 }
 
 impl CredentialStore {
+    /// Hands a newly served access token to the workload's token sink file, if it has one
+    /// (module docs, "Token sink"). Returns at once; the write runs on the blocking pool.
+    pub fn write_token_sink(&self, token: &Secret) {
+        if let Some(sink) = &self.sink {
+            sink.publish(token.clone());
+        }
+    }
+
     /// Once per store, after a successful write of `path` (the file lock held, so no write of
     /// this store is in progress): removes the temp files that writes interrupted by a crash
     /// (`kill -9`, power loss) left next to it. Each holds a refresh token and nothing else

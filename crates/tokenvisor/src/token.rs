@@ -289,9 +289,7 @@ fn apply(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, fx: Effects, now
             token_type: grant.token_type.into(),
             expires_at: now.plus(grant.lifetime),
         };
-        if let Some(path) = st.args.spec.token_sink_file.clone() {
-            write_sink(path, token.secret.clone());
-        }
+        st.args.credentials.write_token_sink(&token.secret);
         st.args.shared.set_slot(Slot::Token(token));
     } else if withdraw.is_some() || matches!(&*st.args.shared.slot(), Slot::Unavailable(_)) {
         let reason = withdraw_reason(&st.machine, withdraw);
@@ -469,15 +467,6 @@ fn check_credentials_changed_since(
         {
             tracing::info!(workload = %name, "refresh-token file changed while unauthenticated: trying it");
             let _ = me.cast(TokenMsg::CredentialsReplaced);
-        }
-    });
-}
-
-fn write_sink(path: std::path::PathBuf, token: tokenvisor_core::Secret) {
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = crate::credentials::write_secret_file(&path, &token) {
-            metrics::counter!(m::TOKEN_SINK_FAILURES).increment(1);
-            tracing::warn!(path = %path.display(), "cannot write the token sink file: {e}");
         }
     });
 }

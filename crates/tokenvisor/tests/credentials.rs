@@ -400,3 +400,61 @@ async fn debug_prints_no_secret() {
     }
     assert!(printed.contains("github-mcp"), "{printed}");
 }
+
+/// A client-credentials workload whose served tokens go to `dir/out.token`.
+fn sink_store(dir: &Path) -> (Arc<CredentialStore>, PathBuf) {
+    let path = dir.join("out.token");
+    let mut spec = spec(GrantSpec::ClientCredentials);
+    spec.token_sink_file = Some(path.clone());
+    (CredentialStore::new(&spec), path)
+}
+
+/// Waits (bounded, real time: the writes run on the blocking pool) until `cond` holds.
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_sink_ends_with_the_newest_token_and_never_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = sink_store(dir.path());
+    // Published faster than they can be written: most are replaced before their write begins.
+    for i in 0..200 {
+        store.write_token_sink(&Secret::from(format!("at-{i:03}")));
+    }
+    let newest = || std::fs::read_to_string(&path).is_ok_and(|t| t == "at-199");
+    wait_for("the newest token in the sink", newest).await;
+    // No write still queued or running brings an older token back.
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "at-199");
+    }
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(
+        file_names(dir.path()),
+        vec!["out.token"],
+        "no temporary file left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_sink_removes_temp_files_a_killed_process_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = sink_store(dir.path());
+    // What atomic-write-file leaves when the process dies mid-write, and a look-alike that
+    // is not ours.
+    std::fs::write(dir.path().join(".out.token.Ab12Cd"), "at-old").unwrap();
+    std::fs::write(dir.path().join(".out.token.keep-me"), "x").unwrap();
+    store.write_token_sink(&Secret::from("at-new"));
+    wait_for("the stale temp file removed", || {
+        file_names(dir.path()) == vec![".out.token.keep-me", "out.token"]
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "at-new");
+}

@@ -258,7 +258,8 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<u8> {
     })?;
     let raw = runtime.block_on(transport.exchange(req.clone()));
     let policy = ClassifyPolicy::default();
-    let verdict = classify(&raw, now(), &policy, &req.secrets());
+    let secrets = req.secrets();
+    let verdict = classify(&raw, now(), &policy, &secrets.iter().collect::<Vec<_>>());
     let http_status = match &raw {
         RawOutcome::Response(answer) => Some(answer.status),
         RawOutcome::Transport { .. } => None,
@@ -308,9 +309,9 @@ fn report(
         Verdict::Success(grant) => {
             // token_type comes from the provider: sanitise it, and never let it carry a token.
             let mut token_type = truncate_chars(&safe_text(&grant.token_type), 32);
-            let mut secrets: Vec<&Secret> = req.secrets();
-            secrets.push(&grant.access_token);
-            secrets.extend(grant.refresh_token.iter());
+            let mut secrets: Vec<Secret> = req.secrets();
+            secrets.push(grant.access_token.clone());
+            secrets.extend(grant.refresh_token.iter().cloned());
             if secrets
                 .iter()
                 .any(|s| !s.is_empty() && token_type.contains(s.expose()))

@@ -604,7 +604,8 @@ async fn send(
     // Built per attempt rather than kept per workload: without extra error codes (the usual
     // case) it allocates nothing, and 100,000 idle workloads do not each hold a copy.
     let policy: ClassifyPolicy = spec.policy.classify_policy();
-    let verdict = classify(&outcome, now, &policy, &req.secrets());
+    let secrets = req.secrets();
+    let verdict = classify(&outcome, now, &policy, &secrets.iter().collect::<Vec<_>>());
     metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
     if let Verdict::Transient(f) = &verdict
         && matches!(f.http_status, Some(429 | 503))

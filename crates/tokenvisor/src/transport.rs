@@ -64,15 +64,29 @@ impl ExchangeRequest {
         }
     }
 
-    /// The secrets this request carries (to scrub from summaries).
-    pub fn secrets(&self) -> Vec<&Secret> {
-        let mut v: Vec<&Secret> = self.client_secret.iter().collect();
+    /// The secrets this request carries, to scrub from summaries and details: the client
+    /// secret, the refresh token, and with Basic authentication the `Authorization` credential
+    /// itself (base64 of the form-encoded `id:secret`, as the oauth2 crate builds it), which a
+    /// server may echo back in an error page.
+    pub fn secrets(&self) -> Vec<Secret> {
+        let mut v: Vec<Secret> = self.client_secret.iter().cloned().collect();
+        if let (AuthMethod::Basic, Some(secret)) = (self.auth_method, &self.client_secret) {
+            v.push(basic_credential(&self.client_id, secret));
+        }
         match &self.grant {
-            Grant::RefreshToken(rt) => v.push(rt),
+            Grant::RefreshToken(rt) => v.push(rt.clone()),
             Grant::ClientCredentials => {}
         }
         v
     }
+}
+
+/// What follows `Basic ` in the `Authorization` header (RFC 6749 §2.3.1).
+fn basic_credential(client_id: &str, secret: &Secret) -> Secret {
+    use base64::Engine as _;
+    let id: String = form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
+    let secret: String = form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect();
+    Secret::from(base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
 }
 
 /// A boxed future of a raw outcome.

@@ -461,3 +461,68 @@ async fn read_request_head(socket: &mut tokio::net::TcpStream) {
         }
     }
 }
+
+#[tokio::test]
+async fn an_echoed_basic_authorization_header_is_scrubbed_from_the_summary() {
+    // A misconfigured gateway that answers with the request's own headers in an HTML page.
+    let (url, _server) = raw_server(|mut socket| async move {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&seen);
+        let auth = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+            .unwrap_or("no authorization header")
+            .to_owned();
+        let body = format!("<html><body>Bad request. {auth}</body></html>");
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(answer.as_bytes()).await.ok();
+        socket.shutdown().await.ok();
+    })
+    .await;
+    let req = request(
+        &url,
+        AuthMethod::Basic,
+        Grant::RefreshToken(Secret::from("rt-echo-test")),
+    );
+    let outcome = exchange(&req).await;
+    let body = String::from_utf8_lossy(&answer(outcome.clone()).body).into_owned();
+    assert!(
+        body.contains("Basic "),
+        "the server echoed the header: {body}"
+    );
+    let secrets = req.secrets();
+    let refs: Vec<&Secret> = secrets.iter().collect();
+    let verdict = tokenvisor_core::classify::classify(
+        &outcome,
+        tokenvisor_core::Timestamp::from_millis(1_800_000_000_000),
+        &tokenvisor_core::classify::ClassifyPolicy::default(),
+        &refs,
+    );
+    let tokenvisor_core::Verdict::Transient(failure) = verdict else {
+        panic!("an HTML 400 is transient: {verdict:?}");
+    };
+    let credential = body
+        .split("Basic ")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the echoed credential")
+        .trim()
+        .to_owned();
+    assert!(credential.len() > 8, "{credential}");
+    assert!(
+        !failure.summary.contains(&credential),
+        "the Basic credential in the summary: {}",
+        failure.summary
+    );
+    assert!(failure.summary.contains("Basic …"), "{}", failure.summary);
+}

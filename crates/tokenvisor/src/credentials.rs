@@ -558,7 +558,8 @@ impl CredentialStore {
 
 impl CredentialStore {
     /// Hands a newly served access token to the workload's token sink file, if it has one
-    /// (module docs, "Token sink"). Returns at once; the write runs on the blocking pool.
+    /// (module docs, "Token sink"). Returns at once; the write runs on the blocking pool, so
+    /// call it inside a tokio runtime (token actors do).
     pub fn write_token_sink(&self, token: &Secret) {
         if let Some(sink) = &self.sink {
             sink.publish(token.clone());

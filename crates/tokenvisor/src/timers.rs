@@ -80,19 +80,18 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>) {
                     return;
                 }
                 for cmd in cmds.drain(..) {
-                    match cmd {
+                    // Either command drops the actor's armed entry; `Arm` then adds the new one.
+                    let (id, arm) = match cmd {
                         Cmd::Arm { actor, generation, at } => {
-                            let id = actor.get_id();
-                            if let Some(old) = keys.remove(&id) {
-                                queue.try_remove(&old);
-                            }
-                            keys.insert(id, queue.insert_at((actor, generation), at));
+                            (actor.get_id(), Some(((actor, generation), at)))
                         }
-                        Cmd::Disarm { actor } => {
-                            if let Some(old) = keys.remove(&actor) {
-                                queue.try_remove(&old);
-                            }
-                        }
+                        Cmd::Disarm { actor } => (actor, None),
+                    };
+                    if let Some(old) = keys.remove(&id) {
+                        queue.try_remove(&old);
+                    }
+                    if let Some((entry, at)) = arm {
+                        keys.insert(id, queue.insert_at(entry, at));
                     }
                 }
                 if keys.capacity() > 4 * keys.len().max(1024) {

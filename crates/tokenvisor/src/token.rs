@@ -637,10 +637,7 @@ async fn send(
 
 /// Counts an attempt's outcome (closed label sets: outcome and failure kind).
 fn count_attempt(verdict: &Verdict) {
-    let (outcome, kind) = match verdict {
-        Verdict::Success(_) => ("ok", "ok"),
-        Verdict::Transient(f) => ("transient", f.kind.as_str()),
-        Verdict::Permanent(f) => ("permanent", f.kind.as_str()),
-    };
-    metrics::counter!(m::REFRESH_ATTEMPTS, "outcome" => outcome, "kind" => kind).increment(1);
+    let kind = verdict.failure().map_or("ok", |f| f.kind.as_str());
+    metrics::counter!(m::REFRESH_ATTEMPTS, "outcome" => verdict.outcome(), "kind" => kind)
+        .increment(1);
 }

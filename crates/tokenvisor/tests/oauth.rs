@@ -12,7 +12,9 @@ use tokenvisor::oauth::{HttpConfig, HttpTransport};
 use tokenvisor::spec::AuthMethod;
 use tokenvisor::transport::{ExchangeRequest, Grant, Transport};
 use tokenvisor_core::classify::BODY_LIMIT;
-use tokenvisor_core::{HttpAnswer, RawOutcome, Secret, TransportKind};
+use tokenvisor_core::{
+    ClassifyPolicy, HttpAnswer, RawOutcome, Secret, Timestamp, TransportKind, Verdict, classify,
+};
 use tokenvisor_idp::{
     AuthMethod as SeenAuth, ClientSpec, Fault, FaultScope, IdpConfig, IdpServer, RetryAfter, Times,
 };
@@ -450,30 +452,27 @@ where
     (format!("http://{addr}/token"), task)
 }
 
-/// Reads until the end of the request head (the small form body may follow; it is ignored).
-async fn read_request_head(socket: &mut tokio::net::TcpStream) {
+/// Reads until the end of the request head (the small form body may follow; it is ignored)
+/// and returns what was read, or `None` if the connection ended first.
+async fn read_request_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 1024];
     while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
         match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => seen.extend_from_slice(&buf[..n]),
         }
     }
+    Some(seen)
 }
 
 #[tokio::test]
 async fn an_echoed_basic_authorization_header_is_scrubbed_from_the_summary() {
     // A misconfigured gateway that answers with the request's own headers in an HTML page.
     let (url, _server) = raw_server(|mut socket| async move {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-            match socket.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
+        let Some(seen) = read_request_head(&mut socket).await else {
+            return;
+        };
         let head = String::from_utf8_lossy(&seen);
         let auth = head
             .lines()
@@ -502,13 +501,13 @@ async fn an_echoed_basic_authorization_header_is_scrubbed_from_the_summary() {
     );
     let secrets = req.secrets();
     let refs: Vec<&Secret> = secrets.iter().collect();
-    let verdict = tokenvisor_core::classify::classify(
+    let verdict = classify(
         &outcome,
-        tokenvisor_core::Timestamp::from_millis(1_800_000_000_000),
-        &tokenvisor_core::classify::ClassifyPolicy::default(),
+        Timestamp::from_millis(1_800_000_000_000),
+        &ClassifyPolicy::default(),
         &refs,
     );
-    let tokenvisor_core::Verdict::Transient(failure) = verdict else {
+    let Verdict::Transient(failure) = verdict else {
         panic!("an HTML 400 is transient: {verdict:?}");
     };
     let credential = body

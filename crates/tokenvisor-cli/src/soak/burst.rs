@@ -66,13 +66,7 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
         Fault::ServiceUnavailable { retry_after: None },
         Times::Always,
     );
-    let told = h.runtime.force_refresh_all().await?;
-    if told != handles.len() {
-        report.fail(format!(
-            "force_refresh_all told {told} of {} workloads",
-            handles.len()
-        ));
-    }
+    h.force_refresh_every(handles.len(), &mut report).await?;
     let fanout = started.elapsed();
     let retrying = harness::wait_all(&handles, h.settle_timeout(), |_, h| {
         harness::status_of(h) == Some(WorkloadStatus::AuthRetrying)

@@ -204,9 +204,26 @@ impl Harness {
         Ok(handles.into_iter().flatten().collect())
     }
 
+    /// Asks every workload to refresh now, in one supervisor message
+    /// (`Runtime::force_refresh_all`), as if every refresh timer fired in the same instant. A
+    /// count other than `expected` workloads told fails the run.
+    pub(crate) async fn force_refresh_every(
+        &self,
+        expected: usize,
+        report: &mut super::Report,
+    ) -> anyhow::Result<()> {
+        let told = self.runtime.force_refresh_all().await?;
+        if told != expected {
+            report.fail(format!(
+                "force_refresh_all told {told} of {expected} workloads"
+            ));
+        }
+        Ok(())
+    }
+
     /// Asks each of `handles` to refresh now (a few callers at once); returns when every
     /// request was handed to the supervisor.
-    pub(crate) async fn force_refresh_all(&self, handles: &[TokenHandle]) -> anyhow::Result<()> {
+    pub(crate) async fn force_refresh_each(&self, handles: &[TokenHandle]) -> anyhow::Result<()> {
         let names: Vec<WorkloadName> = handles.iter().map(|h| h.name().clone()).collect();
         let names = Arc::new(Mutex::new(names));
         let mut tasks = tokio::task::JoinSet::new();

@@ -101,7 +101,7 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
             Class::Running => {}
         }
     }
-    h.force_refresh_all(&special).await?;
+    h.force_refresh_each(&special).await?;
     let settled = harness::wait_all(&handles, h.settle_timeout(), |i, h| {
         let want = match class(i) {
             Class::Running => WorkloadStatus::Running,

@@ -3,9 +3,9 @@
 //! "All due at once" is made with one force-refresh burst: once every workload is healthy
 //! (tokens living `provider.quiet_lifetime`, so nothing falls due by itself), every workload
 //! is asked to refresh with one `Runtime::force_refresh_all` (one supervisor message, one
-//! cast per token actor), as if every refresh timer fired in the same instant. This isolates the refresh path (gate,
-//! transport, classification, the actor's result handling, the status write) from actor
-//! spawning, which `--scenario scale` measures. The clock starts before the first request and
+//! cast per token actor), as if every refresh timer fired in the same instant. This isolates
+//! the refresh path (gate, transport, classification, the actor's result handling, the
+//! status write) from actor spawning, which `--scenario scale` measures. The clock starts before the first request and
 //! stops when every workload serves a token newer than the one it had: `tokenvisor_per_sec`
 //! = N / that time. The provider's success counter must have grown by N.
 //!
@@ -72,13 +72,7 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
     let before = h.idp.counters();
 
     let storm_started = Instant::now();
-    let told = h.runtime.force_refresh_all().await?;
-    if told != handles.len() {
-        report.fail(format!(
-            "force_refresh_all told {told} of {} workloads",
-            handles.len()
-        ));
-    }
+    h.force_refresh_every(handles.len(), &mut report).await?;
     let fanout = storm_started.elapsed();
     let refreshed = harness::wait_all(&handles, h.settle_timeout(), |i, h| {
         h.current_unchecked()

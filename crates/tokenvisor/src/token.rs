@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
+use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::status::TokenState as DiskTokenState;
 use tokenvisor_core::{
     AttemptId, ClassifyPolicy, Failure, FailureKind, Machine, StatusRecord, Timestamp, Verdict,
@@ -104,6 +105,8 @@ pub enum TokenMsg {
     /// Internal: look at the refresh-token file for new credentials.
     #[doc(hidden)]
     PollCredentials,
+    /// The timer service restarted and lost every armed timer: arm this actor's again.
+    RearmTimer,
     /// Fault injection for supervision tests: panic in the handler.
     Crash,
 }
@@ -236,6 +239,13 @@ impl Actor for TokenActor {
             }
             TokenMsg::PollCredentials => {
                 poll_credentials(&myself, st);
+                return Ok(());
+            }
+            TokenMsg::RearmTimer => {
+                if let Some(at) = st.timer {
+                    let delay = st.args.deps.clock.until(at);
+                    st.args.deps.timers.arm(&myself, st.timer_generation, delay);
+                }
                 return Ok(());
             }
             TokenMsg::Crash => panic!("injected crash in token actor {}", st.args.spec.name),
@@ -607,9 +617,11 @@ async fn send(
     let secrets = req.secrets();
     let verdict = classify(&outcome, now, &policy, &secrets.iter().collect::<Vec<_>>());
     metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
+    // The hold is clamped like every delay: no server makes the endpoint wait longer than a
+    // timer can be armed for.
     if let Verdict::Transient(f) = &verdict
         && matches!(f.http_status, Some(429 | 503))
-        && let Some(ra) = f.retry_after
+        && let Some(ra) = f.retry_after.map(|ra| ra.min(MAX_TIMER_DELAY))
         && gate.hold(now.plus(ra))
     {
         metrics::counter!(m::ENDPOINT_HOLDS).increment(1);

@@ -255,7 +255,7 @@ impl Actor for TokenActor {
         apply(&myself, st, fx, now);
         if stopping {
             cancel_timers(&myself, st);
-            myself.stop(Some("removed".into()));
+            stop_after_attempts(&myself, st);
         }
         Ok(())
     }
@@ -503,6 +503,36 @@ async fn finish_attempts(st: &mut TokenActorState) {
     if tokio::time::timeout(limit, all).await.is_err() {
         tracing::warn!(workload = %st.args.spec.name, "a refresh was still in flight at shutdown after {}", humantime::format_duration(limit));
     }
+}
+
+/// Removal: the actor stops once its refreshes in flight are done (bounded as at shutdown),
+/// waited for in a task so the handler returns. The supervisor answers the removal only when
+/// the actor has stopped, so a workload removed and added again (a reload that changed it)
+/// never has two attempts in flight, and its new actor starts after a rotated refresh token
+/// of the old one is on disk. Attempts still queued for a permit do not send their request.
+fn stop_after_attempts(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
+    st.stopping.store(true, Ordering::Release);
+    let attempts = std::mem::take(&mut st.attempts);
+    let limit = st
+        .args
+        .spec
+        .policy
+        .machine_config()
+        .attempt_timeout
+        .min(SHUTDOWN_ATTEMPT_WAIT);
+    let me = myself.clone();
+    let name = st.args.spec.name.clone();
+    tokio::spawn(async move {
+        let all = async {
+            for attempt in attempts {
+                let _ = attempt.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(workload = %name, "a refresh was still in flight at removal after {}", humantime::format_duration(limit));
+        }
+        me.stop(Some("removed".into()));
+    });
 }
 
 /// The verdict of an attempt not sent because its endpoint is on hold until `until`.

@@ -683,3 +683,42 @@ async fn a_dead_timer_service_is_reported_restarted_and_every_timer_armed_again(
     );
     assert!(a.current().is_ok() && b.current().is_ok());
 }
+
+/// One owner per grant: a removal (a reload restarting a changed workload is a removal, then
+/// an add) answers only once the refresh in flight is done and its rotated refresh token is
+/// on disk, so the workload added next reads the live token and never races the old attempt.
+#[tokio::test(start_paused = true)]
+async fn removal_waits_for_the_refresh_in_flight_and_its_rotated_token() {
+    let h = Harness::start().await;
+    let rt_file = h.dir.path().join("wl.rt");
+    std::fs::write(&rt_file, "rt-initial-wl\n").unwrap();
+    let mut s = spec("wl");
+    s.grant = GrantSpec::RefreshToken {
+        token: Secret::from("rt-initial-wl"),
+        file: Some(rt_file.clone()),
+    };
+    h.fake.set_client("wl", FakeReply::rotating(3600));
+    let handle = h.rt.add(s).await.unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&rt_file).unwrap().trim(), "rt-1");
+
+    // A slow refresh is in flight when the workload is removed.
+    h.fake.push(
+        "wl",
+        [FakeReply::Delayed(
+            S(5),
+            Box::new(FakeReply::rotating(3600)),
+        )],
+    );
+    assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
+    wait_until("the slow request sent", S(60), || h.fake.count("wl") == 2).await;
+    assert!(h.rt.remove(&name("wl")).await.unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&rt_file).unwrap().trim(),
+        "rt-2",
+        "removal answered before the rotated refresh token was stored"
+    );
+}

@@ -255,6 +255,7 @@ async fn read_config(path: &Path, reading: &Arc<AtomicBool>) -> Option<Config> {
         );
         return None;
     }
+    tracing::info!("SIGHUP: reloading {}", path.display());
     let (task_path, done) = (path.to_owned(), reading.clone());
     let job = tokio::task::spawn_blocking(move || {
         let loaded = config::load(&task_path);

@@ -372,7 +372,7 @@ async fn apply_endpoint_settings(
                 tracing::info!(endpoint = %url, from = old, to = n, "SIGHUP: endpoint_concurrency changed");
             }
             Err(e) => {
-                tracing::error!(endpoint = %url, "SIGHUP: endpoint_concurrency not changed: {e}")
+                tracing::error!(endpoint = %url, "SIGHUP: endpoint_concurrency not changed: {e}");
             }
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! | method, path                          | answers                                                   |
 //! | ------------------------------------- | --------------------------------------------------------- |
-//! | `GET /healthz`                        | 200 `{"ok":true,"workloads":N}`; 503 if the supervisor does not answer; never needs auth |
+//! | `GET /healthz`                        | 200 `{"ok":true,"workloads":N}`; 503 if the supervisor does not answer or no timer can fire (the timer service is restarting); never needs auth |
 //! | `GET /metrics`                        | 200 Prometheus text; 404 when no recorder was installed   |
 //! | `GET /v1/workloads[?status=S]`        | 200 array of summaries (sorted by name); 400 bad query    |
 //! | `GET /v1/workloads/{name}`            | 200 summary plus resolved settings; 404                   |
@@ -291,6 +291,20 @@ async fn method_not_allowed() -> Response {
 
 async fn healthz(State(state): State<AdminState>) -> Response {
     let uptime = state.inner.started_at.elapsed().as_secs();
+    // No timer can fire while the timer service restarts: nothing refreshes, retries or
+    // expires. That is not healthy, however well every workload looks.
+    let health = state.runtime().health();
+    if let Some(problem) = health.problem() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "ok": false,
+                "error": problem,
+                "timer_service_restarts": health.timer_service_restarts,
+            })),
+        )
+            .into_response();
+    }
     match state.runtime().workload_count().await {
         Ok(n) => axum::Json(json!({
             "ok": true,

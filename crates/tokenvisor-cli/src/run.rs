@@ -6,12 +6,31 @@
 //! marked `stopped`, changed ones restart; a bad file is reported and changes nothing);
 //! SIGINT/SIGTERM shut down gracefully, every status flushed, exit 0.
 //!
+//! ## Reloads never block the signal loop
+//! A SIGHUP only wakes the reloader task ([`Reloader`]); the loop goes straight back to
+//! waiting, so SIGTERM is handled at once even while a reload is stuck. The reloader reads
+//! the configuration and the secret files it names on the blocking pool, bounded by
+//! [`RELOAD_READ_TIMEOUT`]: a FIFO or a hung mount makes the reload fail ("timed out",
+//! nothing changed), not hang. While a read is still stuck no second one starts (each would
+//! pin another thread). SIGHUPs that arrive while a reload runs coalesce into one more
+//! reload after it. At exit the process does not wait for a stuck read.
+//!
+//! ## What a reload restarts
+//! Only workloads whose own resolved settings changed (a `[defaults]` change restarts the
+//! workloads that inherit the changed key, not those that override it). The refresh token's
+//! current value is not a setting (the file changes with every rotation). Endpoint settings
+//! (`endpoint_concurrency`) belong to the endpoint, not to a workload: a change resizes the
+//! endpoint's live gate ([`Runtime::set_endpoint_concurrency`]) and restarts nothing. A
+//! restarted workload is removed first (which waits for its refresh in flight), and its
+//! refresh-token file is read again before it starts, so it presents the live token.
+//!
 //! When ready it prints one JSON line to stdout, for scripts and tests:
 //! `{"event":"ready","admin":"127.0.0.1:7878"|null,"workloads":N,"status_dir":"…","pid":P}`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,6 +40,7 @@ use tokenvisor::runtime::{Runtime, RuntimeConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor_core::{Secret, WorkloadName};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
 
 use crate::admin;
 
@@ -50,7 +70,11 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<u8> {
         .thread_name("tokenvisor")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(daemon(args.config.clone(), cfg))
+    let code = rt.block_on(daemon(args.config.clone(), cfg));
+    // A reload may have left a blocking thread stuck reading a FIFO or a hung mount: exit
+    // without waiting for it.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
 fn init_logging(cfg: &Config) {
@@ -132,13 +156,15 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let reloader = Reloader::spawn(path, cfg.service.admin_listen, runtime.clone(), current);
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&path, &cfg.service.admin_listen, &runtime, &mut current).await,
+            _ = hup.recv() => reloader.request(),
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
     }
+    reloader.stop();
     let report = runtime.shutdown(FLUSH_DEADLINE).await.context("shutdown")?;
     upkeep.abort();
     if report.failed.is_empty() {
@@ -167,23 +193,110 @@ async fn start_workload(
     }
 }
 
-/// SIGHUP: reload the file and reconcile. A bad file changes nothing.
-async fn reload(
-    path: &Path,
+/// How long a reload may spend reading the configuration and the secret files it names.
+const RELOAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The reloader task: owns the running workloads' specs, reloads on request.
+struct Reloader {
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reloader {
+    fn spawn(
+        path: PathBuf,
+        listen: AdminListen,
+        runtime: Runtime,
+        current: BTreeMap<WorkloadName, WorkloadSpec>,
+    ) -> Self {
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(reload_loop(wake.clone(), path, listen, runtime, current));
+        Reloader { wake, task }
+    }
+
+    /// Asks for a reload; requests made while one runs coalesce into one more (a `Notify`
+    /// keeps at most one permit).
+    fn request(&self) {
+        tracing::info!("SIGHUP: reload requested");
+        self.wake.notify_one();
+    }
+
+    /// Stops reloading (at shutdown: no workload may start while the runtime stops).
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+async fn reload_loop(
+    wake: Arc<Notify>,
+    path: PathBuf,
+    listen: AdminListen,
+    runtime: Runtime,
+    mut current: BTreeMap<WorkloadName, WorkloadSpec>,
+) {
+    // True while a blocking read runs (or is stuck).
+    let reading = Arc::new(AtomicBool::new(false));
+    loop {
+        wake.notified().await;
+        if let Some(cfg) = read_config(&path, &reading).await {
+            reconcile(cfg, &listen, &runtime, &mut current).await;
+        }
+    }
+}
+
+/// Loads the configuration on the blocking pool, bounded by [`RELOAD_READ_TIMEOUT`]. `None`
+/// (logged) when it cannot be read, is invalid, or does not answer in time.
+async fn read_config(path: &Path, reading: &Arc<AtomicBool>) -> Option<Config> {
+    if reading.swap(true, Ordering::AcqRel) {
+        tracing::error!(
+            "SIGHUP: configuration not reloaded, nothing changed: an earlier reload is still \
+             stuck reading {} or a secret file it names",
+            path.display()
+        );
+        return None;
+    }
+    tracing::info!("SIGHUP: reloading {}", path.display());
+    let (task_path, done) = (path.to_owned(), reading.clone());
+    let job = tokio::task::spawn_blocking(move || {
+        let loaded = config::load(&task_path);
+        done.store(false, Ordering::Release);
+        loaded
+    });
+    match tokio::time::timeout(RELOAD_READ_TIMEOUT, job).await {
+        Ok(Ok(Ok(cfg))) => Some(cfg),
+        Ok(Ok(Err(e))) => {
+            tracing::error!("SIGHUP: configuration not reloaded, nothing changed:\n{e}");
+            None
+        }
+        Ok(Err(e)) => {
+            reading.store(false, Ordering::Release);
+            tracing::error!("SIGHUP: configuration not reloaded, nothing changed: {e}");
+            None
+        }
+        Err(_elapsed) => {
+            tracing::error!(
+                "SIGHUP: reload timed out after {}s reading {} and the secret files it names \
+                 (a FIFO or a hung mount?); configuration not reloaded, nothing changed",
+                RELOAD_READ_TIMEOUT.as_secs(),
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Applies a loaded configuration. Endpoint settings first (no restart), then workloads:
+/// removed ones stop, changed ones restart, new ones start.
+async fn reconcile(
+    cfg: Config,
     listen: &AdminListen,
     runtime: &Runtime,
     current: &mut BTreeMap<WorkloadName, WorkloadSpec>,
 ) {
-    let cfg = match config::load(path) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            tracing::error!("SIGHUP: configuration not reloaded, nothing changed:\n{e}");
-            return;
-        }
-    };
     if &cfg.service.admin_listen != listen {
         tracing::warn!("SIGHUP: [service] changes take effect at the next start");
     }
+    let resized = apply_endpoint_settings(&cfg.workloads, runtime, current).await;
     let mut wanted: BTreeMap<WorkloadName, WorkloadSpec> = cfg
         .workloads
         .into_iter()
@@ -203,10 +316,15 @@ async fn reload(
                 let same = current
                     .get(&name)
                     .is_some_and(|old| same_workload(old, &spec));
-                if !same {
+                if same {
+                    // Keep the latest form (endpoint settings already applied).
+                    current.insert(name, spec);
+                } else {
+                    // The removal waits for a refresh in flight; the file may hold a newer
+                    // refresh token than the one read a moment ago.
                     let _ = runtime.remove(&name).await;
                     current.remove(&name);
-                    start_workload(runtime, current, spec).await;
+                    start_workload(runtime, current, reread_refresh_token(spec).await).await;
                     changed += 1;
                 }
             }
@@ -220,19 +338,89 @@ async fn reload(
         added,
         removed,
         changed,
+        endpoints_resized = resized,
         total = current.len(),
         "SIGHUP: reloaded"
     );
 }
 
-/// Two specs describe the same workload, ignoring the refresh token's current value (the
-/// file it is read from changes with every rotation).
+/// Resizes the live gate of every endpoint whose `endpoint_concurrency` changed (the
+/// configuration guarantees one value per `token_url`). Returns how many changed.
+async fn apply_endpoint_settings(
+    wanted: &[WorkloadSpec],
+    runtime: &Runtime,
+    current: &BTreeMap<WorkloadName, WorkloadSpec>,
+) -> usize {
+    let per_url = |specs: &mut dyn Iterator<Item = &WorkloadSpec>| {
+        specs
+            .map(|s| (s.token_url.clone(), s.policy.endpoint_concurrency))
+            .collect::<BTreeMap<Arc<str>, usize>>()
+    };
+    let before = per_url(&mut current.values());
+    let after = per_url(&mut wanted.iter());
+    let mut resized = 0;
+    for (url, n) in after {
+        let Some(&old) = before.get(&url) else {
+            continue; // a new endpoint: its gate is made with `n` when its first workload starts
+        };
+        if old == n {
+            continue;
+        }
+        match runtime.set_endpoint_concurrency(&url, n).await {
+            Ok(_) => {
+                resized += 1;
+                tracing::info!(endpoint = %url, from = old, to = n, "SIGHUP: endpoint_concurrency changed");
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %url, "SIGHUP: endpoint_concurrency not changed: {e}");
+            }
+        }
+    }
+    resized
+}
+
+/// Reads the refresh-token file of `spec` again (bounded, off the runtime's threads): a
+/// restarted workload must present the token its old actor last stored, not the one read
+/// when the configuration was loaded. Keeps the loaded token when the file cannot be read.
+async fn reread_refresh_token(mut spec: WorkloadSpec) -> WorkloadSpec {
+    let GrantSpec::RefreshToken {
+        file: Some(file), ..
+    } = &spec.grant
+    else {
+        return spec;
+    };
+    let path = file.clone();
+    let read =
+        tokio::task::spawn_blocking(move || tokenvisor::credentials::read_secret_file(&path));
+    match tokio::time::timeout(RELOAD_READ_TIMEOUT, read).await {
+        Ok(Ok(Ok(fresh))) => {
+            if let GrantSpec::RefreshToken { token, .. } = &mut spec.grant {
+                *token = fresh;
+            }
+        }
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(workload = %spec.name, "refresh-token file not read again ({e}); using the one just loaded");
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(workload = %spec.name, "refresh-token file not read again ({e}); using the one just loaded");
+        }
+        Err(_elapsed) => {
+            tracing::warn!(workload = %spec.name, "refresh-token file not read again (timed out); using the one just loaded");
+        }
+    }
+    spec
+}
+
+/// Two specs describe the same workload: equal but for the refresh token's current value (the
+/// file it is read from changes with every rotation) and the endpoint's settings
+/// (`endpoint_concurrency` is applied to the endpoint's gate without a restart).
 fn same_workload(a: &WorkloadSpec, b: &WorkloadSpec) -> bool {
     fn normal(s: &WorkloadSpec) -> WorkloadSpec {
         let mut s = s.clone();
         if let GrantSpec::RefreshToken { token, .. } = &mut s.grant {
             *token = Secret::from("");
         }
+        s.policy.endpoint_concurrency = 0;
         s
     }
     normal(a) == normal(b)

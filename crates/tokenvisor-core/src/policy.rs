@@ -1,6 +1,10 @@
 //! Policy as pure functions: backoff, the refresh schedule, restart intensity.
 //!
 //! Randomness is an argument (`fastrand::Rng`, seedable), so every run can be replayed.
+//!
+//! Every delay computed here is at most [`MAX_TIMER_DELAY`], the longest the runtime's timer
+//! service holds: a longer one (a huge `Retry-After` under a huge `max_retry_after`, an
+//! embedder's backoff of years) is clamped to it, and the driver re-arms when it fires.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -20,6 +24,14 @@ pub const MIN_REFRESH_DELAY: Duration = Duration::from_secs(1);
 
 /// The least time left before expiry when a refresh starts (capped at half the lifetime).
 pub const MIN_LEAD: Duration = Duration::from_secs(5);
+
+/// The longest delay a timer is armed for: 30 days. The runtime's timer service (a
+/// `tokio_util` `DelayQueue`) panics on a deadline beyond 2^36 ms (about 2.2 years), and a
+/// panic there would stop every timer of the process; 30 days is far below that, far above
+/// any sensible setting (configuration caps `give_up_after` at it), and a timer armed for a
+/// later instant simply fires after 30 days and is armed again. The machine treats a timer
+/// that fires before anything is due as spurious, so the clamp changes no decision.
+pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(30 * 86_400);
 
 /// Exponential backoff with full jitter and a cap.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,13 +56,14 @@ impl Default for BackoffPolicy {
 
 impl BackoffPolicy {
     /// The ceiling after `failures` consecutive failures (1 = the first):
-    /// `min(max, initial · multiplier^(failures−1))`.
+    /// `min(max, initial · multiplier^(failures−1))`, and never above [`MAX_TIMER_DELAY`].
     pub fn ceiling(&self, failures: u32) -> Duration {
         let exp = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
         let factor = self.multiplier.max(1.0).powi(exp);
         let secs = self.initial.as_secs_f64() * factor;
-        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
-            self.max
+        let max = self.max.min(MAX_TIMER_DELAY);
+        if !secs.is_finite() || secs >= max.as_secs_f64() {
+            max
         } else {
             Duration::from_secs_f64(secs)
         }
@@ -60,7 +73,7 @@ impl BackoffPolicy {
     /// [`MIN_BACKOFF`] (or the ceiling, if smaller). A `Retry-After` is a floor, and the
     /// jittered draw is added on top of it: every workload of an endpoint that was told to
     /// wait the same time must not come back at the same instant (a thundering herd that
-    /// the next 429 would hold again).
+    /// the next 429 would hold again). The result is at most [`MAX_TIMER_DELAY`].
     pub fn delay(
         &self,
         failures: u32,
@@ -69,10 +82,11 @@ impl BackoffPolicy {
     ) -> Duration {
         let ceiling = self.ceiling(failures);
         let drawn = ceiling.mul_f64(rng.f64()).max(MIN_BACKOFF.min(ceiling));
-        match retry_after {
+        let delay = match retry_after {
             Some(floor) => floor.saturating_add(drawn),
             None => drawn,
-        }
+        };
+        delay.min(MAX_TIMER_DELAY)
     }
 }
 
@@ -227,6 +241,27 @@ mod tests {
             let d = p.delay(n, Some(S(900)), &mut rng);
             assert!(d >= S(900) && d <= S(900) + p.ceiling(n), "{d:?}");
         }
+    }
+
+    #[test]
+    fn delay_never_exceeds_what_the_timer_service_holds() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let huge = BackoffPolicy {
+            initial: S(86_400),
+            max: Duration::MAX,
+            multiplier: 1e9,
+        };
+        for n in [1, 2, 5, 40, u32::MAX] {
+            assert!(huge.delay(n, None, &mut rng) <= MAX_TIMER_DELAY, "{n}");
+        }
+        let p = BackoffPolicy::default();
+        // A Retry-After of 99,999,999 s (about 3.2 years) and one of u64::MAX seconds.
+        for ra in [S(99_999_999), Duration::MAX] {
+            assert_eq!(p.delay(1, Some(ra), &mut rng), MAX_TIMER_DELAY);
+        }
+        // Below the limit nothing changes.
+        let d = p.delay(1, Some(S(3600)), &mut rng);
+        assert!(d >= S(3600) && d <= S(3605), "{d:?}");
     }
 
     #[test]

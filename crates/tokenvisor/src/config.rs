@@ -21,6 +21,10 @@
 //!   between workloads, nor with any `client_secret_file`.
 //! - Workloads with the same `token_url` share one endpoint gate, so they must agree on
 //!   `endpoint_concurrency`.
+//! - Every duration key has a ceiling ([`duration_limit`]: 10 minutes for the timeouts, a
+//!   day for the backoff and `max_retry_after`, 30 days for `give_up_after`, a year for
+//!   `default_lifetime`); a longer value is an error naming the value, the limit and why.
+//!   Nothing configured can ask a timer to wait longer than the timer service holds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
@@ -49,8 +53,43 @@ pub const EMBEDDED_SOURCE: &str = "<embedded>";
 pub const MAX_SECRET_FILE_BYTES: u64 = crate::credentials::SECRET_FILE_LIMIT as u64;
 
 /// The longest duration accepted for any key (longer ones are typos, and would overflow
-/// deadline arithmetic).
+/// deadline arithmetic). Each key has its own, smaller limit: [`duration_limit`].
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
+
+/// The longest value accepted for a duration key of `[defaults]` or `[[workload]]`, and why
+/// (for the error message); `None` for a key that is not a duration. Nothing configured may
+/// make a timer wait longer than the timer service holds
+/// ([`tokenvisor_core::policy::MAX_TIMER_DELAY`], 30 days); the tighter limits catch typos
+/// ("30d" for "30s") that would otherwise silently stop refreshes for days.
+pub fn duration_limit(key: &str) -> Option<(Duration, &'static str)> {
+    const MIN: u64 = 60;
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    let (secs, why) = match key {
+        "request_timeout" | "connect_timeout" => (
+            10 * MIN,
+            "a token request that takes longer has failed; the attempt backstop adds both",
+        ),
+        "default_lifetime" => (
+            365 * DAY,
+            "a provider's expires_in is capped at one year too",
+        ),
+        "backoff_initial" | "backoff_max" => (
+            DAY,
+            "a longer wait between attempts would hide an outage for days",
+        ),
+        "give_up_after" => (
+            30 * DAY,
+            "the longest a timer waits; use 0s to never give up",
+        ),
+        "max_retry_after" => (
+            DAY,
+            "no provider may stop every refresh of an endpoint for longer",
+        ),
+        _ => return None,
+    };
+    Some((Duration::from_secs(secs), why))
+}
 
 /// The largest `endpoint_concurrency` accepted (in effect: unlimited).
 pub const MAX_ENDPOINT_CONCURRENCY: usize = 1_000_000;
@@ -1104,8 +1143,17 @@ impl PolicyCx<'_> {
             cx.problem(self.key(name), Some(raw.span()), "must be longer than 0s");
             return None;
         }
-        if d > MAX_DURATION {
-            cx.problem(self.key(name), Some(raw.span()), "must be at most 10 years");
+        let (max, why) = duration_limit(name).unwrap_or((MAX_DURATION, "longer is a typo"));
+        if d > max {
+            cx.problem(
+                self.key(name),
+                Some(raw.span()),
+                format!(
+                    "is {}; it must be at most {} ({why})",
+                    humantime::format_duration(d),
+                    humantime::format_duration(max)
+                ),
+            );
             return None;
         }
         Some(d)

@@ -1,10 +1,17 @@
 //! Per-token-endpoint gate: a concurrency limit, and a shared hold when the endpoint answers
 //! 429/503 with `Retry-After`, so that every workload of that endpoint waits it out instead
 //! of piling on.
+//!
+//! The limit can change while requests are in flight (a reload changed
+//! `endpoint_concurrency`): [`EndpointGate::set_limit`]. Growing adds permits at once, so
+//! queued requests start. Shrinking removes free permits at once; when fewer are free than
+//! the shrink needs, the rest are retired as the requests in flight release them (each one
+//! released goes back to no one), so the requests already sent finish undisturbed and no new
+//! request starts until fewer than the new limit are in flight.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokenvisor_core::Timestamp;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -13,17 +20,23 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 #[derive(Debug)]
 pub struct EndpointGate {
     permits: Semaphore,
-    limit: usize,
+    limit: AtomicUsize,
+    /// Permits still to be retired after a shrink below the requests in flight.
+    retire: AtomicUsize,
+    /// Serialises [`EndpointGate::set_limit`].
+    resize: Mutex<()>,
     hold_until_ms: AtomicU64,
 }
 
 impl EndpointGate {
     /// A gate allowing `concurrency` requests in flight.
     pub fn new(concurrency: usize) -> Self {
-        let limit = concurrency.max(1);
+        let limit = concurrency.clamp(1, Semaphore::MAX_PERMITS);
         EndpointGate {
             permits: Semaphore::new(limit),
-            limit,
+            limit: AtomicUsize::new(limit),
+            retire: AtomicUsize::new(0),
+            resize: Mutex::new(()),
             hold_until_ms: AtomicU64::new(0),
         }
     }
@@ -31,21 +44,56 @@ impl EndpointGate {
     /// Waits for a slot. Queueing is not failure: the machine's attempt backstop is long
     /// enough for a full queue to drain.
     pub async fn acquire(&self) -> SemaphorePermit<'_> {
-        match self.permits.acquire().await {
-            Ok(p) => p,
-            // The semaphore is never closed; if it were, run unlimited rather than stall.
-            Err(_closed) => unreachable_closed(),
+        loop {
+            let permit = match self.permits.acquire().await {
+                Ok(p) => p,
+                // The semaphore is never closed.
+                Err(_closed) => unreachable_closed(),
+            };
+            // A permit owed to a shrink is retired instead of used.
+            let owed = self
+                .retire
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            match owed {
+                Ok(_) => permit.forget(),
+                Err(_) => return permit,
+            }
         }
     }
 
     /// The concurrency limit.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Changes the concurrency limit (see the module documentation for what a shrink below
+    /// the requests in flight does).
+    pub fn set_limit(&self, concurrency: usize) {
+        let new = concurrency.clamp(1, Semaphore::MAX_PERMITS);
+        let _one_at_a_time = self.resize.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = self.limit.swap(new, Ordering::AcqRel);
+        if new > old {
+            // First cancel retirements still owed, then add what is left.
+            let mut grow = new - old;
+            let owed = self
+                .retire
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n - n.min(grow))
+                })
+                .unwrap_or(0);
+            grow -= owed.min(grow);
+            self.permits.add_permits(grow);
+        } else if new < old {
+            let shrink = old - new;
+            let forgotten = self.permits.forget_permits(shrink);
+            self.retire.fetch_add(shrink - forgotten, Ordering::AcqRel);
+        }
     }
 
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
-        self.limit - self.permits.available_permits()
+        (self.limit() + self.retire.load(Ordering::Acquire))
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// Holds every request to this endpoint until `until` (a later hold wins). Returns true
@@ -77,12 +125,10 @@ pub struct Gates {
 
 impl Gates {
     /// The gate of `token_url`, created with `concurrency` on first use (later values of
-    /// `concurrency` for the same URL are ignored: the first workload's setting wins).
+    /// `concurrency` for the same URL are ignored: the first workload's setting wins; a
+    /// reload changes it with [`EndpointGate::set_limit`]).
     pub fn get(&self, token_url: &Arc<str>, concurrency: usize) -> Arc<EndpointGate> {
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(token_url.clone())
             .or_insert_with(|| Arc::new(EndpointGate::new(concurrency)))
             .clone()
@@ -90,16 +136,15 @@ impl Gates {
 
     /// Endpoints currently on hold at `now`.
     pub fn held(&self, now: Timestamp) -> usize {
-        let map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.values().filter(|g| g.held_until(now).is_some()).count()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future as _;
+
     use super::*;
 
     #[test]
@@ -122,6 +167,78 @@ mod tests {
         assert!(g.permits.try_acquire().is_err());
         drop(a);
         assert_eq!(g.in_flight(), 1);
+    }
+
+    /// `g.acquire()` polled once: a permit if one is free (after retirements owed).
+    fn try_take(g: &EndpointGate) -> Option<SemaphorePermit<'_>> {
+        let mut fut = std::pin::pin!(g.acquire());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(p) => Some(p),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    /// Takes every free permit it can without waiting.
+    fn take_all(g: &EndpointGate) -> Vec<SemaphorePermit<'_>> {
+        std::iter::from_fn(|| try_take(g)).collect()
+    }
+
+    #[tokio::test]
+    async fn growing_the_limit_lets_queued_requests_start() {
+        let g = EndpointGate::new(1);
+        let _a = g.acquire().await;
+        assert!(take_all(&g).is_empty());
+        g.set_limit(3);
+        assert_eq!(g.limit(), 3);
+        assert_eq!(take_all(&g).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn shrinking_below_in_flight_retires_permits_as_they_come_back() {
+        let g = EndpointGate::new(4);
+        let held: Vec<_> = futures_take(&g, 3).await;
+        assert_eq!(g.in_flight(), 3);
+        // Limit 1 with 3 in flight: the free permit goes now, two more as requests finish.
+        g.set_limit(1);
+        assert_eq!(g.limit(), 1);
+        assert_eq!(g.in_flight(), 3);
+        let mut held = held.into_iter();
+        drop(held.next());
+        drop(held.next());
+        // Two requests finished; their permits were retired: one still in flight, none free.
+        assert_eq!(g.in_flight(), 1);
+        assert!(
+            try_take(&g).is_none(),
+            "a request started above the new limit"
+        );
+        drop(held.next());
+        assert_eq!(g.in_flight(), 0);
+        let one = g.acquire().await;
+        assert!(take_all(&g).is_empty(), "more than the new limit");
+        drop(one);
+        // Growing again cancels nothing owed any more and adds permits.
+        g.set_limit(2);
+        assert_eq!(take_all(&g).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn growing_while_a_shrink_is_owed_cancels_it_first() {
+        let g = EndpointGate::new(3);
+        let held = futures_take(&g, 3).await;
+        g.set_limit(1); // two owed
+        g.set_limit(2); // one owed
+        drop(held);
+        assert_eq!(g.in_flight(), 0);
+        assert_eq!(take_all(&g).len(), 2);
+    }
+
+    async fn futures_take(g: &EndpointGate, n: usize) -> Vec<SemaphorePermit<'_>> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(g.acquire().await);
+        }
+        v
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub const TOKEN_SINK_FAILURES: &str = "tokenvisor_token_sink_failures_total";
 /// Histogram: seconds between the instant a token actor's timer was armed for and the
 /// instant its message was handled (how late refreshes, retries and deadlines start).
 pub const TIMER_LATENESS: &str = "tokenvisor_timer_lateness_seconds";
+/// Gauge: 1 while the timer service runs, 0 while it is down (no timer can fire).
+pub const TIMER_SERVICE_UP: &str = "tokenvisor_timer_service_up";
+/// Counter: times the timer service was restarted after it ended.
+pub const TIMER_SERVICE_RESTARTS: &str = "tokenvisor_timer_service_restarts_total";
 
 /// Registers descriptions for every metric (call once after installing a recorder).
 pub fn describe() {
@@ -71,5 +75,13 @@ pub fn describe() {
         TIMER_LATENESS,
         metrics::Unit::Seconds,
         "How late token actor timers fire (armed-for instant to handling)."
+    );
+    describe_gauge!(
+        TIMER_SERVICE_UP,
+        "1 while the timer service runs; 0 while no timer can fire."
+    );
+    describe_counter!(
+        TIMER_SERVICE_RESTARTS,
+        "Timer service restarts after it ended."
     );
 }

@@ -10,6 +10,12 @@
 //! [`Runtime::start`] recovers the status directory, spawns the persistence actor and the
 //! supervisor (under a host's own actor with [`Runtime::start_linked`]), and returns a
 //! cloneable front door. Token reads go through [`TokenHandle`]s, never through a mailbox.
+//!
+//! The timer service (`crate::timers`) is supervised: when it restarts, the runtime asks the
+//! supervisor to have every token actor arm its timer again. [`Runtime::health`] says whether
+//! timers can fire at all (the daemon's `/healthz` answers 503 while they cannot).
+//! [`Runtime::set_endpoint_concurrency`] applies a changed `endpoint_concurrency` to a live
+//! endpoint gate without restarting any workload.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +36,7 @@ use crate::persistence::{
 use crate::spec::WorkloadSpec;
 use crate::status_store::{self, CorruptFile};
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg, WorkloadView};
+use crate::timers::Timers;
 use crate::token::{Deps, StateChange};
 use crate::transport::Transport;
 
@@ -119,6 +126,28 @@ pub struct RecoveryReport {
     pub corrupted: Vec<CorruptFile>,
 }
 
+/// Whether the runtime can do its work, as `/healthz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// False while the timer service is down: no refresh, retry, deadline or expiry fires.
+    pub timer_service_up: bool,
+    /// How many times the timer service was restarted.
+    pub timer_service_restarts: u64,
+}
+
+impl Health {
+    /// True when nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.timer_service_up
+    }
+
+    /// Why the runtime is unhealthy, if it is.
+    pub fn problem(&self) -> Option<&'static str> {
+        (!self.timer_service_up)
+            .then_some("the timer service is down and restarting: no timer can fire")
+    }
+}
+
 /// A running tokenvisor. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -129,6 +158,7 @@ pub struct Runtime {
     gates: Arc<Gates>,
     clock: Clock,
     recovery: Arc<RecoveryReport>,
+    timers: Timers,
 }
 
 impl Runtime {
@@ -195,13 +225,14 @@ impl Runtime {
 
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
         let gates = Arc::new(Gates::default());
+        let timers = Timers::start();
         let deps = Arc::new(Deps {
             transport: config.transport,
             persistence: persistence.clone(),
             events: events.clone(),
             clock,
             process_id: std::process::id(),
-            timers: crate::timers::Timers::start(),
+            timers: timers.clone(),
         });
         let args = SupervisorArgs {
             deps,
@@ -220,6 +251,16 @@ impl Runtime {
         })?;
         // The persistence actor lives and dies with the supervisor.
         persistence.get_cell().link(supervisor.get_cell());
+        // A restarted timer service holds no timer: every token actor arms its own again.
+        let mut restarts = timers.restarts();
+        let sup = supervisor.clone();
+        tokio::spawn(async move {
+            while restarts.changed().await.is_ok() {
+                if sup.cast(SupervisorMsg::RearmTimers).is_err() {
+                    return; // the supervisor is gone: nothing to re-arm
+                }
+            }
+        });
         Ok(Runtime {
             supervisor,
             persistence,
@@ -228,6 +269,7 @@ impl Runtime {
             gates,
             clock,
             recovery,
+            timers,
         })
     }
 
@@ -356,6 +398,33 @@ impl Runtime {
             })?;
         self.persistence.stop(Some("shutdown".into()));
         Ok(report)
+    }
+
+    /// Sets the concurrency limit of the token endpoint `token_url` for the workloads running
+    /// now and later, without restarting any of them (a reload changed `endpoint_concurrency`).
+    /// Requests in flight above a smaller limit finish; no new one starts until fewer than
+    /// the new limit are in flight. False when no workload uses that endpoint.
+    pub async fn set_endpoint_concurrency(
+        &self,
+        token_url: &str,
+        concurrency: usize,
+    ) -> Result<bool, RuntimeError> {
+        let url: Arc<str> = token_url.into();
+        self.call(|r| SupervisorMsg::SetEndpointConcurrency(url, concurrency, r))
+            .await
+    }
+
+    /// Whether timers can fire (no mailbox round trip: safe to call from a health probe).
+    pub fn health(&self) -> Health {
+        Health {
+            timer_service_up: self.timers.is_up(),
+            timer_service_restarts: self.timers.restart_count(),
+        }
+    }
+
+    /// Fault injection for supervision tests: makes the timer service's task panic.
+    pub fn inject_timer_service_crash(&self) {
+        self.timers.inject_crash();
     }
 
     /// Persistence counters.

@@ -104,6 +104,12 @@ pub enum SupervisorMsg {
     Shutdown(RpcReplyPort<()>),
     /// Fault injection for supervision tests: make a workload's actor panic.
     Crash(WorkloadName),
+    /// The timer service restarted: every token actor arms its timer again.
+    RearmTimers,
+    /// Resize the gate of a token endpoint (`endpoint_concurrency` changed at a reload) and
+    /// record the new value in the specs of that endpoint's workloads, without restarting
+    /// them. Answers false when no workload uses that endpoint.
+    SetEndpointConcurrency(Arc<str>, usize, RpcReplyPort<bool>),
 }
 
 /// The supervisor actor.
@@ -305,6 +311,25 @@ impl Actor for Supervisor {
                 if let Some(actor) = st.entries.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(TokenMsg::Crash);
                 }
+            }
+            SupervisorMsg::RearmTimers => {
+                // One cast per actor, as for `ForceRefreshAll`.
+                for actor in st.entries.values().filter_map(|e| e.actor.as_ref()) {
+                    let _ = actor.cast(TokenMsg::RearmTimer);
+                }
+            }
+            SupervisorMsg::SetEndpointConcurrency(url, n, reply) => {
+                let mut found = false;
+                for entry in st.entries.values_mut() {
+                    if entry.spec.token_url == url {
+                        found = true;
+                        entry.gate.set_limit(n);
+                        if entry.spec.policy.endpoint_concurrency != n {
+                            Arc::make_mut(&mut entry.spec).policy.endpoint_concurrency = n;
+                        }
+                    }
+                }
+                let _ = reply.send(found);
             }
         }
         Ok(())

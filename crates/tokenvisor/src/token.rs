@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
+use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::status::TokenState as DiskTokenState;
 use tokenvisor_core::{
     AttemptId, ClassifyPolicy, Failure, FailureKind, Machine, StatusRecord, Timestamp, Verdict,
@@ -104,6 +105,8 @@ pub enum TokenMsg {
     /// Internal: look at the refresh-token file for new credentials.
     #[doc(hidden)]
     PollCredentials,
+    /// The timer service restarted and lost every armed timer: arm this actor's again.
+    RearmTimer,
     /// Fault injection for supervision tests: panic in the handler.
     Crash,
 }
@@ -238,6 +241,13 @@ impl Actor for TokenActor {
                 poll_credentials(&myself, st);
                 return Ok(());
             }
+            TokenMsg::RearmTimer => {
+                if let Some(at) = st.timer {
+                    let delay = st.args.deps.clock.until(at);
+                    st.args.deps.timers.arm(&myself, st.timer_generation, delay);
+                }
+                return Ok(());
+            }
             TokenMsg::Crash => panic!("injected crash in token actor {}", st.args.spec.name),
         };
         let stopping = matches!(input, Input::Stop);
@@ -245,7 +255,7 @@ impl Actor for TokenActor {
         apply(&myself, st, fx, now);
         if stopping {
             cancel_timers(&myself, st);
-            myself.stop(Some("removed".into()));
+            stop_after_attempts(&myself, st);
         }
         Ok(())
     }
@@ -495,6 +505,36 @@ async fn finish_attempts(st: &mut TokenActorState) {
     }
 }
 
+/// Removal: the actor stops once its refreshes in flight are done (bounded as at shutdown),
+/// waited for in a task so the handler returns. The supervisor answers the removal only when
+/// the actor has stopped, so a workload removed and added again (a reload that changed it)
+/// never has two attempts in flight, and its new actor starts after a rotated refresh token
+/// of the old one is on disk. Attempts still queued for a permit do not send their request.
+fn stop_after_attempts(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
+    st.stopping.store(true, Ordering::Release);
+    let attempts = std::mem::take(&mut st.attempts);
+    let limit = st
+        .args
+        .spec
+        .policy
+        .machine_config()
+        .attempt_timeout
+        .min(SHUTDOWN_ATTEMPT_WAIT);
+    let me = myself.clone();
+    let name = st.args.spec.name.clone();
+    tokio::spawn(async move {
+        let all = async {
+            for attempt in attempts {
+                let _ = attempt.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(workload = %name, "a refresh was still in flight at removal after {}", humantime::format_duration(limit));
+        }
+        me.stop(Some("removed".into()));
+    });
+}
+
 /// The verdict of an attempt not sent because its endpoint is on hold until `until`.
 fn held_verdict(until: Timestamp, now: Timestamp) -> Verdict {
     metrics::counter!(m::ENDPOINT_HELD_ATTEMPTS).increment(1);
@@ -607,9 +647,11 @@ async fn send(
     let secrets = req.secrets();
     let verdict = classify(&outcome, now, &policy, &secrets.iter().collect::<Vec<_>>());
     metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
+    // The hold is clamped like every delay: no server makes the endpoint wait longer than a
+    // timer can be armed for.
     if let Verdict::Transient(f) = &verdict
         && matches!(f.http_status, Some(429 | 503))
-        && let Some(ra) = f.retry_after
+        && let Some(ra) = f.retry_after.map(|ra| ra.min(MAX_TIMER_DELAY))
         && gate.hold(now.plus(ra))
     {
         metrics::counter!(m::ENDPOINT_HOLDS).increment(1);

@@ -801,16 +801,78 @@ fn zero_durations_where_they_make_no_sense() {
         3,
         "give_up_after and max_retry_after may be 0s: {err}"
     );
+}
 
-    let text = format!("{BASE}give_up_after = \"11y\"\n");
+/// Absurd durations are rejected per key, `FILE:LINE: KEY: reason`: nothing configured may
+/// make a timer wait longer than the timer service holds (`max_retry_after = "3y"` plus a
+/// huge `Retry-After` used to stop every timer of the process). The limit itself is fine.
+#[test]
+fn absurd_durations_are_rejected_per_key() {
+    let s = Scratch::new();
+    let table = [
+        // key, too long, the longest accepted
+        ("request_timeout", "11m", "10m"),
+        ("connect_timeout", "1h", "10m"),
+        ("default_lifetime", "366days", "365days"),
+        ("backoff_initial", "25h", "1day"),
+        ("backoff_max", "2days", "1day"),
+        ("give_up_after", "31days", "30days"),
+        ("max_retry_after", "3y", "24h"),
+        ("max_retry_after", "1day 1s", "86400s"),
+    ];
+    for (key, bad, limit) in table {
+        // In a workload (backoff_initial stays below backoff_max, which is checked apart).
+        let extra = if key == "backoff_initial" {
+            "backoff_max = \"1day\"\n"
+        } else {
+            ""
+        };
+        let text = format!("{BASE}{extra}{key} = \"{bad}\"\n");
+        let err = s.err(&text);
+        assert_problem(
+            &err,
+            &format!("workload[0].{key}"),
+            Some(line_of(&text, &format!("{key} = \"{bad}\""))),
+            "it must be at most",
+        );
+        assert_eq!(err.problems().len(), 1, "{key} = {bad}: {err}");
+        s.ok(&format!("{BASE}{extra}{key} = \"{limit}\"\n"));
+        // In [defaults] too.
+        let text = format!("[defaults]\n{key} = \"{bad}\"\n{BASE}");
+        assert_problem(
+            &s.err(&text),
+            &format!("defaults.{key}"),
+            Some(2),
+            "it must be at most",
+        );
+    }
+    // The reason says what was given, the limit and why.
+    let text = format!("{BASE}max_retry_after = \"3y\"\n");
     let err = s.err(&text);
-    assert_problem(
-        &err,
-        "workload[0].give_up_after",
-        Some(line_of(&text, "11y")),
-        "must be at most 10 years",
+    let line = err.to_string();
+    assert!(
+        line.ends_with(
+            "workload[0].max_retry_after: is 3years; it must be at most 1day \
+             (no provider may stop every refresh of an endpoint for longer)"
+        ),
+        "{line}"
     );
-    s.ok(&format!("{BASE}give_up_after = \"10y\"\n"));
+    // Every duration key has a limit no longer than what a timer holds.
+    for key in [
+        "request_timeout",
+        "connect_timeout",
+        "default_lifetime",
+        "backoff_initial",
+        "backoff_max",
+        "give_up_after",
+        "max_retry_after",
+    ] {
+        let (max, _) = config::duration_limit(key).unwrap();
+        assert!(
+            key == "default_lifetime" || max <= tokenvisor_core::policy::MAX_TIMER_DELAY,
+            "{key}"
+        );
+    }
 }
 
 #[test]

@@ -596,3 +596,129 @@ async fn removing_a_workload_marks_it_stopped_and_it_can_come_back() {
     .await;
     assert_eq!(h.file("wl").await.status, WorkloadStatus::Running);
 }
+
+// ---------------------------------------------------------------------------------------
+// Timers, reloads and signals
+
+/// A `Retry-After` of 99,999,999 s (3.2 years) under `max_retry_after = 3 years` must not stop
+/// the timers of every other workload (it used to panic the timer service's `DelayQueue`,
+/// whose longest delay is about 2.2 years, and then no timer of the process ever fired).
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_does_not_stop_the_timers_of_other_workloads() {
+    let h = Harness::start().await;
+    h.fake.set_client("steady", FakeReply::token(300));
+    let steady = h.rt.add(spec("steady")).await.unwrap();
+    wait_until("steady running", S(60), || {
+        status(&steady) == Some(WorkloadStatus::Running)
+    })
+    .await;
+
+    let mut held = spec("held");
+    held.token_url = "http://127.0.0.1:10/token".into(); // its own endpoint
+    held.policy.max_retry_after = S(3 * 365 * 86_400);
+    held.policy.give_up_after = Duration::ZERO; // never: the backoff is its only timer
+    h.fake.set_client("held", FakeReply::too_many(99_999_999));
+    let held = h.rt.add(held).await.unwrap();
+    wait_until("held retrying", S(60), || {
+        status(&held) == Some(WorkloadStatus::AuthRetrying)
+    })
+    .await;
+
+    // Hours later the steady workload has kept refreshing its 300 s tokens.
+    let calls = h.fake.count("steady");
+    tokio::time::sleep(S(3600)).await;
+    assert!(
+        h.fake.count("steady") >= calls + 10,
+        "steady refreshed {} times in an hour",
+        h.fake.count("steady") - calls
+    );
+    assert!(steady.current().is_ok(), "steady serves no token");
+    assert!(h.rt.health().timer_service_up);
+    // The held workload waits at most the timer service's longest delay, then re-arms: its
+    // next attempt is still after the Retry-After it was given.
+    assert_eq!(h.fake.count("held"), 1);
+}
+
+/// The timer service's task dies: health says so at once, the service is restarted, and every
+/// workload's timer is armed again (refreshes go on).
+#[tokio::test(start_paused = true)]
+async fn a_dead_timer_service_is_reported_restarted_and_every_timer_armed_again() {
+    let h = Harness::start().await;
+    h.fake.set_default(FakeReply::token(300));
+    let a = h.rt.add(spec("a")).await.unwrap();
+    let b = h.rt.add(spec("b")).await.unwrap();
+    wait_until("both running", S(60), || {
+        status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert!(h.rt.health().ok());
+
+    h.rt.inject_timer_service_crash();
+    // No time passes while this yields: the report is immediate.
+    let mut down = false;
+    for _ in 0..1000 {
+        if !h.rt.health().ok() {
+            down = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(down, "health never reported the dead timer service");
+    assert!(h.rt.health().problem().unwrap().contains("timer"));
+
+    wait_until("timer service back", S(60), || h.rt.health().ok()).await;
+    assert_eq!(h.rt.health().timer_service_restarts, 1);
+    // Each workload refreshes its 300 s token again, for hours.
+    let (ca, cb) = (h.fake.count("a"), h.fake.count("b"));
+    tokio::time::sleep(S(3600)).await;
+    assert!(
+        h.fake.count("a") >= ca + 10,
+        "a: {}",
+        h.fake.count("a") - ca
+    );
+    assert!(
+        h.fake.count("b") >= cb + 10,
+        "b: {}",
+        h.fake.count("b") - cb
+    );
+    assert!(a.current().is_ok() && b.current().is_ok());
+}
+
+/// One owner per grant: a removal (a reload restarting a changed workload is a removal, then
+/// an add) answers only once the refresh in flight is done and its rotated refresh token is
+/// on disk, so the workload added next reads the live token and never races the old attempt.
+#[tokio::test(start_paused = true)]
+async fn removal_waits_for_the_refresh_in_flight_and_its_rotated_token() {
+    let h = Harness::start().await;
+    let rt_file = h.dir.path().join("wl.rt");
+    std::fs::write(&rt_file, "rt-initial-wl\n").unwrap();
+    let mut s = spec("wl");
+    s.grant = GrantSpec::RefreshToken {
+        token: Secret::from("rt-initial-wl"),
+        file: Some(rt_file.clone()),
+    };
+    h.fake.set_client("wl", FakeReply::rotating(3600));
+    let handle = h.rt.add(s).await.unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&rt_file).unwrap().trim(), "rt-1");
+
+    // A slow refresh is in flight when the workload is removed.
+    h.fake.push(
+        "wl",
+        [FakeReply::Delayed(
+            S(5),
+            Box::new(FakeReply::rotating(3600)),
+        )],
+    );
+    assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
+    wait_until("the slow request sent", S(60), || h.fake.count("wl") == 2).await;
+    assert!(h.rt.remove(&name("wl")).await.unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&rt_file).unwrap().trim(),
+        "rt-2",
+        "removal answered before the rotated refresh token was stored"
+    );
+}

@@ -787,3 +787,32 @@ fn token_urls_lose_their_userinfo() {
         "http://…@127.0.0.1:9/t"
     );
 }
+
+/// While the timer service is down no refresh, retry or expiry can fire: `/healthz` says so
+/// with a 503 and the reason, and answers 200 again once it has restarted.
+#[tokio::test]
+async fn healthz_answers_503_while_no_timer_can_fire() {
+    let f = fixture(Some(ADMIN)).await;
+    f.add(cc_spec("alpha")).await;
+    f.runtime.inject_timer_service_crash();
+    // The service restarts after 100 ms; a current-thread runtime that only yields reaches
+    // the dead task's watcher well before that.
+    let mut down = false;
+    for _ in 0..1000 {
+        if !f.runtime.health().ok() {
+            down = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(down, "the timer service never went down");
+    let a = f.call_as(None, Method::GET, "/healthz", None).await;
+    let error = assert_json_error(&a, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(error.contains("timer service"), "{error}");
+    assert_eq!(a.json()["ok"], false);
+
+    wait_until("the timer service restarted", || f.runtime.health().ok()).await;
+    let a = f.call_as(None, Method::GET, "/healthz", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    f.shutdown().await;
+}

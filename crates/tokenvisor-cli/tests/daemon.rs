@@ -261,7 +261,10 @@ async fn without_admin_token_file_a_token_is_generated_kept_and_required() {
     let dir = tmp.path();
     let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
     idp.register_client(ClientSpec::new("alpha", "secret-alpha").with_rotation(true));
-    write(&dir.join("alpha.rt"), &idp.issue_refresh_token("alpha").unwrap());
+    write(
+        &dir.join("alpha.rt"),
+        &idp.issue_refresh_token("alpha").unwrap(),
+    );
     let cfg = dir.join("tokenvisor.toml");
     write(
         &cfg,
@@ -291,7 +294,10 @@ refresh_token_file = "alpha.rt"
     assert_eq!(mode(&dir.join("state")), 0o700);
     // Not among ToolHive's status files.
     assert!(!dir.join("statuses").join("admin.token").exists());
-    wait_until("alpha running", || is(dir, "alpha", WorkloadStatus::Running)).await;
+    wait_until("alpha running", || {
+        is(dir, "alpha", WorkloadStatus::Running)
+    })
+    .await;
 
     // Every route but /healthz is locked without it: nobody overwrites the refresh token,
     // forces a refresh, lists workloads or reads metrics.
@@ -359,7 +365,8 @@ fn an_admin_token_shorter_than_16_bytes_refuses_the_start() {
     let r = run(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(r.code, Some(1), "{r:#?}");
     assert!(
-        r.stderr.contains("tokenvisor.toml:4: service.admin_token_file")
+        r.stderr
+            .contains("tokenvisor.toml:4: service.admin_token_file")
             && r.stderr.contains(&token.display().to_string())
             && r.stderr.contains("15 bytes long; at least 16 are required"),
         "{r:#?}"

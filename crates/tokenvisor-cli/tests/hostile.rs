@@ -27,14 +27,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::run;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use harness::{
     Admin, Canned, Daemon, Launch, PATIENCE, ScriptServer, metric, status_of, wait_until, write,
 };
 use tokenvisor_core::status::{ErrorOutcome, LastError};
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadStatus};
 use tokenvisor_idp::{ClientSpec, Fault, FaultScope, IdpConfig, IdpServer, Times};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 const ADMIN_TOKEN: &str = "admin-token-hostile-0123456789";
 
@@ -976,11 +976,7 @@ async fn the_admin_listener_closes_slow_idle_and_oversized_connections() {
     // A body that stalls after its head (the head timeout no longer applies): closed after
     // the idle timeout, nothing replaced.
     let mut stalled = connect(&d).await;
-    let head = request_head(
-        &d,
-        put,
-        &[bearer.clone(), "Content-Length: 100".to_owned()],
-    );
+    let head = request_head(&d, put, &[bearer.clone(), "Content-Length: 100".to_owned()]);
     stalled.write_all(head.as_bytes()).await.unwrap();
     stalled.write_all(b"{\"client_s").await.unwrap();
     let (got, closed) = read_to_close(&mut stalled, CLOSE_PATIENCE).await;
@@ -1045,9 +1041,8 @@ async fn the_admin_listener_closes_slow_idle_and_oversized_connections() {
         ),
     ] {
         let mut c = connect(&d).await;
-        let mut req = format!(
-            "GET /v1/workloads/alpha/token HTTP/1.1\r\nHost: {host}\r\n{bearer}\r\n"
-        );
+        let mut req =
+            format!("GET /v1/workloads/alpha/token HTTP/1.1\r\nHost: {host}\r\n{bearer}\r\n");
         if let Some(o) = origin {
             req.push_str(&format!("Origin: {o}\r\n"));
         }
@@ -1235,7 +1230,10 @@ async fn five_thousand_hostile_connections_leave_the_daemon_as_it_was() {
         assert!(ok, "/healthz did not answer during the attack");
         last_wave = wave;
     }
-    assert!(opened >= WAVES * PER_WAVE * 99 / 100, "only {opened} connections opened");
+    assert!(
+        opened >= WAVES * PER_WAVE * 99 / 100,
+        "only {opened} connections opened"
+    );
     let peak = d.peak_rss_kib();
 
     // The last wave stays open on our side: the daemon closes its slow and silent

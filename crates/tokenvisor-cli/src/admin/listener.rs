@@ -212,6 +212,7 @@ fn refuse(stream: TcpStream) {
     metrics::counter!(REFUSED_METRIC).increment(1);
     tracing::debug!("admin API: connection cap reached; connection refused");
     let _ = stream.try_write(REFUSED_ANSWER);
+    drop(stream);
 }
 
 async fn serve_connection(

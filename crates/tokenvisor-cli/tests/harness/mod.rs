@@ -231,7 +231,7 @@ impl Daemon {
     /// How many file descriptors the daemon has open.
     pub(crate) fn fd_count(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
+            .map(Iterator::count)
             .unwrap_or(usize::MAX)
     }
 

@@ -174,6 +174,8 @@ impl Prepared {
 
 async fn accept_loop(listener: TcpListener, app: Router, limits: AdminLimits, cap: usize) {
     let permits = Arc::new(Semaphore::new(cap));
+    // Present (at 0) from the start, not from the first refusal.
+    metrics::counter!(REFUSED_METRIC).increment(0);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)

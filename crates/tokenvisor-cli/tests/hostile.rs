@@ -878,6 +878,17 @@ async fn the_admin_api_refuses_bad_bearers_oversized_bodies_and_traversal() {
 // ---------------------------------------------------------------------------------------
 // the admin listener over raw TCP
 
+/// This process's hard `RLIMIT_NOFILE` (the daemon inherits it), from `/proc/self/limits`.
+fn rlimit_nofile_hard() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|v| v.parse().ok())
+        .expect("Max open files in /proc/self/limits")
+}
+
 /// How long a connection the daemon should close may stay open in these tests: well above
 /// the 1 s limits configured, well below hyper's own defaults (30 s) and forever.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
@@ -918,6 +929,26 @@ async fn read_head(stream: &mut TcpStream, patience: Duration) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// The daemon's log so far without ANSI escape sequences (the text format colours field
+/// names even into a pipe).
+fn plain_log(d: &Daemon) -> String {
+    let raw = d.log_now();
+    let mut out = String::new();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A request head for the daemon (`Host` names it) with extra header lines.
 fn request_head(d: &Daemon, line: &str, extra: &[String]) -> String {
     let mut head = format!("{line}\r\nHost: {}\r\n", d.admin.as_deref().unwrap());
@@ -945,12 +976,25 @@ async fn the_admin_listener_closes_slow_idle_and_oversized_connections() {
     text.push_str(&cc_workload("alpha", &idp.token_url(), "secret-alpha"));
     let cfg = dir.join("tokenvisor.toml");
     write(&cfg, &text);
-    let d = Daemon::start(&cfg, Launch::default()).await;
+    // A soft descriptor limit below the hard one: raised to the hard limit at start.
+    let hard = rlimit_nofile_hard();
+    let launch = Launch {
+        ulimit: Some("-S -n 256".to_owned()),
+        ..Launch::default()
+    };
+    let d = Daemon::start(&cfg, launch).await;
     let admin = Admin::new(&d, Some(ADMIN_TOKEN));
     wait_until("alpha running", PATIENCE, || {
         is(&status_dir, "alpha", WorkloadStatus::Running)
     })
     .await;
+    let log = plain_log(&d);
+    if hard > 256 {
+        assert!(
+            log.contains(&format!("was=256 soft={hard} hard={hard}")),
+            "{log}"
+        );
+    }
     let bearer = format!("Authorization: Bearer {ADMIN_TOKEN}");
     let put = "PUT /v1/workloads/alpha/credentials HTTP/1.1";
 
@@ -1073,7 +1117,7 @@ async fn excess_admin_connections_are_refused_at_once_and_the_cap_follows_the_fd
     let cfg = dir.join("tokenvisor.toml");
     write(&cfg, &text);
     let launch = Launch {
-        nofile: Some(64),
+        ulimit: Some("-n 64".to_owned()),
         ..Launch::default()
     };
     let d = Daemon::start(&cfg, launch).await;
@@ -1082,24 +1126,7 @@ async fn excess_admin_connections_are_refused_at_once_and_the_cap_follows_the_fd
         is(&status_dir, "alpha", WorkloadStatus::Running)
     })
     .await;
-    // The text log colours field names: compare without escape sequences.
-    let log: String = {
-        let raw = d.log_now();
-        let mut out = String::new();
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
+    let log = plain_log(&d);
     assert!(log.contains("soft=64"), "{log}");
     assert!(log.contains("max_connections=16"), "{log}");
 

@@ -97,8 +97,9 @@ pub(crate) struct Launch {
     /// Run it through `sh` with SIGXFSZ ignored, so that a lowered file-size limit makes
     /// writes fail (`EFBIG`) instead of killing the process.
     pub(crate) ignore_sigxfsz: bool,
-    /// Run it through `sh` with `ulimit -n` set to this (soft and hard descriptor limit).
-    pub(crate) nofile: Option<u64>,
+    /// Run it through `sh` after `ulimit <this>` (e.g. `-n 64`: soft and hard descriptor
+    /// limit; `-S -n 256`: the soft one only).
+    pub(crate) ulimit: Option<String>,
 }
 
 /// A running `tokenvisor run`; killed (by PID) and reaped on drop.
@@ -127,13 +128,13 @@ impl Daemon {
     /// Starts `tokenvisor run --config <config>` and waits for its ready line.
     pub(crate) async fn start(config: &Path, launch: Launch) -> Daemon {
         let exe = tokenvisor().get_program().to_owned();
-        let mut cmd = if launch.ignore_sigxfsz || launch.nofile.is_some() {
+        let mut cmd = if launch.ignore_sigxfsz || launch.ulimit.is_some() {
             let mut script = String::new();
             if launch.ignore_sigxfsz {
                 script.push_str("trap '' XFSZ; ");
             }
-            if let Some(n) = launch.nofile {
-                script.push_str(&format!("ulimit -n {n}; "));
+            if let Some(args) = &launch.ulimit {
+                script.push_str(&format!("ulimit {args}; "));
             }
             script.push_str(r#"exec "$0" "$@""#);
             let mut cmd = Command::new("sh");

@@ -10,19 +10,24 @@
 //! | `GET /v1/workloads/{name}`            | 200 summary plus resolved settings; 404                   |
 //! | `POST /v1/workloads/{name}/refresh`   | 202 `{"accepted":true}`; 404; 409 down, stopped or unauthenticated |
 //! | `PUT /v1/workloads/{name}/credentials`| 204; 400 bad body or wrong grant; 404; 413 over 16 KiB    |
-//! | `GET /v1/workloads/{name}/token`      | 200 token; 503 + `Retry-After` when none is valid; 403 when no admin token is configured; 404 |
+//! | `GET /v1/workloads/{name}/token`      | 200 token; 503 + `Retry-After` when none is valid; 404   |
 //!
-//! Every route except `/healthz` requires `Authorization: Bearer <admin token>` when an admin
-//! token is configured (401 with `WWW-Authenticate: Bearer` otherwise). Without an admin token
-//! every route is open except the token endpoint, which is then refused (403): handing out
-//! access tokens to anyone who can reach a socket is never the default. Every error is JSON
-//! `{"error": "…"}`; unknown paths are 404, wrong methods 405; every response carries
-//! `Cache-Control: no-store`. No response contains a secret, except the token endpoint's
-//! `access_token`.
+//! Every route except `/healthz` requires `Authorization: Bearer <admin token>` (401 with
+//! `WWW-Authenticate: Bearer` otherwise). There always is an admin token: the configured
+//! `admin_token_file`, or one the daemon generates in `<state_dir>/admin.token` ([`token`]).
+//! Before that, every request (`/healthz` included) must name this listener in `Host` and
+//! carry no foreign `Origin` ([`guard`]: 400 / 403), which stops DNS-rebinding pages and
+//! cross-origin browser requests. A `Content-Length` above the body limit is refused (413)
+//! before the body is read, so no `100 Continue` is sent for a body that would be refused.
+//! Every error is JSON `{"error": "…"}`; unknown paths are 404, wrong methods 405; every
+//! response carries `Cache-Control: no-store`. No response contains a secret, except the
+//! token endpoint's `access_token`.
 //!
 //! Submodules: [`views`] (the JSON shapes), [`prometheus`] (recorder installation and
-//! scrape-time gauges). Tests: `src/admin/tests.rs`.
+//! scrape-time gauges), [`guard`] (Host and Origin), [`token`] (the admin token),
+//! [`listener`] (the accept loop and its limits). Tests: `src/admin/tests.rs`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -43,7 +48,10 @@ use tokenvisor::spec::GrantSpec;
 use tokenvisor::supervisor::{SupervisorError, WorkloadView};
 use tokenvisor_core::{Secret, Timestamp, WorkloadName, WorkloadStatus};
 
+mod guard;
+pub(crate) mod listener;
 mod prometheus;
+mod token;
 mod views;
 
 #[cfg(test)]
@@ -69,9 +77,11 @@ pub(crate) struct AdminState {
 
 struct Inner {
     runtime: Runtime,
-    /// `Some`: every route but `/healthz` needs `Authorization: Bearer <token>`, and the
-    /// token endpoint is enabled. An empty token matches nothing (every request is refused).
-    admin_token: Option<Secret>,
+    /// Every route but `/healthz` needs `Authorization: Bearer <token>`. An empty token
+    /// matches nothing (every request is refused).
+    admin_token: Secret,
+    /// The listener's bound address (for the Host and Origin checks).
+    listen: SocketAddr,
     /// The Prometheus recorder's handle; `None` → `/metrics` answers 404.
     metrics: Option<PrometheusHandle>,
     /// When the admin API was set up (for `uptime_secs` in `/healthz`).
@@ -81,25 +91,27 @@ struct Inner {
 impl std::fmt::Debug for AdminState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminState")
-            .field("admin_token", &self.inner.admin_token.is_some())
+            .field("listen", &self.inner.listen)
             .field("metrics", &self.inner.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl AdminState {
-    /// The state of an admin API over `runtime`. `admin_token` is the content of
-    /// `admin_token_file` (when configured); `metrics` the handle returned by
+    /// The state of an admin API over `runtime`, listening on `listen` (the bound address).
+    /// `admin_token` is the bearer token; `metrics` the handle returned by
     /// [`install_metrics_recorder`] (when metrics are enabled). Call inside a tokio runtime.
     pub(crate) fn new(
         runtime: Runtime,
-        admin_token: Option<Secret>,
+        admin_token: Secret,
+        listen: SocketAddr,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         AdminState {
             inner: Arc::new(Inner {
                 runtime,
                 admin_token,
+                listen,
                 metrics,
                 started_at: tokio::time::Instant::now(),
             }),
@@ -112,7 +124,8 @@ impl AdminState {
     }
 }
 
-/// The admin API's routes, with auth, the body limit, JSON fallbacks and `no-store`.
+/// The admin API's routes, with the Host/Origin guard, auth, the body limit, JSON fallbacks
+/// and `no-store`.
 pub(crate) fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics_text))
@@ -121,6 +134,8 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/v1/workloads/{name}/refresh", post(force_refresh))
         .route("/v1/workloads/{name}/credentials", put(supply_credentials))
         .route("/v1/workloads/{name}/token", get(deliver_token))
+        // Runs after the bearer check (layers wrap what is above them).
+        .route_layer(middleware::from_fn(refuse_oversized_body))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_bearer,
@@ -132,6 +147,10 @@ pub(crate) fn router(state: AdminState) -> Router {
         // After every route is added: it applies to the routes present.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard_host_and_origin,
+        ))
         .layer(middleware::map_response(no_store))
         .with_state(state)
 }
@@ -230,11 +249,56 @@ async fn view_of(state: &AdminState, name: &WorkloadName) -> Result<WorkloadView
 // ---------------------------------------------------------------------------------------
 // middleware and fallbacks
 
-/// Requires `Authorization: Bearer <admin token>` when an admin token is configured.
+/// Refuses a request whose `Host` does not name this listener, or whose `Origin` is foreign
+/// (see [`guard`]).
+async fn guard_host_and_origin(
+    State(state): State<AdminState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let conn = req.extensions().get::<guard::ConnLocal>().map(|c| c.0);
+    match guard::check(
+        req.version(),
+        req.uri(),
+        req.headers(),
+        state.inner.listen,
+        conn,
+    ) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => {
+            let (status, message) = refusal.answer();
+            let mut resp = error_response(status, message);
+            // The body, if any, stays unread: do not offer the connection for another request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
+/// Refuses (413) a declared body larger than [`BODY_LIMIT`] before reading it, so that no
+/// `100 Continue` invites it.
+async fn refuse_oversized_body(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        let mut resp = error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body larger than {BODY_LIMIT} bytes"),
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    next.run(req).await
+}
+
+/// Requires `Authorization: Bearer <admin token>`.
 async fn require_bearer(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let Some(expected) = &state.inner.admin_token else {
-        return next.run(req).await;
-    };
+    let expected = &state.inner.admin_token;
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -514,12 +578,6 @@ async fn deliver_token(
     State(state): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    if state.inner.admin_token.is_none() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "token delivery requires admin_token_file",
-        ));
-    }
     let name = workload_name(path)?;
     let handle = handle_of(&state, &name).await?;
     let now = state.runtime().clock().now();

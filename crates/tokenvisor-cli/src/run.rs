@@ -25,7 +25,9 @@
 //! refresh-token file is read again before it starts, so it presents the live token.
 //!
 //! When ready it prints one JSON line to stdout, for scripts and tests:
-//! `{"event":"ready","admin":"127.0.0.1:7878"|null,"workloads":N,"status_dir":"…","pid":P}`.
+//! `{"event":"ready","admin":"127.0.0.1:7878"|null,"admin_token_file":"…"|null,"workloads":N,
+//! "status_dir":"…","pid":P}` (`admin_token_file`: where the admin API's bearer token is,
+//! generated in the state directory when not configured).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,13 +93,8 @@ fn init_logging(cfg: &Config) {
 }
 
 async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
-    let admin_token = match &cfg.service.admin_token_file {
-        Some(f) => Some(
-            tokenvisor::credentials::read_secret_file(f)
-                .with_context(|| format!("admin_token_file {}", f.display()))?,
-        ),
-        None => None,
-    };
+    // The descriptor limit, the admin token and the bound listener (admin/listener.rs).
+    let admin_listener = admin::listener::prepare(&cfg.service).await?;
     let metrics = admin::install_metrics_recorder().context("cannot install metrics")?;
     let upkeep = admin::spawn_metrics_upkeep(metrics.clone());
     let transport = HttpTransport::new(HttpConfig {
@@ -124,29 +121,13 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
         start_workload(&runtime, &mut current, spec).await;
     }
 
-    let admin_addr = match cfg.service.admin_listen.addr() {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (service.admin_listen)"))?;
-            let local = listener.local_addr()?;
-            let state = admin::AdminState::new(runtime.clone(), admin_token, Some(metrics));
-            let app = admin::router(state);
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!("admin API stopped: {e}");
-                }
-            });
-            tracing::info!(%local, "admin API listening");
-            Some(local)
-        }
-        None => None,
-    };
+    let admin = admin_listener.map(|l| l.serve(runtime.clone(), Some(metrics)));
     println!(
         "{}",
         serde_json::json!({
             "event": "ready",
-            "admin": admin_addr.map(|a| a.to_string()),
+            "admin": admin.as_ref().map(|a| a.addr.to_string()),
+            "admin_token_file": admin.as_ref().map(|a| &a.token_file),
             "workloads": current.len(),
             "status_dir": cfg.service.status_dir,
             "pid": std::process::id(),

@@ -18,6 +18,8 @@ const ADMIN_TOKEN: &str = "admin-token-0123456789";
 struct Daemon {
     child: Child,
     admin: String,
+    /// Where the admin token is (the ready line says).
+    admin_token_file: PathBuf,
 }
 
 impl Drop for Daemon {
@@ -91,6 +93,7 @@ fn start(config: &Path) -> Daemon {
     Daemon {
         child,
         admin: ready["admin"].as_str().unwrap().to_owned(),
+        admin_token_file: PathBuf::from(ready["admin_token_file"].as_str().unwrap()),
     }
 }
 
@@ -237,6 +240,139 @@ async fn run_reloads_on_sighup_and_flushes_on_sigterm() {
     assert_eq!(idp.counters().reuse_detected, 0);
     let rt = std::fs::read_to_string(dir.join("alpha.rt")).unwrap();
     assert!(idp.live_refresh_tokens("alpha").contains(&rt));
+}
+
+/// Waits (bounded) for the daemon to exit after SIGTERM; its exit code.
+async fn terminate(d: &mut Daemon) -> Option<i32> {
+    signal(d, "-TERM");
+    for _ in 0..1500 {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            return st.code();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the daemon did not exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_admin_token_file_a_token_is_generated_kept_and_required() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
+    idp.register_client(ClientSpec::new("alpha", "secret-alpha").with_rotation(true));
+    write(
+        &dir.join("alpha.rt"),
+        &idp.issue_refresh_token("alpha").unwrap(),
+    );
+    let cfg = dir.join("tokenvisor.toml");
+    write(
+        &cfg,
+        &format!(
+            r#"[service]
+status_dir = "statuses"
+state_dir = "state"
+admin_listen = "127.0.0.1:0"
+
+[[workload]]
+name = "alpha"
+token_url = "{url}"
+client_id = "alpha"
+client_secret = "secret-alpha"
+grant = "refresh_token"
+refresh_token_file = "alpha.rt"
+"#,
+            url = idp.token_url()
+        ),
+    );
+    let mut d = start(&cfg);
+    assert_eq!(d.admin_token_file, dir.join("state").join("admin.token"));
+    let token = std::fs::read_to_string(&d.admin_token_file).unwrap();
+    assert_eq!(token.len(), 43, "32 random bytes, base64url");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.admin_token_file), 0o600);
+    assert_eq!(mode(&dir.join("state")), 0o700);
+    // Not among ToolHive's status files.
+    assert!(!dir.join("statuses").join("admin.token").exists());
+    wait_until("alpha running", || {
+        is(dir, "alpha", WorkloadStatus::Running)
+    })
+    .await;
+
+    // Every route but /healthz is locked without it: nobody overwrites the refresh token,
+    // forces a refresh, lists workloads or reads metrics.
+    let http = client();
+    let base = format!("http://{}", d.admin);
+    let rt_before = std::fs::read_to_string(dir.join("alpha.rt")).unwrap();
+    let requests_before = idp.counters().token_requests;
+    for (method, path) in [
+        (reqwest::Method::PUT, "/v1/workloads/alpha/credentials"),
+        (reqwest::Method::POST, "/v1/workloads/alpha/refresh"),
+        (reqwest::Method::GET, "/v1/workloads"),
+        (reqwest::Method::GET, "/v1/workloads/alpha"),
+        (reqwest::Method::GET, "/v1/workloads/alpha/token"),
+        (reqwest::Method::GET, "/metrics"),
+    ] {
+        let r = http
+            .request(method.clone(), format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(r#"{"refresh_token":"rt-from-an-intruder"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{method} {path}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("alpha.rt")).unwrap(),
+        rt_before
+    );
+    assert_eq!(idp.counters().token_requests, requests_before);
+    let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // With the token from the file: served.
+    let r = http
+        .get(format!("{base}/v1/workloads/alpha/token"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A restart keeps the token.
+    assert_eq!(terminate(&mut d).await, Some(0));
+    let d = start(&cfg);
+    assert_eq!(std::fs::read_to_string(&d.admin_token_file).unwrap(), token);
+    let r = http
+        .get(format!("http://{}/v1/workloads", d.admin))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn an_admin_token_shorter_than_16_bytes_refuses_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tokenvisor.toml");
+    let token = tmp.path().join("admin.token");
+    write(&token, "fifteen-bytes!!\n");
+    write(
+        &cfg,
+        "[service]\nstatus_dir = \"statuses\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         admin_token_file = \"admin.token\"\n",
+    );
+    let r = run(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    assert!(
+        r.stderr
+            .contains("tokenvisor.toml:4: service.admin_token_file")
+            && r.stderr.contains(&token.display().to_string())
+            && r.stderr.contains("15 bytes long; at least 16 are required"),
+        "{r:#?}"
+    );
+    assert!(!r.all().contains("fifteen"), "never the token: {r:#?}");
+    assert!(r.stdout.is_empty(), "no ready line: {r:#?}");
 }
 
 #[test]

@@ -33,11 +33,18 @@ use harness::{
 use tokenvisor_core::status::{ErrorOutcome, LastError};
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadStatus};
 use tokenvisor_idp::{ClientSpec, Fault, FaultScope, IdpConfig, IdpServer, Times};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 const ADMIN_TOKEN: &str = "admin-token-hostile-0123456789";
 
 /// `[service]` and `[defaults]` with short timeouts and backoffs.
 fn head(dir: &Path, status_dir: &Path, log_level: &str) -> String {
+    head_with(dir, status_dir, log_level, "")
+}
+
+/// [`head`] with more `[service]` lines.
+fn head_with(dir: &Path, status_dir: &Path, log_level: &str, service: &str) -> String {
     write(&dir.join("admin.token"), ADMIN_TOKEN);
     format!(
         r#"[service]
@@ -45,6 +52,7 @@ status_dir = "{status}"
 admin_listen = "127.0.0.1:0"
 admin_token_file = "admin.token"
 log_level = "{log_level}"
+{service}
 
 [defaults]
 request_timeout = "1s"
@@ -865,6 +873,436 @@ async fn the_admin_api_refuses_bad_bearers_oversized_bodies_and_traversal() {
     // Still serving.
     let (token, _) = token_of(&admin, "alpha").await;
     assert!(!token.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// the admin listener over raw TCP
+
+/// This process's hard `RLIMIT_NOFILE` (the daemon inherits it), from `/proc/self/limits`.
+fn rlimit_nofile_hard() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|v| v.parse().ok())
+        .expect("Max open files in /proc/self/limits")
+}
+
+/// How long a connection the daemon should close may stay open in these tests: well above
+/// the 1 s limits configured, well below hyper's own defaults (30 s) and forever.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
+
+async fn connect(d: &Daemon) -> TcpStream {
+    TcpStream::connect(d.admin.as_deref().unwrap())
+        .await
+        .expect("connect to the admin API")
+}
+
+/// Reads until the server closes the connection (EOF or reset) or `patience` passes.
+/// Returns what arrived and whether the connection was closed.
+async fn read_to_close(stream: &mut TcpStream, patience: Duration) -> (String, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+/// Reads until a complete response head (`\r\n\r\n`) arrived, the server closed, or
+/// `patience` passed.
+async fn read_head(stream: &mut TcpStream, patience: Duration) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + patience;
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            Ok(Ok(_) | Err(_)) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The daemon's log so far without ANSI escape sequences (the text format colours field
+/// names even into a pipe).
+fn plain_log(d: &Daemon) -> String {
+    let raw = d.log_now();
+    let mut out = String::new();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A request head for the daemon (`Host` names it) with extra header lines.
+fn request_head(d: &Daemon, line: &str, extra: &[String]) -> String {
+    let mut head = format!("{line}\r\nHost: {}\r\n", d.admin.as_deref().unwrap());
+    for h in extra {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_listener_closes_slow_idle_and_oversized_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let status_dir = dir.join("statuses");
+    let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
+    idp.register_client(ClientSpec::new("alpha", "secret-alpha"));
+    let mut text = head_with(
+        dir,
+        &status_dir,
+        "info",
+        "admin_header_timeout = \"1s\"\nadmin_idle_timeout = \"1s\"",
+    );
+    text.push_str(&cc_workload("alpha", &idp.token_url(), "secret-alpha"));
+    let cfg = dir.join("tokenvisor.toml");
+    write(&cfg, &text);
+    // A soft descriptor limit below the hard one: raised to the hard limit at start.
+    let hard = rlimit_nofile_hard();
+    let launch = Launch {
+        ulimit: Some("-S -n 256".to_owned()),
+        ..Launch::default()
+    };
+    let d = Daemon::start(&cfg, launch).await;
+    let admin = Admin::new(&d, Some(ADMIN_TOKEN));
+    wait_until("alpha running", PATIENCE, || {
+        is(&status_dir, "alpha", WorkloadStatus::Running)
+    })
+    .await;
+    let log = plain_log(&d);
+    if hard > 256 {
+        assert!(
+            log.contains(&format!("was=256 soft={hard} hard={hard}")),
+            "{log}"
+        );
+    }
+    let bearer = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let put = "PUT /v1/workloads/alpha/credentials HTTP/1.1";
+
+    // A request head that never ends (slow loris): closed after the header timeout.
+    let mut slow = connect(&d).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+        .await
+        .unwrap();
+    let (got, closed) = read_to_close(&mut slow, CLOSE_PATIENCE).await;
+    assert!(closed, "a slow request head was not closed: {got:?}");
+    assert!(!got.contains(" 200 "), "{got}");
+
+    // An idle keep-alive connection: one answer, then closed.
+    let mut idle = connect(&d).await;
+    idle.write_all(request_head(&d, "GET /healthz HTTP/1.1", &[]).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut idle, CLOSE_PATIENCE).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let (_, closed) = read_to_close(&mut idle, CLOSE_PATIENCE).await;
+    assert!(closed, "an idle keep-alive connection was not closed");
+
+    // A body that stalls after its head (the head timeout no longer applies): closed after
+    // the idle timeout, nothing replaced.
+    let mut stalled = connect(&d).await;
+    let head = request_head(&d, put, &[bearer.clone(), "Content-Length: 100".to_owned()]);
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(b"{\"client_s").await.unwrap();
+    let (got, closed) = read_to_close(&mut stalled, CLOSE_PATIENCE).await;
+    assert!(closed, "a stalled body was not closed: {got:?}");
+    assert!(!got.contains(" 204 "), "{got}");
+
+    // A request head over 16 KiB: 431, closed.
+    let mut big = connect(&d).await;
+    let huge = format!("X-Big: {}", "a".repeat(20 * 1024));
+    let _ = big
+        .write_all(request_head(&d, "GET /healthz HTTP/1.1", &[huge]).as_bytes())
+        .await;
+    let (got, closed) = read_to_close(&mut big, CLOSE_PATIENCE).await;
+    assert!(got.starts_with("HTTP/1.1 431 "), "{got:?}");
+    assert!(closed);
+
+    // Expect: 100-continue for a body that will be refused: the refusal, never a 100.
+    for (auth, length, want) in [
+        (None, 1 << 20, "HTTP/1.1 401 "),
+        (Some(bearer.clone()), 1 << 20, "HTTP/1.1 413 "),
+    ] {
+        let mut c = connect(&d).await;
+        let mut extra = vec![
+            format!("Content-Length: {length}"),
+            "Expect: 100-continue".to_owned(),
+            "Content-Type: application/json".to_owned(),
+        ];
+        extra.extend(auth);
+        c.write_all(request_head(&d, put, &extra).as_bytes())
+            .await
+            .unwrap();
+        let head = read_head(&mut c, CLOSE_PATIENCE).await;
+        assert!(head.starts_with(want), "{want}: {head:?}");
+        assert!(!head.contains("100 Continue"), "{head}");
+    }
+    // …while a body that will be read gets its 100 Continue (the test can see one).
+    let body = br#"{"client_secret":"secret-alpha"}"#;
+    let mut c = connect(&d).await;
+    let extra = vec![
+        format!("Content-Length: {}", body.len()),
+        "Expect: 100-continue".to_owned(),
+        "Content-Type: application/json".to_owned(),
+        bearer.clone(),
+    ];
+    c.write_all(request_head(&d, put, &extra).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut c, CLOSE_PATIENCE).await;
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head:?}");
+    c.write_all(body).await.unwrap();
+    let head = read_head(&mut c, CLOSE_PATIENCE).await;
+    assert!(head.starts_with("HTTP/1.1 204 "), "{head:?}");
+
+    // DNS rebinding (a foreign name in Host) and a cross-origin page, with the right bearer.
+    for (host, origin, want) in [
+        ("evil.example", None, "HTTP/1.1 400 "),
+        ("evil.example:80", None, "HTTP/1.1 400 "),
+        (
+            d.admin.as_deref().unwrap(),
+            Some("http://evil.example"),
+            "HTTP/1.1 403 ",
+        ),
+    ] {
+        let mut c = connect(&d).await;
+        let mut req =
+            format!("GET /v1/workloads/alpha/token HTTP/1.1\r\nHost: {host}\r\n{bearer}\r\n");
+        if let Some(o) = origin {
+            req.push_str(&format!("Origin: {o}\r\n"));
+        }
+        req.push_str("Connection: close\r\n\r\n");
+        c.write_all(req.as_bytes()).await.unwrap();
+        let (got, _) = read_to_close(&mut c, CLOSE_PATIENCE).await;
+        assert!(got.starts_with(want), "{host} {origin:?}: {got:?}");
+        assert!(!got.contains("access_token"), "{got}");
+    }
+
+    // Still serving.
+    let a = admin.call_as(None, "GET", "/healthz", None).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let (token, _) = token_of(&admin, "alpha").await;
+    assert!(!token.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn excess_admin_connections_are_refused_at_once_and_the_cap_follows_the_fd_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let status_dir = dir.join("statuses");
+    let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
+    idp.register_client(ClientSpec::new("alpha", "secret-alpha"));
+    // admin_max_connections stays 256; a descriptor limit of 64 makes the cap 64 / 4 = 16.
+    let mut text = head_with(dir, &status_dir, "info", "admin_header_timeout = \"1h\"");
+    text.push_str(&cc_workload("alpha", &idp.token_url(), "secret-alpha"));
+    let cfg = dir.join("tokenvisor.toml");
+    write(&cfg, &text);
+    let launch = Launch {
+        ulimit: Some("-n 64".to_owned()),
+        ..Launch::default()
+    };
+    let d = Daemon::start(&cfg, launch).await;
+    let admin = Admin::new(&d, Some(ADMIN_TOKEN));
+    wait_until("alpha running", PATIENCE, || {
+        is(&status_dir, "alpha", WorkloadStatus::Running)
+    })
+    .await;
+    let log = plain_log(&d);
+    assert!(log.contains("soft=64"), "{log}");
+    assert!(log.contains("max_connections=16"), "{log}");
+
+    // 16 connections that never finish their request head hold every slot…
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut c = connect(&d).await;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    // …so the next ones are answered 503 and closed at once, never queued, even for
+    // /healthz.
+    for _ in 0..3 {
+        let mut c = connect(&d).await;
+        let _ = c
+            .write_all(request_head(&d, "GET /healthz HTTP/1.1", &[]).as_bytes())
+            .await;
+        let (got, closed) = read_to_close(&mut c, CLOSE_PATIENCE).await;
+        assert!(closed, "an excess connection stayed open: {got:?}");
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 503 "),
+            "an excess connection was served: {got:?}"
+        );
+    }
+    // One slot freed: served again.
+    drop(held.pop());
+    wait_until("/healthz served again", PATIENCE, || {
+        std::net::TcpStream::connect(d.admin.as_deref().unwrap())
+            .and_then(|mut c| {
+                use std::io::{Read as _, Write as _};
+                c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                c.write_all(
+                    format!(
+                        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                        d.admin.as_deref().unwrap()
+                    )
+                    .as_bytes(),
+                )?;
+                let mut got = String::new();
+                let _ = c.read_to_string(&mut got);
+                Ok(got.starts_with("HTTP/1.1 200 "))
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    drop(held);
+    let metrics = admin.metrics().await;
+    assert!(
+        metric(&metrics, "tokenvisor_admin_connections_refused_total").unwrap_or(0.0) >= 3.0,
+        "{metrics}"
+    );
+    // Refreshing was never touched.
+    assert!(is(&status_dir, "alpha", WorkloadStatus::Running));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_thousand_hostile_connections_leave_the_daemon_as_it_was() {
+    const WAVES: usize = 50;
+    const PER_WAVE: usize = 100;
+    const RSS_SLACK_KIB: u64 = 50 * 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let status_dir = dir.join("statuses");
+    let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
+    // Tokens living 2 s: a refresh about every 1.5 s throughout the attack.
+    idp.register_client(
+        ClientSpec::new("alpha", "secret-alpha").with_lifetime(Duration::from_secs(2)),
+    );
+    let mut text = head_with(
+        dir,
+        &status_dir,
+        "info",
+        "admin_header_timeout = \"2s\"\nadmin_idle_timeout = \"2s\"",
+    );
+    text.push_str(&cc_workload("alpha", &idp.token_url(), "secret-alpha"));
+    let cfg = dir.join("tokenvisor.toml");
+    write(&cfg, &text);
+    let d = Daemon::start(&cfg, Launch::default()).await;
+    let admin = Admin::new(&d, Some(ADMIN_TOKEN));
+    wait_until("alpha running", PATIENCE, || {
+        is(&status_dir, "alpha", WorkloadStatus::Running)
+    })
+    .await;
+    let healthz = async || admin.call_as(None, "GET", "/healthz", None).await.status;
+    assert_eq!(healthz().await, 200);
+    let baseline = d.rss_kib();
+    let fds_before = d.fd_count();
+    let requests_before = idp.counters().token_requests;
+    let expiry_before = status_of(&status_dir, "alpha")
+        .and_then(|r| r.token.and_then(|t| t.expires_at))
+        .expect("an expiry");
+
+    let oversized = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let mut opened = 0;
+    let mut healthz_refused = 0;
+    let mut last_wave = Vec::new();
+    for _ in 0..WAVES {
+        let mut wave = Vec::with_capacity(PER_WAVE);
+        for i in 0..PER_WAVE {
+            let Ok(mut c) = TcpStream::connect(d.admin.as_deref().unwrap()).await else {
+                continue;
+            };
+            opened += 1;
+            // A third slow request heads, a third silent, a third oversized heads.
+            let bytes: &[u8] = match i % 3 {
+                0 => b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a",
+                1 => b"",
+                _ => oversized.as_bytes(),
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), c.write_all(bytes)).await;
+            wave.push(c);
+        }
+        // /healthz answers while the wave is open (a retry only if every slot was taken).
+        let mut ok = false;
+        for _ in 0..50 {
+            if healthz().await == 200 {
+                ok = true;
+                break;
+            }
+            healthz_refused += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(ok, "/healthz did not answer during the attack");
+        last_wave = wave;
+    }
+    assert!(
+        opened >= WAVES * PER_WAVE * 99 / 100,
+        "only {opened} connections opened"
+    );
+    let peak = d.peak_rss_kib();
+
+    // The last wave stays open on our side: the daemon closes its slow and silent
+    // connections itself (header and idle timeouts), its descriptors back to the baseline.
+    let mut fds = d.fd_count();
+    let shed = harness::poll(PATIENCE, || {
+        fds = d.fd_count();
+        fds <= fds_before + 8
+    })
+    .await;
+    assert!(
+        shed,
+        "the daemon holds {fds} descriptors, {fds_before} before the attack"
+    );
+    drop(last_wave);
+
+    // After they closed, RSS comes back within 50 MB of the baseline.
+    let mut after = d.rss_kib();
+    let back = harness::poll(PATIENCE, || {
+        after = d.rss_kib();
+        after <= baseline + RSS_SLACK_KIB
+    })
+    .await;
+    eprintln!(
+        "observed: {opened} hostile connections; RSS baseline {baseline} KiB, peak {peak} KiB, \
+         after {after} KiB; /healthz refused {healthz_refused} times"
+    );
+    assert!(back, "RSS {after} KiB, baseline {baseline} KiB");
+
+    // Refreshes went on: the IdP saw more of them and the status file's expiry advanced.
+    wait_until("more refreshes", PATIENCE, || {
+        idp.counters().token_requests >= requests_before + 2
+    })
+    .await;
+    wait_until("a later expiry in the status file", PATIENCE, || {
+        status_of(&status_dir, "alpha")
+            .and_then(|r| r.token.and_then(|t| t.expires_at))
+            .is_some_and(|e| e > expiry_before)
+    })
+    .await;
+    assert!(is(&status_dir, "alpha", WorkloadStatus::Running));
+    assert_eq!(healthz().await, 200);
 }
 
 // ---------------------------------------------------------------------------------------

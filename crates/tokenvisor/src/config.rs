@@ -46,6 +46,21 @@ use crate::spec::{AuthMethod, GrantSpec, SecretOrigin, WorkloadPolicy, WorkloadS
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7878));
 
+/// The shortest admin token accepted, in bytes (a shorter `admin_token_file` is an error).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+
+/// `service.admin_header_timeout` when not set.
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `service.admin_idle_timeout` when not set.
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `service.admin_max_connections` when not set.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
+
+/// The largest `service.admin_max_connections` accepted.
+pub const MAX_ADMIN_MAX_CONNECTIONS: usize = 65_536;
+
 /// The `source` of a configuration that did not come from a file.
 pub const EMBEDDED_SOURCE: &str = "<embedded>";
 
@@ -127,13 +142,45 @@ pub struct ServiceConfig {
     pub status_dir: PathBuf,
     /// Where the admin API listens.
     pub admin_listen: AdminListen,
-    /// The file holding the admin API's bearer token (checked readable and non-empty when the
-    /// admin API is on).
+    /// The file holding the admin API's bearer token (checked readable and at least
+    /// [`MIN_ADMIN_TOKEN_BYTES`] long when the admin API is on). `None`: the daemon generates
+    /// one in `<state_dir>/admin.token`.
     pub admin_token_file: Option<PathBuf>,
+    /// tokenvisor's own state (the generated admin token), kept apart from the status
+    /// directory, which ToolHive shares. `None` only when it is not set, cannot be derived
+    /// (no `XDG_STATE_HOME`, no `HOME`) and nothing needs it.
+    pub state_dir: Option<PathBuf>,
+    /// Limits of the admin API's listener.
+    pub admin_limits: AdminLimits,
     /// Log output format.
     pub log_format: LogFormat,
     /// Log filter: a level or a tracing filter directive such as `info,tokenvisor=debug`.
     pub log_level: String,
+}
+
+/// Limits of the admin API's listener (`[service]` keys `admin_header_timeout`,
+/// `admin_idle_timeout`, `admin_max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// A request head must arrive within this, counted from when the connection starts
+    /// waiting for it (so an idle keep-alive connection is closed after it too).
+    pub header_timeout: Duration,
+    /// A connection on which no byte moved either way for this long is closed (a stalled
+    /// body, a client that stops reading).
+    pub idle_timeout: Duration,
+    /// Connections served at once; the daemon lowers it further to a quarter of its file
+    /// descriptor limit. Excess connections are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            header_timeout: DEFAULT_ADMIN_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_ADMIN_IDLE_TIMEOUT,
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// Where the admin API listens.
@@ -303,6 +350,10 @@ struct RawService {
     status_dir: Option<Spanned<String>>,
     admin_listen: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+    admin_header_timeout: Option<Spanned<HumanDuration>>,
+    admin_idle_timeout: Option<Spanned<HumanDuration>>,
+    admin_max_connections: Option<Spanned<Count>>,
     log_format: Option<Spanned<LogFormat>>,
     log_level: Option<Spanned<String>>,
 }
@@ -975,7 +1026,7 @@ fn resolve_service(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> ServiceConfig {
-    let status_dir = match raw.status_dir {
+    let status_dir = match &raw.status_dir {
         Some(s) => {
             if s.get_ref().is_empty() {
                 cx.problem(
@@ -1027,12 +1078,14 @@ fn resolve_service(
                 "must not be empty",
             );
         } else if admin_listen != AdminListen::Off
-            && let Err(reason) = read_secret_file(&path)
+            && let Err(reason) = read_admin_token(&path)
         {
             cx.problem("service.admin_token_file".into(), Some(f.span()), reason);
         }
         path
     });
+    let state_dir = resolve_state_dir(cx, &raw, base, env, admin_listen, &admin_token_file);
+    let admin_limits = resolve_admin_limits(cx, &raw);
 
     if let AdminListen::Addr(addr) = admin_listen
         && !addr.ip().is_loopback()
@@ -1066,9 +1119,119 @@ fn resolve_service(
         status_dir,
         admin_listen,
         admin_token_file,
+        state_dir,
+        admin_limits,
         log_format: raw.log_format.map(Spanned::into_inner).unwrap_or_default(),
         log_level,
     }
+}
+
+/// Reads the admin token of `path`: a secret file of at least [`MIN_ADMIN_TOKEN_BYTES`].
+/// Errors name the file, never its content.
+pub fn read_admin_token(path: &Path) -> Result<Secret, String> {
+    let token = read_secret_file(path)?;
+    let len = token.expose().len();
+    if len < MIN_ADMIN_TOKEN_BYTES {
+        return Err(format!(
+            "the admin token in {} is {len} bytes long; at least {MIN_ADMIN_TOKEN_BYTES} are \
+             required (e.g. `head -c 32 /dev/urandom | base64`)",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
+
+/// `service.state_dir`: as set, else `$XDG_STATE_HOME/tokenvisor`, else
+/// `$HOME/.local/state/tokenvisor`. Needed (a problem when it cannot be derived) only when
+/// the daemon generates the admin token: the admin API is on and `admin_token_file` unset.
+fn resolve_state_dir(
+    cx: &mut Cx,
+    raw: &RawService,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    admin_listen: AdminListen,
+    admin_token_file: &Option<PathBuf>,
+) -> Option<PathBuf> {
+    match &raw.state_dir {
+        Some(s) if s.get_ref().is_empty() => {
+            cx.problem(
+                "service.state_dir".into(),
+                Some(s.span()),
+                "must not be empty",
+            );
+            None
+        }
+        Some(s) => Some(resolve_path(base, s.get_ref())),
+        None => {
+            let derived = default_state_dir(env);
+            if derived.is_none() && admin_listen != AdminListen::Off && admin_token_file.is_none() {
+                cx.problem(
+                    "service.state_dir".into(),
+                    None,
+                    "not set, and neither XDG_STATE_HOME nor HOME is set to derive the default \
+                     ($XDG_STATE_HOME/tokenvisor or $HOME/.local/state/tokenvisor); it is where \
+                     the generated admin token is kept (set state_dir or admin_token_file)",
+                );
+            }
+            derived
+        }
+    }
+}
+
+/// The default `service.state_dir`: `$XDG_STATE_HOME/tokenvisor`, else
+/// `$HOME/.local/state/tokenvisor`; `None` when neither variable is usable (a relative
+/// `XDG_STATE_HOME` is ignored, as the XDG base directory spec says).
+pub fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let state = env("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(&h).join(".local").join("state"))
+        })?;
+    Some(state.join("tokenvisor"))
+}
+
+/// `service.admin_header_timeout`, `admin_idle_timeout`, `admin_max_connections`.
+fn resolve_admin_limits(cx: &mut Cx, raw: &RawService) -> AdminLimits {
+    let mut limits = AdminLimits::default();
+    for (key, value, slot) in [
+        (
+            "service.admin_header_timeout",
+            raw.admin_header_timeout.as_ref(),
+            &mut limits.header_timeout,
+        ),
+        (
+            "service.admin_idle_timeout",
+            raw.admin_idle_timeout.as_ref(),
+            &mut limits.idle_timeout,
+        ),
+    ] {
+        let Some(v) = value else { continue };
+        let d = v.get_ref().0;
+        if d.is_zero() {
+            cx.problem(key.into(), Some(v.span()), "must be longer than 0s");
+        } else if d > Duration::from_secs(3600) {
+            cx.problem(key.into(), Some(v.span()), "must be at most 1h");
+        } else {
+            *slot = d;
+        }
+    }
+    if let Some(v) = &raw.admin_max_connections {
+        match usize::try_from(v.get_ref().0) {
+            Ok(n) if (1..=MAX_ADMIN_MAX_CONNECTIONS).contains(&n) => limits.max_connections = n,
+            Ok(_) | Err(_) => cx.problem(
+                "service.admin_max_connections".into(),
+                Some(v.span()),
+                format!(
+                    "is {}; must be between 1 and {MAX_ADMIN_MAX_CONNECTIONS}",
+                    v.get_ref().0
+                ),
+            ),
+        }
+    }
+    limits
 }
 
 /// `path` against `base` (unless absolute), without `.` components.
@@ -1980,8 +2143,26 @@ impl fmt::Display for Masked<'_> {
         writeln!(f, "admin_listen = {}", q(&s.admin_listen.to_string()))?;
         match &s.admin_token_file {
             Some(p) => writeln!(f, "admin_token_file = {}", qp(p))?,
-            None => writeln!(f, "# admin_token_file: not set")?,
+            None => writeln!(
+                f,
+                "# admin_token_file: not set; the daemon generates <state_dir>/admin.token"
+            )?,
         }
+        match &s.state_dir {
+            Some(p) => writeln!(f, "state_dir = {}", qp(p))?,
+            None => writeln!(f, "# state_dir: not set and not derivable (not needed)")?,
+        }
+        writeln!(
+            f,
+            "admin_header_timeout = {}",
+            d(s.admin_limits.header_timeout)
+        )?;
+        writeln!(f, "admin_idle_timeout = {}", d(s.admin_limits.idle_timeout))?;
+        writeln!(
+            f,
+            "admin_max_connections = {}",
+            s.admin_limits.max_connections
+        )?;
         writeln!(f, "log_format = {}", q(s.log_format.as_str()))?;
         writeln!(f, "log_level = {}", q(&s.log_level))?;
         writeln!(f)?;

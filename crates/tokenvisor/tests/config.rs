@@ -36,7 +36,7 @@ impl Scratch {
         std::fs::write(dir.path().join("client.secret"), "s3cret-value\n").expect("write");
         std::fs::write(dir.path().join("app.rt"), "rt-value\n").expect("write");
         std::fs::write(dir.path().join("empty.secret"), "\n  \n").expect("write");
-        std::fs::write(dir.path().join("admin.token"), "admin-token\n").expect("write");
+        std::fs::write(dir.path().join("admin.token"), "admin-token-16b+\n").expect("write");
         Scratch { dir }
     }
 
@@ -451,7 +451,7 @@ fn example_in(dir: &Path) -> String {
         "the example uses /etc/tokenvisor and /var/lib/tokenvisor"
     );
     for (file, content) in [
-        ("etc/admin.token", "admin\n"),
+        ("etc/admin.token", "admin-token-0123456789\n"),
         ("etc/github.secret", "github-secret\n"),
         ("var/github.rt", "github-rt\n"),
         ("var/notes-agent.rt", "notes-rt\n"),
@@ -1460,6 +1460,155 @@ fn a_non_loopback_admin_listen_needs_a_token_file() {
         "cannot read secret file",
     );
     assert_eq!(err.problems().len(), 1, "{err}");
+}
+
+#[test]
+fn an_admin_token_shorter_than_16_bytes_is_refused() {
+    let s = Scratch::new();
+    std::fs::write(s.dir.path().join("short.token"), "fifteen-bytes!!\n").expect("write");
+    let text = format!("[service]\nadmin_token_file = \"short.token\"\n{BASE}");
+    let err = s.err(&text);
+    let path = s.dir.path().join("short.token");
+    assert_problem(
+        &err,
+        "service.admin_token_file",
+        Some(2),
+        &format!(
+            "the admin token in {} is 15 bytes long; at least 16 are required",
+            path.display()
+        ),
+    );
+    assert!(
+        !err.to_string().contains("fifteen"),
+        "never the token: {err}"
+    );
+    // 16 bytes are enough; with the admin API off the file is not read at all.
+    std::fs::write(&path, "sixteen-bytes!!!\n").expect("write");
+    s.ok(&text);
+    std::fs::write(&path, "short\n").expect("write");
+    s.ok(&format!(
+        "[service]\nadmin_listen = \"off\"\nadmin_token_file = \"short.token\"\n{BASE}"
+    ));
+}
+
+#[test]
+fn the_state_dir_follows_xdg_state_then_home_and_is_needed_only_for_a_generated_token() {
+    let s = Scratch::new();
+    let c = s.parse_env(BASE, &[("HOME", "/home/op")]).unwrap();
+    assert_eq!(
+        c.service.state_dir,
+        Some(PathBuf::from("/home/op/.local/state/tokenvisor"))
+    );
+    let c = s
+        .parse_env(
+            BASE,
+            &[("HOME", "/home/op"), ("XDG_STATE_HOME", "/xdg/state")],
+        )
+        .unwrap();
+    assert_eq!(
+        c.service.state_dir,
+        Some(PathBuf::from("/xdg/state/tokenvisor"))
+    );
+    let c = s
+        .parse_env(
+            BASE,
+            &[("HOME", "/home/op"), ("XDG_STATE_HOME", "relative")],
+        )
+        .unwrap();
+    assert_eq!(
+        c.service.state_dir,
+        Some(PathBuf::from("/home/op/.local/state/tokenvisor"))
+    );
+    // Relative to the file, like every path.
+    let c = s
+        .parse_env(
+            &format!("[service]\nstatus_dir = \"statuses\"\nstate_dir = \"st\"\n{BASE}"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(c.service.state_dir, Some(s.dir.path().join("st")));
+    // No HOME: needed when the daemon generates the admin token…
+    let text = format!("[service]\nstatus_dir = \"statuses\"\n{BASE}");
+    let err = s.parse_env(&text, &[]).unwrap_err();
+    assert_problem(
+        &err,
+        "service.state_dir",
+        None,
+        "neither XDG_STATE_HOME nor HOME",
+    );
+    // …but not with a token file, nor with the admin API off.
+    let c = s
+        .parse_env(
+            &format!(
+                "[service]\nstatus_dir = \"statuses\"\nadmin_token_file = \"admin.token\"\n{BASE}"
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(c.service.state_dir, None);
+    s.parse_env(
+        &format!("[service]\nstatus_dir = \"statuses\"\nadmin_listen = \"off\"\n{BASE}"),
+        &[],
+    )
+    .unwrap();
+    let err = s.err(&format!("[service]\nstate_dir = \"\"\n{BASE}"));
+    assert_problem(&err, "service.state_dir", Some(2), "must not be empty");
+}
+
+#[test]
+fn admin_listener_limits_have_defaults_and_bounds() {
+    let s = Scratch::new();
+    let c = s.ok(BASE);
+    assert_eq!(c.service.admin_limits, config::AdminLimits::default());
+    assert_eq!(
+        c.service.admin_limits.header_timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(c.service.admin_limits.idle_timeout, Duration::from_secs(30));
+    assert_eq!(c.service.admin_limits.max_connections, 256);
+    let c = s.ok(&format!(
+        "[service]\nadmin_header_timeout = \"2s\"\nadmin_idle_timeout = \"500ms\"\n\
+         admin_max_connections = 8\n{BASE}"
+    ));
+    assert_eq!(
+        c.service.admin_limits.header_timeout,
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        c.service.admin_limits.idle_timeout,
+        Duration::from_millis(500)
+    );
+    assert_eq!(c.service.admin_limits.max_connections, 8);
+    for (line, key, reason) in [
+        (
+            "admin_header_timeout = \"0s\"",
+            "service.admin_header_timeout",
+            "longer than 0s",
+        ),
+        (
+            "admin_idle_timeout = \"2h\"",
+            "service.admin_idle_timeout",
+            "at most 1h",
+        ),
+        (
+            "admin_max_connections = 0",
+            "service.admin_max_connections",
+            "between 1 and 65536",
+        ),
+        (
+            "admin_max_connections = -3",
+            "service.admin_max_connections",
+            "between 1 and 65536",
+        ),
+        (
+            "admin_max_connections = 100000",
+            "service.admin_max_connections",
+            "between 1 and 65536",
+        ),
+    ] {
+        let err = s.err(&format!("[service]\n{line}\n{BASE}"));
+        assert_problem(&err, key, Some(2), reason);
+    }
 }
 
 // -----------------------------------------------------------------------------------------

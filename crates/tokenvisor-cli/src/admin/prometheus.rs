@@ -86,6 +86,10 @@ fn describe() {
         STATUS_COALESCED,
         "Status updates replaced by a newer one before being written."
     );
+    metrics::describe_counter!(
+        super::listener::REFUSED_METRIC,
+        "Admin API connections closed at once because the connection cap was reached."
+    );
 }
 
 /// Copies the runtime's state into gauges and counters, just before a rendering.

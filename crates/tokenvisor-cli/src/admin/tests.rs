@@ -33,6 +33,9 @@ const SECRETS: &[&str] = &[
     ADMIN,
 ];
 
+/// The listener address the router is told about; requests name it in `Host`.
+const LISTEN: &str = "127.0.0.1:7878";
+
 /// Bound of every wait on state.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -123,7 +126,12 @@ async fn fixture_with(
     ))
     .await
     .unwrap();
-    let state = AdminState::new(runtime.clone(), token.map(Secret::from), metrics);
+    let state = AdminState::new(
+        runtime.clone(),
+        Secret::from(token.unwrap_or(ADMIN)),
+        LISTEN.parse().unwrap(),
+        metrics,
+    );
     Fixture {
         _dir: dir,
         fake,
@@ -160,7 +168,16 @@ impl Fixture {
         self.send(req).await
     }
 
-    async fn send(&self, req: Request<Body>) -> Answer {
+    /// Sends `req`, naming the listener in `Host` unless the request names something.
+    async fn send(&self, mut req: Request<Body>) -> Answer {
+        req.headers_mut()
+            .entry(header::HOST)
+            .or_insert(header::HeaderValue::from_static(LISTEN));
+        self.send_raw(req).await
+    }
+
+    /// Sends `req` as it is.
+    async fn send_raw(&self, req: Request<Body>) -> Answer {
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -238,7 +255,7 @@ async fn healthz_needs_no_auth_and_counts_workloads() {
 
 #[tokio::test]
 async fn list_and_get_show_status_and_settings() {
-    let f = fixture(None).await;
+    let f = fixture(Some(ADMIN)).await;
     f.add(rt_spec("beta")).await;
     f.add(cc_spec("alpha")).await;
     f.wait_status("alpha", WorkloadStatus::Running).await;
@@ -433,7 +450,7 @@ async fn credentials_recover_an_invalid_grant_workload() {
 
 #[tokio::test]
 async fn credentials_bodies_are_validated() {
-    let f = fixture(None).await;
+    let f = fixture(Some(ADMIN)).await;
     f.add(rt_spec("alpha")).await;
     f.add(cc_spec("cc")).await;
     let put = |name: &'static str, body: Vec<u8>| {
@@ -576,25 +593,6 @@ async fn token_delivery_while_starting_is_503() {
 }
 
 #[tokio::test]
-async fn token_delivery_requires_a_configured_admin_token() {
-    let f = fixture(None).await;
-    f.add(rt_spec("alpha")).await;
-    f.wait_status("alpha", WorkloadStatus::Running).await;
-    for bearer in [None, Some("anything")] {
-        let a = f
-            .call_as(bearer, Method::GET, "/v1/workloads/alpha/token", None)
-            .await;
-        let msg = assert_json_error(&a, StatusCode::FORBIDDEN);
-        assert_eq!(msg, "token delivery requires admin_token_file");
-        assert!(!a.text().contains("at-"), "no token: {}", a.text());
-    }
-    // Everything else is open without an admin token.
-    let a = f.call_as(None, Method::GET, "/v1/workloads", None).await;
-    assert_eq!(a.status, StatusCode::OK);
-    f.shutdown().await;
-}
-
-#[tokio::test]
 async fn a_configured_admin_token_guards_every_route_but_healthz() {
     let f = fixture(Some(ADMIN)).await;
     f.add(rt_spec("alpha")).await;
@@ -697,7 +695,7 @@ async fn metrics_expose_the_expected_names_and_no_workload_name() {
     a.assert_no_secret("metrics");
 
     // Without a recorder handle, /metrics is not served.
-    let g = fixture(None).await;
+    let g = fixture(Some(ADMIN)).await;
     assert_json_error(
         &g.call(Method::GET, "/metrics", None).await,
         StatusCode::NOT_FOUND,
@@ -705,6 +703,146 @@ async fn metrics_expose_the_expected_names_and_no_workload_name() {
     let upkeep = super::spawn_metrics_upkeep(super::install_metrics_recorder().unwrap());
     upkeep.abort();
     g.shutdown().await;
+    f.shutdown().await;
+}
+
+/// A request whose body records whether anything polled it (it never ends).
+fn request_with_watched_body(
+    method: Method,
+    uri: &str,
+    headers: &[(header::HeaderName, &str)],
+) -> (Request<Body>, Arc<std::sync::atomic::AtomicBool>) {
+    let polled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = polled.clone();
+    let stream = futures_util::stream::poll_fn(move |_| {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok::<_, std::io::Error>(axum::body::Bytes::from(
+            vec![b'x'; 1024],
+        ))))
+    });
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(k, *v);
+    }
+    (req.body(Body::from_stream(stream)).unwrap(), polled)
+}
+
+#[tokio::test]
+async fn refused_requests_are_answered_without_reading_their_body() {
+    let f = fixture(Some(ADMIN)).await;
+    f.add(rt_spec("alpha")).await;
+    let put = "/v1/workloads/alpha/credentials";
+    let bearer = format!("Bearer {ADMIN}");
+    let big = (1024 * 1024).to_string();
+    let small = "100".to_owned();
+    let cases: Vec<(Vec<(header::HeaderName, &str)>, StatusCode)> = vec![
+        // No bearer: 401 before the body.
+        (
+            vec![
+                (header::HOST, LISTEN),
+                (header::CONTENT_LENGTH, &small),
+                (header::EXPECT, "100-continue"),
+            ],
+            StatusCode::UNAUTHORIZED,
+        ),
+        // A declared body over the limit: 413 before the body.
+        (
+            vec![
+                (header::HOST, LISTEN),
+                (header::AUTHORIZATION, &bearer),
+                (header::CONTENT_LENGTH, &big),
+                (header::EXPECT, "100-continue"),
+            ],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        // A foreign Host or Origin: refused before anything else.
+        (
+            vec![
+                (header::HOST, "evil.example:7878"),
+                (header::AUTHORIZATION, &bearer),
+                (header::CONTENT_LENGTH, &small),
+            ],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            vec![
+                (header::HOST, LISTEN),
+                (header::ORIGIN, "http://evil.example"),
+                (header::AUTHORIZATION, &bearer),
+                (header::CONTENT_LENGTH, &small),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (headers, want) in cases {
+        let (req, polled) = request_with_watched_body(Method::PUT, put, &headers);
+        let a = f.send_raw(req).await;
+        assert_json_error(&a, want);
+        assert!(
+            !polled.load(std::sync::atomic::Ordering::SeqCst),
+            "{want}: the body was read"
+        );
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused_on_every_route() {
+    let f = fixture(Some(ADMIN)).await;
+    f.add(rt_spec("alpha")).await;
+    f.wait_status("alpha", WorkloadStatus::Running).await;
+    for uri in [
+        "/healthz",
+        "/metrics",
+        "/v1/workloads",
+        "/v1/workloads/alpha",
+        "/v1/workloads/alpha/token",
+        "/nowhere",
+    ] {
+        let get = |host: Option<&str>, origin: Option<&str>| {
+            let mut req = Request::builder()
+                .uri(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"));
+            if let Some(h) = host {
+                req = req.header(header::HOST, h);
+            }
+            if let Some(o) = origin {
+                req = req.header(header::ORIGIN, o);
+            }
+            req.body(Body::empty()).unwrap()
+        };
+        // DNS rebinding: a name the attacker controls, resolving to 127.0.0.1.
+        let a = f.send_raw(get(Some("evil.example:7878"), None)).await;
+        let msg = assert_json_error(&a, StatusCode::BAD_REQUEST);
+        assert!(msg.contains("Host"), "{msg}");
+        assert!(!a.text().contains("evil"), "never echoed: {}", a.text());
+        assert!(!a.text().contains("at-"), "no token: {}", a.text());
+        // HTTP/1.1 without Host.
+        let a = f.send_raw(get(None, None)).await;
+        assert_json_error(&a, StatusCode::BAD_REQUEST);
+        // A cross-origin browser request.
+        let a = f
+            .send_raw(get(Some("localhost:7878"), Some("http://evil.example")))
+            .await;
+        assert_json_error(&a, StatusCode::FORBIDDEN);
+        assert!(!a.text().contains("at-"), "no token: {}", a.text());
+        // Same origin, and loopback names, pass the guard.
+        for (host, origin) in [
+            ("localhost:7878", Some("http://localhost:7878")),
+            ("127.0.0.1:7878", None),
+            ("[::1]:7878", None),
+            ("localhost", None),
+        ] {
+            let a = f.send_raw(get(Some(host), origin)).await;
+            // (This fixture installs no metrics recorder.)
+            let want = if uri == "/nowhere" || uri == "/metrics" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(a.status, want, "{uri} {host} {origin:?}: {}", a.text());
+        }
+    }
     f.shutdown().await;
 }
 

@@ -97,6 +97,9 @@ pub(crate) struct Launch {
     /// Run it through `sh` with SIGXFSZ ignored, so that a lowered file-size limit makes
     /// writes fail (`EFBIG`) instead of killing the process.
     pub(crate) ignore_sigxfsz: bool,
+    /// Run it through `sh` after `ulimit <this>` (e.g. `-n 64`: soft and hard descriptor
+    /// limit; `-S -n 256`: the soft one only).
+    pub(crate) ulimit: Option<String>,
 }
 
 /// A running `tokenvisor run`; killed (by PID) and reaped on drop.
@@ -108,6 +111,8 @@ pub(crate) struct Daemon {
     stderr: Arc<Mutex<Vec<u8>>>,
     /// The admin API's address, when it listens.
     pub(crate) admin: Option<String>,
+    /// The file holding the admin API's bearer token (from the ready line).
+    pub(crate) admin_token_file: Option<PathBuf>,
     /// The ready line, parsed.
     pub(crate) ready: serde_json::Value,
 }
@@ -123,11 +128,17 @@ impl Daemon {
     /// Starts `tokenvisor run --config <config>` and waits for its ready line.
     pub(crate) async fn start(config: &Path, launch: Launch) -> Daemon {
         let exe = tokenvisor().get_program().to_owned();
-        let mut cmd = if launch.ignore_sigxfsz {
+        let mut cmd = if launch.ignore_sigxfsz || launch.ulimit.is_some() {
+            let mut script = String::new();
+            if launch.ignore_sigxfsz {
+                script.push_str("trap '' XFSZ; ");
+            }
+            if let Some(args) = &launch.ulimit {
+                script.push_str(&format!("ulimit {args}; "));
+            }
+            script.push_str(r#"exec "$0" "$@""#);
             let mut cmd = Command::new("sh");
-            cmd.arg("-c")
-                .arg(r#"trap '' XFSZ; exec "$0" "$@""#)
-                .arg(&exe);
+            cmd.arg("-c").arg(script).arg(&exe);
             for var in [
                 "RUST_LOG",
                 "HTTP_PROXY",
@@ -179,6 +190,7 @@ impl Daemon {
             _stdout: stdout,
             stderr,
             admin: None,
+            admin_token_file: None,
             ready: serde_json::Value::Null,
         };
         let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
@@ -189,8 +201,39 @@ impl Daemon {
         });
         assert_eq!(ready["event"], "ready", "{line}");
         daemon.admin = ready["admin"].as_str().map(str::to_owned);
+        daemon.admin_token_file = ready["admin_token_file"].as_str().map(PathBuf::from);
         daemon.ready = ready;
         daemon
+    }
+
+    /// The admin API's bearer token, read from the file the ready line names.
+    pub(crate) fn admin_token(&self) -> String {
+        let path = self
+            .admin_token_file
+            .as_ref()
+            .expect("the ready line names the admin token file");
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .trim_end()
+            .to_owned()
+    }
+
+    /// The daemon's resident set now (`VmRSS`), in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// How many file descriptors the daemon has open.
+    pub(crate) fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(Iterator::count)
+            .unwrap_or(usize::MAX)
     }
 
     /// The daemon's PID.

@@ -4,6 +4,7 @@
 //!
 //! - A second daemon on the same status directory, or on a refresh-token file another daemon
 //!   holds, exits 1 naming the holder's PID and sends no request (counted at the provider).
+//! - A workload added by SIGHUP on a refresh-token file another daemon holds is refused.
 //! - A daemon whose admin port is taken exits before its first request.
 //! - A status directory with foreign files and no marker is refused at start, untouched.
 //! - A symbolic-linked status directory is used and never chmod-ed.
@@ -215,17 +216,97 @@ async fn a_second_daemon_exits_1_naming_the_first_and_sends_no_request() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(&pid), "{stderr}");
     assert!(stderr.contains("refresh_token_file"), "{stderr}");
-    assert!(
-        stderr.contains(&alpha_rt.display().to_string()),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&alpha_rt.display().to_string()), "{stderr}");
 
-    assert_eq!(second_idp.counters().total, 0, "the second daemon sent a request");
+    assert_eq!(
+        second_idp.counters().total,
+        0,
+        "the second daemon sent a request"
+    );
     assert_eq!(first_idp.counters().reuse_detected, 0);
     assert_eq!(first_idp.counters().revocations, 0);
     // The first daemon is unharmed.
     assert!(status_of(&status, "alpha").is_some_and(|r| r.status == WorkloadStatus::Running));
     drop(first);
+}
+
+/// Locks are held across SIGHUP: a workload added by a reload takes its file's lock then,
+/// and one whose refresh-token file another daemon holds is refused with an error naming
+/// that daemon's PID (no request sent for it) while the rest keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_workload_whose_file_another_daemon_holds_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (first_idp, second_idp) = (idp().await, idp().await);
+    let alpha_rt = client_files(dir, &first_idp, "alpha");
+    let first_cfg = dir.join("first.toml");
+    let first_status = dir.join("first-statuses");
+    let alpha = || Wl {
+        name: "alpha",
+        client: "alpha",
+        rt_file: &alpha_rt,
+        token_url: first_idp.token_url(),
+    };
+    config(&first_cfg, &first_status, "off", &[alpha()]);
+    let first = Daemon::start(&first_cfg, Launch::default()).await;
+
+    let beta_rt = client_files(dir, &second_idp, "beta");
+    let second_cfg = dir.join("second.toml");
+    let second_status = dir.join("second-statuses");
+    let beta = || Wl {
+        name: "beta",
+        client: "beta",
+        rt_file: &beta_rt,
+        token_url: second_idp.token_url(),
+    };
+    config(&second_cfg, &second_status, "off", &[beta()]);
+    let second = Daemon::start(&second_cfg, Launch::default()).await;
+    wait_until("alpha and beta running", PATIENCE, || {
+        status_of(&first_status, "alpha").is_some_and(|r| r.status == WorkloadStatus::Running)
+            && status_of(&second_status, "beta")
+                .is_some_and(|r| r.status == WorkloadStatus::Running)
+    })
+    .await;
+
+    // The second daemon's configuration gains a workload on the first one's token file.
+    let gamma_rt = client_files(dir, &second_idp, "gamma");
+    config(
+        &second_cfg,
+        &second_status,
+        "off",
+        &[
+            beta(),
+            Wl {
+                name: "stolen",
+                client: "alpha",
+                rt_file: &alpha_rt,
+                token_url: second_idp.token_url(),
+            },
+            Wl {
+                name: "gamma",
+                client: "gamma",
+                rt_file: &gamma_rt,
+                token_url: second_idp.token_url(),
+            },
+        ],
+    );
+    second.signal("-HUP");
+    wait_until("gamma running after the reload", PATIENCE, || {
+        status_of(&second_status, "gamma").is_some_and(|r| r.status == WorkloadStatus::Running)
+    })
+    .await;
+    second.wait_log("cannot start").await;
+    let log = second.log_now();
+    assert!(log.contains(&format!("PID {}", first.pid())), "{log}");
+    assert!(log.contains("stolen"), "{log}");
+    assert!(!second_status.join("stolen.json").exists());
+    assert_eq!(
+        second_idp.counters().client("alpha"),
+        0,
+        "a request for the stolen file"
+    );
+    assert_eq!(first_idp.counters().reuse_detected, 0);
+    assert!(status_of(&first_status, "alpha").is_some_and(|r| r.status == WorkloadStatus::Running));
 }
 
 /// "Take every lock and bind every listener before the first request is sent": a daemon
@@ -330,7 +411,12 @@ async fn a_symlinked_status_dir_is_used_and_never_chmodded() {
     })
     .await;
     assert_eq!(mode(&target), 0o755);
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(
         fs::read_to_string(target.join(".tokenvisor")).unwrap(),
         format!("{}\n", d.pid())
@@ -382,13 +468,17 @@ grant = "client_credentials"
     let warnings: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(warnings.len(), 3, "{}", out.stderr);
     assert!(
-        warnings[0].starts_with(&format!("{file}:7: workload[0].token_url: warning: http://")),
+        warnings[0].starts_with(&format!(
+            "{file}:7: workload[0].token_url: warning: http://"
+        )),
         "{}",
         warnings[0]
     );
     assert!(warnings[0].contains("idp.example.test"), "{}", warnings[0]);
     assert!(
-        warnings[1].starts_with(&format!("{file}:9: workload[0].client_secret_file: warning:")),
+        warnings[1].starts_with(&format!(
+            "{file}:9: workload[0].client_secret_file: warning:"
+        )),
         "{}",
         warnings[1]
     );
@@ -398,7 +488,9 @@ grant = "client_credentials"
         warnings[1]
     );
     assert!(
-        warnings[2].starts_with(&format!("{file}:11: workload[0].refresh_token_file: warning:")),
+        warnings[2].starts_with(&format!(
+            "{file}:11: workload[0].refresh_token_file: warning:"
+        )),
         "{}",
         warnings[2]
     );
@@ -435,8 +527,7 @@ fn toolhive_lock(path: &Path, op: FlockOperation) -> Option<fs::File> {
             .open(path)
             .unwrap();
         if flock(&file, op).is_ok() {
-            let same = fs::metadata(path)
-                .is_ok_and(|m| m.ino() == file.metadata().unwrap().ino());
+            let same = fs::metadata(path).is_ok_and(|m| m.ino() == file.metadata().unwrap().ino());
             if same {
                 return Some(file);
             }
@@ -525,8 +616,11 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
     })
     .await;
 
-    let deferred_before = metric(&admin.metrics().await, "tokenvisor_status_writes_deferred_total")
-        .unwrap_or(0.0);
+    let deferred_before = metric(
+        &admin.metrics().await,
+        "tokenvisor_status_writes_deferred_total",
+    )
+    .unwrap_or(0.0);
     let held = tokio::task::spawn_blocking({
         let lock_path = lock_path.clone();
         move || toolhive_lock(&lock_path, FlockOperation::NonBlockingLockExclusive)
@@ -537,17 +631,26 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
     let under = snapshot(&file);
     // A real event: ToolHive holding its lock for a while.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(snapshot(&file), under, "the file changed under ToolHive's lock");
-    let deferred = metric(&admin.metrics().await, "tokenvisor_status_writes_deferred_total")
-        .unwrap_or(0.0);
+    assert_eq!(
+        snapshot(&file),
+        under,
+        "the file changed under ToolHive's lock"
+    );
+    let deferred = metric(
+        &admin.metrics().await,
+        "tokenvisor_status_writes_deferred_total",
+    )
+    .unwrap_or(0.0);
     assert!(
         deferred > deferred_before,
         "no write was attempted while the lock was held ({deferred_before} → {deferred})"
     );
     toolhive_unlock(&lock_path, held);
-    wait_until("the deferred write lands after the release", PATIENCE, || {
-        snapshot(&file) != under
-    })
+    wait_until(
+        "the deferred write lands after the release",
+        PATIENCE,
+        || snapshot(&file) != under,
+    )
     .await;
     assert!(status_of(&status, "shared").is_some_and(|r| r.status == WorkloadStatus::Running));
 

@@ -516,7 +516,7 @@ grant = "client_credentials"
 /// Opens and locks `<status>/<name>.lock` as ToolHive does (gofrs/flock: create, `flock`,
 /// polled every 100 ms for at most 1 s), checking that the locked file is still the one the
 /// path names. `None` when the lock stayed busy for the whole second.
-fn toolhive_lock(path: &Path, op: FlockOperation) -> Option<fs::File> {
+async fn toolhive_lock(path: &Path, op: FlockOperation) -> Option<fs::File> {
     for _ in 0..10 {
         let file = OpenOptions::new()
             .read(true)
@@ -533,7 +533,7 @@ fn toolhive_lock(path: &Path, op: FlockOperation) -> Option<fs::File> {
             }
             continue;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
 }
@@ -544,9 +544,14 @@ fn toolhive_unlock(path: &Path, file: fs::File) {
     drop(file);
 }
 
-fn snapshot(path: &Path) -> (Vec<u8>, i64, i64) {
+/// The file's content and modification time.
+fn snapshot(path: &Path) -> (String, i64, i64) {
     let m = fs::metadata(path).unwrap();
-    (fs::read(path).unwrap(), m.mtime(), m.mtime_nsec())
+    (
+        String::from_utf8_lossy(&fs::read(path).unwrap()).into_owned(),
+        m.mtime(),
+        m.mtime_nsec(),
+    )
 }
 
 /// Trust §5: while the daemon rewrites a status file about every second, a reader locking
@@ -591,10 +596,11 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
     let reader = {
         let (stop, reads, file, lock_path) =
             (stop.clone(), reads.clone(), file.clone(), lock_path.clone());
-        std::thread::spawn(move || {
+        tokio::spawn(async move {
             let mut bad = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                if let Some(lock) = toolhive_lock(&lock_path, FlockOperation::NonBlockingLockShared)
+                if let Some(lock) =
+                    toolhive_lock(&lock_path, FlockOperation::NonBlockingLockShared).await
                 {
                     let bytes = fs::read(&file).unwrap();
                     if let Err(e) = StatusRecord::from_json(&bytes) {
@@ -603,7 +609,7 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
                     reads.fetch_add(1, Ordering::Relaxed);
                     toolhive_unlock(&lock_path, lock);
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             bad
         })
@@ -621,13 +627,9 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
         "tokenvisor_status_writes_deferred_total",
     )
     .unwrap_or(0.0);
-    let held = tokio::task::spawn_blocking({
-        let lock_path = lock_path.clone();
-        move || toolhive_lock(&lock_path, FlockOperation::NonBlockingLockExclusive)
-    })
-    .await
-    .unwrap()
-    .expect("the lock is free within a second");
+    let held = toolhive_lock(&lock_path, FlockOperation::NonBlockingLockExclusive)
+        .await
+        .expect("the lock is free within a second");
     let under = snapshot(&file);
     // A real event: ToolHive holding its lock for a while.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -655,7 +657,7 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
     assert!(status_of(&status, "shared").is_some_and(|r| r.status == WorkloadStatus::Running));
 
     stop.store(true, Ordering::Relaxed);
-    let bad = reader.join().unwrap();
+    let bad = reader.await.unwrap();
     assert!(bad.is_empty(), "unparseable reads: {bad:?}");
     assert!(reads.load(Ordering::Relaxed) > 0);
     assert_eq!(provider.counters().reuse_detected, 0);

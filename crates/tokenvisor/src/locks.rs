@@ -109,15 +109,30 @@ impl FileLock {
             kind: e.kind(),
         };
         for _ in 0..REOPEN_ATTEMPTS {
-            let file = OpenOptions::new()
+            // The lock is held through a read-only descriptor: a file open for writing would
+            // keep the filesystem from being remounted read-only for as long as we run.
+            let file = match OpenOptions::new()
                 .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(LOCK_FILE_MODE)
                 .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(path)
-                .map_err(|e| io_err("open", &e))?;
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(LOCK_FILE_MODE)
+                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                        .open(path)
+                    {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(io_err("create", &e)),
+                    }
+                    continue;
+                }
+                Err(e) => return Err(io_err("open", &e)),
+            };
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
@@ -147,17 +162,16 @@ impl FileLock {
         })
     }
 
-    /// Writes this process's PID into the lock file (replacing its content), for
-    /// [`LockError::Held`] messages of other processes.
+    /// Writes this process's PID into the lock file (replacing its content, in place: the
+    /// lock stays on this file), for [`LockError::Held`] messages of other processes.
     pub fn write_pid(&mut self) -> Result<(), LockError> {
         let pid = std::process::id();
-        self.file
-            .set_len(0)
-            .and_then(|()| {
-                use std::io::Seek as _;
-                self.file.seek(io::SeekFrom::Start(0))?;
-                self.file.write_all(format!("{pid}\n").as_bytes())
-            })
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(format!("{pid}\n").as_bytes()))
             .map_err(|e| LockError::Io {
                 path: self.path.clone(),
                 op: "write PID",

@@ -459,6 +459,22 @@ pub fn write_staged(
             });
         }
     };
+    let result = stage_under_lock(dir, name, record, &path);
+    // Removed whatever the outcome (ToolHive's protocol); a lock file left behind would be
+    // harmless anyway (ToolHive removes stale ones).
+    if let Err(e) = lock.remove() {
+        tracing::debug!(path = %path.display(), kind = %e.kind(), "could not remove the status file's lock file");
+    }
+    result
+}
+
+/// [`write_staged`]'s steps between taking and releasing the lock.
+fn stage_under_lock(
+    dir: &Path,
+    name: &WorkloadName,
+    record: &StatusRecord,
+    path: &Path,
+) -> Result<(), StoreError> {
     let bytes = record.to_json();
     let mut prefix = String::with_capacity(name.as_str().len() + EXT.len() + 2);
     prefix.push('.');
@@ -469,21 +485,17 @@ pub fn write_staged(
         .rand_bytes(TEMP_SUFFIX_LEN)
         .permissions(Permissions::from_mode(FILE_MODE))
         .tempfile_in(dir)
-        .map_err(|e| StoreError::file(&path, "create temp file", &e))?;
+        .map_err(|e| StoreError::file(path, "create temp file", &e))?;
     temp.write_all(&bytes)
-        .map_err(|e| StoreError::file(&path, "write", &e))?;
+        .map_err(|e| StoreError::file(path, "write", &e))?;
     let file = temp.as_file();
     file.set_permissions(Permissions::from_mode(FILE_MODE))
-        .map_err(|e| StoreError::file(&path, "chmod", &e))?;
+        .map_err(|e| StoreError::file(path, "chmod", &e))?;
     file.sync_all()
-        .map_err(|e| StoreError::file(&path, "fsync", &e))?;
+        .map_err(|e| StoreError::file(path, "fsync", &e))?;
     // On failure the returned temp file is dropped, which removes it.
-    temp.persist(&path)
-        .map_err(|e| StoreError::file(&path, "rename", &e.error))?;
-    // A lock file left behind is harmless (ToolHive removes stale ones); the write is done.
-    if let Err(e) = lock.remove() {
-        tracing::debug!(path = %path.display(), kind = %e.kind(), "could not remove the status file's lock file");
-    }
+    temp.persist(path)
+        .map_err(|e| StoreError::file(path, "rename", &e.error))?;
     Ok(())
 }
 

@@ -554,8 +554,9 @@ fn snapshot(path: &Path) -> (String, i64, i64) {
     )
 }
 
-/// Trust §5: while the daemon rewrites a status file about every second, a reader locking
-/// like ToolHive always gets a whole, parseable record; a ToolHive lock held for 3 s keeps
+/// Trust §5: in a directory ToolHive made (0750, its record of the workload already there,
+/// whose `created_at` is kept), while the daemon rewrites the status file about every
+/// second, a reader locking like ToolHive always gets a whole, parseable record; a ToolHive lock held for 3 s keeps
 /// the file exactly as it was (the daemon's writes meanwhile are deferred, counted), and the
 /// daemon's next write lands once the lock is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,6 +570,18 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
             .unwrap();
     let rt = client_files(dir, &provider, "shared");
     let status = dir.join("statuses");
+    // ToolHive wrote this workload's file first (its shape: no token section, nanoseconds):
+    // the directory is adopted and the file's `created_at` kept.
+    fs::create_dir(&status).unwrap();
+    fs::set_permissions(&status, fs::Permissions::from_mode(0o750)).unwrap();
+    let toolhive = br#"{
+  "status": "starting",
+  "created_at": "2026-05-01T10:00:00.123456789Z",
+  "updated_at": "2026-05-01T10:00:00.123456789Z",
+  "process_id": 4242
+}"#;
+    fs::write(status.join("shared.json"), toolhive).unwrap();
+    let created_at = StatusRecord::from_json(toolhive).unwrap().created_at;
     let cfg = dir.join("tokenvisor.toml");
     config(
         &cfg,
@@ -654,7 +667,18 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
         || snapshot(&file) != under,
     )
     .await;
-    assert!(status_of(&status, "shared").is_some_and(|r| r.status == WorkloadStatus::Running));
+    let last = status_of(&status, "shared").unwrap();
+    assert_eq!(last.status, WorkloadStatus::Running);
+    assert_eq!(
+        last.created_at, created_at,
+        "created_at kept across updates"
+    );
+    assert_eq!(last.process_id, d.pid());
+    assert_eq!(
+        mode(&status),
+        0o750,
+        "a directory we did not create keeps its mode"
+    );
 
     stop.store(true, Ordering::Relaxed);
     let bad = reader.await.unwrap();

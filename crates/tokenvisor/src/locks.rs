@@ -238,11 +238,6 @@ pub fn hold(lock_file: &Path, what: &'static str, protects: &Path) -> Result<(),
     }
 }
 
-/// Whether this process holds the lock on `lock_file` (through [`hold`]).
-pub fn holds(lock_file: &Path) -> bool {
-    registry().contains_key(lock_file)
-}
-
 /// `<refresh_token_file>.lock`: the lock that makes a refresh-token file one daemon's
 /// (module docs).
 pub fn credential_lock_path(file: &Path) -> PathBuf {

@@ -1,4 +1,7 @@
 //! `tokenvisor check-config`: load and validate a configuration, print it with secrets masked.
+//! Warnings (secret files that needed trimming or are readable by group or others, an
+//! `http://` token URL to a host that is not loopback) go to stderr as
+//! `FILE:LINE: KEY: warning: reason`; they do not change the exit code.
 
 use std::path::PathBuf;
 
@@ -48,6 +51,9 @@ pub(crate) fn run(args: &CheckConfigArgs) -> anyhow::Result<u8> {
     match tokenvisor::config::load(path) {
         Ok(config) => {
             print!("{}", config.describe_masked());
+            for line in config.warning_lines() {
+                eprintln!("{line}");
+            }
             Ok(0)
         }
         Err(e) => {

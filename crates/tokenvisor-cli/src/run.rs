@@ -1,7 +1,10 @@
 //! `tokenvisor run --config FILE`: the daemon.
 //!
-//! Loads the configuration, recovers the status directory, starts the runtime and one
-//! workload per `[[workload]]`, serves the admin API, then waits for signals:
+//! Loads the configuration, takes every lock (the status directory's marker and each
+//! refresh-token file's, see [`tokenvisor::locks`]: a second daemon on the same directory or
+//! credential file exits 1 here, naming the first one's PID), binds the admin listener,
+//! and only then recovers the status directory, starts the runtime and one workload per
+//! `[[workload]]` (the first token request), serves the admin API, then waits for signals:
 //! SIGHUP reloads the file and reconciles (added workloads start, removed ones stop and are
 //! marked `stopped`, changed ones restart; a bad file is reported and changes nothing);
 //! SIGINT/SIGTERM shut down gracefully, every status flushed, exit 0.
@@ -67,6 +70,9 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<u8> {
         }
     };
     init_logging(&cfg);
+    if let Err(code) = take_locks(&cfg) {
+        return Ok(code);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tokenvisor")
@@ -77,6 +83,32 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<u8> {
     // without waiting for it.
     rt.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// Start-up, before any request can be sent: logs the configuration's warnings, then takes
+/// the status directory and every refresh-token file for this process (held until exit).
+/// When another daemon holds one, or the directory holds foreign files, says why (naming
+/// the holder's PID) and returns the exit code.
+fn take_locks(cfg: &Config) -> Result<(), u8> {
+    for line in cfg.warning_lines() {
+        tracing::warn!("{line}");
+    }
+    match tokenvisor::locks::acquire_for(&cfg.service.status_dir, &cfg.workloads) {
+        Ok(claim) => {
+            if let Some(mode) = claim.loose_mode {
+                tracing::warn!(
+                    status_dir = %cfg.service.status_dir.display(),
+                    "status directory is open to group or others (mode {mode:04o}); left as it \
+                     is (status files are 0600)"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Err(crate::EXIT_PROBLEM)
+        }
+    }
 }
 
 fn init_logging(cfg: &Config) {
@@ -93,7 +125,8 @@ fn init_logging(cfg: &Config) {
 }
 
 async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
-    // The descriptor limit, the admin token and the bound listener (admin/listener.rs).
+    // The descriptor limit, the admin token and the bound listener (admin/listener.rs),
+    // before the runtime starts: a daemon that cannot serve exits before any request.
     let admin_listener = admin::listener::prepare(&cfg.service).await?;
     let metrics = admin::install_metrics_recorder().context("cannot install metrics")?;
     let upkeep = admin::spawn_metrics_upkeep(metrics.clone());
@@ -166,6 +199,11 @@ async fn start_workload(
     spec: WorkloadSpec,
 ) {
     let name = spec.name.clone();
+    // A workload added by a reload takes its refresh-token file's lock first.
+    if let Err(e) = tokenvisor::locks::hold_credentials(&spec) {
+        tracing::error!(workload = %name, "cannot start: {e}");
+        return;
+    }
     match runtime.add(spec.clone()).await {
         Ok(_) => {
             current.insert(name, spec);

@@ -321,8 +321,14 @@ async fn check_after_kill(
     }
     let now = now_ms();
 
-    // (1) the status directory: status files and temp files of interrupted writes only.
-    let names: BTreeSet<String> = fleet.names.iter().map(|n| format!("{n}.json")).collect();
+    // (1) the status directory: status files and temp files of interrupted writes only
+    // (plus the directory's marker, and the lock file of a status write a kill interrupted).
+    let names: BTreeSet<String> = fleet
+        .names
+        .iter()
+        .flat_map(|n| [format!("{n}.json"), format!("{n}.lock")])
+        .chain([".tokenvisor".to_owned()])
+        .collect();
     let listing = list(&fleet.status_dir, |f| names.contains(f));
     if !listing.other.is_empty() {
         fail.push(format!(
@@ -428,7 +434,13 @@ async fn check_after_kill(
     let cred_names: BTreeSet<String> = fleet
         .names
         .iter()
-        .flat_map(|n| [format!("{n}.rt"), format!("{n}.secret")])
+        .flat_map(|n| {
+            [
+                format!("{n}.rt"),
+                format!("{n}.rt.lock"),
+                format!("{n}.secret"),
+            ]
+        })
         .collect();
     let listing = list(&fleet.cred_dir, |f| cred_names.contains(f));
     if !listing.other.is_empty() {

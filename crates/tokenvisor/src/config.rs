@@ -16,7 +16,12 @@
 //! - `grant` is required: nothing is inferred from which other keys happen to be present.
 //! - Secrets (client secrets, refresh tokens, the admin token) are read and checked here: a
 //!   file or variable that is missing or empty is a configuration error, not a runtime one.
-//!   Trailing whitespace (a final newline) is trimmed. No error message ever contains a secret.
+//!   A byte order mark and surrounding whitespace (CR/LF included) are trimmed from secret
+//!   files, a control character inside the value is an error. No error message ever contains
+//!   a secret.
+//! - Warnings ([`Config::warnings`]) do not stop a configuration: a secret file that needed
+//!   trimming beyond a final newline, a secret file readable by group or others, an
+//!   `http://` token URL to a host that is not loopback.
 //! - Files that tokenvisor writes (`refresh_token_file`, `token_sink_file`) may not be shared
 //!   between workloads, nor with any `client_secret_file`.
 //! - Workloads with the same `token_url` share one endpoint gate, so they must agree on
@@ -120,6 +125,9 @@ pub struct Config {
     pub defaults: WorkloadPolicy,
     /// The workloads, in file order.
     pub workloads: Vec<WorkloadSpec>,
+    /// What is accepted but worth a look, as `FILE:LINE: KEY: reason` problems (see
+    /// [`Config::warning_lines`]), in file order.
+    pub warnings: Vec<ConfigProblem>,
 }
 
 impl Config {
@@ -132,6 +140,24 @@ impl Config {
     /// from in a comment (for `tokenvisor check-config`).
     pub fn describe_masked(&self) -> String {
         Masked(self).to_string()
+    }
+
+    /// The warnings, one line each: `FILE:LINE: KEY: warning: reason`.
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|p| {
+                let mut line = self.source.display().to_string();
+                if let Some(n) = p.line {
+                    line.push_str(&format!(":{n}"));
+                }
+                if !p.key.is_empty() {
+                    line.push_str(&format!(": {}", p.key));
+                }
+                line.push_str(&format!(": warning: {}", p.reason));
+                line
+            })
+            .collect()
     }
 }
 
@@ -593,6 +619,7 @@ fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
 struct Cx {
     line_starts: Vec<usize>,
     problems: Vec<ConfigProblem>,
+    warnings: Vec<ConfigProblem>,
     /// Keys already reported: later checks that depend on them stay quiet.
     broken: HashSet<String>,
 }
@@ -605,6 +632,7 @@ impl Cx {
         Cx {
             line_starts,
             problems: Vec::new(),
+            warnings: Vec::new(),
             broken: HashSet::new(),
         }
     }
@@ -621,6 +649,48 @@ impl Cx {
             line,
             reason: reason.into(),
         });
+    }
+
+    fn warning(&mut self, key: String, span: Option<Range<usize>>, reason: impl Into<String>) {
+        let line = span.map(|s| self.line(s.start));
+        self.warnings.push(ConfigProblem {
+            key,
+            line,
+            reason: reason.into(),
+        });
+    }
+
+    /// Reads a secret file, turning its notes into warnings at `key`.
+    fn secret_file(
+        &mut self,
+        key: String,
+        span: Range<usize>,
+        path: &Path,
+    ) -> Result<Secret, String> {
+        let (secret, notes) =
+            crate::credentials::read_secret_file_noted(path).map_err(|e| e.to_string())?;
+        if !notes.trimmed.is_empty() {
+            self.warning(
+                key.clone(),
+                Some(span.clone()),
+                format!(
+                    "{}: trimmed {} around the value",
+                    path.display(),
+                    notes.trimmed.join(" and ")
+                ),
+            );
+        }
+        if let Some(mode) = notes.readable_by_others {
+            self.warning(
+                key,
+                Some(span),
+                format!(
+                    "{}: readable by group or others (mode {mode:04o}); chmod 600 it",
+                    path.display()
+                ),
+            );
+        }
+        Ok(secret)
     }
 
     fn is_broken(&self, key: &str) -> bool {
@@ -980,6 +1050,11 @@ fn parse_in(
         service,
         defaults: defaults.policy,
         workloads,
+        warnings: {
+            let mut w = cx.warnings;
+            w.sort_by_key(|p| p.line);
+            w
+        },
     })
 }
 
@@ -1078,7 +1153,9 @@ fn resolve_service(
                 "must not be empty",
             );
         } else if admin_listen != AdminListen::Off
-            && let Err(reason) = read_admin_token(&path)
+            && let Err(reason) = cx
+                .secret_file("service.admin_token_file".into(), f.span(), &path)
+                .and_then(|token| admin_token_long_enough(&path, token))
         {
             cx.problem("service.admin_token_file".into(), Some(f.span()), reason);
         }
@@ -1129,7 +1206,12 @@ fn resolve_service(
 /// Reads the admin token of `path`: a secret file of at least [`MIN_ADMIN_TOKEN_BYTES`].
 /// Errors name the file, never its content.
 pub fn read_admin_token(path: &Path) -> Result<Secret, String> {
-    let token = read_secret_file(path)?;
+    let token = crate::credentials::read_secret_file(path).map_err(|e| e.to_string())?;
+    admin_token_long_enough(path, token)
+}
+
+/// `token` (read from `path`) when it is at least [`MIN_ADMIN_TOKEN_BYTES`] long.
+fn admin_token_long_enough(path: &Path, token: Secret) -> Result<Secret, String> {
     let len = token.expose().len();
     if len < MIN_ADMIN_TOKEN_BYTES {
         return Err(format!(
@@ -1700,7 +1782,19 @@ impl WorkloadCx<'_> {
                 None
             }
             Some(u) => match check_http_url(u.get_ref()) {
-                Ok(()) => Some(Arc::<str>::from(u.get_ref().as_str())),
+                Ok(()) => {
+                    if let Some(host) = plain_http_remote_host(u.get_ref()) {
+                        cx.warning(
+                            self.key("token_url"),
+                            Some(u.span()),
+                            format!(
+                                "http:// to {host}, which is not a loopback address: tokens and \
+                                 secrets cross the network unencrypted (use https)"
+                            ),
+                        );
+                    }
+                    Some(Arc::<str>::from(u.get_ref().as_str()))
+                }
                 Err(reason) => {
                     cx.problem(self.key("token_url"), Some(u.span()), reason);
                     None
@@ -1879,7 +1973,7 @@ impl WorkloadCx<'_> {
         if let Some(f) = &raw.client_secret_file {
             let path = self.path_of(cx, "client_secret_file", f)?;
             self.use_file(cx, seen, "client_secret_file", &path, f.span(), false);
-            return match read_secret_file(&path) {
+            return match cx.secret_file(self.key("client_secret_file"), f.span(), &path) {
                 Ok(s) => Some((s, SecretOrigin::File(path))),
                 Err(reason) => {
                     cx.problem(self.key("client_secret_file"), Some(f.span()), reason);
@@ -1936,7 +2030,7 @@ impl WorkloadCx<'_> {
             if let Some(f) = &raw.refresh_token_file {
                 if let Some(path) = self.path_of(cx, "refresh_token_file", f) {
                     self.use_file(cx, seen, "refresh_token_file", &path, f.span(), true);
-                    match read_secret_file(&path) {
+                    match cx.secret_file(self.key("refresh_token_file"), f.span(), &path) {
                         Ok(s) => token = Some((s, Some(path))),
                         Err(reason) => {
                             cx.problem(self.key("refresh_token_file"), Some(f.span()), reason);
@@ -2064,10 +2158,20 @@ fn check_http_url(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads a secret from a file (see [`crate::credentials::read_secret_file`]). Errors name
-/// the file, never its content.
-fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    crate::credentials::read_secret_file(path).map_err(|e| e.to_string())
+/// The host of an `http://` URL whose host is not loopback (`localhost`, 127.0.0.0/8,
+/// `::1`); `None` for https, loopback or an unparseable URL.
+fn plain_http_remote_host(s: &str) -> Option<String> {
+    let url = reqwest::Url::parse(s).ok()?;
+    if url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost"),
+    };
+    (!loopback).then(|| host.to_owned())
 }
 
 /// Reads a secret from an environment variable: trailing whitespace trimmed, not empty.

@@ -1,7 +1,12 @@
 //! Credentials: secret sources and the refresh-token store with atomic write-back.
 //!
 //! - [`read_secret_file`], [`read_secret_env`]: how the configuration resolves
-//!   `client_secret_file`, `client_secret_env` and `refresh_token_file`.
+//!   `client_secret_file`, `client_secret_env` and `refresh_token_file`. A file is read by one
+//!   reader ([`read_secret_file_noted`]): a UTF-8 byte order mark, a CR/LF line ending and
+//!   surrounding whitespace are trimmed (and reported in [`SecretFileNotes`], which
+//!   `check-config` and the daemon's log show); a control character inside the value is an
+//!   error (a token never contains one, and sending it would only earn a confusing
+//!   rejection); a file readable by group or others is reported too.
 //! - [`write_secret_file`]: an atomic, fsynced, mode-0600 write of one secret (used for
 //!   rotated refresh tokens and token sink files).
 //! - [`CredentialStore`]: one per workload, shared between its token actor and the attempt
@@ -92,6 +97,17 @@ pub enum CredentialError {
         /// The file.
         path: PathBuf,
     },
+    /// The value holds a control character (other than surrounding whitespace, which is
+    /// trimmed).
+    #[error(
+        "secret file {} holds a control character inside its value (only a byte order mark \
+         and surrounding whitespace are trimmed)",
+        path.display()
+    )]
+    ControlCharacter {
+        /// The file.
+        path: PathBuf,
+    },
     /// The environment variable is not set.
     #[error("environment variable {var} is not set")]
     EnvMissing {
@@ -143,17 +159,42 @@ pub enum CredentialError {
     },
 }
 
-/// Reads a secret from a file: trailing whitespace (the final newline) removed; an empty
-/// file, a file over [`SECRET_FILE_LIMIT`] bytes or a non-UTF-8 file is an error.
+/// Reads a secret from a file with [`read_secret_file_noted`], dropping the notes.
 ///
 /// Blocking; call it from configuration loading or `spawn_blocking`.
 pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Secret, CredentialError> {
+    read_secret_file_noted(path).map(|(secret, _)| secret)
+}
+
+/// What reading a secret file found besides the secret (for warnings; never the value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretFileNotes {
+    /// What was trimmed around the value, beyond one final newline: `"a UTF-8 byte order
+    /// mark"`, `"a CR/LF line ending"`, `"surrounding whitespace"`.
+    pub trimmed: Vec<&'static str>,
+    /// The file's permission bits, when group or others may read it.
+    pub readable_by_others: Option<u32>,
+}
+
+/// Reads a secret from a file: a leading UTF-8 byte order mark and surrounding whitespace
+/// (CR/LF line endings included) are trimmed; an empty file, a file over
+/// [`SECRET_FILE_LIMIT`] bytes, a non-UTF-8 file or a value with a control character inside
+/// is an error. The notes say what was trimmed (one final `\n` is not worth a note) and
+/// whether group or others may read the file.
+///
+/// Blocking; call it from configuration loading or `spawn_blocking`.
+pub fn read_secret_file_noted(
+    path: impl AsRef<Path>,
+) -> Result<(Secret, SecretFileNotes), CredentialError> {
+    use std::os::unix::fs::PermissionsExt as _;
+
     let path = path.as_ref();
     let read_err = |source| CredentialError::Read {
         path: path.to_owned(),
         source,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
+    let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o7777;
     let mut bytes = Vec::new();
     // One byte over the limit tells "too large" from "exactly the limit".
     file.take(SECRET_FILE_LIMIT as u64 + 1)
@@ -167,13 +208,37 @@ pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Secret, CredentialErro
     let text = String::from_utf8(bytes).map_err(|_| CredentialError::NotUtf8 {
         path: path.to_owned(),
     })?;
-    let value = text.trim_end();
+    let mut notes = SecretFileNotes {
+        trimmed: Vec::new(),
+        readable_by_others: (mode & 0o044 != 0).then_some(mode),
+    };
+    let unmarked = match text.strip_prefix('\u{feff}') {
+        Some(rest) => {
+            notes.trimmed.push("a UTF-8 byte order mark");
+            rest
+        }
+        None => text.as_str(),
+    };
+    let value = unmarked.trim();
     if value.is_empty() {
         return Err(CredentialError::EmptyFile {
             path: path.to_owned(),
         });
     }
-    Ok(Secret::from(value))
+    let leading = &unmarked[..unmarked.len() - unmarked.trim_start().len()];
+    let trailing = &unmarked[unmarked.trim_end().len()..];
+    if trailing.contains('\r') {
+        notes.trimmed.push("a CR/LF line ending");
+    }
+    if !leading.is_empty() || !matches!(trailing, "" | "\n" | "\r\n") {
+        notes.trimmed.push("surrounding whitespace");
+    }
+    if value.chars().any(char::is_control) {
+        return Err(CredentialError::ControlCharacter {
+            path: path.to_owned(),
+        });
+    }
+    Ok((Secret::from(value), notes))
 }
 
 /// Reads a secret from an environment variable: trailing whitespace removed; unset, empty or

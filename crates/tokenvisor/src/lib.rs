@@ -18,6 +18,7 @@
 //! - [`gate`]: per-token-endpoint concurrency limit and shared `Retry-After` hold.
 //! - [`transport`], [`oauth`]: the token-endpoint seam and its real implementation (oauth2
 //!   over reqwest, bounded bodies, no redirects).
+//! - [`locks`]: one daemon per status directory and per refresh-token file (`flock`).
 //! - [`credentials`]: client secrets and refresh tokens; rotated tokens written back
 //!   atomically before the workload reports healthy.
 //! - [`config`]: the TOML configuration → [`spec::WorkloadSpec`]s.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod credentials;
 pub mod gate;
 pub mod handle;
+pub mod locks;
 pub mod metrics;
 pub mod oauth;
 pub mod persistence;

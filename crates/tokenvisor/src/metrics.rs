@@ -12,6 +12,8 @@ pub const REFRESH_DURATION: &str = "tokenvisor_refresh_duration_seconds";
 pub const STATUS_WRITES: &str = "tokenvisor_status_writes_total";
 /// Counter: failed status-file writes (each is retried).
 pub const STATUS_WRITE_FAILURES: &str = "tokenvisor_status_write_failures_total";
+/// Counter: status writes deferred because another process (ToolHive) held the file's lock.
+pub const STATUS_WRITES_DEFERRED: &str = "tokenvisor_status_writes_deferred_total";
 /// Gauge: status records waiting to be written.
 pub const STATUS_PENDING: &str = "tokenvisor_status_pending";
 /// Counter: times an endpoint was put on hold by `Retry-After` (429/503).
@@ -52,6 +54,10 @@ pub fn describe() {
         "Failed status-file writes (retried)."
     );
     describe_gauge!(STATUS_PENDING, "Status records waiting to be written.");
+    describe_counter!(
+        STATUS_WRITES_DEFERRED,
+        "Status writes deferred: another process held the file's lock (retried)."
+    );
     describe_counter!(
         ENDPOINT_HOLDS,
         "Endpoint holds started by Retry-After on 429/503."

@@ -25,6 +25,16 @@
 //! a backoff). If writes keep failing, the flush is answered at its deadline with the
 //! workloads that are still not durable; they stay pending and keep being retried.
 //!
+//! ## Files locked by ToolHive
+//! Each file is written under ToolHive's lock on `<name>.lock`
+//! ([`status_store::write_staged`]), taken without waiting. A workload whose lock is held is
+//! *deferred*, not failed: the rest of its batch is written as usual, its record stays in its
+//! slot (a newer one may replace it, as for any pending record), and it is tried again every
+//! [`LOCK_POLL`] until the lock has been held for [`LOCK_PATIENCE`], then every
+//! [`LOCK_RETRY`] for as long as it stays held (logged once per episode). Deferrals are
+//! counted ([`PersistStats::deferred`], `tokenvisor_status_writes_deferred_total`), never
+//! counted as failures and never dropped; a flush waits for them like for any other write.
+//!
 //! ## Bounded memory
 //! The pending state is bounded by the number of workloads, whatever the update rate or
 //! however long writes fail: one slot per workload (a map keyed by name), each workload at
@@ -44,8 +54,17 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokenvisor_core::{StatusRecord, WorkloadName};
 use tokio::time::Instant;
 
-use crate::metrics::{STATUS_PENDING, STATUS_WRITE_FAILURES, STATUS_WRITES};
+use crate::metrics::{
+    STATUS_PENDING, STATUS_WRITE_FAILURES, STATUS_WRITES, STATUS_WRITES_DEFERRED,
+};
 use crate::status_store::{self, StoreError};
+
+/// How often a write deferred by another process's lock on the file is tried again, at first.
+pub const LOCK_POLL: Duration = Duration::from_millis(100);
+/// How long a deferred write is tried every [`LOCK_POLL`] (ToolHive's own lock timeout).
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(1);
+/// How often a write whose file stays locked past [`LOCK_PATIENCE`] is tried again.
+pub const LOCK_RETRY: Duration = Duration::from_secs(1);
 
 /// Settings of the persistence actor.
 #[derive(Debug, Clone)]
@@ -98,6 +117,9 @@ pub struct PersistStats {
     pub write_failures: AtomicU64,
     /// Workloads whose latest record is not yet durable (waiting or being written), a gauge.
     pub pending: AtomicU64,
+    /// Writes deferred because another process (ToolHive) held the file's lock (each is
+    /// tried again; none is dropped).
+    pub deferred: AtomicU64,
 }
 
 /// What a flush achieved.
@@ -202,8 +224,10 @@ struct Slot {
     writing: Option<Writing>,
     /// Consecutive failed writes.
     failures: u32,
-    /// Not to be written before this (after a failure).
+    /// Not to be written before this (after a failure or a deferral).
     retry_at: Option<Instant>,
+    /// Since when the file has been found locked by another process (consecutive deferrals).
+    locked_since: Option<Instant>,
     /// In `ready`.
     queued: bool,
 }
@@ -260,7 +284,7 @@ impl Actor for PersistenceActor {
     ) -> Result<(), ActorProcessingErr> {
         let dir = Arc::clone(&state.dir);
         match tokio::task::spawn_blocking(move || status_store::ensure_dir(&dir)).await {
-            Ok(Ok(())) => state.dir_ready.store(true, Ordering::Release),
+            Ok(Ok(_created)) => state.dir_ready.store(true, Ordering::Release),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "status directory not usable; writes will retry");
             }
@@ -368,6 +392,7 @@ impl PersistState {
                         writing: None,
                         failures: 0,
                         retry_at: None,
+                        locked_since: None,
                         queued: true,
                     },
                 );
@@ -436,7 +461,7 @@ impl PersistState {
     fn on_batch_done(&mut self, myself: &ActorRef<PersistenceMsg>, batch: BatchResult) {
         self.batches_in_flight = self.batches_in_flight.saturating_sub(1);
         let now = Instant::now();
-        let (mut ok, mut failed, mut recovered) = (0u64, 0u64, 0u64);
+        let (mut ok, mut failed, mut recovered, mut deferred) = (0u64, 0u64, 0u64, 0u64);
         let mut first_error: Option<StoreError> = None;
         let mut next_retry: Option<Instant> = None;
         for (name, seq, result) in batch.results {
@@ -450,6 +475,7 @@ impl PersistState {
             match result {
                 Ok(()) => {
                     ok += 1;
+                    slot.locked_since = None;
                     if slot.failures > 0 {
                         recovered += 1;
                         slot.failures = 0;
@@ -469,8 +495,28 @@ impl PersistState {
                         }
                     }
                 }
+                Err(StoreError::Busy { path }) => {
+                    deferred += 1;
+                    let since = *slot.locked_since.get_or_insert(now);
+                    let held = now.saturating_duration_since(since);
+                    let delay = if held < LOCK_PATIENCE {
+                        LOCK_POLL
+                    } else {
+                        if held < LOCK_PATIENCE + LOCK_RETRY {
+                            tracing::warn!(path = %path.display(), "status file locked by another process for over {LOCK_PATIENCE:?}; still pending, retrying every {LOCK_RETRY:?}");
+                        }
+                        LOCK_RETRY
+                    };
+                    slot.dirty_since = Some(w.covers_from);
+                    let at = now + delay;
+                    if slot.retry_at.replace(at).is_none() {
+                        self.waiting_retry += 1;
+                    }
+                    next_retry = Some(next_retry.map_or(at, |t| t.min(at)));
+                }
                 Err(e) => {
                     failed += 1;
+                    slot.locked_since = None;
                     slot.failures = slot.failures.saturating_add(1);
                     // The latest record (maybe newer than the failed one) now covers every
                     // update since the failed write's first; the index key stays the same.
@@ -491,6 +537,10 @@ impl PersistState {
             self.written_since_report += ok;
             self.stats.writes_ok.fetch_add(ok, Ordering::Relaxed);
             ::metrics::counter!(STATUS_WRITES).increment(ok);
+        }
+        if deferred > 0 {
+            self.stats.deferred.fetch_add(deferred, Ordering::Relaxed);
+            ::metrics::counter!(STATUS_WRITES_DEFERRED).increment(deferred);
         }
         if failed > 0 {
             self.stats
@@ -680,7 +730,7 @@ fn write_batch(
     let mut dir_error = None;
     if !dir_ready.load(Ordering::Acquire) {
         match status_store::ensure_dir(dir) {
-            Ok(()) => dir_ready.store(true, Ordering::Release),
+            Ok(_created) => dir_ready.store(true, Ordering::Release),
             Err(e) => dir_error = Some(e),
         }
     }

@@ -1,21 +1,58 @@
-//! Status files on disk: atomic writes and start-up recovery (DESIGN.md §4).
+//! Status files on disk: the directory's ownership, atomic writes under ToolHive's lock, and
+//! start-up recovery (DESIGN.md §4).
 //!
 //! Every function here is blocking; async code calls them from `spawn_blocking` (the
 //! [persistence actor](crate::persistence) does).
 //!
-//! - [`ensure_dir`]: create the directory 0700 (and tighten an existing one).
-//! - [`write_atomic`]: temp file in `dir` → one write → 0600 → fsync → rename → fsync of the
-//!   directory. Readers see the old file or the new one, never a partial one; the file is
-//!   never readable by anyone but the owner, not even as a temp. Split in two for batches:
-//!   [`write_staged`] (everything up to the rename) and [`sync_dir`] (one directory fsync
-//!   makes every staged rename of the batch durable).
+//! - [`claim_dir`]: makes a directory tokenvisor's at daemon start: a missing one is created
+//!   0700; an existing one is used as it is (never chmod-ed, whether it is a symbolic link,
+//!   shared with ToolHive or created by the operator); one without the [`MARKER`] file is
+//!   accepted only if everything in it is a status file or a ToolHive file, and is refused
+//!   with the names of a few foreign entries otherwise; then the marker is locked
+//!   (`flock`, held for the life of the process, the PID written in it), so a second daemon
+//!   on the same directory fails naming the first one's PID.
+//! - [`ensure_dir`]: creates the directory 0700 when it is missing (only a directory it
+//!   created is ever chmod-ed).
+//! - [`write_atomic`]: under ToolHive's lock on `<name>.lock` (below), temp file in `dir` →
+//!   one write → 0600 → fsync → rename → fsync of the directory. Readers see the old file or
+//!   the new one, never a partial one; the file is never readable by anyone but the owner,
+//!   not even as a temp. Split in two for batches: [`write_staged`] (everything up to the
+//!   rename) and [`sync_dir`] (one directory fsync makes every staged rename of the batch
+//!   durable).
 //! - [`read`]: one file.
-//! - [`recover`]: one pass over the directory at start-up: every `<name>.json` is read,
-//!   corrupt files are set aside as `<name>.json.corrupted` and reported, stray temp files of
-//!   interrupted writes are removed.
+//! - [`recover`]: one pass over the directory at start-up: every `<name>.json` is read;
+//!   corrupt files that are recognisably tokenvisor's are set aside as
+//!   `<name>.json.corrupted` and reported, other unparseable files are left untouched and
+//!   reported as foreign; stray temp files of tokenvisor's interrupted writes are removed.
+//!   Nothing else in the directory is ever renamed or removed.
 //!
-//! Errors ([`StoreError`]) name the path, the operation and the [`io::ErrorKind`]; they never
-//! carry file contents (a corrupt file is described by line and column, not by its bytes).
+//! ## Sharing the directory with ToolHive
+//! ToolHive reads and writes `<dir>/<name>.json` under an exclusive `flock` on
+//! `<dir>/<name>.lock` and removes the lock file after each operation. [`write_staged`] takes
+//! the same lock without waiting: when ToolHive holds it, the write does not happen and
+//! returns [`StoreError::Busy`] (the persistence actor retries that workload later while it
+//! writes the others). After the rename the lock file is removed while still locked, as
+//! ToolHive does. Removing a lock file has a known race, which ToolHive accepts: a process
+//! that opened the file before the removal may lock the removed inode while another creates
+//! and locks a new one. tokenvisor's side of it is closed: after taking the lock it checks
+//! that the path still names the inode it locked, and reopens if not.
+//!
+//! ## Whose files are these
+//! - A directory is tokenvisor's when it carries [`MARKER`] (`.tokenvisor`, which cannot be a
+//!   status file: workload names do not start with a dot). A directory without it is adopted
+//!   (the marker is written) only when every entry is a status file (`<name>.json` that
+//!   parses as a status record — tokenvisor's of an older version, or ToolHive's), a lock
+//!   file (`<name>.lock`), a set-aside copy (`<name>.json.corrupted`), a tokenvisor temp file
+//!   (`.<name>.json.XXXXXX`) or a ToolHive temp file (`.tmp-…`).
+//! - A status file is tokenvisor's when it parses and has a `token` section (ToolHive's have
+//!   none). An unparseable one is tokenvisor's only when its bytes contain the `"token"`
+//!   member name; any other is left where it is (a workload of that name, if one is
+//!   configured, writes its own status there later).
+//! - Temp files named `.<name>.json.XXXXXX` (six alphanumerics) are tokenvisor's.
+//!
+//! Errors ([`StoreError`], [`ClaimError`]) name the path, the operation and the
+//! [`io::ErrorKind`]; they never carry file contents (a corrupt file is described by line
+//! and column, not by its bytes).
 
 use std::collections::HashMap;
 use std::fs::{self, File, Permissions};
@@ -34,8 +71,17 @@ pub const FILE_MODE: u32 = 0o600;
 /// Files larger than this are not status records: they are treated as corrupt.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// The file that marks a directory as tokenvisor's and carries its daemon's lock and PID.
+pub const MARKER: &str = ".tokenvisor";
+
 /// The extension of status files.
 const EXT: &[u8] = b".json";
+/// The extension of ToolHive's per-workload lock files.
+const LOCK_EXT: &[u8] = b".lock";
+/// The prefix of ToolHive's temp files (`fileutils.AtomicWriteFile`).
+const TOOLHIVE_TEMP_PREFIX: &[u8] = b".tmp-";
+/// How many foreign entries a refusal names.
+const FOREIGN_EXAMPLES: usize = 3;
 /// Appended to a corrupt file's name when it is set aside.
 const CORRUPTED_SUFFIX: &str = ".corrupted";
 /// The random suffix length of atomic-write-file's temp names (`.<name>.json.XXXXXX`).
@@ -82,6 +128,12 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// Another process (ToolHive) holds the file's lock (`<name>.lock`): nothing was written.
+    #[error("status file {}: locked by another process; not written", path.display())]
+    Busy {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 impl StoreError {
@@ -91,7 +143,8 @@ impl StoreError {
             StoreError::Dir { path, .. }
             | StoreError::File { path, .. }
             | StoreError::Corrupt { path, .. }
-            | StoreError::Panicked { path } => path,
+            | StoreError::Panicked { path }
+            | StoreError::Busy { path } => path,
         }
     }
 
@@ -99,7 +152,9 @@ impl StoreError {
     pub fn kind(&self) -> Option<io::ErrorKind> {
         match self {
             StoreError::Dir { kind, .. } | StoreError::File { kind, .. } => Some(*kind),
-            StoreError::Corrupt { .. } | StoreError::Panicked { .. } => None,
+            StoreError::Corrupt { .. } | StoreError::Panicked { .. } | StoreError::Busy { .. } => {
+                None
+            }
         }
     }
 
@@ -154,6 +209,9 @@ pub struct Recovered {
     pub skipped: Vec<PathBuf>,
     /// Status files that could not be read; left untouched.
     pub unreadable: Vec<UnreadableFile>,
+    /// `<name>.json` files that do not parse and are not recognisably tokenvisor's (module
+    /// docs, "Whose files are these"); left untouched.
+    pub foreign: Vec<PathBuf>,
     /// Leftover temp files of interrupted writes that were removed.
     pub temp_files_removed: usize,
 }
@@ -166,16 +224,28 @@ pub fn path_for(dir: &Path, name: &WorkloadName) -> PathBuf {
     dir.join(file)
 }
 
-/// Creates `dir` (and missing parents) with mode 0700; an existing directory is set to 0700.
-/// A path that exists but is not a directory is an error of kind
-/// [`io::ErrorKind::NotADirectory`].
-pub fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+/// Creates `dir` (and missing parents) with mode 0700 when it does not exist; returns whether
+/// it did. An existing directory (or a symbolic link to one) is used as it is: tokenvisor
+/// never chmods a directory it did not create. A path that exists but is not a directory is
+/// an error of kind [`io::ErrorKind::NotADirectory`].
+pub fn ensure_dir(dir: &Path) -> Result<bool, StoreError> {
+    let not_a_dir = || StoreError::Dir {
+        path: dir.to_path_buf(),
+        op: "create",
+        kind: io::ErrorKind::NotADirectory,
+    };
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(false),
+        Ok(_) => return Err(not_a_dir()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::dir(dir, "stat", &e)),
+    }
     if let Err(e) = fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
         .create(dir)
     {
-        // `create_dir_all` reports an existing non-directory as AlreadyExists.
+        // `create_dir_all` reports an existing non-directory (a dangling link) as AlreadyExists.
         let kind = if e.kind() == io::ErrorKind::AlreadyExists {
             io::ErrorKind::NotADirectory
         } else {
@@ -187,19 +257,161 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
             kind,
         });
     }
-    let meta = fs::metadata(dir).map_err(|e| StoreError::dir(dir, "stat", &e))?;
+    let meta = fs::symlink_metadata(dir).map_err(|e| StoreError::dir(dir, "stat", &e))?;
     if !meta.is_dir() {
-        return Err(StoreError::Dir {
-            path: dir.to_path_buf(),
-            op: "create",
-            kind: io::ErrorKind::NotADirectory,
-        });
+        return Err(not_a_dir());
     }
+    // Ours: created just now (the umask may have taken bits away, never added them; set the
+    // mode exactly).
     if meta.permissions().mode() & 0o7777 != DIR_MODE {
         fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
             .map_err(|e| StoreError::dir(dir, "chmod", &e))?;
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Why a status directory cannot be tokenvisor's ([`claim_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// It cannot be created, listed or inspected, or is not a directory.
+    #[error(transparent)]
+    Dir(#[from] StoreError),
+    /// It has no marker and holds entries tokenvisor did not write.
+    #[error(
+        "status directory {} holds files tokenvisor did not write ({}) and no {MARKER} marker: \
+         refusing to use it; choose an empty or new directory for service.status_dir",
+        dir.display(), foreign_list(examples, *total)
+    )]
+    Foreign {
+        /// The directory.
+        dir: PathBuf,
+        /// A few of the foreign entries' names, sorted.
+        examples: Vec<String>,
+        /// How many foreign entries there are.
+        total: usize,
+    },
+    /// Another process holds the directory's lock (or the marker could not be locked).
+    #[error(transparent)]
+    Locked(#[from] crate::locks::LockError),
+}
+
+fn foreign_list(examples: &[String], total: usize) -> String {
+    let mut s = examples.join(", ");
+    if total > examples.len() {
+        s.push_str(&format!(" and {} more", total - examples.len()));
+    }
+    s
+}
+
+impl ClaimError {
+    /// The PID of the daemon holding the directory, when that is the reason.
+    pub fn holder(&self) -> Option<u32> {
+        match self {
+            ClaimError::Locked(e) => e.holder(),
+            ClaimError::Dir(_) | ClaimError::Foreign { .. } => None,
+        }
+    }
+}
+
+/// What [`claim_dir`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirClaim {
+    /// The directory did not exist and was created 0700.
+    pub created: bool,
+    /// The directory had no marker (new, empty, or holding only status and ToolHive files)
+    /// and now has one.
+    pub adopted: bool,
+    /// The existing directory's mode when it lets group or others in (left as it is: status
+    /// files are 0600 whatever the directory's mode).
+    pub loose_mode: Option<u32>,
+}
+
+/// Makes `dir` this process's status directory for the rest of its life (module docs):
+/// creates it if missing, refuses one without the [`MARKER`] that holds foreign entries,
+/// then locks the marker (creating it) and writes this process's PID in it. A second call
+/// in the same process is a no-op. Call it before the first status write and the first token
+/// request.
+pub fn claim_dir(dir: &Path) -> Result<DirClaim, ClaimError> {
+    let created = ensure_dir(dir)?;
+    let marker = dir.join(MARKER);
+    let adopted = match fs::symlink_metadata(&marker) {
+        Ok(_) => false,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let foreign = foreign_entries(dir)?;
+            if !foreign.is_empty() {
+                let total = foreign.len();
+                let mut examples = foreign;
+                examples.sort_unstable();
+                examples.truncate(FOREIGN_EXAMPLES);
+                return Err(ClaimError::Foreign {
+                    dir: dir.to_path_buf(),
+                    examples,
+                    total,
+                });
+            }
+            true
+        }
+        Err(e) => return Err(StoreError::file(&marker, "stat", &e).into()),
+    };
+    crate::locks::hold(&marker, "status_dir", dir)?;
+    if adopted {
+        sync_dir(dir)?;
+    }
+    let loose_mode = if created {
+        None
+    } else {
+        fs::metadata(dir)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .filter(|m| m & 0o077 != 0)
+    };
+    Ok(DirClaim {
+        created,
+        adopted,
+        loose_mode,
+    })
+}
+
+/// The names of the entries of `dir` that are neither tokenvisor's nor ToolHive's (module
+/// docs, "Whose files are these").
+fn foreign_entries(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut foreign = Vec::new();
+    let mut buf = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| StoreError::dir(dir, "list", &e))? {
+        let entry = entry.map_err(|e| StoreError::dir(dir, "list", &e))?;
+        let file_name = entry.file_name();
+        let bytes = file_name.as_bytes();
+        let regular = entry.file_type().is_ok_and(|t| t.is_file());
+        let known = regular
+            && if let Some(stem) = bytes.strip_suffix(EXT) {
+                is_name(stem)
+                    && read_bounded(&entry.path(), &mut buf).is_ok()
+                    && parse(&buf).is_ok()
+            } else if let Some(stem) = bytes.strip_suffix(LOCK_EXT) {
+                is_name(stem)
+            } else if let Some(stem) = bytes.strip_suffix(CORRUPTED_SUFFIX.as_bytes()) {
+                stem.strip_suffix(EXT).is_some_and(is_name)
+            } else {
+                is_temp_name(bytes) || bytes.starts_with(TOOLHIVE_TEMP_PREFIX)
+            };
+        if !known {
+            foreign.push(file_name.to_string_lossy().into_owned());
+        }
+    }
+    Ok(foreign)
+}
+
+/// Whether `bytes` is a valid workload name.
+fn is_name(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(|s| WorkloadName::new(s).is_ok())
+}
+
+/// `<dir>/<name>.lock`: ToolHive's lock file for `<name>.json`.
+pub fn lock_path_for(dir: &Path, name: &WorkloadName) -> PathBuf {
+    let mut file = String::with_capacity(name.as_str().len() + LOCK_EXT.len());
+    file.push_str(name.as_str());
+    file.push_str(".lock");
+    dir.join(file)
 }
 
 /// Writes `record` to `<dir>/<name>.json` atomically and durably: [`write_staged`] then
@@ -215,11 +427,13 @@ pub fn write_atomic(
     sync_dir(dir)
 }
 
-/// Replaces `<dir>/<name>.json` with `record` atomically, but not yet durably: a temp file
+/// Replaces `<dir>/<name>.json` with `record` atomically, but not yet durably, under
+/// ToolHive's lock: an exclusive `flock` on `<dir>/<name>.lock` taken without waiting (held
+/// by another process: [`StoreError::Busy`], nothing written) → a temp file
 /// `.<name>.json.XXXXXX` in `dir` (created 0600) → one write of the serialised record →
-/// chmod 0600 (whatever the umask) → fsync → rename over the target. Readers see the old file
-/// or the new one, never a partial one; on failure the temp file is removed and the previous
-/// file is left as it was.
+/// chmod 0600 (whatever the umask) → fsync → rename over the target → the lock file removed,
+/// then unlocked. Readers see the old file or the new one, never a partial one; on failure
+/// the temp file is removed and the previous file is left as it was.
 ///
 /// The rename is durable only once [`sync_dir`] has returned `Ok`: a batch of records is
 /// staged one by one and made durable by one directory fsync (DESIGN.md §4's sequence with
@@ -229,8 +443,39 @@ pub fn write_staged(
     name: &WorkloadName,
     record: &StatusRecord,
 ) -> Result<(), StoreError> {
-    let bytes = record.to_json();
     let path = path_for(dir, name);
+    let lock = match crate::locks::FileLock::try_lock(&lock_path_for(dir, name)) {
+        Ok(crate::locks::TryLock::Locked(lock)) => lock,
+        Ok(crate::locks::TryLock::Held(_)) => return Err(StoreError::Busy { path }),
+        Err(e) => {
+            let kind = match &e {
+                crate::locks::LockError::Io { kind, .. } => *kind,
+                crate::locks::LockError::Held { .. } => io::ErrorKind::WouldBlock,
+            };
+            return Err(StoreError::File {
+                path,
+                op: "lock",
+                kind,
+            });
+        }
+    };
+    let result = stage_under_lock(dir, name, record, &path);
+    // Removed whatever the outcome (ToolHive's protocol); a lock file left behind would be
+    // harmless anyway (ToolHive removes stale ones).
+    if let Err(e) = lock.remove() {
+        tracing::debug!(path = %path.display(), kind = %e.kind(), "could not remove the status file's lock file");
+    }
+    result
+}
+
+/// [`write_staged`]'s steps between taking and releasing the lock.
+fn stage_under_lock(
+    dir: &Path,
+    name: &WorkloadName,
+    record: &StatusRecord,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let bytes = record.to_json();
     let mut prefix = String::with_capacity(name.as_str().len() + EXT.len() + 2);
     prefix.push('.');
     prefix.push_str(name.as_str());
@@ -240,17 +485,17 @@ pub fn write_staged(
         .rand_bytes(TEMP_SUFFIX_LEN)
         .permissions(Permissions::from_mode(FILE_MODE))
         .tempfile_in(dir)
-        .map_err(|e| StoreError::file(&path, "create temp file", &e))?;
+        .map_err(|e| StoreError::file(path, "create temp file", &e))?;
     temp.write_all(&bytes)
-        .map_err(|e| StoreError::file(&path, "write", &e))?;
+        .map_err(|e| StoreError::file(path, "write", &e))?;
     let file = temp.as_file();
     file.set_permissions(Permissions::from_mode(FILE_MODE))
-        .map_err(|e| StoreError::file(&path, "chmod", &e))?;
+        .map_err(|e| StoreError::file(path, "chmod", &e))?;
     file.sync_all()
-        .map_err(|e| StoreError::file(&path, "fsync", &e))?;
+        .map_err(|e| StoreError::file(path, "fsync", &e))?;
     // On failure the returned temp file is dropped, which removes it.
-    temp.persist(&path)
-        .map_err(|e| StoreError::file(&path, "rename", &e.error))?;
+    temp.persist(path)
+        .map_err(|e| StoreError::file(path, "rename", &e.error))?;
     Ok(())
 }
 
@@ -322,7 +567,12 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
             Ok(record) => {
                 out.records.insert(name, record);
             }
-            Err(Fail::Corrupt(reason)) => {
+            Err(Fail::Corrupt(reason, false)) => {
+                let path = path_for(dir, &name);
+                tracing::warn!(path = %path.display(), "unparseable status file that tokenvisor did not write; left in place: {reason}");
+                out.foreign.push(path);
+            }
+            Err(Fail::Corrupt(reason, true)) => {
                 let set_aside = set_aside(dir, &name);
                 changed |= set_aside.is_some();
                 out.corrupted.push(CorruptFile {
@@ -366,8 +616,8 @@ type Outcome = Result<StatusRecord, Fail>;
 
 /// Why a listed status file yielded no record.
 enum Fail {
-    /// Did not parse; why.
-    Corrupt(String),
+    /// Did not parse; why, and whether the bytes are recognisably tokenvisor's.
+    Corrupt(String, bool),
     /// Could not be read.
     Unreadable(io::ErrorKind),
     /// Removed between the listing and the read.
@@ -419,7 +669,7 @@ fn read_chunk(dir: &Path, names: &[WorkloadName]) -> Vec<Outcome> {
         file_name.push_str(".json");
         path.set_file_name(&file_name);
         let outcome = match read_bounded(&path, &mut buf) {
-            Ok(()) => parse(&buf).map_err(Fail::Corrupt),
+            Ok(()) => parse(&buf).map_err(|reason| Fail::Corrupt(reason, looks_ours(&buf))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Fail::Vanished),
             Err(e) => Err(Fail::Unreadable(e.kind())),
         };
@@ -455,6 +705,15 @@ fn parse(bytes: &[u8]) -> Result<StatusRecord, String> {
         RecordError::Schema { .. } => e.to_string(),
     })
 }
+
+/// Whether unparseable status-file bytes are recognisably tokenvisor's: they name the `token`
+/// member, which ToolHive's records do not have.
+fn looks_ours(bytes: &[u8]) -> bool {
+    bytes.windows(TOKEN_MEMBER.len()).any(|w| w == TOKEN_MEMBER)
+}
+
+/// The member name only tokenvisor's records carry.
+const TOKEN_MEMBER: &[u8] = b"\"token\"";
 
 /// Renames `<name>.json` to `<name>.json.corrupted`; `None` (logged) on failure.
 fn set_aside(dir: &Path, name: &WorkloadName) -> Option<PathBuf> {

@@ -328,7 +328,7 @@ fn secret_files_are_trimmed_and_errors_name_the_path_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("secret");
     std::fs::write(&path, "  s3cret value \r\n\n").unwrap();
-    assert_eq!(read_secret_file(&path).unwrap().expose(), "  s3cret value");
+    assert_eq!(read_secret_file(&path).unwrap().expose(), "s3cret value");
 
     std::fs::write(&path, " \n\t\n").unwrap();
     let err = read_secret_file(&path).unwrap_err();
@@ -351,6 +351,79 @@ fn secret_files_are_trimmed_and_errors_name_the_path_only() {
     let err = read_secret_file(&missing).unwrap_err();
     assert!(matches!(err, CredentialError::Read { .. }), "{err}");
     assert!(err.to_string().contains("missing"), "{err}");
+}
+
+/// Trust §4: a byte order mark, CR/LF and surrounding whitespace are trimmed and noted; a
+/// control character inside the value is an error; a loose mode is noted.
+#[test]
+fn secret_files_trim_bom_and_crlf_note_it_and_refuse_inner_control_characters() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use tokenvisor::credentials::read_secret_file_noted;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rt");
+    let mode = |m: u32| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    let cases: [(&[u8], &str, &[&str]); 6] = [
+        (b"tok-1\n", "tok-1", &[]),
+        (b"tok-1", "tok-1", &[]),
+        (
+            b"\xef\xbb\xbftok-1\n",
+            "tok-1",
+            &["a UTF-8 byte order mark"],
+        ),
+        (b"tok-1\r\n", "tok-1", &["a CR/LF line ending"]),
+        (b"  tok-1 \n\n", "tok-1", &["surrounding whitespace"]),
+        (
+            b"\xef\xbb\xbf tok-1\r\n\r\n",
+            "tok-1",
+            &[
+                "a UTF-8 byte order mark",
+                "a CR/LF line ending",
+                "surrounding whitespace",
+            ],
+        ),
+    ];
+    for (bytes, want, trimmed) in cases {
+        std::fs::write(&path, bytes).unwrap();
+        mode(0o600);
+        let (secret, notes) = read_secret_file_noted(&path).unwrap();
+        assert_eq!(secret.expose(), want, "{bytes:?}");
+        assert_eq!(notes.trimmed, trimmed, "{bytes:?}");
+        assert_eq!(notes.readable_by_others, None);
+    }
+
+    for inner in [
+        "tok\r\n-1",
+        "tok\u{7}1",
+        "tok\t1",
+        "tok\u{0}1",
+        "tok\u{85}1",
+    ] {
+        std::fs::write(&path, format!("{inner}\n")).unwrap();
+        let err = read_secret_file_noted(&path).unwrap_err();
+        assert!(
+            matches!(err, CredentialError::ControlCharacter { .. }),
+            "{inner:?}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("tok"), "{err}");
+    }
+
+    std::fs::write(&path, "tok-1\n").unwrap();
+    mode(0o640);
+    let (_, notes) = read_secret_file_noted(&path).unwrap();
+    assert_eq!(notes.readable_by_others, Some(0o640));
+    mode(0o604);
+    let (_, notes) = read_secret_file_noted(&path).unwrap();
+    assert_eq!(notes.readable_by_others, Some(0o604));
+    mode(0o620);
+    let (_, notes) = read_secret_file_noted(&path).unwrap();
+    assert_eq!(notes.readable_by_others, None);
 }
 
 #[test]

@@ -442,3 +442,37 @@ async fn stopping_answers_waiting_flushes_with_what_is_not_written() {
     assert_eq!(first.failed, [n]);
     drop(tmp);
 }
+
+/// Trust §5: a workload whose status file ToolHive has locked (`<name>.lock`) is deferred,
+/// never dropped and never counted as a failure, while the others of its batch are written;
+/// its latest record lands once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_locked_by_toolhive_is_deferred_while_the_others_are_written() {
+    use tokenvisor::locks::{FileLock, TryLock};
+    let h = Harness::start_with(|d| fs::create_dir_all(d).unwrap(), |_| {}).await;
+    let (locked, free) = (name("locked"), name("free"));
+    let TryLock::Locked(lock) =
+        FileLock::try_lock(&status_store::lock_path_for(&h.dir, &locked)).unwrap()
+    else {
+        panic!("free lock");
+    };
+    h.update(&locked, 1);
+    h.update(&free, 1);
+    wait_until(
+        "the free one written and the locked one deferred twice",
+        || h.on_disk(&free).is_some() && h.stat(|s| &s.deferred) >= 2,
+    )
+    .await;
+    assert_eq!(h.on_disk(&locked), None, "nothing written under the lock");
+    assert_eq!(h.stat(|s| &s.write_failures), 0);
+    assert_eq!(h.stat(|s| &s.pending), 1);
+    // A newer record while deferred replaces the pending one.
+    h.update(&locked, 2);
+
+    drop(lock);
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(h.on_disk(&locked), Some(record(2)));
+    assert!(!status_store::lock_path_for(&h.dir, &locked).exists());
+    h.stop().await;
+}

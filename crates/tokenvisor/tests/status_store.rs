@@ -103,17 +103,19 @@ fn file_is_0600_and_dir_is_0700() {
     assert_eq!(mode(&loose), 0o600);
 }
 
+/// Trust §4: a directory tokenvisor did not create is never chmod-ed.
 #[test]
-fn ensure_dir_tightens_an_existing_dir() {
+fn ensure_dir_never_chmods_an_existing_dir() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path().join("statuses");
     fs::create_dir(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    status_store::ensure_dir(&dir).unwrap();
-    assert_eq!(mode(&dir), 0o700);
-    // Idempotent.
-    status_store::ensure_dir(&dir).unwrap();
-    assert_eq!(mode(&dir), 0o700);
+    assert!(!status_store::ensure_dir(&dir).unwrap());
+    assert_eq!(mode(&dir), 0o755);
+    // A missing one is created 0700.
+    let fresh = tmp.path().join("fresh").join("statuses");
+    assert!(status_store::ensure_dir(&fresh).unwrap());
+    assert_eq!(mode(&fresh), 0o700);
 }
 
 #[test]
@@ -186,8 +188,12 @@ fn recover_sets_corrupt_files_aside_and_loads_the_others() {
     let mut newer = record(9);
     newer.token.as_mut().unwrap().schema = SCHEMA + 1;
     fs::write(dir.join("newer.json"), newer.to_json()).unwrap();
-    // Truncated JSON.
-    fs::write(dir.join("short.json"), &record(1).to_json()[..20]).unwrap();
+
+    // Truncated JSON of ours (it names the token section).
+    let ours = record(1).to_json();
+    fs::write(dir.join("short.json"), &ours[..ours.len() - 30]).unwrap();
+    // Truncated before the token section: not recognisably ours, left alone.
+    fs::write(dir.join("stub.json"), &ours[..20]).unwrap();
 
     let rec = status_store::recover(&dir).unwrap();
     assert_eq!(rec.records.len(), 3);
@@ -196,7 +202,12 @@ fn recover_sets_corrupt_files_aside_and_loads_the_others() {
     }
     let mut corrupt: Vec<&str> = rec.corrupted.iter().map(|c| c.name.as_str()).collect();
     corrupt.sort_unstable();
-    assert_eq!(corrupt, ["bad", "newer", "short"]);
+    assert_eq!(corrupt, ["newer", "short"]);
+    let mut foreign = rec.foreign.clone();
+    foreign.sort();
+    assert_eq!(foreign, [dir.join("bad.json"), dir.join("stub.json")]);
+    assert_eq!(fs::read(dir.join("bad.json")).unwrap(), garbage);
+    assert_eq!(fs::read(dir.join("bad.json.corrupted")).unwrap(), b"older");
     for c in &rec.corrupted {
         assert!(!c.reason.contains("SECRET"), "{}", c.reason);
         assert!(!c.reason.is_empty());
@@ -205,7 +216,6 @@ fn recover_sets_corrupt_files_aside_and_loads_the_others() {
         assert!(aside.exists());
         assert!(!dir.join(format!("{}.json", c.name)).exists());
     }
-    assert_eq!(fs::read(dir.join("bad.json.corrupted")).unwrap(), garbage);
     assert!(rec.skipped.is_empty(), "{:?}", rec.skipped);
     assert!(rec.unreadable.is_empty());
 
@@ -213,6 +223,7 @@ fn recover_sets_corrupt_files_aside_and_loads_the_others() {
     let again = status_store::recover(&dir).unwrap();
     assert_eq!(again.records.len(), 3);
     assert!(again.corrupted.is_empty());
+    assert_eq!(again.foreign.len(), 2);
 }
 
 #[test]
@@ -340,7 +351,7 @@ fn recover_over_2000_files() {
     }
     // A few corrupt ones among them, spread over the reader threads' chunks.
     for i in [0u32, 777, 1999] {
-        fs::write(dir.join(format!("wl-{i:05}.json")), b"{").unwrap();
+        fs::write(dir.join(format!("wl-{i:05}.json")), b"{\"token\": {").unwrap();
     }
     let rec = status_store::recover(&dir).unwrap();
     assert_eq!(rec.records.len(), 1_997);
@@ -352,4 +363,236 @@ fn recover_over_2000_files() {
             None => assert!([0, 777, 1999].contains(&i), "{key} missing"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Trust §4 and §5: directories and files tokenvisor does not own, ToolHive's lock.
+
+/// A ToolHive status record (no token section).
+const TOOLHIVE_JSON: &[u8] = br#"{
+  "status": "running",
+  "created_at": "2026-05-01T10:00:00.123456789Z",
+  "updated_at": "2026-05-01T10:00:00Z",
+  "process_id": 4242
+}"#;
+
+fn pid_in_marker(dir: &Path) -> String {
+    fs::read_to_string(dir.join(status_store::MARKER)).unwrap()
+}
+
+#[test]
+fn claim_dir_creates_a_missing_dir_0700_with_its_marker_and_pid() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("a").join("statuses");
+    let claim = status_store::claim_dir(&dir).unwrap();
+    assert!(claim.created && claim.adopted);
+    assert_eq!(claim.loose_mode, None);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(pid_in_marker(&dir), format!("{}\n", std::process::id()));
+    assert_eq!(mode(&dir.join(status_store::MARKER)), 0o600);
+    // Claiming again in the same process is a no-op.
+    let again = status_store::claim_dir(&dir).unwrap();
+    assert!(!again.created && !again.adopted);
+}
+
+#[test]
+fn claim_dir_adopts_an_empty_dir_without_chmod() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("statuses");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+    let claim = status_store::claim_dir(&dir).unwrap();
+    assert!(!claim.created && claim.adopted);
+    assert_eq!(claim.loose_mode, Some(0o750));
+    assert_eq!(mode(&dir), 0o750);
+    assert_eq!(entries(&dir), [status_store::MARKER]);
+}
+
+/// An upgrading user's directory (our older files, no marker) and a directory shared with
+/// ToolHive are adopted; nothing in them is touched.
+#[test]
+fn claim_dir_adopts_status_and_toolhive_files() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("statuses");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("ours.json"), record(1).to_json()).unwrap();
+    fs::write(dir.join("toolhive-wl.json"), TOOLHIVE_JSON).unwrap();
+    fs::write(dir.join("toolhive-wl.lock"), b"").unwrap();
+    fs::write(dir.join("old.json.corrupted"), b"{").unwrap();
+    fs::write(dir.join(".tmp-123456"), b"{").unwrap();
+    fs::write(dir.join(".ours.json.a1B2c3"), b"{").unwrap();
+    let before = entries(&dir);
+    let claim = status_store::claim_dir(&dir).unwrap();
+    assert!(claim.adopted);
+    let mut want = before;
+    want.push(status_store::MARKER.to_owned());
+    want.sort();
+    assert_eq!(entries(&dir), want);
+    assert_eq!(
+        fs::read(dir.join("toolhive-wl.json")).unwrap(),
+        TOOLHIVE_JSON
+    );
+}
+
+#[test]
+fn claim_dir_refuses_foreign_content_naming_it_and_touches_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("home");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(dir.join("ours.json"), record(1).to_json()).unwrap();
+    fs::write(dir.join("notes.txt"), b"mine").unwrap();
+    fs::write(dir.join("package.json"), b"{\"name\": \"x\"}").unwrap();
+    fs::create_dir(dir.join("src")).unwrap();
+    fs::write(dir.join("zzz"), b"").unwrap();
+    let before = entries(&dir);
+
+    let err = status_store::claim_dir(&dir).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, status_store::ClaimError::Foreign { total: 4, .. }),
+        "{err:?}"
+    );
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("notes.txt") && msg.contains("package.json"),
+        "{msg}"
+    );
+    assert!(msg.contains("and 1 more"), "{msg}");
+    assert_eq!(entries(&dir), before, "nothing written, nothing removed");
+    assert_eq!(mode(&dir), 0o755);
+}
+
+#[test]
+fn claim_dir_through_a_symlink_never_chmods_the_target() {
+    let tmp = TempDir::new().unwrap();
+    let target = tmp.path().join("real");
+    fs::create_dir(&target).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+    let link = tmp.path().join("statuses");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let claim = status_store::claim_dir(&link).unwrap();
+    assert!(!claim.created);
+    assert_eq!(mode(&target), 0o755);
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    status_store::write_atomic(&link, &name("w"), &record(1)).unwrap();
+    assert!(target.join("w.json").exists());
+    // Persistence's own directory check does not chmod it either.
+    status_store::ensure_dir(&link).unwrap();
+    assert_eq!(mode(&target), 0o755);
+}
+
+#[test]
+fn another_holder_of_the_marker_is_named_by_pid() {
+    use tokenvisor::locks::{FileLock, TryLock};
+    let (_tmp, dir) = status_dir();
+    status_store::claim_dir(&dir).unwrap();
+    // Another open file description (as another process would have) cannot lock it, and
+    // reads the holder's PID.
+    match FileLock::try_lock(&dir.join(status_store::MARKER)).unwrap() {
+        TryLock::Held(pid) => assert_eq!(pid, Some(std::process::id())),
+        TryLock::Locked(_) => panic!("the marker is not locked"),
+    }
+}
+
+#[test]
+fn recover_touches_only_its_own_files() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("statuses");
+    // Ours (marked) and shared: others' files appear after the claim.
+    status_store::claim_dir(&dir).unwrap();
+    fs::write(dir.join("toolhive-wl.json"), TOOLHIVE_JSON).unwrap();
+    fs::write(dir.join("toolhive-wl.lock"), b"").unwrap();
+    fs::write(
+        dir.join("broken-th.json"),
+        b"{\n  \"status\": \"running\",\n  \"crea",
+    )
+    .unwrap();
+    fs::write(dir.join("broken-th.json.corrupted"), b"toolhive's backup").unwrap();
+    fs::write(dir.join(".tmp-98765"), b"{").unwrap();
+    fs::write(dir.join("notes.txt"), b"x").unwrap();
+    // Ours: a temp file of an interrupted write.
+    fs::write(dir.join(".mine.json.Zz9Yy8"), b"{").unwrap();
+    let before: Vec<(String, Vec<u8>)> = entries(&dir)
+        .into_iter()
+        .filter(|e| e != ".mine.json.Zz9Yy8")
+        .map(|e| {
+            let bytes = fs::read(dir.join(&e)).unwrap();
+            (e, bytes)
+        })
+        .collect();
+
+    let rec = status_store::recover(&dir).unwrap();
+    assert_eq!(rec.temp_files_removed, 1);
+    assert!(rec.corrupted.is_empty());
+    assert_eq!(rec.foreign, [dir.join("broken-th.json")]);
+    assert!(rec.records.contains_key(&name("toolhive-wl")));
+    let after: Vec<(String, Vec<u8>)> = entries(&dir)
+        .into_iter()
+        .map(|e| {
+            let bytes = fs::read(dir.join(&e)).unwrap();
+            (e, bytes)
+        })
+        .collect();
+    assert_eq!(after, before);
+}
+
+/// Trust §5: while another process (ToolHive) holds `<name>.lock`, a write changes nothing
+/// and says so; once released, the write lands and the lock file is removed, as ToolHive
+/// does.
+#[test]
+fn a_write_never_happens_under_toolhives_lock() {
+    use tokenvisor::locks::{FileLock, TryLock};
+    let (_tmp, dir) = status_dir();
+    let n = name("shared");
+    status_store::write_atomic(&dir, &n, &record(1)).unwrap();
+    assert!(
+        !dir.join("shared.lock").exists(),
+        "lock file removed after a write"
+    );
+
+    let TryLock::Locked(held) = FileLock::try_lock(&status_store::lock_path_for(&dir, &n)).unwrap()
+    else {
+        panic!("free lock");
+    };
+    let before = fs::read(dir.join("shared.json")).unwrap();
+    let err = status_store::write_atomic(&dir, &n, &record(2)).unwrap_err();
+    assert!(matches!(err, StoreError::Busy { .. }), "{err}");
+    assert_eq!(fs::read(dir.join("shared.json")).unwrap(), before);
+    assert_eq!(entries(&dir), ["shared.json", "shared.lock"]);
+
+    drop(held);
+    status_store::write_atomic(&dir, &n, &record(2)).unwrap();
+    assert_eq!(status_store::read(&dir, &n).unwrap(), Some(record(2)));
+    assert_eq!(entries(&dir), ["shared.json"]);
+}
+
+/// A lock file removed (by ToolHive, after its operation) between our open and our lock is
+/// not trusted: the lock is taken on the file the path names.
+#[test]
+fn a_lock_on_a_removed_lock_file_is_retaken_on_the_current_one() {
+    use tokenvisor::locks::{FileLock, TryLock};
+    let (_tmp, dir) = status_dir();
+    let path = dir.join("w.lock");
+    let TryLock::Locked(first) = FileLock::try_lock(&path).unwrap() else {
+        panic!("free lock");
+    };
+    first.remove().unwrap();
+    assert!(!path.exists());
+    let TryLock::Locked(second) = FileLock::try_lock(&path).unwrap() else {
+        panic!("free lock");
+    };
+    assert!(path.exists());
+    // A third opener sees the second's lock.
+    assert!(matches!(
+        FileLock::try_lock(&path).unwrap(),
+        TryLock::Held(_)
+    ));
+    drop(second);
 }

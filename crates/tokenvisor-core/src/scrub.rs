@@ -1,0 +1,245 @@
+//! Text hygiene: the one sanitiser for everything a server (or a hand-edited file) can put in
+//! front of an operator — summaries, transport details, kept error codes, `probe` output, CLI
+//! tables.
+//!
+//! Three steps, always in this order:
+//! 1. **decode** ([`decode`]): HTML entities (named and numeric, via `html-escape`), JSON
+//!    escapes (`\uXXXX` with surrogate pairs, `\/`, `\"`, `\\`, `\n`, …) and
+//!    percent-encoding, repeated (at most [`DECODE_ROUNDS`] times) until nothing changes, so a
+//!    doubly encoded echo is decoded too;
+//! 2. **clean** ([`clean`]): control and invisible formatting characters (bidi embeddings,
+//!    overrides and isolates, zero-width characters, the BOM) dropped, whitespace folded to
+//!    single spaces, ends trimmed;
+//! 3. **match** ([`scrub`]): every run of the text that is a piece of a secret at least
+//!    [`MIN_FRAGMENT`] characters long (the whole secret when it is shorter) is replaced by
+//!    `…`. Matching ignores letter case and treats `+` as a space (form encoding), so a secret
+//!    echoed in another case, percent- or form-encoded, JSON-escaped, as HTML entities, with
+//!    an invisible character inside, or only its long prefix or suffix never survives.
+//!    Secrets shorter than [`MIN_SECRET`] characters are not matched (scrubbing `"a"` would
+//!    blank every `a`).
+//!
+//! Decoding first means a summary shows the decoded text (`&amp;` as `&`): summaries are for
+//! people. Over-scrubbing (a harmless run that happens to share 8 characters with a secret)
+//! is accepted; under-scrubbing is not.
+
+use std::collections::HashSet;
+
+use crate::secret::Secret;
+
+/// Shortest piece of a secret that is scrubbed on its own (a prefix, a suffix, any run).
+pub const MIN_FRAGMENT: usize = 8;
+
+/// Secrets shorter than this (in characters) are not scrubbed.
+pub const MIN_SECRET: usize = 4;
+
+/// How many times [`decode`] runs its decoders at most.
+pub const DECODE_ROUNDS: usize = 3;
+
+/// The longest body excerpt a summary may carry, in bytes.
+pub const EXCERPT_LIMIT: usize = 200;
+
+/// What replaces a scrubbed run.
+const MARK: char = '…';
+
+/// Invisible formatting characters that can disguise text in a terminal or a log viewer:
+/// bidi embeddings, overrides and isolates, zero-width characters, the BOM.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Text made safe for one line: control and invisible formatting characters dropped,
+/// whitespace folded to single spaces, ends trimmed. Nothing is decoded.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last_space = true;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            if !last_space {
+                out.push(' ');
+                last_space = true;
+            }
+        } else if c.is_control() || is_invisible(c) {
+            // Dropped.
+        } else {
+            out.push(c);
+            last_space = false;
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// HTML entities, JSON escapes and percent-encoding decoded, repeatedly (see the module docs).
+pub fn decode(text: &str) -> String {
+    let mut current = text.to_owned();
+    for _ in 0..DECODE_ROUNDS {
+        let html = html_escape::decode_html_entities(&current).into_owned();
+        let json = json_unescape(&html);
+        let next = percent_encoding::percent_decode_str(&json)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
+/// Decodes the JSON string escapes found anywhere in `text`; anything else is kept as is.
+fn json_unescape(text: &str) -> String {
+    if !text.contains('\\') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek().copied() {
+            Some(e @ ('"' | '\\' | '/')) => {
+                chars.next();
+                out.push(e);
+            }
+            Some('n' | 'r' | 't' | 'b' | 'f') => {
+                chars.next();
+                out.push(' ');
+            }
+            Some('u') => {
+                let rest: String = chars.clone().skip(1).take(4).collect();
+                match u16::from_str_radix(&rest, 16)
+                    .ok()
+                    .filter(|_| rest.len() == 4)
+                {
+                    Some(unit) => {
+                        for _ in 0..5 {
+                            chars.next();
+                        }
+                        out.push(utf16_char(unit, &mut chars));
+                    }
+                    None => out.push(c),
+                }
+            }
+            Some(_) | None => out.push(c),
+        }
+    }
+    out
+}
+
+/// One UTF-16 unit (already consumed) as a char, taking its low surrogate from `chars` when
+/// it is a high surrogate followed by `\uDC00`–`\uDFFF`; a lone surrogate is U+FFFD.
+fn utf16_char(unit: u16, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> char {
+    if (0xD800..0xDC00).contains(&unit) {
+        let ahead: String = chars.clone().take(6).collect();
+        if let Some(hex) = ahead.strip_prefix("\\u")
+            && hex.len() == 4
+            && let Ok(low) = u16::from_str_radix(hex, 16)
+            && (0xDC00..0xE000).contains(&low)
+        {
+            for _ in 0..6 {
+                chars.next();
+            }
+            let code = 0x10000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00);
+            return char::from_u32(code).unwrap_or('\u{FFFD}');
+        }
+    }
+    char::from_u32(u32::from(unit)).unwrap_or('\u{FFFD}')
+}
+
+/// The comparison key of a character: lower case, `+` as a space.
+fn key(c: char) -> char {
+    if c == '+' {
+        ' '
+    } else {
+        c.to_lowercase().next().unwrap_or(c)
+    }
+}
+
+/// The forms of a secret matched: as given, and decoded (a secret that itself looks encoded
+/// is echoed decoded by [`decode`]); both cleaned and keyed like the text.
+fn needles(secret: &str) -> Vec<Vec<char>> {
+    let mut out: Vec<Vec<char>> = Vec::with_capacity(2);
+    for form in [clean(secret), clean(&decode(secret))] {
+        let keys: Vec<char> = form.chars().map(key).collect();
+        if keys.len() >= MIN_SECRET && !out.contains(&keys) {
+            out.push(keys);
+        }
+    }
+    out
+}
+
+/// `text` decoded and cleaned, with every piece of a secret replaced by `…` (see the module
+/// docs for what counts as a piece).
+pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
+    scrub_str(text, secrets.iter().map(|s| s.expose()))
+}
+
+/// [`scrub`] over plain string secrets.
+pub fn scrub_str<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
+    let text = clean(&decode(text));
+    let chars: Vec<char> = text.chars().collect();
+    let keys: Vec<char> = chars.iter().copied().map(key).collect();
+    let mut covered = vec![false; chars.len()];
+    for secret in secrets {
+        for needle in needles(secret) {
+            let k = needle.len().min(MIN_FRAGMENT);
+            if keys.len() < k {
+                continue;
+            }
+            let windows: HashSet<&[char]> = needle.windows(k).collect();
+            for (i, w) in keys.windows(k).enumerate() {
+                if windows.contains(w) {
+                    covered[i..i + k].fill(true);
+                }
+            }
+        }
+    }
+    if !covered.contains(&true) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_run = false;
+    for (c, hidden) in chars.into_iter().zip(covered) {
+        if hidden {
+            if !in_run {
+                out.push(MARK);
+            }
+            in_run = true;
+        } else {
+            out.push(c);
+            in_run = false;
+        }
+    }
+    out
+}
+
+/// A sanitised excerpt: lossy UTF-8, [`clean`]ed (and U+FFFD dropped), at most
+/// [`EXCERPT_LIMIT`] bytes (cut at a character boundary, marked with `…`). Nothing is decoded
+/// or scrubbed: scrub first, then cut, so no secret is left half-visible at the cut.
+pub fn excerpt(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(EXCERPT_LIMIT * 8)]);
+    let text = clean(&text.replace('\u{FFFD}', ""));
+    if text.len() <= EXCERPT_LIMIT {
+        return text;
+    }
+    let mut end = EXCERPT_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = text[..end].trim_end().to_owned();
+    out.push(MARK);
+    out
+}
+
+#[cfg(test)]
+mod tests;

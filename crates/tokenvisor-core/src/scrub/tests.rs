@@ -1,0 +1,2 @@
+//! Scrubber tests.
+use super::*;

@@ -1069,7 +1069,24 @@ fn echoed_secrets_are_scrubbed_from_summaries() {
         let enc_lower = enc.to_lowercase();
         let json_slash = json_escaped(&raw_s).replace('/', "\\/");
         let json_plain = json_escaped(&raw_s);
-        for echo in [&raw_s, &enc, &enc_lower, &json_slash, &json_plain] {
+        let upper = raw_s.to_uppercase();
+        let html: String = raw_s.chars().map(|c| format!("&#{};", c as u32)).collect();
+        let json_u: String = raw_s
+            .chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect();
+        let prefix: String = raw_s.chars().take(10).collect();
+        for echo in [
+            &raw_s,
+            &enc,
+            &enc_lower,
+            &json_slash,
+            &json_plain,
+            &upper,
+            &html,
+            &json_u,
+            &prefix,
+        ] {
             // In an HTML page (excerpt and title), a JSON body without a code, a JSON
             // description, a form description, a transport detail, on 4xx and 5xx.
             outcomes.push(answer(
@@ -1198,4 +1215,193 @@ fn excerpt_cuts_at_a_character_boundary_and_marks_the_cut() {
     assert_eq!(excerpt(b"  a \n\n b  "), "a b");
     assert_eq!(excerpt(b""), "");
     assert_eq!(excerpt(b"\xff\xfe"), "");
+}
+
+// ── Vendor rate-limit headers.
+
+/// `T0` in epoch seconds, for `X-RateLimit-Reset` values.
+const T0_SECS: u64 = 1_790_000_000;
+
+/// Which header a case sets.
+#[derive(Debug, Clone, Copy)]
+enum Rl {
+    Reset(&'static str),
+    Remaining(&'static str),
+    Ietf(&'static str),
+    IetfReset(&'static str),
+    IetfRemaining(&'static str),
+    RetryAfter(&'static str),
+}
+
+fn with_headers(status: u16, body: &str, headers: &[Rl]) -> RawOutcome {
+    let mut a = HttpAnswer {
+        status,
+        retry_after: None,
+        content_type: JSON.map(str::to_owned),
+        rate_limit: RateLimitHeaders::default(),
+        body: body.as_bytes().to_vec(),
+        truncated: false,
+    };
+    for h in headers {
+        let v = |s: &str| Some(s.to_owned());
+        match *h {
+            Rl::Reset(s) => a.rate_limit.reset = v(s),
+            Rl::Remaining(s) => a.rate_limit.remaining = v(s),
+            Rl::Ietf(s) => a.rate_limit.ietf = v(s),
+            Rl::IetfReset(s) => a.rate_limit.ietf_reset = v(s),
+            Rl::IetfRemaining(s) => a.rate_limit.ietf_remaining = v(s),
+            Rl::RetryAfter(s) => a.retry_after = v(s),
+        }
+    }
+    RawOutcome::Response(a)
+}
+
+/// `(name, status, headers, expected hold in seconds)`, with `max_retry_after` = 3600 and
+/// `now` = T0. Sources: GitHub documents epoch seconds
+/// (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api), so do
+/// Okta (`X-Rate-Limit-Reset`, https://developer.okta.com/docs/reference/rl-best-practices/)
+/// and Auth0 (https://auth0.com/docs/troubleshoot/customer-support/operational-policies/rate-limit-policy);
+/// the IETF fields are draft-ietf-httpapi-ratelimit-headers (-06 and earlier: `RateLimit-Reset`
+/// delta seconds; -07 dictionary `reset`; -08 on list items with `r` / `t`).
+#[test]
+#[rustfmt::skip]
+fn rate_limit_headers_become_holds() {
+    use Rl::*;
+    let epoch_60 = (T0_SECS + 60).to_string().leak() as &'static str;
+    let epoch_120 = (T0_SECS + 120).to_string().leak() as &'static str;
+    let epoch_7200 = (T0_SECS + 7200).to_string().leak() as &'static str;
+    let epoch_past = (T0_SECS - 60).to_string().leak() as &'static str;
+    let epoch_frac = format!("{}.2", T0_SECS + 60).leak() as &'static str;
+    let cases: Vec<(&str, u16, Vec<Rl>, Option<u64>)> = vec![
+        ("429 X-RateLimit-Reset epoch (GitHub)", 429, vec![Reset(epoch_60)], Some(60)),
+        ("429 X-Rate-Limit-Reset epoch (Okta)", 429, vec![Reset(epoch_120), Remaining("0")], Some(120)),
+        ("429 X-RateLimit-Reset delta", 429, vec![Reset("30")], Some(30)),
+        ("503 X-RateLimit-Reset delta", 503, vec![Reset("45")], Some(45)),
+        ("429 reset epoch in the past", 429, vec![Reset(epoch_past)], Some(0)),
+        ("429 reset epoch with a fraction", 429, vec![Reset(epoch_frac)], Some(61)),
+        ("429 reset delta with a fraction", 429, vec![Reset("1.5")], Some(2)),
+        ("429 reset delta padded", 429, vec![Reset("  30 ")], Some(30)),
+        ("429 reset RFC 3339 (Atlassian)", 429, vec![Reset("2026-09-21T14:14:20Z")], Some(60)),
+        ("429 reset beyond the max", 429, vec![Reset(epoch_7200)], Some(3600)),
+        ("429 reset overflowing", 429, vec![Reset("99999999999999999999999")], Some(3600)),
+        ("403 remaining 0 (GitHub secondary limit)", 403, vec![Reset(epoch_120), Remaining("0")], Some(120)),
+        ("403 remaining 5: no hold", 403, vec![Reset(epoch_120), Remaining("5")], None),
+        ("403 reset without remaining: no hold", 403, vec![Reset(epoch_120)], None),
+        ("400 invalid_grant with remaining 10: no hold", 400, vec![Reset("30"), Remaining("10")], None),
+        ("503 RateLimit-Reset", 503, vec![IetfReset("15")], Some(15)),
+        ("403 RateLimit-Remaining 0 + RateLimit-Reset", 403, vec![IetfReset("20"), IetfRemaining("0")], Some(20)),
+        ("403 RateLimit-Reset alone: no hold", 403, vec![IetfReset("20")], None),
+        ("429 RateLimit dictionary (-07)", 429, vec![Ietf("limit=10, remaining=0, reset=5")], Some(5)),
+        ("403 RateLimit dictionary spent", 403, vec![Ietf("limit=10, remaining=0, reset=7")], Some(7)),
+        ("403 RateLimit dictionary not spent: no hold", 403, vec![Ietf("limit=10, remaining=4, reset=7")], None),
+        ("429 RateLimit list (-08), one spent", 429, vec![Ietf("\"burst\";r=0;t=5, \"day\";r=100;t=3600")], Some(5)),
+        ("429 RateLimit list, none spent: the soonest", 429, vec![Ietf("\"burst\";r=3;t=9, \"day\";r=100;t=3600")], Some(9)),
+        ("403 RateLimit list, day spent: clamped", 403, vec![Ietf("\"day\";r=0;t=86400")], Some(3600)),
+        ("Retry-After wins over reset", 429, vec![RetryAfter("10"), Reset("60")], Some(10)),
+        ("garbage Retry-After falls back to reset", 429, vec![RetryAfter("soon"), Reset("60")], Some(60)),
+        ("the latest of several resets", 429, vec![Reset("30"), IetfReset("40")], Some(40)),
+        // Hostile values: ignored.
+        ("429 reset negative", 429, vec![Reset("-5")], None),
+        ("429 reset exponent", 429, vec![Reset("1e9")], None),
+        ("429 reset garbage", 429, vec![Reset("soon")], None),
+        ("429 reset empty", 429, vec![Reset("")], None),
+        ("429 reset bare dot", 429, vec![Reset("5.")], None),
+        ("429 reset hex", 429, vec![Reset("0x10")], None),
+        ("429 reset non-ASCII digits", 429, vec![Reset("\u{0661}\u{0662}")], None),
+        ("429 RateLimit-Reset negative", 429, vec![IetfReset("-1")], None),
+        ("429 RateLimit garbage", 429, vec![Ietf("x")], None),
+        ("429 RateLimit without reset", 429, vec![Ietf("limit=10, remaining=0")], None),
+        ("403 remaining garbage: no hold", 403, vec![Reset("30"), Remaining("none")], None),
+        ("429 RateLimit with a huge t", 429, vec![Ietf("\"a\";r=0;t=99999999999999999999")], Some(3600)),
+    ];
+    for (name, status, headers, want) in cases {
+        let body = if status == 400 { r#"{"error":"invalid_grant"}"# } else { "" };
+        let v = run(&with_headers(status, body, &headers));
+        let f = failure_of(&v);
+        assert_eq!(f.retry_after, want.map(secs), "{name}: {f:?}");
+    }
+}
+
+#[test]
+fn rate_limit_headers_use_the_policy_maximum_and_now() {
+    let policy = ClassifyPolicy {
+        max_retry_after: secs(300),
+        ..ClassifyPolicy::default()
+    };
+    let v = classify(
+        &with_headers(429, "", &[Rl::Reset("900")]),
+        T0,
+        &policy,
+        &[],
+    );
+    assert_eq!(failure_of(&v).retry_after, Some(secs(300)));
+    // Epoch resets are relative to the `now` given, at millisecond precision.
+    let now = T0.plus(Duration::from_millis(500));
+    let reset = (T0_SECS + 10).to_string();
+    assert_eq!(
+        parse_reset(&reset, now, secs(3600)),
+        Some(Duration::from_millis(9_500))
+    );
+    // The threshold: 10⁹ is a delta (clamped), above it an epoch.
+    assert_eq!(parse_reset("1000000000", T0, secs(3600)), Some(secs(3600)));
+    assert_eq!(parse_reset("1000000001", T0, secs(3600)), Some(secs(0)));
+}
+
+/// A 200 that carries rate-limit headers is a success; a hold needs a failure.
+#[test]
+fn a_success_with_rate_limit_headers_is_just_a_success() {
+    let v = run(&with_headers(
+        200,
+        r#"{"access_token":"at","expires_in":60}"#,
+        &[Rl::Reset("30"), Rl::Remaining("0")],
+    ));
+    assert!(matches!(v, Verdict::Success(_)), "{v:?}");
+}
+
+// ── Unknown codes: the note that tells the operator how to make them final.
+
+#[test]
+fn not_final_notes_name_the_code_and_permanent_codes() {
+    assert_eq!(
+        not_final_note("account_locked"),
+        "unknown error code \"account_locked\" treated as transient; add it to permanent_codes \
+         if it is final"
+    );
+    let n = not_final_note("invalid_request");
+    assert!(
+        n.starts_with("error code \"invalid_request\" is not final here")
+            && n.contains("permanent_codes"),
+        "{n}"
+    );
+    // A registered final code on a 2xx, too.
+    assert!(not_final_note("invalid_grant").contains("not final here"));
+    // Whatever reaches it is sanitised.
+    assert!(!not_final_note("a\u{1b}[31mb\nc").contains('\u{1b}'));
+}
+
+/// Each table's codes are in the form the shape check accepts, and the tables do not
+/// contradict each other.
+#[test]
+fn the_code_tables_are_consistent() {
+    for c in FINAL_CODES
+        .iter()
+        .chain(NOT_FINAL_CODES)
+        .chain(RETRYABLE_CODES)
+    {
+        assert!(is_snake_case(c) && is_error_code(c), "{c}");
+    }
+    for c in FINAL_CODES {
+        assert!(
+            !NOT_FINAL_CODES.contains(c) && !RETRYABLE_CODES.contains(c),
+            "{c}"
+        );
+    }
+    for r in VENDOR_ROWS {
+        assert!(!r.values.is_empty(), "{}", r.vendor);
+        if r.field == "error" {
+            for c in r.values {
+                assert!(is_snake_case(c), "{}: {c}", r.vendor);
+            }
+        }
+    }
 }

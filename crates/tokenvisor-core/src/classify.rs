@@ -33,8 +33,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::scrub::scrub;
 pub use crate::scrub::{EXCERPT_LIMIT, excerpt};
+use crate::scrub::{LazyScrubber, scrub};
 use crate::secret::Secret;
 use crate::time::Timestamp;
 
@@ -628,7 +628,9 @@ pub fn classify(
                 summary,
             })
         }
-        RawOutcome::Response(answer) => classify_answer(answer, now, policy, request_secrets),
+        RawOutcome::Response(answer) => {
+            classify_answer(answer, now, policy, &LazyScrubber::new(request_secrets))
+        }
     }
 }
 
@@ -636,7 +638,7 @@ fn classify_answer(
     a: &HttpAnswer,
     now: Timestamp,
     policy: &ClassifyPolicy,
-    secrets: &[&Secret],
+    secrets: &LazyScrubber<'_>,
 ) -> Verdict {
     let retry_after = a
         .retry_after
@@ -649,9 +651,9 @@ fn classify_answer(
         kind,
         http_status: Some(a.status),
         // A server may echo a secret as its `error` code: it is kept scrubbed, like the summary.
-        error_code: code.map(|c| scrub(c, secrets)),
+        error_code: code.map(|c| secrets.scrub(c)),
         retry_after,
-        summary: cap(scrub(&summary, secrets)),
+        summary: cap(secrets.scrub(&summary)),
     };
     let status = a.status;
     match status {
@@ -1081,11 +1083,11 @@ fn content_type_label(ct: Option<&str>) -> String {
     }
 }
 
-fn describe_error(status: u16, code: &str, body: &Body, secrets: &[&Secret]) -> String {
+fn describe_error(status: u16, code: &str, body: &Body, secrets: &LazyScrubber<'_>) -> String {
     match body.get("error_description").filter(|d| !d.is_empty()) {
         Some(desc) => format!(
             "HTTP {status} {code}: {}",
-            excerpt(scrub(desc, secrets).as_bytes())
+            excerpt(secrets.scrub(desc).as_bytes())
         ),
         None => format!("HTTP {status} {code}"),
     }
@@ -1096,7 +1098,7 @@ fn describe(
     a: &HttpAnswer,
     code: Option<&str>,
     body: &Body,
-    secrets: &[&Secret],
+    secrets: &LazyScrubber<'_>,
 ) -> String {
     if let Some(code) = code {
         return describe_error(status, code, body, secrets);
@@ -1104,7 +1106,7 @@ fn describe(
     let ct = content_type_label(a.content_type.as_deref());
     // Scrub before cutting, so that no secret is left half-visible at the cut.
     let head = &a.body[..a.body.len().min(8 * 1024)];
-    let safe = scrub(&String::from_utf8_lossy(head), secrets);
+    let safe = secrets.scrub(&String::from_utf8_lossy(head));
     let text = html_title(safe.as_bytes()).unwrap_or_else(|| excerpt(safe.as_bytes()));
     if text.is_empty() {
         format!("HTTP {status} {ct}, empty body")

@@ -18,11 +18,17 @@
 //!    Secrets shorter than [`MIN_SECRET`] characters are not matched (scrubbing `"a"` would
 //!    blank every `a`).
 //!
+//! Matching is a rolling hash over the text's windows with an exact comparison on a hit, so
+//! its cost grows with the text, not with the secret's length; a [`Scrubber`] prepares the
+//! secrets once for the several texts of one answer.
+//!
 //! Decoding first means a summary shows the decoded text (`&amp;` as `&`): summaries are for
 //! people. Over-scrubbing (a harmless run that happens to share 8 characters with a secret)
 //! is accepted; under-scrubbing is not.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::secret::Secret;
 
@@ -81,6 +87,9 @@ pub fn clean(text: &str) -> String {
 pub fn decode(text: &str) -> String {
     let mut current = text.to_owned();
     for _ in 0..DECODE_ROUNDS {
+        if !current.contains(['&', '\\', '%']) {
+            break;
+        }
         let html = html_escape::decode_html_entities(&current).into_owned();
         let json = json_unescape(&html);
         let next = percent_encoding::percent_decode_str(&json)
@@ -160,67 +169,226 @@ fn utf16_char(unit: u16, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -
 fn key(c: char) -> char {
     if c == '+' {
         ' '
+    } else if c.is_ascii() {
+        c.to_ascii_lowercase()
     } else {
         c.to_lowercase().next().unwrap_or(c)
     }
 }
 
-/// The forms of a secret matched: as given, and decoded (a secret that itself looks encoded
-/// is echoed decoded by [`decode`]); both cleaned and keyed like the text.
-fn needles(secret: &str) -> Vec<Vec<char>> {
-    let mut out: Vec<Vec<char>> = Vec::with_capacity(2);
-    for form in [clean(secret), clean(&decode(secret))] {
-        let keys: Vec<char> = form.chars().map(key).collect();
-        if keys.len() >= MIN_SECRET && !out.contains(&keys) {
-            out.push(keys);
+/// The base of the rolling hash over keys (odd, so no bit is lost modulo 2⁶⁴).
+const BASE: u64 = 0x0000_0100_0000_01B3;
+
+/// A hasher for values that are already hashes: one multiply-xorshift round.
+#[derive(Default)]
+struct Premixed(u64);
+
+impl Hasher for Premixed {
+    fn finish(&self) -> u64 {
+        let x = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^ (x >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(BASE);
         }
     }
-    out
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
-/// `text` decoded and cleaned, with every piece of a secret replaced by `…` (see the module
-/// docs for what counts as a piece).
-pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
-    scrub_str(text, secrets.iter().map(|s| s.expose()))
+/// The polynomial hash of a window of keys.
+fn window_hash(w: &[char]) -> u64 {
+    w.iter().fold(0u64, |h, c| {
+        h.wrapping_mul(BASE).wrapping_add(u64::from(*c))
+    })
 }
 
-/// [`scrub`] over plain string secrets.
-pub fn scrub_str<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
-    let text = clean(&decode(text));
-    let chars: Vec<char> = text.chars().collect();
-    let keys: Vec<char> = chars.iter().copied().map(key).collect();
-    let mut covered = vec![false; chars.len()];
-    for secret in secrets {
-        for needle in needles(secret) {
-            let k = needle.len().min(MIN_FRAGMENT);
-            if keys.len() < k {
+/// One form of one secret, ready to search for: its keys, the window size, and the start of
+/// every window by hash.
+struct Needle {
+    keys: Vec<char>,
+    k: usize,
+    /// `BASE^(k-1)`, to roll the first key out of a window hash.
+    top: u64,
+    windows: HashMap<u64, Vec<u32>, BuildHasherDefault<Premixed>>,
+    /// A one-hash Bloom filter over the window hashes (a power of two of bits, about 16
+    /// per window): most text windows are ruled out without touching the map.
+    bloom: Vec<u64>,
+}
+
+/// The Bloom bit of a hash: its high bits after a mix, masked to the filter's size.
+fn bloom_bit(h: u64, bits: usize) -> usize {
+    let x = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 32) as usize & (bits - 1)
+}
+
+impl Needle {
+    fn new(keys: Vec<char>) -> Needle {
+        let k = keys.len().min(MIN_FRAGMENT);
+        let mut windows: HashMap<u64, Vec<u32>, BuildHasherDefault<Premixed>> = HashMap::default();
+        for (i, w) in keys.windows(k).enumerate() {
+            let at = u32::try_from(i).unwrap_or(u32::MAX);
+            windows.entry(window_hash(w)).or_default().push(at);
+        }
+        let top = (1..k).fold(1u64, |t, _| t.wrapping_mul(BASE));
+        let bits = (windows.len() * 16).next_power_of_two().max(1024);
+        let mut bloom = vec![0u64; bits / 64];
+        for h in windows.keys() {
+            let b = bloom_bit(*h, bits);
+            bloom[b / 64] |= 1 << (b % 64);
+        }
+        Needle {
+            keys,
+            k,
+            top,
+            windows,
+            bloom,
+        }
+    }
+
+    /// Marks in `covered` every window of `text` that is a window of this needle (rolling
+    /// hash, then an exact comparison on a hit).
+    fn mark(&self, text: &[char], covered: &mut [bool]) {
+        let k = self.k;
+        if text.len() < k {
+            return;
+        }
+        let mut h = window_hash(&text[..k]);
+        for i in 0..=text.len() - k {
+            if i > 0 {
+                h = h
+                    .wrapping_sub(u64::from(text[i - 1]).wrapping_mul(self.top))
+                    .wrapping_mul(BASE)
+                    .wrapping_add(u64::from(text[i + k - 1]));
+            }
+            let b = bloom_bit(h, self.bloom.len() * 64);
+            if self.bloom[b / 64] & (1 << (b % 64)) == 0 {
                 continue;
             }
-            let windows: HashSet<&[char]> = needle.windows(k).collect();
-            for (i, w) in keys.windows(k).enumerate() {
-                if windows.contains(w) {
+            if let Some(starts) = self.windows.get(&h) {
+                let w = &text[i..i + k];
+                if starts.iter().any(|&s| {
+                    let s = s as usize;
+                    self.keys.get(s..s + k) == Some(w)
+                }) {
                     covered[i..i + k].fill(true);
                 }
             }
         }
     }
-    if !covered.contains(&true) {
-        return text;
+}
+
+/// The request's secrets, prepared once, applied to many texts (see the module docs).
+pub struct Scrubber {
+    needles: Vec<Needle>,
+}
+
+impl fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("needles", &self.needles.len())
+            .finish_non_exhaustive()
     }
-    let mut out = String::with_capacity(text.len());
-    let mut in_run = false;
-    for (c, hidden) in chars.into_iter().zip(covered) {
-        if hidden {
-            if !in_run {
-                out.push(MARK);
+}
+
+impl Scrubber {
+    /// Prepares `secrets` (each matched as given and decoded).
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Scrubber {
+        let mut seen: Vec<Vec<char>> = Vec::new();
+        for secret in secrets {
+            for form in [clean(secret), clean(&decode(secret))] {
+                let keys: Vec<char> = form.chars().map(key).collect();
+                if keys.len() >= MIN_SECRET && !seen.contains(&keys) {
+                    seen.push(keys);
+                }
             }
-            in_run = true;
-        } else {
-            out.push(c);
-            in_run = false;
+        }
+        Scrubber {
+            needles: seen.into_iter().map(Needle::new).collect(),
         }
     }
-    out
+
+    /// Prepares the secrets of a request.
+    pub fn of(secrets: &[&Secret]) -> Scrubber {
+        Scrubber::new(secrets.iter().map(|s| s.expose()))
+    }
+
+    /// `text` decoded and cleaned, with every piece of a secret replaced by `…`.
+    pub fn scrub(&self, text: &str) -> String {
+        let text = clean(&decode(text));
+        if self.needles.is_empty() {
+            return text;
+        }
+        let chars: Vec<char> = text.chars().collect();
+        let keys: Vec<char> = chars.iter().copied().map(key).collect();
+        let mut covered = vec![false; chars.len()];
+        for needle in &self.needles {
+            needle.mark(&keys, &mut covered);
+        }
+        if !covered.contains(&true) {
+            return text;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut in_run = false;
+        for (c, hidden) in chars.into_iter().zip(covered) {
+            if hidden {
+                if !in_run {
+                    out.push(MARK);
+                }
+                in_run = true;
+            } else {
+                out.push(c);
+                in_run = false;
+            }
+        }
+        out
+    }
+}
+
+/// A [`Scrubber`] prepared on first use: a success, which quotes nothing, costs nothing.
+pub struct LazyScrubber<'s> {
+    secrets: &'s [&'s Secret],
+    prepared: std::cell::OnceCell<Scrubber>,
+}
+
+impl fmt::Debug for LazyScrubber<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyScrubber")
+            .field("secrets", &self.secrets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s> LazyScrubber<'s> {
+    /// Remembers `secrets`; nothing is prepared yet.
+    pub fn new(secrets: &'s [&'s Secret]) -> Self {
+        LazyScrubber {
+            secrets,
+            prepared: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// [`Scrubber::scrub`], preparing the secrets the first time.
+    pub fn scrub(&self, text: &str) -> String {
+        self.prepared
+            .get_or_init(|| Scrubber::of(self.secrets))
+            .scrub(text)
+    }
+}
+
+/// `text` decoded and cleaned, with every piece of a secret replaced by `…` (see the module
+/// docs for what counts as a piece). To scrub many texts, prepare a [`Scrubber`] once.
+pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
+    Scrubber::of(secrets).scrub(text)
+}
+
+/// [`scrub`] over plain string secrets.
+pub fn scrub_str<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
+    Scrubber::new(secrets).scrub(text)
 }
 
 /// A sanitised excerpt: lossy UTF-8, [`clean`]ed (and U+FFFD dropped), at most

@@ -302,3 +302,28 @@ proptest! {
         prop_assert_eq!(leaks(&f.summary, &s), None, "{:?}", f.summary);
     }
 }
+
+/// A JWT-sized secret: the whole of it, and a run from its middle, are found; a prepared
+/// scrubber prints no secret in `Debug`.
+#[test]
+fn long_secrets_and_prepared_scrubbers() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let long: String = (0..2048).map(|_| rng.alphanumeric()).collect();
+    let s = Secret::from(long.as_str());
+    let sc = Scrubber::of(&[&s]);
+    for text in [
+        format!("a {long} b"),
+        format!("a {} b", &long[1000..1009]),
+        format!("a {} b", long.to_uppercase()),
+    ] {
+        assert_eq!(sc.scrub(&text), "a … b");
+    }
+    let debug = format!("{sc:?} {:?}", LazyScrubber::new(&[&s]));
+    assert!(!debug.contains(&long[..8]), "{debug}");
+    // Prepared once, used many times: the same answers as the one-shot form.
+    let text = format!("x {SECRET} y");
+    assert_eq!(
+        Scrubber::of(&[&Secret::from(SECRET)]).scrub(&text),
+        scrubbed(&text)
+    );
+}

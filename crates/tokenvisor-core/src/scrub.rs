@@ -64,6 +64,9 @@ pub fn is_invisible(c: char) -> bool {
 /// Text made safe for one line: control and invisible formatting characters dropped,
 /// whitespace folded to single spaces, ends trimmed. Nothing is decoded.
 pub fn clean(text: &str) -> String {
+    if text.is_ascii() {
+        return clean_ascii(text.as_bytes());
+    }
     let mut out = String::with_capacity(text.len());
     let mut last_space = true;
     for c in text.chars() {
@@ -81,6 +84,30 @@ pub fn clean(text: &str) -> String {
     }
     out.truncate(out.trim_end().len());
     out
+}
+
+/// [`clean`] for ASCII text, byte by byte (the common case, several times faster).
+fn clean_ascii(text: &[u8]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(text.len());
+    let mut last_space = true;
+    for &b in text {
+        if b.is_ascii_whitespace() || b == 0x0B {
+            if !last_space {
+                out.push(b' ');
+                last_space = true;
+            }
+        } else if b.is_ascii_control() {
+            // Dropped.
+        } else {
+            out.push(b);
+            last_space = false;
+        }
+    }
+    while out.last() == Some(&b' ') {
+        out.pop();
+    }
+    // Only ASCII bytes were kept.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// HTML entities, JSON escapes and percent-encoding decoded, repeatedly (see the module docs).
@@ -166,13 +193,23 @@ fn utf16_char(unit: u16, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -
 }
 
 /// The comparison key of a character: lower case, `+` as a space.
-fn key(c: char) -> char {
-    if c == '+' {
+fn key(c: char) -> u32 {
+    let k = if c == '+' {
         ' '
     } else if c.is_ascii() {
         c.to_ascii_lowercase()
     } else {
         c.to_lowercase().next().unwrap_or(c)
+    };
+    u32::from(k)
+}
+
+/// [`key`] of an ASCII byte.
+fn key_ascii(b: u8) -> u32 {
+    if b == b'+' {
+        u32::from(b' ')
+    } else {
+        u32::from(b.to_ascii_lowercase())
     }
 }
 
@@ -201,7 +238,7 @@ impl Hasher for Premixed {
 }
 
 /// The polynomial hash of a window of keys.
-fn window_hash(w: &[char]) -> u64 {
+fn window_hash(w: &[u32]) -> u64 {
     w.iter().fold(0u64, |h, c| {
         h.wrapping_mul(BASE).wrapping_add(u64::from(*c))
     })
@@ -210,7 +247,7 @@ fn window_hash(w: &[char]) -> u64 {
 /// One form of one secret, ready to search for: its keys, the window size, and the start of
 /// every window by hash.
 struct Needle {
-    keys: Vec<char>,
+    keys: Vec<u32>,
     k: usize,
     /// `BASE^(k-1)`, to roll the first key out of a window hash.
     top: u64,
@@ -227,7 +264,7 @@ fn bloom_bit(h: u64, bits: usize) -> usize {
 }
 
 impl Needle {
-    fn new(keys: Vec<char>) -> Needle {
+    fn new(keys: Vec<u32>) -> Needle {
         let k = keys.len().min(MIN_FRAGMENT);
         let mut windows: HashMap<u64, Vec<u32>, BuildHasherDefault<Premixed>> = HashMap::default();
         for (i, w) in keys.windows(k).enumerate() {
@@ -252,7 +289,7 @@ impl Needle {
 
     /// Marks in `covered` every window of `text` that is a window of this needle (rolling
     /// hash, then an exact comparison on a hit).
-    fn mark(&self, text: &[char], covered: &mut [bool]) {
+    fn mark(&self, text: &[u32], covered: &mut [bool]) {
         let k = self.k;
         if text.len() < k {
             return;
@@ -298,10 +335,10 @@ impl fmt::Debug for Scrubber {
 impl Scrubber {
     /// Prepares `secrets` (each matched as given and decoded).
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Scrubber {
-        let mut seen: Vec<Vec<char>> = Vec::new();
+        let mut seen: Vec<Vec<u32>> = Vec::new();
         for secret in secrets {
             for form in [clean(secret), clean(&decode(secret))] {
-                let keys: Vec<char> = form.chars().map(key).collect();
+                let keys: Vec<u32> = form.chars().map(key).collect();
                 if keys.len() >= MIN_SECRET && !seen.contains(&keys) {
                     seen.push(keys);
                 }
@@ -323,30 +360,43 @@ impl Scrubber {
         if self.needles.is_empty() {
             return text;
         }
-        let chars: Vec<char> = text.chars().collect();
-        let keys: Vec<char> = chars.iter().copied().map(key).collect();
-        let mut covered = vec![false; chars.len()];
-        for needle in &self.needles {
-            needle.mark(&keys, &mut covered);
+        let keys: Vec<u32> = if text.is_ascii() {
+            text.bytes().map(key_ascii).collect()
+        } else {
+            text.chars().map(key).collect()
+        };
+        match self.covered(&keys) {
+            Some(covered) => replace(&text, &covered),
+            None => text,
         }
-        if !covered.contains(&true) {
-            return text;
-        }
-        let mut out = String::with_capacity(text.len());
-        let mut in_run = false;
-        for (c, hidden) in chars.into_iter().zip(covered) {
-            if hidden {
-                if !in_run {
-                    out.push(MARK);
-                }
-                in_run = true;
-            } else {
-                out.push(c);
-                in_run = false;
-            }
-        }
-        out
     }
+
+    /// Which positions of `keys` belong to a piece of a secret; `None` when none does.
+    fn covered(&self, keys: &[u32]) -> Option<Vec<bool>> {
+        let mut covered = vec![false; keys.len()];
+        for needle in &self.needles {
+            needle.mark(keys, &mut covered);
+        }
+        covered.contains(&true).then_some(covered)
+    }
+}
+
+/// `text` with every covered run (by character) replaced by one `…`.
+fn replace(text: &str, covered: &[bool]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_run = false;
+    for (c, &hidden) in text.chars().zip(covered) {
+        if hidden {
+            if !in_run {
+                out.push(MARK);
+            }
+            in_run = true;
+        } else {
+            out.push(c);
+            in_run = false;
+        }
+    }
+    out
 }
 
 /// A [`Scrubber`] prepared on first use: a success, which quotes nothing, costs nothing.

@@ -17,6 +17,7 @@ fn answer(status: u16, ct: &str, body: &str, retry_after: Option<&str>) -> RawOu
         status,
         retry_after: retry_after.map(str::to_owned),
         content_type: Some(ct.to_owned()),
+        rate_limit: Default::default(),
         body: body.as_bytes().to_vec(),
         truncated: false,
     })

@@ -8,6 +8,7 @@
 //! - [`restart`]: rotated refresh tokens survive a restart of the runtime.
 //! - [`huge_body`]: an 8 MiB HTML 403 is a short, transient `infrastructure_4xx`.
 //! - [`example`]: the embedding example runs and exits 0 without printing a token.
+//! - [`verdicts`]: which answers are verdicts (a framework's 403, an unknown code, Slack).
 
 mod common;
 mod example;
@@ -15,3 +16,4 @@ mod fleet;
 mod huge_body;
 mod restart;
 mod scenarios;
+mod verdicts;

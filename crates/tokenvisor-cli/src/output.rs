@@ -56,38 +56,9 @@ impl Table {
 
 /// Text made safe for one terminal line: control and invisible formatting characters dropped
 /// (a status file edited by hand must not move the cursor or recolour the terminal),
-/// whitespace folded to single spaces.
+/// whitespace folded to single spaces. The core's one sanitiser ([`tokenvisor_core::scrub`]).
 pub(crate) fn safe_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut last_space = false;
-    for c in s.chars() {
-        if c.is_whitespace() {
-            if !last_space && !out.is_empty() {
-                out.push(' ');
-            }
-            last_space = true;
-        } else if c.is_control() || is_invisible(c) {
-            // Dropped.
-        } else {
-            out.push(c);
-            last_space = false;
-        }
-    }
-    out.truncate(out.trim_end().len());
-    out
-}
-
-/// Bidi controls, zero-width characters and the BOM.
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{FEFF}'
-    )
+    tokenvisor_core::scrub::clean(s)
 }
 
 /// `s` cut to at most `max` characters, the cut marked with `…`.

@@ -16,6 +16,8 @@ use serde::Serialize;
 use tokenvisor::oauth::{HttpConfig, HttpTransport};
 use tokenvisor::spec::AuthMethod;
 use tokenvisor::transport::{ExchangeRequest, Grant, Transport as _};
+use tokenvisor_core::classify::not_final_note;
+use tokenvisor_core::scrub::scrub;
 use tokenvisor_core::{ClassifyPolicy, FailureKind, RawOutcome, Secret, Verdict, classify};
 
 use crate::output::{compact_duration, now, safe_text, truncate_chars};
@@ -307,17 +309,13 @@ fn report(
 ) -> Report {
     match verdict {
         Verdict::Success(grant) => {
-            // token_type comes from the provider: sanitise it, and never let it carry a token.
-            let mut token_type = truncate_chars(&safe_text(&grant.token_type), 32);
+            // token_type comes from the provider: sanitise it, and never let it carry a token
+            // (in any encoding or case: the core's scrubber).
             let mut secrets: Vec<Secret> = req.secrets();
             secrets.push(grant.access_token.clone());
             secrets.extend(grant.refresh_token.iter().cloned());
-            if secrets
-                .iter()
-                .any(|s| !s.is_empty() && token_type.contains(s.expose()))
-            {
-                token_type = "…".to_owned();
-            }
+            let secrets: Vec<&Secret> = secrets.iter().collect();
+            let token_type = truncate_chars(&scrub(&grant.token_type, &secrets), 32);
             let lifetime = if grant.lifetime_from_provider {
                 format!("expires in {}s", grant.lifetime.as_secs())
             } else {
@@ -380,7 +378,7 @@ fn human(r: &Report, verdict: &Verdict) -> String {
         ("verdict", explain(verdict)),
     ];
     if let Some(hint) = hint(verdict) {
-        lines.push(("hint", hint.to_owned()));
+        lines.push(("hint", hint));
     }
     let mut out = String::new();
     for (label, value) in lines {
@@ -412,9 +410,20 @@ fn explain(verdict: &Verdict) -> String {
 }
 
 /// A likely cause, for diagnosis.
-fn hint(verdict: &Verdict) -> Option<&'static str> {
+fn hint(verdict: &Verdict) -> Option<String> {
     let f = verdict.failure()?;
-    Some(match f.kind {
+    if let (FailureKind::OauthUnknownCode, Some(code)) = (f.kind, f.error_code.as_deref()) {
+        return Some(format!(
+            "{}; tokenvisor would retry until give_up_after",
+            not_final_note(code)
+        ));
+    }
+    Some(static_hint(f).to_owned())
+}
+
+/// The fixed hint of a failure's kind (and code).
+fn static_hint(f: &tokenvisor_core::Failure) -> &'static str {
+    match f.kind {
         FailureKind::MalformedSuccess => {
             "a 2xx without an access_token: often a login page or a proxy; check --token-url"
         }
@@ -427,9 +436,14 @@ fn hint(verdict: &Verdict) -> Option<&'static str> {
             "the provider, or a gateway in front of it, is failing or overloaded"
         }
         FailureKind::OauthRetryable => "the provider asked to try again later",
+        FailureKind::OauthUnknownCode => {
+            "an OAuth error code that is not known to be final: tokenvisor would retry until \
+             give_up_after; add it to permanent_codes if it is final"
+        }
         FailureKind::Infrastructure4xx => {
-            "a 4xx without an RFC 6749 error code: usually a WAF, proxy or CDN in front of the \
-             provider, not the provider judging the credentials"
+            "a 4xx that is not an OAuth error response (no RFC 6749 error code, or a framework's \
+             or gateway's error page): usually a WAF, proxy or CDN in front of the provider, not \
+             the provider judging the credentials"
         }
         FailureKind::UnexpectedStatus => "an HTTP status outside 2xx-5xx",
         FailureKind::Connect => "nothing accepted the connection: check the host and port",
@@ -454,9 +468,10 @@ fn hint(verdict: &Verdict) -> Option<&'static str> {
             Some("unsupported_grant_type") => "the provider does not support this grant",
             Some("invalid_scope") => "a requested --scope is invalid or not granted",
             Some("invalid_request") => {
-                "the provider found the request malformed (parameters, --resource, --audience?)"
+                "the provider found the request malformed (parameters, --resource, --audience?); \
+                 final only because it is listed in permanent_codes"
             }
             Some(_) | None => "the provider rejected the request with a structured error code",
         },
-    })
+    }
 }

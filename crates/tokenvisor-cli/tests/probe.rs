@@ -462,11 +462,12 @@ async fn structured_oauth_errors_decide_by_code() {
             Expect::permanent(400, "invalid_grant"),
         ),
         (
+            // A code on a 2xx is no verdict without a vendor row.
             "200 with an error body",
             Fault::OkError {
                 code: "invalid_grant".to_owned(),
             },
-            Expect::permanent(200, "invalid_grant"),
+            Expect::transient("oauth_unknown_code", Some(200)).code("invalid_grant"),
         ),
     ];
     for (label, fault, e) in cases {
@@ -811,4 +812,98 @@ fn help_documents_that_probing_spends_a_refresh_token() {
         "{r:#?}"
     );
     assert!(r.stdout.contains("--write-back"), "{r:#?}");
+}
+
+/// A framework's JSON 403 (Spring Boot's default body) is no verdict, an unknown code is
+/// transient with a hint naming `permanent_codes`, a Slack-style 200 `"ok":false` is final,
+/// and vendor rate-limit headers are reported as `retry_after_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_need_an_oauth_shape_and_vendor_holds_are_reported() {
+    let (idp, rt) = server("app", false).await;
+    let raw = |status: u16, headers: &[(&str, &str)], body: &str| Fault::Raw {
+        status,
+        content_type: Some("application/json".into()),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+        body: body.to_owned(),
+    };
+    // Two hours ahead in epoch seconds: clamped to the default max_retry_after (1 h), so the
+    // report does not depend on when the probe runs.
+    let in_2h = (SystemTime::now() + Duration::from_secs(7200))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let cases: Vec<(&str, Fault, Expect)> = vec![
+        (
+            "Spring Boot 403",
+            raw(
+                403,
+                &[],
+                r#"{"timestamp":"2026-09-21T14:13:20.000+00:00","status":403,"error":"Forbidden","path":"/oauth2/token"}"#,
+            ),
+            Expect::transient("infrastructure_4xx", Some(403)),
+        ),
+        (
+            "401 Unauthorized",
+            raw(401, &[], r#"{"error":"Unauthorized"}"#),
+            Expect::transient("infrastructure_4xx", Some(401)),
+        ),
+        (
+            "unknown code",
+            raw(400, &[], r#"{"error":"account_locked"}"#),
+            Expect::transient("oauth_unknown_code", Some(400)).code("account_locked"),
+        ),
+        (
+            "Slack ok:false",
+            raw(200, &[], r#"{"ok":false,"error":"invalid_refresh_token"}"#),
+            Expect::permanent(200, "invalid_refresh_token"),
+        ),
+        (
+            "429 X-RateLimit-Reset delta",
+            raw(429, &[("X-RateLimit-Reset", "30")], "{}"),
+            Expect::transient("rate_limited", Some(429)).retry_after(30),
+        ),
+        (
+            "403 GitHub secondary limit (epoch, remaining 0)",
+            raw(
+                403,
+                &[
+                    ("x-ratelimit-reset", in_2h.as_str()),
+                    ("x-ratelimit-remaining", "0"),
+                ],
+                r#"{"message":"You have exceeded a secondary rate limit"}"#,
+            ),
+            Expect::transient("infrastructure_4xx", Some(403)).retry_after(3600),
+        ),
+        (
+            "503 IETF RateLimit",
+            raw(503, &[("RateLimit", "limit=10, remaining=0, reset=7")], ""),
+            Expect::transient("server_5xx", Some(503)).retry_after(7),
+        ),
+    ];
+    for (label, fault, e) in cases {
+        fault_case(&idp, "app", &rt, label, fault, &e).await;
+    }
+
+    // The human form tells how to make an unknown code final.
+    idp.set_fault(
+        FaultScope::Client("app".to_owned()),
+        raw(400, &[], r#"{"error":"account_locked"}"#),
+        Times::Next(1),
+    );
+    let mut human = args(&idp, "app", &rt, &[]);
+    human.retain(|a| a != "--json");
+    let r = probe(human).await;
+    assert_eq!(r.code, Some(10), "{r:#?}");
+    assert!(
+        r.stdout.contains(
+            "unknown error code \"account_locked\" treated as transient; add it to \
+             permanent_codes if it is final"
+        ),
+        "{r:#?}"
+    );
+    idp.shutdown().await;
 }

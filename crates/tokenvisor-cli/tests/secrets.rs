@@ -334,11 +334,27 @@ fn echo_cases() -> Vec<EchoCase> {
             "oauth_rejected",
         ),
         (
+            // Not an OAuth code (upper case, '/'): the body is quoted, scrubbed.
             "400 whose error code is the refresh token itself",
             Box::new(|s: &Seen| {
                 let (rt, cs, _) = echoed(s);
                 let body = serde_json::json!({ "error": rt, "error_description": cs });
                 Canned::new(400, "application/json", body.to_string())
+            }),
+            WorkloadStatus::AuthRetrying,
+            "infrastructure_4xx",
+        ),
+        (
+            "200 Slack-style ok:false invalid_refresh_token echoing the secrets",
+            Box::new(|s: &Seen| {
+                let (rt, cs, form) = echoed(s);
+                let body = serde_json::json!({
+                    "ok": false,
+                    "error": "invalid_refresh_token",
+                    "error_description": format!("{rt} {cs}"),
+                    "warning": form,
+                });
+                Canned::new(200, "application/json", body.to_string())
             }),
             WorkloadStatus::Unauthenticated,
             "oauth_rejected",

@@ -9,6 +9,7 @@
 //!   `Permanent`, with a sanitised summary (DESIGN.md §2).
 //! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
 //!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)` (§3).
+//! - [`scrub`]: the one text sanitiser: decode, clean, remove secrets in any encoding.
 //! - [`policy`]: backoff with full jitter, the refresh schedule, restart intensity.
 //! - [`status`]: the on-disk status record and the state → status mapping (§4).
 //! - [`name`]: validated workload names (safe single path components).
@@ -19,6 +20,7 @@ pub mod classify;
 pub mod machine;
 pub mod name;
 pub mod policy;
+pub mod scrub;
 pub mod secret;
 pub mod status;
 pub mod time;

@@ -728,7 +728,9 @@ impl Machine {
                 WorkloadStatus::AuthRetrying,
                 format!(
                     "{}; retrying after {} transient failure(s) since {}",
-                    r.last.summary, r.failures, r.first_failure_at
+                    reason(&r.last),
+                    r.failures,
+                    r.first_failure_at
                 ),
             ),
             State::Refreshing {
@@ -749,7 +751,10 @@ impl Machine {
                 WorkloadStatus::AuthRetrying,
                 format!(
                     "{}; refresh failing transiently since {} ({} attempt(s)), next attempt at {}",
-                    retry.last.summary, retry.first_failure_at, retry.failures, next_attempt_at
+                    reason(&retry.last),
+                    retry.first_failure_at,
+                    retry.failures,
+                    next_attempt_at
                 ),
             ),
             State::Unauthenticated {
@@ -776,11 +781,41 @@ impl Machine {
                     humantime::format_duration(Duration::from_secs(
                         since.since(*first_failure_at).as_secs()
                     )),
-                    last.summary
+                    reason(last)
                 ),
             ),
             State::Stopped => (WorkloadStatus::Stopped, "stopped".to_owned()),
         }
+    }
+}
+
+/// A transient failure's summary for the status context; for a code that was not a verdict
+/// (`oauth_unknown_code`), followed by how to make it final.
+fn reason(f: &Failure) -> String {
+    match (f.kind, f.error_code.as_deref()) {
+        (FailureKind::OauthUnknownCode, Some(code)) => {
+            format!("{}; {}", f.summary, crate::classify::not_final_note(code))
+        }
+        (FailureKind::OauthUnknownCode, None)
+        | (
+            FailureKind::MalformedSuccess
+            | FailureKind::Redirect
+            | FailureKind::RateLimited
+            | FailureKind::RequestTimeout
+            | FailureKind::Server5xx
+            | FailureKind::OauthRetryable
+            | FailureKind::Infrastructure4xx
+            | FailureKind::UnexpectedStatus
+            | FailureKind::Connect
+            | FailureKind::Reset
+            | FailureKind::Dns
+            | FailureKind::Tls
+            | FailureKind::Timeout
+            | FailureKind::Eof
+            | FailureKind::Io
+            | FailureKind::OauthRejected,
+            _,
+        ) => f.summary.clone(),
     }
 }
 

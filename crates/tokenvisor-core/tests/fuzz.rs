@@ -605,6 +605,7 @@ fn render_outcome(shape: &OutcomeShape, secrets: &[String; 2]) -> RawOutcome {
                 status: *status,
                 retry_after: retry_after.clone(),
                 content_type: content_type.clone(),
+                rate_limit: Default::default(),
                 body,
                 truncated,
             })
@@ -789,6 +790,7 @@ proptest! {
             status,
             retry_after: None,
             content_type: None,
+            rate_limit: Default::default(),
             body: body.into_bytes(),
             truncated: false,
         });
@@ -870,6 +872,7 @@ proptest! {
             status,
             retry_after: None,
             content_type: Some("application/json".to_owned()),
+            rate_limit: Default::default(),
             body: body.clone().into_bytes(),
             truncated: false,
         });

@@ -105,6 +105,18 @@ pub enum Fault {
         /// The body size in bytes.
         bytes: usize,
     },
+    /// Any answer, as given: what a framework, a gateway or a vendor sends in its own shape
+    /// (Spring Boot's JSON 403, Slack's 200 `"ok":false`, GitHub's rate-limit headers).
+    Raw {
+        /// The HTTP status.
+        status: u16,
+        /// The `Content-Type` header, if any.
+        content_type: Option<String>,
+        /// Extra headers (name, value); invalid ones are skipped.
+        headers: Vec<(String, String)>,
+        /// The body.
+        body: String,
+    },
 }
 
 /// The kind of a [`Fault`], without its parameters (for counters).
@@ -142,11 +154,13 @@ pub enum FaultKind {
     Drop,
     /// [`Fault::HugeBody`].
     HugeBody,
+    /// [`Fault::Raw`].
+    Raw,
 }
 
 impl FaultKind {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 17] = [
         Self::HtmlForbidden,
         Self::JsonForbiddenNoError,
         Self::TooManyRequests,
@@ -163,6 +177,7 @@ impl FaultKind {
         Self::SlowBody,
         Self::Drop,
         Self::HugeBody,
+        Self::Raw,
     ];
 
     /// The snake_case name used in counters and in the admin JSON (`"kind"`).
@@ -184,6 +199,7 @@ impl FaultKind {
             Self::SlowBody => "slow_body",
             Self::Drop => "drop",
             Self::HugeBody => "huge_body",
+            Self::Raw => "raw",
         }
     }
 
@@ -212,6 +228,7 @@ impl Fault {
             Self::SlowBody { .. } => FaultKind::SlowBody,
             Self::Drop => FaultKind::Drop,
             Self::HugeBody { .. } => FaultKind::HugeBody,
+            Self::Raw { .. } => FaultKind::Raw,
         }
     }
 }
@@ -246,7 +263,8 @@ pub enum Times {
 /// `client` absent means global; `times` absent means always. `fault.kind` is a
 /// [`FaultKind::as_str`] name; parameters: `retry_after` (seconds, `{"date": "<HTTP-date>"}` or
 /// `{"date_in_secs": N}`), `status`, `code`, `ms` (delay), `chunk_bytes` and `interval_ms`
-/// (slow body), `bytes` (huge body), `slow_down_body`.
+/// (slow body), `bytes` (huge body), `slow_down_body`, and for `raw`: `content_type`,
+/// `headers` (`[["name", "value"], …]`) and `body`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultCommand {
     /// Where it applies.
@@ -404,6 +422,16 @@ enum FaultDto {
         #[serde(default = "default_huge")]
         bytes: usize,
     },
+    Raw {
+        #[serde(default = "default_400")]
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content_type: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<(String, String)>,
+        #[serde(default)]
+        body: String,
+    },
 }
 
 impl FaultDto {
@@ -440,6 +468,17 @@ impl FaultDto {
             },
             Self::Drop => Fault::Drop,
             Self::HugeBody { status, bytes } => Fault::HugeBody { status, bytes },
+            Self::Raw {
+                status,
+                content_type,
+                headers,
+                body,
+            } => Fault::Raw {
+                status,
+                content_type,
+                headers,
+                body,
+            },
         })
     }
 
@@ -485,6 +524,17 @@ impl FaultDto {
             Fault::HugeBody { status, bytes } => Self::HugeBody {
                 status: *status,
                 bytes: *bytes,
+            },
+            Fault::Raw {
+                status,
+                content_type,
+                headers,
+                body,
+            } => Self::Raw {
+                status: *status,
+                content_type: content_type.clone(),
+                headers: headers.clone(),
+                body: body.clone(),
             },
         }
     }

@@ -611,6 +611,28 @@ fn fault_action(shared: &Shared, fault: Fault) -> FaultAction {
         },
         Fault::Drop => FaultAction::Drop,
         Fault::HugeBody { status, bytes } => respond(html(status_code(status), huge_page(bytes))),
+        Fault::Raw {
+            status,
+            content_type,
+            headers,
+            body,
+        } => {
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = status_code(status);
+            let extra = content_type
+                .map(|ct| ("content-type".to_owned(), ct))
+                .into_iter()
+                .chain(headers);
+            for (name, value) in extra {
+                if let (Ok(name), Ok(value)) = (
+                    header::HeaderName::try_from(name),
+                    HeaderValue::try_from(value),
+                ) {
+                    resp.headers_mut().append(name, value);
+                }
+            }
+            respond(resp)
+        }
     }
 }
 

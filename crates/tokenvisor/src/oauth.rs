@@ -5,7 +5,8 @@
 //! [`oauth2::AsyncHttpClient`] sends it. That client never hands a response back to oauth2:
 //! oauth2 5 throws away the status code and every header of an error answer
 //! (reference/crates.md §2), so the client captures the answer — status, `Retry-After`,
-//! `Content-Type` and at most [`BODY_LIMIT`] bytes of the body — and returns it to us *as
+//! `Content-Type`, the rate-limit headers (`X-RateLimit-*` / `X-Rate-Limit-*`, IETF
+//! `RateLimit*`) and at most [`BODY_LIMIT`] bytes of the body — and returns it to us *as
 //! its error*. The lenient classifier in `tokenvisor-core` judges it afterwards.
 //!
 //! Guarantees:
@@ -16,7 +17,8 @@
 //!   headers and body; the connect deadline ([`ExchangeRequest::connect_timeout`]) is a
 //!   client setting in reqwest, so one client is kept per distinct connect timeout;
 //! - transport failures become [`RawOutcome::Transport`] with a [`TransportKind`] and a short
-//!   detail that contains no secret, no body and no URL query string;
+//!   detail that contains no secret (scrubbed by [`tokenvisor_core::scrub`], in any encoding),
+//!   no body and no URL query string;
 //! - logging (debug level) carries the status, the URL without its query and the elapsed
 //!   time, never a body or a secret.
 
@@ -32,7 +34,8 @@ use std::time::Duration;
 use oauth2::basic::BasicClient;
 use oauth2::{AuthType, ClientId, ClientSecret, RefreshToken, RequestTokenError, Scope, TokenUrl};
 use tokenvisor_core::classify::BODY_LIMIT;
-use tokenvisor_core::{HttpAnswer, RawOutcome, TransportKind};
+use tokenvisor_core::classify::RateLimitHeaders;
+use tokenvisor_core::{HttpAnswer, RawOutcome, Secret, TransportKind};
 
 use crate::spec::AuthMethod;
 use crate::transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};
@@ -221,11 +224,7 @@ impl Transport for HttpTransport {
                 }
             };
             let deadline = req.timeout;
-            let secrets: Vec<String> = req
-                .secrets()
-                .into_iter()
-                .map(|s| s.expose().to_owned())
-                .collect();
+            let secrets = req.secrets();
             let outcome = match tokio::time::timeout(deadline, exchange(client, &req)).await {
                 Ok(outcome) => outcome,
                 Err(_elapsed) => RawOutcome::Transport {
@@ -364,6 +363,19 @@ async fn send(client: &reqwest::Client, request: oauth2::HttpRequest) -> RawOutc
     };
     let retry_after = header(reqwest::header::RETRY_AFTER);
     let content_type = header(reqwest::header::CONTENT_TYPE);
+    let either = |a: &'static str, b: &'static str| {
+        header(reqwest::header::HeaderName::from_static(a))
+            .or_else(|| header(reqwest::header::HeaderName::from_static(b)))
+    };
+    let rate_limit = RateLimitHeaders {
+        reset: either("x-ratelimit-reset", "x-rate-limit-reset"),
+        remaining: either("x-ratelimit-remaining", "x-rate-limit-remaining"),
+        ietf: header(reqwest::header::HeaderName::from_static("ratelimit")),
+        ietf_reset: header(reqwest::header::HeaderName::from_static("ratelimit-reset")),
+        ietf_remaining: header(reqwest::header::HeaderName::from_static(
+            "ratelimit-remaining",
+        )),
+    };
     let expected = response
         .content_length()
         .and_then(|n| usize::try_from(n).ok())
@@ -410,6 +422,7 @@ async fn send(client: &reqwest::Client, request: oauth2::HttpRequest) -> RawOutc
         status,
         retry_after,
         content_type,
+        rate_limit,
         body,
         truncated,
     })
@@ -562,16 +575,17 @@ fn redacted_url(url: &reqwest::Url) -> String {
     url.to_string()
 }
 
-/// Replaces any secret of the request that appears in a transport detail.
-fn scrub_outcome(outcome: RawOutcome, secrets: &[String]) -> RawOutcome {
+/// Removes any secret of the request from a transport detail, in any encoding or case
+/// (the core's one sanitiser, [`tokenvisor_core::scrub`]). A response is left for the
+/// classifier, which scrubs what it quotes.
+fn scrub_outcome(outcome: RawOutcome, secrets: &[Secret]) -> RawOutcome {
     match outcome {
-        RawOutcome::Transport { kind, mut detail } => {
-            for secret in secrets.iter().filter(|s| s.len() >= 4) {
-                if detail.contains(secret.as_str()) {
-                    detail = detail.replace(secret.as_str(), "…");
-                }
+        RawOutcome::Transport { kind, detail } => {
+            let secrets: Vec<&Secret> = secrets.iter().collect();
+            RawOutcome::Transport {
+                kind,
+                detail: tokenvisor_core::scrub::scrub(&detail, &secrets),
             }
-            RawOutcome::Transport { kind, detail }
         }
         response @ RawOutcome::Response(_) => response,
     }
@@ -679,15 +693,24 @@ mod tests {
 
     #[test]
     fn secrets_are_scrubbed_from_details() {
-        let outcome = RawOutcome::Transport {
-            kind: TransportKind::Io,
-            detail: "oops hunter2-secret here".to_owned(),
-        };
-        let RawOutcome::Transport { detail, .. } =
-            scrub_outcome(outcome, &["hunter2-secret".to_owned()])
-        else {
-            panic!("changed variant");
-        };
-        assert_eq!(detail, "oops … here");
+        for echo in [
+            "hunter2-secret",
+            "HUNTER2-SECRET",
+            "hunter2%2Dsecret",
+            "hunter2&#45;secret",
+            "hunter2\\u002dsecret",
+            "hunter2-se",
+        ] {
+            let outcome = RawOutcome::Transport {
+                kind: TransportKind::Io,
+                detail: format!("oops {echo} here"),
+            };
+            let RawOutcome::Transport { detail, .. } =
+                scrub_outcome(outcome, &[Secret::from("hunter2-secret")])
+            else {
+                panic!("changed variant");
+            };
+            assert_eq!(detail, "oops … here", "{echo}");
+        }
     }
 }

@@ -219,6 +219,7 @@ fn render(reply: FakeReply, serial: u64) -> ReplyStep {
                 status: 200,
                 retry_after: None,
                 content_type: Some("application/json".into()),
+                rate_limit: Default::default(),
                 body: body.into_bytes(),
                 truncated: false,
             }))
@@ -232,6 +233,7 @@ fn render(reply: FakeReply, serial: u64) -> ReplyStep {
             status,
             retry_after,
             content_type,
+            rate_limit: Default::default(),
             body: body.into_bytes(),
             truncated: false,
         })),

@@ -525,3 +525,66 @@ async fn an_echoed_basic_authorization_header_is_scrubbed_from_the_summary() {
     );
     assert!(failure.summary.contains("Basic …"), "{}", failure.summary);
 }
+
+/// Vendor and IETF rate-limit headers reach the classifier raw (either spelling of the vendor
+/// header), and a 429 carrying `X-RateLimit-Reset` as epoch seconds becomes a hold.
+#[tokio::test]
+async fn rate_limit_headers_are_captured_and_become_a_hold() {
+    let idp = idp().await;
+    let now = Timestamp::from_millis(1_790_000_000_000);
+    let headers = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    idp.set_fault(
+        FaultScope::Global,
+        Fault::Raw {
+            status: 429,
+            content_type: Some("application/json".into()),
+            headers: headers(&[
+                ("X-RateLimit-Reset", "1790000042"),
+                ("X-RateLimit-Remaining", "0"),
+                ("RateLimit", "limit=10, remaining=0, reset=7"),
+                ("RateLimit-Reset", "7"),
+                ("RateLimit-Remaining", "0"),
+            ]),
+            body: r#"{"message":"API rate limit exceeded"}"#.into(),
+        },
+        Times::Next(1),
+    );
+    let req = request(&idp.token_url(), AuthMethod::Basic, refresh_grant(&idp));
+    let outcome = exchange(&req).await;
+    let a = answer(outcome.clone());
+    assert_eq!(a.status, 429);
+    assert_eq!(a.rate_limit.reset.as_deref(), Some("1790000042"));
+    assert_eq!(a.rate_limit.remaining.as_deref(), Some("0"));
+    assert_eq!(
+        a.rate_limit.ietf.as_deref(),
+        Some("limit=10, remaining=0, reset=7")
+    );
+    assert_eq!(a.rate_limit.ietf_reset.as_deref(), Some("7"));
+    assert_eq!(a.rate_limit.ietf_remaining.as_deref(), Some("0"));
+    let v = classify(&outcome, now, &ClassifyPolicy::default(), &[]);
+    let f = v.failure().expect("a failure");
+    assert_eq!(f.retry_after, Some(Duration::from_secs(42)), "{f:?}");
+
+    // Okta's spelling.
+    idp.set_fault(
+        FaultScope::Global,
+        Fault::Raw {
+            status: 429,
+            content_type: None,
+            headers: headers(&[
+                ("X-Rate-Limit-Reset", "1790000030"),
+                ("X-Rate-Limit-Remaining", "0"),
+            ]),
+            body: String::new(),
+        },
+        Times::Next(1),
+    );
+    let a = answer(exchange(&req).await);
+    assert_eq!(a.rate_limit.reset.as_deref(), Some("1790000030"));
+    assert_eq!(a.rate_limit.remaining.as_deref(), Some("0"));
+}

@@ -95,6 +95,7 @@ fn raw(src: Src, retry_after: Option<&str>, content_type: Option<&str>, body: &[
             status,
             retry_after: retry_after.map(str::to_owned),
             content_type: content_type.map(str::to_owned),
+            rate_limit: Default::default(),
             body: body.to_vec(),
             truncated: false,
         }),
@@ -110,6 +111,7 @@ fn answer(status: u16, content_type: Option<&str>, body: impl Into<Vec<u8>>) -> 
         status,
         retry_after: None,
         content_type: content_type.map(str::to_owned),
+        rate_limit: Default::default(),
         body: body.into(),
         truncated: false,
     })
@@ -233,8 +235,9 @@ fn rows() -> Vec<Row> {
         row("D1 expires_in as string", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok","token_type":"Bearer","expires_in":"3600"}"#, OK, None, None, None),
         row("D1 token_type lower case", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok","token_type":"bearer","expires_in":3600}"#, OK, None, None, None),
         row("D1 expires_in missing", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok"}"#, OK, None, None, None),
-        row("D2 200 JSON invalid_grant", h(200), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"expired"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
-        row("D2 200 form invalid_grant", h(200), NO_RA, FORM, "error=invalid_grant&error_description=expired", PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        // A 2xx with a code is not a verdict unless a vendor row says so (GitHub, Slack).
+        row("D2 200 JSON invalid_grant", h(200), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"expired"}"#, TR, Some(K::OauthUnknownCode), Some("invalid_grant"), None),
+        row("D2 200 form invalid_grant", h(200), NO_RA, FORM, "error=invalid_grant&error_description=expired", TR, Some(K::OauthUnknownCode), Some("invalid_grant"), None),
         row("D2 200 JSON temporarily_unavailable", h(200), NO_RA, JSON, r#"{"error":"temporarily_unavailable"}"#, TR, Some(K::OauthRetryable), Some("temporarily_unavailable"), None),
         row("D2 200 form server_error", h(200), NO_RA, TEXT, "error=server_error", TR, Some(K::OauthRetryable), Some("server_error"), None),
         row("D3 200 HTML login page", h(200), NO_RA, HTML, LOGIN_HTML, TR, Some(K::MalformedSuccess), None, None),
@@ -258,8 +261,10 @@ fn rows() -> Vec<Row> {
         row("D7 400 unauthorized_client", h(400), NO_RA, JSON, r#"{"error":"unauthorized_client"}"#, PE, Some(K::OauthRejected), Some("unauthorized_client"), None),
         row("D7 400 unsupported_grant_type", h(400), NO_RA, JSON, r#"{"error":"unsupported_grant_type"}"#, PE, Some(K::OauthRejected), Some("unsupported_grant_type"), None),
         row("D7 400 invalid_scope", h(400), NO_RA, JSON, r#"{"error":"invalid_scope"}"#, PE, Some(K::OauthRejected), Some("invalid_scope"), None),
-        row("D7 400 invalid_request", h(400), NO_RA, JSON, r#"{"error":"invalid_request"}"#, PE, Some(K::OauthRejected), Some("invalid_request"), None),
-        row("D7 400 vendor code", h(400), NO_RA, JSON, r#"{"error":"account_locked"}"#, PE, Some(K::OauthRejected), Some("account_locked"), None),
+        row("D7 400 invalid_target", h(400), NO_RA, JSON, r#"{"error":"invalid_target"}"#, PE, Some(K::OauthRejected), Some("invalid_target"), None),
+        // Registered codes that do not judge the grant, and unknown codes: transient.
+        row("D7 400 invalid_request", h(400), NO_RA, JSON, r#"{"error":"invalid_request"}"#, TR, Some(K::OauthUnknownCode), Some("invalid_request"), None),
+        row("D7 400 vendor code", h(400), NO_RA, JSON, r#"{"error":"account_locked"}"#, TR, Some(K::OauthUnknownCode), Some("account_locked"), None),
         row("D8 403 HTML", h(403), NO_RA, HTML, WAF_HTML, TR, Some(K::Infrastructure4xx), None, None),
         row("D8 401 empty", h(401), NO_RA, NO_CT, "", TR, Some(K::Infrastructure4xx), None, None),
         row("D8 400 JSON without error", h(400), NO_RA, JSON, r#"{"message":"Bad Request"}"#, TR, Some(K::Infrastructure4xx), None, None),
@@ -343,7 +348,7 @@ fn rows() -> Vec<Row> {
         row("GAP 400 form-encoded error", h(400), NO_RA, FORM, "error=invalid_grant&error_description=bad+token", PE, Some(K::OauthRejected), Some("invalid_grant"), None),
         row("GAP 400 form error, text/plain", h(400), NO_RA, TEXT, "error=invalid_client", PE, Some(K::OauthRejected), Some("invalid_client"), None),
         row("GAP 200 JSON server_error", h(200), NO_RA, JSON, r#"{"error":"server_error"}"#, TR, Some(K::OauthRetryable), Some("server_error"), None),
-        row("GAP 200 JSON invalid_client", h(200), NO_RA, JSON, r#"{"error":"invalid_client"}"#, PE, Some(K::OauthRejected), Some("invalid_client"), None),
+        row("GAP 200 JSON invalid_client", h(200), NO_RA, JSON, r#"{"error":"invalid_client"}"#, TR, Some(K::OauthUnknownCode), Some("invalid_client"), None),
         row("GAP 100", h(100), NO_RA, NO_CT, "", TR, Some(K::UnexpectedStatus), None, None),
         row("GAP 101", h(101), NO_RA, NO_CT, "", TR, Some(K::UnexpectedStatus), None, None),
         row("GAP 600", h(600), NO_RA, NO_CT, "", TR, Some(K::UnexpectedStatus), None, None),
@@ -354,8 +359,12 @@ fn rows() -> Vec<Row> {
         row("GAP 400 JSON with invalid UTF-8", h(400), NO_RA, JSON, b"{\"error\":\"invalid_grant\xff\"}".as_slice(), TR, Some(K::Infrastructure4xx), None, None),
         row("GAP 400 BOM + JSON", h(400), NO_RA, JSON, b"\xEF\xBB\xBF{\"error\":\"invalid_grant\"}".as_slice(), PE, Some(K::OauthRejected), Some("invalid_grant"), None),
         row("GAP 200 BOM + JSON token", h(200), NO_RA, JSON, b"\xEF\xBB\xBF{\"access_token\":\"MARKERtok\"}".as_slice(), OK, None, None, None),
-        // ── Content type decides nothing: parse, then judge.
-        row("CT JSON labelled text/html", h(400), NO_RA, HTML, r#"{"error":"invalid_grant"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        // ── Content type: the body is parsed whatever the label, but a body labelled HTML or
+        //    XML is a page for people, never a verdict.
+        row("CT JSON labelled text/html", h(400), NO_RA, HTML, r#"{"error":"invalid_grant"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("CT JSON labelled XML", h(400), NO_RA, Some("application/xml"), r#"{"error":"invalid_grant"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("CT JSON labelled text/plain", h(400), NO_RA, TEXT, r#"{"error":"invalid_grant"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("CT JSON without a content type", h(400), NO_RA, NO_CT, r#"{"error":"invalid_grant"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
         row("CT JSON with charset", h(400), NO_RA, JSON_UTF8, r#"  {"error":"invalid_grant"}  "#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
         row("CT HTML labelled JSON", h(403), NO_RA, JSON, WAF_HTML, TR, Some(K::Infrastructure4xx), None, None),
         row("CT token labelled text/html", h(200), NO_RA, HTML, r#"{"access_token":"MARKERtok"}"#, OK, None, None, None),
@@ -371,6 +380,108 @@ fn rows() -> Vec<Row> {
         row("RA 403 WAF with Retry-After", h(403), Some("60"), HTML, WAF_HTML, TR, Some(K::Infrastructure4xx), None, Some(60)),
         row("RA 400 invalid_grant with Retry-After", h(400), Some("60"), JSON, r#"{"error":"invalid_grant"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), Some(60)),
         row("RA 302 with Retry-After", h(302), Some("10"), NO_CT, "", TR, Some(K::Redirect), None, Some(10)),
+        // ── Trust §1: framework and gateway bodies are not verdicts.
+        row("TR Spring Boot 403", h(403), NO_RA, JSON, r#"{"timestamp":"2026-09-21T14:13:20.000+00:00","status":403,"error":"Forbidden","path":"/oauth2/token"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR Spring Boot 401 with message and trace", h(401), NO_RA, JSON, r#"{"timestamp":"2026-09-21T14:13:20Z","status":401,"error":"Unauthorized","message":"Full authentication is required","trace":"at org.springframework…","path":"/oauth2/token"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR Spring Boot envelope with a snake_case error", h(400), NO_RA, JSON, r#"{"timestamp":"2026-09-21T14:13:20Z","status":400,"error":"invalid_grant","path":"/oauth2/token"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR 404 Not Found", h(404), NO_RA, JSON, r#"{"error":"Not Found"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR 401 Unauthorized", h(401), NO_RA, JSON, r#"{"error":"Unauthorized"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR 403 Forbidden", h(403), NO_RA, JSON, r#"{"error":"Forbidden"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR 200 portal Access denied", h(200), NO_RA, JSON, r#"{"error":"Access denied"}"#, TR, Some(K::MalformedSuccess), None, None),
+        row("TR 200 portal access_denied", h(200), NO_RA, JSON, r#"{"error":"access_denied"}"#, TR, Some(K::OauthUnknownCode), Some("access_denied"), None),
+        row("TR RFC 9457 problem details", h(400), NO_RA, Some("application/problem+json"), r#"{"type":"about:blank","title":"Bad Request","status":400,"error":"invalid_grant"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR ASP.NET statusCode", h(401), NO_RA, JSON, r#"{"statusCode":401,"error":"invalid_client"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR Express exception", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","exception":"TypeError"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR form envelope", h(400), NO_RA, FORM, "status=400&error=invalid_grant", TR, Some(K::Infrastructure4xx), None, None),
+        row("TR code with a hyphen", h(400), NO_RA, JSON, r#"{"error":"invalid-grant"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR code with a space", h(400), NO_RA, JSON, r#"{"error":"invalid grant"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR code starting with a digit", h(400), NO_RA, JSON, r#"{"error":"4xx_error"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("TR lower-case gateway word", h(403), NO_RA, JSON, r#"{"error":"forbidden"}"#, TR, Some(K::OauthUnknownCode), Some("forbidden"), None),
+        // ── Registered codes, each decided (docs/ARCHITECTURE.md, Decisions).
+        row("TR 400 invalid_token (resource server)", h(400), NO_RA, JSON, r#"{"error":"invalid_token"}"#, TR, Some(K::OauthUnknownCode), Some("invalid_token"), None),
+        row("TR 403 insufficient_scope (resource server)", h(403), NO_RA, JSON, r#"{"error":"insufficient_scope"}"#, TR, Some(K::OauthUnknownCode), Some("insufficient_scope"), None),
+        row("TR 400 access_denied (authorization endpoint)", h(400), NO_RA, JSON, r#"{"error":"access_denied"}"#, TR, Some(K::OauthUnknownCode), Some("access_denied"), None),
+        row("TR 400 invalid_dpop_proof", h(400), NO_RA, JSON, r#"{"error":"invalid_dpop_proof"}"#, TR, Some(K::OauthUnknownCode), Some("invalid_dpop_proof"), None),
+        row("TR 400 expired_token (device flow)", h(400), NO_RA, JSON, r#"{"error":"expired_token"}"#, TR, Some(K::OauthUnknownCode), Some("expired_token"), None),
+        row("TR 400 authorization_pending", h(400), NO_RA, JSON, r#"{"error":"authorization_pending"}"#, TR, Some(K::OauthUnknownCode), Some("authorization_pending"), None),
+        row("TR 403 invalid_grant", h(403), NO_RA, JSON, r#"{"error":"invalid_grant"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("TR 404 invalid_grant (not a token endpoint status)", h(404), NO_RA, JSON, r#"{"error":"invalid_grant"}"#, TR, Some(K::OauthUnknownCode), Some("invalid_grant"), None),
+        row("TR 409 invalid_client", h(409), NO_RA, JSON, r#"{"error":"invalid_client"}"#, TR, Some(K::OauthUnknownCode), Some("invalid_client"), None),
+        row("TR 401 unsupported_grant_type", h(401), NO_RA, JSON, r#"{"error":"unsupported_grant_type"}"#, PE, Some(K::OauthRejected), Some("unsupported_grant_type"), None),
+        row("TR 400 invalid_scope form", h(400), NO_RA, FORM, "error=invalid_scope", PE, Some(K::OauthRejected), Some("invalid_scope"), None),
+        // The registered retryable codes stay transient on every status that has a body verdict.
+        row("TR 401 temporarily_unavailable", h(401), NO_RA, JSON, r#"{"error":"temporarily_unavailable"}"#, TR, Some(K::OauthRetryable), Some("temporarily_unavailable"), None),
+        row("TR 403 server_error", h(403), NO_RA, JSON, r#"{"error":"server_error"}"#, TR, Some(K::OauthRetryable), Some("server_error"), None),
+        row("TR 200 slow_down", h(200), NO_RA, JSON, r#"{"error":"slow_down"}"#, TR, Some(K::OauthRetryable), Some("slow_down"), None),
+        row("TR 200 use_dpop_nonce", h(200), NO_RA, JSON, r#"{"error":"use_dpop_nonce"}"#, TR, Some(K::OauthRetryable), Some("use_dpop_nonce"), None),
+        row("TR 401 use_dpop_nonce", h(401), NO_RA, JSON, r#"{"error":"use_dpop_nonce"}"#, TR, Some(K::OauthRetryable), Some("use_dpop_nonce"), None),
+        // ── Vendors, in their own shapes.
+        // GitHub: 200 with the RFC shape, its own codes.
+        // https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/refreshing-user-access-tokens
+        // https://docs.github.com/en/apps/oauth-apps/maintaining-oauth-apps/troubleshooting-oauth-app-access-token-request-errors
+        row("V GitHub 200 bad_refresh_token", h(200), NO_RA, JSON, r#"{"error":"bad_refresh_token","error_description":"The refresh token passed is incorrect or expired.","error_uri":"https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors"}"#, PE, Some(K::OauthRejected), Some("bad_refresh_token"), None),
+        row("V GitHub 200 incorrect_client_credentials", h(200), NO_RA, JSON, r#"{"error":"incorrect_client_credentials","error_description":"The client_id and/or client_secret passed are incorrect.","error_uri":"https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#incorrect-client-credentials"}"#, PE, Some(K::OauthRejected), Some("incorrect_client_credentials"), None),
+        row("V GitHub 200 form bad_refresh_token", h(200), NO_RA, FORM, "error=bad_refresh_token&error_description=The+refresh+token+passed+is+incorrect+or+expired.", PE, Some(K::OauthRejected), Some("bad_refresh_token"), None),
+        row("V GitHub 400 bad_refresh_token", h(400), NO_RA, JSON, r#"{"error":"bad_refresh_token"}"#, PE, Some(K::OauthRejected), Some("bad_refresh_token"), None),
+        row("V GitHub 200 other code", h(200), NO_RA, JSON, r#"{"error":"unverified_user_email"}"#, TR, Some(K::OauthUnknownCode), Some("unverified_user_email"), None),
+        // Slack: 200 with "ok": false. https://api.slack.com/methods/oauth.v2.access
+        row("V Slack invalid_refresh_token", h(200), NO_RA, JSON, r#"{"ok":false,"error":"invalid_refresh_token"}"#, PE, Some(K::OauthRejected), Some("invalid_refresh_token"), None),
+        row("V Slack token_revoked", h(200), NO_RA, JSON, r#"{"ok":false,"error":"token_revoked"}"#, PE, Some(K::OauthRejected), Some("token_revoked"), None),
+        row("V Slack token_expired", h(200), NO_RA, JSON, r#"{"ok":false,"error":"token_expired"}"#, PE, Some(K::OauthRejected), Some("token_expired"), None),
+        row("V Slack invalid_client_id", h(200), NO_RA, JSON, r#"{"ok":false,"error":"invalid_client_id"}"#, PE, Some(K::OauthRejected), Some("invalid_client_id"), None),
+        row("V Slack bad_client_secret", h(200), NO_RA, JSON, r#"{"ok":false,"error":"bad_client_secret"}"#, PE, Some(K::OauthRejected), Some("bad_client_secret"), None),
+        row("V Slack invalid_grant_type", h(200), NO_RA, JSON, r#"{"ok":false,"error":"invalid_grant_type"}"#, PE, Some(K::OauthRejected), Some("invalid_grant_type"), None),
+        row("V Slack ok:false invalid_grant", h(200), NO_RA, JSON, r#"{"ok":false,"error":"invalid_grant","warning":"superfluous_charset"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Slack shape without ok:false", h(200), NO_RA, JSON, r#"{"error":"token_revoked"}"#, TR, Some(K::OauthUnknownCode), Some("token_revoked"), None),
+        row("V Slack ok:\"false\" (a string)", h(200), NO_RA, JSON, r#"{"ok":"false","error":"token_revoked"}"#, TR, Some(K::OauthUnknownCode), Some("token_revoked"), None),
+        row("V Slack ratelimited", h(200), NO_RA, JSON, r#"{"ok":false,"error":"ratelimited"}"#, TR, Some(K::OauthUnknownCode), Some("ratelimited"), None),
+        row("V Slack code on a 400 (not Slack's shape)", h(400), NO_RA, JSON, r#"{"ok":false,"error":"token_revoked"}"#, TR, Some(K::OauthUnknownCode), Some("token_revoked"), None),
+        // Google. https://developers.google.com/identity/protocols/oauth2#expiration,
+        // https://github.com/googleapis/google-api-nodejs-client/issues/1256 (deleted_client)
+        row("V Google invalid_grant", h(400), NO_RA, JSON_UTF8, "{\n  \"error\": \"invalid_grant\",\n  \"error_description\": \"Token has been expired or revoked.\"\n}", PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Google deleted_client", h(401), NO_RA, JSON_UTF8, r#"{"error":"deleted_client","error_description":"The OAuth client was deleted."}"#, PE, Some(K::OauthRejected), Some("deleted_client"), None),
+        row("V Google invalid_client", h(401), NO_RA, JSON_UTF8, r#"{"error":"invalid_client","error_description":"The OAuth client was not found."}"#, PE, Some(K::OauthRejected), Some("invalid_client"), None),
+        // Salesforce. https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_flow_errors.htm
+        row("V Salesforce expired refresh token", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"expired access/refresh token"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Salesforce invalid_client_id", h(400), NO_RA, JSON, r#"{"error":"invalid_client_id","error_description":"client identifier invalid"}"#, PE, Some(K::OauthRejected), Some("invalid_client_id"), None),
+        row("V Salesforce inactive_user", h(400), NO_RA, JSON, r#"{"error":"inactive_user","error_description":"user is inactive"}"#, PE, Some(K::OauthRejected), Some("inactive_user"), None),
+        row("V Salesforce inactive_org", h(400), NO_RA, JSON, r#"{"error":"inactive_org","error_description":"organization is locked"}"#, PE, Some(K::OauthRejected), Some("inactive_org"), None),
+        row("V Salesforce rate_limit_exceeded", h(400), NO_RA, JSON, r#"{"error":"rate_limit_exceeded","error_description":"ip/user rate limit exceeded"}"#, TR, Some(K::OauthRetryable), Some("rate_limit_exceeded"), None),
+        row("V Salesforce inactive_user on a 200 (no row)", h(200), NO_RA, JSON, r#"{"error":"inactive_user"}"#, TR, Some(K::OauthUnknownCode), Some("inactive_user"), None),
+        // Microsoft Entra ID. https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes
+        row("V Microsoft AADSTS700082 refresh token expired", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"AADSTS700082: The refresh token has expired due to inactivity.","error_codes":[700082],"timestamp":"2026-09-21 14:13:20Z","trace_id":"0000aaaa","correlation_id":"aaaa0000","error_uri":"https://login.microsoftonline.com/error?code=700082"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Microsoft AADSTS70000", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"AADSTS70000: Provided grant is invalid or malformed.","error_codes":[70000]}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Microsoft AADSTS50173", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"AADSTS50173: The provided grant has expired due to it being revoked.","error_codes":[50173]}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Microsoft AADSTS7000215 bad secret", h(401), NO_RA, JSON, r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}"#, PE, Some(K::OauthRejected), Some("invalid_client"), None),
+        row("V Microsoft AADSTS50196 loop detected", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"AADSTS50196: The server terminated an operation because it encountered a client request loop.","error_codes":[50196]}"#, TR, Some(K::OauthRetryable), Some("invalid_grant"), None),
+        row("V Microsoft AADSTS90033 transient", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"AADSTS90033: A transient error has occurred. Please try again.","error_codes":[90033]}"#, TR, Some(K::OauthRetryable), Some("invalid_grant"), None),
+        row("V Microsoft AADSTS90055 throttled", h(400), NO_RA, JSON, r#"{"error":"invalid_request","error_codes":[90055]}"#, TR, Some(K::OauthRetryable), Some("invalid_request"), None),
+        row("V Microsoft sub-code as a string", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_codes":["90006"]}"#, TR, Some(K::OauthRetryable), Some("invalid_grant"), None),
+        // Okta. https://developer.okta.com/docs/reference/api/oidc/#response-properties-2
+        row("V Okta invalid_grant", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"The refresh token is invalid or expired."}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Okta invalid_client", h(401), NO_RA, JSON, r#"{"error":"invalid_client","error_description":"The client secret supplied for a confidential client is invalid."}"#, PE, Some(K::OauthRejected), Some("invalid_client"), None),
+        // Auth0 answers invalid_grant with 403. https://auth0.com/docs/api/authentication#standard-error-responses
+        row("V Auth0 invalid_grant 403", h(403), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"Unknown or invalid refresh token."}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Auth0 unauthorized_client 403", h(403), NO_RA, JSON, r#"{"error":"unauthorized_client","error_description":"Grant type 'refresh_token' not allowed for the client."}"#, PE, Some(K::OauthRejected), Some("unauthorized_client"), None),
+        row("V Auth0 access_denied 401", h(401), NO_RA, JSON, r#"{"error":"access_denied","error_description":"Unauthorized"}"#, TR, Some(K::OauthUnknownCode), Some("access_denied"), None),
+        // Keycloak. https://github.com/keycloak/keycloak (TokenManager, RefreshTokenGrantType)
+        row("V Keycloak Token is not active", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"Token is not active"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Keycloak Session not active", h(400), NO_RA, JSON, r#"{"error":"invalid_grant","error_description":"Session not active"}"#, PE, Some(K::OauthRejected), Some("invalid_grant"), None),
+        row("V Keycloak unauthorized_client", h(401), NO_RA, JSON, r#"{"error":"unauthorized_client","error_description":"Invalid client or Invalid client credentials"}"#, PE, Some(K::OauthRejected), Some("unauthorized_client"), None),
+        // Zoom says a dead refresh token with invalid_request: transient unless listed.
+        row("V Zoom invalid_request", h(400), NO_RA, JSON, r#"{"reason":"Invalid Token!","error":"invalid_request"}"#, TR, Some(K::OauthUnknownCode), Some("invalid_request"), None),
+        // Twitch answers in a framework envelope: never a verdict.
+        row("V Twitch envelope", h(400), NO_RA, JSON, r#"{"status":400,"message":"Invalid refresh token"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("V Twitch envelope with error", h(400), NO_RA, JSON, r#"{"error":"Bad Request","status":400,"message":"Invalid refresh token"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        // ── A 2xx token with control characters is never served.
+        row("CR/LF in access_token", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok\r\nX-Evil: 1","expires_in":60}"#, TR, Some(K::MalformedSuccess), None, None),
+        row("LF in access_token", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok\nx"}"#, TR, Some(K::MalformedSuccess), None, None),
+        row("NUL in access_token", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok\u0000"}"#, TR, Some(K::MalformedSuccess), None, None),
+        row("TAB in access_token", h(200), NO_RA, JSON, r#"{"access_token":"MARKER\ttok"}"#, TR, Some(K::MalformedSuccess), None, None),
+        row("DEL in access_token", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok\u007f"}"#, TR, Some(K::MalformedSuccess), None, None),
+        row("C1 in access_token", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok\u0085"}"#, TR, Some(K::MalformedSuccess), None, None),
+        row("form CR/LF in access_token", h(200), NO_RA, FORM, "access_token=MARKERtok%0D%0AX-Evil%3A+1", TR, Some(K::MalformedSuccess), None, None),
+        row("non-ASCII access_token is still a token", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtoké"}"#, OK, None, None, None),
     ]
 }
 
@@ -492,8 +603,9 @@ fn the_grant_keeps_what_the_provider_sent() {
     assert_eq!(g.scope.as_deref(), Some("repo user"));
 }
 
-/// Pinned: a 2xx body that carries both a token and a structured `error` is judged by the
-/// error (the provider said something went wrong; the token is not trusted).
+/// Pinned: a 2xx body that carries both a token and an OAuth `error` is judged by the error
+/// (the provider said something went wrong; the token is not trusted) — transient, as every
+/// code on a 2xx without a vendor row.
 #[test]
 fn a_2xx_error_code_wins_over_a_token_in_the_same_body() {
     let v = run(&answer(
@@ -501,9 +613,13 @@ fn a_2xx_error_code_wins_over_a_token_in_the_same_body() {
         JSON,
         r#"{"access_token":"at","error":"invalid_grant"}"#,
     ));
-    assert!(matches!(v, Verdict::Permanent(_)), "{v:?}");
-    // …but an `error` that is not a structured code does not spoil a token.
+    assert!(
+        matches!(&v, Verdict::Transient(f) if f.kind == FailureKind::OauthUnknownCode),
+        "{v:?}"
+    );
+    // …but an `error` that is not an OAuth code does not spoil a token.
     for body in [
+        r#"{"access_token":"at","error":"Access denied"}"#,
         r#"{"access_token":"at","error":""}"#,
         r#"{"access_token":"at","error":null}"#,
         r#"{"access_token":"at","error":0}"#,
@@ -522,7 +638,7 @@ fn a_2xx_error_code_wins_over_a_token_in_the_same_body() {
 fn per_policy_codes_and_their_precedence() {
     let policy = ClassifyPolicy {
         transient_codes: vec!["invalid_grant".into(), "both_lists".into(), "vendor_busy".into()],
-        permanent_codes: vec!["server_error".into(), "both_lists".into(), "slow_down".into()],
+        permanent_codes: vec!["server_error".into(), "both_lists".into(), "slow_down".into(), "AccountLocked".into(), "account_locked".into()],
         ..ClassifyPolicy::default()
     };
     let rows = [
@@ -541,8 +657,14 @@ fn per_policy_codes_and_their_precedence() {
         // Unlisted codes keep the default rules.
         row("P invalid_client unlisted", h(401), NO_RA, JSON, r#"{"error":"invalid_client"}"#, PE, Some(K::OauthRejected), Some("invalid_client"), None),
         row("P temporarily_unavailable unlisted", h(400), NO_RA, JSON, r#"{"error":"temporarily_unavailable"}"#, TR, Some(K::OauthRetryable), Some("temporarily_unavailable"), None),
-        // Codes are compared exactly (case-sensitive, as RFC 6749 defines them).
-        row("P case differs", h(400), NO_RA, JSON, r#"{"error":"Invalid_Grant"}"#, PE, Some(K::OauthRejected), Some("Invalid_Grant"), None),
+        // Codes are compared exactly (case-sensitive, as RFC 6749 defines them), and a code
+        // that is not lower-case snake_case is no OAuth code at all…
+        row("P case differs", h(400), NO_RA, JSON, r#"{"error":"Invalid_Grant"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        // …unless the workload lists it.
+        row("P listed code in another case", h(400), NO_RA, JSON, r#"{"error":"AccountLocked"}"#, PE, Some(K::OauthRejected), Some("AccountLocked"), None),
+        // A listed code still needs the OAuth shape: a framework envelope is never a verdict.
+        row("P listed code in a Spring envelope", h(400), NO_RA, JSON, r#"{"status":400,"error":"account_locked","path":"/token"}"#, TR, Some(K::Infrastructure4xx), None, None),
+        row("P listed unknown code", h(400), NO_RA, JSON, r#"{"error":"account_locked"}"#, PE, Some(K::OauthRejected), Some("account_locked"), None),
     ];
     for r in &rows {
         check_with(r, &policy);
@@ -639,6 +761,7 @@ fn retry_after_uses_the_policy_maximum() {
         status: 429,
         retry_after: Some("900".into()),
         content_type: None,
+        rate_limit: Default::default(),
         body: Vec::new(),
         truncated: false,
     });
@@ -664,6 +787,7 @@ fn an_8_mib_page_cut_to_the_body_limit_is_an_infrastructure_4xx() {
         status: 403,
         retry_after: None,
         content_type: Some("text/html".into()),
+        rate_limit: Default::default(),
         body: full[..BODY_LIMIT].to_vec(),
         truncated: true,
     };
@@ -691,6 +815,7 @@ fn a_truncated_json_error_body_is_not_structured() {
         status: 400,
         retry_after: None,
         content_type: JSON.map(str::to_owned),
+        rate_limit: Default::default(),
         body,
         truncated: true,
     };
@@ -708,6 +833,7 @@ fn a_truncated_form_body_never_yields_a_token_or_a_code() {
         status: 200,
         retry_after: None,
         content_type: FORM.map(str::to_owned),
+        rate_limit: Default::default(),
         body,
         truncated: true,
     }));
@@ -722,6 +848,7 @@ fn a_truncated_form_body_never_yields_a_token_or_a_code() {
         status: 400,
         retry_after: None,
         content_type: FORM.map(str::to_owned),
+        rate_limit: Default::default(),
         body,
         truncated: true,
     }));
@@ -740,6 +867,7 @@ fn a_complete_json_token_is_accepted_even_when_flagged_truncated() {
         status: 200,
         retry_after: None,
         content_type: JSON.map(str::to_owned),
+        rate_limit: Default::default(),
         body,
         truncated: true,
     }));
@@ -941,7 +1069,24 @@ fn echoed_secrets_are_scrubbed_from_summaries() {
         let enc_lower = enc.to_lowercase();
         let json_slash = json_escaped(&raw_s).replace('/', "\\/");
         let json_plain = json_escaped(&raw_s);
-        for echo in [&raw_s, &enc, &enc_lower, &json_slash, &json_plain] {
+        let upper = raw_s.to_uppercase();
+        let html: String = raw_s.chars().map(|c| format!("&#{};", c as u32)).collect();
+        let json_u: String = raw_s
+            .chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect();
+        let prefix: String = raw_s.chars().take(10).collect();
+        for echo in [
+            &raw_s,
+            &enc,
+            &enc_lower,
+            &json_slash,
+            &json_plain,
+            &upper,
+            &html,
+            &json_u,
+            &prefix,
+        ] {
             // In an HTML page (excerpt and title), a JSON body without a code, a JSON
             // description, a form description, a transport detail, on 4xx and 5xx.
             outcomes.push(answer(
@@ -1052,6 +1197,7 @@ fn the_debug_form_of_an_answer_never_shows_the_body() {
         status: 200,
         retry_after: None,
         content_type: None,
+        rate_limit: Default::default(),
         body: b"{\"access_token\":\"MARKERtok\"}".to_vec(),
         truncated: false,
     };
@@ -1069,4 +1215,193 @@ fn excerpt_cuts_at_a_character_boundary_and_marks_the_cut() {
     assert_eq!(excerpt(b"  a \n\n b  "), "a b");
     assert_eq!(excerpt(b""), "");
     assert_eq!(excerpt(b"\xff\xfe"), "");
+}
+
+// ── Vendor rate-limit headers.
+
+/// `T0` in epoch seconds, for `X-RateLimit-Reset` values.
+const T0_SECS: u64 = 1_790_000_000;
+
+/// Which header a case sets.
+#[derive(Debug, Clone, Copy)]
+enum Rl {
+    Reset(&'static str),
+    Remaining(&'static str),
+    Ietf(&'static str),
+    IetfReset(&'static str),
+    IetfRemaining(&'static str),
+    RetryAfter(&'static str),
+}
+
+fn with_headers(status: u16, body: &str, headers: &[Rl]) -> RawOutcome {
+    let mut a = HttpAnswer {
+        status,
+        retry_after: None,
+        content_type: JSON.map(str::to_owned),
+        rate_limit: RateLimitHeaders::default(),
+        body: body.as_bytes().to_vec(),
+        truncated: false,
+    };
+    for h in headers {
+        let v = |s: &str| Some(s.to_owned());
+        match *h {
+            Rl::Reset(s) => a.rate_limit.reset = v(s),
+            Rl::Remaining(s) => a.rate_limit.remaining = v(s),
+            Rl::Ietf(s) => a.rate_limit.ietf = v(s),
+            Rl::IetfReset(s) => a.rate_limit.ietf_reset = v(s),
+            Rl::IetfRemaining(s) => a.rate_limit.ietf_remaining = v(s),
+            Rl::RetryAfter(s) => a.retry_after = v(s),
+        }
+    }
+    RawOutcome::Response(a)
+}
+
+/// `(name, status, headers, expected hold in seconds)`, with `max_retry_after` = 3600 and
+/// `now` = T0. Sources: GitHub documents epoch seconds
+/// (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api), so do
+/// Okta (`X-Rate-Limit-Reset`, https://developer.okta.com/docs/reference/rl-best-practices/)
+/// and Auth0 (https://auth0.com/docs/troubleshoot/customer-support/operational-policies/rate-limit-policy);
+/// the IETF fields are draft-ietf-httpapi-ratelimit-headers (-06 and earlier: `RateLimit-Reset`
+/// delta seconds; -07 dictionary `reset`; -08 on list items with `r` / `t`).
+#[test]
+#[rustfmt::skip]
+fn rate_limit_headers_become_holds() {
+    use Rl::*;
+    let epoch_60 = (T0_SECS + 60).to_string().leak() as &'static str;
+    let epoch_120 = (T0_SECS + 120).to_string().leak() as &'static str;
+    let epoch_7200 = (T0_SECS + 7200).to_string().leak() as &'static str;
+    let epoch_past = (T0_SECS - 60).to_string().leak() as &'static str;
+    let epoch_frac = format!("{}.2", T0_SECS + 60).leak() as &'static str;
+    let cases: Vec<(&str, u16, Vec<Rl>, Option<u64>)> = vec![
+        ("429 X-RateLimit-Reset epoch (GitHub)", 429, vec![Reset(epoch_60)], Some(60)),
+        ("429 X-Rate-Limit-Reset epoch (Okta)", 429, vec![Reset(epoch_120), Remaining("0")], Some(120)),
+        ("429 X-RateLimit-Reset delta", 429, vec![Reset("30")], Some(30)),
+        ("503 X-RateLimit-Reset delta", 503, vec![Reset("45")], Some(45)),
+        ("429 reset epoch in the past", 429, vec![Reset(epoch_past)], Some(0)),
+        ("429 reset epoch with a fraction", 429, vec![Reset(epoch_frac)], Some(61)),
+        ("429 reset delta with a fraction", 429, vec![Reset("1.5")], Some(2)),
+        ("429 reset delta padded", 429, vec![Reset("  30 ")], Some(30)),
+        ("429 reset RFC 3339 (Atlassian)", 429, vec![Reset("2026-09-21T14:14:20Z")], Some(60)),
+        ("429 reset beyond the max", 429, vec![Reset(epoch_7200)], Some(3600)),
+        ("429 reset overflowing", 429, vec![Reset("99999999999999999999999")], Some(3600)),
+        ("403 remaining 0 (GitHub secondary limit)", 403, vec![Reset(epoch_120), Remaining("0")], Some(120)),
+        ("403 remaining 5: no hold", 403, vec![Reset(epoch_120), Remaining("5")], None),
+        ("403 reset without remaining: no hold", 403, vec![Reset(epoch_120)], None),
+        ("400 invalid_grant with remaining 10: no hold", 400, vec![Reset("30"), Remaining("10")], None),
+        ("503 RateLimit-Reset", 503, vec![IetfReset("15")], Some(15)),
+        ("403 RateLimit-Remaining 0 + RateLimit-Reset", 403, vec![IetfReset("20"), IetfRemaining("0")], Some(20)),
+        ("403 RateLimit-Reset alone: no hold", 403, vec![IetfReset("20")], None),
+        ("429 RateLimit dictionary (-07)", 429, vec![Ietf("limit=10, remaining=0, reset=5")], Some(5)),
+        ("403 RateLimit dictionary spent", 403, vec![Ietf("limit=10, remaining=0, reset=7")], Some(7)),
+        ("403 RateLimit dictionary not spent: no hold", 403, vec![Ietf("limit=10, remaining=4, reset=7")], None),
+        ("429 RateLimit list (-08), one spent", 429, vec![Ietf("\"burst\";r=0;t=5, \"day\";r=100;t=3600")], Some(5)),
+        ("429 RateLimit list, none spent: the soonest", 429, vec![Ietf("\"burst\";r=3;t=9, \"day\";r=100;t=3600")], Some(9)),
+        ("403 RateLimit list, day spent: clamped", 403, vec![Ietf("\"day\";r=0;t=86400")], Some(3600)),
+        ("Retry-After wins over reset", 429, vec![RetryAfter("10"), Reset("60")], Some(10)),
+        ("garbage Retry-After falls back to reset", 429, vec![RetryAfter("soon"), Reset("60")], Some(60)),
+        ("the latest of several resets", 429, vec![Reset("30"), IetfReset("40")], Some(40)),
+        // Hostile values: ignored.
+        ("429 reset negative", 429, vec![Reset("-5")], None),
+        ("429 reset exponent", 429, vec![Reset("1e9")], None),
+        ("429 reset garbage", 429, vec![Reset("soon")], None),
+        ("429 reset empty", 429, vec![Reset("")], None),
+        ("429 reset bare dot", 429, vec![Reset("5.")], None),
+        ("429 reset hex", 429, vec![Reset("0x10")], None),
+        ("429 reset non-ASCII digits", 429, vec![Reset("\u{0661}\u{0662}")], None),
+        ("429 RateLimit-Reset negative", 429, vec![IetfReset("-1")], None),
+        ("429 RateLimit garbage", 429, vec![Ietf("x")], None),
+        ("429 RateLimit without reset", 429, vec![Ietf("limit=10, remaining=0")], None),
+        ("403 remaining garbage: no hold", 403, vec![Reset("30"), Remaining("none")], None),
+        ("429 RateLimit with a huge t", 429, vec![Ietf("\"a\";r=0;t=99999999999999999999")], Some(3600)),
+    ];
+    for (name, status, headers, want) in cases {
+        let body = if status == 400 { r#"{"error":"invalid_grant"}"# } else { "" };
+        let v = run(&with_headers(status, body, &headers));
+        let f = failure_of(&v);
+        assert_eq!(f.retry_after, want.map(secs), "{name}: {f:?}");
+    }
+}
+
+#[test]
+fn rate_limit_headers_use_the_policy_maximum_and_now() {
+    let policy = ClassifyPolicy {
+        max_retry_after: secs(300),
+        ..ClassifyPolicy::default()
+    };
+    let v = classify(
+        &with_headers(429, "", &[Rl::Reset("900")]),
+        T0,
+        &policy,
+        &[],
+    );
+    assert_eq!(failure_of(&v).retry_after, Some(secs(300)));
+    // Epoch resets are relative to the `now` given, at millisecond precision.
+    let now = T0.plus(Duration::from_millis(500));
+    let reset = (T0_SECS + 10).to_string();
+    assert_eq!(
+        parse_reset(&reset, now, secs(3600)),
+        Some(Duration::from_millis(9_500))
+    );
+    // The threshold: 10⁹ is a delta (clamped), above it an epoch.
+    assert_eq!(parse_reset("1000000000", T0, secs(3600)), Some(secs(3600)));
+    assert_eq!(parse_reset("1000000001", T0, secs(3600)), Some(secs(0)));
+}
+
+/// A 200 that carries rate-limit headers is a success; a hold needs a failure.
+#[test]
+fn a_success_with_rate_limit_headers_is_just_a_success() {
+    let v = run(&with_headers(
+        200,
+        r#"{"access_token":"at","expires_in":60}"#,
+        &[Rl::Reset("30"), Rl::Remaining("0")],
+    ));
+    assert!(matches!(v, Verdict::Success(_)), "{v:?}");
+}
+
+// ── Unknown codes: the note that tells the operator how to make them final.
+
+#[test]
+fn not_final_notes_name_the_code_and_permanent_codes() {
+    assert_eq!(
+        not_final_note("account_locked"),
+        "unknown error code \"account_locked\" treated as transient; add it to permanent_codes \
+         if it is final"
+    );
+    let n = not_final_note("invalid_request");
+    assert!(
+        n.starts_with("error code \"invalid_request\" is not final here")
+            && n.contains("permanent_codes"),
+        "{n}"
+    );
+    // A registered final code on a 2xx, too.
+    assert!(not_final_note("invalid_grant").contains("not final here"));
+    // Whatever reaches it is sanitised.
+    assert!(!not_final_note("a\u{1b}[31mb\nc").contains('\u{1b}'));
+}
+
+/// Each table's codes are in the form the shape check accepts, and the tables do not
+/// contradict each other.
+#[test]
+fn the_code_tables_are_consistent() {
+    for c in FINAL_CODES
+        .iter()
+        .chain(NOT_FINAL_CODES)
+        .chain(RETRYABLE_CODES)
+    {
+        assert!(is_snake_case(c) && is_error_code(c), "{c}");
+    }
+    for c in FINAL_CODES {
+        assert!(
+            !NOT_FINAL_CODES.contains(c) && !RETRYABLE_CODES.contains(c),
+            "{c}"
+        );
+    }
+    for r in VENDOR_ROWS {
+        assert!(!r.values.is_empty(), "{}", r.vendor);
+        if r.field == "error" {
+            for c in r.values {
+                assert!(is_snake_case(c), "{}: {c}", r.vendor);
+            }
+        }
+    }
 }

@@ -1605,3 +1605,45 @@ fn a_restarted_actor_serving_a_live_token_keeps_its_schedule() {
     assert!(matches!(m.state(), State::Refreshing { .. }));
     assert!(fx.start_attempt.is_some());
 }
+
+/// An unknown code keeps the workload retrying, and the status context says how to make the
+/// code final (in backoff, while retrying, and once the give-up ceiling is passed).
+#[test]
+fn an_unknown_code_says_how_to_make_it_final() {
+    let unknown = Verdict::Transient(Failure {
+        kind: FailureKind::OauthUnknownCode,
+        http_status: Some(400),
+        error_code: Some("account_locked".into()),
+        retry_after: None,
+        summary: "HTTP 400 account_locked".into(),
+    });
+    let note = "unknown error code \"account_locked\" treated as transient; add it to \
+                permanent_codes if it is final";
+    let mut f = Fx::fresh();
+    f.fail(secs(1), unknown.clone());
+    let (status, c) = f.m.workload_status();
+    assert_eq!(status, WorkloadStatus::AuthRetrying);
+    assert!(
+        c.starts_with(&format!("HTTP 400 account_locked; {note}; ")),
+        "{c}"
+    );
+
+    // Retrying: the next attempt is in flight.
+    let at = match &f.m.state {
+        State::TransientBackoff {
+            next_attempt_at, ..
+        } => *next_attempt_at,
+        other @ (State::Healthy { .. }
+        | State::Refreshing { .. }
+        | State::Unauthenticated { .. }
+        | State::Stopped) => panic!("expected backoff, got {other:?}"),
+    };
+    f.step(Input::TimerFired, at);
+    let (status, c) = f.m.workload_status();
+    assert_eq!(status, WorkloadStatus::AuthRetrying);
+    assert!(c.contains(note), "{c}");
+
+    // A transient failure of another kind carries no note.
+    f.fail(secs(1), transient(None));
+    assert!(!f.m.workload_status().1.contains("permanent_codes"));
+}

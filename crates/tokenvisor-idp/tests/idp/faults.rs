@@ -354,3 +354,39 @@ async fn client_faults_apply_to_that_client_and_beat_global_ones() {
     assert!(idp.faults().is_empty());
     assert_eq!(refresh_as(&idp, other, &other_rt).await.status(), 200);
 }
+
+#[tokio::test]
+async fn raw_sends_the_status_headers_and_body_as_given() {
+    let idp = start().await;
+    let fault = Fault::Raw {
+        status: 403,
+        content_type: Some("application/json".into()),
+        headers: vec![
+            ("X-RateLimit-Reset".into(), "1790000042".into()),
+            ("RateLimit".into(), "limit=10, remaining=0, reset=7".into()),
+            ("bad header name".into(), "skipped".into()),
+        ],
+        body: r#"{"status":403,"error":"Forbidden","path":"/oauth2/token"}"#.into(),
+    };
+    // The JSON form (admin API, `--fault`) round-trips.
+    let cmd = tokenvisor_idp::FaultCommand {
+        scope: FaultScope::Global,
+        fault: fault.clone(),
+        times: Times::Next(1),
+    };
+    assert_eq!(
+        tokenvisor_idp::FaultCommand::from_json(&cmd.to_json()).unwrap(),
+        cmd
+    );
+    let resp = one_faulted_refresh(&idp, fault).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(content_type(&resp), "application/json");
+    assert_eq!(resp.headers()["x-ratelimit-reset"], "1790000042");
+    assert_eq!(
+        resp.headers()["ratelimit"],
+        "limit=10, remaining=0, reset=7"
+    );
+    assert_eq!(json(resp).await["error"], "Forbidden");
+    assert_eq!(idp.counters().fault(FaultKind::Raw), 1);
+    assert_eq!(idp.counters().success, 0);
+}

@@ -3,18 +3,18 @@
 //!
 //! Scenarios (`--scenario`, one submodule each; each prints a human summary and, with
 //! `--json`, one JSON object as the last line of stdout):
-//! - `soak` (the default, [`endurance`]): N workloads with short token lifetimes under seeded
+//! - `soak` (the default, `endurance.rs`): N workloads with short token lifetimes under seeded
 //!   chaos (WAF 403s, 429s, 500s, delays, dropped connections, rare revoked grants) for
 //!   `--duration`, then invariants: every status file equals its workload's final record, no
 //!   workload is unauthenticated unless chaos revoked its grant, RSS does not keep growing.
-//! - `storm` ([`storm`]): N healthy workloads all made due at once (one force-refresh burst);
+//! - `storm` (`storm.rs`): N healthy workloads all made due at once (one force-refresh burst);
 //!   refreshes/s, and with `--baseline` a bare reqwest loop against the same server.
-//! - `scale` ([`scale`]): time to spawn N workloads and reach all-healthy; RSS per workload.
-//! - `burst` ([`burst`]): every workload enters `auth_retrying` together (a global 503); time
+//! - `scale` (`scale.rs`): time to spawn N workloads and reach all-healthy; RSS per workload.
+//! - `burst` (`burst.rs`): every workload enters `auth_retrying` together (a global 503); time
 //!   until every status file says so durably, writes vs status changes, and bare
 //!   atomic-write loops (sequential, best parallel) on the same disk.
-//! - `timers` ([`timers`]): refreshes firing continuously for `--duration`; timer lateness.
-//! - `recovery` ([`recovery`]): restart a runtime over N status files; time back to steady
+//! - `timers` (`timers.rs`): refreshes firing continuously for `--duration`; timer lateness.
+//! - `recovery` (`recovery.rs`): restart a runtime over N status files; time back to steady
 //!   state, each workload's state checked.
 //!
 //! Exit status: 0 when every check of the scenario held; 1 when one failed (or on an internal

@@ -56,7 +56,7 @@ impl Client {
 pub(crate) struct Harness {
     /// The embedded provider on 127.0.0.1.
     pub(crate) idp: IdpServer,
-    /// The runtime (replaced by [`Harness::restart`]).
+    /// The runtime (replaced by [`Harness::start_again`]).
     pub(crate) runtime: Runtime,
     /// The status directory.
     pub(crate) dir: PathBuf,

@@ -2,10 +2,10 @@
 //!
 //! Subcommands (one module each):
 //! - `run` ([`run`]): the daemon, with the admin API ([`admin`]) and Prometheus metrics.
-//! - `demo` ([`demo`]): the embedded default — a fault-injecting provider and N workloads
-//!   through a scripted storyline.
-//! - `soak` ([`soak`]): load, soak and benchmark scenarios against an embedded chaos
-//!   provider.
+//! - `demo` and `soak` (feature `soak`, on by default): the embedded default (a
+//!   fault-injecting provider and N workloads through a scripted storyline) and the load,
+//!   soak and benchmark scenarios, both from the `tokenvisor-soak` crate; main only
+//!   dispatches to them. Without the feature the binary links no fault injection.
 //! - `status` ([`status`]): reads the per-workload status files and prints a table or JSON;
 //!   no daemon needed.
 //! - `probe` ([`probe`]): one refresh attempt against a token endpoint, classified exactly as
@@ -24,11 +24,9 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod admin;
 mod check_config;
-mod demo;
 mod output;
 mod probe;
 mod run;
-mod soak;
 mod status;
 
 /// Exit code: usage error (clap's own code for usage errors).
@@ -60,7 +58,8 @@ enum Command {
     ///
     /// Exit status: 0 when only the revoked workload was ever unauthenticated and every
     /// workload ends running; 1 otherwise.
-    Demo(demo::DemoArgs),
+    #[cfg(feature = "soak")]
+    Demo(tokenvisor_soak::demo::DemoArgs),
     /// Show the workloads' status, read from their status files (no daemon needed).
     ///
     /// Exit status: 0 when every listed workload is fine (running, auth_retrying, starting,
@@ -93,7 +92,8 @@ enum Command {
     ///
     /// Exit status: 0 when every check of the scenario held; 1 when one failed; 2 on usage
     /// errors. Timings are reported, never judged.
-    Soak(Box<soak::SoakArgs>),
+    #[cfg(feature = "soak")]
+    Soak(Box<tokenvisor_soak::soak::SoakArgs>),
 }
 
 /// A usage error for subcommand `sub`, formatted like clap's own (exit code 2).
@@ -109,6 +109,24 @@ pub(crate) fn usage_error(
         None => cmd.error(kind, message),
     };
     anyhow::Error::new(err)
+}
+
+/// A demo or soak error as the binary reports it: a usage error like clap's (exit code 2),
+/// anything else with its chain of causes (exit code 1).
+#[cfg(feature = "soak")]
+fn soak_error(sub: &str, e: tokenvisor_soak::Error) -> anyhow::Error {
+    match e {
+        tokenvisor_soak::Error::Usage { kind, message } => usage_error(sub, kind, message),
+        other @ (tokenvisor_soak::Error::Step { .. }
+        | tokenvisor_soak::Error::Failed(_)
+        | tokenvisor_soak::Error::Runtime(_)
+        | tokenvisor_soak::Error::Http(_)
+        | tokenvisor_soak::Error::Store(_)
+        | tokenvisor_soak::Error::Idp(_)
+        | tokenvisor_soak::Error::Name(_)
+        | tokenvisor_soak::Error::Io(_)
+        | tokenvisor_soak::Error::Profile(_)) => anyhow::Error::new(other),
+    }
 }
 
 fn init_logging() {
@@ -137,11 +155,13 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
-        Command::Demo(args) => demo::run(&args),
+        #[cfg(feature = "soak")]
+        Command::Demo(args) => tokenvisor_soak::demo::run(&args).map_err(|e| soak_error("demo", e)),
         Command::Status(args) => status::run(&args),
         Command::Probe(args) => probe::run(&args),
         Command::CheckConfig(args) => check_config::run(&args),
-        Command::Soak(args) => soak::run(&args),
+        #[cfg(feature = "soak")]
+        Command::Soak(args) => tokenvisor_soak::soak::run(&args).map_err(|e| soak_error("soak", e)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{has_token_like, run, tokenvisor};
+use common::{run, tokenvisor};
 use tokenvisor_core::{StatusRecord, WorkloadStatus};
 use tokenvisor_idp::{ClientSpec, IdpConfig, IdpServer};
 
@@ -389,6 +389,7 @@ fn run_with_a_bad_config_exits_1_naming_the_file() {
 }
 
 #[test]
+#[cfg(feature = "soak")] // `tokenvisor demo` exists only with the feature
 fn the_demo_tells_its_story_and_exits_0() {
     let r = run(&["demo", "--workloads", "12", "--duration", "20s"]);
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
@@ -405,5 +406,5 @@ fn the_demo_tells_its_story_and_exits_0() {
             r.stdout
         );
     }
-    assert!(!has_token_like(&r.all(), "at_") && !has_token_like(&r.all(), "rt_"));
+    assert!(!common::has_token_like(&r.all(), "at_") && !common::has_token_like(&r.all(), "rt_"));
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::Context as _;
 use tokenvisor::credentials::NewCredentials;
 use tokenvisor::oauth::{HttpConfig, HttpTransport};
 use tokenvisor::runtime::{Runtime, RuntimeConfig};
@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 /// Arguments of `tokenvisor demo`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct DemoArgs {
+pub struct DemoArgs {
     /// How many workloads.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     workloads: u32,
@@ -46,7 +46,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 const VICTIM: u32 = 7;
 
 /// Runs the demo. Returns the exit code.
-pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<u8> {
+pub fn run(args: &DemoArgs) -> crate::Result<u8> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,11 +61,22 @@ struct Tally {
     unauthenticated: BTreeMap<WorkloadName, String>,
 }
 
+/// `s` cut to at most `max` characters, the cut marked with `…` (as the CLI's tables do).
+fn truncate_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.truncate(out.trim_end().len());
+    out.push('…');
+    out
+}
+
 fn wl_name(i: u32) -> String {
     format!("demo-{i:03}")
 }
 
-async fn demo(args: &DemoArgs) -> anyhow::Result<u8> {
+async fn demo(args: &DemoArgs) -> crate::Result<u8> {
     let n = args.workloads;
     let lifetime = Duration::from_secs(4);
     let idp = IdpServer::start(IdpConfig::default().with_access_token_lifetime(lifetime))
@@ -113,7 +124,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<u8> {
                 let why = if e.context.is_empty() {
                     String::new()
                 } else {
-                    format!("  {}", crate::output::truncate_chars(&e.context, 90))
+                    format!("  {}", truncate_chars(&e.context, 90))
                 };
                 println!(
                     "{:>6.1}s  {:<9} {:>15} → {:<15}{why}",
@@ -237,7 +248,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<u8> {
     } else {
         println!("  ever unauthenticated:");
         for (name, why) in &t.unauthenticated {
-            println!("    {name}: {}", crate::output::truncate_chars(why, 120));
+            println!("    {name}: {}", truncate_chars(why, 120));
         }
     }
     let unexpected: Vec<&WorkloadName> = t
@@ -259,5 +270,9 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<u8> {
             "  ok: only {victim} (revoked) was ever unauthenticated, and every workload ends running"
         );
     }
-    Ok(if ok { 0 } else { crate::EXIT_PROBLEM })
+    Ok(if ok {
+        crate::EXIT_OK
+    } else {
+        crate::EXIT_PROBLEM
+    })
 }

@@ -18,10 +18,12 @@ use super::{Options, Report, ratio, round3, secs};
 const TARGET_P99_MS: f64 = 50.0;
 
 /// Runs the scenario.
-pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> anyhow::Result<Report> {
+pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> crate::Result<Report> {
     let mut report = Report::default();
     let Some(metrics) = metrics else {
-        anyhow::bail!("the metrics recorder could not be installed: no lateness to measure");
+        return Err(crate::Error::failed(
+            "the metrics recorder could not be installed: no lateness to measure",
+        ));
     };
     let n = opts.n;
     let lifetime = opts.short_lifetime();
@@ -39,7 +41,9 @@ pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> anyhow::
     })
     .await
     {
-        anyhow::bail!("{left} of {n} workloads never became healthy");
+        return Err(crate::Error::failed(format!(
+            "{left} of {n} workloads never became healthy"
+        )));
     }
     let all_healthy = started.elapsed();
     opts.progress(&format!(

@@ -3,18 +3,18 @@
 //!
 //! Scenarios (`--scenario`, one submodule each; each prints a human summary and, with
 //! `--json`, one JSON object as the last line of stdout):
-//! - `soak` (the default, [`endurance`]): N workloads with short token lifetimes under seeded
+//! - `soak` (the default, `endurance.rs`): N workloads with short token lifetimes under seeded
 //!   chaos (WAF 403s, 429s, 500s, delays, dropped connections, rare revoked grants) for
 //!   `--duration`, then invariants: every status file equals its workload's final record, no
 //!   workload is unauthenticated unless chaos revoked its grant, RSS does not keep growing.
-//! - `storm` ([`storm`]): N healthy workloads all made due at once (one force-refresh burst);
+//! - `storm` (`storm.rs`): N healthy workloads all made due at once (one force-refresh burst);
 //!   refreshes/s, and with `--baseline` a bare reqwest loop against the same server.
-//! - `scale` ([`scale`]): time to spawn N workloads and reach all-healthy; RSS per workload.
-//! - `burst` ([`burst`]): every workload enters `auth_retrying` together (a global 503); time
+//! - `scale` (`scale.rs`): time to spawn N workloads and reach all-healthy; RSS per workload.
+//! - `burst` (`burst.rs`): every workload enters `auth_retrying` together (a global 503); time
 //!   until every status file says so durably, writes vs status changes, and bare
 //!   atomic-write loops (sequential, best parallel) on the same disk.
-//! - `timers` ([`timers`]): refreshes firing continuously for `--duration`; timer lateness.
-//! - `recovery` ([`recovery`]): restart a runtime over N status files; time back to steady
+//! - `timers` (`timers.rs`): refreshes firing continuously for `--duration`; timer lateness.
+//! - `recovery` (`recovery.rs`): restart a runtime over N status files; time back to steady
 //!   state, each workload's state checked.
 //!
 //! Exit status: 0 when every check of the scenario held; 1 when one failed (or on an internal
@@ -24,7 +24,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::Context as _;
 use serde_json::{Map, Value};
 
 mod bare;
@@ -42,7 +42,7 @@ use profile::Profile;
 
 /// Arguments of `tokenvisor soak`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct SoakArgs {
+pub struct SoakArgs {
     /// What to run: soak (chaos + invariants), storm, scale, burst, timers, recovery.
     #[arg(long, value_enum, default_value_t = Scenario::Soak)]
     scenario: Scenario,
@@ -80,7 +80,7 @@ pub(crate) struct SoakArgs {
 
 /// The scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Scenario {
+pub enum Scenario {
     /// Chaos for `--duration`, then invariants.
     Soak,
     /// All workloads due at once: refreshes/s (and the bare baseline).
@@ -207,24 +207,21 @@ pub(crate) fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// Runs `tokenvisor soak`. Returns the exit code.
-pub(crate) fn run(args: &SoakArgs) -> anyhow::Result<u8> {
+pub fn run(args: &SoakArgs) -> crate::Result<u8> {
     if args.baseline && args.scenario != Scenario::Storm {
-        return Err(crate::usage_error(
-            "soak",
+        return Err(crate::Error::usage(
             clap::error::ErrorKind::ArgumentConflict,
             "--baseline applies to --scenario storm only".into(),
         ));
     }
     if args.bare_files.is_some() && args.scenario != Scenario::Burst {
-        return Err(crate::usage_error(
-            "soak",
+        return Err(crate::Error::usage(
             clap::error::ErrorKind::ArgumentConflict,
             "--bare-files applies to --scenario burst only".into(),
         ));
     }
     if args.lifetime.is_some_and(|l| l < Duration::from_secs(2)) {
-        return Err(crate::usage_error(
-            "soak",
+        return Err(crate::Error::usage(
             clap::error::ErrorKind::InvalidValue,
             "--lifetime must be at least 2s".into(),
         ));
@@ -233,8 +230,7 @@ pub(crate) fn run(args: &SoakArgs) -> anyhow::Result<u8> {
         && let Ok(mut entries) = std::fs::read_dir(dir)
         && entries.next().is_some()
     {
-        return Err(crate::usage_error(
-            "soak",
+        return Err(crate::Error::usage(
             clap::error::ErrorKind::InvalidValue,
             format!(
                 "--status-dir {} is not empty: a soak run needs a directory of its own (its \
@@ -246,8 +242,7 @@ pub(crate) fn run(args: &SoakArgs) -> anyhow::Result<u8> {
     let profile = match &args.profile {
         Some(path) => {
             if !path.is_file() {
-                return Err(crate::usage_error(
-                    "soak",
+                return Err(crate::Error::usage(
                     clap::error::ErrorKind::InvalidValue,
                     format!("no such profile file: {}", path.display()),
                 ));
@@ -326,5 +321,9 @@ fn finish(scenario: Scenario, mut report: Report, json: bool) -> u8 {
     if json {
         println!("{}", Value::Object(report.json));
     }
-    if ok { 0 } else { crate::EXIT_PROBLEM }
+    if ok {
+        crate::EXIT_OK
+    } else {
+        crate::EXIT_PROBLEM
+    }
 }

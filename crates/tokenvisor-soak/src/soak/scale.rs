@@ -20,7 +20,7 @@ use super::{Options, Report, ratio, round3, secs};
 const TARGET_BYTES: f64 = 12_288.0;
 
 /// Runs the scenario.
-pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
+pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     let mut report = Report::default();
     let n = opts.n;
     let h = Harness::start(

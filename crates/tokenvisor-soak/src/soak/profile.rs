@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::Context as _;
 use serde::Deserialize;
 use tokenvisor::spec::WorkloadPolicy;
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
@@ -259,27 +259,27 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 
 impl Profile {
     /// The embedded default profile.
-    pub(crate) fn embedded() -> anyhow::Result<Profile> {
+    pub(crate) fn embedded() -> crate::Result<Profile> {
         Profile::parse(DEFAULT_PROFILE).context("the embedded default profile")
     }
 
     /// Reads and validates a profile file.
-    pub(crate) fn load(path: &Path) -> anyhow::Result<Profile> {
+    pub(crate) fn load(path: &Path) -> crate::Result<Profile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the profile {}", path.display()))?;
         Profile::parse(&text).with_context(|| format!("profile {}", path.display()))
     }
 
     /// Parses and validates profile text.
-    pub(crate) fn parse(text: &str) -> anyhow::Result<Profile> {
+    pub(crate) fn parse(text: &str) -> crate::Result<Profile> {
         let profile: Profile = toml::from_str(text)?;
         profile.validate()?;
         Ok(profile)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> crate::Result<()> {
         let p = &self.policy;
-        let fail = |key: &str, why: &str| Err(anyhow::anyhow!("{key}: {why}"));
+        let fail = |key: &str, why: &str| Err(crate::Error::failed(format!("{key}: {why}")));
         if self.provider.lifetime < Duration::from_secs(2) {
             return fail("provider.lifetime", "at least 2s");
         }
@@ -305,7 +305,7 @@ impl Profile {
             return fail("policy.endpoint_concurrency", "between 1 and 10000");
         }
         if let Err(why) = self.chaos.chaos(self.seed).validate() {
-            return Err(anyhow::anyhow!("chaos: {why}"));
+            return Err(crate::Error::failed(format!("chaos: {why}")));
         }
         if self.chaos.delay > 0.0 && self.chaos.delay_for >= p.request_timeout {
             return fail(

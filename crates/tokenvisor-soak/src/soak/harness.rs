@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::Context as _;
 use tokenvisor::handle::TokenHandle;
 use tokenvisor::oauth::{HttpConfig, HttpTransport};
 use tokenvisor::runtime::{Runtime, RuntimeConfig};
@@ -56,7 +56,7 @@ impl Client {
 pub(crate) struct Harness {
     /// The embedded provider on 127.0.0.1.
     pub(crate) idp: IdpServer,
-    /// The runtime (replaced by [`Harness::restart`]).
+    /// The runtime (replaced by [`Harness::start_again`]).
     pub(crate) runtime: Runtime,
     /// The status directory.
     pub(crate) dir: PathBuf,
@@ -71,17 +71,17 @@ pub(crate) struct Harness {
 /// Where the status directory comes from.
 pub(crate) fn status_dir(
     given: Option<&Path>,
-) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+) -> crate::Result<(PathBuf, Option<tempfile::TempDir>)> {
     match given {
         Some(dir) => {
             if let Ok(mut entries) = std::fs::read_dir(dir)
                 && entries.next().is_some()
             {
-                anyhow::bail!(
+                return Err(crate::Error::failed(format!(
                     "--status-dir {} is not empty: a soak run needs a directory of its own \
                      (its checks compare every file with a workload of this run)",
                     dir.display()
-                );
+                )));
             }
             Ok((dir.to_owned(), None))
         }
@@ -101,7 +101,7 @@ impl Harness {
         profile: &Profile,
         status_dir: Option<&Path>,
         lifetime: Duration,
-    ) -> anyhow::Result<Harness> {
+    ) -> crate::Result<Harness> {
         let (dir, tmp) = self::status_dir(status_dir)?;
         let idp = IdpServer::start(IdpConfig::default().with_access_token_lifetime(lifetime))
             .await
@@ -126,7 +126,7 @@ impl Harness {
 
     /// Starts a new runtime over the same directory (shut the old one down first); it reads
     /// every status file.
-    pub(crate) async fn start_again(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn start_again(&mut self) -> crate::Result<()> {
         self.runtime = start_runtime(&self.dir, &self.transport, self.profile.seed ^ 1).await?;
         Ok(())
     }
@@ -137,7 +137,7 @@ impl Harness {
         n: u32,
         prefix: &str,
         rotation: bool,
-    ) -> anyhow::Result<Vec<Client>> {
+    ) -> crate::Result<Vec<Client>> {
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
             let id = format!("{prefix}-{i:06}");
@@ -155,7 +155,7 @@ impl Harness {
     }
 
     /// The workload spec of a client, with the profile's policy.
-    pub(crate) fn spec(&self, client: &Client) -> anyhow::Result<WorkloadSpec> {
+    pub(crate) fn spec(&self, client: &Client) -> crate::Result<WorkloadSpec> {
         let mut spec = WorkloadSpec::new(
             WorkloadName::new(&client.id)?,
             &self.idp.token_url(),
@@ -171,11 +171,11 @@ impl Harness {
     }
 
     /// Adds a workload per client (a few callers at once); handles in client order.
-    pub(crate) async fn add_all(&self, clients: &[Client]) -> anyhow::Result<Vec<TokenHandle>> {
+    pub(crate) async fn add_all(&self, clients: &[Client]) -> crate::Result<Vec<TokenHandle>> {
         let specs = clients
             .iter()
             .map(|c| self.spec(c))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<crate::Result<Vec<_>>>()?;
         let specs = Arc::new(Mutex::new(
             specs.into_iter().enumerate().collect::<Vec<_>>(),
         ));
@@ -211,7 +211,7 @@ impl Harness {
         &self,
         expected: usize,
         report: &mut super::Report,
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         let told = self.runtime.force_refresh_all().await?;
         if told != expected {
             report.fail(format!(
@@ -223,7 +223,7 @@ impl Harness {
 
     /// Asks each of `handles` to refresh now (a few callers at once); returns when every
     /// request was handed to the supervisor.
-    pub(crate) async fn force_refresh_each(&self, handles: &[TokenHandle]) -> anyhow::Result<()> {
+    pub(crate) async fn force_refresh_each(&self, handles: &[TokenHandle]) -> crate::Result<()> {
         let names: Vec<WorkloadName> = handles.iter().map(|h| h.name().clone()).collect();
         let names = Arc::new(Mutex::new(names));
         let mut tasks = tokio::task::JoinSet::new();
@@ -260,11 +260,7 @@ fn fastrand_u64(i: u32) -> u64 {
     z ^ (z >> 27)
 }
 
-async fn start_runtime(
-    dir: &Path,
-    transport: &HttpTransport,
-    seed: u64,
-) -> anyhow::Result<Runtime> {
+async fn start_runtime(dir: &Path, transport: &HttpTransport, seed: u64) -> crate::Result<Runtime> {
     let mut config = RuntimeConfig::new(dir, Arc::new(transport.clone()));
     config.seed = Some(seed);
     Runtime::start(config)
@@ -429,7 +425,7 @@ pub(crate) fn timeline(samples: &[Sample], points: usize) -> serde_json::Value {
 pub(crate) async fn read_files(
     dir: &Path,
     names: Vec<WorkloadName>,
-) -> anyhow::Result<Vec<Result<Option<StatusRecord>, StoreError>>> {
+) -> crate::Result<Vec<Result<Option<StatusRecord>, StoreError>>> {
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
         let threads = if names.len() < 1024 { 1 } else { 8 };
@@ -457,7 +453,7 @@ pub(crate) async fn read_files(
 }
 
 /// Entries of the status directory that are not `<name>.json` of a known workload.
-pub(crate) fn stray_entries(dir: &Path, names: &HashSet<String>) -> anyhow::Result<Vec<String>> {
+pub(crate) fn stray_entries(dir: &Path, names: &HashSet<String>) -> crate::Result<Vec<String>> {
     let mut stray = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let file = entry?.file_name().to_string_lossy().into_owned();

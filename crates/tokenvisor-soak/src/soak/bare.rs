@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use anyhow::Context as _;
+use crate::Context as _;
 use tokenvisor::oauth::HttpConfig;
 use tokenvisor::status_store;
 use tokenvisor_core::{StatusRecord, WorkloadName};
@@ -32,7 +32,7 @@ pub(crate) struct LoopResult {
 /// The client tokenvisor's transport builds (`oauth.rs`, `build_client`): same user agent,
 /// no redirects, same connect timeout, pool and keepalive settings, no referer, no proxy.
 /// Keep the two in step.
-fn client_like_tokenvisor(http: &HttpConfig) -> anyhow::Result<reqwest::Client> {
+fn client_like_tokenvisor(http: &HttpConfig) -> crate::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .user_agent(http.user_agent.clone())
         .redirect(reqwest::redirect::Policy::none())
@@ -72,7 +72,7 @@ pub(crate) async fn refresh_loop(
     clients: Vec<Client>,
     concurrency: usize,
     timeout: Duration,
-) -> anyhow::Result<LoopResult> {
+) -> crate::Result<LoopResult> {
     let client = client_like_tokenvisor(http)?;
     let clients = Arc::new(clients);
     let next = Arc::new(AtomicUsize::new(0));
@@ -170,7 +170,7 @@ pub(crate) const THREADS: [usize; 4] = [2, 4, 8, 16];
 pub(crate) fn write_loops(
     dir: &Path,
     records: &[(WorkloadName, StatusRecord)],
-) -> anyhow::Result<WriteLoops> {
+) -> crate::Result<WriteLoops> {
     status_store::ensure_dir(dir)?;
     let errors = AtomicU64::new(0);
     let pass = |threads: usize| -> Duration {

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::Context as _;
 use tokenvisor_core::{StatusRecord, WorkloadName, WorkloadStatus};
 use tokenvisor_idp::{Fault, FaultScope, Times};
 use tokio::time::Instant;
@@ -29,7 +29,7 @@ use super::harness::{self, Harness, Sampler};
 use super::{Options, Report, ratio, round3, secs};
 
 /// Runs the scenario.
-pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
+pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     let mut report = Report::default();
     let n = opts.n;
     let mut profile = opts.profile.clone();
@@ -46,7 +46,9 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
     })
     .await
     {
-        anyhow::bail!("{left} of {n} workloads never became healthy");
+        return Err(crate::Error::failed(format!(
+            "{left} of {n} workloads never became healthy"
+        )));
     }
     h.runtime.flush(Duration::from_secs(120)).await?;
     let stats = h.runtime.persist_stats();
@@ -212,8 +214,10 @@ async fn bare_loops(
     status_dir: &Path,
     records: &[StatusRecord],
     files: usize,
-) -> anyhow::Result<bare::WriteLoops> {
-    anyhow::ensure!(!records.is_empty(), "no records to write");
+) -> crate::Result<bare::WriteLoops> {
+    if records.is_empty() {
+        return Err(crate::Error::failed("no records to write"));
+    }
     let parent = status_dir.parent().unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new()
         .prefix(".tokenvisor-soak-bare-")
@@ -226,7 +230,7 @@ async fn bare_loops(
                 records[i % records.len()].clone(),
             ))
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<crate::Result<_>>()?;
     let dir = tmp.path().to_owned();
     let loops = tokio::task::spawn_blocking(move || bare::write_loops(&dir, &work))
         .await

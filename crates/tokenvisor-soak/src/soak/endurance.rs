@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::Context as _;
 use tokenvisor::handle::TokenHandle;
 use tokenvisor_core::{StatusRecord, WorkloadName, WorkloadStatus};
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ use super::{Options, Report, ratio, round3, secs};
 const ROUNDS: usize = 8;
 
 /// Runs the scenario.
-pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> anyhow::Result<Report> {
+pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> crate::Result<Report> {
     let mut report = Report::default();
     let n = opts.n;
     let profile = &opts.profile;
@@ -408,7 +408,7 @@ struct LiveCheck {
 }
 
 /// Invariant (a) while the workloads keep running (see the module docs).
-async fn check_files_live(h: &Harness, handles: &[TokenHandle]) -> anyhow::Result<LiveCheck> {
+async fn check_files_live(h: &Harness, handles: &[TokenHandle]) -> crate::Result<LiveCheck> {
     let mut candidates: Vec<usize> = (0..handles.len()).collect();
     let mut suspect: Vec<Option<Arc<StatusRecord>>> = vec![None; handles.len()];
     let mut rechecked = HashSet::new();
@@ -424,10 +424,10 @@ async fn check_files_live(h: &Harness, handles: &[TokenHandle]) -> anyhow::Resul
             candidates.iter().map(|&i| handles[i].status()).collect();
         let report = h.runtime.flush(Duration::from_secs(30)).await?;
         if !report.failed.is_empty() {
-            anyhow::bail!(
+            return Err(crate::Error::failed(format!(
                 "{} status records not durable at a flush",
                 report.failed.len()
-            );
+            )));
         }
         let names: Vec<WorkloadName> = candidates
             .iter()
@@ -476,7 +476,7 @@ async fn check_files_live(h: &Harness, handles: &[TokenHandle]) -> anyhow::Resul
 }
 
 /// After shutdown: every file equals its workload's final record exactly.
-async fn check_files_exact(h: &Harness, handles: &[TokenHandle]) -> anyhow::Result<Vec<String>> {
+async fn check_files_exact(h: &Harness, handles: &[TokenHandle]) -> crate::Result<Vec<String>> {
     let names: Vec<WorkloadName> = handles.iter().map(|h| h.name().clone()).collect();
     let files = harness::read_files(&h.dir, names).await?;
     let mut bad = Vec::new();

@@ -25,7 +25,7 @@ use super::harness::{self, Harness};
 use super::{Options, Report, ratio, round3, secs};
 
 /// Runs the scenario.
-pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
+pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     let mut report = Report::default();
     let n = opts.n;
     let profile = &opts.profile;

@@ -62,7 +62,7 @@ fn recovered(class: Class, pre: &StatusRecord, now: Option<&StatusRecord>) -> bo
 }
 
 /// Runs the scenario.
-pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
+pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     let mut report = Report::default();
     let n = opts.n;
     let mut profile = opts.profile.clone();
@@ -79,7 +79,9 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
     })
     .await
     {
-        anyhow::bail!("{left} of {n} workloads never became healthy");
+        return Err(crate::Error::failed(format!(
+            "{left} of {n} workloads never became healthy"
+        )));
     }
 
     // Bring 1 % to unauthenticated and 1 % to auth_retrying.
@@ -112,16 +114,18 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Report> {
     })
     .await;
     if let Err(left) = settled {
-        anyhow::bail!("{left} of {n} workloads did not reach their pre-restart state");
+        return Err(crate::Error::failed(format!(
+            "{left} of {n} workloads did not reach their pre-restart state"
+        )));
     }
     h.runtime.flush(Duration::from_secs(120)).await?;
     let pre: Vec<Arc<StatusRecord>> = handles
         .iter()
         .map(|h| {
             h.status()
-                .ok_or_else(|| anyhow::anyhow!("{} has no record", h.name()))
+                .ok_or_else(|| crate::Error::failed(format!("{} has no record", h.name())))
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<crate::Result<_>>()?;
     let shutdown_started = Instant::now();
     let flushed = h.runtime.shutdown(Duration::from_secs(120)).await?;
     let shutdown = shutdown_started.elapsed();

@@ -61,16 +61,7 @@ pub(crate) fn safe_text(s: &str) -> String {
     tokenvisor_core::scrub::clean(s)
 }
 
-/// `s` cut to at most `max` characters, the cut marked with `…`.
-pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.truncate(out.trim_end().len());
-    out.push('…');
-    out
-}
+pub(crate) use tokenvisor_core::scrub::truncate_chars;
 
 /// A compact duration: the two largest non-zero units of d/h/m/s (`3d 4h`, `1h 5m`, `42s`).
 pub(crate) fn compact_duration(d: Duration) -> String {

@@ -441,6 +441,17 @@ pub fn scrub_str<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> 
     Scrubber::new(secrets).scrub(text)
 }
 
+/// `s` cut to at most `max` characters, the cut marked with `…` (for one line of a table).
+pub fn truncate_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.truncate(out.trim_end().len());
+    out.push('…');
+    out
+}
+
 /// A sanitised excerpt: lossy UTF-8, [`clean`]ed (and U+FFFD dropped), at most
 /// [`EXCERPT_LIMIT`] bytes (cut at a character boundary, marked with `…`). Nothing is decoded
 /// or scrubbed: scrub first, then cut, so no secret is left half-visible at the cut.

@@ -16,6 +16,7 @@ use tokenvisor::oauth::{HttpConfig, HttpTransport};
 use tokenvisor::runtime::{Runtime, RuntimeConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor_core::policy::BackoffPolicy;
+use tokenvisor_core::scrub::truncate_chars;
 use tokenvisor_core::{Secret, WorkloadName, WorkloadStatus};
 use tokenvisor_idp::{ClientSpec, Fault, FaultScope, IdpConfig, IdpServer, RetryAfter, Times};
 use tokio::time::Instant;
@@ -59,17 +60,6 @@ struct Tally {
     last: BTreeMap<WorkloadName, WorkloadStatus>,
     transitions: u64,
     unauthenticated: BTreeMap<WorkloadName, String>,
-}
-
-/// `s` cut to at most `max` characters, the cut marked with `…` (as the CLI's tables do).
-fn truncate_chars(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.truncate(out.trim_end().len());
-    out.push('…');
-    out
 }
 
 fn wl_name(i: u32) -> String {

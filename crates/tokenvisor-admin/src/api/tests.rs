@@ -15,7 +15,8 @@ use tokenvisor::testing::{FakeReply, FakeTransport};
 use tokenvisor_core::{Secret, WorkloadName, WorkloadStatus};
 use tower::ServiceExt as _;
 
-use super::{AdminState, BODY_LIMIT, bearer_token, constant_time_eq, router, views};
+use super::{AdminState, BODY_LIMIT, bearer_token, constant_time_eq, router};
+use crate::views;
 
 const ADMIN: &str = "admin-token-0123456789";
 const CLIENT_SECRET: &str = "cs-SECRET-7f3a9c";
@@ -656,9 +657,9 @@ async fn an_empty_admin_token_refuses_everything() {
 
 #[tokio::test]
 async fn metrics_expose_the_expected_names_and_no_workload_name() {
-    let handle = super::install_metrics_recorder().unwrap();
+    let handle = crate::install_metrics_recorder().unwrap();
     // A second installation is harmless.
-    let _again = super::install_metrics_recorder().unwrap();
+    let _again = crate::install_metrics_recorder().unwrap();
     let f = fixture_with(Some(ADMIN), Some(handle)).await;
     f.fake
         .set_client("metrics-held-wl", FakeReply::too_many(300));
@@ -700,7 +701,7 @@ async fn metrics_expose_the_expected_names_and_no_workload_name() {
         &g.call(Method::GET, "/metrics", None).await,
         StatusCode::NOT_FOUND,
     );
-    let upkeep = super::spawn_metrics_upkeep(super::install_metrics_recorder().unwrap());
+    let upkeep = crate::spawn_metrics_upkeep(crate::install_metrics_recorder().unwrap());
     upkeep.abort();
     g.shutdown().await;
     f.shutdown().await;

@@ -955,3 +955,60 @@ async fn healthz_answers_503_while_no_timer_can_fire() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     f.shutdown().await;
 }
+
+/// Mounted under a prefix in a host's own app (what an embedder does), the admin API keeps
+/// its Host guard, bearer auth, JSON fallbacks and `no-store`, and leaves the host's own
+/// routes alone.
+#[tokio::test]
+async fn the_router_nested_in_a_host_app_keeps_its_guards() {
+    let mut f = fixture(Some(ADMIN)).await;
+    f.add(rt_spec("alpha")).await;
+    f.wait_status("alpha", WorkloadStatus::Running).await;
+    let host_app = Router::new()
+        .route("/", axum::routing::get(|| async { "the host's page" }))
+        .nest("/tokenvisor", f.app.clone());
+    f.app = host_app.clone();
+
+    let own = host_app
+        .oneshot(Request::builder().uri("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+    assert!(
+        own.headers().get(header::CACHE_CONTROL).is_none(),
+        "the admin API's layers stay on its own routes"
+    );
+
+    let a = f
+        .call_as(None, Method::GET, "/tokenvisor/healthz", None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()["workloads"], 1);
+    let a = f
+        .call_as(None, Method::GET, "/tokenvisor/v1/workloads", None)
+        .await;
+    assert_json_error(&a, StatusCode::UNAUTHORIZED);
+    let a = f.call(Method::GET, "/tokenvisor/v1/workloads", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()[0]["name"], "alpha");
+    let a = f
+        .call(Method::GET, "/tokenvisor/v1/workloads/alpha/token", None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_json_error(
+        &f.call(Method::GET, "/tokenvisor/v2/nothing", None).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_json_error(
+        &f.call(Method::DELETE, "/tokenvisor/v1/workloads", None)
+            .await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    );
+    let foreign = Request::builder()
+        .uri("/tokenvisor/healthz")
+        .header(header::HOST, "evil.example:7878")
+        .body(Body::empty())
+        .unwrap();
+    assert_json_error(&f.send(foreign).await, StatusCode::BAD_REQUEST);
+    f.shutdown().await;
+}

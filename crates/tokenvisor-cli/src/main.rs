@@ -1,7 +1,8 @@
 //! `tokenvisor`: the command-line front end of tokenvisor.
 //!
 //! Subcommands (one module each):
-//! - `run` ([`run`]): the daemon, with the admin API ([`admin`]) and Prometheus metrics.
+//! - `run` ([`run`]): the daemon, with the admin API (`tokenvisor-admin`) and Prometheus
+//!   metrics.
 //! - `demo` and `soak` (feature `soak`, on by default): the embedded default (a
 //!   fault-injecting provider and N workloads through a scripted storyline) and the load,
 //!   soak and benchmark scenarios, both from the `tokenvisor-soak` crate; main only
@@ -22,7 +23,6 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-mod admin;
 mod check_config;
 mod output;
 mod probe;

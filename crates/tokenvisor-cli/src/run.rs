@@ -47,7 +47,7 @@ use tokenvisor_core::{Secret, WorkloadName};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
-use crate::admin;
+use tokenvisor_admin as admin;
 
 /// How long shutdown keeps retrying failed status writes before reporting them.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(30);
@@ -125,9 +125,9 @@ fn init_logging(cfg: &Config) {
 }
 
 async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
-    // The descriptor limit, the admin token and the bound listener (admin/listener.rs),
+    // The descriptor limit, the admin token and the bound listener (tokenvisor-admin),
     // before the runtime starts: a daemon that cannot serve exits before any request.
-    let admin_listener = admin::listener::prepare(&cfg.service).await?;
+    let admin_listener = admin::prepare(&cfg.service).await?;
     let metrics = admin::install_metrics_recorder().context("cannot install metrics")?;
     let upkeep = admin::spawn_metrics_upkeep(metrics.clone());
     let transport = HttpTransport::new(HttpConfig {

@@ -17,10 +17,11 @@ use std::io::{ErrorKind, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use tokenvisor::config::{MIN_ADMIN_TOKEN_BYTES, ServiceConfig, read_admin_token};
+use tokenvisor::config::{ServiceConfig, read_admin_token};
 use tokenvisor_core::Secret;
+
+use crate::error::TokenError;
 
 /// The generated token's file name inside the state directory.
 pub(crate) const GENERATED_FILE: &str = "admin.token";
@@ -51,10 +52,11 @@ pub(crate) struct AdminToken {
 }
 
 /// The configured token, or the state directory's (generated when missing).
-pub(crate) fn load_or_create(service: &ServiceConfig) -> anyhow::Result<AdminToken> {
+pub(crate) fn load_or_create(service: &ServiceConfig) -> Result<AdminToken, TokenError> {
     if let Some(path) = &service.admin_token_file {
-        let secret = read_admin_token(path).map_err(|reason| {
-            anyhow::anyhow!("service.admin_token_file {}: {reason}", path.display())
+        let secret = read_admin_token(path).map_err(|reason| TokenError::Configured {
+            path: path.clone(),
+            reason,
         })?;
         return Ok(AdminToken {
             secret,
@@ -63,16 +65,13 @@ pub(crate) fn load_or_create(service: &ServiceConfig) -> anyhow::Result<AdminTok
         });
     }
     let Some(dir) = &service.state_dir else {
-        bail!(
-            "service.state_dir is not set and cannot be derived (no XDG_STATE_HOME, no HOME): \
-             set it, or set service.admin_token_file"
-        );
+        return Err(TokenError::NoStateDir);
     };
     load_or_generate(dir)
 }
 
 /// `<dir>/admin.token`, generated when missing.
-pub(crate) fn load_or_generate(dir: &Path) -> anyhow::Result<AdminToken> {
+pub(crate) fn load_or_generate(dir: &Path) -> Result<AdminToken, TokenError> {
     let path = dir.join(GENERATED_FILE);
     match fs::symlink_metadata(&path) {
         Ok(_) => {
@@ -83,28 +82,33 @@ pub(crate) fn load_or_generate(dir: &Path) -> anyhow::Result<AdminToken> {
             });
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => bail!(
-            "cannot inspect the admin token file {}: {e}",
-            path.display()
-        ),
+        Err(error) => return Err(TokenError::Inspect { path, error }),
     }
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create service.state_dir {}", dir.display()))?;
+        .map_err(|source| TokenError::CreateStateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
     let mut random = [0u8; GENERATED_BYTES];
-    getrandom::fill(&mut random)
-        .map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
+    getrandom::fill(&mut random).map_err(|e| TokenError::Randomness(e.to_string()))?;
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
     // tempfile creates 0600.
     let mut tmp = tempfile::Builder::new()
         .prefix(".admin.token.")
         .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        .map_err(|source| TokenError::CreateTemp {
+            dir: dir.to_owned(),
+            source,
+        })?;
     tmp.write_all(text.as_bytes())
         .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write a file in {}", dir.display()))?;
+        .map_err(|source| TokenError::WriteTemp {
+            dir: dir.to_owned(),
+            source,
+        })?;
     match tmp.persist_noclobber(&path) {
         Ok(_) => {}
         // Another daemon got there first: use its token.
@@ -115,11 +119,19 @@ pub(crate) fn load_or_generate(dir: &Path) -> anyhow::Result<AdminToken> {
                 origin: Origin::Kept,
             });
         }
-        Err(e) => bail!("cannot create {}: {}", path.display(), e.error),
+        Err(e) => {
+            return Err(TokenError::Persist {
+                path,
+                error: e.error,
+            });
+        }
     }
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", dir.display()))?;
+        .map_err(|source| TokenError::SyncDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
     Ok(AdminToken {
         secret: Secret::from(text),
         path,
@@ -128,24 +140,21 @@ pub(crate) fn load_or_generate(dir: &Path) -> anyhow::Result<AdminToken> {
 }
 
 /// An existing generated token: private and long enough.
-fn kept(path: &Path) -> anyhow::Result<Secret> {
-    let meta = fs::metadata(path)
-        .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
+fn kept(path: &Path) -> Result<Secret, TokenError> {
+    let meta = fs::metadata(path).map_err(|source| TokenError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
-        bail!(
-            "the admin token file {} is readable by other users (mode {:o}); \
-             `chmod 600` it, or delete it to have a new one generated",
-            path.display(),
-            mode & 0o777
-        );
+        return Err(TokenError::Readable {
+            path: path.to_owned(),
+            mode: mode & 0o777,
+        });
     }
-    read_admin_token(path).map_err(|reason| {
-        anyhow::anyhow!(
-            "{reason}; delete {} to have a new one generated (at least {MIN_ADMIN_TOKEN_BYTES} \
-             bytes)",
-            path.display()
-        )
+    read_admin_token(path).map_err(|reason| TokenError::Unusable {
+        path: path.to_owned(),
+        reason,
     })
 }
 

@@ -1,4 +1,4 @@
-//! The daemon's admin HTTP API (DESIGN.md §6): list and inspect workloads, force a refresh,
+//! The admin HTTP API's routes and handlers: list and inspect workloads, force a refresh,
 //! supply credentials, deliver the current access token to processes outside the daemon,
 //! `/metrics` in Prometheus text format and `/healthz`.
 //!
@@ -14,18 +14,17 @@
 //!
 //! Every route except `/healthz` requires `Authorization: Bearer <admin token>` (401 with
 //! `WWW-Authenticate: Bearer` otherwise). There always is an admin token: the configured
-//! `admin_token_file`, or one the daemon generates in `<state_dir>/admin.token` ([`token`]).
-//! Before that, every request (`/healthz` included) must name this listener in `Host` and
-//! carry no foreign `Origin` ([`guard`]: 400 / 403), which stops DNS-rebinding pages and
+//! `admin_token_file`, or one the daemon generates in `<state_dir>/admin.token`
+//! ([`crate::token`]). Before that, every request (`/healthz` included) must name this
+//! listener in `Host` and carry no foreign `Origin` ([`crate::guard`]: 400 / 403), which stops DNS-rebinding pages and
 //! cross-origin browser requests. A `Content-Length` above the body limit is refused (413)
 //! before the body is read, so no `100 Continue` is sent for a body that would be refused.
 //! Every error is JSON `{"error": "…"}`; unknown paths are 404, wrong methods 405; every
 //! response carries `Cache-Control: no-store`. No response contains a secret, except the
 //! token endpoint's `access_token`.
 //!
-//! Submodules: [`views`] (the JSON shapes), [`prometheus`] (recorder installation and
-//! scrape-time gauges), [`guard`] (Host and Origin), [`token`] (the admin token),
-//! [`listener`] (the accept loop and its limits). Tests: `src/admin/tests.rs`.
+//! The JSON shapes are in [`crate::views`], the scrape-time metrics in [`crate::prometheus`].
+//! Tests: `src/api/tests.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,19 +47,13 @@ use tokenvisor::spec::GrantSpec;
 use tokenvisor::supervisor::{SupervisorError, WorkloadView};
 use tokenvisor_core::{Secret, Timestamp, WorkloadName, WorkloadStatus};
 
-mod guard;
-pub(crate) mod listener;
-mod prometheus;
-mod token;
-mod views;
+use crate::{guard, prometheus, views};
 
 #[cfg(test)]
 mod tests;
 
-pub(crate) use prometheus::{install_metrics_recorder, spawn_metrics_upkeep};
-
 /// The largest request body accepted, in bytes (larger → 413).
-pub(crate) const BODY_LIMIT: usize = 16 * 1024;
+pub const BODY_LIMIT: usize = 16 * 1024;
 
 /// `Retry-After` (seconds) when no valid token exists and the next attempt time is unknown.
 const DEFAULT_RETRY_AFTER_SECS: u64 = 10;
@@ -69,9 +62,10 @@ const DEFAULT_RETRY_AFTER_SECS: u64 = 10;
 /// moment away.
 const STARTING_RETRY_AFTER_SECS: u64 = 1;
 
-/// What the admin API serves. Cheap to clone (one `Arc`).
+/// What the admin API serves: the runtime, the bearer token, the address the router is
+/// reached at, the metrics handle. Cheap to clone (one `Arc`).
 #[derive(Clone)]
-pub(crate) struct AdminState {
+pub struct AdminState {
     inner: Arc<Inner>,
 }
 
@@ -101,7 +95,15 @@ impl AdminState {
     /// The state of an admin API over `runtime`, listening on `listen` (the bound address).
     /// `admin_token` is the bearer token; `metrics` the handle returned by
     /// [`install_metrics_recorder`] (when metrics are enabled). Call inside a tokio runtime.
-    pub(crate) fn new(
+    ///
+    /// `listen` decides which `Host` and `Origin` values are accepted: `localhost`,
+    /// `127.0.0.1`, `[::1]` and `listen`'s own IP, with `listen`'s port. Pass the address
+    /// your server is bound to. (On `0.0.0.0` this crate's listener also accepts the address
+    /// a connection arrived on; a router served by another server accepts loopback names
+    /// only there.)
+    ///
+    /// [`install_metrics_recorder`]: crate::install_metrics_recorder
+    pub fn new(
         runtime: Runtime,
         admin_token: Secret,
         listen: SocketAddr,
@@ -119,14 +121,16 @@ impl AdminState {
     }
 
     /// The runtime served.
-    pub(crate) fn runtime(&self) -> &Runtime {
+    pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
     }
 }
 
 /// The admin API's routes, with the Host/Origin guard, auth, the body limit, JSON fallbacks
-/// and `no-store`.
-pub(crate) fn router(state: AdminState) -> Router {
+/// and `no-store`, ready to serve or to mount: `Router::nest("/admin", router(state))` in
+/// your own app (the router has its own fallback, so nest it rather than merge it into a
+/// router that has one too). See `examples/mount.rs`.
+pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/v1/workloads", get(list_workloads))

@@ -9,10 +9,11 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokenvisor::metrics as m;
 use tokenvisor::runtime::Runtime;
+
+use crate::error::MetricsError;
 
 /// Gauge: token endpoints currently on hold after a `Retry-After` on 429/503.
 pub(crate) const ENDPOINTS_ON_HOLD: &str = "tokenvisor_endpoints_on_hold";
@@ -38,7 +39,7 @@ static INSTALLED: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 ///
 /// A second call returns the handle of the first. It fails when some other recorder was
 /// installed in this process first.
-pub(crate) fn install_metrics_recorder() -> anyhow::Result<PrometheusHandle> {
+pub fn install_metrics_recorder() -> Result<PrometheusHandle, MetricsError> {
     let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(handle) = installed.as_ref() {
         return Ok(handle.clone());
@@ -48,11 +49,10 @@ pub(crate) fn install_metrics_recorder() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(m::REFRESH_DURATION.to_owned()),
             REFRESH_DURATION_BUCKETS,
         )
-        .context("Prometheus histogram buckets")?
+        .map_err(MetricsError::Buckets)?
         .build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder)
-        .map_err(|_| anyhow::anyhow!("another metrics recorder is installed already"))?;
+    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AnotherRecorder)?;
     m::describe();
     describe();
     *installed = Some(handle.clone());
@@ -62,7 +62,7 @@ pub(crate) fn install_metrics_recorder() -> anyhow::Result<PrometheusHandle> {
 /// Drains histogram samples into their buckets every few seconds, so memory stays bounded
 /// between scrapes (or when nobody scrapes). The exporter's own upkeep task comes with its
 /// HTTP listener, which the daemon does not use. Abort the task at shutdown.
-pub(crate) fn spawn_metrics_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
+pub fn spawn_metrics_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -40,9 +39,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
-use super::guard::ConnLocal;
-use super::token::{self, AdminToken, Origin};
-use super::{AdminState, router};
+use crate::api::{AdminState, router};
+use crate::error::ListenError;
+use crate::guard::ConnLocal;
+use crate::token::{self, AdminToken, Origin};
 
 /// The largest request head accepted (start line and headers), in bytes.
 pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -97,9 +97,11 @@ pub(crate) fn connection_cap(configured: usize, soft_fd_limit: u64) -> usize {
     configured.min(quarter).max(1)
 }
 
-/// A bound admin listener with its token, not yet serving.
+/// A bound admin listener with its token, not yet serving: what [`prepare`] returns, so
+/// that a daemon can refuse to start (before its first token request) when it could not
+/// serve.
 #[derive(Debug)]
-pub(crate) struct Prepared {
+pub struct Prepared {
     listener: TcpListener,
     local: SocketAddr,
     token: AdminToken,
@@ -107,18 +109,22 @@ pub(crate) struct Prepared {
     cap: usize,
 }
 
-/// What the ready line reports about a serving admin API.
+/// Where a serving admin API is: what the daemon's ready line reports.
 #[derive(Debug, Clone)]
-pub(crate) struct Serving {
+pub struct Serving {
     /// The bound address.
-    pub(crate) addr: SocketAddr,
+    pub addr: SocketAddr,
     /// The file holding the bearer token.
-    pub(crate) token_file: PathBuf,
+    pub token_file: PathBuf,
 }
 
 /// Raises the descriptor limit, then (when the admin API is on) loads or generates the
 /// admin token and binds the listener. `None`: `admin_listen = "off"`.
-pub(crate) async fn prepare(service: &ServiceConfig) -> anyhow::Result<Option<Prepared>> {
+///
+/// # Errors
+/// The admin token cannot be read or generated ([`ListenError::Token`]), or the address
+/// cannot be bound ([`ListenError::Bind`]).
+pub async fn prepare(service: &ServiceConfig) -> Result<Option<Prepared>, ListenError> {
     let soft_fd_limit = raise_fd_limit();
     let Some(addr) = service.admin_listen.addr() else {
         return Ok(None);
@@ -132,8 +138,8 @@ pub(crate) async fn prepare(service: &ServiceConfig) -> anyhow::Result<Option<Pr
     }
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (service.admin_listen)"))?;
-    let local = listener.local_addr()?;
+        .map_err(|source| ListenError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(ListenError::LocalAddr)?;
     let limits = service.admin_limits;
     let cap = connection_cap(limits.max_connections, soft_fd_limit);
     tracing::info!(
@@ -155,8 +161,17 @@ pub(crate) async fn prepare(service: &ServiceConfig) -> anyhow::Result<Option<Pr
 }
 
 impl Prepared {
-    /// Serves the admin API over `runtime` in a task of its own.
-    pub(crate) fn serve(self, runtime: Runtime, metrics: Option<PrometheusHandle>) -> Serving {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves the admin API over `runtime` in a task of its own, with the connection
+    /// limits above; `metrics` is the handle of [`install_metrics_recorder`] (`None`:
+    /// `/metrics` answers 404). Call inside a tokio runtime.
+    ///
+    /// [`install_metrics_recorder`]: crate::install_metrics_recorder
+    pub fn serve(self, runtime: Runtime, metrics: Option<PrometheusHandle>) -> Serving {
         let serving = Serving {
             addr: self.local,
             token_file: self.token.path.clone(),
@@ -232,7 +247,7 @@ async fn serve_connection(
         epoch,
         activity: activity.clone(),
     };
-    let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
         if let Some(local) = conn_local {
             req.extensions_mut().insert(ConnLocal(local));
         }

@@ -15,7 +15,8 @@ use tokenvisor::testing::{FakeReply, FakeTransport};
 use tokenvisor_core::{Secret, WorkloadName, WorkloadStatus};
 use tower::ServiceExt as _;
 
-use super::{AdminState, BODY_LIMIT, bearer_token, constant_time_eq, router, views};
+use super::{AdminState, BODY_LIMIT, bearer_token, constant_time_eq, router};
+use crate::views;
 
 const ADMIN: &str = "admin-token-0123456789";
 const CLIENT_SECRET: &str = "cs-SECRET-7f3a9c";
@@ -656,9 +657,9 @@ async fn an_empty_admin_token_refuses_everything() {
 
 #[tokio::test]
 async fn metrics_expose_the_expected_names_and_no_workload_name() {
-    let handle = super::install_metrics_recorder().unwrap();
+    let handle = crate::install_metrics_recorder().unwrap();
     // A second installation is harmless.
-    let _again = super::install_metrics_recorder().unwrap();
+    let _again = crate::install_metrics_recorder().unwrap();
     let f = fixture_with(Some(ADMIN), Some(handle)).await;
     f.fake
         .set_client("metrics-held-wl", FakeReply::too_many(300));
@@ -700,7 +701,7 @@ async fn metrics_expose_the_expected_names_and_no_workload_name() {
         &g.call(Method::GET, "/metrics", None).await,
         StatusCode::NOT_FOUND,
     );
-    let upkeep = super::spawn_metrics_upkeep(super::install_metrics_recorder().unwrap());
+    let upkeep = crate::spawn_metrics_upkeep(crate::install_metrics_recorder().unwrap());
     upkeep.abort();
     g.shutdown().await;
     f.shutdown().await;
@@ -952,5 +953,62 @@ async fn healthz_answers_503_while_no_timer_can_fire() {
     wait_until("the timer service restarted", || f.runtime.health().ok()).await;
     let a = f.call_as(None, Method::GET, "/healthz", None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    f.shutdown().await;
+}
+
+/// Mounted under a prefix in a host's own app (what an embedder does), the admin API keeps
+/// its Host guard, bearer auth, JSON fallbacks and `no-store`, and leaves the host's own
+/// routes alone.
+#[tokio::test]
+async fn the_router_nested_in_a_host_app_keeps_its_guards() {
+    let mut f = fixture(Some(ADMIN)).await;
+    f.add(rt_spec("alpha")).await;
+    f.wait_status("alpha", WorkloadStatus::Running).await;
+    let host_app = Router::new()
+        .route("/", axum::routing::get(|| async { "the host's page" }))
+        .nest("/tokenvisor", f.app.clone());
+    f.app = host_app.clone();
+
+    let own = host_app
+        .oneshot(Request::builder().uri("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+    assert!(
+        own.headers().get(header::CACHE_CONTROL).is_none(),
+        "the admin API's layers stay on its own routes"
+    );
+
+    let a = f
+        .call_as(None, Method::GET, "/tokenvisor/healthz", None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()["workloads"], 1);
+    let a = f
+        .call_as(None, Method::GET, "/tokenvisor/v1/workloads", None)
+        .await;
+    assert_json_error(&a, StatusCode::UNAUTHORIZED);
+    let a = f.call(Method::GET, "/tokenvisor/v1/workloads", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()[0]["name"], "alpha");
+    let a = f
+        .call(Method::GET, "/tokenvisor/v1/workloads/alpha/token", None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_json_error(
+        &f.call(Method::GET, "/tokenvisor/v2/nothing", None).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_json_error(
+        &f.call(Method::DELETE, "/tokenvisor/v1/workloads", None)
+            .await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    );
+    let foreign = Request::builder()
+        .uri("/tokenvisor/healthz")
+        .header(header::HOST, "evil.example:7878")
+        .body(Body::empty())
+        .unwrap();
+    assert_json_error(&f.send(foreign).await, StatusCode::BAD_REQUEST);
     f.shutdown().await;
 }

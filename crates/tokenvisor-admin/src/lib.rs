@@ -1,0 +1,70 @@
+//! # tokenvisor-admin
+//!
+//! The admin HTTP API of a tokenvisor [`Runtime`](tokenvisor::runtime::Runtime), as a
+//! library: an axum [`Router`](axum::Router) an embedder mounts in its own app, and the
+//! listener the `tokenvisor` daemon serves it with. The runtime crate does not depend on
+//! axum or hyper; only this crate does.
+//!
+//! | method, path                          | answers                                                   |
+//! | ------------------------------------- | --------------------------------------------------------- |
+//! | `GET /healthz`                        | 200 `{"ok":true,"workloads":N}`; 503 when the runtime is not healthy; never needs auth |
+//! | `GET /metrics`                        | 200 Prometheus text; 404 when no recorder was installed   |
+//! | `GET /v1/workloads[?status=S]`        | 200 array of summaries (sorted by name)                   |
+//! | `GET /v1/workloads/{name}`            | 200 summary plus resolved settings; 404                   |
+//! | `POST /v1/workloads/{name}/refresh`   | 202; 409 when the workload cannot refresh                 |
+//! | `PUT /v1/workloads/{name}/credentials`| 204; 400 bad body or wrong grant; 413 over [`BODY_LIMIT`] |
+//! | `GET /v1/workloads/{name}/token`      | 200 token; 503 + `Retry-After` when none is valid         |
+//!
+//! Every route but `/healthz` needs `Authorization: Bearer <admin token>`; every request
+//! must name the listener in `Host` and carry no foreign `Origin` (DNS rebinding, browsers).
+//!
+//! ## Map
+//! - Face: [`AdminState`] (what is served), [`router`] (the routes, guards and auth),
+//!   [`BODY_LIMIT`].
+//! - Listener: [`prepare`] (descriptor limit, admin token, bind) → [`Prepared::serve`] → a
+//!   [`Serving`] address; an accept loop over hyper's HTTP/1 builder with the limits
+//!   `axum::serve` cannot set (head timeout, idle timeout, head size, connection cap).
+//! - Metrics: [`install_metrics_recorder`] (the process's Prometheus recorder) and
+//!   [`spawn_metrics_upkeep`]; scrape-time gauges are filled in by `/metrics`.
+//! - Errors: [`ListenError`], [`TokenError`], [`MetricsError`].
+//! - Private parts: `api` (handlers, auth, error answers; its tests in `api/tests.rs`),
+//!   `views` (the JSON shapes, never a secret's value), `guard` (Host and Origin),
+//!   `token` (the configured or generated admin token), `listener`, `prometheus`.
+//!
+//! ## Mounting the router in your own app
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use tokenvisor::runtime::Runtime;
+//! use tokenvisor_admin::{AdminState, router};
+//! use tokenvisor_core::Secret;
+//!
+//! async fn serve(runtime: Runtime, admin_token: Secret) -> std::io::Result<()> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     let addr: SocketAddr = listener.local_addr()?;
+//!     // `addr` is what `Host` must name; `None`: no `/metrics` (see install_metrics_recorder).
+//!     let admin = router(AdminState::new(runtime, admin_token, addr, None));
+//!     let app = axum::Router::new()
+//!         .route("/", axum::routing::get(|| async { "my service" }))
+//!         .nest("/tokenvisor", admin);
+//!     axum::serve(listener, app).await
+//! }
+//! ```
+//!
+//! `axum::serve` sets no connection limits: on a socket open to other local users prefer
+//! [`prepare`] and [`Prepared::serve`], or set limits of your own. A runnable version:
+//! `cargo run -p tokenvisor-admin --example mount`.
+
+mod api;
+mod error;
+mod guard;
+mod listener;
+mod prometheus;
+mod token;
+mod views;
+
+pub use api::{AdminState, BODY_LIMIT, router};
+pub use error::{ListenError, MetricsError, TokenError};
+pub use listener::{Prepared, Serving, prepare};
+pub use metrics_exporter_prometheus::PrometheusHandle;
+pub use prometheus::{install_metrics_recorder, spawn_metrics_upkeep};

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokenvisor::config::{self, AdminListen, Config, ConfigError, LogFormat};
-use tokenvisor::spec::{AuthMethod, GrantSpec, SecretOrigin, WorkloadPolicy};
+use tokenvisor_config::spec::{AuthMethod, GrantSpec, SecretOrigin, WorkloadPolicy};
+use tokenvisor_config::{self as config, AdminListen, Config, ConfigError, LogFormat};
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
 
 const S: fn(u64) -> Duration = Duration::from_secs;

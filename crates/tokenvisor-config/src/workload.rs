@@ -41,39 +41,45 @@ impl WorkloadCx<'_> {
     }
 
     /// Reports a missing required key, unless it was present but already reported.
-    fn missing(&self, cx: &mut Cx, name: &str, reason: &str) {
+    fn missing<T>(&self, cx: &mut Cx, name: &str, reason: &str) -> Option<T> {
         let key = self.key(name);
         if !cx.is_broken(&key) {
             cx.problem(key, Some(self.header.clone()), reason);
         }
+        None
+    }
+
+    /// `raw`'s value through `f`; a failure is reported at `name`, on `raw`'s line.
+    fn check<S, T>(
+        &self,
+        cx: &mut Cx,
+        name: &str,
+        raw: &Spanned<S>,
+        f: impl FnOnce(&S) -> Result<T, String>,
+    ) -> Option<T> {
+        f(raw.get_ref())
+            .map_err(|reason| cx.problem(self.key(name), Some(raw.span()), reason))
+            .ok()
     }
 
     /// A non-empty string without control characters.
     fn text(&self, cx: &mut Cx, name: &str, raw: Option<&Spanned<String>>) -> Option<Arc<str>> {
-        let raw = raw?;
-        let s = raw.get_ref();
-        if s.trim().is_empty() {
-            cx.problem(self.key(name), Some(raw.span()), "must not be empty");
-            None
-        } else if s.chars().any(char::is_control) {
-            cx.problem(
-                self.key(name),
-                Some(raw.span()),
-                "must not contain control characters",
-            );
-            None
-        } else {
-            Some(Arc::from(s.as_str()))
-        }
+        self.check(cx, name, raw?, |s| {
+            if s.trim().is_empty() {
+                Err("must not be empty".to_owned())
+            } else if s.chars().any(char::is_control) {
+                Err("must not contain control characters".to_owned())
+            } else {
+                Ok(Arc::from(s.as_str()))
+            }
+        })
     }
 
     fn path_of(&self, cx: &mut Cx, name: &str, raw: &Spanned<String>) -> Option<PathBuf> {
-        if raw.get_ref().is_empty() {
-            cx.problem(self.key(name), Some(raw.span()), "must not be empty");
-            None
-        } else {
-            Some(resolve_path(self.base, raw.get_ref()))
-        }
+        self.check(cx, name, raw, |p| match p.is_empty() {
+            true => Err("must not be empty".to_owned()),
+            false => Ok(resolve_path(self.base, p)),
+        })
     }
 
     /// Registers a file this workload reads or writes; two users of one file conflict when
@@ -121,84 +127,51 @@ impl WorkloadCx<'_> {
     ) -> Option<WorkloadSpec> {
         let before = cx.problems.len();
 
-        // name
         let name = match &raw.name {
-            None => {
-                self.missing(
-                    cx,
-                    "name",
-                    "missing: every workload needs a name ([A-Za-z0-9._-], 1–100 characters)",
-                );
-                None
-            }
-            Some(s) => match WorkloadName::new(s.get_ref()) {
-                Ok(n) => {
-                    let line = cx.line(s.span().start);
-                    match seen.names.get(n.as_str()) {
-                        Some((other, other_line)) => {
-                            let at = other_line
-                                .map(|l| format!(" (line {l})"))
-                                .unwrap_or_default();
-                            cx.problem(
-                                self.key("name"),
-                                Some(s.span()),
-                                format!(
-                                    "duplicate workload name {:?}: {other}{at} has it too",
-                                    n.as_str()
-                                ),
-                            );
-                        }
-                        None => {
-                            seen.names
-                                .insert(n.as_str().to_owned(), (self.key("name"), Some(line)));
-                        }
+            None => self.missing(
+                cx,
+                "name",
+                "missing: every workload needs a name ([A-Za-z0-9._-], 1–100 characters)",
+            ),
+            Some(s) => {
+                let (key, line) = (self.key("name"), cx.line(s.span().start));
+                self.check(cx, "name", s, |s| {
+                    let n = WorkloadName::new(s).map_err(|e| e.to_string())?;
+                    if let Some((other, other_line)) = seen.names.get(n.as_str()) {
+                        let at = other_line.map(|l| format!(" (line {l})"));
+                        let (n, at) = (n.as_str(), at.unwrap_or_default());
+                        return Err(format!(
+                            "duplicate workload name {n:?}: {other}{at} has it too"
+                        ));
                     }
-                    Some(n)
-                }
-                Err(e) => {
-                    cx.problem(self.key("name"), Some(s.span()), e.to_string());
-                    None
-                }
-            },
+                    seen.names.insert(n.as_str().to_owned(), (key, Some(line)));
+                    Ok(n)
+                })
+            }
         };
-
-        // token_url
         let token_url = match &raw.token_url {
-            None => {
-                self.missing(
-                    cx,
-                    "token_url",
-                    "missing: the provider's token endpoint, e.g. \"https://idp.example.com/oauth/token\"",
-                );
-                None
+            None => self.missing(
+                cx,
+                "token_url",
+                "missing: the provider's token endpoint, e.g. \"https://idp.example.com/oauth/token\"",
+            ),
+            Some(u) => {
+                let url: Option<Arc<str>> = self.check(cx, "token_url", u, |s| check_http_url(s).map(|()| Arc::from(s.as_str())));
+                if let (Some(_), Some(host)) = (&url, plain_http_remote_host(u.get_ref())) {
+                    cx.warning(
+                        self.key("token_url"),
+                        Some(u.span()),
+                        format!(
+                            "http:// to {host}, which is not a loopback address: tokens and \
+                             secrets cross the network unencrypted (use https)"
+                        ),
+                    );
+                }
+                url
             }
-            Some(u) => match check_http_url(u.get_ref()) {
-                Ok(()) => {
-                    if let Some(host) = plain_http_remote_host(u.get_ref()) {
-                        cx.warning(
-                            self.key("token_url"),
-                            Some(u.span()),
-                            format!(
-                                "http:// to {host}, which is not a loopback address: tokens and \
-                                 secrets cross the network unencrypted (use https)"
-                            ),
-                        );
-                    }
-                    Some(Arc::<str>::from(u.get_ref().as_str()))
-                }
-                Err(reason) => {
-                    cx.problem(self.key("token_url"), Some(u.span()), reason);
-                    None
-                }
-            },
         };
-
-        // client_id
         let client_id = match &raw.client_id {
-            None => {
-                self.missing(cx, "client_id", "missing: the OAuth client id");
-                None
-            }
+            None => self.missing(cx, "client_id", "missing: the OAuth client id"),
             Some(_) => self.text(cx, "client_id", raw.client_id.as_ref()),
         };
 
@@ -246,19 +219,12 @@ impl WorkloadCx<'_> {
             }
         }
         let resource = raw.resource.as_ref().and_then(|r| {
-            match url::Url::parse(r.get_ref()) {
-                Ok(u) if u.fragment().is_none() && r.get_ref().trim() == r.get_ref() => {
-                    Some(Arc::<str>::from(r.get_ref().as_str()))
-                }
-                Ok(_) | Err(_) => {
-                    cx.problem(
-                        self.key("resource"),
-                        Some(r.span()),
-                        "must be an absolute URI without a fragment (RFC 8707), e.g. \"https://mcp.example.com\"",
-                    );
-                    None
-                }
-            }
+            self.check(cx, "resource", r, |s| match url::Url::parse(s) {
+                Ok(u) if u.fragment().is_none() && s.trim() == s => Ok(Arc::from(s.as_str())),
+                Ok(_) | Err(_) => Err("must be an absolute URI without a fragment (RFC 8707), \
+                     e.g. \"https://mcp.example.com\""
+                    .to_owned()),
+            })
         });
         let audience = self.text(cx, "audience", raw.audience.as_ref());
 
@@ -438,12 +404,11 @@ impl WorkloadCx<'_> {
         }
 
         let Some(grant) = &raw.grant else {
-            self.missing(
+            return self.missing(
                 cx,
                 "grant",
                 "missing: set grant = \"refresh_token\" or grant = \"client_credentials\"",
             );
-            return None;
         };
         match grant.get_ref() {
             RawGrant::RefreshToken => {

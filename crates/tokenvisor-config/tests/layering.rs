@@ -44,7 +44,10 @@ fn depends_on_the_core_only_of_ours_and_on_no_runtime() {
         .filter(|k| FORBIDDEN_DEPS.contains(&k.as_str()))
         .collect();
     assert!(bad.is_empty(), "tokenvisor-config depends on {bad:?}");
-    assert!(deps.contains_key("tokenvisor-core"), "expected tokenvisor-core");
+    assert!(
+        deps.contains_key("tokenvisor-core"),
+        "expected tokenvisor-core"
+    );
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -72,5 +75,9 @@ fn the_schema_is_derived_not_hand_written() {
             }
         }
     }
-    assert!(found.is_empty(), "hand-written deserialization:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "hand-written deserialization:\n{}",
+        found.join("\n")
+    );
 }

@@ -10,7 +10,7 @@
 //! - `schema`: the raw schema, serde-derived structs with `deny_unknown_fields`, every
 //!   value `Spanned`; durations parsed with humantime as they are read.
 //! - `read`: TOML text → raw sections: syntax errors, unknown keys ("did you mean", by
-//!   `strsim`; "it belongs in [service]"), wrong types, each at its dotted key and line.
+//!   `strsim`; "it belongs in `[service]`"), wrong types, each at its dotted key and line.
 //! - `validate`: the validation pass over the raw sections, with `service`, `policy`
 //!   (`[defaults]` and a workload's overrides) and `workload` (a workload's own keys and the
 //!   checks across workloads); `problems` collects every problem and warning.

@@ -1,12 +1,11 @@
 //! Credentials: secret sources and the refresh-token store with atomic write-back.
 //!
-//! - [`read_secret_file`], [`read_secret_env`]: how the configuration resolves
-//!   `client_secret_file`, `client_secret_env` and `refresh_token_file`. A file is read by one
-//!   reader ([`read_secret_file_noted`]): a UTF-8 byte order mark, a CR/LF line ending and
-//!   surrounding whitespace are trimmed (and reported in [`SecretFileNotes`], which
-//!   `check-config` and the daemon's log show); a control character inside the value is an
-//!   error (a token never contains one, and sending it would only earn a confusing
-//!   rejection); a file readable by group or others is reported too.
+//! - [`read_secret_file`], [`read_secret_env`]: secrets from a file or a variable. Files are
+//!   read by the one reader, `tokenvisor_config::secrets` (also the configuration's): a UTF-8
+//!   byte order mark, a CR/LF line ending and surrounding whitespace are trimmed (and
+//!   reported in [`SecretFileNotes`]); a control character inside the value is an error; a
+//!   file readable by group or others is reported too. Its errors become
+//!   [`CredentialError`]s here.
 //! - [`write_secret_file`]: an atomic, fsynced, mode-0600 write of one secret (used for
 //!   rotated refresh tokens and token sink files).
 //! - [`CredentialStore`]: one per workload, shared between its token actor and the attempt
@@ -47,7 +46,7 @@
 //! files that a killed process left next to it.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -58,8 +57,8 @@ use tokenvisor_core::{Secret, WorkloadName};
 use crate::spec::{GrantSpec, WorkloadSpec};
 use crate::transport::Grant;
 
-/// The largest secret file read, in bytes (a bigger file is a configuration mistake).
-pub const SECRET_FILE_LIMIT: usize = 64 * 1024;
+use tokenvisor_config::secrets::{self, SecretError};
+pub use tokenvisor_config::secrets::{SECRET_FILE_LIMIT, SecretFileNotes};
 
 /// Pauses before the retries of a failed refresh-token write (so at most four attempts).
 const WRITE_RETRY_PAUSES: [Duration; 3] = [
@@ -159,86 +158,33 @@ pub enum CredentialError {
     },
 }
 
+impl From<SecretError> for CredentialError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Read { path, source } => CredentialError::Read { path, source },
+            SecretError::TooLarge { path } => CredentialError::TooLarge { path },
+            SecretError::NotUtf8 { path } => CredentialError::NotUtf8 { path },
+            SecretError::EmptyFile { path } => CredentialError::EmptyFile { path },
+            SecretError::ControlCharacter { path } => CredentialError::ControlCharacter { path },
+        }
+    }
+}
+
 /// Reads a secret from a file with [`read_secret_file_noted`], dropping the notes.
 ///
 /// Blocking; call it from configuration loading or `spawn_blocking`.
 pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Secret, CredentialError> {
-    read_secret_file_noted(path).map(|(secret, _)| secret)
+    Ok(secrets::read_secret_file(path)?)
 }
 
-/// What reading a secret file found besides the secret (for warnings; never the value).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecretFileNotes {
-    /// What was trimmed around the value, beyond one final newline: `"a UTF-8 byte order
-    /// mark"`, `"a CR/LF line ending"`, `"surrounding whitespace"`.
-    pub trimmed: Vec<&'static str>,
-    /// The file's permission bits, when group or others may read it.
-    pub readable_by_others: Option<u32>,
-}
-
-/// Reads a secret from a file: a leading UTF-8 byte order mark and surrounding whitespace
-/// (CR/LF line endings included) are trimmed; an empty file, a file over
-/// [`SECRET_FILE_LIMIT`] bytes, a non-UTF-8 file or a value with a control character inside
-/// is an error. The notes say what was trimmed (one final `\n` is not worth a note) and
-/// whether group or others may read the file.
+/// Reads a secret from a file with the one reader (`tokenvisor_config::secrets`): trimmed,
+/// checked, and what was trimmed noted.
 ///
 /// Blocking; call it from configuration loading or `spawn_blocking`.
 pub fn read_secret_file_noted(
     path: impl AsRef<Path>,
 ) -> Result<(Secret, SecretFileNotes), CredentialError> {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    let path = path.as_ref();
-    let read_err = |source| CredentialError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o7777;
-    let mut bytes = Vec::new();
-    // One byte over the limit tells "too large" from "exactly the limit".
-    file.take(SECRET_FILE_LIMIT as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() > SECRET_FILE_LIMIT {
-        return Err(CredentialError::TooLarge {
-            path: path.to_owned(),
-        });
-    }
-    let text = String::from_utf8(bytes).map_err(|_| CredentialError::NotUtf8 {
-        path: path.to_owned(),
-    })?;
-    let mut notes = SecretFileNotes {
-        trimmed: Vec::new(),
-        readable_by_others: (mode & 0o044 != 0).then_some(mode),
-    };
-    let unmarked = match text.strip_prefix('\u{feff}') {
-        Some(rest) => {
-            notes.trimmed.push("a UTF-8 byte order mark");
-            rest
-        }
-        None => text.as_str(),
-    };
-    let value = unmarked.trim();
-    if value.is_empty() {
-        return Err(CredentialError::EmptyFile {
-            path: path.to_owned(),
-        });
-    }
-    let leading = &unmarked[..unmarked.len() - unmarked.trim_start().len()];
-    let trailing = &unmarked[unmarked.trim_end().len()..];
-    if trailing.contains('\r') {
-        notes.trimmed.push("a CR/LF line ending");
-    }
-    if !leading.is_empty() || !matches!(trailing, "" | "\n" | "\r\n") {
-        notes.trimmed.push("surrounding whitespace");
-    }
-    if value.chars().any(char::is_control) {
-        return Err(CredentialError::ControlCharacter {
-            path: path.to_owned(),
-        });
-    }
-    Ok((Secret::from(value), notes))
+    Ok(secrets::read_secret_file_noted(path)?)
 }
 
 /// Reads a secret from an environment variable: trailing whitespace removed; unset, empty or

@@ -21,13 +21,15 @@
 //! - [`locks`]: one daemon per status directory and per refresh-token file (`flock`).
 //! - [`credentials`]: client secrets and refresh tokens; rotated tokens written back
 //!   atomically before the workload reports healthy.
-//! - [`config`]: the TOML configuration → [`spec::WorkloadSpec`]s.
+//! - [`config`] and [`spec`]: re-exports of the `tokenvisor-config` crate (the TOML
+//!   configuration → [`spec::WorkloadSpec`]s) and of its workload specs, under the paths
+//!   they always had.
 //! - [`clock`]: wall time that follows tokio's (pausable) clock.
 //! - [`metrics`]: metric names (no per-workload labels).
 //! - [`testing`]: an in-memory scriptable transport for paused-clock tests.
 
 pub mod clock;
-pub mod config;
+pub use tokenvisor_config as config;
 pub mod credentials;
 pub mod gate;
 pub mod handle;
@@ -36,7 +38,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod persistence;
 pub mod runtime;
-pub mod spec;
+pub use tokenvisor_config::spec;
 pub mod status_store;
 pub mod supervisor;
 pub mod testing;

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokenvisor::config::{self, AdminListen, Config, ConfigError, LogFormat};
-use tokenvisor::spec::{AuthMethod, GrantSpec, SecretOrigin, WorkloadPolicy};
+use tokenvisor_config::spec::{AuthMethod, GrantSpec, SecretOrigin, WorkloadPolicy};
+use tokenvisor_config::{self as config, AdminListen, Config, ConfigError, LogFormat};
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -1689,4 +1689,40 @@ fn load_reports_problems_with_the_path_as_given() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn type_errors_name_the_type_found_never_the_value() {
+    let s = Scratch::new();
+    let text = format!(
+        "[service]\nadmin_max_connections = 2.5\n[defaults]\nrefresh_at = \"hi-value-1\"\nrequest_timeout = 30\n{BASE}refresh_token = true\n"
+    )
+    .replace("refresh_token_file = \"app.rt\"\n", "");
+    let err = s.err(&text);
+    assert_problem(
+        &err,
+        "service.admin_max_connections",
+        Some(2),
+        "invalid type: floating point `2.5`, expected a whole number",
+    );
+    assert_problem(
+        &err,
+        "defaults.refresh_at",
+        Some(4),
+        "invalid type: a string, expected a number",
+    );
+    assert_problem(
+        &err,
+        "defaults.request_timeout",
+        Some(5),
+        "invalid type: an integer, expected a duration string such as \"30s\"",
+    );
+    assert_problem(
+        &err,
+        "workload[0].refresh_token",
+        Some(line_of(&text, "refresh_token = true")),
+        "invalid type: a boolean, expected a string (the value is not shown)",
+    );
+    assert!(!err.to_string().contains("hi-value-1"), "{err}");
+    assert_eq!(err.problems().len(), 4, "{err}");
 }

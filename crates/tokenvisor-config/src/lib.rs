@@ -1,0 +1,328 @@
+//! # tokenvisor-config
+//!
+//! tokenvisor's TOML configuration → [`spec::WorkloadSpec`]s. [`load`] reads a file,
+//! [`parse`] a string; both resolve and validate everything (secrets included) before a
+//! [`Config`] exists, so a bad configuration is one [`ConfigError`] that lists every problem
+//! found, one per line, as `FILE:LINE: KEY: reason`. It sits above `tokenvisor-core` and
+//! below the runtime (`tokenvisor`, which re-exports it as `tokenvisor::config`).
+//!
+//! ## Map
+//! - `schema`: the raw schema, serde-derived structs with `deny_unknown_fields`, every
+//!   value `Spanned`; durations parsed with humantime as they are read.
+//! - `read`: TOML text → raw sections: syntax errors, unknown keys ("did you mean", by
+//!   `strsim`; "it belongs in `[service]`"), wrong types, each at its dotted key and line.
+//! - `validate`: the validation pass over the raw sections, with `service`, `policy`
+//!   (`[defaults]` and a workload's overrides) and `workload` (a workload's own keys and the
+//!   checks across workloads); `problems` collects every problem and warning.
+//! - [`spec`]: what a workload is once resolved ([`spec::WorkloadSpec`],
+//!   [`spec::WorkloadPolicy`]); the runtime consumes these.
+//! - [`secrets`]: the one secret-file reader, shared with the runtime.
+//! - `masked`: the masked rendering for `tokenvisor check-config`
+//!   ([`Config::describe_masked`]).
+//!
+//! ## Decisions
+//! - Sections: `[service]`, `[defaults]`, `[[workload]]`. Unknown sections and keys are errors
+//!   (with a "did you mean" hint when a known key is close).
+//! - Every `[defaults]` key may be set inside one `[[workload]]`; the workload's value replaces
+//!   the default (lists too: a workload's `transient_codes` replaces the defaults' list, it is
+//!   not appended to it).
+//! - Relative paths (`status_dir`, `admin_token_file`, `client_secret_file`,
+//!   `refresh_token_file`, `token_sink_file`) resolve against the configuration file's
+//!   directory.
+//! - `grant` is required: nothing is inferred from which other keys happen to be present.
+//! - Secrets (client secrets, refresh tokens, the admin token) are read and checked here: a
+//!   file or variable that is missing or empty is a configuration error, not a runtime one.
+//!   A byte order mark and surrounding whitespace (CR/LF included) are trimmed from secret
+//!   files, a control character inside the value is an error. No error message ever contains
+//!   a secret.
+//! - Warnings ([`Config::warnings`]) do not stop a configuration: a secret file that needed
+//!   trimming beyond a final newline, a secret file readable by group or others, an
+//!   `http://` token URL to a host that is not loopback.
+//! - Files that tokenvisor writes (`refresh_token_file`, `token_sink_file`) may not be shared
+//!   between workloads, nor with any `client_secret_file`.
+//! - Workloads with the same `token_url` share one endpoint gate, so they must agree on
+//!   `endpoint_concurrency`.
+//! - Every duration key has a ceiling ([`duration_limit`]: 10 minutes for the timeouts, a
+//!   day for the backoff and `max_retry_after`, 30 days for `give_up_after`, a year for
+//!   `default_lifetime`); a longer value is an error naming the value, the limit and why.
+//!   Nothing configured can ask a timer to wait longer than the timer service holds.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub mod secrets;
+pub mod spec;
+
+mod masked;
+mod policy;
+mod problems;
+mod read;
+mod schema;
+mod service;
+mod validate;
+mod workload;
+
+pub use problems::{ConfigError, ConfigProblem};
+pub use service::{default_state_dir, default_status_dir, read_admin_token};
+
+use crate::spec::{WorkloadPolicy, WorkloadSpec};
+
+/// The admin API's address when `service.admin_listen` is not set.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7878));
+
+/// The shortest admin token accepted, in bytes (a shorter `admin_token_file` is an error).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+
+/// `service.admin_header_timeout` when not set.
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `service.admin_idle_timeout` when not set.
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `service.admin_max_connections` when not set.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
+
+/// The largest `service.admin_max_connections` accepted.
+pub const MAX_ADMIN_MAX_CONNECTIONS: usize = 65_536;
+
+/// The `source` of a configuration that did not come from a file.
+pub const EMBEDDED_SOURCE: &str = "<embedded>";
+
+/// The largest secret file read (a bigger one is almost certainly the wrong file).
+pub const MAX_SECRET_FILE_BYTES: u64 = secrets::SECRET_FILE_LIMIT as u64;
+
+/// The longest duration accepted for any key (longer ones are typos, and would overflow
+/// deadline arithmetic). Each key has its own, smaller limit: [`duration_limit`].
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
+
+/// The longest value accepted for a duration key of `[defaults]` or `[[workload]]`, and why
+/// (for the error message); `None` for a key that is not a duration. Nothing configured may
+/// make a timer wait longer than the timer service holds
+/// ([`tokenvisor_core::policy::MAX_TIMER_DELAY`], 30 days); the tighter limits catch typos
+/// ("30d" for "30s") that would otherwise silently stop refreshes for days.
+pub fn duration_limit(key: &str) -> Option<(Duration, &'static str)> {
+    const MIN: u64 = 60;
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    let (secs, why) = match key {
+        "request_timeout" | "connect_timeout" => (
+            10 * MIN,
+            "a token request that takes longer has failed; the attempt backstop adds both",
+        ),
+        "default_lifetime" => (
+            365 * DAY,
+            "a provider's expires_in is capped at one year too",
+        ),
+        "backoff_initial" | "backoff_max" => (
+            DAY,
+            "a longer wait between attempts would hide an outage for days",
+        ),
+        "give_up_after" => (
+            30 * DAY,
+            "the longest a timer waits; use 0s to never give up",
+        ),
+        "max_retry_after" => (
+            DAY,
+            "no provider may stop every refresh of an endpoint for longer",
+        ),
+        _ => return None,
+    };
+    Some((Duration::from_secs(secs), why))
+}
+
+/// The largest `endpoint_concurrency` accepted (in effect: unlimited).
+pub const MAX_ENDPOINT_CONCURRENCY: usize = 1_000_000;
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, as given (or [`EMBEDDED_SOURCE`]).
+    pub source: PathBuf,
+    /// The `[service]` section.
+    pub service: ServiceConfig,
+    /// The resolved `[defaults]` section (what a workload added later would inherit).
+    pub defaults: WorkloadPolicy,
+    /// The workloads, in file order.
+    pub workloads: Vec<WorkloadSpec>,
+    /// What is accepted but worth a look, as `FILE:LINE: KEY: reason` problems (see
+    /// [`Config::warning_lines`]), in file order.
+    pub warnings: Vec<ConfigProblem>,
+}
+
+impl Config {
+    /// The workload called `name`, if any.
+    pub fn workload(&self, name: &str) -> Option<&WorkloadSpec> {
+        self.workloads.iter().find(|w| w.name.as_str() == name)
+    }
+
+    /// Every effective setting, as TOML, with secrets masked as `"…"` and where each came
+    /// from in a comment (for `tokenvisor check-config`).
+    pub fn describe_masked(&self) -> String {
+        masked::Masked(self).to_string()
+    }
+
+    /// The warnings, one line each: `FILE:LINE: KEY: warning: reason`.
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|p| {
+                let mut line = self.source.display().to_string();
+                if let Some(n) = p.line {
+                    line.push_str(&format!(":{n}"));
+                }
+                if !p.key.is_empty() {
+                    line.push_str(&format!(": {}", p.key));
+                }
+                line.push_str(&format!(": warning: {}", p.reason));
+                line
+            })
+            .collect()
+    }
+}
+
+/// The `[service]` section, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Where status files are written.
+    pub status_dir: PathBuf,
+    /// Where the admin API listens.
+    pub admin_listen: AdminListen,
+    /// The file holding the admin API's bearer token (checked readable and at least
+    /// [`MIN_ADMIN_TOKEN_BYTES`] long when the admin API is on). `None`: the daemon generates
+    /// one in `<state_dir>/admin.token`.
+    pub admin_token_file: Option<PathBuf>,
+    /// tokenvisor's own state (the generated admin token), kept apart from the status
+    /// directory, which ToolHive shares. `None` only when it is not set, cannot be derived
+    /// (no `XDG_STATE_HOME`, no `HOME`) and nothing needs it.
+    pub state_dir: Option<PathBuf>,
+    /// Limits of the admin API's listener.
+    pub admin_limits: AdminLimits,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Log filter: a level or a tracing filter directive such as `info,tokenvisor=debug`.
+    pub log_level: String,
+}
+
+/// Limits of the admin API's listener (`[service]` keys `admin_header_timeout`,
+/// `admin_idle_timeout`, `admin_max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// A request head must arrive within this, counted from when the connection starts
+    /// waiting for it (so an idle keep-alive connection is closed after it too).
+    pub header_timeout: Duration,
+    /// A connection on which no byte moved either way for this long is closed (a stalled
+    /// body, a client that stops reading).
+    pub idle_timeout: Duration,
+    /// Connections served at once; the daemon lowers it further to a quarter of its file
+    /// descriptor limit. Excess connections are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            header_timeout: DEFAULT_ADMIN_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_ADMIN_IDLE_TIMEOUT,
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Where the admin API listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    /// `"off"`: no admin API.
+    Off,
+    /// This socket address.
+    Addr(SocketAddr),
+}
+
+impl AdminListen {
+    /// The address, when the admin API is on.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            AdminListen::Off => None,
+            AdminListen::Addr(a) => Some(*a),
+        }
+    }
+
+    /// True when the admin API is on and reachable only from this host.
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            AdminListen::Off => false,
+            AdminListen::Addr(a) => a.ip().is_loopback(),
+        }
+    }
+}
+
+impl Default for AdminListen {
+    fn default() -> Self {
+        AdminListen::Addr(DEFAULT_ADMIN_LISTEN)
+    }
+}
+
+impl fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminListen::Off => f.write_str("off"),
+            AdminListen::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `"text"` or `"json"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads and validates the configuration file at `path`, using the process environment for
+/// `client_secret_env` and the `status_dir` default. Relative paths inside it resolve against
+/// its directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::single(path, format!("cannot read the configuration file: {e}"))
+    })?;
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    validate::parse_in(&text, path, &base, &|var| std::env::var(var).ok())
+}
+
+/// Parses and validates configuration text. `source` names it in errors, and its directory
+/// is where relative paths resolve; `env` looks up environment variables.
+pub fn parse(
+    text: &str,
+    source: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let base = source.parent().unwrap_or(Path::new("")).to_path_buf();
+    validate::parse_in(text, source, &base, env)
+}

@@ -1,0 +1,175 @@
+//! Problems: [`ConfigError`] (every problem of one file), [`ConfigProblem`] (one
+//! `FILE:LINE: KEY: reason`), and the collector both passes report into.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use tokenvisor_core::Secret;
+
+/// Everything wrong with one configuration (never empty). `Display` prints one problem per
+/// line as `FILE:LINE: KEY: reason` (`LINE` and `KEY` are left out when unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    file: PathBuf,
+    problems: Vec<ConfigProblem>,
+}
+
+/// One problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The dotted key, e.g. `workload[2].client_secret_file` or `defaults.refresh_at`; empty
+    /// when the problem concerns the whole file.
+    pub key: String,
+    /// The 1-based line, when known.
+    pub line: Option<usize>,
+    /// Why it is wrong. Never contains a secret.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// The file the problems are in.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The problems, in file order.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+
+    pub(crate) fn single(file: &Path, reason: String) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![ConfigProblem {
+                key: String::new(),
+                line: None,
+                reason,
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}", self.file.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            if !p.key.is_empty() {
+                write!(f, ": {}", p.key)?;
+            }
+            write!(f, ": {}", p.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The collector of problems and warnings of one pass over a file.
+pub(crate) struct Cx {
+    line_starts: Vec<usize>,
+    pub(crate) problems: Vec<ConfigProblem>,
+    pub(crate) warnings: Vec<ConfigProblem>,
+    /// Keys already reported: later checks that depend on them stay quiet.
+    pub(crate) broken: HashSet<String>,
+}
+
+impl Cx {
+    pub(crate) fn new(text: &str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Cx {
+            line_starts,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            broken: HashSet::new(),
+        }
+    }
+
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&s| s <= offset)
+    }
+
+    pub(crate) fn problem(
+        &mut self,
+        key: String,
+        span: Option<Range<usize>>,
+        reason: impl Into<String>,
+    ) {
+        let line = span.map(|s| self.line(s.start));
+        self.broken.insert(key.clone());
+        self.problems.push(ConfigProblem {
+            key,
+            line,
+            reason: reason.into(),
+        });
+    }
+
+    pub(crate) fn warning(
+        &mut self,
+        key: String,
+        span: Option<Range<usize>>,
+        reason: impl Into<String>,
+    ) {
+        let line = span.map(|s| self.line(s.start));
+        self.warnings.push(ConfigProblem {
+            key,
+            line,
+            reason: reason.into(),
+        });
+    }
+
+    /// Reads a secret file, turning its notes into warnings at `key`.
+    pub(crate) fn secret_file(
+        &mut self,
+        key: String,
+        span: Range<usize>,
+        path: &Path,
+    ) -> Result<Secret, String> {
+        let (secret, notes) =
+            crate::secrets::read_secret_file_noted(path).map_err(|e| e.to_string())?;
+        if !notes.trimmed.is_empty() {
+            self.warning(
+                key.clone(),
+                Some(span.clone()),
+                format!(
+                    "{}: trimmed {} around the value",
+                    path.display(),
+                    notes.trimmed.join(" and ")
+                ),
+            );
+        }
+        if let Some(mode) = notes.readable_by_others {
+            self.warning(
+                key,
+                Some(span),
+                format!(
+                    "{}: readable by group or others (mode {mode:04o}); chmod 600 it",
+                    path.display()
+                ),
+            );
+        }
+        Ok(secret)
+    }
+
+    pub(crate) fn is_broken(&self, key: &str) -> bool {
+        self.broken.contains(key)
+    }
+
+    pub(crate) fn into_error(mut self, file: &Path) -> ConfigError {
+        // Stable: problems without a line (whole-file ones) first, then in file order.
+        self.problems.sort_by_key(|p| p.line);
+        ConfigError {
+            file: file.to_path_buf(),
+            problems: self.problems,
+        }
+    }
+}

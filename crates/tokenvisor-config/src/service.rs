@@ -1,0 +1,255 @@
+//! `[service]`: where status files go, the admin API (address, token, limits), logging.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokenvisor_core::Secret;
+use toml::Spanned;
+
+use crate::problems::Cx;
+use crate::schema::RawService;
+use crate::{
+    AdminLimits, AdminListen, MAX_ADMIN_MAX_CONNECTIONS, MIN_ADMIN_TOKEN_BYTES, ServiceConfig,
+};
+
+pub(crate) fn resolve_service(
+    cx: &mut Cx,
+    raw: RawService,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> ServiceConfig {
+    let status_dir = match &raw.status_dir {
+        Some(s) => {
+            if s.get_ref().is_empty() {
+                cx.problem(
+                    "service.status_dir".into(),
+                    Some(s.span()),
+                    "must not be empty",
+                );
+            }
+            resolve_path(base, s.get_ref())
+        }
+        None if cx.is_broken("service.status_dir") => PathBuf::new(),
+        None => default_status_dir(env).unwrap_or_else(|| {
+            cx.problem(
+                "service.status_dir".into(),
+                None,
+                "not set, and neither XDG_DATA_HOME nor HOME is set to derive the default \
+                 ($XDG_DATA_HOME/tokenvisor/statuses or $HOME/.local/share/tokenvisor/statuses)",
+            );
+            PathBuf::new()
+        }),
+    };
+
+    let admin_listen = match &raw.admin_listen {
+        None => AdminListen::default(),
+        Some(s) if s.get_ref() == "off" => AdminListen::Off,
+        Some(s) => match s.get_ref().parse::<SocketAddr>() {
+            Ok(a) => AdminListen::Addr(a),
+            Err(_) => {
+                cx.problem(
+                    "service.admin_listen".into(),
+                    Some(s.span()),
+                    format!(
+                        "{:?} is neither \"off\" nor a socket address such as \"127.0.0.1:7878\" \
+                         or \"[::1]:7878\" (host names are not resolved)",
+                        s.get_ref()
+                    ),
+                );
+                AdminListen::Off
+            }
+        },
+    };
+
+    let admin_token_file = raw.admin_token_file.as_ref().map(|f| {
+        let path = resolve_path(base, f.get_ref());
+        if f.get_ref().is_empty() {
+            cx.problem(
+                "service.admin_token_file".into(),
+                Some(f.span()),
+                "must not be empty",
+            );
+        } else if admin_listen != AdminListen::Off
+            && let Err(reason) = cx
+                .secret_file("service.admin_token_file".into(), f.span(), &path)
+                .and_then(|token| admin_token_long_enough(&path, token))
+        {
+            cx.problem("service.admin_token_file".into(), Some(f.span()), reason);
+        }
+        path
+    });
+    let state_dir = resolve_state_dir(cx, &raw, base, env, admin_listen, &admin_token_file);
+    let admin_limits = resolve_admin_limits(cx, &raw);
+
+    if let AdminListen::Addr(addr) = admin_listen
+        && !addr.ip().is_loopback()
+        && admin_token_file.is_none()
+        && !cx.is_broken("service.admin_token_file")
+    {
+        cx.problem(
+            "service.admin_listen".into(),
+            raw.admin_listen.as_ref().map(Spanned::span),
+            format!(
+                "{addr} is not a loopback address, so service.admin_token_file is required \
+                 (the admin API can hand out access tokens)"
+            ),
+        );
+    }
+
+    let log_level = match raw.log_level {
+        Some(s) if s.get_ref().trim().is_empty() => {
+            cx.problem(
+                "service.log_level".into(),
+                Some(s.span()),
+                "must not be empty (e.g. \"info\" or \"info,tokenvisor=debug\")",
+            );
+            String::new()
+        }
+        Some(s) => s.into_inner(),
+        None => "info".to_owned(),
+    };
+
+    ServiceConfig {
+        status_dir,
+        admin_listen,
+        admin_token_file,
+        state_dir,
+        admin_limits,
+        log_format: raw.log_format.map(Spanned::into_inner).unwrap_or_default(),
+        log_level,
+    }
+}
+
+/// Reads the admin token of `path`: a secret file of at least [`MIN_ADMIN_TOKEN_BYTES`].
+/// Errors name the file, never its content.
+pub fn read_admin_token(path: &Path) -> Result<Secret, String> {
+    let token = crate::secrets::read_secret_file(path).map_err(|e| e.to_string())?;
+    admin_token_long_enough(path, token)
+}
+
+/// `token` (read from `path`) when it is at least [`MIN_ADMIN_TOKEN_BYTES`] long.
+fn admin_token_long_enough(path: &Path, token: Secret) -> Result<Secret, String> {
+    let len = token.expose().len();
+    if len < MIN_ADMIN_TOKEN_BYTES {
+        return Err(format!(
+            "the admin token in {} is {len} bytes long; at least {MIN_ADMIN_TOKEN_BYTES} are \
+             required (e.g. `head -c 32 /dev/urandom | base64`)",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
+
+/// `service.state_dir`: as set, else `$XDG_STATE_HOME/tokenvisor`, else
+/// `$HOME/.local/state/tokenvisor`. Needed (a problem when it cannot be derived) only when
+/// the daemon generates the admin token: the admin API is on and `admin_token_file` unset.
+fn resolve_state_dir(
+    cx: &mut Cx,
+    raw: &RawService,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    admin_listen: AdminListen,
+    admin_token_file: &Option<PathBuf>,
+) -> Option<PathBuf> {
+    match &raw.state_dir {
+        Some(s) if s.get_ref().is_empty() => {
+            cx.problem(
+                "service.state_dir".into(),
+                Some(s.span()),
+                "must not be empty",
+            );
+            None
+        }
+        Some(s) => Some(resolve_path(base, s.get_ref())),
+        None => {
+            let derived = default_state_dir(env);
+            if derived.is_none() && admin_listen != AdminListen::Off && admin_token_file.is_none() {
+                cx.problem(
+                    "service.state_dir".into(),
+                    None,
+                    "not set, and neither XDG_STATE_HOME nor HOME is set to derive the default \
+                     ($XDG_STATE_HOME/tokenvisor or $HOME/.local/state/tokenvisor); it is where \
+                     the generated admin token is kept (set state_dir or admin_token_file)",
+                );
+            }
+            derived
+        }
+    }
+}
+
+/// The default `service.state_dir`: `$XDG_STATE_HOME/tokenvisor`, else
+/// `$HOME/.local/state/tokenvisor`; `None` when neither variable is usable (a relative
+/// `XDG_STATE_HOME` is ignored, as the XDG base directory spec says).
+pub fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let state = env("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(&h).join(".local").join("state"))
+        })?;
+    Some(state.join("tokenvisor"))
+}
+
+/// `service.admin_header_timeout`, `admin_idle_timeout`, `admin_max_connections`.
+fn resolve_admin_limits(cx: &mut Cx, raw: &RawService) -> AdminLimits {
+    let mut limits = AdminLimits::default();
+    for (key, value, slot) in [
+        (
+            "service.admin_header_timeout",
+            raw.admin_header_timeout.as_ref(),
+            &mut limits.header_timeout,
+        ),
+        (
+            "service.admin_idle_timeout",
+            raw.admin_idle_timeout.as_ref(),
+            &mut limits.idle_timeout,
+        ),
+    ] {
+        let Some(v) = value else { continue };
+        let d = v.get_ref().0;
+        if d.is_zero() {
+            cx.problem(key.into(), Some(v.span()), "must be longer than 0s");
+        } else if d > Duration::from_secs(3600) {
+            cx.problem(key.into(), Some(v.span()), "must be at most 1h");
+        } else {
+            *slot = d;
+        }
+    }
+    if let Some(v) = &raw.admin_max_connections {
+        match usize::try_from(*v.get_ref()) {
+            Ok(n) if (1..=MAX_ADMIN_MAX_CONNECTIONS).contains(&n) => limits.max_connections = n,
+            Ok(_) | Err(_) => cx.problem(
+                "service.admin_max_connections".into(),
+                Some(v.span()),
+                format!(
+                    "is {}; must be between 1 and {MAX_ADMIN_MAX_CONNECTIONS}",
+                    v.get_ref()
+                ),
+            ),
+        }
+    }
+    limits
+}
+
+/// `path` against `base` (unless absolute), without `.` components.
+pub(crate) fn resolve_path(base: &Path, path: &str) -> PathBuf {
+    base.join(path).components().collect()
+}
+
+/// The default `service.status_dir`: `$XDG_DATA_HOME/tokenvisor/statuses`, else
+/// `$HOME/.local/share/tokenvisor/statuses`; `None` when neither variable is usable. A
+/// relative or empty `XDG_DATA_HOME` is ignored, as the XDG base directory spec says.
+pub fn default_status_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let data = env("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(&h).join(".local").join("share"))
+        })?;
+    Some(data.join("tokenvisor").join("statuses"))
+}

@@ -1,5 +1,8 @@
-//! The on-disk status record (DESIGN.md §4), compatible with ToolHive's workload status file
-//! and extended with a versioned `token` section.
+//! The on-disk status record, compatible with ToolHive's workload status file and extended
+//! with a versioned `token` section.
+//!
+//! This module knows nothing of the state machine: how a machine becomes a record and how a
+//! record resumes a machine is [`crate::projection`]'s.
 
 use serde::{Deserialize, Serialize};
 

@@ -345,7 +345,8 @@ fn withdraw_reason(machine: &Machine, withdraw: Option<Withdraw>) -> Unavailable
     }
 }
 
-/// Sends the current record to persistence, notifies subscribers and updates gauges.
+/// Sends the current record (the core's projection of the machine) to persistence, notifies
+/// subscribers and updates gauges.
 fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
     let occasion = if shutting_down {
         Occasion::Shutdown

@@ -5,7 +5,7 @@
 //! behaviour is a plain function that tests drive with explicit time.
 //!
 //! ## Map
-//! - [`classify`]: the raw outcome of one refresh attempt → `Success` / `Transient` /
+//! - [`classify`](mod@classify): the raw outcome of one refresh attempt → `Success` / `Transient` /
 //!   `Permanent`, with a sanitised summary.
 //! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
 //!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)`.

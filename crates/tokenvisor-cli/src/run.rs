@@ -18,6 +18,13 @@
 //! pin another thread). SIGHUPs that arrive while a reload runs coalesce into one more
 //! reload after it. At exit the process does not wait for a stuck read.
 //!
+//! ## One reconcile path
+//! Start-up and every reload call [`Runtime::reconcile`] (start-up reconciles from nothing),
+//! with [`tokenvisor::locks::hold_credentials`] as the hook run before each workload starts:
+//! a workload added by a reload takes its refresh-token file's lock then (at start-up every
+//! lock is already held). The daemon keeps no list of its own: the runtime's supervisor is
+//! the one account of what runs.
+//!
 //! ## What a reload restarts
 //! Only workloads whose own resolved settings changed (a `[defaults]` change restarts the
 //! workloads that inherit the changed key, not those that override it). The refresh token's
@@ -32,7 +39,6 @@
 //! "status_dir":"…","pid":P}` (`admin_token_file`: where the admin API's bearer token is,
 //! generated in the state directory when not configured).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,8 +48,6 @@ use anyhow::Context as _;
 use tokenvisor::config::{self, AdminListen, Config, LogFormat};
 use tokenvisor::oauth::{HttpConfig, HttpTransport};
 use tokenvisor::runtime::{Runtime, RuntimeConfig};
-use tokenvisor::spec::{GrantSpec, WorkloadSpec};
-use tokenvisor_core::{Secret, WorkloadName};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
@@ -149,10 +153,11 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
         "status directory recovered"
     );
 
-    let mut current: BTreeMap<WorkloadName, WorkloadSpec> = BTreeMap::new();
-    for spec in cfg.workloads {
-        start_workload(&runtime, &mut current, spec).await;
-    }
+    // Start-up is a reconcile from nothing (the same path as a reload).
+    let started = runtime
+        .reconcile(cfg.workloads, tokenvisor::locks::hold_credentials)
+        .await
+        .context("cannot start the workloads")?;
 
     let admin = admin_listener.map(|l| l.serve(runtime.clone(), Some(metrics)));
     println!(
@@ -161,7 +166,7 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
             "event": "ready",
             "admin": admin.as_ref().map(|a| a.addr.to_string()),
             "admin_token_file": admin.as_ref().map(|a| &a.token_file),
-            "workloads": current.len(),
+            "workloads": started.total,
             "status_dir": cfg.service.status_dir,
             "pid": std::process::id(),
         })
@@ -170,7 +175,7 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let reloader = Reloader::spawn(path, cfg.service.admin_listen, runtime.clone(), current);
+    let reloader = Reloader::spawn(path, cfg.service.admin_listen, runtime.clone());
     loop {
         tokio::select! {
             _ = hup.recv() => reloader.request(),
@@ -193,43 +198,19 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
     }
 }
 
-async fn start_workload(
-    runtime: &Runtime,
-    current: &mut BTreeMap<WorkloadName, WorkloadSpec>,
-    spec: WorkloadSpec,
-) {
-    let name = spec.name.clone();
-    // A workload added by a reload takes its refresh-token file's lock first.
-    if let Err(e) = tokenvisor::locks::hold_credentials(&spec) {
-        tracing::error!(workload = %name, "cannot start: {e}");
-        return;
-    }
-    match runtime.add(spec.clone()).await {
-        Ok(_) => {
-            current.insert(name, spec);
-        }
-        Err(e) => tracing::error!(workload = %name, "cannot start: {e}"),
-    }
-}
-
 /// How long a reload may spend reading the configuration and the secret files it names.
 const RELOAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The reloader task: owns the running workloads' specs, reloads on request.
+/// The reloader task: reloads on request.
 struct Reloader {
     wake: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Reloader {
-    fn spawn(
-        path: PathBuf,
-        listen: AdminListen,
-        runtime: Runtime,
-        current: BTreeMap<WorkloadName, WorkloadSpec>,
-    ) -> Self {
+    fn spawn(path: PathBuf, listen: AdminListen, runtime: Runtime) -> Self {
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(reload_loop(wake.clone(), path, listen, runtime, current));
+        let task = tokio::spawn(reload_loop(wake.clone(), path, listen, runtime));
         Reloader { wake, task }
     }
 
@@ -246,19 +227,13 @@ impl Reloader {
     }
 }
 
-async fn reload_loop(
-    wake: Arc<Notify>,
-    path: PathBuf,
-    listen: AdminListen,
-    runtime: Runtime,
-    mut current: BTreeMap<WorkloadName, WorkloadSpec>,
-) {
+async fn reload_loop(wake: Arc<Notify>, path: PathBuf, listen: AdminListen, runtime: Runtime) {
     // True while a blocking read runs (or is stuck).
     let reading = Arc::new(AtomicBool::new(false));
     loop {
         wake.notified().await;
         if let Some(cfg) = read_config(&path, &reading).await {
-            reconcile(cfg, &listen, &runtime, &mut current).await;
+            reconcile(cfg, &listen, &runtime).await;
         }
     }
 }
@@ -304,143 +279,25 @@ async fn read_config(path: &Path, reading: &Arc<AtomicBool>) -> Option<Config> {
     }
 }
 
-/// Applies a loaded configuration. Endpoint settings first (no restart), then workloads:
-/// removed ones stop, changed ones restart, new ones start.
-async fn reconcile(
-    cfg: Config,
-    listen: &AdminListen,
-    runtime: &Runtime,
-    current: &mut BTreeMap<WorkloadName, WorkloadSpec>,
-) {
+/// Applies a loaded configuration through [`Runtime::reconcile`]: endpoint settings first
+/// (no restart), then removed workloads stop, changed ones restart, new ones start (each
+/// taking its refresh-token file's lock first).
+async fn reconcile(cfg: Config, listen: &AdminListen, runtime: &Runtime) {
     if &cfg.service.admin_listen != listen {
         tracing::warn!("SIGHUP: [service] changes take effect at the next start");
     }
-    let resized = apply_endpoint_settings(&cfg.workloads, runtime, current).await;
-    let mut wanted: BTreeMap<WorkloadName, WorkloadSpec> = cfg
-        .workloads
-        .into_iter()
-        .map(|s| (s.name.clone(), s))
-        .collect();
-    let (mut added, mut removed, mut changed) = (0, 0, 0);
-    let names: Vec<WorkloadName> = current.keys().cloned().collect();
-    for name in names {
-        match wanted.remove(&name) {
-            None => {
-                if runtime.remove(&name).await.unwrap_or(false) {
-                    removed += 1;
-                }
-                current.remove(&name);
-            }
-            Some(spec) => {
-                let same = current
-                    .get(&name)
-                    .is_some_and(|old| same_workload(old, &spec));
-                if same {
-                    // Keep the latest form (endpoint settings already applied).
-                    current.insert(name, spec);
-                } else {
-                    // The removal waits for a refresh in flight; the file may hold a newer
-                    // refresh token than the one read a moment ago.
-                    let _ = runtime.remove(&name).await;
-                    current.remove(&name);
-                    start_workload(runtime, current, reread_refresh_token(spec).await).await;
-                    changed += 1;
-                }
-            }
-        }
+    match runtime
+        .reconcile(cfg.workloads, tokenvisor::locks::hold_credentials)
+        .await
+    {
+        Ok(r) => tracing::info!(
+            added = r.added,
+            removed = r.removed,
+            changed = r.changed,
+            endpoints_resized = r.endpoints_resized,
+            total = r.total,
+            "SIGHUP: reloaded"
+        ),
+        Err(e) => tracing::error!("SIGHUP: configuration not applied: {e}"),
     }
-    for (_, spec) in wanted {
-        start_workload(runtime, current, spec).await;
-        added += 1;
-    }
-    tracing::info!(
-        added,
-        removed,
-        changed,
-        endpoints_resized = resized,
-        total = current.len(),
-        "SIGHUP: reloaded"
-    );
-}
-
-/// Resizes the live gate of every endpoint whose `endpoint_concurrency` changed (the
-/// configuration guarantees one value per `token_url`). Returns how many changed.
-async fn apply_endpoint_settings(
-    wanted: &[WorkloadSpec],
-    runtime: &Runtime,
-    current: &BTreeMap<WorkloadName, WorkloadSpec>,
-) -> usize {
-    let per_url = |specs: &mut dyn Iterator<Item = &WorkloadSpec>| {
-        specs
-            .map(|s| (s.token_url.clone(), s.policy.endpoint_concurrency))
-            .collect::<BTreeMap<Arc<str>, usize>>()
-    };
-    let before = per_url(&mut current.values());
-    let after = per_url(&mut wanted.iter());
-    let mut resized = 0;
-    for (url, n) in after {
-        let Some(&old) = before.get(&url) else {
-            continue; // a new endpoint: its gate is made with `n` when its first workload starts
-        };
-        if old == n {
-            continue;
-        }
-        match runtime.set_endpoint_concurrency(&url, n).await {
-            Ok(_) => {
-                resized += 1;
-                tracing::info!(endpoint = %url, from = old, to = n, "SIGHUP: endpoint_concurrency changed");
-            }
-            Err(e) => {
-                tracing::error!(endpoint = %url, "SIGHUP: endpoint_concurrency not changed: {e}");
-            }
-        }
-    }
-    resized
-}
-
-/// Reads the refresh-token file of `spec` again (bounded, off the runtime's threads): a
-/// restarted workload must present the token its old actor last stored, not the one read
-/// when the configuration was loaded. Keeps the loaded token when the file cannot be read.
-async fn reread_refresh_token(mut spec: WorkloadSpec) -> WorkloadSpec {
-    let GrantSpec::RefreshToken {
-        file: Some(file), ..
-    } = &spec.grant
-    else {
-        return spec;
-    };
-    let path = file.clone();
-    let read =
-        tokio::task::spawn_blocking(move || tokenvisor::credentials::read_secret_file(&path));
-    match tokio::time::timeout(RELOAD_READ_TIMEOUT, read).await {
-        Ok(Ok(Ok(fresh))) => {
-            if let GrantSpec::RefreshToken { token, .. } = &mut spec.grant {
-                *token = fresh;
-            }
-        }
-        Ok(Ok(Err(e))) => {
-            tracing::warn!(workload = %spec.name, "refresh-token file not read again ({e}); using the one just loaded");
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(workload = %spec.name, "refresh-token file not read again ({e}); using the one just loaded");
-        }
-        Err(_elapsed) => {
-            tracing::warn!(workload = %spec.name, "refresh-token file not read again (timed out); using the one just loaded");
-        }
-    }
-    spec
-}
-
-/// Two specs describe the same workload: equal but for the refresh token's current value (the
-/// file it is read from changes with every rotation) and the endpoint's settings
-/// (`endpoint_concurrency` is applied to the endpoint's gate without a restart).
-fn same_workload(a: &WorkloadSpec, b: &WorkloadSpec) -> bool {
-    fn normal(s: &WorkloadSpec) -> WorkloadSpec {
-        let mut s = s.clone();
-        if let GrantSpec::RefreshToken { token, .. } = &mut s.grant {
-            *token = Secret::from("");
-        }
-        s.policy.endpoint_concurrency = 0;
-        s
-    }
-    normal(a) == normal(b)
 }

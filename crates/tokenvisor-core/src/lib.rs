@@ -5,13 +5,15 @@
 //! behaviour is a plain function that tests drive with explicit time.
 //!
 //! ## Map
-//! - [`classify`]: the raw outcome of one refresh attempt → `Success` / `Transient` /
-//!   `Permanent`, with a sanitised summary (DESIGN.md §2).
+//! - [`classify`](mod@classify): the raw outcome of one refresh attempt → `Success` / `Transient` /
+//!   `Permanent`, with a sanitised summary.
 //! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
-//!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)` (§3).
+//!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)`.
 //! - [`scrub`]: the one text sanitiser: decode, clean, remove secrets in any encoding.
 //! - [`policy`]: backoff with full jitter, the refresh schedule, restart intensity.
-//! - [`status`]: the on-disk status record and the state → status mapping (§4).
+//! - [`status`]: the on-disk status record (ToolHive's fields and the `token` section).
+//! - [`projection`]: the one status projection: machine → record, record → resume; the only
+//!   module that knows both the machine and the record.
 //! - [`name`]: validated workload names (safe single path components).
 //! - [`secret`]: a string type that never prints its value.
 //! - [`time`]: [`Timestamp`], milliseconds since the epoch, serialised as RFC 3339.
@@ -20,6 +22,7 @@ pub mod classify;
 pub mod machine;
 pub mod name;
 pub mod policy;
+pub mod projection;
 pub mod scrub;
 pub mod secret;
 pub mod status;

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use crate::classify::{Failure, FailureKind, TokenGrant, Verdict};
 use crate::policy::{BackoffPolicy, RefreshSchedule};
-use crate::status::{ErrorOutcome, LastError, SCHEMA, TokenSection, TokenState, WorkloadStatus};
 use crate::time::Timestamp;
 
 /// The machine's settings.
@@ -233,9 +232,11 @@ impl Machine {
             }
             // `begin_attempt` withdraws a served token that has already expired.
             Resume::Fresh | Resume::Healthy { .. } => {
-                m.begin_attempt(now, served_until, None, &mut fx);
+                m.state = m.begin_attempt(now, served_until, None, &mut fx);
             }
-            Resume::Retrying(retry) => m.begin_attempt(now, served_until, Some(retry), &mut fx),
+            Resume::Retrying(retry) => {
+                m.state = m.begin_attempt(now, served_until, Some(retry), &mut fx);
+            }
             Resume::Unauthenticated {
                 since,
                 last,
@@ -306,215 +307,240 @@ impl Machine {
     }
 
     /// Feeds one input at `now`.
+    ///
+    /// The body is the transition table: one arm per (state, input) pair, each naming the
+    /// transition that handles it (the small functions below). `s` stays in state `s`.
     pub fn handle(&mut self, input: Input, now: Timestamp, rng: &mut fastrand::Rng) -> Effects {
-        let mut fx = Effects::default();
+        use Input as I;
+        use State as S;
+        let mut out = Effects::default();
         let before = std::mem::discriminant(&self.state);
-        let state = std::mem::replace(&mut self.state, State::Stopped);
+        let state = self.take_state();
+        let fx = &mut out;
         self.state = match (state, input) {
-            // ── Stop: from anywhere, once.
-            (State::Stopped, Input::Stop) => State::Stopped,
+            // ── Stopped is terminal.
             (
-                State::Healthy { .. }
-                | State::Refreshing { .. }
-                | State::TransientBackoff { .. }
-                | State::Unauthenticated { .. },
-                Input::Stop,
-            ) => {
-                fx.withdraw = Some(Withdraw::Stopped);
-                fx.persist = true;
-                State::Stopped
-            }
+                S::Stopped,
+                I::Stop
+                | I::TimerFired
+                | I::RefreshResult { .. }
+                | I::CredentialsReplaced
+                | I::ForceRefresh,
+            ) => S::Stopped,
+            // ── Stop: from any other state, once.
             (
-                State::Stopped,
-                Input::TimerFired
-                | Input::RefreshResult { .. }
-                | Input::CredentialsReplaced
-                | Input::ForceRefresh,
-            ) => State::Stopped,
+                S::Healthy { .. }
+                | S::Refreshing { .. }
+                | S::TransientBackoff { .. }
+                | S::Unauthenticated { .. },
+                I::Stop,
+            ) => self.stop(fx),
 
             // ── Healthy.
             (
-                State::Healthy {
+                S::Healthy {
                     expires_at,
                     refresh_at,
                 },
-                Input::TimerFired,
-            ) => {
-                if now >= refresh_at {
-                    self.begin_attempt(now, Some(expires_at), None, &mut fx);
-                    self.take_state()
-                } else {
-                    State::Healthy {
-                        expires_at,
-                        refresh_at,
-                    }
-                }
-            }
-            (
-                State::Healthy {
-                    expires_at,
-                    refresh_at,
-                },
-                Input::RefreshResult { .. },
-            ) => State::Healthy {
-                expires_at,
-                refresh_at,
-            },
-            (
-                State::Healthy { expires_at, .. },
-                Input::CredentialsReplaced | Input::ForceRefresh,
-            ) => {
-                self.begin_attempt(now, Some(expires_at), None, &mut fx);
-                self.take_state()
+                I::TimerFired,
+            ) => self.refresh_if_due(expires_at, refresh_at, now, fx),
+            (s @ S::Healthy { .. }, I::RefreshResult { .. }) => s, // none in flight
+            (S::Healthy { expires_at, .. }, I::CredentialsReplaced | I::ForceRefresh) => {
+                self.begin_attempt(now, Some(expires_at), None, fx)
             }
 
             // ── Refreshing.
             (
-                State::Refreshing {
+                S::Refreshing {
                     attempt,
                     deadline,
                     expires_at,
                     retry,
                 },
-                Input::TimerFired,
-            ) => {
-                let expires_at = self.expire(expires_at, now, &mut fx);
-                if now >= deadline {
-                    let f = Failure {
-                        kind: FailureKind::Timeout,
-                        http_status: None,
-                        error_code: None,
-                        retry_after: None,
-                        summary: format!(
-                            "no result within {}",
-                            humantime::format_duration(self.config.attempt_timeout)
-                        ),
-                    };
-                    self.on_transient(f, retry.as_ref(), expires_at, now, rng, &mut fx)
-                } else {
-                    State::Refreshing {
-                        attempt,
-                        deadline,
-                        expires_at,
-                        retry,
-                    }
-                }
-            }
+                I::TimerFired,
+            ) => self.attempt_overdue(attempt, deadline, expires_at, retry, now, rng, fx),
             (
-                State::Refreshing {
+                S::Refreshing {
                     attempt,
-                    deadline,
                     expires_at,
                     retry,
+                    ..
                 },
-                Input::RefreshResult {
+                I::RefreshResult {
                     attempt: got,
                     verdict,
                 },
-            ) => {
-                if got != attempt {
-                    State::Refreshing {
-                        attempt,
-                        deadline,
-                        expires_at,
-                        retry,
-                    }
-                } else {
-                    match verdict {
-                        Verdict::Success(grant) => self.on_success(grant, now, rng, &mut fx),
-                        Verdict::Transient(f) => {
-                            let expires_at = self.expire(expires_at, now, &mut fx);
-                            self.on_transient(f, retry.as_ref(), expires_at, now, rng, &mut fx)
-                        }
-                        Verdict::Permanent(f) => {
-                            let (failures, first) = match &retry {
-                                Some(r) => (r.failures + 1, r.first_failure_at),
-                                None => (1, now),
-                            };
-                            self.unauthenticated(
-                                UnauthReason::Rejected,
-                                f,
-                                failures,
-                                first,
-                                now,
-                                &mut fx,
-                            )
-                        }
-                    }
-                }
+            ) if got == attempt => {
+                self.attempt_done(verdict, expires_at, retry.as_ref(), now, rng, fx)
             }
-            (State::Refreshing { expires_at, .. }, Input::CredentialsReplaced) => {
+            (s @ S::Refreshing { .. }, I::RefreshResult { .. }) => s, // stale attempt
+            (S::Refreshing { expires_at, .. }, I::CredentialsReplaced) => {
                 // Abandon the attempt in flight: its result will be stale.
-                self.begin_attempt(now, expires_at, None, &mut fx);
-                self.take_state()
+                self.begin_attempt(now, expires_at, None, fx)
             }
-            (state @ State::Refreshing { .. }, Input::ForceRefresh) => state, // single flight
+            (s @ S::Refreshing { .. }, I::ForceRefresh) => s, // single flight
 
             // ── TransientBackoff.
             (
-                State::TransientBackoff {
+                S::TransientBackoff {
                     retry,
                     next_attempt_at,
                     expires_at,
                 },
-                Input::TimerFired,
-            ) => {
-                let expires_at = self.expire(expires_at, now, &mut fx);
-                if self.give_up_at(&retry).is_some_and(|t| now >= t) {
-                    let Retry {
-                        failures,
-                        first_failure_at,
-                        last,
-                    } = retry;
-                    self.unauthenticated(
-                        UnauthReason::GaveUp,
-                        last,
-                        failures,
-                        first_failure_at,
-                        now,
-                        &mut fx,
-                    )
-                } else if now >= next_attempt_at {
-                    self.begin_attempt(now, expires_at, Some(retry), &mut fx);
-                    self.take_state()
-                } else {
-                    State::TransientBackoff {
-                        retry,
-                        next_attempt_at,
-                        expires_at,
-                    }
-                }
-            }
-            (state @ State::TransientBackoff { .. }, Input::RefreshResult { .. }) => state,
-            (State::TransientBackoff { expires_at, .. }, Input::CredentialsReplaced) => {
-                self.begin_attempt(now, expires_at, None, &mut fx);
-                self.take_state()
+                I::TimerFired,
+            ) => self.backoff_due(retry, next_attempt_at, expires_at, now, fx),
+            (s @ S::TransientBackoff { .. }, I::RefreshResult { .. }) => s, // none in flight
+            (S::TransientBackoff { expires_at, .. }, I::CredentialsReplaced) => {
+                self.begin_attempt(now, expires_at, None, fx) // a fresh run
             }
             (
-                State::TransientBackoff {
+                S::TransientBackoff {
                     retry, expires_at, ..
                 },
-                Input::ForceRefresh,
-            ) => {
-                self.begin_attempt(now, expires_at, Some(retry), &mut fx);
-                self.take_state()
-            }
+                I::ForceRefresh,
+            ) => self.begin_attempt(now, expires_at, Some(retry), fx), // the same run
 
             // ── Unauthenticated: only new credentials leave it.
-            (State::Unauthenticated { .. }, Input::CredentialsReplaced) => {
-                self.begin_attempt(now, None, None, &mut fx);
-                self.take_state()
+            (S::Unauthenticated { .. }, I::CredentialsReplaced) => {
+                self.begin_attempt(now, None, None, fx)
             }
             (
-                state @ State::Unauthenticated { .. },
-                Input::TimerFired | Input::RefreshResult { .. } | Input::ForceRefresh,
-            ) => state,
+                s @ S::Unauthenticated { .. },
+                I::TimerFired | I::RefreshResult { .. } | I::ForceRefresh,
+            ) => s,
         };
-        if std::mem::discriminant(&self.state) != before || fx.start_attempt.is_some() {
+        if std::mem::discriminant(&self.state) != before || out.start_attempt.is_some() {
             self.since = now;
         }
-        fx.wake_at = self.wake_at();
-        fx
+        out.wake_at = self.wake_at();
+        out
+    }
+
+    /// Any state → Stopped: the served token is withdrawn.
+    fn stop(&mut self, fx: &mut Effects) -> State {
+        fx.withdraw = Some(Withdraw::Stopped);
+        fx.persist = true;
+        State::Stopped
+    }
+
+    /// Healthy, timer: the scheduled refresh starts when due (a spurious timer changes
+    /// nothing).
+    fn refresh_if_due(
+        &mut self,
+        expires_at: Timestamp,
+        refresh_at: Timestamp,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> State {
+        if now >= refresh_at {
+            self.begin_attempt(now, Some(expires_at), None, fx)
+        } else {
+            State::Healthy {
+                expires_at,
+                refresh_at,
+            }
+        }
+    }
+
+    /// Refreshing, timer: a served token past its expiry is withdrawn; an attempt past its
+    /// deadline is abandoned as a transient `timeout`.
+    #[allow(clippy::too_many_arguments)]
+    fn attempt_overdue(
+        &mut self,
+        attempt: AttemptId,
+        deadline: Timestamp,
+        expires_at: Option<Timestamp>,
+        retry: Option<Retry>,
+        now: Timestamp,
+        rng: &mut fastrand::Rng,
+        fx: &mut Effects,
+    ) -> State {
+        let expires_at = self.expire(expires_at, now, fx);
+        if now >= deadline {
+            let f = Failure {
+                kind: FailureKind::Timeout,
+                http_status: None,
+                error_code: None,
+                retry_after: None,
+                summary: format!(
+                    "no result within {}",
+                    humantime::format_duration(self.config.attempt_timeout)
+                ),
+            };
+            self.on_transient(f, retry.as_ref(), expires_at, now, rng, fx)
+        } else {
+            State::Refreshing {
+                attempt,
+                deadline,
+                expires_at,
+                retry,
+            }
+        }
+    }
+
+    /// Refreshing, the current attempt's result: success → Healthy (publish); transient →
+    /// TransientBackoff (or Unauthenticated past the give-up ceiling); permanent →
+    /// Unauthenticated.
+    fn attempt_done(
+        &mut self,
+        verdict: Verdict,
+        expires_at: Option<Timestamp>,
+        retry: Option<&Retry>,
+        now: Timestamp,
+        rng: &mut fastrand::Rng,
+        fx: &mut Effects,
+    ) -> State {
+        match verdict {
+            Verdict::Success(grant) => self.on_success(grant, now, rng, fx),
+            Verdict::Transient(f) => {
+                let expires_at = self.expire(expires_at, now, fx);
+                self.on_transient(f, retry, expires_at, now, rng, fx)
+            }
+            Verdict::Permanent(f) => {
+                let (failures, first) = match retry {
+                    Some(r) => (r.failures + 1, r.first_failure_at),
+                    None => (1, now),
+                };
+                self.unauthenticated(UnauthReason::Rejected, f, failures, first, now, fx)
+            }
+        }
+    }
+
+    /// TransientBackoff, timer: past the give-up ceiling → Unauthenticated; at the next
+    /// attempt's time → Refreshing (the same run); a served token past its expiry is
+    /// withdrawn either way.
+    fn backoff_due(
+        &mut self,
+        retry: Retry,
+        next_attempt_at: Timestamp,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> State {
+        let expires_at = self.expire(expires_at, now, fx);
+        if self.give_up_at(&retry).is_some_and(|t| now >= t) {
+            let Retry {
+                failures,
+                first_failure_at,
+                last,
+            } = retry;
+            self.unauthenticated(
+                UnauthReason::GaveUp,
+                last,
+                failures,
+                first_failure_at,
+                now,
+                fx,
+            )
+        } else if now >= next_attempt_at {
+            self.begin_attempt(now, expires_at, Some(retry), fx)
+        } else {
+            State::TransientBackoff {
+                retry,
+                next_attempt_at,
+                expires_at,
+            }
+        }
     }
 
     /// When the machine entered its current state (or started its current attempt).
@@ -526,26 +552,26 @@ impl Machine {
         std::mem::replace(&mut self.state, State::Stopped)
     }
 
-    /// Starts attempt n+1, leaving the machine in `Refreshing`. A served token that has
-    /// expired by `now` (a late timer, a sleep/wake) is withdrawn first.
+    /// Starts attempt n+1: the next state is `Refreshing`. A served token that has expired
+    /// by `now` (a late timer, a sleep/wake) is withdrawn first.
     fn begin_attempt(
         &mut self,
         now: Timestamp,
         expires_at: Option<Timestamp>,
         retry: Option<Retry>,
         fx: &mut Effects,
-    ) {
+    ) -> State {
         let expires_at = self.expire(expires_at, now, fx);
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
         fx.start_attempt = Some(attempt);
         fx.persist = true;
-        self.state = State::Refreshing {
+        State::Refreshing {
             attempt,
             deadline: now.plus(self.config.attempt_timeout),
             expires_at,
             retry,
-        };
+        }
     }
 
     /// Withdraws a served token that has expired.
@@ -642,180 +668,6 @@ impl Machine {
             failures,
             first_failure_at,
         }
-    }
-
-    /// The token state as the status file shows it.
-    pub fn token_section(&self) -> TokenSection {
-        let (state, expires_at, attempt, first, next, last) = match &self.state {
-            State::Healthy {
-                expires_at,
-                refresh_at,
-            } => (
-                TokenState::Healthy,
-                Some(*expires_at),
-                0,
-                None,
-                Some(*refresh_at),
-                None,
-            ),
-            State::Refreshing {
-                expires_at, retry, ..
-            } => match retry {
-                Some(r) => (
-                    TokenState::Refreshing,
-                    *expires_at,
-                    r.failures,
-                    Some(r.first_failure_at),
-                    None,
-                    Some(LastError::from_failure(&r.last, ErrorOutcome::Transient)),
-                ),
-                None => (TokenState::Refreshing, *expires_at, 0, None, None, None),
-            },
-            State::TransientBackoff {
-                retry,
-                next_attempt_at,
-                expires_at,
-            } => (
-                TokenState::TransientBackoff,
-                *expires_at,
-                retry.failures,
-                Some(retry.first_failure_at),
-                Some(*next_attempt_at),
-                Some(LastError::from_failure(
-                    &retry.last,
-                    ErrorOutcome::Transient,
-                )),
-            ),
-            State::Unauthenticated {
-                reason,
-                last,
-                failures,
-                first_failure_at,
-                ..
-            } => {
-                let outcome = match reason {
-                    UnauthReason::Rejected => ErrorOutcome::Permanent,
-                    UnauthReason::GaveUp => ErrorOutcome::Transient,
-                };
-                (
-                    TokenState::Unauthenticated,
-                    None,
-                    *failures,
-                    Some(*first_failure_at),
-                    None,
-                    Some(LastError::from_failure(last, outcome)),
-                )
-            }
-            State::Stopped => (TokenState::Stopped, None, 0, None, None, None),
-        };
-        TokenSection {
-            schema: SCHEMA,
-            state,
-            since: Some(self.since),
-            expires_at,
-            attempt,
-            first_failure_at: first,
-            next_attempt_at: next,
-            last_error: last,
-        }
-    }
-
-    /// The ToolHive status and a short, sanitised human reason.
-    pub fn workload_status(&self) -> (WorkloadStatus, String) {
-        match &self.state {
-            State::Healthy { .. } => (WorkloadStatus::Running, String::new()),
-            State::Refreshing { retry: Some(r), .. } => (
-                WorkloadStatus::AuthRetrying,
-                format!(
-                    "{}; retrying after {} transient failure(s) since {}",
-                    reason(&r.last),
-                    r.failures,
-                    r.first_failure_at
-                ),
-            ),
-            State::Refreshing {
-                retry: None,
-                expires_at: Some(_),
-                ..
-            } => (WorkloadStatus::Running, String::new()),
-            State::Refreshing {
-                retry: None,
-                expires_at: None,
-                ..
-            } => (WorkloadStatus::Starting, "fetching a token".to_owned()),
-            State::TransientBackoff {
-                retry,
-                next_attempt_at,
-                ..
-            } => (
-                WorkloadStatus::AuthRetrying,
-                format!(
-                    "{}; refresh failing transiently since {} ({} attempt(s)), next attempt at {}",
-                    reason(&retry.last),
-                    retry.first_failure_at,
-                    retry.failures,
-                    next_attempt_at
-                ),
-            ),
-            State::Unauthenticated {
-                reason: UnauthReason::Rejected,
-                last,
-                ..
-            } => (
-                WorkloadStatus::Unauthenticated,
-                format!(
-                    "the identity provider rejected the credentials ({}); supply new credentials",
-                    last.summary
-                ),
-            ),
-            State::Unauthenticated {
-                reason: UnauthReason::GaveUp,
-                last,
-                since,
-                first_failure_at,
-                ..
-            } => (
-                WorkloadStatus::Unauthenticated,
-                format!(
-                    "gave up after {} of transient failures ({}); supply new credentials or force a retry with new credentials",
-                    humantime::format_duration(Duration::from_secs(
-                        since.since(*first_failure_at).as_secs()
-                    )),
-                    reason(last)
-                ),
-            ),
-            State::Stopped => (WorkloadStatus::Stopped, "stopped".to_owned()),
-        }
-    }
-}
-
-/// A transient failure's summary for the status context; for a code that was not a verdict
-/// (`oauth_unknown_code`), followed by how to make it final.
-fn reason(f: &Failure) -> String {
-    match (f.kind, f.error_code.as_deref()) {
-        (FailureKind::OauthUnknownCode, Some(code)) => {
-            format!("{}; {}", f.summary, crate::classify::not_final_note(code))
-        }
-        (FailureKind::OauthUnknownCode, None)
-        | (
-            FailureKind::MalformedSuccess
-            | FailureKind::Redirect
-            | FailureKind::RateLimited
-            | FailureKind::RequestTimeout
-            | FailureKind::Server5xx
-            | FailureKind::OauthRetryable
-            | FailureKind::Infrastructure4xx
-            | FailureKind::UnexpectedStatus
-            | FailureKind::Connect
-            | FailureKind::Reset
-            | FailureKind::Dns
-            | FailureKind::Tls
-            | FailureKind::Timeout
-            | FailureKind::Eof
-            | FailureKind::Io
-            | FailureKind::OauthRejected,
-            _,
-        ) => f.summary.clone(),
     }
 }
 

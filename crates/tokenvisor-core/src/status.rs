@@ -1,10 +1,12 @@
-//! The on-disk status record (DESIGN.md §4), compatible with ToolHive's workload status file
-//! and extended with a versioned `token` section.
+//! The on-disk status record, compatible with ToolHive's workload status file and extended
+//! with a versioned `token` section.
+//!
+//! This module knows nothing of the state machine: how a machine becomes a record and how a
+//! record resumes a machine is [`crate::projection`]'s.
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Failure, FailureKind, excerpt};
-use crate::machine::{Resume, Retry, UnauthReason};
+use crate::classify::{Failure, FailureKind};
 use crate::time::Timestamp;
 
 /// The version of the `token` section written by this build.
@@ -46,15 +48,15 @@ impl WorkloadStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenState {
-    /// See [`crate::machine::State::Healthy`].
+    /// A token is served; a refresh is scheduled.
     Healthy,
-    /// See [`crate::machine::State::Refreshing`].
+    /// One attempt is in flight.
     Refreshing,
-    /// See [`crate::machine::State::TransientBackoff`].
+    /// Waiting after a transient failure.
     TransientBackoff,
-    /// See [`crate::machine::State::Unauthenticated`].
+    /// No more requests until new credentials arrive.
     Unauthenticated,
-    /// See [`crate::machine::State::Stopped`].
+    /// The workload was stopped.
     Stopped,
 }
 
@@ -181,80 +183,6 @@ pub enum RecordError {
 }
 
 impl StatusRecord {
-    /// Where a machine should resume after a restart, given this record:
-    /// `unauthenticated` stays so (no requests until credentials change); a run of transient
-    /// failures keeps its first-failure time (the give-up ceiling keeps counting); anything
-    /// else starts fresh.
-    pub fn resume(&self) -> Resume {
-        // The token section is the machine's own account; `status` may say `stopped` because
-        // the daemon stopped, while the token state underneath is what must carry over.
-        let Some(token) = self.token.as_ref() else {
-            return match self.status {
-                WorkloadStatus::Unauthenticated => Resume::Unauthenticated {
-                    since: self.updated_at,
-                    last: Failure {
-                        kind: FailureKind::OauthRejected,
-                        http_status: None,
-                        error_code: None,
-                        retry_after: None,
-                        summary: excerpt(self.status_context.as_bytes()),
-                    },
-                    reason: UnauthReason::Rejected,
-                },
-                WorkloadStatus::Running
-                | WorkloadStatus::AuthRetrying
-                | WorkloadStatus::Starting
-                | WorkloadStatus::Stopped
-                | WorkloadStatus::Error => Resume::Fresh,
-            };
-        };
-        let last = token.last_error.as_ref();
-        match (token.state, last) {
-            (TokenState::Unauthenticated, _) => {
-                let (last, reason) = match last {
-                    Some(e) => (
-                        e.to_failure(),
-                        match e.outcome {
-                            ErrorOutcome::Permanent => UnauthReason::Rejected,
-                            ErrorOutcome::Transient => UnauthReason::GaveUp,
-                        },
-                    ),
-                    None => (
-                        Failure {
-                            kind: FailureKind::OauthRejected,
-                            http_status: None,
-                            error_code: None,
-                            retry_after: None,
-                            summary: excerpt(self.status_context.as_bytes()),
-                        },
-                        UnauthReason::Rejected,
-                    ),
-                };
-                Resume::Unauthenticated {
-                    since: token.since.unwrap_or(self.updated_at),
-                    last,
-                    reason,
-                }
-            }
-            (TokenState::TransientBackoff | TokenState::Refreshing, Some(e))
-                if token.attempt > 0 =>
-            {
-                Resume::Retrying(Retry {
-                    failures: token.attempt,
-                    first_failure_at: token.first_failure_at.unwrap_or(self.updated_at),
-                    last: e.to_failure(),
-                })
-            }
-            (TokenState::Healthy, _) => match token.next_attempt_at {
-                Some(refresh_at) => Resume::Healthy { refresh_at },
-                None => Resume::Fresh,
-            },
-            (TokenState::Refreshing | TokenState::TransientBackoff | TokenState::Stopped, _) => {
-                Resume::Fresh
-            }
-        }
-    }
-
     /// Pretty JSON with a trailing newline, as written to disk.
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();

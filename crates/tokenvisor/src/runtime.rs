@@ -16,7 +16,19 @@
 //! timers can fire at all (the daemon's `/healthz` answers 503 while they cannot).
 //! [`Runtime::set_endpoint_concurrency`] applies a changed `endpoint_concurrency` to a live
 //! endpoint gate without restarting any workload.
+//!
+//! ## One reconcile path
+//! [`Runtime::reconcile`] brings the running workloads to a wanted set: the diff is the pure
+//! [`reconcile::plan`] (running specs from the supervisor), and applying it keeps the
+//! one-owner rule: a stopped or restarted workload's removal answers only after its actor
+//! stopped, which waits for its refresh in flight; a restarted workload's refresh-token file
+//! is read again just before it starts, so it presents the token its old actor last stored.
+//! A daemon calls it at start (from nothing: every workload starts) and at every reload. A
+//! caller's `admit` hook runs before each start (the daemon takes the workload's
+//! refresh-token file lock there, `crate::locks::hold_credentials`); a refusal is logged and
+//! that workload is not started.
 
+use std::fmt::Display;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,15 +45,35 @@ use crate::handle::TokenHandle;
 use crate::persistence::{
     FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceMsg,
 };
-use crate::spec::WorkloadSpec;
+use crate::spec::{GrantSpec, WorkloadSpec};
 use crate::status_store::{self, CorruptFile};
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg, WorkloadView};
 use crate::timers::Timers;
 use crate::token::{Deps, StateChange};
 use crate::transport::Transport;
 
+pub mod reconcile;
+
 /// How long RPCs into the supervisor may take before the runtime reports it unresponsive.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a restarted workload's refresh-token file may take to read again.
+const REREAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What [`Runtime::reconcile`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Workloads wanted and not running (counted whether or not they started).
+    pub added: usize,
+    /// Workloads no longer wanted and removed.
+    pub removed: usize,
+    /// Workloads restarted because their settings changed.
+    pub changed: usize,
+    /// Endpoints whose gate was resized.
+    pub endpoints_resized: usize,
+    /// Workloads running afterwards.
+    pub total: usize,
+}
 
 /// Errors of the embedding API.
 #[derive(Debug, thiserror::Error)]
@@ -414,6 +446,73 @@ impl Runtime {
             .await
     }
 
+    /// Brings the running workloads to `desired` (see [One reconcile path](self#one-reconcile-path)):
+    /// endpoint limits first (no restart), then removed workloads stop, changed ones restart
+    /// (removal first, which waits for the refresh in flight, then their refresh-token file
+    /// is read again), new ones start. `admit` runs before each start; an `Err` (logged,
+    /// "cannot start") skips that workload. Failures of single workloads are logged, not
+    /// returned; only a supervisor that does not answer the list of running workloads is.
+    pub async fn reconcile<F, E>(
+        &self,
+        desired: Vec<WorkloadSpec>,
+        admit: F,
+    ) -> Result<ReconcileReport, RuntimeError>
+    where
+        F: Fn(&WorkloadSpec) -> Result<(), E> + Send + Sync,
+        E: Display,
+    {
+        let running = self.list().await?;
+        let plan = reconcile::plan(desired, running.iter().map(|v| &*v.spec));
+        drop(running);
+        let mut report = ReconcileReport::default();
+        for r in plan.resize_endpoints {
+            match self.set_endpoint_concurrency(&r.token_url, r.to).await {
+                Ok(_) => {
+                    report.endpoints_resized += 1;
+                    tracing::info!(endpoint = %r.token_url, from = r.from, to = r.to, "endpoint_concurrency changed");
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %r.token_url, "endpoint_concurrency not changed: {e}");
+                }
+            }
+        }
+        for name in plan.stop {
+            if self.remove(&name).await.unwrap_or(false) {
+                report.removed += 1;
+            }
+        }
+        for spec in plan.restart {
+            // The removal waits for a refresh in flight; the file may hold a newer refresh
+            // token than the one read a moment ago.
+            let _ = self.remove(&spec.name).await;
+            self.start_admitted(reread_refresh_token(spec).await, &admit)
+                .await;
+            report.changed += 1;
+        }
+        for spec in plan.start {
+            self.start_admitted(spec, &admit).await;
+            report.added += 1;
+        }
+        report.total = self.workload_count().await?;
+        Ok(report)
+    }
+
+    /// Starts one workload of a reconcile, after `admit`; failures are logged.
+    async fn start_admitted<E: Display>(
+        &self,
+        spec: WorkloadSpec,
+        admit: &(impl Fn(&WorkloadSpec) -> Result<(), E> + Send + Sync),
+    ) {
+        let name = spec.name.clone();
+        if let Err(e) = admit(&spec) {
+            tracing::error!(workload = %name, "cannot start: {e}");
+            return;
+        }
+        if let Err(e) = self.add(spec).await {
+            tracing::error!(workload = %name, "cannot start: {e}");
+        }
+    }
+
     /// Whether timers can fire (no mailbox round trip: safe to call from a health probe).
     pub fn health(&self) -> Health {
         Health {
@@ -456,4 +555,35 @@ impl Runtime {
     pub fn inject_crash(&self, name: &WorkloadName) {
         let _ = self.supervisor.cast(SupervisorMsg::Crash(name.clone()));
     }
+}
+
+/// Reads the refresh-token file of `spec` again (bounded, on the blocking pool): a restarted
+/// workload must present the token its old actor last stored, not the one read when the
+/// configuration was loaded. Keeps the loaded token when the file cannot be read.
+async fn reread_refresh_token(mut spec: WorkloadSpec) -> WorkloadSpec {
+    let GrantSpec::RefreshToken {
+        file: Some(file), ..
+    } = &spec.grant
+    else {
+        return spec;
+    };
+    let path = file.clone();
+    let read = tokio::task::spawn_blocking(move || crate::credentials::read_secret_file(&path));
+    match tokio::time::timeout(REREAD_TIMEOUT, read).await {
+        Ok(Ok(Ok(fresh))) => {
+            if let GrantSpec::RefreshToken { token, .. } = &mut spec.grant {
+                *token = fresh;
+            }
+        }
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(workload = %spec.name, "refresh-token file not read again ({e}); using the one just loaded");
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(workload = %spec.name, "refresh-token file not read again ({e}); using the one just loaded");
+        }
+        Err(_elapsed) => {
+            tracing::warn!(workload = %spec.name, "refresh-token file not read again (timed out); using the one just loaded");
+        }
+    }
+    spec
 }

@@ -16,7 +16,8 @@ use ractor::{
 };
 use tokenvisor_core::machine::Resume;
 use tokenvisor_core::policy::{RestartDecision, RestartHistory, RestartIntensity};
-use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
+use tokenvisor_core::projection::{self, Down, Stamp, Start};
+use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName};
 
 use crate::credentials::{CredentialStore, NewCredentials};
 use crate::gate::{EndpointGate, Gates};
@@ -216,7 +217,7 @@ impl Actor for Supervisor {
                     None => {
                         // Down (restart budget spent): mark it stopped ourselves.
                         let now = st.args.deps.clock.now();
-                        write_status(st, &entry, WorkloadStatus::Stopped, "removed".into(), now);
+                        write_status(st, &entry, &Down::Removed, now);
                         entry
                             .shared
                             .set_slot(Slot::Unavailable(Unavailable::Stopped));
@@ -400,10 +401,7 @@ async fn add(
     }
     let now = st.args.deps.clock.now();
     let recovered = st.args.recovered.remove(&name);
-    let resume = recovered
-        .as_ref()
-        .map_or(Resume::Fresh, StatusRecord::resume);
-    let created_at = recovered.as_ref().map_or(now, |r| r.created_at);
+    let Start { resume, created_at } = projection::start(recovered.as_ref(), now);
     let spec = Arc::new(spec);
     st.spawned += 1;
     let entry = Entry {
@@ -478,7 +476,7 @@ async fn restart_or_give_up(
         RestartDecision::Restart { n } => {
             metrics::counter!(m::ACTOR_RESTARTS).increment(1);
             tracing::warn!(workload = %name, restart = n, "token actor crashed ({panic}); restarting from its last state");
-            let resume = entry.shared.record().map_or(Resume::Fresh, |r| r.resume());
+            let resume = projection::start(entry.shared.record().as_deref(), now).resume;
             if let Err(e) = spawn_token_actor(myself.get_cell(), st, name, resume).await {
                 tracing::error!(workload = %name, "restart failed: {e}");
             }
@@ -488,39 +486,29 @@ async fn restart_or_give_up(
             tracing::error!(workload = %name, "token actor crashed {} times within {}; leaving it down ({panic})",
                 intensity.max_restarts + 1, humantime::format_duration(intensity.window));
             entry.shared.set_slot(Slot::Unavailable(Unavailable::Error));
-            let context = format!(
-                "the token actor crashed more than {} times within {}; left down: {panic}",
-                intensity.max_restarts,
-                humantime::format_duration(intensity.window)
-            );
+            let down = Down::GaveUp {
+                max_restarts: intensity.max_restarts,
+                window: intensity.window,
+                panic,
+            };
             let Some(entry) = st.entries.get(name) else {
                 return;
             };
-            write_status(st, entry, WorkloadStatus::Error, context, now);
+            write_status(st, entry, &down, now);
         }
     }
 }
 
-/// Persists a status decided by the supervisor (error, stopped), keeping the token section.
-fn write_status(
-    st: &SupervisorState,
-    entry: &Entry,
-    status: WorkloadStatus,
-    context: String,
-    now: Timestamp,
-) {
-    let token = entry.shared.record().and_then(|r| r.token.clone());
-    let state = token
-        .as_ref()
-        .map_or(tokenvisor_core::status::TokenState::Stopped, |t| t.state);
-    let record = StatusRecord {
-        status,
-        status_context: context,
+/// Persists the record of a workload whose actor is down (error, removed), keeping the
+/// token section.
+fn write_status(st: &SupervisorState, entry: &Entry, down: &Down, now: Timestamp) {
+    let stamp = Stamp {
         created_at: entry.created_at,
         updated_at: now,
         process_id: st.args.deps.process_id,
-        token,
     };
+    let record = projection::down_record(entry.shared.record().as_deref(), down, stamp);
+    let (status, state) = (record.status, projection::token_state(&record));
     entry.shared.set_record(record.clone());
     let context: Arc<str> = record.status_context.as_str().into();
     if let Err(e) = st.args.deps.persistence.cast(PersistenceMsg::Update {

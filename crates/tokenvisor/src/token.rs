@@ -14,10 +14,11 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
 use tokenvisor_core::policy::MAX_TIMER_DELAY;
+use tokenvisor_core::projection::{self, Occasion, Stamp};
 use tokenvisor_core::status::TokenState as DiskTokenState;
 use tokenvisor_core::{
-    AttemptId, ClassifyPolicy, Failure, FailureKind, Machine, StatusRecord, Timestamp, Verdict,
-    WorkloadName, WorkloadStatus, classify,
+    AttemptId, ClassifyPolicy, Failure, FailureKind, Machine, Timestamp, Verdict, WorkloadName,
+    WorkloadStatus, classify,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -305,7 +306,7 @@ fn apply(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, fx: Effects, now
         let reason = withdraw_reason(&st.machine, withdraw);
         st.args.shared.set_slot(Slot::Unavailable(reason));
     }
-    if changed && !routine_refresh(st) {
+    if changed && !projection::routine_refresh(&st.machine, st.last_view) {
         persist(st, now, false);
         watch_credentials(myself, st);
     }
@@ -313,21 +314,6 @@ fn apply(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, fx: Effects, now
         spawn_attempt(myself, st, attempt);
     }
     arm_timer(myself, st, wake_at);
-}
-
-/// A scheduled refresh of a healthy workload that still serves its token: nothing an
-/// operator can see changes (the status stays `running`, the token is still served), and it
-/// usually ends in milliseconds with a new record. Not persisting its start halves the status
-/// writes of a fleet in steady state; a failure or a new token is persisted as usual.
-fn routine_refresh(st: &TokenActorState) -> bool {
-    matches!(
-        st.machine.state(),
-        State::Refreshing {
-            retry: None,
-            expires_at: Some(_),
-            ..
-        }
-    ) && st.last_view == Some((WorkloadStatus::Running, DiskTokenState::Healthy))
 }
 
 fn withdraw_reason(machine: &Machine, withdraw: Option<Withdraw>) -> Unavailable {
@@ -359,23 +345,21 @@ fn withdraw_reason(machine: &Machine, withdraw: Option<Withdraw>) -> Unavailable
     }
 }
 
-/// Sends the current record to persistence, notifies subscribers and updates gauges.
+/// Sends the current record (the core's projection of the machine) to persistence, notifies
+/// subscribers and updates gauges.
 fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
-    let (mut status, mut context) = st.machine.workload_status();
-    if shutting_down {
-        status = WorkloadStatus::Stopped;
-        context = "tokenvisor stopped; the token state below is resumed on restart".to_owned();
-    }
-    let token = st.machine.token_section();
-    let state = token.state;
-    let record = StatusRecord {
-        status,
-        status_context: context,
+    let occasion = if shutting_down {
+        Occasion::Shutdown
+    } else {
+        Occasion::Changed
+    };
+    let stamp = Stamp {
         created_at: st.args.created_at,
         updated_at: now,
         process_id: st.args.deps.process_id,
-        token: Some(token),
     };
+    let record = projection::record(&st.machine, occasion, stamp);
+    let (status, state) = (record.status, projection::token_state(&record));
     let view = (status, state);
     let changed_view = st.last_view != Some(view);
     let context: Option<Arc<str>> = changed_view.then(|| Arc::from(record.status_context.as_str()));

@@ -1,0 +1,209 @@
+//! `Runtime::reconcile` on tokio's paused clock with the in-memory transport: start-up is a
+//! reconcile from nothing, a reload stops, restarts (re-reading the refresh-token file),
+//! starts and resizes endpoints, and the `admit` hook can refuse a start.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenvisor::runtime::{ReconcileReport, Runtime, RuntimeConfig};
+use tokenvisor::spec::{GrantSpec, WorkloadSpec};
+use tokenvisor::testing::{FakeReply, FakeTransport};
+use tokenvisor_core::{Secret, StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
+use tokio::time::Instant;
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn name(s: &str) -> WorkloadName {
+    WorkloadName::new(s).unwrap()
+}
+
+/// A refresh-token workload whose client id is its name, its token in `file` if given.
+fn spec(n: &str, file: Option<&Path>) -> WorkloadSpec {
+    let mut s = WorkloadSpec::new(
+        name(n),
+        "http://127.0.0.1:9/token",
+        n,
+        GrantSpec::RefreshToken {
+            token: Secret::from(format!("rt-loaded-{n}")),
+            file: file.map(Path::to_path_buf),
+        },
+    )
+    .with_client_secret("client-secret-value");
+    s.policy.request_timeout = S(10);
+    s.policy.connect_timeout = S(2);
+    s
+}
+
+async fn start(dir: &Path, fake: &FakeTransport) -> Runtime {
+    let mut cfg = RuntimeConfig::new(dir, Arc::new(fake.clone()));
+    cfg.seed = Some(7);
+    cfg.clock = Some(tokenvisor::clock::Clock::anchored(Timestamp::from_millis(
+        1_800_000_000_000,
+    )));
+    Runtime::start(cfg).await.unwrap()
+}
+
+fn admit_all(_: &WorkloadSpec) -> Result<(), String> {
+    Ok(())
+}
+
+/// Waits (in virtual time, bounded) until `cond` holds.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + S(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn running_names(rt: &Runtime) -> Vec<String> {
+    let list = rt.list().await.unwrap();
+    list.iter().map(|v| v.spec.name.to_string()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_up_is_a_reconcile_from_nothing_and_admit_can_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    let rt = start(dir.path(), &fake).await;
+    let refuse_b = |s: &WorkloadSpec| {
+        if s.name.as_str() == "b" {
+            Err("its refresh-token file is locked")
+        } else {
+            Ok(())
+        }
+    };
+    let report = rt
+        .reconcile(
+            vec![spec("a", None), spec("b", None), spec("c", None)],
+            refuse_b,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        ReconcileReport {
+            added: 3,
+            removed: 0,
+            changed: 0,
+            endpoints_resized: 0,
+            total: 2,
+        }
+    );
+    assert_eq!(running_names(&rt).await, ["a", "c"]);
+    wait_until("a and c fetched a token", || {
+        fake.count("a") == 1 && fake.count("c") == 1
+    })
+    .await;
+    assert_eq!(fake.count("b"), 0, "a refused workload sends nothing");
+
+    // The same set again changes nothing.
+    let again = rt
+        .reconcile(vec![spec("a", None), spec("c", None)], admit_all)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.added, again.changed, again.removed, again.total),
+        (0, 0, 0, 2)
+    );
+    rt.shutdown(S(5)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_stops_restarts_with_the_live_refresh_token_and_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let status_dir = dir.path().join("status");
+    let rt_file = dir.path().join("moved.rt");
+    std::fs::write(&rt_file, "rt-on-disk-1\n").unwrap();
+    let fake = FakeTransport::new();
+    let rt = start(&status_dir, &fake).await;
+    rt.reconcile(
+        vec![
+            spec("gone", None),
+            spec("moved", Some(&rt_file)),
+            spec("kept", None),
+        ],
+        admit_all,
+    )
+    .await
+    .unwrap();
+    wait_until("three tokens", || fake.total() == 3).await;
+
+    // The old actor's rotation wrote a newer token than the one the reload just loaded.
+    std::fs::write(&rt_file, "rt-on-disk-2\n").unwrap();
+    let mut moved = spec("moved", Some(&rt_file));
+    moved.client_id = "moved-v2".into();
+    let report = rt
+        .reconcile(
+            vec![spec("kept", None), moved, spec("new", None)],
+            admit_all,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        ReconcileReport {
+            added: 1,
+            removed: 1,
+            changed: 1,
+            endpoints_resized: 0,
+            total: 3,
+        }
+    );
+    assert_eq!(running_names(&rt).await, ["kept", "moved", "new"]);
+    wait_until("the restarted and the new workload fetched", || {
+        fake.count("moved-v2") == 1 && fake.count("new") == 1
+    })
+    .await;
+    let presented: Vec<Option<String>> = fake
+        .seen()
+        .into_iter()
+        .filter(|r| r.client_id == "moved-v2")
+        .map(|r| r.refresh_token)
+        .collect();
+    assert_eq!(presented, [Some("rt-on-disk-2".to_owned())]);
+    assert_eq!(
+        fake.count("kept"),
+        1,
+        "an unchanged workload is not restarted"
+    );
+
+    rt.flush(S(5)).await.unwrap();
+    let gone = std::fs::read(status_dir.join("gone.json")).unwrap();
+    assert_eq!(
+        StatusRecord::from_json(&gone).unwrap().status,
+        WorkloadStatus::Stopped
+    );
+    rt.shutdown(S(5)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_endpoint_concurrency_resizes_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    fake.set_default(FakeReply::token(3600));
+    let rt = start(dir.path(), &fake).await;
+    rt.reconcile(vec![spec("a", None), spec("b", None)], admit_all)
+        .await
+        .unwrap();
+    wait_until("two tokens", || fake.total() == 2).await;
+    let narrow = |n: &str| {
+        let mut s = spec(n, None);
+        s.policy.endpoint_concurrency = 1;
+        s
+    };
+    let report = rt
+        .reconcile(vec![narrow("a"), narrow("b")], admit_all)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.endpoints_resized, report.changed, report.total),
+        (1, 0, 2)
+    );
+    for view in rt.list().await.unwrap() {
+        assert_eq!(view.spec.policy.endpoint_concurrency, 1);
+    }
+    assert_eq!(fake.total(), 2, "nothing restarted");
+    rt.shutdown(S(5)).await.unwrap();
+}

@@ -5,13 +5,13 @@
 //! behaviour is a plain function that tests drive with explicit time.
 //!
 //! ## Map
-//! - [`classify`]: the raw outcome of one refresh attempt → `Success` / `Transient` /
-//!   `Permanent`, with a sanitised summary (DESIGN.md §2).
+//! - [`classify`](mod@classify): the raw outcome of one refresh attempt → `Success` /
+//!   `Transient` / `Permanent`, with a sanitised summary.
 //! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
-//!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)` (§3).
+//!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)`.
 //! - [`scrub`]: the one text sanitiser: decode, clean, remove secrets in any encoding.
 //! - [`policy`]: backoff with full jitter, the refresh schedule, restart intensity.
-//! - [`status`]: the on-disk status record and the state → status mapping (§4).
+//! - [`status`]: the on-disk status record and the state → status mapping.
 //! - [`name`]: validated workload names (safe single path components).
 //! - [`secret`]: a string type that never prints its value.
 //! - [`time`]: [`Timestamp`], milliseconds since the epoch, serialised as RFC 3339.

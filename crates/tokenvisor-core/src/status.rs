@@ -1,4 +1,4 @@
-//! The on-disk status record (DESIGN.md §4), compatible with ToolHive's workload status file
+//! The on-disk status record, compatible with ToolHive's workload status file
 //! and extended with a versioned `token` section.
 
 use serde::{Deserialize, Serialize};

@@ -10,7 +10,7 @@
 //! Logs name their workload: every handler runs in a span `workload{name=…}`, made per
 //! handled message from the name the actor holds (never stored: a span kept by each of
 //! 100,000 idle actors would cost memory), and so do the tasks a handler spawns and an
-//! attempt's request phase ([`send`]). An attempt still queued for its endpoint's permit holds
+//! attempt's request phase (`send`). An attempt still queued for its endpoint's permit holds
 //! no span and logs nothing, so a storm of queued attempts keeps no spans alive. The span is
 //! at `ERROR` level so that it is enabled under any filter that lets a line through.
 

@@ -2,7 +2,7 @@
 //!
 //! The request is built into an [`ExchangeRequest`] and sent by the daemon's own
 //! [`HttpTransport`] (no redirects, bounded body, total deadline); the answer is judged by
-//! [`tokenvisor_core::classify`] with the default classification policy. Nothing printed
+//! [`tokenvisor_core::classify()`] with the default classification policy. Nothing printed
 //! ever contains a token or a secret: summaries are scrubbed of the request's secrets by the
 //! classifier, and a success is described by its token type and lifetime only.
 

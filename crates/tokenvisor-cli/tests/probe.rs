@@ -1,5 +1,5 @@
 //! `tokenvisor probe` against the fault-injecting test identity provider: every fault is
-//! classified as DESIGN.md §2 says, the exit code follows the verdict, and no token or secret
+//! classified as the daemon classifies it (`tokenvisor_core::classify`), the exit code follows the verdict, and no token or secret
 //! ever reaches stdout or stderr.
 
 mod common;

@@ -269,7 +269,7 @@ fn defaults_apply_when_keys_are_absent() {
     assert_eq!(w.policy, WorkloadPolicy::default());
     assert_eq!(w.auth_method, AuthMethod::Basic);
     assert!(w.scopes.is_empty());
-    // The §7 comments, spelled out.
+    // The documented defaults (config/tokenvisor.toml), spelled out.
     let p = &w.policy;
     assert_eq!(
         (p.request_timeout, p.connect_timeout, p.default_lifetime),

@@ -5,8 +5,8 @@
 //! behaviour is a plain function that tests drive with explicit time.
 //!
 //! ## Map
-//! - [`classify`](mod@classify): the raw outcome of one refresh attempt → `Success` / `Transient` /
-//!   `Permanent`, with a sanitised summary.
+//! - [`classify`](mod@classify): the raw outcome of one refresh attempt → `Success` /
+//!   `Transient` / `Permanent`, with a sanitised summary.
 //! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
 //!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)`.
 //! - [`scrub`]: the one text sanitiser: decode, clean, remove secrets in any encoding.

@@ -1,6 +1,6 @@
 //! A simulated-time run of 10,000 workloads issued at the same instant: the refresh
 //! schedule's jitter must spread their first refreshes over the window, so that a fleet
-//! does not hit its identity provider in one burst (DESIGN.md §3).
+//! does not hit its identity provider in one burst.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

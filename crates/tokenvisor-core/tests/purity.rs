@@ -1,4 +1,4 @@
-//! The core is sans-IO (DESIGN.md §1): no async runtime, no HTTP, no filesystem, no clock
+//! The core is sans-IO: no async runtime, no HTTP, no filesystem, no clock
 //! reads, no threads. This test reads the crate's own manifest and sources and fails naming
 //! the dependency, or the file and line, that breaks the rule.
 

@@ -3,11 +3,12 @@
 //! [`HttpTransport`] implements [`crate::transport::Transport`]. The `oauth2` crate builds
 //! each token request (grant, client authentication, scopes, extra parameters), and our own
 //! [`oauth2::AsyncHttpClient`] sends it. That client never hands a response back to oauth2:
-//! oauth2 5 throws away the status code and every header of an error answer
-//! (reference/crates.md §2), so the client captures the answer — status, `Retry-After`,
-//! `Content-Type`, the rate-limit headers (`X-RateLimit-*` / `X-Rate-Limit-*`, IETF
-//! `RateLimit*`) and at most [`BODY_LIMIT`] bytes of the body — and returns it to us *as
-//! its error*. The lenient classifier in `tokenvisor-core` judges it afterwards.
+//! oauth2 5 throws away the status code and every header of an error answer (its
+//! `RequestTokenError::ServerResponse` keeps only the parsed body), so the client captures
+//! the answer — status, `Retry-After`, `Content-Type`, the rate-limit headers
+//! (`X-RateLimit-*` / `X-Rate-Limit-*`, IETF `RateLimit*`) and at most [`BODY_LIMIT`] bytes
+//! of the body — and returns it to us *as its error*. The lenient classifier in
+//! `tokenvisor-core` judges it afterwards.
 //!
 //! Guarantees:
 //! - redirects are never followed (a 3xx is an answer like any other);

@@ -1,4 +1,4 @@
-//! The persistence actor: the one writer of status files (DESIGN.md §4).
+//! The persistence actor: the one writer of status files.
 //!
 //! Token actors and the supervisor `cast` [`PersistenceMsg::Update`]; the actor keeps the
 //! latest record per workload (coalescing), writes in batches off the async threads

@@ -1,5 +1,5 @@
 //! Status files on disk: the directory's ownership, atomic writes under ToolHive's lock, and
-//! start-up recovery (DESIGN.md §4).
+//! start-up recovery.
 //!
 //! Every function here is blocking; async code calls them from `spawn_blocking` (the
 //! [persistence actor](crate::persistence) does).
@@ -436,8 +436,9 @@ pub fn write_atomic(
 /// the temp file is removed and the previous file is left as it was.
 ///
 /// The rename is durable only once [`sync_dir`] has returned `Ok`: a batch of records is
-/// staged one by one and made durable by one directory fsync (DESIGN.md §4's sequence with
-/// its last step shared), and no record may be reported durable before that.
+/// staged one by one and made durable by one directory fsync (the per-file sequence temp →
+/// write → fsync → rename → fsync directory, its last step shared), and no record may be
+/// reported durable before that.
 pub fn write_staged(
     dir: &Path,
     name: &WorkloadName,

@@ -6,6 +6,13 @@
 //! classification and the rotated-refresh-token write-back run in a spawned task, whose
 //! result comes back as [`TokenMsg::AttemptDone`] tagged with its attempt; the machine drops
 //! results of attempts that are no longer current.
+//!
+//! Logs name their workload: every handler runs in a span `workload{name=…}`, made per
+//! handled message from the name the actor holds (never stored: a span kept by each of
+//! 100,000 idle actors would cost memory), and so do the tasks a handler spawns and an
+//! attempt's request phase (`send`). An attempt still queued for its endpoint's permit holds
+//! no span and logs nothing, so a storm of queued attempts keeps no spans alive. The span is
+//! at `ERROR` level so that it is enabled under any filter that lets a line through.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +29,7 @@ use tokenvisor_core::{
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::credentials::{CredentialStore, RotateOutcome};
@@ -198,10 +206,12 @@ impl Actor for TokenActor {
     ) -> Result<(), ActorProcessingErr> {
         // Carry out the start effects now that the actor can receive its own messages.
         if let Some((fx, now)) = st.startup.take() {
-            if let Resume::Unauthenticated { since, .. } = &st.args.resume {
-                check_credentials_changed_since(&myself, st, *since);
-            }
-            apply(&myself, st, fx, now);
+            workload_span(&st.args.spec.name).in_scope(|| {
+                if let Resume::Unauthenticated { since, .. } = &st.args.resume {
+                    check_credentials_changed_since(&myself, st, *since);
+                }
+                apply(&myself, st, fx, now);
+            });
         }
         Ok(())
     }
@@ -212,51 +222,12 @@ impl Actor for TokenActor {
         msg: TokenMsg,
         st: &mut TokenActorState,
     ) -> Result<(), ActorProcessingErr> {
-        let now = st.args.deps.clock.now();
-        let input = match msg {
-            TokenMsg::Timer { generation } => {
-                if generation != st.timer_generation {
-                    return Ok(());
-                }
-                if let Some(armed_for) = st.timer.take() {
-                    // How late the timer fired (ms resolution; zero when early).
-                    metrics::histogram!(m::TIMER_LATENESS)
-                        .record(now.since(armed_for).as_secs_f64());
-                }
-                Input::TimerFired
-            }
-            TokenMsg::AttemptDone { attempt, verdict } => Input::RefreshResult { attempt, verdict },
-            TokenMsg::CredentialsReplaced => Input::CredentialsReplaced,
-            TokenMsg::ForceRefresh => Input::ForceRefresh,
-            TokenMsg::Remove => Input::Stop,
-            TokenMsg::Shutdown => {
-                cancel_timers(&myself, st);
-                // Boxed: the rare shutdown path would otherwise size every actor's handler
-                // future (kept in its task for the actor's whole life).
-                Box::pin(finish_attempts(st)).await;
-                persist(st, st.args.deps.clock.now(), true);
-                myself.stop(Some("shutdown".into()));
-                return Ok(());
-            }
-            TokenMsg::PollCredentials => {
-                poll_credentials(&myself, st);
-                return Ok(());
-            }
-            TokenMsg::RearmTimer => {
-                if let Some(at) = st.timer {
-                    let delay = st.args.deps.clock.until(at);
-                    st.args.deps.timers.arm(&myself, st.timer_generation, delay);
-                }
-                return Ok(());
-            }
-            TokenMsg::Crash => panic!("injected crash in token actor {}", st.args.spec.name),
-        };
-        let stopping = matches!(input, Input::Stop);
-        let fx = st.machine.handle(input, now, &mut st.rng);
-        apply(&myself, st, fx, now);
-        if stopping {
-            cancel_timers(&myself, st);
-            stop_after_attempts(&myself, st);
+        let span = workload_span(&st.args.spec.name);
+        match span.in_scope(|| on_message(&myself, msg, st)) {
+            Next::Done => {}
+            // Boxed: the rare shutdown path would otherwise size every actor's handler future
+            // (kept in its task for the actor's whole life).
+            Next::Shutdown => Box::pin(shutdown(myself, st).instrument(span)).await,
         }
         Ok(())
     }
@@ -269,6 +240,72 @@ impl Actor for TokenActor {
         cancel_timers(&myself, st);
         Ok(())
     }
+}
+
+/// The span of a workload's log lines: `workload{name=…}` (in a handler, inside ractor's
+/// `Actor{id=…}`), at `ERROR` level so that any filter letting a line through enables it.
+fn workload_span(name: &WorkloadName) -> tracing::Span {
+    tracing::error_span!("workload", name = %name)
+}
+
+/// The runtime is shutting down: wait (bounded) for the refreshes in flight, persist
+/// `stopped` keeping the token state, stop.
+async fn shutdown(myself: ActorRef<TokenMsg>, st: &mut TokenActorState) {
+    cancel_timers(&myself, st);
+    finish_attempts(st).await;
+    persist(st, st.args.deps.clock.now(), true);
+    myself.stop(Some("shutdown".into()));
+}
+
+/// What a handler does after [`on_message`].
+enum Next {
+    /// Nothing: the message is handled.
+    Done,
+    /// Run [`shutdown`], which awaits the refreshes in flight.
+    Shutdown,
+}
+
+/// The synchronous part of every message, in the workload's span: feed the machine, apply
+/// the effects.
+fn on_message(myself: &ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenActorState) -> Next {
+    let now = st.args.deps.clock.now();
+    let input = match msg {
+        TokenMsg::Timer { generation } => {
+            if generation != st.timer_generation {
+                return Next::Done;
+            }
+            if let Some(armed_for) = st.timer.take() {
+                // How late the timer fired (ms resolution; zero when early).
+                metrics::histogram!(m::TIMER_LATENESS).record(now.since(armed_for).as_secs_f64());
+            }
+            Input::TimerFired
+        }
+        TokenMsg::AttemptDone { attempt, verdict } => Input::RefreshResult { attempt, verdict },
+        TokenMsg::CredentialsReplaced => Input::CredentialsReplaced,
+        TokenMsg::ForceRefresh => Input::ForceRefresh,
+        TokenMsg::Remove => Input::Stop,
+        TokenMsg::Shutdown => return Next::Shutdown,
+        TokenMsg::PollCredentials => {
+            poll_credentials(myself, st);
+            return Next::Done;
+        }
+        TokenMsg::RearmTimer => {
+            if let Some(at) = st.timer {
+                let delay = st.args.deps.clock.until(at);
+                st.args.deps.timers.arm(myself, st.timer_generation, delay);
+            }
+            return Next::Done;
+        }
+        TokenMsg::Crash => panic!("injected crash in token actor {}", st.args.spec.name),
+    };
+    let stopping = matches!(input, Input::Stop);
+    let fx = st.machine.handle(input, now, &mut st.rng);
+    apply(myself, st, fx, now);
+    if stopping {
+        cancel_timers(myself, st);
+        stop_after_attempts(myself, st);
+    }
+    Next::Done
 }
 
 /// Drops the armed machine timer, if any.
@@ -437,7 +474,7 @@ fn poll_credentials(myself: &ActorRef<TokenMsg>, st: &TokenActorState) {
             Ok(None) => {}
             Err(e) => tracing::warn!(workload = %name, "cannot read the refresh-token file: {e}"),
         }
-    });
+    }.in_current_span());
 }
 
 /// After a restart into `Unauthenticated`: if the credential file changed since, use it.
@@ -462,7 +499,7 @@ fn check_credentials_changed_since(
             tracing::info!(workload = %name, "refresh-token file changed while unauthenticated: trying it");
             let _ = me.cast(TokenMsg::CredentialsReplaced);
         }
-    });
+    }.in_current_span());
 }
 
 /// At shutdown: a refresh in flight may rotate the refresh token at the provider. Wait for it
@@ -516,7 +553,7 @@ fn stop_after_attempts(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
             tracing::warn!(workload = %name, "a refresh was still in flight at removal after {}", humantime::format_duration(limit));
         }
         me.stop(Some("removed".into()));
-    });
+    }.in_current_span());
 }
 
 /// The verdict of an attempt not sent because its endpoint is on hold until `until`.
@@ -565,7 +602,7 @@ async fn wait_out_hold(
 /// In a storm thousands of attempt tasks wait for their endpoint's permit at once, so the
 /// task itself stays small while it waits (a few `Arc`s, the hold sleep, the permit request);
 /// the exchange, its classification and the write-back of a rotated token run in [`send`],
-/// allocated only once the permit is held.
+/// allocated only once the permit is held, in the workload's span made then.
 fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt: AttemptId) {
     st.attempts.retain(|a| !a.is_finished());
     let stopping = st.stopping.clone();
@@ -601,7 +638,10 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             // still in flight, and a crash loses at most `endpoint_concurrency` of those per
             // endpoint. It is also kept until a 429/503's hold is recorded, so the attempt
             // queued next sees it.
-            let verdict = Box::pin(send(&deps, &gate, &creds, &spec, started)).await;
+            // The request phase runs in the workload's span (made here, not held while queued).
+            let span = workload_span(&spec.name);
+            let verdict =
+                Box::pin(send(&deps, &gate, &creds, &spec, started).instrument(span)).await;
             drop(permit);
             break verdict;
         };

@@ -1,7 +1,9 @@
 //! Classification tests.
 //!
-//! One data-driven table (`rows`) covers DESIGN.md §2 row by row, ToolHive's own suite
-//! (reference/toolhive.md §2: test #10's 24 rows, #11, #12, #5) with its Go error shapes
+//! One data-driven table (`rows`) covers the classification rules group by group (rows `D1`–`D9`:
+//! success, 2xx errors, 2xx pages, redirects, retryable statuses, retryable codes, final codes,
+//! unstructured errors, network failures), ToolHive's own token-refresh tests (`TH10`: the 24
+//! cases of its error-classification table, `TH11`, `TH12`, `TH5`) with its Go error shapes
 //! mapped onto [`RawOutcome`], and the gaps ToolHive lists. Every row goes through one
 //! [`check`], which also asserts the summary rules. Focused tests follow for token parsing,
 //! `Retry-After`, per-policy codes and summary hygiene (secrets, length, control characters).
@@ -19,7 +21,7 @@ const REQUEST_SECRET: &str = "rt-Q7xZ9/kP+wV3mN2bLs";
 /// Put in every 2xx body: a 2xx body may hold tokens and must never be quoted.
 const MARKER: &str = "MARKERtok";
 
-/// The longest summary accepted (a few hundred bytes, DESIGN.md §2).
+/// The longest summary accepted (a few hundred bytes: a summary is a short excerpt).
 const SUMMARY_MAX: usize = 300;
 
 const OK: &str = "ok";
@@ -230,7 +232,7 @@ const LOGIN_HTML: &[u8] =
 fn rows() -> Vec<Row> {
     use TransportKind as T;
     vec![
-        // ── DESIGN.md §2, row by row.
+        // ── The classification rules, group by group (D1–D9).
         row("D1 2xx JSON token", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok","token_type":"Bearer","expires_in":3600}"#, OK, None, None, None),
         row("D1 expires_in as string", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok","token_type":"Bearer","expires_in":"3600"}"#, OK, None, None, None),
         row("D1 token_type lower case", h(200), NO_RA, JSON, r#"{"access_token":"MARKERtok","token_type":"bearer","expires_in":3600}"#, OK, None, None, None),

@@ -4,14 +4,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokenvisor_core::Secret;
 use toml::Spanned;
 
 use crate::problems::Cx;
 use crate::schema::RawService;
-use crate::{
-    AdminLimits, AdminListen, MAX_ADMIN_MAX_CONNECTIONS, MIN_ADMIN_TOKEN_BYTES, ServiceConfig,
-};
+use crate::secrets::admin_token_long_enough;
+use crate::{AdminLimits, AdminListen, MAX_ADMIN_MAX_CONNECTIONS, ServiceConfig};
 
 pub(crate) fn resolve_service(
     cx: &mut Cx,
@@ -105,26 +103,6 @@ pub(crate) fn resolve_service(
         log_format: raw.log_format.map(Spanned::into_inner).unwrap_or_default(),
         log_level,
     }
-}
-
-/// Reads the admin token of `path`: a secret file of at least [`MIN_ADMIN_TOKEN_BYTES`].
-/// Errors name the file, never its content.
-pub fn read_admin_token(path: &Path) -> Result<Secret, String> {
-    let token = crate::secrets::read_secret_file(path).map_err(|e| e.to_string())?;
-    admin_token_long_enough(path, token)
-}
-
-/// `token` (read from `path`) when it is at least [`MIN_ADMIN_TOKEN_BYTES`] long.
-fn admin_token_long_enough(path: &Path, token: Secret) -> Result<Secret, String> {
-    let len = token.expose().len();
-    if len < MIN_ADMIN_TOKEN_BYTES {
-        return Err(format!(
-            "the admin token in {} is {len} bytes long; at least {MIN_ADMIN_TOKEN_BYTES} are \
-             required (e.g. `head -c 32 /dev/urandom | base64`)",
-            path.display()
-        ));
-    }
-    Ok(token)
 }
 
 /// `service.state_dir`: as set, else `$XDG_STATE_HOME/tokenvisor`, else

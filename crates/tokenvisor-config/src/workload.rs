@@ -15,6 +15,7 @@ use crate::policy::EffPolicy;
 use crate::problems::Cx;
 use crate::read::join_key;
 use crate::schema::{RawGrant, RawSecret, RawWorkload};
+use crate::secrets::read_secret_env;
 use crate::service::resolve_path;
 use crate::spec::{GrantSpec, SecretOrigin, WorkloadSpec};
 
@@ -512,15 +513,4 @@ fn plain_http_remote_host(s: &str) -> Option<String> {
         Err(_) => bare.eq_ignore_ascii_case("localhost"),
     };
     (!loopback).then(|| host.to_owned())
-}
-
-/// Reads a secret from an environment variable: trailing whitespace trimmed, not empty.
-/// Errors name the variable, never its content.
-fn read_secret_env(var: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, String> {
-    let value = env(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
-    let value = value.trim_end();
-    if value.is_empty() {
-        return Err(format!("environment variable {var} is empty"));
-    }
-    Ok(Secret::from(value))
 }

@@ -159,14 +159,8 @@ impl Config {
         self.warnings
             .iter()
             .map(|p| {
-                let mut line = self.source.display().to_string();
-                if let Some(n) = p.line {
-                    line.push_str(&format!(":{n}"));
-                }
-                if !p.key.is_empty() {
-                    line.push_str(&format!(": {}", p.key));
-                }
-                line.push_str(&format!(": warning: {}", p.reason));
+                let mut line = String::new();
+                let _ = p.write_line(&mut line, &self.source, "warning: ");
                 line
             })
             .collect()

@@ -142,30 +142,20 @@ impl PolicyCx<'_> {
     ) -> Option<Vec<String>> {
         let raw = raw?;
         self.set_here(name, raw.span());
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (j, code) in raw.get_ref().iter().enumerate() {
-            let c = code.get_ref();
-            // RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E )
-            let valid = !c.is_empty()
+        // RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E )
+        let valid = |c: &str| {
+            !c.is_empty()
                 && c.trim() == c
                 && c.bytes()
-                    .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-            if valid {
-                out.push(c.clone());
-            } else {
-                ok = false;
-                cx.problem(
-                    format!("{}[{j}]", self.key(name)),
-                    Some(code.span()),
-                    format!(
-                        "{c:?} is not an RFC 6749 error code (printable ASCII without '\"' or '\\', \
-                         not empty, no leading or trailing space)"
-                    ),
-                );
-            }
-        }
-        ok.then_some(out)
+                    .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+        };
+        cx.each_valid(
+            &self.key(name),
+            &raw,
+            valid,
+            "an RFC 6749 error code (printable ASCII without '\"' or '\\', not empty, no \
+             leading or trailing space)",
+        )
     }
 }
 

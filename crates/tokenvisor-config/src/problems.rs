@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use tokenvisor_core::Secret;
+use toml::Spanned;
 
 /// Everything wrong with one configuration (never empty). `Display` prints one problem per
 /// line as `FILE:LINE: KEY: reason` (`LINE` and `KEY` are left out when unknown).
@@ -57,16 +58,28 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            write!(f, "{}", self.file.display())?;
-            if let Some(line) = p.line {
-                write!(f, ":{line}")?;
-            }
-            if !p.key.is_empty() {
-                write!(f, ": {}", p.key)?;
-            }
-            write!(f, ": {}", p.reason)?;
+            p.write_line(f, &self.file, "")?;
         }
         Ok(())
+    }
+}
+
+impl ConfigProblem {
+    /// Writes `FILE:LINE: KEY: {tag}reason` (`LINE` and `KEY` left out when unknown).
+    pub(crate) fn write_line(
+        &self,
+        f: &mut impl fmt::Write,
+        file: &Path,
+        tag: &str,
+    ) -> fmt::Result {
+        write!(f, "{}", file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {tag}{}", self.reason)
     }
 }
 
@@ -98,19 +111,20 @@ impl Cx {
         self.line_starts.partition_point(|&s| s <= offset)
     }
 
+    fn at(&self, key: String, span: Option<Range<usize>>, reason: String) -> ConfigProblem {
+        let line = span.map(|s| self.line(s.start));
+        ConfigProblem { key, line, reason }
+    }
+
     pub(crate) fn problem(
         &mut self,
         key: String,
         span: Option<Range<usize>>,
         reason: impl Into<String>,
     ) {
-        let line = span.map(|s| self.line(s.start));
         self.broken.insert(key.clone());
-        self.problems.push(ConfigProblem {
-            key,
-            line,
-            reason: reason.into(),
-        });
+        let problem = self.at(key, span, reason.into());
+        self.problems.push(problem);
     }
 
     pub(crate) fn warning(
@@ -119,12 +133,8 @@ impl Cx {
         span: Option<Range<usize>>,
         reason: impl Into<String>,
     ) {
-        let line = span.map(|s| self.line(s.start));
-        self.warnings.push(ConfigProblem {
-            key,
-            line,
-            reason: reason.into(),
-        });
+        let warning = self.at(key, span, reason.into());
+        self.warnings.push(warning);
     }
 
     /// Reads a secret file, turning its notes into warnings at `key`.
@@ -158,6 +168,26 @@ impl Cx {
             );
         }
         Ok(secret)
+    }
+
+    /// The strings of `list` (at `key`) when each one is `valid`; each that is not is
+    /// reported at `key[j]` as "`value` is not `what`".
+    pub(crate) fn each_valid(
+        &mut self,
+        key: &str,
+        list: &Spanned<Vec<Spanned<String>>>,
+        valid: impl Fn(&str) -> bool,
+        what: &str,
+    ) -> Option<Vec<String>> {
+        let mut ok = true;
+        for (j, s) in list.get_ref().iter().enumerate() {
+            if !valid(s.get_ref()) {
+                ok = false;
+                let reason = format!("{:?} is not {what}", s.get_ref());
+                self.problem(format!("{key}[{j}]"), Some(s.span()), reason);
+            }
+        }
+        ok.then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
     }
 
     pub(crate) fn is_broken(&self, key: &str) -> bool {

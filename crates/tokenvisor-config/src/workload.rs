@@ -196,29 +196,21 @@ impl WorkloadCx<'_> {
         });
 
         // scopes, resource, audience
-        let mut scopes = Vec::new();
-        if let Some(list) = &raw.scopes {
-            for (j, s) in list.get_ref().iter().enumerate() {
-                // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-                let valid = !s.get_ref().is_empty()
-                    && s.get_ref()
-                        .bytes()
-                        .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-                if valid {
-                    scopes.push(s.get_ref().clone());
-                } else {
-                    cx.problem(
-                        format!("{}[{j}]", self.key("scopes")),
-                        Some(s.span()),
-                        format!(
-                            "{:?} is not a scope token (one scope per string: printable ASCII, \
-                             no spaces, '\"' or '\\')",
-                            s.get_ref()
-                        ),
-                    );
-                }
-            }
-        }
+        // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+        let scope = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+        };
+        let scopes = match &raw.scopes {
+            Some(list) => cx.each_valid(
+                &self.key("scopes"),
+                list,
+                scope,
+                "a scope token (one scope per string: printable ASCII, no spaces, '\"' or '\\')",
+            ),
+            None => Some(Vec::new()),
+        };
         let resource = raw.resource.as_ref().and_then(|r| {
             self.check(cx, "resource", r, |s| match url::Url::parse(s) {
                 Ok(u) if u.fragment().is_none() && s.trim() == s => Ok(Arc::from(s.as_str())),
@@ -276,7 +268,7 @@ impl WorkloadCx<'_> {
             client_secret_origin,
             auth_method,
             grant: grant?,
-            scopes: Arc::from(scopes),
+            scopes: Arc::from(scopes?),
             resource,
             audience,
             token_sink_file,

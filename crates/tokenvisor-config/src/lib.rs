@@ -13,10 +13,13 @@
 //!   `strsim`; "it belongs in `[service]`"), wrong types, each at its dotted key and line.
 //! - `validate`: the validation pass over the raw sections, with `service`, `policy`
 //!   (`[defaults]` and a workload's overrides) and `workload` (a workload's own keys and the
-//!   checks across workloads); `problems` collects every problem and warning.
-//! - [`spec`]: what a workload is once resolved ([`spec::WorkloadSpec`],
-//!   [`spec::WorkloadPolicy`]); the runtime consumes these.
-//! - [`secrets`]: the one secret-file reader, shared with the runtime.
+//!   checks across workloads); `problems` collects every problem and warning, and holds the
+//!   checks more than one section uses.
+//! - [`spec`]: what the configuration resolves to: the `[service]` settings
+//!   ([`ServiceConfig`], re-exported here with its parts) and each workload
+//!   ([`spec::WorkloadSpec`], [`spec::WorkloadPolicy`]); the runtime consumes these.
+//! - [`secrets`]: the one secret-file reader, shared with the runtime, and the readers built
+//!   on it (the admin token, a secret in an environment variable).
 //! - `masked`: the masked rendering for `tokenvisor check-config`
 //!   ([`Config::describe_masked`]).
 //!

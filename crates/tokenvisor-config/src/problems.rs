@@ -146,26 +146,8 @@ impl Cx {
     ) -> Result<Secret, String> {
         let (secret, notes) =
             crate::secrets::read_secret_file_noted(path).map_err(|e| e.to_string())?;
-        if !notes.trimmed.is_empty() {
-            self.warning(
-                key.clone(),
-                Some(span.clone()),
-                format!(
-                    "{}: trimmed {} around the value",
-                    path.display(),
-                    notes.trimmed.join(" and ")
-                ),
-            );
-        }
-        if let Some(mode) = notes.readable_by_others {
-            self.warning(
-                key,
-                Some(span),
-                format!(
-                    "{}: readable by group or others (mode {mode:04o}); chmod 600 it",
-                    path.display()
-                ),
-            );
+        for note in notes.warnings(path) {
+            self.warning(key.clone(), Some(span.clone()), note);
         }
         Ok(secret)
     }

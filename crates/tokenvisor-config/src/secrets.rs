@@ -72,6 +72,27 @@ pub struct SecretFileNotes {
     pub readable_by_others: Option<u32>,
 }
 
+impl SecretFileNotes {
+    /// The notes in words, one warning each, naming `path` (never the value).
+    pub fn warnings(&self, path: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.trimmed.is_empty() {
+            let trimmed = self.trimmed.join(" and ");
+            out.push(format!(
+                "{}: trimmed {trimmed} around the value",
+                path.display()
+            ));
+        }
+        if let Some(mode) = self.readable_by_others {
+            out.push(format!(
+                "{}: readable by group or others (mode {mode:04o}); chmod 600 it",
+                path.display()
+            ));
+        }
+        out
+    }
+}
+
 /// Reads a secret from a file with [`read_secret_file_noted`], dropping the notes.
 ///
 /// Blocking; call it from configuration loading or `spawn_blocking`.

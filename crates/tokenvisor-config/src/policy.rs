@@ -94,25 +94,8 @@ impl PolicyCx<'_> {
     ) -> Option<Duration> {
         let raw = raw?;
         self.set_here(name, raw.span());
-        let d = raw.get_ref().0;
-        if positive && d.is_zero() {
-            cx.problem(self.key(name), Some(raw.span()), "must be longer than 0s");
-            return None;
-        }
-        let (max, why) = duration_limit(name).unwrap_or((MAX_DURATION, "longer is a typo"));
-        if d > max {
-            cx.problem(
-                self.key(name),
-                Some(raw.span()),
-                format!(
-                    "is {}; it must be at most {} ({why})",
-                    humantime::format_duration(d),
-                    humantime::format_duration(max)
-                ),
-            );
-            return None;
-        }
-        Some(d)
+        let limit = duration_limit(name).unwrap_or((MAX_DURATION, "longer is a typo"));
+        cx.duration(self.key(name), &raw, positive, limit)
     }
 
     fn number(
@@ -222,18 +205,10 @@ pub(crate) fn resolve_policy(
     }
     if let Some(raw) = raw.endpoint_concurrency {
         pc.set_here("endpoint_concurrency", raw.span());
-        match usize::try_from(*raw.get_ref()) {
-            Ok(n) if (1..=MAX_ENDPOINT_CONCURRENCY).contains(&n) => {
-                policy.endpoint_concurrency = n;
-            }
-            Ok(_) | Err(_) => cx.problem(
-                pc.key("endpoint_concurrency"),
-                Some(raw.span()),
-                format!(
-                    "is {}; it must be at least 1 and at most {MAX_ENDPOINT_CONCURRENCY}",
-                    raw.get_ref()
-                ),
-            ),
+        let rule = format!("it must be at least 1 and at most {MAX_ENDPOINT_CONCURRENCY}");
+        let key = pc.key("endpoint_concurrency");
+        if let Some(n) = cx.count(key, &raw, MAX_ENDPOINT_CONCURRENCY, &rule) {
+            policy.endpoint_concurrency = n;
         }
     }
     if let Some(c) = pc.codes(cx, "transient_codes", raw.transient_codes) {

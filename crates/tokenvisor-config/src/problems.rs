@@ -5,9 +5,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use humantime::format_duration;
 
 use tokenvisor_core::Secret;
 use toml::Spanned;
+
+use crate::schema::{Count, HumanDuration};
 
 /// Everything wrong with one configuration (never empty). `Display` prints one problem per
 /// line as `FILE:LINE: KEY: reason` (`LINE` and `KEY` are left out when unknown).
@@ -140,16 +145,57 @@ impl Cx {
     /// Reads a secret file, turning its notes into warnings at `key`.
     pub(crate) fn secret_file(
         &mut self,
-        key: String,
+        key: &str,
         span: Range<usize>,
         path: &Path,
     ) -> Result<Secret, String> {
         let (secret, notes) =
             crate::secrets::read_secret_file_noted(path).map_err(|e| e.to_string())?;
         for note in notes.warnings(path) {
-            self.warning(key.clone(), Some(span.clone()), note);
+            self.warning(key.to_owned(), Some(span.clone()), note);
         }
         Ok(secret)
+    }
+
+    /// The duration at `key` when it is longer than 0s (if `positive`) and at most `max`
+    /// (`why`: the reason of the limit, for the message).
+    pub(crate) fn duration(
+        &mut self,
+        key: String,
+        raw: &Spanned<HumanDuration>,
+        positive: bool,
+        (max, why): (Duration, &str),
+    ) -> Option<Duration> {
+        let d = raw.get_ref().0;
+        let reason = if positive && d.is_zero() {
+            "must be longer than 0s".to_owned()
+        } else if d > max {
+            let (d, max) = (format_duration(d), format_duration(max));
+            format!("is {d}; it must be at most {max} ({why})")
+        } else {
+            return Some(d);
+        };
+        self.problem(key, Some(raw.span()), reason);
+        None
+    }
+
+    /// The whole number at `key` when it is between 1 and `max`; else reported as
+    /// "is N; `rule`".
+    pub(crate) fn count(
+        &mut self,
+        key: String,
+        raw: &Spanned<Count>,
+        max: usize,
+        rule: &str,
+    ) -> Option<usize> {
+        match usize::try_from(*raw.get_ref()) {
+            Ok(n) if (1..=max).contains(&n) => Some(n),
+            Ok(_) | Err(_) => {
+                let reason = format!("is {}; {rule}", raw.get_ref());
+                self.problem(key, Some(raw.span()), reason);
+                None
+            }
+        }
     }
 
     /// The strings of `list` (at `key`) when each one is `valid`; each that is not is

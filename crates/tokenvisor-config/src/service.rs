@@ -56,7 +56,7 @@ pub(crate) fn resolve_service(
         if !f.get_ref().is_empty()
             && admin_listen != AdminListen::Off
             && let Err(reason) = cx
-                .secret_file("service.admin_token_file".into(), f.span(), &path)
+                .secret_file("service.admin_token_file", f.span(), &path)
                 .and_then(|token| admin_token_long_enough(&path, token))
         {
             cx.problem("service.admin_token_file".into(), Some(f.span()), reason);
@@ -176,27 +176,19 @@ fn resolve_admin_limits(cx: &mut Cx, raw: &RawService) -> AdminLimits {
             &mut limits.idle_timeout,
         ),
     ] {
-        let Some(v) = value else { continue };
-        let d = v.get_ref().0;
-        if d.is_zero() {
-            cx.problem(key.into(), Some(v.span()), "must be longer than 0s");
-        } else if d > Duration::from_secs(3600) {
-            cx.problem(key.into(), Some(v.span()), "must be at most 1h");
-        } else {
+        let limit = (
+            Duration::from_secs(3600),
+            "the admin API waits no longer for a client",
+        );
+        if let Some(d) = value.and_then(|v| cx.duration(key.into(), v, true, limit)) {
             *slot = d;
         }
     }
     if let Some(v) = &raw.admin_max_connections {
-        match usize::try_from(*v.get_ref()) {
-            Ok(n) if (1..=MAX_ADMIN_MAX_CONNECTIONS).contains(&n) => limits.max_connections = n,
-            Ok(_) | Err(_) => cx.problem(
-                "service.admin_max_connections".into(),
-                Some(v.span()),
-                format!(
-                    "is {}; must be between 1 and {MAX_ADMIN_MAX_CONNECTIONS}",
-                    v.get_ref()
-                ),
-            ),
+        let rule = format!("must be between 1 and {MAX_ADMIN_MAX_CONNECTIONS}");
+        let key = "service.admin_max_connections".into();
+        if let Some(n) = cx.count(key, v, MAX_ADMIN_MAX_CONNECTIONS, &rule) {
+            limits.max_connections = n;
         }
     }
     limits

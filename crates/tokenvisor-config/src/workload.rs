@@ -315,7 +315,7 @@ impl WorkloadCx<'_> {
     ) -> Option<(Secret, PathBuf)> {
         let path = self.path_of(cx, name, raw)?;
         self.use_file(cx, seen, name, &path, raw.span(), writes);
-        cx.secret_file(self.key(name), raw.span(), &path)
+        cx.secret_file(&self.key(name), raw.span(), &path)
             .map_err(|reason| cx.problem(self.key(name), Some(raw.span()), reason))
             .ok()
             .map(|secret| (secret, path))
@@ -429,9 +429,8 @@ impl WorkloadCx<'_> {
                                 self.key(k),
                                 Some(span),
                                 format!(
-                                    "grant = \"{}\" takes no refresh token; remove {k} or set \
-                                     grant = \"refresh_token\"",
-                                    grant.get_ref().as_str()
+                                    "grant = \"client_credentials\" takes no refresh token; \
+                                     remove {k} or set grant = \"refresh_token\""
                                 ),
                             );
                         }

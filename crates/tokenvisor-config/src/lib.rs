@@ -13,10 +13,13 @@
 //!   `strsim`; "it belongs in `[service]`"), wrong types, each at its dotted key and line.
 //! - `validate`: the validation pass over the raw sections, with `service`, `policy`
 //!   (`[defaults]` and a workload's overrides) and `workload` (a workload's own keys and the
-//!   checks across workloads); `problems` collects every problem and warning.
-//! - [`spec`]: what a workload is once resolved ([`spec::WorkloadSpec`],
-//!   [`spec::WorkloadPolicy`]); the runtime consumes these.
-//! - [`secrets`]: the one secret-file reader, shared with the runtime.
+//!   checks across workloads); `problems` collects every problem and warning, and holds the
+//!   checks more than one section uses.
+//! - [`spec`]: what the configuration resolves to: the `[service]` settings
+//!   ([`ServiceConfig`], re-exported here with its parts) and each workload
+//!   ([`spec::WorkloadSpec`], [`spec::WorkloadPolicy`]); the runtime consumes these.
+//! - [`secrets`]: the one secret-file reader, shared with the runtime, and the readers built
+//!   on it (the admin token, a secret in an environment variable).
 //! - `masked`: the masked rendering for `tokenvisor check-config`
 //!   ([`Config::describe_masked`]).
 //!
@@ -47,12 +50,8 @@
 //!   `default_lifetime`); a longer value is an error naming the value, the limit and why.
 //!   Nothing configured can ask a timer to wait longer than the timer service holds.
 
-use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use serde::Deserialize;
 
 pub mod secrets;
 pub mod spec;
@@ -67,25 +66,17 @@ mod validate;
 mod workload;
 
 pub use problems::{ConfigError, ConfigProblem};
-pub use service::{default_state_dir, default_status_dir, read_admin_token};
+pub use secrets::read_admin_token;
+pub use service::{default_state_dir, default_status_dir};
 
+pub use crate::spec::{
+    AdminLimits, AdminListen, DEFAULT_ADMIN_HEADER_TIMEOUT, DEFAULT_ADMIN_IDLE_TIMEOUT,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_MAX_CONNECTIONS, LogFormat, ServiceConfig,
+};
 use crate::spec::{WorkloadPolicy, WorkloadSpec};
-
-/// The admin API's address when `service.admin_listen` is not set.
-pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7878));
 
 /// The shortest admin token accepted, in bytes (a shorter `admin_token_file` is an error).
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
-
-/// `service.admin_header_timeout` when not set.
-pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `service.admin_idle_timeout` when not set.
-pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `service.admin_max_connections` when not set.
-pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
 
 /// The largest `service.admin_max_connections` accepted.
 pub const MAX_ADMIN_MAX_CONNECTIONS: usize = 65_536;
@@ -171,134 +162,11 @@ impl Config {
         self.warnings
             .iter()
             .map(|p| {
-                let mut line = self.source.display().to_string();
-                if let Some(n) = p.line {
-                    line.push_str(&format!(":{n}"));
-                }
-                if !p.key.is_empty() {
-                    line.push_str(&format!(": {}", p.key));
-                }
-                line.push_str(&format!(": warning: {}", p.reason));
+                let mut line = String::new();
+                let _ = p.write_line(&mut line, &self.source, "warning: ");
                 line
             })
             .collect()
-    }
-}
-
-/// The `[service]` section, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceConfig {
-    /// Where status files are written.
-    pub status_dir: PathBuf,
-    /// Where the admin API listens.
-    pub admin_listen: AdminListen,
-    /// The file holding the admin API's bearer token (checked readable and at least
-    /// [`MIN_ADMIN_TOKEN_BYTES`] long when the admin API is on). `None`: the daemon generates
-    /// one in `<state_dir>/admin.token`.
-    pub admin_token_file: Option<PathBuf>,
-    /// tokenvisor's own state (the generated admin token), kept apart from the status
-    /// directory, which ToolHive shares. `None` only when it is not set, cannot be derived
-    /// (no `XDG_STATE_HOME`, no `HOME`) and nothing needs it.
-    pub state_dir: Option<PathBuf>,
-    /// Limits of the admin API's listener.
-    pub admin_limits: AdminLimits,
-    /// Log output format.
-    pub log_format: LogFormat,
-    /// Log filter: a level or a tracing filter directive such as `info,tokenvisor=debug`.
-    pub log_level: String,
-}
-
-/// Limits of the admin API's listener (`[service]` keys `admin_header_timeout`,
-/// `admin_idle_timeout`, `admin_max_connections`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdminLimits {
-    /// A request head must arrive within this, counted from when the connection starts
-    /// waiting for it (so an idle keep-alive connection is closed after it too).
-    pub header_timeout: Duration,
-    /// A connection on which no byte moved either way for this long is closed (a stalled
-    /// body, a client that stops reading).
-    pub idle_timeout: Duration,
-    /// Connections served at once; the daemon lowers it further to a quarter of its file
-    /// descriptor limit. Excess connections are closed at once.
-    pub max_connections: usize,
-}
-
-impl Default for AdminLimits {
-    fn default() -> Self {
-        AdminLimits {
-            header_timeout: DEFAULT_ADMIN_HEADER_TIMEOUT,
-            idle_timeout: DEFAULT_ADMIN_IDLE_TIMEOUT,
-            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
-        }
-    }
-}
-
-/// Where the admin API listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminListen {
-    /// `"off"`: no admin API.
-    Off,
-    /// This socket address.
-    Addr(SocketAddr),
-}
-
-impl AdminListen {
-    /// The address, when the admin API is on.
-    pub fn addr(&self) -> Option<SocketAddr> {
-        match self {
-            AdminListen::Off => None,
-            AdminListen::Addr(a) => Some(*a),
-        }
-    }
-
-    /// True when the admin API is on and reachable only from this host.
-    pub fn is_loopback(&self) -> bool {
-        match self {
-            AdminListen::Off => false,
-            AdminListen::Addr(a) => a.ip().is_loopback(),
-        }
-    }
-}
-
-impl Default for AdminListen {
-    fn default() -> Self {
-        AdminListen::Addr(DEFAULT_ADMIN_LISTEN)
-    }
-}
-
-impl fmt::Display for AdminListen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AdminListen::Off => f.write_str("off"),
-            AdminListen::Addr(a) => write!(f, "{a}"),
-        }
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-impl LogFormat {
-    /// `"text"` or `"json"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-    }
-}
-
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

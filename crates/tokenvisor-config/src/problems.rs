@@ -5,8 +5,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use humantime::format_duration;
 
 use tokenvisor_core::Secret;
+use toml::Spanned;
+
+use crate::schema::{Count, HumanDuration};
 
 /// Everything wrong with one configuration (never empty). `Display` prints one problem per
 /// line as `FILE:LINE: KEY: reason` (`LINE` and `KEY` are left out when unknown).
@@ -57,16 +63,28 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            write!(f, "{}", self.file.display())?;
-            if let Some(line) = p.line {
-                write!(f, ":{line}")?;
-            }
-            if !p.key.is_empty() {
-                write!(f, ": {}", p.key)?;
-            }
-            write!(f, ": {}", p.reason)?;
+            p.write_line(f, &self.file, "")?;
         }
         Ok(())
+    }
+}
+
+impl ConfigProblem {
+    /// Writes `FILE:LINE: KEY: {tag}reason` (`LINE` and `KEY` left out when unknown).
+    pub(crate) fn write_line(
+        &self,
+        f: &mut impl fmt::Write,
+        file: &Path,
+        tag: &str,
+    ) -> fmt::Result {
+        write!(f, "{}", file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {tag}{}", self.reason)
     }
 }
 
@@ -98,19 +116,20 @@ impl Cx {
         self.line_starts.partition_point(|&s| s <= offset)
     }
 
+    fn at(&self, key: String, span: Option<Range<usize>>, reason: String) -> ConfigProblem {
+        let line = span.map(|s| self.line(s.start));
+        ConfigProblem { key, line, reason }
+    }
+
     pub(crate) fn problem(
         &mut self,
         key: String,
         span: Option<Range<usize>>,
         reason: impl Into<String>,
     ) {
-        let line = span.map(|s| self.line(s.start));
         self.broken.insert(key.clone());
-        self.problems.push(ConfigProblem {
-            key,
-            line,
-            reason: reason.into(),
-        });
+        let problem = self.at(key, span, reason.into());
+        self.problems.push(problem);
     }
 
     pub(crate) fn warning(
@@ -119,45 +138,84 @@ impl Cx {
         span: Option<Range<usize>>,
         reason: impl Into<String>,
     ) {
-        let line = span.map(|s| self.line(s.start));
-        self.warnings.push(ConfigProblem {
-            key,
-            line,
-            reason: reason.into(),
-        });
+        let warning = self.at(key, span, reason.into());
+        self.warnings.push(warning);
     }
 
     /// Reads a secret file, turning its notes into warnings at `key`.
     pub(crate) fn secret_file(
         &mut self,
-        key: String,
+        key: &str,
         span: Range<usize>,
         path: &Path,
     ) -> Result<Secret, String> {
         let (secret, notes) =
             crate::secrets::read_secret_file_noted(path).map_err(|e| e.to_string())?;
-        if !notes.trimmed.is_empty() {
-            self.warning(
-                key.clone(),
-                Some(span.clone()),
-                format!(
-                    "{}: trimmed {} around the value",
-                    path.display(),
-                    notes.trimmed.join(" and ")
-                ),
-            );
-        }
-        if let Some(mode) = notes.readable_by_others {
-            self.warning(
-                key,
-                Some(span),
-                format!(
-                    "{}: readable by group or others (mode {mode:04o}); chmod 600 it",
-                    path.display()
-                ),
-            );
+        for note in notes.warnings(path) {
+            self.warning(key.to_owned(), Some(span.clone()), note);
         }
         Ok(secret)
+    }
+
+    /// The duration at `key` when it is longer than 0s (if `positive`) and at most `max`
+    /// (`why`: the reason of the limit, for the message).
+    pub(crate) fn duration(
+        &mut self,
+        key: String,
+        raw: &Spanned<HumanDuration>,
+        positive: bool,
+        (max, why): (Duration, &str),
+    ) -> Option<Duration> {
+        let d = raw.get_ref().0;
+        let reason = if positive && d.is_zero() {
+            "must be longer than 0s".to_owned()
+        } else if d > max {
+            let (d, max) = (format_duration(d), format_duration(max));
+            format!("is {d}; it must be at most {max} ({why})")
+        } else {
+            return Some(d);
+        };
+        self.problem(key, Some(raw.span()), reason);
+        None
+    }
+
+    /// The whole number at `key` when it is between 1 and `max`; else reported as
+    /// "is N; `rule`".
+    pub(crate) fn count(
+        &mut self,
+        key: String,
+        raw: &Spanned<Count>,
+        max: usize,
+        rule: &str,
+    ) -> Option<usize> {
+        match usize::try_from(*raw.get_ref()) {
+            Ok(n) if (1..=max).contains(&n) => Some(n),
+            Ok(_) | Err(_) => {
+                let reason = format!("is {}; {rule}", raw.get_ref());
+                self.problem(key, Some(raw.span()), reason);
+                None
+            }
+        }
+    }
+
+    /// The strings of `list` (at `key`) when each one is `valid`; each that is not is
+    /// reported at `key[j]` as "`value` is not `what`".
+    pub(crate) fn each_valid(
+        &mut self,
+        key: &str,
+        list: &Spanned<Vec<Spanned<String>>>,
+        valid: impl Fn(&str) -> bool,
+        what: &str,
+    ) -> Option<Vec<String>> {
+        let mut ok = true;
+        for (j, s) in list.get_ref().iter().enumerate() {
+            if !valid(s.get_ref()) {
+                ok = false;
+                let reason = format!("{:?} is not {what}", s.get_ref());
+                self.problem(format!("{key}[{j}]"), Some(s.span()), reason);
+            }
+        }
+        ok.then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
     }
 
     pub(crate) fn is_broken(&self, key: &str) -> bool {

@@ -64,28 +64,23 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
         (service_keys(), policy_keys(), workload_keys());
     let all_workload_keys: Vec<&str> = workload_keys.iter().chain(policy_keys).copied().collect();
 
-    let mut raw_service = None;
-    let mut raw_defaults = None;
+    let mut file = RawFile::default();
     let mut raw_workloads = Vec::new();
     for (k, v) in doc.into_inner() {
         let name: &str = k.get_ref();
         match name {
-            "service" | "defaults" => {
-                let span = v.span();
-                let found = describe_type(v.get_ref());
-                if let DeValue::Table(t) = v.into_inner() {
-                    let entries: Vec<Entry<'_>> = t.into_iter().collect();
-                    if name == "service" {
-                        raw_service = Some((span, entries));
-                    } else {
-                        raw_defaults = Some((span, entries));
-                    }
-                } else {
-                    cx.problem(
-                        name.to_owned(),
-                        Some(span),
-                        format!("must be a table ([{name}]), not {found}"),
-                    );
+            "service" => {
+                if let Some((span, entries)) = table(cx, name.to_owned(), "[service]", v) {
+                    let hint = |k: &str| section_hint(k, policy_keys, workload_keys, name);
+                    let entries = drop_unknown(cx, name, entries, service_keys, &hint);
+                    file.service = read_section(cx, name, &span, entries);
+                }
+            }
+            "defaults" => {
+                if let Some((span, entries)) = table(cx, name.to_owned(), "[defaults]", v) {
+                    let hint = |k: &str| section_hint(k, service_keys, workload_keys, name);
+                    let entries = drop_unknown(cx, name, entries, policy_keys, &hint);
+                    file.defaults = read_section(cx, name, &span, entries);
                 }
             }
             "workload" => {
@@ -95,17 +90,8 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
                 if let DeValue::Array(a) = v.into_inner() {
                     for (i, el) in a.into_iter().enumerate() {
                         let el_span = el.span();
-                        let found = describe_type(el.get_ref());
-                        if let DeValue::Table(t) = el.into_inner() {
-                            raw_workloads.push((el_span, t.into_iter().collect()));
-                        } else {
-                            cx.problem(
-                                format!("workload[{i}]"),
-                                Some(el_span.clone()),
-                                format!("must be a table ([[workload]]), not {found}"),
-                            );
-                            raw_workloads.push((el_span, Vec::new()));
-                        }
+                        let entries = table(cx, format!("workload[{i}]"), "[[workload]]", el);
+                        raw_workloads.push((el_span, entries.map(|(_, e)| e).unwrap_or_default()));
                     }
                 } else if is_table {
                     cx.problem(
@@ -139,17 +125,6 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
         }
     }
 
-    let mut file = RawFile::default();
-    if let Some((span, entries)) = raw_service {
-        let hint = |k: &str| section_hint(k, policy_keys, workload_keys, "service");
-        let entries = drop_unknown(cx, "service", entries, service_keys, &hint);
-        file.service = read_section(cx, "service", &span, entries);
-    }
-    if let Some((span, entries)) = raw_defaults {
-        let hint = |k: &str| section_hint(k, service_keys, workload_keys, "defaults");
-        let entries = drop_unknown(cx, "defaults", entries, policy_keys, &hint);
-        file.defaults = read_section(cx, "defaults", &span, entries);
-    }
     for (i, (span, entries)) in raw_workloads.into_iter().enumerate() {
         let path = format!("workload[{i}]");
         if cx.is_broken(&path) {
@@ -168,6 +143,25 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
 }
 
 type Entry<'i> = (Spanned<DeString<'i>>, Spanned<DeValue<'i>>);
+
+/// The span and entries of `v` (at `key`), which must be a table (written `header`).
+fn table<'i>(
+    cx: &mut Cx,
+    key: String,
+    header: &str,
+    v: Spanned<DeValue<'i>>,
+) -> Option<(Range<usize>, Vec<Entry<'i>>)> {
+    let (span, found) = (v.span(), describe_type(v.get_ref()));
+    if let DeValue::Table(t) = v.into_inner() {
+        return Some((span, t.into_iter().collect()));
+    }
+    cx.problem(
+        key,
+        Some(span),
+        format!("must be a table ({header}), not {found}"),
+    );
+    None
+}
 
 pub(crate) fn join_key(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {

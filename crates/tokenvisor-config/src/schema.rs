@@ -79,15 +79,6 @@ pub(crate) enum RawGrant {
     ClientCredentials,
 }
 
-impl RawGrant {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            RawGrant::RefreshToken => "refresh_token",
-            RawGrant::ClientCredentials => "client_credentials",
-        }
-    }
-}
-
 /// A humantime duration string ("30s", "1h 30m"), parsed as it is read.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(try_from = "DurationText")]

@@ -1,5 +1,7 @@
 //! The one reader of secret files, shared by the configuration (client secrets, refresh
-//! tokens, the admin token) and the runtime (a refresh-token file edited by an operator).
+//! tokens, the admin token) and the runtime (a refresh-token file edited by an operator);
+//! and the readers built on it: the admin token ([`read_admin_token`]) and a secret held in
+//! an environment variable.
 //!
 //! A UTF-8 byte order mark and surrounding whitespace (CR/LF line endings included) are
 //! trimmed and reported in [`SecretFileNotes`] (which `check-config` and the daemon's log
@@ -12,6 +14,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use tokenvisor_core::Secret;
+
+use crate::MIN_ADMIN_TOKEN_BYTES;
 
 /// The largest secret file read, in bytes (a bigger file is a configuration mistake).
 pub const SECRET_FILE_LIMIT: usize = 64 * 1024;
@@ -66,6 +70,27 @@ pub struct SecretFileNotes {
     pub trimmed: Vec<&'static str>,
     /// The file's permission bits, when group or others may read it.
     pub readable_by_others: Option<u32>,
+}
+
+impl SecretFileNotes {
+    /// The notes in words, one warning each, naming `path` (never the value).
+    pub fn warnings(&self, path: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.trimmed.is_empty() {
+            let trimmed = self.trimmed.join(" and ");
+            out.push(format!(
+                "{}: trimmed {trimmed} around the value",
+                path.display()
+            ));
+        }
+        if let Some(mode) = self.readable_by_others {
+            out.push(format!(
+                "{}: readable by group or others (mode {mode:04o}); chmod 600 it",
+                path.display()
+            ));
+        }
+        out
+    }
 }
 
 /// Reads a secret from a file with [`read_secret_file_noted`], dropping the notes.
@@ -135,4 +160,38 @@ pub fn read_secret_file_noted(
         });
     }
     Ok((Secret::from(value), notes))
+}
+
+/// Reads the admin token of `path`: a secret file of at least [`MIN_ADMIN_TOKEN_BYTES`].
+/// Errors name the file, never its content.
+pub fn read_admin_token(path: &Path) -> Result<Secret, String> {
+    let token = read_secret_file(path).map_err(|e| e.to_string())?;
+    admin_token_long_enough(path, token)
+}
+
+/// `token` (read from `path`) when it is at least [`MIN_ADMIN_TOKEN_BYTES`] long.
+pub(crate) fn admin_token_long_enough(path: &Path, token: Secret) -> Result<Secret, String> {
+    let len = token.expose().len();
+    if len < MIN_ADMIN_TOKEN_BYTES {
+        return Err(format!(
+            "the admin token in {} is {len} bytes long; at least {MIN_ADMIN_TOKEN_BYTES} are \
+             required (e.g. `head -c 32 /dev/urandom | base64`)",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
+
+/// Reads a secret from an environment variable: trailing whitespace trimmed, not empty.
+/// Errors name the variable, never its content.
+pub(crate) fn read_secret_env(
+    var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, String> {
+    let value = env(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
+    let value = value.trim_end();
+    if value.is_empty() {
+        return Err(format!("environment variable {var} is empty"));
+    }
+    Ok(Secret::from(value))
 }

@@ -4,14 +4,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokenvisor_core::Secret;
 use toml::Spanned;
 
 use crate::problems::Cx;
 use crate::schema::RawService;
-use crate::{
-    AdminLimits, AdminListen, MAX_ADMIN_MAX_CONNECTIONS, MIN_ADMIN_TOKEN_BYTES, ServiceConfig,
-};
+use crate::secrets::admin_token_long_enough;
+use crate::{AdminLimits, AdminListen, MAX_ADMIN_MAX_CONNECTIONS, ServiceConfig};
 
 pub(crate) fn resolve_service(
     cx: &mut Cx,
@@ -20,16 +18,7 @@ pub(crate) fn resolve_service(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> ServiceConfig {
     let status_dir = match &raw.status_dir {
-        Some(s) => {
-            if s.get_ref().is_empty() {
-                cx.problem(
-                    "service.status_dir".into(),
-                    Some(s.span()),
-                    "must not be empty",
-                );
-            }
-            resolve_path(base, s.get_ref())
-        }
+        Some(s) => nonempty_path(cx, "service.status_dir", s, base),
         None if cx.is_broken("service.status_dir") => PathBuf::new(),
         None => default_status_dir(env).unwrap_or_else(|| {
             cx.problem(
@@ -63,16 +52,11 @@ pub(crate) fn resolve_service(
     };
 
     let admin_token_file = raw.admin_token_file.as_ref().map(|f| {
-        let path = resolve_path(base, f.get_ref());
-        if f.get_ref().is_empty() {
-            cx.problem(
-                "service.admin_token_file".into(),
-                Some(f.span()),
-                "must not be empty",
-            );
-        } else if admin_listen != AdminListen::Off
+        let path = nonempty_path(cx, "service.admin_token_file", f, base);
+        if !f.get_ref().is_empty()
+            && admin_listen != AdminListen::Off
             && let Err(reason) = cx
-                .secret_file("service.admin_token_file".into(), f.span(), &path)
+                .secret_file("service.admin_token_file", f.span(), &path)
                 .and_then(|token| admin_token_long_enough(&path, token))
         {
             cx.problem("service.admin_token_file".into(), Some(f.span()), reason);
@@ -121,26 +105,6 @@ pub(crate) fn resolve_service(
     }
 }
 
-/// Reads the admin token of `path`: a secret file of at least [`MIN_ADMIN_TOKEN_BYTES`].
-/// Errors name the file, never its content.
-pub fn read_admin_token(path: &Path) -> Result<Secret, String> {
-    let token = crate::secrets::read_secret_file(path).map_err(|e| e.to_string())?;
-    admin_token_long_enough(path, token)
-}
-
-/// `token` (read from `path`) when it is at least [`MIN_ADMIN_TOKEN_BYTES`] long.
-fn admin_token_long_enough(path: &Path, token: Secret) -> Result<Secret, String> {
-    let len = token.expose().len();
-    if len < MIN_ADMIN_TOKEN_BYTES {
-        return Err(format!(
-            "the admin token in {} is {len} bytes long; at least {MIN_ADMIN_TOKEN_BYTES} are \
-             required (e.g. `head -c 32 /dev/urandom | base64`)",
-            path.display()
-        ));
-    }
-    Ok(token)
-}
-
 /// `service.state_dir`: as set, else `$XDG_STATE_HOME/tokenvisor`, else
 /// `$HOME/.local/state/tokenvisor`. Needed (a problem when it cannot be derived) only when
 /// the daemon generates the admin token: the admin API is on and `admin_token_file` unset.
@@ -153,15 +117,7 @@ fn resolve_state_dir(
     admin_token_file: &Option<PathBuf>,
 ) -> Option<PathBuf> {
     match &raw.state_dir {
-        Some(s) if s.get_ref().is_empty() => {
-            cx.problem(
-                "service.state_dir".into(),
-                Some(s.span()),
-                "must not be empty",
-            );
-            None
-        }
-        Some(s) => Some(resolve_path(base, s.get_ref())),
+        Some(s) => Some(nonempty_path(cx, "service.state_dir", s, base)),
         None => {
             let derived = default_state_dir(env);
             if derived.is_none() && admin_listen != AdminListen::Off && admin_token_file.is_none() {
@@ -179,18 +135,30 @@ fn resolve_state_dir(
 }
 
 /// The default `service.state_dir`: `$XDG_STATE_HOME/tokenvisor`, else
-/// `$HOME/.local/state/tokenvisor`; `None` when neither variable is usable (a relative
-/// `XDG_STATE_HOME` is ignored, as the XDG base directory spec says).
+/// `$HOME/.local/state/tokenvisor`; `None` when neither variable is usable.
 pub fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let state = env("XDG_STATE_HOME")
+    xdg_dir(env, "XDG_STATE_HOME", "state")
+}
+
+/// The default `service.status_dir`: `$XDG_DATA_HOME/tokenvisor/statuses`, else
+/// `$HOME/.local/share/tokenvisor/statuses`; `None` when neither variable is usable.
+pub fn default_status_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    Some(xdg_dir(env, "XDG_DATA_HOME", "share")?.join("statuses"))
+}
+
+/// `$<var>/tokenvisor`, else `$HOME/.local/<home_dir>/tokenvisor`; `None` when neither
+/// variable is usable. A relative or empty `$<var>` is ignored, as the XDG base directory
+/// spec says.
+fn xdg_dir(env: &dyn Fn(&str) -> Option<String>, var: &str, home_dir: &str) -> Option<PathBuf> {
+    let dir = env(var)
         .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
         .map(PathBuf::from)
         .or_else(|| {
             env("HOME")
                 .filter(|h| !h.is_empty())
-                .map(|h| Path::new(&h).join(".local").join("state"))
+                .map(|h| Path::new(&h).join(".local").join(home_dir))
         })?;
-    Some(state.join("tokenvisor"))
+    Some(dir.join("tokenvisor"))
 }
 
 /// `service.admin_header_timeout`, `admin_idle_timeout`, `admin_max_connections`.
@@ -208,27 +176,19 @@ fn resolve_admin_limits(cx: &mut Cx, raw: &RawService) -> AdminLimits {
             &mut limits.idle_timeout,
         ),
     ] {
-        let Some(v) = value else { continue };
-        let d = v.get_ref().0;
-        if d.is_zero() {
-            cx.problem(key.into(), Some(v.span()), "must be longer than 0s");
-        } else if d > Duration::from_secs(3600) {
-            cx.problem(key.into(), Some(v.span()), "must be at most 1h");
-        } else {
+        let limit = (
+            Duration::from_secs(3600),
+            "the admin API waits no longer for a client",
+        );
+        if let Some(d) = value.and_then(|v| cx.duration(key.into(), v, true, limit)) {
             *slot = d;
         }
     }
     if let Some(v) = &raw.admin_max_connections {
-        match usize::try_from(*v.get_ref()) {
-            Ok(n) if (1..=MAX_ADMIN_MAX_CONNECTIONS).contains(&n) => limits.max_connections = n,
-            Ok(_) | Err(_) => cx.problem(
-                "service.admin_max_connections".into(),
-                Some(v.span()),
-                format!(
-                    "is {}; must be between 1 and {MAX_ADMIN_MAX_CONNECTIONS}",
-                    v.get_ref()
-                ),
-            ),
+        let rule = format!("must be between 1 and {MAX_ADMIN_MAX_CONNECTIONS}");
+        let key = "service.admin_max_connections".into();
+        if let Some(n) = cx.count(key, v, MAX_ADMIN_MAX_CONNECTIONS, &rule) {
+            limits.max_connections = n;
         }
     }
     limits
@@ -239,17 +199,10 @@ pub(crate) fn resolve_path(base: &Path, path: &str) -> PathBuf {
     base.join(path).components().collect()
 }
 
-/// The default `service.status_dir`: `$XDG_DATA_HOME/tokenvisor/statuses`, else
-/// `$HOME/.local/share/tokenvisor/statuses`; `None` when neither variable is usable. A
-/// relative or empty `XDG_DATA_HOME` is ignored, as the XDG base directory spec says.
-pub fn default_status_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let data = env("XDG_DATA_HOME")
-        .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
-        .map(PathBuf::from)
-        .or_else(|| {
-            env("HOME")
-                .filter(|h| !h.is_empty())
-                .map(|h| Path::new(&h).join(".local").join("share"))
-        })?;
-    Some(data.join("tokenvisor").join("statuses"))
+/// `raw` (the path at `key`) against `base`; an empty one is reported.
+fn nonempty_path(cx: &mut Cx, key: &str, raw: &Spanned<String>, base: &Path) -> PathBuf {
+    if raw.get_ref().is_empty() {
+        cx.problem(key.into(), Some(raw.span()), "must not be empty");
+    }
+    resolve_path(base, raw.get_ref())
 }

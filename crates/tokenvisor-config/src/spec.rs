@@ -1,8 +1,11 @@
-//! What a workload is: the resolved form of one `[[workload]]` of the configuration.
+//! What the configuration resolves to: the `[service]` settings ([`ServiceConfig`]) and
+//! each `[[workload]]` ([`WorkloadSpec`], its [`WorkloadPolicy`]).
 //!
 //! Secrets are resolved (read from their file or environment variable) before a spec reaches
 //! the runtime, so that a missing secret is a configuration error, not a runtime surprise.
 
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,5 +191,135 @@ impl WorkloadSpec {
         self.client_secret = Some(Secret::from(secret));
         self.client_secret_origin = Some(SecretOrigin::Inline);
         self
+    }
+}
+
+/// The admin API's address when `service.admin_listen` is not set.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7878));
+
+/// `service.admin_header_timeout` when not set.
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `service.admin_idle_timeout` when not set.
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `service.admin_max_connections` when not set.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
+
+/// The `[service]` section, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Where status files are written.
+    pub status_dir: PathBuf,
+    /// Where the admin API listens.
+    pub admin_listen: AdminListen,
+    /// The file holding the admin API's bearer token (checked readable and at least
+    /// [`crate::MIN_ADMIN_TOKEN_BYTES`] long when the admin API is on). `None`: the daemon generates
+    /// one in `<state_dir>/admin.token`.
+    pub admin_token_file: Option<PathBuf>,
+    /// tokenvisor's own state (the generated admin token), kept apart from the status
+    /// directory, which ToolHive shares. `None` only when it is not set, cannot be derived
+    /// (no `XDG_STATE_HOME`, no `HOME`) and nothing needs it.
+    pub state_dir: Option<PathBuf>,
+    /// Limits of the admin API's listener.
+    pub admin_limits: AdminLimits,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Log filter: a level or a tracing filter directive such as `info,tokenvisor=debug`.
+    pub log_level: String,
+}
+
+/// Limits of the admin API's listener (`[service]` keys `admin_header_timeout`,
+/// `admin_idle_timeout`, `admin_max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// A request head must arrive within this, counted from when the connection starts
+    /// waiting for it (so an idle keep-alive connection is closed after it too).
+    pub header_timeout: Duration,
+    /// A connection on which no byte moved either way for this long is closed (a stalled
+    /// body, a client that stops reading).
+    pub idle_timeout: Duration,
+    /// Connections served at once; the daemon lowers it further to a quarter of its file
+    /// descriptor limit. Excess connections are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            header_timeout: DEFAULT_ADMIN_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_ADMIN_IDLE_TIMEOUT,
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Where the admin API listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    /// `"off"`: no admin API.
+    Off,
+    /// This socket address.
+    Addr(SocketAddr),
+}
+
+impl AdminListen {
+    /// The address, when the admin API is on.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            AdminListen::Off => None,
+            AdminListen::Addr(a) => Some(*a),
+        }
+    }
+
+    /// True when the admin API is on and reachable only from this host.
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            AdminListen::Off => false,
+            AdminListen::Addr(a) => a.ip().is_loopback(),
+        }
+    }
+}
+
+impl Default for AdminListen {
+    fn default() -> Self {
+        AdminListen::Addr(DEFAULT_ADMIN_LISTEN)
+    }
+}
+
+impl fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminListen::Off => f.write_str("off"),
+            AdminListen::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `"text"` or `"json"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

@@ -14,7 +14,8 @@ use toml::Spanned;
 use crate::policy::EffPolicy;
 use crate::problems::Cx;
 use crate::read::join_key;
-use crate::schema::{RawGrant, RawWorkload};
+use crate::schema::{RawGrant, RawSecret, RawWorkload};
+use crate::secrets::read_secret_env;
 use crate::service::resolve_path;
 use crate::spec::{GrantSpec, SecretOrigin, WorkloadSpec};
 
@@ -195,29 +196,21 @@ impl WorkloadCx<'_> {
         });
 
         // scopes, resource, audience
-        let mut scopes = Vec::new();
-        if let Some(list) = &raw.scopes {
-            for (j, s) in list.get_ref().iter().enumerate() {
-                // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-                let valid = !s.get_ref().is_empty()
-                    && s.get_ref()
-                        .bytes()
-                        .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-                if valid {
-                    scopes.push(s.get_ref().clone());
-                } else {
-                    cx.problem(
-                        format!("{}[{j}]", self.key("scopes")),
-                        Some(s.span()),
-                        format!(
-                            "{:?} is not a scope token (one scope per string: printable ASCII, \
-                             no spaces, '\"' or '\\')",
-                            s.get_ref()
-                        ),
-                    );
-                }
-            }
-        }
+        // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+        let scope = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+        };
+        let scopes = match &raw.scopes {
+            Some(list) => cx.each_valid(
+                &self.key("scopes"),
+                list,
+                scope,
+                "a scope token (one scope per string: printable ASCII, no spaces, '\"' or '\\')",
+            ),
+            None => Some(Vec::new()),
+        };
         let resource = raw.resource.as_ref().and_then(|r| {
             self.check(cx, "resource", r, |s| match url::Url::parse(s) {
                 Ok(u) if u.fragment().is_none() && s.trim() == s => Ok(Arc::from(s.as_str())),
@@ -275,12 +268,57 @@ impl WorkloadCx<'_> {
             client_secret_origin,
             auth_method,
             grant: grant?,
-            scopes: Arc::from(scopes),
+            scopes: Arc::from(scopes?),
             resource,
             audience,
             token_sink_file,
             policy: policy.policy,
         })
+    }
+
+    /// At most one of `keys` (with the span where each is set, if it is) may be set; the
+    /// second one in the file is reported. False when more than one is.
+    fn at_most_one(&self, cx: &mut Cx, keys: &[(&str, Option<Range<usize>>)], list: &str) -> bool {
+        let mut given: Vec<_> = keys
+            .iter()
+            .filter_map(|(k, span)| Some((*k, span.clone()?)))
+            .collect();
+        given.sort_by_key(|(_, span)| span.start);
+        if let [(first, _), (k, span), ..] = given.as_slice() {
+            cx.problem(
+                self.key(k),
+                Some(span.clone()),
+                format!("set only one of {list} (this workload also sets {first})"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// An inline secret, which must not be empty.
+    fn inline(&self, cx: &mut Cx, name: &str, raw: &Spanned<RawSecret>) -> Option<Secret> {
+        self.check(cx, name, raw, |s| match s.0.is_empty() {
+            true => Err("is empty".to_owned()),
+            false => Ok(s.0.clone()),
+        })
+    }
+
+    /// A secret file: registered with the files in use (`writes`: tokenvisor writes it),
+    /// then read; its notes become warnings.
+    fn secret_file(
+        &self,
+        cx: &mut Cx,
+        seen: &mut Seen,
+        name: &str,
+        raw: &Spanned<String>,
+        writes: bool,
+    ) -> Option<(Secret, PathBuf)> {
+        let path = self.path_of(cx, name, raw)?;
+        self.use_file(cx, seen, name, &path, raw.span(), writes);
+        cx.secret_file(&self.key(name), raw.span(), &path)
+            .map_err(|reason| cx.problem(self.key(name), Some(raw.span()), reason))
+            .ok()
+            .map(|secret| (secret, path))
     }
 
     fn client_secret(
@@ -289,7 +327,7 @@ impl WorkloadCx<'_> {
         seen: &mut Seen,
         raw: &RawWorkload,
     ) -> Option<(Secret, SecretOrigin)> {
-        let mut given: Vec<(&str, Range<usize>)> = [
+        let sources = [
             (
                 "client_secret",
                 raw.client_secret.as_ref().map(Spanned::span),
@@ -302,61 +340,29 @@ impl WorkloadCx<'_> {
                 "client_secret_env",
                 raw.client_secret_env.as_ref().map(Spanned::span),
             ),
-        ]
-        .into_iter()
-        .filter_map(|(k, s)| Some((k, s?)))
-        .collect();
-        given.sort_by_key(|(_, s)| s.start);
-        if given.len() > 1 {
-            let (k, span) = given[1].clone();
-            cx.problem(
-                self.key(k),
-                Some(span),
-                format!(
-                    "set only one of client_secret, client_secret_file and client_secret_env \
-                     (this workload also sets {})",
-                    given[0].0
-                ),
-            );
+        ];
+        let list = "client_secret, client_secret_file and client_secret_env";
+        if !self.at_most_one(cx, &sources, list) {
             return None;
         }
         if let Some(s) = &raw.client_secret {
-            if s.get_ref().0.is_empty() {
-                cx.problem(self.key("client_secret"), Some(s.span()), "is empty");
-                return None;
-            }
-            return Some((s.get_ref().0.clone(), SecretOrigin::Inline));
+            return Some((self.inline(cx, "client_secret", s)?, SecretOrigin::Inline));
         }
         if let Some(f) = &raw.client_secret_file {
-            let path = self.path_of(cx, "client_secret_file", f)?;
-            self.use_file(cx, seen, "client_secret_file", &path, f.span(), false);
-            return match cx.secret_file(self.key("client_secret_file"), f.span(), &path) {
-                Ok(s) => Some((s, SecretOrigin::File(path))),
-                Err(reason) => {
-                    cx.problem(self.key("client_secret_file"), Some(f.span()), reason);
-                    None
-                }
-            };
+            let (secret, path) = self.secret_file(cx, seen, "client_secret_file", f, false)?;
+            return Some((secret, SecretOrigin::File(path)));
         }
-        if let Some(v) = &raw.client_secret_env {
-            let var = v.get_ref();
-            if var.is_empty() || var.contains(['=', '\0']) {
-                cx.problem(
-                    self.key("client_secret_env"),
-                    Some(v.span()),
-                    format!("{var:?} is not an environment variable name"),
-                );
-                return None;
-            }
-            return match read_secret_env(var, self.env) {
-                Ok(s) => Some((s, SecretOrigin::Env(var.clone()))),
-                Err(reason) => {
-                    cx.problem(self.key("client_secret_env"), Some(v.span()), reason);
-                    None
+        self.check(
+            cx,
+            "client_secret_env",
+            raw.client_secret_env.as_ref()?,
+            |var| {
+                if var.is_empty() || var.contains(['=', '\0']) {
+                    return Err(format!("{var:?} is not an environment variable name"));
                 }
-            };
-        }
-        None
+                read_secret_env(var, self.env).map(|s| (s, SecretOrigin::Env(var.clone())))
+            },
+        )
     }
 
     fn grant(
@@ -367,41 +373,24 @@ impl WorkloadCx<'_> {
         client_secret: Option<&Secret>,
     ) -> Option<GrantSpec> {
         // The refresh token, read whatever the grant, so that a missing file is reported.
-        let both = raw.refresh_token_file.is_some() && raw.refresh_token.is_some();
-        if both {
-            let f = raw.refresh_token_file.as_ref().map(Spanned::span);
-            let t = raw.refresh_token.as_ref().map(Spanned::span);
-            let (key, span) = if t.as_ref().map(|s| s.start) > f.as_ref().map(|s| s.start) {
-                ("refresh_token", t)
-            } else {
-                ("refresh_token_file", f)
-            };
-            cx.problem(
-                self.key(key),
-                span,
-                "set only one of refresh_token_file and refresh_token",
-            );
-        }
-        let mut token: Option<(Secret, Option<PathBuf>)> = None;
-        if !both {
-            if let Some(f) = &raw.refresh_token_file {
-                if let Some(path) = self.path_of(cx, "refresh_token_file", f) {
-                    self.use_file(cx, seen, "refresh_token_file", &path, f.span(), true);
-                    match cx.secret_file(self.key("refresh_token_file"), f.span(), &path) {
-                        Ok(s) => token = Some((s, Some(path))),
-                        Err(reason) => {
-                            cx.problem(self.key("refresh_token_file"), Some(f.span()), reason);
-                        }
-                    }
-                }
-            } else if let Some(t) = &raw.refresh_token {
-                if t.get_ref().0.is_empty() {
-                    cx.problem(self.key("refresh_token"), Some(t.span()), "is empty");
-                } else {
-                    token = Some((t.get_ref().0.clone(), None));
-                }
-            }
-        }
+        let refresh = [
+            (
+                "refresh_token_file",
+                raw.refresh_token_file.as_ref().map(Spanned::span),
+            ),
+            (
+                "refresh_token",
+                raw.refresh_token.as_ref().map(Spanned::span),
+            ),
+        ];
+        let both = !self.at_most_one(cx, &refresh, "refresh_token_file and refresh_token");
+        let token = match (&raw.refresh_token_file, &raw.refresh_token) {
+            (Some(_), Some(_)) | (None, None) => None,
+            (Some(f), None) => self
+                .secret_file(cx, seen, "refresh_token_file", f, true)
+                .map(|(s, path)| (s, Some(path))),
+            (None, Some(t)) => self.inline(cx, "refresh_token", t).map(|s| (s, None)),
+        };
 
         let Some(grant) = &raw.grant else {
             return self.missing(
@@ -432,16 +421,7 @@ impl WorkloadCx<'_> {
             }
             RawGrant::ClientCredentials => {
                 let mut ok = true;
-                for (k, span) in [
-                    (
-                        "refresh_token_file",
-                        raw.refresh_token_file.as_ref().map(Spanned::span),
-                    ),
-                    (
-                        "refresh_token",
-                        raw.refresh_token.as_ref().map(Spanned::span),
-                    ),
-                ] {
+                for (k, span) in refresh {
                     if let Some(span) = span {
                         ok = false;
                         if !cx.is_broken(&self.key(k)) {
@@ -449,9 +429,8 @@ impl WorkloadCx<'_> {
                                 self.key(k),
                                 Some(span),
                                 format!(
-                                    "grant = \"{}\" takes no refresh token; remove {k} or set \
-                                     grant = \"refresh_token\"",
-                                    grant.get_ref().as_str()
+                                    "grant = \"client_credentials\" takes no refresh token; \
+                                     remove {k} or set grant = \"refresh_token\""
                                 ),
                             );
                         }
@@ -525,15 +504,4 @@ fn plain_http_remote_host(s: &str) -> Option<String> {
         Err(_) => bare.eq_ignore_ascii_case("localhost"),
     };
     (!loopback).then(|| host.to_owned())
-}
-
-/// Reads a secret from an environment variable: trailing whitespace trimmed, not empty.
-/// Errors name the variable, never its content.
-fn read_secret_env(var: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, String> {
-    let value = env(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
-    let value = value.trim_end();
-    if value.is_empty() {
-        return Err(format!("environment variable {var} is empty"));
-    }
-    Ok(Secret::from(value))
 }

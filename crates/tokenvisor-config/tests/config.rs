@@ -1328,7 +1328,8 @@ fn refresh_token_grant_needs_a_refresh_token() {
         &err,
         "workload[0].refresh_token",
         Some(line_of(&text, "refresh_token = ")),
-        "set only one of refresh_token_file and refresh_token",
+        "set only one of refresh_token_file and refresh_token (this workload also sets \
+         refresh_token_file)",
     );
     assert_eq!(err.problems().len(), 1, "{err}");
 

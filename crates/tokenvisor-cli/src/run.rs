@@ -97,7 +97,7 @@ fn take_locks(cfg: &Config) -> Result<(), u8> {
     for line in cfg.warning_lines() {
         tracing::warn!("{line}");
     }
-    match tokenvisor::locks::acquire_for(&cfg.service.status_dir, &cfg.workloads) {
+    match tokenvisor::startup::acquire_for(&cfg.service.status_dir, &cfg.workloads) {
         Ok(claim) => {
             if let Some(mode) = claim.loose_mode {
                 tracing::warn!(

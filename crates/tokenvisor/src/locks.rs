@@ -9,9 +9,9 @@
 //!   Taking a path this process already holds is a no-op: `flock` locks belong to an open file
 //!   description, so a second `open` + `flock` of the same file by the same process would
 //!   conflict with itself.
-//! - [`acquire_for`]: every lock a daemon needs before it sends its first request: the status
-//!   directory's marker ([`crate::status_store::claim_dir`]) and each workload's
-//!   [`credential_lock_path`].
+//! - [`hold_credentials`]: holds a workload's [`credential_lock_path`]. Together with the
+//!   status directory's marker, these are the locks `startup::acquire_for` takes before a
+//!   daemon's first request.
 //!
 //! ## Why a sibling lock file for refresh-token files
 //! A refresh-token file is replaced by a rename on every rotation, so a lock on the file
@@ -255,49 +255,4 @@ pub fn hold_credentials(spec: &WorkloadSpec) -> Result<(), LockError> {
         } => hold(&credential_lock_path(file), "refresh_token_file", file),
         GrantSpec::RefreshToken { file: None, .. } | GrantSpec::ClientCredentials => Ok(()),
     }
-}
-
-/// Why a daemon cannot start: its status directory or a credential file belongs to someone
-/// else.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupLockError {
-    /// The status directory is refused (foreign content, not a directory, I/O) or locked.
-    #[error(transparent)]
-    StatusDir(#[from] crate::status_store::ClaimError),
-    /// A refresh-token file is locked by another process (or its lock file is unusable).
-    #[error("workload {workload}: {source}")]
-    Credentials {
-        /// The workload.
-        workload: tokenvisor_core::WorkloadName,
-        /// Why.
-        source: LockError,
-    },
-}
-
-impl StartupLockError {
-    /// The PID of the process holding the lock, when that is the reason.
-    pub fn holder(&self) -> Option<u32> {
-        match self {
-            StartupLockError::StatusDir(e) => e.holder(),
-            StartupLockError::Credentials { source, .. } => source.holder(),
-        }
-    }
-}
-
-/// Takes every lock a daemon needs before its first request: the status directory (claimed
-/// and locked through its marker, see [`crate::status_store::claim_dir`]) and each workload's
-/// refresh-token file. Held until the process exits. Blocking: call it before the async
-/// runtime starts, or from `spawn_blocking`.
-pub fn acquire_for(
-    status_dir: &Path,
-    workloads: &[WorkloadSpec],
-) -> Result<crate::status_store::DirClaim, StartupLockError> {
-    let claim = crate::status_store::claim_dir(status_dir)?;
-    for spec in workloads {
-        hold_credentials(spec).map_err(|source| StartupLockError::Credentials {
-            workload: spec.name.clone(),
-            source,
-        })?;
-    }
-    Ok(claim)
 }

@@ -25,7 +25,8 @@ use crate::handle::{Slot, TokenHandle, Unavailable, WorkloadShared};
 use crate::metrics as m;
 use crate::persistence::PersistenceMsg;
 use crate::spec::WorkloadSpec;
-use crate::token::{Deps, StateChange, TokenActor, TokenArgs, TokenMsg};
+use crate::msg::TokenMsg;
+use crate::token::{Deps, StateChange, TokenActor, TokenArgs};
 
 /// Errors the supervisor answers with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -41,7 +41,7 @@ use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
 use crate::metrics as m;
-use crate::token::TokenMsg;
+use crate::msg::TokenMsg;
 
 enum Cmd {
     Arm {

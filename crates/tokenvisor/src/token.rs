@@ -36,6 +36,7 @@ use crate::credentials::{CredentialStore, RotateOutcome};
 use crate::gate::EndpointGate;
 use crate::handle::{AccessToken, Slot, Unavailable, WorkloadShared};
 use crate::metrics as m;
+use crate::msg::TokenMsg;
 use crate::persistence::PersistenceMsg;
 use crate::spec::WorkloadSpec;
 use crate::timers::Timers;
@@ -85,39 +86,6 @@ impl std::fmt::Debug for Deps {
             .field("process_id", &self.process_id)
             .finish_non_exhaustive()
     }
-}
-
-/// Messages of the token actor.
-#[derive(Debug)]
-pub enum TokenMsg {
-    /// The machine's timer (stale generations are ignored).
-    Timer {
-        /// Which arming.
-        generation: u64,
-    },
-    /// An attempt finished (classified; a rotated refresh token is already stored).
-    AttemptDone {
-        /// Which attempt.
-        attempt: AttemptId,
-        /// Its verdict.
-        verdict: Verdict,
-    },
-    /// New credentials are in the credential store: try them at once.
-    CredentialsReplaced,
-    /// Refresh now (ignored while an attempt is in flight or unauthenticated).
-    ForceRefresh,
-    /// The workload is removed: persist `stopped` and stop.
-    Remove,
-    /// The runtime is shutting down: persist status `stopped` keeping the token state (so a
-    /// restart resumes it), then stop.
-    Shutdown,
-    /// Internal: look at the refresh-token file for new credentials.
-    #[doc(hidden)]
-    PollCredentials,
-    /// The timer service restarted and lost every armed timer: arm this actor's again.
-    RearmTimer,
-    /// Fault injection for supervision tests: panic in the handler.
-    Crash,
 }
 
 /// The token actor.

@@ -6,7 +6,7 @@ use tokenvisor_core::{AttemptId, Verdict};
 
 /// Messages of the token actor.
 #[derive(Debug)]
-pub enum TokenMsg {
+pub(crate) enum TokenMsg {
     /// The machine's timer (stale generations are ignored).
     Timer {
         /// Which arming.
@@ -34,5 +34,6 @@ pub enum TokenMsg {
     /// The timer service restarted and lost every armed timer: arm this actor's again.
     RearmTimer,
     /// Fault injection for supervision tests: panic in the handler.
+    #[cfg(any(test, feature = "test-util"))]
     Crash,
 }

@@ -52,7 +52,7 @@ use crate::timers::Timers;
 use crate::token::{Deps, StateChange};
 use crate::transport::Transport;
 
-pub mod reconcile;
+pub(crate) mod reconcile;
 
 /// How long RPCs into the supervisor may take before the runtime reports it unresponsive.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -522,6 +522,7 @@ impl Runtime {
     }
 
     /// Fault injection for supervision tests: makes the timer service's task panic.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn inject_timer_service_crash(&self) {
         self.timers.inject_crash();
     }
@@ -546,12 +547,14 @@ impl Runtime {
         &self.recovery
     }
 
-    /// The supervisor actor (to link or monitor from a host tree).
-    pub fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
-        &self.supervisor
+    /// The supervisor actor's cell, to link or monitor from a host tree (its messages are
+    /// private: talk to it through the `Runtime`).
+    pub fn supervisor(&self) -> ActorCell {
+        self.supervisor.get_cell()
     }
 
     /// Fault injection for supervision tests: makes a workload's token actor panic.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn inject_crash(&self, name: &WorkloadName) {
         let _ = self.supervisor.cast(SupervisorMsg::Crash(name.clone()));
     }

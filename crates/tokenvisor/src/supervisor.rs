@@ -23,9 +23,9 @@ use crate::credentials::{CredentialStore, NewCredentials};
 use crate::gate::{EndpointGate, Gates};
 use crate::handle::{Slot, TokenHandle, Unavailable, WorkloadShared};
 use crate::metrics as m;
+use crate::msg::TokenMsg;
 use crate::persistence::PersistenceMsg;
 use crate::spec::WorkloadSpec;
-use crate::msg::TokenMsg;
 use crate::token::{Deps, StateChange, TokenActor, TokenArgs};
 
 /// Errors the supervisor answers with.
@@ -71,7 +71,7 @@ pub struct WorkloadView {
 
 /// Messages of the supervisor.
 #[derive(Debug)]
-pub enum SupervisorMsg {
+pub(crate) enum SupervisorMsg {
     /// Start a workload.
     Add(
         Box<WorkloadSpec>,
@@ -105,6 +105,7 @@ pub enum SupervisorMsg {
     /// Answers when all have stopped.
     Shutdown(RpcReplyPort<()>),
     /// Fault injection for supervision tests: make a workload's actor panic.
+    #[cfg(any(test, feature = "test-util"))]
     Crash(WorkloadName),
     /// The timer service restarted: every token actor arms its timer again.
     RearmTimers,
@@ -116,11 +117,11 @@ pub enum SupervisorMsg {
 
 /// The supervisor actor.
 #[derive(Debug, Default)]
-pub struct Supervisor;
+pub(crate) struct Supervisor;
 
 /// Arguments of [`Supervisor`].
 #[derive(Debug)]
-pub struct SupervisorArgs {
+pub(crate) struct SupervisorArgs {
     /// Shared dependencies of every token actor.
     pub deps: Arc<Deps>,
     /// Endpoint gates.
@@ -155,7 +156,7 @@ impl Entry {
 }
 
 /// The supervisor's state.
-pub struct SupervisorState {
+pub(crate) struct SupervisorState {
     args: SupervisorArgs,
     entries: HashMap<WorkloadName, Entry>,
     by_actor: HashMap<ActorId, WorkloadName>,
@@ -309,6 +310,7 @@ impl Actor for Supervisor {
                     st.shutdown = Some((reply, waiting));
                 }
             }
+            #[cfg(any(test, feature = "test-util"))]
             SupervisorMsg::Crash(name) => {
                 if let Some(actor) = st.entries.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(TokenMsg::Crash);

@@ -43,11 +43,11 @@ use crate::timers::Timers;
 use crate::transport::{ExchangeRequest, Transport};
 
 /// How often an unauthenticated workload looks at its refresh-token file for new credentials.
-pub const CREDENTIAL_POLL: Duration = Duration::from_secs(10);
+pub(crate) const CREDENTIAL_POLL: Duration = Duration::from_secs(10);
 
 /// At shutdown, how long a token actor waits at most for its refreshes in flight (each is
 /// bounded by its own request timeout; this keeps shutdown under the runtime's call timeout).
-pub const SHUTDOWN_ATTEMPT_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const SHUTDOWN_ATTEMPT_WAIT: Duration = Duration::from_secs(30);
 
 /// A change of a workload's status or token state, for subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct StateChange {
 }
 
 /// What every token actor shares (one allocation for all of them).
-pub struct Deps {
+pub(crate) struct Deps {
     /// The token endpoint transport.
     pub transport: Arc<dyn Transport>,
     /// The persistence actor.
@@ -90,11 +90,11 @@ impl std::fmt::Debug for Deps {
 
 /// The token actor.
 #[derive(Debug, Default)]
-pub struct TokenActor;
+pub(crate) struct TokenActor;
 
 /// Arguments of [`TokenActor`].
 #[derive(Debug)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// The workload.
     pub spec: Arc<WorkloadSpec>,
     /// Its handle cell (kept by the supervisor across restarts).
@@ -115,7 +115,7 @@ pub struct TokenArgs {
 
 /// The token actor's state.
 #[derive(Debug)]
-pub struct TokenActorState {
+pub(crate) struct TokenActorState {
     args: TokenArgs,
     machine: Machine,
     startup: Option<(Effects, Timestamp)>,
@@ -264,6 +264,7 @@ fn on_message(myself: &ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenActorSta
             }
             return Next::Done;
         }
+        #[cfg(any(test, feature = "test-util"))]
         TokenMsg::Crash => panic!("injected crash in token actor {}", st.args.spec.name),
     };
     let stopping = matches!(input, Input::Stop);

@@ -129,7 +129,10 @@ fn the_timer_service_and_the_store_sit_below_their_users() {
     let g = graph();
     assert!(!g["timers"].contains("token"), "timers uses token");
     assert!(g["token"].contains("timers") && g["token"].contains("msg"));
-    assert!(!g["locks"].contains("status_store"), "locks uses status_store");
+    assert!(
+        !g["locks"].contains("status_store"),
+        "locks uses status_store"
+    );
     assert!(g["startup"].contains("locks") && g["startup"].contains("status_store"));
 }
 

@@ -77,7 +77,7 @@ pub use clock::Clock;
 pub use gate::Gates;
 pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
 pub use oauth::{HttpConfig, HttpError, HttpTransport};
-pub use persistence::{FlushReport, PersistStats};
+pub use persistence::{FlushReport, PersistStats, PersistenceConfig};
 pub use runtime::{Health, ReconcileReport, RecoveryReport, Runtime, RuntimeConfig, RuntimeError};
 pub use startup::{StartupLockError, acquire_for};
 pub use status_store::DirClaim;

@@ -8,15 +8,10 @@ use tokenvisor_core::{AttemptId, Verdict};
 #[derive(Debug)]
 pub(crate) enum TokenMsg {
     /// The machine's timer (stale generations are ignored).
-    Timer {
-        /// Which arming.
-        generation: u64,
-    },
+    Timer { generation: u64 },
     /// An attempt finished (classified; a rotated refresh token is already stored).
     AttemptDone {
-        /// Which attempt.
         attempt: AttemptId,
-        /// Its verdict.
         verdict: Verdict,
     },
     /// New credentials are in the credential store: try them at once.

@@ -19,9 +19,9 @@ pub enum StartupLockError {
     /// A refresh-token file is locked by another process (or its lock file is unusable).
     #[error("workload {workload}: {source}")]
     Credentials {
-        /// The workload.
+        /// The workload whose refresh-token file is locked.
         workload: tokenvisor_core::WorkloadName,
-        /// Why.
+        /// The lock failure (it names the holder's PID when known).
         source: LockError,
     },
 }
@@ -40,6 +40,11 @@ impl StartupLockError {
 /// and locked through its marker, see [`claim_dir`]) and each workload's
 /// refresh-token file. Held until the process exits. Blocking: call it before the async
 /// runtime starts, or from `spawn_blocking`.
+///
+/// # Errors
+/// [`StartupLockError::StatusDir`] when the status directory is refused or locked by
+/// another daemon; [`StartupLockError::Credentials`] naming the first workload whose
+/// refresh-token file is locked.
 pub fn acquire_for(
     status_dir: &Path,
     workloads: &[WorkloadSpec],

@@ -40,15 +40,15 @@ pub enum SupervisorError {
     /// The token actor could not be spawned.
     #[error("cannot start workload {name}: {reason}")]
     Spawn {
-        /// Which workload.
+        /// The workload that did not start.
         name: WorkloadName,
-        /// Why.
+        /// The spawn error, as text.
         reason: String,
     },
     /// New credentials were refused.
     #[error("credentials for {name} not accepted: {reason}")]
     Credentials {
-        /// Which workload.
+        /// The workload the credentials were for.
         name: WorkloadName,
         /// Why (never the secret).
         reason: String,
@@ -61,9 +61,9 @@ pub enum SupervisorError {
 /// A workload as the supervisor sees it.
 #[derive(Debug, Clone)]
 pub struct WorkloadView {
-    /// Its spec.
+    /// The workload's settings, as added.
     pub spec: Arc<WorkloadSpec>,
-    /// Its handle.
+    /// Its token handle (lock-free reads).
     pub handle: TokenHandle,
     /// Its latest status record.
     pub record: Option<Arc<StatusRecord>>,
@@ -82,9 +82,7 @@ pub(crate) enum SupervisorMsg {
     Remove(WorkloadName, RpcReplyPort<bool>),
     /// A workload's handle.
     Handle(WorkloadName, RpcReplyPort<Option<TokenHandle>>),
-    /// Every workload.
     List(RpcReplyPort<Vec<WorkloadView>>),
-    /// One workload.
     Get(WorkloadName, RpcReplyPort<Option<WorkloadView>>),
     /// How many workloads there are.
     Count(RpcReplyPort<usize>),
@@ -124,7 +122,6 @@ pub(crate) struct Supervisor;
 pub(crate) struct SupervisorArgs {
     /// Shared dependencies of every token actor.
     pub deps: Arc<Deps>,
-    /// Endpoint gates.
     pub gates: Arc<Gates>,
     /// Restart budget per workload.
     pub intensity: RestartIntensity,
@@ -135,6 +132,7 @@ pub(crate) struct SupervisorArgs {
 }
 
 struct Entry {
+    /// The workload's settings, as added.
     spec: Arc<WorkloadSpec>,
     shared: Arc<WorkloadShared>,
     credentials: Arc<CredentialStore>,

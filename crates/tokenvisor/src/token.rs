@@ -52,7 +52,7 @@ pub(crate) const SHUTDOWN_ATTEMPT_WAIT: Duration = Duration::from_secs(30);
 /// A change of a workload's status or token state, for subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
-    /// Which workload.
+    /// The workload that changed.
     pub name: WorkloadName,
     /// Its new status.
     pub status: WorkloadStatus,
@@ -60,7 +60,7 @@ pub struct StateChange {
     pub state: DiskTokenState,
     /// A short sanitised reason.
     pub context: Arc<str>,
-    /// When.
+    /// When it changed, by the runtime's clock.
     pub at: Timestamp,
 }
 
@@ -72,7 +72,6 @@ pub(crate) struct Deps {
     pub persistence: ActorRef<PersistenceMsg>,
     /// State changes, for subscribers (lossy for receivers that lag).
     pub events: broadcast::Sender<StateChange>,
-    /// The clock.
     pub clock: Clock,
     /// Written into every status file.
     pub process_id: u32,
@@ -95,21 +94,17 @@ pub(crate) struct TokenActor;
 /// Arguments of [`TokenActor`].
 #[derive(Debug)]
 pub(crate) struct TokenArgs {
-    /// The workload.
     pub spec: Arc<WorkloadSpec>,
     /// Its handle cell (kept by the supervisor across restarts).
     pub shared: Arc<WorkloadShared>,
-    /// Its credentials.
     pub credentials: Arc<CredentialStore>,
     /// Its endpoint's gate.
     pub gate: Arc<EndpointGate>,
-    /// Shared dependencies.
     pub deps: Arc<Deps>,
     /// Where the machine starts.
     pub resume: Resume,
     /// `created_at` of its status file.
     pub created_at: Timestamp,
-    /// Jitter seed.
     pub seed: u64,
 }
 

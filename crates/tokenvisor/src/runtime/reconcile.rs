@@ -36,7 +36,6 @@ pub(crate) struct Plan {
 /// A changed `endpoint_concurrency`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Resize {
-    /// The endpoint.
     pub token_url: Arc<str>,
     /// The running limit.
     pub from: usize,

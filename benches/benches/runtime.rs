@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use tokenvisor::clock::Clock;
+use tokenvisor::Clock;
 use tokenvisor::handle::{AccessToken, Slot, TokenHandle, WorkloadShared};
 use tokenvisor::status_store;
 use tokenvisor_core::machine::{Machine, MachineConfig, Resume};

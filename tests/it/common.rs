@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokenvisor::handle::TokenHandle;
-use tokenvisor::oauth::{HttpConfig, HttpTransport};
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
+use tokenvisor::StateChange;
+use tokenvisor::TokenHandle;
+use tokenvisor::Transport;
 use tokenvisor::spec::{GrantSpec, WorkloadPolicy, WorkloadSpec};
-use tokenvisor::token::StateChange;
-use tokenvisor::transport::Transport;
+use tokenvisor::{HttpConfig, HttpTransport};
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::policy::BackoffPolicy;
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
 use tokenvisor_idp::{ClientSpec, IdpConfig, IdpServer};

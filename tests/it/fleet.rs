@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use tokenvisor::handle::TokenHandle;
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
+use tokenvisor::TokenHandle;
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::status::TokenState;
 use tokenvisor_core::{StatusRecord, WorkloadStatus};
 use tokenvisor_idp::{

@@ -7,10 +7,10 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokenvisor::TokenHandle;
 use tokenvisor::credentials::read_secret_file;
-use tokenvisor::handle::TokenHandle;
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::WorkloadStatus;
 use tokenvisor_idp::{ClientSpec, Fault, FaultScope, IdpConfig, IdpServer, Times};
 

@@ -18,9 +18,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::testing::FakeTransport;
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_admin::{AdminState, router};
 use tokenvisor_core::{Secret, WorkloadName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

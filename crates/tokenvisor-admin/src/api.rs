@@ -41,10 +41,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
 use tokenvisor::credentials::NewCredentials;
-use tokenvisor::handle::{TokenHandle, Unavailable};
-use tokenvisor::runtime::{Runtime, RuntimeError};
 use tokenvisor::spec::GrantSpec;
-use tokenvisor::supervisor::{SupervisorError, WorkloadView};
+use tokenvisor::{Runtime, RuntimeError};
+use tokenvisor::{SupervisorError, WorkloadView};
+use tokenvisor::{TokenHandle, Unavailable};
 use tokenvisor_core::{Secret, Timestamp, WorkloadName, WorkloadStatus};
 
 use crate::{guard, prometheus, views};

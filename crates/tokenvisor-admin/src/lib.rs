@@ -1,6 +1,6 @@
 //! # tokenvisor-admin
 //!
-//! The admin HTTP API of a tokenvisor [`Runtime`](tokenvisor::runtime::Runtime), as a
+//! The admin HTTP API of a tokenvisor [`Runtime`](tokenvisor::Runtime), as a
 //! library: an axum [`Router`](axum::Router) an embedder mounts in its own app, and the
 //! listener the `tokenvisor` daemon serves it with. The runtime crate does not depend on
 //! axum or hyper; only this crate does.
@@ -35,7 +35,7 @@
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
-//! use tokenvisor::runtime::Runtime;
+//! use tokenvisor::Runtime;
 //! use tokenvisor_admin::{AdminState, router};
 //! use tokenvisor_core::Secret;
 //!

@@ -10,8 +10,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokenvisor::Runtime;
 use tokenvisor::metrics as m;
-use tokenvisor::runtime::Runtime;
 
 use crate::error::MetricsError;
 

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use serde::Serialize;
+use tokenvisor::WorkloadView;
 use tokenvisor::spec::{AuthMethod, GrantSpec, SecretOrigin, WorkloadPolicy};
-use tokenvisor::supervisor::WorkloadView;
 use tokenvisor_core::status::{LastError, TokenState};
 use tokenvisor_core::{Timestamp, WorkloadName, WorkloadStatus};
 

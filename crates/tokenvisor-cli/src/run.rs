@@ -46,8 +46,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokenvisor::config::{self, AdminListen, Config, LogFormat};
-use tokenvisor::oauth::{HttpConfig, HttpTransport};
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
+use tokenvisor::{HttpConfig, HttpTransport};
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
@@ -97,7 +97,7 @@ fn take_locks(cfg: &Config) -> Result<(), u8> {
     for line in cfg.warning_lines() {
         tracing::warn!("{line}");
     }
-    match tokenvisor::locks::acquire_for(&cfg.service.status_dir, &cfg.workloads) {
+    match tokenvisor::acquire_for(&cfg.service.status_dir, &cfg.workloads) {
         Ok(claim) => {
             if let Some(mode) = claim.loose_mode {
                 tracing::warn!(

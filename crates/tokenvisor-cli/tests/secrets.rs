@@ -865,9 +865,9 @@ fn panics() -> &'static Arc<Mutex<Vec<String>>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_messages_and_actor_failed_logs_carry_no_secret() {
-    use tokenvisor::runtime::{Runtime, RuntimeConfig};
     use tokenvisor::spec::{GrantSpec, WorkloadSpec};
     use tokenvisor::testing::{FakeReply, FakeTransport};
+    use tokenvisor::{Runtime, RuntimeConfig};
     use tokenvisor_core::{Secret, WorkloadName};
 
     let logs = captured().clone();

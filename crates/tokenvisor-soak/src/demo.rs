@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use crate::Context as _;
 use tokenvisor::credentials::NewCredentials;
-use tokenvisor::oauth::{HttpConfig, HttpTransport};
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
+use tokenvisor::{HttpConfig, HttpTransport};
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::policy::BackoffPolicy;
 use tokenvisor_core::scrub::truncate_chars;
 use tokenvisor_core::{Secret, WorkloadName, WorkloadStatus};

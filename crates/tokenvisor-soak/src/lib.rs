@@ -55,10 +55,10 @@ pub enum Error {
     Failed(String),
     /// The runtime refused or failed an operation.
     #[error(transparent)]
-    Runtime(#[from] tokenvisor::runtime::RuntimeError),
+    Runtime(#[from] tokenvisor::RuntimeError),
     /// The HTTP client could not be built.
     #[error(transparent)]
-    Http(#[from] tokenvisor::oauth::HttpError),
+    Http(#[from] tokenvisor::HttpError),
     /// A status file could not be read or written.
     #[error(transparent)]
     Store(#[from] tokenvisor::status_store::StoreError),

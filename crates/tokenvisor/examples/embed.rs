@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokenvisor::handle::TokenHandle;
-use tokenvisor::oauth::{HttpConfig, HttpTransport};
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
+use tokenvisor::TokenHandle;
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
+use tokenvisor::{HttpConfig, HttpTransport};
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::policy::BackoffPolicy;
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName};
 use tokenvisor_idp::{ClientSpec, IdpConfig, IdpServer};

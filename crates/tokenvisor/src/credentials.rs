@@ -73,27 +73,27 @@ pub enum CredentialError {
     /// The secret file could not be read.
     #[error("cannot read secret file {}: {source}", path.display())]
     Read {
-        /// The file.
+        /// The secret file, as configured.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         source: io::Error,
     },
     /// The secret file is larger than [`SECRET_FILE_LIMIT`].
     #[error("secret file {} is larger than {SECRET_FILE_LIMIT} bytes", path.display())]
     TooLarge {
-        /// The file.
+        /// The secret file, as configured.
         path: PathBuf,
     },
     /// The secret file is not UTF-8 text.
     #[error("secret file {} is not UTF-8 text", path.display())]
     NotUtf8 {
-        /// The file.
+        /// The secret file, as configured.
         path: PathBuf,
     },
     /// The secret file is empty (or holds only whitespace).
     #[error("secret file {} is empty", path.display())]
     EmptyFile {
-        /// The file.
+        /// The secret file, as configured.
         path: PathBuf,
     },
     /// The value holds a control character (other than surrounding whitespace, which is
@@ -104,31 +104,31 @@ pub enum CredentialError {
         path.display()
     )]
     ControlCharacter {
-        /// The file.
+        /// The secret file, as configured.
         path: PathBuf,
     },
     /// The environment variable is not set.
     #[error("environment variable {var} is not set")]
     EnvMissing {
-        /// The variable.
+        /// The variable's name.
         var: String,
     },
     /// The environment variable is not valid Unicode.
     #[error("environment variable {var} is not valid Unicode")]
     EnvNotUnicode {
-        /// The variable.
+        /// The variable's name.
         var: String,
     },
     /// The environment variable is empty (or holds only whitespace).
     #[error("environment variable {var} is empty")]
     EnvEmpty {
-        /// The variable.
+        /// The variable's name.
         var: String,
     },
     /// Writing a secret file failed.
     #[error("cannot write secret file {}: {source}", path.display())]
     Write {
-        /// The file.
+        /// The file being written.
         path: PathBuf,
         /// Why (the last attempt's error).
         source: io::Error,
@@ -136,7 +136,7 @@ pub enum CredentialError {
     /// A refresh token was supplied for a workload that uses the client_credentials grant.
     #[error("workload {workload} uses the client_credentials grant and has no refresh token")]
     NotRefreshTokenGrant {
-        /// The workload.
+        /// The workload, whose grant is `client_credentials`.
         workload: WorkloadName,
     },
     /// New credentials were requested but none were given.
@@ -151,9 +151,9 @@ pub enum CredentialError {
     /// A blocking file task panicked or was cancelled.
     #[error("the file task for {} failed: {reason}", path.display())]
     Task {
-        /// The file.
+        /// The file the task was reading or writing.
         path: PathBuf,
-        /// Why.
+        /// The join error, as text.
         reason: String,
     },
 }
@@ -173,6 +173,10 @@ impl From<SecretError> for CredentialError {
 /// Reads a secret from a file with [`read_secret_file_noted`], dropping the notes.
 ///
 /// Blocking; call it from configuration loading or `spawn_blocking`.
+///
+/// # Errors
+/// [`CredentialError`] naming the file: unreadable, larger than [`SECRET_FILE_LIMIT`], not
+/// UTF-8, empty, or holding a control character.
 pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Secret, CredentialError> {
     Ok(secrets::read_secret_file(path)?)
 }
@@ -181,6 +185,9 @@ pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Secret, CredentialErro
 /// checked, and what was trimmed noted.
 ///
 /// Blocking; call it from configuration loading or `spawn_blocking`.
+///
+/// # Errors
+/// As [`read_secret_file`].
 pub fn read_secret_file_noted(
     path: impl AsRef<Path>,
 ) -> Result<(Secret, SecretFileNotes), CredentialError> {
@@ -189,6 +196,10 @@ pub fn read_secret_file_noted(
 
 /// Reads a secret from an environment variable: trailing whitespace removed; unset, empty or
 /// non-Unicode is an error.
+///
+/// # Errors
+/// [`CredentialError::EnvMissing`], [`CredentialError::EnvNotUnicode`] or
+/// [`CredentialError::EnvEmpty`], naming the variable.
 pub fn read_secret_env(var: &str) -> Result<Secret, CredentialError> {
     let value = std::env::var_os(var).ok_or_else(|| CredentialError::EnvMissing {
         var: var.to_owned(),
@@ -212,6 +223,10 @@ pub fn read_secret_env(var: &str) -> Result<Secret, CredentialError> {
 /// see the old content or the new one, never a mix; a failure leaves the old file as it was.
 ///
 /// Blocking; call it from `spawn_blocking`. The directory must exist.
+///
+/// # Errors
+/// [`CredentialError::Write`] when the temp file cannot be created, written, synced or
+/// renamed over `path` (the old file is then unchanged).
 pub fn write_secret_file(path: &Path, secret: &Secret) -> Result<(), CredentialError> {
     write_atomic(path, secret.expose().as_bytes()).map_err(|source| CredentialError::Write {
         path: path.to_owned(),
@@ -277,6 +292,7 @@ pub enum RotateOutcome {
 
 /// One workload's credentials. Share it with `Arc`; see the module docs.
 pub struct CredentialStore {
+    /// The workload these credentials belong to.
     workload: WorkloadName,
     /// True for the refresh_token grant.
     refresh_grant: bool,
@@ -295,6 +311,7 @@ pub struct CredentialStore {
 
 /// The writer of one token sink file (module docs, "Token sink").
 struct TokenSink {
+    /// The token sink file.
     path: PathBuf,
     /// The newest token not yet handed to a write.
     pending: Mutex<Option<Secret>>,
@@ -494,6 +511,11 @@ impl CredentialStore {
     /// token for a client_credentials workload, an empty secret, or nothing at all is an
     /// error. The generation is bumped even when the values equal the current ones: the
     /// operator asked for a fresh start.
+    ///
+    /// # Errors
+    /// [`CredentialError::NothingSupplied`], [`CredentialError::EmptySecret`],
+    /// [`CredentialError::NotRefreshTokenGrant`], or a write error of the refresh-token file
+    /// (then nothing changed).
     pub async fn replace(&self, new: NewCredentials) -> Result<u64, CredentialError> {
         if new.refresh_token.is_none() && new.client_secret.is_none() {
             return Err(CredentialError::NothingSupplied);
@@ -541,6 +563,10 @@ impl CredentialStore {
     /// has no file, or the file is unchanged, or it holds the token already in use.
     ///
     /// An unreadable or empty file is an error and changes nothing.
+    ///
+    /// # Errors
+    /// A read error of the refresh-token file ([`read_secret_file`]'s), or
+    /// [`CredentialError::Task`] when the blocking read did not complete.
     pub async fn reload_from_file(&self) -> Result<Option<u64>, CredentialError> {
         let Some(path) = self.file.clone() else {
             return Ok(None);

@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The gate of one token endpoint.
 #[derive(Debug)]
-pub struct EndpointGate {
+pub(crate) struct EndpointGate {
     permits: Semaphore,
     limit: AtomicUsize,
     /// Permits still to be retired after a shrink below the requests in flight.
@@ -30,7 +30,7 @@ pub struct EndpointGate {
 
 impl EndpointGate {
     /// A gate allowing `concurrency` requests in flight.
-    pub fn new(concurrency: usize) -> Self {
+    pub(crate) fn new(concurrency: usize) -> Self {
         let limit = concurrency.clamp(1, Semaphore::MAX_PERMITS);
         EndpointGate {
             permits: Semaphore::new(limit),
@@ -43,7 +43,7 @@ impl EndpointGate {
 
     /// Waits for a slot. Queueing is not failure: the machine's attempt backstop is long
     /// enough for a full queue to drain.
-    pub async fn acquire(&self) -> SemaphorePermit<'_> {
+    pub(crate) async fn acquire(&self) -> SemaphorePermit<'_> {
         loop {
             let permit = match self.permits.acquire().await {
                 Ok(p) => p,
@@ -61,14 +61,15 @@ impl EndpointGate {
         }
     }
 
-    /// The concurrency limit.
-    pub fn limit(&self) -> usize {
+    /// The concurrency limit (read by the tests).
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> usize {
         self.limit.load(Ordering::Acquire)
     }
 
     /// Changes the concurrency limit (see the module documentation for what a shrink below
     /// the requests in flight does).
-    pub fn set_limit(&self, concurrency: usize) {
+    pub(crate) fn set_limit(&self, concurrency: usize) {
         let new = concurrency.clamp(1, Semaphore::MAX_PERMITS);
         let _one_at_a_time = self.resize.lock().unwrap_or_else(PoisonError::into_inner);
         let old = self.limit.swap(new, Ordering::AcqRel);
@@ -90,15 +91,16 @@ impl EndpointGate {
         }
     }
 
-    /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
+    /// Requests in flight now (read by the tests).
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
         (self.limit() + self.retire.load(Ordering::Acquire))
             .saturating_sub(self.permits.available_permits())
     }
 
     /// Holds every request to this endpoint until `until` (a later hold wins). Returns true
     /// when this call extended the hold.
-    pub fn hold(&self, until: Timestamp) -> bool {
+    pub(crate) fn hold(&self, until: Timestamp) -> bool {
         let prev = self
             .hold_until_ms
             .fetch_max(until.as_millis(), Ordering::AcqRel);
@@ -106,7 +108,7 @@ impl EndpointGate {
     }
 
     /// When the hold ends, if one is in force at `now`.
-    pub fn held_until(&self, now: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn held_until(&self, now: Timestamp) -> Option<Timestamp> {
         let t = Timestamp::from_millis(self.hold_until_ms.load(Ordering::Acquire));
         (t > now).then_some(t)
     }
@@ -127,7 +129,7 @@ impl Gates {
     /// The gate of `token_url`, created with `concurrency` on first use (later values of
     /// `concurrency` for the same URL are ignored: the first workload's setting wins; a
     /// reload changes it with [`EndpointGate::set_limit`]).
-    pub fn get(&self, token_url: &Arc<str>, concurrency: usize) -> Arc<EndpointGate> {
+    pub(crate) fn get(&self, token_url: &Arc<str>, concurrency: usize) -> Arc<EndpointGate> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(token_url.clone())
             .or_insert_with(|| Arc::new(EndpointGate::new(concurrency)))

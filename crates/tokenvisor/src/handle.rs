@@ -149,7 +149,7 @@ impl fmt::Debug for TokenHandle {
 pub struct TokenRef(Arc<Slot>);
 
 impl TokenRef {
-    /// The token.
+    /// The access token with its expiry.
     pub fn token(&self) -> &AccessToken {
         match &*self.0 {
             Slot::Token(t) => t,
@@ -182,6 +182,10 @@ impl TokenHandle {
 
     /// The current token, or why there is none. A token past its expiry is not served.
     /// Lock-free and allocation-free.
+    ///
+    /// # Errors
+    /// [`Unavailable`] says why there is no token to serve: starting, backing off until a
+    /// time, unauthenticated, stopped, or failed.
     pub fn current(&self) -> Result<TokenRef, Unavailable> {
         let slot = self.shared.slot.load_full();
         match &*slot {
@@ -192,6 +196,9 @@ impl TokenHandle {
     }
 
     /// Like [`TokenHandle::current`] without the expiry check: the cheapest read.
+    ///
+    /// # Errors
+    /// As [`TokenHandle::current`], except that an expired token is still served.
     pub fn current_unchecked(&self) -> Result<TokenRef, Unavailable> {
         let slot = self.shared.slot.load_full();
         match &*slot {

@@ -9,9 +9,9 @@
 //!   Taking a path this process already holds is a no-op: `flock` locks belong to an open file
 //!   description, so a second `open` + `flock` of the same file by the same process would
 //!   conflict with itself.
-//! - [`acquire_for`]: every lock a daemon needs before it sends its first request: the status
-//!   directory's marker ([`crate::status_store::claim_dir`]) and each workload's
-//!   [`credential_lock_path`].
+//! - [`hold_credentials`]: holds a workload's [`credential_lock_path`]. Together with the
+//!   status directory's marker, these are the locks `startup::acquire_for` takes before a
+//!   daemon's first request.
 //!
 //! ## Why a sibling lock file for refresh-token files
 //! A refresh-token file is replaced by a rename on every rotation, so a lock on the file
@@ -102,6 +102,10 @@ pub struct FileLock {
 impl FileLock {
     /// Opens (creating it 0600 if missing, never following a symbolic link) and tries to lock
     /// `path` without waiting. Does not write anything into the file.
+    ///
+    /// # Errors
+    /// [`LockError::Io`] when the lock file cannot be opened or created, or is a symbolic
+    /// link. A lock held by another process is not an error: it is [`TryLock::Held`].
     pub fn try_lock(path: &Path) -> Result<TryLock, LockError> {
         let io_err = |op: &'static str, e: &io::Error| LockError::Io {
             path: path.to_path_buf(),
@@ -164,6 +168,9 @@ impl FileLock {
 
     /// Writes this process's PID into the lock file (replacing its content, in place: the
     /// lock stays on this file), for [`LockError::Held`] messages of other processes.
+    ///
+    /// # Errors
+    /// [`LockError::Io`] when the file cannot be truncated or written.
     pub fn write_pid(&mut self) -> Result<(), LockError> {
         let pid = std::process::id();
         OpenOptions::new()
@@ -187,6 +194,9 @@ impl FileLock {
     /// Removes the lock file while still holding the lock, then releases it (as ToolHive
     /// does after each status operation). A process that opened the file before the removal
     /// may then lock the removed inode; [`FileLock::try_lock`] checks for that and reopens.
+    ///
+    /// # Errors
+    /// The I/O error of the removal (the lock is released either way).
     pub fn remove(self) -> io::Result<()> {
         let result = match std::fs::remove_file(&self.path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -219,6 +229,10 @@ fn registry() -> std::sync::MutexGuard<'static, HashMap<PathBuf, FileLock>> {
 /// Takes the lock on `lock_file` for the rest of the process's life and writes this
 /// process's PID into it; a lock this process already holds is fine. `what` and `protects`
 /// name, in a [`LockError::Held`], what the lock is for.
+///
+/// # Errors
+/// [`LockError::Held`] (naming the holder's PID when known) when another process holds
+/// it; [`LockError::Io`] when the lock file is unusable.
 pub fn hold(lock_file: &Path, what: &'static str, protects: &Path) -> Result<(), LockError> {
     let mut held = registry();
     if held.contains_key(lock_file) {
@@ -248,6 +262,9 @@ pub fn credential_lock_path(file: &Path) -> PathBuf {
 
 /// Takes the lock on a workload's refresh-token file (if it has one) for the life of the
 /// process. Call it before the workload's first request.
+///
+/// # Errors
+/// As [`hold`], for `<refresh_token_file>.lock`.
 pub fn hold_credentials(spec: &WorkloadSpec) -> Result<(), LockError> {
     match &spec.grant {
         GrantSpec::RefreshToken {
@@ -255,49 +272,4 @@ pub fn hold_credentials(spec: &WorkloadSpec) -> Result<(), LockError> {
         } => hold(&credential_lock_path(file), "refresh_token_file", file),
         GrantSpec::RefreshToken { file: None, .. } | GrantSpec::ClientCredentials => Ok(()),
     }
-}
-
-/// Why a daemon cannot start: its status directory or a credential file belongs to someone
-/// else.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupLockError {
-    /// The status directory is refused (foreign content, not a directory, I/O) or locked.
-    #[error(transparent)]
-    StatusDir(#[from] crate::status_store::ClaimError),
-    /// A refresh-token file is locked by another process (or its lock file is unusable).
-    #[error("workload {workload}: {source}")]
-    Credentials {
-        /// The workload.
-        workload: tokenvisor_core::WorkloadName,
-        /// Why.
-        source: LockError,
-    },
-}
-
-impl StartupLockError {
-    /// The PID of the process holding the lock, when that is the reason.
-    pub fn holder(&self) -> Option<u32> {
-        match self {
-            StartupLockError::StatusDir(e) => e.holder(),
-            StartupLockError::Credentials { source, .. } => source.holder(),
-        }
-    }
-}
-
-/// Takes every lock a daemon needs before its first request: the status directory (claimed
-/// and locked through its marker, see [`crate::status_store::claim_dir`]) and each workload's
-/// refresh-token file. Held until the process exits. Blocking: call it before the async
-/// runtime starts, or from `spawn_blocking`.
-pub fn acquire_for(
-    status_dir: &Path,
-    workloads: &[WorkloadSpec],
-) -> Result<crate::status_store::DirClaim, StartupLockError> {
-    let claim = crate::status_store::claim_dir(status_dir)?;
-    for spec in workloads {
-        hold_credentials(spec).map_err(|source| StartupLockError::Credentials {
-            workload: spec.name.clone(),
-            source,
-        })?;
-    }
-    Ok(claim)
 }

@@ -145,6 +145,9 @@ impl HttpTransport {
     /// Builds the transport and its first client (with [`HttpConfig::connect_timeout`]).
     ///
     /// Installs rustls' `ring` crypto provider as the process default if none is installed.
+    ///
+    /// # Errors
+    /// [`HttpError`] when the HTTP client cannot be built (its TLS configuration).
     pub fn new(config: HttpConfig) -> Result<Self, HttpError> {
         // Ignore the error: it only means a provider is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -138,7 +138,7 @@ pub struct FlushReport {
 pub enum PersistenceMsg {
     /// The latest record of a workload.
     Update {
-        /// Which workload.
+        /// The workload whose record this is.
         name: WorkloadName,
         /// Its full record.
         record: Box<StatusRecord>,
@@ -173,9 +173,9 @@ pub struct PersistenceActor;
 /// Arguments of [`PersistenceActor`].
 #[derive(Debug, Clone)]
 pub struct PersistenceArgs {
-    /// Settings.
+    /// Where and how to write.
     pub config: PersistenceConfig,
-    /// Counters.
+    /// Counters shared with the runtime (`Runtime::persist_stats`).
     pub stats: Arc<PersistStats>,
 }
 
@@ -259,6 +259,7 @@ struct FlushWaiter {
 
 /// One record handed to a blocking batch.
 struct Item {
+    /// The workload whose record this is.
     name: WorkloadName,
     seq: u64,
     record: Arc<StatusRecord>,

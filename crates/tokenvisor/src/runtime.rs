@@ -52,7 +52,7 @@ use crate::timers::Timers;
 use crate::token::{Deps, StateChange};
 use crate::transport::Transport;
 
-pub mod reconcile;
+pub(crate) mod reconcile;
 
 /// How long RPCs into the supervisor may take before the runtime reports it unresponsive.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -81,17 +81,17 @@ pub enum RuntimeError {
     /// The status directory could not be prepared or read.
     #[error("status directory {dir}: {reason}")]
     StatusDir {
-        /// The directory.
+        /// The configured status directory.
         dir: PathBuf,
-        /// Why.
+        /// What failed, as text (no secret).
         reason: String,
     },
     /// An actor could not be spawned.
     #[error("cannot spawn the {what} actor: {reason}")]
     Spawn {
-        /// Which actor.
+        /// Which actor (`persistence`, `supervisor`, …).
         what: &'static str,
-        /// Why.
+        /// What failed, as text (no secret).
         reason: String,
     },
     /// The supervisor refused.
@@ -100,9 +100,9 @@ pub enum RuntimeError {
     /// An actor did not answer.
     #[error("the {what} actor did not answer: {reason}")]
     Unresponsive {
-        /// Which actor.
+        /// Which actor (`persistence`, `supervisor`, …).
         what: &'static str,
-        /// Why.
+        /// What failed, as text (no secret).
         reason: String,
     },
 }
@@ -111,7 +111,7 @@ pub enum RuntimeError {
 pub struct RuntimeConfig {
     /// Where status files live.
     pub status_dir: PathBuf,
-    /// The token endpoint transport ([`crate::oauth::HttpTransport`] in production).
+    /// The token endpoint transport ([`HttpTransport`](crate::HttpTransport) in production).
     pub transport: Arc<dyn Transport>,
     /// The clock (default: anchored at the current wall time).
     pub clock: Option<Clock>,
@@ -180,7 +180,55 @@ impl Health {
     }
 }
 
-/// A running tokenvisor. Cheap to clone.
+/// A running tokenvisor. Cheap to clone: every clone talks to the same actors.
+///
+/// Start one with [`Runtime::start`] (or [`Runtime::start_linked`] under a host's own actor),
+/// [`add`](Runtime::add) workloads and read their tokens through the returned
+/// [`TokenHandle`]s; [`shutdown`](Runtime::shutdown) persists every status as `stopped`.
+///
+/// # Examples
+///
+/// A runtime on a temporary status directory. The transport here is the in-memory
+/// `FakeTransport` of the `test-util` feature, on tokio's paused clock, so the example needs
+/// no identity provider; production code passes
+/// `Arc::new(HttpTransport::new(HttpConfig::default())?)` instead.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use tokenvisor::spec::{GrantSpec, WorkloadSpec};
+/// use tokenvisor::testing::{FakeReply, FakeTransport};
+/// use tokenvisor::{Runtime, RuntimeConfig};
+/// use tokenvisor_core::{Secret, WorkloadName, WorkloadStatus};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let fake = FakeTransport::new();
+/// fake.set_default(FakeReply::token(3600)); // every exchange: a token for an hour
+/// let rt = Runtime::start(RuntimeConfig::new(dir.path(), Arc::new(fake.clone()))).await?;
+///
+/// let spec = WorkloadSpec::new(
+///     WorkloadName::new("github-mcp")?,
+///     "https://idp.example/token",
+///     "client-id",
+///     GrantSpec::RefreshToken { token: Secret::from("rt-0".to_owned()), file: None },
+/// );
+/// let handle = rt.add(spec).await?;
+/// let mut changes = rt.subscribe();
+/// while handle.current().is_err() {
+///     // the first exchange runs in a task; its result arrives as a state change
+///     let change = changes.recv().await?;
+///     assert_ne!(change.status, WorkloadStatus::Unauthenticated);
+/// }
+/// let token = handle.current().expect("a fresh token");
+/// assert!(!token.expose().is_empty()); // `Authorization: Bearer {token.expose()}`
+///
+/// rt.shutdown(Duration::from_secs(5)).await?; // status files now say `stopped`
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Runtime {
     supervisor: ActorRef<SupervisorMsg>,
@@ -195,12 +243,20 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts a runtime with no parent actor.
+    ///
+    /// # Errors
+    /// [`RuntimeError::StatusDir`] when the status directory cannot be created or read;
+    /// [`RuntimeError::Spawn`] when the persistence actor, the supervisor or the timer
+    /// service cannot be spawned.
     pub async fn start(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         Self::start_inner(config, None).await
     }
 
     /// Starts a runtime whose supervisor is a linked child of `parent` (a host application's
     /// own actor): the host sees the supervisor's failure or exit as a supervision event.
+    ///
+    /// # Errors
+    /// As [`Runtime::start`].
     pub async fn start_linked(
         config: RuntimeConfig,
         parent: ActorCell,
@@ -328,6 +384,12 @@ impl Runtime {
 
     /// Starts a workload and returns its handle. A status file left by an earlier run
     /// resumes it (an `unauthenticated` workload stays so until its credentials change).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Supervisor`] with [`SupervisorError::AlreadyExists`] when a workload of
+    /// that name runs, [`SupervisorError::Spawn`] when its actor cannot start,
+    /// [`SupervisorError::ShuttingDown`] during shutdown; [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn add(&self, spec: WorkloadSpec) -> Result<TokenHandle, RuntimeError> {
         Ok(self
             .call(|r| SupervisorMsg::Add(Box::new(spec), r))
@@ -335,32 +397,56 @@ impl Runtime {
     }
 
     /// Stops and forgets a workload; its status file says `stopped`. False if unknown.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn remove(&self, name: &WorkloadName) -> Result<bool, RuntimeError> {
         self.call(|r| SupervisorMsg::Remove(name.clone(), r)).await
     }
 
     /// A workload's handle.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn handle(&self, name: &WorkloadName) -> Result<Option<TokenHandle>, RuntimeError> {
         self.call(|r| SupervisorMsg::Handle(name.clone(), r)).await
     }
 
     /// Every workload, sorted by name.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn list(&self) -> Result<Vec<WorkloadView>, RuntimeError> {
         self.call(SupervisorMsg::List).await
     }
 
     /// One workload, if it exists.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn get(&self, name: &WorkloadName) -> Result<Option<WorkloadView>, RuntimeError> {
         self.call(|r| SupervisorMsg::Get(name.clone(), r)).await
     }
 
     /// How many workloads there are.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn workload_count(&self) -> Result<usize, RuntimeError> {
         self.call(SupervisorMsg::Count).await
     }
 
     /// Asks for a refresh now (single flight: joins one in flight; ignored while
     /// unauthenticated). False if unknown or down.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn force_refresh(&self, name: &WorkloadName) -> Result<bool, RuntimeError> {
         self.call(|r| SupervisorMsg::ForceRefresh(name.clone(), r))
             .await
@@ -369,12 +455,22 @@ impl Runtime {
     /// Asks every workload to refresh now (each ignores it as [`Runtime::force_refresh`]
     /// describes), in one message to the supervisor. Returns how many workloads were asked.
     /// Their requests queue at each endpoint's concurrency limit, as in any refresh storm.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn force_refresh_all(&self) -> Result<usize, RuntimeError> {
         self.call(SupervisorMsg::ForceRefreshAll).await
     }
 
     /// Supplies new credentials: stored (a refresh token written to its file) before the
     /// workload is told, which then tries them at once.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Supervisor`] with [`SupervisorError::NotFound`] for an unknown workload
+    /// or [`SupervisorError::Credentials`] when they cannot be stored (the refresh-token file
+    /// cannot be written); [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn supply_credentials(
         &self,
         name: &WorkloadName,
@@ -393,6 +489,10 @@ impl Runtime {
 
     /// Waits until every status change so far is durable on disk (failed writes keep being
     /// retried until `deadline`, then are reported).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the persistence actor does not answer. Writes that
+    /// still fail at `deadline` are not an error: the [`FlushReport`] counts them.
     pub async fn flush(&self, deadline: Duration) -> Result<FlushReport, RuntimeError> {
         let res = self
             .persistence
@@ -418,6 +518,10 @@ impl Runtime {
 
     /// Graceful shutdown: every token actor persists status `stopped` (keeping its token
     /// state for the next start), every pending status is flushed, then the actors stop.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor or the persistence actor does not
+    /// answer.
     pub async fn shutdown(&self, flush_deadline: Duration) -> Result<FlushReport, RuntimeError> {
         self.call(SupervisorMsg::Shutdown).await?;
         let report = self.flush(flush_deadline).await?;
@@ -436,6 +540,10 @@ impl Runtime {
     /// now and later, without restarting any of them (a reload changed `endpoint_concurrency`).
     /// Requests in flight above a smaller limit finish; no new one starts until fewer than
     /// the new limit are in flight. False when no workload uses that endpoint.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn set_endpoint_concurrency(
         &self,
         token_url: &str,
@@ -446,12 +554,16 @@ impl Runtime {
             .await
     }
 
-    /// Brings the running workloads to `desired` (see [One reconcile path](self#one-reconcile-path)):
+    /// Brings the running workloads to `desired` (one path for a daemon's start and reload):
     /// endpoint limits first (no restart), then removed workloads stop, changed ones restart
     /// (removal first, which waits for the refresh in flight, then their refresh-token file
     /// is read again), new ones start. `admit` runs before each start; an `Err` (logged,
     /// "cannot start") skips that workload. Failures of single workloads are logged, not
     /// returned; only a supervisor that does not answer the list of running workloads is.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
+    /// stopped or stuck).
     pub async fn reconcile<F, E>(
         &self,
         desired: Vec<WorkloadSpec>,
@@ -522,6 +634,7 @@ impl Runtime {
     }
 
     /// Fault injection for supervision tests: makes the timer service's task panic.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn inject_timer_service_crash(&self) {
         self.timers.inject_crash();
     }
@@ -546,12 +659,14 @@ impl Runtime {
         &self.recovery
     }
 
-    /// The supervisor actor (to link or monitor from a host tree).
-    pub fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
-        &self.supervisor
+    /// The supervisor actor's cell, to link or monitor from a host tree (its messages are
+    /// private: talk to it through the `Runtime`).
+    pub fn supervisor(&self) -> ActorCell {
+        self.supervisor.get_cell()
     }
 
     /// Fault injection for supervision tests: makes a workload's token actor panic.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn inject_crash(&self, name: &WorkloadName) {
         let _ = self.supervisor.cast(SupervisorMsg::Crash(name.clone()));
     }

@@ -2,7 +2,7 @@
 //! start-up recovery.
 //!
 //! Every function here is blocking; async code calls them from `spawn_blocking` (the
-//! [persistence actor](crate::persistence) does).
+//! persistence actor does).
 //!
 //! - [`claim_dir`]: makes a directory tokenvisor's at daemon start: a missing one is created
 //!   0700; an existing one is used as it is (never chmod-ed, whether it is a symbolic link,
@@ -97,7 +97,7 @@ pub enum StoreError {
     /// Creating, inspecting, listing or syncing the status directory failed.
     #[error("status directory {}: {op} failed: {kind}", path.display())]
     Dir {
-        /// The directory.
+        /// The status directory.
         path: PathBuf,
         /// What was being done (`create`, `chmod`, `list`, …).
         op: &'static str,
@@ -117,7 +117,7 @@ pub enum StoreError {
     /// The file exists but is not a status record.
     #[error("status file {} is corrupt: {reason}", path.display())]
     Corrupt {
-        /// The file.
+        /// The file that did not parse.
         path: PathBuf,
         /// Why, without any of the file's bytes (e.g. `syntax error at line 3 column 7`).
         reason: String,
@@ -125,13 +125,13 @@ pub enum StoreError {
     /// The blocking writer panicked (a bug); the write is retried like any failure.
     #[error("status file {}: the writer panicked", path.display())]
     Panicked {
-        /// The file.
+        /// The file being written.
         path: PathBuf,
     },
     /// Another process (ToolHive) holds the file's lock (`<name>.lock`): nothing was written.
     #[error("status file {}: locked by another process; not written", path.display())]
     Busy {
-        /// The file.
+        /// The locked status file.
         path: PathBuf,
     },
 }
@@ -178,7 +178,7 @@ impl StoreError {
 /// A status file that did not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorruptFile {
-    /// Whose file.
+    /// The workload the file is named after.
     pub name: WorkloadName,
     /// Why it was rejected (no file contents).
     pub reason: String,
@@ -190,7 +190,7 @@ pub struct CorruptFile {
 /// A status file that exists but could not be read (permissions, I/O error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadableFile {
-    /// Whose file.
+    /// The workload the file is named after.
     pub name: WorkloadName,
     /// The I/O error kind.
     pub kind: io::ErrorKind,
@@ -228,6 +228,10 @@ pub fn path_for(dir: &Path, name: &WorkloadName) -> PathBuf {
 /// it did. An existing directory (or a symbolic link to one) is used as it is: tokenvisor
 /// never chmods a directory it did not create. A path that exists but is not a directory is
 /// an error of kind [`io::ErrorKind::NotADirectory`].
+///
+/// # Errors
+/// [`StoreError::Dir`] when the directory cannot be created or inspected, or the path is
+/// not a directory.
 pub fn ensure_dir(dir: &Path) -> Result<bool, StoreError> {
     let not_a_dir = || StoreError::Dir {
         path: dir.to_path_buf(),
@@ -283,7 +287,7 @@ pub enum ClaimError {
         dir.display(), foreign_list(examples, *total)
     )]
     Foreign {
-        /// The directory.
+        /// The refused directory.
         dir: PathBuf,
         /// A few of the foreign entries' names, sorted.
         examples: Vec<String>,
@@ -331,6 +335,10 @@ pub struct DirClaim {
 /// then locks the marker (creating it) and writes this process's PID in it. A second call
 /// in the same process is a no-op. Call it before the first status write and the first token
 /// request.
+///
+/// # Errors
+/// [`ClaimError`]: the directory cannot be created or read, it holds foreign entries and
+/// no marker, or another process holds its lock.
 pub fn claim_dir(dir: &Path) -> Result<DirClaim, ClaimError> {
     let created = ensure_dir(dir)?;
     let marker = dir.join(MARKER);
@@ -418,6 +426,10 @@ pub fn lock_path_for(dir: &Path, name: &WorkloadName) -> PathBuf {
 /// [`sync_dir`]. On any failure the previous file, if any, is left as it was (or, if only
 /// the directory fsync failed, the new file may be in place but is not known durable). The
 /// directory must exist (see [`ensure_dir`]).
+///
+/// # Errors
+/// [`StoreError::File`] or [`StoreError::Dir`] naming the operation that failed;
+/// [`StoreError::Busy`] when another process holds the file's lock.
 pub fn write_atomic(
     dir: &Path,
     name: &WorkloadName,
@@ -439,6 +451,9 @@ pub fn write_atomic(
 /// staged one by one and made durable by one directory fsync (the per-file sequence temp →
 /// write → fsync → rename → fsync directory, its last step shared), and no record may be
 /// reported durable before that.
+///
+/// # Errors
+/// As [`write_atomic`], except that the directory is not synced.
 pub fn write_staged(
     dir: &Path,
     name: &WorkloadName,
@@ -501,6 +516,9 @@ fn stage_under_lock(
 }
 
 /// Fsyncs the directory `dir`, making the renames of [`write_staged`] durable.
+///
+/// # Errors
+/// [`StoreError::Dir`] when the directory cannot be opened or synced.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -509,6 +527,10 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Reads `<dir>/<name>.json`: `Ok(None)` when it does not exist, [`StoreError::Corrupt`] when
 /// it does not parse (the file is left in place; only [`recover`] sets files aside).
+///
+/// # Errors
+/// [`StoreError::File`] when the file exists but cannot be read; [`StoreError::Corrupt`]
+/// when it does not parse as a status record.
 pub fn read(dir: &Path, name: &WorkloadName) -> Result<Option<StatusRecord>, StoreError> {
     let path = path_for(dir, name);
     let mut buf = Vec::new();
@@ -531,6 +553,10 @@ pub fn read(dir: &Path, name: &WorkloadName) -> Result<Option<StatusRecord>, Sto
 ///
 /// Run it before the persistence actor starts writing to `dir`: a temp file removed under a
 /// running writer makes that write fail (it is then retried).
+///
+/// # Errors
+/// [`StoreError::Dir`] when the directory cannot be listed or synced. A file that cannot be
+/// read or parsed is reported in [`Recovered`], not as an error.
 pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
     let mut out = Recovered::default();
     let entries = match fs::read_dir(dir) {

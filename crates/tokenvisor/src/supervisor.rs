@@ -23,9 +23,10 @@ use crate::credentials::{CredentialStore, NewCredentials};
 use crate::gate::{EndpointGate, Gates};
 use crate::handle::{Slot, TokenHandle, Unavailable, WorkloadShared};
 use crate::metrics as m;
+use crate::msg::TokenMsg;
 use crate::persistence::PersistenceMsg;
 use crate::spec::WorkloadSpec;
-use crate::token::{Deps, StateChange, TokenActor, TokenArgs, TokenMsg};
+use crate::token::{Deps, StateChange, TokenActor, TokenArgs};
 
 /// Errors the supervisor answers with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,15 +40,15 @@ pub enum SupervisorError {
     /// The token actor could not be spawned.
     #[error("cannot start workload {name}: {reason}")]
     Spawn {
-        /// Which workload.
+        /// The workload that did not start.
         name: WorkloadName,
-        /// Why.
+        /// The spawn error, as text.
         reason: String,
     },
     /// New credentials were refused.
     #[error("credentials for {name} not accepted: {reason}")]
     Credentials {
-        /// Which workload.
+        /// The workload the credentials were for.
         name: WorkloadName,
         /// Why (never the secret).
         reason: String,
@@ -60,9 +61,9 @@ pub enum SupervisorError {
 /// A workload as the supervisor sees it.
 #[derive(Debug, Clone)]
 pub struct WorkloadView {
-    /// Its spec.
+    /// The workload's settings, as added.
     pub spec: Arc<WorkloadSpec>,
-    /// Its handle.
+    /// Its token handle (lock-free reads).
     pub handle: TokenHandle,
     /// Its latest status record.
     pub record: Option<Arc<StatusRecord>>,
@@ -70,7 +71,7 @@ pub struct WorkloadView {
 
 /// Messages of the supervisor.
 #[derive(Debug)]
-pub enum SupervisorMsg {
+pub(crate) enum SupervisorMsg {
     /// Start a workload.
     Add(
         Box<WorkloadSpec>,
@@ -81,9 +82,7 @@ pub enum SupervisorMsg {
     Remove(WorkloadName, RpcReplyPort<bool>),
     /// A workload's handle.
     Handle(WorkloadName, RpcReplyPort<Option<TokenHandle>>),
-    /// Every workload.
     List(RpcReplyPort<Vec<WorkloadView>>),
-    /// One workload.
     Get(WorkloadName, RpcReplyPort<Option<WorkloadView>>),
     /// How many workloads there are.
     Count(RpcReplyPort<usize>),
@@ -104,6 +103,7 @@ pub enum SupervisorMsg {
     /// Answers when all have stopped.
     Shutdown(RpcReplyPort<()>),
     /// Fault injection for supervision tests: make a workload's actor panic.
+    #[cfg(any(test, feature = "test-util"))]
     Crash(WorkloadName),
     /// The timer service restarted: every token actor arms its timer again.
     RearmTimers,
@@ -115,14 +115,13 @@ pub enum SupervisorMsg {
 
 /// The supervisor actor.
 #[derive(Debug, Default)]
-pub struct Supervisor;
+pub(crate) struct Supervisor;
 
 /// Arguments of [`Supervisor`].
 #[derive(Debug)]
-pub struct SupervisorArgs {
+pub(crate) struct SupervisorArgs {
     /// Shared dependencies of every token actor.
     pub deps: Arc<Deps>,
-    /// Endpoint gates.
     pub gates: Arc<Gates>,
     /// Restart budget per workload.
     pub intensity: RestartIntensity,
@@ -133,6 +132,7 @@ pub struct SupervisorArgs {
 }
 
 struct Entry {
+    /// The workload's settings, as added.
     spec: Arc<WorkloadSpec>,
     shared: Arc<WorkloadShared>,
     credentials: Arc<CredentialStore>,
@@ -154,7 +154,7 @@ impl Entry {
 }
 
 /// The supervisor's state.
-pub struct SupervisorState {
+pub(crate) struct SupervisorState {
     args: SupervisorArgs,
     entries: HashMap<WorkloadName, Entry>,
     by_actor: HashMap<ActorId, WorkloadName>,
@@ -308,6 +308,7 @@ impl Actor for Supervisor {
                     st.shutdown = Some((reply, waiting));
                 }
             }
+            #[cfg(any(test, feature = "test-util"))]
             SupervisorMsg::Crash(name) => {
                 if let Some(actor) = st.entries.get(&name).and_then(|e| e.actor.as_ref()) {
                     let _ = actor.cast(TokenMsg::Crash);

@@ -25,13 +25,13 @@ pub enum FakeReply {
     },
     /// Any HTTP answer.
     Http {
-        /// Status code.
+        /// The HTTP status code.
         status: u16,
-        /// Content type.
+        /// The `Content-Type` header, if any.
         content_type: Option<String>,
         /// `Retry-After` header.
         retry_after: Option<String>,
-        /// Body.
+        /// The response body.
         body: String,
     },
     /// A transport failure.

@@ -41,7 +41,7 @@ use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
 use crate::metrics as m;
-use crate::token::TokenMsg;
+use crate::msg::TokenMsg;
 
 enum Cmd {
     Arm {
@@ -53,6 +53,7 @@ enum Cmd {
         actor: ActorId,
     },
     /// Fault injection: panic inside the service task.
+    #[cfg(any(test, feature = "test-util"))]
     Crash,
 }
 
@@ -65,7 +66,7 @@ const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(60);
 
 /// A handle on the timer service (cheap to clone).
 #[derive(Clone)]
-pub struct Timers {
+pub(crate) struct Timers {
     inner: Arc<Inner>,
 }
 
@@ -89,7 +90,7 @@ impl std::fmt::Debug for Timers {
 
 impl Timers {
     /// Starts the service, and its watcher, on the current tokio runtime.
-    pub fn start() -> Timers {
+    pub(crate) fn start() -> Timers {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             tx: ArcSwap::from_pointee(tx),
@@ -103,7 +104,7 @@ impl Timers {
 
     /// Casts `Timer { generation }` to `actor` after `delay` (at most [`MAX_TIMER_DELAY`]),
     /// replacing its armed timer.
-    pub fn arm(&self, actor: &ActorRef<TokenMsg>, generation: u64, delay: Duration) {
+    pub(crate) fn arm(&self, actor: &ActorRef<TokenMsg>, generation: u64, delay: Duration) {
         self.send(Cmd::Arm {
             actor: actor.clone(),
             generation,
@@ -112,7 +113,7 @@ impl Timers {
     }
 
     /// Drops `actor`'s armed timer, if any.
-    pub fn disarm(&self, actor: &ActorRef<TokenMsg>) {
+    pub(crate) fn disarm(&self, actor: &ActorRef<TokenMsg>) {
         self.send(Cmd::Disarm {
             actor: actor.get_id(),
         });
@@ -125,23 +126,24 @@ impl Timers {
     }
 
     /// False while no timer can fire: the service task ended and is not running again yet.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }
 
     /// How many times the service was restarted; a receiver sees each restart (after the
     /// new service runs), so the owner can have every timer armed again.
-    pub fn restarts(&self) -> watch::Receiver<u64> {
+    pub(crate) fn restarts(&self) -> watch::Receiver<u64> {
         self.inner.restarts.subscribe()
     }
 
     /// How many times the service was restarted.
-    pub fn restart_count(&self) -> u64 {
+    pub(crate) fn restart_count(&self) -> u64 {
         *self.inner.restarts.borrow()
     }
 
     /// Fault injection for supervision tests: makes the service task panic.
-    pub fn inject_crash(&self) {
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn inject_crash(&self) {
         self.send(Cmd::Crash);
     }
 }
@@ -224,6 +226,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>) {
                             (actor.get_id(), Some(((actor, generation), at.min(latest))))
                         }
                         Cmd::Disarm { actor } => (actor, None),
+                        #[cfg(any(test, feature = "test-util"))]
                         Cmd::Crash => panic!("injected crash in the timer service"),
                     };
                     if let Some(old) = keys.remove(&id) {

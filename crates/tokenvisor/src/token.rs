@@ -36,22 +36,23 @@ use crate::credentials::{CredentialStore, RotateOutcome};
 use crate::gate::EndpointGate;
 use crate::handle::{AccessToken, Slot, Unavailable, WorkloadShared};
 use crate::metrics as m;
+use crate::msg::TokenMsg;
 use crate::persistence::PersistenceMsg;
 use crate::spec::WorkloadSpec;
 use crate::timers::Timers;
 use crate::transport::{ExchangeRequest, Transport};
 
 /// How often an unauthenticated workload looks at its refresh-token file for new credentials.
-pub const CREDENTIAL_POLL: Duration = Duration::from_secs(10);
+pub(crate) const CREDENTIAL_POLL: Duration = Duration::from_secs(10);
 
 /// At shutdown, how long a token actor waits at most for its refreshes in flight (each is
 /// bounded by its own request timeout; this keeps shutdown under the runtime's call timeout).
-pub const SHUTDOWN_ATTEMPT_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const SHUTDOWN_ATTEMPT_WAIT: Duration = Duration::from_secs(30);
 
 /// A change of a workload's status or token state, for subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
-    /// Which workload.
+    /// The workload that changed.
     pub name: WorkloadName,
     /// Its new status.
     pub status: WorkloadStatus,
@@ -59,19 +60,18 @@ pub struct StateChange {
     pub state: DiskTokenState,
     /// A short sanitised reason.
     pub context: Arc<str>,
-    /// When.
+    /// When it changed, by the runtime's clock.
     pub at: Timestamp,
 }
 
 /// What every token actor shares (one allocation for all of them).
-pub struct Deps {
+pub(crate) struct Deps {
     /// The token endpoint transport.
     pub transport: Arc<dyn Transport>,
     /// The persistence actor.
     pub persistence: ActorRef<PersistenceMsg>,
     /// State changes, for subscribers (lossy for receivers that lag).
     pub events: broadcast::Sender<StateChange>,
-    /// The clock.
     pub clock: Clock,
     /// Written into every status file.
     pub process_id: u32,
@@ -87,67 +87,30 @@ impl std::fmt::Debug for Deps {
     }
 }
 
-/// Messages of the token actor.
-#[derive(Debug)]
-pub enum TokenMsg {
-    /// The machine's timer (stale generations are ignored).
-    Timer {
-        /// Which arming.
-        generation: u64,
-    },
-    /// An attempt finished (classified; a rotated refresh token is already stored).
-    AttemptDone {
-        /// Which attempt.
-        attempt: AttemptId,
-        /// Its verdict.
-        verdict: Verdict,
-    },
-    /// New credentials are in the credential store: try them at once.
-    CredentialsReplaced,
-    /// Refresh now (ignored while an attempt is in flight or unauthenticated).
-    ForceRefresh,
-    /// The workload is removed: persist `stopped` and stop.
-    Remove,
-    /// The runtime is shutting down: persist status `stopped` keeping the token state (so a
-    /// restart resumes it), then stop.
-    Shutdown,
-    /// Internal: look at the refresh-token file for new credentials.
-    #[doc(hidden)]
-    PollCredentials,
-    /// The timer service restarted and lost every armed timer: arm this actor's again.
-    RearmTimer,
-    /// Fault injection for supervision tests: panic in the handler.
-    Crash,
-}
-
 /// The token actor.
 #[derive(Debug, Default)]
-pub struct TokenActor;
+pub(crate) struct TokenActor;
 
 /// Arguments of [`TokenActor`].
 #[derive(Debug)]
-pub struct TokenArgs {
-    /// The workload.
+pub(crate) struct TokenArgs {
     pub spec: Arc<WorkloadSpec>,
     /// Its handle cell (kept by the supervisor across restarts).
     pub shared: Arc<WorkloadShared>,
-    /// Its credentials.
     pub credentials: Arc<CredentialStore>,
     /// Its endpoint's gate.
     pub gate: Arc<EndpointGate>,
-    /// Shared dependencies.
     pub deps: Arc<Deps>,
     /// Where the machine starts.
     pub resume: Resume,
     /// `created_at` of its status file.
     pub created_at: Timestamp,
-    /// Jitter seed.
     pub seed: u64,
 }
 
 /// The token actor's state.
 #[derive(Debug)]
-pub struct TokenActorState {
+pub(crate) struct TokenActorState {
     args: TokenArgs,
     machine: Machine,
     startup: Option<(Effects, Timestamp)>,
@@ -296,6 +259,7 @@ fn on_message(myself: &ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenActorSta
             }
             return Next::Done;
         }
+        #[cfg(any(test, feature = "test-util"))]
         TokenMsg::Crash => panic!("injected crash in token actor {}", st.args.spec.name),
     };
     let stopping = matches!(input, Input::Stop);

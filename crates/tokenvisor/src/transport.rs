@@ -33,9 +33,9 @@ pub struct ExchangeRequest {
     pub client_secret: Option<Secret>,
     /// Basic or post.
     pub auth_method: AuthMethod,
-    /// The grant.
+    /// What is presented: a refresh token or the client's own credentials.
     pub grant: Grant,
-    /// Scopes.
+    /// The `scope` parameter's values (none: no `scope` parameter).
     pub scopes: Arc<[String]>,
     /// RFC 8707 `resource`.
     pub resource: Option<Arc<str>>,

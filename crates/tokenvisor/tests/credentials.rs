@@ -4,12 +4,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokenvisor::Grant;
 use tokenvisor::credentials::{
     CredentialError, CredentialStore, NewCredentials, RotateOutcome, SECRET_FILE_LIMIT,
     read_secret_env, read_secret_file, write_secret_file,
 };
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
-use tokenvisor::transport::Grant;
 use tokenvisor_core::{Secret, WorkloadName};
 
 const CLIENT_SECRET: &str = "client-secret-value";

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokenvisor::oauth::{HttpConfig, HttpTransport};
 use tokenvisor::spec::AuthMethod;
-use tokenvisor::transport::{ExchangeRequest, Grant, Transport};
+use tokenvisor::{ExchangeRequest, Grant, Transport};
+use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor_core::classify::BODY_LIMIT;
 use tokenvisor_core::{
     ClassifyPolicy, HttpAnswer, RawOutcome, Secret, Timestamp, TransportKind, Verdict, classify,

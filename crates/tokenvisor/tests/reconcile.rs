@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokenvisor::runtime::{ReconcileReport, Runtime, RuntimeConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::testing::{FakeReply, FakeTransport};
+use tokenvisor::{ReconcileReport, Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
 use tokio::time::Instant;
 
@@ -38,7 +38,7 @@ fn spec(n: &str, file: Option<&Path>) -> WorkloadSpec {
 async fn start(dir: &Path, fake: &FakeTransport) -> Runtime {
     let mut cfg = RuntimeConfig::new(dir, Arc::new(fake.clone()));
     cfg.seed = Some(7);
-    cfg.clock = Some(tokenvisor::clock::Clock::anchored(Timestamp::from_millis(
+    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
         1_800_000_000_000,
     )));
     Runtime::start(cfg).await.unwrap()

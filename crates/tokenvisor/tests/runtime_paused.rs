@@ -7,12 +7,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokenvisor::StateChange;
 use tokenvisor::credentials::NewCredentials;
-use tokenvisor::handle::{TokenHandle, Unavailable};
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::testing::{FakeReply, FakeTransport};
-use tokenvisor::token::StateChange;
+use tokenvisor::{Runtime, RuntimeConfig};
+use tokenvisor::{TokenHandle, Unavailable};
 use tokenvisor_core::policy::{BackoffPolicy, RestartIntensity};
 use tokenvisor_core::status::TokenState;
 use tokenvisor_core::{Secret, StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
@@ -64,7 +64,7 @@ impl Harness {
         let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
         cfg.seed = Some(7);
         cfg.restart = restart;
-        cfg.clock = Some(tokenvisor::clock::Clock::anchored(Timestamp::from_millis(
+        cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
             1_800_000_000_000,
         )));
         let rt = Runtime::start(cfg).await.unwrap();

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::testing::{FakeReply, FakeTransport};
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, Timestamp, WorkloadName, WorkloadStatus};
 use tokio::time::Instant;
 
@@ -73,7 +73,7 @@ async fn log_lines_of_an_attempt_carry_the_workload_name() {
     let fake = FakeTransport::new();
     let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
     cfg.seed = Some(7);
-    cfg.clock = Some(tokenvisor::clock::Clock::anchored(Timestamp::from_millis(
+    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
         1_800_000_000_000,
     )));
     let rt = Runtime::start(cfg).await.unwrap();

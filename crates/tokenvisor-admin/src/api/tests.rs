@@ -9,9 +9,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::Value;
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::testing::{FakeReply, FakeTransport};
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, WorkloadName, WorkloadStatus};
 use tower::ServiceExt as _;
 

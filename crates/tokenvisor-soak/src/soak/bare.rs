@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Context as _;
-use tokenvisor::oauth::HttpConfig;
+use tokenvisor::HttpConfig;
 use tokenvisor::status_store;
 use tokenvisor_core::{StatusRecord, WorkloadName};
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Context as _;
-use tokenvisor::handle::TokenHandle;
+use tokenvisor::TokenHandle;
 use tokenvisor_core::{StatusRecord, WorkloadName, WorkloadStatus};
 use tokio::time::Instant;
 

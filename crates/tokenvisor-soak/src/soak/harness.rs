@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::Context as _;
-use tokenvisor::handle::TokenHandle;
-use tokenvisor::oauth::{HttpConfig, HttpTransport};
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
+use tokenvisor::TokenHandle;
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::status_store::{self, StoreError};
+use tokenvisor::{HttpConfig, HttpTransport};
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
 use tokenvisor_idp::{ClientSpec, IdpConfig, IdpServer};
 use tokio::time::Instant;
@@ -192,7 +192,7 @@ impl Harness {
                     };
                     added.push((i, runtime.add(spec).await?));
                 }
-                Ok::<_, tokenvisor::runtime::RuntimeError>(added)
+                Ok::<_, tokenvisor::RuntimeError>(added)
             });
         }
         let mut handles: Vec<Option<TokenHandle>> = vec![None; clients.len()];
@@ -238,7 +238,7 @@ impl Harness {
                     };
                     runtime.force_refresh(&name).await?;
                 }
-                Ok::<_, tokenvisor::runtime::RuntimeError>(())
+                Ok::<_, tokenvisor::RuntimeError>(())
             });
         }
         while let Some(done) = tasks.join_next().await {

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokenvisor::handle::TokenHandle;
+use tokenvisor::TokenHandle;
 use tokenvisor_core::{StatusRecord, WorkloadStatus};
 use tokenvisor_idp::{Fault, FaultScope, Times};
 use tokio::time::Instant;

@@ -20,7 +20,7 @@ use crate::spec::{GrantSpec, WorkloadSpec};
 
 /// What a reconcile must do, applied in this order: resize endpoints, stop, restart, start.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Workloads to start (not running), in the order wanted.
     pub start: Vec<WorkloadSpec>,
     /// Workloads to stop (no longer wanted), by name.
@@ -35,8 +35,7 @@ pub struct Plan {
 
 /// A changed `endpoint_concurrency`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resize {
-    /// The endpoint.
+pub(crate) struct Resize {
     pub token_url: Arc<str>,
     /// The running limit.
     pub from: usize,
@@ -45,7 +44,7 @@ pub struct Resize {
 }
 
 /// Diffs `desired` (a name listed twice: the last one counts) against `running`.
-pub fn plan<'a>(
+pub(crate) fn plan<'a>(
     desired: Vec<WorkloadSpec>,
     running: impl IntoIterator<Item = &'a WorkloadSpec>,
 ) -> Plan {
@@ -114,7 +113,7 @@ fn resizes<'a>(
 /// Two specs describe the same workload: equal but for the refresh token's current value (the
 /// file it is read from changes with every rotation) and the endpoint's settings
 /// (`endpoint_concurrency` is applied to the endpoint's gate without a restart).
-pub fn same_workload(a: &WorkloadSpec, b: &WorkloadSpec) -> bool {
+pub(crate) fn same_workload(a: &WorkloadSpec, b: &WorkloadSpec) -> bool {
     fn normal(s: &WorkloadSpec) -> WorkloadSpec {
         let mut s = s.clone();
         if let GrantSpec::RefreshToken { token, .. } = &mut s.grant {

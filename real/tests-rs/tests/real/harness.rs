@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokenvisor::handle::TokenHandle;
-use tokenvisor::oauth::{HttpConfig, HttpTransport};
-use tokenvisor::runtime::{Runtime, RuntimeConfig};
+use tokenvisor::TokenHandle;
 use tokenvisor::spec::{AuthMethod, GrantSpec, WorkloadPolicy, WorkloadSpec};
+use tokenvisor::{HttpConfig, HttpTransport};
+use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::policy::BackoffPolicy;
 use tokenvisor_core::status::{ErrorOutcome, LastError};
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};

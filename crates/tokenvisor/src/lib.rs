@@ -24,10 +24,13 @@
 //! - [`config`] and [`spec`]: re-exports of the `tokenvisor-config` crate (the TOML
 //!   configuration → [`spec::WorkloadSpec`]s) and of its workload specs, under the paths
 //!   they always had.
+//! - [`atomic`]: the one atomic-file writer (temp file 0600 → fsync → rename → fsync of the
+//!   directory) behind status files, refresh-token files and the admin token.
 //! - [`clock`]: wall time that follows tokio's (pausable) clock.
 //! - [`metrics`]: metric names (no per-workload labels).
 //! - [`testing`]: an in-memory scriptable transport for paused-clock tests.
 
+pub mod atomic;
 pub mod clock;
 pub use tokenvisor_config as config;
 pub mod credentials;

@@ -9,7 +9,7 @@
 //! as a temp; on failure the temp file is removed and the previous file is left as it was.
 //!
 //! [`stage`] and [`sync_dir`] are separate so that a batch of writes in one directory shares
-//! one directory fsync (the status store does); [`write`] is both. The temp-name pattern is
+//! one directory fsync (the status store does); [`write()`] is both. The temp-name pattern is
 //! the one recovery sweeps rely on: [`temp_target`] recognises it.
 //!
 //! Built on `tempfile` (named temp file + persist). Every function is blocking; async code
@@ -145,7 +145,7 @@ pub fn stage(path: &Path, content: &[u8]) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// Creates `path` with `content` atomically and durably unless it exists: like [`write`],
+/// Creates `path` with `content` atomically and durably unless it exists: like [`write()`],
 /// but the temp file is linked into place without replacing anything, so of two processes
 /// creating the same file at once exactly one wins and the other gets
 /// [`Created::AlreadyExists`].

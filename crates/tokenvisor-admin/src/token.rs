@@ -3,8 +3,9 @@
 //! from the OS, base64url without padding: 43 characters) and kept across restarts.
 //!
 //! - A token shorter than [`MIN_ADMIN_TOKEN_BYTES`] refuses the start, naming the file.
-//! - The generated file is created 0600 in a 0700 directory: written to a temp file, fsynced,
-//!   then linked into place without replacing anything (two daemons starting at once agree
+//! - The generated file is created 0600 in a 0700 directory by `tokenvisor::atomic`'s
+//!   `stage_new`: written to a temp file, fsynced, then linked into place without replacing
+//!   anything (two daemons starting at once agree
 //!   on the first one's token), then the directory is fsynced.
 //! - An existing `admin.token` that group or others may read refuses the start: a token any
 //!   local user can read locks nothing.
@@ -12,8 +13,8 @@
 //! The state directory is not the status directory on purpose: ToolHive shares that one, and
 //! a token file has no business among its status files.
 
-use std::fs::{self, DirBuilder, File};
-use std::io::{ErrorKind, Write as _};
+use std::fs::{self, DirBuilder};
+use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -95,43 +96,40 @@ pub(crate) fn load_or_generate(dir: &Path) -> Result<AdminToken, TokenError> {
     let mut random = [0u8; GENERATED_BYTES];
     getrandom::fill(&mut random).map_err(|e| TokenError::Randomness(e.to_string()))?;
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
-    // tempfile creates 0600.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".admin.token.")
-        .tempfile_in(dir)
-        .map_err(|source| TokenError::CreateTemp {
-            dir: dir.to_owned(),
-            source,
-        })?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|source| TokenError::WriteTemp {
-            dir: dir.to_owned(),
-            source,
-        })?;
-    match tmp.persist_noclobber(&path) {
-        Ok(_) => {}
+    let fail = |e: tokenvisor::atomic::WriteError| {
+        let source = e.source;
+        match e.step {
+            tokenvisor::atomic::Step::CreateTemp => TokenError::CreateTemp {
+                dir: dir.to_owned(),
+                source,
+            },
+            tokenvisor::atomic::Step::Write
+            | tokenvisor::atomic::Step::Chmod
+            | tokenvisor::atomic::Step::Fsync => TokenError::WriteTemp {
+                dir: dir.to_owned(),
+                source,
+            },
+            tokenvisor::atomic::Step::Rename => TokenError::Persist {
+                path: path.clone(),
+                error: source,
+            },
+            tokenvisor::atomic::Step::SyncDir => TokenError::SyncDir {
+                dir: dir.to_owned(),
+                source,
+            },
+        }
+    };
+    match tokenvisor::atomic::stage_new(&path, text.as_bytes()).map_err(fail)? {
+        tokenvisor::atomic::Created::Created => {}
         // Another daemon got there first: use its token.
-        Err(e) if e.error.kind() == ErrorKind::AlreadyExists => {
+        tokenvisor::atomic::Created::AlreadyExists => {
             return kept(&path).map(|secret| AdminToken {
                 secret,
                 path,
                 origin: Origin::Kept,
             });
         }
-        Err(e) => {
-            return Err(TokenError::Persist {
-                path,
-                error: e.error,
-            });
-        }
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| TokenError::SyncDir {
-            dir: dir.to_owned(),
-            source,
-        })?;
     Ok(AdminToken {
         secret: Secret::from(text),
         path,

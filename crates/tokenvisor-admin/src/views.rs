@@ -1,7 +1,6 @@
 //! The JSON shapes of the admin API. Built from specs and status records; nothing here ever
 //! reads a secret's value (secrets appear only as their origin: inline, a file, a variable).
 
-use std::borrow::Cow;
 use std::path::Path;
 
 use serde::Serialize;
@@ -23,7 +22,7 @@ pub(super) struct Summary<'a> {
     pub(super) next_attempt_at: Option<Timestamp>,
     pub(super) attempt: u32,
     pub(super) last_error: Option<&'a LastError>,
-    pub(super) token_url: Cow<'a, str>,
+    pub(super) token_url: String,
     pub(super) grant: &'static str,
 }
 
@@ -161,14 +160,9 @@ impl<'a> PolicyView<'a> {
     }
 }
 
-/// A URL with any userinfo (`user:password@`) replaced by `…@`: credentials in a token URL
-/// are still credentials.
-pub(super) fn redact_url(url: &str) -> Cow<'_, str> {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[after_scheme..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => Cow::Owned(format!("{}…@{}", &url[..after_scheme], &rest[at + 1..])),
-        None => Cow::Borrowed(url),
-    }
+/// A token URL for display ([`TokenUrl::redacted`](tokenvisor_core::TokenUrl::redacted)):
+/// userinfo replaced by `…@`, query values by `…`, no fragment; credentials in a token URL
+/// are still credentials. A string that is not a URL is shown as `…`.
+pub(super) fn redact_url(url: &str) -> String {
+    tokenvisor_core::TokenUrl::parse(url).map_or_else(|_| "…".to_owned(), |u| u.redacted())
 }

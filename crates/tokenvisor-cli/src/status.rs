@@ -1,24 +1,23 @@
 //! `tokenvisor status`: reads the status files, prints a table or JSON.
 //!
-//! Read-only: unlike the daemon's start-up recovery, this never renames, removes or rewrites
-//! anything in the status directory (a corrupt file is reported, not set aside).
+//! Read-only: files are read only through the status store's read-only
+//! [`list`](tokenvisor::status_store::list) and
+//! [`inspect`](tokenvisor::status_store::inspect); unlike the daemon's start-up recovery,
+//! this never renames, removes or rewrites anything in the status directory (a corrupt file
+//! is reported, not set aside).
 
-use std::io::{self, Read as _};
-use std::os::unix::ffi::OsStrExt as _;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 
 use clap::Args;
 use clap::error::ErrorKind;
 use serde::Serialize;
-use tokenvisor_core::status::{LastError, RecordError, TokenState};
+use tokenvisor::status_store::{self, Inspected};
+use tokenvisor_core::status::{LastError, TokenState};
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
 
 use crate::output::{Table, absolute, compact_duration, now, relative, safe_text, truncate_chars};
 use crate::{EXIT_PROBLEM, usage_error};
-
-/// Files larger than this are not status records (the daemon's status store uses the same
-/// limit).
-const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The longest last-error cell in the table, in characters.
 const ERROR_CELL_CHARS: usize = 72;
@@ -52,6 +51,16 @@ enum Entry {
 }
 
 impl Entry {
+    /// The entry for what the status store found.
+    fn new(found: Inspected) -> Self {
+        match found {
+            Inspected::Record(record) => Entry::Ok(record),
+            Inspected::Corrupt(reason) => Entry::Corrupt(reason),
+            Inspected::NotAFile => Entry::Unreadable("not a regular file".to_owned()),
+            Inspected::Unreadable(kind) => Entry::Unreadable(format!("cannot read: {kind}")),
+        }
+    }
+
     /// True when this workload needs an operator (exit status 1).
     fn needs_attention(&self) -> bool {
         match self {
@@ -155,8 +164,8 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
                     format!("invalid workload name {:?}: {e}", safe_text(name)),
                 )
             })?;
-            match read_entry(&tokenvisor::status_store::path_for(&dir, &name)) {
-                Some(entry) => vec![(name, entry)],
+            match status_store::inspect(&dir, &name) {
+                Some(found) => vec![(name, Entry::new(found))],
                 None => {
                     return Err(usage_error(
                         "status",
@@ -171,13 +180,18 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
                 }
             }
         }
-        None => list(&dir).map_err(|e| {
-            usage_error(
-                "status",
-                ErrorKind::Io,
-                format!("cannot list status directory {}: {e}", dir.display()),
-            )
-        })?,
+        None => status_store::list(&dir)
+            .map_err(|e| {
+                let kind = e.kind().unwrap_or(io::ErrorKind::Other);
+                usage_error(
+                    "status",
+                    ErrorKind::Io,
+                    format!("cannot list status directory {}: {kind}", dir.display()),
+                )
+            })?
+            .into_iter()
+            .map(|(name, found)| (name, Entry::new(found)))
+            .collect(),
     };
 
     if args.json {
@@ -209,77 +223,6 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
 
 fn file_name(name: &WorkloadName) -> String {
     format!("{}.json", name.as_str())
-}
-
-/// Every `<name>.json` of `dir` whose stem is a valid workload name, sorted by name.
-/// Temp files of interrupted writes (`.<name>.json.XXXXXX`) and set-aside corrupt files
-/// (`<name>.json.corrupted`) do not end in `.json` and are not listed.
-fn list(dir: &Path) -> io::Result<Vec<(WorkloadName, Entry)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let file_name = entry.file_name();
-        let Some(stem) = file_name.as_bytes().strip_suffix(b".json") else {
-            continue;
-        };
-        let Some(name) = std::str::from_utf8(stem)
-            .ok()
-            .and_then(|s| WorkloadName::new(s).ok())
-        else {
-            continue;
-        };
-        if let Some(read) = read_entry(&entry.path()) {
-            out.push((name, read));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
-/// Reads one status file; `None` when it does not exist (or vanished since the listing).
-fn read_entry(path: &Path) -> Option<Entry> {
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-        Err(e) => return Some(Entry::Unreadable(format!("cannot read: {}", e.kind()))),
-    };
-    match file.metadata() {
-        Ok(meta) if !meta.is_file() => {
-            return Some(Entry::Unreadable("not a regular file".to_owned()));
-        }
-        Ok(_) => {}
-        Err(e) => return Some(Entry::Unreadable(format!("cannot read: {}", e.kind()))),
-    }
-    let mut bytes = Vec::new();
-    if let Err(e) = file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
-        return Some(Entry::Unreadable(format!("cannot read: {}", e.kind())));
-    }
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Some(Entry::Corrupt(format!(
-            "larger than {MAX_FILE_BYTES} bytes"
-        )));
-    }
-    Some(match StatusRecord::from_json(&bytes) {
-        Ok(record) => Entry::Ok(Box::new(record)),
-        Err(e) => Entry::Corrupt(describe_parse_error(&e)),
-    })
-}
-
-/// Why a file did not parse, without quoting any of its bytes (serde's messages may quote
-/// values, e.g. an unknown variant).
-fn describe_parse_error(e: &RecordError) -> String {
-    match e {
-        RecordError::Parse(e) => {
-            let what = match e.classify() {
-                serde_json::error::Category::Io => "read error",
-                serde_json::error::Category::Syntax => "not JSON: syntax error",
-                serde_json::error::Category::Data => "not a status record: unexpected data",
-                serde_json::error::Category::Eof => "truncated JSON",
-            };
-            format!("{what} at line {} column {}", e.line(), e.column())
-        }
-        RecordError::Schema { .. } => e.to_string(),
-    }
 }
 
 /// The table of `entries`, with times relative to `now`.
@@ -414,9 +357,47 @@ mod tests {
 
     #[test]
     fn parse_errors_never_quote_the_file() {
-        let e = StatusRecord::from_json(br#"{"status":"sk-live-SECRET"}"#).unwrap_err();
-        let d = describe_parse_error(&e);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("w.json"), br#"{"status":"sk-live-SECRET"}"#).unwrap();
+        let name = WorkloadName::new("w").unwrap();
+        let found = status_store::inspect(dir.path(), &name).unwrap();
+        let Entry::Corrupt(d) = Entry::new(found) else {
+            panic!("not reported corrupt");
+        };
         assert!(!d.contains("SECRET"), "{d}");
         assert!(d.contains("line 1"), "{d}");
+    }
+
+    #[test]
+    fn listing_changes_nothing_and_reports_every_kind_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("bad.json"), b"{\"token\": [").unwrap();
+        std::fs::create_dir(d.join("dir.json")).unwrap();
+        std::fs::write(d.join(".bad.json.a1B2c3"), b"").unwrap();
+        std::fs::write(d.join("bad.json.corrupted"), b"").unwrap();
+        let before = names(d);
+        let listed = status_store::list(d).unwrap();
+        let shown: Vec<(&str, String)> = listed
+            .iter()
+            .map(|(n, f)| (n.as_str(), format!("{:?}", Entry::new(f.clone()))))
+            .collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert_eq!(shown[0].0, "bad");
+        assert!(shown[0].1.starts_with("Corrupt("), "{shown:?}");
+        assert_eq!(
+            shown[1],
+            ("dir", r#"Unreadable("not a regular file")"#.to_owned())
+        );
+        assert_eq!(names(d), before);
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
     }
 }

@@ -182,7 +182,18 @@ pub struct TokenGrant {
 }
 
 /// Why an attempt failed, as a closed set (the `kind` of the status file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum FailureKind {
     /// A 2xx without a usable token (HTML login page, JSON without `access_token`).
     MalformedSuccess,
@@ -193,6 +204,7 @@ pub enum FailureKind {
     /// 408.
     RequestTimeout,
     /// Any 5xx.
+    #[strum(serialize = "server_5xx")]
     Server5xx,
     /// A structured RFC 6749 code from the retryable set (or configured transient, or a
     /// vendor's retryable sub-code).
@@ -203,6 +215,7 @@ pub enum FailureKind {
     /// workload's `permanent_codes` can make it final.
     OauthUnknownCode,
     /// A 4xx without a structured RFC 6749 code (WAF, CDN, proxy, empty body).
+    #[strum(serialize = "infrastructure_4xx")]
     Infrastructure4xx,
     /// Any other status outside 2xx–5xx (1xx, 6xx+).
     UnexpectedStatus,
@@ -226,52 +239,16 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// The stable snake_case name used in status files, logs and metric labels.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::MalformedSuccess => "malformed_success",
-            FailureKind::Redirect => "redirect",
-            FailureKind::RateLimited => "rate_limited",
-            FailureKind::RequestTimeout => "request_timeout",
-            FailureKind::Server5xx => "server_5xx",
-            FailureKind::OauthRetryable => "oauth_retryable",
-            FailureKind::OauthUnknownCode => "oauth_unknown_code",
-            FailureKind::Infrastructure4xx => "infrastructure_4xx",
-            FailureKind::UnexpectedStatus => "unexpected_status",
-            FailureKind::Connect => "connect",
-            FailureKind::Reset => "reset",
-            FailureKind::Dns => "dns",
-            FailureKind::Tls => "tls",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Eof => "eof",
-            FailureKind::Io => "io",
-            FailureKind::OauthRejected => "oauth_rejected",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
-    /// Every kind, for metric pre-registration and exhaustive tests.
-    pub const ALL: [FailureKind; 17] = [
-        FailureKind::MalformedSuccess,
-        FailureKind::Redirect,
-        FailureKind::RateLimited,
-        FailureKind::RequestTimeout,
-        FailureKind::Server5xx,
-        FailureKind::OauthRetryable,
-        FailureKind::OauthUnknownCode,
-        FailureKind::Infrastructure4xx,
-        FailureKind::UnexpectedStatus,
-        FailureKind::Connect,
-        FailureKind::Reset,
-        FailureKind::Dns,
-        FailureKind::Tls,
-        FailureKind::Timeout,
-        FailureKind::Eof,
-        FailureKind::Io,
-        FailureKind::OauthRejected,
-    ];
+    /// Every kind, in declaration order, for metric pre-registration and exhaustive tests.
+    pub const ALL: &'static [FailureKind] = <FailureKind as strum::VariantArray>::VARIANTS;
 
     /// Parses [`FailureKind::as_str`] back.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+        s.parse().ok()
     }
 }
 

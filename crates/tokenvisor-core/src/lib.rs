@@ -17,6 +17,8 @@
 //! - [`name`]: validated workload names (safe single path components).
 //! - [`secret`]: a string type that never prints its value.
 //! - [`time`]: [`Timestamp`], milliseconds since the epoch, serialised as RFC 3339.
+//! - [`token_url`]: [`TokenUrl`], a validated token-endpoint URL whose display never shows
+//!   userinfo or query values.
 
 pub mod classify;
 pub mod machine;
@@ -27,6 +29,7 @@ pub mod scrub;
 pub mod secret;
 pub mod status;
 pub mod time;
+pub mod token_url;
 
 pub use classify::{
     ClassifyPolicy, Failure, FailureKind, HttpAnswer, RawOutcome, TokenGrant, TransportKind,
@@ -37,3 +40,4 @@ pub use name::{NameError, WorkloadName};
 pub use secret::Secret;
 pub use status::{StatusRecord, TokenSection, WorkloadStatus};
 pub use time::Timestamp;
+pub use token_url::{TokenUrl, TokenUrlError};

@@ -13,8 +13,21 @@ use crate::time::Timestamp;
 pub const SCHEMA: u32 = 1;
 
 /// The workload status, as ToolHive names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum WorkloadStatus {
     /// A valid token is being served.
     Running,
@@ -31,22 +44,28 @@ pub enum WorkloadStatus {
 }
 
 impl WorkloadStatus {
-    /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            WorkloadStatus::Running => "running",
-            WorkloadStatus::AuthRetrying => "auth_retrying",
-            WorkloadStatus::Unauthenticated => "unauthenticated",
-            WorkloadStatus::Starting => "starting",
-            WorkloadStatus::Stopped => "stopped",
-            WorkloadStatus::Error => "error",
-        }
+    /// The snake_case name (the on-disk string, as serde writes it).
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
 /// The token state machine's state, as written to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum TokenState {
     /// A token is served; a refresh is scheduled.
     Healthy,
@@ -61,15 +80,9 @@ pub enum TokenState {
 }
 
 impl TokenState {
-    /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TokenState::Healthy => "healthy",
-            TokenState::Refreshing => "refreshing",
-            TokenState::TransientBackoff => "transient_backoff",
-            TokenState::Unauthenticated => "unauthenticated",
-            TokenState::Stopped => "stopped",
-        }
+    /// The snake_case name (the on-disk string, as serde writes it).
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -205,6 +218,78 @@ impl StatusRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The on-disk strings, pinned: status files are a format other programs read.
+    #[test]
+    fn on_disk_names_are_pinned_and_round_trip() {
+        use strum::VariantArray as _;
+        let statuses: Vec<&str> = WorkloadStatus::VARIANTS
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "running",
+                "auth_retrying",
+                "unauthenticated",
+                "starting",
+                "stopped",
+                "error"
+            ]
+        );
+        for &s in WorkloadStatus::VARIANTS {
+            assert_eq!(s.as_str().parse::<WorkloadStatus>(), Ok(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        let states: Vec<&str> = TokenState::VARIANTS.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            states,
+            [
+                "healthy",
+                "refreshing",
+                "transient_backoff",
+                "unauthenticated",
+                "stopped"
+            ]
+        );
+        for &s in TokenState::VARIANTS {
+            assert_eq!(s.as_str().parse::<TokenState>(), Ok(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        let kinds: Vec<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "malformed_success",
+                "redirect",
+                "rate_limited",
+                "request_timeout",
+                "server_5xx",
+                "oauth_retryable",
+                "oauth_unknown_code",
+                "infrastructure_4xx",
+                "unexpected_status",
+                "connect",
+                "reset",
+                "dns",
+                "tls",
+                "timeout",
+                "eof",
+                "io",
+                "oauth_rejected"
+            ]
+        );
+        for &k in FailureKind::ALL {
+            assert_eq!(FailureKind::parse(k.as_str()), Some(k));
+        }
+    }
 
     fn sample() -> StatusRecord {
         StatusRecord {

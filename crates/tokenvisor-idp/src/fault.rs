@@ -120,7 +120,19 @@ pub enum Fault {
 }
 
 /// The kind of a [`Fault`], without its parameters (for counters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum FaultKind {
     /// [`Fault::HtmlForbidden`].
     HtmlForbidden,
@@ -135,8 +147,10 @@ pub enum FaultKind {
     /// [`Fault::ServerErrorEmpty`].
     ServerErrorEmpty,
     /// [`Fault::OAuthError`].
+    #[strum(serialize = "oauth_error")]
     OAuthError,
     /// [`Fault::OAuthErrorForm`].
+    #[strum(serialize = "oauth_error_form")]
     OAuthErrorForm,
     /// [`Fault::OkHtml`].
     OkHtml,
@@ -160,47 +174,11 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultKind; 17] = [
-        Self::HtmlForbidden,
-        Self::JsonForbiddenNoError,
-        Self::TooManyRequests,
-        Self::ServiceUnavailable,
-        Self::ServerError,
-        Self::ServerErrorEmpty,
-        Self::OAuthError,
-        Self::OAuthErrorForm,
-        Self::OkHtml,
-        Self::OkJsonWithoutToken,
-        Self::OkError,
-        Self::Redirect,
-        Self::Delay,
-        Self::SlowBody,
-        Self::Drop,
-        Self::HugeBody,
-        Self::Raw,
-    ];
+    pub const ALL: &'static [FaultKind] = <FaultKind as strum::VariantArray>::VARIANTS;
 
     /// The snake_case name used in counters and in the admin JSON (`"kind"`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HtmlForbidden => "html_forbidden",
-            Self::JsonForbiddenNoError => "json_forbidden_no_error",
-            Self::TooManyRequests => "too_many_requests",
-            Self::ServiceUnavailable => "service_unavailable",
-            Self::ServerError => "server_error",
-            Self::ServerErrorEmpty => "server_error_empty",
-            Self::OAuthError => "oauth_error",
-            Self::OAuthErrorForm => "oauth_error_form",
-            Self::OkHtml => "ok_html",
-            Self::OkJsonWithoutToken => "ok_json_without_token",
-            Self::OkError => "ok_error",
-            Self::Redirect => "redirect",
-            Self::Delay => "delay",
-            Self::SlowBody => "slow_body",
-            Self::Drop => "drop",
-            Self::HugeBody => "huge_body",
-            Self::Raw => "raw",
-        }
+        self.into()
     }
 
     pub(crate) fn index(self) -> usize {
@@ -754,6 +732,34 @@ mod tests {
                 .is_err()
         );
         assert!(FaultCommand::from_json(r#"{"fault":{"kind":"drop"},"time":1}"#).is_err());
+    }
+
+    /// Counter names are what tests and the admin JSON read: pinned.
+    #[test]
+    fn kind_names_are_pinned() {
+        let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "html_forbidden",
+                "json_forbidden_no_error",
+                "too_many_requests",
+                "service_unavailable",
+                "server_error",
+                "server_error_empty",
+                "oauth_error",
+                "oauth_error_form",
+                "ok_html",
+                "ok_json_without_token",
+                "ok_error",
+                "redirect",
+                "delay",
+                "slow_body",
+                "drop",
+                "huge_body",
+                "raw"
+            ]
+        );
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! The HTTP surface: `/token`, `/revoke`, `/healthz`, `/login` and `/admin/...`.
 //!
-//! One handler does the routing by hand: there are few routes, and each connection gets its
-//! own state (the switch that lets a `Drop` fault close that connection).
+//! Routing is axum's [`Router`] ([`router`]), built once; each connection gets its own state
+//! (the switch that lets a `Drop` fault close that connection) through `with_state`. Forms
+//! are decoded by `serde_urlencoded`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
+use axum::routing::{self, MethodRouter, post};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -33,78 +36,129 @@ pub(crate) struct ConnState {
     pub(crate) kill: Arc<Notify>,
 }
 
-/// The only handler: routes by method and path.
-pub(crate) async fn dispatch(State(conn): State<ConnState>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let shared = &*conn.shared;
-    let method = &parts.method;
-    let get = method == Method::GET;
-    let post = method == Method::POST;
-    match parts.uri.path() {
-        "/token" if post => token(&conn, &parts.headers, body).await,
-        "/revoke" if post => revoke(shared, &parts.headers, body).await,
-        "/healthz" if get => text(StatusCode::OK, "ok\n"),
-        "/login" if get => html(StatusCode::OK, LOGIN_PAGE),
-        "/admin/counters" if get => json(StatusCode::OK, &shared.counters_snapshot()),
-        "/admin/counters/reset" if post => {
-            shared.reset_counters();
-            json(StatusCode::OK, &Ack { ok: true })
+/// The routes, without their per-connection state: built once, given each connection's
+/// [`ConnState`] by `with_state`. A known path with another method answers 405 (`HEAD`
+/// included: it is never served as a `GET`), any other path 404, both as plain text.
+pub(crate) fn router() -> Router<ConnState> {
+    Router::new()
+        .route("/token", post(token_route))
+        .route("/revoke", post(revoke_route))
+        .route("/healthz", get(healthz))
+        .route("/login", get(login))
+        .route("/admin/counters", get(admin_counters))
+        .route("/admin/counters/reset", post(admin_counters_reset))
+        .route("/admin/fault", post(admin_fault_route))
+        .route(
+            "/admin/faults",
+            get(admin_faults).delete(admin_faults_clear),
+        )
+        .route("/admin/faults/clear", post(admin_faults_clear))
+        .route(
+            "/admin/clients",
+            get(admin_clients).post(admin_register_client),
+        )
+        .route("/admin/refresh-token", post(admin_issue_route))
+        .route("/admin/revoke", post(admin_revoke_route))
+        .route("/admin/last-request", get(admin_last_request))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+}
+
+/// `GET` only: `HEAD` would otherwise be answered by the `GET` handler.
+fn get<H, T>(handler: H) -> MethodRouter<ConnState>
+where
+    H: axum::handler::Handler<T, ConnState>,
+    T: 'static,
+{
+    routing::get(handler).head(method_not_allowed)
+}
+
+async fn token_route(State(conn): State<ConnState>, headers: HeaderMap, body: Body) -> Response {
+    token(&conn, &headers, body).await
+}
+
+async fn revoke_route(State(conn): State<ConnState>, headers: HeaderMap, body: Body) -> Response {
+    revoke(&conn.shared, &headers, body).await
+}
+
+async fn healthz() -> Response {
+    text(StatusCode::OK, "ok\n")
+}
+
+async fn login() -> Response {
+    html(StatusCode::OK, LOGIN_PAGE)
+}
+
+async fn admin_counters(State(conn): State<ConnState>) -> Response {
+    json(StatusCode::OK, &conn.shared.counters_snapshot())
+}
+
+async fn admin_counters_reset(State(conn): State<ConnState>) -> Response {
+    conn.shared.reset_counters();
+    json(StatusCode::OK, &Ack { ok: true })
+}
+
+async fn admin_fault_route(State(conn): State<ConnState>, body: Body) -> Response {
+    admin_set_fault(&conn.shared, body).await
+}
+
+async fn admin_faults(State(conn): State<ConnState>) -> Response {
+    let faults: Vec<serde_json::Value> = conn
+        .shared
+        .faults
+        .snapshot()
+        .iter()
+        .filter_map(|c| serde_json::from_str(&c.to_json()).ok())
+        .collect();
+    json(StatusCode::OK, &faults)
+}
+
+async fn admin_faults_clear(State(conn): State<ConnState>) -> Response {
+    conn.shared.faults.clear_all();
+    json(StatusCode::OK, &Ack { ok: true })
+}
+
+async fn admin_clients(State(conn): State<ConnState>) -> Response {
+    json(StatusCode::OK, &conn.shared.client_ids())
+}
+
+async fn admin_register_client(State(conn): State<ConnState>, body: Body) -> Response {
+    match read_json::<ClientSpec>(body).await {
+        Ok(spec) => {
+            conn.shared.register_client(spec);
+            json(StatusCode::CREATED, &Ack { ok: true })
         }
-        "/admin/fault" if post => admin_set_fault(shared, body).await,
-        "/admin/faults" if get => {
-            let faults: Vec<serde_json::Value> = shared
-                .faults
-                .snapshot()
-                .iter()
-                .filter_map(|c| serde_json::from_str(&c.to_json()).ok())
-                .collect();
-            json(StatusCode::OK, &faults)
-        }
-        "/admin/faults" if method == Method::DELETE => {
-            shared.faults.clear_all();
-            json(StatusCode::OK, &Ack { ok: true })
-        }
-        "/admin/faults/clear" if post => {
-            shared.faults.clear_all();
-            json(StatusCode::OK, &Ack { ok: true })
-        }
-        "/admin/clients" if get => json(StatusCode::OK, &shared.client_ids()),
-        "/admin/clients" if post => match read_json::<ClientSpec>(body).await {
-            Ok(spec) => {
-                shared.register_client(spec);
-                json(StatusCode::CREATED, &Ack { ok: true })
-            }
-            Err(message) => admin_error(StatusCode::BAD_REQUEST, &message),
-        },
-        "/admin/refresh-token" if post => admin_issue(shared, body).await,
-        "/admin/revoke" if post => admin_revoke(shared, body).await,
-        "/admin/last-request" if get => {
-            let client = parts.uri.query().and_then(|q| {
-                serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-                    .ok()?
-                    .into_iter()
-                    .find_map(|(k, v)| (k == "client_id").then_some(v))
-            });
-            match shared.last_request(client.as_deref()) {
-                Some(info) => json(StatusCode::OK, &info),
-                None => admin_error(StatusCode::NOT_FOUND, "no request recorded"),
-            }
-        }
-        "/token"
-        | "/revoke"
-        | "/healthz"
-        | "/login"
-        | "/admin/counters"
-        | "/admin/counters/reset"
-        | "/admin/fault"
-        | "/admin/faults"
-        | "/admin/faults/clear"
-        | "/admin/clients"
-        | "/admin/refresh-token"
-        | "/admin/revoke"
-        | "/admin/last-request" => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        Err(message) => admin_error(StatusCode::BAD_REQUEST, &message),
     }
+}
+
+async fn admin_issue_route(State(conn): State<ConnState>, body: Body) -> Response {
+    admin_issue(&conn.shared, body).await
+}
+
+async fn admin_revoke_route(State(conn): State<ConnState>, body: Body) -> Response {
+    admin_revoke(&conn.shared, body).await
+}
+
+async fn admin_last_request(State(conn): State<ConnState>, uri: Uri) -> Response {
+    let client = uri.query().and_then(|q| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+            .ok()?
+            .into_iter()
+            .find_map(|(k, v)| (k == "client_id").then_some(v))
+    });
+    match conn.shared.last_request(client.as_deref()) {
+        Some(info) => json(StatusCode::OK, &info),
+        None => admin_error(StatusCode::NOT_FOUND, "no request recorded"),
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+}
+
+async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "not found\n")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::handler::Handler as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -17,7 +16,7 @@ use crate::chaos::Chaos;
 use crate::config::{ClientSpec, IdpConfig};
 use crate::counters::{Counters, RequestInfo};
 use crate::fault::{Fault, FaultCommand, FaultScope, Times};
-use crate::http::{ConnState, dispatch};
+use crate::http::{ConnState, router};
 use crate::state::Shared;
 
 /// A running token server, and the handle to script it.
@@ -252,7 +251,9 @@ async fn serve_connection(builder: Builder<TokioExecutor>, stream: TcpStream, sh
     // Small request/response pairs on keep-alive connections: never wait for Nagle.
     let _ = stream.set_nodelay(true);
     let kill = Arc::new(Notify::new());
-    let service = TowerToHyperService::new(dispatch.with_state(ConnState {
+    /// Built once; each connection gets a cheap clone with its own state.
+    static ROUTER: std::sync::LazyLock<axum::Router<ConnState>> = std::sync::LazyLock::new(router);
+    let service = TowerToHyperService::new(ROUTER.clone().with_state(ConnState {
         shared,
         kill: Arc::clone(&kill),
     }));

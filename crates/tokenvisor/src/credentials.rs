@@ -28,9 +28,9 @@
 //! ## Files
 //!
 //! All writes of one workload's refresh-token file are serialised (a `tokio::sync::Mutex`),
-//! so a rotation and an operator replacement never interleave. Each write goes to a temporary
-//! file in the same directory → fsync → mode 0600 → rename → fsync of the directory, on the
-//! blocking pool. A symbolic link at the target is replaced by a regular file.
+//! so a rotation and an operator replacement never interleave. Each write goes through
+//! [`crate::atomic`] (a temp file in the same directory, mode 0600 → fsync → rename → fsync of
+//! the directory), on the blocking pool. A symbolic link at the target is replaced by a regular file.
 //!
 //! Client secrets supplied at run time are kept in memory only: the operator updates the
 //! secret file (or environment variable, or configuration) so that a restart uses them too.
@@ -46,7 +46,7 @@
 //! files that a killed process left next to it.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -228,26 +228,10 @@ pub fn read_secret_env(var: &str) -> Result<Secret, CredentialError> {
 /// [`CredentialError::Write`] when the temp file cannot be created, written, synced or
 /// renamed over `path` (the old file is then unchanged).
 pub fn write_secret_file(path: &Path, secret: &Secret) -> Result<(), CredentialError> {
-    write_atomic(path, secret.expose().as_bytes()).map_err(|source| CredentialError::Write {
+    crate::atomic::write(path, secret.expose().as_bytes()).map_err(|e| CredentialError::Write {
         path: path.to_owned(),
-        source,
+        source: e.source,
     })
-}
-
-fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
-    use atomic_write_file::unix::OpenOptionsExt as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-
-    let mut options = atomic_write_file::AtomicWriteFile::options();
-    options.mode(0o600);
-    options.preserve_mode(false);
-    let mut file = options.open(path)?;
-    // The creation mode is subject to the umask; set it exactly.
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(content)?;
-    // Syncs the file, renames it over `path`, syncs the directory.
-    file.commit()
 }
 
 /// Operator-supplied credentials (admin API, CLI).
@@ -617,7 +601,7 @@ impl CredentialStore {
 }
 
 /// Removes the temp files of interrupted atomic writes of `path` (`.<file name>.XXXXXX`, six
-/// alphanumerics: atomic-write-file's names) from its directory; returns how many. Blocking.
+/// alphanumerics: [`crate::atomic`]'s names) from its directory; returns how many. Blocking.
 fn remove_stale_temp_files(path: &Path) -> usize {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return 0;
@@ -630,17 +614,11 @@ fn remove_stale_temp_files(path: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(name);
-    prefix.push(".");
-    let prefix = prefix.as_encoded_bytes();
+    let name = name.as_encoded_bytes();
     let mut removed = 0;
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let stale = file_name
-            .as_encoded_bytes()
-            .strip_prefix(prefix)
-            .is_some_and(|s| s.len() == 6 && s.iter().all(u8::is_ascii_alphanumeric));
+        let stale = crate::atomic::temp_target(file_name.as_encoded_bytes()) == Some(name);
         if stale && std::fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }

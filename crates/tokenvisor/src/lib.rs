@@ -38,12 +38,15 @@
 //!   atomically before the workload reports healthy.
 //! - [`config`] and [`spec`]: re-exports of the `tokenvisor-config` crate (the TOML
 //!   configuration → [`spec::WorkloadSpec`]s) and of its workload specs.
+//! - [`atomic`]: the one atomic-file writer (temp file 0600 → fsync → rename → fsync of the
+//!   directory) behind status files, refresh-token files and the admin token.
 //! - `clock`: [`Clock`], wall time that follows tokio's (pausable) clock.
 //! - [`metrics`]: metric names (no per-workload labels).
 //! - `testing` (feature `test-util`): an in-memory scriptable transport for paused-clock tests.
 //!
 //! The modules form layers: none uses another that uses it back (`tests/layering.rs`).
 
+pub mod atomic;
 mod clock;
 pub use tokenvisor_config as config;
 pub mod credentials;

@@ -13,13 +13,16 @@
 //!   on the same directory fails naming the first one's PID.
 //! - [`ensure_dir`]: creates the directory 0700 when it is missing (only a directory it
 //!   created is ever chmod-ed).
-//! - [`write_atomic`]: under ToolHive's lock on `<name>.lock` (below), temp file in `dir` →
+//! - [`write_atomic`]: under ToolHive's lock on `<name>.lock` (below), through
+//!   [`crate::atomic`] (the one atomic-file writer): temp file in `dir` →
 //!   one write → 0600 → fsync → rename → fsync of the directory. Readers see the old file or
 //!   the new one, never a partial one; the file is never readable by anyone but the owner,
 //!   not even as a temp. Split in two for batches: [`write_staged`] (everything up to the
 //!   rename) and [`sync_dir`] (one directory fsync makes every staged rename of the batch
 //!   durable).
 //! - [`read`]: one file.
+//! - [`list`] and [`inspect`]: read-only looks at every status file or one (what
+//!   `tokenvisor status` shows): nothing is renamed, removed or rewritten.
 //! - [`recover`]: one pass over the directory at start-up: every `<name>.json` is read;
 //!   corrupt files that are recognisably tokenvisor's are set aside as
 //!   `<name>.json.corrupted` and reported, other unparseable files are left untouched and
@@ -56,7 +59,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, Permissions};
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read as _};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -67,7 +70,7 @@ use tokenvisor_core::{StatusRecord, WorkloadName};
 /// Mode of the status directory.
 pub const DIR_MODE: u32 = 0o700;
 /// Mode of every status file.
-pub const FILE_MODE: u32 = 0o600;
+pub const FILE_MODE: u32 = crate::atomic::FILE_MODE;
 /// Files larger than this are not status records: they are treated as corrupt.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
@@ -84,8 +87,6 @@ const TOOLHIVE_TEMP_PREFIX: &[u8] = b".tmp-";
 const FOREIGN_EXAMPLES: usize = 3;
 /// Appended to a corrupt file's name when it is set aside.
 const CORRUPTED_SUFFIX: &str = ".corrupted";
-/// The random suffix length of atomic-write-file's temp names (`.<name>.json.XXXXXX`).
-const TEMP_SUFFIX_LEN: usize = 6;
 /// Below this many files, [`recover`] reads on the calling thread only.
 const PARALLEL_THRESHOLD: usize = 512;
 /// At most this many reader threads in [`recover`].
@@ -475,7 +476,7 @@ pub fn write_staged(
             });
         }
     };
-    let result = stage_under_lock(dir, name, record, &path);
+    let result = stage_under_lock(record, &path);
     // Removed whatever the outcome (ToolHive's protocol); a lock file left behind would be
     // harmless anyway (ToolHive removes stale ones).
     if let Err(e) = lock.remove() {
@@ -485,34 +486,12 @@ pub fn write_staged(
 }
 
 /// [`write_staged`]'s steps between taking and releasing the lock.
-fn stage_under_lock(
-    dir: &Path,
-    name: &WorkloadName,
-    record: &StatusRecord,
-    path: &Path,
-) -> Result<(), StoreError> {
-    let bytes = record.to_json();
-    let mut prefix = String::with_capacity(name.as_str().len() + EXT.len() + 2);
-    prefix.push('.');
-    prefix.push_str(name.as_str());
-    prefix.push_str(".json.");
-    let mut temp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .rand_bytes(TEMP_SUFFIX_LEN)
-        .permissions(Permissions::from_mode(FILE_MODE))
-        .tempfile_in(dir)
-        .map_err(|e| StoreError::file(path, "create temp file", &e))?;
-    temp.write_all(&bytes)
-        .map_err(|e| StoreError::file(path, "write", &e))?;
-    let file = temp.as_file();
-    file.set_permissions(Permissions::from_mode(FILE_MODE))
-        .map_err(|e| StoreError::file(path, "chmod", &e))?;
-    file.sync_all()
-        .map_err(|e| StoreError::file(path, "fsync", &e))?;
-    // On failure the returned temp file is dropped, which removes it.
-    temp.persist(path)
-        .map_err(|e| StoreError::file(path, "rename", &e.error))?;
-    Ok(())
+fn stage_under_lock(record: &StatusRecord, path: &Path) -> Result<(), StoreError> {
+    crate::atomic::stage(path, &record.to_json()).map_err(|e| StoreError::File {
+        path: path.to_path_buf(),
+        op: e.step.as_str(),
+        kind: e.source.kind(),
+    })
 }
 
 /// Fsyncs the directory `dir`, making the renames of [`write_staged`] durable.
@@ -520,9 +499,7 @@ fn stage_under_lock(
 /// # Errors
 /// [`StoreError::Dir`] when the directory cannot be opened or synced.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::dir(dir, "fsync", &e))
+    crate::atomic::sync_dir(dir).map_err(|e| StoreError::dir(dir, "fsync", &e.source))
 }
 
 /// Reads `<dir>/<name>.json`: `Ok(None)` when it does not exist, [`StoreError::Corrupt`] when
@@ -543,6 +520,74 @@ pub fn read(dir: &Path, name: &WorkloadName) -> Result<Option<StatusRecord>, Sto
         Ok(r) => Ok(Some(r)),
         Err(reason) => Err(StoreError::Corrupt { path, reason }),
     }
+}
+
+/// What a read-only look at one status file found ([`list`], [`inspect`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inspected {
+    /// The file parsed.
+    Record(Box<StatusRecord>),
+    /// The file did not parse; why (never the file's bytes).
+    Corrupt(String),
+    /// The entry exists but is not a regular file (a directory, a socket…).
+    NotAFile,
+    /// The file exists but could not be read.
+    Unreadable(io::ErrorKind),
+}
+
+/// Looks at `<dir>/<name>.json` without changing anything: `None` when it does not exist.
+/// Unlike [`read`], a corrupt file is a value, and a non-file is told apart.
+pub fn inspect(dir: &Path, name: &WorkloadName) -> Option<Inspected> {
+    inspect_path(&path_for(dir, name))
+}
+
+/// Every `<name>.json` of `dir` whose stem is a valid workload name, read and sorted by
+/// name, without renaming, removing or rewriting anything (for readers such as
+/// `tokenvisor status`; the daemon's start-up pass is [`recover`]). Temp files of
+/// interrupted writes (`.<name>.json.XXXXXX`) and set-aside corrupt files
+/// (`<name>.json.corrupted`) do not end in `.json` and are not listed; a file that vanishes
+/// between the listing and its read is left out.
+pub fn list(dir: &Path) -> Result<Vec<(WorkloadName, Inspected)>, StoreError> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| StoreError::dir(dir, "list", &e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::dir(dir, "list", &e))?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.as_bytes().strip_suffix(EXT).and_then(|stem| {
+            std::str::from_utf8(stem)
+                .ok()
+                .and_then(|s| WorkloadName::new(s).ok())
+        }) else {
+            continue;
+        };
+        if let Some(found) = inspect_path(&entry.path()) {
+            out.push((name, found));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// [`inspect`] of one path.
+fn inspect_path(path: &Path) -> Option<Inspected> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Inspected::Unreadable(e.kind())),
+    };
+    match file.metadata() {
+        Ok(meta) if !meta.is_file() => return Some(Inspected::NotAFile),
+        Ok(_) => {}
+        Err(e) => return Some(Inspected::Unreadable(e.kind())),
+    }
+    let mut buf = Vec::new();
+    if let Err(e) = file.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf) {
+        return Some(Inspected::Unreadable(e.kind()));
+    }
+    Some(match parse(&buf) {
+        Ok(record) => Inspected::Record(Box::new(record)),
+        Err(reason) => Inspected::Corrupt(reason),
+    })
 }
 
 /// Reads every status file in `dir` (one directory listing; large directories are read by a
@@ -760,23 +805,12 @@ fn set_aside(dir: &Path, name: &WorkloadName) -> Option<PathBuf> {
     }
 }
 
-/// Whether `bytes` is an atomic-write-file temp name of a status file:
-/// `.` + a valid workload name + `.json.` + six ASCII alphanumerics.
+/// Whether `bytes` is the temp name of a status file's atomic write
+/// ([`crate::atomic`]: `.` + a valid workload name + `.json.` + six ASCII alphanumerics).
 fn is_temp_name(bytes: &[u8]) -> bool {
-    let Some(rest) = bytes.strip_prefix(b".") else {
-        return false;
-    };
-    if rest.len() < TEMP_SUFFIX_LEN + 1 {
-        return false;
-    }
-    let (head, suffix) = rest.split_at(rest.len() - TEMP_SUFFIX_LEN);
-    if !suffix.iter().all(u8::is_ascii_alphanumeric) {
-        return false;
-    }
-    let Some(stem) = head.strip_suffix(b".").and_then(|h| h.strip_suffix(EXT)) else {
-        return false;
-    };
-    std::str::from_utf8(stem).is_ok_and(|s| WorkloadName::new(s).is_ok())
+    crate::atomic::temp_target(bytes)
+        .and_then(|target| target.strip_suffix(EXT))
+        .is_some_and(is_name)
 }
 
 #[cfg(test)]

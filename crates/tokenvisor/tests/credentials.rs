@@ -520,7 +520,7 @@ async fn the_token_sink_ends_with_the_newest_token_and_never_goes_back() {
 async fn the_token_sink_removes_temp_files_a_killed_process_left() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path) = sink_store(dir.path());
-    // What atomic-write-file leaves when the process dies mid-write, and a look-alike that
+    // What an atomic write leaves when the process dies mid-write, and a look-alike that
     // is not ours.
     std::fs::write(dir.path().join(".out.token.Ab12Cd"), "at-old").unwrap();
     std::fs::write(dir.path().join(".out.token.keep-me"), "x").unwrap();

@@ -284,7 +284,7 @@ fn recover_skips_invalid_names_and_non_files_and_ignores_the_rest() {
 fn recover_removes_leftover_temp_files() {
     let (_tmp, dir) = status_dir();
     status_store::write_atomic(&dir, &name("w1"), &record(1)).unwrap();
-    // What atomic-write-file leaves when a process dies before commit.
+    // What an atomic write leaves when a process dies before the rename.
     fs::write(dir.join(".w1.json.a1B2c3"), b"{\"status\":").unwrap();
     fs::write(dir.join(".w2.json.ZZ99zz"), b"").unwrap();
     // Look-alikes that are not ours stay.

@@ -159,7 +159,7 @@ impl Drop for Daemon {
     }
 }
 
-/// A temp file of an atomic write of `target` (atomic-write-file names them
+/// A temp file of an atomic write of `target` (`tokenvisor::atomic` names them
 /// `.<target>.XXXXXX`, six alphanumerics): returns the target's name.
 pub(crate) fn temp_target(file_name: &str) -> Option<&str> {
     let rest = file_name.strip_prefix('.')?;

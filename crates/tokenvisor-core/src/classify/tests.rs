@@ -499,14 +499,14 @@ fn classification_table() {
 #[test]
 fn the_table_covers_every_failure_kind() {
     let rows = rows();
-    for k in FailureKind::ALL {
+    for &k in FailureKind::ALL {
         assert!(rows.iter().any(|r| r.kind == Some(k)), "no row for {k}");
     }
 }
 
 #[test]
 fn failure_kind_names_round_trip() {
-    for k in FailureKind::ALL {
+    for &k in FailureKind::ALL {
         assert_eq!(FailureKind::parse(k.as_str()), Some(k));
         assert_eq!(k.to_string(), k.as_str());
     }

@@ -29,8 +29,24 @@ async fn healthz_answers_ok() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    assert_eq!(resp.text().await.unwrap(), "not found\n");
     let resp = http().get(idp.token_url()).send().await.unwrap();
     assert_eq!(resp.status(), 405);
+    assert_eq!(resp.text().await.unwrap(), "method not allowed\n");
+    // HEAD is not GET: the routes answer only the methods they name.
+    let resp = http()
+        .head(format!("{}/healthz", idp.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    let resp = http()
+        .put(format!("{}/admin/faults", idp.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.text().await.unwrap(), "method not allowed\n");
     assert_eq!(
         idp.counters().total,
         0,

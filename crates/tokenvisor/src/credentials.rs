@@ -70,43 +70,10 @@ const WRITE_RETRY_PAUSES: [Duration; 3] = [
 /// Reading, writing or replacing credentials failed. Names files and variables, never values.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    /// The secret file could not be read.
-    #[error("cannot read secret file {}: {source}", path.display())]
-    Read {
-        /// The secret file, as configured.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
-    /// The secret file is larger than [`SECRET_FILE_LIMIT`].
-    #[error("secret file {} is larger than {SECRET_FILE_LIMIT} bytes", path.display())]
-    TooLarge {
-        /// The secret file, as configured.
-        path: PathBuf,
-    },
-    /// The secret file is not UTF-8 text.
-    #[error("secret file {} is not UTF-8 text", path.display())]
-    NotUtf8 {
-        /// The secret file, as configured.
-        path: PathBuf,
-    },
-    /// The secret file is empty (or holds only whitespace).
-    #[error("secret file {} is empty", path.display())]
-    EmptyFile {
-        /// The secret file, as configured.
-        path: PathBuf,
-    },
-    /// The value holds a control character (other than surrounding whitespace, which is
-    /// trimmed).
-    #[error(
-        "secret file {} holds a control character inside its value (only a byte order mark \
-         and surrounding whitespace are trimmed)",
-        path.display()
-    )]
-    ControlCharacter {
-        /// The secret file, as configured.
-        path: PathBuf,
-    },
+    /// A secret file could not be read or holds no usable secret (the one secret-file
+    /// reader's error, `tokenvisor_config::secrets`).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// The environment variable is not set.
     #[error("environment variable {var} is not set")]
     EnvMissing {
@@ -156,18 +123,6 @@ pub enum CredentialError {
         /// The join error, as text.
         reason: String,
     },
-}
-
-impl From<SecretError> for CredentialError {
-    fn from(e: SecretError) -> Self {
-        match e {
-            SecretError::Read { path, source } => CredentialError::Read { path, source },
-            SecretError::TooLarge { path } => CredentialError::TooLarge { path },
-            SecretError::NotUtf8 { path } => CredentialError::NotUtf8 { path },
-            SecretError::EmptyFile { path } => CredentialError::EmptyFile { path },
-            SecretError::ControlCharacter { path } => CredentialError::ControlCharacter { path },
-        }
-    }
 }
 
 /// Reads a secret from a file with [`read_secret_file_noted`], dropping the notes.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokenvisor::Grant;
+use tokenvisor::config::secrets::SecretError;
 use tokenvisor::credentials::{
     CredentialError, CredentialStore, NewCredentials, RotateOutcome, SECRET_FILE_LIMIT,
     read_secret_env, read_secret_file, write_secret_file,
@@ -282,7 +283,10 @@ async fn reload_from_file_picks_up_an_operator_edit() {
     // An emptied file is an error and changes nothing.
     std::fs::write(&path, "\n").unwrap();
     let err = store.reload_from_file().await.unwrap_err();
-    assert!(matches!(err, CredentialError::EmptyFile { .. }), "{err}");
+    assert!(
+        matches!(err, CredentialError::Secret(SecretError::EmptyFile { .. })),
+        "{err}"
+    );
     assert_eq!(current_rt(&store), "rt-rotated");
     assert_eq!(store.generation(), 2);
 }
@@ -332,7 +336,10 @@ fn secret_files_are_trimmed_and_errors_name_the_path_only() {
 
     std::fs::write(&path, " \n\t\n").unwrap();
     let err = read_secret_file(&path).unwrap_err();
-    assert!(matches!(err, CredentialError::EmptyFile { .. }), "{err}");
+    assert!(
+        matches!(err, CredentialError::Secret(SecretError::EmptyFile { .. })),
+        "{err}"
+    );
     assert!(
         err.to_string().contains(&path.display().to_string()),
         "{err}"
@@ -340,16 +347,25 @@ fn secret_files_are_trimmed_and_errors_name_the_path_only() {
 
     std::fs::write(&path, vec![b'a'; SECRET_FILE_LIMIT + 1]).unwrap();
     let err = read_secret_file(&path).unwrap_err();
-    assert!(matches!(err, CredentialError::TooLarge { .. }), "{err}");
+    assert!(
+        matches!(err, CredentialError::Secret(SecretError::TooLarge { .. })),
+        "{err}"
+    );
     assert!(!err.to_string().contains("aaaa"), "{err}");
 
     std::fs::write(&path, [0xff, 0xfe, b'x']).unwrap();
     let err = read_secret_file(&path).unwrap_err();
-    assert!(matches!(err, CredentialError::NotUtf8 { .. }), "{err}");
+    assert!(
+        matches!(err, CredentialError::Secret(SecretError::NotUtf8 { .. })),
+        "{err}"
+    );
 
     let missing = dir.path().join("missing");
     let err = read_secret_file(&missing).unwrap_err();
-    assert!(matches!(err, CredentialError::Read { .. }), "{err}");
+    assert!(
+        matches!(err, CredentialError::Secret(SecretError::Read { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("missing"), "{err}");
 }
 
@@ -404,7 +420,10 @@ fn secret_files_trim_bom_and_crlf_note_it_and_refuse_inner_control_characters() 
         std::fs::write(&path, format!("{inner}\n")).unwrap();
         let err = read_secret_file_noted(&path).unwrap_err();
         assert!(
-            matches!(err, CredentialError::ControlCharacter { .. }),
+            matches!(
+                err,
+                CredentialError::Secret(SecretError::ControlCharacter { .. })
+            ),
             "{inner:?}: {err}"
         );
         assert!(

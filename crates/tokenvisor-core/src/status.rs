@@ -219,50 +219,46 @@ impl StatusRecord {
 mod tests {
     use super::*;
 
+    /// Every variant of `T`, in order, has the pinned name, parses back from it, and serde
+    /// writes the same string.
+    fn pinned<T>(names: &[&str])
+    where
+        T: strum::VariantArray
+            + Copy
+            + std::fmt::Debug
+            + PartialEq
+            + Into<&'static str>
+            + std::str::FromStr
+            + Serialize,
+        <T as std::str::FromStr>::Err: std::fmt::Debug + PartialEq,
+    {
+        let found: Vec<&str> = T::VARIANTS.iter().map(|&v| v.into()).collect();
+        assert_eq!(found, names);
+        for &v in T::VARIANTS {
+            let name: &str = v.into();
+            assert_eq!(name.parse::<T>(), Ok(v));
+            assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{name}\""));
+        }
+    }
+
     /// The on-disk strings, pinned: status files are a format other programs read.
     #[test]
     fn on_disk_names_are_pinned_and_round_trip() {
-        use strum::VariantArray as _;
-        let statuses: Vec<&str> = WorkloadStatus::VARIANTS
-            .iter()
-            .map(|s| s.as_str())
-            .collect();
-        assert_eq!(
-            statuses,
-            [
-                "running",
-                "auth_retrying",
-                "unauthenticated",
-                "starting",
-                "stopped",
-                "error"
-            ]
-        );
-        for &s in WorkloadStatus::VARIANTS {
-            assert_eq!(s.as_str().parse::<WorkloadStatus>(), Ok(s));
-            assert_eq!(
-                serde_json::to_string(&s).unwrap(),
-                format!("\"{}\"", s.as_str())
-            );
-        }
-        let states: Vec<&str> = TokenState::VARIANTS.iter().map(|s| s.as_str()).collect();
-        assert_eq!(
-            states,
-            [
-                "healthy",
-                "refreshing",
-                "transient_backoff",
-                "unauthenticated",
-                "stopped"
-            ]
-        );
-        for &s in TokenState::VARIANTS {
-            assert_eq!(s.as_str().parse::<TokenState>(), Ok(s));
-            assert_eq!(
-                serde_json::to_string(&s).unwrap(),
-                format!("\"{}\"", s.as_str())
-            );
-        }
+        pinned::<WorkloadStatus>(&[
+            "running",
+            "auth_retrying",
+            "unauthenticated",
+            "starting",
+            "stopped",
+            "error",
+        ]);
+        pinned::<TokenState>(&[
+            "healthy",
+            "refreshing",
+            "transient_backoff",
+            "unauthenticated",
+            "stopped",
+        ]);
         let kinds: Vec<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(
             kinds,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokenvisor::TokenHandle;
-use tokenvisor::credentials::read_secret_file;
+use tokenvisor::read_secret_file;
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::WorkloadStatus;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tokenvisor::Unavailable;
-use tokenvisor::credentials::NewCredentials;
+use tokenvisor::NewCredentials;
 use tokenvisor::spec::AuthMethod;
 use tokenvisor_core::status::{ErrorOutcome, TokenState};
 use tokenvisor_core::{Secret, WorkloadStatus};

@@ -161,7 +161,7 @@ fn secret(
             }
             Ok(Some(Secret::from(value)))
         }
-        (None, Some(path)) => tokenvisor::credentials::read_secret_file(path)
+        (None, Some(path)) => tokenvisor::read_secret_file(path)
             .map(Some)
             .map_err(|e| usage_error("probe", ErrorKind::ValueValidation, e.to_string())),
         (None, None) => Ok(None),
@@ -280,7 +280,7 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<u8> {
     {
         eprintln!("{ROTATION_WARNING}");
         match (&args.refresh_token_file, args.write_back) {
-            (Some(path), true) => match tokenvisor::credentials::write_secret_file(path, new) {
+            (Some(path), true) => match tokenvisor::write_secret_file(path, new) {
                 Ok(()) => eprintln!(
                     "the new refresh token was written to {} (--write-back)",
                     path.display()

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::Context as _;
-use tokenvisor::credentials::NewCredentials;
+use tokenvisor::NewCredentials;
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};

@@ -61,7 +61,7 @@ pub enum Error {
     Http(#[from] tokenvisor::HttpError),
     /// A status file could not be read or written.
     #[error(transparent)]
-    Store(#[from] tokenvisor::status_store::StoreError),
+    Store(#[from] tokenvisor::StoreError),
     /// The embedded provider failed.
     #[error(transparent)]
     Idp(#[from] tokenvisor_idp::IdpError),

@@ -547,6 +547,10 @@ pub fn inspect(dir: &Path, name: &WorkloadName) -> Option<Inspected> {
 /// interrupted writes (`.<name>.json.XXXXXX`) and set-aside corrupt files
 /// (`<name>.json.corrupted`) do not end in `.json` and are not listed; a file that vanishes
 /// between the listing and its read is left out.
+///
+/// # Errors
+/// [`StoreError`] naming `dir` when the directory cannot be listed (a file that cannot be
+/// read is listed as [`Inspected::Unreadable`] instead).
 pub fn list(dir: &Path) -> Result<Vec<(WorkloadName, Inspected)>, StoreError> {
     let mut out = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| StoreError::dir(dir, "list", &e))?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::Context as _;
 use tokenvisor::TokenHandle;
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
-use tokenvisor::status_store::{self, StoreError};
+use tokenvisor::StoreError;
 use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
@@ -437,7 +437,7 @@ pub(crate) async fn read_files(
                     let dir = &dir;
                     s.spawn(move || {
                         part.iter()
-                            .map(|n| status_store::read(dir, n))
+                            .map(|n| tokenvisor::read_status(dir, n))
                             .collect::<Vec<_>>()
                     })
                 })

@@ -102,7 +102,8 @@ pub(super) fn update_scrape_time_metrics(runtime: &Runtime) {
     let stats = runtime.persist_stats();
     metrics::gauge!(tokenvisor::METRIC_STATUS_PENDING).set(stats.pending.load(Relaxed) as f64);
     metrics::counter!(tokenvisor::METRIC_STATUS_WRITES).absolute(stats.writes_ok.load(Relaxed));
-    metrics::counter!(tokenvisor::METRIC_STATUS_WRITE_FAILURES).absolute(stats.write_failures.load(Relaxed));
+    metrics::counter!(tokenvisor::METRIC_STATUS_WRITE_FAILURES)
+        .absolute(stats.write_failures.load(Relaxed));
     metrics::counter!(STATUS_UPDATES).absolute(stats.updates.load(Relaxed));
     metrics::counter!(STATUS_COALESCED).absolute(stats.coalesced.load(Relaxed));
 }

@@ -99,7 +99,7 @@ impl fmt::Display for Masked<'_> {
             writeln!(f)?;
             writeln!(f, "[[workload]]")?;
             writeln!(f, "name = {}", q(w.name.as_str()))?;
-            writeln!(f, "token_url = {}", q(&w.token_url))?;
+            writeln!(f, "token_url = {}", q(&w.token_url.redacted()))?;
             writeln!(f, "client_id = {}", q(&w.client_id))?;
             match &w.client_secret {
                 Some(_) => writeln!(

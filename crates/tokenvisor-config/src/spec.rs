@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokenvisor_core::machine::MachineConfig;
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
-use tokenvisor_core::{ClassifyPolicy, Secret, WorkloadName};
+use tokenvisor_core::{ClassifyPolicy, Secret, TokenUrl, WorkloadName};
 
 /// How the client authenticates to the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -142,8 +142,8 @@ impl WorkloadPolicy {
 pub struct WorkloadSpec {
     /// Its name (also its status file's name).
     pub name: WorkloadName,
-    /// The token endpoint URL.
-    pub token_url: Arc<str>,
+    /// The token endpoint URL (validated; shown only redacted).
+    pub token_url: TokenUrl,
     /// The OAuth client id.
     pub client_id: Arc<str>,
     /// The client secret, when the client has one.
@@ -168,10 +168,10 @@ pub struct WorkloadSpec {
 
 impl WorkloadSpec {
     /// A spec with default policy, for tests and embedders that build specs in code.
-    pub fn new(name: WorkloadName, token_url: &str, client_id: &str, grant: GrantSpec) -> Self {
+    pub fn new(name: WorkloadName, token_url: TokenUrl, client_id: &str, grant: GrantSpec) -> Self {
         WorkloadSpec {
             name,
-            token_url: token_url.into(),
+            token_url,
             client_id: client_id.into(),
             client_secret: None,
             client_secret_origin: None,

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokenvisor_core::{Secret, WorkloadName};
+use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
 use crate::policy::EffPolicy;
@@ -26,7 +26,7 @@ pub(crate) struct Seen {
     /// Files, by normalised path: the key that uses it, its line, and whether it is written.
     files: HashMap<PathBuf, (String, Option<usize>, bool)>,
     /// Token URL → the workload that first used it and its endpoint concurrency.
-    endpoints: HashMap<String, (String, usize)>,
+    endpoints: HashMap<TokenUrl, (String, usize)>,
 }
 
 pub(crate) struct WorkloadCx<'a> {
@@ -157,7 +157,7 @@ impl WorkloadCx<'_> {
                 "missing: the provider's token endpoint, e.g. \"https://idp.example.com/oauth/token\"",
             ),
             Some(u) => {
-                let url: Option<Arc<str>> = self.check(cx, "token_url", u, |s| check_http_url(s).map(|()| Arc::from(s.as_str())));
+                let url = self.check(cx, "token_url", u, |s| check_http_url(s));
                 if let (Some(_), Some(host)) = (&url, plain_http_remote_host(u.get_ref())) {
                     cx.warning(
                         self.key("token_url"),
@@ -224,7 +224,7 @@ impl WorkloadCx<'_> {
         // one gate per token endpoint: its workloads must agree on the limit
         if let Some(url) = &token_url {
             let n = policy.policy.endpoint_concurrency;
-            match seen.endpoints.get(&**url) {
+            match seen.endpoints.get(url) {
                 Some((other, m)) if *m != n && !cx.is_broken(&self.key("endpoint_concurrency")) => {
                     let from = policy
                         .from
@@ -248,7 +248,7 @@ impl WorkloadCx<'_> {
                 Some(_) => {}
                 None => {
                     seen.endpoints
-                        .insert(url.to_string(), (self.path.to_owned(), n));
+                        .insert(url.clone(), (self.path.to_owned(), n));
                 }
             }
         }
@@ -456,7 +456,7 @@ impl WorkloadCx<'_> {
 
 /// An http(s) URL with a host, no credentials and no fragment. The value is not echoed (it
 /// might carry credentials).
-fn check_http_url(s: &str) -> Result<(), String> {
+fn check_http_url(s: &str) -> Result<TokenUrl, String> {
     if s.trim().is_empty() {
         return Err("must not be empty".to_owned());
     }
@@ -487,7 +487,7 @@ fn check_http_url(s: &str) -> Result<(), String> {
     if url.fragment().is_some() {
         return Err("must not contain a fragment (#…) (RFC 6749 §3.2)".to_owned());
     }
-    Ok(())
+    TokenUrl::parse(s).map_err(|e| e.to_string())
 }
 
 /// The host of an `http://` URL whose host is not loopback (`localhost`, 127.0.0.0/8,

@@ -8,7 +8,7 @@
 use std::fmt;
 
 /// An absolute `http` or `https` URL with a host.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TokenUrl(url::Url);
 
 /// Why a string is not a token URL (never quotes the string: it may hold credentials).
@@ -27,6 +27,10 @@ pub enum TokenUrlError {
 
 impl TokenUrl {
     /// Parses and validates `s`.
+    ///
+    /// # Errors
+    /// [`TokenUrlError`] when `s` is not a URL, its scheme is not `http` or `https`, or it
+    /// has no host.
     pub fn parse(s: &str) -> Result<Self, TokenUrlError> {
         let url = url::Url::parse(s).map_err(TokenUrlError::Invalid)?;
         match url.scheme() {
@@ -68,6 +72,14 @@ impl TokenUrl {
             out.push_str(&names.join("&"));
         }
         out
+    }
+}
+
+impl std::str::FromStr for TokenUrl {
+    type Err = TokenUrlError;
+
+    fn from_str(s: &str) -> Result<Self, TokenUrlError> {
+        TokenUrl::parse(s)
     }
 }
 

@@ -134,7 +134,7 @@ async fn demo(args: &DemoArgs) -> crate::Result<u8> {
         let rt = idp.issue_refresh_token(&id)?;
         let mut spec = WorkloadSpec::new(
             WorkloadName::new(&id)?,
-            &idp.token_url(),
+            idp.token_url().parse()?,
             &id,
             GrantSpec::RefreshToken {
                 token: Secret::from(rt),

@@ -68,6 +68,9 @@ pub enum Error {
     /// A generated workload name was refused.
     #[error(transparent)]
     Name(#[from] tokenvisor_core::NameError),
+    /// The embedded provider's token URL was refused.
+    #[error(transparent)]
+    TokenUrl(#[from] tokenvisor_core::TokenUrlError),
     /// A file or directory operation failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

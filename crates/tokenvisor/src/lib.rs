@@ -58,6 +58,7 @@ pub mod atomic;
 #[cfg(not(feature = "test-util"))]
 #[allow(unreachable_pub, dead_code)]
 mod atomic;
+mod clock;
 #[cfg(feature = "test-util")]
 pub mod credentials;
 #[cfg(not(feature = "test-util"))]
@@ -88,7 +89,6 @@ pub mod status_store;
 #[cfg(not(feature = "test-util"))]
 #[allow(unreachable_pub, dead_code)]
 mod status_store;
-mod clock;
 pub use tokenvisor_config as config;
 mod gate;
 mod msg;
@@ -103,18 +103,18 @@ mod timers;
 mod token;
 mod transport;
 
-pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new_file};
-pub use clock::Clock;
-pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
-pub use gate::Gates;
-pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
-pub use locks::{LockError, hold_credentials};
 pub use crate::metrics::{
     REFRESH_ATTEMPTS as METRIC_REFRESH_ATTEMPTS, REFRESH_DURATION as METRIC_REFRESH_DURATION,
     STATUS_PENDING as METRIC_STATUS_PENDING, STATUS_WRITE_FAILURES as METRIC_STATUS_WRITE_FAILURES,
     STATUS_WRITES as METRIC_STATUS_WRITES, TIMER_LATENESS as METRIC_TIMER_LATENESS,
     describe as describe_metrics,
 };
+pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new_file};
+pub use clock::Clock;
+pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
+pub use gate::Gates;
+pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
+pub use locks::{LockError, hold_credentials};
 pub use oauth::{HttpConfig, HttpError, HttpTransport};
 pub use persistence::{FlushReport, PersistStats, PersistenceConfig};
 pub use runtime::{Health, ReconcileReport, RecoveryReport, Runtime, RuntimeConfig, RuntimeError};

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::Context as _;
+use tokenvisor::StoreError;
 use tokenvisor::TokenHandle;
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
-use tokenvisor::StoreError;
 use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
@@ -158,7 +158,7 @@ impl Harness {
     pub(crate) fn spec(&self, client: &Client) -> crate::Result<WorkloadSpec> {
         let mut spec = WorkloadSpec::new(
             WorkloadName::new(&client.id)?,
-            &self.idp.token_url(),
+            self.idp.token_url().parse()?,
             &client.id,
             GrantSpec::RefreshToken {
                 token: Secret::from(client.refresh_token.as_str()),

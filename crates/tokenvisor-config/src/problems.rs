@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use humantime::format_duration;
+use humantime::format_duration as human;
 use tokenvisor_core::Secret;
 use toml::Spanned;
 
@@ -89,25 +89,30 @@ impl ConfigProblem {
     }
 }
 
-/// The collector of problems and warnings of one pass over a file.
+/// Where a problem is, when known.
+pub(crate) type Span = Option<Range<usize>>;
+
+/// The collector of problems and warnings of one pass over a file. Keys are dotted paths;
+/// the `_here` methods take a key of the section being resolved ([`Cx::path`]).
+#[derive(Default)]
 pub(crate) struct Cx {
     line_starts: Vec<usize>,
     pub(crate) problems: Vec<ConfigProblem>,
     pub(crate) warnings: Vec<ConfigProblem>,
     /// Keys already reported: later checks that depend on them stay quiet.
     pub(crate) broken: HashSet<String>,
+    /// The section being resolved (`service`, `defaults`, `workload[2]`) and its header.
+    pub(crate) path: String,
+    pub(crate) header: Span,
 }
 
 impl Cx {
     pub(crate) fn new(text: &str) -> Self {
         let newlines = text.match_indices('\n').map(|(i, _)| i + 1);
         let line_starts = std::iter::once(0).chain(newlines).collect();
-        let (problems, warnings, broken) = Default::default();
         Cx {
             line_starts,
-            problems,
-            warnings,
-            broken,
+            ..Cx::default()
         }
     }
 
@@ -115,12 +120,7 @@ impl Cx {
         self.line_starts.partition_point(|&s| s <= offset)
     }
 
-    fn at(
-        &self,
-        key: String,
-        span: Option<Range<usize>>,
-        reason: impl Into<String>,
-    ) -> ConfigProblem {
+    fn at(&self, key: String, span: Span, reason: impl Into<String>) -> ConfigProblem {
         let line = span.map(|s| self.line(s.start));
         ConfigProblem {
             key,
@@ -129,80 +129,102 @@ impl Cx {
         }
     }
 
-    pub(crate) fn problem(
-        &mut self,
-        key: String,
-        span: Option<Range<usize>>,
-        reason: impl Into<String>,
-    ) {
+    pub(crate) fn problem(&mut self, key: String, span: Span, reason: impl Into<String>) {
         self.broken.insert(key.clone());
         self.problems.push(self.at(key, span, reason));
     }
 
-    pub(crate) fn warning(
-        &mut self,
-        key: String,
-        span: Option<Range<usize>>,
-        reason: impl Into<String>,
-    ) {
-        self.warnings.push(self.at(key, span, reason));
+    pub(crate) fn is_broken(&self, key: &str) -> bool {
+        self.broken.contains(key)
     }
 
-    /// `raw`'s value through `f`; a failure is reported at `key`, on `raw`'s line.
+    /// `name`'s dotted key in the current section.
+    pub(crate) fn key(&self, name: &str) -> String {
+        join_key(&self.path, name)
+    }
+
+    pub(crate) fn report(&mut self, name: &str, span: Span, reason: impl Into<String>) {
+        self.problem(self.key(name), span, reason);
+    }
+
+    pub(crate) fn warn(&mut self, name: &str, span: Span, reason: impl Into<String>) {
+        self.warnings.push(self.at(self.key(name), span, reason));
+    }
+
+    pub(crate) fn broken_here(&self, names: &[&str]) -> bool {
+        names.iter().any(|name| self.is_broken(&self.key(name)))
+    }
+
+    /// `raw`'s value through `f`; a failure is reported at `name`, on `raw`'s line.
     pub(crate) fn check<S, T>(
         &mut self,
-        key: String,
+        name: &str,
         raw: &Spanned<S>,
         f: impl FnOnce(&S) -> Result<T, String>,
     ) -> Option<T> {
         f(raw.get_ref())
-            .map_err(|reason| self.problem(key, Some(raw.span()), reason))
+            .map_err(|why| self.report(name, Some(raw.span()), why))
             .ok()
     }
 
-    /// Reads a secret file, turning its notes into warnings at `key`.
+    /// [`Cx::check`] of a key that must be set: a missing one is reported on the section's
+    /// header (unless it was present but already reported).
+    pub(crate) fn required<S, T>(
+        &mut self,
+        name: &str,
+        raw: Option<&Spanned<S>>,
+        missing: &str,
+        f: impl FnOnce(&S) -> Result<T, String>,
+    ) -> Option<T> {
+        match raw {
+            Some(raw) => self.check(name, raw, f),
+            None if self.broken_here(&[name]) => None,
+            None => {
+                self.report(name, self.header.clone(), missing);
+                None
+            }
+        }
+    }
+
+    /// Reads a secret file, turning its notes into warnings at `name`.
     pub(crate) fn secret_file(
         &mut self,
-        key: &str,
+        name: &str,
         span: Range<usize>,
         path: &Path,
     ) -> Result<Secret, String> {
         let (secret, notes) =
             crate::secrets::read_secret_file_noted(path).map_err(|e| e.to_string())?;
         for note in notes.warnings(path) {
-            self.warning(key.to_owned(), Some(span.clone()), note);
+            self.warn(name, Some(span.clone()), note);
         }
         Ok(secret)
     }
 
-    /// The strings of `list` (at `key`) when each one is `valid`; each that is not is
-    /// reported at `key[j]` as "`value` is not `what`".
+    /// The strings of `list` (at `name`) when each one is `valid`; each that is not is
+    /// reported at `name[j]` as "`value` is not `what`".
     pub(crate) fn each_valid(
         &mut self,
-        key: &str,
+        name: &str,
         list: &List,
         valid: impl Fn(&str) -> bool,
         what: &str,
     ) -> Option<Vec<String>> {
-        let mut ok = true;
-        for (j, s) in list
+        let bad: Vec<_> = list
             .get_ref()
             .iter()
             .enumerate()
             .filter(|(_, s)| !valid(s.get_ref()))
-        {
-            ok = false;
-            self.problem(
-                format!("{key}[{j}]"),
+            .collect();
+        for (j, s) in &bad {
+            self.report(
+                &format!("{name}[{j}]"),
                 Some(s.span()),
                 format!("{:?} is not {what}", s.get_ref()),
             );
         }
-        ok.then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
-    }
-
-    pub(crate) fn is_broken(&self, key: &str) -> bool {
-        self.broken.contains(key)
+        bad.is_empty()
+            .then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
     }
 
     pub(crate) fn into_error(mut self, file: &Path) -> ConfigError {
@@ -212,6 +234,14 @@ impl Cx {
             file: file.to_path_buf(),
             problems: self.problems,
         }
+    }
+}
+
+/// `prefix.key`, or `key` at the top.
+pub(crate) fn join_key(prefix: &str, key: &str) -> String {
+    match prefix {
+        "" => key.to_owned(),
+        _ => format!("{prefix}.{key}"),
     }
 }
 
@@ -226,8 +256,8 @@ pub(crate) fn duration(
         d if positive && d.is_zero() => Err("must be longer than 0s".to_owned()),
         d if d > max => Err(format!(
             "is {}; it must be at most {} ({why})",
-            format_duration(d),
-            format_duration(max)
+            human(d),
+            human(max)
         )),
         d => Ok(d),
     }
@@ -235,8 +265,6 @@ pub(crate) fn duration(
 
 /// The whole number when it is between 1 and `max`; else "is N; `rule`".
 pub(crate) fn count(n: &i128, max: usize, rule: &str) -> Result<usize, String> {
-    usize::try_from(*n)
-        .ok()
-        .filter(|n| (1..=max).contains(n))
-        .ok_or_else(|| format!("is {n}; {rule}"))
+    let ok = usize::try_from(*n).ok().filter(|n| (1..=max).contains(n));
+    ok.ok_or_else(|| format!("is {n}; {rule}"))
 }

@@ -11,7 +11,7 @@ use serde_aux::serde_introspection::serde_introspect as keys_of;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
-use crate::problems::Cx;
+use crate::problems::{Cx, join_key};
 use crate::schema::{RawPolicy, RawService, RawWorkload};
 
 /// The file's sections, typed; every problem found on the way is in the collector.
@@ -158,14 +158,6 @@ fn table<'i>(
         format!("must be a table ({header}), not {found}"),
     );
     None
-}
-
-/// `prefix.key`, or `key` at the top.
-pub(crate) fn join_key(prefix: &str, key: &str) -> String {
-    match prefix {
-        "" => key.to_owned(),
-        _ => format!("{prefix}.{key}"),
-    }
 }
 
 /// The dotted key at `offset` inside `value` (which is at `path`), descending into arrays

@@ -83,26 +83,18 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
             }
             "workload" => {
                 let (span, found) = (v.span(), describe_type(v.get_ref()));
-                let reason = match v.into_inner() {
-                    DeValue::Array(a) => {
-                        for (i, el) in a.into_iter().enumerate() {
-                            let el_span = el.span();
-                            let entries = table(cx, format!("workload[{i}]"), "[[workload]]", el);
-                            workloads.push((el_span, entries.map(|(_, e)| e).unwrap_or_default()));
-                        }
-                        continue;
+                let reason = if let Some(a) = v.get_ref().as_array() {
+                    for (i, el) in a.iter().enumerate() {
+                        let entries =
+                            table(cx, format!("workload[{i}]"), "[[workload]]", el.clone());
+                        workloads.push((el.span(), entries.map(|(_, e)| e).unwrap_or_default()));
                     }
-                    DeValue::Table(_) => {
-                        "write each workload as [[workload]] (an array of tables), not [workload]"
-                            .to_owned()
-                    }
-                    DeValue::String(_)
-                    | DeValue::Integer(_)
-                    | DeValue::Float(_)
-                    | DeValue::Boolean(_)
-                    | DeValue::Datetime(_) => {
-                        format!("must be an array of tables ([[workload]]), not {found}")
-                    }
+                    continue;
+                } else if v.get_ref().is_table() {
+                    "write each workload as [[workload]] (an array of tables), not [workload]"
+                        .to_owned()
+                } else {
+                    format!("must be an array of tables ([[workload]]), not {found}")
                 };
                 cx.problem("workload".to_owned(), Some(span), reason);
             }
@@ -163,20 +155,19 @@ fn table<'i>(
 /// The dotted key at `offset` inside `value` (which is at `path`), descending into arrays
 /// and tables.
 fn descend(value: &Spanned<DeValue<'_>>, offset: usize, path: String) -> String {
-    match value.get_ref() {
-        DeValue::Table(t) => locate(t, offset, &path),
-        DeValue::Array(a) => match a
-            .iter()
-            .position(|el| el.span().contains(&offset) || el.span().end == offset)
-        {
-            Some(j) => descend(&a[j], offset, format!("{path}[{j}]")),
-            None => path,
-        },
-        DeValue::String(_)
-        | DeValue::Integer(_)
-        | DeValue::Float(_)
-        | DeValue::Boolean(_)
-        | DeValue::Datetime(_) => path,
+    if let Some(t) = value.get_ref().as_table() {
+        return locate(t, offset, &path);
+    }
+    let inside = |(_, el): &(usize, &Spanned<DeValue<'_>>)| {
+        el.span().contains(&offset) || el.span().end == offset
+    };
+    match value
+        .get_ref()
+        .as_array()
+        .and_then(|a| a.iter().enumerate().find(inside))
+    {
+        Some((j, el)) => descend(el, offset, format!("{path}[{j}]")),
+        None => path,
     }
 }
 
@@ -192,27 +183,24 @@ fn locate(table: &DeTable<'_>, offset: usize, prefix: &str) -> String {
     }
     // Sections (std tables and array-of-tables elements) whose header starts before `offset`.
     let mut best: Option<(usize, String, &DeTable<'_>)> = None;
-    let mut consider = |start: usize, path: String, t| {
-        if start <= offset && best.as_ref().is_none_or(|(b, ..)| start >= *b) {
-            best = Some((start, path, t));
-        }
-    };
     for (k, v) in table {
         let path = join_key(prefix, k.get_ref());
-        match v.get_ref() {
-            DeValue::Table(t) => consider(v.span().start, path, t),
-            DeValue::Array(a) => {
-                for (j, el) in a.iter().enumerate() {
-                    if let DeValue::Table(t) = el.get_ref() {
-                        consider(el.span().start, format!("{path}[{j}]"), t);
-                    }
-                }
+        let items: Vec<_> = match v.get_ref().as_array() {
+            Some(a) => a
+                .iter()
+                .enumerate()
+                .map(|(j, el)| (el, format!("{path}[{j}]")))
+                .collect(),
+            None => vec![(v, path)],
+        };
+        for (el, path) in items {
+            let start = el.span().start;
+            if let Some(t) = el.get_ref().as_table()
+                && start <= offset
+                && best.as_ref().is_none_or(|(b, ..)| start >= *b)
+            {
+                best = Some((start, path, t));
             }
-            DeValue::String(_)
-            | DeValue::Integer(_)
-            | DeValue::Float(_)
-            | DeValue::Boolean(_)
-            | DeValue::Datetime(_) => {}
         }
     }
     best.map_or_else(
@@ -312,14 +300,8 @@ fn suggest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
-fn describe_type(v: &DeValue<'_>) -> &'static str {
-    match v {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a datetime",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
+/// "a string", "an integer", …: toml's name of the type, with its article.
+fn describe_type(v: &DeValue<'_>) -> String {
+    let t = v.type_str();
+    format!("{} {t}", if t.starts_with(['a', 'i']) { "an" } else { "a" })
 }

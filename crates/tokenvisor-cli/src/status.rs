@@ -1,9 +1,8 @@
 //! `tokenvisor status`: reads the status files, prints a table or JSON.
 //!
-//! Read-only: files are read only through the status store's read-only
-//! [`list_statuses`](tokenvisor::list_statuses) and
-//! [`inspect_status`](tokenvisor::inspect_status); unlike the daemon's start-up recovery,
-//! this never renames, removes or rewrites anything in the status directory (a corrupt file
+//! Read-only: files are read only through the status store's read-only [`list_statuses`]
+//! and [`inspect_status`]; unlike the daemon's start-up recovery, this never renames,
+//! removes or rewrites anything in the status directory (a corrupt file
 //! is reported, not set aside).
 
 use std::io;

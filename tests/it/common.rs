@@ -97,7 +97,7 @@ pub(crate) fn refresh_spec(
 ) -> WorkloadSpec {
     let mut spec = WorkloadSpec::new(
         name(workload),
-        &idp.token_url(),
+        idp.token_url().parse().unwrap(),
         client_id,
         GrantSpec::RefreshToken {
             token: Secret::from(refresh_token),
@@ -117,7 +117,7 @@ pub(crate) fn client_credentials_spec(
 ) -> WorkloadSpec {
     let mut spec = WorkloadSpec::new(
         name(workload),
-        &idp.token_url(),
+        idp.token_url().parse().unwrap(),
         client_id,
         GrantSpec::ClientCredentials,
     )

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokenvisor::TokenHandle;
-use tokenvisor::credentials::read_secret_file;
+use tokenvisor::read_secret_file;
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::WorkloadStatus;
@@ -35,7 +35,7 @@ fn spec_from_file(idp: &IdpServer, creds: &Path, i: usize) -> WorkloadSpec {
     let token = read_secret_file(&file).unwrap();
     let mut spec = WorkloadSpec::new(
         name(&workload(i)),
-        &idp.token_url(),
+        idp.token_url().parse().unwrap(),
         &workload(i),
         GrantSpec::RefreshToken {
             token,

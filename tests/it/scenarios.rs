@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use tokenvisor::NewCredentials;
 use tokenvisor::Unavailable;
-use tokenvisor::credentials::NewCredentials;
 use tokenvisor::spec::AuthMethod;
 use tokenvisor_core::status::{ErrorOutcome, TokenState};
 use tokenvisor_core::{Secret, WorkloadStatus};

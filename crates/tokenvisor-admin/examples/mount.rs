@@ -39,7 +39,7 @@ async fn main() -> Result<(), Error> {
         .add(
             WorkloadSpec::new(
                 WorkloadName::new("github-mcp")?,
-                "https://idp.example.test/oauth/token",
+                "https://idp.example.test/oauth/token".parse()?,
                 "github-mcp",
                 GrantSpec::ClientCredentials,
             )

@@ -40,7 +40,7 @@ use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
-use tokenvisor::credentials::NewCredentials;
+use tokenvisor::NewCredentials;
 use tokenvisor::spec::GrantSpec;
 use tokenvisor::{Runtime, RuntimeError};
 use tokenvisor::{SupervisorError, WorkloadView};

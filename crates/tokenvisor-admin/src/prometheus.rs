@@ -1,6 +1,6 @@
 //! The Prometheus recorder and the metrics computed at scrape time.
 //!
-//! The runtime records through the `metrics` facade (names in [`tokenvisor::metrics`]); the
+//! The runtime records through the `metrics` facade (names in `tokenvisor::METRIC_*`, `tokenvisor::describe_metrics`); the
 //! daemon installs one global Prometheus recorder and serves its rendering at `/metrics`.
 //! A few values are not events but state the runtime already keeps; they are copied into
 //! gauges (and monotonic counters) just before each rendering. No metric has a per-workload
@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokenvisor::Runtime;
-use tokenvisor::metrics as m;
 
 use crate::error::MetricsError;
 
@@ -46,14 +45,14 @@ pub fn install_metrics_recorder() -> Result<PrometheusHandle, MetricsError> {
     }
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
-            Matcher::Full(m::REFRESH_DURATION.to_owned()),
+            Matcher::Full(tokenvisor::METRIC_REFRESH_DURATION.to_owned()),
             REFRESH_DURATION_BUCKETS,
         )
         .map_err(MetricsError::Buckets)?
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AnotherRecorder)?;
-    m::describe();
+    tokenvisor::describe_metrics();
     describe();
     *installed = Some(handle.clone());
     Ok(handle)
@@ -101,9 +100,10 @@ pub(super) fn update_scrape_time_metrics(runtime: &Runtime) {
     let now = runtime.clock().now();
     metrics::gauge!(ENDPOINTS_ON_HOLD).set(runtime.gates().held(now) as f64);
     let stats = runtime.persist_stats();
-    metrics::gauge!(m::STATUS_PENDING).set(stats.pending.load(Relaxed) as f64);
-    metrics::counter!(m::STATUS_WRITES).absolute(stats.writes_ok.load(Relaxed));
-    metrics::counter!(m::STATUS_WRITE_FAILURES).absolute(stats.write_failures.load(Relaxed));
+    metrics::gauge!(tokenvisor::METRIC_STATUS_PENDING).set(stats.pending.load(Relaxed) as f64);
+    metrics::counter!(tokenvisor::METRIC_STATUS_WRITES).absolute(stats.writes_ok.load(Relaxed));
+    metrics::counter!(tokenvisor::METRIC_STATUS_WRITE_FAILURES)
+        .absolute(stats.write_failures.load(Relaxed));
     metrics::counter!(STATUS_UPDATES).absolute(stats.updates.load(Relaxed));
     metrics::counter!(STATUS_COALESCED).absolute(stats.coalesced.load(Relaxed));
 }

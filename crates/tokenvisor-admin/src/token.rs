@@ -3,7 +3,7 @@
 //! from the OS, base64url without padding: 43 characters) and kept across restarts.
 //!
 //! - A token shorter than [`MIN_ADMIN_TOKEN_BYTES`] refuses the start, naming the file.
-//! - The generated file is created 0600 in a 0700 directory by `tokenvisor::atomic`'s
+//! - The generated file is created 0600 in a 0700 directory by `tokenvisor::create_new_file`
 //!   `stage_new`: written to a temp file, fsynced, then linked into place without replacing
 //!   anything (two daemons starting at once agree
 //!   on the first one's token), then the directory is fsynced.
@@ -96,33 +96,33 @@ pub(crate) fn load_or_generate(dir: &Path) -> Result<AdminToken, TokenError> {
     let mut random = [0u8; GENERATED_BYTES];
     getrandom::fill(&mut random).map_err(|e| TokenError::Randomness(e.to_string()))?;
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
-    let fail = |e: tokenvisor::atomic::WriteError| {
+    let fail = |e: tokenvisor::WriteError| {
         let source = e.source;
         match e.step {
-            tokenvisor::atomic::Step::CreateTemp => TokenError::CreateTemp {
+            tokenvisor::WriteStep::CreateTemp => TokenError::CreateTemp {
                 dir: dir.to_owned(),
                 source,
             },
-            tokenvisor::atomic::Step::Write
-            | tokenvisor::atomic::Step::Chmod
-            | tokenvisor::atomic::Step::Fsync => TokenError::WriteTemp {
+            tokenvisor::WriteStep::Write
+            | tokenvisor::WriteStep::Chmod
+            | tokenvisor::WriteStep::Fsync => TokenError::WriteTemp {
                 dir: dir.to_owned(),
                 source,
             },
-            tokenvisor::atomic::Step::Rename => TokenError::Persist {
+            tokenvisor::WriteStep::Rename => TokenError::Persist {
                 path: path.clone(),
                 error: source,
             },
-            tokenvisor::atomic::Step::SyncDir => TokenError::SyncDir {
+            tokenvisor::WriteStep::SyncDir => TokenError::SyncDir {
                 dir: dir.to_owned(),
                 source,
             },
         }
     };
-    match tokenvisor::atomic::stage_new(&path, text.as_bytes()).map_err(fail)? {
-        tokenvisor::atomic::Created::Created => {}
+    match tokenvisor::create_new_file(&path, text.as_bytes()).map_err(fail)? {
+        tokenvisor::Created::Created => {}
         // Another daemon got there first: use its token.
-        tokenvisor::atomic::Created::AlreadyExists => {
+        tokenvisor::Created::AlreadyExists => {
             return kept(&path).map(|secret| AdminToken {
                 secret,
                 path,

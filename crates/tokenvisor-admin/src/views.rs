@@ -39,7 +39,7 @@ impl<'a> Summary<'a> {
             next_attempt_at: token.and_then(|t| t.next_attempt_at),
             attempt: token.map_or(0, |t| t.attempt),
             last_error: token.and_then(|t| t.last_error.as_ref()),
-            token_url: redact_url(&view.spec.token_url),
+            token_url: view.spec.token_url.redacted(),
             grant: view.spec.grant.as_str(),
         }
     }
@@ -158,11 +158,4 @@ impl<'a> PolicyView<'a> {
             permanent_codes: &p.permanent_codes,
         }
     }
-}
-
-/// A token URL for display ([`TokenUrl::redacted`](tokenvisor_core::TokenUrl::redacted)):
-/// userinfo replaced by `…@`, query values by `…`, no fragment; credentials in a token URL
-/// are still credentials. A string that is not a URL is shown as `…`.
-pub(super) fn redact_url(url: &str) -> String {
-    tokenvisor_core::TokenUrl::parse(url).map_or_else(|_| "…".to_owned(), |u| u.redacted())
 }

@@ -124,6 +124,7 @@ fn soak_error(sub: &str, e: tokenvisor_soak::Error) -> anyhow::Error {
         | tokenvisor_soak::Error::Store(_)
         | tokenvisor_soak::Error::Idp(_)
         | tokenvisor_soak::Error::Name(_)
+        | tokenvisor_soak::Error::TokenUrl(_)
         | tokenvisor_soak::Error::Io(_)
         | tokenvisor_soak::Error::Profile(_)) => anyhow::Error::new(other),
     }

@@ -18,7 +18,9 @@ use tokenvisor::{ExchangeRequest, Grant, Transport as _};
 use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor_core::classify::not_final_note;
 use tokenvisor_core::scrub::scrub;
-use tokenvisor_core::{ClassifyPolicy, FailureKind, RawOutcome, Secret, Verdict, classify};
+use tokenvisor_core::{
+    ClassifyPolicy, FailureKind, RawOutcome, Secret, TokenUrl, Verdict, classify,
+};
 
 use crate::output::{compact_duration, now, safe_text, truncate_chars};
 use crate::usage_error;
@@ -63,7 +65,7 @@ enum AuthArg {
 pub(crate) struct ProbeArgs {
     /// The token endpoint (http or https).
     #[arg(long, value_name = "URL", value_parser = parse_token_url)]
-    token_url: String,
+    token_url: TokenUrl,
     /// The OAuth client id.
     #[arg(long, value_name = "ID")]
     client_id: String,
@@ -131,17 +133,9 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn parse_token_url(s: &str) -> Result<String, String> {
-    let uri: http::Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(_) | None => return Err("must start with http:// or https://".to_owned()),
-    }
-    match uri.authority() {
-        Some(a) if !a.host().is_empty() => {}
-        Some(_) | None => return Err("has no host".to_owned()),
-    }
-    Ok(s.to_owned())
+/// The one token-URL rule, [`TokenUrl::parse`] (an http(s) URL with a host).
+fn parse_token_url(s: &str) -> Result<TokenUrl, String> {
+    TokenUrl::parse(s).map_err(|e| e.to_string())
 }
 
 /// A secret given inline or in a file; `None` when neither was given.
@@ -161,7 +155,7 @@ fn secret(
             }
             Ok(Some(Secret::from(value)))
         }
-        (None, Some(path)) => tokenvisor::credentials::read_secret_file(path)
+        (None, Some(path)) => tokenvisor::read_secret_file(path)
             .map(Some)
             .map_err(|e| usage_error("probe", ErrorKind::ValueValidation, e.to_string())),
         (None, None) => Ok(None),
@@ -232,7 +226,7 @@ fn request(args: &ProbeArgs) -> anyhow::Result<ExchangeRequest> {
         args.client_secret_file.as_ref(),
     )?;
     Ok(ExchangeRequest {
-        token_url: Arc::from(args.token_url.as_str()),
+        token_url: args.token_url.clone(),
         client_id: Arc::from(args.client_id.as_str()),
         client_secret,
         auth_method: match args.auth_method {
@@ -280,7 +274,7 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<u8> {
     {
         eprintln!("{ROTATION_WARNING}");
         match (&args.refresh_token_file, args.write_back) {
-            (Some(path), true) => match tokenvisor::credentials::write_secret_file(path, new) {
+            (Some(path), true) => match tokenvisor::write_secret_file(path, new) {
                 Ok(()) => eprintln!(
                     "the new refresh token was written to {} (--write-back)",
                     path.display()

@@ -1,7 +1,7 @@
 //! `tokenvisor run --config FILE`: the daemon.
 //!
 //! Loads the configuration, takes every lock (the status directory's marker and each
-//! refresh-token file's, see [`tokenvisor::locks`]: a second daemon on the same directory or
+//! refresh-token file's, see [`tokenvisor::hold_credentials`]: a second daemon on the same directory or
 //! credential file exits 1 here, naming the first one's PID), binds the admin listener,
 //! and only then recovers the status directory, starts the runtime and one workload per
 //! `[[workload]]` (the first token request), serves the admin API, then waits for signals:
@@ -20,7 +20,7 @@
 //!
 //! ## One reconcile path
 //! Start-up and every reload call [`Runtime::reconcile`] (start-up reconciles from nothing),
-//! with [`tokenvisor::locks::hold_credentials`] as the hook run before each workload starts:
+//! with [`tokenvisor::hold_credentials`] as the hook run before each workload starts:
 //! a workload added by a reload takes its refresh-token file's lock then (at start-up every
 //! lock is already held). The daemon keeps no list of its own: the runtime's supervisor is
 //! the one account of what runs.
@@ -155,7 +155,7 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
 
     // Start-up is a reconcile from nothing (the same path as a reload).
     let started = runtime
-        .reconcile(cfg.workloads, tokenvisor::locks::hold_credentials)
+        .reconcile(cfg.workloads, tokenvisor::hold_credentials)
         .await
         .context("cannot start the workloads")?;
 
@@ -287,7 +287,7 @@ async fn reconcile(cfg: Config, listen: &AdminListen, runtime: &Runtime) {
         tracing::warn!("SIGHUP: [service] changes take effect at the next start");
     }
     match runtime
-        .reconcile(cfg.workloads, tokenvisor::locks::hold_credentials)
+        .reconcile(cfg.workloads, tokenvisor::hold_credentials)
         .await
     {
         Ok(r) => tracing::info!(

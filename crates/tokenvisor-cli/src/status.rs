@@ -1,9 +1,8 @@
 //! `tokenvisor status`: reads the status files, prints a table or JSON.
 //!
-//! Read-only: files are read only through the status store's read-only
-//! [`list`](tokenvisor::status_store::list) and
-//! [`inspect`](tokenvisor::status_store::inspect); unlike the daemon's start-up recovery,
-//! this never renames, removes or rewrites anything in the status directory (a corrupt file
+//! Read-only: files are read only through the status store's read-only [`list_statuses`]
+//! and [`inspect_status`]; unlike the daemon's start-up recovery, this never renames,
+//! removes or rewrites anything in the status directory (a corrupt file
 //! is reported, not set aside).
 
 use std::io;
@@ -12,7 +11,7 @@ use std::path::PathBuf;
 use clap::Args;
 use clap::error::ErrorKind;
 use serde::Serialize;
-use tokenvisor::status_store::{self, Inspected};
+use tokenvisor::{Inspected, inspect_status, list_statuses};
 use tokenvisor_core::status::{LastError, TokenState};
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
 
@@ -164,7 +163,7 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
                     format!("invalid workload name {:?}: {e}", safe_text(name)),
                 )
             })?;
-            match status_store::inspect(&dir, &name) {
+            match inspect_status(&dir, &name) {
                 Some(found) => vec![(name, Entry::new(found))],
                 None => {
                     return Err(usage_error(
@@ -180,7 +179,7 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
                 }
             }
         }
-        None => status_store::list(&dir)
+        None => list_statuses(&dir)
             .map_err(|e| {
                 let kind = e.kind().unwrap_or(io::ErrorKind::Other);
                 usage_error(
@@ -360,7 +359,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("w.json"), br#"{"status":"sk-live-SECRET"}"#).unwrap();
         let name = WorkloadName::new("w").unwrap();
-        let found = status_store::inspect(dir.path(), &name).unwrap();
+        let found = inspect_status(dir.path(), &name).unwrap();
         let Entry::Corrupt(d) = Entry::new(found) else {
             panic!("not reported corrupt");
         };
@@ -377,7 +376,7 @@ mod tests {
         std::fs::write(d.join(".bad.json.a1B2c3"), b"").unwrap();
         std::fs::write(d.join("bad.json.corrupted"), b"").unwrap();
         let before = names(d);
-        let listed = status_store::list(d).unwrap();
+        let listed = list_statuses(d).unwrap();
         let shown: Vec<(&str, String)> = listed
             .iter()
             .map(|(n, f)| (n.as_str(), format!("{:?}", Entry::new(f.clone()))))

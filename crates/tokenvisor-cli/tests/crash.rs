@@ -867,7 +867,7 @@ async fn a_credential_write_removes_temp_files_left_by_a_killed_daemon() {
     }
     let spec = WorkloadSpec::new(
         WorkloadName::new("w").unwrap(),
-        "http://127.0.0.1:9/token",
+        "http://127.0.0.1:9/token".parse().unwrap(),
         "w",
         GrantSpec::RefreshToken {
             token: Secret::from("rt_old"),

@@ -892,7 +892,7 @@ async fn crash_messages_and_actor_failed_logs_carry_no_secret() {
     let name = WorkloadName::new("crashy").unwrap();
     let spec = WorkloadSpec::new(
         name.clone(),
-        "https://idp.example.test/oauth/token",
+        "https://idp.example.test/oauth/token".parse().unwrap(),
         "crashy",
         GrantSpec::RefreshToken {
             token: Secret::from(RT_ECHO),

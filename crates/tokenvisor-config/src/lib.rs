@@ -4,51 +4,24 @@
 //! [`parse`] a string; both resolve and validate everything (secrets included) before a
 //! [`Config`] exists, so a bad configuration is one [`ConfigError`] that lists every problem
 //! found, one per line, as `FILE:LINE: KEY: reason`. It sits above `tokenvisor-core` and
-//! below the runtime (`tokenvisor`, which re-exports it as `tokenvisor::config`).
+//! below the runtime (`tokenvisor`, which re-exports it as `tokenvisor::config`). The rules
+//! (sections, overrides, relative paths, secrets, warnings, ceilings) are listed in
+//! `docs/ARCHITECTURE.md`, "Configuration as its own crate".
 //!
 //! ## Map
 //! - `schema`: the raw schema, serde-derived structs with `deny_unknown_fields`, every
 //!   value `Spanned`; durations parsed with humantime as they are read.
 //! - `read`: TOML text → raw sections: syntax errors, unknown keys ("did you mean", by
 //!   `strsim`; "it belongs in `[service]`"), wrong types, each at its dotted key and line.
-//! - `validate`: the validation pass over the raw sections, with `service`, `policy`
-//!   (`[defaults]` and a workload's overrides) and `workload` (a workload's own keys and the
-//!   checks across workloads); `problems` collects every problem and warning, and holds the
-//!   checks more than one section uses.
-//! - [`spec`]: what the configuration resolves to: the `[service]` settings
-//!   ([`ServiceConfig`], re-exported here with its parts) and each workload
-//!   ([`spec::WorkloadSpec`], [`spec::WorkloadPolicy`]); the runtime consumes these.
+//! - `validate`: the validation pass over the raw sections: `[service]`, the policy keys
+//!   (`[defaults]` and a workload's overrides), a workload's own keys and the checks across
+//!   workloads; `problems` collects every problem and warning, with the shared value checks.
+//! - [`spec`]: what the configuration resolves to ([`ServiceConfig`], re-exported here with
+//!   its parts, [`spec::WorkloadSpec`], [`spec::WorkloadPolicy`]) and its defaults.
 //! - [`secrets`]: the one secret-file reader, shared with the runtime, and the readers built
 //!   on it (the admin token, a secret in an environment variable).
 //! - `masked`: the masked rendering for `tokenvisor check-config`
 //!   ([`Config::describe_masked`]).
-//!
-//! ## Decisions
-//! - Sections: `[service]`, `[defaults]`, `[[workload]]`. Unknown sections and keys are errors
-//!   (with a "did you mean" hint when a known key is close).
-//! - Every `[defaults]` key may be set inside one `[[workload]]`; the workload's value replaces
-//!   the default (lists too: a workload's `transient_codes` replaces the defaults' list, it is
-//!   not appended to it).
-//! - Relative paths (`status_dir`, `admin_token_file`, `client_secret_file`,
-//!   `refresh_token_file`, `token_sink_file`) resolve against the configuration file's
-//!   directory.
-//! - `grant` is required: nothing is inferred from which other keys happen to be present.
-//! - Secrets (client secrets, refresh tokens, the admin token) are read and checked here: a
-//!   file or variable that is missing or empty is a configuration error, not a runtime one.
-//!   A byte order mark and surrounding whitespace (CR/LF included) are trimmed from secret
-//!   files, a control character inside the value is an error. No error message ever contains
-//!   a secret.
-//! - Warnings ([`Config::warnings`]) do not stop a configuration: a secret file that needed
-//!   trimming beyond a final newline, a secret file readable by group or others, an
-//!   `http://` token URL to a host that is not loopback.
-//! - Files that tokenvisor writes (`refresh_token_file`, `token_sink_file`) may not be shared
-//!   between workloads, nor with any `client_secret_file`.
-//! - Workloads with the same `token_url` share one endpoint gate, so they must agree on
-//!   `endpoint_concurrency`.
-//! - Every duration key has a ceiling ([`duration_limit`]: 10 minutes for the timeouts, a
-//!   day for the backoff and `max_retry_after`, 30 days for `give_up_after`, a year for
-//!   `default_lifetime`); a longer value is an error naming the value, the limit and why.
-//!   Nothing configured can ask a timer to wait longer than the timer service holds.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,17 +30,14 @@ pub mod secrets;
 pub mod spec;
 
 mod masked;
-mod policy;
 mod problems;
 mod read;
 mod schema;
-mod service;
 mod validate;
-mod workload;
 
 pub use problems::{ConfigError, ConfigProblem};
 pub use secrets::read_admin_token;
-pub use service::{default_state_dir, default_status_dir};
+pub use spec::{default_state_dir, default_status_dir};
 
 pub use crate::spec::{
     AdminLimits, AdminListen, DEFAULT_ADMIN_HEADER_TIMEOUT, DEFAULT_ADMIN_IDLE_TIMEOUT,
@@ -173,6 +143,10 @@ impl Config {
 /// Reads and validates the configuration file at `path`, using the process environment for
 /// `client_secret_env` and the `status_dir` default. Relative paths inside it resolve against
 /// its directory.
+///
+/// # Errors
+/// [`ConfigError`]: every problem of the file (or that it cannot be read), each as
+/// `FILE:LINE: KEY: reason`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::single(path, format!("cannot read the configuration file: {e}"))
@@ -186,6 +160,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates configuration text. `source` names it in errors, and its directory
 /// is where relative paths resolve; `env` looks up environment variables.
+///
+/// # Errors
+/// [`ConfigError`]: every problem of the text, each as `FILE:LINE: KEY: reason`.
 pub fn parse(
     text: &str,
     source: &Path,

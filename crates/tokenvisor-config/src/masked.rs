@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::Config;
-use crate::spec::{AuthMethod, GrantSpec, SecretOrigin, WorkloadPolicy};
+use crate::spec::{GrantSpec, SecretOrigin, WorkloadPolicy};
 
 /// A [`Config`] displayed as TOML, secrets masked.
 pub(crate) struct Masked<'a>(pub(crate) &'a Config);
@@ -99,7 +99,7 @@ impl fmt::Display for Masked<'_> {
             writeln!(f)?;
             writeln!(f, "[[workload]]")?;
             writeln!(f, "name = {}", q(w.name.as_str()))?;
-            writeln!(f, "token_url = {}", q(&w.token_url))?;
+            writeln!(f, "token_url = {}", q(&w.token_url.redacted()))?;
             writeln!(f, "client_id = {}", q(&w.client_id))?;
             match &w.client_secret {
                 Some(_) => writeln!(
@@ -109,11 +109,7 @@ impl fmt::Display for Masked<'_> {
                 )?,
                 None => writeln!(f, "# client_secret: none (public client)")?,
             }
-            let method = match w.auth_method {
-                AuthMethod::Basic => "basic",
-                AuthMethod::Post => "post",
-            };
-            writeln!(f, "auth_method = {}", q(method))?;
+            writeln!(f, "auth_method = {}", q(w.auth_method.as_str()))?;
             writeln!(f, "grant = {}", q(w.grant.as_str()))?;
             match &w.grant {
                 GrantSpec::RefreshToken { file: Some(p), .. } => writeln!(

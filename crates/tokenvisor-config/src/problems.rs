@@ -1,5 +1,6 @@
 //! Problems: [`ConfigError`] (every problem of one file), [`ConfigProblem`] (one
-//! `FILE:LINE: KEY: reason`), and the collector both passes report into.
+//! `FILE:LINE: KEY: reason`), and the collector both passes report into, with the value
+//! checks more than one section uses.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -7,12 +8,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use humantime::format_duration;
-
+use humantime::format_duration as human;
 use tokenvisor_core::Secret;
 use toml::Spanned;
 
-use crate::schema::{Count, HumanDuration};
+use crate::schema::{HumanDuration, List};
 
 /// Everything wrong with one configuration (never empty). `Display` prints one problem per
 /// line as `FILE:LINE: KEY: reason` (`LINE` and `KEY` are left out when unknown).
@@ -46,13 +46,14 @@ impl ConfigError {
     }
 
     pub(crate) fn single(file: &Path, reason: String) -> Self {
+        let problems = vec![ConfigProblem {
+            key: String::new(),
+            line: None,
+            reason,
+        }];
         ConfigError {
             file: file.to_path_buf(),
-            problems: vec![ConfigProblem {
-                key: String::new(),
-                line: None,
-                reason,
-            }],
+            problems,
         }
     }
 }
@@ -60,14 +61,14 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
+            f.write_str(if i > 0 { "\n" } else { "" })?;
             p.write_line(f, &self.file, "")?;
         }
         Ok(())
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 impl ConfigProblem {
     /// Writes `FILE:LINE: KEY: {tag}reason` (`LINE` and `KEY` left out when unknown).
@@ -88,27 +89,30 @@ impl ConfigProblem {
     }
 }
 
-impl std::error::Error for ConfigError {}
+/// Where a problem is, when known.
+pub(crate) type Span = Option<Range<usize>>;
 
-/// The collector of problems and warnings of one pass over a file.
+/// The collector of problems and warnings of one pass over a file. Keys are dotted paths;
+/// the `_here` methods take a key of the section being resolved ([`Cx::path`]).
+#[derive(Default)]
 pub(crate) struct Cx {
     line_starts: Vec<usize>,
     pub(crate) problems: Vec<ConfigProblem>,
     pub(crate) warnings: Vec<ConfigProblem>,
     /// Keys already reported: later checks that depend on them stay quiet.
     pub(crate) broken: HashSet<String>,
+    /// The section being resolved (`service`, `defaults`, `workload[2]`) and its header.
+    pub(crate) path: String,
+    pub(crate) header: Span,
 }
 
 impl Cx {
     pub(crate) fn new(text: &str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let newlines = text.match_indices('\n').map(|(i, _)| i + 1);
+        let line_starts = std::iter::once(0).chain(newlines).collect();
         Cx {
             line_starts,
-            problems: Vec::new(),
-            warnings: Vec::new(),
-            broken: HashSet::new(),
+            ..Cx::default()
         }
     }
 
@@ -116,110 +120,111 @@ impl Cx {
         self.line_starts.partition_point(|&s| s <= offset)
     }
 
-    fn at(&self, key: String, span: Option<Range<usize>>, reason: String) -> ConfigProblem {
+    fn at(&self, key: String, span: Span, reason: impl Into<String>) -> ConfigProblem {
         let line = span.map(|s| self.line(s.start));
-        ConfigProblem { key, line, reason }
+        ConfigProblem {
+            key,
+            line,
+            reason: reason.into(),
+        }
     }
 
-    pub(crate) fn problem(
-        &mut self,
-        key: String,
-        span: Option<Range<usize>>,
-        reason: impl Into<String>,
-    ) {
+    pub(crate) fn problem(&mut self, key: String, span: Span, reason: impl Into<String>) {
         self.broken.insert(key.clone());
-        let problem = self.at(key, span, reason.into());
-        self.problems.push(problem);
+        self.problems.push(self.at(key, span, reason));
     }
 
-    pub(crate) fn warning(
+    pub(crate) fn is_broken(&self, key: &str) -> bool {
+        self.broken.contains(key)
+    }
+
+    /// `name`'s dotted key in the current section.
+    pub(crate) fn key(&self, name: &str) -> String {
+        join_key(&self.path, name)
+    }
+
+    pub(crate) fn report(&mut self, name: &str, span: Span, reason: impl Into<String>) {
+        self.problem(self.key(name), span, reason);
+    }
+
+    pub(crate) fn warn(&mut self, name: &str, span: Span, reason: impl Into<String>) {
+        self.warnings.push(self.at(self.key(name), span, reason));
+    }
+
+    pub(crate) fn broken_here(&self, names: &[&str]) -> bool {
+        names.iter().any(|name| self.is_broken(&self.key(name)))
+    }
+
+    /// `raw`'s value through `f`; a failure is reported at `name`, on `raw`'s line.
+    pub(crate) fn check<S, T>(
         &mut self,
-        key: String,
-        span: Option<Range<usize>>,
-        reason: impl Into<String>,
-    ) {
-        let warning = self.at(key, span, reason.into());
-        self.warnings.push(warning);
+        name: &str,
+        raw: &Spanned<S>,
+        f: impl FnOnce(&S) -> Result<T, String>,
+    ) -> Option<T> {
+        f(raw.get_ref())
+            .map_err(|why| self.report(name, Some(raw.span()), why))
+            .ok()
     }
 
-    /// Reads a secret file, turning its notes into warnings at `key`.
+    /// [`Cx::check`] of a key that must be set: a missing one is reported on the section's
+    /// header (unless it was present but already reported).
+    pub(crate) fn required<S, T>(
+        &mut self,
+        name: &str,
+        raw: Option<&Spanned<S>>,
+        missing: &str,
+        f: impl FnOnce(&S) -> Result<T, String>,
+    ) -> Option<T> {
+        match raw {
+            Some(raw) => self.check(name, raw, f),
+            None if self.broken_here(&[name]) => None,
+            None => {
+                self.report(name, self.header.clone(), missing);
+                None
+            }
+        }
+    }
+
+    /// Reads a secret file, turning its notes into warnings at `name`.
     pub(crate) fn secret_file(
         &mut self,
-        key: &str,
+        name: &str,
         span: Range<usize>,
         path: &Path,
     ) -> Result<Secret, String> {
         let (secret, notes) =
             crate::secrets::read_secret_file_noted(path).map_err(|e| e.to_string())?;
         for note in notes.warnings(path) {
-            self.warning(key.to_owned(), Some(span.clone()), note);
+            self.warn(name, Some(span.clone()), note);
         }
         Ok(secret)
     }
 
-    /// The duration at `key` when it is longer than 0s (if `positive`) and at most `max`
-    /// (`why`: the reason of the limit, for the message).
-    pub(crate) fn duration(
-        &mut self,
-        key: String,
-        raw: &Spanned<HumanDuration>,
-        positive: bool,
-        (max, why): (Duration, &str),
-    ) -> Option<Duration> {
-        let d = raw.get_ref().0;
-        let reason = if positive && d.is_zero() {
-            "must be longer than 0s".to_owned()
-        } else if d > max {
-            let (d, max) = (format_duration(d), format_duration(max));
-            format!("is {d}; it must be at most {max} ({why})")
-        } else {
-            return Some(d);
-        };
-        self.problem(key, Some(raw.span()), reason);
-        None
-    }
-
-    /// The whole number at `key` when it is between 1 and `max`; else reported as
-    /// "is N; `rule`".
-    pub(crate) fn count(
-        &mut self,
-        key: String,
-        raw: &Spanned<Count>,
-        max: usize,
-        rule: &str,
-    ) -> Option<usize> {
-        match usize::try_from(*raw.get_ref()) {
-            Ok(n) if (1..=max).contains(&n) => Some(n),
-            Ok(_) | Err(_) => {
-                let reason = format!("is {}; {rule}", raw.get_ref());
-                self.problem(key, Some(raw.span()), reason);
-                None
-            }
-        }
-    }
-
-    /// The strings of `list` (at `key`) when each one is `valid`; each that is not is
-    /// reported at `key[j]` as "`value` is not `what`".
+    /// The strings of `list` (at `name`) when each one is `valid`; each that is not is
+    /// reported at `name[j]` as "`value` is not `what`".
     pub(crate) fn each_valid(
         &mut self,
-        key: &str,
-        list: &Spanned<Vec<Spanned<String>>>,
+        name: &str,
+        list: &List,
         valid: impl Fn(&str) -> bool,
         what: &str,
     ) -> Option<Vec<String>> {
-        let mut ok = true;
-        for (j, s) in list.get_ref().iter().enumerate() {
-            if !valid(s.get_ref()) {
-                ok = false;
-                let reason = format!("{:?} is not {what}", s.get_ref());
-                self.problem(format!("{key}[{j}]"), Some(s.span()), reason);
-            }
+        let bad: Vec<_> = list
+            .get_ref()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !valid(s.get_ref()))
+            .collect();
+        for (j, s) in &bad {
+            self.report(
+                &format!("{name}[{j}]"),
+                Some(s.span()),
+                format!("{:?} is not {what}", s.get_ref()),
+            );
         }
-        ok.then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
-    }
-
-    pub(crate) fn is_broken(&self, key: &str) -> bool {
-        self.broken.contains(key)
+        bad.is_empty()
+            .then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
     }
 
     pub(crate) fn into_error(mut self, file: &Path) -> ConfigError {
@@ -230,4 +235,36 @@ impl Cx {
             problems: self.problems,
         }
     }
+}
+
+/// `prefix.key`, or `key` at the top.
+pub(crate) fn join_key(prefix: &str, key: &str) -> String {
+    match prefix {
+        "" => key.to_owned(),
+        _ => format!("{prefix}.{key}"),
+    }
+}
+
+/// The duration when it is longer than 0s (if `positive`) and at most `max` (`why`: the
+/// reason of the limit, for the message).
+pub(crate) fn duration(
+    d: &HumanDuration,
+    positive: bool,
+    (max, why): (Duration, &str),
+) -> Result<Duration, String> {
+    match d.0 {
+        d if positive && d.is_zero() => Err("must be longer than 0s".to_owned()),
+        d if d > max => Err(format!(
+            "is {}; it must be at most {} ({why})",
+            human(d),
+            human(max)
+        )),
+        d => Ok(d),
+    }
+}
+
+/// The whole number when it is between 1 and `max`; else "is N; `rule`".
+pub(crate) fn count(n: &i128, max: usize, rule: &str) -> Result<usize, String> {
+    let ok = usize::try_from(*n).ok().filter(|n| (1..=max).contains(n));
+    ok.ok_or_else(|| format!("is {n}; {rule}"))
 }

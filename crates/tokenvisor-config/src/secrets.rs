@@ -96,6 +96,9 @@ impl SecretFileNotes {
 /// Reads a secret from a file with [`read_secret_file_noted`], dropping the notes.
 ///
 /// Blocking; call it from configuration loading or `spawn_blocking`.
+///
+/// # Errors
+/// As [`read_secret_file_noted`].
 pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Secret, SecretError> {
     read_secret_file_noted(path).map(|(secret, _)| secret)
 }
@@ -104,6 +107,10 @@ pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Secret, SecretError> {
 /// is not worth a note) and whether group or others may read the file.
 ///
 /// Blocking; call it from configuration loading or `spawn_blocking`.
+///
+/// # Errors
+/// [`SecretError`] naming the file (never its content): unreadable, too large, not UTF-8,
+/// empty once trimmed, or a control character inside the value.
 pub fn read_secret_file_noted(
     path: impl AsRef<Path>,
 ) -> Result<(Secret, SecretFileNotes), SecretError> {
@@ -163,7 +170,9 @@ pub fn read_secret_file_noted(
 }
 
 /// Reads the admin token of `path`: a secret file of at least [`MIN_ADMIN_TOKEN_BYTES`].
-/// Errors name the file, never its content.
+///
+/// # Errors
+/// Why, naming the file and never its content: unreadable, empty, or too short.
 pub fn read_admin_token(path: &Path) -> Result<Secret, String> {
     let token = read_secret_file(path).map_err(|e| e.to_string())?;
     admin_token_long_enough(path, token)

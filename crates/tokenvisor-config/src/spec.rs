@@ -6,17 +6,29 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokenvisor_core::machine::MachineConfig;
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
-use tokenvisor_core::{ClassifyPolicy, Secret, WorkloadName};
+use tokenvisor_core::{ClassifyPolicy, Secret, TokenUrl, WorkloadName};
 
-/// How the client authenticates to the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+/// How the client authenticates to the token endpoint (`"basic"`, `"post"`: serde and
+/// strum derive the names).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AuthMethod {
     /// HTTP Basic (`client_secret_basic`).
     #[default]
@@ -26,7 +38,8 @@ pub enum AuthMethod {
 }
 
 /// The grant used to get tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum GrantSpec {
     /// `refresh_token`: the current refresh token, and the file it came from (rotated tokens
     /// are written back to it atomically).
@@ -40,13 +53,17 @@ pub enum GrantSpec {
     ClientCredentials,
 }
 
+impl AuthMethod {
+    /// `"basic"` or `"post"`, as the configuration says it.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 impl GrantSpec {
     /// `"refresh_token"` or `"client_credentials"`.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            GrantSpec::RefreshToken { .. } => "refresh_token",
-            GrantSpec::ClientCredentials => "client_credentials",
-        }
+        self.into()
     }
 }
 
@@ -142,8 +159,8 @@ impl WorkloadPolicy {
 pub struct WorkloadSpec {
     /// Its name (also its status file's name).
     pub name: WorkloadName,
-    /// The token endpoint URL.
-    pub token_url: Arc<str>,
+    /// The token endpoint URL (validated; shown only redacted).
+    pub token_url: TokenUrl,
     /// The OAuth client id.
     pub client_id: Arc<str>,
     /// The client secret, when the client has one.
@@ -168,10 +185,10 @@ pub struct WorkloadSpec {
 
 impl WorkloadSpec {
     /// A spec with default policy, for tests and embedders that build specs in code.
-    pub fn new(name: WorkloadName, token_url: &str, client_id: &str, grant: GrantSpec) -> Self {
+    pub fn new(name: WorkloadName, token_url: TokenUrl, client_id: &str, grant: GrantSpec) -> Self {
         WorkloadSpec {
             name,
-            token_url: token_url.into(),
+            token_url,
             client_id: client_id.into(),
             client_secret: None,
             client_secret_origin: None,
@@ -297,9 +314,20 @@ impl fmt::Display for AdminListen {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+/// Log output format (`"text"`, `"json"`: serde and strum derive the names).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     #[default]
@@ -311,15 +339,33 @@ pub enum LogFormat {
 impl LogFormat {
     /// `"text"` or `"json"`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
+        self.into()
     }
 }
 
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// The default `service.state_dir`: `$XDG_STATE_HOME/tokenvisor`, else
+/// `$HOME/.local/state/tokenvisor`; `None` when neither variable is usable.
+pub fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    xdg_dir(env, "XDG_STATE_HOME", "state")
+}
+
+/// The default `service.status_dir`: `$XDG_DATA_HOME/tokenvisor/statuses`, else
+/// `$HOME/.local/share/tokenvisor/statuses`; `None` when neither variable is usable.
+pub fn default_status_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    Some(xdg_dir(env, "XDG_DATA_HOME", "share")?.join("statuses"))
+}
+
+/// `$<var>/tokenvisor`, else `$HOME/.local/<home_dir>/tokenvisor`; `None` when neither
+/// variable is usable. A relative or empty `$<var>` is ignored, as the XDG base directory
+/// spec says.
+fn xdg_dir(env: &dyn Fn(&str) -> Option<String>, var: &str, home_dir: &str) -> Option<PathBuf> {
+    let dir = env(var)
+        .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(&h).join(".local").join(home_dir))
+        })?;
+    Some(dir.join("tokenvisor"))
 }

@@ -160,7 +160,10 @@ fn full_config_round_trip() {
 
     let full = &c.workloads[0];
     assert_eq!(full.name.as_str(), "full");
-    assert_eq!(&*full.token_url, "https://idp.example.com/oauth/token");
+    assert_eq!(
+        full.token_url.expose(),
+        "https://idp.example.com/oauth/token"
+    );
     assert_eq!(&*full.client_id, "full-client");
     assert_eq!(
         full.client_secret
@@ -1158,6 +1161,29 @@ fn workloads_of_one_endpoint_must_agree_on_its_concurrency() {
         "workload[1].endpoint_concurrency",
         Some(line_of(&text, "endpoint_concurrency")),
         "is 8 (from workload[1].endpoint_concurrency) but workload[0] uses 64 for the same token_url",
+    );
+}
+
+/// One endpoint is one parsed URL (`TokenUrl`), however it is spelled: the runtime keys its
+/// gates the same way.
+#[test]
+fn one_endpoint_however_its_url_is_spelled() {
+    let s = Scratch::new();
+    let second = BASE
+        .replace("\"app\"", "\"app2\"")
+        .replace("\"app.rt\"", "\"app2.rt\"")
+        .replace(
+            "https://idp.example.com/token",
+            "HTTPS://IDP.Example.com:443/token",
+        );
+    std::fs::write(s.dir.path().join("app2.rt"), "x").expect("write");
+    let text = format!("{BASE}{second}endpoint_concurrency = 8\n");
+    let err = s.err(&text);
+    assert_problem(
+        &err,
+        "workload[1].endpoint_concurrency",
+        Some(line_of(&text, "endpoint_concurrency")),
+        "but workload[0] uses 64 for the same token_url",
     );
 }
 

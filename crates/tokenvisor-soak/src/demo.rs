@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::Context as _;
-use tokenvisor::credentials::NewCredentials;
+use tokenvisor::NewCredentials;
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
@@ -134,7 +134,7 @@ async fn demo(args: &DemoArgs) -> crate::Result<u8> {
         let rt = idp.issue_refresh_token(&id)?;
         let mut spec = WorkloadSpec::new(
             WorkloadName::new(&id)?,
-            &idp.token_url(),
+            idp.token_url().parse()?,
             &id,
             GrantSpec::RefreshToken {
                 token: Secret::from(rt),

@@ -61,13 +61,16 @@ pub enum Error {
     Http(#[from] tokenvisor::HttpError),
     /// A status file could not be read or written.
     #[error(transparent)]
-    Store(#[from] tokenvisor::status_store::StoreError),
+    Store(#[from] tokenvisor::StoreError),
     /// The embedded provider failed.
     #[error(transparent)]
     Idp(#[from] tokenvisor_idp::IdpError),
     /// A generated workload name was refused.
     #[error(transparent)]
     Name(#[from] tokenvisor_core::NameError),
+    /// The embedded provider's token URL was refused.
+    #[error(transparent)]
+    TokenUrl(#[from] tokenvisor_core::TokenUrlError),
     /// A file or directory operation failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -84,7 +84,7 @@ impl Actor for Host {
         for w in args.workloads {
             let mut spec = WorkloadSpec::new(
                 WorkloadName::new(&w.name)?,
-                &args.token_url,
+                args.token_url.parse()?,
                 &w.client_id,
                 GrantSpec::RefreshToken {
                     token: w.refresh_token,

@@ -145,10 +145,14 @@ pub fn stage(path: &Path, content: &[u8]) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// Creates `path` with `content` atomically and durably unless it exists: like [`write()`],
+/// Creates `path` with `content` atomically and durably unless it exists: like `write()`,
 /// but the temp file is linked into place without replacing anything, so of two processes
 /// creating the same file at once exactly one wins and the other gets
 /// [`Created::AlreadyExists`].
+///
+/// # Errors
+/// [`WriteError`] naming the step that failed (nothing is left behind: the temp file is
+/// removed).
 pub fn stage_new(path: &Path, content: &[u8]) -> Result<Created, WriteError> {
     match temp_with(path, content)?.persist_noclobber(path) {
         Ok(_) => {}

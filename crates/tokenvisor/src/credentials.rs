@@ -125,7 +125,7 @@ pub enum CredentialError {
     },
 }
 
-/// Reads a secret from a file with [`read_secret_file_noted`], dropping the notes.
+/// Reads a secret from a file with `read_secret_file_noted`, dropping the notes.
 ///
 /// Blocking; call it from configuration loading or `spawn_blocking`.
 ///

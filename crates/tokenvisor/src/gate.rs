@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokenvisor_core::Timestamp;
+use tokenvisor_core::{Timestamp, TokenUrl};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The gate of one token endpoint.
@@ -122,14 +122,14 @@ fn unreachable_closed() -> ! {
 /// The gates of all endpoints, keyed by token URL.
 #[derive(Debug, Default)]
 pub struct Gates {
-    map: Mutex<HashMap<Arc<str>, Arc<EndpointGate>>>,
+    map: Mutex<HashMap<TokenUrl, Arc<EndpointGate>>>,
 }
 
 impl Gates {
     /// The gate of `token_url`, created with `concurrency` on first use (later values of
     /// `concurrency` for the same URL are ignored: the first workload's setting wins; a
     /// reload changes it with [`EndpointGate::set_limit`]).
-    pub(crate) fn get(&self, token_url: &Arc<str>, concurrency: usize) -> Arc<EndpointGate> {
+    pub(crate) fn get(&self, token_url: &TokenUrl, concurrency: usize) -> Arc<EndpointGate> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(token_url.clone())
             .or_insert_with(|| Arc::new(EndpointGate::new(concurrency)))
@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn gates_are_shared_per_url() {
         let gates = Gates::default();
-        let url: Arc<str> = "http://127.0.0.1:1/token".into();
+        let url: TokenUrl = "http://127.0.0.1:1/token".parse().unwrap();
         let a = gates.get(&url, 4);
         let b = gates.get(&url, 9);
         assert!(Arc::ptr_eq(&a, &b));

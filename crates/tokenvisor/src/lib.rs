@@ -5,16 +5,21 @@
 //! crate drives them with ractor actors, tokio timers, reqwest and the filesystem.
 //!
 //! ## The face
-//! An embedder needs the types at the crate root: start a [`Runtime`] from a
-//! [`RuntimeConfig`] with a [`Transport`] (the real one is [`HttpTransport`]), add
-//! [`spec::WorkloadSpec`]s, read tokens through [`TokenHandle`]s (lock-free, never through a
-//! mailbox), and hear of changes as [`StateChange`]s. A few groups of items stay modules:
-//! [`config`] and [`spec`] (re-exports of `tokenvisor-config`), [`status_store`] (read and
-//! write status files outside a runtime, as `tokenvisor status` does), [`locks`] (one daemon
-//! per status directory and per refresh-token file), [`credentials`] (secret files) and
-//! [`metrics`] (metric names). Actor messages, timers, gates and the persistence actor are
-//! private. With the `test-util` feature the crate also exposes its test hooks: the
-//! in-memory `testing::FakeTransport`, the `persistence` actor, the handle's cells and the
+//! Everything an embedder, the admin API, the CLI and the soak use is at the crate root:
+//! start a [`Runtime`] from a [`RuntimeConfig`] with a [`Transport`] (the real one is
+//! [`HttpTransport`]), add [`spec::WorkloadSpec`]s, read tokens through [`TokenHandle`]s
+//! (lock-free, never through a mailbox), and hear of changes as [`StateChange`]s. Around it:
+//! status files outside a runtime ([`list_statuses`], [`inspect_status`], [`read_status`],
+//! [`write_status`], [`ensure_status_dir`], as `tokenvisor status` and the soak use them),
+//! the daemon's locks ([`acquire_for`], [`hold_credentials`]), secret files
+//! ([`read_secret_file`], [`write_secret_file`], [`NewCredentials`] for a running workload),
+//! the atomic writer's no-clobber create ([`create_new_file`], for the admin token) and the
+//! metric names the admin API's scrape and the soak read (`METRIC_*`, [`describe_metrics`]).
+//! [`config`] and [`spec`] re-export `tokenvisor-config`. Every module is private: actor
+//! messages, timers, gates' internals, the persistence actor and the credential store are
+//! not part of the face. With the `test-util` feature the crate also exposes its test hooks:
+//! the in-memory `testing::FakeTransport`, the modules `atomic`, `credentials`, `handle`,
+//! `locks`, `metrics`, `persistence` and `status_store` with their internals, and the
 //! runtime's `inject_*` fault injection.
 //!
 //! ## Map
@@ -27,48 +32,70 @@
 //!   in a spawned task and receives its result as a message tagged with its attempt.
 //! - `msg`: the token actor's messages (shared by the token actor, the supervisor and the
 //!   timer service without a cycle).
-//! - `persistence` and [`status_store`]: the persistence actor and the atomic status files.
+//! - `persistence` and `status_store`: the persistence actor and the atomic status files.
 //! - `handle`: lock-free token reads (`arc-swap`), never through a mailbox.
 //! - `timers`: one timer service (a `DelayQueue` task) for every token actor's timer.
 //! - `gate`: per-token-endpoint concurrency limit and shared `Retry-After` hold.
 //! - `transport`, `oauth`: the token-endpoint seam ([`Transport`]) and its real
 //!   implementation ([`HttpTransport`]: oauth2 over reqwest, bounded bodies, no redirects).
-//! - [`locks`]: `flock` locks; `startup`: [`acquire_for`], the locks a daemon takes first.
-//! - [`credentials`]: client secrets and refresh tokens; rotated tokens written back
+//! - `locks`: `flock` locks; `startup`: [`acquire_for`], the locks a daemon takes first.
+//! - `credentials`: client secrets and refresh tokens; rotated tokens written back
 //!   atomically before the workload reports healthy.
 //! - [`config`] and [`spec`]: re-exports of the `tokenvisor-config` crate (the TOML
 //!   configuration → [`spec::WorkloadSpec`]s) and of its workload specs.
-//! - [`atomic`]: the one atomic-file writer (temp file 0600 → fsync → rename → fsync of the
+//! - `atomic`: the one atomic-file writer (temp file 0600 → fsync → rename → fsync of the
 //!   directory) behind status files, refresh-token files and the admin token.
 //! - `clock`: [`Clock`], wall time that follows tokio's (pausable) clock.
-//! - [`metrics`]: metric names (no per-workload labels).
+//! - `metrics`: metric names (no per-workload labels).
 //! - `testing` (feature `test-util`): an in-memory scriptable transport for paused-clock tests.
 //!
 //! The modules form layers: none uses another that uses it back (`tests/layering.rs`).
 
+// Public with `test-util` (their internals are test hooks), private otherwise: the face
+// below re-exports what an embedder, the admin API, the CLI and the soak need.
+#[cfg(feature = "test-util")]
 pub mod atomic;
+#[cfg(not(feature = "test-util"))]
+#[allow(unreachable_pub, dead_code)]
+mod atomic;
 mod clock;
-pub use tokenvisor_config as config;
+#[cfg(feature = "test-util")]
 pub mod credentials;
-mod gate;
+#[cfg(not(feature = "test-util"))]
+#[allow(unreachable_pub, dead_code, unused_imports)]
+mod credentials;
 #[cfg(feature = "test-util")]
 pub mod handle;
 #[cfg(not(feature = "test-util"))]
-#[allow(unreachable_pub)]
+#[allow(unreachable_pub, dead_code)]
 mod handle;
+#[cfg(feature = "test-util")]
 pub mod locks;
+#[cfg(not(feature = "test-util"))]
+#[allow(unreachable_pub, dead_code)]
+mod locks;
+#[cfg(feature = "test-util")]
 pub mod metrics;
-mod msg;
-mod oauth;
+#[cfg(not(feature = "test-util"))]
+#[allow(unreachable_pub, dead_code)]
+mod metrics;
 #[cfg(feature = "test-util")]
 pub mod persistence;
 #[cfg(not(feature = "test-util"))]
-#[allow(unreachable_pub)]
+#[allow(unreachable_pub, dead_code)]
 mod persistence;
+#[cfg(feature = "test-util")]
+pub mod status_store;
+#[cfg(not(feature = "test-util"))]
+#[allow(unreachable_pub, dead_code)]
+mod status_store;
+pub use tokenvisor_config as config;
+mod gate;
+mod msg;
+mod oauth;
 mod runtime;
 pub use tokenvisor_config::spec;
 mod startup;
-pub mod status_store;
 mod supervisor;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -76,14 +103,26 @@ mod timers;
 mod token;
 mod transport;
 
+pub use crate::metrics::{
+    REFRESH_ATTEMPTS as METRIC_REFRESH_ATTEMPTS, REFRESH_DURATION as METRIC_REFRESH_DURATION,
+    STATUS_PENDING as METRIC_STATUS_PENDING, STATUS_WRITE_FAILURES as METRIC_STATUS_WRITE_FAILURES,
+    STATUS_WRITES as METRIC_STATUS_WRITES, TIMER_LATENESS as METRIC_TIMER_LATENESS,
+    describe as describe_metrics,
+};
+pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new_file};
 pub use clock::Clock;
+pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
 pub use gate::Gates;
 pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
+pub use locks::{LockError, hold_credentials};
 pub use oauth::{HttpConfig, HttpError, HttpTransport};
 pub use persistence::{FlushReport, PersistStats, PersistenceConfig};
 pub use runtime::{Health, ReconcileReport, RecoveryReport, Runtime, RuntimeConfig, RuntimeError};
 pub use startup::{StartupLockError, acquire_for};
-pub use status_store::DirClaim;
+pub use status_store::{
+    DirClaim, Inspected, StoreError, ensure_dir as ensure_status_dir, inspect as inspect_status,
+    list as list_statuses, read as read_status, write_atomic as write_status,
+};
 pub use supervisor::{SupervisorError, WorkloadView};
 pub use token::StateChange;
 pub use transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};

@@ -264,7 +264,7 @@ pub fn credential_lock_path(file: &Path) -> PathBuf {
 /// process. Call it before the workload's first request.
 ///
 /// # Errors
-/// As [`hold`], for `<refresh_token_file>.lock`.
+/// As `hold`, for `<refresh_token_file>.lock`.
 pub fn hold_credentials(spec: &WorkloadSpec) -> Result<(), LockError> {
     match &spec.grant {
         GrantSpec::RefreshToken {

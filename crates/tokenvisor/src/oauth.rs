@@ -19,9 +19,9 @@
 //!   client setting in reqwest, so one client is kept per distinct connect timeout;
 //! - transport failures become [`RawOutcome::Transport`] with a [`TransportKind`] and a short
 //!   detail that contains no secret (scrubbed by [`tokenvisor_core::scrub`], in any encoding),
-//!   no body and no URL query string;
-//! - logging (debug level) carries the status, the URL without its query and the elapsed
-//!   time, never a body or a secret.
+//!   no body and no URL (reqwest's errors lose theirs: the workload's URL is known anyway);
+//! - logging (debug level) carries the status, the URL as [`tokenvisor_core::TokenUrl`]
+//!   shows it (no userinfo, no query value) and the elapsed time, never a body or a secret.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -243,7 +243,7 @@ impl Transport for HttpTransport {
 
 /// One exchange, without the outer deadline.
 async fn exchange(client: reqwest::Client, req: &ExchangeRequest) -> RawOutcome {
-    let token_url = match TokenUrl::new(req.token_url.to_string()) {
+    let token_url = match TokenUrl::new(req.token_url.expose().to_owned()) {
         Ok(url) => url,
         Err(e) => {
             return RawOutcome::Transport {
@@ -261,7 +261,10 @@ async fn exchange(client: reqwest::Client, req: &ExchangeRequest) -> RawOutcome 
     if let Some(secret) = &req.client_secret {
         oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
     }
-    let http = Capture { client };
+    let http = Capture {
+        client,
+        url: req.token_url.redacted(),
+    };
     let scopes = req.scopes.iter().map(|s| Scope::new(s.clone()));
     let result = match &req.grant {
         Grant::RefreshToken(token) => {
@@ -307,6 +310,8 @@ async fn exchange(client: reqwest::Client, req: &ExchangeRequest) -> RawOutcome 
 /// Our `AsyncHttpClient`: sends the request and hands the captured answer back as its error.
 struct Capture {
     client: reqwest::Client,
+    /// The token URL for logs, redacted by [`tokenvisor_core::TokenUrl`].
+    url: String,
 }
 
 /// The captured answer (or transport failure) travelling through oauth2 as an "error".
@@ -329,19 +334,18 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Capture {
     type Future = CaptureFuture<'c>;
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
-        Box::pin(async move { Err(Captured(send(&self.client, request).await)) })
+        Box::pin(async move { Err(Captured(send(&self.client, &self.url, request).await)) })
     }
 }
 
-/// Sends one request and captures its answer.
-async fn send(client: &reqwest::Client, request: oauth2::HttpRequest) -> RawOutcome {
+/// Sends one request and captures its answer (`url`: the token URL for logs, redacted).
+async fn send(client: &reqwest::Client, url: &str, request: oauth2::HttpRequest) -> RawOutcome {
     let request = match reqwest::Request::try_from(request) {
         Ok(request) => request,
         Err(e) => {
             return transport_outcome(e);
         }
     };
-    let url = redacted_url(request.url());
     let started = tokio::time::Instant::now();
     let mut response = match client.execute(request).await {
         Ok(response) => response,
@@ -432,11 +436,10 @@ async fn send(client: &reqwest::Client, request: oauth2::HttpRequest) -> RawOutc
     })
 }
 
-/// A reqwest error as a transport outcome, with its kind and a short, sanitised detail.
-fn transport_outcome(mut error: reqwest::Error) -> RawOutcome {
-    if let Some(url) = error.url_mut() {
-        redact_url(url);
-    }
+/// A reqwest error as a transport outcome, with its kind and a short, sanitised detail
+/// without the URL (which may carry credentials or a secret query value).
+fn transport_outcome(error: reqwest::Error) -> RawOutcome {
+    let error = error.without_url();
     RawOutcome::Transport {
         kind: transport_kind(&error),
         detail: truncate(error_chain(&error), DETAIL_LIMIT),
@@ -563,22 +566,6 @@ fn error_chain(error: &(dyn StdError + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Removes the query, the fragment and any credentials from a URL.
-fn redact_url(url: &mut reqwest::Url) {
-    url.set_query(None);
-    url.set_fragment(None);
-    // These fail only for URLs that cannot have credentials, which then have none.
-    let _ = url.set_password(None);
-    let _ = url.set_username("");
-}
-
-/// A URL for logs: no query, fragment or credentials.
-fn redacted_url(url: &reqwest::Url) -> String {
-    let mut url = url.clone();
-    redact_url(&mut url);
-    url.to_string()
-}
-
 /// Removes any secret of the request from a transport detail, in any encoding or case
 /// (the core's one sanitiser, [`tokenvisor_core::scrub`]). A response is left for the
 /// classifier, which scrubs what it quotes.
@@ -680,10 +667,34 @@ mod tests {
         assert_eq!(first_kind(&other), None);
     }
 
-    #[test]
-    fn urls_lose_query_and_credentials() {
-        let url = reqwest::Url::parse("https://user:pw@idp.example/token?code=abc#frag").unwrap();
-        assert_eq!(redacted_url(&url), "https://idp.example/token");
+    /// A transport failure's detail names no URL: neither the userinfo nor a query value
+    /// of the token URL reaches a status file through it.
+    #[tokio::test]
+    async fn transport_details_carry_no_url() {
+        // A port nothing listens on (bound, then closed): the connection is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let url = format!("http://user:pw@127.0.0.1:{port}/token?code=abc");
+        let transport = HttpTransport::new(HttpConfig {
+            use_env_proxy: false,
+            ..HttpConfig::default()
+        })
+        .unwrap();
+        let error = (transport.client(Duration::from_secs(5)).unwrap())
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap_err();
+        let RawOutcome::Transport { kind, detail } = transport_outcome(error) else {
+            panic!("a refused connection is a transport outcome");
+        };
+        assert_eq!(kind, TransportKind::Connect, "{detail}");
+        for part in ["user", "pw", "code", "/token", &port.to_string()] {
+            assert!(!detail.contains(part), "{part:?} in {detail:?}");
+        }
     }
 
     #[test]

@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorRef};
-use tokenvisor_core::WorkloadName;
 use tokenvisor_core::policy::RestartIntensity;
+use tokenvisor_core::{TokenUrl, WorkloadName};
 use tokio::sync::broadcast;
 
 use crate::clock::Clock;
@@ -211,7 +211,7 @@ impl Health {
 ///
 /// let spec = WorkloadSpec::new(
 ///     WorkloadName::new("github-mcp")?,
-///     "https://idp.example/token",
+///     "https://idp.example/token".parse()?,
 ///     "client-id",
 ///     GrantSpec::RefreshToken { token: Secret::from("rt-0".to_owned()), file: None },
 /// );
@@ -546,10 +546,10 @@ impl Runtime {
     /// stopped or stuck).
     pub async fn set_endpoint_concurrency(
         &self,
-        token_url: &str,
+        token_url: &TokenUrl,
         concurrency: usize,
     ) -> Result<bool, RuntimeError> {
-        let url: Arc<str> = token_url.into();
+        let url = token_url.clone();
         self.call(|r| SupervisorMsg::SetEndpointConcurrency(url, concurrency, r))
             .await
     }

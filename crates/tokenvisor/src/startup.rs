@@ -37,7 +37,7 @@ impl StartupLockError {
 }
 
 /// Takes every lock a daemon needs before its first request: the status directory (claimed
-/// and locked through its marker, see [`claim_dir`]) and each workload's
+/// and locked through its marker, see `claim_dir`) and each workload's
 /// refresh-token file. Held until the process exits. Blocking: call it before the async
 /// runtime starts, or from `spawn_blocking`.
 ///

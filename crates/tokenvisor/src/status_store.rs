@@ -318,7 +318,7 @@ impl ClaimError {
     }
 }
 
-/// What [`claim_dir`] did.
+/// What `claim_dir` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirClaim {
     /// The directory did not exist and was created 0700.
@@ -423,8 +423,8 @@ pub fn lock_path_for(dir: &Path, name: &WorkloadName) -> PathBuf {
     dir.join(file)
 }
 
-/// Writes `record` to `<dir>/<name>.json` atomically and durably: [`write_staged`] then
-/// [`sync_dir`]. On any failure the previous file, if any, is left as it was (or, if only
+/// Writes `record` to `<dir>/<name>.json` atomically and durably: `write_staged` then
+/// `sync_dir`. On any failure the previous file, if any, is left as it was (or, if only
 /// the directory fsync failed, the new file may be in place but is not known durable). The
 /// directory must exist (see [`ensure_dir`]).
 ///
@@ -503,7 +503,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Reads `<dir>/<name>.json`: `Ok(None)` when it does not exist, [`StoreError::Corrupt`] when
-/// it does not parse (the file is left in place; only [`recover`] sets files aside).
+/// it does not parse (the file is left in place; only `recover` sets files aside).
 ///
 /// # Errors
 /// [`StoreError::File`] when the file exists but cannot be read; [`StoreError::Corrupt`]
@@ -543,10 +543,14 @@ pub fn inspect(dir: &Path, name: &WorkloadName) -> Option<Inspected> {
 
 /// Every `<name>.json` of `dir` whose stem is a valid workload name, read and sorted by
 /// name, without renaming, removing or rewriting anything (for readers such as
-/// `tokenvisor status`; the daemon's start-up pass is [`recover`]). Temp files of
+/// `tokenvisor status`; the daemon's start-up pass is `recover`). Temp files of
 /// interrupted writes (`.<name>.json.XXXXXX`) and set-aside corrupt files
 /// (`<name>.json.corrupted`) do not end in `.json` and are not listed; a file that vanishes
 /// between the listing and its read is left out.
+///
+/// # Errors
+/// [`StoreError`] naming `dir` when the directory cannot be listed (a file that cannot be
+/// read is listed as [`Inspected::Unreadable`] instead).
 pub fn list(dir: &Path) -> Result<Vec<(WorkloadName, Inspected)>, StoreError> {
     let mut out = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| StoreError::dir(dir, "list", &e))?;

@@ -17,7 +17,7 @@ use ractor::{
 use tokenvisor_core::machine::Resume;
 use tokenvisor_core::policy::{RestartDecision, RestartHistory, RestartIntensity};
 use tokenvisor_core::projection::{self, Down, Stamp, Start};
-use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName};
+use tokenvisor_core::{StatusRecord, Timestamp, TokenUrl, WorkloadName};
 
 use crate::credentials::{CredentialStore, NewCredentials};
 use crate::gate::{EndpointGate, Gates};
@@ -110,7 +110,7 @@ pub(crate) enum SupervisorMsg {
     /// Resize the gate of a token endpoint (`endpoint_concurrency` changed at a reload) and
     /// record the new value in the specs of that endpoint's workloads, without restarting
     /// them. Answers false when no workload uses that endpoint.
-    SetEndpointConcurrency(Arc<str>, usize, RpcReplyPort<bool>),
+    SetEndpointConcurrency(TokenUrl, usize, RpcReplyPort<bool>),
 }
 
 /// The supervisor actor.

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokenvisor_core::{RawOutcome, Secret};
+use tokenvisor_core::{RawOutcome, Secret, TokenUrl};
 
 use crate::spec::{AuthMethod, WorkloadSpec};
 
@@ -26,7 +26,7 @@ pub enum Grant {
 #[derive(Debug, Clone)]
 pub struct ExchangeRequest {
     /// The token endpoint.
-    pub token_url: Arc<str>,
+    pub token_url: TokenUrl,
     /// The client id.
     pub client_id: Arc<str>,
     /// The client secret, if any.

@@ -18,7 +18,7 @@ const CLIENT_SECRET: &str = "client-secret-value";
 fn spec(grant: GrantSpec) -> WorkloadSpec {
     WorkloadSpec::new(
         WorkloadName::new("github-mcp").expect("valid name"),
-        "http://127.0.0.1:9/token",
+        "http://127.0.0.1:9/token".parse().unwrap(),
         "app",
         grant,
     )

@@ -22,7 +22,7 @@ fn name(s: &str) -> WorkloadName {
 fn spec(n: &str, file: Option<&Path>) -> WorkloadSpec {
     let mut s = WorkloadSpec::new(
         name(n),
-        "http://127.0.0.1:9/token",
+        "http://127.0.0.1:9/token".parse().unwrap(),
         n,
         GrantSpec::RefreshToken {
             token: Secret::from(format!("rt-loaded-{n}")),

@@ -28,7 +28,7 @@ fn name(s: &str) -> WorkloadName {
 fn spec(n: &str) -> WorkloadSpec {
     let mut s = WorkloadSpec::new(
         name(n),
-        "http://127.0.0.1:9/token",
+        "http://127.0.0.1:9/token".parse().unwrap(),
         n,
         GrantSpec::RefreshToken {
             token: Secret::from(format!("rt-initial-{n}")),
@@ -614,7 +614,7 @@ async fn a_huge_retry_after_does_not_stop_the_timers_of_other_workloads() {
     .await;
 
     let mut held = spec("held");
-    held.token_url = "http://127.0.0.1:10/token".into(); // its own endpoint
+    held.token_url = "http://127.0.0.1:10/token".parse().unwrap(); // its own endpoint
     held.policy.max_retry_after = S(3 * 365 * 86_400);
     held.policy.give_up_after = Duration::ZERO; // never: the backoff is its only timer
     h.fake.set_client("held", FakeReply::too_many(99_999_999));

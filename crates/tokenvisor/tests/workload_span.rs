@@ -32,7 +32,7 @@ fn text_of(buf: &Mutex<Vec<u8>>) -> String {
 fn spec(n: &str) -> WorkloadSpec {
     WorkloadSpec::new(
         WorkloadName::new(n).unwrap(),
-        "http://127.0.0.1:9/token",
+        "http://127.0.0.1:9/token".parse().unwrap(),
         n,
         GrantSpec::RefreshToken {
             token: Secret::from(format!("rt-initial-{n}")),

@@ -13,7 +13,6 @@ use tokio::time::Instant;
 
 use crate::Context as _;
 use tokenvisor::HttpConfig;
-use tokenvisor::status_store;
 use tokenvisor_core::{StatusRecord, WorkloadName};
 
 use super::harness::Client;
@@ -171,7 +170,7 @@ pub(crate) fn write_loops(
     dir: &Path,
     records: &[(WorkloadName, StatusRecord)],
 ) -> crate::Result<WriteLoops> {
-    status_store::ensure_dir(dir)?;
+    tokenvisor::ensure_status_dir(dir)?;
     let errors = AtomicU64::new(0);
     let pass = |threads: usize| -> Duration {
         let started = Instant::now();
@@ -184,7 +183,7 @@ pub(crate) fn write_loops(
                         let Some((name, record)) = records.get(i) else {
                             break;
                         };
-                        if status_store::write_atomic(dir, name, record).is_err() {
+                        if tokenvisor::write_status(dir, name, record).is_err() {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -200,7 +199,7 @@ pub(crate) fn write_loops(
     let sequential = {
         let started = Instant::now();
         for (name, record) in records {
-            if status_store::write_atomic(dir, name, record).is_err() {
+            if tokenvisor::write_status(dir, name, record).is_err() {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
         }

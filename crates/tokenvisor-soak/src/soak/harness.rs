@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::Context as _;
+use tokenvisor::StoreError;
 use tokenvisor::TokenHandle;
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
-use tokenvisor::status_store::{self, StoreError};
 use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
@@ -158,7 +158,7 @@ impl Harness {
     pub(crate) fn spec(&self, client: &Client) -> crate::Result<WorkloadSpec> {
         let mut spec = WorkloadSpec::new(
             WorkloadName::new(&client.id)?,
-            &self.idp.token_url(),
+            self.idp.token_url().parse()?,
             &client.id,
             GrantSpec::RefreshToken {
                 token: Secret::from(client.refresh_token.as_str()),
@@ -437,7 +437,7 @@ pub(crate) async fn read_files(
                     let dir = &dir;
                     s.spawn(move || {
                         part.iter()
-                            .map(|n| status_store::read(dir, n))
+                            .map(|n| tokenvisor::read_status(dir, n))
                             .collect::<Vec<_>>()
                     })
                 })

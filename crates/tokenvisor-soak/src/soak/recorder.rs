@@ -3,7 +3,7 @@
 //!
 //! The Prometheus summary of an unbucketed histogram covers a rolling window and cannot be
 //! reset, and a soak needs the lateness over exactly its measurement window: so every sample
-//! of [`tokenvisor::metrics::TIMER_LATENESS`] goes to both (a tee), and [`Lateness`] answers
+//! of [`tokenvisor::METRIC_TIMER_LATENESS`] goes to both (a tee), and [`Lateness`] answers
 //! the quantiles.
 
 use std::sync::Arc;
@@ -147,7 +147,7 @@ impl Recorder for TeeRecorder {
 
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
         let inner = self.inner.register_histogram(key, metadata);
-        if key.name() == tokenvisor::metrics::TIMER_LATENESS {
+        if key.name() == tokenvisor::METRIC_TIMER_LATENESS {
             Histogram::from_arc(Arc::new(TeeHistogram {
                 inner,
                 lateness: Arc::clone(&self.lateness),
@@ -178,7 +178,7 @@ pub(crate) fn install() -> Option<Installed> {
         lateness: Arc::clone(&lateness),
     };
     metrics::set_global_recorder(tee).ok()?;
-    tokenvisor::metrics::describe();
+    tokenvisor::describe_metrics();
     Some(Installed {
         prometheus,
         lateness,
@@ -203,7 +203,7 @@ pub(crate) fn refresh_attempts(rendered: &str) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = rendered
         .lines()
         .filter_map(|line| {
-            let rest = line.strip_prefix(tokenvisor::metrics::REFRESH_ATTEMPTS)?;
+            let rest = line.strip_prefix(tokenvisor::METRIC_REFRESH_ATTEMPTS)?;
             let (labels, value) = rest.rsplit_once(' ')?;
             let value: f64 = value.trim().parse().ok()?;
             let labels = labels

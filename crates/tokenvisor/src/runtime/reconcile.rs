@@ -12,9 +12,8 @@
 //!   it); a new endpoint needs nothing, its gate is made when its first workload starts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use tokenvisor_core::{Secret, WorkloadName};
+use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 
 use crate::spec::{GrantSpec, WorkloadSpec};
 
@@ -36,7 +35,7 @@ pub(crate) struct Plan {
 /// A changed `endpoint_concurrency`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Resize {
-    pub token_url: Arc<str>,
+    pub token_url: TokenUrl,
     /// The running limit.
     pub from: usize,
     /// The wanted limit.
@@ -93,7 +92,7 @@ fn resizes<'a>(
     let per_url = |specs: &mut dyn Iterator<Item = &WorkloadSpec>| {
         specs
             .map(|s| (s.token_url.clone(), s.policy.endpoint_concurrency))
-            .collect::<BTreeMap<Arc<str>, usize>>()
+            .collect::<BTreeMap<TokenUrl, usize>>()
     };
     let before = per_url(&mut { running });
     let after = per_url(&mut desired.iter());
@@ -142,7 +141,7 @@ mod tests {
     fn spec(n: &str, url: &str) -> WorkloadSpec {
         WorkloadSpec::new(
             name(n),
-            url,
+            url.parse().unwrap(),
             "client",
             GrantSpec::RefreshToken {
                 token: Secret::from("rt-1"),
@@ -207,7 +206,11 @@ mod tests {
                 true,
             ),
             ("the client id", |s| s.client_id = "other".into(), true),
-            ("the token URL", |s| s.token_url = URL_B.into(), true),
+            (
+                "the token URL",
+                |s| s.token_url = URL_B.parse().unwrap(),
+                true,
+            ),
             (
                 "a timeout",
                 |s| s.policy.request_timeout = Duration::from_secs(7),
@@ -268,7 +271,7 @@ mod tests {
         assert_eq!(
             p.resize_endpoints,
             [Resize {
-                token_url: URL_A.into(),
+                token_url: URL_A.parse().unwrap(),
                 from: 8,
                 to: 2
             }]
@@ -285,6 +288,6 @@ mod tests {
     fn a_name_wanted_twice_counts_once_the_last_time() {
         let p = plan(vec![spec("a", URL_A), spec("a", URL_B)], []);
         assert_eq!(p.start.len(), 1);
-        assert_eq!(&*p.start[0].token_url, URL_B);
+        assert_eq!(p.start[0].token_url.expose(), URL_B);
     }
 }

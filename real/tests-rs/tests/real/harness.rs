@@ -202,8 +202,13 @@ impl Stack {
     }
 
     fn spec(&self, workload: &str, client: &str, grant: GrantSpec) -> WorkloadSpec {
-        let mut spec = WorkloadSpec::new(name(workload), &self.nginx.token_url(), client, grant)
-            .with_client_secret(&secret_of(client));
+        let mut spec = WorkloadSpec::new(
+            name(workload),
+            self.nginx.token_url().parse().unwrap(),
+            client,
+            grant,
+        )
+        .with_client_secret(&secret_of(client));
         spec.auth_method = if uses_basic(client) {
             AuthMethod::Basic
         } else {

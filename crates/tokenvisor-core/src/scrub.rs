@@ -16,7 +16,9 @@
 //!    echoed in another case, percent- or form-encoded, JSON-escaped, as HTML entities, with
 //!    an invisible character inside, or only its long prefix or suffix never survives.
 //!    Secrets shorter than [`MIN_SECRET`] characters are not matched (scrubbing `"a"` would
-//!    blank every `a`).
+//!    blank every `a`). A secret that ends in an escape's first character (`\`, `%`, `&`)
+//!    is matched without it too: echoed as is, decoding may read that character with what
+//!    follows as one escape (`\"`).
 //!
 //! Matching is a rolling hash over the text's windows with an exact comparison on a hit, so
 //! its cost grows with the text, not with the secret's length; a [`Scrubber`] prepares the
@@ -338,9 +340,16 @@ impl Scrubber {
         let mut seen: Vec<Vec<u32>> = Vec::new();
         for secret in secrets {
             for form in [clean(secret), clean(&decode(secret))] {
-                let keys: Vec<u32> = form.chars().map(key).collect();
-                if keys.len() >= MIN_SECRET && !seen.contains(&keys) {
-                    seen.push(keys);
+                // A secret ending in an escape's first character (`\`, `%`, `&`) loses it
+                // when the text goes on with the rest of an escape (`\"` at the end of a
+                // JSON string): its shorter form is a needle too, or a re-encoding of the
+                // summary (a JSON log line, `Debug`) would spell the whole secret again.
+                let short = form.trim_end_matches(['\\', '%', '&']).to_owned();
+                for form in [form, short] {
+                    let keys: Vec<u32> = form.chars().map(key).collect();
+                    if keys.len() >= MIN_SECRET && !seen.contains(&keys) {
+                        seen.push(keys);
+                    }
                 }
             }
         }

@@ -327,3 +327,20 @@ fn long_secrets_and_prepared_scrubbers() {
         scrubbed(&text)
     );
 }
+
+/// A secret ending in `\`, echoed as is inside a JSON string: decoding alone would read its
+/// last character and the closing quote as the escape `\"`, leave 7 of its 8 characters, and
+/// a JSON log line or `Debug` would spell `\"` and so the whole secret again. Found by the
+/// property test `classify_never_panics_and_keeps_its_invariants`.
+#[test]
+fn a_secret_ending_in_a_backslash_echoed_raw_is_scrubbed_before_decoding() {
+    let secret = r">A0a#a0\";
+    let body = format!(r#"{{"error":"{secret}","error_description":""}}"#);
+    let out = scrub_str(&body, [secret]);
+    assert!(!format!("{out:?}").contains(secret), "{out:?}");
+    assert!(
+        !serde_json::to_string(&out).unwrap().contains(secret),
+        "{out:?}"
+    );
+    assert!(out.contains('…'), "{out:?}");
+}

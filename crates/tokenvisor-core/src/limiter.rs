@@ -63,10 +63,10 @@ pub struct LimiterConfig {
 impl Default for LimiterConfig {
     fn default() -> Self {
         LimiterConfig {
-            min_rate: 1.0,
-            rate_cut: 0.85,
+            min_rate: 2.0,
+            rate_cut: 0.8,
             concurrency_cut: 0.5,
-            slow_start_step: 3.0,
+            slow_start_step: 4.0,
             cooldown: Duration::from_secs(1),
             calm: Duration::from_secs(120),
             jitter: 0.1,

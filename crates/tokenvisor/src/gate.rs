@@ -386,6 +386,58 @@ mod tests {
         v
     }
 
+    #[tokio::test]
+    async fn a_throttle_cuts_the_limit_and_good_answers_grow_it_back_to_the_ceiling() {
+        let g = EndpointGate::new(8);
+        let t = |ms| Timestamp::from_millis(ms);
+        g.feedback(Feedback::Throttled, t(1_000));
+        assert_eq!(g.limit(), 4);
+        let held = futures_take(&g, 4).await;
+        assert!(try_take(&g).is_none(), "more than the cut limit in flight");
+        drop(held);
+        for i in 0..100 {
+            g.feedback(Feedback::Good, t(2_000 + i));
+        }
+        assert_eq!(g.limit(), 8, "never above the ceiling");
+        assert_eq!(take_all(&g).len(), 8);
+    }
+
+    /// Paced starts leave one by one, in order, spaced by the pace; an unpaced gate waits
+    /// for nothing.
+    #[tokio::test(start_paused = true)]
+    async fn paced_starts_are_spaced() {
+        let clock = Clock::anchored(Timestamp::from_millis(1_000_000));
+        let g = Arc::new(EndpointGate::new(8));
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        g.pace(clock, far, 0.5).await.unwrap();
+        g.pace(clock, far, 0.5).await.unwrap();
+        assert_eq!(clock.now(), Timestamp::from_millis(1_000_000), "unpaced: no wait");
+        // A throttle with nothing answered well: paced at the minimum rate.
+        g.feedback(Feedback::Throttled, clock.now());
+        let rate = g.adaptive().2.unwrap();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let (g, starts) = (g.clone(), starts.clone());
+                tokio::spawn(async move {
+                    g.pace(clock, far, 0.0).await.unwrap();
+                    starts.lock().unwrap().push(clock.now().as_millis());
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let starts = starts.lock().unwrap().clone();
+        let spacing = (1_000.0 / rate).ceil() as u64;
+        for pair in starts.windows(2) {
+            assert!(pair[1] - pair[0] >= spacing, "{starts:?} at {rate}/s");
+        }
+        // A start beyond the deadline is refused at once.
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
+        assert!(g.pace(clock, soon, 0.0).await.is_err());
+    }
+
     #[test]
     fn gates_are_shared_per_url() {
         let gates = Gates::default();

@@ -102,6 +102,43 @@ async fn one_run(workloads: usize) -> Run {
         .filter(|a| a.mode == "limit_req40" && a.t_ms() <= done_at)
         .collect();
     let refused = reqs.iter().filter(|a| a.status == 429).count();
+    if std::env::var_os("RATE_RECOVERY_TIMELINE").is_some() {
+        // Token requests per half second since the switch: passed/refused.
+        let mut buckets = std::collections::BTreeMap::<u64, (u32, u32)>::new();
+        for a in &reqs {
+            let b = buckets
+                .entry(a.t_ms().saturating_sub(switched) / 500)
+                .or_default();
+            if a.status == 429 {
+                b.1 += 1;
+            } else {
+                b.0 += 1;
+            }
+        }
+        let line: Vec<String> = buckets
+            .iter()
+            .map(|(k, (ok, no))| format!("{:.1}s:{ok}/{no}", *k as f64 / 2.0))
+            .collect();
+        println!("timeline (passed/refused per 0.5 s): {}", line.join(" "));
+        // Each refusal: ms since the previous request, and since the last one let through.
+        let (mut prev, mut last_ok) = (None::<u64>, None::<u64>);
+        let mut gaps = Vec::new();
+        for a in &reqs {
+            let t = a.t_ms();
+            if a.status == 429 {
+                gaps.push(format!(
+                    "{:.2}s:+{}ms/+{}ms",
+                    t.saturating_sub(switched) as f64 / 1000.0,
+                    prev.map_or(0, |p| t - p),
+                    last_ok.map_or(0, |p| t - p)
+                ));
+            } else {
+                last_ok = Some(t);
+            }
+            prev = Some(t);
+        }
+        println!("refusals (after previous / after last passed): {}", gaps.join(" "));
+    }
     let run = Run {
         recover_s: done_at.saturating_sub(switched) as f64 / 1000.0,
         requests: reqs.len(),

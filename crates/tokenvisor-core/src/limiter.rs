@@ -19,7 +19,8 @@
 //!   an outage, not a limit: the rate drops to `min_rate` and the limit is discovered again.
 //!   Each good answer grows the rate: by [`LimiterConfig::slow_start_step`] requests/s below
 //!   the threshold of the last rate-limit cut (exponential growth: a doubling every
-//!   fraction of a second), by `1/rate` above it (about one request/s more per second).
+//!   fraction of a second), by [`LimiterConfig::additive_step`]`/rate` above it (that many
+//!   requests/s more per second).
 //!   After [`LimiterConfig::calm`] without a throttle the endpoint is unpaced again.
 //! - **Starts** are spaced by `1/rate`, each stretched by up to
 //!   [`LimiterConfig::jitter`] of itself (the draw is an argument), never shortened: a
@@ -52,6 +53,8 @@ pub struct LimiterConfig {
     pub concurrency_cut: f64,
     /// Requests/s added per good answer below the threshold of the last rate-limit cut.
     pub slow_start_step: f64,
+    /// Above that threshold, requests/s added per `rate` good answers (about per second).
+    pub additive_step: f64,
     /// Throttles within this time of a cut are the same event (one burst's answers).
     pub cooldown: Duration,
     /// After this long without a throttle the endpoint is not paced any more.
@@ -64,9 +67,10 @@ impl Default for LimiterConfig {
     fn default() -> Self {
         LimiterConfig {
             min_rate: 2.0,
-            rate_cut: 0.8,
+            rate_cut: 0.75,
             concurrency_cut: 0.5,
             slow_start_step: 4.0,
+            additive_step: 0.5,
             cooldown: Duration::from_secs(1),
             calm: Duration::from_secs(120),
             jitter: 0.1,
@@ -194,7 +198,7 @@ impl EndpointLimiter {
             let step = if rate < self.threshold {
                 self.config.slow_start_step
             } else {
-                1.0 / rate
+                self.config.additive_step / rate
             };
             self.rate = Some(rate + step);
         }

@@ -70,34 +70,40 @@ fn the_first_throttle_paces_at_the_rate_answered_well() {
 fn a_throttle_with_nothing_answered_well_paces_at_the_minimum() {
     let mut l = limiter(64);
     l.on_feedback(Feedback::Throttled, t(50_000));
-    assert_eq!(l.rate(), Some(1.0));
+    let min = LimiterConfig::default().min_rate;
+    assert_eq!(l.rate(), Some(min));
     // Outage: throttles only; the pace stays at the minimum, the concurrency at 1.
     for k in 1..20 {
         l.on_feedback(Feedback::Throttled, t(50_000 + k * 1_500));
     }
-    assert_eq!(l.rate(), Some(1.0));
+    assert_eq!(l.rate(), Some(min));
     assert_eq!(l.limit(), 1);
 }
 
 #[test]
 fn after_an_outage_the_rate_grows_fast_then_a_limit_cut_makes_growth_additive() {
+    let c = LimiterConfig::default();
     let mut l = limiter(64);
     l.on_feedback(Feedback::Throttled, t(0));
     // Slow start: each good answer adds `slow_start_step`.
-    for i in 0..13 {
+    for i in 0..10 {
         l.on_feedback(Feedback::Good, t(2_000 + i * 25));
     }
     let before_cut = l.rate().expect("paced");
-    assert_eq!(before_cut, 1.0 + 13.0 * 3.0);
+    assert_eq!(before_cut, c.min_rate + 10.0 * c.slow_start_step);
     l.on_feedback(Feedback::Throttled, t(3_000));
     let cut = l.rate().expect("paced");
-    assert!((cut - before_cut * 0.85).abs() < 1e-9, "{cut}");
-    // Above the cut: about one request/s more per `rate` good answers.
-    for i in 0..33 {
+    assert!((cut - before_cut * c.rate_cut).abs() < 1e-9, "{cut}");
+    // Above the cut: about `additive_step` requests/s more per `rate` good answers.
+    let n = cut.ceil() as u64;
+    for i in 0..n {
         l.on_feedback(Feedback::Good, t(4_000 + i * 30));
     }
     let grown = l.rate().expect("paced");
-    assert!(grown > cut && grown < cut + 1.1, "{cut} → {grown}");
+    assert!(
+        grown > cut && grown < cut + c.additive_step * 1.1,
+        "{cut} → {grown}"
+    );
 }
 
 #[test]
@@ -168,7 +174,7 @@ proptest! {
             prop_assert!(l.limit() >= 1);
             prop_assert!(l.limit() <= ceiling.max(1));
             if let Some(r) = l.rate() {
-                prop_assert!(r >= 1.0 && r.is_finite());
+                prop_assert!(r >= LimiterConfig::default().min_rate && r.is_finite());
             }
             let next = l.next_start(t(now), u);
             prop_assert!(next >= t(now));

@@ -685,6 +685,11 @@ async fn metrics_expose_the_expected_names_and_no_workload_name() {
         "tokenvisor_refresh_duration_seconds_bucket{",
         "tokenvisor_endpoints_on_hold ",
         "tokenvisor_endpoint_holds_total",
+        // The held workload's 429 paced its endpoint (no endpoint label: aggregates).
+        "tokenvisor_endpoints_paced 1",
+        "tokenvisor_endpoints_below_ceiling ",
+        "tokenvisor_endpoint_concurrency_limit_sum ",
+        "tokenvisor_endpoint_min_rate ",
         "tokenvisor_status_pending ",
         "tokenvisor_status_writes_total ",
         "tokenvisor_status_updates_total ",

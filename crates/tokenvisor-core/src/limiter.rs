@@ -69,7 +69,7 @@ impl Default for LimiterConfig {
             min_rate: 2.0,
             rate_cut: 0.75,
             concurrency_cut: 0.5,
-            slow_start_step: 4.0,
+            slow_start_step: 6.0,
             additive_step: 0.5,
             cooldown: Duration::from_secs(1),
             calm: Duration::from_secs(120),

@@ -152,7 +152,9 @@ impl EndpointLimiter {
 
     /// Good answers per second over about the last second, at `now`.
     pub fn good_rate(&self, now: Timestamp) -> f64 {
-        let elapsed = now.as_millis().saturating_sub(self.window_start.as_millis());
+        let elapsed = now
+            .as_millis()
+            .saturating_sub(self.window_start.as_millis());
         if elapsed >= 2 * WINDOW_MS {
             return 0.0;
         }
@@ -166,7 +168,9 @@ impl EndpointLimiter {
     }
 
     fn roll_window(&mut self, now: Timestamp) {
-        let elapsed = now.as_millis().saturating_sub(self.window_start.as_millis());
+        let elapsed = now
+            .as_millis()
+            .saturating_sub(self.window_start.as_millis());
         if elapsed >= 2 * WINDOW_MS {
             self.prev_window_good = 0;
             self.window_good = 0;

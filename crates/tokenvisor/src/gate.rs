@@ -411,7 +411,11 @@ mod tests {
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         g.pace(clock, far, 0.5).await.unwrap();
         g.pace(clock, far, 0.5).await.unwrap();
-        assert_eq!(clock.now(), Timestamp::from_millis(1_000_000), "unpaced: no wait");
+        assert_eq!(
+            clock.now(),
+            Timestamp::from_millis(1_000_000),
+            "unpaced: no wait"
+        );
         // A throttle with nothing answered well: paced at the minimum rate.
         g.feedback(Feedback::Throttled, clock.now());
         let rate = g.adaptive().2.unwrap();

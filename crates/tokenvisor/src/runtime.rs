@@ -21,8 +21,10 @@
 //! [`Runtime::reconcile`] brings the running workloads to a wanted set: the diff is the pure
 //! [`reconcile::plan`] (running specs from the supervisor), and applying it keeps the
 //! one-owner rule: a stopped or restarted workload's removal answers only after its actor
-//! stopped, which waits for its refresh in flight; a restarted workload's refresh-token file
-//! is read again just before it starts, so it presents the token its old actor last stored.
+//! stopped, which waits for its refresh in flight; a restarted workload presents the refresh
+//! token its old actor last stored (taken from its credential store after the removal, and
+//! its refresh-token file read again just before it starts), unless the operator configured
+//! a new inline token.
 //! A daemon calls it at start (from nothing: every workload starts) and at every reload. A
 //! caller's `admit` hook runs before each start (the daemon takes the workload's
 //! refresh-token file lock there, `crate::locks::hold_credentials`); a refusal is logged and

@@ -7,6 +7,13 @@
 //! result comes back as [`TokenMsg::AttemptDone`] tagged with its attempt; the machine drops
 //! results of attempts that are no longer current.
 //!
+//! One owner per credential: an attempt task waits for its endpoint (hold, adaptive permit,
+//! paced start: `crate::gate`), then for its workload's owner lock
+//! ([`CredentialStore::owner`]), and sends only if the machine still wants it; it keeps the
+//! lock until a rotated refresh token is stored. A final answer for a refresh token that is
+//! no longer the durable one is retried once with the durable one
+//! ([`CredentialStore::current_durable_refresh_token`]).
+//!
 //! Logs name their workload: every handler runs in a span `workload{name=…}`, made per
 //! handled message from the name the actor holds (never stored: a span kept by each of
 //! 100,000 idle actors would cost memory), and so do the tasks a handler spawns and an

@@ -71,7 +71,10 @@ impl Harness {
     async fn running(&self, with_file: bool) -> TokenHandle {
         self.fake.set_client("wl", FakeReply::rotating(3600));
         let handle = self.rt.add(self.spec(with_file)).await.unwrap();
-        wait_until("running", || status(&handle) == Some(WorkloadStatus::Running)).await;
+        wait_until("running", || {
+            status(&handle) == Some(WorkloadStatus::Running)
+        })
+        .await;
         handle
     }
 
@@ -88,7 +91,10 @@ impl Harness {
             )],
         );
         assert!(self.rt.force_refresh(&name("wl")).await.unwrap());
-        wait_until("the held refresh sent", || self.fake.count("wl") == before + 1).await;
+        wait_until("the held refresh sent", || {
+            self.fake.count("wl") == before + 1
+        })
+        .await;
         release
     }
 
@@ -148,18 +154,22 @@ async fn a_new_client_secret_during_a_refresh_waits_for_it_and_keeps_its_rotated
     .unwrap();
     // Give the new attempt every chance to send beside the one in flight.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(h.fake.count("wl"), 2, "a second request while one was in flight");
+    assert_eq!(
+        h.fake.count("wl"),
+        2,
+        "a second request while one was in flight"
+    );
     release.release();
     wait_until("the new attempt sent", || h.fake.count("wl") == 3).await;
-    wait_until("running", || status(&handle) == Some(WorkloadStatus::Running)).await;
+    wait_until("running", || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
     h.assert_no_reuse();
     let last = h.fake.seen().pop().unwrap();
     assert_eq!(last.refresh_token.as_deref(), Some("rt-2"));
     assert_eq!(last.client_secret.as_deref(), Some("secret-2"));
-    assert_eq!(
-        std::fs::read_to_string(h.rt_file()).unwrap().trim(),
-        "rt-3"
-    );
+    assert_eq!(std::fs::read_to_string(h.rt_file()).unwrap().trim(), "rt-3");
 }
 
 /// A forced refresh while one is in flight joins it (single flight).
@@ -192,20 +202,23 @@ async fn a_removal_during_a_refresh_waits_for_it() {
     let rt = h.rt.clone();
     let removal = tokio::spawn(async move { rt.remove(&name("wl")).await.unwrap() });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!removal.is_finished(), "removal answered with a refresh in flight");
+    assert!(
+        !removal.is_finished(),
+        "removal answered with a refresh in flight"
+    );
     release.release();
     assert!(removal.await.unwrap());
-    assert_eq!(
-        std::fs::read_to_string(h.rt_file()).unwrap().trim(),
-        "rt-2"
-    );
+    assert_eq!(std::fs::read_to_string(h.rt_file()).unwrap().trim(), "rt-2");
     let mut again = h.spec(false);
     again.grant = GrantSpec::RefreshToken {
         token: tokenvisor::credentials::read_secret_file(h.rt_file()).unwrap(),
         file: Some(h.rt_file()),
     };
     let handle = h.rt.add(again).await.unwrap();
-    wait_until("running again", || status(&handle) == Some(WorkloadStatus::Running)).await;
+    wait_until("running again", || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
     h.assert_no_reuse();
 }
 
@@ -235,7 +248,11 @@ async fn a_reload_changing_the_workload_during_a_refresh_presents_the_rotated_to
                 .unwrap()
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(h.fake.count("wl"), 2, "file {with_file}: a second request in flight");
+        assert_eq!(
+            h.fake.count("wl"),
+            2,
+            "file {with_file}: a second request in flight"
+        );
         release.release();
         let report = reload.await.unwrap();
         assert_eq!(report.changed, 1);
@@ -262,7 +279,8 @@ async fn invalid_grant_after_the_file_was_rotated_elsewhere_adopts_the_new_token
     let handle = h.running(true).await;
     let mut events = h.rt.subscribe();
     std::fs::write(h.rt_file(), "rt-from-elsewhere\n").unwrap();
-    h.fake.push("wl", [FakeReply::oauth_error(400, "invalid_grant")]);
+    h.fake
+        .push("wl", [FakeReply::oauth_error(400, "invalid_grant")]);
     assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
     wait_until("both requests", || h.fake.count("wl") == 3).await;
     wait_until("running on the new token", || {
@@ -281,10 +299,7 @@ async fn invalid_grant_after_the_file_was_rotated_elsewhere_adopts_the_new_token
         h.presented(),
         vec!["rt-initial", "rt-1", "rt-from-elsewhere"]
     );
-    assert_eq!(
-        std::fs::read_to_string(h.rt_file()).unwrap().trim(),
-        "rt-3"
-    );
+    assert_eq!(std::fs::read_to_string(h.rt_file()).unwrap().trim(), "rt-3");
 }
 
 /// `invalid_grant` when nothing changed stays final: one request, unauthenticated.
@@ -292,7 +307,8 @@ async fn invalid_grant_after_the_file_was_rotated_elsewhere_adopts_the_new_token
 async fn invalid_grant_with_the_current_token_is_still_final() {
     let h = Harness::start().await;
     let handle = h.running(true).await;
-    h.fake.push("wl", [FakeReply::oauth_error(400, "invalid_grant")]);
+    h.fake
+        .push("wl", [FakeReply::oauth_error(400, "invalid_grant")]);
     assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
     wait_until("unauthenticated", || {
         status(&handle) == Some(WorkloadStatus::Unauthenticated)

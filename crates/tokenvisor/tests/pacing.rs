@@ -52,9 +52,10 @@ async fn attempts_queued_during_a_hold_leave_it_paced() {
         handles.push(rt.add(spec(&format!("w{i}"))).await.unwrap());
     }
     wait_until("all running", || {
-        handles
-            .iter()
-            .all(|h| h.status().is_some_and(|r| r.status == WorkloadStatus::Running))
+        handles.iter().all(|h| {
+            h.status()
+                .is_some_and(|r| r.status == WorkloadStatus::Running)
+        })
     })
     .await;
     // Later, one 429 puts the endpoint on hold for 2 s; the others are asked to refresh
@@ -62,7 +63,11 @@ async fn attempts_queued_during_a_hold_leave_it_paced() {
     tokio::time::sleep(S(30)).await;
     fake.push("w0", [FakeReply::too_many(2)]);
     let held_at = Instant::now();
-    assert!(rt.force_refresh(&WorkloadName::new("w0").unwrap()).await.unwrap());
+    assert!(
+        rt.force_refresh(&WorkloadName::new("w0").unwrap())
+            .await
+            .unwrap()
+    );
     wait_until("the 429", || fake.count("w0") == 2).await;
     assert_eq!(rt.gates().held(rt.clock().now()), 1);
     for i in 1..20 {

@@ -15,19 +15,34 @@
 //! Prints one line per run and a JSON summary line. Uses the suite's own modules (provider,
 //! nginx, harness) unchanged.
 
-#[allow(dead_code, reason = "the suite's modules, of which the benchmark uses a part")]
+#[allow(
+    dead_code,
+    reason = "the suite's modules, of which the benchmark uses a part"
+)]
 #[path = "../tests/real/components.rs"]
 mod components;
-#[allow(dead_code, reason = "the suite's modules, of which the benchmark uses a part")]
+#[allow(
+    dead_code,
+    reason = "the suite's modules, of which the benchmark uses a part"
+)]
 #[path = "../tests/real/harness.rs"]
 mod harness;
-#[allow(dead_code, reason = "the suite's modules, of which the benchmark uses a part")]
+#[allow(
+    dead_code,
+    reason = "the suite's modules, of which the benchmark uses a part"
+)]
 #[path = "../tests/real/nginx.rs"]
 mod nginx;
-#[allow(dead_code, reason = "the suite's modules, of which the benchmark uses a part")]
+#[allow(
+    dead_code,
+    reason = "the suite's modules, of which the benchmark uses a part"
+)]
 #[path = "../tests/real/oidc.rs"]
 mod oidc;
-#[allow(dead_code, reason = "the suite's modules, of which the benchmark uses a part")]
+#[allow(
+    dead_code,
+    reason = "the suite's modules, of which the benchmark uses a part"
+)]
 #[path = "../tests/real/slow.rs"]
 mod slow;
 
@@ -79,7 +94,10 @@ async fn one_run(workloads: usize) -> Run {
     while retrying < workloads {
         retrying = count(&s, WorkloadStatus::AuthRetrying).await;
         seen.push(retrying);
-        assert!(seen.len() < 3000, "the outage never made every workload auth_retrying");
+        assert!(
+            seen.len() < 3000,
+            "the outage never made every workload auth_retrying"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let switched = s.nginx.switch(Mode::LimitReq40).await;
@@ -137,7 +155,10 @@ async fn one_run(workloads: usize) -> Run {
             }
             prev = Some(t);
         }
-        println!("refusals (after previous / after last passed): {}", gaps.join(" "));
+        println!(
+            "refusals (after previous / after last passed): {}",
+            gaps.join(" ")
+        );
     }
     let run = Run {
         recover_s: done_at.saturating_sub(switched) as f64 / 1000.0,

@@ -141,7 +141,11 @@ fn ceiling_changes_clamp_the_limit() {
     l.set_ceiling(4);
     assert_eq!(l.limit(), 4);
     l.set_ceiling(16);
-    assert_eq!(l.limit(), 16, "an unpaced endpoint follows a higher ceiling");
+    assert_eq!(
+        l.limit(),
+        16,
+        "an unpaced endpoint follows a higher ceiling"
+    );
     l.on_feedback(Feedback::Throttled, t(0));
     assert_eq!(l.limit(), 8);
     l.set_ceiling(32);

@@ -35,7 +35,10 @@ pub(crate) enum Mode {
     },
     /// The provider behind `limit_req` at 40 r/s for all clients, burst 0, refusals 429 +
     /// `Retry-After: 1` (the rate-limited recovery benchmark).
-    #[allow(dead_code, reason = "used by the rate_recovery benchmark (examples/), not the tests")]
+    #[allow(
+        dead_code,
+        reason = "used by the rate_recovery benchmark (examples/), not the tests"
+    )]
     LimitReq40,
     /// Proxied to an upstream that never answers.
     Slow,

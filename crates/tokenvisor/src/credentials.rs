@@ -253,7 +253,7 @@ pub struct CredentialStore {
     /// Serialises every write (and reload) of the refresh-token file.
     file_lock: tokio::sync::Mutex<()>,
     /// Held by the one attempt allowed to talk to the provider (module docs, "One owner").
-    owner: Arc<tokio::sync::Mutex<()>>,
+    owner: tokio::sync::Mutex<()>,
     /// Temp files left next to the file by writes of a killed process were removed (after
     /// this store's first successful write; once).
     swept: AtomicBool,
@@ -362,7 +362,7 @@ impl CredentialStore {
             workload: spec.name.clone(),
             refresh_grant,
             file_lock: tokio::sync::Mutex::new(()),
-            owner: Arc::new(tokio::sync::Mutex::new(())),
+            owner: tokio::sync::Mutex::new(()),
             swept: AtomicBool::new(false),
             sink: spec.token_sink_file.clone().map(|path| {
                 Arc::new(TokenSink {
@@ -568,8 +568,8 @@ impl CredentialStore {
 
     /// Waits until no other attempt of this workload talks to the provider, and holds that
     /// right until the guard drops (module docs, "One owner").
-    pub async fn owner(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        Arc::clone(&self.owner).lock_owned().await
+    pub async fn owner(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.owner.lock().await
     }
 }
 

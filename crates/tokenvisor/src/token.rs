@@ -22,7 +22,7 @@
 //! at `ERROR` level so that it is enabled under any filter that lets a line through.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -130,11 +130,10 @@ pub(crate) struct TokenActorState {
     credential_poll: Option<JoinHandle<()>>,
     /// Attempt tasks not known to have finished (shutdown waits for them).
     attempts: Vec<JoinHandle<()>>,
-    /// Set at shutdown: attempts that have not sent their request yet do not send it.
-    stopping: Arc<AtomicBool>,
-    /// The attempt the machine wants now: an attempt task that is no longer it (new
-    /// credentials started another) does not send its request.
-    current_attempt: Arc<AtomicU64>,
+    /// The attempt the machine wants now ([`NO_ATTEMPT`] once stopping): an attempt task
+    /// that is no longer it (new credentials started another, the actor is stopping) does
+    /// not send its request.
+    wanted: Arc<AtomicU64>,
 }
 
 impl Actor for TokenActor {
@@ -169,8 +168,7 @@ impl Actor for TokenActor {
             last_view: None,
             credential_poll: None,
             attempts: Vec::new(),
-            stopping: Arc::new(AtomicBool::new(false)),
-            current_attempt: Arc::new(AtomicU64::new(u64::MAX)),
+            wanted: Arc::new(AtomicU64::new(NO_ATTEMPT)),
         })
     }
 
@@ -483,7 +481,7 @@ fn check_credentials_changed_since(
 /// a provider with reuse detection answers by revoking the whole grant. Attempts still
 /// queued for a permit do not send their request.
 async fn finish_attempts(st: &mut TokenActorState) {
-    st.stopping.store(true, Ordering::Release);
+    st.wanted.store(NO_ATTEMPT, Ordering::Release);
     let attempts = std::mem::take(&mut st.attempts);
     let limit = st
         .args
@@ -508,7 +506,7 @@ async fn finish_attempts(st: &mut TokenActorState) {
 /// never has two attempts in flight, and its new actor starts after a rotated refresh token
 /// of the old one is on disk. Attempts still queued for a permit do not send their request.
 fn stop_after_attempts(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
-    st.stopping.store(true, Ordering::Release);
+    st.wanted.store(NO_ATTEMPT, Ordering::Release);
     let attempts = std::mem::take(&mut st.attempts);
     let limit = st
         .args
@@ -589,10 +587,13 @@ fn paced_verdict(no_slot: NoSlot) -> Verdict {
     })
 }
 
-/// Whether an attempt task may still send: the actor is not stopping and the machine still
-/// wants this attempt.
-fn still_wanted(stopping: &AtomicBool, current: &AtomicU64, attempt: AttemptId) -> bool {
-    !stopping.load(Ordering::Acquire) && current.load(Ordering::Acquire) == attempt.0
+/// The value of `wanted` when no attempt may send (the actor is stopping).
+const NO_ATTEMPT: u64 = u64::MAX;
+
+/// Whether an attempt task may still send: the machine still wants this attempt and the
+/// actor is not stopping.
+fn still_wanted(wanted: &AtomicU64, attempt: AttemptId) -> bool {
+    wanted.load(Ordering::Acquire) == attempt.0
 }
 
 /// Runs one attempt outside the handler and casts its classified result back.
@@ -610,9 +611,8 @@ fn still_wanted(stopping: &AtomicBool, current: &AtomicU64, attempt: AttemptId) 
 /// that follows presents the token the one before it left.
 fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt: AttemptId) {
     st.attempts.retain(|a| !a.is_finished());
-    st.current_attempt.store(attempt.0, Ordering::Release);
-    let current = st.current_attempt.clone();
-    let stopping = st.stopping.clone();
+    st.wanted.store(attempt.0, Ordering::Release);
+    let wanted = st.wanted.clone();
     let me = myself.clone();
     let deps = st.args.deps.clone();
     let gate = st.args.gate.clone();
@@ -628,12 +628,12 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                 count_attempt(&held);
                 break held;
             }
-            if !still_wanted(&stopping, &current, attempt) {
+            if !still_wanted(&wanted, attempt) {
                 return;
             }
             let started = tokio::time::Instant::now();
             let permit = gate.acquire().await;
-            if !still_wanted(&stopping, &current, attempt) {
+            if !still_wanted(&wanted, attempt) {
                 return;
             }
             // A paced endpoint spaces the starts (the permit is held while waiting for one:
@@ -650,7 +650,7 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             }
             // The one request of this workload in flight (module docs of `credentials`).
             let owner = creds.owner().await;
-            if !still_wanted(&stopping, &current, attempt) {
+            if !still_wanted(&wanted, attempt) {
                 return;
             }
             // The permit is kept until a rotated refresh token is durable (in `send`): a

@@ -15,7 +15,8 @@
 //!   paces it at the rate of good answers measured over the last second (a sliding count),
 //!   at least [`LimiterConfig::min_rate`]. Later throttles cut the rate: when good answers
 //!   came back since the last cut, this is a rate limit: the rate is multiplied by
-//!   [`LimiterConfig::rate_cut`] and growth turns additive above it; when none did, this is
+//!   [`LimiterConfig::rate_cut`] (but kept at [`LimiterConfig::delivered_floor`] of the rate
+//!   answered well over the last second, if that is more) and growth turns additive above it; when none did, this is
 //!   an outage, not a limit: the rate drops to `min_rate` and the limit is discovered again.
 //!   Each good answer grows the rate: by [`LimiterConfig::slow_start_step`] requests/s below
 //!   the threshold of the last rate-limit cut (exponential growth: a doubling every
@@ -47,8 +48,12 @@ pub enum Feedback {
 pub struct LimiterConfig {
     /// The lowest pace, requests per second.
     pub min_rate: f64,
-    /// A throttle after good answers multiplies the rate by this.
+    /// A throttle after good answers multiplies the rate by this...
     pub rate_cut: f64,
+    /// ...but keeps at least this share of the rate answered well over the last second (a
+    /// refusal while that rate was being delivered is more likely a stall on the way than
+    /// a lower limit).
+    pub delivered_floor: f64,
     /// A throttle multiplies the concurrency limit by this.
     pub concurrency_cut: f64,
     /// Requests/s added per good answer below the threshold of the last rate-limit cut.
@@ -68,6 +73,7 @@ impl Default for LimiterConfig {
         LimiterConfig {
             min_rate: 2.0,
             rate_cut: 0.75,
+            delivered_floor: 0.9,
             concurrency_cut: 0.5,
             slow_start_step: 6.0,
             additive_step: 0.5,
@@ -226,7 +232,11 @@ impl EndpointLimiter {
             }
             // Good answers since the last cut: a rate limit. Cut, then grow carefully.
             Some(rate) if self.good_since_cut > 0 => {
-                let cut = (rate * self.config.rate_cut).max(min);
+                let delivered = self.good_rate(now) * self.config.delivered_floor;
+                let cut = (rate * self.config.rate_cut)
+                    .max(delivered)
+                    .min(rate)
+                    .max(min);
                 self.threshold = cut;
                 cut
             }

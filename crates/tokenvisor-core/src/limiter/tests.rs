@@ -240,3 +240,34 @@ proptest! {
         }
     }
 }
+
+/// A refusal while the pace was being delivered (good answers all through the last second)
+/// keeps most of the delivered rate: it is more likely a stall on the way than a lower limit.
+#[test]
+fn a_throttle_keeps_most_of_the_rate_delivered() {
+    let c = LimiterConfig::default();
+    let mut l = limiter(64);
+    // Paced, then the limit found and cut: growth is additive from here.
+    for i in 0..30 {
+        l.on_feedback(Feedback::Good, t(10_000 + i * 30));
+    }
+    l.on_feedback(Feedback::Throttled, t(11_000));
+    l.on_feedback(Feedback::Good, t(12_000));
+    l.on_feedback(Feedback::Throttled, t(12_001));
+    let rate = l.rate().expect("paced");
+    // 30 good answers a second for two seconds.
+    for i in 0..60 {
+        l.on_feedback(Feedback::Good, t(13_000 + i * 33));
+    }
+    let before = l.rate().expect("paced");
+    let delivered = l.good_rate(t(15_000));
+    assert!(delivered > 25.0, "{delivered}");
+    l.on_feedback(Feedback::Throttled, t(15_000));
+    let after = l.rate().expect("paced");
+    assert!(after <= before);
+    assert!(
+        after >= (delivered * c.delivered_floor).min(before) - 1e-9,
+        "{rate} → {before} → {after} (delivered {delivered})"
+    );
+    assert!(after > before * c.rate_cut);
+}

@@ -251,6 +251,8 @@ async fn healthz_needs_no_auth_and_counts_workloads() {
     let v = a.json();
     assert_eq!(v["ok"], true);
     assert_eq!(v["workloads"], 2);
+    assert_eq!(v["endpoints_paced"], 0);
+    assert_eq!(v["endpoints_below_ceiling"], 0);
     f.shutdown().await;
 }
 
@@ -699,6 +701,10 @@ async fn metrics_expose_the_expected_names_and_no_workload_name() {
     }
     assert!(!text.contains("metrics-ok-wl") && !text.contains("metrics-held-wl"));
     a.assert_no_secret("metrics");
+    // The 429 paced its endpoint and cut its limit: /healthz counts it too.
+    let hz = f.call_as(None, Method::GET, "/healthz", None).await.json();
+    assert_eq!(hz["endpoints_paced"], 1, "{hz}");
+    assert_eq!(hz["endpoints_below_ceiling"], 1, "{hz}");
 
     // Without a recorder handle, /metrics is not served.
     let g = fixture(Some(ADMIN)).await;

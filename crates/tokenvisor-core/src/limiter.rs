@@ -26,7 +26,9 @@
 //! - **Starts** are spaced by `1/rate`, each stretched by up to
 //!   [`LimiterConfig::jitter`] of itself (the draw is an argument), never shortened: a
 //!   limiter with no burst allowance refuses a request that comes early, not one that comes
-//!   late.
+//!   late. The turn is kept in fractional milliseconds, so a pace above 1,000 requests/s is
+//!   kept on average (several starts in one millisecond) rather than capped at one per
+//!   millisecond.
 
 use std::time::Duration;
 
@@ -103,8 +105,9 @@ pub struct EndpointLimiter {
     window_start: Timestamp,
     window_good: u32,
     prev_window_good: u32,
-    /// When the last request started (ms, fractional), while paced.
-    last_start_ms: Option<f64>,
+    /// The earliest start of the next request (ms since the epoch, fractional: a pace above
+    /// 1,000 requests/s starts several requests per millisecond).
+    next_ms: Option<f64>,
 }
 
 const WINDOW_MS: u64 = 1_000;
@@ -125,7 +128,7 @@ impl EndpointLimiter {
             window_start: Timestamp::EPOCH,
             window_good: 0,
             prev_window_good: 0,
-            last_start_ms: None,
+            next_ms: None,
         }
     }
 
@@ -257,32 +260,40 @@ impl EndpointLimiter {
         if self.rate.is_some() && calm {
             self.rate = None;
             self.threshold = f64::INFINITY;
-            self.last_start_ms = None;
+            self.next_ms = None;
         }
     }
 
-    /// When the next request may start, asked at `now` with a jitter draw `u` in `[0, 1)`:
-    /// `now` when not paced, else the last start plus the spacing `1/rate` stretched by up
-    /// to [`LimiterConfig::jitter`] (never earlier than `now`).
-    pub fn next_start(&self, now: Timestamp, u: f64) -> Timestamp {
-        let (Some(rate), Some(last)) = (self.rate, self.last_start_ms) else {
+    /// When the next request may start, asked at `now`: `now` when not paced or when its
+    /// turn has come, else the start of its turn. A pace of more than 1,000 requests/s (a
+    /// spacing under the millisecond resolution of time here) lets the starts of one
+    /// millisecond through together, as many as the pace allows on average.
+    pub fn next_start(&self, now: Timestamp) -> Timestamp {
+        let (Some(rate), Some(next)) = (self.rate, self.next_ms) else {
             return now;
         };
-        let spacing = 1_000.0 / rate * (1.0 + self.config.jitter * u.clamp(0.0, 1.0));
-        let at = (last + spacing).ceil();
-        if at <= now.as_millis() as f64 {
+        let tolerance = if rate > 1_000.0 { 1.0 } else { 0.0 };
+        let due = next - tolerance;
+        if due <= now.as_millis() as f64 {
             now
         } else {
-            // `at` is a finite positive number of ms below u64::MAX here.
-            Timestamp::from_millis(at as u64)
+            // `due` is a finite positive number of ms below u64::MAX here.
+            Timestamp::from_millis(due.ceil() as u64)
         }
     }
 
     /// A request starts at `at` (the driver calls it when it sends, after waiting for
-    /// [`EndpointLimiter::next_start`]).
-    pub fn started(&mut self, at: Timestamp) {
+    /// [`EndpointLimiter::next_start`]), with a jitter draw `u` in `[0, 1)`: while paced,
+    /// the next turn comes `1/rate` later, stretched by up to [`LimiterConfig::jitter`] of
+    /// itself (never shortened: a limiter with no burst allowance refuses a request that
+    /// comes early, not one that comes late).
+    pub fn started(&mut self, at: Timestamp, u: f64) {
         let at_ms = at.as_millis() as f64;
-        self.last_start_ms = Some(self.last_start_ms.map_or(at_ms, |l| l.max(at_ms)));
+        let spacing = self.rate.map_or(0.0, |rate| {
+            1_000.0 / rate * (1.0 + self.config.jitter * u.clamp(0.0, 1.0))
+        });
+        let from = self.next_ms.map_or(at_ms, |next| next.max(at_ms));
+        self.next_ms = Some(from + spacing);
     }
 }
 

@@ -111,7 +111,7 @@ impl EndpointGate {
         {
             let mut limiter = self.limiter();
             if limiter.rate().is_none() {
-                limiter.started(clock.now());
+                limiter.started(clock.now(), jitter);
                 return Ok(());
             }
         }
@@ -122,9 +122,9 @@ impl EndpointGate {
             let now = clock.now();
             let at = {
                 let mut limiter = self.limiter();
-                let at = limiter.next_start(now, jitter);
+                let at = limiter.next_start(now);
                 if at <= now {
-                    limiter.started(now);
+                    limiter.started(now, jitter);
                     return Ok(());
                 }
                 at

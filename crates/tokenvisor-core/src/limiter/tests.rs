@@ -21,7 +21,7 @@ fn an_endpoint_that_never_pushed_back_is_not_paced_and_keeps_its_ceiling() {
     }
     assert_eq!(l.limit(), 64);
     assert_eq!(l.rate(), None);
-    assert_eq!(l.next_start(t(5_000), 0.5), t(5_000));
+    assert_eq!(l.next_start(t(5_000)), t(5_000));
 }
 
 /// (feedback sequence at 1 ms apart, expected limit afterwards) from a ceiling of 64.
@@ -114,14 +114,16 @@ fn starts_are_spaced_by_the_rate_and_jitter_only_stretches_them() {
     }
     l.on_feedback(Feedback::Throttled, t(11_000));
     let rate = l.rate().expect("paced");
-    l.started(t(12_000));
+    l.started(t(12_000), 0.0);
     let spacing = (1_000.0 / rate).ceil() as u64;
-    assert_eq!(l.next_start(t(12_000), 0.0), t(12_000 + spacing));
-    let stretched = l.next_start(t(12_000), 0.999);
-    assert!(stretched >= t(12_000 + spacing));
-    assert!(stretched.as_millis() <= 12_000 + (1_000.0 / rate * 1.1).ceil() as u64);
+    assert_eq!(l.next_start(t(12_000)), t(12_000 + spacing));
+    let mut stretched = l.clone();
+    stretched.started(t(12_000), 0.999);
+    let at = stretched.next_start(t(12_000));
+    assert!(at >= t(12_000 + 2 * spacing - 1));
+    assert!(at.as_millis() <= 12_000 + (1_000.0 / rate * 2.1).ceil() as u64);
     // A start long after the spacing waits for nothing.
-    assert_eq!(l.next_start(t(20_000), 0.5), t(20_000));
+    assert_eq!(l.next_start(t(20_000)), t(20_000));
 }
 
 #[test]
@@ -180,9 +182,9 @@ proptest! {
             if let Some(r) = l.rate() {
                 prop_assert!(r >= LimiterConfig::default().min_rate && r.is_finite());
             }
-            let next = l.next_start(t(now), u);
+            let next = l.next_start(t(now));
             prop_assert!(next >= t(now));
-            l.started(next);
+            l.started(next, u);
         }
     }
 
@@ -230,11 +232,11 @@ proptest! {
         let mut now = t(11_000);
         let mut last: Option<Timestamp> = None;
         for draw in u {
-            let at = l.next_start(now, draw);
+            let at = l.next_start(now);
             if let Some(prev) = last {
                 prop_assert!(at.since(prev).as_secs_f64() * rate >= 0.999, "{:?} after {:?} at {rate}/s", at, prev);
             }
-            l.started(at);
+            l.started(at, draw);
             last = Some(at);
             now = at;
         }
@@ -270,4 +272,33 @@ fn a_throttle_keeps_most_of_the_rate_delivered() {
         "{rate} → {before} → {after} (delivered {delivered})"
     );
     assert!(after > before * c.rate_cut);
+}
+
+/// Above 1,000 requests/s (under a millisecond apart) the pace is kept on average: several
+/// starts share a millisecond instead of one per millisecond.
+#[test]
+fn a_pace_above_a_thousand_per_second_is_not_capped_by_the_millisecond() {
+    let mut l = limiter(64);
+    for i in 0..5_000 {
+        l.on_feedback(Feedback::Good, t(100_000 + i / 5));
+    }
+    l.on_feedback(Feedback::Throttled, t(101_000));
+    let rate = l.rate().expect("paced");
+    assert!(rate > 4_000.0, "{rate}");
+    let mut now = t(102_000);
+    let mut starts = 0u32;
+    while now < t(103_000) {
+        let at = l.next_start(now);
+        if at > now {
+            now = at;
+            continue;
+        }
+        l.started(now, 0.0);
+        starts += 1;
+    }
+    let measured = f64::from(starts);
+    assert!(
+        measured > rate * 0.9 && measured < rate * 1.1,
+        "{measured} in a second at {rate}/s"
+    );
 }

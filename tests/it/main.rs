@@ -7,6 +7,7 @@
 //! - [`fleet`]: 1,000 workloads on one endpoint through a fault window.
 //! - [`restart`]: rotated refresh tokens survive a restart of the runtime.
 //! - [`huge_body`]: an 8 MiB HTML 403 is a short, transient `infrastructure_4xx`.
+//! - [`ownership`]: a new client secret during a refresh never reuses the refresh token.
 //! - [`example`]: the embedding example runs and exits 0 without printing a token.
 //! - [`verdicts`]: which answers are verdicts (a framework's 403, an unknown code, Slack).
 
@@ -14,6 +15,7 @@ mod common;
 mod example;
 mod fleet;
 mod huge_body;
+mod ownership;
 mod restart;
 mod scenarios;
 mod verdicts;

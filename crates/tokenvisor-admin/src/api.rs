@@ -4,7 +4,7 @@
 //!
 //! | method, path                          | answers                                                   |
 //! | ------------------------------------- | --------------------------------------------------------- |
-//! | `GET /healthz`                        | 200 `{"ok":true,"workloads":N}`; 503 if the supervisor does not answer or no timer can fire (the timer service is restarting); never needs auth |
+//! | `GET /healthz`                        | 200 `{"ok":true,"workloads":N,…}` (also endpoints paced and below their concurrency ceiling, counts only); 503 if the supervisor does not answer or no timer can fire (the timer service is restarting); never needs auth |
 //! | `GET /metrics`                        | 200 Prometheus text; 404 when no recorder was installed   |
 //! | `GET /v1/workloads[?status=S]`        | 200 array of summaries (sorted by name); 400 bad query    |
 //! | `GET /v1/workloads/{name}`            | 200 summary plus resolved settings; 404                   |
@@ -374,11 +374,16 @@ async fn healthz(State(state): State<AdminState>) -> Response {
             .into_response();
     }
     match state.runtime().workload_count().await {
-        Ok(n) => axum::Json(json!({
-            "ok": true,
-            "workloads": n,
-            "uptime_secs": uptime,
-        }))
+        Ok(n) => {
+            let pacing = state.runtime().gates().pacing();
+            axum::Json(json!({
+                "ok": true,
+                "workloads": n,
+                "uptime_secs": uptime,
+                "endpoints_paced": pacing.paced,
+                "endpoints_below_ceiling": pacing.below_ceiling,
+            }))
+        }
         .into_response(),
         Err(e) => {
             let message = tokenvisor_core::classify::excerpt(e.to_string().as_bytes());

@@ -16,6 +16,14 @@ use crate::error::MetricsError;
 
 /// Gauge: token endpoints currently on hold after a `Retry-After` on 429/503.
 pub(crate) const ENDPOINTS_ON_HOLD: &str = "tokenvisor_endpoints_on_hold";
+/// Gauge: token endpoints paced by rate after a 429/503.
+pub(crate) const ENDPOINTS_PACED: &str = "tokenvisor_endpoints_paced";
+/// Gauge: token endpoints whose adaptive concurrency limit is below `endpoint_concurrency`.
+pub(crate) const ENDPOINTS_BELOW_CEILING: &str = "tokenvisor_endpoints_below_ceiling";
+/// Gauge: the adaptive concurrency limits of all endpoints, summed.
+pub(crate) const ENDPOINT_LIMIT_SUM: &str = "tokenvisor_endpoint_concurrency_limit_sum";
+/// Gauge: the slowest pace of any paced endpoint, requests/s (0 when none is paced).
+pub(crate) const ENDPOINT_MIN_RATE: &str = "tokenvisor_endpoint_min_rate";
 /// Counter: status updates received by the persistence actor.
 pub(crate) const STATUS_UPDATES: &str = "tokenvisor_status_updates_total";
 /// Counter: status updates replaced by a newer one before being written.
@@ -77,6 +85,22 @@ fn describe() {
         ENDPOINTS_ON_HOLD,
         "Token endpoints on hold after Retry-After on 429/503."
     );
+    metrics::describe_gauge!(
+        ENDPOINTS_PACED,
+        "Token endpoints paced by rate after they answered 429/503."
+    );
+    metrics::describe_gauge!(
+        ENDPOINTS_BELOW_CEILING,
+        "Token endpoints whose adaptive concurrency limit is below endpoint_concurrency."
+    );
+    metrics::describe_gauge!(
+        ENDPOINT_LIMIT_SUM,
+        "Adaptive concurrency limits of all token endpoints, summed."
+    );
+    metrics::describe_gauge!(
+        ENDPOINT_MIN_RATE,
+        "The slowest pace of a paced token endpoint, requests/s (0: none paced)."
+    );
     metrics::describe_counter!(
         STATUS_UPDATES,
         "Status updates received by the persistence actor."
@@ -99,6 +123,11 @@ pub(super) fn update_scrape_time_metrics(runtime: &Runtime) {
     use std::sync::atomic::Ordering::Relaxed;
     let now = runtime.clock().now();
     metrics::gauge!(ENDPOINTS_ON_HOLD).set(runtime.gates().held(now) as f64);
+    let pacing = runtime.gates().pacing();
+    metrics::gauge!(ENDPOINTS_PACED).set(pacing.paced as f64);
+    metrics::gauge!(ENDPOINTS_BELOW_CEILING).set(pacing.below_ceiling as f64);
+    metrics::gauge!(ENDPOINT_LIMIT_SUM).set(pacing.limit_sum as f64);
+    metrics::gauge!(ENDPOINT_MIN_RATE).set(pacing.min_rate.unwrap_or(0.0));
     let stats = runtime.persist_stats();
     metrics::gauge!(tokenvisor::METRIC_STATUS_PENDING).set(stats.pending.load(Relaxed) as f64);
     metrics::counter!(tokenvisor::METRIC_STATUS_WRITES).absolute(stats.writes_ok.load(Relaxed));

@@ -95,7 +95,8 @@ pub struct WorkloadPolicy {
     pub give_up_after: Duration,
     /// `Retry-After` values are clamped to this.
     pub max_retry_after: Duration,
-    /// Requests in flight per token endpoint.
+    /// The most requests in flight per token endpoint: a ceiling, under which the runtime
+    /// adapts the live limit to the endpoint's answers (429/503 cut it).
     pub endpoint_concurrency: usize,
     /// Extra RFC 6749 codes treated as transient.
     pub transient_codes: Vec<String>,

@@ -9,6 +9,8 @@
 //!   `Transient` / `Permanent`, with a sanitised summary.
 //! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
 //!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)`.
+//! - [`limiter`]: adaptive pacing of one token endpoint: an AIMD concurrency limit under
+//!   `endpoint_concurrency` and a request rate learned from 429/503 answers.
 //! - [`scrub`]: the one text sanitiser: decode, clean, remove secrets in any encoding.
 //! - [`policy`]: backoff with full jitter, the refresh schedule, restart intensity.
 //! - [`status`]: the on-disk status record (ToolHive's fields and the `token` section).
@@ -21,6 +23,7 @@
 //!   userinfo or query values.
 
 pub mod classify;
+pub mod limiter;
 pub mod machine;
 pub mod name;
 pub mod policy;

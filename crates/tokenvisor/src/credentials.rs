@@ -21,9 +21,20 @@
 //! Every change of the credentials bumps the generation. An attempt takes a
 //! [`CredentialSnapshot`] (credentials plus generation) before it sends its request; when it
 //! comes back with a rotated refresh token it calls [`CredentialStore::store_rotated`] with
-//! the generation it started from. If the credentials were replaced in the meantime (by an
-//! operator, or by an edited file), the rotated token belongs to credentials nobody uses any
-//! more: it is dropped ([`RotateOutcome::Stale`]) and nothing is written.
+//! the generation it started from. If the *refresh token* was replaced in the meantime (by an
+//! operator, or by an edited file), the rotated token belongs to a grant nobody uses any
+//! more: it is dropped ([`RotateOutcome::Stale`]) and nothing is written. A new client secret
+//! alone never drops it: the provider has consumed the old refresh token, so the rotated one
+//! is the only one that still works, whatever secret authenticates it.
+//!
+//! ## One owner
+//!
+//! At most one request per workload is ever in flight: an attempt holds
+//! [`CredentialStore::owner`] from before it takes its snapshot until its rotated token is
+//! stored, so an attempt started while another is in flight (new credentials, a restarted
+//! actor) waits for it and then presents the token it left. On a final answer the attempt
+//! asks [`CredentialStore::current_durable_refresh_token`] whether the durable refresh token
+//! changed since its snapshot (someone rotated or replaced it) and, if so, tries that one.
 //!
 //! ## Files
 //!
@@ -224,7 +235,7 @@ pub enum RotateOutcome {
         /// The last write error (names the file, never the token).
         error: String,
     },
-    /// The credentials were replaced since the attempt started: the token was dropped and
+    /// The refresh token was replaced since the attempt started: the token was dropped and
     /// nothing was written.
     Stale,
 }
@@ -241,6 +252,8 @@ pub struct CredentialStore {
     current: Mutex<Current>,
     /// Serialises every write (and reload) of the refresh-token file.
     file_lock: tokio::sync::Mutex<()>,
+    /// Held by the one attempt allowed to talk to the provider (module docs, "One owner").
+    owner: tokio::sync::Mutex<()>,
     /// Temp files left next to the file by writes of a killed process were removed (after
     /// this store's first successful write; once).
     swept: AtomicBool,
@@ -307,6 +320,9 @@ struct Current {
     client_secret: Option<Secret>,
     refresh_token: Option<Secret>,
     generation: u64,
+    /// The generation at which the refresh token last changed (rotation, operator, file):
+    /// a rotation from an attempt that started before it is stale.
+    token_generation: u64,
     /// What the refresh-token file is believed to hold: the token read at start, the last
     /// token written, or the last content read. A file whose content differs was edited by
     /// someone else; one that still holds this is unchanged, even when the in-memory token
@@ -346,6 +362,7 @@ impl CredentialStore {
             workload: spec.name.clone(),
             refresh_grant,
             file_lock: tokio::sync::Mutex::new(()),
+            owner: tokio::sync::Mutex::new(()),
             swept: AtomicBool::new(false),
             sink: spec.token_sink_file.clone().map(|path| {
                 Arc::new(TokenSink {
@@ -360,6 +377,7 @@ impl CredentialStore {
                 file_token: file.as_ref().and(refresh_token.clone()),
                 refresh_token,
                 generation: 0,
+                token_generation: 0,
             }),
             file,
         })
@@ -406,16 +424,18 @@ impl CredentialStore {
 
     /// Stores a rotated refresh token received by an attempt that started at `generation`.
     ///
-    /// If `generation` is still current: the token replaces the in-memory one, the generation
-    /// is bumped, and the token is written to the refresh-token file (if any), with up to
-    /// three retries; if every write fails the result is [`RotateOutcome::MemoryOnly`]. If
-    /// the credentials changed since, the result is [`RotateOutcome::Stale`] and nothing
-    /// changes. A token equal to the current one changes nothing and is not written.
+    /// If the refresh token has not changed since `generation`: the token replaces the
+    /// in-memory one, the generation is bumped, and the token is written to the refresh-token
+    /// file (if any), with up to three retries; if every write fails the result is
+    /// [`RotateOutcome::MemoryOnly`]. If the refresh token was replaced since (an operator's
+    /// or a file's new token), the result is [`RotateOutcome::Stale`] and nothing changes; a
+    /// new client secret alone does not make it stale. A token equal to the current one
+    /// changes nothing and is not written.
     pub async fn store_rotated(&self, generation: u64, new_refresh_token: Secret) -> RotateOutcome {
         let _file = self.file_lock.lock().await;
         {
             let mut current = self.lock();
-            if current.generation != generation {
+            if current.token_generation > generation {
                 return RotateOutcome::Stale;
             }
             if !self.refresh_grant
@@ -426,6 +446,7 @@ impl CredentialStore {
             }
             current.refresh_token = Some(new_refresh_token.clone());
             current.generation += 1;
+            current.token_generation = current.generation;
         }
         let Some(path) = &self.file else {
             return RotateOutcome::Stored;
@@ -484,16 +505,17 @@ impl CredentialStore {
             (Some(_), None) | (None, Some(_) | None) => false,
         };
         let mut current = self.lock();
+        current.generation += 1;
         if let Some(token) = new.refresh_token {
             if written {
                 current.file_token = Some(token.clone());
             }
             current.refresh_token = Some(token);
+            current.token_generation = current.generation;
         }
         if let Some(secret) = new.client_secret {
             current.client_secret = Some(secret);
         }
-        current.generation += 1;
         Ok(current.generation)
     }
 
@@ -528,7 +550,26 @@ impl CredentialStore {
         }
         current.refresh_token = Some(read);
         current.generation += 1;
+        current.token_generation = current.generation;
         Ok(Some(current.generation))
+    }
+
+    /// The refresh token as it stands durably now, after adopting an edit of the
+    /// refresh-token file ([`CredentialStore::reload_from_file`]); the in-memory one when the
+    /// workload has no file or the file cannot be read (logged). The one place an attempt
+    /// asks "did the refresh token change since my snapshot?" after a final answer: a durable
+    /// state store other than the file is consulted here too.
+    pub async fn current_durable_refresh_token(&self) -> Option<Secret> {
+        if let Err(e) = self.reload_from_file().await {
+            tracing::warn!(workload = %self.workload, "cannot read the refresh-token file again: {e}");
+        }
+        self.lock().refresh_token.clone()
+    }
+
+    /// Waits until no other attempt of this workload talks to the provider, and holds that
+    /// right until the guard drops (module docs, "One owner").
+    pub async fn owner(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.owner.lock().await
     }
 }
 

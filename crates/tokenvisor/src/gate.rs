@@ -1,9 +1,24 @@
-//! Per-token-endpoint gate: a concurrency limit, and a shared hold when the endpoint answers
-//! 429/503 with `Retry-After`, so that every workload of that endpoint waits it out instead
-//! of piling on.
+//! Per-token-endpoint gate: an adaptive concurrency limit, a request pacer, and a shared hold
+//! when the endpoint answers 429/503 with `Retry-After` (or a vendor reset header), so that
+//! every workload of that endpoint waits it out instead of piling on.
 //!
-//! The limit can change while requests are in flight (a reload changed
-//! `endpoint_concurrency`): [`EndpointGate::set_limit`]. Growing adds permits at once, so
+//! ## Adaptive limits
+//!
+//! `endpoint_concurrency` is a ceiling. The gate's [`EndpointLimiter`] (pure, in
+//! `tokenvisor_core::limiter`) learns from every answer ([`EndpointGate::feedback`]): the
+//! concurrency limit stays at the ceiling while answers are good, is halved by a 429/503 and
+//! grows back by one slot per window of good answers; an endpoint that pushed back is also
+//! paced ([`EndpointGate::pace`]): request starts are spaced by the learned rate, with
+//! jitter drawn by the attempt, so the attempts queued during a hold leave it one by one at
+//! the rate that last succeeded instead of all at once. Waiting for a paced start is FIFO
+//! (one waiter sleeps for the next slot, the others queue behind it) and bounded by the
+//! attempt's budget. An endpoint that never pushed back is not paced and costs one
+//! uncontended lock per request.
+//!
+//! ## Resizing
+//!
+//! The concurrency limit changes while requests are in flight (the limiter moved it, or a
+//! reload changed the ceiling: [`EndpointGate::set_limit`]). Growing adds permits at once, so
 //! queued requests start. Shrinking removes free permits at once; when fewer are free than
 //! the shrink needs, the rest are retired as the requests in flight release them (each one
 //! released goes back to no one), so the requests already sent finish undisturbed and no new
@@ -14,7 +29,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokenvisor_core::{Timestamp, TokenUrl};
+use tokenvisor_core::limiter::{EndpointLimiter, Feedback, LimiterConfig};
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::clock::Clock;
 
 /// The gate of one token endpoint.
 #[derive(Debug)]
@@ -26,10 +44,22 @@ pub(crate) struct EndpointGate {
     /// Serialises [`EndpointGate::set_limit`].
     resize: Mutex<()>,
     hold_until_ms: AtomicU64,
+    /// The adaptive limits (a std mutex: held for a few arithmetic operations, never across
+    /// an await).
+    limiter: Mutex<EndpointLimiter>,
+    /// Queue of the attempts waiting for a paced start (FIFO).
+    turnstile: tokio::sync::Mutex<()>,
+}
+
+/// A paced start did not come within the attempt's budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct NoSlot {
+    /// The endpoint's pace then, requests per second.
+    pub rate: f64,
 }
 
 impl EndpointGate {
-    /// A gate allowing `concurrency` requests in flight.
+    /// A gate allowing up to `concurrency` requests in flight (the ceiling), unpaced.
     pub(crate) fn new(concurrency: usize) -> Self {
         let limit = concurrency.clamp(1, Semaphore::MAX_PERMITS);
         EndpointGate {
@@ -38,6 +68,72 @@ impl EndpointGate {
             retire: AtomicUsize::new(0),
             resize: Mutex::new(()),
             hold_until_ms: AtomicU64::new(0),
+            limiter: Mutex::new(EndpointLimiter::new(limit, LimiterConfig::default())),
+            turnstile: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, EndpointLimiter> {
+        self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Learns from one answer: the concurrency limit and the pace follow (module docs).
+    pub(crate) fn feedback(&self, feedback: Feedback, now: Timestamp) {
+        let mut limiter = self.limiter();
+        limiter.on_feedback(feedback, now);
+        let limit = limiter.limit();
+        // Resized under the limiter's lock, so two answers never apply their limits out of
+        // order.
+        if limit != self.limit.load(Ordering::Acquire) {
+            self.resize(limit);
+        }
+    }
+
+    /// The current concurrency limit and pace (requests/s; `None`: not paced).
+    pub(crate) fn adaptive(&self) -> (usize, usize, Option<f64>) {
+        let limiter = self.limiter();
+        (limiter.limit(), limiter.ceiling(), limiter.rate())
+    }
+
+    /// Waits for this request's paced start: at once when the endpoint is not paced, else
+    /// in FIFO order behind the other waiters, each start spaced from the previous one by
+    /// the pace stretched by `jitter` (in `[0, 1)`, of [`LimiterConfig::jitter`]). Gives up
+    /// when the start would come after `deadline`.
+    pub(crate) async fn pace(
+        &self,
+        clock: Clock,
+        deadline: tokio::time::Instant,
+        jitter: f64,
+    ) -> Result<(), NoSlot> {
+        let no_slot = |gate: &Self| NoSlot {
+            rate: gate.limiter().rate().unwrap_or(0.0),
+        };
+        {
+            let mut limiter = self.limiter();
+            if limiter.rate().is_none() {
+                limiter.started(clock.now(), jitter);
+                return Ok(());
+            }
+        }
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.turnstile.lock()).await else {
+            return Err(no_slot(self));
+        };
+        loop {
+            let now = clock.now();
+            let at = {
+                let mut limiter = self.limiter();
+                let at = limiter.next_start(now);
+                if at <= now {
+                    limiter.started(now, jitter);
+                    return Ok(());
+                }
+                at
+            };
+            let wake = tokio::time::Instant::now() + clock.until(at);
+            if wake > deadline {
+                return Err(no_slot(self));
+            }
+            tokio::time::sleep_until(wake).await;
         }
     }
 
@@ -67,9 +163,17 @@ impl EndpointGate {
         self.limit.load(Ordering::Acquire)
     }
 
-    /// Changes the concurrency limit (see the module documentation for what a shrink below
-    /// the requests in flight does).
+    /// Changes the ceiling (`endpoint_concurrency` changed at a reload); the limit follows
+    /// (see the module documentation for what a shrink below the requests in flight does).
     pub(crate) fn set_limit(&self, concurrency: usize) {
+        let mut limiter = self.limiter();
+        limiter.set_ceiling(concurrency.clamp(1, Semaphore::MAX_PERMITS));
+        let limit = limiter.limit();
+        self.resize(limit);
+    }
+
+    /// Sets the number of permits (module documentation, "Resizing").
+    fn resize(&self, concurrency: usize) {
         let new = concurrency.clamp(1, Semaphore::MAX_PERMITS);
         let _one_at_a_time = self.resize.lock().unwrap_or_else(PoisonError::into_inner);
         let old = self.limit.swap(new, Ordering::AcqRel);
@@ -141,6 +245,45 @@ impl Gates {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.values().filter(|g| g.held_until(now).is_some()).count()
     }
+
+    /// The adaptive limits of every endpoint, summed up (no endpoint named: metrics carry no
+    /// unbounded label).
+    pub fn pacing(&self) -> Pacing {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut p = Pacing {
+            endpoints: map.len(),
+            ..Pacing::default()
+        };
+        for (limit, ceiling, rate) in map.values().map(|g| g.adaptive()) {
+            p.limit_sum += limit;
+            p.ceiling_sum += ceiling;
+            if limit < ceiling {
+                p.below_ceiling += 1;
+            }
+            if let Some(rate) = rate {
+                p.paced += 1;
+                p.min_rate = Some(p.min_rate.map_or(rate, |m: f64| m.min(rate)));
+            }
+        }
+        p
+    }
+}
+
+/// The adaptive limits of all endpoints together ([`Gates::pacing`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pacing {
+    /// Endpoints known.
+    pub endpoints: usize,
+    /// Their current concurrency limits, summed.
+    pub limit_sum: usize,
+    /// Their ceilings (`endpoint_concurrency`), summed.
+    pub ceiling_sum: usize,
+    /// Endpoints whose limit is below their ceiling now.
+    pub below_ceiling: usize,
+    /// Endpoints paced by rate now.
+    pub paced: usize,
+    /// The slowest pace, requests per second, if any endpoint is paced.
+    pub min_rate: Option<f64>,
 }
 
 #[cfg(test)]
@@ -241,6 +384,62 @@ mod tests {
             v.push(g.acquire().await);
         }
         v
+    }
+
+    #[tokio::test]
+    async fn a_throttle_cuts_the_limit_and_good_answers_grow_it_back_to_the_ceiling() {
+        let g = EndpointGate::new(8);
+        let t = |ms| Timestamp::from_millis(ms);
+        g.feedback(Feedback::Throttled, t(1_000));
+        assert_eq!(g.limit(), 4);
+        let held = futures_take(&g, 4).await;
+        assert!(try_take(&g).is_none(), "more than the cut limit in flight");
+        drop(held);
+        for i in 0..100 {
+            g.feedback(Feedback::Good, t(2_000 + i));
+        }
+        assert_eq!(g.limit(), 8, "never above the ceiling");
+        assert_eq!(take_all(&g).len(), 8);
+    }
+
+    /// Paced starts leave one by one, in order, spaced by the pace; an unpaced gate waits
+    /// for nothing.
+    #[tokio::test(start_paused = true)]
+    async fn paced_starts_are_spaced() {
+        let clock = Clock::anchored(Timestamp::from_millis(1_000_000));
+        let g = Arc::new(EndpointGate::new(8));
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        g.pace(clock, far, 0.5).await.unwrap();
+        g.pace(clock, far, 0.5).await.unwrap();
+        assert_eq!(
+            clock.now(),
+            Timestamp::from_millis(1_000_000),
+            "unpaced: no wait"
+        );
+        // A throttle with nothing answered well: paced at the minimum rate.
+        g.feedback(Feedback::Throttled, clock.now());
+        let rate = g.adaptive().2.unwrap();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let (g, starts) = (g.clone(), starts.clone());
+                tokio::spawn(async move {
+                    g.pace(clock, far, 0.0).await.unwrap();
+                    starts.lock().unwrap().push(clock.now().as_millis());
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let starts = starts.lock().unwrap().clone();
+        let spacing = (1_000.0 / rate).ceil() as u64;
+        for pair in starts.windows(2) {
+            assert!(pair[1] - pair[0] >= spacing, "{starts:?} at {rate}/s");
+        }
+        // A start beyond the deadline is refused at once.
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
+        assert!(g.pace(clock, soon, 0.0).await.is_err());
     }
 
     #[test]

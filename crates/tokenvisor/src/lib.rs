@@ -112,7 +112,7 @@ pub use crate::metrics::{
 pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new_file};
 pub use clock::Clock;
 pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
-pub use gate::Gates;
+pub use gate::{Gates, Pacing};
 pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
 pub use locks::{LockError, hold_credentials};
 pub use oauth::{HttpConfig, HttpError, HttpTransport};

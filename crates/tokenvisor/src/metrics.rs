@@ -22,6 +22,11 @@ pub const ENDPOINT_HOLDS: &str = "tokenvisor_endpoint_holds_total";
 pub const ENDPOINT_HELD_ATTEMPTS: &str = "tokenvisor_endpoint_held_attempts_total";
 /// Counter: attempts that waited out their endpoint's hold, then were sent.
 pub const ENDPOINT_HOLD_WAITS: &str = "tokenvisor_endpoint_hold_waits_total";
+/// Attempts not sent: their endpoint is paced and had no start for them within their budget.
+pub const ENDPOINT_PACED_ATTEMPTS: &str = "tokenvisor_endpoint_paced_attempts_total";
+/// Refreshes retried with a refresh token that changed while the first try was answered
+/// with a final error (someone else rotated or replaced it).
+pub const REFRESH_TOKEN_ADOPTED: &str = "tokenvisor_refresh_token_adopted_total";
 /// Counter: token actors restarted after a crash.
 pub const ACTOR_RESTARTS: &str = "tokenvisor_actor_restarts_total";
 /// Counter: workloads that spent their restart budget (status `error`).
@@ -69,6 +74,14 @@ pub fn describe() {
     describe_counter!(
         ENDPOINT_HOLD_WAITS,
         "Attempts that waited out their endpoint's hold, then were sent."
+    );
+    describe_counter!(
+        ENDPOINT_PACED_ATTEMPTS,
+        "Attempts not sent: their paced endpoint had no start for them within their budget."
+    );
+    describe_counter!(
+        REFRESH_TOKEN_ADOPTED,
+        "Final answers not believed: the refresh token had changed since; retried with it."
     );
     describe_counter!(ACTOR_RESTARTS, "Token actors restarted after a crash.");
     describe_counter!(ACTOR_GAVE_UP, "Workloads whose restart budget is spent.");

@@ -21,8 +21,10 @@
 //! [`Runtime::reconcile`] brings the running workloads to a wanted set: the diff is the pure
 //! [`reconcile::plan`] (running specs from the supervisor), and applying it keeps the
 //! one-owner rule: a stopped or restarted workload's removal answers only after its actor
-//! stopped, which waits for its refresh in flight; a restarted workload's refresh-token file
-//! is read again just before it starts, so it presents the token its old actor last stored.
+//! stopped, which waits for its refresh in flight; a restarted workload presents the refresh
+//! token its old actor last stored (taken from its credential store after the removal, and
+//! its refresh-token file read again just before it starts), unless the operator configured
+//! a new inline token.
 //! A daemon calls it at start (from nothing: every workload starts) and at every reload. A
 //! caller's `admit` hook runs before each start (the daemon takes the workload's
 //! refresh-token file lock there, `crate::locks::hold_credentials`); a refusal is logged and
@@ -575,6 +577,14 @@ impl Runtime {
     {
         let running = self.list().await?;
         let plan = reconcile::plan(desired, running.iter().map(|v| &*v.spec));
+        let restarting: std::collections::HashSet<&WorkloadName> =
+            plan.restart.iter().map(|s| &s.name).collect();
+        let configured: std::collections::HashMap<WorkloadName, GrantSpec> = running
+            .iter()
+            .filter(|v| restarting.contains(&v.spec.name))
+            .map(|v| (v.spec.name.clone(), v.spec.grant.clone()))
+            .collect();
+        drop(restarting);
         drop(running);
         let mut report = ReconcileReport::default();
         for r in plan.resize_endpoints {
@@ -594,9 +604,17 @@ impl Runtime {
             }
         }
         for spec in plan.restart {
-            // The removal waits for a refresh in flight; the file may hold a newer refresh
-            // token than the one read a moment ago.
+            // The removal waits for a refresh in flight; the refresh token it left is the
+            // one to present next (from the old credential store, or the file, which may
+            // hold a newer refresh token than the one read a moment ago).
+            let store = self
+                .call(|r| SupervisorMsg::Credentials(spec.name.clone(), r))
+                .await
+                .ok()
+                .flatten();
             let _ = self.remove(&spec.name).await;
+            let before = configured.get(&spec.name);
+            let spec = carry_refresh_token(spec, before, store.as_deref());
             self.start_admitted(reread_refresh_token(spec).await, &admit)
                 .await;
             report.changed += 1;
@@ -670,6 +688,39 @@ impl Runtime {
     pub fn inject_crash(&self, name: &WorkloadName) {
         let _ = self.supervisor.cast(SupervisorMsg::Crash(name.clone()));
     }
+}
+
+/// A workload restarted by a reload presents the refresh token its old actor left (a
+/// rotation in memory, for a token inline in the configuration), unless the operator
+/// configured a new one: then that one. `before` is the grant the workload ran with, `store`
+/// its credential store, read after its removal (its refresh in flight is done). A token in
+/// a file is read again after this ([`reread_refresh_token`]).
+fn carry_refresh_token(
+    mut spec: WorkloadSpec,
+    before: Option<&GrantSpec>,
+    store: Option<&crate::credentials::CredentialStore>,
+) -> WorkloadSpec {
+    let (Some(before), Some(store)) = (before, store) else {
+        return spec;
+    };
+    let crate::transport::Grant::RefreshToken(current) = store.snapshot().grant else {
+        return spec;
+    };
+    match (&mut spec.grant, before) {
+        (
+            GrantSpec::RefreshToken { token, file },
+            GrantSpec::RefreshToken {
+                token: configured, ..
+            },
+        ) => {
+            // In a file the configured token changes with every rotation: the file decides.
+            if file.is_some() || token == configured {
+                *token = current;
+            }
+        }
+        (GrantSpec::RefreshToken { .. } | GrantSpec::ClientCredentials, _) => {}
+    }
+    spec
 }
 
 /// Reads the refresh-token file of `spec` again (bounded, on the blocking pool): a restarted

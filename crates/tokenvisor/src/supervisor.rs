@@ -90,6 +90,9 @@ pub(crate) enum SupervisorMsg {
     ForceRefresh(WorkloadName, RpcReplyPort<bool>),
     /// Refresh every workload now; answers how many were told.
     ForceRefreshAll(RpcReplyPort<usize>),
+    /// A workload's credential store (a reload restarting the workload carries its current
+    /// refresh token over).
+    Credentials(WorkloadName, RpcReplyPort<Option<Arc<CredentialStore>>>),
     /// New credentials (recovers an unauthenticated workload).
     SupplyCredentials(
         WorkloadName,
@@ -263,6 +266,9 @@ impl Actor for Supervisor {
                     .filter(|a| a.cast(TokenMsg::ForceRefresh).is_ok())
                     .count();
                 let _ = reply.send(sent);
+            }
+            SupervisorMsg::Credentials(name, reply) => {
+                let _ = reply.send(st.entries.get(&name).map(|e| e.credentials.clone()));
             }
             SupervisorMsg::SupplyCredentials(name, creds, reply) => {
                 let Some(entry) = st.entries.get(&name) else {

@@ -41,7 +41,52 @@ pub enum FakeReply {
     /// Never answer (until the request's own timeout, which the fake enforces as a
     /// `Timeout` outcome).
     Hang,
+    /// Answer with the inner reply once the test calls [`Release::release`] (or time out
+    /// like any request): a refresh kept in flight for exactly as long as a test needs.
+    Held(Release, Box<FakeReply>),
 }
+
+/// Lets one [`FakeReply::Held`] reply go per [`Release::release`]. Clones share it.
+#[derive(Clone)]
+pub struct Release {
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Release {
+    fn default() -> Self {
+        Release::new()
+    }
+}
+
+impl Release {
+    /// A release nothing has passed yet.
+    pub fn new() -> Self {
+        Release {
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+
+    /// Lets one held reply go (now, or the next one held).
+    pub fn release(&self) {
+        self.gate.add_permits(1);
+    }
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Release")
+            .field("released", &self.gate.available_permits())
+            .finish()
+    }
+}
+
+impl PartialEq for Release {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.gate, &other.gate)
+    }
+}
+
+impl Eq for Release {}
 
 impl FakeReply {
     /// A token living `secs` seconds, no rotation.
@@ -243,12 +288,14 @@ fn render(reply: FakeReply, serial: u64) -> ReplyStep {
         }),
         FakeReply::Delayed(d, inner) => ReplyStep::Wait(d, *inner),
         FakeReply::Hang => ReplyStep::Hang,
+        FakeReply::Held(release, inner) => ReplyStep::Held(release, *inner),
     }
 }
 
 enum ReplyStep {
     Done(RawOutcome),
     Wait(Duration, FakeReply),
+    Held(Release, FakeReply),
     Hang,
 }
 
@@ -264,6 +311,12 @@ impl Transport for FakeTransport {
                         ReplyStep::Done(o) => return o,
                         ReplyStep::Wait(d, next) => {
                             tokio::time::sleep(d).await;
+                            step = render(next, serial);
+                        }
+                        ReplyStep::Held(release, next) => {
+                            if let Ok(permit) = release.gate.acquire().await {
+                                permit.forget();
+                            }
                             step = render(next, serial);
                         }
                         ReplyStep::Hang => std::future::pending::<()>().await,

@@ -7,6 +7,13 @@
 //! result comes back as [`TokenMsg::AttemptDone`] tagged with its attempt; the machine drops
 //! results of attempts that are no longer current.
 //!
+//! One owner per credential: an attempt task waits for its endpoint (hold, adaptive permit,
+//! paced start: `crate::gate`), then for its workload's owner lock
+//! ([`CredentialStore::owner`]), and sends only if the machine still wants it; it keeps the
+//! lock until a rotated refresh token is stored. A final answer for a refresh token that is
+//! no longer the durable one is retried once with the durable one
+//! ([`CredentialStore::current_durable_refresh_token`]).
+//!
 //! Logs name their workload: every handler runs in a span `workload{name=…}`, made per
 //! handled message from the name the actor holds (never stored: a span kept by each of
 //! 100,000 idle actors would cost memory), and so do the tasks a handler spawns and an
@@ -15,10 +22,11 @@
 //! at `ERROR` level so that it is enabled under any filter that lets a line through.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokenvisor_core::limiter::Feedback;
 use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
 use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::projection::{self, Occasion, Stamp};
@@ -33,7 +41,7 @@ use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::credentials::{CredentialStore, RotateOutcome};
-use crate::gate::EndpointGate;
+use crate::gate::{EndpointGate, NoSlot};
 use crate::handle::{AccessToken, Slot, Unavailable, WorkloadShared};
 use crate::metrics as m;
 use crate::msg::TokenMsg;
@@ -122,8 +130,10 @@ pub(crate) struct TokenActorState {
     credential_poll: Option<JoinHandle<()>>,
     /// Attempt tasks not known to have finished (shutdown waits for them).
     attempts: Vec<JoinHandle<()>>,
-    /// Set at shutdown: attempts that have not sent their request yet do not send it.
-    stopping: Arc<AtomicBool>,
+    /// The attempt the machine wants now ([`NO_ATTEMPT`] once stopping): an attempt task
+    /// that is no longer it (new credentials started another, the actor is stopping) does
+    /// not send its request.
+    wanted: Arc<AtomicU64>,
 }
 
 impl Actor for TokenActor {
@@ -158,7 +168,7 @@ impl Actor for TokenActor {
             last_view: None,
             credential_poll: None,
             attempts: Vec::new(),
-            stopping: Arc::new(AtomicBool::new(false)),
+            wanted: Arc::new(AtomicU64::new(NO_ATTEMPT)),
         })
     }
 
@@ -471,7 +481,7 @@ fn check_credentials_changed_since(
 /// a provider with reuse detection answers by revoking the whole grant. Attempts still
 /// queued for a permit do not send their request.
 async fn finish_attempts(st: &mut TokenActorState) {
-    st.stopping.store(true, Ordering::Release);
+    st.wanted.store(NO_ATTEMPT, Ordering::Release);
     let attempts = std::mem::take(&mut st.attempts);
     let limit = st
         .args
@@ -496,7 +506,7 @@ async fn finish_attempts(st: &mut TokenActorState) {
 /// never has two attempts in flight, and its new actor starts after a rotated refresh token
 /// of the old one is on disk. Attempts still queued for a permit do not send their request.
 fn stop_after_attempts(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
-    st.stopping.store(true, Ordering::Release);
+    st.wanted.store(NO_ATTEMPT, Ordering::Release);
     let attempts = std::mem::take(&mut st.attempts);
     let limit = st
         .args
@@ -561,21 +571,55 @@ async fn wait_out_hold(
     Ok(())
 }
 
+/// The verdict of an attempt not sent because its paced endpoint had no start for it within
+/// its budget.
+fn paced_verdict(no_slot: NoSlot) -> Verdict {
+    metrics::counter!(m::ENDPOINT_PACED_ATTEMPTS).increment(1);
+    Verdict::Transient(Failure {
+        kind: FailureKind::RateLimited,
+        http_status: None,
+        error_code: None,
+        retry_after: None,
+        summary: format!(
+            "not sent: the endpoint is paced at {:.1} requests/s after it asked for less, and had no free start within this attempt's budget",
+            no_slot.rate
+        ),
+    })
+}
+
+/// The value of `wanted` when no attempt may send (the actor is stopping).
+const NO_ATTEMPT: u64 = u64::MAX;
+
+/// Whether an attempt task may still send: the machine still wants this attempt and the
+/// actor is not stopping.
+fn still_wanted(wanted: &AtomicU64, attempt: AttemptId) -> bool {
+    wanted.load(Ordering::Acquire) == attempt.0
+}
+
 /// Runs one attempt outside the handler and casts its classified result back.
 ///
 /// In a storm thousands of attempt tasks wait for their endpoint's permit at once, so the
 /// task itself stays small while it waits (a few `Arc`s, the hold sleep, the permit request);
 /// the exchange, its classification and the write-back of a rotated token run in [`send`],
 /// allocated only once the permit is held, in the workload's span made then.
+///
+/// One owner per credential: before its request the task takes the workload's
+/// [`CredentialStore::owner`] (waiting for an attempt of the same workload still in flight,
+/// one that new credentials superseded) and checks that the machine still wants it; it holds
+/// the owner until its rotated refresh token is stored. So a forced refresh, new credentials
+/// or a restarted actor never send a second request beside one in flight, and the attempt
+/// that follows presents the token the one before it left.
 fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt: AttemptId) {
     st.attempts.retain(|a| !a.is_finished());
-    let stopping = st.stopping.clone();
+    st.wanted.store(attempt.0, Ordering::Release);
+    let wanted = st.wanted.clone();
     let me = myself.clone();
     let deps = st.args.deps.clone();
     let gate = st.args.gate.clone();
     let creds = st.args.credentials.clone();
     let spec = st.args.spec.clone();
     let jitter = st.rng.f64();
+    let pace_jitter = st.rng.f64();
     let task = tokio::spawn(async move {
         let clock = deps.clock;
         let deadline = tokio::time::Instant::now() + spec.policy.hold_wait_budget();
@@ -584,18 +628,30 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                 count_attempt(&held);
                 break held;
             }
-            if stopping.load(Ordering::Acquire) {
+            if !still_wanted(&wanted, attempt) {
                 return;
             }
             let started = tokio::time::Instant::now();
             let permit = gate.acquire().await;
-            if stopping.load(Ordering::Acquire) {
+            if !still_wanted(&wanted, attempt) {
                 return;
+            }
+            // A paced endpoint spaces the starts (the permit is held while waiting for one:
+            // at most `limit` attempts queue there, in order).
+            if let Err(no_slot) = gate.pace(clock, deadline, pace_jitter).await {
+                let verdict = paced_verdict(no_slot);
+                count_attempt(&verdict);
+                break verdict;
             }
             // A hold may have begun while this attempt queued for its permit.
             if gate.held_until(clock.now()).is_some() {
                 drop(permit);
                 continue;
+            }
+            // The one request of this workload in flight (module docs of `credentials`).
+            let owner = creds.owner().await;
+            if !still_wanted(&wanted, attempt) {
+                return;
             }
             // The permit is kept until a rotated refresh token is durable (in `send`): a
             // refresh the provider has answered but whose new token is not on disk yet is
@@ -606,6 +662,7 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             let span = workload_span(&spec.name);
             let verdict =
                 Box::pin(send(&deps, &gate, &creds, &spec, started).instrument(span)).await;
+            drop(owner);
             drop(permit);
             break verdict;
         };
@@ -615,8 +672,10 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
     st.attempts.push(task);
 }
 
-/// One token request, with its endpoint permit held: exchange, classify, record a
-/// `Retry-After` hold, store a rotated refresh token.
+/// One token request, with its endpoint permit and its workload's owner held: exchange,
+/// classify, record a `Retry-After` hold, store a rotated refresh token. A final answer to
+/// a refresh token that is no longer the durable one (rotated or replaced by someone else
+/// since the snapshot) is not believed: the request is made once more with the durable one.
 async fn send(
     deps: &Deps,
     gate: &EndpointGate,
@@ -624,6 +683,33 @@ async fn send(
     spec: &WorkloadSpec,
     started: tokio::time::Instant,
 ) -> Verdict {
+    let (verdict, presented) = exchange_once(deps, gate, creds, spec, started).await;
+    let (Verdict::Permanent(_), crate::transport::Grant::RefreshToken(presented)) =
+        (&verdict, presented)
+    else {
+        return verdict;
+    };
+    match creds.current_durable_refresh_token().await {
+        Some(durable) if durable != presented => {
+            tracing::warn!(workload = %spec.name, "final answer to a refresh token that is no longer the current one; trying the current one");
+            metrics::counter!(m::REFRESH_TOKEN_ADOPTED).increment(1);
+            exchange_once(deps, gate, creds, spec, tokio::time::Instant::now())
+                .await
+                .0
+        }
+        Some(_) | None => verdict,
+    }
+}
+
+/// One exchange with the credentials of the moment (see [`send`]); returns its verdict and
+/// the grant it presented.
+async fn exchange_once(
+    deps: &Deps,
+    gate: &EndpointGate,
+    creds: &CredentialStore,
+    spec: &WorkloadSpec,
+    started: tokio::time::Instant,
+) -> (Verdict, crate::transport::Grant) {
     let snapshot = creds.snapshot();
     let mut req = ExchangeRequest::for_spec(spec, snapshot.grant.clone());
     req.client_secret = snapshot.client_secret.clone();
@@ -635,6 +721,7 @@ async fn send(
     let secrets = req.secrets();
     let verdict = classify(&outcome, now, &policy, &secrets.iter().collect::<Vec<_>>());
     metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
+    gate.feedback(feedback_of(&verdict), now);
     // The hold is clamped like every delay: no server makes the endpoint wait longer than a
     // timer can be armed for.
     if let Verdict::Transient(f) = &verdict
@@ -646,7 +733,7 @@ async fn send(
         tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
     }
     count_attempt(&verdict);
-    match verdict {
+    let verdict = match verdict {
         Verdict::Success(mut grant) => {
             if let (Some(rt), crate::transport::Grant::RefreshToken(_)) =
                 (grant.refresh_token.take(), &snapshot.grant)
@@ -662,6 +749,20 @@ async fn send(
             Verdict::Success(grant)
         }
         other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => other,
+    };
+    (verdict, snapshot.grant)
+}
+
+/// What an answer says about the endpoint's capacity: 429/503 ask for less; any other
+/// answer the endpoint gave (a token, a final verdict) shows it had room; a failure without
+/// an answer (a timeout, a network error) or another transient status says nothing.
+fn feedback_of(verdict: &Verdict) -> Feedback {
+    match verdict {
+        Verdict::Success(_) | Verdict::Permanent(_) => Feedback::Good,
+        Verdict::Transient(f) => match f.http_status {
+            Some(429 | 503) => Feedback::Throttled,
+            Some(_) | None => Feedback::Neutral,
+        },
     }
 }
 

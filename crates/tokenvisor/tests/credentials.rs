@@ -110,6 +110,49 @@ async fn a_stale_generation_is_not_written() {
     assert_eq!(store.generation(), 1);
 }
 
+/// Grant loss: an operator's new client secret (and nothing else) while a refresh was in
+/// flight used to drop the token that refresh rotated to; the provider had consumed the old
+/// one, so the next refresh presented a dead token (reuse detection revokes the grant).
+#[tokio::test]
+async fn a_new_client_secret_keeps_the_rotated_refresh_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = rt_store(dir.path(), "rt-old");
+    let attempt = store.snapshot();
+    store
+        .replace(NewCredentials {
+            refresh_token: None,
+            client_secret: Some(Secret::from("new-client-secret")),
+        })
+        .await
+        .unwrap();
+    let outcome = store
+        .store_rotated(attempt.generation, Secret::from("rt-rotated"))
+        .await;
+    assert_eq!(outcome, RotateOutcome::Stored);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "rt-rotated");
+    assert_eq!(current_rt(&store), "rt-rotated");
+    let snap = store.snapshot();
+    assert_eq!(snap.client_secret, Some(Secret::from("new-client-secret")));
+}
+
+/// After a final answer an attempt asks for the durable refresh token: an edit of the file
+/// since the snapshot is adopted and returned.
+#[tokio::test]
+async fn the_durable_refresh_token_follows_an_edited_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = rt_store(dir.path(), "rt-old");
+    assert_eq!(
+        store.current_durable_refresh_token().await,
+        Some(Secret::from("rt-old"))
+    );
+    std::fs::write(&path, "rt-elsewhere\n").unwrap();
+    assert_eq!(
+        store.current_durable_refresh_token().await,
+        Some(Secret::from("rt-elsewhere"))
+    );
+    assert_eq!(current_rt(&store), "rt-elsewhere");
+}
+
 #[tokio::test]
 async fn replace_writes_the_refresh_token_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -250,6 +250,8 @@ async fn healthz_needs_no_auth_and_counts_workloads() {
     let v = a.json();
     assert_eq!(v["ok"], true);
     assert_eq!(v["workloads"], 2);
+    assert_eq!(v["endpoints_paced"], 0);
+    assert_eq!(v["endpoints_below_ceiling"], 0);
     f.shutdown().await;
 }
 
@@ -684,6 +686,11 @@ async fn metrics_expose_the_expected_names_and_no_workload_name() {
         "tokenvisor_refresh_duration_seconds_bucket{",
         "tokenvisor_endpoints_on_hold ",
         "tokenvisor_endpoint_holds_total",
+        // The held workload's 429 paced its endpoint (no endpoint label: aggregates).
+        "tokenvisor_endpoints_paced 1",
+        "tokenvisor_endpoints_below_ceiling ",
+        "tokenvisor_endpoint_concurrency_limit_sum ",
+        "tokenvisor_endpoint_min_rate ",
         "tokenvisor_status_pending ",
         "tokenvisor_status_writes_total ",
         "tokenvisor_status_updates_total ",
@@ -693,6 +700,10 @@ async fn metrics_expose_the_expected_names_and_no_workload_name() {
     }
     assert!(!text.contains("metrics-ok-wl") && !text.contains("metrics-held-wl"));
     a.assert_no_secret("metrics");
+    // The 429 paced its endpoint and cut its limit: /healthz counts it too.
+    let hz = f.call_as(None, Method::GET, "/healthz", None).await.json();
+    assert_eq!(hz["endpoints_paced"], 1, "{hz}");
+    assert_eq!(hz["endpoints_below_ceiling"], 1, "{hz}");
 
     // Without a recorder handle, /metrics is not served.
     let g = fixture(Some(ADMIN)).await;

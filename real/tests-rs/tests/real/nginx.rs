@@ -33,6 +33,13 @@ pub(crate) enum Mode {
         /// The burst allowed.
         burst: u32,
     },
+    /// The provider behind `limit_req` at 40 r/s for all clients, burst 0, refusals 429 +
+    /// `Retry-After: 1` (the rate-limited recovery benchmark).
+    #[allow(
+        dead_code,
+        reason = "used by the rate_recovery benchmark (examples/), not the tests"
+    )]
+    LimitReq40,
     /// Proxied to an upstream that never answers.
     Slow,
 }
@@ -47,6 +54,7 @@ impl Mode {
             Mode::Unavailable503 => "unavailable503",
             Mode::BadGateway502 => "bad_gateway502",
             Mode::LimitReq { .. } => "limit_req",
+            Mode::LimitReq40 => "limit_req40",
             Mode::Slow => "slow",
         }
     }
@@ -120,9 +128,12 @@ impl Layout {
         let (retry_after, burst) = match mode {
             Mode::RetryAfter429 { secs } => (secs, 0),
             Mode::LimitReq { burst } => (1, burst),
-            Mode::Pass | Mode::Waf403 | Mode::Unavailable503 | Mode::BadGateway502 | Mode::Slow => {
-                (1, 0)
-            }
+            Mode::Pass
+            | Mode::Waf403
+            | Mode::Unavailable503
+            | Mode::BadGateway502
+            | Mode::LimitReq40
+            | Mode::Slow => (1, 0),
         };
         let body = render(
             &template,

@@ -1,0 +1,301 @@
+//! Adaptive pacing of one token endpoint: a concurrency limit and a request rate, both
+//! learned from the endpoint's answers (AIMD, as TCP and Netflix's concurrency-limits do).
+//!
+//! A driver keeps one [`EndpointLimiter`] per endpoint, feeds it the [`Feedback`] of every
+//! answer and asks it two things: how many requests may be in flight ([`EndpointLimiter::limit`])
+//! and when the next request may start ([`EndpointLimiter::next_start`]). Time (`now`) and
+//! the jitter draw are arguments; nothing here reads a clock.
+//!
+//! - **Concurrency** starts at the ceiling (`endpoint_concurrency`) and stays there while
+//!   answers come back fine. A 429/503 ([`Feedback::Throttled`]) halves it (at most once per
+//!   [`LimiterConfig::cooldown`], so the answers of one burst count once); each good answer
+//!   adds `1/limit` (one more slot per window of good answers). Never above the ceiling,
+//!   never below 1.
+//! - **Rate.** An endpoint that never pushed back is not paced at all. The first throttle
+//!   paces it at the rate of good answers measured over the last second (a sliding count),
+//!   at least [`LimiterConfig::min_rate`]. Later throttles cut the rate: when good answers
+//!   came back since the last cut, this is a rate limit: the rate is multiplied by
+//!   [`LimiterConfig::rate_cut`] (but kept at [`LimiterConfig::delivered_floor`] of the rate
+//!   answered well over the last second, if that is more) and growth turns additive above it; when none did, this is
+//!   an outage, not a limit: the rate drops to `min_rate` and the limit is discovered again.
+//!   Each good answer grows the rate: by [`LimiterConfig::slow_start_step`] requests/s below
+//!   the threshold of the last rate-limit cut (exponential growth: a doubling every
+//!   fraction of a second), by [`LimiterConfig::additive_step`]`/rate` above it (that many
+//!   requests/s more per second).
+//!   After [`LimiterConfig::calm`] without a throttle the endpoint is unpaced again.
+//! - **Starts** are spaced by `1/rate`, each stretched by up to
+//!   [`LimiterConfig::jitter`] of itself (the draw is an argument), never shortened: a
+//!   limiter with no burst allowance refuses a request that comes early, not one that comes
+//!   late. The turn is kept in fractional milliseconds, so a pace above 1,000 requests/s is
+//!   kept on average (several starts in one millisecond) rather than capped at one per
+//!   millisecond.
+
+use std::time::Duration;
+
+use crate::time::Timestamp;
+
+/// What an answer says about the endpoint's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// A good answer (a token, or a final verdict: the endpoint had capacity for it).
+    Good,
+    /// 429 or 503: the endpoint (or a proxy in front of it) asks for less.
+    Throttled,
+    /// Says nothing about capacity (a timeout, a network error, a WAF page).
+    Neutral,
+}
+
+/// The limiter's constants. [`LimiterConfig::default`] is what the runtime uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimiterConfig {
+    /// The lowest pace, requests per second.
+    pub min_rate: f64,
+    /// A throttle after good answers multiplies the rate by this...
+    pub rate_cut: f64,
+    /// ...but keeps at least this share of the rate answered well over the last second (a
+    /// refusal while that rate was being delivered is more likely a stall on the way than
+    /// a lower limit).
+    pub delivered_floor: f64,
+    /// A throttle multiplies the concurrency limit by this.
+    pub concurrency_cut: f64,
+    /// Requests/s added per good answer below the threshold of the last rate-limit cut.
+    pub slow_start_step: f64,
+    /// Above that threshold, requests/s added per `rate` good answers (about per second).
+    pub additive_step: f64,
+    /// Throttles within this time of a cut are the same event (one burst's answers).
+    pub cooldown: Duration,
+    /// After this long without a throttle the endpoint is not paced any more.
+    pub calm: Duration,
+    /// Each spacing between starts is stretched by up to this fraction of itself.
+    pub jitter: f64,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig {
+            min_rate: 2.0,
+            rate_cut: 0.75,
+            delivered_floor: 0.9,
+            concurrency_cut: 0.5,
+            slow_start_step: 6.0,
+            additive_step: 0.5,
+            cooldown: Duration::from_secs(1),
+            calm: Duration::from_secs(120),
+            jitter: 0.1,
+        }
+    }
+}
+
+/// The adaptive limits of one endpoint (module documentation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointLimiter {
+    config: LimiterConfig,
+    ceiling: usize,
+    /// The concurrency limit, in `[1, ceiling]` (fractional: grows by `1/limit`).
+    limit: f64,
+    /// Requests per second; `None`: not paced.
+    rate: Option<f64>,
+    /// Below it the rate grows by `slow_start_step`, above it by `1/rate`.
+    threshold: f64,
+    last_cut: Option<Timestamp>,
+    last_throttle: Option<Timestamp>,
+    /// Good answers since the last cut.
+    good_since_cut: u64,
+    /// Sliding count of good answers: the current one-second window and the one before.
+    window_start: Timestamp,
+    window_good: u32,
+    prev_window_good: u32,
+    /// The earliest start of the next request (ms since the epoch, fractional: a pace above
+    /// 1,000 requests/s starts several requests per millisecond).
+    next_ms: Option<f64>,
+}
+
+const WINDOW_MS: u64 = 1_000;
+
+impl EndpointLimiter {
+    /// A limiter allowing `ceiling` requests in flight (at least 1), unpaced.
+    pub fn new(ceiling: usize, config: LimiterConfig) -> Self {
+        let ceiling = ceiling.max(1);
+        EndpointLimiter {
+            config,
+            ceiling,
+            limit: ceiling as f64,
+            rate: None,
+            threshold: f64::INFINITY,
+            last_cut: None,
+            last_throttle: None,
+            good_since_cut: 0,
+            window_start: Timestamp::EPOCH,
+            window_good: 0,
+            prev_window_good: 0,
+            next_ms: None,
+        }
+    }
+
+    /// The ceiling (`endpoint_concurrency`).
+    pub fn ceiling(&self) -> usize {
+        self.ceiling
+    }
+
+    /// A new ceiling (a reload changed `endpoint_concurrency`); the limit is clamped to it.
+    pub fn set_ceiling(&mut self, ceiling: usize) {
+        let grew = ceiling > self.ceiling;
+        self.ceiling = ceiling.max(1);
+        // An endpoint at its old ceiling follows a higher one at once.
+        if grew && self.rate.is_none() {
+            self.limit = self.ceiling as f64;
+        }
+        self.limit = self.limit.clamp(1.0, self.ceiling as f64);
+    }
+
+    /// How many requests may be in flight now: in `[1, ceiling]`.
+    pub fn limit(&self) -> usize {
+        // Truncation of a value in [1, ceiling] is the intent.
+        (self.limit.floor() as usize).clamp(1, self.ceiling)
+    }
+
+    /// The pace, requests per second, or `None` when the endpoint is not paced.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    /// Good answers per second over about the last second, at `now`.
+    pub fn good_rate(&self, now: Timestamp) -> f64 {
+        let elapsed = now
+            .as_millis()
+            .saturating_sub(self.window_start.as_millis());
+        if elapsed >= 2 * WINDOW_MS {
+            return 0.0;
+        }
+        if elapsed >= WINDOW_MS {
+            // The current window is over: it is the previous one now.
+            let into = (elapsed - WINDOW_MS) as f64 / WINDOW_MS as f64;
+            return f64::from(self.window_good) * (1.0 - into);
+        }
+        let into = elapsed as f64 / WINDOW_MS as f64;
+        f64::from(self.prev_window_good) * (1.0 - into) + f64::from(self.window_good)
+    }
+
+    fn roll_window(&mut self, now: Timestamp) {
+        let elapsed = now
+            .as_millis()
+            .saturating_sub(self.window_start.as_millis());
+        if elapsed >= 2 * WINDOW_MS {
+            self.prev_window_good = 0;
+            self.window_good = 0;
+            self.window_start = now;
+        } else if elapsed >= WINDOW_MS {
+            self.prev_window_good = self.window_good;
+            self.window_good = 0;
+            self.window_start = self.window_start.plus(Duration::from_millis(WINDOW_MS));
+        }
+    }
+
+    /// Learns from one answer received at `now`.
+    pub fn on_feedback(&mut self, feedback: Feedback, now: Timestamp) {
+        self.forget_if_calm(now);
+        match feedback {
+            Feedback::Good => self.on_good(now),
+            Feedback::Throttled => self.on_throttled(now),
+            Feedback::Neutral => {}
+        }
+    }
+
+    fn on_good(&mut self, now: Timestamp) {
+        self.roll_window(now);
+        self.window_good = self.window_good.saturating_add(1);
+        self.good_since_cut = self.good_since_cut.saturating_add(1);
+        let ceiling = self.ceiling as f64;
+        self.limit = (self.limit + 1.0 / self.limit).min(ceiling);
+        if let Some(rate) = self.rate {
+            let step = if rate < self.threshold {
+                self.config.slow_start_step
+            } else {
+                self.config.additive_step / rate
+            };
+            self.rate = Some(rate + step);
+        }
+    }
+
+    fn on_throttled(&mut self, now: Timestamp) {
+        self.last_throttle = Some(now);
+        let cooling = self
+            .last_cut
+            .is_some_and(|cut| now.since(cut) < self.config.cooldown);
+        if cooling {
+            return;
+        }
+        self.limit = (self.limit * self.config.concurrency_cut).max(1.0);
+        let min = self.config.min_rate;
+        self.rate = Some(match self.rate {
+            // First push-back: pace at the rate that was answered well.
+            None => {
+                self.threshold = f64::INFINITY;
+                self.good_rate(now).max(min)
+            }
+            // Good answers since the last cut: a rate limit. Cut, then grow carefully.
+            Some(rate) if self.good_since_cut > 0 => {
+                let delivered = self.good_rate(now) * self.config.delivered_floor;
+                let cut = (rate * self.config.rate_cut)
+                    .max(delivered)
+                    .min(rate)
+                    .max(min);
+                self.threshold = cut;
+                cut
+            }
+            // Nothing got through since the last cut: an outage, not a limit.
+            Some(_) => {
+                self.threshold = f64::INFINITY;
+                min
+            }
+        });
+        self.last_cut = Some(now);
+        self.good_since_cut = 0;
+    }
+
+    fn forget_if_calm(&mut self, now: Timestamp) {
+        let calm = self
+            .last_throttle
+            .is_some_and(|t| now.since(t) >= self.config.calm);
+        if self.rate.is_some() && calm {
+            self.rate = None;
+            self.threshold = f64::INFINITY;
+            self.next_ms = None;
+        }
+    }
+
+    /// When the next request may start, asked at `now`: `now` when not paced or when its
+    /// turn has come, else the start of its turn. A pace of more than 1,000 requests/s (a
+    /// spacing under the millisecond resolution of time here) lets the starts of one
+    /// millisecond through together, as many as the pace allows on average.
+    pub fn next_start(&self, now: Timestamp) -> Timestamp {
+        let (Some(rate), Some(next)) = (self.rate, self.next_ms) else {
+            return now;
+        };
+        let tolerance = if rate > 1_000.0 { 1.0 } else { 0.0 };
+        let due = next - tolerance;
+        if due <= now.as_millis() as f64 {
+            now
+        } else {
+            // `due` is a finite positive number of ms below u64::MAX here.
+            Timestamp::from_millis(due.ceil() as u64)
+        }
+    }
+
+    /// A request starts at `at` (the driver calls it when it sends, after waiting for
+    /// [`EndpointLimiter::next_start`]), with a jitter draw `u` in `[0, 1)`: while paced,
+    /// the next turn comes `1/rate` later, stretched by up to [`LimiterConfig::jitter`] of
+    /// itself (never shortened: a limiter with no burst allowance refuses a request that
+    /// comes early, not one that comes late).
+    pub fn started(&mut self, at: Timestamp, u: f64) {
+        let at_ms = at.as_millis() as f64;
+        let spacing = self.rate.map_or(0.0, |rate| {
+            1_000.0 / rate * (1.0 + self.config.jitter * u.clamp(0.0, 1.0))
+        });
+        let from = self.next_ms.map_or(at_ms, |next| next.max(at_ms));
+        self.next_ms = Some(from + spacing);
+    }
+}
+
+#[cfg(test)]
+mod tests;

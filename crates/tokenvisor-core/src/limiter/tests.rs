@@ -1,0 +1,304 @@
+//! Table and property tests of the endpoint limiter, with explicit time.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+fn limiter(ceiling: usize) -> EndpointLimiter {
+    EndpointLimiter::new(ceiling, LimiterConfig::default())
+}
+
+#[test]
+fn an_endpoint_that_never_pushed_back_is_not_paced_and_keeps_its_ceiling() {
+    let mut l = limiter(64);
+    for i in 0..1_000 {
+        l.on_feedback(Feedback::Good, t(i));
+        l.on_feedback(Feedback::Neutral, t(i));
+    }
+    assert_eq!(l.limit(), 64);
+    assert_eq!(l.rate(), None);
+    assert_eq!(l.next_start(t(5_000)), t(5_000));
+}
+
+/// (feedback sequence at 1 ms apart, expected limit afterwards) from a ceiling of 64.
+#[test]
+fn concurrency_table() {
+    use Feedback::{Good, Throttled};
+    let rows: &[(&[Feedback], usize)] = &[
+        (&[Throttled], 32),
+        // A burst's throttles within the cooldown count once.
+        (&[Throttled, Throttled, Throttled], 32),
+        (&[Good, Good, Throttled], 32),
+    ];
+    for (inputs, want) in rows {
+        let mut l = limiter(64);
+        for (i, f) in inputs.iter().enumerate() {
+            l.on_feedback(*f, t(10_000 + i as u64));
+        }
+        assert_eq!(l.limit(), *want, "{inputs:?}");
+    }
+    let mut l = limiter(64);
+    l.on_feedback(Throttled, t(10_000));
+    for i in 0..33 {
+        l.on_feedback(Good, t(10_001 + i));
+    }
+    assert_eq!(l.limit(), 33, "one slot per window of good answers");
+    // Cuts a cooldown apart compound, down to 1 and no lower.
+    for k in 1..=10 {
+        l.on_feedback(Throttled, t(10_000 + k * 1_000));
+    }
+    assert_eq!(l.limit(), 1);
+}
+
+#[test]
+fn the_first_throttle_paces_at_the_rate_answered_well() {
+    let mut l = limiter(64);
+    // 50 good answers within the last second.
+    for i in 0..50 {
+        l.on_feedback(Feedback::Good, t(100_000 + i * 20));
+    }
+    l.on_feedback(Feedback::Throttled, t(101_000));
+    let rate = l.rate().expect("paced after a throttle");
+    assert!((40.0..=50.0).contains(&rate), "{rate}");
+}
+
+#[test]
+fn a_throttle_with_nothing_answered_well_paces_at_the_minimum() {
+    let mut l = limiter(64);
+    l.on_feedback(Feedback::Throttled, t(50_000));
+    let min = LimiterConfig::default().min_rate;
+    assert_eq!(l.rate(), Some(min));
+    // Outage: throttles only; the pace stays at the minimum, the concurrency at 1.
+    for k in 1..20 {
+        l.on_feedback(Feedback::Throttled, t(50_000 + k * 1_500));
+    }
+    assert_eq!(l.rate(), Some(min));
+    assert_eq!(l.limit(), 1);
+}
+
+#[test]
+fn after_an_outage_the_rate_grows_fast_then_a_limit_cut_makes_growth_additive() {
+    let c = LimiterConfig::default();
+    let mut l = limiter(64);
+    l.on_feedback(Feedback::Throttled, t(0));
+    // Slow start: each good answer adds `slow_start_step`.
+    for i in 0..10 {
+        l.on_feedback(Feedback::Good, t(2_000 + i * 25));
+    }
+    let before_cut = l.rate().expect("paced");
+    assert_eq!(before_cut, c.min_rate + 10.0 * c.slow_start_step);
+    l.on_feedback(Feedback::Throttled, t(3_000));
+    let cut = l.rate().expect("paced");
+    assert!((cut - before_cut * c.rate_cut).abs() < 1e-9, "{cut}");
+    // Above the cut: about `additive_step` requests/s more per `rate` good answers.
+    let n = cut.ceil() as u64;
+    for i in 0..n {
+        l.on_feedback(Feedback::Good, t(4_000 + i * 30));
+    }
+    let grown = l.rate().expect("paced");
+    assert!(
+        grown > cut && grown < cut + c.additive_step * 1.1,
+        "{cut} → {grown}"
+    );
+}
+
+#[test]
+fn starts_are_spaced_by_the_rate_and_jitter_only_stretches_them() {
+    let mut l = limiter(64);
+    for i in 0..40 {
+        l.on_feedback(Feedback::Good, t(10_000 + i * 25));
+    }
+    l.on_feedback(Feedback::Throttled, t(11_000));
+    let rate = l.rate().expect("paced");
+    l.started(t(12_000), 0.0);
+    let spacing = (1_000.0 / rate).ceil() as u64;
+    assert_eq!(l.next_start(t(12_000)), t(12_000 + spacing));
+    let mut stretched = l.clone();
+    stretched.started(t(12_000), 0.999);
+    let at = stretched.next_start(t(12_000));
+    assert!(at >= t(12_000 + 2 * spacing - 1));
+    assert!(at.as_millis() <= 12_000 + (1_000.0 / rate * 2.1).ceil() as u64);
+    // A start long after the spacing waits for nothing.
+    assert_eq!(l.next_start(t(20_000)), t(20_000));
+}
+
+#[test]
+fn a_calm_endpoint_is_unpaced_again() {
+    let mut l = limiter(8);
+    l.on_feedback(Feedback::Throttled, t(0));
+    assert!(l.rate().is_some());
+    l.on_feedback(Feedback::Good, t(119_999));
+    assert!(l.rate().is_some());
+    l.on_feedback(Feedback::Good, t(120_000));
+    assert_eq!(l.rate(), None);
+}
+
+#[test]
+fn ceiling_changes_clamp_the_limit() {
+    let mut l = limiter(64);
+    l.set_ceiling(4);
+    assert_eq!(l.limit(), 4);
+    l.set_ceiling(16);
+    assert_eq!(
+        l.limit(),
+        16,
+        "an unpaced endpoint follows a higher ceiling"
+    );
+    l.on_feedback(Feedback::Throttled, t(0));
+    assert_eq!(l.limit(), 8);
+    l.set_ceiling(32);
+    assert_eq!(l.limit(), 8, "a throttled endpoint grows back by itself");
+    l.set_ceiling(0);
+    assert_eq!(l.limit(), 1);
+}
+
+fn feedback() -> impl Strategy<Value = Feedback> {
+    prop_oneof![
+        Just(Feedback::Good),
+        Just(Feedback::Throttled),
+        Just(Feedback::Neutral)
+    ]
+}
+
+proptest! {
+    /// Whatever the answers: the limit stays in [1, ceiling], the rate at or above the
+    /// minimum, and the next start never before `now`.
+    #[test]
+    fn limits_stay_in_bounds(
+        ceiling in 0usize..200,
+        steps in proptest::collection::vec((feedback(), 0u64..3_000, 0.0f64..1.0), 1..300),
+    ) {
+        let mut l = limiter(ceiling);
+        let mut now = 1_000_000u64;
+        for (f, dt, u) in steps {
+            now += dt;
+            l.on_feedback(f, t(now));
+            prop_assert!(l.limit() >= 1);
+            prop_assert!(l.limit() <= ceiling.max(1));
+            if let Some(r) = l.rate() {
+                prop_assert!(r >= LimiterConfig::default().min_rate && r.is_finite());
+            }
+            let next = l.next_start(t(now));
+            prop_assert!(next >= t(now));
+            l.started(next, u);
+        }
+    }
+
+    /// Good answers never lower the limit or the rate; a throttle never raises them.
+    #[test]
+    fn good_grows_and_throttle_cuts(
+        steps in proptest::collection::vec((feedback(), 0u64..3_000), 1..200),
+    ) {
+        let mut l = limiter(64);
+        let mut now = 1_000_000u64;
+        for (f, dt) in steps {
+            now += dt;
+            let (limit, rate) = (l.limit(), l.rate());
+            let calm_reset = rate.is_some() && l.last_throttle.is_some_and(|th| t(now).since(th) >= l.config.calm);
+            l.on_feedback(f, t(now));
+            if calm_reset {
+                continue;
+            }
+            match f {
+                Feedback::Good => {
+                    prop_assert!(l.limit() >= limit);
+                    prop_assert!(l.rate().unwrap_or(f64::INFINITY) >= rate.unwrap_or(f64::INFINITY));
+                }
+                Feedback::Throttled => {
+                    prop_assert!(l.limit() <= limit);
+                    prop_assert!(l.rate().is_some());
+                }
+                Feedback::Neutral => {
+                    prop_assert_eq!(l.limit(), limit);
+                    prop_assert_eq!(l.rate(), rate);
+                }
+            }
+        }
+    }
+
+    /// Paced starts, each taken when allowed, are at least `1/rate` apart.
+    #[test]
+    fn paced_starts_respect_the_spacing(rate_goods in 0u32..80, u in proptest::collection::vec(0.0f64..1.0, 2..50)) {
+        let mut l = limiter(64);
+        for i in 0..rate_goods {
+            l.on_feedback(Feedback::Good, t(10_000 + u64::from(i) * 10));
+        }
+        l.on_feedback(Feedback::Throttled, t(11_000));
+        let rate = l.rate().unwrap_or(1.0);
+        let mut now = t(11_000);
+        let mut last: Option<Timestamp> = None;
+        for draw in u {
+            let at = l.next_start(now);
+            if let Some(prev) = last {
+                prop_assert!(at.since(prev).as_secs_f64() * rate >= 0.999, "{:?} after {:?} at {rate}/s", at, prev);
+            }
+            l.started(at, draw);
+            last = Some(at);
+            now = at;
+        }
+    }
+}
+
+/// A refusal while the pace was being delivered (good answers all through the last second)
+/// keeps most of the delivered rate: it is more likely a stall on the way than a lower limit.
+#[test]
+fn a_throttle_keeps_most_of_the_rate_delivered() {
+    let c = LimiterConfig::default();
+    let mut l = limiter(64);
+    // Paced, then the limit found and cut: growth is additive from here.
+    for i in 0..30 {
+        l.on_feedback(Feedback::Good, t(10_000 + i * 30));
+    }
+    l.on_feedback(Feedback::Throttled, t(11_000));
+    l.on_feedback(Feedback::Good, t(12_000));
+    l.on_feedback(Feedback::Throttled, t(12_001));
+    let rate = l.rate().expect("paced");
+    // 30 good answers a second for two seconds.
+    for i in 0..60 {
+        l.on_feedback(Feedback::Good, t(13_000 + i * 33));
+    }
+    let before = l.rate().expect("paced");
+    let delivered = l.good_rate(t(15_000));
+    assert!(delivered > 25.0, "{delivered}");
+    l.on_feedback(Feedback::Throttled, t(15_000));
+    let after = l.rate().expect("paced");
+    assert!(after <= before);
+    assert!(
+        after >= (delivered * c.delivered_floor).min(before) - 1e-9,
+        "{rate} → {before} → {after} (delivered {delivered})"
+    );
+    assert!(after > before * c.rate_cut);
+}
+
+/// Above 1,000 requests/s (under a millisecond apart) the pace is kept on average: several
+/// starts share a millisecond instead of one per millisecond.
+#[test]
+fn a_pace_above_a_thousand_per_second_is_not_capped_by_the_millisecond() {
+    let mut l = limiter(64);
+    for i in 0..5_000 {
+        l.on_feedback(Feedback::Good, t(100_000 + i / 5));
+    }
+    l.on_feedback(Feedback::Throttled, t(101_000));
+    let rate = l.rate().expect("paced");
+    assert!(rate > 4_000.0, "{rate}");
+    let mut now = t(102_000);
+    let mut starts = 0u32;
+    while now < t(103_000) {
+        let at = l.next_start(now);
+        if at > now {
+            now = at;
+            continue;
+        }
+        l.started(now, 0.0);
+        starts += 1;
+    }
+    let measured = f64::from(starts);
+    assert!(
+        measured > rate * 0.9 && measured < rate * 1.1,
+        "{measured} in a second at {rate}/s"
+    );
+}

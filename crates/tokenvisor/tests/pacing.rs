@@ -1,0 +1,111 @@
+//! Rate pacing per endpoint, on tokio's paused clock with the in-memory transport: the
+//! attempts that waited out a 429's hold leave it one by one at the endpoint's learned pace,
+//! not all at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenvisor::spec::{GrantSpec, WorkloadSpec};
+use tokenvisor::testing::{FakeReply, FakeTransport};
+use tokenvisor::{Runtime, RuntimeConfig, TokenHandle};
+use tokenvisor_core::limiter::LimiterConfig;
+use tokenvisor_core::{Timestamp, WorkloadName, WorkloadStatus};
+use tokio::time::Instant;
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn spec(n: &str) -> WorkloadSpec {
+    let mut s = WorkloadSpec::new(
+        WorkloadName::new(n).unwrap(),
+        "http://127.0.0.1:9/token".parse().unwrap(),
+        n,
+        GrantSpec::ClientCredentials,
+    )
+    .with_client_secret("client-secret-value");
+    s.policy.request_timeout = S(10);
+    s.policy.connect_timeout = S(2);
+    s
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + S(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Twenty workloads wait out one 429's hold (`Retry-After: 2`); when it ends they leave it
+/// paced: the endpoint, which just pushed back, gets its requests spaced out (and grows its
+/// pace as they succeed), instead of twenty at the same instant.
+#[tokio::test(start_paused = true)]
+async fn attempts_queued_during_a_hold_leave_it_paced() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
+    cfg.seed = Some(3);
+    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
+        1_800_000_000_000,
+    )));
+    let rt = Runtime::start(cfg).await.unwrap();
+    let mut handles: Vec<TokenHandle> = Vec::new();
+    for i in 0..20 {
+        handles.push(rt.add(spec(&format!("w{i}"))).await.unwrap());
+    }
+    wait_until("all running", || {
+        handles.iter().all(|h| {
+            h.status()
+                .is_some_and(|r| r.status == WorkloadStatus::Running)
+        })
+    })
+    .await;
+    // Later, one 429 puts the endpoint on hold for 2 s; the others are asked to refresh
+    // during it.
+    tokio::time::sleep(S(30)).await;
+    fake.push("w0", [FakeReply::too_many(2)]);
+    let held_at = Instant::now();
+    assert!(
+        rt.force_refresh(&WorkloadName::new("w0").unwrap())
+            .await
+            .unwrap()
+    );
+    wait_until("the 429", || fake.count("w0") == 2).await;
+    assert_eq!(rt.gates().held(rt.clock().now()), 1);
+    for i in 1..20 {
+        assert!(
+            rt.force_refresh(&WorkloadName::new(&format!("w{i}")).unwrap())
+                .await
+                .unwrap()
+        );
+    }
+    wait_until("every queued attempt sent", || fake.total() >= 20 + 20).await;
+    let after: Vec<Instant> = fake
+        .seen()
+        .into_iter()
+        .map(|r| r.at)
+        .filter(|at| *at >= held_at + S(2))
+        .collect();
+    assert!(after.len() >= 19, "{} requests after the hold", after.len());
+    let first = after[0];
+    // The endpoint pushed back with nothing answered well in the last second: paced at the
+    // minimum, growing by the slow-start step per good answer. The second request waits
+    // a full spacing after the first.
+    let c = LimiterConfig::default();
+    let second_gap = Duration::from_secs_f64(1.0 / (c.min_rate + c.slow_start_step));
+    assert!(
+        after[1] - first >= second_gap - Duration::from_millis(1),
+        "the second request {:?} after the first: not paced",
+        after[1] - first
+    );
+    let burst = after
+        .iter()
+        .filter(|at| at.duration_since(first) < Duration::from_millis(250))
+        .count();
+    assert!(
+        burst <= 4,
+        "{burst} requests within 250 ms of the hold's end: not paced"
+    );
+    let mut gaps: Vec<Duration> = after.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort();
+    assert!(gaps[0] > Duration::ZERO, "two requests at the same instant");
+}

@@ -16,6 +16,7 @@ use tokenvisor::{TokenHandle, Unavailable};
 use tokenvisor_core::policy::{BackoffPolicy, RestartIntensity};
 use tokenvisor_core::status::TokenState;
 use tokenvisor_core::{Secret, StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
+use tokenvisor_test_support::wait::wait_until_within;
 use tokio::time::Instant;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -110,21 +111,12 @@ fn status(h: &TokenHandle) -> Option<WorkloadStatus> {
     h.status().map(|r| r.status)
 }
 
-/// Waits (in virtual time, bounded) until `cond` holds.
-async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_waf_blip_recovers_without_ever_writing_unauthenticated() {
     let h = Harness::start().await;
     h.fake.set_client("wl", FakeReply::token(600));
     let handle = h.rt.add(spec("wl")).await.unwrap();
-    wait_until("running", S(60), || {
+    wait_until_within("running", S(60), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -139,7 +131,7 @@ async fn a_waf_blip_recovers_without_ever_writing_unauthenticated() {
             FakeReply::waf_403(),
         ],
     );
-    wait_until("auth_retrying", S(3600), || {
+    wait_until_within("auth_retrying", S(3600), || {
         status(&handle) == Some(WorkloadStatus::AuthRetrying)
     })
     .await;
@@ -156,7 +148,7 @@ async fn a_waf_blip_recovers_without_ever_writing_unauthenticated() {
     // The old token is still served while it lives.
     assert!(handle.current().is_ok());
 
-    wait_until("running again", S(3600), || {
+    wait_until_within("running again", S(3600), || {
         status(&handle) == Some(WorkloadStatus::Running) && h.fake.count("wl") >= 5
     })
     .await;
@@ -173,14 +165,14 @@ async fn an_outage_across_token_expiry_degrades_then_recovers() {
     let h = Harness::start().await;
     h.fake.set_client("wl", FakeReply::token(120));
     let handle = h.rt.add(spec("wl")).await.unwrap();
-    wait_until("running", S(60), || {
+    wait_until_within("running", S(60), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
 
     // 503 for a long time: the token expires while backing off.
     h.fake.set_client("wl", FakeReply::unavailable(None));
-    wait_until("token withdrawn", S(3600), || {
+    wait_until_within("token withdrawn", S(3600), || {
         handle.current().is_err()
             && handle
                 .status()
@@ -204,7 +196,7 @@ async fn an_outage_across_token_expiry_degrades_then_recovers() {
     assert_eq!(status(&handle), Some(WorkloadStatus::AuthRetrying));
 
     h.fake.set_client("wl", FakeReply::token(120));
-    wait_until("recovered", S(600), || {
+    wait_until_within("recovered", S(600), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -223,7 +215,7 @@ async fn the_give_up_ceiling_ends_in_unauthenticated_and_silence() {
     h.fake.set_client("wl", FakeReply::unavailable(None));
     let started = Instant::now();
     let handle = h.rt.add(s).await.unwrap();
-    wait_until("unauthenticated", S(3600), || {
+    wait_until_within("unauthenticated", S(3600), || {
         status(&handle) == Some(WorkloadStatus::Unauthenticated)
     })
     .await;
@@ -251,7 +243,7 @@ async fn invalid_grant_is_final_and_stops_all_requests() {
     h.fake
         .set_client("wl", FakeReply::oauth_error(400, "invalid_grant"));
     let handle = h.rt.add(spec("wl")).await.unwrap();
-    wait_until("unauthenticated", S(60), || {
+    wait_until_within("unauthenticated", S(60), || {
         status(&handle) == Some(WorkloadStatus::Unauthenticated)
     })
     .await;
@@ -283,7 +275,7 @@ async fn retry_after_is_a_floor_for_the_next_attempt() {
     h.fake.push("wl", [FakeReply::too_many(120)]);
     h.fake.set_client("wl", FakeReply::token(3600));
     let handle = h.rt.add(spec("wl")).await.unwrap();
-    wait_until("running", S(600), || {
+    wait_until_within("running", S(600), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -301,7 +293,7 @@ async fn two_running_on_one_endpoint(h: &Harness) -> (TokenHandle, TokenHandle) 
     h.fake.set_default(FakeReply::token(300));
     let a = h.rt.add(spec("a")).await.unwrap();
     let b = h.rt.add(spec("b")).await.unwrap();
-    wait_until("both running", S(60), || {
+    wait_until_within("both running", S(60), || {
         status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -316,13 +308,13 @@ async fn a_429_with_retry_after_holds_every_workload_of_the_endpoint() {
     let before = h.fake.total();
     h.fake.set_default(FakeReply::too_many(900));
     let t0 = Instant::now();
-    wait_until("both retrying", S(3600), || {
+    wait_until_within("both retrying", S(3600), || {
         status(&a) == Some(WorkloadStatus::AuthRetrying)
             && status(&b) == Some(WorkloadStatus::AuthRetrying)
     })
     .await;
     h.fake.set_default(FakeReply::token(300));
-    wait_until("both running again", S(3600), || {
+    wait_until_within("both running again", S(3600), || {
         status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -349,13 +341,13 @@ async fn an_attempt_waits_out_a_short_hold_instead_of_failing() {
     // an attempt may wait.
     h.fake.push("a", [FakeReply::too_many(3)]);
     assert!(h.rt.force_refresh(&name("a")).await.unwrap());
-    wait_until("a retrying", S(60), || {
+    wait_until_within("a retrying", S(60), || {
         status(&a) == Some(WorkloadStatus::AuthRetrying)
     })
     .await;
     // b is forced during the hold: its attempt waits the hold out, then is sent.
     assert!(h.rt.force_refresh(&name("b")).await.unwrap());
-    wait_until("b refreshed, a running again", S(60), || {
+    wait_until_within("b refreshed, a running again", S(60), || {
         h.fake.seen()[before..].iter().any(|r| r.client_id == "b")
             && status(&a) == Some(WorkloadStatus::Running)
     })
@@ -391,14 +383,14 @@ async fn force_refresh_all_refreshes_every_workload_once() {
     for n in names {
         handles.push(h.rt.add(spec(n)).await.unwrap());
     }
-    wait_until("all running", S(60), || {
+    wait_until_within("all running", S(60), || {
         handles
             .iter()
             .all(|h| status(h) == Some(WorkloadStatus::Running))
     })
     .await;
     assert_eq!(h.rt.force_refresh_all().await.unwrap(), 3);
-    wait_until("every workload refreshed", S(60), || {
+    wait_until_within("every workload refreshed", S(60), || {
         names.iter().all(|n| h.fake.count(n) == 2)
     })
     .await;
@@ -418,7 +410,7 @@ async fn concurrent_force_refreshes_make_one_request() {
     let h = Harness::start().await;
     h.fake.set_client("wl", FakeReply::token(3600));
     let handle = h.rt.add(spec("wl")).await.unwrap();
-    wait_until("running", S(60), || {
+    wait_until_within("running", S(60), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -456,7 +448,7 @@ async fn a_crashed_actor_restarts_and_a_spent_budget_means_error_for_that_one_on
     h.fake.set_default(FakeReply::token(3600));
     let crashy = h.rt.add(spec("crashy")).await.unwrap();
     let steady = h.rt.add(spec("steady")).await.unwrap();
-    wait_until("running", S(60), || {
+    wait_until_within("running", S(60), || {
         status(&crashy) == Some(WorkloadStatus::Running)
             && status(&steady) == Some(WorkloadStatus::Running)
     })
@@ -467,7 +459,7 @@ async fn a_crashed_actor_restarts_and_a_spent_budget_means_error_for_that_one_on
     h.rt.inject_crash(&name("crashy"));
     tokio::time::sleep(S(1)).await;
     assert_eq!(crashy.current().unwrap().expose(), token_before);
-    wait_until("running after restart", S(60), || {
+    wait_until_within("running after restart", S(60), || {
         status(&crashy) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -476,7 +468,7 @@ async fn a_crashed_actor_restarts_and_a_spent_budget_means_error_for_that_one_on
     h.rt.inject_crash(&name("crashy"));
     tokio::time::sleep(S(1)).await;
     h.rt.inject_crash(&name("crashy"));
-    wait_until("error", S(60), || {
+    wait_until_within("error", S(60), || {
         status(&crashy) == Some(WorkloadStatus::Error)
     })
     .await;
@@ -503,7 +495,7 @@ async fn new_credentials_recover_an_unauthenticated_workload() {
     h.fake
         .set_client("wl", FakeReply::oauth_error(400, "invalid_grant"));
     let handle = h.rt.add(spec("wl")).await.unwrap();
-    wait_until("unauthenticated", S(60), || {
+    wait_until_within("unauthenticated", S(60), || {
         status(&handle) == Some(WorkloadStatus::Unauthenticated)
     })
     .await;
@@ -517,7 +509,7 @@ async fn new_credentials_recover_an_unauthenticated_workload() {
     )
     .await
     .unwrap();
-    wait_until("running", S(60), || {
+    wait_until_within("running", S(60), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -528,7 +520,7 @@ async fn new_credentials_recover_an_unauthenticated_workload() {
     );
     // The rotated token is used next time.
     assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
-    wait_until("second refresh", S(60), || h.fake.count("wl") == 3).await;
+    wait_until_within("second refresh", S(60), || h.fake.count("wl") == 3).await;
     let seen = h.fake.seen();
     assert_eq!(seen[2].refresh_token.as_deref(), Some("rt-2"));
 }
@@ -543,7 +535,7 @@ async fn shutdown_keeps_unauthenticated_across_a_restart() {
     h.fake.set_client("good", FakeReply::token(3600));
     let bad = h.rt.add(spec("bad")).await.unwrap();
     let good = h.rt.add(spec("good")).await.unwrap();
-    wait_until("settled", S(60), || {
+    wait_until_within("settled", S(60), || {
         status(&bad) == Some(WorkloadStatus::Unauthenticated)
             && status(&good) == Some(WorkloadStatus::Running)
     })
@@ -565,7 +557,7 @@ async fn shutdown_keeps_unauthenticated_across_a_restart() {
     h2.fake.set_default(FakeReply::token(3600));
     let bad = h2.rt.add(spec("bad")).await.unwrap();
     let good = h2.rt.add(spec("good")).await.unwrap();
-    wait_until("good running", S(60), || {
+    wait_until_within("good running", S(60), || {
         status(&good) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -579,7 +571,7 @@ async fn shutdown_keeps_unauthenticated_across_a_restart() {
 async fn removing_a_workload_marks_it_stopped_and_it_can_come_back() {
     let h = Harness::start().await;
     let handle = h.rt.add(spec("wl")).await.unwrap();
-    wait_until("running", S(60), || {
+    wait_until_within("running", S(60), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -590,7 +582,7 @@ async fn removing_a_workload_marks_it_stopped_and_it_can_come_back() {
     assert_eq!(rec.token.unwrap().state, TokenState::Stopped);
     assert!(!h.rt.remove(&name("wl")).await.unwrap());
     let again = h.rt.add(spec("wl")).await.unwrap();
-    wait_until("running again", S(60), || {
+    wait_until_within("running again", S(60), || {
         status(&again) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -608,7 +600,7 @@ async fn a_huge_retry_after_does_not_stop_the_timers_of_other_workloads() {
     let h = Harness::start().await;
     h.fake.set_client("steady", FakeReply::token(300));
     let steady = h.rt.add(spec("steady")).await.unwrap();
-    wait_until("steady running", S(60), || {
+    wait_until_within("steady running", S(60), || {
         status(&steady) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -619,7 +611,7 @@ async fn a_huge_retry_after_does_not_stop_the_timers_of_other_workloads() {
     held.policy.give_up_after = Duration::ZERO; // never: the backoff is its only timer
     h.fake.set_client("held", FakeReply::too_many(99_999_999));
     let held = h.rt.add(held).await.unwrap();
-    wait_until("held retrying", S(60), || {
+    wait_until_within("held retrying", S(60), || {
         status(&held) == Some(WorkloadStatus::AuthRetrying)
     })
     .await;
@@ -647,7 +639,7 @@ async fn a_dead_timer_service_is_reported_restarted_and_every_timer_armed_again(
     h.fake.set_default(FakeReply::token(300));
     let a = h.rt.add(spec("a")).await.unwrap();
     let b = h.rt.add(spec("b")).await.unwrap();
-    wait_until("both running", S(60), || {
+    wait_until_within("both running", S(60), || {
         status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -666,7 +658,7 @@ async fn a_dead_timer_service_is_reported_restarted_and_every_timer_armed_again(
     assert!(down, "health never reported the dead timer service");
     assert!(h.rt.health().problem().unwrap().contains("timer"));
 
-    wait_until("timer service back", S(60), || h.rt.health().ok()).await;
+    wait_until_within("timer service back", S(60), || h.rt.health().ok()).await;
     assert_eq!(h.rt.health().timer_service_restarts, 1);
     // Each workload refreshes its 300 s token again, for hours.
     let (ca, cb) = (h.fake.count("a"), h.fake.count("b"));
@@ -699,7 +691,7 @@ async fn removal_waits_for_the_refresh_in_flight_and_its_rotated_token() {
     };
     h.fake.set_client("wl", FakeReply::rotating(3600));
     let handle = h.rt.add(s).await.unwrap();
-    wait_until("running", S(60), || {
+    wait_until_within("running", S(60), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -714,7 +706,7 @@ async fn removal_waits_for_the_refresh_in_flight_and_its_rotated_token() {
         )],
     );
     assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
-    wait_until("the slow request sent", S(60), || h.fake.count("wl") == 2).await;
+    wait_until_within("the slow request sent", S(60), || h.fake.count("wl") == 2).await;
     assert!(h.rt.remove(&name("wl")).await.unwrap());
     assert_eq!(
         std::fs::read_to_string(&rt_file).unwrap().trim(),

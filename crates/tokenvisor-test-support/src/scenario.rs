@@ -1,0 +1,1 @@
+//! Scenarios written once over an endpoint abstraction (filled in below).

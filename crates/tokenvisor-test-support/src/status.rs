@@ -1,6 +1,11 @@
-//! Status-file readers: `<dir>/<workload>.json` as the runtime writes it.
+//! Status-file readers: `<dir>/<workload>.json` as the runtime writes it, once or
+//! continuously ([`DiskWatch`]).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokenvisor_core::status::LastError;
 use tokenvisor_core::{StatusRecord, WorkloadStatus};
@@ -42,4 +47,56 @@ pub fn status_is(dir: &Path, workload: &str, status: WorkloadStatus) -> bool {
 /// The last error of a status record.
 pub fn last_error(r: &StatusRecord) -> Option<&LastError> {
     r.token.as_ref().and_then(|t| t.last_error.as_ref())
+}
+
+/// Reads one status file over and over while a scenario runs, parsing every version it
+/// sees: atomic writes mean a reader never sees a partial file.
+pub struct DiskWatch {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<WatchReport>,
+}
+
+/// What a [`DiskWatch`] saw.
+#[derive(Debug, Default)]
+pub struct WatchReport {
+    /// Successful reads (the file existed).
+    pub reads: u64,
+    /// Reads that did not parse, with the reason.
+    pub unparsable: Vec<String>,
+    /// Every distinct status seen on disk.
+    pub statuses: HashSet<WorkloadStatus>,
+}
+
+impl DiskWatch {
+    /// Starts watching `<dir>/<workload>.json` (every 2 ms of tokio time).
+    pub fn start(dir: &Path, workload: &str) -> DiskWatch {
+        let path = status_path(dir, workload);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut report = WatchReport::default();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    report.reads += 1;
+                    match StatusRecord::from_json(&bytes) {
+                        Ok(r) => {
+                            report.statuses.insert(r.status);
+                        }
+                        Err(e) => report.unparsable.push(e.to_string()),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            report
+        });
+        DiskWatch { stop, task }
+    }
+
+    /// Stops and reports.
+    pub async fn finish(self) -> WatchReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task
+            .await
+            .unwrap_or_else(|e| panic!("the disk watcher failed: {e}"))
+    }
 }

@@ -16,5 +16,6 @@ mod oauth;
 mod persistence;
 mod reconcile;
 mod runtime_paused;
+mod scenarios;
 mod status_store;
 mod workload_span;

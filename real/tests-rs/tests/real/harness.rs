@@ -2,10 +2,8 @@
 //! process over a temporary status directory (real HTTP transport, token URL through nginx),
 //! every state change collected, status files read back from disk.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokenvisor::TokenHandle;
@@ -13,9 +11,8 @@ use tokenvisor::spec::{AuthMethod, GrantSpec, WorkloadPolicy, WorkloadSpec};
 use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::policy::BackoffPolicy;
-use tokenvisor_core::status::{ErrorOutcome, LastError};
+use tokenvisor_core::status::ErrorOutcome;
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::components::{now_ms, wait_until};
 use crate::nginx::{Mode, Nginx, Upstreams};
@@ -42,87 +39,8 @@ pub(crate) fn fast_policy() -> WorkloadPolicy {
     }
 }
 
-/// Reads `<dir>/<workload>.json` if it exists (panics if it does not parse: a status file is
-/// never partial).
-pub(crate) fn read_status(dir: &Path, workload: &str) -> Option<StatusRecord> {
-    let path = dir.join(format!("{workload}.json"));
-    let bytes = std::fs::read(&path).ok()?;
-    Some(
-        StatusRecord::from_json(&bytes)
-            .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display())),
-    )
-}
-
-/// The last error of a status record.
-pub(crate) fn last_error(r: &StatusRecord) -> Option<&LastError> {
-    r.token.as_ref().and_then(|t| t.last_error.as_ref())
-}
-
-/// Every state change of a runtime, collected by a task (and how many were lost to lag,
-/// which would make "never" assertions unsound: tests assert none were).
-#[derive(Clone, Default)]
-pub(crate) struct Events {
-    seen: Arc<Mutex<HashMap<WorkloadName, Vec<WorkloadStatus>>>>,
-    lagged: Arc<AtomicU64>,
-}
-
-impl Events {
-    /// Subscribes to `rt`.
-    pub(crate) fn collect(rt: &Runtime) -> Events {
-        let events = Events::default();
-        let mut rx = rt.subscribe();
-        let sink = events.clone();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(change) => sink
-                        .seen
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .entry(change.name.clone())
-                        .or_default()
-                        .push(change.status),
-                    Err(RecvError::Lagged(n)) => {
-                        sink.lagged.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(RecvError::Closed) => break,
-                }
-            }
-        });
-        events
-    }
-
-    /// The statuses a workload went through, in order.
-    pub(crate) fn of(&self, workload: &str) -> Vec<WorkloadStatus> {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&name(workload))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Whether a workload was ever in `status`.
-    pub(crate) fn ever(&self, workload: &str, status: WorkloadStatus) -> bool {
-        self.of(workload).contains(&status)
-    }
-
-    /// Asserts that no workload ever became `unauthenticated`, and that no event was lost.
-    pub(crate) fn assert_never_unauthenticated(&self) {
-        assert_eq!(
-            self.lagged.load(Ordering::Relaxed),
-            0,
-            "the event collector lagged"
-        );
-        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        for (n, statuses) in seen.iter() {
-            assert!(
-                !statuses.contains(&WorkloadStatus::Unauthenticated),
-                "{n} became unauthenticated: {statuses:?}"
-            );
-        }
-    }
-}
+pub(crate) use tokenvisor_test_support::events::Events;
+pub(crate) use tokenvisor_test_support::status::{last_error, read_status};
 
 /// A workload added to the stack.
 #[derive(Clone)]
@@ -133,8 +51,6 @@ pub(crate) struct Workload {
     pub(crate) client: String,
     /// Its handle.
     pub(crate) handle: TokenHandle,
-    /// Its refresh-token file (refresh_token grant only).
-    pub(crate) rt_file: Option<PathBuf>,
 }
 
 /// One test's stack. Fields drop in order: the runtime's handles, nginx and the provider
@@ -231,7 +147,6 @@ impl Stack {
             name: workload.to_owned(),
             client: client.to_owned(),
             handle: self.add(spec).await,
-            rt_file: Some(file),
         }
     }
 
@@ -251,7 +166,6 @@ impl Stack {
             name: workload.to_owned(),
             client: client.to_owned(),
             handle: self.add(spec).await,
-            rt_file: None,
         }
     }
 
@@ -290,18 +204,6 @@ impl Stack {
             self.wait_file(&w.name, status.as_str(), |r| r.status == status)
                 .await;
         }
-    }
-
-    /// Flushes the runtime (every status durable) and reads the file.
-    pub(crate) async fn flushed_file(&self, workload: &str) -> StatusRecord {
-        let report = self
-            .rt
-            .flush(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("flush: {e}"));
-        assert!(report.failed.is_empty(), "status writes failed: {report:?}");
-        self.status_file(workload)
-            .unwrap_or_else(|| panic!("no status file for {workload}"))
     }
 
     /// Forces a refresh of each workload now.
@@ -363,18 +265,6 @@ impl Stack {
                 w.name
             );
         }
-    }
-
-    /// The refresh token in a workload's file.
-    pub(crate) fn refresh_token(&self, w: &Workload) -> String {
-        let file = w
-            .rt_file
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} has no refresh-token file", w.name));
-        std::fs::read_to_string(file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-            .trim()
-            .to_owned()
     }
 }
 

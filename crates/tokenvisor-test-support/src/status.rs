@@ -68,8 +68,8 @@ pub struct WatchReport {
 }
 
 impl DiskWatch {
-    /// Starts watching `<dir>/<workload>.json` (every 2 ms of tokio time).
-    pub fn start(dir: &Path, workload: &str) -> DiskWatch {
+    /// Starts watching `<dir>/<workload>.json`, reading it every `every` of tokio time.
+    pub fn start(dir: &Path, workload: &str, every: Duration) -> DiskWatch {
         let path = status_path(dir, workload);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -85,7 +85,7 @@ impl DiskWatch {
                         Err(e) => report.unparsable.push(e.to_string()),
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(every).await;
             }
             report
         });

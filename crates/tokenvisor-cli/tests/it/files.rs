@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use crate::common::{run, tokenvisor};
 use crate::harness::{
-    Admin, Launch, PATIENCE, metric, start_daemon, status_of, wait_until_within, write,
+    Admin, Launch, PATIENCE, POLL, metric, poll_until, start_daemon, status_of, wait_until_within,
+    write,
 };
 use rustix::fs::{FlockOperation, flock};
 use tokenvisor_core::{StatusRecord, WorkloadStatus};
@@ -112,13 +113,11 @@ async fn run_expecting_exit(file: &Path) -> (Option<i32>, String) {
         .spawn()
         .unwrap();
     let mut exited = None;
-    for _ in 0..1000 {
-        if let Some(status) = child.try_wait().unwrap() {
-            exited = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(PATIENCE, POLL, || {
+        exited = child.try_wait().unwrap();
+        exited.is_some()
+    })
+    .await;
     let Some(status) = exited else {
         let _ = child.kill();
         let _ = child.wait();

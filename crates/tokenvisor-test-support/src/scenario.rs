@@ -1018,16 +1018,18 @@ impl Default for FakeEndpoint {
 
 impl Endpoint for FakeEndpoint {
     fn pace(&self) -> Pace {
-        let mut policy = WorkloadPolicy::default();
-        policy.backoff = BackoffPolicy {
-            initial: Duration::from_secs(5),
-            max: Duration::from_secs(60),
-            multiplier: 2.0,
+        let policy = WorkloadPolicy {
+            backoff: BackoffPolicy {
+                initial: Duration::from_secs(5),
+                max: Duration::from_secs(60),
+                multiplier: 2.0,
+            },
+            give_up_after: Duration::from_secs(6 * 3600),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(3600),
+            ..WorkloadPolicy::default()
         };
-        policy.give_up_after = Duration::from_secs(6 * 3600);
-        policy.request_timeout = Duration::from_secs(10);
-        policy.connect_timeout = Duration::from_secs(2);
-        policy.max_retry_after = Duration::from_secs(3600);
         Pace {
             policy,
             give_up_after: Duration::from_secs(600),

@@ -9,7 +9,7 @@
 //! nginx answers by itself ends, [`Endpoint::heal`] checks that nginx answered every token
 //! request of the window with the fault's status and that none reached the provider.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,12 +23,17 @@ use crate::components::{LIMIT, now_ms, wait_until};
 use crate::harness::fast_policy;
 use crate::nginx::{Mode, Nginx, Upstreams};
 use crate::oidc::{Oidc, secret_of, uses_basic};
+use crate::slow::SlowUpstream;
 
 /// oidc-provider behind nginx, both started for one test and stopped by their PIDs. Fields
 /// drop in order: nginx and the provider, then the work directory.
 pub(crate) struct RealEndpoint {
-    nginx: Nginx,
-    oidc: Oidc,
+    /// nginx in front of the provider.
+    pub(crate) nginx: Nginx,
+    /// The provider.
+    pub(crate) oidc: Oidc,
+    /// An upstream that never answers (nginx's `slow` mode), if asked for.
+    pub(crate) slow: Option<SlowUpstream>,
     /// `(workload, client, refresh-token file)` of every grant.
     grants: Vec<(String, String, PathBuf)>,
     /// The mode in force since when (ms), while failing.
@@ -40,14 +45,25 @@ impl RealEndpoint {
     /// The provider (access tokens living `access_ttl` seconds, whatever a scenario's
     /// [`Lifetime`]) with nginx in pass mode in front of it.
     pub(crate) async fn start(access_ttl: u32) -> RealEndpoint {
+        RealEndpoint::start_with(access_ttl, false).await
+    }
+
+    /// Like [`RealEndpoint::start`], with a slow upstream for nginx's `slow` mode if
+    /// `with_slow`.
+    pub(crate) async fn start_with(access_ttl: u32, with_slow: bool) -> RealEndpoint {
         crate::components::require_all();
         let work = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let oidc = Oidc::start(work.path(), access_ttl);
+        let slow = if with_slow {
+            Some(SlowUpstream::start().await)
+        } else {
+            None
+        };
         let nginx = Nginx::start(
             &work.path().join("nginx"),
             Upstreams {
                 provider: oidc.addr(),
-                slow: None,
+                slow: slow.as_ref().map(SlowUpstream::addr),
             },
             Mode::Pass,
         )
@@ -55,10 +71,16 @@ impl RealEndpoint {
         RealEndpoint {
             nginx,
             oidc,
+            slow,
             grants: Vec::new(),
             failing: None,
             work,
         }
+    }
+
+    /// The work directory (credential files, the provider's and nginx's logs).
+    pub(crate) fn work(&self) -> &Path {
+        self.work.path()
     }
 
     fn rt_file(&self, client: &str) -> PathBuf {

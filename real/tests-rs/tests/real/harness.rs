@@ -3,21 +3,19 @@
 //! every state change collected, status files read back from disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokenvisor::TokenHandle;
 use tokenvisor::spec::{AuthMethod, GrantSpec, WorkloadPolicy, WorkloadSpec};
-use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::policy::BackoffPolicy;
 use tokenvisor_core::status::ErrorOutcome;
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
+use tokenvisor_test_support::scenario::http_transport;
 
 use crate::components::{now_ms, wait_until};
-use crate::nginx::{Mode, Nginx, Upstreams};
-use crate::oidc::{Oidc, secret_of, uses_basic};
-use crate::slow::SlowUpstream;
+use crate::endpoint::RealEndpoint;
+use crate::oidc::{secret_of, uses_basic};
 
 /// A workload name (panics on an invalid one: test input).
 pub(crate) fn name(s: &str) -> WorkloadName {
@@ -53,72 +51,42 @@ pub(crate) struct Workload {
     pub(crate) handle: TokenHandle,
 }
 
-/// One test's stack. Fields drop in order: the runtime's handles, nginx and the provider
-/// (stopped by PID), then the work directory.
+/// One test's stack: the components of a [`RealEndpoint`] and a runtime in process over
+/// its work directory. Fields drop in order: the runtime's handles, then the components
+/// (stopped by PID) and the work directory.
 pub(crate) struct Stack {
     pub(crate) rt: Runtime,
     pub(crate) events: Events,
-    pub(crate) nginx: Nginx,
-    pub(crate) oidc: Oidc,
-    pub(crate) slow: Option<SlowUpstream>,
-    work: tempfile::TempDir,
+    pub(crate) ep: RealEndpoint,
 }
 
 impl Stack {
     /// The provider (access tokens living `access_ttl` seconds), nginx in pass mode in front
     /// of it (and a slow upstream if `with_slow`), a runtime over a fresh status directory.
     pub(crate) async fn start(access_ttl: u32, with_slow: bool) -> Stack {
-        crate::components::require_all();
-        let work = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let oidc = Oidc::start(work.path(), access_ttl);
-        let slow = if with_slow {
-            Some(SlowUpstream::start().await)
-        } else {
-            None
-        };
-        let nginx = Nginx::start(
-            &work.path().join("nginx"),
-            Upstreams {
-                provider: oidc.addr(),
-                slow: slow.as_ref().map(SlowUpstream::addr),
-            },
-            Mode::Pass,
-        )
-        .await;
-        let http = HttpTransport::new(HttpConfig {
-            use_env_proxy: false,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("cannot build the HTTP transport: {e}"));
+        let ep = RealEndpoint::start_with(access_ttl, with_slow).await;
         let rt = Runtime::start(RuntimeConfig::new(
-            work.path().join("statuses"),
-            Arc::new(http),
+            ep.work().join("statuses"),
+            http_transport(),
         ))
         .await
         .unwrap_or_else(|e| panic!("cannot start the runtime: {e}"));
         let events = Events::collect(&rt);
-        Stack {
-            rt,
-            events,
-            nginx,
-            oidc,
-            slow,
-            work,
-        }
+        Stack { rt, events, ep }
     }
 
     /// The status directory.
     pub(crate) fn status_dir(&self) -> PathBuf {
-        self.work.path().join("statuses")
+        self.ep.work().join("statuses")
     }
 
     /// The work directory (credential files live here).
     pub(crate) fn work(&self) -> &Path {
-        self.work.path()
+        self.ep.work()
     }
 
     fn spec(&self, workload: &str, client: &str, grant: GrantSpec) -> WorkloadSpec {
-        let mut spec = WorkloadSpec::new(name(workload), &self.nginx.token_url(), client, grant)
+        let mut spec = WorkloadSpec::new(name(workload), &self.ep.nginx.token_url(), client, grant)
             .with_client_secret(&secret_of(client));
         spec.auth_method = if uses_basic(client) {
             AuthMethod::Basic
@@ -132,7 +100,7 @@ impl Stack {
     /// Logs in as `client` (authorization_code + PKCE) and adds a refresh_token workload
     /// whose refresh token lives in `<work>/<workload>.rt`.
     pub(crate) async fn add_refresh(&self, workload: &str, client: &str) -> Workload {
-        let rt = self.oidc.login(client, 1).remove(0);
+        let rt = self.ep.oidc.login(client, 1).remove(0);
         let file = self.work().join(format!("{workload}.rt"));
         std::fs::write(&file, &rt).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let spec = self.spec(
@@ -260,7 +228,7 @@ impl Stack {
         for w in workloads {
             let token = self.access_token(w);
             assert!(
-                self.oidc.is_active(&w.client, &token).await,
+                self.ep.oidc.is_active(&w.client, &token).await,
                 "{}: the provider says its access token is not active",
                 w.name
             );
@@ -271,25 +239,11 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            // What each component saw, for the failure report.
-            let tail = |p: PathBuf| {
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                let from = lines.len().saturating_sub(40);
-                format!(
-                    "--- {} (last {} lines)\n{}",
-                    p.display(),
-                    lines.len() - from,
-                    lines[from..].join("\n")
-                )
-            };
-            eprintln!("{}", tail(self.work().join("oidc.log")));
-            eprintln!("{}", tail(self.work().join("oidc.stderr")));
-            eprintln!("{}", tail(self.work().join("nginx/logs/access.log")));
-            eprintln!("{}", tail(self.work().join("nginx/logs/error.log")));
+            // The status files, for the failure report (the endpoint adds its components').
             if let Ok(rd) = std::fs::read_dir(self.status_dir()) {
                 for e in rd.flatten() {
-                    eprintln!("{}", tail(e.path()));
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    eprintln!("--- {}\n{text}", e.path().display());
                 }
             }
         }

@@ -45,7 +45,7 @@ tokenvisor_test_support::scenario_tests! {
 /// Asserts that no token request reached the provider between `from` and `to` (ms). A switch
 /// returns only once nginx's old worker has exited, so nothing proxied before it arrives later.
 fn assert_provider_untouched(s: &Stack, from: u64, to: u64, why: &str) {
-    let reached = s.oidc.refreshes_between(from, to);
+    let reached = s.ep.oidc.refreshes_between(from, to);
     assert!(
         reached.is_empty(),
         "{why}: {} token request(s) reached the provider between {from} and {to}: {reached:?}",
@@ -71,7 +71,7 @@ async fn outage_spanning_expiry(mode: Mode, status: u16) {
     let all = [&a, &b, &c];
     s.wait_all(&all, WorkloadStatus::Running).await;
 
-    let down_at = s.nginx.switch(mode).await;
+    let down_at = s.ep.nginx.switch(mode).await;
     for w in all {
         let r = s
             .wait_file(&w.name, &format!("auth_retrying with {status}"), |r| {
@@ -89,16 +89,16 @@ async fn outage_spanning_expiry(mode: Mode, status: u16) {
     s.wait_expired_while_failing(&all).await;
 
     let up_at = now_ms();
-    s.nginx.switch(Mode::Pass).await;
+    s.ep.nginx.switch(Mode::Pass).await;
     s.wait_all(&all, WorkloadStatus::Running).await;
     s.events.assert_never(WorkloadStatus::Unauthenticated);
     assert_provider_untouched(&s, down_at, up_at, mode.name());
-    let seen: Vec<_> = s
-        .nginx
-        .token_requests()
-        .into_iter()
-        .filter(|a| a.mode == mode.name())
-        .collect();
+    let seen: Vec<_> =
+        s.ep.nginx
+            .token_requests()
+            .into_iter()
+            .filter(|a| a.mode == mode.name())
+            .collect();
     assert!(
         seen.len() >= 3,
         "nginx saw {} requests in {}",
@@ -135,7 +135,7 @@ async fn upstream_slower_than_the_client_timeout_recovers() {
     let all = [&a, &c];
     s.wait_all(&all, WorkloadStatus::Running).await;
 
-    let slow_at = s.nginx.switch(Mode::Slow).await;
+    let slow_at = s.ep.nginx.switch(Mode::Slow).await;
     s.force(&all).await;
     for w in all {
         let r = s
@@ -151,10 +151,10 @@ async fn upstream_slower_than_the_client_timeout_recovers() {
             "{e:?}"
         );
     }
-    let slow = s
-        .slow
-        .as_ref()
-        .unwrap_or_else(|| panic!("no slow upstream"));
+    let slow =
+        s.ep.slow
+            .as_ref()
+            .unwrap_or_else(|| panic!("no slow upstream"));
     assert!(
         slow.accepted() >= 2,
         "the slow upstream got {} connections",
@@ -162,12 +162,12 @@ async fn upstream_slower_than_the_client_timeout_recovers() {
     );
 
     let fast_at = now_ms();
-    s.nginx.switch(Mode::Pass).await;
+    s.ep.nginx.switch(Mode::Pass).await;
     s.wait_all(&all, WorkloadStatus::Running).await;
     s.events.assert_never(WorkloadStatus::Unauthenticated);
     assert_provider_untouched(&s, slow_at, fast_at, "slow upstream");
     // nginx logs 499 for each request tokenvisor gave up on.
-    s.nginx
+    s.ep.nginx
         .wait_token_request("a 499 (client gave up) in slow mode", |a| {
             a.mode == "slow" && a.status == 499
         })
@@ -196,17 +196,17 @@ async fn limit_req_rate_limiting_spreads_refreshes_and_all_recover() {
     let all: Vec<&Workload> = ws.iter().collect();
     s.wait_all(&all, WorkloadStatus::Running).await;
 
-    s.nginx.switch(Mode::LimitReq { burst: 1 }).await;
+    s.ep.nginx.switch(Mode::LimitReq { burst: 1 }).await;
     for round in 0..2 {
         let before: Vec<usize> = all
             .iter()
-            .map(|w| s.oidc.refreshes(&w.client).len())
+            .map(|w| s.ep.oidc.refreshes(&w.client).len())
             .collect();
         s.force(&all).await;
         for (w, n) in all.iter().zip(&before) {
             let what = format!("{}: a successful refresh in round {round}", w.name);
             wait_until(&what, || {
-                s.oidc.refreshes(&w.client)[*n..]
+                s.ep.oidc.refreshes(&w.client)[*n..]
                     .iter()
                     .any(|l| l.status == Some(200))
             })
@@ -214,12 +214,12 @@ async fn limit_req_rate_limiting_spreads_refreshes_and_all_recover() {
         }
         s.wait_all(&all, WorkloadStatus::Running).await;
     }
-    let limited: Vec<_> = s
-        .nginx
-        .token_requests()
-        .into_iter()
-        .filter(|a| a.mode == "limit_req" && a.status == 429)
-        .collect();
+    let limited: Vec<_> =
+        s.ep.nginx
+            .token_requests()
+            .into_iter()
+            .filter(|a| a.mode == "limit_req" && a.status == 429)
+            .collect();
     assert!(!limited.is_empty(), "limit_req refused nothing");
     assert!(
         limited.iter().all(|a| a.upstream_status.is_empty()),
@@ -233,22 +233,22 @@ async fn limit_req_rate_limiting_spreads_refreshes_and_all_recover() {
     s.events.assert_never(WorkloadStatus::Unauthenticated);
     // Every refresh that reached the provider succeeded: no reuse, no refused grant.
     for w in &all {
-        let bad: Vec<_> = s
-            .oidc
-            .refreshes(&w.client)
-            .into_iter()
-            .filter(|l| l.status != Some(200))
-            .collect();
+        let bad: Vec<_> =
+            s.ep.oidc
+                .refreshes(&w.client)
+                .into_iter()
+                .filter(|l| l.status != Some(200))
+                .collect();
         assert!(bad.is_empty(), "{}: {bad:?}", w.name);
     }
-    assert!(s.oidc.events("grant.revoked").is_empty());
+    assert!(s.ep.oidc.events("grant.revoked").is_empty());
     s.assert_tokens_active(&all).await;
-    let passed = s
-        .nginx
-        .token_requests()
-        .into_iter()
-        .filter(|a| a.mode == "limit_req" && a.status == 200)
-        .count();
+    let passed =
+        s.ep.nginx
+            .token_requests()
+            .into_iter()
+            .filter(|a| a.mode == "limit_req" && a.status == 200)
+            .count();
     println!(
         "observed: limit_req refused {} token requests (429 + Retry-After 1) and passed {passed}; \
          {} of 8 workloads were auth_retrying for a while; all running; every refresh that \
@@ -295,7 +295,7 @@ async fn client_credentials_workloads_renew_and_a_wrong_secret_is_final() {
             if let Ok(t) = w.handle.current() {
                 tokens.insert((w.name.clone(), t.expose().to_owned()));
             }
-            s.oidc
+            s.ep.oidc
                 .refreshes(&w.client)
                 .iter()
                 .filter(|l| {
@@ -310,14 +310,14 @@ async fn client_credentials_workloads_renew_and_a_wrong_secret_is_final() {
     s.assert_tokens_active(&[&basic, &post]).await;
     // The wrong secret reached the provider once (401 invalid_client), then never again. The
     // provider logs no client for a failed client authentication: count by status.
-    let refused: Vec<_> = s
-        .oidc
-        .log()
-        .into_iter()
-        .filter(|l| {
-            l.path.as_deref() == Some("/token") && l.error.as_deref() == Some("invalid_client")
-        })
-        .collect();
+    let refused: Vec<_> =
+        s.ep.oidc
+            .log()
+            .into_iter()
+            .filter(|l| {
+                l.path.as_deref() == Some("/token") && l.error.as_deref() == Some("invalid_client")
+            })
+            .collect();
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(!s.events.ever(&wrong.name, WorkloadStatus::AuthRetrying));
     assert!(!s.events.ever(&basic.name, WorkloadStatus::Unauthenticated));

@@ -1114,10 +1114,13 @@ impl Endpoint for FakeEndpoint {
 
 /// `tokenvisor-idp` over real HTTP on 127.0.0.1, with real but short time: long tokens live
 /// a minute, short ones two seconds; backoff from 100 ms to 1 s. Clients rotate their
-/// refresh tokens with reuse detection; [`Endpoint::check`] asserts no reuse was seen.
+/// refresh tokens with reuse detection; [`Endpoint::check`] asserts no reuse was seen and
+/// one `invalid_grant` answer per revoked grant (none retried).
 pub struct IdpEndpoint {
     /// The server.
     pub idp: IdpServer,
+    /// Grants revoked so far: each is answered `invalid_grant` exactly once.
+    revoked: u64,
 }
 
 impl IdpEndpoint {
@@ -1126,7 +1129,7 @@ impl IdpEndpoint {
         let idp = IdpServer::start(IdpConfig::default())
             .await
             .unwrap_or_else(|e| panic!("cannot start the idp: {e}"));
-        IdpEndpoint { idp }
+        IdpEndpoint { idp, revoked: 0 }
     }
 
     /// The client secret the idp knows a test client by.
@@ -1231,6 +1234,7 @@ impl Endpoint for IdpEndpoint {
 
     async fn revoke(&mut self, client_id: &str) {
         assert_eq!(self.idp.revoke_client_grants(client_id), 1);
+        self.revoked += 1;
     }
 
     async fn new_grant(&mut self, client_id: &str) -> String {
@@ -1240,10 +1244,11 @@ impl Endpoint for IdpEndpoint {
     }
 
     async fn check(&self, served: &[(String, String)]) {
+        let counters = self.idp.counters();
+        assert_eq!(counters.reuse_detected, 0, "a refresh token was reused");
         assert_eq!(
-            self.idp.counters().reuse_detected,
-            0,
-            "a refresh token was reused"
+            counters.invalid_grant, self.revoked,
+            "invalid_grant answers: one per revoked grant"
         );
         for (client, _) in served {
             let live = self.idp.live_refresh_tokens(client);

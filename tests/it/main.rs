@@ -1,9 +1,9 @@
 //! tokenvisor end to end: the runtime over real HTTP against `tokenvisor-idp` on 127.0.0.1,
 //! with real but short time, and status files read back from disk.
 //!
-//! - [`scenarios`]: the paused-clock scenarios of `crates/tokenvisor/tests/runtime_paused.rs`
-//!   over HTTP (WAF blip, outage across expiry, give-up ceiling, invalid_grant, Retry-After,
-//!   single flight, new credentials, client_credentials, basic and post).
+//! - [`scenarios`]: the shared scenarios of tokenvisor-test-support over HTTP (WAF blip,
+//!   outage across expiry, give-up ceiling, invalid_grant, Retry-After holds and floor,
+//!   single flight, new credentials, force all), then client_credentials, basic and post.
 //! - [`fleet`]: 1,000 workloads on one endpoint through a fault window.
 //! - [`restart`]: rotated refresh tokens survive a restart of the runtime.
 //! - [`huge_body`]: an 8 MiB HTML 403 is a short, transient `infrastructure_4xx`.

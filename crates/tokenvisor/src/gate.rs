@@ -28,8 +28,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokenvisor_core::{Timestamp, TokenUrl};
 use tokenvisor_core::limiter::{EndpointLimiter, Feedback, LimiterConfig};
+use tokenvisor_core::{Timestamp, TokenUrl};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::clock::Clock;

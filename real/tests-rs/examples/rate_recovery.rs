@@ -25,6 +25,12 @@ mod components;
     dead_code,
     reason = "the suite's modules, of which the benchmark uses a part"
 )]
+#[path = "../tests/real/endpoint.rs"]
+mod endpoint;
+#[allow(
+    dead_code,
+    reason = "the suite's modules, of which the benchmark uses a part"
+)]
 #[path = "../tests/real/harness.rs"]
 mod harness;
 #[allow(
@@ -83,7 +89,7 @@ async fn count(s: &Stack, status: WorkloadStatus) -> usize {
 async fn one_run(workloads: usize) -> Run {
     // Access tokens outlive the run: every refresh measured is a recovery.
     let mut s = Stack::start(3600, false).await;
-    s.nginx.switch(Mode::Unavailable503).await;
+    s.ep.nginx.switch(Mode::Unavailable503).await;
     for i in 0..workloads {
         let client = format!("tv-{:02}", i % CLIENTS + 1);
         s.add_client_credentials(&format!("w{i:03}"), &client, None)
@@ -100,7 +106,7 @@ async fn one_run(workloads: usize) -> Run {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let switched = s.nginx.switch(Mode::LimitReq40).await;
+    let switched = s.ep.nginx.switch(Mode::LimitReq40).await;
     let mut running = 0;
     let mut done_at = 0;
     let started = tokio::time::Instant::now();
@@ -113,12 +119,12 @@ async fn one_run(workloads: usize) -> Run {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let reqs: Vec<_> = s
-        .nginx
-        .token_requests()
-        .into_iter()
-        .filter(|a| a.mode == "limit_req40" && a.t_ms() <= done_at)
-        .collect();
+    let reqs: Vec<_> =
+        s.ep.nginx
+            .token_requests()
+            .into_iter()
+            .filter(|a| a.mode == "limit_req40" && a.t_ms() <= done_at)
+            .collect();
     let refused = reqs.iter().filter(|a| a.status == 429).count();
     if std::env::var_os("RATE_RECOVERY_TIMELINE").is_some() {
         // Token requests per half second since the switch: passed/refused.

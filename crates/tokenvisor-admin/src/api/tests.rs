@@ -13,6 +13,7 @@ use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::testing::{FakeReply, FakeTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, WorkloadName, WorkloadStatus};
+use tokenvisor_test_support::wait::wait_until_within;
 use tower::ServiceExt as _;
 
 use super::{AdminState, BODY_LIMIT, bearer_token, constant_time_eq, router};
@@ -204,7 +205,7 @@ impl Fixture {
     /// Waits (bounded) until the workload's status record says `want`.
     async fn wait_status(&self, name: &str, want: WorkloadStatus) {
         let h = self.runtime.handle(&wn(name)).await.unwrap().unwrap();
-        wait_until(&format!("{name} to be {}", want.as_str()), || {
+        wait_until_within(&format!("{name} to be {}", want.as_str()), WAIT, || {
             h.status().is_some_and(|r| r.status == want)
                 && (want != WorkloadStatus::Running || h.current().is_ok())
         })
@@ -216,18 +217,6 @@ impl Fixture {
             .shutdown(Duration::from_secs(10))
             .await
             .unwrap();
-    }
-}
-
-/// Polls `cond` until it holds, failing after [`WAIT`].
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -373,7 +362,7 @@ async fn refresh_sends_a_request_and_is_refused_when_it_cannot() {
         .await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
     assert_eq!(a.json(), serde_json::json!({"accepted": true}));
-    wait_until("the forced refresh to reach the provider", || {
+    wait_until_within("the forced refresh to reach the provider", WAIT, || {
         f.fake.count("alpha") > before
     })
     .await;
@@ -552,7 +541,7 @@ async fn token_delivery_explains_a_backoff_with_retry_after() {
     f.fake.set_client("alpha", FakeReply::too_many(300));
     f.add(rt_spec("alpha")).await;
     let h = f.runtime.handle(&wn("alpha")).await.unwrap().unwrap();
-    wait_until("alpha to back off", || {
+    wait_until_within("alpha to back off", WAIT, || {
         h.status().is_some_and(|r| {
             r.token
                 .as_ref()
@@ -968,7 +957,10 @@ async fn healthz_answers_503_while_no_timer_can_fire() {
     assert!(error.contains("timer service"), "{error}");
     assert_eq!(a.json()["ok"], false);
 
-    wait_until("the timer service restarted", || f.runtime.health().ok()).await;
+    wait_until_within("the timer service restarted", WAIT, || {
+        f.runtime.health().ok()
+    })
+    .await;
     let a = f.call_as(None, Method::GET, "/healthz", None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     f.shutdown().await;

@@ -13,11 +13,7 @@ pub(crate) const INSTALL: &str = "install the suite's components with `bash real
      (nginx from Debian's packages, oidc-provider with `npm ci` in real/oidc), then run \
      `cargo nextest run -p tokenvisor-real --features real` (see real/README.md)";
 
-/// How often [`wait_until`] looks.
-pub(crate) const POLL: Duration = Duration::from_millis(20);
-
-/// How long [`wait_until`] waits before failing the test.
-pub(crate) const LIMIT: Duration = Duration::from_secs(45);
+pub(crate) use tokenvisor_test_support::wait::{LIMIT, POLL, wait_until, wait_until_within};
 
 /// The repository's `real/` directory.
 pub(crate) fn real_dir() -> PathBuf {
@@ -117,23 +113,6 @@ pub(crate) fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("cannot find a free port on 127.0.0.1: {e}"))
-}
-
-/// Waits until `cond` holds, polling every [`POLL`], failing after [`LIMIT`].
-pub(crate) async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
-    wait_until_within(what, LIMIT, cond).await;
-}
-
-/// Waits until `cond` holds, polling every [`POLL`], failing after `limit`.
-pub(crate) async fn wait_until_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let started = tokio::time::Instant::now();
-    while !cond() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// A child process, stopped by its PID when dropped (SIGTERM, then SIGKILL after 10 s), so

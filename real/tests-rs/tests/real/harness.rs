@@ -2,25 +2,20 @@
 //! process over a temporary status directory (real HTTP transport, token URL through nginx),
 //! every state change collected, status files read back from disk.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokenvisor::TokenHandle;
 use tokenvisor::spec::{AuthMethod, GrantSpec, WorkloadPolicy, WorkloadSpec};
-use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::policy::BackoffPolicy;
-use tokenvisor_core::status::{ErrorOutcome, LastError};
+use tokenvisor_core::status::ErrorOutcome;
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
-use tokio::sync::broadcast::error::RecvError;
+use tokenvisor_test_support::scenario::http_transport;
 
 use crate::components::{now_ms, wait_until};
-use crate::nginx::{Mode, Nginx, Upstreams};
-use crate::oidc::{Oidc, secret_of, uses_basic};
-use crate::slow::SlowUpstream;
+use crate::endpoint::RealEndpoint;
+use crate::oidc::{secret_of, uses_basic};
 
 /// A workload name (panics on an invalid one: test input).
 pub(crate) fn name(s: &str) -> WorkloadName {
@@ -42,87 +37,8 @@ pub(crate) fn fast_policy() -> WorkloadPolicy {
     }
 }
 
-/// Reads `<dir>/<workload>.json` if it exists (panics if it does not parse: a status file is
-/// never partial).
-pub(crate) fn read_status(dir: &Path, workload: &str) -> Option<StatusRecord> {
-    let path = dir.join(format!("{workload}.json"));
-    let bytes = std::fs::read(&path).ok()?;
-    Some(
-        StatusRecord::from_json(&bytes)
-            .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display())),
-    )
-}
-
-/// The last error of a status record.
-pub(crate) fn last_error(r: &StatusRecord) -> Option<&LastError> {
-    r.token.as_ref().and_then(|t| t.last_error.as_ref())
-}
-
-/// Every state change of a runtime, collected by a task (and how many were lost to lag,
-/// which would make "never" assertions unsound: tests assert none were).
-#[derive(Clone, Default)]
-pub(crate) struct Events {
-    seen: Arc<Mutex<HashMap<WorkloadName, Vec<WorkloadStatus>>>>,
-    lagged: Arc<AtomicU64>,
-}
-
-impl Events {
-    /// Subscribes to `rt`.
-    pub(crate) fn collect(rt: &Runtime) -> Events {
-        let events = Events::default();
-        let mut rx = rt.subscribe();
-        let sink = events.clone();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(change) => sink
-                        .seen
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .entry(change.name.clone())
-                        .or_default()
-                        .push(change.status),
-                    Err(RecvError::Lagged(n)) => {
-                        sink.lagged.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(RecvError::Closed) => break,
-                }
-            }
-        });
-        events
-    }
-
-    /// The statuses a workload went through, in order.
-    pub(crate) fn of(&self, workload: &str) -> Vec<WorkloadStatus> {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&name(workload))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Whether a workload was ever in `status`.
-    pub(crate) fn ever(&self, workload: &str, status: WorkloadStatus) -> bool {
-        self.of(workload).contains(&status)
-    }
-
-    /// Asserts that no workload ever became `unauthenticated`, and that no event was lost.
-    pub(crate) fn assert_never_unauthenticated(&self) {
-        assert_eq!(
-            self.lagged.load(Ordering::Relaxed),
-            0,
-            "the event collector lagged"
-        );
-        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        for (n, statuses) in seen.iter() {
-            assert!(
-                !statuses.contains(&WorkloadStatus::Unauthenticated),
-                "{n} became unauthenticated: {statuses:?}"
-            );
-        }
-    }
-}
+pub(crate) use tokenvisor_test_support::events::Events;
+pub(crate) use tokenvisor_test_support::status::{last_error, read_status};
 
 /// A workload added to the stack.
 #[derive(Clone)]
@@ -133,78 +49,46 @@ pub(crate) struct Workload {
     pub(crate) client: String,
     /// Its handle.
     pub(crate) handle: TokenHandle,
-    /// Its refresh-token file (refresh_token grant only).
-    pub(crate) rt_file: Option<PathBuf>,
 }
 
-/// One test's stack. Fields drop in order: the runtime's handles, nginx and the provider
-/// (stopped by PID), then the work directory.
+/// One test's stack: the components of a [`RealEndpoint`] and a runtime in process over
+/// its work directory. Fields drop in order: the runtime's handles, then the components
+/// (stopped by PID) and the work directory.
 pub(crate) struct Stack {
     pub(crate) rt: Runtime,
     pub(crate) events: Events,
-    pub(crate) nginx: Nginx,
-    pub(crate) oidc: Oidc,
-    pub(crate) slow: Option<SlowUpstream>,
-    work: tempfile::TempDir,
+    pub(crate) ep: RealEndpoint,
 }
 
 impl Stack {
     /// The provider (access tokens living `access_ttl` seconds), nginx in pass mode in front
     /// of it (and a slow upstream if `with_slow`), a runtime over a fresh status directory.
     pub(crate) async fn start(access_ttl: u32, with_slow: bool) -> Stack {
-        crate::components::require_all();
-        let work = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let oidc = Oidc::start(work.path(), access_ttl);
-        let slow = if with_slow {
-            Some(SlowUpstream::start().await)
-        } else {
-            None
-        };
-        let nginx = Nginx::start(
-            &work.path().join("nginx"),
-            Upstreams {
-                provider: oidc.addr(),
-                slow: slow.as_ref().map(SlowUpstream::addr),
-            },
-            Mode::Pass,
-        )
-        .await;
-        let http = HttpTransport::new(HttpConfig {
-            use_env_proxy: false,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("cannot build the HTTP transport: {e}"));
+        let ep = RealEndpoint::start_with(access_ttl, with_slow).await;
         let rt = Runtime::start(RuntimeConfig::new(
-            work.path().join("statuses"),
-            Arc::new(http),
+            ep.work().join("statuses"),
+            http_transport(),
         ))
         .await
         .unwrap_or_else(|e| panic!("cannot start the runtime: {e}"));
         let events = Events::collect(&rt);
-        Stack {
-            rt,
-            events,
-            nginx,
-            oidc,
-            slow,
-            work,
-        }
+        Stack { rt, events, ep }
     }
 
     /// The status directory.
     pub(crate) fn status_dir(&self) -> PathBuf {
-        self.work.path().join("statuses")
+        self.ep.work().join("statuses")
     }
 
     /// The work directory (credential files live here).
     pub(crate) fn work(&self) -> &Path {
-        self.work.path()
+        self.ep.work()
     }
 
     fn spec(&self, workload: &str, client: &str, grant: GrantSpec) -> WorkloadSpec {
         let mut spec = WorkloadSpec::new(
             name(workload),
-            self.nginx.token_url().parse().unwrap(),
+            self.ep.nginx.token_url().parse().unwrap(),
             client,
             grant,
         )
@@ -221,7 +105,7 @@ impl Stack {
     /// Logs in as `client` (authorization_code + PKCE) and adds a refresh_token workload
     /// whose refresh token lives in `<work>/<workload>.rt`.
     pub(crate) async fn add_refresh(&self, workload: &str, client: &str) -> Workload {
-        let rt = self.oidc.login(client, 1).remove(0);
+        let rt = self.ep.oidc.login(client, 1).remove(0);
         let file = self.work().join(format!("{workload}.rt"));
         std::fs::write(&file, &rt).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let spec = self.spec(
@@ -236,7 +120,6 @@ impl Stack {
             name: workload.to_owned(),
             client: client.to_owned(),
             handle: self.add(spec).await,
-            rt_file: Some(file),
         }
     }
 
@@ -256,7 +139,6 @@ impl Stack {
             name: workload.to_owned(),
             client: client.to_owned(),
             handle: self.add(spec).await,
-            rt_file: None,
         }
     }
 
@@ -295,18 +177,6 @@ impl Stack {
             self.wait_file(&w.name, status.as_str(), |r| r.status == status)
                 .await;
         }
-    }
-
-    /// Flushes the runtime (every status durable) and reads the file.
-    pub(crate) async fn flushed_file(&self, workload: &str) -> StatusRecord {
-        let report = self
-            .rt
-            .flush(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("flush: {e}"));
-        assert!(report.failed.is_empty(), "status writes failed: {report:?}");
-        self.status_file(workload)
-            .unwrap_or_else(|| panic!("no status file for {workload}"))
     }
 
     /// Forces a refresh of each workload now.
@@ -363,48 +233,22 @@ impl Stack {
         for w in workloads {
             let token = self.access_token(w);
             assert!(
-                self.oidc.is_active(&w.client, &token).await,
+                self.ep.oidc.is_active(&w.client, &token).await,
                 "{}: the provider says its access token is not active",
                 w.name
             );
         }
-    }
-
-    /// The refresh token in a workload's file.
-    pub(crate) fn refresh_token(&self, w: &Workload) -> String {
-        let file = w
-            .rt_file
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} has no refresh-token file", w.name));
-        std::fs::read_to_string(file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-            .trim()
-            .to_owned()
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            // What each component saw, for the failure report.
-            let tail = |p: PathBuf| {
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                let from = lines.len().saturating_sub(40);
-                format!(
-                    "--- {} (last {} lines)\n{}",
-                    p.display(),
-                    lines.len() - from,
-                    lines[from..].join("\n")
-                )
-            };
-            eprintln!("{}", tail(self.work().join("oidc.log")));
-            eprintln!("{}", tail(self.work().join("oidc.stderr")));
-            eprintln!("{}", tail(self.work().join("nginx/logs/access.log")));
-            eprintln!("{}", tail(self.work().join("nginx/logs/error.log")));
+            // The status files, for the failure report (the endpoint adds its components').
             if let Ok(rd) = std::fs::read_dir(self.status_dir()) {
                 for e in rd.flatten() {
-                    eprintln!("{}", tail(e.path()));
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    eprintln!("--- {}\n{text}", e.path().display());
                 }
             }
         }

@@ -12,8 +12,13 @@
 //!   real/nginx/modes by `nginx -s reload`, and its JSON access log.
 //! - [`slow`]: an upstream that accepts requests and never answers.
 //! - [`harness`]: the stack of one test (provider, nginx, the tokenvisor runtime in process,
-//!   every state change, status files read back from disk) and bounded polling.
-//! - [`scenarios`]: faults at the proxy and at the provider, with the runtime in process.
+//!   every state change, status files read back from disk); the bounded wait, the status
+//!   readers, the event collector, the daemon spawner and the admin client are
+//!   tokenvisor-test-support's.
+//! - [`endpoint`]: [`endpoint::RealEndpoint`], the shared scenarios' endpoint (nginx's
+//!   modes as the faults).
+//! - [`scenarios`]: the shared scenarios of tokenvisor-test-support, then faults only this
+//!   suite has (502, a slow upstream, `limit_req`, client_credentials), in process.
 //! - [`daemon`]: 100 rotations through `tokenvisor run`, across a restart of the daemon.
 //!
 //! Time is real but short: access tokens live a few seconds, backoff starts at 200 ms and is
@@ -22,6 +27,7 @@
 
 mod components;
 mod daemon;
+mod endpoint;
 mod harness;
 mod nginx;
 mod oidc;

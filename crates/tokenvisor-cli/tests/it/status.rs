@@ -1,12 +1,10 @@
 //! `tokenvisor status`: reads status files written with `StatusRecord::to_json`, prints a
 //! table or JSON, and exits 0, 1 or 2 as documented.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{Run, run, run_cmd, tokenvisor};
+use crate::common::{Run, run, run_cmd, tokenvisor};
 use tokenvisor_core::status::{ErrorOutcome, LastError, SCHEMA, TokenSection, TokenState};
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadStatus};
 

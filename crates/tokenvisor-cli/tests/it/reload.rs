@@ -5,147 +5,36 @@
 //! - a reload stuck reading a secret file (a FIFO) times out, blocks nothing, and SIGTERM
 //!   still shuts the daemon down at once with exit 0.
 
-mod common;
-
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::tokenvisor;
+use crate::harness::{Launch, start_daemon, wait_until, write};
 use tokenvisor_core::{StatusRecord, WorkloadStatus};
 use tokenvisor_idp::{ClientSpec, Fault, FaultScope, IdpConfig, IdpServer, Times};
+use tokenvisor_test_support::config::ConfigFile;
+use tokenvisor_test_support::status::{status_is, status_of};
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
 
-struct Daemon {
-    child: Child,
-    admin: String,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    /// Starts `tokenvisor run` with its log (stderr) going to `log.txt` next to the config.
-    fn start(config: &Path) -> Daemon {
-        let log = config.with_file_name("log.txt");
-        let mut child = tokenvisor()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
-        assert_eq!(ready["event"], "ready");
-        Daemon {
-            child,
-            admin: ready["admin"].as_str().unwrap().to_owned(),
-            log,
-        }
-    }
-
-    /// The log so far, without terminal colour codes.
-    fn log(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                // ESC [ … m
-                for c in chars.by_ref() {
-                    if c == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    /// How many log lines contain `needle`.
-    fn count(&self, needle: &str) -> usize {
-        self.log().lines().filter(|l| l.contains(needle)).count()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-
-    /// SIGTERM, then waits (bounded) for the exit code.
-    async fn terminate(&mut self) -> Option<i32> {
-        self.signal("-TERM");
-        for _ in 0..1500 {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the daemon did not exit after SIGTERM:\n{}", self.log());
-    }
-}
-
-/// Polls (bounded, 30 s) until `cond` holds.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-}
-
-fn status_of(dir: &Path, name: &str) -> Option<StatusRecord> {
-    let bytes = std::fs::read(dir.join("statuses").join(format!("{name}.json"))).ok()?;
-    StatusRecord::from_json(&bytes).ok()
-}
-
 fn running(dir: &Path, name: &str) -> bool {
-    status_of(dir, name).is_some_and(|r| r.status == WorkloadStatus::Running)
+    status_is(&dir.join("statuses"), name, WorkloadStatus::Running)
 }
 
 /// A config with `[defaults] endpoint_concurrency = concurrency` and one refresh-token
 /// workload per name (registering the clients at the provider on first use); `extra` is
 /// appended to the workload called `d`.
-fn config(dir: &Path, idp: &IdpServer, names: &[&str], concurrency: usize, extra: &str) -> PathBuf {
-    let mut text = format!(
-        r#"[service]
-status_dir = "{status}"
-admin_listen = "127.0.0.1:0"
-admin_token_file = "admin.token"
-log_level = "info"
-
-[defaults]
-request_timeout = "5s"
-connect_timeout = "1s"
-backoff_initial = "200ms"
-backoff_max = "1s"
-endpoint_concurrency = {concurrency}
-"#,
-        status = dir.join("statuses").display()
-    );
+fn config(
+    dir: &Path,
+    idp: &IdpServer,
+    names: &[&str],
+    concurrency: usize,
+    extra: &[(&str, &str)],
+) -> PathBuf {
+    let mut c = ConfigFile::new(&dir.join("statuses"));
+    c.service.str("admin_token_file", "admin.token");
+    c.defaults
+        .str("request_timeout", "5s")
+        .set("endpoint_concurrency", concurrency.to_string());
     for n in names {
         let rt_file = dir.join(format!("{n}.rt"));
         if !rt_file.exists() {
@@ -153,18 +42,21 @@ endpoint_concurrency = {concurrency}
             write(&rt_file, &idp.issue_refresh_token(n).unwrap());
             write(&dir.join(format!("{n}.secret")), &format!("secret-{n}\n"));
         }
-        text.push_str(&format!(
-            "\n[[workload]]\nname = \"{n}\"\ntoken_url = \"{url}\"\nclient_id = \"{n}\"\n\
-             client_secret_file = \"{n}.secret\"\ngrant = \"refresh_token\"\n\
-             refresh_token_file = \"{n}.rt\"\n{more}",
-            url = idp.token_url(),
-            more = if *n == "d" { extra } else { "" },
-        ));
+        let w = c.refresh_workload(
+            n,
+            &idp.token_url(),
+            n,
+            &format!("{n}.secret"),
+            &format!("{n}.rt"),
+        );
+        if *n == "d" {
+            for (k, v) in extra {
+                w.str(k, v);
+            }
+        }
     }
     write(&dir.join("admin.token"), ADMIN_TOKEN);
-    let path = dir.join("tokenvisor.toml");
-    write(&path, &text);
-    path
+    c.write(&dir.join("tokenvisor.toml"))
 }
 
 fn client() -> reqwest::Client {
@@ -186,23 +78,28 @@ async fn a_reload_resizes_the_endpoint_gate_and_restarts_only_changed_workloads(
     .await
     .unwrap();
     let names = ["a", "b", "c", "d"];
-    let cfg = config(dir, &idp, &names, 1, "");
-    let mut daemon = Daemon::start(&cfg);
+    let cfg = config(dir, &idp, &names, 1, &[]);
+    let mut daemon = start_daemon(&cfg, Launch::default()).await;
     wait_until("every workload running", || {
         names.iter().all(|n| running(dir, n))
     })
     .await;
     let before: Vec<(u64, StatusRecord)> = names
         .iter()
-        .map(|n| (idp.counters().client(n), status_of(dir, n).unwrap()))
+        .map(|n| {
+            (
+                idp.counters().client(n),
+                status_of(&dir.join("statuses"), n).unwrap(),
+            )
+        })
         .collect();
 
     // Reload: the endpoint's concurrency 1 → 4 (a [defaults] key every workload inherits),
     // and d's own backoff_max changes.
-    config(dir, &idp, &names, 4, "backoff_max = \"2s\"\n");
+    config(dir, &idp, &names, 4, &[("backoff_max", "2s")]);
     daemon.signal("-HUP");
-    wait_until("the reload", || daemon.count("SIGHUP: reloaded") == 1).await;
-    let log = daemon.log();
+    wait_until("the reload", || daemon.log_count("SIGHUP: reloaded") == 1).await;
+    let log = daemon.log_plain();
     let reloaded = log
         .lines()
         .find(|l| l.contains("SIGHUP: reloaded"))
@@ -215,7 +112,7 @@ async fn a_reload_resizes_the_endpoint_gate_and_restarts_only_changed_workloads(
     // a, b and c were not restarted: no request, same record (created_at, updated_at).
     for (i, n) in ["a", "b", "c"].iter().enumerate() {
         assert_eq!(idp.counters().client(n), before[i].0, "{n} sent a request");
-        let now = status_of(dir, n).unwrap();
+        let now = status_of(&dir.join("statuses"), n).unwrap();
         assert_eq!(now.created_at, before[i].1.created_at, "{n}");
         assert_eq!(now.updated_at, before[i].1.updated_at, "{n} was restarted");
     }
@@ -236,7 +133,7 @@ async fn a_reload_resizes_the_endpoint_gate_and_restarts_only_changed_workloads(
     let http = client();
     for n in names {
         let r = http
-            .post(format!("http://{}/v1/workloads/{n}/refresh", daemon.admin))
+            .post(format!("{}/v1/workloads/{n}/refresh", daemon.admin_url()))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
@@ -254,7 +151,7 @@ async fn a_reload_resizes_the_endpoint_gate_and_restarts_only_changed_workloads(
     );
     idp.clear_faults();
 
-    assert_eq!(daemon.terminate().await, Some(0), "{}", daemon.log());
+    assert_eq!(daemon.terminate().await, Some(0), "{}", daemon.log_plain());
     assert_eq!(idp.counters().reuse_detected, 0);
 }
 
@@ -263,8 +160,8 @@ async fn a_reload_stuck_on_a_fifo_times_out_and_sigterm_still_works() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
-    let cfg = config(dir, &idp, &["a"], 4, "");
-    let mut daemon = Daemon::start(&cfg);
+    let cfg = config(dir, &idp, &["a"], 4, &[]);
+    let mut daemon = start_daemon(&cfg, Launch::default()).await;
     wait_until("a running", || running(dir, "a")).await;
 
     // The secret file becomes a FIFO nobody writes to: opening it blocks forever.
@@ -278,19 +175,19 @@ async fn a_reload_stuck_on_a_fifo_times_out_and_sigterm_still_works() {
 
     daemon.signal("-HUP");
     wait_until("the reload to start", || {
-        daemon.count("SIGHUP: reloading") == 1
+        daemon.log_count("SIGHUP: reloading") == 1
     })
     .await;
     // SIGHUPs during the stuck reload coalesce (no pile of blocked reads).
     daemon.signal("-HUP");
     daemon.signal("-HUP");
     wait_until("the reload to time out", || {
-        daemon.count("SIGHUP: reload timed out") == 1
+        daemon.log_count("SIGHUP: reload timed out") == 1
     })
     .await;
     // The coalesced request runs next and refuses to pin a second thread on the FIFO.
     wait_until("the coalesced reload refused", || {
-        daemon.count("still stuck reading") >= 1
+        daemon.log_count("still stuck reading") >= 1
     })
     .await;
     assert!(
@@ -299,7 +196,7 @@ async fn a_reload_stuck_on_a_fifo_times_out_and_sigterm_still_works() {
     );
 
     // SIGTERM while the read is still stuck: a prompt, clean exit.
-    assert_eq!(daemon.terminate().await, Some(0), "{}", daemon.log());
-    let rec = status_of(dir, "a").unwrap();
+    assert_eq!(daemon.terminate().await, Some(0), "{}", daemon.log_plain());
+    let rec = status_of(&dir.join("statuses"), "a").unwrap();
     assert_eq!(rec.status, WorkloadStatus::Stopped);
 }

@@ -2,11 +2,9 @@
 //! classified as the daemon classifies it (`tokenvisor_core::classify`), the exit code follows the verdict, and no token or secret
 //! ever reaches stdout or stderr.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::{Run, has_token_like, run, run_cmd, tokenvisor};
+use crate::common::{Run, has_token_like, run, run_cmd, tokenvisor};
 use serde_json::{Value, json};
 use tokenvisor_idp::{
     AuthMethod, ClientSpec, ExpiresInShape, Fault, FaultScope, IdpConfig, IdpServer, RetryAfter,

@@ -41,24 +41,21 @@
 //! `TOKENVISOR_CRASH_SEED` the seed. Run with `--no-capture` to see the per-kill lines and
 //! the final report; docs/RELIABILITY.md records a 50-iteration run.
 
-mod common;
-#[path = "common/crash_support.rs"]
-mod crash_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crash_support::{
-    Daemon, Rng, check_record, list, now_ms, poll_until, replace_file, whole_refresh_token,
-};
+use crate::common::TOKENVISOR;
+use crate::crash_support::{Rng, check_record, list, now_ms, replace_file, whole_refresh_token};
 use tokenvisor_core::status::{ErrorOutcome, TokenState};
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadStatus};
 use tokenvisor_idp::{
     ClientSpec, Counters, Fault, FaultScope, IdpConfig, IdpServer, RetryAfter, Times,
 };
+use tokenvisor_test_support::daemon::{Daemon, Launch};
+use tokenvisor_test_support::wait::poll_until;
 
 /// Workloads in the fleet.
 const WORKLOADS: usize = 30;
@@ -617,6 +614,17 @@ async fn wait_resumed(fleet: &Fleet, pid: u32, lost: &BTreeSet<String>) -> Vec<S
         .collect()
 }
 
+/// Starts the fleet's daemon with its stderr appended to the fleet's log; an error (the
+/// daemon killed) if it is not ready within [`READY_LIMIT`].
+async fn start(fleet: &Fleet) -> Result<Daemon, String> {
+    let launch = Launch {
+        stderr_file: Some(fleet.log.clone()),
+        ready_within: READY_LIMIT,
+        ..Launch::default()
+    };
+    Daemon::try_start(TOKENVISOR, &fleet.config, launch).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_refresh_storm_leaves_truthful_statuses_and_usable_credentials() {
     let iterations = env_u64("TOKENVISOR_CRASH_ITERATIONS", 10);
@@ -671,10 +679,10 @@ async fn kill_9_during_a_refresh_storm_leaves_truthful_statuses_and_usable_crede
         };
         let base = idp.counters();
         let started_ms = now_ms();
-        let daemon = Daemon::start(&fleet.config, &fleet.log, READY_LIMIT)
+        let daemon = start(&fleet)
             .await
             .unwrap_or_else(|e| panic!("kill {i}: {e}\n{}", fleet.log_tail()));
-        let pid = daemon.pid;
+        let pid = daemon.pid();
         checker.pids.insert(pid);
         let enough = poll_until(REQUESTS_LIMIT, Duration::from_millis(2), || {
             idp.counters().token_requests >= base.token_requests + want
@@ -758,10 +766,10 @@ async fn kill_9_during_a_refresh_storm_leaves_truthful_statuses_and_usable_crede
     let before_final = idp.counters();
     let temps_before_final = checker.cred_temps.clone();
     let started_ms = now_ms();
-    let daemon = Daemon::start(&fleet.config, &fleet.log, READY_LIMIT)
+    let daemon = start(&fleet)
         .await
         .unwrap_or_else(|e| panic!("final start: {e}\n{}", fleet.log_tail()));
-    let pid = daemon.pid;
+    let pid = daemon.pid();
     checker.pids.insert(pid);
     let stuck = wait_resumed(&fleet, pid, &last_lost).await;
     assert!(
@@ -797,7 +805,7 @@ async fn kill_9_during_a_refresh_storm_leaves_truthful_statuses_and_usable_crede
     let left_over: Vec<&String> = now_present
         .intersection(&temps_before_final)
         .filter(|t| {
-            crash_support::temp_target(t)
+            crate::crash_support::temp_target(t)
                 .and_then(|f| f.strip_suffix(".rt"))
                 .is_none_or(|n| !last_lost.contains(n))
         })

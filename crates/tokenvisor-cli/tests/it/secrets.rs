@@ -19,19 +19,16 @@
 //! supervisor's `ActorFailed` logs (captured through a tracing subscriber) and the `error`
 //! status file carry no secret.
 
-mod common;
-mod harness;
-
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use common::has_token_like;
-use harness::{
-    Admin, Answer, Canned, Daemon, Launch, PATIENCE, ScriptServer, Seen, files_under, form_encode,
-    poll, status_of, wait_until, write,
+use crate::common::has_token_like;
+use crate::harness::{
+    Admin, Answer, Canned, Launch, PATIENCE, POLL, ScriptServer, Seen, files_under, form_encode,
+    poll_until, start_daemon, status_of, wait_until_within, write,
 };
 use tokenvisor_core::WorkloadStatus;
 use tokenvisor_idp::{ClientSpec, Fault, FaultScope, IdpConfig, IdpServer, RetryAfter, Times};
@@ -483,7 +480,7 @@ fn is(dir: &Path, name: &str, want: WorkloadStatus) -> bool {
 
 /// Waits until `name` shows `status` with a last error of `kind`.
 async fn wait_error(status_dir: &Path, name: &str, status: WorkloadStatus, kind: &str) {
-    let ok = poll(PATIENCE, || {
+    let ok = poll_until(PATIENCE, POLL, || {
         status_of(status_dir, name).is_some_and(|r| {
             r.status == status
                 && r.token
@@ -501,7 +498,10 @@ async fn wait_error(status_dir: &Path, name: &str, status: WorkloadStatus, kind:
 }
 
 async fn wait_running(status_dir: &Path, name: &str) {
-    let ok = poll(PATIENCE, || is(status_dir, name, WorkloadStatus::Running)).await;
+    let ok = poll_until(PATIENCE, POLL, || {
+        is(status_dir, name, WorkloadStatus::Running)
+    })
+    .await;
     assert!(
         ok,
         "timed out waiting for {name} running; last status: {:#?}",
@@ -559,7 +559,7 @@ async fn secret_run(log_format: &str) {
     // Healthy: a token, and a rotated refresh token.
     echo.set(|s| Canned::token(s.n, "3600", Some(RT_ECHO_ROTATED)));
     let cfg = config(dir, &idp, &echo, log_format);
-    let d = Daemon::start(
+    let d = start_daemon(
         &cfg,
         Launch {
             env: vec![
@@ -576,7 +576,7 @@ async fn secret_run(log_format: &str) {
         wait_running(&status_dir, name).await;
     }
     // The rotated refresh token was written back.
-    wait_until("echo.rt rotated", PATIENCE, || {
+    wait_until_within("echo.rt rotated", PATIENCE, || {
         std::fs::read_to_string(dir.join("echo.rt")).is_ok_and(|t| t.trim() == RT_ECHO_ROTATED)
     })
     .await;
@@ -901,7 +901,7 @@ async fn crash_messages_and_actor_failed_logs_carry_no_secret() {
     )
     .with_client_secret(CS_ECHO);
     let handle = runtime.add(spec).await.unwrap();
-    wait_until("crashy running", PATIENCE, || handle.current().is_ok()).await;
+    wait_until_within("crashy running", PATIENCE, || handle.current().is_ok()).await;
     let served = handle.current().unwrap().expose().to_owned();
 
     // Crash until the restart budget (3 in 60 s) is spent: restarts, then `error`.
@@ -913,7 +913,7 @@ async fn crash_messages_and_actor_failed_logs_carry_no_secret() {
             "leaving it down"
         };
         let needle = want.to_owned();
-        wait_until(&format!("crash {i} handled"), PATIENCE, || {
+        wait_until_within(&format!("crash {i} handled"), PATIENCE, || {
             let text =
                 String::from_utf8_lossy(&logs.lock().unwrap_or_else(PoisonError::into_inner))
                     .into_owned();
@@ -921,11 +921,11 @@ async fn crash_messages_and_actor_failed_logs_carry_no_secret() {
         })
         .await;
         if i < 3 {
-            wait_until("crashy back", PATIENCE, || handle.current().is_ok()).await;
+            wait_until_within("crashy back", PATIENCE, || handle.current().is_ok()).await;
         }
     }
     runtime.flush(Duration::from_secs(10)).await.unwrap();
-    wait_until("status error on disk", PATIENCE, || {
+    wait_until_within("status error on disk", PATIENCE, || {
         is(&status_dir, "crashy", WorkloadStatus::Error)
     })
     .await;

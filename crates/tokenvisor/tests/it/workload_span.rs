@@ -9,7 +9,7 @@ use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::testing::{FakeReply, FakeTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, Timestamp, WorkloadName, WorkloadStatus};
-use tokio::time::Instant;
+use tokenvisor_test_support::wait::wait_until_within;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -40,15 +40,6 @@ fn spec(n: &str) -> WorkloadSpec {
         },
     )
     .with_client_secret("client-secret-value")
-}
-
-/// Waits (in virtual time, bounded) until `cond` holds.
-async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A `fmt` writer appending to a shared buffer.
@@ -83,7 +74,7 @@ async fn log_lines_of_an_attempt_carry_the_workload_name() {
     fake.push("alpha", [FakeReply::too_many(30)]);
     let alpha = rt.add(spec("alpha")).await.unwrap();
     let beta = rt.add(spec("beta")).await.unwrap();
-    wait_until("both running", S(600), || {
+    wait_until_within("both running", S(600), || {
         alpha.status().map(|r| r.status) == Some(WorkloadStatus::Running)
             && beta.status().map(|r| r.status) == Some(WorkloadStatus::Running)
     })

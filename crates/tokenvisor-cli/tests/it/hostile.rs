@@ -20,15 +20,13 @@
 //! Fault → expected → observed is tabulated in `docs/RELIABILITY.md` ("Hostile input and
 //! secrets").
 
-mod common;
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::run;
-use harness::{
-    Admin, Canned, Daemon, Launch, PATIENCE, ScriptServer, metric, status_of, wait_until, write,
+use crate::common::run;
+use crate::harness::{
+    Admin, Canned, Daemon, Launch, PATIENCE, POLL, ScriptServer, metric, poll_until, start_daemon,
+    status_of, wait_until_within, write,
 };
 use tokenvisor_core::status::{ErrorOutcome, LastError};
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadStatus};
@@ -124,7 +122,7 @@ async fn wait_failure(
     http_status: Option<u16>,
 ) -> LastError {
     let mut found = None;
-    wait_until(
+    wait_until_within(
         &format!("{name} auth_retrying with {kind} ({http_status:?})"),
         PATIENCE,
         || {
@@ -160,7 +158,7 @@ async fn wait_failure(
 /// Back to a working endpoint: force a refresh and wait for `running` with a new token.
 async fn recover(admin: &Admin, status_dir: &Path, name: &str) {
     refresh(admin, name).await;
-    wait_until(&format!("{name} running again"), PATIENCE, || {
+    wait_until_within(&format!("{name} running again"), PATIENCE, || {
         is(status_dir, name, WorkloadStatus::Running)
     })
     .await;
@@ -183,9 +181,9 @@ async fn the_daemon_rides_out_hostile_token_endpoints() {
     ));
     let cfg = dir.join("tokenvisor.toml");
     write(&cfg, &text);
-    let d = Daemon::start(&cfg, Launch::default()).await;
+    let d = start_daemon(&cfg, Launch::default()).await;
     let admin = Admin::new(&d, Some(ADMIN_TOKEN));
-    wait_until("both running", PATIENCE, || {
+    wait_until_within("both running", PATIENCE, || {
         is(&status_dir, "via-idp", WorkloadStatus::Running)
             && is(&status_dir, "via-script", WorkloadStatus::Running)
     })
@@ -207,7 +205,7 @@ async fn the_daemon_rides_out_hostile_token_endpoints() {
     // Let a few more 8 MiB answers arrive (the backoff retries), then compare the peak RSS:
     // reading stops at 64 KiB, so the 8 MiB never get near memory.
     let seen = idp.counters().fault(tokenvisor_idp::FaultKind::HugeBody);
-    wait_until("three more huge answers", PATIENCE, || {
+    wait_until_within("three more huge answers", PATIENCE, || {
         idp.counters().fault(tokenvisor_idp::FaultKind::HugeBody) >= seen + 3
     })
     .await;
@@ -328,7 +326,7 @@ async fn the_daemon_rides_out_hostile_token_endpoints() {
         assert_eq!(e.retry_after_secs, want, "Retry-After {what}: {e:?}");
         script.set(|s| Canned::token(s.n, "3600", None));
         // A clamped Retry-After holds the endpoint up to 3 s; the workload waits it out.
-        wait_until(
+        wait_until_within(
             &format!("via-script running after {what}"),
             PATIENCE,
             || is(&status_dir, "via-script", WorkloadStatus::Running),
@@ -349,14 +347,14 @@ async fn the_daemon_rides_out_hostile_token_endpoints() {
         script.set(move |s| Canned::token(s.n, expires_in, None));
         let before = script.requests();
         refresh(&admin, "via-script").await;
-        wait_until(
+        wait_until_within(
             &format!("a token with expires_in {expires_in}"),
             PATIENCE,
             || script.requests() > before,
         )
         .await;
         let mut lifetime = None;
-        wait_until(
+        wait_until_within(
             &format!("running after expires_in {expires_in}"),
             PATIENCE,
             || {
@@ -398,7 +396,7 @@ async fn ride_out_a_broken_status_dir(
     log_kinds: &[&str],
 ) {
     let admin = Admin::new(d, Some(ADMIN_TOKEN));
-    wait_until("alpha running", PATIENCE, || {
+    wait_until_within("alpha running", PATIENCE, || {
         is(status_dir, "alpha", WorkloadStatus::Running)
     })
     .await;
@@ -448,7 +446,7 @@ async fn ride_out_a_broken_status_dir(
 
     // Repaired: the latest record lands (the retried write carries the new token's expiry).
     restore_dir();
-    wait_until("the latest status on disk", PATIENCE, || {
+    wait_until_within("the latest status on disk", PATIENCE, || {
         status_of(status_dir, "alpha").is_some_and(|r| {
             r.status == WorkloadStatus::Running
                 && r.token.as_ref().and_then(|t| t.expires_at) == Some(new_expiry)
@@ -475,7 +473,7 @@ async fn alpha_daemon(dir: &Path, status_dir: &Path, launch: Launch) -> (IdpServ
     text.push_str(&cc_workload("alpha", &idp.token_url(), "secret-alpha"));
     let cfg = dir.join("tokenvisor.toml");
     write(&cfg, &text);
-    let d = Daemon::start(&cfg, launch).await;
+    let d = start_daemon(&cfg, launch).await;
     (idp, d)
 }
 
@@ -748,7 +746,7 @@ async fn the_admin_api_refuses_bad_bearers_oversized_bodies_and_traversal() {
     let status_dir = dir.join("statuses");
     let (_idp, d) = alpha_daemon(dir, &status_dir, Launch::default()).await;
     let admin = Admin::new(&d, Some(ADMIN_TOKEN));
-    wait_until("alpha running", PATIENCE, || {
+    wait_until_within("alpha running", PATIENCE, || {
         is(&status_dir, "alpha", WorkloadStatus::Running)
     })
     .await;
@@ -985,9 +983,9 @@ async fn the_admin_listener_closes_slow_idle_and_oversized_connections() {
         ulimit: Some("-S -n 256".to_owned()),
         ..Launch::default()
     };
-    let d = Daemon::start(&cfg, launch).await;
+    let d = start_daemon(&cfg, launch).await;
     let admin = Admin::new(&d, Some(ADMIN_TOKEN));
-    wait_until("alpha running", PATIENCE, || {
+    wait_until_within("alpha running", PATIENCE, || {
         is(&status_dir, "alpha", WorkloadStatus::Running)
     })
     .await;
@@ -1123,9 +1121,9 @@ async fn excess_admin_connections_are_refused_at_once_and_the_cap_follows_the_fd
         ulimit: Some("-n 64".to_owned()),
         ..Launch::default()
     };
-    let d = Daemon::start(&cfg, launch).await;
+    let d = start_daemon(&cfg, launch).await;
     let admin = Admin::new(&d, Some(ADMIN_TOKEN));
-    wait_until("alpha running", PATIENCE, || {
+    wait_until_within("alpha running", PATIENCE, || {
         is(&status_dir, "alpha", WorkloadStatus::Running)
     })
     .await;
@@ -1158,7 +1156,7 @@ async fn excess_admin_connections_are_refused_at_once_and_the_cap_follows_the_fd
     }
     // One slot freed: served again.
     drop(held.pop());
-    wait_until("/healthz served again", PATIENCE, || {
+    wait_until_within("/healthz served again", PATIENCE, || {
         std::net::TcpStream::connect(d.admin.as_deref().unwrap())
             .and_then(|mut c| {
                 use std::io::{Read as _, Write as _};
@@ -1209,9 +1207,9 @@ async fn five_thousand_hostile_connections_leave_the_daemon_as_it_was() {
     text.push_str(&cc_workload("alpha", &idp.token_url(), "secret-alpha"));
     let cfg = dir.join("tokenvisor.toml");
     write(&cfg, &text);
-    let d = Daemon::start(&cfg, Launch::default()).await;
+    let d = start_daemon(&cfg, Launch::default()).await;
     let admin = Admin::new(&d, Some(ADMIN_TOKEN));
-    wait_until("alpha running", PATIENCE, || {
+    wait_until_within("alpha running", PATIENCE, || {
         is(&status_dir, "alpha", WorkloadStatus::Running)
     })
     .await;
@@ -1269,7 +1267,7 @@ async fn five_thousand_hostile_connections_leave_the_daemon_as_it_was() {
     // The last wave stays open on our side: the daemon closes its slow and silent
     // connections itself (header and idle timeouts), its descriptors back to the baseline.
     let mut fds = d.fd_count();
-    let shed = harness::poll(PATIENCE, || {
+    let shed = poll_until(PATIENCE, POLL, || {
         fds = d.fd_count();
         fds <= fds_before + 8
     })
@@ -1282,7 +1280,7 @@ async fn five_thousand_hostile_connections_leave_the_daemon_as_it_was() {
 
     // After they closed, RSS comes back within 50 MB of the baseline.
     let mut after = d.rss_kib();
-    let back = harness::poll(PATIENCE, || {
+    let back = poll_until(PATIENCE, POLL, || {
         after = d.rss_kib();
         after <= baseline + RSS_SLACK_KIB
     })
@@ -1294,11 +1292,11 @@ async fn five_thousand_hostile_connections_leave_the_daemon_as_it_was() {
     assert!(back, "RSS {after} KiB, baseline {baseline} KiB");
 
     // Refreshes went on: the IdP saw more of them and the status file's expiry advanced.
-    wait_until("more refreshes", PATIENCE, || {
+    wait_until_within("more refreshes", PATIENCE, || {
         idp.counters().token_requests >= requests_before + 2
     })
     .await;
-    wait_until("a later expiry in the status file", PATIENCE, || {
+    wait_until_within("a later expiry in the status file", PATIENCE, || {
         status_of(&status_dir, "alpha")
             .and_then(|r| r.token.and_then(|t| t.expires_at))
             .is_some_and(|e| e > expiry_before)

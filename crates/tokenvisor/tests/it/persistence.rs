@@ -17,6 +17,7 @@ use tokenvisor::persistence::{
 use tokenvisor::status_store;
 use tokenvisor_core::status::SCHEMA;
 use tokenvisor_core::{StatusRecord, WorkloadName};
+use tokenvisor_test_support::wait::wait_until_within;
 
 /// Long enough never to be reached by a healthy test; short enough to fail a hung one.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -128,18 +129,6 @@ async fn flush(actor: &ActorRef<PersistenceMsg>, deadline: Duration) -> FlushRep
     .await
     .expect("flush answered")
     .unwrap()
-}
-
-/// Polls `cond` until it holds, failing the test after [`PATIENCE`].
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let give_up = tokio::time::Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "gave up waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 fn names(prefix: &str, n: usize) -> Vec<WorkloadName> {
@@ -288,7 +277,7 @@ async fn failed_writes_are_counted_retried_reported_and_land_once_the_dir_is_fix
     assert_eq!(h.stat(|s| &s.pending), 5);
 
     // They keep being retried on their own, with backoff.
-    wait_until("more retries", || {
+    wait_until_within("more retries", PATIENCE, || {
         h.stat(|s| &s.write_failures) >= failures + 5
     })
     .await;
@@ -458,8 +447,9 @@ async fn a_file_locked_by_toolhive_is_deferred_while_the_others_are_written() {
     };
     h.update(&locked, 1);
     h.update(&free, 1);
-    wait_until(
+    wait_until_within(
         "the free one written and the locked one deferred twice",
+        PATIENCE,
         || h.on_disk(&free).is_some() && h.stat(|s| &s.deferred) >= 2,
     )
     .await;

@@ -1,15 +1,11 @@
-//! Support for the crash-safety suite (`tests/crash.rs`): a seeded random number generator,
-//! a guard for one daemon process (killed by PID on drop, even when a check fails), bounded
-//! polling, directory listings split into expected files and leftover temp files, and the
+//! Support for the crash-safety suite ([`crate::crash`]): a seeded random number generator,
+//! directory listings split into expected files and leftover temp files, and the
 //! rules a status record must satisfy to describe a state that really happened.
-//!
-//! Included by `tests/crash.rs` with `#[path]`, next to `mod common;`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokenvisor_core::status::{ErrorOutcome, TokenState};
 use tokenvisor_core::{StatusRecord, WorkloadStatus};
@@ -51,112 +47,6 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Polls `cond` every `step` until it holds (true) or `limit` has passed (false).
-pub(crate) async fn poll_until(
-    limit: Duration,
-    step: Duration,
-    mut cond: impl FnMut() -> bool,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(step).await;
-    }
-}
-
-/// One `tokenvisor run` process. Dropping the guard kills it (SIGKILL, by PID) and reaps it,
-/// so no daemon outlives a failed assertion.
-#[derive(Debug)]
-pub(crate) struct Daemon {
-    child: Child,
-    /// The daemon's process id (also the `pid` of its ready line).
-    pub(crate) pid: u32,
-    /// Kept open so that the daemon never writes to a closed pipe.
-    _stdout: Option<BufReader<ChildStdout>>,
-    reaped: bool,
-}
-
-impl Daemon {
-    /// Starts `tokenvisor run --config <config>` with stderr appended to `log`, and waits (at
-    /// most `limit`) for its ready line. The daemon is killed if it does not get ready.
-    pub(crate) async fn start(
-        config: &Path,
-        log: &Path,
-        limit: Duration,
-    ) -> Result<Daemon, String> {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
-        let child = crate::common::tokenvisor()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .map_err(|e| format!("cannot start the daemon: {e}"))?;
-        let mut daemon = Daemon {
-            pid: child.id(),
-            child,
-            _stdout: None,
-            reaped: false,
-        };
-        let stdout = daemon
-            .child
-            .stdout
-            .take()
-            .ok_or_else(|| "no stdout pipe".to_owned())?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // The read blocks; a thread bounds it. If the daemon never prints, killing it (drop)
-        // closes the pipe and ends the thread.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let read = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send((read, reader));
-        });
-        let (read, reader) = tokio::time::timeout(limit, rx)
-            .await
-            .map_err(|_| format!("no ready line within {limit:?}"))?
-            .map_err(|_| "the ready-line reader died".to_owned())?;
-        daemon._stdout = Some(reader);
-        let line = read.map_err(|e| format!("reading the ready line: {e}"))?;
-        let ready: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| format!("the ready line {line:?} is not JSON: {e}"))?;
-        if ready["event"] != "ready" || ready["pid"] != daemon.pid {
-            return Err(format!("unexpected ready line {line:?}"));
-        }
-        Ok(daemon)
-    }
-
-    /// `kill -9` by PID, then reap the process.
-    pub(crate) fn kill9(mut self) {
-        self.kill_and_reap();
-    }
-
-    fn kill_and_reap(&mut self) {
-        if !self.reaped {
-            // `Child::kill` sends SIGKILL to this PID.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.reaped = true;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill_and_reap();
-    }
 }
 
 /// A temp file of an atomic write of `target` (`tokenvisor::atomic` names them

@@ -14,7 +14,7 @@ use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::testing::{FakeReply, FakeTransport, Release};
 use tokenvisor::{Runtime, RuntimeConfig, TokenHandle};
 use tokenvisor_core::{Secret, Timestamp, WorkloadName, WorkloadStatus};
-use tokio::time::Instant;
+use tokenvisor_test_support::wait::wait_until_within;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -71,7 +71,7 @@ impl Harness {
     async fn running(&self, with_file: bool) -> TokenHandle {
         self.fake.set_client("wl", FakeReply::rotating(3600));
         let handle = self.rt.add(self.spec(with_file)).await.unwrap();
-        wait_until("running", || {
+        wait_until_within("running", S(120), || {
             status(&handle) == Some(WorkloadStatus::Running)
         })
         .await;
@@ -91,7 +91,7 @@ impl Harness {
             )],
         );
         assert!(self.rt.force_refresh(&name("wl")).await.unwrap());
-        wait_until("the held refresh sent", || {
+        wait_until_within("the held refresh sent", S(120), || {
             self.fake.count("wl") == before + 1
         })
         .await;
@@ -126,15 +126,6 @@ fn status(h: &TokenHandle) -> Option<WorkloadStatus> {
     h.status().map(|r| r.status)
 }
 
-/// Waits (in virtual time, bounded) until `cond` holds.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + S(120);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// `PUT …/credentials` with only a new client secret while a refresh is in flight: the new
 /// attempt waits for the one in flight and presents the token it rotated to, with the new
 /// secret; the rotated token is kept, not dropped as stale.
@@ -160,8 +151,8 @@ async fn a_new_client_secret_during_a_refresh_waits_for_it_and_keeps_its_rotated
         "a second request while one was in flight"
     );
     release.release();
-    wait_until("the new attempt sent", || h.fake.count("wl") == 3).await;
-    wait_until("running", || {
+    wait_until_within("the new attempt sent", S(120), || h.fake.count("wl") == 3).await;
+    wait_until_within("running", S(120), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -183,7 +174,7 @@ async fn a_forced_refresh_during_a_refresh_joins_it() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     release.release();
-    wait_until("running on rt-2", || {
+    wait_until_within("running on rt-2", S(120), || {
         handle.current().is_ok_and(|t| t.expose() == "at-2")
     })
     .await;
@@ -215,7 +206,7 @@ async fn a_removal_during_a_refresh_waits_for_it() {
         file: Some(h.rt_file()),
     };
     let handle = h.rt.add(again).await.unwrap();
-    wait_until("running again", || {
+    wait_until_within("running again", S(120), || {
         status(&handle) == Some(WorkloadStatus::Running)
     })
     .await;
@@ -257,7 +248,7 @@ async fn a_reload_changing_the_workload_during_a_refresh_presents_the_rotated_to
         let report = reload.await.unwrap();
         assert_eq!(report.changed, 1);
         let handle = h.rt.handle(&name("wl")).await.unwrap().unwrap();
-        wait_until("running after the reload", || {
+        wait_until_within("running after the reload", S(120), || {
             handle.current().is_ok_and(|t| t.expose() == "at-3")
         })
         .await;
@@ -282,8 +273,8 @@ async fn invalid_grant_after_the_file_was_rotated_elsewhere_adopts_the_new_token
     h.fake
         .push("wl", [FakeReply::oauth_error(400, "invalid_grant")]);
     assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
-    wait_until("both requests", || h.fake.count("wl") == 3).await;
-    wait_until("running on the new token", || {
+    wait_until_within("both requests", S(120), || h.fake.count("wl") == 3).await;
+    wait_until_within("running on the new token", S(120), || {
         handle.current().is_ok_and(|t| t.expose() == "at-3")
     })
     .await;
@@ -310,7 +301,7 @@ async fn invalid_grant_with_the_current_token_is_still_final() {
     h.fake
         .push("wl", [FakeReply::oauth_error(400, "invalid_grant")]);
     assert!(h.rt.force_refresh(&name("wl")).await.unwrap());
-    wait_until("unauthenticated", || {
+    wait_until_within("unauthenticated", S(120), || {
         status(&handle) == Some(WorkloadStatus::Unauthenticated)
     })
     .await;

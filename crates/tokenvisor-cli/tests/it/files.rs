@@ -14,9 +14,6 @@
 //!   parseable files while the daemon writes; a lock held for 3 s keeps the file unchanged,
 //!   and the daemon's write lands after the release.
 
-mod common;
-mod harness;
-
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -25,8 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{run, tokenvisor};
-use harness::{Admin, Daemon, Launch, PATIENCE, metric, status_of, wait_until, write};
+use crate::common::{run, tokenvisor};
+use crate::harness::{
+    Admin, Launch, PATIENCE, POLL, metric, poll_until, start_daemon, status_of, wait_until_within,
+    write,
+};
 use rustix::fs::{FlockOperation, flock};
 use tokenvisor_core::{StatusRecord, WorkloadStatus};
 use tokenvisor_idp::{ClientSpec, IdpConfig, IdpServer};
@@ -113,13 +113,11 @@ async fn run_expecting_exit(file: &Path) -> (Option<i32>, String) {
         .spawn()
         .unwrap();
     let mut exited = None;
-    for _ in 0..1000 {
-        if let Some(status) = child.try_wait().unwrap() {
-            exited = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(PATIENCE, POLL, || {
+        exited = child.try_wait().unwrap();
+        exited.is_some()
+    })
+    .await;
     let Some(status) = exited else {
         let _ = child.kill();
         let _ = child.wait();
@@ -172,8 +170,8 @@ async fn a_second_daemon_exits_1_naming_the_first_and_sends_no_request() {
             token_url: first_idp.token_url(),
         }],
     );
-    let first = Daemon::start(&first_cfg, Launch::default()).await;
-    wait_until("alpha running", PATIENCE, || {
+    let first = start_daemon(&first_cfg, Launch::default()).await;
+    wait_until_within("alpha running", PATIENCE, || {
         status_of(&status, "alpha").is_some_and(|r| r.status == WorkloadStatus::Running)
     })
     .await;
@@ -248,7 +246,7 @@ async fn a_reloaded_workload_whose_file_another_daemon_holds_is_refused() {
         token_url: first_idp.token_url(),
     };
     config(&first_cfg, &first_status, "off", &[alpha()]);
-    let first = Daemon::start(&first_cfg, Launch::default()).await;
+    let first = start_daemon(&first_cfg, Launch::default()).await;
 
     let beta_rt = client_files(dir, &second_idp, "beta");
     let second_cfg = dir.join("second.toml");
@@ -260,8 +258,8 @@ async fn a_reloaded_workload_whose_file_another_daemon_holds_is_refused() {
         token_url: second_idp.token_url(),
     };
     config(&second_cfg, &second_status, "off", &[beta()]);
-    let second = Daemon::start(&second_cfg, Launch::default()).await;
-    wait_until("alpha and beta running", PATIENCE, || {
+    let second = start_daemon(&second_cfg, Launch::default()).await;
+    wait_until_within("alpha and beta running", PATIENCE, || {
         status_of(&first_status, "alpha").is_some_and(|r| r.status == WorkloadStatus::Running)
             && status_of(&second_status, "beta")
                 .is_some_and(|r| r.status == WorkloadStatus::Running)
@@ -291,7 +289,7 @@ async fn a_reloaded_workload_whose_file_another_daemon_holds_is_refused() {
         ],
     );
     second.signal("-HUP");
-    wait_until("gamma running after the reload", PATIENCE, || {
+    wait_until_within("gamma running after the reload", PATIENCE, || {
         status_of(&second_status, "gamma").is_some_and(|r| r.status == WorkloadStatus::Running)
     })
     .await;
@@ -405,8 +403,8 @@ async fn a_symlinked_status_dir_is_used_and_never_chmodded() {
             token_url: provider.token_url(),
         }],
     );
-    let d = Daemon::start(&cfg, Launch::default()).await;
-    wait_until("alpha running", PATIENCE, || {
+    let d = start_daemon(&cfg, Launch::default()).await;
+    wait_until_within("alpha running", PATIENCE, || {
         status_of(&target, "alpha").is_some_and(|r| r.status == WorkloadStatus::Running)
     })
     .await;
@@ -594,11 +592,11 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
             token_url: provider.token_url(),
         }],
     );
-    let d = Daemon::start(&cfg, Launch::default()).await;
+    let d = start_daemon(&cfg, Launch::default()).await;
     let admin = Admin::new(&d, Some(ADMIN_TOKEN));
     let file = status.join("shared.json");
     let lock_path = status.join("shared.lock");
-    wait_until("shared running", PATIENCE, || {
+    wait_until_within("shared running", PATIENCE, || {
         status_of(&status, "shared").is_some_and(|r| r.status == WorkloadStatus::Running)
     })
     .await;
@@ -630,7 +628,7 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
 
     // Wait for a few writes the reader saw go by.
     let first = snapshot(&file);
-    wait_until("the status file rewritten", PATIENCE, || {
+    wait_until_within("the status file rewritten", PATIENCE, || {
         snapshot(&file) != first
     })
     .await;
@@ -661,7 +659,7 @@ async fn the_daemon_never_writes_under_toolhives_lock() {
         "no write was attempted while the lock was held ({deferred_before} → {deferred})"
     );
     toolhive_unlock(&lock_path, held);
-    wait_until(
+    wait_until_within(
         "the deferred write lands after the release",
         PATIENCE,
         || snapshot(&file) != under,

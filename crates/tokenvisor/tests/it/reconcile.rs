@@ -10,7 +10,7 @@ use tokenvisor::spec::{GrantSpec, WorkloadSpec};
 use tokenvisor::testing::{FakeReply, FakeTransport};
 use tokenvisor::{ReconcileReport, Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
-use tokio::time::Instant;
+use tokenvisor_test_support::wait::wait_until_within;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -48,15 +48,6 @@ fn admit_all(_: &WorkloadSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits (in virtual time, bounded) until `cond` holds.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + S(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn running_names(rt: &Runtime) -> Vec<String> {
     let list = rt.list().await.unwrap();
     list.iter().map(|v| v.spec.name.to_string()).collect()
@@ -92,7 +83,7 @@ async fn start_up_is_a_reconcile_from_nothing_and_admit_can_refuse() {
         }
     );
     assert_eq!(running_names(&rt).await, ["a", "c"]);
-    wait_until("a and c fetched a token", || {
+    wait_until_within("a and c fetched a token", S(60), || {
         fake.count("a") == 1 && fake.count("c") == 1
     })
     .await;
@@ -128,7 +119,7 @@ async fn a_reload_stops_restarts_with_the_live_refresh_token_and_starts() {
     )
     .await
     .unwrap();
-    wait_until("three tokens", || fake.total() == 3).await;
+    wait_until_within("three tokens", S(60), || fake.total() == 3).await;
 
     // The old actor's rotation wrote a newer token than the one the reload just loaded.
     std::fs::write(&rt_file, "rt-on-disk-2\n").unwrap();
@@ -152,7 +143,7 @@ async fn a_reload_stops_restarts_with_the_live_refresh_token_and_starts() {
         }
     );
     assert_eq!(running_names(&rt).await, ["kept", "moved", "new"]);
-    wait_until("the restarted and the new workload fetched", || {
+    wait_until_within("the restarted and the new workload fetched", S(60), || {
         fake.count("moved-v2") == 1 && fake.count("new") == 1
     })
     .await;
@@ -187,7 +178,7 @@ async fn a_changed_endpoint_concurrency_resizes_without_a_restart() {
     rt.reconcile(vec![spec("a", None), spec("b", None)], admit_all)
         .await
         .unwrap();
-    wait_until("two tokens", || fake.total() == 2).await;
+    wait_until_within("two tokens", S(60), || fake.total() == 2).await;
     let narrow = |n: &str| {
         let mut s = spec(n, None);
         s.policy.endpoint_concurrency = 1;

@@ -2,54 +2,22 @@
 //! identity provider on 127.0.0.1, signals. SIGHUP reloads and reconciles; SIGTERM shuts
 //! down with every status flushed and exits 0. Also the admin API end to end, and the demo.
 
-mod common;
-
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{run, tokenvisor};
-use tokenvisor_core::{StatusRecord, WorkloadStatus};
+use crate::common::run;
+use crate::harness::{Launch, start_daemon, wait_until, write};
+use tokenvisor_core::WorkloadStatus;
 use tokenvisor_idp::{ClientSpec, IdpConfig, IdpServer};
+use tokenvisor_test_support::config::ConfigFile;
+use tokenvisor_test_support::status::status_is;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
 
-struct Daemon {
-    child: Child,
-    admin: String,
-    /// Where the admin token is (the ready line says).
-    admin_token_file: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-}
-
 /// Writes the config for `names` (each its own idp client with a refresh-token file).
 fn config(dir: &Path, idp: &IdpServer, names: &[&str]) -> PathBuf {
-    let mut text = format!(
-        r#"[service]
-status_dir = "{status}"
-admin_listen = "127.0.0.1:0"
-admin_token_file = "admin.token"
-log_level = "info"
-
-[defaults]
-request_timeout = "2s"
-connect_timeout = "1s"
-backoff_initial = "200ms"
-backoff_max = "1s"
-"#,
-        status = dir.join("statuses").display()
-    );
+    let mut c = ConfigFile::new(&dir.join("statuses"));
+    c.service.str("admin_token_file", "admin.token");
     for n in names {
         let rt_file = dir.join(format!("{n}.rt"));
         if !rt_file.exists() {
@@ -57,73 +25,20 @@ backoff_max = "1s"
             write(&rt_file, &idp.issue_refresh_token(n).unwrap());
             write(&dir.join(format!("{n}.secret")), &format!("secret-{n}\n"));
         }
-        text.push_str(&format!(
-            r#"
-[[workload]]
-name = "{n}"
-token_url = "{url}"
-client_id = "{n}"
-client_secret_file = "{n}.secret"
-grant = "refresh_token"
-refresh_token_file = "{n}.rt"
-token_sink_file = "{n}.token"
-"#,
-            url = idp.token_url()
-        ));
+        c.refresh_workload(
+            n,
+            &idp.token_url(),
+            n,
+            &format!("{n}.secret"),
+            &format!("{n}.rt"),
+        )
+        .str("token_sink_file", format!("{n}.token"));
     }
-    let path = dir.join("tokenvisor.toml");
-    write(&path, &text);
-    path
-}
-
-fn start(config: &Path) -> Daemon {
-    let mut child = tokenvisor()
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let ready: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
-    assert_eq!(ready["event"], "ready");
-    Daemon {
-        child,
-        admin: ready["admin"].as_str().unwrap().to_owned(),
-        admin_token_file: PathBuf::from(ready["admin_token_file"].as_str().unwrap()),
-    }
-}
-
-fn status_of(dir: &Path, name: &str) -> Option<StatusRecord> {
-    let bytes = std::fs::read(dir.join("statuses").join(format!("{name}.json"))).ok()?;
-    Some(StatusRecord::from_json(&bytes).unwrap_or_else(|e| panic!("{name}.json: {e}")))
-}
-
-/// Polls (bounded) until `cond` holds.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
+    c.write(&dir.join("tokenvisor.toml"))
 }
 
 fn is(dir: &Path, name: &str, s: WorkloadStatus) -> bool {
-    status_of(dir, name).is_some_and(|r| r.status == s)
-}
-
-fn signal(d: &Daemon, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &d.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
+    status_is(&dir.join("statuses"), name, s)
 }
 
 fn client() -> reqwest::Client {
@@ -145,7 +60,7 @@ async fn run_reloads_on_sighup_and_flushes_on_sigterm() {
             .await
             .unwrap();
     let cfg = config(dir, &idp, &["alpha", "beta"]);
-    let mut d = start(&cfg);
+    let mut d = start_daemon(&cfg, Launch::default()).await;
     wait_until("alpha and beta running", || {
         is(dir, "alpha", WorkloadStatus::Running) && is(dir, "beta", WorkloadStatus::Running)
     })
@@ -153,7 +68,7 @@ async fn run_reloads_on_sighup_and_flushes_on_sigterm() {
 
     // The admin API: auth, list, token delivery, metrics.
     let http = client();
-    let base = format!("http://{}", d.admin);
+    let base = d.admin_url();
     let r = http
         .get(format!("{base}/v1/workloads"))
         .send()
@@ -204,7 +119,7 @@ async fn run_reloads_on_sighup_and_flushes_on_sigterm() {
 
     // SIGHUP: beta removed, gamma added.
     let cfg = config(dir, &idp, &["alpha", "gamma"]);
-    signal(&d, "-HUP");
+    d.signal("-HUP");
     wait_until("beta stopped, gamma running", || {
         is(dir, "beta", WorkloadStatus::Stopped) && is(dir, "gamma", WorkloadStatus::Running)
     })
@@ -213,7 +128,7 @@ async fn run_reloads_on_sighup_and_flushes_on_sigterm() {
 
     // A broken file on SIGHUP changes nothing.
     write(&cfg, "this is [ not toml");
-    signal(&d, "-HUP");
+    d.signal("-HUP");
     let r = http
         .get(format!("{base}/v1/workloads/gamma"))
         .bearer_auth(ADMIN_TOKEN)
@@ -223,16 +138,7 @@ async fn run_reloads_on_sighup_and_flushes_on_sigterm() {
     assert_eq!(r.status(), 200);
 
     // SIGTERM: every status flushed as stopped, exit 0.
-    signal(&d, "-TERM");
-    let mut code = None;
-    for _ in 0..1500 {
-        if let Some(st) = d.child.try_wait().unwrap() {
-            code = Some(st.code());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(code, Some(Some(0)), "daemon exit");
+    assert_eq!(d.terminate().await, Some(0), "daemon exit");
     for n in ["alpha", "beta", "gamma"] {
         assert!(is(dir, n, WorkloadStatus::Stopped), "{n} not stopped");
     }
@@ -240,18 +146,6 @@ async fn run_reloads_on_sighup_and_flushes_on_sigterm() {
     assert_eq!(idp.counters().reuse_detected, 0);
     let rt = std::fs::read_to_string(dir.join("alpha.rt")).unwrap();
     assert!(idp.live_refresh_tokens("alpha").contains(&rt));
-}
-
-/// Waits (bounded) for the daemon to exit after SIGTERM; its exit code.
-async fn terminate(d: &mut Daemon) -> Option<i32> {
-    signal(d, "-TERM");
-    for _ in 0..1500 {
-        if let Some(st) = d.child.try_wait().unwrap() {
-            return st.code();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the daemon did not exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,12 +179,16 @@ refresh_token_file = "alpha.rt"
             url = idp.token_url()
         ),
     );
-    let mut d = start(&cfg);
-    assert_eq!(d.admin_token_file, dir.join("state").join("admin.token"));
-    let token = std::fs::read_to_string(&d.admin_token_file).unwrap();
+    let mut d = start_daemon(&cfg, Launch::default()).await;
+    let token_file = d
+        .admin_token_file
+        .clone()
+        .expect("the ready line names the token file");
+    assert_eq!(token_file, dir.join("state").join("admin.token"));
+    let token = d.admin_token();
     assert_eq!(token.len(), 43, "32 random bytes, base64url");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&d.admin_token_file), 0o600);
+    assert_eq!(mode(&token_file), 0o600);
     assert_eq!(mode(&dir.join("state")), 0o700);
     // Not among ToolHive's status files.
     assert!(!dir.join("statuses").join("admin.token").exists());
@@ -302,7 +200,7 @@ refresh_token_file = "alpha.rt"
     // Every route but /healthz is locked without it: nobody overwrites the refresh token,
     // forces a refresh, lists workloads or reads metrics.
     let http = client();
-    let base = format!("http://{}", d.admin);
+    let base = d.admin_url();
     let rt_before = std::fs::read_to_string(dir.join("alpha.rt")).unwrap();
     let requests_before = idp.counters().token_requests;
     for (method, path) in [
@@ -339,11 +237,11 @@ refresh_token_file = "alpha.rt"
     assert_eq!(r.status(), 200);
 
     // A restart keeps the token.
-    assert_eq!(terminate(&mut d).await, Some(0));
-    let d = start(&cfg);
-    assert_eq!(std::fs::read_to_string(&d.admin_token_file).unwrap(), token);
+    assert_eq!(d.terminate().await, Some(0));
+    let d = start_daemon(&cfg, Launch::default()).await;
+    assert_eq!(d.admin_token(), token);
     let r = http
-        .get(format!("http://{}/v1/workloads", d.admin))
+        .get(format!("{}/v1/workloads", d.admin_url()))
         .bearer_auth(&token)
         .send()
         .await
@@ -406,5 +304,8 @@ fn the_demo_tells_its_story_and_exits_0() {
             r.stdout
         );
     }
-    assert!(!common::has_token_like(&r.all(), "at_") && !common::has_token_like(&r.all(), "rt_"));
+    assert!(
+        !crate::common::has_token_like(&r.all(), "at_")
+            && !crate::common::has_token_like(&r.all(), "rt_")
+    );
 }

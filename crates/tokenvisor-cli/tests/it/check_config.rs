@@ -1,11 +1,9 @@
 //! `tokenvisor check-config`: 0 and the masked settings for a valid file; 1 and every
 //! problem (naming file and key) for an invalid one; 2 for usage errors.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{Run, run};
+use crate::common::{Run, run};
 
 const CLIENT_SECRET: &str = "cs-SUPER-secret-0001";
 const REFRESH_TOKEN: &str = "rt-SUPER-refresh-0002";

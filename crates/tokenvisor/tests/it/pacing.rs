@@ -10,6 +10,7 @@ use tokenvisor::testing::{FakeReply, FakeTransport};
 use tokenvisor::{Runtime, RuntimeConfig, TokenHandle};
 use tokenvisor_core::limiter::LimiterConfig;
 use tokenvisor_core::{Timestamp, WorkloadName, WorkloadStatus};
+use tokenvisor_test_support::wait::wait_until_within;
 use tokio::time::Instant;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -25,14 +26,6 @@ fn spec(n: &str) -> WorkloadSpec {
     s.policy.request_timeout = S(10);
     s.policy.connect_timeout = S(2);
     s
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + S(120);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Twenty workloads wait out one 429's hold (`Retry-After: 2`); when it ends they leave it
@@ -52,7 +45,7 @@ async fn attempts_queued_during_a_hold_leave_it_paced() {
     for i in 0..20 {
         handles.push(rt.add(spec(&format!("w{i}"))).await.unwrap());
     }
-    wait_until("all running", || {
+    wait_until_within("all running", S(120), || {
         handles.iter().all(|h| {
             h.status()
                 .is_some_and(|r| r.status == WorkloadStatus::Running)
@@ -69,7 +62,7 @@ async fn attempts_queued_during_a_hold_leave_it_paced() {
             .await
             .unwrap()
     );
-    wait_until("the 429", || fake.count("w0") == 2).await;
+    wait_until_within("the 429", S(120), || fake.count("w0") == 2).await;
     assert_eq!(rt.gates().held(rt.clock().now()), 1);
     for i in 1..20 {
         assert!(
@@ -78,7 +71,10 @@ async fn attempts_queued_during_a_hold_leave_it_paced() {
                 .unwrap()
         );
     }
-    wait_until("every queued attempt sent", || fake.total() >= 20 + 20).await;
+    wait_until_within("every queued attempt sent", S(120), || {
+        fake.total() >= 20 + 20
+    })
+    .await;
     let after: Vec<Instant> = fake
         .seen()
         .into_iter()

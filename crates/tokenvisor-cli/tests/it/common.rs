@@ -1,8 +1,5 @@
 //! Helpers shared by the CLI tests: run the built `tokenvisor` binary and inspect its output.
 
-// Each test crate uses a different subset of these helpers.
-#![allow(dead_code)]
-
 use std::process::Command;
 
 /// What one run of the binary produced.
@@ -29,22 +26,13 @@ impl Run {
     }
 }
 
+/// The built `tokenvisor` binary.
+pub(crate) const TOKENVISOR: &str = env!("CARGO_BIN_EXE_tokenvisor");
+
 /// A command for the built binary, with a clean environment for what matters here: no
 /// proxies (the servers are on loopback), no log filter from the caller.
 pub(crate) fn tokenvisor() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenvisor"));
-    for var in [
-        "RUST_LOG",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
+    tokenvisor_test_support::daemon::command(TOKENVISOR)
 }
 
 /// Runs the binary with `args` and waits for it.

@@ -1,9 +1,7 @@
 //! `tokenvisor soak`: short runs of the built binary. Only the outcome of the checks and the
 //! shape of the JSON are asserted, never a speed.
 
-mod common;
-
-use common::{Run, has_token_like, run};
+use crate::common::{Run, has_token_like, run};
 use serde_json::Value;
 
 /// The last line of stdout, parsed (the `--json` contract).

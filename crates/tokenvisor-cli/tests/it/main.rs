@@ -1,0 +1,28 @@
+//! The CLI's integration tests, one binary (nextest names them `module::test`): the built
+//! `tokenvisor` binary run as operators run it.
+//!
+//! Shared helpers: [`common`] (run the binary, read its output) and [`harness`] (the
+//! daemon, admin client, status readers and bounded wait of tokenvisor-test-support, and a
+//! scriptable token endpoint); [`crash_support`] for the crash-safety suite.
+//!
+//! - [`check_config`], [`status`], [`probe`]: the offline commands.
+//! - [`daemon`], [`reload`]: `tokenvisor run`, signals, reloads, the admin API.
+//! - [`files`], [`secrets`], [`hostile`]: files and locks, secrets never leak, hostile input.
+//! - [`crash`]: kill -9 at random moments; nothing is lost or torn.
+//! - [`soak`]: `tokenvisor demo` and `tokenvisor soak` (feature `soak`).
+
+mod common;
+mod crash_support;
+mod harness;
+
+mod check_config;
+mod crash;
+mod daemon;
+mod files;
+mod hostile;
+mod probe;
+mod reload;
+mod secrets;
+#[cfg(feature = "soak")]
+mod soak;
+mod status;

@@ -1,0 +1,8 @@
+//! The configuration crate's integration tests, one binary (nextest names them
+//! `module::test`). Fixtures live in `tests/fixtures/`.
+//!
+//! - [`config`]: the TOML configuration, one test per validation rule.
+//! - [`layering`]: the crate's place in the workspace and the shape of its schema.
+
+mod config;
+mod layering;

@@ -1,0 +1,26 @@
+//! The runtime's integration tests, one binary (nextest names them `module::test`).
+//!
+//! - [`scenarios`]: the shared workload scenarios (tokenvisor-test-support's `scenario`)
+//!   on tokio's paused clock with the in-memory `FakeTransport`.
+//! - [`runtime_paused`]: the rest of a workload's life on the paused clock (crashes,
+//!   restarts, removal, timers, shutdown).
+//! - [`reconcile`]: `Runtime::reconcile` on the paused clock.
+//! - [`workload_span`]: every log line of a workload names it.
+//! - [`oauth`]: the real transport over HTTP on 127.0.0.1.
+//! - [`credentials`], [`persistence`], [`status_store`]: files on a real filesystem.
+//! - [`ownership`]: one owner per credential (PUT, reload, removal, forced refresh and a
+//!   foreign rotation during a refresh in flight).
+//! - [`pacing`]: attempts queued during a hold leave it paced.
+//! - [`layering`]: no module cycle.
+
+mod credentials;
+mod layering;
+mod oauth;
+mod ownership;
+mod pacing;
+mod persistence;
+mod reconcile;
+mod runtime_paused;
+mod scenarios;
+mod status_store;
+mod workload_span;

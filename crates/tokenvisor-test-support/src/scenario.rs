@@ -322,6 +322,29 @@ impl<E: Endpoint> Driver<E> {
         read_status_file(&self.status_dir(), workload)
     }
 
+    /// A workload's status file (after a flush) read between two attempts: while a retry is
+    /// in flight (`refreshing`) the record has no next attempt, so the read is repeated
+    /// (bounded by the pace's patience) until it shows another state.
+    pub async fn file_between_attempts(&self, workload: &str) -> StatusRecord {
+        let deadline = tokio::time::Instant::now() + self.pace.patience;
+        loop {
+            let rec = self.file(workload).await;
+            if rec
+                .token
+                .as_ref()
+                .is_none_or(|t| t.state != TokenState::Refreshing)
+            {
+                return rec;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{workload}: still refreshing after {:?}: {rec:?}",
+                self.pace.patience
+            );
+            tokio::time::sleep(self.step()).await;
+        }
+    }
+
     /// The raw text of a workload's status file.
     pub fn raw_file(&self, workload: &str) -> String {
         crate::fs::read(&status_path(&self.status_dir(), workload))
@@ -502,7 +525,7 @@ pub async fn outage_across_expiry_degrades_then_recovers<E: Endpoint>(mut d: Dri
         "{:?}",
         h.current()
     );
-    let rec = d.file("outage").await;
+    let rec = d.file_between_attempts("outage").await;
     assert_eq!(rec.status, WorkloadStatus::AuthRetrying, "{rec:?}");
     let token = rec.token.unwrap();
     assert_eq!(token.expires_at, None);

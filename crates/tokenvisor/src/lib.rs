@@ -49,7 +49,7 @@
 //! - `metrics`: metric names (no per-workload labels).
 //! - `testing` (feature `test-util`): an in-memory scriptable transport for paused-clock tests.
 //!
-//! The modules form layers: none uses another that uses it back (`tests/layering.rs`).
+//! The modules form layers: none uses another that uses it back (`tests/it/layering.rs`).
 
 // Public with `test-util` (their internals are test hooks), private otherwise: the face
 // below re-exports what an embedder, the admin API, the CLI and the soak need.

@@ -56,7 +56,10 @@
 //! `cargo run -p tokenvisor-admin --example mount`.
 
 mod api;
+mod dashboard;
 mod error;
+mod events;
+mod fleet;
 mod guard;
 mod listener;
 mod prometheus;
@@ -65,6 +68,7 @@ mod views;
 
 pub use api::{AdminState, BODY_LIMIT, router};
 pub use error::{ListenError, MetricsError, TokenError};
+pub use events::EventLimits;
 pub use listener::{Prepared, Serving, prepare};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 pub use prometheus::{install_metrics_recorder, spawn_metrics_upkeep};

@@ -77,7 +77,7 @@ mod token;
 mod transport;
 
 pub use clock::Clock;
-pub use gate::Gates;
+pub use gate::{EndpointStats, Gates, LATENCY_BUCKETS_MS};
 pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
 pub use oauth::{HttpConfig, HttpError, HttpTransport};
 pub use persistence::{FlushReport, PersistStats, PersistenceConfig};

@@ -18,6 +18,8 @@ use tower::ServiceExt as _;
 use super::{AdminState, BODY_LIMIT, bearer_token, constant_time_eq, router};
 use crate::views;
 
+mod watch;
+
 const ADMIN: &str = "admin-token-0123456789";
 const CLIENT_SECRET: &str = "cs-SECRET-7f3a9c";
 const REFRESH_TOKEN: &str = "rt-SECRET-b81d42";

@@ -14,6 +14,8 @@
 //! - [`harness`]: the stack of one test (provider, nginx, the tokenvisor runtime in process,
 //!   every state change, status files read back from disk) and bounded polling.
 //! - [`scenarios`]: faults at the proxy and at the provider, with the runtime in process.
+//! - [`dashboard`]: the admin dashboard in headless chromium (chromedriver): a known fleet's
+//!   counts, a revoked grant appearing live, a screenshot in `target/artifacts/`.
 //! - [`daemon`]: 100 rotations through `tokenvisor run`, across a restart of the daemon.
 //!
 //! Time is real but short: access tokens live a few seconds, backoff starts at 200 ms and is
@@ -22,6 +24,7 @@
 
 mod components;
 mod daemon;
+mod dashboard;
 mod harness;
 mod nginx;
 mod oidc;

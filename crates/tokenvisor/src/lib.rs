@@ -30,7 +30,8 @@
 //! - `persistence` and [`status_store`]: the persistence actor and the atomic status files.
 //! - `handle`: lock-free token reads (`arc-swap`), never through a mailbox.
 //! - `timers`: one timer service (a `DelayQueue` task) for every token actor's timer.
-//! - `gate`: per-token-endpoint concurrency limit and shared `Retry-After` hold.
+//! - `gate`: per-token-endpoint concurrency limit and shared `Retry-After` hold, and what
+//!   each endpoint saw ([`Gates::stats`] → [`EndpointStats`]).
 //! - `transport`, `oauth`: the token-endpoint seam ([`Transport`]) and its real
 //!   implementation ([`HttpTransport`]: oauth2 over reqwest, bounded bodies, no redirects).
 //! - [`locks`]: `flock` locks; `startup`: [`acquire_for`], the locks a daemon takes first.

@@ -16,7 +16,7 @@ mod summary;
 use std::collections::HashMap;
 use std::io::{self, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use clap::error::ErrorKind;
@@ -256,13 +256,22 @@ fn read_entries(dir: &Path) -> anyhow::Result<Vec<(WorkloadName, Entry)>> {
         .collect())
 }
 
-/// `--summary` (once) and `--watch` (every `--interval`).
+/// `--summary` (once) and `--watch` (every `--interval`), on a small tokio runtime: the
+/// directory is read on its blocking pool, the interval is tokio's sleep.
 fn watch(args: &StatusArgs, source: &Source) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    rt.block_on(watch_loop(args, source))
+}
+
+async fn watch_loop(args: &StatusArgs, source: &Source) -> anyhow::Result<u8> {
     let tty = args.watch && io::stdout().is_terminal();
     let mut refreshes = 0u64;
     loop {
-        let started = Instant::now();
-        let entries = read_entries(&source.dir)?;
+        let started = tokio::time::Instant::now();
+        let dir = source.dir.clone();
+        let entries = tokio::task::spawn_blocking(move || read_entries(&dir)).await??;
         let took = started.elapsed();
         let summary = summary::summarize(&entries, source.endpoints.as_ref(), args.top);
         let text = summary::render(
@@ -298,7 +307,7 @@ fn watch(args: &StatusArgs, source: &Source) -> anyhow::Result<u8> {
         if !args.watch || args.count.is_some_and(|n| refreshes >= n) {
             return Ok(code);
         }
-        std::thread::sleep(args.interval);
+        tokio::time::sleep(args.interval).await;
     }
 }
 

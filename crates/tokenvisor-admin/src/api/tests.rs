@@ -340,7 +340,8 @@ async fn unknown_workloads_paths_and_methods_answer_json_errors() {
         (Method::GET, "/v1/workloads/.hidden", None),
         (Method::GET, "/v1/workloads/a%20b/token", None),
         (Method::GET, "/v1/nothing-here", None),
-        (Method::GET, "/", None),
+        // `/` is the dashboard; nothing else is served beside it.
+        (Method::GET, "/index.html", None),
     ] {
         let a = f.call(method.clone(), uri, body).await;
         let msg = assert_json_error(&a, StatusCode::NOT_FOUND);
@@ -352,6 +353,7 @@ async fn unknown_workloads_paths_and_methods_answer_json_errors() {
         (Method::POST, "/v1/workloads/alpha/credentials"),
         (Method::POST, "/healthz"),
         (Method::POST, "/v1/workloads"),
+        (Method::POST, "/"),
     ] {
         let a = f.call(method.clone(), uri, None).await;
         assert_json_error(&a, StatusCode::METHOD_NOT_ALLOWED);

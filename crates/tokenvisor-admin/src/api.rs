@@ -432,14 +432,17 @@ async fn metrics_text(State(state): State<AdminState>) -> Result<Response, ApiEr
             "metrics are not enabled",
         ));
     };
-    // The live list, so `tokenvisor_workloads{status}` is the live count.
-    let list = state
-        .runtime()
-        .list()
-        .await
-        .map_err(|e| runtime_error(&e))?;
-    prometheus::update_scrape_time_metrics(state.runtime(), &fleet::status_counts(&list));
-    drop(list);
+    // The live list, so `tokenvisor_workloads{status}` is the live count. A supervisor that
+    // does not answer must not take the other metrics with it: they are rendered anyway
+    // (the workload gauges keep their last values; `/healthz` says what is wrong).
+    let counts = match state.runtime().list().await {
+        Ok(list) => Some(fleet::status_counts(&list)),
+        Err(e) => {
+            tracing::warn!("metrics: workload counts not updated: {e}");
+            None
+        }
+    };
+    prometheus::update_scrape_time_metrics(state.runtime(), counts.as_ref());
     let body = handle.render();
     Ok((
         [(

@@ -99,10 +99,11 @@ fn describe() {
 /// counted before the recorder was installed are included, nothing is counted twice.
 ///
 /// `tokenvisor_workloads{status}` is set from `counts`, the live list's count per status
-/// (every status, 0 included), so it never drifts from the workloads that exist.
-pub(super) fn update_scrape_time_metrics(runtime: &Runtime, counts: &Counts) {
+/// (every status, 0 included), so it never drifts from the workloads that exist; `None`
+/// (the list was not available) leaves it as it was.
+pub(super) fn update_scrape_time_metrics(runtime: &Runtime, counts: Option<&Counts>) {
     use std::sync::atomic::Ordering::Relaxed;
-    for (status, n) in counts.iter() {
+    for (status, n) in counts.into_iter().flat_map(Counts::iter) {
         metrics::gauge!(m::WORKLOADS, "status" => status).set(n as f64);
     }
     let now = runtime.clock().now();

@@ -85,8 +85,9 @@ struct Ring {
     last_id: u64,
     /// The last status seen per workload (for `from`); a stopped workload is forgotten.
     last_status: HashMap<WorkloadName, WorkloadStatus>,
-    /// The newest gap: a resume from before it must reset.
-    gap_after: u64,
+    /// The id after which the hub lost runtime events (the newest such gap): a client that
+    /// saw no later event missed them and must reset.
+    gap_after: Option<u64>,
 }
 
 /// The hub of one admin state: the ring, the live broadcast, the client cap.
@@ -122,7 +123,7 @@ impl Hub {
                 events: VecDeque::with_capacity(limits.buffer.min(4_096)),
                 last_id: 0,
                 last_status: HashMap::new(),
-                gap_after: 0,
+                gap_after: None,
             }),
             live,
             clients: Arc::new(Semaphore::new(limits.max_clients)),
@@ -166,7 +167,7 @@ impl Hub {
     /// client missed them too.
     fn gap(&self) {
         let mut ring = self.ring();
-        ring.gap_after = ring.last_id;
+        ring.gap_after = Some(ring.last_id);
         ring.last_status.clear();
         let _ = self.live.send(Live::Gap(ring.last_id));
     }
@@ -184,8 +185,9 @@ impl Hub {
             None => {}
             Some(seen) => {
                 let oldest = ring.events.front().map_or(ring.last_id + 1, |e| e.id);
-                let replayable =
-                    seen <= ring.last_id && seen + 1 >= oldest && seen >= ring.gap_after;
+                let replayable = seen <= ring.last_id
+                    && seen + 1 >= oldest
+                    && ring.gap_after.is_none_or(|gap| seen > gap);
                 if replayable {
                     first.extend(
                         ring.events
@@ -196,8 +198,10 @@ impl Hub {
                 } else {
                     let why = if seen > ring.last_id {
                         "unknown Last-Event-ID (the daemon restarted?)"
-                    } else {
+                    } else if seen + 1 < oldest {
                         "Last-Event-ID is older than the event buffer"
+                    } else {
+                        "the server missed state changes after Last-Event-ID"
                     };
                     first.push_back(reset_event(ring.last_id, why));
                 }
@@ -291,4 +295,86 @@ fn reset_event(id: u64, reason: &str) -> Event {
     let data = serde_json::json!({ "reason": reason, "relist": true });
     let e = Event::default().event("reset").data(data.to_string());
     if id > 0 { e.id(id.to_string()) } else { e }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse as _;
+    use futures_util::StreamExt as _;
+
+    use super::*;
+
+    fn change(n: u64) -> StateChange {
+        StateChange {
+            name: WorkloadName::new(&format!("w{n}")).unwrap(),
+            status: WorkloadStatus::Running,
+            state: TokenState::Healthy,
+            context: Arc::from(""),
+            at: Timestamp::from_millis(n),
+        }
+    }
+
+    /// The body of an opened stream, read chunk by chunk.
+    fn body(
+        sse: Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>,
+    ) -> axum::body::BodyDataStream {
+        sse.into_response().into_body().into_data_stream()
+    }
+
+    async fn next_text(body: &mut axum::body::BodyDataStream) -> String {
+        let chunk = body.next().await.unwrap().unwrap();
+        String::from_utf8(chunk.to_vec()).unwrap()
+    }
+
+    /// Lets the hub's feeding task run (paused clock: no time passes).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_gets_a_keep_alive_comment() {
+        let (tx, rx) = broadcast::channel(16);
+        let hub = Hub::start(rx, EventLimits::default());
+        let mut b = body(hub.open(None).unwrap());
+        let read = tokio::spawn(async move { next_text(&mut b).await });
+        settle().await;
+        assert!(!read.is_finished(), "nothing before the interval");
+        tokio::time::advance(KEEP_ALIVE).await;
+        settle().await;
+        let text = read.await.unwrap();
+        assert!(text.starts_with(':'), "a comment line: {text:?}");
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hub_that_fell_behind_the_runtime_resets_its_clients() {
+        let (tx, rx) = broadcast::channel(16);
+        let hub = Hub::start(rx, EventLimits::default());
+        tx.send(change(1)).unwrap();
+        settle().await;
+        let mut live = body(hub.open(None).unwrap());
+        // More changes than the runtime's channel holds before the hub reads again.
+        for n in 2..40 {
+            tx.send(change(n)).unwrap();
+        }
+        settle().await;
+        let text = next_text(&mut live).await;
+        assert!(text.contains("event: reset"), "{text}");
+        // A resume from before the gap resets too; one from after it replays.
+        let mut old = body(hub.open(Some(1)).unwrap());
+        let text = next_text(&mut old).await;
+        assert!(
+            text.contains("event: reset") && text.contains("missed"),
+            "{text}"
+        );
+        let newest = hub.ring().last_id;
+        tx.send(change(99)).unwrap();
+        settle().await;
+        let mut after = body(hub.open(Some(newest)).unwrap());
+        let text = next_text(&mut after).await;
+        assert!(text.contains("event: change"), "{text}");
+        assert!(text.contains(&format!("id: {}", newest + 1)), "{text}");
+    }
 }

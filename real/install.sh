@@ -4,7 +4,9 @@
 #     nginx with its own prefix, config and pid file on 127.0.0.1; the package's system
 #     service is never started);
 #   - oidc-provider and its dependencies, from the npm registry, exactly as pinned by
-#     real/oidc/package-lock.json (`npm ci`).
+#     real/oidc/package-lock.json (`npm ci`);
+#   - chromium and chromedriver, from Debian's packages (`chromium`, `chromium-driver`), for
+#     the admin dashboard's browser test (headless; started by the test on 127.0.0.1).
 # Idempotent: what is already there is left alone. Prints what it did.
 # Needs root (or sudo) for apt-get, node >= 20.19 and npm.
 set -euo pipefail
@@ -44,6 +46,22 @@ fi
 # A system nginx must not be left running by the package (the suite never uses it).
 if [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
     say "note: a system nginx is running (pid $(cat /run/nginx.pid)); the suite does not use it"
+fi
+
+# --- chromium + chromedriver (the dashboard's browser test) ----------------------------------
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    say "chromium already installed: $(chromedriver --version 2>/dev/null | head -1)"
+else
+    say "installing chromium and chromium-driver (apt-get update; apt-get install)"
+    as_root apt-get update -qq
+    status=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver >/dev/null || status=$?
+    if [ "$status" -ne 0 ]; then
+        say "apt-get install chromium chromium-driver failed ($status)"
+        exit "$status"
+    fi
+    say "installed: $(dpkg-query -W -f='${Package} ${Version}' chromium 2>/dev/null || true), $(chromedriver --version 2>/dev/null | head -1)"
 fi
 
 # --- oidc-provider -------------------------------------------------------------------------

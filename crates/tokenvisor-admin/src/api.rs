@@ -11,8 +11,12 @@
 //! | `POST /v1/workloads/{name}/refresh`   | 202 `{"accepted":true}`; 404; 409 down, stopped or unauthenticated |
 //! | `PUT /v1/workloads/{name}/credentials`| 204; 400 bad body or wrong grant; 404; 413 over 16 KiB    |
 //! | `GET /v1/workloads/{name}/token`      | 200 token; 503 + `Retry-After` when none is valid; 404   |
+//! | `GET /v1/summary[?attention=N]`       | 200 counts per status and per endpoint, the N (50, at most 1,000) workloads needing attention first, with reasons |
+//! | `GET /v1/endpoints`                   | 200 per token endpoint: requests, failures, holds, latency histogram |
+//! | `GET /v1/events`                      | 200 `text/event-stream` of state changes, `Last-Event-ID` resume; 503 over the client cap ([`crate::events`]) |
+//! | `GET /`                               | the dashboard: one static page, no data in it; it calls the routes above with the bearer token ([`crate::dashboard`]) |
 //!
-//! Every route except `/healthz` requires `Authorization: Bearer <admin token>` (401 with
+//! Every route except `/healthz` and the static dashboard page requires `Authorization: Bearer <admin token>` (401 with
 //! `WWW-Authenticate: Bearer` otherwise). There always is an admin token: the configured
 //! `admin_token_file`, or one the daemon generates in `<state_dir>/admin.token`
 //! ([`crate::token`]). Before that, every request (`/healthz` included) must name this
@@ -47,7 +51,8 @@ use tokenvisor::{SupervisorError, WorkloadView};
 use tokenvisor::{TokenHandle, Unavailable};
 use tokenvisor_core::{Secret, Timestamp, WorkloadName, WorkloadStatus};
 
-use crate::{guard, prometheus, views};
+use crate::events::{EventLimits, Hub};
+use crate::{dashboard, fleet, guard, prometheus, views};
 
 #[cfg(test)]
 mod tests;
@@ -80,6 +85,8 @@ struct Inner {
     metrics: Option<PrometheusHandle>,
     /// When the admin API was set up (for `uptime_secs` in `/healthz`).
     started_at: tokio::time::Instant,
+    /// The state-change stream of `/v1/events`.
+    events: Arc<Hub>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -109,6 +116,26 @@ impl AdminState {
         listen: SocketAddr,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
+        Self::with_event_limits(
+            runtime,
+            admin_token,
+            listen,
+            metrics,
+            EventLimits::default(),
+        )
+    }
+
+    /// [`AdminState::new`] with other bounds for `GET /v1/events` (the resume buffer, the
+    /// number of streams open at once). From this call on, the runtime's state changes are
+    /// numbered and buffered.
+    pub fn with_event_limits(
+        runtime: Runtime,
+        admin_token: Secret,
+        listen: SocketAddr,
+        metrics: Option<PrometheusHandle>,
+        limits: EventLimits,
+    ) -> Self {
+        let events = Hub::start(runtime.subscribe(), limits);
         AdminState {
             inner: Arc::new(Inner {
                 runtime,
@@ -116,6 +143,7 @@ impl AdminState {
                 listen,
                 metrics,
                 started_at: tokio::time::Instant::now(),
+                events,
             }),
         }
     }
@@ -138,6 +166,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/workloads/{name}/refresh", post(force_refresh))
         .route("/v1/workloads/{name}/credentials", put(supply_credentials))
         .route("/v1/workloads/{name}/token", get(deliver_token))
+        .route("/v1/summary", get(summary))
+        .route("/v1/endpoints", get(endpoints))
+        .route("/v1/events", get(events))
         // Runs after the bearer check (layers wrap what is above them).
         .route_layer(middleware::from_fn(refuse_oversized_body))
         .route_layer(middleware::from_fn_with_state(
@@ -146,6 +177,9 @@ pub fn router(state: AdminState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        // The page is static and data-free; everything it shows comes from the protected
+        // routes, called with the bearer token (see `dashboard`).
+        .route("/", get(dashboard::page))
         .merge(protected)
         .fallback(not_found)
         // After every route is added: it applies to the routes present.
@@ -396,20 +430,95 @@ async fn healthz(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<AdminState>) -> Response {
+async fn metrics_text(State(state): State<AdminState>) -> Result<Response, ApiError> {
     let Some(handle) = &state.inner.metrics else {
-        return error_response(StatusCode::NOT_FOUND, "metrics are not enabled");
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled",
+        ));
     };
-    prometheus::update_scrape_time_metrics(state.runtime());
+    // The live list, so `tokenvisor_workloads{status}` is the live count. A supervisor that
+    // does not answer must not take the other metrics with it: they are rendered anyway
+    // (the workload gauges keep their last values; `/healthz` says what is wrong).
+    let counts = match state.runtime().list().await {
+        Ok(list) => Some(fleet::status_counts(&list)),
+        Err(e) => {
+            tracing::warn!("metrics: workload counts not updated: {e}");
+            None
+        }
+    };
+    prometheus::update_scrape_time_metrics(state.runtime(), counts.as_ref());
     let body = handle.render();
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
         body,
     )
-        .into_response()
+        .into_response())
+}
+
+/// Query of `GET /v1/summary`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SummaryQuery {
+    /// How many workloads needing attention to list.
+    attention: Option<usize>,
+}
+
+async fn summary(
+    State(state): State<AdminState>,
+    query: Result<Query<SummaryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|_| {
+        ApiError::bad_request(format!(
+            "bad query: the only parameter is attention=N (0 to {})",
+            fleet::MAX_ATTENTION
+        ))
+    })?;
+    let limit = query
+        .attention
+        .unwrap_or(fleet::DEFAULT_ATTENTION)
+        .min(fleet::MAX_ATTENTION);
+    let list = state
+        .runtime()
+        .list()
+        .await
+        .map_err(|e| runtime_error(&e))?;
+    Ok(axum::Json(fleet::summarize(&list, limit)).into_response())
+}
+
+async fn endpoints(State(state): State<AdminState>) -> Response {
+    let now = state.runtime().clock().now();
+    let all: Vec<fleet::EndpointHealth> = state
+        .runtime()
+        .gates()
+        .stats(now)
+        .iter()
+        .map(fleet::EndpointHealth::of)
+        .collect();
+    axum::Json(json!({ "now": now, "endpoints": all })).into_response()
+}
+
+/// `GET /v1/events`: see [`crate::events`].
+async fn events(State(state): State<AdminState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let last_seen = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not an event id"))?,
+        ),
+    };
+    match state.inner.events.open(last_seen) {
+        Some(sse) => Ok(sse.into_response()),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many event streams open; try again later",
+        )),
+    }
 }
 
 /// Query of `GET /v1/workloads`.

@@ -14,13 +14,18 @@
 //! | `POST /v1/workloads/{name}/refresh`   | 202; 409 when the workload cannot refresh                 |
 //! | `PUT /v1/workloads/{name}/credentials`| 204; 400 bad body or wrong grant; 413 over [`BODY_LIMIT`] |
 //! | `GET /v1/workloads/{name}/token`      | 200 token; 503 + `Retry-After` when none is valid         |
+//! | `GET /v1/summary[?attention=N]`       | 200 counts per status and endpoint, attention first       |
+//! | `GET /v1/endpoints`                   | 200 requests, failures, holds, latency per token endpoint |
+//! | `GET /v1/events`                      | 200 Server-Sent Events of state changes (`Last-Event-ID` resume, [`EventLimits`]) |
+//! | `GET /`                               | the dashboard: a static page that calls the routes above  |
 //!
-//! Every route but `/healthz` needs `Authorization: Bearer <admin token>`; every request
+//! Every route but `/healthz` and the dashboard's static page needs
+//! `Authorization: Bearer <admin token>`; every request
 //! must name the listener in `Host` and carry no foreign `Origin` (DNS rebinding, browsers).
 //!
 //! ## Map
 //! - Face: [`AdminState`] (what is served), [`router`] (the routes, guards and auth),
-//!   [`BODY_LIMIT`].
+//!   [`BODY_LIMIT`], [`EventLimits`] (the event stream's buffer and client cap).
 //! - Listener: [`prepare`] (descriptor limit, admin token, bind) → [`Prepared::serve`] → a
 //!   [`Serving`] address; an accept loop over hyper's HTTP/1 builder with the limits
 //!   `axum::serve` cannot set (head timeout, idle timeout, head size, connection cap).
@@ -29,7 +34,9 @@
 //! - Errors: [`ListenError`], [`TokenError`], [`MetricsError`].
 //! - Private parts: `api` (handlers, auth, error answers; its tests in `api/tests.rs`),
 //!   `views` (the JSON shapes, never a secret's value), `guard` (Host and Origin),
-//!   `token` (the configured or generated admin token), `listener`, `prometheus`.
+//!   `token` (the configured or generated admin token), `listener`, `prometheus`, `fleet`
+//!   (summary, endpoint health and the live counts, from the runtime's list), `events` (the
+//!   SSE hub), `dashboard` (the page and why it holds no token).
 //!
 //! ## Mounting the router in your own app
 //!
@@ -56,7 +63,10 @@
 //! `cargo run -p tokenvisor-admin --example mount`.
 
 mod api;
+mod dashboard;
 mod error;
+mod events;
+mod fleet;
 mod guard;
 mod listener;
 mod prometheus;
@@ -65,6 +75,7 @@ mod views;
 
 pub use api::{AdminState, BODY_LIMIT, router};
 pub use error::{ListenError, MetricsError, TokenError};
+pub use events::EventLimits;
 pub use listener::{Prepared, Serving, prepare};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 pub use prometheus::{install_metrics_recorder, spawn_metrics_upkeep};

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokenvisor::Runtime;
 
 use crate::error::MetricsError;
+use crate::fleet::Counts;
 
 /// Gauge: token endpoints currently on hold after a `Retry-After` on 429/503.
 pub(crate) const ENDPOINTS_ON_HOLD: &str = "tokenvisor_endpoints_on_hold";
@@ -119,8 +120,15 @@ fn describe() {
 ///
 /// Counters use `absolute`, which never lowers a counter: the values the persistence actor
 /// counted before the recorder was installed are included, nothing is counted twice.
-pub(super) fn update_scrape_time_metrics(runtime: &Runtime) {
+///
+/// `tokenvisor_workloads{status}` is set from `counts`, the live list's count per status
+/// (every status, 0 included), so it never drifts from the workloads that exist; `None`
+/// (the list was not available) leaves it as it was.
+pub(super) fn update_scrape_time_metrics(runtime: &Runtime, counts: Option<&Counts>) {
     use std::sync::atomic::Ordering::Relaxed;
+    for (status, n) in counts.into_iter().flat_map(Counts::iter) {
+        metrics::gauge!(tokenvisor::METRIC_WORKLOADS, "status" => status).set(n as f64);
+    }
     let now = runtime.clock().now();
     metrics::gauge!(ENDPOINTS_ON_HOLD).set(runtime.gates().held(now) as f64);
     let pacing = runtime.gates().pacing();

@@ -153,13 +153,14 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
         "status directory recovered"
     );
 
+    // Served before the workloads start, so `/v1/events` numbers start-up's changes too.
+    let admin = admin_listener.map(|l| l.serve(runtime.clone(), Some(metrics)));
     // Start-up is a reconcile from nothing (the same path as a reload).
     let started = runtime
         .reconcile(cfg.workloads, tokenvisor::hold_credentials)
         .await
         .context("cannot start the workloads")?;
 
-    let admin = admin_listener.map(|l| l.serve(runtime.clone(), Some(metrics)));
     println!(
         "{}",
         serde_json::json!({

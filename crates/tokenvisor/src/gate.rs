@@ -23,6 +23,10 @@
 //! the shrink needs, the rest are retired as the requests in flight release them (each one
 //! released goes back to no one), so the requests already sent finish undisturbed and no new
 //! request starts until fewer than the new limit are in flight.
+//!
+//! Each gate also counts what went through it (requests sent, failed, holds begun, a
+//! latency histogram of the exchanges), read by [`Gates::stats`] for the admin API's
+//! `/v1/endpoints`: atomics only, never a workload name.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -49,6 +53,8 @@ pub(crate) struct EndpointGate {
     limiter: Mutex<EndpointLimiter>,
     /// Queue of the attempts waiting for a paced start (FIFO).
     turnstile: tokio::sync::Mutex<()>,
+    /// What went through the gate.
+    counts: Counts,
 }
 
 /// A paced start did not come within the attempt's budget.
@@ -56,6 +62,47 @@ pub(crate) struct EndpointGate {
 pub(crate) struct NoSlot {
     /// The endpoint's pace then, requests per second.
     pub rate: f64,
+}
+
+/// Upper bounds (milliseconds) of the latency histogram's buckets; a last bucket counts
+/// the rest.
+pub const LATENCY_BUCKETS_MS: [u64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000,
+];
+
+/// Counters of one gate.
+#[derive(Debug, Default)]
+struct Counts {
+    requests: AtomicU64,
+    failures: AtomicU64,
+    holds: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    latency_sum_ms: AtomicU64,
+    latency_max_ms: AtomicU64,
+}
+
+/// What one endpoint's gate counted since the runtime started ([`Gates::stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// The token URL (its display never shows userinfo or query values).
+    pub token_url: TokenUrl,
+    /// The concurrency limit.
+    pub limit: usize,
+    /// Token requests sent (an attempt held back by a hold is not a request).
+    pub requests: u64,
+    /// Requests whose classified outcome was not a success.
+    pub failures: u64,
+    /// Holds begun or extended by a `Retry-After` on 429/503.
+    pub holds: u64,
+    /// When the hold in force ends, if one is.
+    pub held_until: Option<Timestamp>,
+    /// Requests per latency bucket: `latency[i]` counts exchanges of at most
+    /// `LATENCY_BUCKETS_MS[i]` ms (and above the previous bound); the last one the rest.
+    pub latency: Vec<u64>,
+    /// Sum of the exchanges' latencies, in milliseconds.
+    pub latency_sum_ms: u64,
+    /// The longest exchange, in milliseconds.
+    pub latency_max_ms: u64,
 }
 
 impl EndpointGate {
@@ -70,6 +117,7 @@ impl EndpointGate {
             hold_until_ms: AtomicU64::new(0),
             limiter: Mutex::new(EndpointLimiter::new(limit, LimiterConfig::default())),
             turnstile: tokio::sync::Mutex::new(()),
+            counts: Counts::default(),
         }
     }
 
@@ -134,6 +182,45 @@ impl EndpointGate {
                 return Err(no_slot(self));
             }
             tokio::time::sleep_until(wake).await;
+        }
+    }
+
+    /// Counts one request sent through the gate: whether it succeeded, and how long the
+    /// exchange took.
+    pub(crate) fn record(&self, success: bool, took: std::time::Duration) {
+        let c = &self.counts;
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        if !success {
+            c.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        if let Some(b) = c.latency.get(bucket) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        c.latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
+        c.latency_max_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn stats(&self, token_url: &TokenUrl, now: Timestamp) -> EndpointStats {
+        let c = &self.counts;
+        EndpointStats {
+            token_url: token_url.clone(),
+            limit: self.limit.load(Ordering::Acquire),
+            requests: c.requests.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            holds: c.holds.load(Ordering::Relaxed),
+            held_until: self.held_until(now),
+            latency: c
+                .latency
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            latency_sum_ms: c.latency_sum_ms.load(Ordering::Relaxed),
+            latency_max_ms: c.latency_max_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -208,7 +295,11 @@ impl EndpointGate {
         let prev = self
             .hold_until_ms
             .fetch_max(until.as_millis(), Ordering::AcqRel);
-        prev < until.as_millis()
+        let extended = prev < until.as_millis();
+        if extended {
+            self.counts.holds.fetch_add(1, Ordering::Relaxed);
+        }
+        extended
     }
 
     /// When the hold ends, if one is in force at `now`.
@@ -246,6 +337,14 @@ impl Gates {
         map.values().filter(|g| g.held_until(now).is_some()).count()
     }
 
+    /// What each endpoint's gate counted, sorted by token URL.
+    pub fn stats(&self, now: Timestamp) -> Vec<EndpointStats> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<EndpointStats> = map.iter().map(|(url, g)| g.stats(url, now)).collect();
+        drop(map);
+        all.sort_by(|a, b| a.token_url.cmp(&b.token_url));
+        all
+    }
     /// The adaptive limits of every endpoint, summed up (no endpoint named: metrics carry no
     /// unbounded label).
     pub fn pacing(&self) -> Pacing {
@@ -301,6 +400,27 @@ mod tests {
         assert!(!g.hold(t(3_000)));
         assert_eq!(g.held_until(t(1_000)), Some(t(5_000)));
         assert!(g.held_until(t(5_000)).is_none());
+    }
+
+    #[test]
+    fn counts_requests_failures_holds_and_latency() {
+        let gates = Gates::default();
+        let url: TokenUrl = "https://idp.test/token".parse().unwrap();
+        let g = gates.get(&url, 4);
+        g.record(true, std::time::Duration::from_millis(3));
+        g.record(false, std::time::Duration::from_millis(70));
+        g.record(true, std::time::Duration::from_secs(60));
+        assert!(g.hold(Timestamp::from_millis(9_000)));
+        assert!(!g.hold(Timestamp::from_millis(8_000)));
+        let stats = gates.stats(Timestamp::from_millis(1_000));
+        assert_eq!(stats.len(), 1);
+        let s = &stats[0];
+        assert_eq!((s.requests, s.failures, s.holds, s.limit), (3, 1, 1, 4));
+        assert_eq!(s.held_until, Some(Timestamp::from_millis(9_000)));
+        assert_eq!(s.latency.len(), LATENCY_BUCKETS_MS.len() + 1);
+        assert_eq!((s.latency[0], s.latency[4], s.latency[12]), (1, 1, 1));
+        assert_eq!(s.latency.iter().sum::<u64>(), 3);
+        assert_eq!((s.latency_sum_ms, s.latency_max_ms), (60_073, 60_000));
     }
 
     #[tokio::test]

@@ -35,7 +35,8 @@
 //! - `persistence` and `status_store`: the persistence actor and the atomic status files.
 //! - `handle`: lock-free token reads (`arc-swap`), never through a mailbox.
 //! - `timers`: one timer service (a `DelayQueue` task) for every token actor's timer.
-//! - `gate`: per-token-endpoint concurrency limit and shared `Retry-After` hold.
+//! - `gate`: per-token-endpoint concurrency limit and shared `Retry-After` hold, and what
+//!   each endpoint saw ([`Gates::stats`] → [`EndpointStats`]).
 //! - `transport`, `oauth`: the token-endpoint seam ([`Transport`]) and its real
 //!   implementation ([`HttpTransport`]: oauth2 over reqwest, bounded bodies, no redirects).
 //! - `locks`: `flock` locks; `startup`: [`acquire_for`], the locks a daemon takes first.
@@ -107,12 +108,12 @@ pub use crate::metrics::{
     REFRESH_ATTEMPTS as METRIC_REFRESH_ATTEMPTS, REFRESH_DURATION as METRIC_REFRESH_DURATION,
     STATUS_PENDING as METRIC_STATUS_PENDING, STATUS_WRITE_FAILURES as METRIC_STATUS_WRITE_FAILURES,
     STATUS_WRITES as METRIC_STATUS_WRITES, TIMER_LATENESS as METRIC_TIMER_LATENESS,
-    describe as describe_metrics,
+    WORKLOADS as METRIC_WORKLOADS, describe as describe_metrics,
 };
 pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new_file};
 pub use clock::Clock;
 pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
-pub use gate::{Gates, Pacing};
+pub use gate::{EndpointStats, Gates, LATENCY_BUCKETS_MS, Pacing};
 pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
 pub use locks::{LockError, hold_credentials};
 pub use oauth::{HttpConfig, HttpError, HttpTransport};

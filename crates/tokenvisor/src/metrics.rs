@@ -2,7 +2,8 @@
 //! recorder. No metric is ever labelled by workload name (100,000 series would follow):
 //! labels are states, outcomes and kinds — closed sets.
 
-/// Gauge: workloads per status (`status` label: running, auth_retrying, …).
+/// Gauge: live workloads per status (`status` label: running, auth_retrying, …), set from
+/// the runtime's list when metrics are rendered (tokenvisor-admin), never counted by events.
 pub const WORKLOADS: &str = "tokenvisor_workloads";
 /// Counter: refresh attempts by `outcome` (ok, transient, permanent) and `kind`.
 pub const REFRESH_ATTEMPTS: &str = "tokenvisor_refresh_attempts_total";

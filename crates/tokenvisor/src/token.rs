@@ -357,7 +357,7 @@ fn withdraw_reason(machine: &Machine, withdraw: Option<Withdraw>) -> Unavailable
 }
 
 /// Sends the current record (the core's projection of the machine) to persistence, notifies
-/// subscribers and updates gauges.
+/// subscribers.
 fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
     let occasion = if shutting_down {
         Occasion::Shutdown
@@ -381,14 +381,9 @@ fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
     })
     .unwrap_or_else(|e| tracing::error!(workload = %st.args.spec.name, "persistence actor unreachable: {e}"));
     if let Some(context) = context {
-        if let Some((old, _)) = st.last_view {
-            if old != status {
-                metrics::gauge!(m::WORKLOADS, "status" => old.as_str()).decrement(1.0);
-                metrics::gauge!(m::WORKLOADS, "status" => status.as_str()).increment(1.0);
-            }
-        } else {
-            metrics::gauge!(m::WORKLOADS, "status" => status.as_str()).increment(1.0);
-        }
+        // `tokenvisor_workloads{status}` is not counted here: increments from actors that
+        // stop, restart or are removed drift; it is computed from the live list at scrape
+        // time (tokenvisor-admin).
         st.last_view = Some(view);
         tracing::info!(workload = %st.args.spec.name, status = status.as_str(), state = state.as_str(), reason = %context, "state change");
         // No receivers is fine.
@@ -713,7 +708,9 @@ async fn exchange_once(
     let snapshot = creds.snapshot();
     let mut req = ExchangeRequest::for_spec(spec, snapshot.grant.clone());
     req.client_secret = snapshot.client_secret.clone();
+    let sent = tokio::time::Instant::now();
     let outcome = deps.transport.exchange(req.clone()).await;
+    let took = sent.elapsed();
     let now = deps.clock.now();
     // Built per attempt rather than kept per workload: without extra error codes (the usual
     // case) it allocates nothing, and 100,000 idle workloads do not each hold a copy.
@@ -733,6 +730,7 @@ async fn exchange_once(
         tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
     }
     count_attempt(&verdict);
+    gate.record(matches!(verdict, Verdict::Success(_)), took);
     let verdict = match verdict {
         Verdict::Success(mut grant) => {
             if let (Some(rt), crate::transport::Grant::RefreshToken(_)) =

@@ -18,6 +18,8 @@ use tower::ServiceExt as _;
 
 use super::{AdminState, BODY_LIMIT, bearer_token, constant_time_eq, router};
 
+mod watch;
+
 const ADMIN: &str = "admin-token-0123456789";
 const CLIENT_SECRET: &str = "cs-SECRET-7f3a9c";
 const REFRESH_TOKEN: &str = "rt-SECRET-b81d42";
@@ -328,7 +330,8 @@ async fn unknown_workloads_paths_and_methods_answer_json_errors() {
         (Method::GET, "/v1/workloads/.hidden", None),
         (Method::GET, "/v1/workloads/a%20b/token", None),
         (Method::GET, "/v1/nothing-here", None),
-        (Method::GET, "/", None),
+        // `/` is the dashboard; nothing else is served beside it.
+        (Method::GET, "/index.html", None),
     ] {
         let a = f.call(method.clone(), uri, body).await;
         let msg = assert_json_error(&a, StatusCode::NOT_FOUND);
@@ -340,6 +343,7 @@ async fn unknown_workloads_paths_and_methods_answer_json_errors() {
         (Method::POST, "/v1/workloads/alpha/credentials"),
         (Method::POST, "/healthz"),
         (Method::POST, "/v1/workloads"),
+        (Method::POST, "/"),
     ] {
         let a = f.call(method.clone(), uri, None).await;
         assert_json_error(&a, StatusCode::METHOD_NOT_ALLOWED);

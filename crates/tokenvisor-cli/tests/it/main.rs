@@ -5,7 +5,8 @@
 //! daemon, admin client, status readers and bounded wait of tokenvisor-test-support, and a
 //! scriptable token endpoint); [`crash_support`] for the crash-safety suite.
 //!
-//! - [`check_config`], [`status`], [`probe`]: the offline commands.
+//! - [`check_config`], [`status`], [`status_watch`], [`probe`]: the offline commands.
+//! - [`watch_daemon`]: events, the dashboard page and the workload gauges through the daemon.
 //! - [`daemon`], [`reload`]: `tokenvisor run`, signals, reloads, the admin API.
 //! - [`files`], [`secrets`], [`hostile`]: files and locks, secrets never leak, hostile input.
 //! - [`crash`]: kill -9 at random moments; nothing is lost or torn.
@@ -26,3 +27,5 @@ mod secrets;
 #[cfg(feature = "soak")]
 mod soak;
 mod status;
+mod status_watch;
+mod watch_daemon;

@@ -123,6 +123,15 @@ impl Stack {
         }
     }
 
+    /// The refresh token a refresh_token workload holds now (its `<work>/<workload>.rt`).
+    pub(crate) fn refresh_token(&self, w: &Workload) -> String {
+        let file = self.work().join(format!("{}.rt", w.name));
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .to_owned()
+    }
+
     /// Adds a client_credentials workload for `client` (with `secret` instead of the right
     /// one, if given).
     pub(crate) async fn add_client_credentials(

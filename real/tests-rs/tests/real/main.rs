@@ -19,6 +19,8 @@
 //!   modes as the faults).
 //! - [`scenarios`]: the shared scenarios of tokenvisor-test-support, then faults only this
 //!   suite has (502, a slow upstream, `limit_req`, client_credentials), in process.
+//! - [`dashboard`]: the admin dashboard in headless chromium (chromedriver): a known fleet's
+//!   counts, a revoked grant appearing live, a screenshot in `target/artifacts/`.
 //! - [`daemon`]: 100 rotations through `tokenvisor run`, across a restart of the daemon.
 //!
 //! Time is real but short: access tokens live a few seconds, backoff starts at 200 ms and is
@@ -27,6 +29,7 @@
 
 mod components;
 mod daemon;
+mod dashboard;
 mod endpoint;
 mod harness;
 mod nginx;

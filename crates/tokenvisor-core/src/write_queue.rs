@@ -460,13 +460,21 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
     /// [`committed`]: WriteQueue::committed
     /// [`poll`]: WriteQueue::poll
     pub fn add_flush(&mut self, id: WaiterId, deadline: Timestamp) -> Option<Answer<K>> {
-        self.retry_at = None;
+        self.retry_now();
         let upto = self.last_seq;
         if self.durable_upto(upto) {
             return Some(Answer::Durable);
         }
         self.flushes.push(Flush { id, upto, deadline });
         None
+    }
+
+    /// Ends a failed commit's backoff: the next [`take_batch`] may run at once (someone is
+    /// waiting for the commit).
+    ///
+    /// [`take_batch`]: WriteQueue::take_batch
+    pub fn retry_now(&mut self) {
+        self.retry_at = None;
     }
 
     /// Waits for update `seq` of `key` to be durable: `Some` answer at once when it is.

@@ -52,7 +52,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
+use ractor::ActorRef;
+use tokenvisor_core::write_queue::FileWrite;
 use tokenvisor_core::{Secret, WorkloadName};
+
+use crate::journal::{Patch, StoredCredential, TokenHash};
+use crate::persistence::{Durability, PersistenceMsg};
 
 use crate::spec::{GrantSpec, WorkloadSpec};
 use crate::transport::Grant;
@@ -227,7 +234,17 @@ pub enum RotateOutcome {
     /// The credentials were replaced since the attempt started: the token was dropped and
     /// nothing was written.
     Stale,
+    /// In memory, but the journal commit failed (it is retried with backoff): the token is
+    /// not used for a refresh until it is durable, and the workload must not report
+    /// `running` ([`CredentialStore::commit_rotated`]).
+    NotDurable {
+        /// The commit's error (names the file, never the token).
+        reason: String,
+    },
 }
+
+/// How long an attempt waits for the journal to answer a commit.
+const COMMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// One workload's credentials. Share it with `Arc`; see the module docs.
 pub struct CredentialStore {
@@ -246,6 +263,19 @@ pub struct CredentialStore {
     swept: AtomicBool,
     /// The writer of the workload's token sink file, if it has one.
     sink: Option<Arc<TokenSink>>,
+    /// The persistence actor, once attached ([`CredentialStore::attach_journal`]).
+    journal: OnceLock<ActorRef<PersistenceMsg>>,
+}
+
+/// A store resumed from the journal ([`CredentialStore::resume`]).
+#[derive(Debug)]
+pub struct Resumed {
+    /// The store.
+    pub store: Arc<CredentialStore>,
+    /// True when the configured credentials were taken over the journal's (new or edited
+    /// by the operator, or no journal row): the journal must record them, and a stored
+    /// access token belongs to the old credentials.
+    pub adopted: bool,
 }
 
 /// The writer of one token sink file (module docs, "Token sink").
@@ -312,6 +342,9 @@ struct Current {
     /// someone else; one that still holds this is unchanged, even when the in-memory token
     /// differs (a rotated token whose write failed must not be undone by the old file).
     file_token: Option<Secret>,
+    /// The journal update of a rotated refresh token whose commit failed: no refresh is sent
+    /// with the token until it is durable ([`CredentialStore::ensure_durable`]).
+    undurable: Option<u64>,
 }
 
 impl fmt::Debug for CredentialStore {
@@ -360,9 +393,70 @@ impl CredentialStore {
                 file_token: file.as_ref().and(refresh_token.clone()),
                 refresh_token,
                 generation: 0,
+                undurable: None,
             }),
             file,
+            journal: OnceLock::new(),
         })
+    }
+
+    /// The store for `spec` resumed from its journal row (module docs, "Journal"): the
+    /// journal's refresh token and generation win unless the configured token (the
+    /// `refresh_token_file`'s content, or the inline value) differs from what tokenvisor last
+    /// saw or wrote there; then the configured one is new credentials: adopted, generation
+    /// bumped, and [`Resumed::adopted`] is true.
+    pub fn resume(spec: &WorkloadSpec, entry: Option<&crate::journal::Entry>) -> Resumed {
+        let store = Self::new(spec);
+        let Some(entry) = entry else {
+            return Resumed {
+                store,
+                adopted: true,
+            };
+        };
+        let stored = entry.credential.as_ref();
+        let adopted = {
+            let mut current = store.lock();
+            let configured = current.refresh_token.clone();
+            let same_source = match (&configured, entry.source_hash) {
+                (Some(token), Some(hash)) => TokenHash::of(token) == hash,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            let journal_token = stored.and_then(|c| c.refresh_token.clone());
+            let generation = stored.map_or(0, |c| c.generation);
+            match (same_source, journal_token) {
+                (true, Some(token)) if store.refresh_grant => {
+                    current.refresh_token = Some(token);
+                    current.generation = generation;
+                    false
+                }
+                (true | false, Some(_) | None) => {
+                    current.generation = generation + u64::from(stored.is_some());
+                    configured.is_some() || stored.is_none()
+                }
+            }
+        };
+        Resumed { store, adopted }
+    }
+
+    /// The journal patch recording the credential in use and, when `source` is given, the
+    /// operator's token as seen or written.
+    pub fn journal_patch(&self, source: Option<&Secret>) -> Patch {
+        let current = self.lock();
+        Patch {
+            credential: Some(StoredCredential {
+                refresh_token: current.refresh_token.clone(),
+                generation: current.generation,
+            }),
+            source_hash: source.map(TokenHash::of),
+            ..Patch::default()
+        }
+    }
+
+    /// Connects the store to the persistence actor: rotated tokens are committed to the
+    /// journal before use, operator changes are journaled. Once; later calls are ignored.
+    pub(crate) fn attach_journal(&self, persistence: ActorRef<PersistenceMsg>) {
+        let _ = self.journal.set(persistence);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -406,11 +500,15 @@ impl CredentialStore {
 
     /// Stores a rotated refresh token received by an attempt that started at `generation`.
     ///
-    /// If `generation` is still current: the token replaces the in-memory one, the generation
-    /// is bumped, and the token is written to the refresh-token file (if any), with up to
-    /// three retries; if every write fails the result is [`RotateOutcome::MemoryOnly`]. If
-    /// the credentials changed since, the result is [`RotateOutcome::Stale`] and nothing
-    /// changes. A token equal to the current one changes nothing and is not written.
+    /// If `generation` is still current: the token replaces the in-memory one and the
+    /// generation is bumped; with a journal attached, it is committed there and this waits
+    /// for the commit ([`RotateOutcome::NotDurable`] when it failed: the commit is retried
+    /// and [`CredentialStore::ensure_durable`] keeps the token from being sent until it is
+    /// durable); then the token is written to the refresh-token file (if any), with up to
+    /// three retries ([`RotateOutcome::MemoryOnly`] if every write fails and there is no
+    /// journal to hold it). If the credentials changed since, the result is
+    /// [`RotateOutcome::Stale`] and nothing changes. A token equal to the current one
+    /// changes nothing and is not written.
     pub async fn store_rotated(&self, generation: u64, new_refresh_token: Secret) -> RotateOutcome {
         let _file = self.file_lock.lock().await;
         {
@@ -427,18 +525,139 @@ impl CredentialStore {
             current.refresh_token = Some(new_refresh_token.clone());
             current.generation += 1;
         }
-        let Some(path) = &self.file else {
-            return RotateOutcome::Stored;
+        let durable = match self.journal.get() {
+            Some(persistence) => self.commit(persistence, self.journal_patch(None)).await,
+            None => Ok(()),
         };
-        match write_with_retries(path, &new_refresh_token).await {
-            Ok(()) => {
-                self.sweep_stale_temps(path).await;
-                self.lock().file_token = Some(new_refresh_token);
-                RotateOutcome::Stored
-            }
-            Err(e) => RotateOutcome::MemoryOnly {
-                error: e.to_string(),
+        // Written to the file even when the journal failed: it may be the only copy left.
+        let file = match &self.file {
+            Some(path) => match write_with_retries(path, &new_refresh_token).await {
+                Ok(()) => {
+                    self.sweep_stale_temps(path).await;
+                    self.lock().file_token = Some(new_refresh_token.clone());
+                    if let Some(persistence) = self.journal.get() {
+                        self.journal_update(
+                            persistence,
+                            Patch {
+                                source_hash: Some(TokenHash::of(&new_refresh_token)),
+                                ..Patch::default()
+                            },
+                        );
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
             },
+            None => Ok(()),
+        };
+        match (durable, file) {
+            (Err(reason), _) => RotateOutcome::NotDurable { reason },
+            (Ok(()), Ok(())) => RotateOutcome::Stored,
+            (Ok(()), Err(error)) => RotateOutcome::MemoryOnly { error },
+        }
+    }
+
+    /// Commits `patch` and waits: `Err(reason)` when the commit failed (then the update is
+    /// remembered as undurable).
+    async fn commit(
+        &self,
+        persistence: &ActorRef<PersistenceMsg>,
+        patch: Patch,
+    ) -> Result<(), String> {
+        let name = self.workload.clone();
+        let answer = persistence
+            .call(
+                |reply| PersistenceMsg::Commit {
+                    name,
+                    patch: Box::new(patch),
+                    reply,
+                },
+                Some(COMMIT_WAIT),
+            )
+            .await;
+        self.settle(answer)
+    }
+
+    /// Records the outcome of a commit or a wait for one.
+    fn settle(
+        &self,
+        answer: Result<ractor::rpc::CallResult<Durability>, ractor::MessagingErr<PersistenceMsg>>,
+    ) -> Result<(), String> {
+        let result = match answer {
+            Ok(ractor::rpc::CallResult::Success(Durability::Durable)) => Ok(()),
+            Ok(ractor::rpc::CallResult::Success(Durability::NotYet { reason, seq })) => {
+                Err((reason, Some(seq)))
+            }
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                Err(("the state journal did not answer in time".to_owned(), None))
+            }
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                Err(("the state journal is not running".to_owned(), None))
+            }
+        };
+        let mut current = self.lock();
+        match result {
+            Ok(_) => {
+                current.undurable = None;
+                Ok(())
+            }
+            Err((reason, seq)) => {
+                if let Some(seq) = seq {
+                    current.undurable = Some(seq);
+                } else if current.undurable.is_none() {
+                    current.undurable = Some(0);
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// Before a refresh is sent: `Ok` when the refresh token in use is durable (waiting for
+    /// a commit retry if an earlier commit of it failed), `Err(reason)` when it still is not
+    /// (the refresh must not be sent: a crash would lose the grant).
+    ///
+    /// # Errors
+    /// The failed commit's reason.
+    pub async fn ensure_durable(&self) -> Result<(), String> {
+        let Some(seq) = self.lock().undurable else {
+            return Ok(());
+        };
+        let Some(persistence) = self.journal.get() else {
+            return Ok(());
+        };
+        let name = self.workload.clone();
+        let answer = if seq == 0 {
+            // The earlier commit's fate is unknown: commit the credential again.
+            return self.commit(persistence, self.journal_patch(None)).await;
+        } else {
+            persistence
+                .call(
+                    |reply| PersistenceMsg::WaitDurable { name, seq, reply },
+                    Some(COMMIT_WAIT),
+                )
+                .await
+        };
+        self.settle(answer)
+    }
+
+    /// Casts a journal update (not awaited).
+    fn journal_update(&self, persistence: &ActorRef<PersistenceMsg>, patch: Patch) {
+        if persistence
+            .cast(PersistenceMsg::Update {
+                name: self.workload.clone(),
+                patch: Box::new(patch),
+                file: FileWrite::None,
+            })
+            .is_err()
+        {
+            tracing::warn!(workload = %self.workload, "state journal not running: credential change not recorded");
+        }
+    }
+
+    /// Journals the credential in use after an operator change.
+    fn journal_credentials(&self, source: Option<&Secret>) {
+        if let Some(persistence) = self.journal.get() {
+            self.journal_update(persistence, self.journal_patch(source));
         }
     }
 
@@ -494,7 +713,11 @@ impl CredentialStore {
             current.client_secret = Some(secret);
         }
         current.generation += 1;
-        Ok(current.generation)
+        let generation = current.generation;
+        let source = current.file_token.clone().filter(|_| written);
+        drop(current);
+        self.journal_credentials(source.as_ref());
+        Ok(generation)
     }
 
     /// Reads the refresh-token file and, if someone changed it since this store last read or
@@ -526,9 +749,12 @@ impl CredentialStore {
         if current.refresh_token.as_ref() == Some(&read) {
             return Ok(None);
         }
-        current.refresh_token = Some(read);
+        current.refresh_token = Some(read.clone());
         current.generation += 1;
-        Ok(Some(current.generation))
+        let generation = current.generation;
+        drop(current);
+        self.journal_credentials(Some(&read));
+        Ok(Some(generation))
     }
 }
 

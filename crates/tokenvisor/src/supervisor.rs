@@ -17,6 +17,7 @@ use ractor::{
 use tokenvisor_core::machine::Resume;
 use tokenvisor_core::policy::{RestartDecision, RestartHistory, RestartIntensity};
 use tokenvisor_core::projection::{self, Down, Stamp, Start};
+use tokenvisor_core::write_queue::FileWrite;
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName};
 
 use crate::credentials::{CredentialStore, NewCredentials};
@@ -127,6 +128,8 @@ pub(crate) struct SupervisorArgs {
     pub intensity: RestartIntensity,
     /// Status records found on disk at start, by workload.
     pub recovered: HashMap<WorkloadName, StatusRecord>,
+    /// The state journal's rows read at start, by workload (taken by the first `Add`).
+    pub journal: HashMap<WorkloadName, crate::journal::Entry>,
     /// Jitter seed (each workload derives its own).
     pub seed: u64,
 }
@@ -401,13 +404,47 @@ async fn add(
         return Err(SupervisorError::AlreadyExists(name));
     }
     let now = st.args.deps.clock.now();
-    let recovered = st.args.recovered.remove(&name);
+    let file_record = st.args.recovered.remove(&name);
+    let journaled = st.args.journal.remove(&name);
+    // The journal's record is the durable one; the file is a view of it.
+    let recovered = journaled
+        .as_ref()
+        .and_then(|j| j.status.clone())
+        .or(file_record);
     let Start { resume, created_at } = projection::start(recovered.as_ref(), now);
     let spec = Arc::new(spec);
     st.spawned += 1;
+    let resumed = CredentialStore::resume(&spec, journaled.as_ref());
+    let credentials = resumed.store;
+    credentials.attach_journal(st.args.deps.persistence.clone());
+    let shared = WorkloadShared::new(name.clone(), st.args.deps.clock);
+    if resumed.adopted {
+        // New credentials (or the first start): the journal records them, and a stored
+        // access token belongs to the old ones.
+        let patch = crate::journal::Patch {
+            access: Some(None),
+            ..credentials.journal_patch(configured_token(&spec))
+        };
+        if let Err(e) = st.args.deps.persistence.cast(PersistenceMsg::Update {
+            name: name.clone(),
+            patch: Box::new(patch),
+            file: FileWrite::None,
+        }) {
+            tracing::error!(workload = %name, "persistence actor unreachable: {e}");
+        }
+    } else if let Some(access) = journaled.and_then(|j| j.access)
+        && access.expires_at > now
+    {
+        // A restart serves the token it held at once; the machine keeps its schedule.
+        shared.set_slot(Slot::Token(crate::handle::AccessToken {
+            secret: access.token,
+            token_type: access.token_type,
+            expires_at: access.expires_at,
+        }));
+    }
     let entry = Entry {
-        shared: WorkloadShared::new(name.clone(), st.args.deps.clock),
-        credentials: CredentialStore::new(&spec),
+        shared,
+        credentials,
         gate: st
             .args
             .gates
@@ -500,6 +537,14 @@ async fn restart_or_give_up(
     }
 }
 
+/// The refresh token the configuration gives (inline or the file's content when read).
+fn configured_token(spec: &WorkloadSpec) -> Option<&tokenvisor_core::Secret> {
+    match &spec.grant {
+        crate::spec::GrantSpec::RefreshToken { token, .. } => Some(token),
+        crate::spec::GrantSpec::ClientCredentials => None,
+    }
+}
+
 /// Persists the record of a workload whose actor is down (error, removed), keeping the
 /// token section.
 fn write_status(st: &SupervisorState, entry: &Entry, down: &Down, now: Timestamp) {
@@ -514,7 +559,12 @@ fn write_status(st: &SupervisorState, entry: &Entry, down: &Down, now: Timestamp
     let context: Arc<str> = record.status_context.as_str().into();
     if let Err(e) = st.args.deps.persistence.cast(PersistenceMsg::Update {
         name: entry.spec.name.clone(),
-        record: Box::new(record),
+        patch: Box::new(crate::journal::Patch {
+            status: Some(Arc::new(record)),
+            access: Some(None),
+            ..crate::journal::Patch::default()
+        }),
+        file: FileWrite::Now,
     }) {
         tracing::error!(workload = %entry.spec.name, "persistence actor unreachable: {e}");
     }

@@ -23,6 +23,7 @@ use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
 use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::projection::{self, Occasion, Stamp};
 use tokenvisor_core::status::TokenState as DiskTokenState;
+use tokenvisor_core::write_queue::FileWrite;
 use tokenvisor_core::{
     AttemptId, ClassifyPolicy, Failure, FailureKind, Machine, Timestamp, Verdict, WorkloadName,
     WorkloadStatus, classify,
@@ -35,6 +36,7 @@ use crate::clock::Clock;
 use crate::credentials::{CredentialStore, RotateOutcome};
 use crate::gate::EndpointGate;
 use crate::handle::{AccessToken, Slot, Unavailable, WorkloadShared};
+use crate::journal::{Patch, StoredAccess};
 use crate::metrics as m;
 use crate::msg::TokenMsg;
 use crate::persistence::PersistenceMsg;
@@ -124,6 +126,8 @@ pub(crate) struct TokenActorState {
     attempts: Vec<JoinHandle<()>>,
     /// Set at shutdown: attempts that have not sent their request yet do not send it.
     stopping: Arc<AtomicBool>,
+    /// The served token changed since the last persisted record (journaled with the next).
+    access_change: Option<Option<StoredAccess>>,
 }
 
 impl Actor for TokenActor {
@@ -159,6 +163,7 @@ impl Actor for TokenActor {
             credential_poll: None,
             attempts: Vec::new(),
             stopping: Arc::new(AtomicBool::new(false)),
+            access_change: None,
         })
     }
 
@@ -302,9 +307,17 @@ fn apply(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, fx: Effects, now
             expires_at: now.plus(grant.lifetime),
         };
         st.args.credentials.write_token_sink(&token.secret);
+        st.access_change = Some(Some(StoredAccess {
+            token: token.secret.clone(),
+            token_type: token.token_type.clone(),
+            expires_at: token.expires_at,
+        }));
         st.args.shared.set_slot(Slot::Token(token));
     } else if withdraw.is_some() || matches!(&*st.args.shared.slot(), Slot::Unavailable(_)) {
         let reason = withdraw_reason(&st.machine, withdraw);
+        if withdraw.is_some() {
+            st.access_change = Some(None);
+        }
         st.args.shared.set_slot(Slot::Unavailable(reason));
     }
     if changed && !projection::routine_refresh(&st.machine, st.last_view) {
@@ -364,10 +377,23 @@ fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
     let view = (status, state);
     let changed_view = st.last_view != Some(view);
     let context: Option<Arc<str>> = changed_view.then(|| Arc::from(record.status_context.as_str()));
+    let routine = !changed_view
+        && status == WorkloadStatus::Running
+        && st
+            .args
+            .shared
+            .record()
+            .is_some_and(|old| old.status_context == record.status_context);
     st.args.shared.set_record(record.clone());
+    let access = std::mem::take(&mut st.access_change);
     st.args.deps.persistence.cast(PersistenceMsg::Update {
         name: st.args.spec.name.clone(),
-        record: Box::new(record),
+        patch: Box::new(Patch {
+            status: Some(Arc::new(record)),
+            access,
+            ..Patch::default()
+        }),
+        file: if routine { FileWrite::Routine } else { FileWrite::Now },
     })
     .unwrap_or_else(|e| tracing::error!(workload = %st.args.spec.name, "persistence actor unreachable: {e}"));
     if let Some(context) = context {
@@ -624,6 +650,11 @@ async fn send(
     spec: &WorkloadSpec,
     started: tokio::time::Instant,
 ) -> Verdict {
+    // Never present a refresh token whose journal commit failed: a crash after the provider
+    // rotated it again would lose the grant.
+    if let Err(reason) = creds.ensure_durable().await {
+        return not_durable_verdict(&reason);
+    }
     let snapshot = creds.snapshot();
     let mut req = ExchangeRequest::for_spec(spec, snapshot.grant.clone());
     req.client_secret = snapshot.client_secret.clone();
@@ -646,23 +677,66 @@ async fn send(
         tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
     }
     count_attempt(&verdict);
+    let is_refresh = matches!(&snapshot.grant, crate::transport::Grant::RefreshToken(_));
     match verdict {
         Verdict::Success(mut grant) => {
-            if let (Some(rt), crate::transport::Grant::RefreshToken(_)) =
-                (grant.refresh_token.take(), &snapshot.grant)
+            if let (Some(rt), true) = (grant.refresh_token.take(), is_refresh)
+                && let Err(reason) = store_rotated(creds, spec, snapshot.generation, rt).await
             {
-                match creds.store_rotated(snapshot.generation, rt).await {
-                    RotateOutcome::Stored | RotateOutcome::Stale => {}
-                    RotateOutcome::MemoryOnly { error } => {
-                        metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
-                        tracing::error!(workload = %spec.name, "rotated refresh token kept in memory only: {error}");
-                    }
-                }
+                // Not `running` on a token that is not durable: the token served so far
+                // stays served until it expires, and the refresh is retried with backoff.
+                return not_durable_verdict(&reason);
             }
             Verdict::Success(grant)
         }
-        other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => other,
+        other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => {
+            // A 2xx the classifier rejects may still carry a rotated refresh token, maybe
+            // the only valid one now: keep it.
+            if is_refresh
+                && let Some(rt) = tokenvisor_core::classify::refresh_token_in_2xx(&outcome)
+            {
+                tracing::warn!(workload = %spec.name, "a rejected 2xx answer carried a rotated refresh token: kept");
+                let _ = store_rotated(creds, spec, snapshot.generation, rt).await;
+            }
+            other
+        }
     }
+}
+
+/// Stores a rotated refresh token (journal, then file): `Err(reason)` when it is not durable.
+async fn store_rotated(
+    creds: &CredentialStore,
+    spec: &WorkloadSpec,
+    generation: u64,
+    rt: tokenvisor_core::Secret,
+) -> Result<(), String> {
+    match creds.store_rotated(generation, rt).await {
+        RotateOutcome::Stored | RotateOutcome::Stale => Ok(()),
+        RotateOutcome::MemoryOnly { error } => {
+            metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
+            tracing::error!(workload = %spec.name, "rotated refresh token not written to its file: {error}");
+            Ok(())
+        }
+        RotateOutcome::NotDurable { reason } => {
+            metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
+            tracing::error!(workload = %spec.name, "rotated refresh token not durable: {reason}");
+            Err(reason)
+        }
+    }
+}
+
+/// The verdict of an attempt whose rotated refresh token is not durable (journal commit
+/// failed): transient, with the reason in the status context.
+fn not_durable_verdict(reason: &str) -> Verdict {
+    Verdict::Transient(Failure {
+        kind: FailureKind::Io,
+        http_status: None,
+        error_code: None,
+        retry_after: None,
+        summary: tokenvisor_core::classify::excerpt(
+            format!("the rotated refresh token is not saved yet ({reason}); retrying").as_bytes(),
+        ),
+    })
 }
 
 /// Counts an attempt's outcome (closed label sets: outcome and failure kind).

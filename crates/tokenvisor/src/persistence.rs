@@ -200,6 +200,9 @@ pub enum PersistenceMsg {
     Wake,
     /// Internal: the deadline of the flush with this id passed.
     FlushDeadline(u64),
+    /// Fault injection: while true, every commit fails as on a full disk.
+    #[cfg(any(test, feature = "test-util"))]
+    InjectFailures(bool),
 }
 
 /// Internal: what a blocking job did.
@@ -253,6 +256,8 @@ pub struct PersistState {
     /// The last commit error (for `Durability::NotYet`).
     last_error: Option<String>,
     file_failures: u32,
+    /// Fault injection: fail every commit.
+    inject_failures: bool,
 }
 
 /// A `send_after` timer task (dropping it does not cancel it; `abort` does).
@@ -313,6 +318,8 @@ impl Actor for PersistenceActor {
                 state.wake = None;
             }
             PersistenceMsg::FlushDeadline(id) => state.on_flush_deadline(id),
+            #[cfg(any(test, feature = "test-util"))]
+            PersistenceMsg::InjectFailures(on) => state.inject_failures = on,
         }
         state.pump(&myself);
         Ok(())
@@ -369,6 +376,7 @@ impl PersistState {
             written_since_report: 0,
             last_error: None,
             file_failures: 0,
+            inject_failures: false,
         }
     }
 
@@ -434,8 +442,9 @@ impl PersistState {
                 let journal_dir = self.config.journal_dir.clone();
                 let dir = Arc::clone(&self.dir);
                 let me = myself.clone();
+                let fail = self.inject_failures;
                 drop(tokio::task::spawn_blocking(move || {
-                    let result = run_job(&journal_dir, &dir, journal, batch, files);
+                    let result = run_job(&journal_dir, &dir, journal, batch, files, fail);
                     if me.cast(PersistenceMsg::JobDone(Box::new(result))).is_err() {
                         tracing::debug!("persistence actor gone before a job finished");
                     }
@@ -717,6 +726,7 @@ fn run_job(
     journal: Option<Journal>,
     batch: Option<Batch<WorkloadName, Patch>>,
     mut files: Vec<(WorkloadName, Arc<StatusRecord>)>,
+    fail: bool,
 ) -> JobResult {
     let (journal, batch) = match batch {
         None => (journal, None),
@@ -726,6 +736,14 @@ fn run_job(
                 None => Journal::open(journal_dir),
             };
             match opened {
+                Ok(j) if fail => {
+                    let e = JournalError {
+                        path: j.path().to_path_buf(),
+                        op: "commit",
+                        reason: "database or disk is full (injected)".into(),
+                    };
+                    (Some(j), Some((batch, Err(e))))
+                }
                 Ok(mut j) => {
                     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         j.commit(batch.items.iter().map(|i| (&i.key, &i.value)))

@@ -741,6 +741,13 @@ impl Runtime {
     pub fn inject_crash(&self, name: &WorkloadName) {
         let _ = self.supervisor.cast(SupervisorMsg::Crash(name.clone()));
     }
+
+    /// Fault injection for durability tests: while `on`, every state-journal commit fails
+    /// as a full disk would ("database or disk is full"); nothing is written.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn inject_journal_failures(&self, on: bool) {
+        let _ = self.persistence.cast(PersistenceMsg::InjectFailures(on));
+    }
 }
 
 /// Reads the refresh-token file of `spec` again (bounded, on the blocking pool): a restarted

@@ -92,13 +92,16 @@ fn read_file(dir: &Path, n: &str) -> StatusRecord {
 
 #[tokio::test(start_paused = true)]
 async fn a_rotated_token_that_cannot_be_saved_keeps_the_workload_out_of_running_and_fails_shutdown()
- {
+{
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeTransport::new();
     fake.set_client("wl", FakeReply::rotating(3600));
     let rt = start(dir.path(), &fake).await;
     let handle = rt.add(spec("wl")).await.unwrap();
-    wait_until("running", S(60), || status(&handle) == Some(WorkloadStatus::Running)).await;
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
     let served = handle.current().unwrap().expose().to_owned();
 
     // The disk fills up; the provider rotates the grant on the next refresh.
@@ -122,7 +125,11 @@ async fn a_rotated_token_that_cannot_be_saved_keeps_the_workload_out_of_running_
     // Minutes later (several backoffs): never `running`, and no refresh sent with a token
     // that is not durable.
     tokio::time::sleep(S(300)).await;
-    assert_eq!(fake.count("wl"), sent, "a refresh was sent with an unsaved token");
+    assert_eq!(
+        fake.count("wl"),
+        sent,
+        "a refresh was sent with an unsaved token"
+    );
     while let Ok(change) = changes.try_recv() {
         assert_ne!(change.status, WorkloadStatus::Running, "{change:?}");
     }
@@ -139,7 +146,10 @@ async fn a_commit_that_succeeds_again_lets_the_workload_run_with_the_saved_token
     fake.set_client("wl", FakeReply::rotating(3600));
     let rt = start(dir.path(), &fake).await;
     let handle = rt.add(spec("wl")).await.unwrap();
-    wait_until("running", S(60), || status(&handle) == Some(WorkloadStatus::Running)).await;
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
     rt.inject_journal_failures(true);
     assert!(rt.force_refresh(&name("wl")).await.unwrap());
     wait_until("auth_retrying", S(60), || {
@@ -203,7 +213,10 @@ async fn a_restart_with_valid_tokens_sends_no_refresh_request() {
         .map(|n| presented(&fake, n).first().cloned().unwrap_or_default())
         .collect();
     for (n, first) in names.iter().zip(&firsts) {
-        assert!(first.starts_with("rt-") && !first.starts_with("rt-initial"), "{n}: {first}");
+        assert!(
+            first.starts_with("rt-") && !first.starts_with("rt-initial"),
+            "{n}: {first}"
+        );
     }
     firsts.dedup();
     assert_eq!(firsts.len(), names.len(), "{firsts:?}");
@@ -227,7 +240,10 @@ async fn a_rejected_2xx_carrying_a_refresh_token_saves_it() {
     fake.set_client("wl", FakeReply::rotating(3600));
     let rt = start(dir.path(), &fake).await;
     let handle = rt.add(spec("wl")).await.unwrap();
-    wait_until("running", S(120), || status(&handle) == Some(WorkloadStatus::Running)).await;
+    wait_until("running", S(120), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
     let seen = presented(&fake, "wl");
     assert_eq!(seen[..2], ["rt-initial-wl", "rt-from-rejected"], "{seen:?}");
     rt.shutdown(S(5)).await.unwrap();
@@ -259,7 +275,10 @@ async fn a_rejected_2xx_refresh_token_survives_a_restart() {
     fake.set_default(FakeReply::token(3600));
     let rt = start(dir.path(), &fake).await;
     let handle = rt.add(spec("wl")).await.unwrap();
-    wait_until("running", S(60), || status(&handle) == Some(WorkloadStatus::Running)).await;
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
     assert_eq!(presented(&fake, "wl")[0], "rt-from-rejected");
     rt.shutdown(S(5)).await.unwrap();
 }
@@ -274,8 +293,14 @@ async fn an_operator_edit_of_the_refresh_token_file_is_adopted_and_otherwise_the
         let fake = FakeTransport::new();
         fake.set_default(FakeReply::rotating(60));
         let rt = start(dir.path(), &fake).await;
-        let handle = rt.add(spec_with("wl", "rt-initial-wl", Some(&file))).await.unwrap();
-        wait_until("running", S(60), || status(&handle) == Some(WorkloadStatus::Running)).await;
+        let handle = rt
+            .add(spec_with("wl", "rt-initial-wl", Some(&file)))
+            .await
+            .unwrap();
+        wait_until("running", S(60), || {
+            status(&handle) == Some(WorkloadStatus::Running)
+        })
+        .await;
         rt.shutdown(S(5)).await.unwrap();
     }
     // Rotated and written back.
@@ -288,7 +313,10 @@ async fn an_operator_edit_of_the_refresh_token_file_is_adopted_and_otherwise_the
         fake.set_default(FakeReply::token(60));
         let rt = start(dir.path(), &fake).await;
         let handle = rt.add(spec_with("wl", "rt-1", Some(&file))).await.unwrap();
-        wait_until("running", S(60), || status(&handle) == Some(WorkloadStatus::Running)).await;
+        wait_until("running", S(60), || {
+            status(&handle) == Some(WorkloadStatus::Running)
+        })
+        .await;
         assert_eq!(presented(&fake, "wl"), ["rt-1"]);
         rt.shutdown(S(5)).await.unwrap();
     }
@@ -298,16 +326,22 @@ async fn an_operator_edit_of_the_refresh_token_file_is_adopted_and_otherwise_the
     let fake = FakeTransport::new();
     fake.set_default(FakeReply::token(3600));
     let rt = start(dir.path(), &fake).await;
-    let handle = rt.add(spec_with("wl", "rt-operator", Some(&file))).await.unwrap();
-    wait_until("running", S(60), || status(&handle) == Some(WorkloadStatus::Running)).await;
+    let handle = rt
+        .add(spec_with("wl", "rt-operator", Some(&file)))
+        .await
+        .unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
     assert_eq!(presented(&fake, "wl"), ["rt-operator"]);
     rt.shutdown(S(5)).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_journal_ahead_of_its_file_wins_over_the_file() {
-    // The journal committed a rotated token but the process died before the file write:
-    // the file still holds what tokenvisor last wrote there, so it is not an operator edit.
+async fn a_file_put_back_by_the_operator_is_adopted() {
+    // The operator restores an older token into the file: whatever it is, a content that
+    // differs from what tokenvisor last wrote there (the rotated token) is new credentials.
     let dir = tempfile::tempdir().unwrap();
     let creds = tempfile::tempdir().unwrap();
     let file = creds.path().join("wl.rt");
@@ -316,19 +350,29 @@ async fn a_journal_ahead_of_its_file_wins_over_the_file() {
         let fake = FakeTransport::new();
         fake.set_default(FakeReply::rotating(60));
         let rt = start(dir.path(), &fake).await;
-        let handle = rt.add(spec_with("wl", "rt-initial-wl", Some(&file))).await.unwrap();
-        wait_until("running", S(60), || status(&handle) == Some(WorkloadStatus::Running)).await;
+        let handle = rt
+            .add(spec_with("wl", "rt-initial-wl", Some(&file)))
+            .await
+            .unwrap();
+        wait_until("running", S(60), || {
+            status(&handle) == Some(WorkloadStatus::Running)
+        })
+        .await;
         rt.shutdown(S(5)).await.unwrap();
     }
-    // Put the file back to what it held before the rotation's write-back, as if that write
-    // never happened, and forget the journal's record of it.
     std::fs::write(&file, "rt-initial-wl").unwrap();
     tokio::time::sleep(S(120)).await;
     let fake = FakeTransport::new();
     fake.set_default(FakeReply::token(60));
     let rt = start(dir.path(), &fake).await;
-    let handle = rt.add(spec_with("wl", "rt-initial-wl", Some(&file))).await.unwrap();
-    wait_until("running", S(60), || status(&handle) == Some(WorkloadStatus::Running)).await;
+    let handle = rt
+        .add(spec_with("wl", "rt-initial-wl", Some(&file)))
+        .await
+        .unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
     // The file's content differs from what tokenvisor last wrote (rt-1): an operator edit.
     assert_eq!(presented(&fake, "wl"), ["rt-initial-wl"]);
     rt.shutdown(S(5)).await.unwrap();

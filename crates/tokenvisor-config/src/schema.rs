@@ -28,6 +28,7 @@ pub(crate) struct RawService {
     pub(crate) admin_header_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) admin_idle_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) admin_max_connections: Option<Spanned<Count>>,
+    pub(crate) status_refresh_interval: Option<Spanned<HumanDuration>>,
     pub(crate) log_format: Option<Spanned<LogFormat>>,
     pub(crate) log_level: Option<Spanned<String>>,
 }

@@ -65,6 +65,21 @@ pub(crate) fn resolve_service(
     });
     let state_dir = resolve_state_dir(cx, &raw, base, env, admin_listen, &admin_token_file);
     let admin_limits = resolve_admin_limits(cx, &raw);
+    let status_refresh_interval = raw
+        .status_refresh_interval
+        .as_ref()
+        .and_then(|v| {
+            cx.duration(
+                "service.status_refresh_interval".into(),
+                v,
+                false,
+                (
+                    Duration::from_secs(3600),
+                    "a status file may show timestamps at most an hour old",
+                ),
+            )
+        })
+        .unwrap_or(crate::spec::DEFAULT_STATUS_REFRESH_INTERVAL);
 
     if let AdminListen::Addr(addr) = admin_listen
         && !addr.ip().is_loopback()
@@ -100,6 +115,7 @@ pub(crate) fn resolve_service(
         admin_token_file,
         state_dir,
         admin_limits,
+        status_refresh_interval,
         log_format: raw.log_format.map(Spanned::into_inner).unwrap_or_default(),
         log_level,
     }

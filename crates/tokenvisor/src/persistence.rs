@@ -590,12 +590,12 @@ impl PersistState {
         }
         self.publish_pending();
         for (id, answer) in answers {
-            self.on_answer(id, answer);
+            self.on_answer(id, &answer);
         }
         self.answer_ready_flushes();
     }
 
-    fn on_answer(&mut self, id: u64, answer: Answer<WorkloadName>) {
+    fn on_answer(&mut self, id: u64, answer: &Answer<WorkloadName>) {
         if let Some((reply, seq)) = self.key_waiters.remove(&id) {
             let durability = match answer {
                 Answer::Durable => Durability::Durable,

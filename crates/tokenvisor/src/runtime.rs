@@ -92,7 +92,7 @@ fn recover_all(
             match status_store::write_view(dir, name, record) {
                 Ok(()) => rewritten += 1,
                 Err(e) => {
-                    tracing::warn!(workload = %name, "status file not rewritten from the journal: {e}")
+                    tracing::warn!(workload = %name, "status file not rewritten from the journal: {e}");
                 }
             }
             recovered.records.insert(name.clone(), record.clone());

@@ -345,6 +345,9 @@ struct Current {
     /// The journal update of a rotated refresh token whose commit failed: no refresh is sent
     /// with the token until it is durable ([`CredentialStore::ensure_durable`]).
     undurable: Option<u64>,
+    /// The hash of the operator's token as last seen or written (the journal's
+    /// `source_hash`): a configured token hashing differently is new credentials.
+    source_hash: Option<TokenHash>,
 }
 
 impl fmt::Debug for CredentialStore {
@@ -391,6 +394,7 @@ impl CredentialStore {
             current: Mutex::new(Current {
                 client_secret: spec.client_secret.clone(),
                 file_token: file.as_ref().and(refresh_token.clone()),
+                source_hash: refresh_token.as_ref().map(TokenHash::of),
                 refresh_token,
                 generation: 0,
                 undurable: None,
@@ -428,6 +432,7 @@ impl CredentialStore {
                 (true, Some(token)) if store.refresh_grant => {
                     current.refresh_token = Some(token);
                     current.generation = generation;
+                    current.source_hash = entry.source_hash;
                     false
                 }
                 (true | false, Some(_) | None) => {
@@ -437,6 +442,22 @@ impl CredentialStore {
             }
         };
         Resumed { store, adopted }
+    }
+
+    /// The credential in use and the source hash, as a journal row without access token or
+    /// status: what a workload removed and added again (a reload that changed it) resumes
+    /// from, so it presents the token this store last held, not the configured one.
+    pub fn journal_entry(&self) -> crate::journal::Entry {
+        let current = self.lock();
+        crate::journal::Entry {
+            credential: Some(StoredCredential {
+                refresh_token: current.refresh_token.clone(),
+                generation: current.generation,
+            }),
+            source_hash: current.source_hash,
+            access: None,
+            status: None,
+        }
     }
 
     /// The journal patch recording the credential in use and, when `source` is given, the
@@ -534,7 +555,11 @@ impl CredentialStore {
             Some(path) => match write_with_retries(path, &new_refresh_token).await {
                 Ok(()) => {
                     self.sweep_stale_temps(path).await;
-                    self.lock().file_token = Some(new_refresh_token.clone());
+                    {
+                        let mut current = self.lock();
+                        current.file_token = Some(new_refresh_token.clone());
+                        current.source_hash = Some(TokenHash::of(&new_refresh_token));
+                    }
                     if let Some(persistence) = self.journal.get() {
                         self.journal_update(
                             persistence,
@@ -715,6 +740,9 @@ impl CredentialStore {
         current.generation += 1;
         let generation = current.generation;
         let source = current.file_token.clone().filter(|_| written);
+        if let Some(token) = &source {
+            current.source_hash = Some(TokenHash::of(token));
+        }
         drop(current);
         self.journal_credentials(source.as_ref());
         Ok(generation)
@@ -751,6 +779,7 @@ impl CredentialStore {
         }
         current.refresh_token = Some(read.clone());
         current.generation += 1;
+        current.source_hash = Some(TokenHash::of(&read));
         let generation = current.generation;
         drop(current);
         self.journal_credentials(Some(&read));

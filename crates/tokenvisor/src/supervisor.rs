@@ -162,6 +162,9 @@ pub(crate) struct SupervisorState {
     entries: HashMap<WorkloadName, Entry>,
     by_actor: HashMap<ActorId, WorkloadName>,
     removing: HashMap<ActorId, RpcReplyPort<bool>>,
+    /// The credential stores of removed workloads: a workload added again (a reload that
+    /// changed it) resumes from the credential its old actor last held.
+    removed: HashMap<WorkloadName, Arc<CredentialStore>>,
     shutdown: Option<(RpcReplyPort<()>, usize)>,
     stopping: bool,
     spawned: u64,
@@ -190,6 +193,7 @@ impl Actor for Supervisor {
             entries: HashMap::new(),
             by_actor: HashMap::new(),
             removing: HashMap::new(),
+            removed: HashMap::new(),
             shutdown: None,
             stopping: false,
             spawned: 0,
@@ -211,8 +215,13 @@ impl Actor for Supervisor {
                 };
                 let _ = reply.send(result);
             }
-            SupervisorMsg::Remove(name, reply) => match st.entries.remove(&name) {
-                Some(entry) => match entry.actor {
+            SupervisorMsg::Remove(name, reply) => {
+                let Some(entry) = st.entries.remove(&name) else {
+                    let _ = reply.send(false);
+                    return Ok(());
+                };
+                st.removed.insert(name, entry.credentials.clone());
+                match &entry.actor {
                     Some(actor) => {
                         st.removing.insert(actor.get_id(), reply);
                         let _ = actor.cast(TokenMsg::Remove);
@@ -226,11 +235,8 @@ impl Actor for Supervisor {
                             .set_slot(Slot::Unavailable(Unavailable::Stopped));
                         let _ = reply.send(true);
                     }
-                },
-                None => {
-                    let _ = reply.send(false);
                 }
-            },
+            }
             SupervisorMsg::Handle(name, reply) => {
                 let h = st
                     .entries
@@ -405,7 +411,12 @@ async fn add(
     }
     let now = st.args.deps.clock.now();
     let file_record = st.args.recovered.remove(&name);
-    let journaled = st.args.journal.remove(&name);
+    // The removal answered only once the old actor stopped, so a removed store is final.
+    let journaled = st
+        .args
+        .journal
+        .remove(&name)
+        .or_else(|| st.removed.remove(&name).map(|c| c.journal_entry()));
     // The journal's record is the durable one; the file is a view of it.
     let recovered = journaled
         .as_ref()

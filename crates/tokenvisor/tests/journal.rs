@@ -403,3 +403,31 @@ async fn status_files_agree_with_the_journal() {
     drop(journal);
     rt.shutdown(S(5)).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_workload_removed_and_added_again_presents_its_last_rotated_token() {
+    // A reload that changes a workload removes it and adds it again. With an inline refresh
+    // token (no file), the configuration still says the first token, which the provider
+    // rotated away long ago: the new actor must present the last one the old actor held.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    fake.set_client("wl", FakeReply::rotating(3600));
+    let rt = start(dir.path(), &fake).await;
+    let handle = rt.add(spec("wl")).await.unwrap();
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert!(rt.remove(&name("wl")).await.unwrap());
+    let mut changed = spec("wl");
+    changed.policy.request_timeout = S(20);
+    let handle = rt.add(changed).await.unwrap();
+    assert!(rt.force_refresh(&name("wl")).await.unwrap());
+    wait_until("a second request", S(60), || fake.count("wl") == 2).await;
+    wait_until("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    assert_eq!(presented(&fake, "wl"), ["rt-initial-wl", "rt-1"]);
+    rt.shutdown(S(5)).await.unwrap();
+}

@@ -141,7 +141,11 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
     .context("cannot build the HTTP client")?;
     let mut runtime_config =
         RuntimeConfig::new(cfg.service.status_dir.clone(), Arc::new(transport));
-    runtime_config.state_dir = cfg.service.state_dir.clone();
+    runtime_config.state_dir = cfg
+        .service
+        .state_dir
+        .as_deref()
+        .map(|state| tokenvisor::journal::dir_for(state, &cfg.service.status_dir));
     let mut persistence = tokenvisor::PersistenceConfig::new(cfg.service.status_dir.clone());
     persistence.status_refresh_interval = cfg.service.status_refresh_interval;
     runtime_config.persistence = Some(persistence);

@@ -33,6 +33,19 @@ use tokenvisor_core::{Secret, StatusRecord, Timestamp, WorkloadName};
 /// The journal's file name in its directory.
 pub const FILE_NAME: &str = "journal.sqlite3";
 
+/// The journal directory for a daemon whose status directory is `status_dir`:
+/// `<state_dir>/journal/<16 hex digits of the SHA-256 of the status directory's path>`. One
+/// journal per status directory: two daemons sharing a state directory (as they share the
+/// generated admin token) but serving different status directories never share rows, and
+/// the status directory's lock (one daemon per status directory) makes each journal's
+/// writer unique.
+pub fn dir_for(state_dir: &Path, status_dir: &Path) -> PathBuf {
+    let absolute = std::path::absolute(status_dir).unwrap_or_else(|_| status_dir.to_path_buf());
+    let digest = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    state_dir.join("journal").join(hex)
+}
+
 /// The schema version (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
 

@@ -57,8 +57,8 @@ pub const LOCK_PATIENCE: Duration = Duration::from_secs(1);
 pub const LOCK_RETRY: Duration = Duration::from_secs(1);
 
 /// The journal's directory when none is configured: a hidden directory inside the status
-/// directory (ToolHive reads only `*.json` there).
-pub const DEFAULT_JOURNAL_SUBDIR: &str = ".tokenvisor";
+/// directory (ToolHive reads only `*.json` there; `.tokenvisor` is the directory's marker).
+pub const DEFAULT_JOURNAL_SUBDIR: &str = ".tokenvisor-state";
 
 /// Settings of the persistence actor.
 #[derive(Debug, Clone)]
@@ -556,7 +556,7 @@ impl PersistState {
                     self.file_failures = self.file_failures.saturating_add(1);
                     let delay = self.config.retry_delay(self.file_failures);
                     if self.file_failures == 1 || self.file_failures.is_power_of_two() {
-                        tracing::warn!(error = %e, retry_in = ?delay, "status file write failed; retrying");
+                        tracing::warn!(error = %e, retry_in = ?delay, "status file writes failed; retrying");
                     }
                     let entry = self.unwritten.entry(name).or_insert(Unwritten {
                         record: Arc::clone(&record),

@@ -88,7 +88,13 @@ fn recover_all(
         let Some(record) = &entry.status else {
             continue;
         };
-        if recovered.records.get(name) != Some(record) {
+        // Only files that exist and lag their record: a workload's own start writes its
+        // file, and a missing file of a workload no longer configured stays missing.
+        if recovered
+            .records
+            .get(name)
+            .is_some_and(|file| file != record)
+        {
             match status_store::write_view(dir, name, record) {
                 Ok(()) => rewritten += 1,
                 Err(e) => {
@@ -178,9 +184,9 @@ pub struct RuntimeConfig {
     pub event_capacity: usize,
     /// Persistence tuning (its `dir` is overwritten with `status_dir`).
     pub persistence: Option<PersistenceConfig>,
-    /// tokenvisor's own state directory, where the state journal lives (`service.state_dir`);
-    /// `None`: the persistence settings' `journal_dir` (by default a hidden `.tokenvisor`
-    /// directory inside the status directory).
+    /// The state journal's directory (the daemon: `journal::dir_for(service.state_dir,
+    /// status_dir)`); `None`: the persistence settings' `journal_dir` (by default a hidden
+    /// `.tokenvisor-state` directory inside the status directory).
     pub state_dir: Option<PathBuf>,
 }
 

@@ -384,12 +384,13 @@ fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
             .shared
             .record()
             .is_some_and(|old| old.status_context == record.status_context);
-    st.args.shared.set_record(record.clone());
+    let record = Arc::new(record);
+    st.args.shared.set_shared_record(Arc::clone(&record));
     let access = std::mem::take(&mut st.access_change);
     st.args.deps.persistence.cast(PersistenceMsg::Update {
         name: st.args.spec.name.clone(),
         patch: Box::new(Patch {
-            status: Some(Arc::new(record)),
+            status: Some(record),
             access,
             ..Patch::default()
         }),

@@ -243,6 +243,15 @@ pub enum RotateOutcome {
     },
 }
 
+/// A rotated token still to write back to the refresh-token file
+/// ([`CredentialStore::rotate`], [`CredentialStore::write_back`]); `Debug` prints `…`.
+#[derive(Debug)]
+#[must_use = "a rotated token must be written back to the operator's file"]
+pub struct WriteBack {
+    token: Secret,
+    generation: u64,
+}
+
 /// How long an attempt waits for the journal to answer a commit.
 const COMMIT_WAIT: Duration = Duration::from_secs(60);
 
@@ -531,55 +540,99 @@ impl CredentialStore {
     /// [`RotateOutcome::Stale`] and nothing changes. A token equal to the current one
     /// changes nothing and is not written.
     pub async fn store_rotated(&self, generation: u64, new_refresh_token: Secret) -> RotateOutcome {
+        let (rotated, write_back) = self.rotate(generation, new_refresh_token).await;
+        let file = match write_back {
+            Some(w) => self.write_back(w).await,
+            None => Ok(()),
+        };
+        match (rotated, file) {
+            (RotateOutcome::Stored, Err(error)) => RotateOutcome::MemoryOnly { error },
+            (
+                outcome @ (RotateOutcome::Stored
+                | RotateOutcome::Stale
+                | RotateOutcome::MemoryOnly { .. }
+                | RotateOutcome::NotDurable { .. }),
+                Ok(()) | Err(_),
+            ) => outcome,
+        }
+    }
+
+    /// The first half of [`CredentialStore::store_rotated`]: the token in memory and, with a
+    /// journal, committed (waiting for the commit). Returns the outcome so far
+    /// ([`RotateOutcome::Stored`] or [`RotateOutcome::NotDurable`], or `Stale`) and the
+    /// write-back to the refresh-token file still to do ([`CredentialStore::write_back`]):
+    /// an attempt releases its endpoint permit in between, since the journal already holds
+    /// the token (the file is the operator's view of it).
+    pub async fn rotate(
+        &self,
+        generation: u64,
+        new_refresh_token: Secret,
+    ) -> (RotateOutcome, Option<WriteBack>) {
         let _file = self.file_lock.lock().await;
-        {
+        let new_generation = {
             let mut current = self.lock();
             if current.generation != generation {
-                return RotateOutcome::Stale;
+                return (RotateOutcome::Stale, None);
             }
             if !self.refresh_grant
                 || new_refresh_token.is_empty()
                 || current.refresh_token.as_ref() == Some(&new_refresh_token)
             {
-                return RotateOutcome::Stored;
+                return (RotateOutcome::Stored, None);
             }
             current.refresh_token = Some(new_refresh_token.clone());
             current.generation += 1;
-        }
+            current.generation
+        };
         let durable = match self.journal.get() {
             Some(persistence) => self.commit(persistence, self.journal_patch(None)).await,
             None => Ok(()),
         };
         // Written to the file even when the journal failed: it may be the only copy left.
-        let file = match &self.file {
-            Some(path) => match write_with_retries(path, &new_refresh_token).await {
-                Ok(()) => {
-                    self.sweep_stale_temps(path).await;
-                    {
-                        let mut current = self.lock();
-                        current.file_token = Some(new_refresh_token.clone());
-                        current.source_hash = Some(TokenHash::of(&new_refresh_token));
-                    }
-                    if let Some(persistence) = self.journal.get() {
-                        self.journal_update(
-                            persistence,
-                            Patch {
-                                source_hash: Some(TokenHash::of(&new_refresh_token)),
-                                ..Patch::default()
-                            },
-                        );
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            },
-            None => Ok(()),
-        };
-        match (durable, file) {
-            (Err(reason), _) => RotateOutcome::NotDurable { reason },
-            (Ok(()), Ok(())) => RotateOutcome::Stored,
-            (Ok(()), Err(error)) => RotateOutcome::MemoryOnly { error },
+        let write_back = self.file.is_some().then_some(WriteBack {
+            token: new_refresh_token,
+            generation: new_generation,
+        });
+        match durable {
+            Ok(()) => (RotateOutcome::Stored, write_back),
+            Err(reason) => (RotateOutcome::NotDurable { reason }, write_back),
         }
+    }
+
+    /// Writes a rotated token back to the refresh-token file (atomically, with retries),
+    /// unless the credentials changed since (then the newer ones own the file); records what
+    /// the file now holds (in memory and, not awaited, in the journal).
+    ///
+    /// # Errors
+    /// The last write error, as text (names the file, never the token).
+    pub async fn write_back(&self, write_back: WriteBack) -> Result<(), String> {
+        let WriteBack { token, generation } = write_back;
+        let Some(path) = &self.file else {
+            return Ok(());
+        };
+        let _file = self.file_lock.lock().await;
+        if self.lock().generation != generation {
+            return Ok(());
+        }
+        write_with_retries(path, &token)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.sweep_stale_temps(path).await;
+        {
+            let mut current = self.lock();
+            current.file_token = Some(token.clone());
+            current.source_hash = Some(TokenHash::of(&token));
+        }
+        if let Some(persistence) = self.journal.get() {
+            self.journal_update(
+                persistence,
+                Patch {
+                    source_hash: Some(TokenHash::of(&token)),
+                    ..Patch::default()
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Commits `patch` and waits: `Err(reason)` when the commit failed (then the update is

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::clock::Clock;
-use crate::credentials::{CredentialStore, RotateOutcome};
+use crate::credentials::{CredentialStore, RotateOutcome, WriteBack};
 use crate::gate::EndpointGate;
 use crate::handle::{AccessToken, Slot, Unavailable, WorkloadShared};
 use crate::journal::{Patch, StoredAccess};
@@ -631,9 +631,14 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             // queued next sees it.
             // The request phase runs in the workload's span (made here, not held while queued).
             let span = workload_span(&spec.name);
-            let verdict =
-                Box::pin(send(&deps, &gate, &creds, &spec, started).instrument(span)).await;
+            let (verdict, write_back) =
+                Box::pin(send(&deps, &gate, &creds, &spec, started).instrument(span.clone())).await;
             drop(permit);
+            // The journal holds the rotated token: the operator's file is written after the
+            // permit is released, and before the result is sent.
+            if let Some(w) = write_back {
+                write_back_rotated(&creds, &spec, w).instrument(span).await;
+            }
             break verdict;
         };
         // The actor may be gone (removed, restarted): then the result is moot.
@@ -650,11 +655,11 @@ async fn send(
     creds: &CredentialStore,
     spec: &WorkloadSpec,
     started: tokio::time::Instant,
-) -> Verdict {
+) -> (Verdict, Option<WriteBack>) {
     // Never present a refresh token whose journal commit failed: a crash after the provider
     // rotated it again would lose the grant.
     if let Err(reason) = creds.ensure_durable().await {
-        return not_durable_verdict(&reason);
+        return (not_durable_verdict(&reason), None);
     }
     let snapshot = creds.snapshot();
     let mut req = ExchangeRequest::for_spec(spec, snapshot.grant.clone());
@@ -681,48 +686,57 @@ async fn send(
     let is_refresh = matches!(&snapshot.grant, crate::transport::Grant::RefreshToken(_));
     match verdict {
         Verdict::Success(mut grant) => {
-            if let (Some(rt), true) = (grant.refresh_token.take(), is_refresh)
-                && let Err(reason) = store_rotated(creds, spec, snapshot.generation, rt).await
-            {
+            let (durable, write_back) = match (grant.refresh_token.take(), is_refresh) {
+                (Some(rt), true) => store_rotated(creds, spec, snapshot.generation, rt).await,
+                (Some(_) | None, true | false) => (Ok(()), None),
+            };
+            match durable {
+                Ok(()) => (Verdict::Success(grant), write_back),
                 // Not `running` on a token that is not durable: the token served so far
                 // stays served until it expires, and the refresh is retried with backoff.
-                return not_durable_verdict(&reason);
+                Err(reason) => (not_durable_verdict(&reason), write_back),
             }
-            Verdict::Success(grant)
         }
         other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => {
             // A 2xx the classifier rejects may still carry a rotated refresh token, maybe
             // the only valid one now: keep it.
+            let mut write_back = None;
             if is_refresh
                 && let Some(rt) = tokenvisor_core::classify::refresh_token_in_2xx(&outcome)
             {
                 tracing::warn!(workload = %spec.name, "a rejected 2xx answer carried a rotated refresh token: kept");
-                let _ = store_rotated(creds, spec, snapshot.generation, rt).await;
+                write_back = store_rotated(creds, spec, snapshot.generation, rt).await.1;
             }
-            other
+            (other, write_back)
         }
     }
 }
 
-/// Stores a rotated refresh token (journal, then file): `Err(reason)` when it is not durable.
+/// Stores a rotated refresh token in memory and the journal: `Err(reason)` when it is not
+/// durable; the file write-back still to do.
 async fn store_rotated(
     creds: &CredentialStore,
     spec: &WorkloadSpec,
     generation: u64,
     rt: tokenvisor_core::Secret,
-) -> Result<(), String> {
-    match creds.store_rotated(generation, rt).await {
-        RotateOutcome::Stored | RotateOutcome::Stale => Ok(()),
-        RotateOutcome::MemoryOnly { error } => {
-            metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
-            tracing::error!(workload = %spec.name, "rotated refresh token not written to its file: {error}");
-            Ok(())
+) -> (Result<(), String>, Option<WriteBack>) {
+    match creds.rotate(generation, rt).await {
+        (RotateOutcome::Stored | RotateOutcome::Stale | RotateOutcome::MemoryOnly { .. }, w) => {
+            (Ok(()), w)
         }
-        RotateOutcome::NotDurable { reason } => {
+        (RotateOutcome::NotDurable { reason }, w) => {
             metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
             tracing::error!(workload = %spec.name, "rotated refresh token not durable: {reason}");
-            Err(reason)
+            (Err(reason), w)
         }
+    }
+}
+
+/// Writes a rotated refresh token back to the operator's file (the journal holds it).
+async fn write_back_rotated(creds: &CredentialStore, spec: &WorkloadSpec, w: WriteBack) {
+    if let Err(error) = creds.write_back(w).await {
+        metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
+        tracing::error!(workload = %spec.name, "rotated refresh token not written to its file (the journal holds it): {error}");
     }
 }
 

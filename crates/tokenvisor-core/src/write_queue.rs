@@ -39,7 +39,7 @@
 //! [`add_key_waiter`]: WriteQueue::add_key_waiter
 //! [`due_files`]: WriteQueue::due_files
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -193,7 +193,10 @@ pub struct WriteQueue<K, V> {
     /// When each workload's status file was last written (or scheduled with a commit).
     file_written: HashMap<K, Timestamp>,
     /// Workloads whose committed record is not in their file yet, and when it is due.
-    file_due: BTreeMap<K, Timestamp>,
+    file_due: HashMap<K, Timestamp>,
+    /// The same, ordered by due time (what [`WriteQueue::due_files`] and
+    /// [`WriteQueue::next_wake`] read without a scan).
+    file_due_order: BTreeSet<(Timestamp, K)>,
     counts: QueueCounts,
 }
 
@@ -213,7 +216,8 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
             flushes: Vec::new(),
             key_waiters: HashMap::new(),
             file_written: HashMap::new(),
-            file_due: BTreeMap::new(),
+            file_due: HashMap::new(),
+            file_due_order: BTreeSet::new(),
             counts: QueueCounts::default(),
         }
     }
@@ -323,14 +327,17 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
                 FileWrite::Routine => match self.file_written.get(&key) {
                     Some(&at) if now < at.plus(self.config.status_refresh_interval) => {
                         let due = at.plus(self.config.status_refresh_interval);
-                        self.file_due.entry(key.clone()).or_insert(due);
+                        if !self.file_due.contains_key(&key) {
+                            self.file_due.insert(key.clone(), due);
+                            self.file_due_order.insert((due, key.clone()));
+                        }
                         false
                     }
                     Some(_) | None => true,
                 },
             };
             if write_file {
-                self.file_due.remove(&key);
+                self.unschedule_file(&key);
                 self.file_written.insert(key.clone(), now);
             }
             keys.push(key.clone());
@@ -517,28 +524,36 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
     /// now): write their latest committed record. A workload with a patch pending or in
     /// flight is left for that commit.
     pub fn due_files(&mut self, now: Timestamp) -> Vec<K> {
-        let due: Vec<K> = self
-            .file_due
-            .iter()
-            .filter(|&(_, &at)| at <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
         let mut out = Vec::new();
-        for key in due {
+        let mut busy = Vec::new();
+        while let Some((at, key)) = self.file_due_order.first().cloned()
+            && at <= now
+        {
+            self.file_due_order.pop_first();
             if self.slots.get(&key).is_some_and(|s| s.in_flight.is_some()) {
+                busy.push((at, key));
                 continue;
             }
             self.file_due.remove(&key);
             self.file_written.insert(key.clone(), now);
             out.push(key);
         }
+        // Left for the commit in flight (it settles the file, or the next call does).
+        self.file_due_order.extend(busy);
         out
+    }
+
+    /// Drops a workload's deferred file write (its file is written with a commit).
+    fn unschedule_file(&mut self, key: &K) {
+        if let Some(at) = self.file_due.remove(key) {
+            self.file_due_order.remove(&(at, key.clone()));
+        }
     }
 
     /// Forgets a workload's file bookkeeping (it was removed).
     pub fn forget(&mut self, key: &K) {
         self.file_written.remove(key);
-        self.file_due.remove(key);
+        self.unschedule_file(key);
     }
 
     /// When the driver should call [`take_batch`], [`poll`] and [`due_files`] next, if
@@ -550,7 +565,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
     pub fn next_wake(&self) -> Option<Timestamp> {
         let retry = self.retry_at.filter(|_| !self.ready.is_empty());
         let flush = self.flushes.iter().map(|f| f.deadline).min();
-        let file = self.file_due.values().min().copied();
+        let file = self.file_due_order.first().map(|(at, _)| *at);
         [retry, flush, file].into_iter().flatten().min()
     }
 

@@ -771,22 +771,76 @@ fn run_job(
             }
         }
     };
-    let mut results = Vec::with_capacity(files.len());
-    if !files.is_empty() {
-        let ready = status_store::ensure_dir(dir);
-        for (name, record) in files {
-            let outcome = match &ready {
-                Ok(_) => write_view(dir, &name, &record),
-                Err(e) => Err(e.clone()),
-            };
-            results.push((name, record, outcome));
-        }
-    }
+    let results = write_views(dir, files);
     JobResult {
         journal,
         batch,
         files: results,
     }
+}
+
+/// Files per writer thread before a job's status files are written by several threads.
+const FILES_PER_WRITER: usize = 256;
+
+/// Writer threads of one job at most: file writes are syscall-bound (lock file, temp file,
+/// rename); a few threads overlap them without starving the refreshes of the two cores.
+const MAX_WRITERS: usize = 4;
+
+/// Writes the status files of a job, on up to [`MAX_WRITERS`] threads when there are many
+/// (each workload at most once, so threads never write the same file).
+fn write_views(
+    dir: &Path,
+    files: Vec<(WorkloadName, Arc<StatusRecord>)>,
+) -> Vec<(WorkloadName, Arc<StatusRecord>, Result<(), StoreError>)> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let ready = status_store::ensure_dir(dir);
+    let write = |part: Vec<(WorkloadName, Arc<StatusRecord>)>| {
+        part.into_iter()
+            .map(|(name, record)| {
+                let outcome = match &ready {
+                    Ok(_) => write_view(dir, &name, &record),
+                    Err(e) => Err(e.clone()),
+                };
+                (name, record, outcome)
+            })
+            .collect::<Vec<_>>()
+    };
+    let writers = files.len().div_ceil(FILES_PER_WRITER).min(MAX_WRITERS);
+    if writers <= 1 {
+        return write(files);
+    }
+    let chunk = files.len().div_ceil(writers);
+    let mut parts = Vec::with_capacity(writers);
+    let mut files = files;
+    while files.len() > chunk {
+        let rest = files.split_off(chunk);
+        parts.push(files);
+        files = rest;
+    }
+    parts.push(files);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                let keep: Vec<(WorkloadName, Arc<StatusRecord>)> = part.clone();
+                (scope.spawn(|| write(part)), keep)
+            })
+            .collect();
+        let mut all = Vec::new();
+        for (handle, part) in handles {
+            match handle.join() {
+                Ok(done) => all.extend(done),
+                // A panicking writer is a bug; its files are retried, not lost.
+                Err(_) => all.extend(part.into_iter().map(|(name, record)| {
+                    let path = status_store::path_for(dir, &name);
+                    (name, record, Err(StoreError::Panicked { path }))
+                })),
+            }
+        }
+        all
+    })
 }
 
 /// One status file; if the directory vanished, recreate it and try once more. A panic (a

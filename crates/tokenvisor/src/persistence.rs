@@ -783,8 +783,9 @@ fn run_job(
 const FILES_PER_WRITER: usize = 256;
 
 /// Writer threads of one job at most: file writes are syscall-bound (lock file, temp file,
-/// rename); a few threads overlap them without starving the refreshes of the two cores.
-const MAX_WRITERS: usize = 4;
+/// rename) and share the directory's lock; a profile with 4 showed the kernel spinning on
+/// it (`rwsem_spin_on_owner` 10 % of a storm run), so 2.
+const MAX_WRITERS: usize = 2;
 
 /// Writes the status files of a job, on up to [`MAX_WRITERS`] threads when there are many
 /// (each workload at most once, so threads never write the same file).

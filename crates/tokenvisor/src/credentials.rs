@@ -236,7 +236,7 @@ pub enum RotateOutcome {
     Stale,
     /// In memory, but the journal commit failed (it is retried with backoff): the token is
     /// not used for a refresh until it is durable, and the workload must not report
-    /// `running` ([`CredentialStore::commit_rotated`]).
+    /// `running` ([`CredentialStore::rotate`]).
     NotDurable {
         /// The commit's error (names the file, never the token).
         reason: String,

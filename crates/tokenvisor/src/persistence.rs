@@ -66,7 +66,7 @@ pub struct PersistenceConfig {
     /// The status directory (created 0700 if missing).
     pub dir: PathBuf,
     /// The state journal's directory (created 0700 if missing); default
-    /// `<dir>/`[`DEFAULT_JOURNAL_SUBDIR`].
+    /// `<dir>/.tokenvisor-state`.
     pub journal_dir: PathBuf,
     /// Workloads per journal transaction (at least 1).
     pub max_batch: usize,

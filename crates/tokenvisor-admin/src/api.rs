@@ -245,6 +245,7 @@ fn runtime_error(e: &RuntimeError) -> ApiError {
             | SupervisorError::Credentials { .. },
         )
         | RuntimeError::StatusDir { .. }
+        | RuntimeError::Journal { .. }
         | RuntimeError::Spawn { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status.is_server_error() {

@@ -139,12 +139,19 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
         ..HttpConfig::default()
     })
     .context("cannot build the HTTP client")?;
-    let runtime = Runtime::start(RuntimeConfig::new(
-        cfg.service.status_dir.clone(),
-        Arc::new(transport),
-    ))
-    .await
-    .context("cannot start tokenvisor")?;
+    let mut runtime_config =
+        RuntimeConfig::new(cfg.service.status_dir.clone(), Arc::new(transport));
+    runtime_config.state_dir = cfg
+        .service
+        .state_dir
+        .as_deref()
+        .map(|state| tokenvisor::journal::dir_for(state, &cfg.service.status_dir));
+    let mut persistence = tokenvisor::PersistenceConfig::new(cfg.service.status_dir.clone());
+    persistence.status_refresh_interval = cfg.service.status_refresh_interval;
+    runtime_config.persistence = Some(persistence);
+    let runtime = Runtime::start(runtime_config)
+        .await
+        .context("cannot start tokenvisor")?;
     let recovery = runtime.recovery();
     tracing::info!(
         status_dir = %cfg.service.status_dir.display(),
@@ -187,7 +194,22 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
     reloader.stop();
     let report = runtime.shutdown(FLUSH_DEADLINE).await.context("shutdown")?;
     upkeep.abort();
-    if report.failed.is_empty() {
+    if !report.credentials_not_saved.is_empty() {
+        let names: Vec<&str> = report
+            .credentials_not_saved
+            .iter()
+            .map(tokenvisor_core::WorkloadName::as_str)
+            .collect();
+        tracing::error!(
+            workloads = %names.join(","),
+            "rotated refresh tokens could not be saved: these workloads may need new credentials after a restart"
+        );
+        eprintln!(
+            "error: rotated refresh tokens not saved for: {}",
+            names.join(", ")
+        );
+        Ok(crate::EXIT_PROBLEM)
+    } else if report.failed.is_empty() {
         tracing::info!(written = report.written, "every status flushed; bye");
         Ok(0)
     } else {

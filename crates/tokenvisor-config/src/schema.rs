@@ -28,6 +28,7 @@ pub(crate) struct RawService {
     pub(crate) admin_header_timeout: Opt<HumanDuration>,
     pub(crate) admin_idle_timeout: Opt<HumanDuration>,
     pub(crate) admin_max_connections: Opt<Count>,
+    pub(crate) status_refresh_interval: Opt<HumanDuration>,
     pub(crate) log_format: Opt<LogFormat>,
     pub(crate) log_level: Opt<String>,
 }

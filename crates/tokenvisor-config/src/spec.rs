@@ -222,6 +222,9 @@ pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `service.admin_idle_timeout` when not set.
 pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `service.status_refresh_interval` when not set.
+pub const DEFAULT_STATUS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
 /// `service.admin_max_connections` when not set.
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
 
@@ -242,6 +245,9 @@ pub struct ServiceConfig {
     pub state_dir: Option<PathBuf>,
     /// Limits of the admin API's listener.
     pub admin_limits: AdminLimits,
+    /// A routine refresh that changes only timestamps rewrites a workload's status file at
+    /// most once per this interval (a status or token state change is written at once).
+    pub status_refresh_interval: Duration,
     /// Log output format.
     pub log_format: LogFormat,
     /// Log filter: a level or a tracing filter directive such as `info,tokenvisor=debug`.

@@ -230,6 +230,17 @@ impl V<'_> {
             let n = cx.check("admin_max_connections", v, |n| count(n, MAX_CONNS, &rule));
             limits.max_connections = n.unwrap_or(limits.max_connections);
         }
+        let status_refresh_interval = raw
+            .status_refresh_interval
+            .as_ref()
+            .and_then(|v| {
+                let most = (
+                    Duration::from_secs(3600),
+                    "a status file may show timestamps at most an hour old",
+                );
+                cx.check("status_refresh_interval", v, |d| duration(d, false, most))
+            })
+            .unwrap_or(crate::spec::DEFAULT_STATUS_REFRESH_INTERVAL);
         if let AdminListen::Addr(addr) = admin_listen
             && !addr.ip().is_loopback()
             && admin_token_file.is_none()
@@ -262,6 +273,7 @@ impl V<'_> {
             admin_token_file,
             state_dir,
             admin_limits,
+            status_refresh_interval,
             log_format,
             log_level,
         }

@@ -901,6 +901,25 @@ pub fn rate_limit_hold(
     holds.into_iter().max().map(|d| d.min(max))
 }
 
+/// The refresh token carried by a 2xx answer, whatever its verdict: a provider that rotated
+/// the grant and sent a body the classifier rejects (`malformed_success`: no usable access
+/// token, a control character in it, a 2xx with an error code) may have revoked the token
+/// that was sent, so the new one is the only valid one and must be kept. `None` for anything
+/// but a 2xx, a body without one, or a token with control characters (never stored: it could
+/// not be sent in a form body as received).
+pub fn refresh_token_in_2xx(outcome: &RawOutcome) -> Option<Secret> {
+    let RawOutcome::Response(answer) = outcome else {
+        return None;
+    };
+    if !(200..300).contains(&answer.status) {
+        return None;
+    }
+    parse_body(&answer.body, answer.truncated)
+        .get("refresh_token")
+        .filter(|t| !t.is_empty() && !t.chars().any(char::is_control))
+        .map(Secret::from)
+}
+
 /// A body, parsed as far as it goes.
 enum Body {
     Json(serde_json::Map<String, serde_json::Value>),

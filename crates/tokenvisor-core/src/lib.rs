@@ -19,6 +19,8 @@
 //! - [`name`]: validated workload names (safe single path components).
 //! - [`secret`]: a string type that never prints its value.
 //! - [`time`]: [`Timestamp`], milliseconds since the epoch, serialised as RFC 3339.
+//! - [`write_queue`]: the persistence logic, sans I/O: coalescing per workload, batches for
+//!   group commit, retries, flush and key waiters, status-file coalescing.
 //! - [`token_url`]: [`TokenUrl`], a validated token-endpoint URL whose display never shows
 //!   userinfo or query values.
 
@@ -33,6 +35,7 @@ pub mod secret;
 pub mod status;
 pub mod time;
 pub mod token_url;
+pub mod write_queue;
 
 pub use classify::{
     ClassifyPolicy, Failure, FailureKind, HttpAnswer, RawOutcome, TokenGrant, TransportKind,

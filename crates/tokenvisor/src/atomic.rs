@@ -118,6 +118,15 @@ fn dir_of(path: &Path) -> &Path {
 
 /// A fsynced 0600 temp file next to `path` holding `content`.
 fn temp_with(path: &Path, content: &[u8]) -> Result<tempfile::NamedTempFile, WriteError> {
+    temp_with_sync(path, content, true)
+}
+
+/// [`temp_with`], the fsync of the temp file only when `sync`.
+fn temp_with_sync(
+    path: &Path,
+    content: &[u8],
+    sync: bool,
+) -> Result<tempfile::NamedTempFile, WriteError> {
     let mut temp = tempfile::Builder::new()
         .prefix(&temp_prefix(path))
         .rand_bytes(TEMP_SUFFIX_LEN)
@@ -130,7 +139,9 @@ fn temp_with(path: &Path, content: &[u8]) -> Result<tempfile::NamedTempFile, Wri
     // The creation mode is subject to the umask; set it exactly.
     file.set_permissions(Permissions::from_mode(FILE_MODE))
         .map_err(WriteError::at(Step::Chmod))?;
-    file.sync_all().map_err(WriteError::at(Step::Fsync))?;
+    if sync {
+        file.sync_all().map_err(WriteError::at(Step::Fsync))?;
+    }
     Ok(temp)
 }
 
@@ -140,6 +151,17 @@ fn temp_with(path: &Path, content: &[u8]) -> Result<tempfile::NamedTempFile, Wri
 pub fn stage(path: &Path, content: &[u8]) -> Result<(), WriteError> {
     // On failure the returned temp file is dropped, which removes it.
     temp_with(path, content)?
+        .persist(path)
+        .map_err(|e| WriteError::at(Step::Rename)(e.error))?;
+    Ok(())
+}
+
+/// Replaces `path` with `content` atomically without any fsync: readers see the old file
+/// or the new one, never a partial one, but after a power loss either (or, on some file
+/// systems, an empty file) may be found. For files that are views of a durable store (the
+/// status files, rewritten from the state journal at every start). The directory must exist.
+pub fn replace_unsynced(path: &Path, content: &[u8]) -> Result<(), WriteError> {
+    temp_with_sync(path, content, false)?
         .persist(path)
         .map_err(|e| WriteError::at(Step::Rename)(e.error))?;
     Ok(())

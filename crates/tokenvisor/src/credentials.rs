@@ -63,7 +63,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
+use ractor::ActorRef;
+use tokenvisor_core::write_queue::FileWrite;
 use tokenvisor_core::{Secret, WorkloadName};
+
+use crate::journal::{Patch, StoredCredential, TokenHash};
+use crate::persistence::{Durability, PersistenceMsg};
 
 use crate::spec::{GrantSpec, WorkloadSpec};
 use crate::transport::Grant;
@@ -238,7 +245,26 @@ pub enum RotateOutcome {
     /// The refresh token was replaced since the attempt started: the token was dropped and
     /// nothing was written.
     Stale,
+    /// In memory, but the journal commit failed (it is retried with backoff): the token is
+    /// not used for a refresh until it is durable, and the workload must not report
+    /// `running` ([`CredentialStore::rotate`]).
+    NotDurable {
+        /// The commit's error (names the file, never the token).
+        reason: String,
+    },
 }
+
+/// A rotated token still to write back to the refresh-token file
+/// ([`CredentialStore::rotate`], [`CredentialStore::write_back`]); `Debug` prints `…`.
+#[derive(Debug)]
+#[must_use = "a rotated token must be written back to the operator's file"]
+pub struct WriteBack {
+    token: Secret,
+    generation: u64,
+}
+
+/// How long an attempt waits for the journal to answer a commit.
+const COMMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// One workload's credentials. Share it with `Arc`; see the module docs.
 pub struct CredentialStore {
@@ -259,6 +285,19 @@ pub struct CredentialStore {
     swept: AtomicBool,
     /// The writer of the workload's token sink file, if it has one.
     sink: Option<Arc<TokenSink>>,
+    /// The persistence actor, once attached ([`CredentialStore::attach_journal`]).
+    journal: OnceLock<ActorRef<PersistenceMsg>>,
+}
+
+/// A store resumed from the journal ([`CredentialStore::resume`]).
+#[derive(Debug)]
+pub struct Resumed {
+    /// The store.
+    pub store: Arc<CredentialStore>,
+    /// True when the configured credentials were taken over the journal's (new or edited
+    /// by the operator, or no journal row): the journal must record them, and a stored
+    /// access token belongs to the old credentials.
+    pub adopted: bool,
 }
 
 /// The writer of one token sink file (module docs, "Token sink").
@@ -328,6 +367,12 @@ struct Current {
     /// someone else; one that still holds this is unchanged, even when the in-memory token
     /// differs (a rotated token whose write failed must not be undone by the old file).
     file_token: Option<Secret>,
+    /// The journal update of a rotated refresh token whose commit failed: no refresh is sent
+    /// with the token until it is durable ([`CredentialStore::ensure_durable`]).
+    undurable: Option<u64>,
+    /// The hash of the operator's token as last seen or written (the journal's
+    /// `source_hash`): a configured token hashing differently is new credentials.
+    source_hash: Option<TokenHash>,
 }
 
 impl fmt::Debug for CredentialStore {
@@ -375,12 +420,93 @@ impl CredentialStore {
             current: Mutex::new(Current {
                 client_secret: spec.client_secret.clone(),
                 file_token: file.as_ref().and(refresh_token.clone()),
+                source_hash: refresh_token.as_ref().map(TokenHash::of),
                 refresh_token,
                 generation: 0,
                 token_generation: 0,
+                undurable: None,
             }),
             file,
+            journal: OnceLock::new(),
         })
+    }
+
+    /// The store for `spec` resumed from its journal row (module docs, "Journal"): the
+    /// journal's refresh token and generation win unless the configured token (the
+    /// `refresh_token_file`'s content, or the inline value) differs from what tokenvisor last
+    /// saw or wrote there; then the configured one is new credentials: adopted, generation
+    /// bumped, and [`Resumed::adopted`] is true.
+    pub fn resume(spec: &WorkloadSpec, entry: Option<&crate::journal::Entry>) -> Resumed {
+        let store = Self::new(spec);
+        let Some(entry) = entry else {
+            return Resumed {
+                store,
+                adopted: true,
+            };
+        };
+        let stored = entry.credential.as_ref();
+        let adopted = {
+            let mut current = store.lock();
+            let configured = current.refresh_token.clone();
+            let same_source = match (&configured, entry.source_hash) {
+                (Some(token), Some(hash)) => TokenHash::of(token) == hash,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            let journal_token = stored.and_then(|c| c.refresh_token.clone());
+            let generation = stored.map_or(0, |c| c.generation);
+            let adopted = match (same_source, journal_token) {
+                (true, Some(token)) if store.refresh_grant => {
+                    current.refresh_token = Some(token);
+                    current.generation = generation;
+                    current.source_hash = entry.source_hash;
+                    false
+                }
+                (true | false, Some(_) | None) => {
+                    current.generation = generation + u64::from(stored.is_some());
+                    configured.is_some() || stored.is_none()
+                }
+            };
+            current.token_generation = current.generation;
+            adopted
+        };
+        Resumed { store, adopted }
+    }
+
+    /// The credential in use and the source hash, as a journal row without access token or
+    /// status: what a workload removed and added again (a reload that changed it) resumes
+    /// from, so it presents the token this store last held, not the configured one.
+    pub fn journal_entry(&self) -> crate::journal::Entry {
+        let current = self.lock();
+        crate::journal::Entry {
+            credential: Some(StoredCredential {
+                refresh_token: current.refresh_token.clone(),
+                generation: current.generation,
+            }),
+            source_hash: current.source_hash,
+            access: None,
+            status: None,
+        }
+    }
+
+    /// The journal patch recording the credential in use and, when `source` is given, the
+    /// operator's token as seen or written.
+    pub fn journal_patch(&self, source: Option<&Secret>) -> Patch {
+        let current = self.lock();
+        Patch {
+            credential: Some(StoredCredential {
+                refresh_token: current.refresh_token.clone(),
+                generation: current.generation,
+            }),
+            source_hash: source.map(TokenHash::of),
+            ..Patch::default()
+        }
+    }
+
+    /// Connects the store to the persistence actor: rotated tokens are committed to the
+    /// journal before use, operator changes are journaled. Once; later calls are ignored.
+    pub(crate) fn attach_journal(&self, persistence: ActorRef<PersistenceMsg>) {
+        let _ = self.journal.set(persistence);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -424,42 +550,217 @@ impl CredentialStore {
 
     /// Stores a rotated refresh token received by an attempt that started at `generation`.
     ///
-    /// If the refresh token has not changed since `generation`: the token replaces the
-    /// in-memory one, the generation is bumped, and the token is written to the refresh-token
-    /// file (if any), with up to three retries; if every write fails the result is
-    /// [`RotateOutcome::MemoryOnly`]. If the refresh token was replaced since (an operator's
-    /// or a file's new token), the result is [`RotateOutcome::Stale`] and nothing changes; a
-    /// new client secret alone does not make it stale. A token equal to the current one
-    /// changes nothing and is not written.
+    /// If `generation` is still current: the token replaces the in-memory one and the
+    /// generation is bumped; with a journal attached, it is committed there and this waits
+    /// for the commit ([`RotateOutcome::NotDurable`] when it failed: the commit is retried
+    /// and [`CredentialStore::ensure_durable`] keeps the token from being sent until it is
+    /// durable); then the token is written to the refresh-token file (if any), with up to
+    /// three retries ([`RotateOutcome::MemoryOnly`] if every write fails and there is no
+    /// journal to hold it). If the refresh token was replaced since (an operator's or a
+    /// file's new token), the result is [`RotateOutcome::Stale`] and nothing changes; a new
+    /// client secret alone does not make it stale. A token equal to the current one changes
+    /// nothing and is not written.
     pub async fn store_rotated(&self, generation: u64, new_refresh_token: Secret) -> RotateOutcome {
+        let (rotated, write_back) = self.rotate(generation, new_refresh_token).await;
+        let file = match write_back {
+            Some(w) => self.write_back(w).await,
+            None => Ok(()),
+        };
+        match (rotated, file) {
+            (RotateOutcome::Stored, Err(error)) => RotateOutcome::MemoryOnly { error },
+            (
+                outcome @ (RotateOutcome::Stored
+                | RotateOutcome::Stale
+                | RotateOutcome::MemoryOnly { .. }
+                | RotateOutcome::NotDurable { .. }),
+                Ok(()) | Err(_),
+            ) => outcome,
+        }
+    }
+
+    /// The first half of [`CredentialStore::store_rotated`]: the token in memory and, with a
+    /// journal, committed (waiting for the commit). Returns the outcome so far
+    /// ([`RotateOutcome::Stored`] or [`RotateOutcome::NotDurable`], or `Stale`) and the
+    /// write-back to the refresh-token file still to do ([`CredentialStore::write_back`]):
+    /// an attempt releases its endpoint permit in between, since the journal already holds
+    /// the token (the file is the operator's view of it).
+    pub async fn rotate(
+        &self,
+        generation: u64,
+        new_refresh_token: Secret,
+    ) -> (RotateOutcome, Option<WriteBack>) {
         let _file = self.file_lock.lock().await;
-        {
+        let new_generation = {
             let mut current = self.lock();
+            // Stale only when the refresh token itself was replaced since the attempt began.
             if current.token_generation > generation {
-                return RotateOutcome::Stale;
+                return (RotateOutcome::Stale, None);
             }
             if !self.refresh_grant
                 || new_refresh_token.is_empty()
                 || current.refresh_token.as_ref() == Some(&new_refresh_token)
             {
-                return RotateOutcome::Stored;
+                return (RotateOutcome::Stored, None);
             }
             current.refresh_token = Some(new_refresh_token.clone());
             current.generation += 1;
             current.token_generation = current.generation;
-        }
-        let Some(path) = &self.file else {
-            return RotateOutcome::Stored;
+            current.generation
         };
-        match write_with_retries(path, &new_refresh_token).await {
-            Ok(()) => {
-                self.sweep_stale_temps(path).await;
-                self.lock().file_token = Some(new_refresh_token);
-                RotateOutcome::Stored
+        let durable = match self.journal.get() {
+            Some(persistence) => self.commit(persistence, self.journal_patch(None)).await,
+            None => Ok(()),
+        };
+        // Written to the file even when the journal failed: it may be the only copy left.
+        let write_back = self.file.is_some().then_some(WriteBack {
+            token: new_refresh_token,
+            generation: new_generation,
+        });
+        match durable {
+            Ok(()) => (RotateOutcome::Stored, write_back),
+            Err(reason) => (RotateOutcome::NotDurable { reason }, write_back),
+        }
+    }
+
+    /// Writes a rotated token back to the refresh-token file (atomically, with retries),
+    /// unless the credentials changed since (then the newer ones own the file); records what
+    /// the file now holds (in memory and, not awaited, in the journal).
+    ///
+    /// # Errors
+    /// The last write error, as text (names the file, never the token).
+    pub async fn write_back(&self, write_back: WriteBack) -> Result<(), String> {
+        let WriteBack { token, generation } = write_back;
+        let Some(path) = &self.file else {
+            return Ok(());
+        };
+        let _file = self.file_lock.lock().await;
+        // A newer refresh token (operator, file) owns the file now; a new client secret
+        // alone does not.
+        if self.lock().token_generation != generation {
+            return Ok(());
+        }
+        write_with_retries(path, &token)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.sweep_stale_temps(path).await;
+        {
+            let mut current = self.lock();
+            current.file_token = Some(token.clone());
+            current.source_hash = Some(TokenHash::of(&token));
+        }
+        if let Some(persistence) = self.journal.get() {
+            self.journal_update(
+                persistence,
+                Patch {
+                    source_hash: Some(TokenHash::of(&token)),
+                    ..Patch::default()
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Commits `patch` and waits: `Err(reason)` when the commit failed (then the update is
+    /// remembered as undurable).
+    async fn commit(
+        &self,
+        persistence: &ActorRef<PersistenceMsg>,
+        patch: Patch,
+    ) -> Result<(), String> {
+        let name = self.workload.clone();
+        let answer = persistence
+            .call(
+                |reply| PersistenceMsg::Commit {
+                    name,
+                    patch: Box::new(patch),
+                    reply,
+                },
+                Some(COMMIT_WAIT),
+            )
+            .await;
+        self.settle(answer)
+    }
+
+    /// Records the outcome of a commit or a wait for one.
+    fn settle(
+        &self,
+        answer: Result<ractor::rpc::CallResult<Durability>, ractor::MessagingErr<PersistenceMsg>>,
+    ) -> Result<(), String> {
+        let result = match answer {
+            Ok(ractor::rpc::CallResult::Success(Durability::Durable)) => Ok(()),
+            Ok(ractor::rpc::CallResult::Success(Durability::NotYet { reason, seq })) => {
+                Err((reason, Some(seq)))
             }
-            Err(e) => RotateOutcome::MemoryOnly {
-                error: e.to_string(),
-            },
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                Err(("the state journal did not answer in time".to_owned(), None))
+            }
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                Err(("the state journal is not running".to_owned(), None))
+            }
+        };
+        let mut current = self.lock();
+        match result {
+            Ok(_) => {
+                current.undurable = None;
+                Ok(())
+            }
+            Err((reason, seq)) => {
+                if let Some(seq) = seq {
+                    current.undurable = Some(seq);
+                } else if current.undurable.is_none() {
+                    current.undurable = Some(0);
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// Before a refresh is sent: `Ok` when the refresh token in use is durable (waiting for
+    /// a commit retry if an earlier commit of it failed), `Err(reason)` when it still is not
+    /// (the refresh must not be sent: a crash would lose the grant).
+    ///
+    /// # Errors
+    /// The failed commit's reason.
+    pub async fn ensure_durable(&self) -> Result<(), String> {
+        let Some(seq) = self.lock().undurable else {
+            return Ok(());
+        };
+        let Some(persistence) = self.journal.get() else {
+            return Ok(());
+        };
+        let name = self.workload.clone();
+        let answer = if seq == 0 {
+            // The earlier commit's fate is unknown: commit the credential again.
+            return self.commit(persistence, self.journal_patch(None)).await;
+        } else {
+            persistence
+                .call(
+                    |reply| PersistenceMsg::WaitDurable { name, seq, reply },
+                    Some(COMMIT_WAIT),
+                )
+                .await
+        };
+        self.settle(answer)
+    }
+
+    /// Casts a journal update (not awaited).
+    fn journal_update(&self, persistence: &ActorRef<PersistenceMsg>, patch: Patch) {
+        if persistence
+            .cast(PersistenceMsg::Update {
+                name: self.workload.clone(),
+                patch: Box::new(patch),
+                file: FileWrite::None,
+            })
+            .is_err()
+        {
+            tracing::warn!(workload = %self.workload, "state journal not running: credential change not recorded");
+        }
+    }
+
+    /// Journals the credential in use after an operator change.
+    fn journal_credentials(&self, source: Option<&Secret>) {
+        if let Some(persistence) = self.journal.get() {
+            self.journal_update(persistence, self.journal_patch(source));
         }
     }
 
@@ -516,7 +817,14 @@ impl CredentialStore {
         if let Some(secret) = new.client_secret {
             current.client_secret = Some(secret);
         }
-        Ok(current.generation)
+        let generation = current.generation;
+        let source = current.file_token.clone().filter(|_| written);
+        if let Some(token) = &source {
+            current.source_hash = Some(TokenHash::of(token));
+        }
+        drop(current);
+        self.journal_credentials(source.as_ref());
+        Ok(generation)
     }
 
     /// Reads the refresh-token file and, if someone changed it since this store last read or
@@ -548,17 +856,21 @@ impl CredentialStore {
         if current.refresh_token.as_ref() == Some(&read) {
             return Ok(None);
         }
-        current.refresh_token = Some(read);
+        current.refresh_token = Some(read.clone());
         current.generation += 1;
         current.token_generation = current.generation;
-        Ok(Some(current.generation))
+        current.source_hash = Some(TokenHash::of(&read));
+        let generation = current.generation;
+        drop(current);
+        self.journal_credentials(Some(&read));
+        Ok(Some(generation))
     }
 
     /// The refresh token as it stands durably now, after adopting an edit of the
-    /// refresh-token file ([`CredentialStore::reload_from_file`]); the in-memory one when the
-    /// workload has no file or the file cannot be read (logged). The one place an attempt
-    /// asks "did the refresh token change since my snapshot?" after a final answer: a durable
-    /// state store other than the file is consulted here too.
+    /// refresh-token file ([`CredentialStore::reload_from_file`]); the in-memory one (which
+    /// the journal holds) when the workload has no file or the file cannot be read (logged).
+    /// The one place an attempt asks "did the refresh token change since my snapshot?" after
+    /// a final answer.
     pub async fn current_durable_refresh_token(&self) -> Option<Secret> {
         if let Err(e) = self.reload_from_file().await {
             tracing::warn!(workload = %self.workload, "cannot read the refresh-token file again: {e}");

@@ -119,6 +119,12 @@ impl WorkloadShared {
         self.record.store(Some(Arc::new(record)));
     }
 
+    /// Replaces the latest status record with one shared with its journal write (one
+    /// allocation per record, however many hold it).
+    pub fn set_shared_record(&self, record: Arc<StatusRecord>) {
+        self.record.store(Some(record));
+    }
+
     /// The latest status record.
     pub fn record(&self) -> Option<Arc<StatusRecord>> {
         self.record.load_full()

@@ -47,6 +47,9 @@
 //! - `atomic`: the one atomic-file writer (temp file 0600 → fsync → rename → fsync of the
 //!   directory) behind status files, refresh-token files and the admin token.
 //! - `clock`: [`Clock`], wall time that follows tokio's (pausable) clock.
+//! - [`journal`] (public: the CLI locates it, benchmarks write through it): the state
+//!   journal (SQLite, WAL): per workload the credential, the served access token and the
+//!   status record; one transaction per batch.
 //! - `metrics`: metric names (no per-workload labels).
 //! - `testing` (feature `test-util`): an in-memory scriptable transport for paused-clock tests.
 //!
@@ -70,6 +73,7 @@ pub mod handle;
 #[cfg(not(feature = "test-util"))]
 #[allow(unreachable_pub, dead_code)]
 mod handle;
+pub mod journal;
 #[cfg(feature = "test-util")]
 pub mod locks;
 #[cfg(not(feature = "test-util"))]

@@ -44,6 +44,7 @@ use crate::clock::Clock;
 use crate::credentials::NewCredentials;
 use crate::gate::Gates;
 use crate::handle::TokenHandle;
+use crate::journal::Journal;
 use crate::persistence::{
     FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceMsg,
 };
@@ -55,6 +56,58 @@ use crate::token::{Deps, StateChange};
 use crate::transport::Transport;
 
 pub(crate) mod reconcile;
+
+/// Start-up's blocking part: the status directory recovered, the state journal opened and
+/// read, and every status file that differs from its journal record rewritten from it (the
+/// files are views; the journal is what was durable). Returns the recovered files (journal
+/// records replacing them), the journal, its rows and how many files were rewritten.
+fn recover_all(
+    dir: &std::path::Path,
+    journal_dir: &std::path::Path,
+) -> Result<
+    (
+        status_store::Recovered,
+        Journal,
+        std::collections::HashMap<WorkloadName, crate::journal::Entry>,
+        usize,
+    ),
+    RuntimeError,
+> {
+    let status_err = |reason: String| RuntimeError::StatusDir {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    status_store::ensure_dir(dir).map_err(|e| status_err(e.to_string()))?;
+    let mut recovered = status_store::recover(dir).map_err(|e| status_err(e.to_string()))?;
+    let journal_err = |e: crate::journal::JournalError| RuntimeError::Journal {
+        path: e.path.clone(),
+        reason: e.to_string(),
+    };
+    let journal = Journal::open(journal_dir).map_err(journal_err)?;
+    let entries = journal.load().map_err(journal_err)?;
+    let mut rewritten = 0;
+    for (name, entry) in &entries {
+        let Some(record) = &entry.status else {
+            continue;
+        };
+        // Only files that exist and lag their record: a workload's own start writes its
+        // file, and a missing file of a workload no longer configured stays missing.
+        if recovered
+            .records
+            .get(name)
+            .is_some_and(|file| file != record)
+        {
+            match status_store::write_view(dir, name, record) {
+                Ok(()) => rewritten += 1,
+                Err(e) => {
+                    tracing::warn!(workload = %name, "status file not rewritten from the journal: {e}");
+                }
+            }
+            recovered.records.insert(name.clone(), record.clone());
+        }
+    }
+    Ok((recovered, journal, entries, rewritten))
+}
 
 /// How long RPCs into the supervisor may take before the runtime reports it unresponsive.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,6 +138,14 @@ pub enum RuntimeError {
     StatusDir {
         /// The configured status directory.
         dir: PathBuf,
+        /// What failed, as text (no secret).
+        reason: String,
+    },
+    /// The state journal could not be opened or read.
+    #[error("state journal {}: {reason}", path.display())]
+    Journal {
+        /// The journal's database file.
+        path: PathBuf,
         /// What failed, as text (no secret).
         reason: String,
     },
@@ -125,6 +186,10 @@ pub struct RuntimeConfig {
     pub event_capacity: usize,
     /// Persistence tuning (its `dir` is overwritten with `status_dir`).
     pub persistence: Option<PersistenceConfig>,
+    /// The state journal's directory (the daemon: `journal::dir_for(service.state_dir,
+    /// status_dir)`); `None`: the persistence settings' `journal_dir` (by default a hidden
+    /// `.tokenvisor-state` directory inside the status directory).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -138,6 +203,7 @@ impl RuntimeConfig {
             seed: None,
             event_capacity: 4096,
             persistence: None,
+            state_dir: None,
         }
     }
 }
@@ -276,35 +342,45 @@ impl Runtime {
             dir: dir.clone(),
             reason,
         };
-        let recovered = {
+        let mut pconfig = config
+            .persistence
+            .unwrap_or_else(|| PersistenceConfig::new(dir.clone()));
+        if pconfig.dir != dir {
+            pconfig.dir = dir.clone();
+        }
+        if let Some(state_dir) = &config.state_dir {
+            pconfig.journal_dir = state_dir.clone();
+        }
+        let (recovered, journal, entries, rewritten) = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || {
-                status_store::ensure_dir(&dir)?;
-                status_store::recover(&dir)
-            })
-            .await
-            .map_err(|e| status_err(e.to_string()))?
-            .map_err(|e| status_err(e.to_string()))?
+            let journal_dir = pconfig.journal_dir.clone();
+            tokio::task::spawn_blocking(move || recover_all(&dir, &journal_dir))
+                .await
+                .map_err(|e| status_err(e.to_string()))??
         };
         for c in &recovered.corrupted {
             tracing::warn!(workload = %c.name, "corrupt status file set aside as .corrupted: {}", c.reason);
         }
+        if rewritten > 0 {
+            tracing::info!(
+                files = rewritten,
+                "status files rewritten from the state journal"
+            );
+        }
         let recovery = Arc::new(RecoveryReport {
-            recovered: recovered.records.len(),
+            recovered: recovered.records.len().max(entries.len()),
             corrupted: recovered.corrupted.clone(),
         });
 
         let stats = Arc::new(PersistStats::default());
-        let mut pconfig = config
-            .persistence
-            .unwrap_or_else(|| PersistenceConfig::new(dir.clone()));
-        pconfig.dir = dir.clone();
         let (persistence, _) = Actor::spawn(
             None,
             PersistenceActor,
             PersistenceArgs {
                 config: pconfig,
                 stats: stats.clone(),
+                journal: Some(journal),
+                clock,
             },
         )
         .await
@@ -329,6 +405,7 @@ impl Runtime {
             gates: gates.clone(),
             intensity: config.restart,
             recovered: recovered.records,
+            journal: entries,
             seed: config.seed.unwrap_or_else(|| fastrand::u64(..)),
         };
         let spawned = match parent {
@@ -687,6 +764,13 @@ impl Runtime {
     #[cfg(any(test, feature = "test-util"))]
     pub fn inject_crash(&self, name: &WorkloadName) {
         let _ = self.supervisor.cast(SupervisorMsg::Crash(name.clone()));
+    }
+
+    /// Fault injection for durability tests: while `on`, every state-journal commit fails
+    /// as a full disk would ("database or disk is full"); nothing is written.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn inject_journal_failures(&self, on: bool) {
+        let _ = self.persistence.cast(PersistenceMsg::InjectFailures(on));
     }
 }
 

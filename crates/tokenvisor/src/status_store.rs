@@ -460,6 +460,16 @@ pub fn write_staged(
     name: &WorkloadName,
     record: &StatusRecord,
 ) -> Result<(), StoreError> {
+    write_locked(dir, name, record, true)
+}
+
+/// [`write_staged`] (`sync`: the temp file is fsynced) or [`write_view`] (not).
+fn write_locked(
+    dir: &Path,
+    name: &WorkloadName,
+    record: &StatusRecord,
+    sync: bool,
+) -> Result<(), StoreError> {
     let path = path_for(dir, name);
     let lock = match crate::locks::FileLock::try_lock(&lock_path_for(dir, name)) {
         Ok(crate::locks::TryLock::Locked(lock)) => lock,
@@ -476,7 +486,7 @@ pub fn write_staged(
             });
         }
     };
-    let result = stage_under_lock(record, &path);
+    let result = stage_under_lock(record, &path, sync);
     // Removed whatever the outcome (ToolHive's protocol); a lock file left behind would be
     // harmless anyway (ToolHive removes stale ones).
     if let Err(e) = lock.remove() {
@@ -485,9 +495,29 @@ pub fn write_staged(
     result
 }
 
+/// Replaces `<dir>/<name>.json` with `record` as a view of the state journal: like
+/// [`write_staged`] (ToolHive's lock, temp file 0600, rename) but without any fsync, since
+/// the journal holds the record durably and start-up rewrites every file from it.
+///
+/// # Errors
+/// As [`write_staged`].
+pub fn write_view(
+    dir: &Path,
+    name: &WorkloadName,
+    record: &StatusRecord,
+) -> Result<(), StoreError> {
+    write_locked(dir, name, record, false)
+}
+
 /// [`write_staged`]'s steps between taking and releasing the lock.
-fn stage_under_lock(record: &StatusRecord, path: &Path) -> Result<(), StoreError> {
-    crate::atomic::stage(path, &record.to_json()).map_err(|e| StoreError::File {
+fn stage_under_lock(record: &StatusRecord, path: &Path, sync: bool) -> Result<(), StoreError> {
+    let json = record.to_json();
+    let staged = if sync {
+        crate::atomic::stage(path, &json)
+    } else {
+        crate::atomic::replace_unsynced(path, &json)
+    };
+    staged.map_err(|e| StoreError::File {
         path: path.to_path_buf(),
         op: e.step.as_str(),
         kind: e.source.kind(),

@@ -17,6 +17,7 @@ use ractor::{
 use tokenvisor_core::machine::Resume;
 use tokenvisor_core::policy::{RestartDecision, RestartHistory, RestartIntensity};
 use tokenvisor_core::projection::{self, Down, Stamp, Start};
+use tokenvisor_core::write_queue::FileWrite;
 use tokenvisor_core::{StatusRecord, Timestamp, TokenUrl, WorkloadName};
 
 use crate::credentials::{CredentialStore, NewCredentials};
@@ -130,6 +131,8 @@ pub(crate) struct SupervisorArgs {
     pub intensity: RestartIntensity,
     /// Status records found on disk at start, by workload.
     pub recovered: HashMap<WorkloadName, StatusRecord>,
+    /// The state journal's rows read at start, by workload (taken by the first `Add`).
+    pub journal: HashMap<WorkloadName, crate::journal::Entry>,
     /// Jitter seed (each workload derives its own).
     pub seed: u64,
 }
@@ -162,6 +165,9 @@ pub(crate) struct SupervisorState {
     entries: HashMap<WorkloadName, Entry>,
     by_actor: HashMap<ActorId, WorkloadName>,
     removing: HashMap<ActorId, RpcReplyPort<bool>>,
+    /// The credential stores of removed workloads: a workload added again (a reload that
+    /// changed it) resumes from the credential its old actor last held.
+    removed: HashMap<WorkloadName, Arc<CredentialStore>>,
     shutdown: Option<(RpcReplyPort<()>, usize)>,
     stopping: bool,
     spawned: u64,
@@ -190,6 +196,7 @@ impl Actor for Supervisor {
             entries: HashMap::new(),
             by_actor: HashMap::new(),
             removing: HashMap::new(),
+            removed: HashMap::new(),
             shutdown: None,
             stopping: false,
             spawned: 0,
@@ -211,8 +218,13 @@ impl Actor for Supervisor {
                 };
                 let _ = reply.send(result);
             }
-            SupervisorMsg::Remove(name, reply) => match st.entries.remove(&name) {
-                Some(entry) => match entry.actor {
+            SupervisorMsg::Remove(name, reply) => {
+                let Some(entry) = st.entries.remove(&name) else {
+                    let _ = reply.send(false);
+                    return Ok(());
+                };
+                st.removed.insert(name, entry.credentials.clone());
+                match &entry.actor {
                     Some(actor) => {
                         st.removing.insert(actor.get_id(), reply);
                         let _ = actor.cast(TokenMsg::Remove);
@@ -226,11 +238,8 @@ impl Actor for Supervisor {
                             .set_slot(Slot::Unavailable(Unavailable::Stopped));
                         let _ = reply.send(true);
                     }
-                },
-                None => {
-                    let _ = reply.send(false);
                 }
-            },
+            }
             SupervisorMsg::Handle(name, reply) => {
                 let h = st
                     .entries
@@ -407,13 +416,52 @@ async fn add(
         return Err(SupervisorError::AlreadyExists(name));
     }
     let now = st.args.deps.clock.now();
-    let recovered = st.args.recovered.remove(&name);
+    let file_record = st.args.recovered.remove(&name);
+    // The removal answered only once the old actor stopped, so a removed store is final.
+    let journaled = st
+        .args
+        .journal
+        .remove(&name)
+        .or_else(|| st.removed.remove(&name).map(|c| c.journal_entry()));
+    // The journal's record is the durable one; the file is a view of it.
+    let recovered = journaled
+        .as_ref()
+        .and_then(|j| j.status.clone())
+        .or(file_record);
     let Start { resume, created_at } = projection::start(recovered.as_ref(), now);
     let spec = Arc::new(spec);
     st.spawned += 1;
+    let resumed = CredentialStore::resume(&spec, journaled.as_ref());
+    let credentials = resumed.store;
+    credentials.attach_journal(st.args.deps.persistence.clone());
+    let shared = WorkloadShared::new(name.clone(), st.args.deps.clock);
+    if resumed.adopted {
+        // New credentials (or the first start): the journal records them, and a stored
+        // access token belongs to the old ones.
+        let patch = crate::journal::Patch {
+            access: Some(None),
+            ..credentials.journal_patch(configured_token(&spec))
+        };
+        if let Err(e) = st.args.deps.persistence.cast(PersistenceMsg::Update {
+            name: name.clone(),
+            patch: Box::new(patch),
+            file: FileWrite::None,
+        }) {
+            tracing::error!(workload = %name, "persistence actor unreachable: {e}");
+        }
+    } else if let Some(access) = journaled.and_then(|j| j.access)
+        && access.expires_at > now
+    {
+        // A restart serves the token it held at once; the machine keeps its schedule.
+        shared.set_slot(Slot::Token(crate::handle::AccessToken {
+            secret: access.token,
+            token_type: access.token_type,
+            expires_at: access.expires_at,
+        }));
+    }
     let entry = Entry {
-        shared: WorkloadShared::new(name.clone(), st.args.deps.clock),
-        credentials: CredentialStore::new(&spec),
+        shared,
+        credentials,
         gate: st
             .args
             .gates
@@ -506,6 +554,14 @@ async fn restart_or_give_up(
     }
 }
 
+/// The refresh token the configuration gives (inline or the file's content when read).
+fn configured_token(spec: &WorkloadSpec) -> Option<&tokenvisor_core::Secret> {
+    match &spec.grant {
+        crate::spec::GrantSpec::RefreshToken { token, .. } => Some(token),
+        crate::spec::GrantSpec::ClientCredentials => None,
+    }
+}
+
 /// Persists the record of a workload whose actor is down (error, removed), keeping the
 /// token section.
 fn write_status(st: &SupervisorState, entry: &Entry, down: &Down, now: Timestamp) {
@@ -520,7 +576,12 @@ fn write_status(st: &SupervisorState, entry: &Entry, down: &Down, now: Timestamp
     let context: Arc<str> = record.status_context.as_str().into();
     if let Err(e) = st.args.deps.persistence.cast(PersistenceMsg::Update {
         name: entry.spec.name.clone(),
-        record: Box::new(record),
+        patch: Box::new(crate::journal::Patch {
+            status: Some(Arc::new(record)),
+            access: Some(None),
+            ..crate::journal::Patch::default()
+        }),
+        file: FileWrite::Now,
     }) {
         tracing::error!(workload = %entry.spec.name, "persistence actor unreachable: {e}");
     }

@@ -31,6 +31,7 @@ use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
 use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::projection::{self, Occasion, Stamp};
 use tokenvisor_core::status::TokenState as DiskTokenState;
+use tokenvisor_core::write_queue::FileWrite;
 use tokenvisor_core::{
     AttemptId, ClassifyPolicy, Failure, FailureKind, Machine, Timestamp, Verdict, WorkloadName,
     WorkloadStatus, classify,
@@ -40,9 +41,10 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::clock::Clock;
-use crate::credentials::{CredentialStore, RotateOutcome};
+use crate::credentials::{CredentialStore, RotateOutcome, WriteBack};
 use crate::gate::{EndpointGate, NoSlot};
 use crate::handle::{AccessToken, Slot, Unavailable, WorkloadShared};
+use crate::journal::{Patch, StoredAccess};
 use crate::metrics as m;
 use crate::msg::TokenMsg;
 use crate::persistence::PersistenceMsg;
@@ -134,6 +136,8 @@ pub(crate) struct TokenActorState {
     /// that is no longer it (new credentials started another, the actor is stopping) does
     /// not send its request.
     wanted: Arc<AtomicU64>,
+    /// The served token changed since the last persisted record (journaled with the next).
+    access_change: Option<Option<StoredAccess>>,
 }
 
 impl Actor for TokenActor {
@@ -169,6 +173,7 @@ impl Actor for TokenActor {
             credential_poll: None,
             attempts: Vec::new(),
             wanted: Arc::new(AtomicU64::new(NO_ATTEMPT)),
+            access_change: None,
         })
     }
 
@@ -312,9 +317,17 @@ fn apply(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, fx: Effects, now
             expires_at: now.plus(grant.lifetime),
         };
         st.args.credentials.write_token_sink(&token.secret);
+        st.access_change = Some(Some(StoredAccess {
+            token: token.secret.clone(),
+            token_type: token.token_type.clone(),
+            expires_at: token.expires_at,
+        }));
         st.args.shared.set_slot(Slot::Token(token));
     } else if withdraw.is_some() || matches!(&*st.args.shared.slot(), Slot::Unavailable(_)) {
         let reason = withdraw_reason(&st.machine, withdraw);
+        if withdraw.is_some() {
+            st.access_change = Some(None);
+        }
         st.args.shared.set_slot(Slot::Unavailable(reason));
     }
     if changed && !projection::routine_refresh(&st.machine, st.last_view) {
@@ -374,10 +387,24 @@ fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
     let view = (status, state);
     let changed_view = st.last_view != Some(view);
     let context: Option<Arc<str>> = changed_view.then(|| Arc::from(record.status_context.as_str()));
-    st.args.shared.set_record(record.clone());
+    let routine = !changed_view
+        && status == WorkloadStatus::Running
+        && st
+            .args
+            .shared
+            .record()
+            .is_some_and(|old| old.status_context == record.status_context);
+    let record = Arc::new(record);
+    st.args.shared.set_shared_record(Arc::clone(&record));
+    let access = std::mem::take(&mut st.access_change);
     st.args.deps.persistence.cast(PersistenceMsg::Update {
         name: st.args.spec.name.clone(),
-        record: Box::new(record),
+        patch: Box::new(Patch {
+            status: Some(record),
+            access,
+            ..Patch::default()
+        }),
+        file: if routine { FileWrite::Routine } else { FileWrite::Now },
     })
     .unwrap_or_else(|e| tracing::error!(workload = %st.args.spec.name, "persistence actor unreachable: {e}"));
     if let Some(context) = context {
@@ -655,10 +682,15 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             // queued next sees it.
             // The request phase runs in the workload's span (made here, not held while queued).
             let span = workload_span(&spec.name);
-            let verdict =
-                Box::pin(send(&deps, &gate, &creds, &spec, started).instrument(span)).await;
-            drop(owner);
+            let (verdict, write_back) =
+                Box::pin(send(&deps, &gate, &creds, &spec, started).instrument(span.clone())).await;
             drop(permit);
+            // The journal holds the rotated token: the operator's file is written after the
+            // permit is released, and before the result is sent.
+            if let Some(w) = write_back {
+                write_back_rotated(&creds, &spec, w).instrument(span).await;
+            }
+            drop(owner);
             break verdict;
         };
         // The actor may be gone (removed, restarted): then the result is moot.
@@ -677,34 +709,42 @@ async fn send(
     creds: &CredentialStore,
     spec: &WorkloadSpec,
     started: tokio::time::Instant,
-) -> Verdict {
-    let (verdict, presented) = exchange_once(deps, gate, creds, spec, started).await;
+) -> (Verdict, Option<WriteBack>) {
+    // Never present a refresh token whose journal commit failed: a crash after the provider
+    // rotated it again would lose the grant.
+    if let Err(reason) = creds.ensure_durable().await {
+        return (not_durable_verdict(&reason), None);
+    }
+    let (verdict, presented, write_back) = exchange_once(deps, gate, creds, spec, started).await;
     let (Verdict::Permanent(_), crate::transport::Grant::RefreshToken(presented)) =
         (&verdict, presented)
     else {
-        return verdict;
+        return (verdict, write_back);
     };
     match creds.current_durable_refresh_token().await {
         Some(durable) if durable != presented => {
             tracing::warn!(workload = %spec.name, "final answer to a refresh token that is no longer the current one; trying the current one");
             metrics::counter!(m::REFRESH_TOKEN_ADOPTED).increment(1);
-            exchange_once(deps, gate, creds, spec, tokio::time::Instant::now())
-                .await
-                .0
+            if let Some(w) = write_back {
+                write_back_rotated(creds, spec, w).await;
+            }
+            let (verdict, _, write_back) =
+                exchange_once(deps, gate, creds, spec, tokio::time::Instant::now()).await;
+            (verdict, write_back)
         }
-        Some(_) | None => verdict,
+        Some(_) | None => (verdict, write_back),
     }
 }
 
-/// One exchange with the credentials of the moment (see [`send`]); returns its verdict and
-/// the grant it presented.
+/// One exchange with the credentials of the moment (see [`send`]); returns its verdict, the
+/// grant it presented, and the write-back of a rotated refresh token still to do.
 async fn exchange_once(
     deps: &Deps,
     gate: &EndpointGate,
     creds: &CredentialStore,
     spec: &WorkloadSpec,
     started: tokio::time::Instant,
-) -> (Verdict, crate::transport::Grant) {
+) -> (Verdict, crate::transport::Grant, Option<WriteBack>) {
     let snapshot = creds.snapshot();
     let mut req = ExchangeRequest::for_spec(spec, snapshot.grant.clone());
     req.client_secret = snapshot.client_secret.clone();
@@ -731,24 +771,34 @@ async fn exchange_once(
     }
     count_attempt(&verdict);
     gate.record(matches!(verdict, Verdict::Success(_)), took);
-    let verdict = match verdict {
+    let is_refresh = matches!(&snapshot.grant, crate::transport::Grant::RefreshToken(_));
+    let (verdict, write_back) = match verdict {
         Verdict::Success(mut grant) => {
-            if let (Some(rt), crate::transport::Grant::RefreshToken(_)) =
-                (grant.refresh_token.take(), &snapshot.grant)
-            {
-                match creds.store_rotated(snapshot.generation, rt).await {
-                    RotateOutcome::Stored | RotateOutcome::Stale => {}
-                    RotateOutcome::MemoryOnly { error } => {
-                        metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
-                        tracing::error!(workload = %spec.name, "rotated refresh token kept in memory only: {error}");
-                    }
-                }
+            let (durable, write_back) = match (grant.refresh_token.take(), is_refresh) {
+                (Some(rt), true) => store_rotated(creds, spec, snapshot.generation, rt).await,
+                (Some(_) | None, true | false) => (Ok(()), None),
+            };
+            match durable {
+                Ok(()) => (Verdict::Success(grant), write_back),
+                // Not `running` on a token that is not durable: the token served so far
+                // stays served until it expires, and the refresh is retried with backoff.
+                Err(reason) => (not_durable_verdict(&reason), write_back),
             }
-            Verdict::Success(grant)
         }
-        other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => other,
+        other @ (Verdict::Transient(_) | Verdict::Permanent(_)) => {
+            // A 2xx the classifier rejects may still carry a rotated refresh token, maybe
+            // the only valid one now: keep it.
+            let mut write_back = None;
+            if is_refresh
+                && let Some(rt) = tokenvisor_core::classify::refresh_token_in_2xx(&outcome)
+            {
+                tracing::warn!(workload = %spec.name, "a rejected 2xx answer carried a rotated refresh token: kept");
+                write_back = store_rotated(creds, spec, snapshot.generation, rt).await.1;
+            }
+            (other, write_back)
+        }
     };
-    (verdict, snapshot.grant)
+    (verdict, snapshot.grant, write_back)
 }
 
 /// What an answer says about the endpoint's capacity: 429/503 ask for less; any other
@@ -762,6 +812,48 @@ fn feedback_of(verdict: &Verdict) -> Feedback {
             Some(_) | None => Feedback::Neutral,
         },
     }
+}
+
+/// Stores a rotated refresh token in memory and the journal: `Err(reason)` when it is not
+/// durable; the file write-back still to do.
+async fn store_rotated(
+    creds: &CredentialStore,
+    spec: &WorkloadSpec,
+    generation: u64,
+    rt: tokenvisor_core::Secret,
+) -> (Result<(), String>, Option<WriteBack>) {
+    match creds.rotate(generation, rt).await {
+        (RotateOutcome::Stored | RotateOutcome::Stale | RotateOutcome::MemoryOnly { .. }, w) => {
+            (Ok(()), w)
+        }
+        (RotateOutcome::NotDurable { reason }, w) => {
+            metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
+            tracing::error!(workload = %spec.name, "rotated refresh token not durable: {reason}");
+            (Err(reason), w)
+        }
+    }
+}
+
+/// Writes a rotated refresh token back to the operator's file (the journal holds it).
+async fn write_back_rotated(creds: &CredentialStore, spec: &WorkloadSpec, w: WriteBack) {
+    if let Err(error) = creds.write_back(w).await {
+        metrics::counter!(m::CREDENTIAL_WRITE_FAILURES).increment(1);
+        tracing::error!(workload = %spec.name, "rotated refresh token not written to its file (the journal holds it): {error}");
+    }
+}
+
+/// The verdict of an attempt whose rotated refresh token is not durable (journal commit
+/// failed): transient, with the reason in the status context.
+fn not_durable_verdict(reason: &str) -> Verdict {
+    Verdict::Transient(Failure {
+        kind: FailureKind::Io,
+        http_status: None,
+        error_code: None,
+        retry_after: None,
+        summary: tokenvisor_core::classify::excerpt(
+            format!("the rotated refresh token is not saved yet ({reason}); retrying").as_bytes(),
+        ),
+    })
 }
 
 /// Counts an attempt's outcome (closed label sets: outcome and failure kind).

@@ -70,6 +70,7 @@ status_dir = "{status}"
 admin_listen = "{admin_listen}"
 admin_token_file = "{admin}"
 log_level = "info"
+status_refresh_interval = "0s"
 
 [defaults]
 request_timeout = "2s"

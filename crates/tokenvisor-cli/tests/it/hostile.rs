@@ -50,6 +50,7 @@ status_dir = "{status}"
 admin_listen = "127.0.0.1:0"
 admin_token_file = "admin.token"
 log_level = "{log_level}"
+status_refresh_interval = "0s"
 {service}
 
 [defaults]
@@ -395,6 +396,30 @@ async fn ride_out_a_broken_status_dir(
     restore_dir: impl FnOnce(),
     log_kinds: &[&str],
 ) {
+    let lines = FailureLines {
+        failed: "status file writes failed",
+        path: status_dir.display().to_string(),
+        recovered: "status file writes succeed again",
+    };
+    ride_out_broken_writes(d, status_dir, break_dir, restore_dir, log_kinds, &lines).await;
+}
+
+/// The log lines of a write failure: the failure (naming `path`), and the recovery.
+struct FailureLines {
+    failed: &'static str,
+    path: String,
+    recovered: &'static str,
+}
+
+/// [`ride_out_a_broken_status_dir`], with the log lines to expect.
+async fn ride_out_broken_writes(
+    d: &Daemon,
+    status_dir: &Path,
+    break_dir: impl FnOnce(),
+    restore_dir: impl FnOnce(),
+    log_kinds: &[&str],
+    lines: &FailureLines,
+) {
     let admin = Admin::new(d, Some(ADMIN_TOKEN));
     wait_until_within("alpha running", PATIENCE, || {
         is(status_dir, "alpha", WorkloadStatus::Running)
@@ -424,15 +449,15 @@ async fn ride_out_a_broken_status_dir(
     assert_eq!(a.json()["status"], "running", "{a:?}");
 
     // The failure is logged with the path and the reason, and counted.
-    d.wait_log("status file writes failed").await;
+    d.wait_log(lines.failed).await;
     let log = d.log_now();
     let line = log
         .lines()
-        .find(|l| l.contains("status file writes failed"))
+        .find(|l| l.contains(lines.failed))
         .unwrap()
         .to_owned();
     eprintln!("observed log: {line}");
-    assert!(line.contains(&status_dir.display().to_string()), "{line}");
+    assert!(line.contains(&lines.path), "{line}");
     assert!(
         log_kinds.iter().any(|k| line.to_lowercase().contains(k)),
         "none of {log_kinds:?} in {line}"
@@ -453,7 +478,7 @@ async fn ride_out_a_broken_status_dir(
         })
     })
     .await;
-    d.wait_log("status file writes succeed again").await;
+    d.wait_log(lines.recovered).await;
     let mut pending = None;
     for _ in 0..3000 {
         pending = metric(&admin.metrics().await, "tokenvisor_status_pending");
@@ -602,12 +627,24 @@ async fn ride_out_a_zero_file_size_limit(dir: &Path) {
     };
     let (_idp, d) = alpha_daemon(dir, &status_dir, launch).await;
     let pid = d.pid();
-    ride_out_a_broken_status_dir(
+    // The limit is the whole process's: the state journal's commits fail first (a status
+    // file is written only from a committed record), and are retried until it is lifted.
+    let lines = FailureLines {
+        failed: "state journal commit failed",
+        path: "journal.sqlite3".to_owned(),
+        recovered: "state journal commits succeed again",
+    };
+    ride_out_broken_writes(
         &d,
         &status_dir,
         || set_fsize_limit(pid, "0"),
         || set_fsize_limit(pid, "unlimited"),
-        &["file too large"],
+        &[
+            "file too large",
+            "disk i/o error",
+            "database or disk is full",
+        ],
+        &lines,
     )
     .await;
     // A failed write leaves no temp file behind.

@@ -886,9 +886,11 @@ async fn crash_messages_and_actor_failed_logs_carry_no_secret() {
         }],
     );
     fake.set_client("crashy", FakeReply::rotating(3600));
-    let runtime = Runtime::start(RuntimeConfig::new(&status_dir, Arc::new(fake.clone())))
-        .await
-        .unwrap();
+    // The state journal holds tokens by design (0600 in a 0700 directory): kept apart from
+    // the status files searched below.
+    let mut config = RuntimeConfig::new(&status_dir, Arc::new(fake.clone()));
+    config.state_dir = Some(status_dir.with_file_name("state"));
+    let runtime = Runtime::start(config).await.unwrap();
     let name = WorkloadName::new("crashy").unwrap();
     let spec = WorkloadSpec::new(
         name.clone(),

@@ -1407,3 +1407,37 @@ fn the_code_tables_are_consistent() {
         }
     }
 }
+
+#[test]
+fn a_refresh_token_in_a_rejected_2xx_is_found() {
+    // Table: (status, body, refresh token expected)
+    let rows: &[(u16, &str, Option<&str>)] = &[
+        // malformed_success: no access token, but a rotated refresh token
+        (
+            200,
+            r#"{"refresh_token":"rt-new","token_type":"Bearer"}"#,
+            Some("rt-new"),
+        ),
+        // a control character in the access token
+        (
+            200,
+            "{\"access_token\":\"a\\nb\",\"refresh_token\":\"rt-2\"}",
+            Some("rt-2"),
+        ),
+        // form-encoded
+        (200, "refresh_token=rt-3&token_type=bearer", Some("rt-3")),
+        (200, r#"{"refresh_token":""}"#, None),
+        (200, "{\"refresh_token\":\"x\\ny\"}", None),
+        (
+            400,
+            r#"{"error":"invalid_grant","refresh_token":"rt-4"}"#,
+            None,
+        ),
+        (200, "<html>refresh_token=rt-5</html>", None),
+    ];
+    for (status, body, want) in rows {
+        let outcome = answer(*status, Some("application/json"), body.as_bytes().to_vec());
+        let got = refresh_token_in_2xx(&outcome);
+        assert_eq!(got.as_ref().map(Secret::expose), *want, "{status} {body}");
+    }
+}

@@ -1,6 +1,10 @@
 //! The bare ceilings tokenvisor is compared with, measured in the same run:
 //! - [`refresh_loop`]: N refresh requests through one shared `reqwest::Client` built with the
 //!   same settings as tokenvisor's `HttpTransport`, at a fixed concurrency;
+//! - [`refresh_loop`] with a [`DurableSink`]: the same, plus a durable write of each rotated
+//!   refresh token through tokenvisor's state journal (SQLite, one writer thread committing
+//!   everything ready in one transaction: group commit) before the request counts — the
+//!   ceiling of a durable refresh;
 //! - [`write_loops`]: `status_store::write_atomic` over N files, sequentially and with K
 //!   threads.
 
@@ -61,6 +65,66 @@ fn form_value(s: &str) -> String {
     out
 }
 
+/// A writer thread holding a state journal: each rotated token sent to it is committed
+/// (everything ready in one transaction) and acknowledged once durable.
+pub(crate) struct DurableSink {
+    tx: std::sync::Mutex<
+        std::sync::mpsc::Sender<(String, String, tokio::sync::oneshot::Sender<bool>)>,
+    >,
+}
+
+impl DurableSink {
+    /// Opens a journal in `dir` and starts its writer thread (it ends when the sink is dropped).
+    pub(crate) fn open(dir: &Path) -> crate::Result<Arc<Self>> {
+        let mut journal =
+            tokenvisor::journal::Journal::open(dir).context("cannot open the baseline journal")?;
+        let (tx, rx) =
+            std::sync::mpsc::channel::<(String, String, tokio::sync::oneshot::Sender<bool>)>();
+        std::thread::spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let patches: Vec<(WorkloadName, tokenvisor::journal::Patch)> = batch
+                    .iter()
+                    .filter_map(|(name, token, _)| {
+                        let name = WorkloadName::new(name).ok()?;
+                        Some((
+                            name,
+                            tokenvisor::journal::Patch {
+                                credential: Some(tokenvisor::journal::StoredCredential {
+                                    refresh_token: Some(tokenvisor_core::Secret::from(
+                                        token.as_str(),
+                                    )),
+                                    generation: 1,
+                                }),
+                                ..Default::default()
+                            },
+                        ))
+                    })
+                    .collect();
+                let ok = journal.commit(patches.iter().map(|(n, p)| (n, p))).is_ok();
+                for (_, _, reply) in batch {
+                    let _ = reply.send(ok);
+                }
+            }
+        });
+        Ok(Arc::new(DurableSink {
+            tx: std::sync::Mutex::new(tx),
+        }))
+    }
+
+    /// Commits `token` for `name`; true once durable.
+    async fn save(&self, name: &str, token: String) -> bool {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        let sent = self
+            .tx
+            .lock()
+            .map(|tx| tx.send((name.to_owned(), token, reply)).is_ok())
+            .unwrap_or(false);
+        sent && done.await.unwrap_or(false)
+    }
+}
+
 /// One refresh-token grant per client (each client's own grant, so every request is a valid
 /// refresh with rotation, exactly the server work tokenvisor's refreshes cause), `concurrency`
 /// requests in flight, each bounded by `timeout` like tokenvisor's; the body of every answer
@@ -71,6 +135,7 @@ pub(crate) async fn refresh_loop(
     clients: Vec<Client>,
     concurrency: usize,
     timeout: Duration,
+    durable: Option<Arc<DurableSink>>,
 ) -> crate::Result<LoopResult> {
     let client = client_like_tokenvisor(http)?;
     let clients = Arc::new(clients);
@@ -81,6 +146,7 @@ pub(crate) async fn refresh_loop(
     let started = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
+        let durable = durable.clone();
         let (client, clients, next, ok, failed, url) = (
             client.clone(),
             Arc::clone(&clients),
@@ -111,12 +177,24 @@ pub(crate) async fn refresh_loop(
                 let answer = tokio::time::timeout(timeout, async {
                     let resp = request.send().await?;
                     let status = resp.status();
-                    let _body = resp.bytes().await?;
-                    Ok::<_, reqwest::Error>(status)
+                    let body = resp.bytes().await?;
+                    Ok::<_, reqwest::Error>((status, body))
                 })
                 .await;
+                let saved = match (&durable, &answer) {
+                    (Some(sink), Ok(Ok((_, body)))) => {
+                        let token = serde_json::from_slice::<serde_json::Value>(body)
+                            .ok()
+                            .and_then(|v| v.get("refresh_token")?.as_str().map(str::to_owned));
+                        match token {
+                            Some(token) => sink.save(&c.id, token).await,
+                            None => false,
+                        }
+                    }
+                    (Some(_), Ok(Err(_)) | Err(_)) | (None, _) => true,
+                };
                 match answer {
-                    Ok(Ok(status)) if status == reqwest::StatusCode::OK => {
+                    Ok(Ok((status, _))) if status == reqwest::StatusCode::OK && saved => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(Ok(_) | Err(_)) | Err(_) => {

@@ -13,7 +13,8 @@
 //! token sections carry the state). A new runtime starts over the same directory
 //! (`start_secs`: it reads every file), the same N workloads are added (`add_secs`), and the
 //! clock runs until every workload is back to its pre-restart state (`steady_secs`, from the
-//! new start): `running` again (after one refresh: access tokens are not kept on disk);
+//! new start): `running` again, serving the access token kept in the state journal without
+//! a request (`serving_secs`, `refreshes_after_restart`);
 //! still `unauthenticated`, without a single request to the provider; `auth_retrying` with
 //! the same first failure and a further attempt. Checked too: every status file was
 //! recovered (none corrupt) and every workload kept its `created_at`.
@@ -135,14 +136,21 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
             flushed.failed.len()
         ));
     }
-    let requests_before: HashMap<String, u64> = {
+    let (requests_before, running_before): (HashMap<String, u64>, u64) = {
         let c = h.idp.counters();
-        clients
+        let unauth = clients
             .iter()
             .enumerate()
             .filter(|(i, _)| class(*i) == Class::Unauthenticated)
             .map(|(_, cl)| (cl.id.clone(), c.client(&cl.id)))
-            .collect()
+            .collect();
+        let running = clients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| class(*i) == Class::Running)
+            .map(|(_, cl)| c.client(&cl.id))
+            .sum();
+        (unauth, running)
     };
     opts.progress(&format!(
         "pre-restart: {}; shut down in {:.2}s; restarting",
@@ -157,6 +165,17 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     let recovery = h.runtime.recovery().clone();
     let new_handles: Vec<TokenHandle> = h.add_all(&clients).await?;
     let add = started.elapsed() - start;
+    // Workloads whose token was still valid serve it from the state journal.
+    let serving = harness::wait_all(&new_handles, h.settle_timeout(), |i, h| {
+        class(i) != Class::Running || h.current().is_ok()
+    })
+    .await;
+    let serving_secs = started.elapsed();
+    if let Err(left) = serving {
+        report.fail(format!(
+            "{left} of {n} running workloads serve no token after the restart"
+        ));
+    }
     let steady = harness::wait_all(&new_handles, h.settle_timeout(), |i, h| {
         recovered(class(i), &pre[i], h.status().as_deref())
     })
@@ -228,6 +247,13 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
         .iter()
         .filter(|(id, before)| counters.client(id) != **before)
         .count();
+    let running_after: u64 = clients
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| class(*i) == Class::Running)
+        .map(|(_, cl)| counters.client(&cl.id))
+        .sum();
+    let refreshes_after_restart = running_after - running_before;
     if hammered > 0 {
         report.fail(format!(
             "{hammered} unauthenticated workloads sent requests after the restart"
@@ -240,11 +266,13 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     report.line(format!("workloads {n}: {}", harness::fmt_counts(&counts)));
     report.line(format!(
         "restart: runtime start (reads {} files) {:.3}s, adding {n} workloads {:.3}s, every \
-         workload back to its state after {:.3}s",
+         workload back to its state after {:.3}s; every running one serving after {:.3}s \
+         with {refreshes_after_restart} refresh requests",
         recovery.recovered,
         start.as_secs_f64(),
         add.as_secs_f64(),
-        steady_secs.as_secs_f64()
+        steady_secs.as_secs_f64(),
+        serving_secs.as_secs_f64()
     ));
     report.set("workloads", n);
     report.set("recovered", recovery.recovered);
@@ -253,6 +281,8 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     report.set("start_secs", secs(start));
     report.set("add_secs", secs(add));
     report.set("steady_secs", secs(steady_secs));
+    report.set("serving_secs", secs(serving_secs));
+    report.set("refreshes_after_restart", refreshes_after_restart);
     report.set(
         "unauthenticated",
         (0..n as usize)

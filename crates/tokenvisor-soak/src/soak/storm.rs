@@ -13,7 +13,10 @@
 //! own grants (registered up front, so the server's state is the same size for both), and a
 //! bare reqwest loop over them with tokenvisor's client settings and its endpoint concurrency
 //! (`policy.endpoint_concurrency`): `baseline_per_sec`, and `ratio` = tokenvisor / baseline.
-//! tokenvisor runs first, then the baseline.
+//! Then a second baseline over N more clients: the same loop, each rotated refresh token
+//! committed durably through the state journal's database (one writer, group commit) before
+//! the request counts: `durable_baseline_per_sec` and `durable_ratio`, the ceiling of a
+//! durable refresh. tokenvisor runs first, then the baselines.
 
 use std::time::Duration;
 
@@ -23,6 +26,7 @@ use tokio::time::Instant;
 use super::bare;
 use super::harness::{self, Harness};
 use super::{Options, Report, ratio, round3, secs};
+use crate::Context as _;
 
 /// Runs the scenario.
 pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
@@ -42,7 +46,10 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     ));
     let clients = h.register(n, "storm", profile.provider.rotation)?;
     let baseline_clients = if opts.baseline {
-        Some(h.register(n, "base", profile.provider.rotation)?)
+        Some((
+            h.register(n, "base", profile.provider.rotation)?,
+            h.register(n, "dura", profile.provider.rotation)?,
+        ))
     } else {
         None
     };
@@ -108,13 +115,14 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     ));
 
     let baseline = match baseline_clients {
-        Some(clients) => {
+        Some((clients, durable_clients)) => {
             let result = bare::refresh_loop(
                 &h.http,
                 &h.idp.token_url(),
                 clients,
                 concurrency,
                 profile.policy.request_timeout(),
+                None,
             )
             .await?;
             if result.failed > 0 {
@@ -123,7 +131,26 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
                     result.failed
                 ));
             }
-            Some(result)
+            // The second baseline: the same loop, each rotated token committed durably
+            // through the state journal's database before it counts.
+            let journal_dir = tempfile::tempdir().context("cannot create the baseline journal")?;
+            let sink = bare::DurableSink::open(journal_dir.path())?;
+            let durable = bare::refresh_loop(
+                &h.http,
+                &h.idp.token_url(),
+                durable_clients,
+                concurrency,
+                profile.policy.request_timeout(),
+                profile.provider.rotation.then_some(sink),
+            )
+            .await?;
+            if durable.failed > 0 {
+                report.fail(format!(
+                    "the durable bare loop got {} failed requests of {n}",
+                    durable.failed
+                ));
+            }
+            Some((result, durable))
         }
         None => None,
     };
@@ -148,8 +175,9 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     report.set("tokenvisor_per_sec", round3(tv_per_sec));
     report.set("refreshes", refreshes);
     match baseline {
-        Some(b) => {
+        Some((b, d)) => {
             let per_sec = b.ok as f64 / b.elapsed.as_secs_f64();
+            let durable_per_sec = d.ok as f64 / d.elapsed.as_secs_f64();
             report.line(format!(
                 "bare reqwest loop: {} requests in {:.3}s = {per_sec:.0}/s ({} failed)",
                 b.ok + b.failed,
@@ -157,13 +185,23 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
                 b.failed
             ));
             report.line(format!(
-                "ratio tokenvisor / bare: {:.3} (target ≥ 0.8)",
-                tv_per_sec / per_sec
+                "bare loop + durable journal write of each rotated token: {} requests in \
+                 {:.3}s = {durable_per_sec:.0}/s ({} failed)",
+                d.ok + d.failed,
+                d.elapsed.as_secs_f64(),
+                d.failed
+            ));
+            report.line(format!(
+                "ratio tokenvisor / bare: {:.3} (target ≥ 0.8); tokenvisor / durable bare: {:.3}",
+                tv_per_sec / per_sec,
+                tv_per_sec / durable_per_sec
             ));
             report.set("baseline_per_sec", round3(per_sec));
             report.set("baseline_secs", secs(b.elapsed));
             report.set("baseline_failed", b.failed);
             report.set("ratio", ratio(tv_per_sec, per_sec));
+            report.set("durable_baseline_per_sec", round3(durable_per_sec));
+            report.set("durable_ratio", ratio(tv_per_sec, durable_per_sec));
         }
         None => {
             report.set("baseline_per_sec", serde_json::Value::Null);

@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use tempfile::TempDir;
+use tokenvisor::journal::Patch;
 use tokenvisor::persistence::{
     FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceMsg,
 };
 use tokenvisor::status_store;
 use tokenvisor_core::status::SCHEMA;
+use tokenvisor_core::write_queue::FileWrite;
 use tokenvisor_core::{StatusRecord, WorkloadName};
 use tokenvisor_test_support::wait::wait_until_within;
 
@@ -68,6 +70,8 @@ impl Harness {
         let dir = tmp.path().join("statuses");
         prepare(&dir);
         let mut config = PersistenceConfig::new(&dir);
+        // The journal apart from the status directory, which some tests break.
+        config.journal_dir = tmp.path().join("state");
         config.retry_initial = Duration::from_millis(10);
         config.retry_max = Duration::from_millis(100);
         tweak(&mut config);
@@ -78,6 +82,8 @@ impl Harness {
             PersistenceArgs {
                 config,
                 stats: Arc::clone(&stats),
+                journal: None,
+                clock: tokenvisor::Clock::default(),
             },
         )
         .await
@@ -117,7 +123,11 @@ fn update(actor: &ActorRef<PersistenceMsg>, n: &WorkloadName, i: u32) {
     actor
         .cast(PersistenceMsg::Update {
             name: n.clone(),
-            record: Box::new(record(i)),
+            patch: Box::new(Patch {
+                status: Some(Arc::new(record(i))),
+                ..Patch::default()
+            }),
+            file: FileWrite::Now,
         })
         .unwrap();
 }
@@ -189,8 +199,7 @@ async fn writes_keep_per_workload_order_under_concurrency() {
     // Small batches and several in flight: many workloads are written concurrently while
     // their next updates arrive.
     let h = Harness::start(|c| {
-        c.batch_size = 2;
-        c.max_parallel_batches = 4;
+        c.max_batch = 2;
     })
     .await;
     let wl = names("ord-", 20);
@@ -361,8 +370,7 @@ async fn flush_on_an_idle_actor_answers_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_flushes_each_see_their_own_updates() {
     let h = Harness::start(|c| {
-        c.batch_size = 4;
-        c.max_parallel_batches = 2;
+        c.max_batch = 4;
     })
     .await;
     let mut tasks = tokio::task::JoinSet::new();

@@ -121,7 +121,7 @@ pub use gate::{EndpointStats, Gates, LATENCY_BUCKETS_MS, Pacing};
 pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
 pub use locks::{LockError, hold_credentials};
 pub use oauth::{HttpConfig, HttpError, HttpTransport};
-pub use persistence::{FlushReport, PersistStats, PersistenceConfig};
+pub use persistence::{DEFAULT_JOURNAL_SUBDIR, FlushReport, PersistStats, PersistenceConfig};
 pub use runtime::{Health, ReconcileReport, RecoveryReport, Runtime, RuntimeConfig, RuntimeError};
 pub use startup::{StartupLockError, acquire_for};
 pub use status_store::{

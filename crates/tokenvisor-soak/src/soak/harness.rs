@@ -457,9 +457,11 @@ pub(crate) fn stray_entries(dir: &Path, names: &HashSet<String>) -> crate::Resul
     let mut stray = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let file = entry?.file_name().to_string_lossy().into_owned();
-        let known = file
-            .strip_suffix(".json")
-            .is_some_and(|stem| names.contains(stem));
+        // The embedded runtime's state journal lives beside the status files.
+        let known = file == tokenvisor::DEFAULT_JOURNAL_SUBDIR
+            || file
+                .strip_suffix(".json")
+                .is_some_and(|stem| names.contains(stem));
         if !known {
             stray.push(file);
         }

@@ -66,6 +66,7 @@ pub(crate) struct RunArgs {
 
 /// Runs the daemon until SIGINT/SIGTERM. Returns the exit code.
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    crate::check_config::must_exist("run", &args.config)?;
     let cfg = match config::load(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {

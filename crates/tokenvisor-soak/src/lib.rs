@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`demo`]: the embedded default — N workloads through a scripted storyline (a WAF 403
 //!   window, a 429 with `Retry-After`, a 503 burst, a revoked grant), shown live.
+//! - [`idp`]: `tokenvisor idp`, the local provider `config/local.toml` runs against, with
+//!   its fault syntax in `--help`.
 //! - [`soak`]: load, soak and benchmark scenarios (soak, storm, scale, burst, timers,
 //!   recovery), one submodule each, sharing a harness, a chaos profile
 //!   (`config/soak-*.toml`), a metrics recorder and bare baseline loops.
@@ -21,6 +23,7 @@
 use std::fmt::Display;
 
 pub mod demo;
+pub mod idp;
 pub mod soak;
 
 /// Exit status: every check held.

@@ -141,9 +141,10 @@ fn soak_error(sub: &str, e: tokenvisor_soak::Error) -> anyhow::Error {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr: `RUST_LOG` when set, else `default`.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -162,8 +163,15 @@ fn main() -> ExitCode {
         }
     };
     // The daemon sets up logging from its configuration; the demo prints its own story.
-    if !matches!(cli.command, Command::Run(_)) {
-        init_logging();
+    // The demo's story is its output: the runtime's warnings (the faults it injects) would
+    // interleave with it, so it logs errors only unless RUST_LOG says otherwise.
+    match &cli.command {
+        Command::Run(_) => {}
+        #[cfg(feature = "soak")]
+        Command::Demo(_) => init_logging("error"),
+        Command::Status(_) | Command::Probe(_) | Command::CheckConfig(_) => init_logging("warn"),
+        #[cfg(feature = "soak")]
+        Command::Soak(_) | Command::Idp(_) => init_logging("warn"),
     }
     let result = match cli.command {
         Command::Run(args) => run::run(&args),

@@ -12,6 +12,8 @@
 //! - [`soak`]: load, soak and benchmark scenarios (soak, storm, scale, burst, timers,
 //!   recovery), one submodule each, sharing a harness, a chaos profile
 //!   (`config/soak-*.toml`), a metrics recorder and bare baseline loops.
+//! - `progress`: a progress bar (indicatif) on a terminal, periodic plain lines otherwise,
+//!   for the long phases of a soak run (adding and settling N workloads), on stderr.
 //! - [`Error`]: why a run could not be carried out (a usage error, or a step that failed).
 //!
 //! Each command is a clap argument struct (`demo::DemoArgs`, `soak::SoakArgs`) and a
@@ -24,6 +26,7 @@ use std::fmt::Display;
 
 pub mod demo;
 pub mod idp;
+mod progress;
 pub mod soak;
 
 /// Exit status: every check held.

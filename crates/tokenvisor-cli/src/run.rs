@@ -394,17 +394,19 @@ impl Service {
             return;
         }
         match &self.set_log_level {
-            None => tracing::warn!(
-                "SIGHUP: [service] log_level changed to {log_level:?}, not applied: RUST_LOG \
-                 sets the filter"
-            ),
+            None => {
+                tracing::warn!(
+                    "SIGHUP: [service] log_level changed to {log_level:?}, not applied: \
+                     RUST_LOG sets the filter"
+                );
+            }
             Some(set) => match set(log_level) {
                 Ok(()) => {
                     self.running.log_level.clone_from(log_level);
                     tracing::info!("SIGHUP: [service] log_level is now {log_level:?}");
                 }
                 Err(e) => {
-                    tracing::error!("SIGHUP: [service] log_level {log_level:?} not applied: {e}")
+                    tracing::error!("SIGHUP: [service] log_level {log_level:?} not applied: {e}");
                 }
             },
         }

@@ -2,17 +2,18 @@
 //! 10/11 probe's transient/permanent), shown by `--help`; each command's codes checked.
 
 mod common;
+mod harness;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::{Run, run, run_cmd, tokenvisor};
+use harness::PATIENCE;
 use tokenvisor_idp::{ClientSpec, IdpConfig, IdpServer};
 
-/// Runs the binary with `args`; a run that has not exited within a minute (a daemon that
-/// started when it should have refused) is killed and fails the test.
-fn run_bounded(args: &[&str]) -> Run {
+/// Runs the binary with `args`; a run that has not exited within [`PATIENCE`] (a daemon
+/// that started when it should have refused) is killed and fails the test.
+async fn run_bounded(args: &[&str]) -> Run {
     let mut child = tokenvisor()
         .args(args)
         .stdin(Stdio::null())
@@ -20,14 +21,11 @@ fn run_bounded(args: &[&str]) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the tokenvisor binary runs");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?} is still running after 60s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let exited = harness::poll(PATIENCE, || child.try_wait().expect("wait").is_some()).await;
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{args:?} is still running after {PATIENCE:?}");
     }
     let out = child.wait_with_output().expect("output");
     Run {
@@ -94,8 +92,8 @@ fn a_missing_configuration_file_is_2_for_run_and_check_config() {
     }
 }
 
-#[test]
-fn an_invalid_configuration_is_1_for_run_and_check_config() {
+#[tokio::test]
+async fn an_invalid_configuration_is_1_for_run_and_check_config() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(
@@ -105,7 +103,7 @@ fn an_invalid_configuration_is_1_for_run_and_check_config() {
     .unwrap();
     let file = file.to_str().unwrap();
     for args in [vec!["run", "--config", file], vec!["check-config", file]] {
-        let r = run_bounded(&args);
+        let r = run_bounded(&args).await;
         exits(&r, 1, &args.join(" "));
         assert!(r.stderr.contains(":3: service.log_level: "), "{r:#?}");
     }

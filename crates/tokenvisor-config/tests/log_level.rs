@@ -14,9 +14,8 @@ fn parse(level: &str) -> Result<config::Config, config::ConfigError> {
 
 #[track_caller]
 fn refused(level: &str, reason: &str) {
-    let err = match parse(level) {
-        Ok(_) => panic!("log_level = {level:?} was accepted"),
-        Err(e) => e,
+    let Err(err) = parse(level) else {
+        panic!("log_level = {level:?} was accepted")
     };
     let rendered = err.to_string();
     assert!(

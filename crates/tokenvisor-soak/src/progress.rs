@@ -6,7 +6,9 @@
 use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// How often a plain progress line is printed.
 pub(crate) const LINE_EVERY: Duration = Duration::from_secs(5);

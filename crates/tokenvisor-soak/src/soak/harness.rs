@@ -140,6 +140,7 @@ impl Harness {
         rotation: bool,
     ) -> crate::Result<Vec<Client>> {
         let mut out = Vec::with_capacity(n as usize);
+        let progress = Progress::new("registering clients", u64::from(n));
         for i in 0..n {
             let id = format!("{prefix}-{i:06}");
             let secret = format!("{prefix}-secret-{i}-{:016x}", fastrand_u64(i));
@@ -151,7 +152,9 @@ impl Harness {
                 secret,
                 refresh_token,
             });
+            progress.inc();
         }
+        progress.finish();
         Ok(out)
     }
 

@@ -1,6 +1,7 @@
 //! The validation pass: raw sections ([`crate::read`]) → a [`Config`], or every problem.
 //!
-//! `[service]` first; then `[defaults]` over the built-in policy, and each `[[workload]]`'s
+//! `[service]` first (its `log_level` is checked as a filter: each directive a level or
+//! `TARGET=LEVEL`, [`log_filter`]); then `[defaults]` over the built-in policy, and each `[[workload]]`'s
 //! policy keys over the defaults (a workload's value replaces the default, lists too; each
 //! key remembers where it was set, so that a rule tying two keys together names both
 //! origins); then a workload's own keys and the checks across workloads (names, files that

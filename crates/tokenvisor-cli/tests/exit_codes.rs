@@ -132,6 +132,16 @@ fn demo_and_soak_refuse_bad_values_with_2() {
     exits(&run(&["soak", "--workloads", "x"]), 2, "soak --workloads x");
 }
 
+#[test]
+fn idp_is_2_for_a_bad_fault_and_1_when_it_cannot_listen() {
+    let r = run(&["idp", "--listen", "127.0.0.1:0", "--fault", "{not json"]);
+    exits(&r, 2, "idp --fault with bad JSON");
+    assert!(r.stderr.contains("invalid fault command"), "{r:#?}");
+    // Only loopback addresses: anything else is refused before binding.
+    let r = run(&["idp", "--listen", "192.0.2.1:0"]);
+    exits(&r, 1, "idp on a non-loopback address");
+}
+
 fn probe_args<'a>(token_url: &'a str, secret: &'a str) -> Vec<&'a str> {
     vec![
         "probe",

@@ -463,18 +463,21 @@ async fn demo(args: &DemoArgs) -> crate::Result<u8> {
         Fault::ServiceUnavailable { retry_after: None },
         Times::Always,
     );
-    tokio::time::sleep_until(at(0.72)).await;
+    // Longer than a token's refresh interval: the hold synchronised the fleet's refreshes.
+    tokio::time::sleep_until(at(0.78)).await;
     idp.clear_faults();
     if let Some(a) = story.board().acts.last_mut() {
         a.fault = "none (provider back)".to_owned();
     }
-    tokio::time::sleep_until(at(0.78)).await;
+    tokio::time::sleep_until(at(0.80)).await;
     story.act(
-        &format!("{victim}'s grant is revoked at the provider: invalid_grant is final"),
+        &format!("{victim}'s grant is revoked, a refresh forced: invalid_grant is final"),
         &format!("invalid_grant for {victim}"),
     );
     idp.revoke_client_grants(victim.as_str());
-    tokio::time::sleep_until(at(0.88)).await;
+    // Its next refresh now, not up to a token's life later: the act shows at once.
+    runtime.force_refresh(&victim).await?;
+    tokio::time::sleep_until(at(0.90)).await;
     story.act(
         &format!("an operator supplies new credentials for {victim}"),
         "none",

@@ -203,3 +203,27 @@ fn the_readme_points_at_real_paths() {
         );
     }
 }
+
+/// `tokenvisor idp --help` explains the fault syntax a new user needs: every kind, the JSON
+/// shape, and how to arm a fault while it runs.
+#[test]
+fn the_local_provider_explains_its_faults() {
+    let r = run(&["idp", "--help"]);
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    for needle in [
+        "127.0.0.1:8765",
+        "\"fault\": {\"kind\": KIND",
+        "html_forbidden",
+        "too_many_requests",
+        "oauth_error",
+        "/admin/fault",
+        "/admin/faults/clear",
+        "retry_after",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "idp --help lacks {needle:?}:\n{}",
+            r.stdout
+        );
+    }
+}

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 use clap::error::ErrorKind;
 
+use crate::exit::Exit;
 use crate::{EXIT_PROBLEM, usage_error};
 
 /// Arguments of `tokenvisor check-config`.
@@ -36,25 +37,14 @@ pub(crate) fn run(args: &CheckConfigArgs) -> anyhow::Result<u8> {
             "no configuration file given".to_owned(),
         ));
     };
-    match std::fs::metadata(path) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(usage_error(
-                "check-config",
-                ErrorKind::ValueValidation,
-                format!("no such file: {}", path.display()),
-            ));
-        }
-        // Anything else (permissions, not a file) is reported by the loader, naming the file.
-        Err(_) => {}
-    }
+    must_exist("check-config", path)?;
     match tokenvisor::config::load(path) {
         Ok(config) => {
             print!("{}", config.describe_masked());
             for line in config.warning_lines() {
                 eprintln!("{line}");
             }
-            Ok(0)
+            Ok(Exit::Ok.code())
         }
         Err(e) => {
             eprintln!("{e}");
@@ -66,5 +56,19 @@ pub(crate) fn run(args: &CheckConfigArgs) -> anyhow::Result<u8> {
             );
             Ok(EXIT_PROBLEM)
         }
+    }
+}
+
+/// A configuration file that does not exist is a usage error of `sub` (exit code 2, the
+/// same for every command); anything else (permissions, not a file) is left for the loader
+/// to report, naming the file.
+pub(crate) fn must_exist(sub: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(usage_error(
+            sub,
+            ErrorKind::ValueValidation,
+            format!("no such file: {}", path.display()),
+        )),
+        Ok(_) | Err(_) => Ok(()),
     }
 }

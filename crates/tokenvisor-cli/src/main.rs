@@ -3,6 +3,8 @@
 //! Subcommands (one module each):
 //! - `run` ([`run`]): the daemon, with the admin API (`tokenvisor-admin`) and Prometheus
 //!   metrics.
+//! - `idp` (feature `soak`): the local fault-injecting provider `config/local.toml` runs
+//!   against (from `tokenvisor-soak`).
 //! - `demo` and `soak` (feature `soak`, on by default): the embedded default (a
 //!   fault-injecting provider and N workloads through a scripted storyline) and the load,
 //!   soak and benchmark scenarios, both from the `tokenvisor-soak` crate; main only
@@ -14,30 +16,33 @@
 //! - `check-config` ([`check_config`]): loads and validates a configuration file and prints
 //!   the effective settings with secrets masked.
 //!
-//! Exit codes are part of the interface: 0 success; 1 a problem was found (a workload that
-//! needs attention, an invalid configuration, an internal failure); 2 usage errors (bad flags,
-//! unknown workload, missing directory or file); `probe` adds 10 (transient failure) and 11
-//! (permanent failure). Logs go to stderr (`RUST_LOG`, default `warn`); results to stdout.
+//! Exit codes are part of the interface and one table for every command ([`exit`], shown by
+//! `--help` and in the README): 0 success; 1 a problem was found (a workload that needs
+//! attention, an invalid configuration, a failed check, an internal failure); 2 usage errors
+//! (bad flags, unknown workload, a missing configuration file or directory, for every
+//! command); `probe` adds 10 (transient failure) and 11 (permanent failure). Logs go to
+//! stderr (`RUST_LOG`, default `warn`); results to stdout.
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod check_config;
+mod exit;
 mod output;
 mod probe;
 mod run;
 mod status;
 
 /// Exit code: usage error (clap's own code for usage errors).
-pub(crate) const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = exit::Exit::Usage.code();
 /// Exit code: something needs attention, or an internal failure.
-pub(crate) const EXIT_PROBLEM: u8 = 1;
+pub(crate) const EXIT_PROBLEM: u8 = exit::Exit::Problem.code();
 
 /// Keeps OAuth2 access tokens fresh for many workloads, and tells the truth about each one's
 /// health on disk.
 #[derive(Debug, Parser)]
-#[command(name = "tokenvisor", version, propagate_version = true)]
+#[command(name = "tokenvisor", version, propagate_version = true, after_help = exit::help())]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,8 +54,9 @@ enum Command {
     /// serve the admin API. SIGHUP reloads the configuration; SIGINT/SIGTERM shut down
     /// gracefully with every status flushed.
     ///
-    /// Exit status: 0 after a clean shutdown; 1 for an invalid configuration or a status
-    /// that could not be flushed; 2 on usage errors.
+    /// Exit status: 0 after a clean shutdown; 1 for an invalid configuration, a lock held by
+    /// another daemon or a status that could not be flushed; 2 on usage errors (no such
+    /// configuration file).
     Run(run::RunArgs),
     /// The embedded demo: a fault-injecting provider on 127.0.0.1 and N workloads going
     /// through a WAF window, a 429 with Retry-After, a 503 burst and a revoked grant, shown
@@ -94,6 +100,11 @@ enum Command {
     /// errors. Timings are reported, never judged.
     #[cfg(feature = "soak")]
     Soak(Box<tokenvisor_soak::soak::SoakArgs>),
+    /// A local fault-injecting OAuth provider on 127.0.0.1:8765, with the client
+    /// config/local.toml uses: run the daemon, the admin API and `probe` against it. For tests
+    /// and demos only. `--help` explains the fault syntax.
+    #[cfg(feature = "soak")]
+    Idp(tokenvisor_soak::idp::IdpArgs),
 }
 
 /// A usage error for subcommand `sub`, formatted like clap's own (exit code 2).
@@ -130,9 +141,10 @@ fn soak_error(sub: &str, e: tokenvisor_soak::Error) -> anyhow::Error {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr: `RUST_LOG` when set, else `default`.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -151,8 +163,15 @@ fn main() -> ExitCode {
         }
     };
     // The daemon sets up logging from its configuration; the demo prints its own story.
-    if !matches!(cli.command, Command::Run(_)) {
-        init_logging();
+    // The demo's story is its output: the runtime's warnings (the faults it injects) would
+    // interleave with it, so it logs errors only unless RUST_LOG says otherwise.
+    match &cli.command {
+        Command::Run(_) => {}
+        #[cfg(feature = "soak")]
+        Command::Demo(_) => init_logging("error"),
+        Command::Status(_) | Command::Probe(_) | Command::CheckConfig(_) => init_logging("warn"),
+        #[cfg(feature = "soak")]
+        Command::Soak(_) | Command::Idp(_) => init_logging("warn"),
     }
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
@@ -163,6 +182,8 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config::run(&args),
         #[cfg(feature = "soak")]
         Command::Soak(args) => tokenvisor_soak::soak::run(&args).map_err(|e| soak_error("soak", e)),
+        #[cfg(feature = "soak")]
+        Command::Idp(args) => tokenvisor_soak::idp::run(&args).map_err(|e| soak_error("idp", e)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

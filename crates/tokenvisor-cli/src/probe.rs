@@ -26,9 +26,9 @@ use crate::output::{compact_duration, now, safe_text, truncate_chars};
 use crate::usage_error;
 
 /// Exit code: a transient failure (tokenvisor would retry).
-const EXIT_TRANSIENT: u8 = 10;
+const EXIT_TRANSIENT: u8 = crate::exit::Exit::ProbeTransient.code();
 /// Exit code: a permanent failure (the credentials were rejected).
-const EXIT_PERMANENT: u8 = 11;
+const EXIT_PERMANENT: u8 = crate::exit::Exit::ProbePermanent.code();
 
 /// The warning printed when a refresh token came back different from the one sent.
 const ROTATION_WARNING: &str = "warning: the provider rotated the refresh token: the old one \
@@ -289,7 +289,7 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<u8> {
     }
 
     Ok(match verdict {
-        Verdict::Success(_) => 0,
+        Verdict::Success(_) => crate::exit::Exit::Ok.code(),
         Verdict::Transient(_) => EXIT_TRANSIENT,
         Verdict::Permanent(_) => EXIT_PERMANENT,
     })

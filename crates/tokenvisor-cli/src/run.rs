@@ -34,6 +34,13 @@
 //! restarted workload is removed first (which waits for its refresh in flight), and its
 //! refresh-token file is read again before it starts, so it presents the live token.
 //!
+//! ## `[service]` on reload
+//! `log_level` is applied at once: the logger's filter is reloadable
+//! (`tracing_subscriber::reload`), unless `RUST_LOG` chose it (it wins, at start and on
+//! reload). Every other `[service]` key (directories, the admin listener and its limits and
+//! token, the log format) is set up once: a change is named in a warning ("takes effect at
+//! the next start") and not applied.
+//!
 //! When ready it prints one JSON line to stdout, for scripts and tests:
 //! `{"event":"ready","admin":"127.0.0.1:7878"|null,"admin_token_file":"…"|null,"workloads":N,
 //! "status_dir":"…","pid":P}` (`admin_token_file`: where the admin API's bearer token is,
@@ -45,7 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokenvisor::config::{self, AdminListen, Config, LogFormat};
+use tokenvisor::config::{self, Config, LogFormat, ServiceConfig};
 use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokio::signal::unix::{SignalKind, signal};
@@ -66,6 +73,7 @@ pub(crate) struct RunArgs {
 
 /// Runs the daemon until SIGINT/SIGTERM. Returns the exit code.
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    crate::check_config::must_exist("run", &args.config)?;
     let cfg = match config::load(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -73,7 +81,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<u8> {
             return Ok(crate::EXIT_PROBLEM);
         }
     };
-    init_logging(&cfg);
+    let set_log_level = init_logging(&cfg);
     if let Err(code) = take_locks(&cfg) {
         return Ok(code);
     }
@@ -82,7 +90,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<u8> {
         .thread_name("tokenvisor")
         .build()
         .context("cannot start the async runtime")?;
-    let code = rt.block_on(daemon(args.config.clone(), cfg));
+    let code = rt.block_on(daemon(args.config.clone(), cfg, set_log_level));
     // A reload may have left a blocking thread stuck reading a FIFO or a hung mount: exit
     // without waiting for it.
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -115,20 +123,45 @@ fn take_locks(cfg: &Config) -> Result<(), u8> {
     }
 }
 
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.service.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Changes the daemon's log filter while it runs (`[service] log_level` on SIGHUP). `None`
+/// when `RUST_LOG` chose the filter (it wins over the file, at start and on reload) or the
+/// logger could not be installed.
+type SetLogLevel = Option<Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>>;
+
+/// The daemon's logger: to stderr, as text or JSON, filtered by `RUST_LOG` when set, else by
+/// `[service] log_level` (validated by the configuration, so never silently replaced). The
+/// filter is reloadable ([`SetLogLevel`]).
+fn init_logging(cfg: &Config) -> SetLogLevel {
+    use tracing_subscriber::EnvFilter;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_wins = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(&cfg.service.log_level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match cfg.service.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    // The handle's type depends on the format: each arm boxes its own.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            let setter: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync> =
+                Box::new(move |level: &str| {
+                    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                    handle.reload(filter).map_err(|e| e.to_string())
+                });
+            builder.try_init().ok().map(|()| setter)
+        }};
+    }
+    let setter = match cfg.service.log_format {
+        LogFormat::Json => install!(builder.json()),
+        LogFormat::Text => install!(builder),
     };
+    setter.filter(|_| !env_wins)
 }
 
-async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
+async fn daemon(path: PathBuf, cfg: Config, set_log_level: SetLogLevel) -> anyhow::Result<u8> {
     // The descriptor limit, the admin token and the bound listener (tokenvisor-admin),
     // before the runtime starts: a daemon that cannot serve exits before any request.
     let admin_listener = admin::prepare(&cfg.service).await?;
@@ -183,7 +216,11 @@ async fn daemon(path: PathBuf, cfg: Config) -> anyhow::Result<u8> {
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let reloader = Reloader::spawn(path, cfg.service.admin_listen, runtime.clone());
+    let service = Service {
+        running: cfg.service,
+        set_log_level,
+    };
+    let reloader = Reloader::spawn(path, service, runtime.clone());
     loop {
         tokio::select! {
             _ = hup.recv() => reloader.request(),
@@ -231,9 +268,9 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn spawn(path: PathBuf, listen: AdminListen, runtime: Runtime) -> Self {
+    fn spawn(path: PathBuf, service: Service, runtime: Runtime) -> Self {
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(reload_loop(wake.clone(), path, listen, runtime));
+        let task = tokio::spawn(reload_loop(wake.clone(), path, service, runtime));
         Reloader { wake, task }
     }
 
@@ -250,13 +287,14 @@ impl Reloader {
     }
 }
 
-async fn reload_loop(wake: Arc<Notify>, path: PathBuf, listen: AdminListen, runtime: Runtime) {
+async fn reload_loop(wake: Arc<Notify>, path: PathBuf, mut service: Service, runtime: Runtime) {
     // True while a blocking read runs (or is stuck).
     let reading = Arc::new(AtomicBool::new(false));
     loop {
         wake.notified().await;
         if let Some(cfg) = read_config(&path, &reading).await {
-            reconcile(cfg, &listen, &runtime).await;
+            service.apply(&cfg.service);
+            reconcile(cfg, &runtime).await;
         }
     }
 }
@@ -305,10 +343,7 @@ async fn read_config(path: &Path, reading: &Arc<AtomicBool>) -> Option<Config> {
 /// Applies a loaded configuration through [`Runtime::reconcile`]: endpoint settings first
 /// (no restart), then removed workloads stop, changed ones restart, new ones start (each
 /// taking its refresh-token file's lock first).
-async fn reconcile(cfg: Config, listen: &AdminListen, runtime: &Runtime) {
-    if &cfg.service.admin_listen != listen {
-        tracing::warn!("SIGHUP: [service] changes take effect at the next start");
-    }
+async fn reconcile(cfg: Config, runtime: &Runtime) {
     match runtime
         .reconcile(cfg.workloads, tokenvisor::hold_credentials)
         .await
@@ -322,5 +357,86 @@ async fn reconcile(cfg: Config, listen: &AdminListen, runtime: &Runtime) {
             "SIGHUP: reloaded"
         ),
         Err(e) => tracing::error!("SIGHUP: configuration not applied: {e}"),
+    }
+}
+
+/// The `[service]` settings the daemon runs with, and how to change the one that can change
+/// while it runs.
+struct Service {
+    running: ServiceConfig,
+    set_log_level: SetLogLevel,
+}
+
+impl Service {
+    /// A reload's `[service]`: `log_level` is applied at once (unless `RUST_LOG` chose the
+    /// filter); every other changed key is named and logged as taking effect at the next
+    /// start (the listener, the directories and the log format are set up once).
+    fn apply(&mut self, wanted: &ServiceConfig) {
+        let ServiceConfig {
+            status_dir,
+            admin_listen,
+            admin_token_file,
+            state_dir,
+            admin_limits,
+            status_refresh_interval,
+            log_format,
+            log_level,
+        } = wanted;
+        let running = &self.running;
+        let needs_restart: Vec<&str> = [
+            ("status_dir", *status_dir != running.status_dir),
+            ("admin_listen", *admin_listen != running.admin_listen),
+            (
+                "admin_token_file",
+                *admin_token_file != running.admin_token_file,
+            ),
+            ("state_dir", *state_dir != running.state_dir),
+            (
+                "status_refresh_interval",
+                *status_refresh_interval != running.status_refresh_interval,
+            ),
+            (
+                "admin_header_timeout",
+                admin_limits.header_timeout != running.admin_limits.header_timeout,
+            ),
+            (
+                "admin_idle_timeout",
+                admin_limits.idle_timeout != running.admin_limits.idle_timeout,
+            ),
+            (
+                "admin_max_connections",
+                admin_limits.max_connections != running.admin_limits.max_connections,
+            ),
+            ("log_format", *log_format != running.log_format),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                "SIGHUP: [service] {} changed: takes effect at the next start (restart the daemon)",
+                needs_restart.join(", ")
+            );
+        }
+        if *log_level == running.log_level {
+            return;
+        }
+        match &self.set_log_level {
+            None => {
+                tracing::warn!(
+                    "SIGHUP: [service] log_level changed to {log_level:?}, not applied: \
+                     RUST_LOG sets the filter"
+                );
+            }
+            Some(set) => match set(log_level) {
+                Ok(()) => {
+                    self.running.log_level.clone_from(log_level);
+                    tracing::info!("SIGHUP: [service] log_level is now {log_level:?}");
+                }
+                Err(e) => {
+                    tracing::error!("SIGHUP: [service] log_level {log_level:?} not applied: {e}");
+                }
+            },
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The validation pass: raw sections ([`crate::read`]) → a [`Config`], or every problem.
 //!
-//! `[service]` first; then `[defaults]` over the built-in policy, and each `[[workload]]`'s
+//! `[service]` first (its `log_level` is checked as a filter: each directive a level or
+//! `TARGET=LEVEL`, [`log_filter`]); then `[defaults]` over the built-in policy, and each `[[workload]]`'s
 //! policy keys over the defaults (a workload's value replaces the default, lists too; each
 //! key remembers where it was set, so that a rule tying two keys together names both
 //! origins); then a workload's own keys and the checks across workloads (names, files that
@@ -257,12 +258,10 @@ impl V<'_> {
             );
         }
         let log_level = match raw.log_level {
-            Some(s) if s.get_ref().trim().is_empty() => {
-                let why = "must not be empty (e.g. \"info\" or \"info,tokenvisor=debug\")";
-                cx.report("log_level", Some(s.span()), why);
-                String::new()
+            Some(s) => {
+                cx.check("log_level", &s, |l| log_filter(l));
+                s.into_inner()
             }
-            Some(s) => s.into_inner(),
             None => "info".to_owned(),
         };
         let log_format = raw.log_format.map(Spanned::into_inner).unwrap_or_default();
@@ -725,4 +724,52 @@ fn token_url(s: &str) -> Result<TokenUrl, String> {
         Some(_) => Err("must not contain a fragment (#…) (RFC 6749 §3.2)".to_owned()),
         None => Ok(url),
     }
+}
+
+/// The log levels a `log_level` filter may name (case-insensitive, as `tracing` reads them).
+pub(crate) const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// `[service] log_level`: comma-separated directives, each a level (`info`) or
+/// `TARGET=LEVEL` (`tokenvisor=debug`, also with a span filter such as
+/// `tokenvisor[refresh]=trace`). A bare word that is not a level would be read by the
+/// logger as a target enabled at `trace` and every other line silenced (`"verbose"` logs
+/// nothing at all), so it is refused, with a "did you mean" when it is close to a level.
+pub(crate) fn log_filter(filter: &str) -> Result<(), String> {
+    const EXAMPLE: &str = "e.g. \"info\" or \"info,tokenvisor=debug\"";
+    let levels = LOG_LEVELS.join(", ");
+    if filter.trim().is_empty() {
+        return Err(format!("must not be empty ({EXAMPLE})"));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let (target, level) = match directive.rsplit_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, directive),
+        };
+        if directive.is_empty() || target.is_some_and(str::is_empty) {
+            return Err(format!(
+                "{filter:?} has an empty directive; write comma-separated levels or \
+                 TARGET=LEVEL ({EXAMPLE})"
+            ));
+        }
+        if LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        let lower = level.to_ascii_lowercase();
+        let hint = (LOG_LEVELS.iter())
+            .map(|l| (strsim::levenshtein(&lower, l), *l))
+            .filter(|&(d, l)| {
+                d <= 2 || (lower.len() > 2 && (lower.starts_with(l) || l.starts_with(&lower)))
+            })
+            .min_by_key(|&(d, _)| d)
+            .map(|(_, l)| format!("; did you mean `{l}`?"))
+            .unwrap_or_default();
+        return Err(match target {
+            Some(t) => format!("{level:?} (for {t}) is not a log level{hint} (one of {levels})"),
+            None => format!(
+                "{level:?} is not a log level{hint}; a level is one of {levels}, and a target \
+                 is written TARGET=LEVEL ({EXAMPLE})"
+            ),
+        });
+    }
+    Ok(())
 }

@@ -7,9 +7,13 @@
 //! # Layout
 //! - [`demo`]: the embedded default — N workloads through a scripted storyline (a WAF 403
 //!   window, a 429 with `Retry-After`, a 503 burst, a revoked grant), shown live.
+//! - [`idp`]: `tokenvisor idp`, the local provider `config/local.toml` runs against, with
+//!   its fault syntax in `--help`.
 //! - [`soak`]: load, soak and benchmark scenarios (soak, storm, scale, burst, timers,
 //!   recovery), one submodule each, sharing a harness, a chaos profile
 //!   (`config/soak-*.toml`), a metrics recorder and bare baseline loops.
+//! - `progress`: a progress bar (indicatif) on a terminal, periodic plain lines otherwise,
+//!   for the long phases of a soak run (adding and settling N workloads), on stderr.
 //! - [`Error`]: why a run could not be carried out (a usage error, or a step that failed).
 //!
 //! Each command is a clap argument struct (`demo::DemoArgs`, `soak::SoakArgs`) and a
@@ -21,6 +25,8 @@
 use std::fmt::Display;
 
 pub mod demo;
+pub mod idp;
+mod progress;
 pub mod soak;
 
 /// Exit status: every check held.

@@ -10,6 +10,8 @@
 //! - [`daemon`], [`reload`]: `tokenvisor run`, signals, reloads, the admin API.
 //! - [`files`], [`secrets`], [`hostile`]: files and locks, secrets never leak, hostile input.
 //! - [`crash`]: kill -9 at random moments; nothing is lost or torn.
+//! - [`first_run`], [`exit_codes`], [`demo`], [`service_reload`]: the shipped configs and the
+//!   local provider end to end, one exit-code table, the demo's story, `[service]` on SIGHUP.
 //! - [`soak`]: `tokenvisor demo` and `tokenvisor soak` (feature `soak`).
 
 mod common;
@@ -19,11 +21,15 @@ mod harness;
 mod check_config;
 mod crash;
 mod daemon;
+mod demo;
+mod exit_codes;
 mod files;
+mod first_run;
 mod hostile;
 mod probe;
 mod reload;
 mod secrets;
+mod service_reload;
 #[cfg(feature = "soak")]
 mod soak;
 mod status;

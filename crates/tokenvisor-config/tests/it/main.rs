@@ -6,3 +6,4 @@
 
 mod config;
 mod layering;
+mod log_level;

@@ -1,6 +1,7 @@
 //! What every scenario shares: the embedded provider, the runtime, N workloads, waiting for
 //! states, RSS and persistence sampling, reading status files back.
 
+use crate::progress::Progress;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -139,6 +140,7 @@ impl Harness {
         rotation: bool,
     ) -> crate::Result<Vec<Client>> {
         let mut out = Vec::with_capacity(n as usize);
+        let progress = Progress::new("registering clients", u64::from(n));
         for i in 0..n {
             let id = format!("{prefix}-{i:06}");
             let secret = format!("{prefix}-secret-{i}-{:016x}", fastrand_u64(i));
@@ -150,7 +152,9 @@ impl Harness {
                 secret,
                 refresh_token,
             });
+            progress.inc();
         }
+        progress.finish();
         Ok(out)
     }
 
@@ -180,9 +184,11 @@ impl Harness {
             specs.into_iter().enumerate().collect::<Vec<_>>(),
         ));
         let mut tasks = tokio::task::JoinSet::new();
+        let progress = Arc::new(Progress::new("adding workloads", clients.len() as u64));
         for _ in 0..CALLERS {
             let specs = Arc::clone(&specs);
             let runtime = self.runtime.clone();
+            let progress = Arc::clone(&progress);
             tasks.spawn(async move {
                 let mut added = Vec::new();
                 loop {
@@ -191,6 +197,7 @@ impl Harness {
                         break;
                     };
                     added.push((i, runtime.add(spec).await?));
+                    progress.inc();
                 }
                 Ok::<_, tokenvisor::RuntimeError>(added)
             });
@@ -201,6 +208,7 @@ impl Harness {
                 handles[i] = Some(h);
             }
         }
+        progress.finish();
         Ok(handles.into_iter().flatten().collect())
     }
 
@@ -277,12 +285,16 @@ pub(crate) async fn wait_all(
 ) -> Result<Duration, usize> {
     let started = Instant::now();
     let mut remaining: Vec<usize> = (0..handles.len()).collect();
+    let progress = Progress::new("waiting for workloads", handles.len() as u64);
     loop {
         remaining.retain(|&i| !done(i, &handles[i]));
+        progress.set((handles.len() - remaining.len()) as u64);
         if remaining.is_empty() {
+            progress.finish();
             return Ok(started.elapsed());
         }
         if started.elapsed() >= timeout {
+            progress.finish();
             return Err(remaining.len());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

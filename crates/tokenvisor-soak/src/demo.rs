@@ -70,6 +70,24 @@ const RECENT: usize = 6;
 /// The lifetime of the provider's access tokens.
 const LIFETIME: Duration = Duration::from_secs(4);
 
+/// Waits until every workload is `running` again or `deadline` comes, whichever is first: an
+/// act that starts from a healthy fleet shows its effect.
+async fn settle(runtime: &Runtime, deadline: Instant) {
+    while Instant::now() < deadline {
+        let healthy = runtime.list().await.is_ok_and(|views| {
+            views.iter().all(|v| {
+                v.handle
+                    .status()
+                    .is_some_and(|r| r.status == WorkloadStatus::Running)
+            })
+        });
+        if healthy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the demo. Returns the exit code.
 pub fn run(args: &DemoArgs) -> crate::Result<u8> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -457,6 +475,10 @@ async fn demo(args: &DemoArgs) -> crate::Result<u8> {
         Times::Next(1),
     );
     tokio::time::sleep_until(at(0.60)).await;
+    // The hold (and the pace the endpoint is given after it) may still keep the fleet out of
+    // `running`: the outage starts once it is back, so that it shows.
+    settle(&runtime, at(0.72)).await;
+    let outage = Instant::now();
     story.act("the provider is down: 503 for every request", "503");
     idp.set_fault(
         FaultScope::Global,
@@ -464,12 +486,14 @@ async fn demo(args: &DemoArgs) -> crate::Result<u8> {
         Times::Always,
     );
     // Longer than a token's refresh interval: the hold synchronised the fleet's refreshes.
-    tokio::time::sleep_until(at(0.78)).await;
+    tokio::time::sleep_until(at(0.78).max(outage + LIFETIME)).await;
     idp.clear_faults();
     if let Some(a) = story.board().acts.last_mut() {
         a.fault = "none (provider back)".to_owned();
     }
     tokio::time::sleep_until(at(0.80)).await;
+    settle(&runtime, at(0.88)).await;
+    let revoked = Instant::now();
     story.act(
         &format!("{victim}'s grant is revoked, a refresh forced: invalid_grant is final"),
         &format!("invalid_grant for {victim}"),
@@ -477,7 +501,8 @@ async fn demo(args: &DemoArgs) -> crate::Result<u8> {
     idp.revoke_client_grants(victim.as_str());
     // Its next refresh now, not up to a token's life later: the act shows at once.
     runtime.force_refresh(&victim).await?;
-    tokio::time::sleep_until(at(0.90)).await;
+    tokio::time::sleep_until(at(0.90).max(revoked + Duration::from_millis(1500))).await;
+    let supplied = Instant::now();
     story.act(
         &format!("an operator supplies new credentials for {victim}"),
         "none",
@@ -492,7 +517,7 @@ async fn demo(args: &DemoArgs) -> crate::Result<u8> {
             },
         )
         .await?;
-    tokio::time::sleep_until(at(1.0)).await;
+    tokio::time::sleep_until(at(1.0).max(supplied + Duration::from_secs(2))).await;
 
     let views = runtime.list().await?;
     let counters = idp.counters();

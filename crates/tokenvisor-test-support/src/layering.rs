@@ -113,6 +113,25 @@ pub fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<Stri
         .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
 }
 
+/// The module graph of the crate whose sources are in `src` ([`module_graph`]), after
+/// checking that it has more than `min_modules` modules (the reader found the crate) and no
+/// cycle: the check every crate's layering test starts with.
+///
+/// # Panics
+/// When the graph is that small, or has a cycle (named in the message).
+pub fn assert_layered(src: &Path, min_modules: usize) -> BTreeMap<String, BTreeSet<String>> {
+    let graph = module_graph(src);
+    assert!(
+        graph.len() > min_modules,
+        "modules found: {:?}",
+        graph.keys()
+    );
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("module cycle: {}", cycle.join(" → "));
+    }
+    graph
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,23 +151,4 @@ mod tests {
             Some(vec!["a".into(), "b".into(), "a".into()])
         );
     }
-}
-
-/// The module graph of the crate whose sources are in `src` ([`module_graph`]), after
-/// checking that it has more than `min_modules` modules (the reader found the crate) and no
-/// cycle: the check every crate's layering test starts with.
-///
-/// # Panics
-/// When the graph is that small, or has a cycle (named in the message).
-pub fn assert_layered(src: &Path, min_modules: usize) -> BTreeMap<String, BTreeSet<String>> {
-    let graph = module_graph(src);
-    assert!(
-        graph.len() > min_modules,
-        "modules found: {:?}",
-        graph.keys()
-    );
-    if let Some(cycle) = find_cycle(&graph) {
-        panic!("module cycle: {}", cycle.join(" → "));
-    }
-    graph
 }

@@ -23,7 +23,7 @@ use crate::harness::Stack;
 /// What to do when the browser is missing.
 const INSTALL_BROWSER: &str = "install chromium and chromedriver with `bash real/install.sh` \
      (Debian's `chromium` and `chromium-driver` packages), then run \
-     `cargo nextest run -p tokenvisor-real --features real` (see real/README.md)";
+     `scripts/test --real` (see real/README.md)";
 
 /// The admin token of the test's admin API.
 const ADMIN: &str = "dashboard-admin-token-7d41a0c2";

@@ -2,7 +2,7 @@
 //! the machine's node) behind a real reverse proxy (nginx, from Debian's packages), every
 //! process started here on 127.0.0.1 and stopped by its PID, also when a test fails.
 //!
-//! Run it with `bash real/install.sh && cargo nextest run -p tokenvisor-real --features real`
+//! Run it with `bash real/install.sh && scripts/test --real`
 //! (real/README.md). A missing component fails every test with the command that installs it.
 //!
 //! - [`components`]: where nginx, node and oidc-provider are; free ports; process guards.

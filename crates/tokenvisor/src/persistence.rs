@@ -60,6 +60,9 @@ pub const LOCK_RETRY: Duration = Duration::from_secs(1);
 /// directory (ToolHive reads only `*.json` there; `.tokenvisor` is the directory's marker).
 pub const DEFAULT_JOURNAL_SUBDIR: &str = ".tokenvisor-state";
 
+/// How long a stopping persistence actor waits for its write job in flight.
+const JOB_STOP_WAIT: Duration = Duration::from_secs(30);
+
 /// Settings of the persistence actor.
 #[derive(Debug, Clone)]
 pub struct PersistenceConfig {
@@ -241,6 +244,9 @@ pub struct PersistState {
     /// The journal while no job holds it.
     journal: Option<Journal>,
     job_running: bool,
+    /// The blocking task of the job in flight: the actor waits for it when it stops, so that
+    /// nothing is written after it stopped.
+    job: Option<tokio::task::JoinHandle<()>>,
     /// Committed records whose file write was deferred (routine refreshes).
     deferred_views: HashMap<WorkloadName, Arc<StatusRecord>>,
     /// Status files that failed or were found locked, to write again.
@@ -333,6 +339,14 @@ impl Actor for PersistenceActor {
         if let Some((_, timer)) = state.wake.take() {
             timer.abort();
         }
+        // A job in flight finishes first (bounded): no file or commit after the actor stopped.
+        if let Some(job) = state.job.take()
+            && tokio::time::timeout(JOB_STOP_WAIT, job).await.is_err()
+        {
+            tracing::warn!(
+                "persistence actor stopped while a write job still ran after {JOB_STOP_WAIT:?}"
+            );
+        }
         let ids: Vec<u64> = state.flushes.keys().copied().collect();
         for id in ids {
             state.answer_flush(id, true);
@@ -344,7 +358,8 @@ impl Actor for PersistenceActor {
             );
         }
         if let Some(journal) = state.journal.take() {
-            drop(tokio::task::spawn_blocking(move || journal.checkpoint()));
+            let checkpoint = tokio::task::spawn_blocking(move || journal.checkpoint());
+            let _ = tokio::time::timeout(JOB_STOP_WAIT, checkpoint).await;
         }
         Ok(())
     }
@@ -366,6 +381,7 @@ impl PersistState {
             clock,
             journal,
             job_running: false,
+            job: None,
             deferred_views: HashMap::new(),
             unwritten: HashMap::new(),
             credentials: HashMap::new(),
@@ -443,7 +459,7 @@ impl PersistState {
                 let dir = Arc::clone(&self.dir);
                 let me = myself.clone();
                 let fail = self.inject_failures;
-                drop(tokio::task::spawn_blocking(move || {
+                self.job = Some(tokio::task::spawn_blocking(move || {
                     let result = run_job(&journal_dir, &dir, journal, batch, files, fail);
                     if me.cast(PersistenceMsg::JobDone(Box::new(result))).is_err() {
                         tracing::debug!("persistence actor gone before a job finished");

@@ -243,9 +243,8 @@ pub struct PersistState {
     queue: WriteQueue<WorkloadName, Patch>,
     /// The journal while no job holds it.
     journal: Option<Journal>,
-    job_running: bool,
-    /// The blocking task of the job in flight: the actor waits for it when it stops, so that
-    /// nothing is written after it stopped.
+    /// The blocking task of the job in flight (at most one; `None` when idle): the actor
+    /// waits for it when it stops, so that nothing is written after it stopped.
     job: Option<tokio::task::JoinHandle<()>>,
     /// Committed records whose file write was deferred (routine refreshes).
     deferred_views: HashMap<WorkloadName, Arc<StatusRecord>>,
@@ -380,7 +379,6 @@ impl PersistState {
             stats,
             clock,
             journal,
-            job_running: false,
             job: None,
             deferred_views: HashMap::new(),
             unwritten: HashMap::new(),
@@ -433,7 +431,7 @@ impl PersistState {
         let now = self.clock.now();
         // Flush waiters the queue timed out are answered by our own deadline timers.
         let _ = self.queue.poll(now);
-        if !self.job_running {
+        if self.job.is_none() {
             let batch = self.queue.take_batch(now);
             let mut files: Vec<(WorkloadName, Arc<StatusRecord>)> = Vec::new();
             for name in self.queue.due_files(now) {
@@ -453,7 +451,6 @@ impl PersistState {
                 }
             }
             if batch.is_some() || !files.is_empty() {
-                self.job_running = true;
                 let journal = self.journal.take();
                 let journal_dir = self.config.journal_dir.clone();
                 let dir = Arc::clone(&self.dir);
@@ -491,7 +488,7 @@ impl PersistState {
     }
 
     fn on_job_done(&mut self, result: JobResult) {
-        self.job_running = false;
+        self.job = None;
         let now = self.clock.now();
         let JobResult {
             journal,

@@ -121,6 +121,15 @@ async fn fixture_with(
     token: Option<&'static str>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Fixture {
+    fixture_full(token, metrics, crate::EventLimits::default()).await
+}
+
+/// A fixture with every knob: the admin token, a metrics handle, the event stream's bounds.
+async fn fixture_full(
+    token: Option<&'static str>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    limits: crate::EventLimits,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeTransport::new();
     let runtime = Runtime::start(RuntimeConfig::new(
@@ -129,11 +138,12 @@ async fn fixture_with(
     ))
     .await
     .unwrap();
-    let state = AdminState::new(
+    let state = AdminState::with_event_limits(
         runtime.clone(),
         Secret::from(token.unwrap_or(ADMIN)),
         LISTEN.parse().unwrap(),
         metrics,
+        limits,
     );
     Fixture {
         _dir: dir,

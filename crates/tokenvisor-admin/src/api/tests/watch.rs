@@ -5,9 +5,8 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use futures_util::StreamExt as _;
 use serde_json::Value;
-use tokenvisor::testing::{FakeReply, FakeTransport};
-use tokenvisor::{Runtime, RuntimeConfig};
-use tokenvisor_core::{Secret, WorkloadStatus};
+use tokenvisor::testing::FakeReply;
+use tokenvisor_core::WorkloadStatus;
 use tower::ServiceExt as _;
 
 use super::*;
@@ -15,28 +14,7 @@ use crate::EventLimits;
 
 /// A fixture whose event stream has the given bounds.
 async fn fixture_limits(limits: EventLimits) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeTransport::new();
-    let runtime = Runtime::start(RuntimeConfig::new(
-        dir.path().join("statuses"),
-        Arc::new(fake.clone()),
-    ))
-    .await
-    .unwrap();
-    let state = AdminState::with_event_limits(
-        runtime.clone(),
-        Secret::from(ADMIN),
-        LISTEN.parse().unwrap(),
-        None,
-        limits,
-    );
-    Fixture {
-        _dir: dir,
-        fake,
-        runtime,
-        app: router(state),
-        token: Some(ADMIN),
-    }
+    fixture_full(Some(ADMIN), None, limits).await
 }
 
 /// A workload of another endpoint, whose URL carries credentials in userinfo and query.

@@ -119,7 +119,7 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
     let all: Vec<&str> = own.iter().chain(policy).copied().collect();
     for (i, (span, entries)) in workloads.into_iter().enumerate() {
         let path = format!("workload[{i}]");
-        if cx.is_broken(&path) {
+        if cx.broken.contains(&path) {
             continue;
         }
         let entries = drop_unknown(cx, &path, entries, &all, &[service], "workload");

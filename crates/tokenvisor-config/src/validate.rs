@@ -1,12 +1,11 @@
 //! The validation pass: raw sections ([`crate::read`]) → a [`Config`], or every problem.
 //!
-//! `[service]` first (its `log_level` is checked as a filter: each directive a level or
-//! `TARGET=LEVEL`, [`log_filter`]); then `[defaults]` over the built-in policy, and each `[[workload]]`'s
-//! policy keys over the defaults (a workload's value replaces the default, lists too; each
-//! key remembers where it was set, so that a rule tying two keys together names both
-//! origins); then a workload's own keys and the checks across workloads (names, files that
-//! tokenvisor writes, one endpoint concurrency per token URL). Everything reports into one
-//! collector, so a file with several problems gets all of them, in file order.
+//! `[service]`, then `[defaults]` over the built-in policy and each `[[workload]]`'s policy
+//! keys over the defaults (a value replaces the default, lists too, and remembers where it
+//! was set, so that a rule tying two keys names both origins), then a workload's own keys and
+//! the checks across workloads (names, files tokenvisor writes, one endpoint concurrency per
+//! token URL). A scalar key's rule is found by its name ([`Rule`]: [`DURATIONS`], numbers,
+//! counts), for `[service]` and the policy alike. Everything reports into one collector.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -18,18 +17,139 @@ use humantime::format_duration as human;
 use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
-use crate::problems::{Cx, count, duration};
-use crate::read::RawFile;
+use crate::problems::Cx;
 use crate::schema::{Count, HumanDuration, List, Number, RawGrant, RawPolicy, RawSecret};
 use crate::schema::{RawService, RawWorkload};
 use crate::secrets::{admin_token_long_enough, read_secret_env};
-use crate::spec::{
-    AdminListen, GrantSpec, SecretOrigin, ServiceConfig, WorkloadPolicy, WorkloadSpec,
-};
+use crate::spec::{AdminLimits, AdminListen, GrantSpec, SecretOrigin, ServiceConfig};
+use crate::spec::{DEFAULT_STATUS_REFRESH_INTERVAL, WorkloadPolicy, WorkloadSpec};
 use crate::{Config, ConfigError, MAX_ADMIN_MAX_CONNECTIONS as MAX_CONNS, MAX_DURATION};
-use crate::{MAX_ENDPOINT_CONCURRENCY, default_state_dir, default_status_dir, duration_limit};
+use crate::{MAX_ENDPOINT_CONCURRENCY as MAX_CONC, default_state_dir, default_status_dir};
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+/// Each duration key: its ceiling in seconds, whether it must be longer than 0s, and why the
+/// ceiling (for the message). Nothing may make a timer wait longer than the timer service
+/// holds (30 days); the tighter ceilings catch typos ("30d" for "30s").
+pub(crate) const DURATIONS: [(&str, u64, bool, &str); 10] = [
+    ("request_timeout", 600, true, REQUEST),
+    ("connect_timeout", 600, true, REQUEST),
+    (
+        "default_lifetime",
+        365 * DAY,
+        true,
+        "a provider's expires_in is capped at one year too",
+    ),
+    ("backoff_initial", DAY, true, BACKOFF),
+    ("backoff_max", DAY, true, BACKOFF),
+    (
+        "give_up_after",
+        30 * DAY,
+        false,
+        "the longest a timer waits; use 0s to never give up",
+    ),
+    (
+        "max_retry_after",
+        DAY,
+        false,
+        "no provider may stop every refresh of an endpoint for longer",
+    ),
+    ("admin_header_timeout", HOUR, true, ADMIN),
+    ("admin_idle_timeout", HOUR, true, ADMIN),
+    (
+        "status_refresh_interval",
+        HOUR,
+        false,
+        "a status file may show timestamps at most an hour old",
+    ),
+];
+const REQUEST: &str =
+    "a token request that takes longer has failed; the attempt backstop adds both";
+const BACKOFF: &str = "a longer wait between attempts would hide an outage for days";
+const ADMIN: &str = "the admin API waits no longer for a client";
+
+/// A value type of the schema, checked by the rule of the key it is at.
+trait Rule: Sized {
+    type Out;
+    fn checked(cx: &mut Cx, key: &str, raw: &Spanned<Self>) -> Option<Self::Out>;
+}
+
+impl Rule for HumanDuration {
+    type Out = Duration;
+    fn checked(cx: &mut Cx, key: &str, raw: &Spanned<Self>) -> Option<Duration> {
+        let rule = DURATIONS.iter().find(|r| r.0 == key);
+        let (_, max, positive, why) =
+            rule.copied()
+                .unwrap_or(("", MAX_DURATION.as_secs(), true, "longer is a typo"));
+        cx.check(key, raw, |&HumanDuration(d)| {
+            match Duration::from_secs(max) {
+                _ if positive && d.is_zero() => Err("must be longer than 0s".to_owned()),
+                max if d > max => Err(format!(
+                    "is {}; it must be at most {} ({why})",
+                    human(d),
+                    human(max)
+                )),
+                _ => Ok(d),
+            }
+        })
+    }
+}
+
+impl Rule for Number {
+    type Out = f64;
+    fn checked(cx: &mut Cx, key: &str, raw: &Spanned<Self>) -> Option<f64> {
+        let (ok, rule): (fn(f64) -> bool, _) = match key {
+            "refresh_at" => (
+                |x| x > 0.0 && x <= 1.0,
+                "it must be above 0 and at most 1 (a fraction of the token's lifetime)",
+            ),
+            "refresh_jitter" => (
+                |x| (0.0..1.0).contains(&x),
+                "it must be at least 0 and below refresh_at",
+            ),
+            _ => (|x| x >= 1.0, "it must be at least 1"),
+        };
+        cx.check(key, raw, |&Number::Float(x)| {
+            (x.is_finite() && ok(x))
+                .then_some(x)
+                .ok_or(format!("is {x}; {rule}"))
+        })
+    }
+}
+
+impl Rule for Count {
+    type Out = usize;
+    fn checked(cx: &mut Cx, key: &str, raw: &Spanned<Self>) -> Option<usize> {
+        let (max, rule) = match key {
+            "admin_max_connections" => (MAX_CONNS, format!("must be between 1 and {MAX_CONNS}")),
+            _ => (
+                MAX_CONC,
+                format!("it must be at least 1 and at most {MAX_CONC}"),
+            ),
+        };
+        let ok = |n: &i128| usize::try_from(*n).ok().filter(|n| (1..=max).contains(n));
+        cx.check(key, raw, |n| ok(n).ok_or_else(|| format!("is {n}; {rule}")))
+    }
+}
+
+impl Rule for Vec<Spanned<String>> {
+    type Out = Vec<String>;
+    /// Extra error codes (RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E )).
+    fn checked(cx: &mut Cx, key: &str, raw: &List) -> Option<Vec<String>> {
+        let code = |c: &str| {
+            let ascii = c
+                .bytes()
+                .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+            !c.is_empty() && c.trim() == c && ascii
+        };
+        let what = "an RFC 6749 error code (printable ASCII without '\"' or '\\', not empty, no \
+                    leading or trailing space)";
+        cx.each_valid(key, raw, code, what)
+    }
+}
 
 /// Reads and validates `text` (named `source`; relative paths resolve against `base`).
 pub(crate) fn parse_in(
@@ -38,25 +158,21 @@ pub(crate) fn parse_in(
     base: &Path,
     env: Env<'_>,
 ) -> Result<Config, ConfigError> {
+    let (cx, seen) = (Cx::new(text), Seen::default());
     let mut v = V {
-        cx: Cx::new(text),
+        cx,
         base,
         env,
-        seen: Seen::default(),
+        seen,
     };
     let Some(raw) = crate::read::read(&mut v.cx, text) else {
         return Err(v.cx.into_error(source));
     };
-    let RawFile {
-        service,
-        defaults,
-        workloads: raw_workloads,
-    } = raw;
     v.cx.path = "service".to_owned();
-    let service = v.service(service);
-    let defaults = v.policy(&Level::default(), defaults, "defaults");
+    let service = v.service(&raw.service);
+    let defaults = v.policy(&Level::default(), raw.defaults, "defaults");
     let mut workloads = Vec::new();
-    for (path, header, raw_policy, raw) in raw_workloads {
+    for (path, header, raw_policy, raw) in raw.workloads {
         let policy = v.policy(&defaults, raw_policy, &path);
         v.cx.header = Some(header);
         workloads.extend(v.workload(&raw, policy));
@@ -64,11 +180,10 @@ pub(crate) fn parse_in(
     if !v.cx.problems.is_empty() {
         return Err(v.cx.into_error(source));
     }
-    let mut warnings = v.cx.warnings;
+    let (source, defaults, mut warnings) = (source.to_path_buf(), defaults.policy, v.cx.warnings);
     warnings.sort_by_key(|p| p.line);
-    let defaults = defaults.policy;
     Ok(Config {
-        source: source.to_path_buf(),
+        source,
         service,
         defaults,
         workloads,
@@ -115,10 +230,9 @@ impl Level {
         }
     }
 
-    /// A rule that ties `a` and `b` together: checked where at least one of them is set here,
-    /// and only when neither was already reported. `broken` gets where each value came from
-    /// ([`Self::origin`]) and says what is wrong, if anything; the problem is blamed on `b` if
-    /// it is set here, else on `a`.
+    /// A rule tying `a` and `b`: checked where at least one of them is set here and neither
+    /// was already reported. `broken` gets where each value came from ([`Self::origin`]) and
+    /// says what is wrong; the problem is blamed on `b` if it is set here, else on `a`.
     fn pair(
         &self,
         cx: &mut Cx,
@@ -126,9 +240,11 @@ impl Level {
         broken: impl FnOnce(String, String) -> Option<String>,
     ) {
         let set_here = self.here.contains_key(a) || self.here.contains_key(b);
-        let clean = [a, b]
-            .iter()
-            .all(|k| self.from.get(k).is_none_or(|(from, _)| !cx.is_broken(from)));
+        let clean = [a, b].iter().all(|k| {
+            self.from
+                .get(k)
+                .is_none_or(|(from, _)| !cx.broken.contains(from))
+        });
         if let Some(reason) = (set_here && clean)
             .then(|| broken(self.origin(a), self.origin(b)))
             .flatten()
@@ -149,15 +265,15 @@ impl V<'_> {
     }
 
     /// `[service]`: where status files go, the admin API (address, token, limits), logging.
-    fn service(&mut self, raw: RawService) -> ServiceConfig {
-        let (cx, env) = (&mut self.cx, self.env);
+    fn service(&mut self, raw: &RawService) -> ServiceConfig {
         let status_dir = match &raw.status_dir {
             Some(s) => self.path("status_dir", s),
-            None if cx.broken_here(&["status_dir"]) => PathBuf::new(),
-            None => default_status_dir(env).unwrap_or_else(|| {
+            None => default_status_dir(self.env).unwrap_or_else(|| {
                 let why = "not set, and neither XDG_DATA_HOME nor HOME is set to derive the default \
                     ($XDG_DATA_HOME/tokenvisor/statuses or $HOME/.local/share/tokenvisor/statuses)";
-                cx.report("status_dir", None, why);
+                if !self.cx.broken_here(&["status_dir"]) {
+                    self.cx.report("status_dir", None, why);
+                }
                 PathBuf::new()
             }),
         };
@@ -176,11 +292,10 @@ impl V<'_> {
         let on = admin_listen != AdminListen::Off;
         let admin_token_file = raw.admin_token_file.as_ref().map(|f| {
             let path = self.path("admin_token_file", f);
-            let secret = |cx: &mut Cx| cx.secret_file("admin_token_file", f.span(), &path);
             if !f.get_ref().is_empty()
                 && on
-                && let Err(why) =
-                    secret(&mut self.cx).and_then(|t| admin_token_long_enough(&path, t))
+                && let Err(why) = (self.cx.secret_file("admin_token_file", f.span(), &path))
+                    .and_then(|t| admin_token_long_enough(&path, t))
             {
                 self.cx.report("admin_token_file", Some(f.span()), why);
             }
@@ -201,47 +316,18 @@ impl V<'_> {
             }),
         };
         let cx = &mut self.cx;
-        let mut limits = crate::AdminLimits::default();
-        let wait = (
-            Duration::from_secs(3600),
-            "the admin API waits no longer for a client",
-        );
-        let timeouts = [
-            (
-                "admin_header_timeout",
-                &raw.admin_header_timeout,
-                &mut limits.header_timeout,
-            ),
-            (
-                "admin_idle_timeout",
-                &raw.admin_idle_timeout,
-                &mut limits.idle_timeout,
-            ),
-        ];
-        for (name, value, slot) in timeouts {
-            if let Some(d) = value
-                .as_ref()
-                .and_then(|v| cx.check(name, v, |d| duration(d, true, wait)))
-            {
-                *slot = d;
-            }
-        }
-        if let Some(v) = &raw.admin_max_connections {
-            let rule = format!("must be between 1 and {MAX_CONNS}");
-            let n = cx.check("admin_max_connections", v, |n| count(n, MAX_CONNS, &rule));
-            limits.max_connections = n.unwrap_or(limits.max_connections);
-        }
-        let status_refresh_interval = raw
-            .status_refresh_interval
-            .as_ref()
-            .and_then(|v| {
-                let most = (
-                    Duration::from_secs(3600),
-                    "a status file may show timestamps at most an hour old",
-                );
-                cx.check("status_refresh_interval", v, |d| duration(d, false, most))
-            })
-            .unwrap_or(crate::spec::DEFAULT_STATUS_REFRESH_INTERVAL);
+        let d = AdminLimits::default();
+        let admin_limits = AdminLimits {
+            header_timeout: checked(cx, "admin_header_timeout", &raw.admin_header_timeout)
+                .unwrap_or(d.header_timeout),
+            idle_timeout: checked(cx, "admin_idle_timeout", &raw.admin_idle_timeout)
+                .unwrap_or(d.idle_timeout),
+            max_connections: checked(cx, "admin_max_connections", &raw.admin_max_connections)
+                .unwrap_or(d.max_connections),
+        };
+        let status_refresh_interval =
+            checked(cx, "status_refresh_interval", &raw.status_refresh_interval)
+                .unwrap_or(DEFAULT_STATUS_REFRESH_INTERVAL);
         if let AdminListen::Addr(addr) = admin_listen
             && !addr.ip().is_loopback()
             && admin_token_file.is_none()
@@ -257,18 +343,22 @@ impl V<'_> {
                 why,
             );
         }
-        let log_level = match raw.log_level {
-            Some(s) => {
-                cx.check("log_level", &s, |l| log_filter(l));
-                s.into_inner()
-            }
-            None => "info".to_owned(),
-        };
-        let log_format = raw.log_format.map(Spanned::into_inner).unwrap_or_default();
-        let (admin_limits, listen) = (limits, admin_listen);
+        if let Some(s) = &raw.log_level {
+            cx.check("log_level", s, |l| log_filter(l));
+        }
+        let log_level = raw
+            .log_level
+            .as_ref()
+            .map_or("info", |s| s.get_ref())
+            .to_owned();
+        let log_format = raw
+            .log_format
+            .as_ref()
+            .map(|f| *f.get_ref())
+            .unwrap_or_default();
         ServiceConfig {
             status_dir,
-            admin_listen: listen,
+            admin_listen,
             admin_token_file,
             state_dir,
             admin_limits,
@@ -279,8 +369,7 @@ impl V<'_> {
     }
 
     /// `[defaults]` (over the built-in policy) or a workload's policy keys (over the
-    /// defaults'): timeouts, the refresh schedule, backoff, give-up, `Retry-After` ceiling,
-    /// endpoint concurrency, extra error codes.
+    /// defaults'), each checked by its [`Rule`], then the rules tying two keys.
     fn policy(&mut self, base: &Level, raw: RawPolicy, path: &str) -> Level {
         let cx = &mut self.cx;
         cx.path = path.to_owned();
@@ -290,33 +379,31 @@ impl V<'_> {
         };
         // Each key: recorded as set here (valid or not), checked, stored.
         macro_rules! keys {
-            ($($name:ident => $($field:ident).+ : $check:ident($($arg:expr),*);)*) => {$(
+            ($($name:ident => $($field:ident).+;)*) => {$(
                 if let Some(raw) = raw.$name {
                     let name = stringify!($name);
                     lvl.from.insert(name, (cx.key(name), raw.span()));
                     lvl.here.insert(name, raw.span());
-                    if let Some(v) = $check(cx, name, &raw, $($arg),*) {
+                    if let Some(v) = Rule::checked(cx, name, &raw) {
                         lvl.policy.$($field).+ = v;
                     }
                 }
             )*};
         }
         keys! {
-            request_timeout => request_timeout: dur(true);
-            connect_timeout => connect_timeout: dur(true);
-            refresh_at => schedule.refresh_at: num(|x| x > 0.0 && x <= 1.0,
-                "it must be above 0 and at most 1 (a fraction of the token's lifetime)");
-            refresh_jitter => schedule.refresh_jitter: num(|x| (0.0..1.0).contains(&x),
-                "it must be at least 0 and below refresh_at");
-            default_lifetime => default_lifetime: dur(true);
-            backoff_initial => backoff.initial: dur(true);
-            backoff_max => backoff.max: dur(true);
-            backoff_multiplier => backoff.multiplier: num(|x| x >= 1.0, "it must be at least 1");
-            give_up_after => give_up_after: dur(false);
-            max_retry_after => max_retry_after: dur(false);
-            endpoint_concurrency => endpoint_concurrency: concurrency();
-            transient_codes => transient_codes: codes();
-            permanent_codes => permanent_codes: codes();
+            request_timeout => request_timeout;
+            connect_timeout => connect_timeout;
+            refresh_at => schedule.refresh_at;
+            refresh_jitter => schedule.refresh_jitter;
+            default_lifetime => default_lifetime;
+            backoff_initial => backoff.initial;
+            backoff_max => backoff.max;
+            backoff_multiplier => backoff.multiplier;
+            give_up_after => give_up_after;
+            max_retry_after => max_retry_after;
+            endpoint_concurrency => endpoint_concurrency;
+            transient_codes => transient_codes;
+            permanent_codes => permanent_codes;
         }
         let (s, b, p) = (lvl.policy.schedule, lvl.policy.backoff, &lvl.policy);
         lvl.pair(cx, ["refresh_at", "refresh_jitter"], |at, jitter| {
@@ -341,8 +428,7 @@ impl V<'_> {
                     .map(|o| format!(" ({o})"))
                     .unwrap_or_default()
             };
-            let (t, perm) = (paren(t), paren(perm));
-            let why = "a code can only be one or the other";
+            let (t, perm, why) = (paren(t), paren(perm), "a code can only be one or the other");
             (!both.is_empty()).then(|| {
                 format!("{both:?} in both transient_codes{t} and permanent_codes{perm}; {why}")
             })
@@ -359,11 +445,7 @@ impl V<'_> {
             true => Err("must not be empty".to_owned()),
             false => Ok(resolve(base, p)),
         })?;
-        let (norm, key, line): (PathBuf, _, _) = (
-            path.components().collect(),
-            self.cx.key(name),
-            self.cx.line(raw.span().start),
-        );
+        let (norm, key) = (path.components().collect(), self.cx.key(name));
         match self.seen.files.get(&norm) {
             Some((other, line, other_writes)) if writes || *other_writes => {
                 let why = format!(
@@ -374,7 +456,11 @@ impl V<'_> {
                 self.cx.report(name, Some(raw.span()), why);
             }
             Some(_) => {}
-            None => drop(self.seen.files.insert(norm, (key, line, writes))),
+            None => drop(
+                self.seen
+                    .files
+                    .insert(norm, (key, self.cx.line(raw.span().start), writes)),
+            ),
         }
         Some(path)
     }
@@ -389,10 +475,8 @@ impl V<'_> {
     ) -> Option<(Secret, PathBuf)> {
         let path = self.file(name, raw, writes)?;
         let secret = self.cx.secret_file(name, raw.span(), &path);
-        secret
-            .map_err(|why| self.cx.report(name, Some(raw.span()), why))
-            .ok()
-            .map(|s| (s, path))
+        let secret = secret.map_err(|why| self.cx.report(name, Some(raw.span()), why));
+        secret.ok().map(|s| (s, path))
     }
 
     /// One `[[workload]]`'s own keys → a [`WorkloadSpec`]: name, token URL, client, the client
@@ -458,9 +542,11 @@ impl V<'_> {
         let resource = raw.resource.as_ref().and_then(|r| {
             cx.check("resource", r, |s| match url::Url::parse(s) {
                 Ok(u) if u.fragment().is_none() && s.trim() == s => Ok(Arc::from(s.as_str())),
-                Ok(_) | Err(_) => Err("must be an absolute URI without a fragment (RFC 8707), \
-                     e.g. \"https://mcp.example.com\""
-                    .to_owned()),
+                Ok(_) | Err(_) => Err(
+                    "must be an absolute URI without a fragment (RFC 8707), e.g. \
+                     \"https://mcp.example.com\""
+                        .to_owned(),
+                ),
             })
         });
         let audience = raw
@@ -477,7 +563,7 @@ impl V<'_> {
             .as_ref()
             .map(|url| (url, self.seen.endpoints.get(url)))
         {
-            Some((_, Some((other, m)))) if *m != n && !cx.is_broken(&key) => {
+            Some((_, Some((other, m)))) if *m != n && !cx.broken.contains(&key) => {
                 let set = policy.from.get("endpoint_concurrency");
                 let from = set.map_or("the default", |(k, _)| k.as_str());
                 let span = set
@@ -501,22 +587,19 @@ impl V<'_> {
             return None;
         }
         let (client_secret, client_secret_origin) = secret.unzip();
-        let (name, token_url, client_id, grant, scopes) =
-            (name?, token_url?, client_id?, grant?, Arc::from(scopes?));
-        let (resource, audience, policy) = (resource, audience, policy.policy);
         Some(WorkloadSpec {
-            name,
-            token_url,
-            client_id,
+            name: name?,
+            token_url: token_url?,
+            client_id: client_id?,
             client_secret,
             client_secret_origin,
             auth_method,
-            grant,
-            scopes,
+            grant: grant?,
+            scopes: Arc::from(scopes?),
             resource,
             audience,
             token_sink_file,
-            policy,
+            policy: policy.policy,
         })
     }
 
@@ -647,43 +730,9 @@ impl V<'_> {
     }
 }
 
-/// A duration key of the policy, within its ceiling ([`duration_limit`]).
-fn dur(cx: &mut Cx, name: &str, raw: &Spanned<HumanDuration>, positive: bool) -> Option<Duration> {
-    let limit = duration_limit(name).unwrap_or((MAX_DURATION, "longer is a typo"));
-    cx.check(name, raw, |d| duration(d, positive, limit))
-}
-
-/// A number key of the policy: finite and `ok`, else "is X; `rule`".
-fn num(
-    cx: &mut Cx,
-    name: &str,
-    raw: &Spanned<Number>,
-    ok: fn(f64) -> bool,
-    rule: &str,
-) -> Option<f64> {
-    cx.check(name, raw, |&Number::Float(x)| {
-        (x.is_finite() && ok(x))
-            .then_some(x)
-            .ok_or(format!("is {x}; {rule}"))
-    })
-}
-
-fn concurrency(cx: &mut Cx, name: &str, raw: &Spanned<Count>) -> Option<usize> {
-    let rule = format!("it must be at least 1 and at most {MAX_ENDPOINT_CONCURRENCY}");
-    cx.check(name, raw, |n| count(n, MAX_ENDPOINT_CONCURRENCY, &rule))
-}
-
-/// Extra error codes. RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E )
-fn codes(cx: &mut Cx, name: &str, raw: &List) -> Option<Vec<String>> {
-    let code = |c: &str| {
-        !c.is_empty()
-            && c.trim() == c
-            && c.bytes()
-                .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
-    };
-    let what = "an RFC 6749 error code (printable ASCII without '\"' or '\\', not empty, no leading \
-                or trailing space)";
-    cx.each_valid(name, raw, code, what)
+/// An optional scalar key through its [`Rule`].
+fn checked<T: Rule>(cx: &mut Cx, key: &str, raw: &Option<Spanned<T>>) -> Option<T::Out> {
+    T::checked(cx, key, raw.as_ref()?)
 }
 
 /// `path` against `base` (unless absolute), without `.` components.
@@ -714,11 +763,12 @@ fn inline(RawSecret::Text(s): &RawSecret) -> Result<Secret, String> {
 /// echoed (it might carry credentials).
 fn token_url(s: &str) -> Result<TokenUrl, String> {
     let url = TokenUrl::parse(s).map_err(|e| e.to_string())?;
-    let (u, why) = (url.as_url(), "use client_id and a client secret");
+    let u = url.as_url();
     if !u.username().is_empty() || u.password().is_some() {
-        return Err(format!(
-            "must not contain credentials (user:password@); {why}"
-        ));
+        return Err(
+            "must not contain credentials (user:password@); use client_id and a client secret"
+                .to_owned(),
+        );
     }
     match u.fragment() {
         Some(_) => Err("must not contain a fragment (#…) (RFC 6749 §3.2)".to_owned()),
@@ -727,16 +777,14 @@ fn token_url(s: &str) -> Result<TokenUrl, String> {
 }
 
 /// The log levels a `log_level` filter may name (case-insensitive, as `tracing` reads them).
-pub(crate) const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
-/// `[service] log_level`: comma-separated directives, each a level (`info`) or
-/// `TARGET=LEVEL` (`tokenvisor=debug`, also with a span filter such as
-/// `tokenvisor[refresh]=trace`). A bare word that is not a level would be read by the
-/// logger as a target enabled at `trace` and every other line silenced (`"verbose"` logs
-/// nothing at all), so it is refused, with a "did you mean" when it is close to a level.
-pub(crate) fn log_filter(filter: &str) -> Result<(), String> {
+/// `[service] log_level`: comma-separated directives, each a level (`info`) or `TARGET=LEVEL`
+/// (`tokenvisor[refresh]=trace` too). A bare word that is not a level would be read by the
+/// logger as a target enabled at `trace`, every other line silenced, so it is refused, with
+/// a "did you mean" when it is close to a level.
+fn log_filter(filter: &str) -> Result<(), String> {
     const EXAMPLE: &str = "e.g. \"info\" or \"info,tokenvisor=debug\"";
-    let levels = LOG_LEVELS.join(", ");
     if filter.trim().is_empty() {
         return Err(format!("must not be empty ({EXAMPLE})"));
     }
@@ -747,27 +795,29 @@ pub(crate) fn log_filter(filter: &str) -> Result<(), String> {
         };
         if directive.is_empty() || target.is_some_and(str::is_empty) {
             return Err(format!(
-                "{filter:?} has an empty directive; write comma-separated levels or \
-                 TARGET=LEVEL ({EXAMPLE})"
+                "{filter:?} has an empty directive; write comma-separated levels or TARGET=LEVEL ({EXAMPLE})"
             ));
         }
-        if LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        let lower = level.to_ascii_lowercase();
+        if LOG_LEVELS.contains(&lower.as_str()) {
             continue;
         }
-        let lower = level.to_ascii_lowercase();
-        let hint = (LOG_LEVELS.iter())
-            .map(|l| (strsim::levenshtein(&lower, l), *l))
-            .filter(|&(d, l)| {
-                d <= 2 || (lower.len() > 2 && (lower.starts_with(l) || l.starts_with(&lower)))
-            })
-            .min_by_key(|&(d, _)| d)
-            .map(|(_, l)| format!("; did you mean `{l}`?"))
-            .unwrap_or_default();
+        let close = |&(d, l): &(usize, &str)| {
+            d <= 2 || (lower.len() > 2 && (lower.starts_with(l) || l.starts_with(&lower)))
+        };
+        let hint = (LOG_LEVELS
+            .iter()
+            .map(|l| (strsim::levenshtein(&lower, l), *l)))
+        .filter(close)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, l)| format!("; did you mean `{l}`?"))
+        .unwrap_or_default();
+        let levels = LOG_LEVELS.join(", ");
         return Err(match target {
             Some(t) => format!("{level:?} (for {t}) is not a log level{hint} (one of {levels})"),
             None => format!(
-                "{level:?} is not a log level{hint}; a level is one of {levels}, and a target \
-                 is written TARGET=LEVEL ({EXAMPLE})"
+                "{level:?} is not a log level{hint}; a level is one of {levels}, and a target is \
+                 written TARGET=LEVEL ({EXAMPLE})"
             ),
         });
     }

@@ -5,6 +5,9 @@
 //! Run it with `bash real/install.sh && scripts/test --real`
 //! (real/README.md). A missing component fails every test with the command that installs it.
 //!
+//! The support modules are the library's (`real/tests-rs/src/lib.rs`), shared with the
+//! benchmark examples:
+//!
 //! - [`components`]: where nginx, node and oidc-provider are; free ports; process guards.
 //! - [`oidc`]: oidc-provider (real/oidc/provider.mjs), the scripted authorization_code +
 //!   PKCE login (real/oidc/login.mjs), its request log, RFC 7009 revocation, introspection.
@@ -17,6 +20,9 @@
 //!   tokenvisor-test-support's.
 //! - [`endpoint`]: [`endpoint::RealEndpoint`], the shared scenarios' endpoint (nginx's
 //!   modes as the faults).
+//!
+//! The tests, this binary's own modules:
+//!
 //! - [`scenarios`]: the shared scenarios of tokenvisor-test-support, then faults only this
 //!   suite has (502, a slow upstream, `limit_req`, client_credentials), in process.
 //! - [`dashboard`]: the admin dashboard in headless chromium (chromedriver): a known fleet's
@@ -27,12 +33,8 @@
 //! capped at 1 s, requests time out after 2 s. Tests never sleep to let time pass: they poll
 //! for an event (a status, a log line) with a bounded wait, and assert no durations.
 
-mod components;
+use tokenvisor_real::{components, endpoint, harness, nginx, oidc};
+
 mod daemon;
 mod dashboard;
-mod endpoint;
-mod harness;
-mod nginx;
-mod oidc;
 mod scenarios;
-mod slow;

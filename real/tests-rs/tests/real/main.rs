@@ -5,21 +5,8 @@
 //! Run it with `bash real/install.sh && scripts/test --real`
 //! (real/README.md). A missing component fails every test with the command that installs it.
 //!
-//! The support modules are the library's (`real/tests-rs/src/lib.rs`), shared with the
-//! benchmark examples:
-//!
-//! - [`components`]: where nginx, node and oidc-provider are; free ports; process guards.
-//! - [`oidc`]: oidc-provider (real/oidc/provider.mjs), the scripted authorization_code +
-//!   PKCE login (real/oidc/login.mjs), its request log, RFC 7009 revocation, introspection.
-//! - [`nginx`]: one nginx per test with its own prefix, switched between the modes of
-//!   real/nginx/modes by `nginx -s reload`, and its JSON access log.
-//! - [`slow`]: an upstream that accepts requests and never answers.
-//! - [`harness`]: the stack of one test (provider, nginx, the tokenvisor runtime in process,
-//!   every state change, status files read back from disk); the bounded wait, the status
-//!   readers, the event collector, the daemon spawner and the admin client are
-//!   tokenvisor-test-support's.
-//! - [`endpoint`]: [`endpoint::RealEndpoint`], the shared scenarios' endpoint (nginx's
-//!   modes as the faults).
+//! The support modules are the library's ([`tokenvisor_real`], `real/tests-rs/src/`), shared
+//! with the benchmark examples: `components`, `oidc`, `nginx`, `slow`, `harness`, `endpoint`.
 //!
 //! The tests, this binary's own modules:
 //!

@@ -1,11 +1,9 @@
 //! The validation pass: raw sections ([`crate::read`]) → a [`Config`], or every problem.
 //!
 //! `[service]`, then `[defaults]` over the built-in policy and each `[[workload]]`'s policy
-//! keys over the defaults (a value replaces the default, lists too, and remembers where it
-//! was set, so that a rule tying two keys names both origins), then a workload's own keys and
-//! the checks across workloads (names, files tokenvisor writes, one endpoint concurrency per
-//! token URL). A scalar key's rule is found by its name ([`Rule`]: [`DURATIONS`], numbers,
-//! counts), for `[service]` and the policy alike. Everything reports into one collector.
+//! keys over the defaults (each value remembers where it was set, so that a rule tying two
+//! keys names both origins), then a workload's own keys and the checks across workloads.
+//! A scalar key's rule is found by its name ([`Rule`], [`DURATIONS`]), in every section.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -17,112 +15,88 @@ use humantime::format_duration as human;
 use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
-use crate::problems::Cx;
+use crate::problems::{Cx, Span};
 use crate::schema::{Count, HumanDuration, List, Number, RawGrant, RawPolicy, RawSecret};
 use crate::schema::{RawService, RawWorkload};
 use crate::secrets::{admin_token_long_enough, read_secret_env};
-use crate::spec::{AdminLimits, AdminListen, GrantSpec, SecretOrigin, ServiceConfig};
+use crate::spec::{AdminLimits, AdminListen, GrantSpec, SecretOrigin as Origin, ServiceConfig};
 use crate::spec::{DEFAULT_STATUS_REFRESH_INTERVAL, WorkloadPolicy, WorkloadSpec};
 use crate::{Config, ConfigError, MAX_ADMIN_MAX_CONNECTIONS as MAX_CONNS, MAX_DURATION};
 use crate::{MAX_ENDPOINT_CONCURRENCY as MAX_CONC, default_state_dir, default_status_dir};
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-const HOUR: u64 = 3600;
-const DAY: u64 = 24 * HOUR;
-
+const DAY: u64 = 24 * 3600;
 /// Each duration key: its ceiling in seconds, whether it must be longer than 0s, and why the
-/// ceiling (for the message). Nothing may make a timer wait longer than the timer service
-/// holds (30 days); the tighter ceilings catch typos ("30d" for "30s").
+/// ceiling. No timer waits longer than the timer service holds (30 days); the tighter
+/// ceilings catch typos ("30d" for "30s").
 pub(crate) const DURATIONS: [(&str, u64, bool, &str); 10] = [
     ("request_timeout", 600, true, REQUEST),
     ("connect_timeout", 600, true, REQUEST),
-    (
-        "default_lifetime",
-        365 * DAY,
-        true,
-        "a provider's expires_in is capped at one year too",
-    ),
+    ("default_lifetime", 365 * DAY, true, LIFETIME),
     ("backoff_initial", DAY, true, BACKOFF),
     ("backoff_max", DAY, true, BACKOFF),
-    (
-        "give_up_after",
-        30 * DAY,
-        false,
-        "the longest a timer waits; use 0s to never give up",
-    ),
-    (
-        "max_retry_after",
-        DAY,
-        false,
-        "no provider may stop every refresh of an endpoint for longer",
-    ),
-    ("admin_header_timeout", HOUR, true, ADMIN),
-    ("admin_idle_timeout", HOUR, true, ADMIN),
-    (
-        "status_refresh_interval",
-        HOUR,
-        false,
-        "a status file may show timestamps at most an hour old",
-    ),
+    ("give_up_after", 30 * DAY, false, GIVE_UP),
+    ("max_retry_after", DAY, false, RETRY_AFTER),
+    ("admin_header_timeout", 3600, true, ADMIN),
+    ("admin_idle_timeout", 3600, true, ADMIN),
+    ("status_refresh_interval", 3600, false, STATUS),
 ];
 const REQUEST: &str =
     "a token request that takes longer has failed; the attempt backstop adds both";
+const LIFETIME: &str = "a provider's expires_in is capped at one year too";
 const BACKOFF: &str = "a longer wait between attempts would hide an outage for days";
+const GIVE_UP: &str = "the longest a timer waits; use 0s to never give up";
+const RETRY_AFTER: &str = "no provider may stop every refresh of an endpoint for longer";
 const ADMIN: &str = "the admin API waits no longer for a client";
+const STATUS: &str = "a status file may show timestamps at most an hour old";
 
 /// A value type of the schema, checked by the rule of the key it is at.
 trait Rule: Sized {
     type Out;
-    fn checked(cx: &mut Cx, key: &str, raw: &Spanned<Self>) -> Option<Self::Out>;
+    fn rule(&self, key: &str) -> Result<Self::Out, String>;
 }
 
 impl Rule for HumanDuration {
     type Out = Duration;
-    fn checked(cx: &mut Cx, key: &str, raw: &Spanned<Self>) -> Option<Duration> {
-        let rule = DURATIONS.iter().find(|r| r.0 == key);
-        let (_, max, positive, why) =
-            rule.copied()
-                .unwrap_or(("", MAX_DURATION.as_secs(), true, "longer is a typo"));
-        cx.check(key, raw, |&HumanDuration(d)| {
-            match Duration::from_secs(max) {
-                _ if positive && d.is_zero() => Err("must be longer than 0s".to_owned()),
-                max if d > max => Err(format!(
-                    "is {}; it must be at most {} ({why})",
-                    human(d),
-                    human(max)
-                )),
-                _ => Ok(d),
-            }
-        })
+    fn rule(&self, key: &str) -> Result<Duration, String> {
+        let typo = ("", MAX_DURATION.as_secs(), true, "longer is a typo");
+        let (_, max, positive, why) = *DURATIONS.iter().find(|r| r.0 == key).unwrap_or(&typo);
+        let (d, max) = (self.0, Duration::from_secs(max));
+        if positive && d.is_zero() {
+            return Err("must be longer than 0s".to_owned());
+        }
+        let (d_, max_) = (human(d), human(max));
+        (d <= max)
+            .then_some(d)
+            .ok_or_else(|| format!("is {d_}; it must be at most {max_} ({why})"))
     }
 }
 
 impl Rule for Number {
     type Out = f64;
-    fn checked(cx: &mut Cx, key: &str, raw: &Spanned<Self>) -> Option<f64> {
-        let (ok, rule): (fn(f64) -> bool, _) = match key {
+    fn rule(&self, key: &str) -> Result<f64, String> {
+        let (Number::Float(x), frac) = (*self, "a fraction of the token's lifetime");
+        let (ok, rule) = match key {
             "refresh_at" => (
-                |x| x > 0.0 && x <= 1.0,
-                "it must be above 0 and at most 1 (a fraction of the token's lifetime)",
+                x > 0.0 && x <= 1.0,
+                format!("above 0 and at most 1 ({frac})"),
             ),
             "refresh_jitter" => (
-                |x| (0.0..1.0).contains(&x),
-                "it must be at least 0 and below refresh_at",
+                (0.0..1.0).contains(&x),
+                "at least 0 and below refresh_at".into(),
             ),
-            _ => (|x| x >= 1.0, "it must be at least 1"),
+            _ => (x >= 1.0, "at least 1".to_owned()),
         };
-        cx.check(key, raw, |&Number::Float(x)| {
-            (x.is_finite() && ok(x))
-                .then_some(x)
-                .ok_or(format!("is {x}; {rule}"))
-        })
+        (ok && x.is_finite())
+            .then_some(x)
+            .ok_or(format!("is {x}; it must be {rule}"))
     }
 }
 
 impl Rule for Count {
     type Out = usize;
-    fn checked(cx: &mut Cx, key: &str, raw: &Spanned<Self>) -> Option<usize> {
+    fn rule(&self, key: &str) -> Result<usize, String> {
         let (max, rule) = match key {
             "admin_max_connections" => (MAX_CONNS, format!("must be between 1 and {MAX_CONNS}")),
             _ => (
@@ -130,25 +104,29 @@ impl Rule for Count {
                 format!("it must be at least 1 and at most {MAX_CONC}"),
             ),
         };
-        let ok = |n: &i128| usize::try_from(*n).ok().filter(|n| (1..=max).contains(n));
-        cx.check(key, raw, |n| ok(n).ok_or_else(|| format!("is {n}; {rule}")))
+        let n = usize::try_from(*self)
+            .ok()
+            .filter(|n| (1..=max).contains(n));
+        n.ok_or_else(|| format!("is {self}; {rule}"))
     }
 }
 
-impl Rule for Vec<Spanned<String>> {
-    type Out = Vec<String>;
-    /// Extra error codes (RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E )).
-    fn checked(cx: &mut Cx, key: &str, raw: &List) -> Option<Vec<String>> {
-        let code = |c: &str| {
-            let ascii = c
-                .bytes()
-                .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-            !c.is_empty() && c.trim() == c && ascii
-        };
-        let what = "an RFC 6749 error code (printable ASCII without '\"' or '\\', not empty, no \
-                    leading or trailing space)";
-        cx.each_valid(key, raw, code, what)
-    }
+/// `raw` (at `key`) through its [`Rule`].
+fn checked<T: Rule>(cx: &mut Cx, key: &str, raw: &Option<Spanned<T>>) -> Option<T::Out> {
+    cx.check(key, raw.as_ref()?, |v| v.rule(key))
+}
+
+/// Extra error codes (RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E )).
+fn codes(cx: &mut Cx, key: &str, raw: &Option<List>) -> Option<Vec<String>> {
+    let code = |c: &str| {
+        let ascii = c
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+        !c.is_empty() && c.trim() == c && ascii
+    };
+    let what = "an RFC 6749 error code (printable ASCII without '\"' or '\\', not empty, no \
+                leading or trailing space)";
+    cx.each_valid(key, raw.as_ref()?, code, what)
 }
 
 /// Reads and validates `text` (named `source`; relative paths resolve against `base`).
@@ -170,10 +148,10 @@ pub(crate) fn parse_in(
     };
     v.cx.path = "service".to_owned();
     let service = v.service(&raw.service);
-    let defaults = v.policy(&Level::default(), raw.defaults, "defaults");
+    let defaults = v.policy(&Level::default(), &raw.defaults, "defaults");
     let mut workloads = Vec::new();
     for (path, header, raw_policy, raw) in raw.workloads {
-        let policy = v.policy(&defaults, raw_policy, &path);
+        let policy = v.policy(&defaults, &raw_policy, &path);
         v.cx.header = Some(header);
         workloads.extend(v.workload(&raw, policy));
     }
@@ -200,29 +178,28 @@ struct V<'a> {
     seen: Seen,
 }
 
-/// What the workloads seen so far use, for the checks across workloads.
+/// What the workloads seen so far use, for the checks across workloads: names (the key and
+/// line), files by normalised path (the key, line, and whether it is written), token
+/// endpoints (the first workload and its endpoint concurrency).
 #[derive(Default)]
 struct Seen {
     names: HashMap<String, (String, usize)>,
-    /// Files, by normalised path: the key that uses it, its line, and whether it is written.
     files: HashMap<PathBuf, (String, usize, bool)>,
-    /// Token endpoint → the workload that first used it and its endpoint concurrency.
     endpoints: HashMap<TokenUrl, (String, usize)>,
 }
 
-/// A resolved policy and, per key, the dotted key and span it was set at (absent: built in).
+/// A resolved policy and, per key, the dotted key and span it was set at (absent: built
+/// in), and which keys were set at this level (empty once resolved).
 #[derive(Debug, Clone, Default)]
 struct Level {
     policy: WorkloadPolicy,
     from: BTreeMap<&'static str, (String, Range<usize>)>,
-    /// Spans of the keys set at this level (empty once resolved).
     here: HashMap<&'static str, Range<usize>>,
 }
 
 impl Level {
-    /// Where a value not set at this level came from: `", from KEY"` or `", the default"`
-    /// (empty when set here).
-    fn origin(&self, name: &'static str) -> String {
+    /// Where a value came from: `", from KEY"`, `", the default"`, or empty when set here.
+    fn origin(&self, name: &str) -> String {
         match (self.here.contains_key(name), self.from.get(name)) {
             (true, _) => String::new(),
             (false, Some((from, _))) => format!(", from {from}"),
@@ -230,26 +207,25 @@ impl Level {
         }
     }
 
-    /// A rule tying `a` and `b`: checked where at least one of them is set here and neither
-    /// was already reported. `broken` gets where each value came from ([`Self::origin`]) and
-    /// says what is wrong; the problem is blamed on `b` if it is set here, else on `a`.
+    /// A rule tying `a` and `b`: checked where one of them is set here and neither was
+    /// reported. `broken` gets where each came from and says what is wrong; the problem is
+    /// blamed on `b` if it is set here, else on `a`.
     fn pair(
         &self,
         cx: &mut Cx,
-        [a, b]: [&'static str; 2],
+        [a, b]: [&str; 2],
         broken: impl FnOnce(String, String) -> Option<String>,
     ) {
-        let set_here = self.here.contains_key(a) || self.here.contains_key(b);
-        let clean = [a, b].iter().all(|k| {
+        let from = |k| {
             self.from
                 .get(k)
                 .is_none_or(|(from, _)| !cx.broken.contains(from))
-        });
-        if let Some(reason) = (set_here && clean)
-            .then(|| broken(self.origin(a), self.origin(b)))
-            .flatten()
-        {
-            let k = if self.here.contains_key(b) { b } else { a };
+        };
+        let k = if self.here.contains_key(b) { b } else { a };
+        if !self.here.contains_key(k) || !from(a) || !from(b) {
+            return;
+        }
+        if let Some(reason) = broken(self.origin(a), self.origin(b)) {
             cx.report(k, self.here.get(k).cloned(), reason);
         }
     }
@@ -277,27 +253,30 @@ impl V<'_> {
                 PathBuf::new()
             }),
         };
+        let listen = |a: &String| match a.as_str() {
+            "off" => Ok(AdminListen::Off),
+            a => a.parse().map(AdminListen::Addr).map_err(|_| {
+                format!(
+                    "{a:?} is neither \"off\" nor a socket address such as \"127.0.0.1:7878\" or \
+                         \"[::1]:7878\" (host names are not resolved)"
+                )
+            }),
+        };
         let admin_listen = match &raw.admin_listen {
+            Some(s) => self
+                .cx
+                .check("admin_listen", s, listen)
+                .unwrap_or(AdminListen::Off),
             None => AdminListen::default(),
-            Some(s) if s.get_ref() == "off" => AdminListen::Off,
-            Some(s) => (self.cx.check("admin_listen", s, |a| {
-                let why = "is neither \"off\" nor a socket address such as \"127.0.0.1:7878\" or \
-                    \"[::1]:7878\" (host names are not resolved)";
-                a.parse()
-                    .map(AdminListen::Addr)
-                    .map_err(|_| format!("{a:?} {why}"))
-            }))
-            .unwrap_or(AdminListen::Off),
         };
         let on = admin_listen != AdminListen::Off;
         let admin_token_file = raw.admin_token_file.as_ref().map(|f| {
             let path = self.path("admin_token_file", f);
-            if !f.get_ref().is_empty()
-                && on
-                && let Err(why) = (self.cx.secret_file("admin_token_file", f.span(), &path))
-                    .and_then(|t| admin_token_long_enough(&path, t))
-            {
-                self.cx.report("admin_token_file", Some(f.span()), why);
+            if !f.get_ref().is_empty() && on {
+                let token = self.cx.secret_file("admin_token_file", f.span(), &path);
+                if let Err(why) = token.and_then(|t| admin_token_long_enough(&path, t)) {
+                    self.cx.report("admin_token_file", Some(f.span()), why);
+                }
             }
             path
         });
@@ -315,19 +294,16 @@ impl V<'_> {
                 None
             }),
         };
-        let cx = &mut self.cx;
-        let d = AdminLimits::default();
+        let (cx, d) = (&mut self.cx, AdminLimits::default());
+        let header_timeout = checked(cx, "admin_header_timeout", &raw.admin_header_timeout);
+        let idle_timeout = checked(cx, "admin_idle_timeout", &raw.admin_idle_timeout);
+        let max_connections = checked(cx, "admin_max_connections", &raw.admin_max_connections);
         let admin_limits = AdminLimits {
-            header_timeout: checked(cx, "admin_header_timeout", &raw.admin_header_timeout)
-                .unwrap_or(d.header_timeout),
-            idle_timeout: checked(cx, "admin_idle_timeout", &raw.admin_idle_timeout)
-                .unwrap_or(d.idle_timeout),
-            max_connections: checked(cx, "admin_max_connections", &raw.admin_max_connections)
-                .unwrap_or(d.max_connections),
+            header_timeout: header_timeout.unwrap_or(d.header_timeout),
+            idle_timeout: idle_timeout.unwrap_or(d.idle_timeout),
+            max_connections: max_connections.unwrap_or(d.max_connections),
         };
-        let status_refresh_interval =
-            checked(cx, "status_refresh_interval", &raw.status_refresh_interval)
-                .unwrap_or(DEFAULT_STATUS_REFRESH_INTERVAL);
+        let interval = checked(cx, "status_refresh_interval", &raw.status_refresh_interval);
         if let AdminListen::Addr(addr) = admin_listen
             && !addr.ip().is_loopback()
             && admin_token_file.is_none()
@@ -337,40 +313,31 @@ impl V<'_> {
                 "{addr} is not a loopback address, so service.admin_token_file is required \
                  (the admin API can hand out access tokens)"
             );
-            cx.report(
-                "admin_listen",
-                raw.admin_listen.as_ref().map(Spanned::span),
-                why,
-            );
+            cx.report("admin_listen", span(&raw.admin_listen), why);
         }
+        let log_level = raw.log_level.as_ref().map_or("info", |s| s.get_ref());
         if let Some(s) = &raw.log_level {
             cx.check("log_level", s, |l| log_filter(l));
         }
-        let log_level = raw
-            .log_level
-            .as_ref()
-            .map_or("info", |s| s.get_ref())
-            .to_owned();
-        let log_format = raw
-            .log_format
-            .as_ref()
-            .map(|f| *f.get_ref())
-            .unwrap_or_default();
         ServiceConfig {
             status_dir,
             admin_listen,
             admin_token_file,
             state_dir,
             admin_limits,
-            status_refresh_interval,
-            log_format,
-            log_level,
+            status_refresh_interval: interval.unwrap_or(DEFAULT_STATUS_REFRESH_INTERVAL),
+            log_format: raw
+                .log_format
+                .as_ref()
+                .map(|f| *f.get_ref())
+                .unwrap_or_default(),
+            log_level: log_level.to_owned(),
         }
     }
 
     /// `[defaults]` (over the built-in policy) or a workload's policy keys (over the
-    /// defaults'), each checked by its [`Rule`], then the rules tying two keys.
-    fn policy(&mut self, base: &Level, raw: RawPolicy, path: &str) -> Level {
+    /// defaults'), each checked by its rule, then the rules tying two keys.
+    fn policy(&mut self, base: &Level, raw: &RawPolicy, path: &str) -> Level {
         let cx = &mut self.cx;
         cx.path = path.to_owned();
         let mut lvl = Level {
@@ -379,37 +346,39 @@ impl V<'_> {
         };
         // Each key: recorded as set here (valid or not), checked, stored.
         macro_rules! keys {
-            ($($name:ident => $($field:ident).+;)*) => {$(
-                if let Some(raw) = raw.$name {
+            ($($check:ident: $($name:ident => $($field:ident).+),*;)*) => {$($(
+                if let Some(at) = span(&raw.$name) {
                     let name = stringify!($name);
-                    lvl.from.insert(name, (cx.key(name), raw.span()));
-                    lvl.here.insert(name, raw.span());
-                    if let Some(v) = Rule::checked(cx, name, &raw) {
+                    lvl.from.insert(name, (cx.key(name), at.clone()));
+                    lvl.here.insert(name, at);
+                    if let Some(v) = $check(cx, name, &raw.$name) {
                         lvl.policy.$($field).+ = v;
                     }
                 }
-            )*};
+            )*)*};
         }
         keys! {
-            request_timeout => request_timeout;
-            connect_timeout => connect_timeout;
-            refresh_at => schedule.refresh_at;
-            refresh_jitter => schedule.refresh_jitter;
-            default_lifetime => default_lifetime;
-            backoff_initial => backoff.initial;
-            backoff_max => backoff.max;
-            backoff_multiplier => backoff.multiplier;
-            give_up_after => give_up_after;
-            max_retry_after => max_retry_after;
-            endpoint_concurrency => endpoint_concurrency;
-            transient_codes => transient_codes;
-            permanent_codes => permanent_codes;
+            checked:
+                request_timeout => request_timeout,
+                connect_timeout => connect_timeout,
+                refresh_at => schedule.refresh_at,
+                refresh_jitter => schedule.refresh_jitter,
+                default_lifetime => default_lifetime,
+                backoff_initial => backoff.initial,
+                backoff_max => backoff.max,
+                backoff_multiplier => backoff.multiplier,
+                give_up_after => give_up_after,
+                max_retry_after => max_retry_after,
+                endpoint_concurrency => endpoint_concurrency;
+            codes:
+                transient_codes => transient_codes,
+                permanent_codes => permanent_codes;
         }
         let (s, b, p) = (lvl.policy.schedule, lvl.policy.backoff, &lvl.policy);
         lvl.pair(cx, ["refresh_at", "refresh_jitter"], |at, jitter| {
             let (j, a) = (s.refresh_jitter, s.refresh_at);
-            (j >= a)
-                .then(|| format!("refresh_jitter ({j}{jitter}) must be below refresh_at ({a}{at})"))
+            let why = format!("refresh_jitter ({j}{jitter}) must be below refresh_at ({a}{at})");
+            (j >= a).then_some(why)
         });
         lvl.pair(cx, ["backoff_initial", "backoff_max"], |initial, max| {
             let (m, i) = (human(b.max), human(b.initial));
@@ -418,20 +387,20 @@ impl V<'_> {
             (b.max < b.initial).then_some(why)
         });
         lvl.pair(cx, ["transient_codes", "permanent_codes"], |t, perm| {
-            let both: Vec<&String> = p
+            let both = p
                 .permanent_codes
                 .iter()
-                .filter(|c| p.transient_codes.contains(c))
-                .collect();
+                .filter(|c| p.transient_codes.contains(c));
+            let both: Vec<_> = both.collect();
             let paren = |o: String| {
                 o.strip_prefix(", ")
                     .map(|o| format!(" ({o})"))
                     .unwrap_or_default()
             };
             let (t, perm, why) = (paren(t), paren(perm), "a code can only be one or the other");
-            (!both.is_empty()).then(|| {
-                format!("{both:?} in both transient_codes{t} and permanent_codes{perm}; {why}")
-            })
+            let why =
+                format!("{both:?} in both transient_codes{t} and permanent_codes{perm}; {why}");
+            (!both.is_empty()).then_some(why)
         });
         lvl.here.clear();
         lvl
@@ -445,8 +414,8 @@ impl V<'_> {
             true => Err("must not be empty".to_owned()),
             false => Ok(resolve(base, p)),
         })?;
-        let (norm, key) = (path.components().collect(), self.cx.key(name));
-        match self.seen.files.get(&norm) {
+        let (key, line) = (self.cx.key(name), self.cx.line(raw.span().start));
+        match self.seen.files.get(&path) {
             Some((other, line, other_writes)) if writes || *other_writes => {
                 let why = format!(
                     "{} is also {other} (line {line}); tokenvisor writes refresh-token and token \
@@ -456,11 +425,7 @@ impl V<'_> {
                 self.cx.report(name, Some(raw.span()), why);
             }
             Some(_) => {}
-            None => drop(
-                self.seen
-                    .files
-                    .insert(norm, (key, self.cx.line(raw.span().start), writes)),
-            ),
+            None => drop(self.seen.files.insert(path.clone(), (key, line, writes))),
         }
         Some(path)
     }
@@ -476,19 +441,17 @@ impl V<'_> {
         let path = self.file(name, raw, writes)?;
         let secret = self.cx.secret_file(name, raw.span(), &path);
         let secret = secret.map_err(|why| self.cx.report(name, Some(raw.span()), why));
-        secret.ok().map(|s| (s, path))
+        Some((secret.ok()?, path))
     }
 
-    /// One `[[workload]]`'s own keys → a [`WorkloadSpec`]: name, token URL, client, the client
-    /// secret (one source of three), the grant and its refresh token, token sink, scopes,
-    /// `resource`, `audience`; `None` when anything is wrong with it.
+    /// One `[[workload]]`'s own keys → a [`WorkloadSpec`], or `None` when anything is wrong.
     fn workload(&mut self, raw: &RawWorkload, policy: Level) -> Option<WorkloadSpec> {
         let before = self.cx.problems.len();
+        let (cx, seen) = (&mut self.cx, &mut self.seen);
         let line = raw
             .name
             .as_ref()
-            .map(|s| (self.cx.key("name"), self.cx.line(s.span().start)));
-        let (cx, seen) = (&mut self.cx, &mut self.seen);
+            .map(|s| (cx.key("name"), cx.line(s.span().start)));
         let missing = "missing: every workload needs a name ([A-Za-z0-9._-], 1–100 characters)";
         let name = cx.required("name", raw.name.as_ref(), missing, |s| {
             let n = WorkloadName::new(s).map_err(|e| e.to_string())?;
@@ -506,25 +469,18 @@ impl V<'_> {
         let token_url = cx.required("token_url", raw.token_url.as_ref(), missing, |s| {
             token_url(s)
         });
-        if let (Some(url), Some(u)) = (&token_url, &raw.token_url)
-            && let Some(host) = url.insecure_remote_host()
-        {
+        if let Some(host) = token_url.as_ref().and_then(TokenUrl::insecure_remote_host) {
             let why = format!(
                 "http:// to {host}, which is not a loopback address: tokens and secrets cross the \
                  network unencrypted (use https)"
             );
-            cx.warn("token_url", Some(u.span()), why);
+            cx.warn("token_url", span(&raw.token_url), why);
         }
         let missing = "missing: the OAuth client id";
         let client_id = cx.required("client_id", raw.client_id.as_ref(), missing, |s| text(s));
         let secret = self.client_secret(raw);
-        let auth_method = raw
-            .auth_method
-            .as_ref()
-            .map(|m| *m.get_ref())
-            .unwrap_or_default();
         let grant = self.grant(raw, secret.is_some());
-        let token_sink_file = raw
+        let sink = raw
             .token_sink_file
             .as_ref()
             .and_then(|f| self.file("token_sink_file", f, true));
@@ -536,9 +492,10 @@ impl V<'_> {
                     .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
         };
         let what = "a scope token (one scope per string: printable ASCII, no spaces, '\"' or '\\')";
-        let scopes = raw.scopes.as_ref().map_or(Some(Vec::new()), |l| {
-            cx.each_valid("scopes", l, scope, what)
-        });
+        let scopes = match &raw.scopes {
+            Some(l) => cx.each_valid("scopes", l, scope, what),
+            None => Some(Vec::new()),
+        };
         let resource = raw.resource.as_ref().and_then(|r| {
             cx.check("resource", r, |s| match url::Url::parse(s) {
                 Ok(u) if u.fragment().is_none() && s.trim() == s => Ok(Arc::from(s.as_str())),
@@ -566,14 +523,14 @@ impl V<'_> {
             Some((_, Some((other, m)))) if *m != n && !cx.broken.contains(&key) => {
                 let set = policy.from.get("endpoint_concurrency");
                 let from = set.map_or("the default", |(k, _)| k.as_str());
-                let span = set
+                let at = set
                     .filter(|(k, _)| *k == key)
                     .map_or(cx.header.clone(), |(_, s)| Some(s.clone()));
                 let why = format!(
                     "is {n} (from {from}) but {other} uses {m} for the same token_url; the limit is \
                      shared by every workload of one token endpoint, so they must agree"
                 );
-                cx.problem(key, span, why);
+                cx.problem(key, at, why);
             }
             Some((url, None)) => drop(
                 self.seen
@@ -593,46 +550,42 @@ impl V<'_> {
             client_id: client_id?,
             client_secret,
             client_secret_origin,
-            auth_method,
+            auth_method: raw
+                .auth_method
+                .as_ref()
+                .map(|m| *m.get_ref())
+                .unwrap_or_default(),
             grant: grant?,
             scopes: Arc::from(scopes?),
             resource,
             audience,
-            token_sink_file,
+            token_sink_file: sink,
             policy: policy.policy,
         })
     }
 
     /// At most one of `keys` (with the span where each is set, if it is) may be set; the
     /// second one in the file is reported. False when more than one is.
-    fn at_most_one(&mut self, keys: &[(&str, Option<Range<usize>>)], list: &str) -> bool {
+    fn at_most_one(&mut self, keys: &[(&str, Span)], list: &str) -> bool {
         let mut given: Vec<_> = keys
             .iter()
-            .filter_map(|(k, span)| Some((*k, span.clone()?)))
+            .filter_map(|(k, at)| Some((*k, at.clone()?)))
             .collect();
-        given.sort_by_key(|(_, span)| span.start);
-        let [(first, _), (k, span), ..] = given.as_slice() else {
+        given.sort_by_key(|(_, at)| at.start);
+        let [(first, _), (k, at), ..] = given.as_slice() else {
             return true;
         };
         let why = format!("set only one of {list} (this workload also sets {first})");
-        self.cx.report(k, Some(span.clone()), why);
+        self.cx.report(k, Some(at.clone()), why);
         false
     }
 
-    fn client_secret(&mut self, raw: &RawWorkload) -> Option<(Secret, SecretOrigin)> {
+    /// The client secret, from one of three sources.
+    fn client_secret(&mut self, raw: &RawWorkload) -> Option<(Secret, Origin)> {
         let sources = [
-            (
-                "client_secret",
-                raw.client_secret.as_ref().map(Spanned::span),
-            ),
-            (
-                "client_secret_file",
-                raw.client_secret_file.as_ref().map(Spanned::span),
-            ),
-            (
-                "client_secret_env",
-                raw.client_secret_env.as_ref().map(Spanned::span),
-            ),
+            ("client_secret", span(&raw.client_secret)),
+            ("client_secret_file", span(&raw.client_secret_file)),
+            ("client_secret_env", span(&raw.client_secret_env)),
         ];
         if !self.at_most_one(
             &sources,
@@ -641,14 +594,11 @@ impl V<'_> {
             return None;
         }
         if let Some(s) = &raw.client_secret {
-            return Some((
-                self.cx.check("client_secret", s, inline)?,
-                SecretOrigin::Inline,
-            ));
+            return Some((self.cx.check("client_secret", s, inline)?, Origin::Inline));
         }
         if let Some(f) = &raw.client_secret_file {
             let (secret, path) = self.secret_file("client_secret_file", f, false)?;
-            return Some((secret, SecretOrigin::File(path)));
+            return Some((secret, Origin::File(path)));
         }
         let env = self.env;
         self.cx.check(
@@ -658,22 +608,17 @@ impl V<'_> {
                 if var.is_empty() || var.contains(['=', '\0']) {
                     return Err(format!("{var:?} is not an environment variable name"));
                 }
-                read_secret_env(var, env).map(|s| (s, SecretOrigin::Env(var.clone())))
+                read_secret_env(var, env).map(|s| (s, Origin::Env(var.clone())))
             },
         )
     }
 
+    /// The grant, and the refresh token (read whatever the grant, so that a missing file is
+    /// reported).
     fn grant(&mut self, raw: &RawWorkload, has_secret: bool) -> Option<GrantSpec> {
-        // The refresh token, read whatever the grant, so that a missing file is reported.
         let refresh = [
-            (
-                "refresh_token_file",
-                raw.refresh_token_file.as_ref().map(Spanned::span),
-            ),
-            (
-                "refresh_token",
-                raw.refresh_token.as_ref().map(Spanned::span),
-            ),
+            ("refresh_token_file", span(&raw.refresh_token_file)),
+            ("refresh_token", span(&raw.refresh_token)),
         ];
         let both = !self.at_most_one(&refresh, "refresh_token_file and refresh_token");
         let token = match (&raw.refresh_token_file, &raw.refresh_token) {
@@ -685,6 +630,7 @@ impl V<'_> {
         };
         let cx = &mut self.cx;
         let missing = "missing: set grant = \"refresh_token\" or grant = \"client_credentials\"";
+        let secrets = ["client_secret", "client_secret_file", "client_secret_env"];
         match (
             cx.required("grant", raw.grant.as_ref(), missing, |g| Ok(*g))?,
             token,
@@ -702,27 +648,21 @@ impl V<'_> {
             }
             (RawGrant::ClientCredentials, _) => {
                 let mut ok = true;
-                for (k, span) in refresh.into_iter().filter_map(|(k, s)| Some((k, s?))) {
+                for (k, at) in refresh.into_iter().filter(|(_, at)| at.is_some()) {
                     ok = false;
+                    let why = format!(
+                        "grant = \"client_credentials\" takes no refresh token; remove {k} or set \
+                         grant = \"refresh_token\""
+                    );
                     if !cx.broken_here(&[k]) {
-                        let why = format!(
-                            "grant = \"client_credentials\" takes no refresh token; remove {k} or \
-                             set grant = \"refresh_token\""
-                        );
-                        cx.report(k, Some(span), why);
+                        cx.report(k, at, why);
                     }
                 }
-                if !has_secret
-                    && !cx.broken_here(&[
-                        "client_secret",
-                        "client_secret_file",
-                        "client_secret_env",
-                    ])
-                {
+                if !has_secret && !cx.broken_here(&secrets) {
                     ok = false;
                     let why = "grant = \"client_credentials\" needs a client secret (client_secret, \
                                client_secret_file or client_secret_env): public clients cannot use it";
-                    cx.report("grant", raw.grant.as_ref().map(Spanned::span), why);
+                    cx.report("grant", span(&raw.grant), why);
                 }
                 ok.then_some(GrantSpec::ClientCredentials)
             }
@@ -730,9 +670,9 @@ impl V<'_> {
     }
 }
 
-/// An optional scalar key through its [`Rule`].
-fn checked<T: Rule>(cx: &mut Cx, key: &str, raw: &Option<Spanned<T>>) -> Option<T::Out> {
-    T::checked(cx, key, raw.as_ref()?)
+/// Where an optional value is.
+fn span<T>(raw: &Option<Spanned<T>>) -> Span {
+    raw.as_ref().map(Spanned::span)
 }
 
 /// `path` against `base` (unless absolute), without `.` components.
@@ -753,10 +693,9 @@ fn text(s: &str) -> Result<Arc<str>, String> {
 
 /// An inline secret, which must not be empty.
 fn inline(RawSecret::Text(s): &RawSecret) -> Result<Secret, String> {
-    match s.is_empty() {
-        true => Err("is empty".to_owned()),
-        false => Ok(s.clone()),
-    }
+    (!s.is_empty())
+        .then(|| s.clone())
+        .ok_or_else(|| "is empty".to_owned())
 }
 
 /// A token URL ([`TokenUrl::parse`]) without credentials or a fragment. The value is not
@@ -779,10 +718,9 @@ fn token_url(s: &str) -> Result<TokenUrl, String> {
 /// The log levels a `log_level` filter may name (case-insensitive, as `tracing` reads them).
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
-/// `[service] log_level`: comma-separated directives, each a level (`info`) or `TARGET=LEVEL`
-/// (`tokenvisor[refresh]=trace` too). A bare word that is not a level would be read by the
-/// logger as a target enabled at `trace`, every other line silenced, so it is refused, with
-/// a "did you mean" when it is close to a level.
+/// `[service] log_level`: comma-separated directives, each a level or `TARGET=LEVEL`. A bare
+/// word that is not a level would be read by the logger as a target enabled at `trace`,
+/// every other line silenced, so it is refused, with a "did you mean" near a level.
 fn log_filter(filter: &str) -> Result<(), String> {
     const EXAMPLE: &str = "e.g. \"info\" or \"info,tokenvisor=debug\"";
     if filter.trim().is_empty() {
@@ -802,16 +740,16 @@ fn log_filter(filter: &str) -> Result<(), String> {
         if LOG_LEVELS.contains(&lower.as_str()) {
             continue;
         }
-        let close = |&(d, l): &(usize, &str)| {
-            d <= 2 || (lower.len() > 2 && (lower.starts_with(l) || l.starts_with(&lower)))
-        };
-        let hint = (LOG_LEVELS
+        let prefix = |l: &str| lower.len() > 2 && (lower.starts_with(l) || l.starts_with(&lower));
+        let near = LOG_LEVELS
             .iter()
-            .map(|l| (strsim::levenshtein(&lower, l), *l)))
-        .filter(close)
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, l)| format!("; did you mean `{l}`?"))
-        .unwrap_or_default();
+            .map(|l| (strsim::levenshtein(&lower, l), *l));
+        let near = near
+            .filter(|&(d, l)| d <= 2 || prefix(l))
+            .min_by_key(|&(d, _)| d);
+        let hint = near
+            .map(|(_, l)| format!("; did you mean `{l}`?"))
+            .unwrap_or_default();
         let levels = LOG_LEVELS.join(", ");
         return Err(match target {
             Some(t) => format!("{level:?} (for {t}) is not a log level{hint} (one of {levels})"),

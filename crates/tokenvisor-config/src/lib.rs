@@ -1,27 +1,16 @@
 //! # tokenvisor-config
 //!
-//! tokenvisor's TOML configuration → [`spec::WorkloadSpec`]s. [`load`] reads a file,
-//! [`parse`] a string; both resolve and validate everything (secrets included) before a
-//! [`Config`] exists, so a bad configuration is one [`ConfigError`] that lists every problem
-//! found, one per line, as `FILE:LINE: KEY: reason`. It sits above `tokenvisor-core` and
-//! below the runtime (`tokenvisor`, which re-exports it as `tokenvisor::config`). The rules
-//! (sections, overrides, relative paths, secrets, warnings, ceilings) are listed in
-//! `docs/ARCHITECTURE.md`, "Configuration as its own crate".
+//! tokenvisor's TOML configuration → [`spec::WorkloadSpec`]s: [`load`] reads a file,
+//! [`parse`] a string; both validate everything (secrets included) before a [`Config`]
+//! exists, so a bad configuration is one [`ConfigError`] listing every problem, one per line,
+//! as `FILE:LINE: KEY: reason`. Above `tokenvisor-core`, below the runtime (which re-exports
+//! it as `tokenvisor::config`). The file's rules: `docs/ARCHITECTURE.md`, "Configuration as
+//! its own crate".
 //!
-//! ## Map
-//! - `schema`: the raw schema, serde-derived structs with `deny_unknown_fields`, every
-//!   value `Spanned`; durations parsed with humantime as they are read.
-//! - `read`: TOML text → raw sections: syntax errors, unknown keys ("did you mean", by
-//!   `strsim`; "it belongs in `[service]`"), wrong types, each at its dotted key and line.
-//! - `validate`: the validation pass over the raw sections: `[service]`, the policy keys
-//!   (`[defaults]` and a workload's overrides), a workload's own keys and the checks across
-//!   workloads; `problems` collects every problem and warning, with the shared value checks.
-//! - [`spec`]: what the configuration resolves to ([`ServiceConfig`], re-exported here with
-//!   its parts, [`spec::WorkloadSpec`], [`spec::WorkloadPolicy`]) and its defaults.
-//! - [`secrets`]: the one secret-file reader, shared with the runtime, and the readers built
-//!   on it (the admin token, a secret in an environment variable).
-//! - `masked`: the masked rendering for `tokenvisor check-config`
-//!   ([`Config::describe_masked`]).
+//! Map: `schema` (the raw sections, serde-derived, `Spanned` values) → `read` (syntax errors,
+//! unknown keys, wrong types) → `validate` (each key's rule, the rules between keys and
+//! workloads; `problems` collects) → [`spec`] (what it resolves to). [`secrets`]: the one
+//! secret-file reader, shared with the runtime. `masked`: `check-config`'s rendering.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

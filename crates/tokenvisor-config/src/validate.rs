@@ -5,7 +5,7 @@
 //! keys names both origins), then a workload's own keys and the checks across workloads.
 //! A scalar key's rule is found by its name ([`Rule`], [`DURATIONS`]), in every section.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -194,13 +194,13 @@ struct Seen {
 struct Level {
     policy: WorkloadPolicy,
     from: BTreeMap<&'static str, (String, Range<usize>)>,
-    here: HashMap<&'static str, Range<usize>>,
+    here: HashSet<&'static str>,
 }
 
 impl Level {
     /// Where a value came from: `", from KEY"`, `", the default"`, or empty when set here.
     fn origin(&self, name: &str) -> String {
-        match (self.here.contains_key(name), self.from.get(name)) {
+        match (self.here.contains(name), self.from.get(name)) {
             (true, _) => String::new(),
             (false, Some((from, _))) => format!(", from {from}"),
             (false, None) => ", the default".to_owned(),
@@ -221,12 +221,12 @@ impl Level {
                 .get(k)
                 .is_none_or(|(from, _)| !cx.broken.contains(from))
         };
-        let k = if self.here.contains_key(b) { b } else { a };
-        if !self.here.contains_key(k) || !from(a) || !from(b) {
+        let k = if self.here.contains(b) { b } else { a };
+        if !self.here.contains(k) || !from(a) || !from(b) {
             return;
         }
         if let Some(reason) = broken(self.origin(a), self.origin(b)) {
-            cx.report(k, self.here.get(k).cloned(), reason);
+            cx.report(k, self.from.get(k).map(|(_, at)| at.clone()), reason);
         }
     }
 }
@@ -341,7 +341,7 @@ impl V<'_> {
         let cx = &mut self.cx;
         cx.path = path.to_owned();
         let mut lvl = Level {
-            here: HashMap::new(),
+            here: HashSet::new(),
             ..base.clone()
         };
         // Each key: recorded as set here (valid or not), checked, stored.
@@ -349,8 +349,8 @@ impl V<'_> {
             ($($check:ident: $($name:ident => $($field:ident).+),*;)*) => {$($(
                 if let Some(at) = span(&raw.$name) {
                     let name = stringify!($name);
-                    lvl.from.insert(name, (cx.key(name), at.clone()));
-                    lvl.here.insert(name, at);
+                    lvl.from.insert(name, (cx.key(name), at));
+                    lvl.here.insert(name);
                     if let Some(v) = $check(cx, name, &raw.$name) {
                         lvl.policy.$($field).+ = v;
                     }

@@ -66,10 +66,10 @@ impl Rule for HumanDuration {
         if positive && d.is_zero() {
             return Err("must be longer than 0s".to_owned());
         }
-        let (d_, max_) = (human(d), human(max));
+        let (shown, most) = (human(d), human(max));
         (d <= max)
             .then_some(d)
-            .ok_or_else(|| format!("is {d_}; it must be at most {max_} ({why})"))
+            .ok_or_else(|| format!("is {shown}; it must be at most {most} ({why})"))
     }
 }
 

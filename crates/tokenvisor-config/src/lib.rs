@@ -1,27 +1,16 @@
 //! # tokenvisor-config
 //!
-//! tokenvisor's TOML configuration → [`spec::WorkloadSpec`]s. [`load`] reads a file,
-//! [`parse`] a string; both resolve and validate everything (secrets included) before a
-//! [`Config`] exists, so a bad configuration is one [`ConfigError`] that lists every problem
-//! found, one per line, as `FILE:LINE: KEY: reason`. It sits above `tokenvisor-core` and
-//! below the runtime (`tokenvisor`, which re-exports it as `tokenvisor::config`). The rules
-//! (sections, overrides, relative paths, secrets, warnings, ceilings) are listed in
-//! `docs/ARCHITECTURE.md`, "Configuration as its own crate".
+//! tokenvisor's TOML configuration → [`spec::WorkloadSpec`]s: [`load`] reads a file,
+//! [`parse`] a string; both validate everything (secrets included) before a [`Config`]
+//! exists, so a bad configuration is one [`ConfigError`] listing every problem, one per line,
+//! as `FILE:LINE: KEY: reason`. Above `tokenvisor-core`, below the runtime (which re-exports
+//! it as `tokenvisor::config`). The file's rules: `docs/ARCHITECTURE.md`, "Configuration as
+//! its own crate".
 //!
-//! ## Map
-//! - `schema`: the raw schema, serde-derived structs with `deny_unknown_fields`, every
-//!   value `Spanned`; durations parsed with humantime as they are read.
-//! - `read`: TOML text → raw sections: syntax errors, unknown keys ("did you mean", by
-//!   `strsim`; "it belongs in `[service]`"), wrong types, each at its dotted key and line.
-//! - `validate`: the validation pass over the raw sections: `[service]`, the policy keys
-//!   (`[defaults]` and a workload's overrides), a workload's own keys and the checks across
-//!   workloads; `problems` collects every problem and warning, with the shared value checks.
-//! - [`spec`]: what the configuration resolves to ([`ServiceConfig`], re-exported here with
-//!   its parts, [`spec::WorkloadSpec`], [`spec::WorkloadPolicy`]) and its defaults.
-//! - [`secrets`]: the one secret-file reader, shared with the runtime, and the readers built
-//!   on it (the admin token, a secret in an environment variable).
-//! - `masked`: the masked rendering for `tokenvisor check-config`
-//!   ([`Config::describe_masked`]).
+//! Map: `schema` (the raw sections, serde-derived, `Spanned` values) → `read` (syntax errors,
+//! unknown keys, wrong types) → `validate` (each key's rule, the rules between keys and
+//! workloads; `problems` collects) → [`spec`] (what it resolves to). [`secrets`]: the one
+//! secret-file reader, shared with the runtime. `masked`: `check-config`'s rendering.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,39 +50,13 @@ pub const MAX_SECRET_FILE_BYTES: u64 = secrets::SECRET_FILE_LIMIT as u64;
 /// deadline arithmetic). Each key has its own, smaller limit: [`duration_limit`].
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
-/// The longest value accepted for a duration key of `[defaults]` or `[[workload]]`, and why
-/// (for the error message); `None` for a key that is not a duration. Nothing configured may
-/// make a timer wait longer than the timer service holds
-/// ([`tokenvisor_core::policy::MAX_TIMER_DELAY`], 30 days); the tighter limits catch typos
-/// ("30d" for "30s") that would otherwise silently stop refreshes for days.
+/// The longest value accepted for a duration key, and why (for the error message); `None`
+/// for a key that is not a duration. Nothing configured may make a timer wait longer than
+/// the timer service holds ([`tokenvisor_core::policy::MAX_TIMER_DELAY`], 30 days); the
+/// tighter limits catch typos ("30d" for "30s") that would silently stop refreshes for days.
 pub fn duration_limit(key: &str) -> Option<(Duration, &'static str)> {
-    const MIN: u64 = 60;
-    const HOUR: u64 = 3600;
-    const DAY: u64 = 24 * HOUR;
-    let (secs, why) = match key {
-        "request_timeout" | "connect_timeout" => (
-            10 * MIN,
-            "a token request that takes longer has failed; the attempt backstop adds both",
-        ),
-        "default_lifetime" => (
-            365 * DAY,
-            "a provider's expires_in is capped at one year too",
-        ),
-        "backoff_initial" | "backoff_max" => (
-            DAY,
-            "a longer wait between attempts would hide an outage for days",
-        ),
-        "give_up_after" => (
-            30 * DAY,
-            "the longest a timer waits; use 0s to never give up",
-        ),
-        "max_retry_after" => (
-            DAY,
-            "no provider may stop every refresh of an endpoint for longer",
-        ),
-        _ => return None,
-    };
-    Some((Duration::from_secs(secs), why))
+    let rule = validate::DURATIONS.iter().find(|r| r.0 == key);
+    rule.map(|&(_, secs, _, why)| (Duration::from_secs(secs), why))
 }
 
 /// The largest `endpoint_concurrency` accepted (in effect: unlimited).
@@ -124,7 +87,7 @@ impl Config {
     /// Every effective setting, as TOML, with secrets masked as `"…"` and where each came
     /// from in a comment (for `tokenvisor check-config`).
     pub fn describe_masked(&self) -> String {
-        masked::Masked(self).to_string()
+        masked::render(self)
     }
 
     /// The warnings, one line each: `FILE:LINE: KEY: warning: reason`.

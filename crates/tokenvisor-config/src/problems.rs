@@ -1,18 +1,15 @@
 //! Problems: [`ConfigError`] (every problem of one file), [`ConfigProblem`] (one
-//! `FILE:LINE: KEY: reason`), and the collector both passes report into, with the value
-//! checks more than one section uses.
+//! `FILE:LINE: KEY: reason`), and the collector both passes report into.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use humantime::format_duration as human;
 use tokenvisor_core::Secret;
 use toml::Spanned;
 
-use crate::schema::{HumanDuration, List};
+use crate::schema::List;
 
 /// Everything wrong with one configuration (never empty). `Display` prints one problem per
 /// line as `FILE:LINE: KEY: reason` (`LINE` and `KEY` are left out when unknown).
@@ -46,11 +43,8 @@ impl ConfigError {
     }
 
     pub(crate) fn single(file: &Path, reason: String) -> Self {
-        let problems = vec![ConfigProblem {
-            key: String::new(),
-            line: None,
-            reason,
-        }];
+        let (key, line) = (String::new(), None);
+        let problems = vec![ConfigProblem { key, line, reason }];
         ConfigError {
             file: file.to_path_buf(),
             problems,
@@ -93,7 +87,7 @@ impl ConfigProblem {
 pub(crate) type Span = Option<Range<usize>>;
 
 /// The collector of problems and warnings of one pass over a file. Keys are dotted paths;
-/// the `_here` methods take a key of the section being resolved ([`Cx::path`]).
+/// the methods taking a `name` take a key of the section being resolved ([`Cx::path`]).
 #[derive(Default)]
 pub(crate) struct Cx {
     line_starts: Vec<usize>,
@@ -109,9 +103,8 @@ pub(crate) struct Cx {
 impl Cx {
     pub(crate) fn new(text: &str) -> Self {
         let newlines = text.match_indices('\n').map(|(i, _)| i + 1);
-        let line_starts = std::iter::once(0).chain(newlines).collect();
         Cx {
-            line_starts,
+            line_starts: std::iter::once(0).chain(newlines).collect(),
             ..Cx::default()
         }
     }
@@ -129,13 +122,10 @@ impl Cx {
         }
     }
 
+    /// A problem at the dotted `key`.
     pub(crate) fn problem(&mut self, key: String, span: Span, reason: impl Into<String>) {
         self.broken.insert(key.clone());
         self.problems.push(self.at(key, span, reason));
-    }
-
-    pub(crate) fn is_broken(&self, key: &str) -> bool {
-        self.broken.contains(key)
     }
 
     /// `name`'s dotted key in the current section.
@@ -152,7 +142,9 @@ impl Cx {
     }
 
     pub(crate) fn broken_here(&self, names: &[&str]) -> bool {
-        names.iter().any(|name| self.is_broken(&self.key(name)))
+        names
+            .iter()
+            .any(|name| self.broken.contains(&self.key(name)))
     }
 
     /// `raw`'s value through `f`; a failure is reported at `name`, on `raw`'s line.
@@ -207,24 +199,21 @@ impl Cx {
         &mut self,
         name: &str,
         list: &List,
-        valid: impl Fn(&str) -> bool,
+        valid: fn(&str) -> bool,
         what: &str,
     ) -> Option<Vec<String>> {
-        let bad: Vec<_> = list
+        let mut ok = true;
+        for (j, s) in list
             .get_ref()
             .iter()
             .enumerate()
             .filter(|(_, s)| !valid(s.get_ref()))
-            .collect();
-        for (j, s) in &bad {
-            self.report(
-                &format!("{name}[{j}]"),
-                Some(s.span()),
-                format!("{:?} is not {what}", s.get_ref()),
-            );
+        {
+            ok = false;
+            let why = format!("{:?} is not {what}", s.get_ref());
+            self.report(&format!("{name}[{j}]"), Some(s.span()), why);
         }
-        bad.is_empty()
-            .then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
+        ok.then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
     }
 
     pub(crate) fn into_error(mut self, file: &Path) -> ConfigError {
@@ -243,28 +232,4 @@ pub(crate) fn join_key(prefix: &str, key: &str) -> String {
         "" => key.to_owned(),
         _ => format!("{prefix}.{key}"),
     }
-}
-
-/// The duration when it is longer than 0s (if `positive`) and at most `max` (`why`: the
-/// reason of the limit, for the message).
-pub(crate) fn duration(
-    d: &HumanDuration,
-    positive: bool,
-    (max, why): (Duration, &str),
-) -> Result<Duration, String> {
-    match d.0 {
-        d if positive && d.is_zero() => Err("must be longer than 0s".to_owned()),
-        d if d > max => Err(format!(
-            "is {}; it must be at most {} ({why})",
-            human(d),
-            human(max)
-        )),
-        d => Ok(d),
-    }
-}
-
-/// The whole number when it is between 1 and `max`; else "is N; `rule`".
-pub(crate) fn count(n: &i128, max: usize, rule: &str) -> Result<usize, String> {
-    let ok = usize::try_from(*n).ok().filter(|n| (1..=max).contains(n));
-    ok.ok_or_else(|| format!("is {n}; {rule}"))
 }

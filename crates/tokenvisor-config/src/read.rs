@@ -1,7 +1,6 @@
 //! Reading: the TOML text → the raw sections of [`crate::schema`]. Syntax errors, unknown
-//! keys (with "did you mean", by `strsim`, and "it belongs in" hints) and values of the
-//! wrong type are reported here, each at its dotted key and line; a section whose keys are
-//! partly wrong still yields the others, so one pass reports every problem of the file.
+//! keys ("did you mean", by `strsim`; "it belongs in") and values of the wrong type are
+//! reported here, each at its dotted key and line; the other keys of a section are kept.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -25,6 +24,8 @@ pub(crate) struct RawFile {
 }
 
 type Entry<'i> = (Spanned<DeString<'i>>, Spanned<DeValue<'i>>);
+/// A section's span and its known entries; `None` when it is not a table.
+type Section<'i> = Option<(Range<usize>, Vec<Entry<'i>>)>;
 
 const SECTIONS: &str = "(sections: [service], [defaults], [[workload]])";
 
@@ -40,116 +41,112 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
             if !lines_seen.insert(span.as_ref().map(|s| cx.line(s.start))) {
                 continue;
             }
-            let mut key =
-                (span.as_ref()).map_or_else(String::new, |s| locate(doc.get_ref(), s.start, ""));
+            let at = span.clone().unwrap_or_default();
+            let mut key = span
+                .as_ref()
+                .map_or_else(String::new, |s| locate(doc.get_ref(), s.start, ""));
             // A duplicate key is not in the recovered document: its span is the key itself.
-            if let Some(dup) = span.as_ref().and_then(|s| text.get(s.clone()))
-                && message == "duplicate key"
-            {
-                let dup = dup.trim_matches(['"', '\'']);
-                if !dup.is_empty() && !key.ends_with(dup) {
-                    key = join_key(&key, dup);
-                }
+            let dup = text.get(at).unwrap_or_default().trim_matches(['"', '\'']);
+            if message == "duplicate key" && !dup.is_empty() && !key.ends_with(dup) {
+                key = join_key(&key, dup);
             }
             cx.problem(key, span, format!("invalid TOML: {message}"));
         }
         return None;
     }
-
-    let (service, policy, own) = (
-        keys_of::<RawService>(),
-        keys_of::<RawPolicy>(),
-        keys_of::<RawWorkload>(),
-    );
-    let mut file = RawFile::default();
-    let mut workloads = Vec::new();
+    let (mut file, mut workloads) = (RawFile::default(), Vec::new());
     for (k, v) in doc.into_inner() {
-        let name: &str = k.get_ref();
-        match name {
-            "service" | "defaults" => {
-                let Some((span, entries)) = table(cx, name.to_owned(), &format!("[{name}]"), v)
-                else {
-                    continue;
-                };
-                let (known, others) = match name {
-                    "service" => (service, [policy, own]),
-                    _ => (policy, [service, own]),
-                };
-                let entries = drop_unknown(cx, name, entries, known, &others, name);
-                match name {
-                    "service" => file.service = read_section(cx, name, &span, entries),
-                    _ => file.defaults = read_section(cx, name, &span, entries),
+        let (name, span, found): (&str, _, _) = (k.get_ref(), v.span(), describe_type(v.get_ref()));
+        if name == "service" {
+            let t = table(cx, name, v, name);
+            file.service = read_section(cx, name, t);
+        } else if name == "defaults" {
+            let t = table(cx, name, v, name);
+            file.defaults = read_section(cx, name, t);
+        } else if let Some(a) = v.get_ref().as_array().filter(|_| name == "workload") {
+            for (i, el) in a.iter().enumerate() {
+                let path = format!("workload[{i}]");
+                workloads.push((table(cx, &path, el.clone(), name), path));
+            }
+        } else if name == "workload" {
+            let reason = match v.get_ref().is_table() {
+                true => "write each workload as [[workload]] (an array of tables), not [workload]"
+                    .to_owned(),
+                false => format!("must be an array of tables ([[workload]]), not {found}"),
+            };
+            cx.problem(name.to_owned(), Some(span), reason);
+        } else {
+            let reason = match (
+                suggest(name, &["service", "defaults", "workload"]),
+                home_of(name),
+            ) {
+                (None, Some(home)) => {
+                    format!("`{name}` is not a top-level key; it belongs in {home}")
                 }
-            }
-            "workload" => {
-                let (span, found) = (v.span(), describe_type(v.get_ref()));
-                let reason = if let Some(a) = v.get_ref().as_array() {
-                    for (i, el) in a.iter().enumerate() {
-                        let entries =
-                            table(cx, format!("workload[{i}]"), "[[workload]]", el.clone());
-                        workloads.push((el.span(), entries.map(|(_, e)| e).unwrap_or_default()));
-                    }
-                    continue;
-                } else if v.get_ref().is_table() {
-                    "write each workload as [[workload]] (an array of tables), not [workload]"
-                        .to_owned()
-                } else {
-                    format!("must be an array of tables ([[workload]]), not {found}")
-                };
-                cx.problem("workload".to_owned(), Some(span), reason);
-            }
-            _ => {
-                let reason = match (
-                    suggest(name, &["service", "defaults", "workload"]),
-                    home_of(name),
-                ) {
-                    (None, Some(home)) => {
-                        format!("`{name}` is not a top-level key; it belongs in {home}")
-                    }
-                    (Some(s), _) => {
-                        format!("unknown section or key `{name}`; did you mean `{s}`? {SECTIONS}")
-                    }
-                    (None, None) => format!("unknown section or key `{name}` {SECTIONS}"),
-                };
-                cx.problem(name.to_owned(), Some(k.span()), reason);
-            }
+                (Some(s), _) => {
+                    format!("unknown section or key `{name}`; did you mean `{s}`? {SECTIONS}")
+                }
+                (None, None) => format!("unknown section or key `{name}` {SECTIONS}"),
+            };
+            cx.problem(name.to_owned(), Some(k.span()), reason);
         }
     }
-
-    let all: Vec<&str> = own.iter().chain(policy).copied().collect();
-    for (i, (span, entries)) in workloads.into_iter().enumerate() {
-        let path = format!("workload[{i}]");
-        if cx.is_broken(&path) {
+    let policy = keys_of::<RawPolicy>();
+    for (section, path) in workloads {
+        let Some((span, entries)) = section else {
             continue;
-        }
-        let entries = drop_unknown(cx, &path, entries, &all, &[service], "workload");
-        let (policy_entries, own_entries): (Vec<_>, Vec<_>) = entries
+        };
+        let (policy_keys, own): (Vec<_>, Vec<_>) = entries
             .into_iter()
             .partition(|(k, _)| policy.contains(&&**k.get_ref()));
-        let raw_policy = read_section(cx, &path, &span, policy_entries);
-        let raw = read_section(cx, &path, &span, own_entries);
+        let raw_policy = read_section(cx, &path, Some((span.clone(), policy_keys)));
+        let raw = read_section(cx, &path, Some((span.clone(), own)));
         file.workloads.push((path, span, raw_policy, raw));
     }
     Some(file)
 }
 
-/// The span and entries of `v` (at `key`), which must be a table (written `header`).
-fn table<'i>(
-    cx: &mut Cx,
-    key: String,
-    header: &str,
-    v: Spanned<DeValue<'i>>,
-) -> Option<(Range<usize>, Vec<Entry<'i>>)> {
+/// A section (at `path`): `v` must be a table (`[service]`, `[defaults]`, `[[workload]]`, as
+/// `section` says); its keys that are not the section's are reported ("it belongs in" when
+/// another section has it, else "did you mean" when a key is close) and dropped.
+fn table<'i>(cx: &mut Cx, path: &str, v: Spanned<DeValue<'i>>, section: &str) -> Section<'i> {
     let (span, found) = (v.span(), describe_type(v.get_ref()));
-    if let DeValue::Table(t) = v.into_inner() {
-        return Some((span, t.into_iter().collect()));
+    let DeValue::Table(t) = v.into_inner() else {
+        let header = if section == "workload" {
+            "[[workload]]".to_owned()
+        } else {
+            format!("[{section}]")
+        };
+        cx.problem(
+            path.to_owned(),
+            Some(span),
+            format!("must be a table ({header}), not {found}"),
+        );
+        return None;
+    };
+    let known: Vec<&str> = match section {
+        "service" => keys_of::<RawService>().to_vec(),
+        "defaults" => keys_of::<RawPolicy>().to_vec(),
+        _ => [keys_of::<RawWorkload>(), keys_of::<RawPolicy>()].concat(),
+    };
+    let (kept, unknown): (Vec<_>, Vec<_>) = t
+        .into_iter()
+        .partition(|(k, _)| known.contains(&&**k.get_ref()));
+    for (k, _) in unknown {
+        let name: &str = k.get_ref();
+        let hint = match home_of(name) {
+            Some(home) => format!("; `{name}` is not a [{section}] key; it belongs in {home}"),
+            None => suggest(name, &known)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default(),
+        };
+        cx.problem(
+            join_key(path, name),
+            Some(k.span()),
+            format!("unknown key `{name}`{hint}"),
+        );
     }
-    cx.problem(
-        key,
-        Some(span),
-        format!("must be a table ({header}), not {found}"),
-    );
-    None
+    Some((span, kept))
 }
 
 /// The dotted key at `offset` inside `value` (which is at `path`), descending into arrays
@@ -209,14 +206,12 @@ fn locate(table: &DeTable<'_>, offset: usize, prefix: &str) -> String {
     )
 }
 
-/// Types one section. Unknown keys must already be gone. Each key is deserialized alone (a
+/// Types one section (nothing when it is not a table). Each key is deserialized alone (a
 /// one-key table), so every bad key is reported and dropped; then the good ones together.
-fn read_section<T: DeserializeOwned + Default>(
-    cx: &mut Cx,
-    path: &str,
-    span: &Range<usize>,
-    entries: Vec<Entry<'_>>,
-) -> T {
+fn read_section<T: DeserializeOwned + Default>(cx: &mut Cx, path: &str, section: Section<'_>) -> T {
+    let Some((span, entries)) = section else {
+        return T::default();
+    };
     let typed = |entries: Vec<Entry<'_>>| {
         let table = DeValue::Table(entries.into_iter().collect());
         T::deserialize(ValueDeserializer::from(Spanned::new(span.clone(), table)))
@@ -248,36 +243,6 @@ fn read_section<T: DeserializeOwned + Default>(
         cx.problem(path.to_owned(), err.span(), err.message().to_owned());
         T::default()
     })
-}
-
-/// Splits off and reports keys that are not `known`: a key of one of the `other` sections
-/// is explained ("it belongs in"), another close to a known one gets a "did you mean".
-fn drop_unknown<'i>(
-    cx: &mut Cx,
-    path: &str,
-    entries: Vec<Entry<'i>>,
-    known: &[&str],
-    other: &[&[&str]],
-    section: &str,
-) -> Vec<Entry<'i>> {
-    let (kept, unknown): (Vec<_>, Vec<_>) = entries
-        .into_iter()
-        .partition(|(k, _)| known.contains(&&**k.get_ref()));
-    for (k, _) in unknown {
-        let name: &str = k.get_ref();
-        let hint = match home_of(name).filter(|_| other.iter().any(|keys| keys.contains(&name))) {
-            Some(home) => format!("; `{name}` is not a [{section}] key; it belongs in {home}"),
-            None => suggest(name, known)
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default(),
-        };
-        cx.problem(
-            join_key(path, name),
-            Some(k.span()),
-            format!("unknown key `{name}`{hint}"),
-        );
-    }
-    kept
 }
 
 /// Where a known key belongs.

@@ -1,9 +1,8 @@
-//! The raw schema: what the file may say, as serde-derived structs with
-//! `deny_unknown_fields`, every value `Spanned` so that a problem can name its line. A value
-//! is only typed here (a duration parses, a number is a number); whether it makes sense is
-//! the validation pass's business. Type errors read `invalid type: <found>, expected <what>`:
-//! the scalar types below say `<what>` through serde's `expecting`, so a value of the wrong
-//! type (an inline secret) is never echoed.
+//! The raw schema: serde-derived structs with `deny_unknown_fields`, every value `Spanned` so
+//! that a problem names its line. A value is only typed here (a duration parses, a number is
+//! a number); the rules are the validation pass's. A type error reads `invalid type: <found>,
+//! expected <what>`, `<what>` given by serde's `expecting`, so a value (a secret) is never
+//! echoed.
 
 use std::time::Duration;
 
@@ -111,9 +110,8 @@ pub(crate) enum Number {
     Float(f64),
 }
 
-/// A whole number, range-checked by the validation pass so that the message can say why.
-/// (Not an `expecting` enum like [`Number`]: serde cannot buffer an `i128`, and TOML reads
-/// an integer beyond `i64` as one; `read` words its type error.)
+/// A whole number. (Not an `expecting` enum: serde cannot buffer an `i128`, which TOML reads
+/// for an integer beyond `i64`; `read` words its type error.)
 pub(crate) type Count = i128;
 
 /// An inline secret: `Debug` prints `…`, and a value of the wrong type is not echoed.

@@ -10,23 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use strum::{Display, IntoStaticStr};
 use tokenvisor_core::machine::MachineConfig;
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
 use tokenvisor_core::{ClassifyPolicy, Secret, TokenUrl, WorkloadName};
 
 /// How the client authenticates to the token endpoint (`"basic"`, `"post"`: serde and
 /// strum derive the names).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::IntoStaticStr,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum AuthMethod {
@@ -38,7 +30,7 @@ pub enum AuthMethod {
 }
 
 /// The grant used to get tokens.
-#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
+#[derive(Debug, Clone, PartialEq, Eq, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
 pub enum GrantSpec {
     /// `refresh_token`: the current refresh token, and the file it came from (rotated tokens
@@ -322,17 +314,7 @@ impl fmt::Display for AdminListen {
 }
 
 /// Log output format (`"text"`, `"json"`: serde and strum derive the names).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    strum::IntoStaticStr,
-    strum::Display,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, IntoStaticStr, Display)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum LogFormat {

@@ -1,14 +1,11 @@
 //! The validation pass: raw sections ([`crate::read`]) → a [`Config`], or every problem.
 //!
-//! `[service]` first (its `log_level` is checked as a filter: each directive a level or
-//! `TARGET=LEVEL`, [`log_filter`]); then `[defaults]` over the built-in policy, and each `[[workload]]`'s
-//! policy keys over the defaults (a workload's value replaces the default, lists too; each
-//! key remembers where it was set, so that a rule tying two keys together names both
-//! origins); then a workload's own keys and the checks across workloads (names, files that
-//! tokenvisor writes, one endpoint concurrency per token URL). Everything reports into one
-//! collector, so a file with several problems gets all of them, in file order.
+//! `[service]`, then `[defaults]` over the built-in policy and each `[[workload]]`'s policy
+//! keys over the defaults (each value remembers where it was set, so that a rule tying two
+//! keys names both origins), then a workload's own keys and the checks across workloads.
+//! A scalar key's rule is found by its name ([`Rule`], [`DURATIONS`]), in every section.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,18 +15,119 @@ use humantime::format_duration as human;
 use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
-use crate::problems::{Cx, count, duration};
-use crate::read::RawFile;
+use crate::problems::{Cx, Span};
 use crate::schema::{Count, HumanDuration, List, Number, RawGrant, RawPolicy, RawSecret};
 use crate::schema::{RawService, RawWorkload};
 use crate::secrets::{admin_token_long_enough, read_secret_env};
-use crate::spec::{
-    AdminListen, GrantSpec, SecretOrigin, ServiceConfig, WorkloadPolicy, WorkloadSpec,
-};
+use crate::spec::{AdminLimits, AdminListen, GrantSpec, SecretOrigin as Origin, ServiceConfig};
+use crate::spec::{DEFAULT_STATUS_REFRESH_INTERVAL, WorkloadPolicy, WorkloadSpec};
 use crate::{Config, ConfigError, MAX_ADMIN_MAX_CONNECTIONS as MAX_CONNS, MAX_DURATION};
-use crate::{MAX_ENDPOINT_CONCURRENCY, default_state_dir, default_status_dir, duration_limit};
+use crate::{MAX_ENDPOINT_CONCURRENCY as MAX_CONC, default_state_dir, default_status_dir};
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+const DAY: u64 = 24 * 3600;
+/// Each duration key: its ceiling in seconds, whether it must be longer than 0s, and why the
+/// ceiling. No timer waits longer than the timer service holds (30 days); the tighter
+/// ceilings catch typos ("30d" for "30s").
+pub(crate) const DURATIONS: [(&str, u64, bool, &str); 10] = [
+    ("request_timeout", 600, true, REQUEST),
+    ("connect_timeout", 600, true, REQUEST),
+    ("default_lifetime", 365 * DAY, true, LIFETIME),
+    ("backoff_initial", DAY, true, BACKOFF),
+    ("backoff_max", DAY, true, BACKOFF),
+    ("give_up_after", 30 * DAY, false, GIVE_UP),
+    ("max_retry_after", DAY, false, RETRY_AFTER),
+    ("admin_header_timeout", 3600, true, ADMIN),
+    ("admin_idle_timeout", 3600, true, ADMIN),
+    ("status_refresh_interval", 3600, false, STATUS),
+];
+const REQUEST: &str =
+    "a token request that takes longer has failed; the attempt backstop adds both";
+const LIFETIME: &str = "a provider's expires_in is capped at one year too";
+const BACKOFF: &str = "a longer wait between attempts would hide an outage for days";
+const GIVE_UP: &str = "the longest a timer waits; use 0s to never give up";
+const RETRY_AFTER: &str = "no provider may stop every refresh of an endpoint for longer";
+const ADMIN: &str = "the admin API waits no longer for a client";
+const STATUS: &str = "a status file may show timestamps at most an hour old";
+
+/// A value type of the schema, checked by the rule of the key it is at.
+trait Rule: Sized {
+    type Out;
+    fn rule(&self, key: &str) -> Result<Self::Out, String>;
+}
+
+impl Rule for HumanDuration {
+    type Out = Duration;
+    fn rule(&self, key: &str) -> Result<Duration, String> {
+        let typo = ("", MAX_DURATION.as_secs(), true, "longer is a typo");
+        let (_, max, positive, why) = *DURATIONS.iter().find(|r| r.0 == key).unwrap_or(&typo);
+        let (d, max) = (self.0, Duration::from_secs(max));
+        if positive && d.is_zero() {
+            return Err("must be longer than 0s".to_owned());
+        }
+        let (shown, most) = (human(d), human(max));
+        (d <= max)
+            .then_some(d)
+            .ok_or_else(|| format!("is {shown}; it must be at most {most} ({why})"))
+    }
+}
+
+impl Rule for Number {
+    type Out = f64;
+    fn rule(&self, key: &str) -> Result<f64, String> {
+        let (Number::Float(x), frac) = (*self, "a fraction of the token's lifetime");
+        let (ok, rule) = match key {
+            "refresh_at" => (
+                x > 0.0 && x <= 1.0,
+                format!("above 0 and at most 1 ({frac})"),
+            ),
+            "refresh_jitter" => (
+                (0.0..1.0).contains(&x),
+                "at least 0 and below refresh_at".into(),
+            ),
+            _ => (x >= 1.0, "at least 1".to_owned()),
+        };
+        (ok && x.is_finite())
+            .then_some(x)
+            .ok_or(format!("is {x}; it must be {rule}"))
+    }
+}
+
+impl Rule for Count {
+    type Out = usize;
+    fn rule(&self, key: &str) -> Result<usize, String> {
+        let (max, rule) = match key {
+            "admin_max_connections" => (MAX_CONNS, format!("must be between 1 and {MAX_CONNS}")),
+            _ => (
+                MAX_CONC,
+                format!("it must be at least 1 and at most {MAX_CONC}"),
+            ),
+        };
+        let n = usize::try_from(*self)
+            .ok()
+            .filter(|n| (1..=max).contains(n));
+        n.ok_or_else(|| format!("is {self}; {rule}"))
+    }
+}
+
+/// `raw` (at `key`) through its [`Rule`].
+fn checked<T: Rule>(cx: &mut Cx, key: &str, raw: &Option<Spanned<T>>) -> Option<T::Out> {
+    cx.check(key, raw.as_ref()?, |v| v.rule(key))
+}
+
+/// Extra error codes (RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E )).
+fn codes(cx: &mut Cx, key: &str, raw: &Option<List>) -> Option<Vec<String>> {
+    let code = |c: &str| {
+        let ascii = c
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+        !c.is_empty() && c.trim() == c && ascii
+    };
+    let what = "an RFC 6749 error code (printable ASCII without '\"' or '\\', not empty, no \
+                leading or trailing space)";
+    cx.each_valid(key, raw.as_ref()?, code, what)
+}
 
 /// Reads and validates `text` (named `source`; relative paths resolve against `base`).
 pub(crate) fn parse_in(
@@ -38,37 +136,32 @@ pub(crate) fn parse_in(
     base: &Path,
     env: Env<'_>,
 ) -> Result<Config, ConfigError> {
+    let (cx, seen) = (Cx::new(text), Seen::default());
     let mut v = V {
-        cx: Cx::new(text),
+        cx,
         base,
         env,
-        seen: Seen::default(),
+        seen,
     };
     let Some(raw) = crate::read::read(&mut v.cx, text) else {
         return Err(v.cx.into_error(source));
     };
-    let RawFile {
-        service,
-        defaults,
-        workloads: raw_workloads,
-    } = raw;
     v.cx.path = "service".to_owned();
-    let service = v.service(service);
-    let defaults = v.policy(&Level::default(), defaults, "defaults");
+    let service = v.service(&raw.service);
+    let defaults = v.policy(&Level::default(), &raw.defaults, "defaults");
     let mut workloads = Vec::new();
-    for (path, header, raw_policy, raw) in raw_workloads {
-        let policy = v.policy(&defaults, raw_policy, &path);
+    for (path, header, raw_policy, raw) in raw.workloads {
+        let policy = v.policy(&defaults, &raw_policy, &path);
         v.cx.header = Some(header);
         workloads.extend(v.workload(&raw, policy));
     }
     if !v.cx.problems.is_empty() {
         return Err(v.cx.into_error(source));
     }
-    let mut warnings = v.cx.warnings;
+    let (source, defaults, mut warnings) = (source.to_path_buf(), defaults.policy, v.cx.warnings);
     warnings.sort_by_key(|p| p.line);
-    let defaults = defaults.policy;
     Ok(Config {
-        source: source.to_path_buf(),
+        source,
         service,
         defaults,
         workloads,
@@ -85,56 +178,55 @@ struct V<'a> {
     seen: Seen,
 }
 
-/// What the workloads seen so far use, for the checks across workloads.
+/// What the workloads seen so far use, for the checks across workloads: names (the key and
+/// line), files by normalised path (the key, line, and whether it is written), token
+/// endpoints (the first workload and its endpoint concurrency).
 #[derive(Default)]
 struct Seen {
     names: HashMap<String, (String, usize)>,
-    /// Files, by normalised path: the key that uses it, its line, and whether it is written.
     files: HashMap<PathBuf, (String, usize, bool)>,
-    /// Token endpoint → the workload that first used it and its endpoint concurrency.
     endpoints: HashMap<TokenUrl, (String, usize)>,
 }
 
-/// A resolved policy and, per key, the dotted key and span it was set at (absent: built in).
+/// A resolved policy and, per key, the dotted key and span it was set at (absent: built
+/// in), and which keys were set at this level (empty once resolved).
 #[derive(Debug, Clone, Default)]
 struct Level {
     policy: WorkloadPolicy,
     from: BTreeMap<&'static str, (String, Range<usize>)>,
-    /// Spans of the keys set at this level (empty once resolved).
-    here: HashMap<&'static str, Range<usize>>,
+    here: HashSet<&'static str>,
 }
 
 impl Level {
-    /// Where a value not set at this level came from: `", from KEY"` or `", the default"`
-    /// (empty when set here).
-    fn origin(&self, name: &'static str) -> String {
-        match (self.here.contains_key(name), self.from.get(name)) {
+    /// Where a value came from: `", from KEY"`, `", the default"`, or empty when set here.
+    fn origin(&self, name: &str) -> String {
+        match (self.here.contains(name), self.from.get(name)) {
             (true, _) => String::new(),
             (false, Some((from, _))) => format!(", from {from}"),
             (false, None) => ", the default".to_owned(),
         }
     }
 
-    /// A rule that ties `a` and `b` together: checked where at least one of them is set here,
-    /// and only when neither was already reported. `broken` gets where each value came from
-    /// ([`Self::origin`]) and says what is wrong, if anything; the problem is blamed on `b` if
-    /// it is set here, else on `a`.
+    /// A rule tying `a` and `b`: checked where one of them is set here and neither was
+    /// reported. `broken` gets where each came from and says what is wrong; the problem is
+    /// blamed on `b` if it is set here, else on `a`.
     fn pair(
         &self,
         cx: &mut Cx,
-        [a, b]: [&'static str; 2],
+        [a, b]: [&str; 2],
         broken: impl FnOnce(String, String) -> Option<String>,
     ) {
-        let set_here = self.here.contains_key(a) || self.here.contains_key(b);
-        let clean = [a, b]
-            .iter()
-            .all(|k| self.from.get(k).is_none_or(|(from, _)| !cx.is_broken(from)));
-        if let Some(reason) = (set_here && clean)
-            .then(|| broken(self.origin(a), self.origin(b)))
-            .flatten()
-        {
-            let k = if self.here.contains_key(b) { b } else { a };
-            cx.report(k, self.here.get(k).cloned(), reason);
+        let from = |k| {
+            self.from
+                .get(k)
+                .is_none_or(|(from, _)| !cx.broken.contains(from))
+        };
+        let k = if self.here.contains(b) { b } else { a };
+        if !self.here.contains(k) || !from(a) || !from(b) {
+            return;
+        }
+        if let Some(reason) = broken(self.origin(a), self.origin(b)) {
+            cx.report(k, self.from.get(k).map(|(_, at)| at.clone()), reason);
         }
     }
 }
@@ -149,40 +241,42 @@ impl V<'_> {
     }
 
     /// `[service]`: where status files go, the admin API (address, token, limits), logging.
-    fn service(&mut self, raw: RawService) -> ServiceConfig {
-        let (cx, env) = (&mut self.cx, self.env);
+    fn service(&mut self, raw: &RawService) -> ServiceConfig {
         let status_dir = match &raw.status_dir {
             Some(s) => self.path("status_dir", s),
-            None if cx.broken_here(&["status_dir"]) => PathBuf::new(),
-            None => default_status_dir(env).unwrap_or_else(|| {
+            None => default_status_dir(self.env).unwrap_or_else(|| {
                 let why = "not set, and neither XDG_DATA_HOME nor HOME is set to derive the default \
                     ($XDG_DATA_HOME/tokenvisor/statuses or $HOME/.local/share/tokenvisor/statuses)";
-                cx.report("status_dir", None, why);
+                if !self.cx.broken_here(&["status_dir"]) {
+                    self.cx.report("status_dir", None, why);
+                }
                 PathBuf::new()
             }),
         };
+        let listen = |a: &String| match a.as_str() {
+            "off" => Ok(AdminListen::Off),
+            a => a.parse().map(AdminListen::Addr).map_err(|_| {
+                format!(
+                    "{a:?} is neither \"off\" nor a socket address such as \"127.0.0.1:7878\" or \
+                         \"[::1]:7878\" (host names are not resolved)"
+                )
+            }),
+        };
         let admin_listen = match &raw.admin_listen {
+            Some(s) => self
+                .cx
+                .check("admin_listen", s, listen)
+                .unwrap_or(AdminListen::Off),
             None => AdminListen::default(),
-            Some(s) if s.get_ref() == "off" => AdminListen::Off,
-            Some(s) => (self.cx.check("admin_listen", s, |a| {
-                let why = "is neither \"off\" nor a socket address such as \"127.0.0.1:7878\" or \
-                    \"[::1]:7878\" (host names are not resolved)";
-                a.parse()
-                    .map(AdminListen::Addr)
-                    .map_err(|_| format!("{a:?} {why}"))
-            }))
-            .unwrap_or(AdminListen::Off),
         };
         let on = admin_listen != AdminListen::Off;
         let admin_token_file = raw.admin_token_file.as_ref().map(|f| {
             let path = self.path("admin_token_file", f);
-            let secret = |cx: &mut Cx| cx.secret_file("admin_token_file", f.span(), &path);
-            if !f.get_ref().is_empty()
-                && on
-                && let Err(why) =
-                    secret(&mut self.cx).and_then(|t| admin_token_long_enough(&path, t))
-            {
-                self.cx.report("admin_token_file", Some(f.span()), why);
+            if !f.get_ref().is_empty() && on {
+                let token = self.cx.secret_file("admin_token_file", f.span(), &path);
+                if let Err(why) = token.and_then(|t| admin_token_long_enough(&path, t)) {
+                    self.cx.report("admin_token_file", Some(f.span()), why);
+                }
             }
             path
         });
@@ -200,48 +294,16 @@ impl V<'_> {
                 None
             }),
         };
-        let cx = &mut self.cx;
-        let mut limits = crate::AdminLimits::default();
-        let wait = (
-            Duration::from_secs(3600),
-            "the admin API waits no longer for a client",
-        );
-        let timeouts = [
-            (
-                "admin_header_timeout",
-                &raw.admin_header_timeout,
-                &mut limits.header_timeout,
-            ),
-            (
-                "admin_idle_timeout",
-                &raw.admin_idle_timeout,
-                &mut limits.idle_timeout,
-            ),
-        ];
-        for (name, value, slot) in timeouts {
-            if let Some(d) = value
-                .as_ref()
-                .and_then(|v| cx.check(name, v, |d| duration(d, true, wait)))
-            {
-                *slot = d;
-            }
-        }
-        if let Some(v) = &raw.admin_max_connections {
-            let rule = format!("must be between 1 and {MAX_CONNS}");
-            let n = cx.check("admin_max_connections", v, |n| count(n, MAX_CONNS, &rule));
-            limits.max_connections = n.unwrap_or(limits.max_connections);
-        }
-        let status_refresh_interval = raw
-            .status_refresh_interval
-            .as_ref()
-            .and_then(|v| {
-                let most = (
-                    Duration::from_secs(3600),
-                    "a status file may show timestamps at most an hour old",
-                );
-                cx.check("status_refresh_interval", v, |d| duration(d, false, most))
-            })
-            .unwrap_or(crate::spec::DEFAULT_STATUS_REFRESH_INTERVAL);
+        let (cx, d) = (&mut self.cx, AdminLimits::default());
+        let header_timeout = checked(cx, "admin_header_timeout", &raw.admin_header_timeout);
+        let idle_timeout = checked(cx, "admin_idle_timeout", &raw.admin_idle_timeout);
+        let max_connections = checked(cx, "admin_max_connections", &raw.admin_max_connections);
+        let admin_limits = AdminLimits {
+            header_timeout: header_timeout.unwrap_or(d.header_timeout),
+            idle_timeout: idle_timeout.unwrap_or(d.idle_timeout),
+            max_connections: max_connections.unwrap_or(d.max_connections),
+        };
+        let interval = checked(cx, "status_refresh_interval", &raw.status_refresh_interval);
         if let AdminListen::Addr(addr) = admin_listen
             && !addr.ip().is_loopback()
             && admin_token_file.is_none()
@@ -251,78 +313,72 @@ impl V<'_> {
                 "{addr} is not a loopback address, so service.admin_token_file is required \
                  (the admin API can hand out access tokens)"
             );
-            cx.report(
-                "admin_listen",
-                raw.admin_listen.as_ref().map(Spanned::span),
-                why,
-            );
+            cx.report("admin_listen", span(&raw.admin_listen), why);
         }
-        let log_level = match raw.log_level {
-            Some(s) => {
-                cx.check("log_level", &s, |l| log_filter(l));
-                s.into_inner()
-            }
-            None => "info".to_owned(),
-        };
-        let log_format = raw.log_format.map(Spanned::into_inner).unwrap_or_default();
-        let (admin_limits, listen) = (limits, admin_listen);
+        let log_level = raw.log_level.as_ref().map_or("info", |s| s.get_ref());
+        if let Some(s) = &raw.log_level {
+            cx.check("log_level", s, |l| log_filter(l));
+        }
         ServiceConfig {
             status_dir,
-            admin_listen: listen,
+            admin_listen,
             admin_token_file,
             state_dir,
             admin_limits,
-            status_refresh_interval,
-            log_format,
-            log_level,
+            status_refresh_interval: interval.unwrap_or(DEFAULT_STATUS_REFRESH_INTERVAL),
+            log_format: raw
+                .log_format
+                .as_ref()
+                .map(|f| *f.get_ref())
+                .unwrap_or_default(),
+            log_level: log_level.to_owned(),
         }
     }
 
     /// `[defaults]` (over the built-in policy) or a workload's policy keys (over the
-    /// defaults'): timeouts, the refresh schedule, backoff, give-up, `Retry-After` ceiling,
-    /// endpoint concurrency, extra error codes.
-    fn policy(&mut self, base: &Level, raw: RawPolicy, path: &str) -> Level {
+    /// defaults'), each checked by its rule, then the rules tying two keys.
+    fn policy(&mut self, base: &Level, raw: &RawPolicy, path: &str) -> Level {
         let cx = &mut self.cx;
         cx.path = path.to_owned();
         let mut lvl = Level {
-            here: HashMap::new(),
+            here: HashSet::new(),
             ..base.clone()
         };
         // Each key: recorded as set here (valid or not), checked, stored.
         macro_rules! keys {
-            ($($name:ident => $($field:ident).+ : $check:ident($($arg:expr),*);)*) => {$(
-                if let Some(raw) = raw.$name {
+            ($($check:ident: $($name:ident => $($field:ident).+),*;)*) => {$($(
+                if let Some(at) = span(&raw.$name) {
                     let name = stringify!($name);
-                    lvl.from.insert(name, (cx.key(name), raw.span()));
-                    lvl.here.insert(name, raw.span());
-                    if let Some(v) = $check(cx, name, &raw, $($arg),*) {
+                    lvl.from.insert(name, (cx.key(name), at));
+                    lvl.here.insert(name);
+                    if let Some(v) = $check(cx, name, &raw.$name) {
                         lvl.policy.$($field).+ = v;
                     }
                 }
-            )*};
+            )*)*};
         }
         keys! {
-            request_timeout => request_timeout: dur(true);
-            connect_timeout => connect_timeout: dur(true);
-            refresh_at => schedule.refresh_at: num(|x| x > 0.0 && x <= 1.0,
-                "it must be above 0 and at most 1 (a fraction of the token's lifetime)");
-            refresh_jitter => schedule.refresh_jitter: num(|x| (0.0..1.0).contains(&x),
-                "it must be at least 0 and below refresh_at");
-            default_lifetime => default_lifetime: dur(true);
-            backoff_initial => backoff.initial: dur(true);
-            backoff_max => backoff.max: dur(true);
-            backoff_multiplier => backoff.multiplier: num(|x| x >= 1.0, "it must be at least 1");
-            give_up_after => give_up_after: dur(false);
-            max_retry_after => max_retry_after: dur(false);
-            endpoint_concurrency => endpoint_concurrency: concurrency();
-            transient_codes => transient_codes: codes();
-            permanent_codes => permanent_codes: codes();
+            checked:
+                request_timeout => request_timeout,
+                connect_timeout => connect_timeout,
+                refresh_at => schedule.refresh_at,
+                refresh_jitter => schedule.refresh_jitter,
+                default_lifetime => default_lifetime,
+                backoff_initial => backoff.initial,
+                backoff_max => backoff.max,
+                backoff_multiplier => backoff.multiplier,
+                give_up_after => give_up_after,
+                max_retry_after => max_retry_after,
+                endpoint_concurrency => endpoint_concurrency;
+            codes:
+                transient_codes => transient_codes,
+                permanent_codes => permanent_codes;
         }
         let (s, b, p) = (lvl.policy.schedule, lvl.policy.backoff, &lvl.policy);
         lvl.pair(cx, ["refresh_at", "refresh_jitter"], |at, jitter| {
             let (j, a) = (s.refresh_jitter, s.refresh_at);
-            (j >= a)
-                .then(|| format!("refresh_jitter ({j}{jitter}) must be below refresh_at ({a}{at})"))
+            let why = format!("refresh_jitter ({j}{jitter}) must be below refresh_at ({a}{at})");
+            (j >= a).then_some(why)
         });
         lvl.pair(cx, ["backoff_initial", "backoff_max"], |initial, max| {
             let (m, i) = (human(b.max), human(b.initial));
@@ -331,21 +387,20 @@ impl V<'_> {
             (b.max < b.initial).then_some(why)
         });
         lvl.pair(cx, ["transient_codes", "permanent_codes"], |t, perm| {
-            let both: Vec<&String> = p
+            let both = p
                 .permanent_codes
                 .iter()
-                .filter(|c| p.transient_codes.contains(c))
-                .collect();
+                .filter(|c| p.transient_codes.contains(c));
+            let both: Vec<_> = both.collect();
             let paren = |o: String| {
                 o.strip_prefix(", ")
                     .map(|o| format!(" ({o})"))
                     .unwrap_or_default()
             };
-            let (t, perm) = (paren(t), paren(perm));
-            let why = "a code can only be one or the other";
-            (!both.is_empty()).then(|| {
-                format!("{both:?} in both transient_codes{t} and permanent_codes{perm}; {why}")
-            })
+            let (t, perm, why) = (paren(t), paren(perm), "a code can only be one or the other");
+            let why =
+                format!("{both:?} in both transient_codes{t} and permanent_codes{perm}; {why}");
+            (!both.is_empty()).then_some(why)
         });
         lvl.here.clear();
         lvl
@@ -359,12 +414,8 @@ impl V<'_> {
             true => Err("must not be empty".to_owned()),
             false => Ok(resolve(base, p)),
         })?;
-        let (norm, key, line): (PathBuf, _, _) = (
-            path.components().collect(),
-            self.cx.key(name),
-            self.cx.line(raw.span().start),
-        );
-        match self.seen.files.get(&norm) {
+        let (key, line) = (self.cx.key(name), self.cx.line(raw.span().start));
+        match self.seen.files.get(&path) {
             Some((other, line, other_writes)) if writes || *other_writes => {
                 let why = format!(
                     "{} is also {other} (line {line}); tokenvisor writes refresh-token and token \
@@ -374,7 +425,7 @@ impl V<'_> {
                 self.cx.report(name, Some(raw.span()), why);
             }
             Some(_) => {}
-            None => drop(self.seen.files.insert(norm, (key, line, writes))),
+            None => drop(self.seen.files.insert(path.clone(), (key, line, writes))),
         }
         Some(path)
     }
@@ -389,22 +440,18 @@ impl V<'_> {
     ) -> Option<(Secret, PathBuf)> {
         let path = self.file(name, raw, writes)?;
         let secret = self.cx.secret_file(name, raw.span(), &path);
-        secret
-            .map_err(|why| self.cx.report(name, Some(raw.span()), why))
-            .ok()
-            .map(|s| (s, path))
+        let secret = secret.map_err(|why| self.cx.report(name, Some(raw.span()), why));
+        Some((secret.ok()?, path))
     }
 
-    /// One `[[workload]]`'s own keys → a [`WorkloadSpec`]: name, token URL, client, the client
-    /// secret (one source of three), the grant and its refresh token, token sink, scopes,
-    /// `resource`, `audience`; `None` when anything is wrong with it.
+    /// One `[[workload]]`'s own keys → a [`WorkloadSpec`], or `None` when anything is wrong.
     fn workload(&mut self, raw: &RawWorkload, policy: Level) -> Option<WorkloadSpec> {
         let before = self.cx.problems.len();
+        let (cx, seen) = (&mut self.cx, &mut self.seen);
         let line = raw
             .name
             .as_ref()
-            .map(|s| (self.cx.key("name"), self.cx.line(s.span().start)));
-        let (cx, seen) = (&mut self.cx, &mut self.seen);
+            .map(|s| (cx.key("name"), cx.line(s.span().start)));
         let missing = "missing: every workload needs a name ([A-Za-z0-9._-], 1–100 characters)";
         let name = cx.required("name", raw.name.as_ref(), missing, |s| {
             let n = WorkloadName::new(s).map_err(|e| e.to_string())?;
@@ -422,25 +469,18 @@ impl V<'_> {
         let token_url = cx.required("token_url", raw.token_url.as_ref(), missing, |s| {
             token_url(s)
         });
-        if let (Some(url), Some(u)) = (&token_url, &raw.token_url)
-            && let Some(host) = url.insecure_remote_host()
-        {
+        if let Some(host) = token_url.as_ref().and_then(TokenUrl::insecure_remote_host) {
             let why = format!(
                 "http:// to {host}, which is not a loopback address: tokens and secrets cross the \
                  network unencrypted (use https)"
             );
-            cx.warn("token_url", Some(u.span()), why);
+            cx.warn("token_url", span(&raw.token_url), why);
         }
         let missing = "missing: the OAuth client id";
         let client_id = cx.required("client_id", raw.client_id.as_ref(), missing, |s| text(s));
         let secret = self.client_secret(raw);
-        let auth_method = raw
-            .auth_method
-            .as_ref()
-            .map(|m| *m.get_ref())
-            .unwrap_or_default();
         let grant = self.grant(raw, secret.is_some());
-        let token_sink_file = raw
+        let sink = raw
             .token_sink_file
             .as_ref()
             .and_then(|f| self.file("token_sink_file", f, true));
@@ -452,15 +492,18 @@ impl V<'_> {
                     .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
         };
         let what = "a scope token (one scope per string: printable ASCII, no spaces, '\"' or '\\')";
-        let scopes = raw.scopes.as_ref().map_or(Some(Vec::new()), |l| {
-            cx.each_valid("scopes", l, scope, what)
-        });
+        let scopes = match &raw.scopes {
+            Some(l) => cx.each_valid("scopes", l, scope, what),
+            None => Some(Vec::new()),
+        };
         let resource = raw.resource.as_ref().and_then(|r| {
             cx.check("resource", r, |s| match url::Url::parse(s) {
                 Ok(u) if u.fragment().is_none() && s.trim() == s => Ok(Arc::from(s.as_str())),
-                Ok(_) | Err(_) => Err("must be an absolute URI without a fragment (RFC 8707), \
-                     e.g. \"https://mcp.example.com\""
-                    .to_owned()),
+                Ok(_) | Err(_) => Err(
+                    "must be an absolute URI without a fragment (RFC 8707), e.g. \
+                     \"https://mcp.example.com\""
+                        .to_owned(),
+                ),
             })
         });
         let audience = raw
@@ -477,17 +520,17 @@ impl V<'_> {
             .as_ref()
             .map(|url| (url, self.seen.endpoints.get(url)))
         {
-            Some((_, Some((other, m)))) if *m != n && !cx.is_broken(&key) => {
+            Some((_, Some((other, m)))) if *m != n && !cx.broken.contains(&key) => {
                 let set = policy.from.get("endpoint_concurrency");
                 let from = set.map_or("the default", |(k, _)| k.as_str());
-                let span = set
+                let at = set
                     .filter(|(k, _)| *k == key)
                     .map_or(cx.header.clone(), |(_, s)| Some(s.clone()));
                 let why = format!(
                     "is {n} (from {from}) but {other} uses {m} for the same token_url; the limit is \
                      shared by every workload of one token endpoint, so they must agree"
                 );
-                cx.problem(key, span, why);
+                cx.problem(key, at, why);
             }
             Some((url, None)) => drop(
                 self.seen
@@ -501,55 +544,48 @@ impl V<'_> {
             return None;
         }
         let (client_secret, client_secret_origin) = secret.unzip();
-        let (name, token_url, client_id, grant, scopes) =
-            (name?, token_url?, client_id?, grant?, Arc::from(scopes?));
-        let (resource, audience, policy) = (resource, audience, policy.policy);
         Some(WorkloadSpec {
-            name,
-            token_url,
-            client_id,
+            name: name?,
+            token_url: token_url?,
+            client_id: client_id?,
             client_secret,
             client_secret_origin,
-            auth_method,
-            grant,
-            scopes,
+            auth_method: raw
+                .auth_method
+                .as_ref()
+                .map(|m| *m.get_ref())
+                .unwrap_or_default(),
+            grant: grant?,
+            scopes: Arc::from(scopes?),
             resource,
             audience,
-            token_sink_file,
-            policy,
+            token_sink_file: sink,
+            policy: policy.policy,
         })
     }
 
     /// At most one of `keys` (with the span where each is set, if it is) may be set; the
     /// second one in the file is reported. False when more than one is.
-    fn at_most_one(&mut self, keys: &[(&str, Option<Range<usize>>)], list: &str) -> bool {
+    fn at_most_one(&mut self, keys: &[(&str, Span)], list: &str) -> bool {
         let mut given: Vec<_> = keys
             .iter()
-            .filter_map(|(k, span)| Some((*k, span.clone()?)))
+            .filter_map(|(k, at)| Some((*k, at.clone()?)))
             .collect();
-        given.sort_by_key(|(_, span)| span.start);
-        let [(first, _), (k, span), ..] = given.as_slice() else {
+        given.sort_by_key(|(_, at)| at.start);
+        let [(first, _), (k, at), ..] = given.as_slice() else {
             return true;
         };
         let why = format!("set only one of {list} (this workload also sets {first})");
-        self.cx.report(k, Some(span.clone()), why);
+        self.cx.report(k, Some(at.clone()), why);
         false
     }
 
-    fn client_secret(&mut self, raw: &RawWorkload) -> Option<(Secret, SecretOrigin)> {
+    /// The client secret, from one of three sources.
+    fn client_secret(&mut self, raw: &RawWorkload) -> Option<(Secret, Origin)> {
         let sources = [
-            (
-                "client_secret",
-                raw.client_secret.as_ref().map(Spanned::span),
-            ),
-            (
-                "client_secret_file",
-                raw.client_secret_file.as_ref().map(Spanned::span),
-            ),
-            (
-                "client_secret_env",
-                raw.client_secret_env.as_ref().map(Spanned::span),
-            ),
+            ("client_secret", span(&raw.client_secret)),
+            ("client_secret_file", span(&raw.client_secret_file)),
+            ("client_secret_env", span(&raw.client_secret_env)),
         ];
         if !self.at_most_one(
             &sources,
@@ -558,14 +594,11 @@ impl V<'_> {
             return None;
         }
         if let Some(s) = &raw.client_secret {
-            return Some((
-                self.cx.check("client_secret", s, inline)?,
-                SecretOrigin::Inline,
-            ));
+            return Some((self.cx.check("client_secret", s, inline)?, Origin::Inline));
         }
         if let Some(f) = &raw.client_secret_file {
             let (secret, path) = self.secret_file("client_secret_file", f, false)?;
-            return Some((secret, SecretOrigin::File(path)));
+            return Some((secret, Origin::File(path)));
         }
         let env = self.env;
         self.cx.check(
@@ -575,22 +608,17 @@ impl V<'_> {
                 if var.is_empty() || var.contains(['=', '\0']) {
                     return Err(format!("{var:?} is not an environment variable name"));
                 }
-                read_secret_env(var, env).map(|s| (s, SecretOrigin::Env(var.clone())))
+                read_secret_env(var, env).map(|s| (s, Origin::Env(var.clone())))
             },
         )
     }
 
+    /// The grant, and the refresh token (read whatever the grant, so that a missing file is
+    /// reported).
     fn grant(&mut self, raw: &RawWorkload, has_secret: bool) -> Option<GrantSpec> {
-        // The refresh token, read whatever the grant, so that a missing file is reported.
         let refresh = [
-            (
-                "refresh_token_file",
-                raw.refresh_token_file.as_ref().map(Spanned::span),
-            ),
-            (
-                "refresh_token",
-                raw.refresh_token.as_ref().map(Spanned::span),
-            ),
+            ("refresh_token_file", span(&raw.refresh_token_file)),
+            ("refresh_token", span(&raw.refresh_token)),
         ];
         let both = !self.at_most_one(&refresh, "refresh_token_file and refresh_token");
         let token = match (&raw.refresh_token_file, &raw.refresh_token) {
@@ -602,6 +630,7 @@ impl V<'_> {
         };
         let cx = &mut self.cx;
         let missing = "missing: set grant = \"refresh_token\" or grant = \"client_credentials\"";
+        let secrets = ["client_secret", "client_secret_file", "client_secret_env"];
         match (
             cx.required("grant", raw.grant.as_ref(), missing, |g| Ok(*g))?,
             token,
@@ -619,27 +648,21 @@ impl V<'_> {
             }
             (RawGrant::ClientCredentials, _) => {
                 let mut ok = true;
-                for (k, span) in refresh.into_iter().filter_map(|(k, s)| Some((k, s?))) {
+                for (k, at) in refresh.into_iter().filter(|(_, at)| at.is_some()) {
                     ok = false;
+                    let why = format!(
+                        "grant = \"client_credentials\" takes no refresh token; remove {k} or set \
+                         grant = \"refresh_token\""
+                    );
                     if !cx.broken_here(&[k]) {
-                        let why = format!(
-                            "grant = \"client_credentials\" takes no refresh token; remove {k} or \
-                             set grant = \"refresh_token\""
-                        );
-                        cx.report(k, Some(span), why);
+                        cx.report(k, at, why);
                     }
                 }
-                if !has_secret
-                    && !cx.broken_here(&[
-                        "client_secret",
-                        "client_secret_file",
-                        "client_secret_env",
-                    ])
-                {
+                if !has_secret && !cx.broken_here(&secrets) {
                     ok = false;
                     let why = "grant = \"client_credentials\" needs a client secret (client_secret, \
                                client_secret_file or client_secret_env): public clients cannot use it";
-                    cx.report("grant", raw.grant.as_ref().map(Spanned::span), why);
+                    cx.report("grant", span(&raw.grant), why);
                 }
                 ok.then_some(GrantSpec::ClientCredentials)
             }
@@ -647,43 +670,9 @@ impl V<'_> {
     }
 }
 
-/// A duration key of the policy, within its ceiling ([`duration_limit`]).
-fn dur(cx: &mut Cx, name: &str, raw: &Spanned<HumanDuration>, positive: bool) -> Option<Duration> {
-    let limit = duration_limit(name).unwrap_or((MAX_DURATION, "longer is a typo"));
-    cx.check(name, raw, |d| duration(d, positive, limit))
-}
-
-/// A number key of the policy: finite and `ok`, else "is X; `rule`".
-fn num(
-    cx: &mut Cx,
-    name: &str,
-    raw: &Spanned<Number>,
-    ok: fn(f64) -> bool,
-    rule: &str,
-) -> Option<f64> {
-    cx.check(name, raw, |&Number::Float(x)| {
-        (x.is_finite() && ok(x))
-            .then_some(x)
-            .ok_or(format!("is {x}; {rule}"))
-    })
-}
-
-fn concurrency(cx: &mut Cx, name: &str, raw: &Spanned<Count>) -> Option<usize> {
-    let rule = format!("it must be at least 1 and at most {MAX_ENDPOINT_CONCURRENCY}");
-    cx.check(name, raw, |n| count(n, MAX_ENDPOINT_CONCURRENCY, &rule))
-}
-
-/// Extra error codes. RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E )
-fn codes(cx: &mut Cx, name: &str, raw: &List) -> Option<Vec<String>> {
-    let code = |c: &str| {
-        !c.is_empty()
-            && c.trim() == c
-            && c.bytes()
-                .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
-    };
-    let what = "an RFC 6749 error code (printable ASCII without '\"' or '\\', not empty, no leading \
-                or trailing space)";
-    cx.each_valid(name, raw, code, what)
+/// Where an optional value is.
+fn span<T>(raw: &Option<Spanned<T>>) -> Span {
+    raw.as_ref().map(Spanned::span)
 }
 
 /// `path` against `base` (unless absolute), without `.` components.
@@ -704,21 +693,21 @@ fn text(s: &str) -> Result<Arc<str>, String> {
 
 /// An inline secret, which must not be empty.
 fn inline(RawSecret::Text(s): &RawSecret) -> Result<Secret, String> {
-    match s.is_empty() {
-        true => Err("is empty".to_owned()),
-        false => Ok(s.clone()),
-    }
+    (!s.is_empty())
+        .then(|| s.clone())
+        .ok_or_else(|| "is empty".to_owned())
 }
 
 /// A token URL ([`TokenUrl::parse`]) without credentials or a fragment. The value is not
 /// echoed (it might carry credentials).
 fn token_url(s: &str) -> Result<TokenUrl, String> {
     let url = TokenUrl::parse(s).map_err(|e| e.to_string())?;
-    let (u, why) = (url.as_url(), "use client_id and a client secret");
+    let u = url.as_url();
     if !u.username().is_empty() || u.password().is_some() {
-        return Err(format!(
-            "must not contain credentials (user:password@); {why}"
-        ));
+        return Err(
+            "must not contain credentials (user:password@); use client_id and a client secret"
+                .to_owned(),
+        );
     }
     match u.fragment() {
         Some(_) => Err("must not contain a fragment (#…) (RFC 6749 §3.2)".to_owned()),
@@ -727,16 +716,13 @@ fn token_url(s: &str) -> Result<TokenUrl, String> {
 }
 
 /// The log levels a `log_level` filter may name (case-insensitive, as `tracing` reads them).
-pub(crate) const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
-/// `[service] log_level`: comma-separated directives, each a level (`info`) or
-/// `TARGET=LEVEL` (`tokenvisor=debug`, also with a span filter such as
-/// `tokenvisor[refresh]=trace`). A bare word that is not a level would be read by the
-/// logger as a target enabled at `trace` and every other line silenced (`"verbose"` logs
-/// nothing at all), so it is refused, with a "did you mean" when it is close to a level.
-pub(crate) fn log_filter(filter: &str) -> Result<(), String> {
+/// `[service] log_level`: comma-separated directives, each a level or `TARGET=LEVEL`. A bare
+/// word that is not a level would be read by the logger as a target enabled at `trace`,
+/// every other line silenced, so it is refused, with a "did you mean" near a level.
+fn log_filter(filter: &str) -> Result<(), String> {
     const EXAMPLE: &str = "e.g. \"info\" or \"info,tokenvisor=debug\"";
-    let levels = LOG_LEVELS.join(", ");
     if filter.trim().is_empty() {
         return Err(format!("must not be empty ({EXAMPLE})"));
     }
@@ -747,27 +733,29 @@ pub(crate) fn log_filter(filter: &str) -> Result<(), String> {
         };
         if directive.is_empty() || target.is_some_and(str::is_empty) {
             return Err(format!(
-                "{filter:?} has an empty directive; write comma-separated levels or \
-                 TARGET=LEVEL ({EXAMPLE})"
+                "{filter:?} has an empty directive; write comma-separated levels or TARGET=LEVEL ({EXAMPLE})"
             ));
         }
-        if LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        let lower = level.to_ascii_lowercase();
+        if LOG_LEVELS.contains(&lower.as_str()) {
             continue;
         }
-        let lower = level.to_ascii_lowercase();
-        let hint = (LOG_LEVELS.iter())
-            .map(|l| (strsim::levenshtein(&lower, l), *l))
-            .filter(|&(d, l)| {
-                d <= 2 || (lower.len() > 2 && (lower.starts_with(l) || l.starts_with(&lower)))
-            })
-            .min_by_key(|&(d, _)| d)
+        let prefix = |l: &str| lower.len() > 2 && (lower.starts_with(l) || l.starts_with(&lower));
+        let near = LOG_LEVELS
+            .iter()
+            .map(|l| (strsim::levenshtein(&lower, l), *l));
+        let near = near
+            .filter(|&(d, l)| d <= 2 || prefix(l))
+            .min_by_key(|&(d, _)| d);
+        let hint = near
             .map(|(_, l)| format!("; did you mean `{l}`?"))
             .unwrap_or_default();
+        let levels = LOG_LEVELS.join(", ");
         return Err(match target {
             Some(t) => format!("{level:?} (for {t}) is not a log level{hint} (one of {levels})"),
             None => format!(
-                "{level:?} is not a log level{hint}; a level is one of {levels}, and a target \
-                 is written TARGET=LEVEL ({EXAMPLE})"
+                "{level:?} is not a log level{hint}; a level is one of {levels}, and a target is \
+                 written TARGET=LEVEL ({EXAMPLE})"
             ),
         });
     }

@@ -12,53 +12,16 @@
 //! cargo run -p tokenvisor-real --features real --example rate_recovery -- [RUNS] [WORKLOADS]
 //! ```
 //!
-//! Prints one line per run and a JSON summary line. Uses the suite's own modules (provider,
-//! nginx, harness) unchanged.
-
-#[allow(
-    dead_code,
-    reason = "the suite's modules, of which the benchmark uses a part"
-)]
-#[path = "../tests/real/components.rs"]
-mod components;
-#[allow(
-    dead_code,
-    reason = "the suite's modules, of which the benchmark uses a part"
-)]
-#[path = "../tests/real/endpoint.rs"]
-mod endpoint;
-#[allow(
-    dead_code,
-    reason = "the suite's modules, of which the benchmark uses a part"
-)]
-#[path = "../tests/real/harness.rs"]
-mod harness;
-#[allow(
-    dead_code,
-    reason = "the suite's modules, of which the benchmark uses a part"
-)]
-#[path = "../tests/real/nginx.rs"]
-mod nginx;
-#[allow(
-    dead_code,
-    reason = "the suite's modules, of which the benchmark uses a part"
-)]
-#[path = "../tests/real/oidc.rs"]
-mod oidc;
-#[allow(
-    dead_code,
-    reason = "the suite's modules, of which the benchmark uses a part"
-)]
-#[path = "../tests/real/slow.rs"]
-mod slow;
+//! Prints one line per run and a JSON summary line. Uses the suite's library (`tokenvisor_real`:
+//! provider, nginx, harness), the same modules the tests use.
 
 use std::time::Duration;
 
 use tokenvisor_core::WorkloadStatus;
 
-use crate::components::now_ms;
-use crate::harness::Stack;
-use crate::nginx::Mode;
+use tokenvisor_real::components::now_ms;
+use tokenvisor_real::harness::Stack;
+use tokenvisor_real::nginx::Mode;
 
 /// Clients of the provider (`tv-01` … `tv-24`).
 const CLIENTS: usize = 24;

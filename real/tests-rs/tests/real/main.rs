@@ -5,18 +5,11 @@
 //! Run it with `bash real/install.sh && scripts/test --real`
 //! (real/README.md). A missing component fails every test with the command that installs it.
 //!
-//! - [`components`]: where nginx, node and oidc-provider are; free ports; process guards.
-//! - [`oidc`]: oidc-provider (real/oidc/provider.mjs), the scripted authorization_code +
-//!   PKCE login (real/oidc/login.mjs), its request log, RFC 7009 revocation, introspection.
-//! - [`nginx`]: one nginx per test with its own prefix, switched between the modes of
-//!   real/nginx/modes by `nginx -s reload`, and its JSON access log.
-//! - [`slow`]: an upstream that accepts requests and never answers.
-//! - [`harness`]: the stack of one test (provider, nginx, the tokenvisor runtime in process,
-//!   every state change, status files read back from disk); the bounded wait, the status
-//!   readers, the event collector, the daemon spawner and the admin client are
-//!   tokenvisor-test-support's.
-//! - [`endpoint`]: [`endpoint::RealEndpoint`], the shared scenarios' endpoint (nginx's
-//!   modes as the faults).
+//! The support modules are the library's ([`tokenvisor_real`], `real/tests-rs/src/`), shared
+//! with the benchmark examples: `components`, `oidc`, `nginx`, `slow`, `harness`, `endpoint`.
+//!
+//! The tests, this binary's own modules:
+//!
 //! - [`scenarios`]: the shared scenarios of tokenvisor-test-support, then faults only this
 //!   suite has (502, a slow upstream, `limit_req`, client_credentials), in process.
 //! - [`dashboard`]: the admin dashboard in headless chromium (chromedriver): a known fleet's
@@ -27,12 +20,8 @@
 //! capped at 1 s, requests time out after 2 s. Tests never sleep to let time pass: they poll
 //! for an event (a status, a log line) with a bounded wait, and assert no durations.
 
-mod components;
+use tokenvisor_real::{components, endpoint, harness, nginx, oidc};
+
 mod daemon;
 mod dashboard;
-mod endpoint;
-mod harness;
-mod nginx;
-mod oidc;
 mod scenarios;
-mod slow;

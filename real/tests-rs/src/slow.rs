@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// The running slow upstream; dropping it closes every connection.
-pub(crate) struct SlowUpstream {
+pub struct SlowUpstream {
     addr: String,
     accepted: Arc<AtomicU64>,
     task: JoinHandle<()>,
@@ -17,7 +17,7 @@ pub(crate) struct SlowUpstream {
 
 impl SlowUpstream {
     /// Listens on 127.0.0.1 (any free port).
-    pub(crate) async fn start() -> SlowUpstream {
+    pub async fn start() -> SlowUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("slow upstream: cannot listen: {e}"));
@@ -46,12 +46,12 @@ impl SlowUpstream {
     }
 
     /// `127.0.0.1:PORT`.
-    pub(crate) fn addr(&self) -> String {
+    pub fn addr(&self) -> String {
         self.addr.clone()
     }
 
     /// Connections accepted so far (each a request nginx passed on).
-    pub(crate) fn accepted(&self) -> u64 {
+    pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
 }

@@ -9,21 +9,21 @@ use std::process::{Child, Command};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What to do when a component is missing.
-pub(crate) const INSTALL: &str = "install the suite's components with `bash real/install.sh` \
+pub const INSTALL: &str = "install the suite's components with `bash real/install.sh` \
      (nginx from Debian's packages, oidc-provider with `npm ci` in real/oidc), then run \
      `scripts/test --real` (see real/README.md)";
 
-pub(crate) use tokenvisor_test_support::wait::{LIMIT, POLL, wait_until, wait_until_within};
+pub use tokenvisor_test_support::wait::{LIMIT, POLL, wait_until, wait_until_within};
 
 /// The repository's `real/` directory.
-pub(crate) fn real_dir() -> PathBuf {
+pub fn real_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     dir.canonicalize()
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 /// Wall-clock milliseconds since the epoch (the clock nginx and node log with).
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -52,7 +52,7 @@ fn find_exe(env_var: &str, candidates: &[&str], name: &str) -> Option<PathBuf> {
 
 /// Fails the test, naming every missing component, unless nginx, node and oidc-provider are
 /// all there.
-pub(crate) fn require_all() {
+pub fn require_all() {
     let mut missing = Vec::new();
     if find_nginx().is_none() {
         missing.push("nginx (looked at $REAL_NGINX, /usr/sbin/nginx and PATH)".to_owned());
@@ -83,20 +83,20 @@ fn find_nginx() -> Option<PathBuf> {
 }
 
 /// The nginx binary (`$REAL_NGINX`, `/usr/sbin/nginx`, or on `PATH`).
-pub(crate) fn nginx_bin() -> PathBuf {
+pub fn nginx_bin() -> PathBuf {
     find_nginx().unwrap_or_else(|| {
         panic!("nginx is missing (looked at $REAL_NGINX, /usr/sbin/nginx and PATH): {INSTALL}")
     })
 }
 
 /// The node binary (`$REAL_NODE` or on `PATH`).
-pub(crate) fn node_bin() -> PathBuf {
+pub fn node_bin() -> PathBuf {
     find_exe("REAL_NODE", &[], "node")
         .unwrap_or_else(|| panic!("node is missing (looked at $REAL_NODE and PATH): {INSTALL}"))
 }
 
 /// `real/oidc`, with oidc-provider installed in its `node_modules`.
-pub(crate) fn oidc_dir() -> PathBuf {
+pub fn oidc_dir() -> PathBuf {
     let dir = real_dir().join("oidc");
     let installed = dir.join("node_modules/oidc-provider/package.json");
     assert!(
@@ -108,7 +108,7 @@ pub(crate) fn oidc_dir() -> PathBuf {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (the caller retries if it is taken).
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -117,7 +117,7 @@ pub(crate) fn free_port() -> u16 {
 
 /// A child process, stopped by its PID when dropped (SIGTERM, then SIGKILL after 10 s), so
 /// that nothing outlives its test, whether it passed or failed.
-pub(crate) struct Proc {
+pub struct Proc {
     what: &'static str,
     child: Option<Child>,
     stderr_file: Option<PathBuf>,
@@ -125,11 +125,7 @@ pub(crate) struct Proc {
 
 impl Proc {
     /// Spawns `cmd` (its stderr should already go to `stderr_file`, if given).
-    pub(crate) fn spawn(
-        what: &'static str,
-        cmd: &mut Command,
-        stderr_file: Option<PathBuf>,
-    ) -> Proc {
+    pub fn spawn(what: &'static str, cmd: &mut Command, stderr_file: Option<PathBuf>) -> Proc {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}: {INSTALL}"));
@@ -141,26 +137,26 @@ impl Proc {
     }
 
     /// The process id.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
     /// The child, for its pipes.
-    pub(crate) fn child_mut(&mut self) -> &mut Child {
+    pub fn child_mut(&mut self) -> &mut Child {
         self.child
             .as_mut()
             .unwrap_or_else(|| panic!("{} was stopped", self.what))
     }
 
     /// Its exit status, if it has exited.
-    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// What it wrote to its stderr file so far (for failure messages).
-    pub(crate) fn stderr(&self) -> String {
+    pub fn stderr(&self) -> String {
         let Some(path) = &self.stderr_file else {
             return String::new();
         };
@@ -174,7 +170,7 @@ impl Proc {
     /// Sends `signal` (a `kill` argument such as `-TERM`), waits up to `limit` for the process
     /// to exit, then kills it (SIGKILL) if it is still there; reaps it. Returns how it exited
     /// and whether it had to be killed.
-    pub(crate) fn stop_with(
+    pub fn stop_with(
         &mut self,
         signal: &str,
         limit: Duration,
@@ -205,7 +201,7 @@ impl Proc {
     }
 
     /// Stops it: SIGTERM, then SIGKILL if it is still there after 10 s.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = self.stop_with("-TERM", Duration::from_secs(10));
     }
 }

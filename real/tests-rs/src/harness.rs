@@ -18,12 +18,12 @@ use crate::endpoint::RealEndpoint;
 use crate::oidc::{secret_of, uses_basic};
 
 /// A workload name (panics on an invalid one: test input).
-pub(crate) fn name(s: &str) -> WorkloadName {
+pub fn name(s: &str) -> WorkloadName {
     WorkloadName::new(s).unwrap_or_else(|e| panic!("bad workload name {s:?}: {e}"))
 }
 
 /// Short timeouts and backoff, so that each scenario takes seconds of real time.
-pub(crate) fn fast_policy() -> WorkloadPolicy {
+pub fn fast_policy() -> WorkloadPolicy {
     WorkloadPolicy {
         request_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
@@ -37,33 +37,36 @@ pub(crate) fn fast_policy() -> WorkloadPolicy {
     }
 }
 
-pub(crate) use tokenvisor_test_support::events::Events;
-pub(crate) use tokenvisor_test_support::status::{last_error, read_status};
+pub use tokenvisor_test_support::events::Events;
+pub use tokenvisor_test_support::status::{last_error, read_status};
 
 /// A workload added to the stack.
 #[derive(Clone)]
-pub(crate) struct Workload {
+pub struct Workload {
     /// Its name.
-    pub(crate) name: String,
+    pub name: String,
     /// The provider's client it uses.
-    pub(crate) client: String,
+    pub client: String,
     /// Its handle.
-    pub(crate) handle: TokenHandle,
+    pub handle: TokenHandle,
 }
 
 /// One test's stack: the components of a [`RealEndpoint`] and a runtime in process over
 /// its work directory. Fields drop in order: the runtime's handles, then the components
 /// (stopped by PID) and the work directory.
-pub(crate) struct Stack {
-    pub(crate) rt: Runtime,
-    pub(crate) events: Events,
-    pub(crate) ep: RealEndpoint,
+pub struct Stack {
+    /// The tokenvisor runtime, in process.
+    pub rt: Runtime,
+    /// Every state change of the runtime.
+    pub events: Events,
+    /// The provider behind nginx, and the work directory.
+    pub ep: RealEndpoint,
 }
 
 impl Stack {
     /// The provider (access tokens living `access_ttl` seconds), nginx in pass mode in front
     /// of it (and a slow upstream if `with_slow`), a runtime over a fresh status directory.
-    pub(crate) async fn start(access_ttl: u32, with_slow: bool) -> Stack {
+    pub async fn start(access_ttl: u32, with_slow: bool) -> Stack {
         let ep = RealEndpoint::start_with(access_ttl, with_slow).await;
         let rt = Runtime::start(RuntimeConfig::new(
             ep.work().join("statuses"),
@@ -76,12 +79,12 @@ impl Stack {
     }
 
     /// The status directory.
-    pub(crate) fn status_dir(&self) -> PathBuf {
+    pub fn status_dir(&self) -> PathBuf {
         self.ep.work().join("statuses")
     }
 
     /// The work directory (credential files live here).
-    pub(crate) fn work(&self) -> &Path {
+    pub fn work(&self) -> &Path {
         self.ep.work()
     }
 
@@ -104,7 +107,7 @@ impl Stack {
 
     /// Logs in as `client` (authorization_code + PKCE) and adds a refresh_token workload
     /// whose refresh token lives in `<work>/<workload>.rt`.
-    pub(crate) async fn add_refresh(&self, workload: &str, client: &str) -> Workload {
+    pub async fn add_refresh(&self, workload: &str, client: &str) -> Workload {
         let rt = self.ep.oidc.login(client, 1).remove(0);
         let file = self.work().join(format!("{workload}.rt"));
         std::fs::write(&file, &rt).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
@@ -124,7 +127,7 @@ impl Stack {
     }
 
     /// The refresh token a refresh_token workload holds now (its `<work>/<workload>.rt`).
-    pub(crate) fn refresh_token(&self, w: &Workload) -> String {
+    pub fn refresh_token(&self, w: &Workload) -> String {
         let file = self.work().join(format!("{}.rt", w.name));
         std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
@@ -134,7 +137,7 @@ impl Stack {
 
     /// Adds a client_credentials workload for `client` (with `secret` instead of the right
     /// one, if given).
-    pub(crate) async fn add_client_credentials(
+    pub async fn add_client_credentials(
         &self,
         workload: &str,
         client: &str,
@@ -160,12 +163,12 @@ impl Stack {
     }
 
     /// The status file of `workload` on disk, if written yet.
-    pub(crate) fn status_file(&self, workload: &str) -> Option<StatusRecord> {
+    pub fn status_file(&self, workload: &str) -> Option<StatusRecord> {
         read_status(&self.status_dir(), workload)
     }
 
     /// Waits until the status file of `workload` on disk satisfies `pred`; returns it.
-    pub(crate) async fn wait_file(
+    pub async fn wait_file(
         &self,
         workload: &str,
         what: &str,
@@ -181,7 +184,7 @@ impl Stack {
     }
 
     /// Waits until the status file of every workload says `status`.
-    pub(crate) async fn wait_all(&self, workloads: &[&Workload], status: WorkloadStatus) {
+    pub async fn wait_all(&self, workloads: &[&Workload], status: WorkloadStatus) {
         for w in workloads {
             self.wait_file(&w.name, status.as_str(), |r| r.status == status)
                 .await;
@@ -189,7 +192,7 @@ impl Stack {
     }
 
     /// Forces a refresh of each workload now.
-    pub(crate) async fn force(&self, workloads: &[&Workload]) {
+    pub async fn force(&self, workloads: &[&Workload]) {
         for w in workloads {
             let accepted = self
                 .rt
@@ -203,7 +206,7 @@ impl Stack {
     /// Waits until the token each workload was serving when this was called has expired,
     /// while its refreshes keep failing (the outage spans the expiry); asserts the workload is
     /// then `auth_retrying` on disk, not `unauthenticated`, and no longer serves a token.
-    pub(crate) async fn wait_expired_while_failing(&self, workloads: &[&Workload]) {
+    pub async fn wait_expired_while_failing(&self, workloads: &[&Workload]) {
         for w in workloads {
             let expires_at = self
                 .status_file(&w.name)
@@ -229,7 +232,7 @@ impl Stack {
     }
 
     /// The access token a workload serves now (panics if none).
-    pub(crate) fn access_token(&self, w: &Workload) -> String {
+    pub fn access_token(&self, w: &Workload) -> String {
         w.handle
             .current()
             .unwrap_or_else(|e| panic!("{} serves no token: {e}", w.name))
@@ -238,7 +241,7 @@ impl Stack {
     }
 
     /// Asserts that the token each workload serves is active at the provider (RFC 7662).
-    pub(crate) async fn assert_tokens_active(&self, workloads: &[&Workload]) {
+    pub async fn assert_tokens_active(&self, workloads: &[&Workload]) {
         for w in workloads {
             let token = self.access_token(w);
             assert!(

@@ -14,7 +14,7 @@ use crate::components::{INSTALL, Proc, free_port, nginx_bin, now_ms, real_dir, w
 
 /// What nginx does with token requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// A plain reverse proxy to the provider.
     Pass,
     /// A WAF: 403 with an HTML page.
@@ -35,10 +35,6 @@ pub(crate) enum Mode {
     },
     /// The provider behind `limit_req` at 40 r/s for all clients, burst 0, refusals 429 +
     /// `Retry-After: 1` (the rate-limited recovery benchmark).
-    #[allow(
-        dead_code,
-        reason = "used by the rate_recovery benchmark (examples/), not the tests"
-    )]
     LimitReq40,
     /// Proxied to an upstream that never answers.
     Slow,
@@ -46,7 +42,7 @@ pub(crate) enum Mode {
 
 impl Mode {
     /// The template's file stem in `real/nginx/modes/`, also the name in the access log.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Mode::Pass => "pass",
             Mode::Waf403 => "waf403",
@@ -62,35 +58,35 @@ impl Mode {
 
 /// One line of the access log (`log_format tv` of real/nginx/nginx.conf.in).
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Access {
+pub struct Access {
     /// When the request was logged (seconds since the epoch, millisecond precision).
-    pub(crate) t: f64,
+    pub t: f64,
     /// The mode in force.
-    pub(crate) mode: String,
+    pub mode: String,
     /// The request path.
-    pub(crate) uri: String,
+    pub uri: String,
     /// What nginx answered.
-    pub(crate) status: u16,
+    pub status: u16,
     /// What the upstream answered (empty when nginx answered by itself).
-    pub(crate) upstream_status: String,
+    pub upstream_status: String,
     /// The Basic-auth user (the client id, for client_secret_basic clients).
-    pub(crate) user: String,
+    pub user: String,
 }
 
 impl Access {
     /// [`Access::t`] in milliseconds.
-    pub(crate) fn t_ms(&self) -> u64 {
+    pub fn t_ms(&self) -> u64 {
         (self.t * 1000.0).round() as u64
     }
 }
 
 /// Where nginx sends what.
 #[derive(Debug, Clone)]
-pub(crate) struct Upstreams {
+pub struct Upstreams {
     /// The provider, `127.0.0.1:PORT`.
-    pub(crate) provider: String,
+    pub provider: String,
     /// The never-answering upstream, for [`Mode::Slow`].
-    pub(crate) slow: Option<String>,
+    pub slow: Option<String>,
 }
 
 /// One nginx's files and addresses.
@@ -180,14 +176,14 @@ impl Layout {
 }
 
 /// A running nginx.
-pub(crate) struct Nginx {
+pub struct Nginx {
     proc: Proc,
     layout: Layout,
 }
 
 impl Nginx {
     /// Starts nginx under `prefix` in `mode`, and waits until it answers.
-    pub(crate) async fn start(prefix: &Path, upstreams: Upstreams, mode: Mode) -> Nginx {
+    pub async fn start(prefix: &Path, upstreams: Upstreams, mode: Mode) -> Nginx {
         let bin = nginx_bin();
         for dir in ["conf", "logs", "tmp"] {
             std::fs::create_dir_all(prefix.join(dir))
@@ -243,19 +239,19 @@ impl Nginx {
     }
 
     /// The token endpoint, through nginx.
-    pub(crate) fn token_url(&self) -> String {
+    pub fn token_url(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.layout.port)
     }
 
     /// The master process id.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.proc.pid()
     }
 
     /// Switches to `mode` by a configuration reload (`nginx -p … -c … -s reload`, a HUP to
     /// the master) and waits until new connections are served in that mode. Returns the
     /// wall-clock time (ms) at which the new mode was seen answering.
-    pub(crate) async fn switch(&mut self, mode: Mode) -> u64 {
+    pub async fn switch(&mut self, mode: Mode) -> u64 {
         assert!(
             self.proc.exited().is_none(),
             "nginx exited: {}",
@@ -317,7 +313,7 @@ impl Nginx {
     }
 
     /// Every line of the access log so far.
-    pub(crate) fn access_log(&self) -> Vec<Access> {
+    pub fn access_log(&self) -> Vec<Access> {
         let text =
             std::fs::read_to_string(self.layout.prefix.join("logs/access.log")).unwrap_or_default();
         text.lines()
@@ -329,7 +325,7 @@ impl Nginx {
     }
 
     /// The token requests (`/token`) nginx saw, in order.
-    pub(crate) fn token_requests(&self) -> Vec<Access> {
+    pub fn token_requests(&self) -> Vec<Access> {
         let mut v: Vec<Access> = self
             .access_log()
             .into_iter()
@@ -340,11 +336,7 @@ impl Nginx {
     }
 
     /// Waits until nginx logged a token request matching `pred`; returns it.
-    pub(crate) async fn wait_token_request(
-        &self,
-        what: &str,
-        pred: impl Fn(&Access) -> bool,
-    ) -> Access {
+    pub async fn wait_token_request(&self, what: &str, pred: impl Fn(&Access) -> bool) -> Access {
         let mut found = None;
         wait_until_within(what, crate::components::LIMIT, || {
             found = self.token_requests().into_iter().find(|a| pred(a));

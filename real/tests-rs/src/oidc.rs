@@ -16,36 +16,36 @@ use crate::components::{INSTALL, Proc, node_bin, oidc_dir};
 
 /// One line of the provider's log.
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct LogLine {
+pub struct LogLine {
     /// `request` or `event`.
     #[serde(rename = "type")]
-    pub(crate) kind: String,
+    pub kind: String,
     /// Milliseconds since the epoch (arrival, for requests).
-    pub(crate) t: u64,
+    pub t: u64,
     /// The event name, for events.
     #[serde(default)]
-    pub(crate) event: Option<String>,
+    pub event: Option<String>,
     /// The request path, for requests.
     #[serde(default)]
-    pub(crate) path: Option<String>,
+    pub path: Option<String>,
     /// The authenticated client, if any.
     #[serde(default)]
-    pub(crate) client: Option<String>,
+    pub client: Option<String>,
     /// The grant type of a token request.
     #[serde(default)]
-    pub(crate) grant_type: Option<String>,
+    pub grant_type: Option<String>,
     /// The answer's status, for requests.
     #[serde(default)]
-    pub(crate) status: Option<u16>,
+    pub status: Option<u16>,
     /// The RFC 6749 error code of the answer or event.
     #[serde(default)]
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
 }
 
 impl LogLine {
     /// A request to the token endpoint with a refresh_token or client_credentials grant (what
     /// tokenvisor sends).
-    pub(crate) fn is_refresh_request(&self) -> bool {
+    pub fn is_refresh_request(&self) -> bool {
         self.kind == "request"
             && self.path.as_deref() == Some("/token")
             && matches!(
@@ -56,12 +56,12 @@ impl LogLine {
 }
 
 /// The suite's client secret of `client` (real/oidc/config.mjs).
-pub(crate) fn secret_of(client: &str) -> String {
+pub fn secret_of(client: &str) -> String {
     format!("secret-of-{client}")
 }
 
 /// Whether `client` authenticates with HTTP Basic (odd numbers) or in the body (even).
-pub(crate) fn uses_basic(client: &str) -> bool {
+pub fn uses_basic(client: &str) -> bool {
     client
         .rsplit('-')
         .next()
@@ -70,7 +70,7 @@ pub(crate) fn uses_basic(client: &str) -> bool {
 }
 
 /// A running oidc-provider.
-pub(crate) struct Oidc {
+pub struct Oidc {
     proc: Proc,
     port: u16,
     log: PathBuf,
@@ -80,7 +80,7 @@ pub(crate) struct Oidc {
 impl Oidc {
     /// Starts the provider with access tokens (and client_credentials tokens) living
     /// `access_ttl` seconds; its files go to `work`.
-    pub(crate) fn start(work: &Path, access_ttl: u32) -> Oidc {
+    pub fn start(work: &Path, access_ttl: u32) -> Oidc {
         let dir = oidc_dir();
         let log = work.join("oidc.log");
         let stderr_path = work.join("oidc.stderr");
@@ -142,19 +142,19 @@ impl Oidc {
     }
 
     /// `127.0.0.1:PORT`, for nginx's `proxy_pass`.
-    pub(crate) fn addr(&self) -> String {
+    pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// The issuer, `http://127.0.0.1:PORT`.
-    pub(crate) fn issuer(&self) -> String {
+    pub fn issuer(&self) -> String {
         format!("http://{}", self.addr())
     }
 
     /// Obtains `count` refresh tokens for `client`, each from a grant of its own, by the
     /// scripted authorization_code + PKCE flow (real/oidc/login.mjs), straight at the
     /// provider (not through nginx, whatever mode it is in).
-    pub(crate) fn login(&self, client: &str, count: usize) -> Vec<String> {
+    pub fn login(&self, client: &str, count: usize) -> Vec<String> {
         let dir = oidc_dir();
         let out = Command::new(node_bin())
             .current_dir(&dir)
@@ -197,7 +197,7 @@ impl Oidc {
     }
 
     /// Everything the provider logged so far.
-    pub(crate) fn log(&self) -> Vec<LogLine> {
+    pub fn log(&self) -> Vec<LogLine> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
             .filter(|l| !l.trim().is_empty())
@@ -209,7 +209,7 @@ impl Oidc {
 
     /// The token requests (refresh_token or client_credentials) of `client`, in order of
     /// arrival.
-    pub(crate) fn refreshes(&self, client: &str) -> Vec<LogLine> {
+    pub fn refreshes(&self, client: &str) -> Vec<LogLine> {
         let mut v: Vec<LogLine> = self
             .log()
             .into_iter()
@@ -220,7 +220,7 @@ impl Oidc {
     }
 
     /// Token requests (refresh_token or client_credentials) that arrived in `[from, to]`.
-    pub(crate) fn refreshes_between(&self, from: u64, to: u64) -> Vec<LogLine> {
+    pub fn refreshes_between(&self, from: u64, to: u64) -> Vec<LogLine> {
         self.log()
             .into_iter()
             .filter(|l| l.is_refresh_request() && l.t >= from && l.t <= to)
@@ -228,7 +228,7 @@ impl Oidc {
     }
 
     /// Events named `event` (of any client).
-    pub(crate) fn events(&self, event: &str) -> Vec<LogLine> {
+    pub fn events(&self, event: &str) -> Vec<LogLine> {
         self.log()
             .into_iter()
             .filter(|l| l.kind == "event" && l.event.as_deref() == Some(event))
@@ -251,7 +251,7 @@ impl Oidc {
     }
 
     /// RFC 7009: revokes `refresh_token` of `client` (oidc-provider revokes its whole grant).
-    pub(crate) async fn revoke(&self, client: &str, refresh_token: &str) {
+    pub async fn revoke(&self, client: &str, refresh_token: &str) {
         let mut form = vec![
             ("token".to_owned(), refresh_token.to_owned()),
             ("token_type_hint".to_owned(), "refresh_token".to_owned()),
@@ -275,7 +275,7 @@ impl Oidc {
     }
 
     /// RFC 7662 introspection of `token` by `client`: whether the provider says it is active.
-    pub(crate) async fn is_active(&self, client: &str, token: &str) -> bool {
+    pub async fn is_active(&self, client: &str, token: &str) -> bool {
         let mut form = vec![("token".to_owned(), token.to_owned())];
         let req = self
             .http

@@ -27,13 +27,13 @@ use crate::slow::SlowUpstream;
 
 /// oidc-provider behind nginx, both started for one test and stopped by their PIDs. Fields
 /// drop in order: nginx and the provider, then the work directory.
-pub(crate) struct RealEndpoint {
+pub struct RealEndpoint {
     /// nginx in front of the provider.
-    pub(crate) nginx: Nginx,
+    pub nginx: Nginx,
     /// The provider.
-    pub(crate) oidc: Oidc,
+    pub oidc: Oidc,
     /// An upstream that never answers (nginx's `slow` mode), if asked for.
-    pub(crate) slow: Option<SlowUpstream>,
+    pub slow: Option<SlowUpstream>,
     /// `(workload, client, refresh-token file)` of every grant.
     grants: Vec<(String, String, PathBuf)>,
     /// The mode in force since when (ms), while failing.
@@ -44,13 +44,13 @@ pub(crate) struct RealEndpoint {
 impl RealEndpoint {
     /// The provider (access tokens living `access_ttl` seconds, whatever a scenario's
     /// [`Lifetime`]) with nginx in pass mode in front of it.
-    pub(crate) async fn start(access_ttl: u32) -> RealEndpoint {
+    pub async fn start(access_ttl: u32) -> RealEndpoint {
         RealEndpoint::start_with(access_ttl, false).await
     }
 
     /// Like [`RealEndpoint::start`], with a slow upstream for nginx's `slow` mode if
     /// `with_slow`.
-    pub(crate) async fn start_with(access_ttl: u32, with_slow: bool) -> RealEndpoint {
+    pub async fn start_with(access_ttl: u32, with_slow: bool) -> RealEndpoint {
         crate::components::require_all();
         let work = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let oidc = Oidc::start(work.path(), access_ttl);
@@ -79,7 +79,7 @@ impl RealEndpoint {
     }
 
     /// The work directory (credential files, the provider's and nginx's logs).
-    pub(crate) fn work(&self) -> &Path {
+    pub fn work(&self) -> &Path {
         self.work.path()
     }
 

@@ -1,0 +1,25 @@
+//! The real-components suite's support library: tokenvisor against a real identity provider
+//! (oidc-provider, on the machine's node) behind a real reverse proxy (nginx, from Debian's
+//! packages), every process started here on 127.0.0.1 and stopped by its PID. The suite's
+//! tests (`tests/real/`) and its benchmark programs (`examples/`) share it.
+//!
+//! - [`components`]: where nginx, node and oidc-provider are; free ports; process guards;
+//!   the bounded wait.
+//! - [`oidc`]: oidc-provider (real/oidc/provider.mjs), the scripted authorization_code +
+//!   PKCE login (real/oidc/login.mjs), its request log, RFC 7009 revocation, introspection.
+//! - [`nginx`]: one nginx per test with its own prefix, switched between the modes of
+//!   real/nginx/modes by `nginx -s reload`, and its JSON access log.
+//! - [`slow`]: an upstream that accepts requests and never answers.
+//! - [`harness`]: the stack of one test (provider, nginx, the tokenvisor runtime in process,
+//!   every state change, status files read back from disk).
+//! - [`endpoint`]: [`endpoint::RealEndpoint`], the shared scenarios' endpoint (nginx's
+//!   modes as the faults).
+//!
+//! A component that is missing fails (never skips) with the command that installs it.
+
+pub mod components;
+pub mod endpoint;
+pub mod harness;
+pub mod nginx;
+pub mod oidc;
+pub mod slow;

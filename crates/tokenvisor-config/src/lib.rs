@@ -31,6 +31,7 @@ pub mod spec;
 
 mod masked;
 mod problems;
+mod provider;
 mod read;
 mod schema;
 mod validate;

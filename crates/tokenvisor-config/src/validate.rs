@@ -288,6 +288,7 @@ impl V<'_> {
             here: HashMap::new(),
             ..base.clone()
         };
+        crate::provider::level(cx, self.base, &raw, Arc::make_mut(&mut lvl.policy.provider));
         // Each key: recorded as set here (valid or not), checked, stored.
         macro_rules! keys {
             ($($name:ident => $($field:ident).+ : $check:ident($($arg:expr),*);)*) => {$(
@@ -439,7 +440,14 @@ impl V<'_> {
             .as_ref()
             .map(|m| *m.get_ref())
             .unwrap_or_default();
-        let grant = self.grant(raw, secret.is_some());
+        let span = raw
+            .auth_method
+            .as_ref()
+            .map(Spanned::span)
+            .or(self.cx.header.clone());
+        let p = (auth_method, secret.is_some(), &*policy.policy.provider);
+        crate::provider::check(&mut self.cx, p, span.as_ref());
+        let grant = self.grant(raw, secret.is_some() || !auth_method.uses_secret());
         let token_sink_file = raw
             .token_sink_file
             .as_ref()

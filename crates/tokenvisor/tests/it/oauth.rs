@@ -38,6 +38,7 @@ fn request(token_url: &str, auth: AuthMethod, grant: Grant) -> ExchangeRequest {
         client_id: CLIENT.into(),
         client_secret: Some(Secret::from(SECRET)),
         auth_method: auth,
+        provider: Arc::default(),
         grant,
         scopes: Arc::from(Vec::<String>::new()),
         resource: None,

@@ -1,0 +1,221 @@
+//! What a request needs besides its form: the HTTP client for the workload's TLS identity,
+//! roots and proxy ([`Profile`]), and the client assertion of `private_key_jwt` /
+//! `client_secret_jwt` ([`Keys::assertion`]).
+//!
+//! - One reqwest client per distinct [`Profile`] (connect timeout, client certificate and
+//!   key, `ca_file`/`ca_only`, proxy): connections are pooled per TLS identity, never shared
+//!   between two identities.
+//! - Files are re-read when they change: each client and each signing key remembers the
+//!   modification time and length of the files it was built from, and is rebuilt when a
+//!   stat shows another (rotation without restart). Stats and reads run on the blocking pool
+//!   (the caller's business, see [`crate::oauth`]).
+//! - An assertion (RFC 7523 §2.2, OIDC Core §9): `iss` = `sub` = the client id, `aud` =
+//!   `client_assertion_audience` or the token URL, a random `jti` (128 bits), `iat` now,
+//!   `exp` 60 s later; header `alg` (the configured one or the key's default) and `kid`.
+//!   It is a credential: it travels as a [`Secret`] and is scrubbed like the client secret.
+//!   Signing is jsonwebtoken's (over ring, rustls' provider here).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header};
+use tokenvisor_core::Secret;
+
+use crate::spec::{AssertionAlg, AuthMethod, ClientKey, ProviderSpec, client_key};
+use crate::transport::ExchangeRequest;
+
+/// How long a client assertion is valid.
+pub(crate) const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// `client_assertion_type` of RFC 7523.
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// What one reqwest client is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Profile {
+    pub(crate) connect_timeout: Duration,
+    /// Client certificate and key files (`tls_client_auth` methods only).
+    identity: Option<(PathBuf, PathBuf)>,
+    ca_file: Option<PathBuf>,
+    ca_only: bool,
+    proxy: Option<Arc<str>>,
+    proxy_credentials_file: Option<PathBuf>,
+    no_proxy: Option<Arc<str>>,
+}
+
+impl Profile {
+    /// The profile of a request.
+    pub(crate) fn of(req: &ExchangeRequest) -> Self {
+        let p = &req.provider;
+        let identity = match req.auth_method {
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
+                p.client_cert_file.clone().zip(p.client_key_file.clone())
+            }
+            AuthMethod::Basic
+            | AuthMethod::Post
+            | AuthMethod::PrivateKeyJwt
+            | AuthMethod::ClientSecretJwt => None,
+        };
+        Profile {
+            connect_timeout: req.connect_timeout,
+            identity,
+            ca_file: p.ca_file.clone(),
+            ca_only: p.ca_only,
+            proxy: p.proxy.clone(),
+            proxy_credentials_file: p.proxy_credentials_file.clone(),
+            no_proxy: p.no_proxy.clone(),
+        }
+    }
+
+    /// The default profile with this connect timeout (no files: nothing to stat).
+    pub(crate) fn plain(connect_timeout: Duration) -> Self {
+        Profile::of_spec(connect_timeout, &ProviderSpec::default())
+    }
+
+    fn of_spec(connect_timeout: Duration, p: &ProviderSpec) -> Self {
+        Profile {
+            connect_timeout,
+            identity: None,
+            ca_file: p.ca_file.clone(),
+            ca_only: p.ca_only,
+            proxy: p.proxy.clone(),
+            proxy_credentials_file: p.proxy_credentials_file.clone(),
+            no_proxy: p.no_proxy.clone(),
+        }
+    }
+
+    /// The files the client is built from.
+    pub(crate) fn files(&self) -> Vec<&Path> {
+        let identity = self.identity.iter().flat_map(|(c, k)| [c.as_path(), k]);
+        (identity.chain(self.ca_file.as_deref()))
+            .chain(self.proxy_credentials_file.as_deref())
+            .collect()
+    }
+
+    /// Applies the files and the proxy to `builder` (reads the files).
+    pub(crate) fn apply(
+        &self,
+        mut builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, String> {
+        if let Some((cert, key)) = &self.identity {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
+            builder = builder.identity(identity);
+        }
+        if let Some(ca) = &self.ca_file {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            builder = match self.ca_only {
+                true => builder.tls_certs_only(certs),
+                false => builder.tls_certs_merge(certs),
+            };
+        }
+        if let Some(url) = &self.proxy {
+            let mut proxy = reqwest::Proxy::all(&**url).map_err(|e| format!("proxy: {e}"))?;
+            if let Some(file) = &self.proxy_credentials_file {
+                let creds = crate::credentials::read_secret_file(file)
+                    .map_err(|e| format!("proxy_credentials_file: {e}"))?;
+                let (user, password) = creds
+                    .expose()
+                    .split_once(':')
+                    .unwrap_or((creds.expose(), ""));
+                proxy = proxy.basic_auth(user, password);
+            }
+            let no_proxy = self
+                .no_proxy
+                .as_deref()
+                .and_then(reqwest::NoProxy::from_string);
+            builder = builder.proxy(proxy.no_proxy(no_proxy));
+        }
+        Ok(builder)
+    }
+}
+
+/// A file's modification time and length, `None` when it cannot be read.
+pub(crate) type Stamp = Option<(SystemTime, u64)>;
+
+/// The stamps of `files`, in order.
+pub(crate) fn stamps(files: &[&Path]) -> Vec<Stamp> {
+    let stamp = |f: &&Path| {
+        let m = std::fs::metadata(f).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    files.iter().map(stamp).collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))
+}
+
+/// Signing keys by file, each with the stamp it was read at.
+#[derive(Default)]
+pub(crate) struct Keys {
+    keys: Mutex<HashMap<PathBuf, (Stamp, ClientKey)>>,
+}
+
+impl Keys {
+    /// The key in `path`, read again when the file changed.
+    fn key(&self, path: &Path) -> Result<ClientKey, String> {
+        let stamp = stamps(&[path]).pop().flatten();
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((s, key)) = keys.get(path)
+            && stamp.is_some()
+            && *s == stamp
+        {
+            return Ok(key.clone());
+        }
+        let key = client_key(&read(path)?)
+            .map_err(|why| format!("client_key_file {}: {why}", path.display()))?;
+        keys.insert(path.to_owned(), (stamp, key.clone()));
+        Ok(key)
+    }
+
+    /// The client assertion of `req`, if its method uses one (reads the key file when it
+    /// changed: call it on the blocking pool).
+    pub(crate) fn assertion(&self, req: &ExchangeRequest) -> Result<Option<Secret>, String> {
+        let p = &req.provider;
+        let (key, alg) = match req.auth_method {
+            AuthMethod::PrivateKeyJwt => {
+                let path = p.client_key_file.as_deref().ok_or("no client_key_file")?;
+                let key = self.key(path)?;
+                (key.key, p.client_assertion_alg.unwrap_or(key.algs[0]))
+            }
+            AuthMethod::ClientSecretJwt => {
+                let secret = req.client_secret.as_ref().ok_or("no client secret")?;
+                (
+                    EncodingKey::from_secret(secret.expose().as_bytes()),
+                    AssertionAlg::HS256,
+                )
+            }
+            AuthMethod::Basic
+            | AuthMethod::Post
+            | AuthMethod::TlsClientAuth
+            | AuthMethod::SelfSignedTlsClientAuth => return Ok(None),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut jti = [0u8; 16];
+        getrandom::fill(&mut jti).map_err(|e| format!("no randomness for jti: {e}"))?;
+        let aud = (p.client_assertion_audience.as_deref()).unwrap_or(req.token_url.expose());
+        let claims = serde_json::json!({
+            "iss": &*req.client_id,
+            "sub": &*req.client_id,
+            "aud": aud,
+            "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME.as_secs(),
+        });
+        let mut header = Header::new(alg.jose());
+        header.kid = p.client_key_id.as_deref().map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, &key)
+            .map(|jwt| Some(Secret::from(jwt)))
+            .map_err(|e| format!("cannot sign the client assertion with {alg:?}: {e}"))
+    }
+}

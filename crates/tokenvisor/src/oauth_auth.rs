@@ -219,3 +219,185 @@ impl Keys {
             .map_err(|e| format!("cannot sign the client assertion with {alg:?}: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use tokenvisor_core::WorkloadName;
+
+    use super::*;
+    use crate::spec::{GrantSpec, WorkloadSpec};
+    use crate::transport::Grant;
+
+    const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+    const TOKEN_URL: &str = "https://idp.example.com/oauth/token";
+
+    fn request(method: AuthMethod, provider: ProviderSpec) -> ExchangeRequest {
+        let name = WorkloadName::new("w").unwrap();
+        let mut spec = WorkloadSpec::new(
+            name,
+            TOKEN_URL.parse().unwrap(),
+            "client-1",
+            GrantSpec::ClientCredentials,
+        )
+        .with_client_secret("a-client-secret-of-32-bytes-or-more!");
+        spec.auth_method = method;
+        spec.policy.provider = Arc::new(provider);
+        ExchangeRequest::for_spec(&spec, Grant::ClientCredentials)
+    }
+
+    fn key_file(name: &str) -> ProviderSpec {
+        ProviderSpec {
+            client_key_file: Some(Path::new(KEYS).join(name)),
+            ..ProviderSpec::default()
+        }
+    }
+
+    /// The assertion's claims, verified with `key` for `alg` and the expected audience.
+    fn verify(jwt: &Secret, key: &DecodingKey, alg: Algorithm, aud: &str) -> serde_json::Value {
+        let mut v = Validation::new(alg);
+        v.set_audience(&[aud]);
+        v.set_issuer(&["client-1"]);
+        v.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub", "jti"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(jwt.expose(), key, &v)
+            .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        assert_eq!(data.header.alg, alg);
+        data.claims
+    }
+
+    fn public(name: &str) -> Vec<u8> {
+        std::fs::read(Path::new(KEYS).join(name)).unwrap()
+    }
+
+    /// Every key type and algorithm: the claims RFC 7523 asks for, verified with the public
+    /// key; `jti` unique; `exp` = `iat` + 60 s; the configured `kid`.
+    #[test]
+    fn assertions_verify_with_the_public_key() {
+        let rsa = || DecodingKey::from_rsa_pem(&public("rsa.pub.pem")).unwrap();
+        let table: [(&str, Option<AssertionAlg>, Algorithm, DecodingKey); 5] = [
+            ("rsa.pem", None, Algorithm::RS256, rsa()),
+            (
+                "rsa.pem",
+                Some(AssertionAlg::PS256),
+                Algorithm::PS256,
+                rsa(),
+            ),
+            (
+                "ec256.pem",
+                None,
+                Algorithm::ES256,
+                DecodingKey::from_ec_pem(&public("ec256.pub.pem")).unwrap(),
+            ),
+            (
+                "ec384.pem",
+                None,
+                Algorithm::ES384,
+                DecodingKey::from_ec_pem(&public("ec384.pub.pem")).unwrap(),
+            ),
+            (
+                "ed25519.pem",
+                None,
+                Algorithm::EdDSA,
+                DecodingKey::from_ed_pem(&public("ed25519.pub.pem")).unwrap(),
+            ),
+        ];
+        let keys = Keys::default();
+        let mut jtis = HashSet::new();
+        for (file, alg, expected, decoding) in table {
+            let provider = ProviderSpec {
+                client_key_id: Some("kid-7".into()),
+                client_assertion_alg: alg,
+                ..key_file(file)
+            };
+            let req = request(AuthMethod::PrivateKeyJwt, provider);
+            for _ in 0..2 {
+                let jwt = keys.assertion(&req).unwrap().expect("an assertion");
+                let header = jsonwebtoken::decode_header(jwt.expose()).unwrap();
+                assert_eq!(header.kid.as_deref(), Some("kid-7"), "{file}");
+                let claims = verify(&jwt, &decoding, expected, TOKEN_URL);
+                assert_eq!(claims["sub"], "client-1", "{file}");
+                let (iat, exp) = (
+                    claims["iat"].as_u64().unwrap(),
+                    claims["exp"].as_u64().unwrap(),
+                );
+                assert_eq!(exp - iat, 60, "{file}");
+                let jti = claims["jti"].as_str().unwrap().to_owned();
+                assert_eq!(jti.len(), 32, "{file}");
+                assert!(jtis.insert(jti), "{file}: a jti was repeated");
+            }
+        }
+        // A PKCS#1 RSA key signs too.
+        let req = request(AuthMethod::PrivateKeyJwt, key_file("rsa-pkcs1.pem"));
+        assert!(keys.assertion(&req).unwrap().is_some());
+    }
+
+    /// `client_secret_jwt`: HS256 over the client secret; `client_assertion_audience`
+    /// replaces the token URL as `aud`.
+    #[test]
+    fn client_secret_jwt_signs_with_the_secret_and_the_audience_override() {
+        let provider = ProviderSpec {
+            client_assertion_audience: Some("https://idp.example.com".into()),
+            ..ProviderSpec::default()
+        };
+        let req = request(AuthMethod::ClientSecretJwt, provider);
+        let jwt = Keys::default()
+            .assertion(&req)
+            .unwrap()
+            .expect("an assertion");
+        let secret = req.client_secret.as_ref().unwrap().expose().as_bytes();
+        let claims = verify(
+            &jwt,
+            &DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+            "https://idp.example.com",
+        );
+        assert_eq!(claims["iss"], "client-1");
+        // the other methods make none
+        for method in [
+            AuthMethod::Basic,
+            AuthMethod::Post,
+            AuthMethod::TlsClientAuth,
+        ] {
+            assert!(
+                Keys::default()
+                    .assertion(&request(method, ProviderSpec::default()))
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+
+    /// A key file replaced on disk is read again: the next assertion verifies only with the
+    /// new key. A key file that vanished is an error naming it, not a panic.
+    #[test]
+    fn a_rotated_key_file_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.pem");
+        std::fs::copy(Path::new(KEYS).join("ec256.pem"), &path).unwrap();
+        let provider = ProviderSpec {
+            client_key_file: Some(path.clone()),
+            ..ProviderSpec::default()
+        };
+        let req = request(AuthMethod::PrivateKeyJwt, provider);
+        let keys = Keys::default();
+        let jwt = keys.assertion(&req).unwrap().unwrap();
+        let ec = DecodingKey::from_ec_pem(&public("ec256.pub.pem")).unwrap();
+        verify(&jwt, &ec, Algorithm::ES256, TOKEN_URL);
+        std::fs::copy(Path::new(KEYS).join("ed25519.pem"), &path).unwrap();
+        let jwt = keys.assertion(&req).unwrap().unwrap();
+        let ed = DecodingKey::from_ed_pem(&public("ed25519.pub.pem")).unwrap();
+        verify(&jwt, &ed, Algorithm::EdDSA, TOKEN_URL);
+        std::fs::remove_file(&path).unwrap();
+        let err = keys.assertion(&req).unwrap_err();
+        assert!(err.contains("client.pem"), "{err}");
+    }
+
+    /// Key material never prints.
+    #[test]
+    fn a_client_key_debugs_as_an_ellipsis() {
+        let key = client_key(&std::fs::read(Path::new(KEYS).join("rsa.pem")).unwrap()).unwrap();
+        assert_eq!(format!("{key:?}"), "…");
+    }
+}

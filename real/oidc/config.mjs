@@ -9,6 +9,9 @@
 // Logins are automatic (provider.mjs): any account id is accepted (findAccount below), and
 // the interaction endpoint logs the login_hint account in and consents to what was asked.
 
+import { createPublicKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
 /** Client ids `tv-01` … `tv-24`, each with the secret `secret-of-<id>`. */
 export const CLIENT_COUNT = 24;
 
@@ -23,8 +26,42 @@ export function secretOf(id) {
   return `secret-of-${id}`;
 }
 
+/**
+ * Clients that authenticate with a signed client assertion (RFC 7523 §2.2), with grants of
+ * their own: `tv-pkjwt` (private_key_jwt: its public key is the one of
+ * `keys/private-key-jwt.pem`, a test-only EC P-256 key) and `tv-csjwt` (client_secret_jwt:
+ * HS256 over `secret-of-tv-csjwt`). login.mjs signs its code exchange the same way.
+ */
+export const PRIVATE_KEY_JWT_CLIENT = 'tv-pkjwt';
+export const CLIENT_SECRET_JWT_CLIENT = 'tv-csjwt';
+export const CLIENT_KEY_FILE = new URL('./keys/private-key-jwt.pem', import.meta.url);
+
+function assertionClients() {
+  const common = {
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+    response_types: ['code'],
+    redirect_uris: [REDIRECT_URI],
+    scope: 'openid offline_access api',
+  };
+  const jwk = createPublicKey(readFileSync(CLIENT_KEY_FILE)).export({ format: 'jwk' });
+  return [
+    {
+      ...common,
+      client_id: PRIVATE_KEY_JWT_CLIENT,
+      token_endpoint_auth_method: 'private_key_jwt',
+      jwks: { keys: [{ ...jwk, kid: 'tv-pkjwt-1', use: 'sig', alg: 'ES256' }] },
+    },
+    {
+      ...common,
+      client_id: CLIENT_SECRET_JWT_CLIENT,
+      client_secret: secretOf(CLIENT_SECRET_JWT_CLIENT),
+      token_endpoint_auth_method: 'client_secret_jwt',
+    },
+  ];
+}
+
 function clients() {
-  const out = [];
+  const out = assertionClients();
   for (let n = 1; n <= CLIENT_COUNT; n += 1) {
     const id = clientId(n);
     out.push({

@@ -5,6 +5,7 @@
 //! Run it with `bash real/install.sh && scripts/test --real`
 //! (real/README.md). A missing component fails every test with the command that installs it.
 //!
+//! - [`client_auth`]: private_key_jwt and client_secret_jwt against the provider, a wrong key.
 //! - [`components`]: where nginx, node and oidc-provider are; free ports; process guards.
 //! - [`oidc`]: oidc-provider (real/oidc/provider.mjs), the scripted authorization_code +
 //!   PKCE login (real/oidc/login.mjs), its request log, RFC 7009 revocation, introspection.
@@ -27,6 +28,7 @@
 //! capped at 1 s, requests time out after 2 s. Tests never sleep to let time pass: they poll
 //! for an event (a status, a log line) with a bounded wait, and assert no durations.
 
+mod client_auth;
 mod components;
 mod daemon;
 mod dashboard;

@@ -403,10 +403,24 @@ async fn send(client: &reqwest::Client, url: &str, request: oauth2::HttpRequest)
         }
     };
     let started = tokio::time::Instant::now();
+    // The server's name for a TLS failure's detail (a host and port say nothing secret).
+    let server = request.url().host_str().map(|host| {
+        let port = request.url().port_or_known_default().unwrap_or(443);
+        format!("{host}:{port}")
+    });
     let mut response = match client.execute(request).await {
         Ok(response) => response,
         Err(e) => {
-            let outcome = transport_outcome(e);
+            let outcome = match transport_outcome(e) {
+                RawOutcome::Transport {
+                    kind: TransportKind::Tls,
+                    detail,
+                } => RawOutcome::Transport {
+                    kind: TransportKind::Tls,
+                    detail: tls_detail(server.as_deref(), detail),
+                },
+                other => other,
+            };
             tracing::debug!(
                 url = %url,
                 elapsed_ms = started.elapsed().as_millis(),
@@ -500,6 +514,23 @@ fn transport_outcome(error: reqwest::Error) -> RawOutcome {
         kind: transport_kind(&error),
         detail: truncate(error_chain(&error), DETAIL_LIMIT),
     }
+}
+
+/// A TLS failure's detail: the server it was with, the reason, and what usually fixes it.
+fn tls_detail(server: Option<&str>, detail: String) -> String {
+    let hint = if detail.contains("UnknownIssuer") {
+        "the server's certificate is not issued by a trusted CA (ca_file adds its CA)"
+    } else if detail.contains("NotValidForName") {
+        "the server's certificate does not name this host"
+    } else if detail.contains("Expired") || detail.contains("NotValidYet") {
+        "the server's certificate is outside its validity period"
+    } else if detail.contains("certificate required") || detail.contains("CertificateRequired") {
+        "the server wants a client certificate (tls_client_auth: client_cert_file)"
+    } else {
+        "TLS failed"
+    };
+    let server = server.unwrap_or("the server");
+    truncate(format!("TLS with {server}: {hint}: {detail}"), DETAIL_LIMIT)
 }
 
 /// Classifies a transport error.

@@ -12,6 +12,7 @@
 //! - [`nginx`]: one nginx per test with its own prefix, switched between the modes of
 //!   real/nginx/modes by `nginx -s reload`, and its JSON access log.
 //! - [`slow`]: an upstream that accepts requests and never answers.
+//! - [`tls`]: nginx terminating TLS with a CA made at test time: an unknown CA, ca_file, ca_only.
 //! - [`harness`]: the stack of one test (provider, nginx, the tokenvisor runtime in process,
 //!   every state change, status files read back from disk); the bounded wait, the status
 //!   readers, the event collector, the daemon spawner and the admin client are
@@ -38,3 +39,4 @@ mod nginx;
 mod oidc;
 mod scenarios;
 mod slow;
+mod tls;

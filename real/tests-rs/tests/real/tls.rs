@@ -181,3 +181,73 @@ async fn an_unknown_ca_is_a_transient_tls_failure_and_ca_file_trusts_it() {
         "observed: without ca_file: auth_retrying, status_context {context:?}; with ca_file and with ca_only: running"
     );
 }
+
+/// RFC 8705 through nginx: `tls_client_auth` (a certificate issued by the provider's client
+/// CA, subject CN=tv-mtls) and `self_signed_tls_client_auth` (the registered self-signed
+/// certificate) renew their tokens; the self-signed certificate presented for the
+/// CA-issued client is `invalid_client`, final. The three share one nginx, one runtime and
+/// one transport: had they shared a connection pool, the wrong identity would ride on a
+/// connection the right one opened and succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_client_certificates_authenticate_per_identity() {
+    let s = Stack::start(3, false).await;
+    let prefix: PathBuf = s.work().join("tls-nginx");
+    make_pki(&prefix.join("tls"));
+    let front = TlsFront::start(&prefix, &s.ep.oidc.addr()).await;
+    let keys = real_dir().join("oidc/keys");
+    let identity = |cert: &str, key: &str| ProviderSpec {
+        client_cert_file: Some(keys.join(cert)),
+        client_key_file: Some(keys.join(key)),
+        ca_file: Some(prefix.join("tls/ca.pem")),
+        ..ProviderSpec::default()
+    };
+    let ca_issued = identity("tls-client.pem", "tls-client.key");
+    let self_signed = identity("self-signed.pem", "self-signed.key");
+    for (w, client, method, p) in [
+        ("mtls", "tv-mtls", AuthMethod::TlsClientAuth, ca_issued),
+        (
+            "mtls-self",
+            "tv-ss",
+            AuthMethod::SelfSignedTlsClientAuth,
+            self_signed.clone(),
+        ),
+        (
+            "mtls-wrong",
+            "tv-mtls",
+            AuthMethod::TlsClientAuth,
+            self_signed,
+        ),
+    ] {
+        let mut spec = spec(w, &front.token_url(), client, p);
+        spec.client_secret = None;
+        spec.client_secret_origin = None;
+        spec.auth_method = method;
+        s.rt.add(spec).await.unwrap();
+    }
+    for (w, client) in [("mtls", "tv-mtls"), ("mtls-self", "tv-ss")] {
+        s.wait_file(w, "running", |r| r.status == WorkloadStatus::Running)
+            .await;
+        wait_until(&format!("{w}: three renewals"), || {
+            let ok = s.ep.oidc.refreshes(client);
+            ok.iter().filter(|l| l.status == Some(200)).count() >= 3
+        })
+        .await;
+    }
+    let r = s
+        .wait_file("mtls-wrong", "unauthenticated", |r| {
+            r.status == WorkloadStatus::Unauthenticated
+        })
+        .await;
+    let e = last_error(&r).unwrap_or_else(|| panic!("no last_error"));
+    assert_eq!(
+        (e.outcome, e.error_code.as_deref()),
+        (ErrorOutcome::Permanent, Some("invalid_client")),
+        "{e:?}"
+    );
+    println!(
+        "observed: tls_client_auth {} and self_signed_tls_client_auth {} accepted renewals; the \
+         wrong certificate: invalid_client, unauthenticated",
+        s.ep.oidc.refreshes("tv-mtls").len(),
+        s.ep.oidc.refreshes("tv-ss").len()
+    );
+}

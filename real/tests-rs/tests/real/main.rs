@@ -13,6 +13,7 @@
 //!   real/nginx/modes by `nginx -s reload`, and its JSON access log.
 //! - [`slow`]: an upstream that accepts requests and never answers.
 //! - [`tls`]: nginx terminating TLS with a CA made at test time: an unknown CA, ca_file, ca_only.
+//! - [`proxy`]: a workload's forward proxy (tinyproxy) with credentials, its refusal, no_proxy.
 //! - [`harness`]: the stack of one test (provider, nginx, the tokenvisor runtime in process,
 //!   every state change, status files read back from disk); the bounded wait, the status
 //!   readers, the event collector, the daemon spawner and the admin client are
@@ -37,6 +38,7 @@ mod endpoint;
 mod harness;
 mod nginx;
 mod oidc;
+mod proxy;
 mod scenarios;
 mod slow;
 mod tls;

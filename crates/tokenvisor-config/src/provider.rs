@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use toml::Spanned;
 
 use crate::problems::Cx;
 use crate::schema::RawPolicy;
@@ -129,86 +128,85 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 
 /// The provider keys set at one level (`[defaults]`, a workload) over `out`.
 pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut ProviderSpec) {
-    let file =
-        |cx: &mut Cx, name, raw: &Option<Spanned<String>>, ok: fn(&[u8]) -> Result<(), String>| {
-            let raw = raw.as_ref()?;
-            cx.check(name, raw, |p| {
-                let path: PathBuf = base.join(p).components().collect();
-                let bytes = read(&path)?;
-                ok(&bytes).map_err(|why| format!("{}: {why}", path.display()))?;
-                Ok(path)
-            })
-        };
-    let text = |cx: &mut Cx, name, raw: &Option<Spanned<String>>| {
-        cx.check(name, raw.as_ref()?, |s| {
-            match s.trim().is_empty() || s.chars().any(char::is_control) {
-                true => Err("must be a non-empty string without control characters".to_owned()),
-                false => Ok(Some(Arc::from(s.as_str()))),
-            }
-        })
+    type Check = fn(&[u8]) -> Result<(), String>;
+    let (key, certs): (Check, Check) = (|b| client_key(b).map(drop), |b| certificates(b).map(drop));
+    let creds: Check = |b| match std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.trim().split_once(':'))
+    {
+        Some((user, _)) if !user.is_empty() => Ok(()),
+        Some(_) | None => Err("must hold `user:password` (UTF-8, one line)".to_owned()),
     };
-    if raw.client_key_file.is_some() {
-        out.client_key_file = file(cx, "client_key_file", &raw.client_key_file, |b| {
-            client_key(b).map(drop)
-        });
-    }
-    if raw.client_cert_file.is_some() {
-        out.client_cert_file = file(cx, "client_cert_file", &raw.client_cert_file, |b| {
-            certificates(b).map(drop)
-        });
-    }
-    if raw.ca_file.is_some() {
-        out.ca_file = file(cx, "ca_file", &raw.ca_file, |b| certificates(b).map(drop));
-    }
-    if raw.proxy_credentials_file.is_some() {
-        let creds = |b: &[u8]| match std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| s.trim().split_once(':'))
-        {
-            Some((user, _)) if !user.is_empty() => Ok(()),
-            _ => Err("must hold `user:password` (UTF-8, one line)".to_owned()),
-        };
-        out.proxy_credentials_file = file(
-            cx,
+    let files = [
+        (
+            "client_key_file",
+            &raw.client_key_file,
+            &mut out.client_key_file,
+            key,
+        ),
+        (
+            "client_cert_file",
+            &raw.client_cert_file,
+            &mut out.client_cert_file,
+            certs,
+        ),
+        ("ca_file", &raw.ca_file, &mut out.ca_file, certs),
+        (
             "proxy_credentials_file",
             &raw.proxy_credentials_file,
+            &mut out.proxy_credentials_file,
             creds,
-        );
+        ),
+    ];
+    for (name, raw, slot, ok) in files {
+        let Some(raw) = raw else { continue };
+        *slot = cx.check(name, raw, |p| {
+            let path: PathBuf = base.join(p).components().collect();
+            ok(&read(&path)?).map_err(|why| format!("{}: {why}", path.display()))?;
+            Ok(path)
+        });
     }
-    out.client_key_id =
-        text(cx, "client_key_id", &raw.client_key_id).unwrap_or(out.client_key_id.take());
-    let aud = text(
-        cx,
-        "client_assertion_audience",
-        &raw.client_assertion_audience,
-    );
-    out.client_assertion_audience = aud.unwrap_or(out.client_assertion_audience.take());
-    out.no_proxy = text(cx, "no_proxy", &raw.no_proxy).unwrap_or(out.no_proxy.take());
-    if let Some(alg) = &raw.client_assertion_alg {
-        out.client_assertion_alg = Some(*alg.get_ref());
-    }
-    if let Some(only) = &raw.ca_only {
-        out.ca_only = *only.get_ref();
+    let texts = [
+        ("client_key_id", &raw.client_key_id, &mut out.client_key_id),
+        (
+            "client_assertion_audience",
+            &raw.client_assertion_audience,
+            &mut out.client_assertion_audience,
+        ),
+        ("no_proxy", &raw.no_proxy, &mut out.no_proxy),
+    ];
+    for (name, raw, slot) in texts {
+        let Some(raw) = raw else { continue };
+        *slot = cx.check(name, raw, |s| {
+            match s.trim().is_empty() || s.chars().any(char::is_control) {
+                true => Err("must be a non-empty string without control characters".to_owned()),
+                false => Ok(Arc::from(s.as_str())),
+            }
+        });
     }
     if let Some(p) = &raw.proxy {
-        out.proxy = cx
-            .check("proxy", p, |s| match url::Url::parse(s) {
-                Ok(u)
-                    if matches!(u.scheme(), "http" | "https")
-                        && u.has_host()
-                        && u.username().is_empty()
-                        && u.password().is_none() =>
-                {
-                    Ok(Some(Arc::from(s.as_str())))
-                }
-                _ => Err(
-                    "must be an http:// or https:// proxy URL with a host and no credentials \
-                (put `user:password` in proxy_credentials_file)"
-                        .to_owned(),
-                ),
-            })
-            .flatten();
+        out.proxy = cx.check("proxy", p, |s| match url::Url::parse(s) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.has_host()
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
+            {
+                Ok(Arc::from(s.as_str()))
+            }
+            Ok(_) | Err(_) => Err(
+                "must be an http:// or https:// proxy URL with a host and no \
+                credentials (put `user:password` in proxy_credentials_file)"
+                    .to_owned(),
+            ),
+        });
     }
+    out.client_assertion_alg = raw
+        .client_assertion_alg
+        .as_ref()
+        .map(|a| *a.get_ref())
+        .or(out.client_assertion_alg);
+    out.ca_only = raw.ca_only.as_ref().map_or(out.ca_only, |o| *o.get_ref());
 }
 
 /// The checks across keys, once a workload's method is known; reported at `auth_method`

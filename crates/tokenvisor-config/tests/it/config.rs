@@ -896,7 +896,7 @@ fn bad_enum_values() {
         &err,
         "workload[0].auth_method",
         Some(line_of(&text, "digest")),
-        "expected `basic` or `post`",
+        "expected one of `basic`, `post`, `private_key_jwt`",
     );
     assert_problem(
         &err,

@@ -201,3 +201,33 @@ fn each_mistake_names_file_line_and_key() {
         "unknown variant",
     );
 }
+
+/// config/tokenvisor.toml shows every provider key, and docs/PROVIDERS.md names each.
+#[test]
+fn the_reference_shows_every_provider_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let example = std::fs::read_to_string(root.join("config/tokenvisor.toml")).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/PROVIDERS.md")).unwrap();
+    for key in [
+        "client_key_file",
+        "client_key_id",
+        "client_assertion_alg",
+        "client_assertion_audience",
+        "client_cert_file",
+        "ca_file",
+        "ca_only",
+        "proxy",
+        "proxy_credentials_file",
+        "no_proxy",
+    ] {
+        let shown = (example.lines()).any(|l| {
+            l.trim_start_matches(['#', ' '])
+                .starts_with(&format!("{key} ="))
+        });
+        assert!(shown, "config/tokenvisor.toml does not show `{key}`");
+        assert!(
+            doc.contains(&format!("`{key}`")),
+            "docs/PROVIDERS.md does not name `{key}`"
+        );
+    }
+}

@@ -417,9 +417,9 @@ async fn send(client: &reqwest::Client, url: &str, request: oauth2::HttpRequest)
                     detail,
                 } => RawOutcome::Transport {
                     kind: TransportKind::Tls,
-                    detail: tls_detail(server.as_deref(), detail),
+                    detail: tls_detail(server.as_deref(), &detail),
                 },
-                other => other,
+                other @ (RawOutcome::Transport { .. } | RawOutcome::Response(_)) => other,
             };
             tracing::debug!(
                 url = %url,
@@ -517,7 +517,7 @@ fn transport_outcome(error: reqwest::Error) -> RawOutcome {
 }
 
 /// A TLS failure's detail: the server it was with, the reason, and what usually fixes it.
-fn tls_detail(server: Option<&str>, detail: String) -> String {
+fn tls_detail(server: Option<&str>, detail: &str) -> String {
     let hint = if detail.contains("UnknownIssuer") {
         "the server's certificate is not issued by a trusted CA (ca_file adds its CA)"
     } else if detail.contains("NotValidForName") {

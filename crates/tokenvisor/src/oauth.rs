@@ -16,7 +16,14 @@
 //!   neither memory nor time, the rest is never read and the connection is dropped;
 //! - every request has a total deadline ([`ExchangeRequest::timeout`]), covering connect,
 //!   headers and body; the connect deadline ([`ExchangeRequest::connect_timeout`]) is a
-//!   client setting in reqwest, so one client is kept per distinct connect timeout;
+//!   client setting in reqwest, and so are a workload's TLS identity, extra roots and proxy:
+//!   one client (one connection pool) is kept per distinct profile of these
+//!   (`oauth_auth::Profile`), rebuilt when one of its files changes;
+//! - client authentication: `basic` and `post` through oauth2; `private_key_jwt` and
+//!   `client_secret_jwt` send `client_id` and a fresh signed assertion in the form (made by
+//!   `oauth_auth`), the `tls_client_auth` methods `client_id` and the client certificate; none
+//!   of these sends the secret;
+//! - a TLS failure's detail names the server (`HOST:PORT`), the usual cause and rustls' reason;
 //! - transport failures become [`RawOutcome::Transport`] with a [`TransportKind`] and a short
 //!   detail that contains no secret (scrubbed by [`tokenvisor_core::scrub`], in any encoding),
 //!   no body and no URL (reqwest's errors lose theirs: the workload's URL is known anyway);

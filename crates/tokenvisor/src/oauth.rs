@@ -287,6 +287,7 @@ impl Transport for HttpTransport {
                     detail: format!("no complete answer within {}", fmt_duration(deadline)),
                 },
             };
+            let outcome = diagnose_tls(outcome, &req).await;
             scrub_outcome(outcome, &secrets)
         })
     }
@@ -526,18 +527,67 @@ fn transport_outcome(error: reqwest::Error) -> RawOutcome {
 /// A TLS failure's detail: the server it was with, the reason, and what usually fixes it.
 fn tls_detail(server: Option<&str>, detail: &str) -> String {
     let hint = if detail.contains("UnknownIssuer") {
-        "the server's certificate is not issued by a trusted CA (ca_file adds its CA)"
+        "not issued by a trusted CA (ca_file adds one)"
     } else if detail.contains("NotValidForName") {
-        "the server's certificate does not name this host"
+        "the certificate does not name this host"
     } else if detail.contains("Expired") || detail.contains("NotValidYet") {
-        "the server's certificate is outside its validity period"
+        "the certificate is outside its validity period"
     } else if detail.contains("certificate required") || detail.contains("CertificateRequired") {
-        "the server wants a client certificate (tls_client_auth: client_cert_file)"
+        "the server wants a client certificate (client_cert_file)"
     } else {
         "TLS failed"
     };
     let server = server.unwrap_or("the server");
-    truncate(format!("TLS with {server}: {hint}: {detail}"), DETAIL_LIMIT)
+    // rustls' reason, without reqwest's and hyper's wrappers around it
+    let reason = detail
+        .find("invalid peer certificate")
+        .map_or(detail, |at| &detail[at..]);
+    truncate(format!("TLS with {server}: {hint}: {reason}"), DETAIL_LIMIT)
+}
+
+/// A TLS failure over the server's certificate, directly to the server (no proxy set for
+/// the workload): the detail gains the certificate's subject and issuer, from a second,
+/// diagnostic handshake on the blocking pool ([`crate::oauth_auth::presented_certificate`]).
+async fn diagnose_tls(outcome: RawOutcome, req: &ExchangeRequest) -> RawOutcome {
+    let RawOutcome::Transport {
+        kind: TransportKind::Tls,
+        detail,
+    } = outcome
+    else {
+        return outcome;
+    };
+    let url = req.token_url.as_url();
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return RawOutcome::Transport {
+            kind: TransportKind::Tls,
+            detail,
+        };
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let timeout = req.connect_timeout;
+    let cert = match (
+        detail.contains("invalid peer certificate"),
+        &req.provider.proxy,
+    ) {
+        (true, None) => tokio::task::spawn_blocking(move || {
+            crate::oauth_auth::presented_certificate(&host, port, timeout)
+        })
+        .await
+        .ok()
+        .flatten(),
+        (true, Some(_)) | (false, _) => None,
+    };
+    let detail = match cert {
+        Some(cert) => truncate(format!("{detail}; {cert}"), DETAIL_LIMIT),
+        None => detail,
+    };
+    RawOutcome::Transport {
+        kind: TransportKind::Tls,
+        detail,
+    }
 }
 
 /// Classifies a transport error.

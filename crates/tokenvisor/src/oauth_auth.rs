@@ -220,6 +220,132 @@ impl Keys {
     }
 }
 
+/// The certificate a server presents, for a TLS failure's detail: a second handshake to
+/// `host:port` (direct, bounded by `timeout`) that accepts any certificate, records the
+/// server's own and stops. Returns "certificate CN=… issued by CN=…"; `None` when the server
+/// cannot be reached or the certificate read (the detail then goes without it). Blocking:
+/// run it on the blocking pool.
+pub(crate) fn presented_certificate(host: &str, port: u16, timeout: Duration) -> Option<String> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
+    let recorder = Arc::new(Recorder::default());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let addr = (host, port).to_socket_addrs().ok()?.next()?;
+    let mut tcp = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    tcp.set_read_timeout(Some(timeout)).ok()?;
+    tcp.set_write_timeout(Some(timeout)).ok()?;
+    let mut tls = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+    while tls.is_handshaking() && recorder.der().is_none() {
+        if tls.complete_io(&mut tcp).is_err() {
+            break;
+        }
+    }
+    let (subject, issuer) = names(&recorder.der()?)?;
+    Some(format!("certificate {subject} issued by {issuer}"))
+}
+
+/// The subject's and the issuer's common names (`CN=…`) in a DER certificate.
+pub(crate) fn names(der: &[u8]) -> Option<(String, String)> {
+    use simple_asn1::ASN1Block as B;
+    let blocks = simple_asn1::from_der(der).ok()?;
+    let Some(B::Sequence(_, cert)) = blocks.first() else {
+        return None;
+    };
+    let Some(B::Sequence(_, tbs)) = cert.first() else {
+        return None;
+    };
+    // The Names are the first two sequences of sets: issuer, then subject.
+    let cn = |name: &[B]| -> String {
+        let cn = name.iter().find_map(|rdn| {
+            let B::Set(_, attrs) = rdn else { return None };
+            attrs.iter().find_map(|attr| {
+                let B::Sequence(_, kv) = attr else {
+                    return None;
+                };
+                let (Some(B::ObjectIdentifier(_, oid)), Some(value)) = (kv.first(), kv.get(1))
+                else {
+                    return None;
+                };
+                (oid.as_vec::<u64>().ok()? == [2, 5, 4, 3]).then_some(value)?;
+                if let B::UTF8String(_, s)
+                | B::PrintableString(_, s)
+                | B::IA5String(_, s)
+                | B::TeletexString(_, s) = value
+                {
+                    return Some(format!("CN={s}"));
+                }
+                None
+            })
+        });
+        cn.unwrap_or_else(|| "(no CN)".to_owned())
+    };
+    let mut found = tbs.iter().filter_map(|b| {
+        let B::Sequence(_, rdns) = b else { return None };
+        (!rdns.is_empty() && rdns.iter().all(|r| matches!(r, B::Set(..)))).then(|| cn(rdns))
+    });
+    let issuer = found.next()?;
+    Some((found.next()?, issuer))
+}
+
+/// A verifier that accepts any certificate and keeps the server's own (diagnosis only:
+/// nothing is ever sent over such a connection).
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Option<Vec<u8>>>);
+
+impl Recorder {
+    fn der(&self) -> Option<Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(end_entity.to_vec());
+        // Stop here: the certificate is all this connection is for.
+        Err(rustls::Error::General("certificate recorded".to_owned()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("diagnosis only".to_owned()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("diagnosis only".to_owned()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -392,6 +518,20 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let err = keys.assertion(&req).unwrap_err();
         assert!(err.contains("client.pem"), "{err}");
+    }
+
+    /// The names of a certificate: a self-signed test certificate names itself.
+    #[test]
+    fn names_of_a_certificate() {
+        use base64::Engine as _;
+        let pem = std::fs::read_to_string(Path::new(KEYS).join("cert.pem")).unwrap();
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let cn = "CN=tokenvisor test client".to_owned();
+        assert_eq!(names(&der), Some((cn.clone(), cn)));
+        assert_eq!(names(b"not DER"), None);
     }
 
     /// Key material never prints.

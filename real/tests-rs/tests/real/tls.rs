@@ -174,7 +174,12 @@ async fn an_unknown_ca_is_a_transient_tls_failure_and_ca_file_trusts_it() {
     let e = last_error(&r).unwrap_or_else(|| panic!("no last_error"));
     assert_eq!(e.outcome, ErrorOutcome::Transient, "{e:?}");
     let context = r.status_context.clone();
-    for part in ["127.0.0.1:", "not issued by a trusted CA", "UnknownIssuer"] {
+    for part in [
+        "127.0.0.1:",
+        "not issued by a trusted CA",
+        "UnknownIssuer",
+        "certificate CN=127.0.0.1 issued by CN=tokenvisor test CA",
+    ] {
         assert!(context.contains(part), "{part:?} not in {context:?}");
     }
     println!(

@@ -23,7 +23,8 @@
 //!   `client_secret_jwt` send `client_id` and a fresh signed assertion in the form (made by
 //!   `oauth_auth`), the `tls_client_auth` methods `client_id` and the client certificate; none
 //!   of these sends the secret;
-//! - a TLS failure's detail names the server (`HOST:PORT`), the usual cause and rustls' reason;
+//! - a TLS failure's detail names the server (`HOST:PORT`), the usual cause, rustls' reason and
+//!   (on a certificate failure without a proxy) the presented certificate's subject and issuer;
 //! - transport failures become [`RawOutcome::Transport`] with a [`TransportKind`] and a short
 //!   detail that contains no secret (scrubbed by [`tokenvisor_core::scrub`], in any encoding),
 //!   no body and no URL (reqwest's errors lose theirs: the workload's URL is known anyway);

@@ -14,6 +14,8 @@
 //!   `exp` 60 s later; header `alg` (the configured one or the key's default) and `kid`.
 //!   It is a credential: it travels as a [`Secret`] and is scrubbed like the client secret.
 //!   Signing is jsonwebtoken's (over ring, rustls' provider here).
+//! - A TLS failure's certificate ([`presented_certificate`]): a diagnostic handshake that
+//!   records the server's certificate and aborts; its subject and issuer names ([`names`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

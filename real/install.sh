@@ -6,7 +6,9 @@
 #   - oidc-provider and its dependencies, from the npm registry, exactly as pinned by
 #     real/oidc/package-lock.json (`npm ci`);
 #   - chromium and chromedriver, from Debian's packages (`chromium`, `chromium-driver`), for
-#     the admin dashboard's browser test (headless; started by the test on 127.0.0.1).
+#     the admin dashboard's browser test (headless; started by the test on 127.0.0.1);
+#   - tinyproxy, from Debian's packages, the forward proxy of the proxy test (the tests start
+#     their own on 127.0.0.1 with their own config; the package's service is never started).
 # Idempotent: what is already there is left alone. Prints what it did.
 # Needs root (or sudo) for apt-get, node >= 20.19 and npm.
 set -euo pipefail
@@ -62,6 +64,22 @@ else
         exit "$status"
     fi
     say "installed: $(dpkg-query -W -f='${Package} ${Version}' chromium 2>/dev/null || true), $(chromedriver --version 2>/dev/null | head -1)"
+fi
+
+# --- tinyproxy (the proxy test's forward proxy) -----------------------------------------------
+if command -v tinyproxy >/dev/null 2>&1; then
+    say "tinyproxy already installed: $(tinyproxy -v 2>&1 | head -1)"
+else
+    say "installing tinyproxy (apt-get update; apt-get install tinyproxy)"
+    as_root apt-get update -qq
+    status=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        tinyproxy >/dev/null || status=$?
+    if [ "$status" -ne 0 ]; then
+        say "apt-get install tinyproxy failed ($status)"
+        exit "$status"
+    fi
+    say "installed: $(tinyproxy -v 2>&1 | head -1)"
 fi
 
 # --- oidc-provider -------------------------------------------------------------------------

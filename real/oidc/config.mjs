@@ -9,6 +9,9 @@
 // Logins are automatic (provider.mjs): any account id is accepted (findAccount below), and
 // the interaction endpoint logs the login_hint account in and consents to what was asked.
 
+import { X509Certificate, createPublicKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
 /** Client ids `tv-01` … `tv-24`, each with the secret `secret-of-<id>`. */
 export const CLIENT_COUNT = 24;
 
@@ -23,8 +26,83 @@ export function secretOf(id) {
   return `secret-of-${id}`;
 }
 
+/**
+ * Clients that authenticate with a signed client assertion (RFC 7523 §2.2), with grants of
+ * their own: `tv-pkjwt` (private_key_jwt: its public key is the one of
+ * `keys/private-key-jwt.pem`, a test-only EC P-256 key) and `tv-csjwt` (client_secret_jwt:
+ * HS256 over `secret-of-tv-csjwt`). login.mjs signs its code exchange the same way.
+ */
+export const PRIVATE_KEY_JWT_CLIENT = 'tv-pkjwt';
+export const CLIENT_SECRET_JWT_CLIENT = 'tv-csjwt';
+export const CLIENT_KEY_FILE = new URL('./keys/private-key-jwt.pem', import.meta.url);
+
+function assertionClients() {
+  const common = {
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+    response_types: ['code'],
+    redirect_uris: [REDIRECT_URI],
+    scope: 'openid offline_access api',
+  };
+  const jwk = createPublicKey(readFileSync(CLIENT_KEY_FILE)).export({ format: 'jwk' });
+  return [
+    {
+      ...common,
+      client_id: PRIVATE_KEY_JWT_CLIENT,
+      token_endpoint_auth_method: 'private_key_jwt',
+      jwks: { keys: [{ ...jwk, kid: 'tv-pkjwt-1', use: 'sig', alg: 'ES256' }] },
+    },
+    {
+      ...common,
+      client_id: CLIENT_SECRET_JWT_CLIENT,
+      client_secret: secretOf(CLIENT_SECRET_JWT_CLIENT),
+      token_endpoint_auth_method: 'client_secret_jwt',
+    },
+  ];
+}
+
+/**
+ * Clients that authenticate with a TLS client certificate (RFC 8705), which nginx
+ * (real/nginx/tls.conf.in) passes URL-escaped in `x-ssl-client-cert`: `tv-mtls`
+ * (tls_client_auth: a certificate for CN=tv-mtls issued by keys/client-ca.pem) and `tv-ss`
+ * (self_signed_tls_client_auth: the registered keys/self-signed.pem). Test-only keys.
+ */
+export const TLS_CLIENT = 'tv-mtls';
+export const SELF_SIGNED_CLIENT = 'tv-ss';
+const keyFile = (name) => readFileSync(new URL(`./keys/${name}`, import.meta.url));
+
+function tlsClients() {
+  const common = {
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'api',
+  };
+  const selfSigned = new X509Certificate(keyFile('self-signed.pem'));
+  const jwk = selfSigned.publicKey.export({ format: 'jwk' });
+  return [
+    {
+      ...common,
+      client_id: TLS_CLIENT,
+      token_endpoint_auth_method: 'tls_client_auth',
+      tls_client_auth_subject_dn: 'CN=tv-mtls',
+    },
+    {
+      ...common,
+      client_id: SELF_SIGNED_CLIENT,
+      token_endpoint_auth_method: 'self_signed_tls_client_auth',
+      jwks: { keys: [{ ...jwk, x5c: [selfSigned.raw.toString('base64')] }] },
+    },
+  ];
+}
+
+/** The client certificate nginx passed, if any (PEM). */
+function clientCertificate(ctx) {
+  const escaped = ctx.get('x-ssl-client-cert');
+  return escaped ? decodeURIComponent(escaped) : undefined;
+}
+
 function clients() {
-  const out = [];
+  const out = [...assertionClients(), ...tlsClients()];
   for (let n = 1; n <= CLIENT_COUNT; n += 1) {
     const id = clientId(n);
     out.push({
@@ -45,6 +123,10 @@ export function configuration({ accessTtl, cookieKey }) {
   return {
     clients: clients(),
     scopes: ['openid', 'offline_access', 'api'],
+    clientAuthMethods: [
+      'client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt',
+      'tls_client_auth', 'self_signed_tls_client_auth',
+    ],
     cookies: { keys: [cookieKey] },
     // Any account exists: the suite tests token refresh, not user management.
     async findAccount(_ctx, sub) {
@@ -60,6 +142,24 @@ export function configuration({ accessTtl, cookieKey }) {
       clientCredentials: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: true },
+      mTLS: {
+        enabled: true,
+        tlsClientAuth: true,
+        selfSignedTlsClientAuth: true,
+        getCertificate: clientCertificate,
+        // nginx asks for a certificate without checking it: the client CA is checked here.
+        certificateAuthorized(ctx) {
+          const ca = new X509Certificate(keyFile('client-ca.pem'));
+          const cert = new X509Certificate(clientCertificate(ctx));
+          const now = Date.now();
+          return cert.checkIssued(ca) && cert.verify(ca.publicKey)
+            && Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo);
+        },
+        certificateSubjectMatches(ctx, property, expected) {
+          const cert = new X509Certificate(clientCertificate(ctx));
+          return property === 'tls_client_auth_subject_dn' && cert.subject.trim() === expected;
+        },
+      },
     },
     pkce: {
       // PKCE (S256) for every authorization request, confidential clients included

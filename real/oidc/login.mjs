@@ -9,10 +9,13 @@
 // Each of the --count grants is a separate login with a fresh cookie jar (its own session),
 // so each refresh token belongs to a grant of its own: revoking one leaves the others alone.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createHash, createHmac, createPrivateKey, randomBytes, sign } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
-import { REDIRECT_URI, secretOf } from './config.mjs';
+import {
+  CLIENT_KEY_FILE, CLIENT_SECRET_JWT_CLIENT, PRIVATE_KEY_JWT_CLIENT, REDIRECT_URI, secretOf,
+} from './config.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -32,6 +35,28 @@ const clientSecret = args.secret ?? secretOf(args.client);
 const basic = `Basic ${Buffer.from(`${encodeURIComponent(args.client)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
 
 const b64url = (buf) => buf.toString('base64url');
+
+// How the code exchange authenticates: HTTP Basic, or for the assertion clients of
+// config.mjs a client assertion (RFC 7523 §2.2) with the issuer as its audience.
+function clientAuth() {
+  const pk = args.client === PRIVATE_KEY_JWT_CLIENT;
+  if (!pk && args.client !== CLIENT_SECRET_JWT_CLIENT) return { headers: { authorization: basic }, params: {} };
+  const now = Math.floor(Date.now() / 1000);
+  const json = (v) => b64url(Buffer.from(JSON.stringify(v)));
+  const payload = { iss: args.client, sub: args.client, aud: args.issuer, jti: b64url(randomBytes(16)), iat: now, exp: now + 60 };
+  const input = `${json({ alg: pk ? 'ES256' : 'HS256', typ: 'JWT' })}.${json(payload)}`;
+  const signature = pk
+    ? sign('sha256', Buffer.from(input), { key: createPrivateKey(readFileSync(CLIENT_KEY_FILE)), dsaEncoding: 'ieee-p1363' })
+    : createHmac('sha256', clientSecret).update(input).digest();
+  return {
+    headers: {},
+    params: {
+      client_id: args.client,
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: `${input}.${b64url(signature)}`,
+    },
+  };
+}
 
 /** A minimal cookie jar: name → {value, path}; honours deletion and path prefixes. */
 class Jar {
@@ -107,10 +132,12 @@ async function oneGrant() {
   }
   if (!code) throw new Error('no authorization code after 20 redirects');
 
+  const { headers, params } = clientAuth();
   const res = await fetch(new URL('/token', args.issuer), {
     method: 'POST',
-    headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' },
+    headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({
+      ...params,
       grant_type: 'authorization_code',
       code,
       redirect_uri: REDIRECT_URI,

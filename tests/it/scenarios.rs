@@ -99,6 +99,11 @@ async fn basic_and_post_client_authentication() {
         let (want, secret_in_form) = match method {
             AuthMethod::Basic => (tokenvisor_idp::AuthMethod::Basic, false),
             AuthMethod::Post => (tokenvisor_idp::AuthMethod::Post, true),
+            // an assertion or a TLS certificate: no secret at all (not among the cases here)
+            AuthMethod::PrivateKeyJwt
+            | AuthMethod::ClientSecretJwt
+            | AuthMethod::TlsClientAuth
+            | AuthMethod::SelfSignedTlsClientAuth => (tokenvisor_idp::AuthMethod::None, false),
         };
         assert_eq!(req.auth, want, "{workload}");
         assert_eq!(

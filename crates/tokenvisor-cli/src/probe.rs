@@ -233,6 +233,7 @@ fn request(args: &ProbeArgs) -> anyhow::Result<ExchangeRequest> {
             AuthArg::Basic => AuthMethod::Basic,
             AuthArg::Post => AuthMethod::Post,
         },
+        provider: Arc::default(),
         grant,
         scopes: Arc::from(args.scopes.clone()),
         resource: args.resource.as_deref().map(Arc::from),

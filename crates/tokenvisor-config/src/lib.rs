@@ -20,6 +20,7 @@ pub mod spec;
 
 mod masked;
 mod problems;
+mod provider;
 mod read;
 mod schema;
 mod validate;

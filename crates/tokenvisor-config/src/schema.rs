@@ -49,6 +49,16 @@ pub(crate) struct RawPolicy {
     pub(crate) endpoint_concurrency: Opt<Count>,
     pub(crate) transient_codes: Option<List>,
     pub(crate) permanent_codes: Option<List>,
+    pub(crate) client_key_file: Opt<String>,
+    pub(crate) client_key_id: Opt<String>,
+    pub(crate) client_assertion_alg: Opt<crate::provider::AssertionAlg>,
+    pub(crate) client_assertion_audience: Opt<String>,
+    pub(crate) client_cert_file: Opt<String>,
+    pub(crate) ca_file: Opt<String>,
+    pub(crate) ca_only: Opt<bool>,
+    pub(crate) proxy: Opt<String>,
+    pub(crate) proxy_credentials_file: Opt<String>,
+    pub(crate) no_proxy: Opt<String>,
 }
 
 /// The keys of a `[[workload]]` that `[defaults]` does not have.

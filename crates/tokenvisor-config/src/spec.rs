@@ -16,6 +16,8 @@ use tokenvisor_core::machine::MachineConfig;
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
 use tokenvisor_core::{ClassifyPolicy, Secret, TokenUrl, WorkloadName};
 
+pub use crate::provider::{AssertionAlg, ClientKey, ProviderSpec, certificates, client_key};
+
 /// How the client authenticates to the token endpoint (`"basic"`, `"post"`: serde and
 /// strum derive the names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr)]
@@ -27,6 +29,14 @@ pub enum AuthMethod {
     Basic,
     /// In the form body (`client_secret_post`).
     Post,
+    /// A client assertion signed with `client_key_file` (RFC 7523 §2.2).
+    PrivateKeyJwt,
+    /// A client assertion signed with the client secret (HS256).
+    ClientSecretJwt,
+    /// A CA-issued TLS client certificate (RFC 8705 §2.1).
+    TlsClientAuth,
+    /// A self-signed TLS client certificate registered with the provider (RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
 }
 
 /// The grant used to get tokens.
@@ -46,9 +56,19 @@ pub enum GrantSpec {
 }
 
 impl AuthMethod {
-    /// `"basic"` or `"post"`, as the configuration says it.
+    /// The name the configuration uses (`"basic"`, `"private_key_jwt"`, …).
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// True when the client secret authenticates the client (basic, post, client_secret_jwt).
+    pub fn uses_secret(self) -> bool {
+        match self {
+            AuthMethod::Basic | AuthMethod::Post | AuthMethod::ClientSecretJwt => true,
+            AuthMethod::PrivateKeyJwt
+            | AuthMethod::TlsClientAuth
+            | AuthMethod::SelfSignedTlsClientAuth => false,
+        }
     }
 }
 
@@ -94,6 +114,8 @@ pub struct WorkloadPolicy {
     pub transient_codes: Vec<String>,
     /// Extra RFC 6749 codes treated as permanent.
     pub permanent_codes: Vec<String>,
+    /// Client keys, TLS and proxy ([`ProviderSpec`]).
+    pub provider: Arc<ProviderSpec>,
 }
 
 impl Default for WorkloadPolicy {
@@ -109,6 +131,7 @@ impl Default for WorkloadPolicy {
             endpoint_concurrency: 64,
             transient_codes: Vec::new(),
             permanent_codes: Vec::new(),
+            provider: Arc::default(),
         }
     }
 }

@@ -344,6 +344,7 @@ impl V<'_> {
             here: HashSet::new(),
             ..base.clone()
         };
+        crate::provider::level(cx, self.base, raw, Arc::make_mut(&mut lvl.policy.provider));
         // Each key: recorded as set here (valid or not), checked, stored.
         macro_rules! keys {
             ($($check:ident: $($name:ident => $($field:ident).+),*;)*) => {$($(
@@ -479,7 +480,19 @@ impl V<'_> {
         let missing = "missing: the OAuth client id";
         let client_id = cx.required("client_id", raw.client_id.as_ref(), missing, |s| text(s));
         let secret = self.client_secret(raw);
-        let grant = self.grant(raw, secret.is_some());
+        let auth_method = raw
+            .auth_method
+            .as_ref()
+            .map(|m| *m.get_ref())
+            .unwrap_or_default();
+        let span = raw
+            .auth_method
+            .as_ref()
+            .map(Spanned::span)
+            .or(self.cx.header.clone());
+        let p = (auth_method, secret.is_some(), &*policy.policy.provider);
+        crate::provider::check(&mut self.cx, p, span.as_ref());
+        let grant = self.grant(raw, secret.is_some() || !auth_method.uses_secret());
         let sink = raw
             .token_sink_file
             .as_ref()

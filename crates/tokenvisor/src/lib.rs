@@ -98,6 +98,7 @@ pub use tokenvisor_config as config;
 mod gate;
 mod msg;
 mod oauth;
+mod oauth_auth;
 mod runtime;
 pub use tokenvisor_config::spec;
 mod startup;

@@ -16,7 +16,15 @@
 //!   neither memory nor time, the rest is never read and the connection is dropped;
 //! - every request has a total deadline ([`ExchangeRequest::timeout`]), covering connect,
 //!   headers and body; the connect deadline ([`ExchangeRequest::connect_timeout`]) is a
-//!   client setting in reqwest, so one client is kept per distinct connect timeout;
+//!   client setting in reqwest, and so are a workload's TLS identity, extra roots and proxy:
+//!   one client (one connection pool) is kept per distinct profile of these
+//!   (`oauth_auth::Profile`), rebuilt when one of its files changes;
+//! - client authentication: `basic` and `post` through oauth2; `private_key_jwt` and
+//!   `client_secret_jwt` send `client_id` and a fresh signed assertion in the form (made by
+//!   `oauth_auth`), the `tls_client_auth` methods `client_id` and the client certificate; none
+//!   of these sends the secret;
+//! - a TLS failure's detail names the server (`HOST:PORT`), the usual cause, rustls' reason and
+//!   (on a certificate failure without a proxy) the presented certificate's subject and issuer;
 //! - transport failures become [`RawOutcome::Transport`] with a [`TransportKind`] and a short
 //!   detail that contains no secret (scrubbed by [`tokenvisor_core::scrub`], in any encoding),
 //!   no body and no URL (reqwest's errors lose theirs: the workload's URL is known anyway);
@@ -38,6 +46,7 @@ use tokenvisor_core::classify::BODY_LIMIT;
 use tokenvisor_core::classify::RateLimitHeaders;
 use tokenvisor_core::{HttpAnswer, RawOutcome, Secret, TransportKind};
 
+use crate::oauth_auth::{ASSERTION_TYPE, Keys, Profile, Stamp, stamps};
 use crate::spec::AuthMethod;
 use crate::transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};
 
@@ -121,8 +130,11 @@ pub struct HttpTransport {
 
 struct Inner {
     config: HttpConfig,
-    /// One client per distinct connect timeout (reqwest sets it per client); usually one.
-    clients: Mutex<HashMap<Duration, reqwest::Client>>,
+    /// One client per distinct [`Profile`] (connect timeout, TLS identity, roots, proxy),
+    /// with the stamps of the files it was built from; usually one.
+    clients: Mutex<HashMap<Profile, (Vec<Stamp>, reqwest::Client)>>,
+    /// Signing keys of `private_key_jwt`, re-read when their file changes.
+    keys: Keys,
 }
 
 impl fmt::Debug for HttpTransport {
@@ -153,11 +165,12 @@ impl HttpTransport {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let first = build_client(&config, config.connect_timeout)?;
         let mut clients = HashMap::new();
-        clients.insert(config.connect_timeout, first);
+        clients.insert(Profile::plain(config.connect_timeout), (Vec::new(), first));
         Ok(HttpTransport {
             inner: Arc::new(Inner {
                 config,
                 clients: Mutex::new(clients),
+                keys: Keys::default(),
             }),
         })
     }
@@ -167,19 +180,34 @@ impl HttpTransport {
         &self.inner.config
     }
 
-    /// The client for `connect_timeout`, built on first use.
-    fn client(&self, connect_timeout: Duration) -> Result<reqwest::Client, HttpError> {
-        let mut clients = self
-            .inner
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = clients.get(&connect_timeout) {
+    /// The client for `profile`, built on first use and again when one of its files
+    /// changed (stats and reads files: on the blocking pool when it has any).
+    fn client(&self, profile: &Profile) -> Result<reqwest::Client, String> {
+        let stamps = stamps(&profile.files());
+        let clients = || {
+            self.inner
+                .clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some((s, client)) = clients().get(profile)
+            && *s == stamps
+        {
             return Ok(client.clone());
         }
-        let client = build_client(&self.inner.config, connect_timeout)?;
-        clients.insert(connect_timeout, client.clone());
+        let builder = client_builder(&self.inner.config, profile.connect_timeout)
+            .map_err(|e| e.to_string())?;
+        let client = (profile.apply(builder)?.build()).map_err(|e| error_chain(&e))?;
+        clients().insert(profile.clone(), (stamps, client.clone()));
         Ok(client)
+    }
+
+    /// The client and the client assertion of `req`.
+    fn prepare(&self, req: &ExchangeRequest) -> Result<(reqwest::Client, Option<Secret>), String> {
+        Ok((
+            self.client(&Profile::of(req))?,
+            self.inner.keys.assertion(req)?,
+        ))
     }
 }
 
@@ -187,6 +215,16 @@ fn build_client(
     config: &HttpConfig,
     connect_timeout: Duration,
 ) -> Result<reqwest::Client, HttpError> {
+    client_builder(config, connect_timeout)?
+        .build()
+        .map_err(|e| HttpError::Client(error_chain(&e)))
+}
+
+/// The builder of every client: the shared settings and the transport's extra roots.
+fn client_builder(
+    config: &HttpConfig,
+    connect_timeout: Duration,
+) -> Result<reqwest::ClientBuilder, HttpError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(config.user_agent.clone())
         .redirect(reqwest::redirect::Policy::none())
@@ -209,40 +247,59 @@ fn build_client(
         }
         builder = builder.tls_certs_merge(certs);
     }
-    builder
-        .build()
-        .map_err(|e| HttpError::Client(error_chain(&e)))
+    Ok(builder)
 }
 
 impl Transport for HttpTransport {
     fn exchange(&self, req: ExchangeRequest) -> OutcomeFuture {
-        let client = self.client(req.connect_timeout);
+        let this = self.clone();
         Box::pin(async move {
-            let client = match client {
-                Ok(client) => client,
-                Err(e) => {
-                    return RawOutcome::Transport {
-                        kind: TransportKind::Io,
-                        detail: truncate(e.to_string(), DETAIL_LIMIT),
-                    };
+            let mut secrets = req.secrets();
+            // Files to stat or read: on the blocking pool.
+            let files = !Profile::of(&req).files().is_empty()
+                || matches!(req.auth_method, AuthMethod::PrivateKeyJwt);
+            let prepared = match files {
+                false => this.prepare(&req),
+                true => {
+                    let r = req.clone();
+                    tokio::task::spawn_blocking(move || this.prepare(&r))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("preparing the request failed: {e}")))
                 }
             };
+            let (client, assertion) = match prepared {
+                Ok(prepared) => prepared,
+                Err(detail) => {
+                    let detail = truncate(detail, DETAIL_LIMIT);
+                    let outcome = RawOutcome::Transport {
+                        kind: TransportKind::Io,
+                        detail,
+                    };
+                    return scrub_outcome(outcome, &secrets);
+                }
+            };
+            secrets.extend(assertion.clone());
             let deadline = req.timeout;
-            let secrets = req.secrets();
-            let outcome = match tokio::time::timeout(deadline, exchange(client, &req)).await {
+            let exchange = exchange(client, &req, assertion);
+            let outcome = match tokio::time::timeout(deadline, exchange).await {
                 Ok(outcome) => outcome,
                 Err(_elapsed) => RawOutcome::Transport {
                     kind: TransportKind::Timeout,
                     detail: format!("no complete answer within {}", fmt_duration(deadline)),
                 },
             };
+            let outcome = diagnose_tls(outcome, &req).await;
             scrub_outcome(outcome, &secrets)
         })
     }
 }
 
 /// One exchange, without the outer deadline.
-async fn exchange(client: reqwest::Client, req: &ExchangeRequest) -> RawOutcome {
+async fn exchange(
+    client: reqwest::Client,
+    req: &ExchangeRequest,
+    assertion: Option<Secret>,
+) -> RawOutcome {
     let token_url = match TokenUrl::new(req.token_url.expose().to_owned()) {
         Ok(url) => url,
         Err(e) => {
@@ -252,14 +309,28 @@ async fn exchange(client: reqwest::Client, req: &ExchangeRequest) -> RawOutcome 
             };
         }
     };
+    // The other methods send `client_id` in the body and no secret: an assertion
+    // (`private_key_jwt`, `client_secret_jwt`) or the TLS client certificate authenticates.
+    let auth = match req.auth_method {
+        AuthMethod::Basic => Some(AuthType::BasicAuth),
+        AuthMethod::Post => Some(AuthType::RequestBody),
+        AuthMethod::PrivateKeyJwt
+        | AuthMethod::ClientSecretJwt
+        | AuthMethod::TlsClientAuth
+        | AuthMethod::SelfSignedTlsClientAuth => None,
+    };
     let mut oauth = BasicClient::new(ClientId::new(req.client_id.to_string()))
         .set_token_uri(token_url)
-        .set_auth_type(match req.auth_method {
-            AuthMethod::Basic => AuthType::BasicAuth,
-            AuthMethod::Post => AuthType::RequestBody,
-        });
-    if let Some(secret) = &req.client_secret {
+        .set_auth_type(auth.clone().unwrap_or(AuthType::RequestBody));
+    if let (Some(_), Some(secret)) = (auth, &req.client_secret) {
         oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
+    }
+    let mut extra: Vec<(&str, String)> = Vec::new();
+    extra.extend(req.resource.as_ref().map(|r| ("resource", r.to_string())));
+    extra.extend(req.audience.as_ref().map(|a| ("audience", a.to_string())));
+    if let Some(assertion) = &assertion {
+        extra.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
+        extra.push(("client_assertion", assertion.expose().to_owned()));
     }
     let http = Capture {
         client,
@@ -270,21 +341,15 @@ async fn exchange(client: reqwest::Client, req: &ExchangeRequest) -> RawOutcome 
         Grant::RefreshToken(token) => {
             let token = RefreshToken::new(token.expose().to_owned());
             let mut request = oauth.exchange_refresh_token(&token).add_scopes(scopes);
-            if let Some(resource) = &req.resource {
-                request = request.add_extra_param("resource", resource.to_string());
-            }
-            if let Some(audience) = &req.audience {
-                request = request.add_extra_param("audience", audience.to_string());
+            for (name, value) in extra {
+                request = request.add_extra_param(name, value);
             }
             request.request_async(&http).await.map(drop)
         }
         Grant::ClientCredentials => {
             let mut request = oauth.exchange_client_credentials().add_scopes(scopes);
-            if let Some(resource) = &req.resource {
-                request = request.add_extra_param("resource", resource.to_string());
-            }
-            if let Some(audience) = &req.audience {
-                request = request.add_extra_param("audience", audience.to_string());
+            for (name, value) in extra {
+                request = request.add_extra_param(name, value);
             }
             request.request_async(&http).await.map(drop)
         }
@@ -347,10 +412,24 @@ async fn send(client: &reqwest::Client, url: &str, request: oauth2::HttpRequest)
         }
     };
     let started = tokio::time::Instant::now();
+    // The server's name for a TLS failure's detail (a host and port say nothing secret).
+    let server = request.url().host_str().map(|host| {
+        let port = request.url().port_or_known_default().unwrap_or(443);
+        format!("{host}:{port}")
+    });
     let mut response = match client.execute(request).await {
         Ok(response) => response,
         Err(e) => {
-            let outcome = transport_outcome(e);
+            let outcome = match transport_outcome(e) {
+                RawOutcome::Transport {
+                    kind: TransportKind::Tls,
+                    detail,
+                } => RawOutcome::Transport {
+                    kind: TransportKind::Tls,
+                    detail: tls_detail(server.as_deref(), &detail),
+                },
+                other @ (RawOutcome::Transport { .. } | RawOutcome::Response(_)) => other,
+            };
             tracing::debug!(
                 url = %url,
                 elapsed_ms = started.elapsed().as_millis(),
@@ -443,6 +522,72 @@ fn transport_outcome(error: reqwest::Error) -> RawOutcome {
     RawOutcome::Transport {
         kind: transport_kind(&error),
         detail: truncate(error_chain(&error), DETAIL_LIMIT),
+    }
+}
+
+/// A TLS failure's detail: the server it was with, the reason, and what usually fixes it.
+fn tls_detail(server: Option<&str>, detail: &str) -> String {
+    let hint = if detail.contains("UnknownIssuer") {
+        "not issued by a trusted CA (ca_file adds one)"
+    } else if detail.contains("NotValidForName") {
+        "the certificate does not name this host"
+    } else if detail.contains("Expired") || detail.contains("NotValidYet") {
+        "the certificate is outside its validity period"
+    } else if detail.contains("certificate required") || detail.contains("CertificateRequired") {
+        "the server wants a client certificate (client_cert_file)"
+    } else {
+        "TLS failed"
+    };
+    let server = server.unwrap_or("the server");
+    // rustls' reason, without reqwest's and hyper's wrappers around it
+    let reason = detail
+        .find("invalid peer certificate")
+        .map_or(detail, |at| &detail[at..]);
+    truncate(format!("TLS with {server}: {hint}: {reason}"), DETAIL_LIMIT)
+}
+
+/// A TLS failure over the server's certificate, directly to the server (no proxy set for
+/// the workload): the detail gains the certificate's subject and issuer, from a second,
+/// diagnostic handshake on the blocking pool ([`crate::oauth_auth::presented_certificate`]).
+async fn diagnose_tls(outcome: RawOutcome, req: &ExchangeRequest) -> RawOutcome {
+    let RawOutcome::Transport {
+        kind: TransportKind::Tls,
+        detail,
+    } = outcome
+    else {
+        return outcome;
+    };
+    let url = req.token_url.as_url();
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return RawOutcome::Transport {
+            kind: TransportKind::Tls,
+            detail,
+        };
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let timeout = req.connect_timeout;
+    let cert = match (
+        detail.contains("invalid peer certificate"),
+        &req.provider.proxy,
+    ) {
+        (true, None) => tokio::task::spawn_blocking(move || {
+            crate::oauth_auth::presented_certificate(&host, port, timeout)
+        })
+        .await
+        .ok()
+        .flatten(),
+        (true, Some(_)) | (false, _) => None,
+    };
+    let detail = match cert {
+        Some(cert) => truncate(format!("{detail}; {cert}"), DETAIL_LIMIT),
+        None => detail,
+    };
+    RawOutcome::Transport {
+        kind: TransportKind::Tls,
+        detail,
     }
 }
 
@@ -682,12 +827,14 @@ mod tests {
             ..HttpConfig::default()
         })
         .unwrap();
-        let error = (transport.client(Duration::from_secs(5)).unwrap())
-            .get(&url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .unwrap_err();
+        let error = (transport
+            .client(&Profile::plain(Duration::from_secs(5)))
+            .unwrap())
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap_err();
         let RawOutcome::Transport { kind, detail } = transport_outcome(error) else {
             panic!("a refused connection is a transport outcome");
         };

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokenvisor_core::{RawOutcome, Secret, TokenUrl};
 
-use crate::spec::{AuthMethod, WorkloadSpec};
+use crate::spec::{AuthMethod, ProviderSpec, WorkloadSpec};
 
 /// The grant of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +31,10 @@ pub struct ExchangeRequest {
     pub client_id: Arc<str>,
     /// The client secret, if any.
     pub client_secret: Option<Secret>,
-    /// Basic or post.
+    /// How the client authenticates.
     pub auth_method: AuthMethod,
+    /// Client keys, TLS and proxy settings (defaults: none).
+    pub provider: Arc<ProviderSpec>,
     /// What is presented: a refresh token or the client's own credentials.
     pub grant: Grant,
     /// The `scope` parameter's values (none: no `scope` parameter).
@@ -55,6 +57,7 @@ impl ExchangeRequest {
             client_id: spec.client_id.clone(),
             client_secret: spec.client_secret.clone(),
             auth_method: spec.auth_method,
+            provider: spec.policy.provider.clone(),
             grant,
             scopes: spec.scopes.clone(),
             resource: spec.resource.clone(),

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What to do when a component is missing.
 pub const INSTALL: &str = "install the suite's components with `bash real/install.sh` \
-     (nginx from Debian's packages, oidc-provider with `npm ci` in real/oidc), then run \
+     (nginx, tinyproxy and openssl from Debian's packages, oidc-provider with `npm ci` in \
+     real/oidc), then run \
      `scripts/test --real` (see real/README.md)";
 
 pub use tokenvisor_test_support::wait::{LIMIT, POLL, wait_until, wait_until_within};

@@ -154,6 +154,7 @@ fn full_config_round_trip() {
         endpoint_concurrency: 16,
         transient_codes: vec!["busy".into()],
         permanent_codes: vec!["account_locked".into()],
+        provider: Default::default(),
     };
     assert_eq!(c.defaults, defaults);
     assert_eq!(c.workloads.len(), 3);
@@ -207,6 +208,7 @@ fn full_config_round_trip() {
             endpoint_concurrency: 2,
             transient_codes: vec!["slow_down_please".into(), "try_later".into()],
             permanent_codes: vec![],
+            provider: Default::default(),
         }
     );
 
@@ -894,7 +896,7 @@ fn bad_enum_values() {
         &err,
         "workload[0].auth_method",
         Some(line_of(&text, "digest")),
-        "expected `basic` or `post`",
+        "expected one of `basic`, `post`, `private_key_jwt`",
     );
     assert_problem(
         &err,

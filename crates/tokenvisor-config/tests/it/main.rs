@@ -3,7 +3,9 @@
 //!
 //! - [`config`]: the TOML configuration, one test per validation rule.
 //! - [`layering`]: the crate's place in the workspace and the shape of its schema.
+//! - [`provider`]: client keys and certificates, roots, proxy.
 
 mod config;
 mod layering;
 mod log_level;
+mod provider;

@@ -38,6 +38,7 @@ fn request(token_url: &str, auth: AuthMethod, grant: Grant) -> ExchangeRequest {
         client_id: CLIENT.into(),
         client_secret: Some(Secret::from(SECRET)),
         auth_method: auth,
+        provider: Arc::default(),
         grant,
         scopes: Arc::from(Vec::<String>::new()),
         resource: None,
@@ -579,4 +580,60 @@ async fn rate_limit_headers_are_captured_and_become_a_hold() {
     let a = answer(exchange(&req).await);
     assert_eq!(a.rate_limit.reset.as_deref(), Some("1790000030"));
     assert_eq!(a.rate_limit.remaining.as_deref(), Some("0"));
+}
+
+/// `private_key_jwt` and `client_secret_jwt` over HTTP: the form carries `client_id`,
+/// `client_assertion_type` and a `client_assertion` that verifies with the client's key,
+/// and neither the client secret nor an `Authorization` header (the idp sees no Basic
+/// credentials). The idp itself knows no assertions, so it answers `invalid_client`: what it
+/// recorded is the point.
+#[tokio::test]
+async fn jwt_client_authentication_sends_an_assertion_and_no_secret() {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use tokenvisor::spec::ProviderSpec;
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+    let idp = idp().await;
+    let public = std::fs::read(keys.join("ec256.pub.pem")).unwrap();
+    let cases = [
+        (
+            AuthMethod::PrivateKeyJwt,
+            Algorithm::ES256,
+            DecodingKey::from_ec_pem(&public).unwrap(),
+        ),
+        (
+            AuthMethod::ClientSecretJwt,
+            Algorithm::HS256,
+            DecodingKey::from_secret(SECRET.as_bytes()),
+        ),
+    ];
+    for (method, alg, key) in cases {
+        let mut req = request(&idp.token_url(), method, refresh_grant(&idp));
+        req.provider = Arc::new(ProviderSpec {
+            client_key_file: Some(keys.join("ec256.pem")),
+            ..ProviderSpec::default()
+        });
+        let outcome = answer(exchange(&req).await);
+        assert_eq!(outcome.status, 401, "{method:?}");
+        let seen = idp.last_request(CLIENT).expect("the idp saw the request");
+        assert_eq!(seen.auth, SeenAuth::None, "{method:?}: no Basic, no secret");
+        assert_eq!(seen.param("client_secret"), None, "{method:?}");
+        assert!(
+            seen.params.iter().all(|(_, v)| !v.contains(SECRET)),
+            "{method:?}: the secret in {:?}",
+            seen.params
+        );
+        assert_eq!(seen.param("client_id"), Some(CLIENT));
+        assert_eq!(
+            seen.param("client_assertion_type"),
+            Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        );
+        let jwt = seen.param("client_assertion").expect("an assertion");
+        let mut v = Validation::new(alg);
+        v.set_audience(&[idp.token_url()]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v)
+            .unwrap_or_else(|e| panic!("{method:?}: {e}"))
+            .claims;
+        assert_eq!(claims["iss"], CLIENT);
+        assert_eq!(claims["sub"], CLIENT);
+    }
 }

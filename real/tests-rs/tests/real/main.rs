@@ -10,6 +10,9 @@
 //!
 //! The tests, this binary's own modules:
 //!
+//! - [`client_auth`]: private_key_jwt and client_secret_jwt against the provider, a wrong key.
+//! - [`tls`]: nginx terminating TLS with a CA made at test time: an unknown CA, ca_file, ca_only.
+//! - [`proxy`]: a workload's forward proxy (tinyproxy) with credentials, its refusal, no_proxy.
 //! - [`scenarios`]: the shared scenarios of tokenvisor-test-support, then faults only this
 //!   suite has (502, a slow upstream, `limit_req`, client_credentials), in process.
 //! - [`dashboard`]: the admin dashboard in headless chromium (chromedriver): a known fleet's
@@ -22,6 +25,9 @@
 
 use tokenvisor_real::{components, endpoint, harness, nginx, oidc};
 
+mod client_auth;
 mod daemon;
 mod dashboard;
+mod proxy;
 mod scenarios;
+mod tls;

@@ -1,0 +1,272 @@
+//! How a workload reaches its provider beyond the token URL: client keys and certificates,
+//! extra roots, a proxy ([`ProviderSpec`], keys of `[defaults]` and of a `[[workload]]`).
+//! Files are checked here (they exist, parse, the algorithm fits the key) and named by
+//! path in the spec: the runtime reads them again when they change (rotation).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use crate::problems::Cx;
+use crate::schema::RawPolicy;
+use crate::spec::AuthMethod;
+
+/// A client assertion's signature algorithm (`client_assertion_alg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, strum::IntoStaticStr)]
+pub enum AssertionAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// ECDSA P-384 with SHA-384.
+    ES384,
+    /// Ed25519.
+    EdDSA,
+    /// HMAC SHA-256 over the client secret (`client_secret_jwt`).
+    HS256,
+}
+
+impl AssertionAlg {
+    /// The JOSE algorithm.
+    pub fn jose(self) -> Algorithm {
+        match self {
+            AssertionAlg::RS256 => Algorithm::RS256,
+            AssertionAlg::PS256 => Algorithm::PS256,
+            AssertionAlg::ES256 => Algorithm::ES256,
+            AssertionAlg::ES384 => Algorithm::ES384,
+            AssertionAlg::EdDSA => Algorithm::EdDSA,
+            AssertionAlg::HS256 => Algorithm::HS256,
+        }
+    }
+}
+
+/// The provider settings of one workload; every field unset by default.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ProviderSpec {
+    /// PEM private key: signs client assertions, or the TLS client key.
+    pub client_key_file: Option<PathBuf>,
+    /// The assertion header's `kid`.
+    pub client_key_id: Option<Arc<str>>,
+    /// The assertion's algorithm; `None`: the key's default ([`client_key`]).
+    pub client_assertion_alg: Option<AssertionAlg>,
+    /// The assertion's `aud`; `None`: the token URL.
+    pub client_assertion_audience: Option<Arc<str>>,
+    /// PEM client certificate (chain) for `tls_client_auth` methods.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM roots added to the system's (`ca_only`: instead of them).
+    pub ca_file: Option<PathBuf>,
+    /// Trust only `ca_file`.
+    pub ca_only: bool,
+    /// An http(s) proxy URL (no credentials in it).
+    pub proxy: Option<Arc<str>>,
+    /// `user:password` for the proxy.
+    pub proxy_credentials_file: Option<PathBuf>,
+    /// Hosts not proxied (comma-separated, as `NO_PROXY`).
+    pub no_proxy: Option<Arc<str>>,
+}
+
+/// A parsed PEM private key: its signing key and the algorithms it can sign with (the
+/// first is the default). Debug prints `…`.
+#[derive(Clone)]
+pub struct ClientKey {
+    /// The signing key.
+    pub key: EncodingKey,
+    /// What it signs with, default first.
+    pub algs: &'static [AssertionAlg],
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("…")
+    }
+}
+
+/// Parses a PEM private key (RSA PKCS#1/PKCS#8, EC P-256/P-384 PKCS#8, Ed25519 PKCS#8) and
+/// proves it by signing.
+pub fn client_key(pem: &[u8]) -> Result<ClientKey, String> {
+    use AssertionAlg::*;
+    type Parse = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
+    let tries: [(Parse, &[AssertionAlg]); 4] = [
+        (EncodingKey::from_rsa_pem, &[RS256, PS256]),
+        (EncodingKey::from_ed_pem, &[EdDSA]),
+        (EncodingKey::from_ec_pem, &[ES256]),
+        (EncodingKey::from_ec_pem, &[ES384]),
+    ];
+    let signs = |k: &EncodingKey, a: AssertionAlg| {
+        jsonwebtoken::encode(&Header::new(a.jose()), &(), k).is_ok()
+    };
+    (tries.iter())
+        .find_map(|(parse, algs)| {
+            parse(pem)
+                .ok()
+                .filter(|k| signs(k, algs[0]))
+                .map(|key| (key, *algs))
+        })
+        .map(|(key, algs)| ClientKey { key, algs })
+        .ok_or_else(|| {
+            "is not a supported PEM private key (RSA, EC P-256 or P-384, Ed25519; EC and \
+            Ed25519 as PKCS#8 \"PRIVATE KEY\": convert with `openssl pkcs8 -topk8 -nocrypt`)"
+                .to_owned()
+        })
+}
+
+/// The certificates of a PEM file (at least one).
+pub fn certificates(pem_text: &[u8]) -> Result<usize, String> {
+    let blocks = pem::parse_many(pem_text).map_err(|e| format!("is not PEM: {e}"))?;
+    match blocks.iter().filter(|b| b.tag() == "CERTIFICATE").count() {
+        0 => Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned()),
+        n => Ok(n),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The provider keys set at one level (`[defaults]`, a workload) over `out`.
+pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut ProviderSpec) {
+    type Check = fn(&[u8]) -> Result<(), String>;
+    let (key, certs): (Check, Check) = (|b| client_key(b).map(drop), |b| certificates(b).map(drop));
+    let creds: Check = |b| match std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.trim().split_once(':'))
+    {
+        Some((user, _)) if !user.is_empty() => Ok(()),
+        Some(_) | None => Err("must hold `user:password` (UTF-8, one line)".to_owned()),
+    };
+    let files = [
+        (
+            "client_key_file",
+            &raw.client_key_file,
+            &mut out.client_key_file,
+            key,
+        ),
+        (
+            "client_cert_file",
+            &raw.client_cert_file,
+            &mut out.client_cert_file,
+            certs,
+        ),
+        ("ca_file", &raw.ca_file, &mut out.ca_file, certs),
+        (
+            "proxy_credentials_file",
+            &raw.proxy_credentials_file,
+            &mut out.proxy_credentials_file,
+            creds,
+        ),
+    ];
+    for (name, raw, slot, ok) in files {
+        let Some(raw) = raw else { continue };
+        *slot = cx.check(name, raw, |p| {
+            let path: PathBuf = base.join(p).components().collect();
+            ok(&read(&path)?).map_err(|why| format!("{}: {why}", path.display()))?;
+            Ok(path)
+        });
+    }
+    let texts = [
+        ("client_key_id", &raw.client_key_id, &mut out.client_key_id),
+        (
+            "client_assertion_audience",
+            &raw.client_assertion_audience,
+            &mut out.client_assertion_audience,
+        ),
+        ("no_proxy", &raw.no_proxy, &mut out.no_proxy),
+    ];
+    for (name, raw, slot) in texts {
+        let Some(raw) = raw else { continue };
+        *slot = cx.check(name, raw, |s| {
+            match s.trim().is_empty() || s.chars().any(char::is_control) {
+                true => Err("must be a non-empty string without control characters".to_owned()),
+                false => Ok(Arc::from(s.as_str())),
+            }
+        });
+    }
+    if let Some(p) = &raw.proxy {
+        out.proxy = cx.check("proxy", p, |s| match url::Url::parse(s) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.has_host()
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
+            {
+                Ok(Arc::from(s.as_str()))
+            }
+            Ok(_) | Err(_) => Err(
+                "must be an http:// or https:// proxy URL with a host and no \
+                credentials (put `user:password` in proxy_credentials_file)"
+                    .to_owned(),
+            ),
+        });
+    }
+    out.client_assertion_alg = raw
+        .client_assertion_alg
+        .as_ref()
+        .map(|a| *a.get_ref())
+        .or(out.client_assertion_alg);
+    out.ca_only = raw.ca_only.as_ref().map_or(out.ca_only, |o| *o.get_ref());
+}
+
+/// The checks across keys, once a workload's method is known; reported at `auth_method`
+/// (`span`: where it is set, or the workload's header), `ca_only` and `proxy`.
+pub(crate) fn check(
+    cx: &mut Cx,
+    (method, has_secret, p): (AuthMethod, bool, &ProviderSpec),
+    span: Option<&std::ops::Range<usize>>,
+) {
+    let m = method.as_str();
+    let key = || {
+        p.client_key_file
+            .as_deref()
+            .and_then(|f| client_key(&read(f).ok()?).ok())
+    };
+    let why = match method {
+        AuthMethod::Basic | AuthMethod::Post => None,
+        AuthMethod::PrivateKeyJwt => match (key(), p.client_assertion_alg) {
+            (None, _) => Some(
+                "needs client_key_file (a PEM private key: RSA, EC P-256/P-384 or Ed25519)"
+                    .to_owned(),
+            ),
+            (Some(k), Some(a)) if !k.algs.contains(&a) => Some(format!(
+                "client_assertion_alg {a:?} does not fit client_key_file's key (it signs with {:?})",
+                k.algs
+            )),
+            (Some(_), _) => None,
+        },
+        AuthMethod::ClientSecretJwt => match (has_secret, p.client_assertion_alg) {
+            (false, _) => Some(
+                "needs a client secret (client_secret, client_secret_file or client_secret_env)"
+                    .to_owned(),
+            ),
+            (true, Some(a)) if a != AssertionAlg::HS256 => {
+                Some(format!("signs with HS256, not client_assertion_alg {a:?}"))
+            }
+            (true, _) => None,
+        },
+        AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
+            (p.client_cert_file.is_none() || p.client_key_file.is_none())
+                .then(|| "needs client_cert_file and client_key_file (PEM)".to_owned())
+        }
+    };
+    let lone = [
+        ("auth_method", why.map(|w| format!("auth_method = {m:?} {w}"))),
+        ("ca_only", (p.ca_only && p.ca_file.is_none()).then(|| "ca_only = true needs ca_file".to_owned())),
+        ("proxy", (p.proxy.is_none() && (p.proxy_credentials_file.is_some() || p.no_proxy.is_some()))
+            .then(|| "missing: proxy_credentials_file and no_proxy apply to proxy (the environment's \
+                NO_PROXY governs the environment's proxy)".to_owned())),
+    ];
+    let broken = [
+        "client_key_file",
+        "client_cert_file",
+        "ca_file",
+        "proxy",
+        "proxy_credentials_file",
+    ];
+    for (name, why) in lone {
+        if let Some(why) = why.filter(|_| !cx.broken_here(&broken)) {
+            cx.report(name, span.cloned(), why);
+        }
+    }
+}

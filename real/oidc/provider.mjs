@@ -6,8 +6,9 @@
 // Listens on 127.0.0.1 (port 0 = any free port), then prints one JSON line to stdout:
 //   {"event":"ready","issuer":"http://127.0.0.1:PORT","port":PORT,"pid":PID}
 // and appends one JSON line per HTTP request to --log (what reached the provider: time of
-// arrival in ms, method, path, client id, grant type, status, error code and description)
-// and one per provider event that matters to the suite (grant.revoked, server_error, …).
+// arrival in ms, method, path, client id, grant type, the account of the grant a refresh
+// token belongs to, status, error code and description) and one per provider event that
+// matters to the suite (grant.revoked with its account, server_error, …).
 // Stops on SIGTERM/SIGINT.
 
 import { appendFileSync } from 'node:fs';
@@ -40,6 +41,12 @@ if (!Number.isInteger(accessTtl) || accessTtl < 1) {
   process.exit(2);
 }
 
+/** The account a request's grant belongs to (a refresh token's, once the provider found it). */
+function accountOf(ctx) {
+  const entities = ctx?.oidc?.entities ?? {};
+  return entities.RefreshToken?.accountId ?? entities.Account?.accountId ?? null;
+}
+
 let handler = (_req, res) => {
   res.statusCode = 503;
   res.end();
@@ -69,6 +76,7 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
         path: ctx.path,
         client: ctx.oidc?.client?.clientId ?? null,
         grant_type: ctx.oidc?.params?.grant_type ?? null,
+        account: accountOf(ctx),
         status: ctx.status,
         error: typeof body.error === 'string' ? body.error : null,
         error_description: typeof body.error_description === 'string' ? body.error_description : null,
@@ -113,7 +121,13 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
 
   for (const event of ['grant.revoked', 'server_error', 'revocation.error', 'grant.error']) {
     provider.on(event, (ctx, arg) => {
-      const entry = { type: 'event', event, t: Date.now(), client: ctx?.oidc?.client?.clientId ?? null };
+      const entry = {
+        type: 'event',
+        event,
+        t: Date.now(),
+        client: ctx?.oidc?.client?.clientId ?? null,
+        account: accountOf(ctx),
+      };
       if (event === 'grant.revoked') entry.grant = String(arg).slice(0, 8);
       else if (arg instanceof Error) {
         entry.error = arg.error ?? arg.name;

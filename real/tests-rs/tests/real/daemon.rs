@@ -59,7 +59,7 @@ fn newest_source(root: &Path) -> SystemTime {
 /// (Building it unconditionally would cost a partial rebuild on every run: cargo resolves the
 /// features of shared dependencies differently for `-p tokenvisor-cli` and for this package,
 /// and the two builds overwrite each other's artifacts.)
-fn tokenvisor_bin() -> PathBuf {
+pub(crate) fn tokenvisor_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(p) = std::env::var_os("REAL_TOKENVISOR_BIN") {

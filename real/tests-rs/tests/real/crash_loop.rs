@@ -45,7 +45,7 @@ use tokenvisor_test_support::status::read_status;
 use tokenvisor_test_support::wait::poll_until;
 
 use crate::components::{INSTALL, node_bin, now_ms, oidc_dir};
-use crate::nginx::{Mode, Nginx, Upstreams};
+use crate::nginx::{Access, Mode, Nginx, Upstreams};
 use crate::oidc::{Oidc, secret_of, uses_basic};
 
 /// Clients of the provider (`tv-01` … `tv-24`, real/oidc/config.mjs).
@@ -155,13 +155,40 @@ impl ProviderLine {
     }
 }
 
-fn provider_log(path: &Path) -> Vec<ProviderLine> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("provider log {l:?}: {e}")))
-        .collect()
+/// A JSON-lines log read incrementally: each call parses only the lines appended since
+/// (the run re-reads its logs often; they grow to tens of thousands of lines).
+struct Tail<T> {
+    path: PathBuf,
+    offset: usize,
+    lines: Vec<T>,
+}
+
+impl<T: serde::de::DeserializeOwned> Tail<T> {
+    fn new(path: PathBuf) -> Tail<T> {
+        Tail {
+            path,
+            offset: 0,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Reads what was appended (whole lines only); returns every line so far.
+    fn read(&mut self) -> &[T] {
+        let bytes = std::fs::read(&self.path).unwrap_or_default();
+        if let Some(new) = bytes.get(self.offset..)
+            && let Some(end) = new.iter().rposition(|b| *b == b'\n')
+        {
+            let text = String::from_utf8_lossy(&new[..=end]);
+            for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                self.lines.push(
+                    serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("{} line {l:?}: {e}", self.path.display())),
+                );
+            }
+            self.offset += end + 1;
+        }
+        &self.lines
+    }
 }
 
 /// What one kill did.
@@ -486,15 +513,12 @@ fn spawn(bin: &Path, config: &Path, work: &Path) -> Proc {
 
 /// Waits until the provider has answered every token request nginx passed on (both logs
 /// count the same and stop changing): nothing received before the kill is still to rotate.
-async fn settle(oidc_log: &Path, nginx: &Nginx) -> bool {
+async fn settle(provider: &mut Tail<ProviderLine>, nginx: &mut Tail<Access>) -> bool {
     let mut last = (usize::MAX, usize::MAX);
     let mut stable = 0;
     poll_until(SETTLE_LIMIT, Duration::from_millis(100), || {
-        let at_nginx = nginx.token_requests().len();
-        let at_provider = provider_log(oidc_log)
-            .iter()
-            .filter(|l| l.is_refresh())
-            .count();
+        let at_nginx = nginx.read().iter().filter(|a| a.uri == "/token").count();
+        let at_provider = provider.read().iter().filter(|l| l.is_refresh()).count();
         let now = (at_nginx, at_provider);
         stable = if now == last && at_nginx == at_provider {
             stable + 1
@@ -536,7 +560,7 @@ pub(crate) async fn run(opts: &Options) -> Outcome {
     let work_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let work = work_dir.path();
     let oidc = Oidc::start(work, opts.access_ttl);
-    let oidc_log = work.join("oidc.log");
+    let mut provider = Tail::<ProviderLine>::new(work.join("oidc.log"));
     let nginx = Nginx::start(
         &work.join("nginx"),
         Upstreams {
@@ -554,6 +578,7 @@ pub(crate) async fn run(opts: &Options) -> Outcome {
         .collect();
     mint(&oidc, &workloads, work);
     let config = write_config(work, &nginx.token_url(), &workloads);
+    let mut access = Tail::<Access>::new(work.join("nginx/logs/access.log"));
     if opts.verbose {
         println!(
             "crash loop: {} workloads minted in {:.1} s; {} kills, seed {:#x}, access tokens \
@@ -579,7 +604,7 @@ pub(crate) async fn run(opts: &Options) -> Outcome {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         let killed_ms = now_ms();
         drop(proc);
-        let settled = settle(&oidc_log, &nginx).await;
+        let settled = settle(&mut provider, &mut access).await;
         let consumed = consumed_files(&oidc, &workloads, work).await;
         let in_flight: BTreeSet<String> = consumed
             .iter()
@@ -588,12 +613,14 @@ pub(crate) async fn run(opts: &Options) -> Outcome {
             .collect();
         consumed_before = consumed;
         let next_start = now_ms();
-        let nginx_499 = nginx
-            .token_requests()
+        let nginx_499 = access
+            .read()
             .iter()
-            .filter(|a| a.status == 499 && a.t_ms() >= killed_ms && a.t_ms() <= next_start)
+            .filter(|a| a.uri == "/token" && a.status == 499)
+            .filter(|a| a.t_ms() >= killed_ms && a.t_ms() <= next_start)
             .count();
-        let rotations = provider_log(&oidc_log)
+        let rotations = provider
+            .read()
             .iter()
             .filter(|l| l.is_refresh() && l.status == Some(200))
             .filter(|l| l.t >= started_ms && l.t <= killed_ms)
@@ -634,15 +661,17 @@ pub(crate) async fn run(opts: &Options) -> Outcome {
     let final_start = now_ms();
     let last = spawn(&bin, &config, work);
     let status_dir = work.join("statuses");
-    let done = |name: &str, log: &[ProviderLine]| -> bool {
+    // Accounts refreshed under the final daemon.
+    let refreshed = |log: &[ProviderLine]| -> BTreeSet<String> {
+        log.iter()
+            .filter(|l| l.is_refresh() && l.status == Some(200) && l.t >= final_start)
+            .filter_map(|l| l.account.clone())
+            .collect()
+    };
+    let done = |name: &str, refreshed: &BTreeSet<String>| -> bool {
         match read_status(&status_dir, name).map(|r| r.status) {
             Some(WorkloadStatus::Unauthenticated) => true,
-            Some(WorkloadStatus::Running) => log.iter().any(|l| {
-                l.is_refresh()
-                    && l.status == Some(200)
-                    && l.t >= final_start
-                    && l.account.as_deref() == Some(name)
-            }),
+            Some(WorkloadStatus::Running) => refreshed.contains(name),
             Some(
                 WorkloadStatus::Starting
                 | WorkloadStatus::AuthRetrying
@@ -654,14 +683,15 @@ pub(crate) async fn run(opts: &Options) -> Outcome {
     };
     let limit = Duration::from_secs(u64::from(opts.access_ttl) * 3 + 60);
     poll_until(limit, Duration::from_millis(200), || {
-        let log = provider_log(&oidc_log);
-        workloads.iter().all(|w| done(&w.name, &log))
+        let r = refreshed(provider.read());
+        workloads.iter().all(|w| done(&w.name, &r))
     })
     .await;
-    let log = provider_log(&oidc_log);
+    let log = provider.read().to_vec();
+    let r = refreshed(&log);
     let unsettled_at_end: Vec<String> = workloads
         .iter()
-        .filter(|w| !done(&w.name, &log))
+        .filter(|w| !done(&w.name, &r))
         .map(|w| w.name.clone())
         .collect();
     drop(last);

@@ -13,8 +13,12 @@
 //! ```sh
 //! bash real/install.sh
 //! cargo run --release -p tokenvisor-real --features real --example crash_loop -- \
-//!     --kills 50 --workloads 200 [--seed N] [--access-ttl SECONDS]
+//!     --kills 50 --workloads 200 [--seed N] [--access-ttl SECONDS] [--cold-start]
 //! ```
+//!
+//! The first daemon runs until every workload is `running` before its kill is timed;
+//! `--cold-start` kills it at its random moment from the spawn instead (a first start with
+//! no journal refreshes every workload at once).
 //!
 //! Prints a line per kill, the losses with their kill, a summary and a JSON line; exits 1
 //! when a loss is unexplained or a kill lost more than was in flight.
@@ -95,6 +99,7 @@ async fn main() {
         start_percent: 30,
         start_ms: 500,
         ranges: vec![(500, 10_000), (10_000, 20_000)],
+        warm_up: true,
         verbose: true,
     };
     let mut args = std::env::args().skip(1);
@@ -104,10 +109,11 @@ async fn main() {
             "--workloads" => opts.workloads = parse(&flag, args.next()),
             "--seed" => opts.seed = parse(&flag, args.next()),
             "--access-ttl" => opts.access_ttl = parse(&flag, args.next()),
+            "--cold-start" => opts.warm_up = false,
             other => {
                 eprintln!(
                     "unknown argument {other:?}; usage: crash_loop [--kills N] [--workloads N] \
-                     [--seed N] [--access-ttl SECONDS]"
+                     [--seed N] [--access-ttl SECONDS] [--cold-start]"
                 );
                 std::process::exit(2);
             }

@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 import { configuration } from './config.mjs';
 
@@ -41,6 +42,45 @@ if (!Number.isInteger(accessTtl) || accessTtl < 1) {
   process.exit(2);
 }
 
+/**
+ * Storage for oidc-provider's in-memory adapter without its 1,000-entry LRU: with a few
+ * hundred rotating grants the LRU evicted live refresh tokens ("refresh token not found",
+ * a grant lost that tokenvisor never lost). Entries expire as the adapter asks; expired ones
+ * are swept every minute.
+ */
+class Store {
+  #entries = new Map();
+
+  constructor() {
+    setInterval(() => {
+      const now = Date.now();
+      for (const [key, e] of this.#entries) {
+        if (e.expiry !== undefined && e.expiry <= now) this.#entries.delete(key);
+      }
+    }, 60_000).unref();
+  }
+
+  get(key) {
+    const e = this.#entries.get(key);
+    if (e === undefined) return undefined;
+    if (e.expiry !== undefined && e.expiry <= Date.now()) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return e.value;
+  }
+
+  set(key, value, options) {
+    const expiry = typeof options?.maxAge === 'number' ? Date.now() + options.maxAge : undefined;
+    this.#entries.set(key, { value, expiry });
+  }
+
+  delete(key) {
+    this.#entries.delete(key);
+  }
+}
+const store = new Store();
+
 /** The account a request's grant belongs to (a refresh token's, once the provider found it). */
 function accountOf(ctx) {
   const entities = ctx?.oidc?.entities ?? {};
@@ -57,10 +97,10 @@ server.keepAliveTimeout = 30_000;
 server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
-  const provider = new Provider(issuer, configuration({
-    accessTtl,
-    cookieKey: randomBytes(16).toString('hex'),
-  }));
+  const provider = new Provider(issuer, {
+    ...configuration({ accessTtl, cookieKey: randomBytes(16).toString('hex') }),
+    adapter: (model) => new MemoryAdapter(model, store),
+  });
 
   // What reached the provider, one line per request, written when the answer is known.
   provider.use(async (ctx, next) => {

@@ -13,7 +13,8 @@
 //! ```sh
 //! bash real/install.sh
 //! cargo run --release -p tokenvisor-real --features real --example crash_loop -- \
-//!     --kills 50 --workloads 200 [--seed N] [--access-ttl SECONDS] [--cold-start]
+//!     --kills 50 --workloads 200 [--seed N] [--access-ttl SECONDS] [--cold-start] \
+//!     [--endpoint-concurrency N]
 //! ```
 //!
 //! The first daemon runs until every workload is `running` before its kill is timed;
@@ -99,6 +100,7 @@ async fn main() {
         start_percent: 30,
         start_ms: 500,
         ranges: vec![(500, 10_000), (10_000, 20_000)],
+        endpoint_concurrency: None,
         warm_up: true,
         verbose: true,
     };
@@ -110,10 +112,13 @@ async fn main() {
             "--seed" => opts.seed = parse(&flag, args.next()),
             "--access-ttl" => opts.access_ttl = parse(&flag, args.next()),
             "--cold-start" => opts.warm_up = false,
+            "--endpoint-concurrency" => {
+                opts.endpoint_concurrency = Some(parse(&flag, args.next()));
+            }
             other => {
                 eprintln!(
                     "unknown argument {other:?}; usage: crash_loop [--kills N] [--workloads N] \
-                     [--seed N] [--access-ttl SECONDS] [--cold-start]"
+                     [--seed N] [--access-ttl SECONDS] [--cold-start] [--endpoint-concurrency N]"
                 );
                 std::process::exit(2);
             }

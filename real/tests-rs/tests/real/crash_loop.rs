@@ -72,6 +72,8 @@ pub(crate) struct Options {
     pub(crate) start_ms: u64,
     /// The other kills: uniform in one of these ranges (ms after the spawn), picked evenly.
     pub(crate) ranges: Vec<(u64, u64)>,
+    /// `endpoint_concurrency` of the daemon (its default, 64, when `None`).
+    pub(crate) endpoint_concurrency: Option<u32>,
     /// The first daemon runs until every workload is `running` before its kill's moment
     /// starts counting (a first start with no journal refreshes every workload at once:
     /// a kill then loses every grant whose refresh is in flight, see docs/RELIABILITY.md).
@@ -92,6 +94,7 @@ impl Options {
             start_percent: 40,
             start_ms: 400,
             ranges: vec![(400, 3_000)],
+            endpoint_concurrency: None,
             warm_up: true,
             verbose: true,
         }
@@ -324,6 +327,7 @@ impl Outcome {
             "workloads": self.opts.workloads,
             "seed": format!("{:#x}", self.opts.seed),
             "access_ttl_s": self.opts.access_ttl,
+            "endpoint_concurrency": self.opts.endpoint_concurrency.unwrap_or(64),
             "refreshes": self.refreshes,
             "refreshes_ok": self.refreshes_ok,
             "running": self.running(),
@@ -474,8 +478,16 @@ fn mint(oidc: &Oidc, workloads: &[Workload], work: &Path) {
 
 /// The daemon's configuration: the status and state directories under `work`, no admin
 /// listener, warnings only in the log, the suite's short timeouts and backoff.
-fn write_config(work: &Path, token_url: &str, workloads: &[Workload]) -> PathBuf {
+fn write_config(
+    work: &Path,
+    token_url: &str,
+    workloads: &[Workload],
+    endpoint_concurrency: Option<u32>,
+) -> PathBuf {
     let mut c = ConfigFile::new(&work.join("statuses"));
+    if let Some(n) = endpoint_concurrency {
+        c.defaults.set("endpoint_concurrency", n.to_string());
+    }
     c.service
         .str("state_dir", work.join("state").to_string_lossy())
         .str("admin_listen", "off")
@@ -588,7 +600,12 @@ pub(crate) async fn run(opts: &Options) -> Outcome {
         })
         .collect();
     mint(&oidc, &workloads, work);
-    let config = write_config(work, &nginx.token_url(), &workloads);
+    let config = write_config(
+        work,
+        &nginx.token_url(),
+        &workloads,
+        opts.endpoint_concurrency,
+    );
     let mut access = Tail::<Access>::new(work.join("nginx/logs/access.log"));
     if opts.verbose {
         println!(

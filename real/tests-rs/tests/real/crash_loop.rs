@@ -23,9 +23,13 @@
 //! - **grants lost**: workloads whose grant the provider revoked because a rotated-away
 //!   refresh token was presented (its `grant.revoked` event, with the account), ending
 //!   `unauthenticated`. Each is attributed from the provider's log: its last successful
-//!   refresh before the reuse arrived while a daemon ran that was then killed (kill K), the
-//!   reuse arrived after kill K, and the workload was in flight at kill K. A loss that does
-//!   not fit is **unexplained**: the bound is broken.
+//!   refresh before the reuse arrived between the start of a daemon that was then killed
+//!   (kill K) and the next start (a request written before the SIGKILL may reach the
+//!   provider after it: nginx passes it on), the reuse arrived after that next start, and
+//!   the workload was in flight at kill K. A loss that does not fit is **unexplained**: the
+//!   bound is broken. (A restarted daemon that presented the file's token where the journal
+//!   had a newer one would lose a grant counted as in flight: the file lags the journal. The
+//!   journal tests cover that rule; this loop does not read the journal.)
 //! - **early**: kills less than 10 s after their daemon restarted (target: 0 grants lost).
 //!
 //! The waits for a random moment are deliberate real-time waits (the moment is the point);

@@ -5,6 +5,7 @@
 // line per grant: {"refresh_token":"…","access_token":"…","expires_in":N,"scope":"…"}.
 //
 //   node real/oidc/login.mjs --issuer http://127.0.0.1:PORT --client tv-01 [--account alice] [--count N]
+//   node real/oidc/login.mjs --issuer … --client tv-01 --accounts w000,w001,…   # one grant per account
 //
 // Each of the --count grants is a separate login with a fresh cookie jar (its own session),
 // so each refresh token belongs to a grant of its own: revoking one leaves the others alone.
@@ -24,6 +25,7 @@ const { values: args } = parseArgs({
     secret: { type: 'string' },
     account: { type: 'string', default: 'alice' },
     count: { type: 'string', default: '1' },
+    accounts: { type: 'string' },
     scope: { type: 'string', default: 'openid offline_access api' },
   },
 });
@@ -91,7 +93,7 @@ class Jar {
   }
 }
 
-async function oneGrant() {
+async function oneGrant(account) {
   const verifier = b64url(randomBytes(32));
   const challenge = b64url(createHash('sha256').update(verifier).digest());
   const state = b64url(randomBytes(12));
@@ -102,7 +104,7 @@ async function oneGrant() {
     redirect_uri: REDIRECT_URI,
     scope: args.scope,
     prompt: 'consent',
-    login_hint: args.account,
+    login_hint: account,
     state,
     nonce: b64url(randomBytes(12)),
     code_challenge: challenge,
@@ -156,7 +158,9 @@ async function oneGrant() {
   };
 }
 
-const count = Number.parseInt(args.count, 10);
-for (let i = 0; i < count; i += 1) {
-  process.stdout.write(`${JSON.stringify(await oneGrant())}\n`);
+const accounts = args.accounts
+  ? args.accounts.split(',').filter((a) => a !== '')
+  : Array.from({ length: Number.parseInt(args.count, 10) }, () => args.account);
+for (const account of accounts) {
+  process.stdout.write(`${JSON.stringify(await oneGrant(account))}\n`);
 }

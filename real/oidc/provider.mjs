@@ -6,8 +6,9 @@
 // Listens on 127.0.0.1 (port 0 = any free port), then prints one JSON line to stdout:
 //   {"event":"ready","issuer":"http://127.0.0.1:PORT","port":PORT,"pid":PID}
 // and appends one JSON line per HTTP request to --log (what reached the provider: time of
-// arrival in ms, method, path, client id, grant type, status, error code and description)
-// and one per provider event that matters to the suite (grant.revoked, server_error, …).
+// arrival in ms, method, path, client id, grant type, the account of the grant a refresh
+// token belongs to, status, error code and description) and one per provider event that
+// matters to the suite (grant.revoked with its account, server_error, …).
 // Stops on SIGTERM/SIGINT.
 
 import { appendFileSync } from 'node:fs';
@@ -16,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 import { configuration } from './config.mjs';
 
@@ -40,6 +42,51 @@ if (!Number.isInteger(accessTtl) || accessTtl < 1) {
   process.exit(2);
 }
 
+/**
+ * Storage for oidc-provider's in-memory adapter without its 1,000-entry LRU: with a few
+ * hundred rotating grants the LRU evicted live refresh tokens ("refresh token not found",
+ * a grant lost that tokenvisor never lost). Entries expire as the adapter asks; expired ones
+ * are swept every minute.
+ */
+class Store {
+  #entries = new Map();
+
+  constructor() {
+    setInterval(() => {
+      const now = Date.now();
+      for (const [key, e] of this.#entries) {
+        if (e.expiry !== undefined && e.expiry <= now) this.#entries.delete(key);
+      }
+    }, 60_000).unref();
+  }
+
+  get(key) {
+    const e = this.#entries.get(key);
+    if (e === undefined) return undefined;
+    if (e.expiry !== undefined && e.expiry <= Date.now()) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return e.value;
+  }
+
+  set(key, value, options) {
+    const expiry = typeof options?.maxAge === 'number' ? Date.now() + options.maxAge : undefined;
+    this.#entries.set(key, { value, expiry });
+  }
+
+  delete(key) {
+    this.#entries.delete(key);
+  }
+}
+const store = new Store();
+
+/** The account a request's grant belongs to (a refresh token's, once the provider found it). */
+function accountOf(ctx) {
+  const entities = ctx?.oidc?.entities ?? {};
+  return entities.RefreshToken?.accountId ?? entities.Account?.accountId ?? null;
+}
+
 let handler = (_req, res) => {
   res.statusCode = 503;
   res.end();
@@ -50,10 +97,10 @@ server.keepAliveTimeout = 30_000;
 server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
-  const provider = new Provider(issuer, configuration({
-    accessTtl,
-    cookieKey: randomBytes(16).toString('hex'),
-  }));
+  const provider = new Provider(issuer, {
+    ...configuration({ accessTtl, cookieKey: randomBytes(16).toString('hex') }),
+    adapter: (model) => new MemoryAdapter(model, store),
+  });
 
   // What reached the provider, one line per request, written when the answer is known.
   provider.use(async (ctx, next) => {
@@ -69,6 +116,7 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
         path: ctx.path,
         client: ctx.oidc?.client?.clientId ?? null,
         grant_type: ctx.oidc?.params?.grant_type ?? null,
+        account: accountOf(ctx),
         status: ctx.status,
         error: typeof body.error === 'string' ? body.error : null,
         error_description: typeof body.error_description === 'string' ? body.error_description : null,
@@ -113,7 +161,13 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
 
   for (const event of ['grant.revoked', 'server_error', 'revocation.error', 'grant.error']) {
     provider.on(event, (ctx, arg) => {
-      const entry = { type: 'event', event, t: Date.now(), client: ctx?.oidc?.client?.clientId ?? null };
+      const entry = {
+        type: 'event',
+        event,
+        t: Date.now(),
+        client: ctx?.oidc?.client?.clientId ?? null,
+        account: accountOf(ctx),
+      };
       if (event === 'grant.revoked') entry.grant = String(arg).slice(0, 8);
       else if (arg instanceof Error) {
         entry.error = arg.error ?? arg.name;

@@ -15,9 +15,15 @@
 //! - [`endpoint`]: [`endpoint::RealEndpoint`], the shared scenarios' endpoint (nginx's
 //!   modes as the faults).
 //!
+//! - [`binary`]: the workspace's `tokenvisor` binary, built when it is older than its sources.
+//! - [`crash_loop`]: `kill -9` of `tokenvisor run` in a loop while grants rotate, and the
+//!   count of grants lost against refreshes in flight at each kill (issue 11, target 4).
+//!
 //! A component that is missing fails (never skips) with the command that installs it.
 
+pub mod binary;
 pub mod components;
+pub mod crash_loop;
 pub mod endpoint;
 pub mod harness;
 pub mod nginx;

@@ -18,6 +18,8 @@
 //! - [`dashboard`]: the admin dashboard in headless chromium (chromedriver): a known fleet's
 //!   counts, a revoked grant appearing live, a screenshot in `target/artifacts/`.
 //! - [`daemon`]: 100 rotations through `tokenvisor run`, across a restart of the daemon.
+//! - [`crash_loop`]: `kill -9` of `tokenvisor run` in a loop, start-up included; grants lost
+//!   only with a refresh in flight at a kill (the small run of `examples/crash_loop.rs`).
 //!
 //! Time is real but short: access tokens live a few seconds, backoff starts at 200 ms and is
 //! capped at 1 s, requests time out after 2 s. Tests never sleep to let time pass: they poll
@@ -26,6 +28,7 @@
 use tokenvisor_real::{components, endpoint, harness, nginx, oidc};
 
 mod client_auth;
+mod crash_loop;
 mod daemon;
 mod dashboard;
 mod proxy;

@@ -18,6 +18,7 @@
 //!   workloads; `problems` collects every problem and warning, with the shared value checks.
 //! - [`spec`]: what the configuration resolves to ([`ServiceConfig`], re-exported here with
 //!   its parts, [`spec::WorkloadSpec`], [`spec::WorkloadPolicy`]) and its defaults.
+//! - [`cluster`]: `[cluster]`, cluster mode on etcd: its schema, checks and resolved form.
 //! - [`secrets`]: the one secret-file reader, shared with the runtime, and the readers built
 //!   on it (the admin token, a secret in an environment variable).
 //! - `masked`: the masked rendering for `tokenvisor check-config`
@@ -26,6 +27,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod cluster;
 pub mod secrets;
 pub mod spec;
 
@@ -113,6 +115,8 @@ pub struct Config {
     /// What is accepted but worth a look, as `FILE:LINE: KEY: reason` problems (see
     /// [`Config::warning_lines`]), in file order.
     pub warnings: Vec<ConfigProblem>,
+    /// `[cluster]`: cluster mode on etcd; `None` (no section): one process, as always.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Config {

@@ -22,11 +22,13 @@ pub(crate) struct RawFile {
     /// Each workload: its dotted path (`workload[i]`), the span of its header, its policy
     /// keys and its own keys. A workload that is not a table is left out.
     pub(crate) workloads: Vec<(String, Range<usize>, RawPolicy, RawWorkload)>,
+    /// `[cluster]` (span of its header), when present.
+    pub(crate) cluster: Option<(Range<usize>, crate::cluster::RawCluster)>,
 }
 
 type Entry<'i> = (Spanned<DeString<'i>>, Spanned<DeValue<'i>>);
 
-const SECTIONS: &str = "(sections: [service], [defaults], [[workload]])";
+const SECTIONS: &str = "(sections: [service], [defaults], [[workload]], [cluster])";
 
 /// Reads `text`. `None` when it is not valid TOML (the syntax errors are reported).
 pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
@@ -81,6 +83,13 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
                     _ => file.defaults = read_section(cx, name, &span, entries),
                 }
             }
+            "cluster" => {
+                if let Some((span, entries)) = table(cx, name.to_owned(), "[cluster]", v) {
+                    let known = keys_of::<crate::cluster::RawCluster>();
+                    let entries = drop_unknown(cx, name, entries, known, &[], name);
+                    file.cluster = Some((span.clone(), read_section(cx, name, &span, entries)));
+                }
+            }
             "workload" => {
                 let (span, found) = (v.span(), describe_type(v.get_ref()));
                 let reason = if let Some(a) = v.get_ref().as_array() {
@@ -100,7 +109,7 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
             }
             _ => {
                 let reason = match (
-                    suggest(name, &["service", "defaults", "workload"]),
+                    suggest(name, &["service", "defaults", "workload", "cluster"]),
                     home_of(name),
                 ) {
                     (None, Some(home)) => {

@@ -51,6 +51,7 @@ pub(crate) fn parse_in(
         service,
         defaults,
         workloads: raw_workloads,
+        cluster,
     } = raw;
     v.cx.path = "service".to_owned();
     let service = v.service(service);
@@ -61,6 +62,8 @@ pub(crate) fn parse_in(
         v.cx.header = Some(header);
         workloads.extend(v.workload(&raw, policy));
     }
+    let cluster = cluster
+        .and_then(|(h, raw)| crate::cluster::resolve(&mut v.cx, raw, Some(h), base, &workloads));
     if !v.cx.problems.is_empty() {
         return Err(v.cx.into_error(source));
     }
@@ -73,6 +76,7 @@ pub(crate) fn parse_in(
         defaults,
         workloads,
         warnings,
+        cluster,
     })
 }
 

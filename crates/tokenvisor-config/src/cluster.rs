@@ -1,0 +1,233 @@
+//! `[cluster]`: cluster mode on etcd (absent: the single-process mode, exactly as before).
+//! The raw schema, the resolved [`ClusterConfig`] and its checks, each `FILE:LINE: KEY: reason`.
+use std::{num::NonZeroU32, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+use tokenvisor_core::{Secret, cluster::DEFAULT_SHARDS};
+use toml::Spanned;
+
+use crate::problems::{Cx, count, duration};
+use crate::schema::{Count, HumanDuration, List};
+use crate::spec::WorkloadSpec;
+
+type Opt<T> = Option<Spanned<T>>;
+
+/// The bound of one etcd request (a fenced write of an attempt's result included).
+pub const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `[cluster]`, raw.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    backend: Opt<ClusterBackend>,
+    endpoints: Option<List>,
+    prefix: Opt<String>,
+    member: Opt<String>,
+    lease_ttl: Opt<HumanDuration>,
+    shards: Opt<Count>,
+    ca_file: Opt<String>,
+    cert_file: Opt<String>,
+    key_file: Opt<String>,
+    user: Opt<String>,
+    password_file: Opt<String>,
+}
+
+/// The coordination engine (only etcd v3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterBackend {
+    /// etcd v3 (gRPC).
+    Etcd,
+}
+
+/// `[cluster]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// The engine.
+    pub backend: ClusterBackend,
+    /// etcd endpoints (`http://` or `https://` `host:port`).
+    pub endpoints: Vec<String>,
+    /// The cluster's key space, ending in `/` (default `tokenvisor/`).
+    pub prefix: String,
+    /// This instance's id; `None`: the runtime's default (hostname and a hash of the state directory).
+    pub member: Option<String>,
+    /// The membership and shard lease's TTL (whole seconds, default 15 s).
+    pub lease_ttl: Duration,
+    /// Shards (default 256).
+    pub shards: NonZeroU32,
+    /// TLS: the CA, and a client certificate and key when both are set.
+    pub ca_file: Option<PathBuf>,
+    /// TLS client certificate and key (both or neither).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// etcd authentication: user and password (read from `password_file`).
+    pub auth: Option<(String, Secret)>,
+}
+
+/// Resolves `[cluster]`, header at `header`; `lease_ttl` must hold every workload's attempt.
+pub(crate) fn resolve(
+    cx: &mut Cx,
+    raw: RawCluster,
+    header: Span,
+    base: &std::path::Path,
+    workloads: &[WorkloadSpec],
+) -> Option<ClusterConfig> {
+    (cx.path, cx.header) = ("cluster".to_owned(), header);
+    let backend = cx.required(
+        "backend",
+        raw.backend.as_ref(),
+        "is required (backend = \"etcd\")",
+        |b| Ok(*b),
+    );
+    if raw.endpoints.is_none() && !cx.broken_here(&["endpoints"]) {
+        let example = "is required (e.g. [\"http://127.0.0.1:2379\"])";
+        cx.report("endpoints", cx.header.clone(), example);
+    }
+    let endpoints = raw.endpoints.as_ref().and_then(|l| {
+        let ok = |e: &str| {
+            url::Url::parse(e).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+                    && matches!(u.path(), "" | "/")
+            })
+        };
+        let list = cx.each_valid("endpoints", l, ok, "an http:// or https:// host:port URL")?;
+        let tls = list.iter().filter(|e| e.starts_with("https:")).count();
+        let why = match (list.len(), tls) {
+            (0, _) => "must list at least one endpoint",
+            (n, t) if t != 0 && t != n => "must be all http:// or all https://",
+            (_, t) if (t > 0) != raw.ca_file.is_some() => {
+                "https:// endpoints and ca_file go together"
+            }
+            _ => return Some(list),
+        };
+        cx.report("endpoints", Some(l.span()), why);
+        None
+    });
+    let prefix = raw
+        .prefix
+        .as_ref()
+        .map_or(Some("tokenvisor/".to_owned()), |p| {
+            let ok = |s: &String| !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic());
+            cx.check("prefix", p, |s| {
+                ok(s)
+                    .then(|| format!("{}/", s.trim_end_matches('/')))
+                    .ok_or_else(|| "must be non-empty printable ASCII without spaces".to_owned())
+            })
+        });
+    let member = raw
+        .member
+        .as_ref()
+        .and_then(|m| {
+            cx.check("member", m, |s| {
+                tokenvisor_core::WorkloadName::new(s)
+                    .map(|_| Some(s.clone()))
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .flatten();
+    let ttl_limit = (
+        Duration::from_secs(3600),
+        "a member gone is noticed only after it",
+    );
+    let lease_ttl = raw
+        .lease_ttl
+        .as_ref()
+        .map_or(Some(Duration::from_secs(15)), |t| {
+            cx.check("lease_ttl", t, |d| {
+                duration(d, true, ttl_limit).and_then(|d| {
+                    if d.subsec_nanos() == 0 && d >= Duration::from_secs(2) {
+                        Ok(d)
+                    } else {
+                        Err(
+                            "must be whole seconds, at least 2s (etcd leases count in seconds)"
+                                .to_owned(),
+                        )
+                    }
+                })
+            })
+        });
+    let shards = raw
+        .shards
+        .as_ref()
+        .map_or(NonZeroU32::new(DEFAULT_SHARDS), |s| {
+            cx.check("shards", s, |n| {
+                count(n, 65_536, "must be between 1 and 65536")
+            })
+            .and_then(|n| u32::try_from(n).ok().and_then(NonZeroU32::new))
+        });
+    let file = |cx: &mut Cx, name: &str, raw: &Opt<String>| {
+        raw.as_ref().and_then(|p| {
+            cx.check(name, p, |s| {
+                let path = base.join(s);
+                path.is_file()
+                    .then_some(path)
+                    .ok_or_else(|| format!("{s:?} is not a readable file"))
+            })
+        })
+    };
+    let ca_file = file(cx, "ca_file", &raw.ca_file);
+    let client_cert = match (
+        file(cx, "cert_file", &raw.cert_file),
+        file(cx, "key_file", &raw.key_file),
+    ) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ if cx.broken_here(&["cert_file", "key_file"]) => None,
+        _ => {
+            cx.report(
+                "cert_file",
+                cx.header.clone(),
+                "cert_file and key_file go together",
+            );
+            None
+        }
+    };
+    let auth = match (&raw.user, &raw.password_file) {
+        (Some(u), Some(p)) => cx
+            .check("password_file", p, |s| Ok(base.join(s)))
+            .and_then(|path| {
+                cx.secret_file("password_file", p.span(), &path)
+                    .map_err(|e| cx.report("password_file", Some(p.span()), e))
+                    .ok()
+            })
+            .map(|pw| (u.get_ref().clone(), pw)),
+        (None, None) => None,
+        _ => {
+            cx.report(
+                "user",
+                cx.header.clone(),
+                "user and password_file go together",
+            );
+            None
+        }
+    };
+    if let (Some(ttl), Some(w)) = (
+        lease_ttl,
+        workloads
+            .iter()
+            .max_by_key(|w| w.policy.machine_config().attempt_timeout),
+    ) {
+        let backstop = w.policy.machine_config().attempt_timeout + ETCD_REQUEST_TIMEOUT;
+        if backstop * 3 >= ttl * 2 {
+            let at = raw
+                .lease_ttl
+                .as_ref()
+                .map_or(cx.header.clone(), |t| Some(t.span()));
+            cx.report("lease_ttl", at, format!("is {}; an owner sends only while its attempt's backstop fits in the lease as last confirmed (2/3 of it between keepalives), and workload {:?}'s is {} (request_timeout + connect_timeout + 5s, + 2s to write the result to etcd): raise lease_ttl above {} or shorten the timeouts", humantime::format_duration(ttl), w.name.as_str(), humantime::format_duration(backstop), humantime::format_duration(backstop * 3 / 2)));
+        }
+    }
+    Some(ClusterConfig {
+        backend: backend?,
+        endpoints: endpoints?,
+        prefix: prefix?,
+        member,
+        lease_ttl: lease_ttl?,
+        shards: shards?,
+        ca_file,
+        client_cert,
+        auth,
+    })
+}
+
+type Span = crate::problems::Span;

@@ -1,0 +1,271 @@
+//! The fenced store against a real etcd (tokenvisor-test-support's `etcd`: Debian's
+//! `etcd-server` 3.4 on 127.0.0.1): shard claim and release, two stores racing for one
+//! shard, a lapsed or revoked lease that can write nothing (the fence), the credential's
+//! revision check, the membership watch, and one etcd member of three killed.
+
+use std::time::Duration;
+
+use tokenvisor::{
+    Claim, Clock, ClusterError, ClusterOptions, ClusterStore, Release, StoredCredential,
+    WriteOutcome,
+};
+use tokenvisor_core::{Secret, StatusRecord};
+use tokenvisor_test_support::etcd::EtcdCluster;
+use tokenvisor_test_support::wait::wait_for;
+
+/// Bound of every wait here (real time; only a hang reaches it).
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn options(etcd: &EtcdCluster, member: &str, ttl_secs: u64) -> ClusterOptions {
+    ClusterOptions {
+        endpoints: etcd.endpoints(),
+        prefix: "test/".to_owned(),
+        member: member.to_owned(),
+        lease_ttl: Duration::from_secs(ttl_secs),
+        request_timeout: Duration::from_secs(2),
+        ca_file: None,
+        client_cert: None,
+        auth: None,
+    }
+}
+
+async fn store(etcd: &EtcdCluster, member: &str, ttl_secs: u64) -> ClusterStore {
+    ClusterStore::connect(&options(etcd, member, ttl_secs), Clock::new())
+        .await
+        .unwrap_or_else(|e| panic!("connect {member}: {e}"))
+}
+
+fn credential(token: &str, generation: u64) -> StoredCredential {
+    StoredCredential {
+        refresh_token: Secret::from(token),
+        generation,
+    }
+}
+
+fn record() -> StatusRecord {
+    serde_json::from_str(
+        r#"{"status":"running","status_context":"","created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","process_id":0}"#,
+    )
+    .expect("a status record")
+}
+
+#[tokio::test]
+async fn claim_release_and_holders() {
+    let etcd = EtcdCluster::start(1).await;
+    let (a, b) = (store(&etcd, "a", 10).await, store(&etcd, "b", 10).await);
+    assert_eq!(a.claim(3).await.expect("claim"), Claim::Claimed);
+    assert_eq!(
+        a.claim(3).await.expect("again"),
+        Claim::Claimed,
+        "a claim of our own shard is idempotent"
+    );
+    assert_eq!(
+        b.claim(3).await.expect("claim"),
+        Claim::HeldBy("a".to_owned())
+    );
+    let holders = b.shard_holders().await.expect("holders");
+    assert_eq!(holders.get(&3), Some(&("a".to_owned(), false)));
+    assert_eq!(
+        a.shard_holders().await.expect("holders").get(&3),
+        Some(&("a".to_owned(), true))
+    );
+    assert_eq!(
+        b.release(3).await.expect("release"),
+        Release::NotHeld,
+        "b cannot release a's shard"
+    );
+    assert_eq!(a.release(3).await.expect("release"), Release::Released);
+    assert_eq!(b.claim(3).await.expect("claim"), Claim::Claimed);
+    assert_eq!(a.release(3).await.expect("release"), Release::NotHeld);
+    assert_eq!((a.stats().claims, a.stats().releases), (1, 1));
+    assert_eq!(a.members().await.expect("members"), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn two_stores_racing_for_one_shard_one_wins() {
+    let etcd = EtcdCluster::start(1).await;
+    let (a, b) = (store(&etcd, "a", 10).await, store(&etcd, "b", 10).await);
+    for shard in 0..32 {
+        let (ra, rb) = tokio::join!(a.claim(shard), b.claim(shard));
+        match (ra.expect("a"), rb.expect("b")) {
+            (Claim::Claimed, Claim::HeldBy(w)) => assert_eq!(w, "a"),
+            (Claim::HeldBy(w), Claim::Claimed) => assert_eq!(w, "b"),
+            other => panic!("shard {shard}: both or neither won: {other:?}"),
+        }
+    }
+    assert_eq!(a.stats().claims + b.stats().claims, 32);
+}
+
+/// A paused instance (its keepalive stalled, as under SIGSTOP) stops being allowed to send,
+/// its lease lapses on the server, another member claims the shard, and every write of the
+/// stalled one is refused by the fence (counted) and changes nothing.
+#[tokio::test]
+async fn a_store_whose_lease_lapsed_cannot_write() {
+    let etcd = EtcdCluster::start(1).await;
+    let a = store(&etcd, "a", 2).await;
+    assert_eq!(a.claim(1).await.expect("claim"), Claim::Claimed);
+    let written = a
+        .write_credential(1, "w", &credential("rt-1", 1), 0, Some(&record()))
+        .await;
+    let Ok(WriteOutcome::Written { revision }) = written else {
+        panic!("{written:?}")
+    };
+    assert!(a.may_send(Duration::ZERO));
+
+    a.stall_keepalive();
+    wait_for("the stalled store to stop sending", LIMIT, || async {
+        !a.may_send(Duration::ZERO)
+    })
+    .await;
+    let b = store(&etcd, "b", 10).await;
+    wait_for("the lapsed shard to be claimable", LIMIT, || async {
+        b.claim(1).await.expect("claim") == Claim::Claimed
+    })
+    .await;
+
+    let stale = a
+        .write_credential(1, "w", &credential("rt-zombie", 2), revision, None)
+        .await;
+    assert_eq!(stale.expect("an answer"), WriteOutcome::FenceRejected);
+    let status = a.write_status(1, "w", &record()).await;
+    assert_eq!(status.expect("an answer"), WriteOutcome::FenceRejected);
+    assert_eq!(a.stats().fence_rejections, 2);
+    assert_eq!(a.stats().writes, 1);
+    // nothing of the zombie's reached etcd; the new owner reads the last fenced write
+    let now = b.read_credential("w").await.expect("read");
+    assert_eq!(
+        (now.value, now.revision),
+        (Some(credential("rt-1", 1)), revision)
+    );
+    assert!(b.read_status("w").await.expect("read").is_some());
+    // and the new owner writes
+    let w = b
+        .write_credential(1, "w", &credential("rt-2", 2), revision, None)
+        .await;
+    assert!(matches!(w, Ok(WriteOutcome::Written { .. })), "{w:?}");
+}
+
+/// A lease revoked on the server (an operator, or the server expiring it): the keepalive
+/// learns it, the store may not send, and its writes are refused before reaching etcd.
+#[tokio::test]
+async fn a_revoked_lease_is_lost_and_writes_nothing() {
+    let etcd = EtcdCluster::start(1).await;
+    let a = store(&etcd, "a", 3).await;
+    assert_eq!(a.claim(1).await.expect("claim"), Claim::Claimed);
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("client");
+    client.lease_revoke(a.lease_id()).await.expect("revoke");
+    wait_for("the store to learn its lease is gone", LIMIT, || async {
+        a.lease().lost
+    })
+    .await;
+    assert!(!a.may_send(Duration::ZERO));
+    let w = a
+        .write_credential(1, "w", &credential("rt", 1), 0, None)
+        .await;
+    assert!(matches!(w, Err(ClusterError::LeaseLost)), "{w:?}");
+    assert!(matches!(a.claim(2).await, Err(ClusterError::LeaseLost)));
+    let b = store(&etcd, "b", 10).await;
+    assert_eq!(
+        b.claim(1).await.expect("claim"),
+        Claim::Claimed,
+        "the revoked lease's shard key is gone"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_written_since_the_read_is_a_conflict() {
+    let etcd = EtcdCluster::start(1).await;
+    let a = store(&etcd, "a", 10).await;
+    assert_eq!(a.claim(7).await.expect("claim"), Claim::Claimed);
+    let read = a.read_credential("w").await.expect("read");
+    assert_eq!((read.value, read.revision), (None, 0));
+    let Ok(WriteOutcome::Written { revision: r1 }) = a
+        .write_credential(7, "w", &credential("rt-1", 1), 0, Some(&record()))
+        .await
+    else {
+        panic!("first write")
+    };
+    // a writer that read before that write (revision 0) must read again
+    let stale = a
+        .write_credential(7, "w", &credential("rt-other", 1), 0, None)
+        .await;
+    assert_eq!(
+        stale.expect("an answer"),
+        WriteOutcome::Conflict { revision: r1 }
+    );
+    assert_eq!(a.stats().conflicts, 1);
+    assert_eq!(a.stats().fence_rejections, 0);
+    let read = a.read_credential("w").await.expect("read");
+    assert_eq!(
+        (read.value, read.revision),
+        (Some(credential("rt-1", 1)), r1)
+    );
+    let next = a
+        .write_credential(7, "w", &credential("rt-2", 2), r1, None)
+        .await;
+    assert!(
+        matches!(next, Ok(WriteOutcome::Written { revision }) if revision > r1),
+        "{next:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_membership_watch_sees_members_join_and_leave() {
+    let etcd = EtcdCluster::start(1).await;
+    let a = store(&etcd, "a", 10).await;
+    let members = a.watch_members();
+    wait_for("a alone", LIMIT, || async { *members.borrow() == ["a"] }).await;
+    let b = store(&etcd, "b", 10).await;
+    wait_for("b joined", LIMIT, || async {
+        *members.borrow() == ["a", "b"]
+    })
+    .await;
+    b.leave().await.expect("leave");
+    wait_for("b left", LIMIT, || async { *members.borrow() == ["a"] }).await;
+}
+
+#[tokio::test]
+async fn a_second_live_instance_with_the_same_member_id_is_refused() {
+    let etcd = EtcdCluster::start(1).await;
+    let _a = store(&etcd, "a", 2).await;
+    let twin = ClusterStore::connect(&options(&etcd, "a", 2), Clock::new()).await;
+    assert!(
+        matches!(twin, Err(ClusterError::DuplicateMember(ref m)) if m == "a"),
+        "{twin:?}"
+    );
+}
+
+/// Three etcd members, one killed (kill -9): the store keeps its lease alive and claims and
+/// writes again (through the two left, after an election if the leader died).
+#[tokio::test]
+async fn the_store_survives_one_etcd_member_killed() {
+    let mut etcd = EtcdCluster::start(3).await;
+    let a = store(&etcd, "a", 5).await;
+    assert_eq!(a.claim(0).await.expect("claim"), Claim::Claimed);
+    etcd.kill(0);
+    let renewals = a.lease().renewals;
+    wait_for("keepalives answered after the kill", LIMIT, || async {
+        a.lease().renewals >= renewals + 2
+    })
+    .await;
+    wait_for("a claim through the members left", LIMIT, || async {
+        matches!(a.claim(1).await, Ok(Claim::Claimed))
+    })
+    .await;
+    // (a write whose answer was lost to the kill, then retried, finds its own revision:
+    // a conflict; either way the value is in etcd)
+    wait_for("a fenced write through the members left", LIMIT, || async {
+        matches!(
+            a.write_credential(0, "w", &credential("rt", 1), 0, None)
+                .await,
+            Ok(WriteOutcome::Written { .. } | WriteOutcome::Conflict { .. })
+        )
+    })
+    .await;
+    let read = a.read_credential("w").await.expect("read");
+    assert_eq!(read.value, Some(credential("rt", 1)));
+    assert!(a.may_send(Duration::ZERO));
+    assert_eq!(a.stats().fence_rejections, 0);
+}

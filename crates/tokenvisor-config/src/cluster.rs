@@ -1,12 +1,12 @@
 //! `[cluster]`: cluster mode on etcd (absent: the single-process mode, exactly as before).
 //! The raw schema, the resolved [`ClusterConfig`] and its checks, each `FILE:LINE: KEY: reason`.
-use std::{num::NonZeroU32, path::PathBuf, time::Duration};
+use std::{num::NonZeroU32, path::Path, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
-use tokenvisor_core::{Secret, cluster::DEFAULT_SHARDS};
+use tokenvisor_core::{Secret, WorkloadName, cluster::DEFAULT_SHARDS};
 use toml::Spanned;
 
-use crate::problems::{Cx, count, duration};
+use crate::problems::{Cx, Span, count, duration};
 use crate::schema::{Count, HumanDuration, List};
 use crate::spec::WorkloadSpec;
 
@@ -63,12 +63,23 @@ pub struct ClusterConfig {
     pub auth: Option<(String, Secret)>,
 }
 
-/// Resolves `[cluster]`, header at `header`; `lease_ttl` must hold every workload's attempt.
+/// `raw`'s value through `f` (reported at `name`), or `default` when it is not set.
+fn or<S, T>(
+    cx: &mut Cx,
+    name: &str,
+    raw: Option<&Spanned<S>>,
+    default: T,
+    f: impl FnOnce(&S) -> Result<T, String>,
+) -> Option<T> {
+    raw.map_or(Some(default), |r| cx.check(name, r, f))
+}
+
+/// Resolves `[cluster]` (its header at `header`); `lease_ttl` must hold every workload's attempt.
 pub(crate) fn resolve(
     cx: &mut Cx,
-    raw: RawCluster,
+    raw: &RawCluster,
     header: Span,
-    base: &std::path::Path,
+    base: &Path,
     workloads: &[WorkloadSpec],
 ) -> Option<ClusterConfig> {
     (cx.path, cx.header) = ("cluster".to_owned(), header);
@@ -78,20 +89,22 @@ pub(crate) fn resolve(
         "is required (backend = \"etcd\")",
         |b| Ok(*b),
     );
-    if raw.endpoints.is_none() && !cx.broken_here(&["endpoints"]) {
-        let example = "is required (e.g. [\"http://127.0.0.1:2379\"])";
-        cx.report("endpoints", cx.header.clone(), example);
-    }
-    let endpoints = raw.endpoints.as_ref().and_then(|l| {
-        let ok = |e: &str| {
+    let endpoints = cx.required(
+        "endpoints",
+        raw.endpoints.as_ref(),
+        "is required (e.g. [\"http://127.0.0.1:2379\"])",
+        |_| Ok(()),
+    );
+    let endpoints = endpoints.and(raw.endpoints.as_ref()).and_then(|l| {
+        let url = |e: &str| {
             url::Url::parse(e).is_ok_and(|u| {
                 matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
+                    && u.has_host()
                     && u.username().is_empty()
                     && matches!(u.path(), "" | "/")
             })
         };
-        let list = cx.each_valid("endpoints", l, ok, "an http:// or https:// host:port URL")?;
+        let list = cx.each_valid("endpoints", l, url, "an http:// or https:// host:port URL")?;
         let tls = list.iter().filter(|e| e.starts_with("https:")).count();
         let why = match (list.len(), tls) {
             (0, _) => "must list at least one endpoint",
@@ -104,67 +117,57 @@ pub(crate) fn resolve(
         cx.report("endpoints", Some(l.span()), why);
         None
     });
-    let prefix = raw
-        .prefix
-        .as_ref()
-        .map_or(Some("tokenvisor/".to_owned()), |p| {
-            let ok = |s: &String| !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic());
-            cx.check("prefix", p, |s| {
-                ok(s)
-                    .then(|| format!("{}/", s.trim_end_matches('/')))
-                    .ok_or_else(|| "must be non-empty printable ASCII without spaces".to_owned())
-            })
-        });
-    let member = raw
-        .member
-        .as_ref()
-        .and_then(|m| {
-            cx.check("member", m, |s| {
-                tokenvisor_core::WorkloadName::new(s)
-                    .map(|_| Some(s.clone()))
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .flatten();
-    let ttl_limit = (
-        Duration::from_secs(3600),
-        "a member gone is noticed only after it",
+    let prefix = or(
+        cx,
+        "prefix",
+        raw.prefix.as_ref(),
+        "tokenvisor/".to_owned(),
+        |s| {
+            let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic());
+            ok.then(|| format!("{}/", s.trim_end_matches('/')))
+                .ok_or_else(|| "must be non-empty printable ASCII without spaces".to_owned())
+        },
     );
-    let lease_ttl = raw
-        .lease_ttl
-        .as_ref()
-        .map_or(Some(Duration::from_secs(15)), |t| {
-            cx.check("lease_ttl", t, |d| {
-                duration(d, true, ttl_limit).and_then(|d| {
-                    if d.subsec_nanos() == 0 && d >= Duration::from_secs(2) {
-                        Ok(d)
-                    } else {
-                        Err(
-                            "must be whole seconds, at least 2s (etcd leases count in seconds)"
-                                .to_owned(),
-                        )
-                    }
-                })
+    let member = or(cx, "member", raw.member.as_ref(), None, |s| {
+        WorkloadName::new(s)
+            .map(|_| Some(s.clone()))
+            .map_err(|e| e.to_string())
+    })
+    .flatten();
+    let lease_ttl = or(
+        cx,
+        "lease_ttl",
+        raw.lease_ttl.as_ref(),
+        Duration::from_secs(15),
+        |d| {
+            let d = duration(
+                d,
+                true,
+                (
+                    Duration::from_secs(3600),
+                    "a member gone is noticed only after it",
+                ),
+            )?;
+            let ok = d.subsec_nanos() == 0 && d >= Duration::from_secs(2);
+            ok.then_some(d).ok_or_else(|| {
+                "must be whole seconds, at least 2s (etcd leases count in seconds)".to_owned()
             })
-        });
-    let shards = raw
-        .shards
-        .as_ref()
-        .map_or(NonZeroU32::new(DEFAULT_SHARDS), |s| {
-            cx.check("shards", s, |n| {
-                count(n, 65_536, "must be between 1 and 65536")
-            })
-            .and_then(|n| u32::try_from(n).ok().and_then(NonZeroU32::new))
-        });
+        },
+    );
+    let shards = or(
+        cx,
+        "shards",
+        raw.shards.as_ref(),
+        DEFAULT_SHARDS as usize,
+        |n| count(n, 65_536, "must be between 1 and 65536"),
+    );
     let file = |cx: &mut Cx, name: &str, raw: &Opt<String>| {
-        raw.as_ref().and_then(|p| {
-            cx.check(name, p, |s| {
-                let path = base.join(s);
-                path.is_file()
-                    .then_some(path)
-                    .ok_or_else(|| format!("{s:?} is not a readable file"))
-            })
-        })
+        let readable = |s: &String| {
+            Some(base.join(s))
+                .filter(|p| p.is_file())
+                .ok_or_else(|| format!("{s:?} is not a readable file"))
+        };
+        raw.as_ref().and_then(|p| cx.check(name, p, readable))
     };
     let ca_file = file(cx, "ca_file", &raw.ca_file);
     let client_cert = match (
@@ -174,60 +177,49 @@ pub(crate) fn resolve(
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
         _ if cx.broken_here(&["cert_file", "key_file"]) => None,
-        _ => {
-            cx.report(
-                "cert_file",
-                cx.header.clone(),
-                "cert_file and key_file go together",
-            );
-            None
-        }
+        _ => both(cx, "cert_file", "cert_file and key_file go together"),
     };
     let auth = match (&raw.user, &raw.password_file) {
         (Some(u), Some(p)) => cx
-            .check("password_file", p, |s| Ok(base.join(s)))
-            .and_then(|path| {
-                cx.secret_file("password_file", p.span(), &path)
-                    .map_err(|e| cx.report("password_file", Some(p.span()), e))
-                    .ok()
-            })
+            .secret_file("password_file", p.span(), &base.join(p.get_ref()))
+            .map_err(|e| cx.report("password_file", Some(p.span()), e))
+            .ok()
             .map(|pw| (u.get_ref().clone(), pw)),
         (None, None) => None,
-        _ => {
-            cx.report(
-                "user",
-                cx.header.clone(),
-                "user and password_file go together",
-            );
-            None
-        }
+        _ => both(cx, "user", "user and password_file go together"),
     };
-    if let (Some(ttl), Some(w)) = (
-        lease_ttl,
-        workloads
-            .iter()
-            .max_by_key(|w| w.policy.machine_config().attempt_timeout),
-    ) {
-        let backstop = w.policy.machine_config().attempt_timeout + ETCD_REQUEST_TIMEOUT;
-        if backstop * 3 >= ttl * 2 {
-            let at = raw
-                .lease_ttl
-                .as_ref()
-                .map_or(cx.header.clone(), |t| Some(t.span()));
-            cx.report("lease_ttl", at, format!("is {}; an owner sends only while its attempt's backstop fits in the lease as last confirmed (2/3 of it between keepalives), and workload {:?}'s is {} (request_timeout + connect_timeout + 5s, + 2s to write the result to etcd): raise lease_ttl above {} or shorten the timeouts", humantime::format_duration(ttl), w.name.as_str(), humantime::format_duration(backstop), humantime::format_duration(backstop * 3 / 2)));
-        }
+    let slowest = workloads
+        .iter()
+        .map(|w| (w.policy.machine_config().attempt_timeout, w))
+        .max_by_key(|(b, _)| *b);
+    if let (Some(ttl), Some((attempt, w))) = (lease_ttl, slowest)
+        && let backstop = attempt + ETCD_REQUEST_TIMEOUT
+        && backstop * 3 >= ttl * 2
+    {
+        let at = raw
+            .lease_ttl
+            .as_ref()
+            .map_or(cx.header.clone(), |t| Some(t.span()));
+        let [ttl, backstop, min] =
+            [ttl, backstop, backstop * 3 / 2].map(humantime::format_duration);
+        cx.report("lease_ttl", at, format!("is {ttl}; an owner sends only while its attempt's backstop fits in the lease as last confirmed (2/3 of it between keepalives), and workload {:?}'s is {backstop} (request_timeout + connect_timeout + 5s, + 2s to write the result to etcd): raise lease_ttl above {min} or shorten the timeouts", w.name.as_str()));
     }
+    let shards = NonZeroU32::new(u32::try_from(shards?).ok()?)?;
     Some(ClusterConfig {
         backend: backend?,
         endpoints: endpoints?,
         prefix: prefix?,
         member,
         lease_ttl: lease_ttl?,
-        shards: shards?,
+        shards,
         ca_file,
         client_cert,
         auth,
     })
 }
 
-type Span = crate::problems::Span;
+/// Reports a pair of keys of which only one is set (on the section's header).
+fn both<T>(cx: &mut Cx, name: &str, why: &str) -> Option<T> {
+    cx.report(name, cx.header.clone(), why);
+    None
+}

@@ -63,7 +63,7 @@ pub(crate) fn parse_in(
         workloads.extend(v.workload(&raw, policy));
     }
     let cluster = cluster
-        .and_then(|(h, raw)| crate::cluster::resolve(&mut v.cx, raw, Some(h), base, &workloads));
+        .and_then(|(h, raw)| crate::cluster::resolve(&mut v.cx, &raw, Some(h), base, &workloads));
     if !v.cx.problems.is_empty() {
         return Err(v.cx.into_error(source));
     }

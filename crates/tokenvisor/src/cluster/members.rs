@@ -18,7 +18,9 @@ pub(super) async fn list(
     let answer = client
         .get(prefix, Some(GetOptions::new().with_prefix()))
         .await?;
-    let revision = answer.header().map_or(0, |h| h.revision());
+    let revision = answer
+        .header()
+        .map_or(0, etcd_client::ResponseHeader::revision);
     let ids = answer
         .kvs()
         .iter()

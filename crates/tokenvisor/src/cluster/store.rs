@@ -598,7 +598,9 @@ impl ClusterStore {
     fn written(&self, answer: &TxnResponse) -> WriteOutcome {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         WriteOutcome::Written {
-            revision: answer.header().map_or(0, |h| h.revision()),
+            revision: answer
+                .header()
+                .map_or(0, etcd_client::ResponseHeader::revision),
         }
     }
 

@@ -121,8 +121,8 @@ pub use crate::metrics::{
 pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new_file};
 pub use clock::Clock;
 pub use cluster::{
-    Claim, ClusterError, ClusterOptions, ClusterStats, ClusterStore, LeaseState, Release,
-    StoredCredential, Versioned, WriteOutcome, default_member,
+    Claim, ClusterError, ClusterOptions, ClusterStats, ClusterStore, InFlight, LeaseState, Release,
+    StoredCredential, Versioned, WriteOutcome, default_member, rebalance, spawn_coordinator,
 };
 pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
 pub use gate::{EndpointStats, Gates, LATENCY_BUCKETS_MS, Pacing};

@@ -1,5 +1,6 @@
 //! Cluster mode on etcd, the runtime side: the fenced store (`store`), the member lease and
-//! its keepalive (`lease`), and the membership watch (`members`). The rules (a name's
+//! its keepalive (`lease`), the membership watch (`members`), and shard ownership driven by
+//! the handover plan (`coordinator`). The rules (a name's
 //! shard, a shard's owner, the handover plan, the send rule) are pure and live in
 //! `tokenvisor_core::cluster`; this module does the I/O and nothing else decides.
 //!
@@ -31,13 +32,15 @@
 //! the call and sends the result back as a message. The keepalive and the membership watch
 //! are tasks of their own, published through `tokio::sync::watch` (read without awaiting).
 //!
-//! Built: the store, the lease, the watch. Not yet wired: the supervisor and the token
+//! Built: the store, the lease, the watch, the coordinator. Not yet wired: the supervisor and the token
 //! actors do not use it yet (see `docs/ARCHITECTURE.md`, "Cluster mode").
 
+mod coordinator;
 mod lease;
 mod members;
 mod store;
 
+pub use coordinator::{InFlight, rebalance, spawn_coordinator};
 pub use lease::LeaseState;
 pub use store::{
     Claim, ClusterOptions, ClusterStats, ClusterStore, Release, StoredCredential, Versioned,

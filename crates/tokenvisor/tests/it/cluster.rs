@@ -1,14 +1,19 @@
 //! The fenced store against a real etcd (tokenvisor-test-support's `etcd`: Debian's
 //! `etcd-server` 3.4 on 127.0.0.1): shard claim and release, two stores racing for one
 //! shard, a lapsed or revoked lease that can write nothing (the fence), the credential's
-//! revision check, the membership watch, and one etcd member of three killed.
+//! revision check, the membership watch, one etcd member of three killed, and shard
+//! ownership spread over live members by the coordinator as members leave, stall and join.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokenvisor::{
-    Claim, Clock, ClusterError, ClusterOptions, ClusterStore, Release, StoredCredential,
-    WriteOutcome,
+    Claim, Clock, ClusterError, ClusterOptions, ClusterStore, InFlight, Release, StoredCredential,
+    WriteOutcome, spawn_coordinator,
 };
+use tokenvisor_core::cluster::{ShardId, desired_shards};
 use tokenvisor_core::{Secret, StatusRecord};
 use tokenvisor_test_support::etcd::EtcdCluster;
 use tokenvisor_test_support::wait::wait_for;
@@ -268,4 +273,136 @@ async fn the_store_survives_one_etcd_member_killed() {
     assert_eq!(read.value, Some(credential("rt", 1)));
     assert!(a.may_send(Duration::ZERO));
     assert_eq!(a.stats().fence_rejections, 0);
+}
+
+/// Whether every coordinator in `owned` holds exactly its rendezvous share among `members`.
+fn balanced(
+    owned: &[(&str, &tokio::sync::watch::Receiver<BTreeSet<ShardId>>)],
+    members: &[&str],
+    shards: NonZeroU32,
+) -> bool {
+    let members: Vec<String> = members.iter().map(|&m| m.to_owned()).collect();
+    owned
+        .iter()
+        .all(|(m, rx)| *rx.borrow() == desired_shards(m, &members, shards))
+}
+
+/// Three instances split 64 shards by rendezvous hashing; one leaves (its lease revoked after
+/// its coordinator stopped) and the two left take its shards; one stalls (SIGSTOP-like) and
+/// its shards move only once its lease has lapsed; a new one joins and gets its share once
+/// the others released it. Every state is exactly the rendezvous assignment, never two
+/// owners of a shard (a claim needs the key absent).
+#[tokio::test]
+async fn shards_follow_the_live_members() {
+    let etcd = EtcdCluster::start(1).await;
+    let shards = NonZeroU32::new(64).expect("non-zero");
+    let idle: InFlight = Arc::new(BTreeMap::new);
+    let tick = Duration::from_millis(200);
+    let mut stores = BTreeMap::new();
+    let mut owned = BTreeMap::new();
+    for m in ["a", "b", "c"] {
+        let s = Arc::new(store(&etcd, m, 3).await);
+        let (rx, task) = spawn_coordinator(s.clone(), shards, tick, idle.clone());
+        stores.insert(m, (s, task));
+        owned.insert(m, rx);
+    }
+    let view = |owned: &BTreeMap<&'static str, _>,
+                ms: &[&'static str]|
+     -> Vec<(
+        &'static str,
+        tokio::sync::watch::Receiver<BTreeSet<ShardId>>,
+    )> {
+        ms.iter()
+            .map(|m| (*m, owned.get(m).cloned().expect("a coordinator")))
+            .collect()
+    };
+    let check = |ms: &'static [&'static str], owned: &BTreeMap<&'static str, _>| {
+        let v = view(owned, ms);
+        move || {
+            let refs: Vec<_> = v.iter().map(|(m, rx)| (*m, rx)).collect();
+            let ok = balanced(&refs, ms, shards);
+            async move { ok }
+        }
+    };
+    wait_for(
+        "a, b and c hold their shares",
+        LIMIT,
+        check(&["a", "b", "c"], &owned),
+    )
+    .await;
+
+    // c leaves: its coordinator stops, then its lease is revoked (its keys go at once)
+    let (c, task) = stores.remove("c").expect("c");
+    task.abort();
+    let _ = task.await;
+    Arc::try_unwrap(c)
+        .expect("the only handle")
+        .leave()
+        .await
+        .expect("leave");
+    wait_for("a and b took c's shares", LIMIT, check(&["a", "b"], &owned)).await;
+
+    // b stalls: its keepalive stops; its shards move once its lease has lapsed
+    stores["b"].0.stall_keepalive();
+    wait_for(
+        "a took b's shares after b's lease lapsed",
+        LIMIT,
+        check(&["a"], &owned),
+    )
+    .await;
+
+    // d joins: a releases d's share (nothing in flight) and d claims it
+    let d = Arc::new(store(&etcd, "d", 3).await);
+    let (rx, task) = spawn_coordinator(d.clone(), shards, tick, idle.clone());
+    stores.insert("d", (d, task));
+    owned.insert("d", rx);
+    wait_for(
+        "a and d hold their shares",
+        LIMIT,
+        check(&["a", "d"], &owned),
+    )
+    .await;
+}
+
+/// A shard with an attempt in flight is drained, not released: the joiner waits for it.
+#[tokio::test]
+async fn a_shard_with_an_attempt_in_flight_is_released_only_when_idle() {
+    let etcd = EtcdCluster::start(1).await;
+    let shards = NonZeroU32::new(16).expect("non-zero");
+    let a = Arc::new(store(&etcd, "a", 5).await);
+    let busy = Arc::new(std::sync::Mutex::new(BTreeMap::<ShardId, u32>::new()));
+    let counts = busy.clone();
+    let in_flight: InFlight = Arc::new(move || counts.lock().expect("lock").clone());
+    let (a_owned, _ta) =
+        spawn_coordinator(a.clone(), shards, Duration::from_millis(100), in_flight);
+    wait_for("a owns every shard", LIMIT, || async {
+        a_owned.borrow().len() == 16
+    })
+    .await;
+    // the shard b will want, busy on a
+    let both = ["a".to_owned(), "b".to_owned()];
+    let wanted: BTreeSet<ShardId> = desired_shards("b", &both, shards);
+    let busy_shard = *wanted.first().expect("b wants at least one shard of 16");
+    busy.lock().expect("lock").insert(busy_shard, 1);
+    let b = Arc::new(store(&etcd, "b", 5).await);
+    let idle: InFlight = Arc::new(BTreeMap::new);
+    let (b_owned, _tb) = spawn_coordinator(b.clone(), shards, Duration::from_millis(100), idle);
+    let rest: BTreeSet<ShardId> = wanted
+        .iter()
+        .copied()
+        .filter(|&s| s != busy_shard)
+        .collect();
+    wait_for("b holds its share but the busy shard", LIMIT, || async {
+        *b_owned.borrow() == rest
+    })
+    .await;
+    assert!(
+        a_owned.borrow().contains(&busy_shard),
+        "a keeps the busy shard while draining"
+    );
+    busy.lock().expect("lock").clear();
+    wait_for("b holds its whole share", LIMIT, || async {
+        *b_owned.borrow() == wanted
+    })
+    .await;
 }

@@ -181,6 +181,8 @@ pub struct ClusterStore {
     keepalive: JoinHandle<()>,
     clock: Clock,
     counters: Arc<Counters>,
+    /// How often a request refused before it was sent is sent again.
+    retries: usize,
 }
 
 impl std::fmt::Debug for ClusterStore {
@@ -197,6 +199,29 @@ impl Drop for ClusterStore {
     fn drop(&mut self) {
         self.keepalive.abort();
     }
+}
+
+/// Whether a request never left this host: the connection to the etcd member the client
+/// picked was refused (that member is down). Sending it again is safe, even a write, and
+/// the client's balancer may pick a live member.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> =
+        if let etcd_client::Error::GRpcStatus(s) = e {
+            Some(s)
+        } else if let etcd_client::Error::TransportError(t) = e {
+            Some(t)
+        } else {
+            None
+        };
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 fn is_lease_gone(e: &etcd_client::Error) -> bool {
@@ -283,6 +308,7 @@ impl ClusterStore {
             keepalive,
             clock,
             counters: Arc::default(),
+            retries: 2 * opts.endpoints.len(),
         })
     }
 
@@ -345,14 +371,42 @@ impl ClusterStore {
         Ok(())
     }
 
-    async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, ClusterError> {
-        self.client.clone().txn(txn).await.map_err(|e| {
-            if is_lease_gone(&e) {
-                ClusterError::LeaseLost
-            } else {
-                ClusterError::etcd(op, &e)
+    /// Runs `request` on a clone of the client; a request refused by a dead member before
+    /// it was sent ([`never_sent`]) is sent again, up to `retries` times.
+    async fn request<T, F, Fut>(&self, op: &'static str, mut request: F) -> Result<T, ClusterError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut tries = 0;
+        loop {
+            match request(self.client.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) if never_sent(&e) && tries < self.retries => tries += 1,
+                Err(e) if is_lease_gone(&e) => return Err(ClusterError::LeaseLost),
+                Err(e) => return Err(ClusterError::etcd(op, &e)),
             }
+        }
+    }
+
+    async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, ClusterError> {
+        self.request(op, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
         })
+        .await
+    }
+
+    async fn get(
+        &self,
+        key: String,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, ClusterError> {
+        self.request("get", |mut c| {
+            let (key, options) = (key.clone(), options.clone());
+            async move { c.get(key, options).await }
+        })
+        .await
     }
 
     /// The live members (sorted).
@@ -361,9 +415,12 @@ impl ClusterStore {
     /// [`ClusterError::Etcd`].
     pub async fn members(&self) -> Result<Vec<String>, ClusterError> {
         let prefix = format!("{}members/", self.prefix);
-        let (ids, _) = members::list(&mut self.client.clone(), &prefix)
-            .await
-            .map_err(|e| ClusterError::etcd("get", &e))?;
+        let (ids, _) = self
+            .request("get", |mut c| {
+                let prefix = prefix.clone();
+                async move { members::list(&mut c, &prefix).await }
+            })
+            .await?;
         Ok(ids.into_iter().collect())
     }
 
@@ -384,11 +441,8 @@ impl ClusterStore {
     pub async fn shard_holders(&self) -> Result<BTreeMap<ShardId, (String, bool)>, ClusterError> {
         let prefix = format!("{}shards/", self.prefix);
         let answer = self
-            .client
-            .clone()
-            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| ClusterError::etcd("get", &e))?;
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await?;
         let mut holders = BTreeMap::new();
         for kv in answer.kvs() {
             let shard = kv
@@ -464,12 +518,7 @@ impl ClusterStore {
         name: &str,
     ) -> Result<Versioned<StoredCredential>, ClusterError> {
         let key = self.credential_key(name);
-        let answer = self
-            .client
-            .clone()
-            .get(key.as_str(), None)
-            .await
-            .map_err(|e| ClusterError::etcd("get", &e))?;
+        let answer = self.get(key.clone(), None).await?;
         let Some(kv) = answer.kvs().first() else {
             return Ok(Versioned {
                 value: None,
@@ -503,12 +552,7 @@ impl ClusterStore {
     /// [`ClusterError::Etcd`], [`ClusterError::Decode`].
     pub async fn read_status(&self, name: &str) -> Result<Option<StatusRecord>, ClusterError> {
         let key = self.status_key(name);
-        let answer = self
-            .client
-            .clone()
-            .get(key.as_str(), None)
-            .await
-            .map_err(|e| ClusterError::etcd("get", &e))?;
+        let answer = self.get(key.clone(), None).await?;
         answer
             .kvs()
             .first()

@@ -269,8 +269,13 @@ async fn the_store_survives_one_etcd_member_killed() {
         )
     })
     .await;
-    let read = a.read_credential("w").await.expect("read");
-    assert_eq!(read.value, Some(credential("rt", 1)));
+    // the cluster has settled: from now on every request succeeds, though the client's
+    // balancer still picks the dead member at times (the store sends a request refused
+    // before it left again)
+    for _ in 0..40 {
+        let read = a.read_credential("w").await.expect("read");
+        assert_eq!(read.value, Some(credential("rt", 1)));
+    }
     assert!(a.may_send(Duration::ZERO));
     assert_eq!(a.stats().fence_rejections, 0);
 }

@@ -6,12 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokenvisor::{
     Claim, Clock, ClusterError, ClusterOptions, ClusterStore, InFlight, Release, StoredCredential,
-    WriteOutcome, spawn_coordinator,
+    WriteOutcome, default_member, spawn_coordinator,
 };
 use tokenvisor_core::cluster::{ShardId, desired_shards};
 use tokenvisor_core::{Secret, StatusRecord};
@@ -410,4 +411,50 @@ async fn a_shard_with_an_attempt_in_flight_is_released_only_when_idle() {
         *b_owned.borrow() == wanted
     })
     .await;
+}
+
+#[test]
+fn the_default_member_id_is_stable_per_state_directory_and_a_valid_name() {
+    let (a, b) = (
+        Path::new("/var/lib/tokenvisor/a"),
+        Path::new("/var/lib/tokenvisor/b"),
+    );
+    let id = default_member(a);
+    assert_eq!(id, default_member(a), "stable");
+    assert_ne!(id, default_member(b), "two instances on one host differ");
+    assert!(tokenvisor_core::WorkloadName::new(&id).is_ok(), "{id:?}");
+    assert!(
+        id.len() > 9 && id.as_bytes()[id.len() - 9] == b'-',
+        "{id:?}"
+    );
+}
+
+/// A TLS file that cannot be read fails the connection naming the key and the path, before
+/// anything is sent.
+#[tokio::test]
+async fn an_unreadable_tls_file_is_an_error_naming_it() {
+    let opts = ClusterOptions {
+        endpoints: vec!["https://127.0.0.1:1".to_owned()],
+        prefix: "test/".to_owned(),
+        member: "a".to_owned(),
+        lease_ttl: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(1),
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        client_cert: None,
+        auth: None,
+    };
+    let err = ClusterStore::connect(&opts, Clock::new())
+        .await
+        .expect_err("no CA file");
+    assert!(
+        matches!(
+            err,
+            ClusterError::File {
+                what: "ca_file",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }

@@ -223,3 +223,41 @@ fn both<T>(cx: &mut Cx, name: &str, why: &str) -> Option<T> {
     cx.report(name, cx.header.clone(), why);
     None
 }
+
+/// The section as TOML for `check-config`, defaults included, the password masked.
+impl std::fmt::Display for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let p = |p: &Path| q(&p.to_string_lossy());
+        let endpoints: Vec<String> = self.endpoints.iter().map(|e| q(e)).collect();
+        writeln!(
+            f,
+            "[cluster]\nbackend = \"etcd\"\nendpoints = [{}]",
+            endpoints.join(", ")
+        )?;
+        writeln!(f, "prefix = {}", q(&self.prefix))?;
+        match &self.member {
+            Some(m) => writeln!(f, "member = {}", q(m))?,
+            None => writeln!(
+                f,
+                "# member: not set; <hostname>-<8 hex of the state directory's SHA-256>"
+            )?,
+        }
+        let ttl = humantime::format_duration(self.lease_ttl);
+        writeln!(f, "lease_ttl = \"{ttl}\"\nshards = {}", self.shards)?;
+        if let Some(ca) = &self.ca_file {
+            writeln!(f, "ca_file = {}", p(ca))?;
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            writeln!(f, "cert_file = {}\nkey_file = {}", p(cert), p(key))?;
+        }
+        if let Some((user, _)) = &self.auth {
+            writeln!(
+                f,
+                "user = {}\npassword = \"…\"  # from password_file",
+                q(user)
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -139,6 +139,9 @@ impl fmt::Display for Masked<'_> {
             }
             write_policy(f, &w.policy)?;
         }
+        if let Some(cluster) = &c.cluster {
+            write!(f, "\n{cluster}")?;
+        }
         Ok(())
     }
 }

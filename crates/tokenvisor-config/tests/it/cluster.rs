@@ -97,6 +97,27 @@ fn no_cluster_section_is_the_single_process_mode() {
 }
 
 #[test]
+fn check_config_shows_the_section_with_its_defaults() {
+    let d = Dir::new();
+    let text = format!("{WORKLOAD}{MINIMAL}");
+    let shown = d.parse(&text).expect("valid").describe_masked();
+    let section = shown
+        .split_once("[cluster]\n")
+        .expect("a [cluster] section")
+        .1;
+    assert!(
+        section.contains("lease_ttl = \"15s\"\nshards = 256"),
+        "{section}"
+    );
+    assert!(
+        !d.parse(WORKLOAD)
+            .expect("valid")
+            .describe_masked()
+            .contains("[cluster]")
+    );
+}
+
+#[test]
 fn defaults() {
     let c = Dir::new().ok(MINIMAL).expect("a cluster");
     assert_eq!(c.backend, ClusterBackend::Etcd);
@@ -138,6 +159,22 @@ password_file = "etcd.password"
         c.client_cert,
         Some((d.0.path().join("cert.pem"), d.0.path().join("key.pem")))
     );
+    let shown = c.to_string();
+    for line in [
+        "[cluster]",
+        "endpoints = [\"https://10.0.0.1:2379\", \"https://10.0.0.2:2379\"]",
+        "prefix = \"/prod/tokenvisor/\"",
+        "lease_ttl = \"20s\"",
+        "shards = 1024",
+        "user = \"tokenvisor\"",
+        "password = \"…\"  # from password_file",
+    ] {
+        assert!(
+            shown.lines().any(|l| l == line),
+            "{line:?} not in:\n{shown}"
+        );
+    }
+    assert!(!shown.contains("etcd-pass"), "{shown}");
     assert!(
         !format!("{c:?}").contains("etcd-pass"),
         "the password never prints"

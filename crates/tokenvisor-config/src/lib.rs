@@ -11,10 +11,13 @@
 //! unknown keys, wrong types) → `validate` (each key's rule, the rules between keys and
 //! workloads; `problems` collects) → [`spec`] (what it resolves to). [`secrets`]: the one
 //! secret-file reader, shared with the runtime. `masked`: `check-config`'s rendering.
+//! `provider`: the provider keys (client assertions, TLS, proxy). [`cluster`]: `[cluster]`,
+//! cluster mode on etcd (schema, checks, resolved form).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod cluster;
 pub mod secrets;
 pub mod spec;
 
@@ -77,6 +80,8 @@ pub struct Config {
     /// What is accepted but worth a look, as `FILE:LINE: KEY: reason` problems (see
     /// [`Config::warning_lines`]), in file order.
     pub warnings: Vec<ConfigProblem>,
+    /// `[cluster]`: cluster mode on etcd; `None` (no section): one process, as always.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Config {

@@ -131,5 +131,9 @@ pub(crate) fn render(c: &Config) -> String {
         ]);
         lines.extend(policy(&w.policy));
     }
+    if let Some(cluster) = &c.cluster {
+        lines.push(String::new());
+        lines.extend(cluster.to_string().lines().map(str::to_owned));
+    }
     lines.iter().map(|l| format!("{l}\n")).collect()
 }

@@ -21,13 +21,15 @@ pub(crate) struct RawFile {
     /// Each workload: its dotted path (`workload[i]`), the span of its header, its policy
     /// keys and its own keys. A workload that is not a table is left out.
     pub(crate) workloads: Vec<(String, Range<usize>, RawPolicy, RawWorkload)>,
+    /// `[cluster]` (span of its header), when present.
+    pub(crate) cluster: Option<(Range<usize>, crate::cluster::RawCluster)>,
 }
 
 type Entry<'i> = (Spanned<DeString<'i>>, Spanned<DeValue<'i>>);
 /// A section's span and its known entries; `None` when it is not a table.
 type Section<'i> = Option<(Range<usize>, Vec<Entry<'i>>)>;
 
-const SECTIONS: &str = "(sections: [service], [defaults], [[workload]])";
+const SECTIONS: &str = "(sections: [service], [defaults], [[workload]], [cluster])";
 
 /// Reads `text`. `None` when it is not valid TOML (the syntax errors are reported).
 pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
@@ -63,6 +65,10 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
         } else if name == "defaults" {
             let t = table(cx, name, v, name);
             file.defaults = read_section(cx, name, t);
+        } else if name == "cluster" {
+            if let Some(t) = table(cx, name, v, name) {
+                file.cluster = Some((t.0.clone(), read_section(cx, name, Some(t))));
+            }
         } else if let Some(a) = v.get_ref().as_array().filter(|_| name == "workload") {
             for (i, el) in a.iter().enumerate() {
                 let path = format!("workload[{i}]");
@@ -77,7 +83,7 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
             cx.problem(name.to_owned(), Some(span), reason);
         } else {
             let reason = match (
-                suggest(name, &["service", "defaults", "workload"]),
+                suggest(name, &["service", "defaults", "workload", "cluster"]),
                 home_of(name),
             ) {
                 (None, Some(home)) => {
@@ -127,6 +133,7 @@ fn table<'i>(cx: &mut Cx, path: &str, v: Spanned<DeValue<'i>>, section: &str) ->
     let known: Vec<&str> = match section {
         "service" => keys_of::<RawService>().to_vec(),
         "defaults" => keys_of::<RawPolicy>().to_vec(),
+        "cluster" => keys_of::<crate::cluster::RawCluster>().to_vec(),
         _ => [keys_of::<RawWorkload>(), keys_of::<RawPolicy>()].concat(),
     };
     let (kept, unknown): (Vec<_>, Vec<_>) = t

@@ -155,6 +155,8 @@ pub(crate) fn parse_in(
         v.cx.header = Some(header);
         workloads.extend(v.workload(&raw, policy));
     }
+    let cluster = (raw.cluster)
+        .and_then(|(h, raw)| crate::cluster::resolve(&mut v.cx, &raw, Some(h), base, &workloads));
     if !v.cx.problems.is_empty() {
         return Err(v.cx.into_error(source));
     }
@@ -166,6 +168,7 @@ pub(crate) fn parse_in(
         defaults,
         workloads,
         warnings,
+        cluster,
     })
 }
 

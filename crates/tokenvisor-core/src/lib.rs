@@ -9,6 +9,8 @@
 //!   `Transient` / `Permanent`, with a sanitised summary.
 //! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
 //!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)`.
+//! - [`cluster`]: cluster mode's pure rules: a name's shard (XXH3-64), a shard's owner
+//!   (rendezvous hashing), the handover plan, and the send rule against the lease.
 //! - [`limiter`]: adaptive pacing of one token endpoint: an AIMD concurrency limit under
 //!   `endpoint_concurrency` and a request rate learned from 429/503 answers.
 //! - [`scrub`]: the one text sanitiser: decode, clean, remove secrets in any encoding.
@@ -25,6 +27,7 @@
 //!   userinfo or query values.
 
 pub mod classify;
+pub mod cluster;
 pub mod limiter;
 pub mod machine;
 pub mod name;

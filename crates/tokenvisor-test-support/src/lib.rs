@@ -9,6 +9,8 @@
 //!   runtime's layering tests assert on it.
 //! - [`wait`]: the one bounded wait (`wait_until`, `wait_until_within`, `poll_until`), on
 //!   tokio's clock, real or paused.
+//! - [`etcd`]: a real etcd cluster (Debian's `etcd-server`, n members on 127.0.0.1, own
+//!   data directories and free ports), healthy before use, killed by PID on drop.
 //! - [`fs`]: temporary directories that are removed, writes and reads that name the path.
 //!
 //! With the `runtime` feature (what the runtime's, the CLI's, `tests/` and the real suite's
@@ -32,6 +34,7 @@
 //!   `scenario`, instantiate it with `scenario_tests!` in each suite whose endpoint can
 //!   express its faults.
 
+pub mod etcd;
 pub mod fs;
 pub mod layering;
 pub mod wait;

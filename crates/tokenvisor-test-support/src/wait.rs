@@ -41,3 +41,24 @@ pub async fn poll_until(limit: Duration, step: Duration, mut cond: impl FnMut() 
         tokio::time::sleep(step).await;
     }
 }
+
+/// [`wait_until_within`] for a condition that must await (a request to a real server):
+/// `cond` is polled every [`POLL`] until it yields `true`; fails the test naming `what`
+/// after `limit`.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -46,6 +46,9 @@
 //!   configuration → [`spec::WorkloadSpec`]s) and of its workload specs.
 //! - `atomic`: the one atomic-file writer (temp file 0600 → fsync → rename → fsync of the
 //!   directory) behind status files, refresh-token files and the admin token.
+//! - `cluster`: cluster mode on etcd, the fenced store ([`ClusterStore`]): member lease and
+//!   keepalive, shard claim and release, credential and status writes guarded by the shard
+//!   key's lease (the fence) and the credential's revision; not yet wired into the actors.
 //! - `clock`: [`Clock`], wall time that follows tokio's (pausable) clock.
 //! - [`journal`] (public: the CLI locates it, benchmarks write through it): the state
 //!   journal (SQLite, WAL): per workload the credential, the served access token and the
@@ -63,6 +66,7 @@ pub mod atomic;
 #[allow(unreachable_pub, dead_code)]
 mod atomic;
 mod clock;
+mod cluster;
 #[cfg(feature = "test-util")]
 pub mod credentials;
 #[cfg(not(feature = "test-util"))]
@@ -117,6 +121,10 @@ pub use crate::metrics::{
 };
 pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new_file};
 pub use clock::Clock;
+pub use cluster::{
+    Claim, ClusterError, ClusterOptions, ClusterStats, ClusterStore, InFlight, LeaseState, Release,
+    StoredCredential, Versioned, WriteOutcome, default_member, rebalance, spawn_coordinator,
+};
 pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
 pub use gate::{EndpointStats, Gates, LATENCY_BUCKETS_MS, Pacing};
 pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};

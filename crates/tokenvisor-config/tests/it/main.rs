@@ -1,10 +1,12 @@
 //! The configuration crate's integration tests, one binary (nextest names them
 //! `module::test`). Fixtures live in `tests/fixtures/`.
 //!
+//! - [`cluster`]: the `[cluster]` section (cluster mode on etcd).
 //! - [`config`]: the TOML configuration, one test per validation rule.
 //! - [`layering`]: the crate's place in the workspace and the shape of its schema.
 //! - [`provider`]: client keys and certificates, roots, proxy.
 
+mod cluster;
 mod config;
 mod layering;
 mod log_level;

@@ -1,0 +1,208 @@
+//! A real etcd cluster for tests: `n` members of Debian's `etcd-server` (3.4, `/usr/bin/etcd`)
+//! on 127.0.0.1, each with its own data directory (removed on drop) and free client and
+//! peer ports, formed with `--initial-cluster`; started and waited for (every member's
+//! `/health`, bounded), killed by PID (SIGKILL through `Child::kill`) and reaped on drop.
+//! Without etcd installed, starting fails with the command that installs it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::wait::poll_until;
+
+/// The package that provides the binary (Debian 12: etcd 3.4.23).
+pub const INSTALL: &str = "apt-get install -y etcd-server";
+
+/// How long a cluster may take to elect a leader and answer `/health`.
+pub const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// One etcd member.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+/// A running etcd cluster on 127.0.0.1.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+}
+
+/// The etcd binary: `$ETCD_BIN`, else `/usr/bin/etcd`, else `etcd` on `PATH`.
+fn binary() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("ETCD_BIN").map(PathBuf::from),
+        Some(PathBuf::from("/usr/bin/etcd")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .or_else(|| {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path)
+                .map(|d| d.join("etcd"))
+                .find(|p| p.is_file())
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}
+
+/// Whether the member at `port` answers `/health` with `"health":"true"` (a blocking check,
+/// bounded by short timeouts).
+fn healthy(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let request = format!("GET /health HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let mut answer = String::new();
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_to_string(&mut answer).is_ok()
+        && answer.contains("\"health\":\"true\"")
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits (bounded) until each answers healthy.
+    pub async fn start(n: usize) -> EtcdCluster {
+        let bin = binary().unwrap_or_else(|| {
+            panic!("etcd is not installed (these tests need a real etcd 3.4): {INSTALL}")
+        });
+        let dir = crate::fs::tempdir();
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let initial: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect();
+        let token = format!("tv-{}", dir.path().display()).replace(['/', '.'], "-");
+        for m in &mut members {
+            let data = dir.path().join(&m.name);
+            let log = std::fs::File::create(dir.path().join(format!("{}.log", m.name)))
+                .unwrap_or_else(|e| panic!("etcd log file: {e}"));
+            let client = format!("http://127.0.0.1:{}", m.client);
+            let peer = format!("http://127.0.0.1:{}", m.peer);
+            let child = Command::new(&bin)
+                .arg("--name")
+                .arg(&m.name)
+                .arg("--data-dir")
+                .arg(&data)
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args([
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    &token,
+                ])
+                .args(["--log-outputs", "stderr", "--logger", "zap"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e} ({INSTALL})", bin.display()));
+            m.child = Some(child);
+        }
+        let cluster = EtcdCluster { members, dir };
+        let ports: Vec<u16> = cluster.members.iter().map(|m| m.client).collect();
+        let up = poll_until(START_LIMIT, Duration::from_millis(100), || {
+            ports.iter().all(|&p| healthy(p))
+        })
+        .await;
+        assert!(
+            up,
+            "etcd did not get healthy within {START_LIMIT:?}; logs: {}",
+            cluster.logs()
+        );
+        cluster
+    }
+
+    /// Every member's client endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    /// Member `i`'s client endpoint.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].client)
+    }
+
+    /// Whether member `i` answers healthy now.
+    pub fn is_healthy(&self, i: usize) -> bool {
+        healthy(self.members[i].client)
+    }
+
+    /// Member `i`'s PID, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9` member `i` (by its PID) and reap it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Where the members' data directories and logs are.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The tail of every member's log (for a failure message).
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
+                .unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            out.push_str(&format!(
+                "\n--- {}:\n{}",
+                m.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

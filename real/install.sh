@@ -82,6 +82,23 @@ else
     say "installed: $(tinyproxy -v 2>&1 | head -1)"
 fi
 
+# --- etcd and protoc (cluster mode: the runtime's `cluster` feature builds the etcd client
+# with protoc; the cluster tests start a 3-member etcd 3.4 of their own) ------------------
+if command -v etcd >/dev/null 2>&1 && command -v protoc >/dev/null 2>&1; then
+    say "etcd and protoc already installed: $(etcd --version 2>&1 | head -1); $(protoc --version)"
+else
+    say "installing etcd-server and protobuf-compiler (apt-get update; apt-get install)"
+    as_root apt-get update -qq
+    status=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        etcd-server protobuf-compiler >/dev/null || status=$?
+    if [ "$status" -ne 0 ]; then
+        say "apt-get install etcd-server protobuf-compiler failed ($status)"
+        exit "$status"
+    fi
+    say "installed: $(etcd --version 2>&1 | head -1); $(protoc --version)"
+fi
+
 # --- oidc-provider -------------------------------------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     say "node and npm are needed (node >= 20.19): install Node.js first"

@@ -6,7 +6,8 @@ use serde::Deserialize;
 use tokenvisor_core::{Secret, WorkloadName, cluster::DEFAULT_SHARDS};
 use toml::Spanned;
 
-use crate::problems::{Cx, Span, count, duration};
+use crate::problems::{Cx, Span};
+use crate::validate::Rule;
 use crate::schema::{Count, HumanDuration, List};
 use crate::spec::WorkloadSpec;
 
@@ -140,14 +141,7 @@ pub(crate) fn resolve(
         raw.lease_ttl.as_ref(),
         Duration::from_secs(15),
         |d| {
-            let d = duration(
-                d,
-                true,
-                (
-                    Duration::from_secs(3600),
-                    "a member gone is noticed only after it",
-                ),
-            )?;
+            let d = d.rule("lease_ttl")?;
             let ok = d.subsec_nanos() == 0 && d >= Duration::from_secs(2);
             ok.then_some(d).ok_or_else(|| {
                 "must be whole seconds, at least 2s (etcd leases count in seconds)".to_owned()
@@ -159,7 +153,7 @@ pub(crate) fn resolve(
         "shards",
         raw.shards.as_ref(),
         DEFAULT_SHARDS as usize,
-        |n| count(n, 65_536, "must be between 1 and 65536"),
+        |n| n.rule("shards"),
     );
     let file = |cx: &mut Cx, name: &str, raw: &Opt<String>| {
         let readable = |s: &String| {

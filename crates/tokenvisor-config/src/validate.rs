@@ -30,7 +30,7 @@ const DAY: u64 = 24 * 3600;
 /// Each duration key: its ceiling in seconds, whether it must be longer than 0s, and why the
 /// ceiling. No timer waits longer than the timer service holds (30 days); the tighter
 /// ceilings catch typos ("30d" for "30s").
-pub(crate) const DURATIONS: [(&str, u64, bool, &str); 10] = [
+pub(crate) const DURATIONS: [(&str, u64, bool, &str); 11] = [
     ("request_timeout", 600, true, REQUEST),
     ("connect_timeout", 600, true, REQUEST),
     ("default_lifetime", 365 * DAY, true, LIFETIME),
@@ -41,6 +41,7 @@ pub(crate) const DURATIONS: [(&str, u64, bool, &str); 10] = [
     ("admin_header_timeout", 3600, true, ADMIN),
     ("admin_idle_timeout", 3600, true, ADMIN),
     ("status_refresh_interval", 3600, false, STATUS),
+    ("lease_ttl", 3600, true, "a member gone is noticed only after it"),
 ];
 const REQUEST: &str =
     "a token request that takes longer has failed; the attempt backstop adds both";
@@ -52,8 +53,10 @@ const ADMIN: &str = "the admin API waits no longer for a client";
 const STATUS: &str = "a status file may show timestamps at most an hour old";
 
 /// A value type of the schema, checked by the rule of the key it is at.
-trait Rule: Sized {
+pub(crate) trait Rule: Sized {
+    /// The checked value.
     type Out;
+    /// The value, or why it breaks the rule of `key`.
     fn rule(&self, key: &str) -> Result<Self::Out, String>;
 }
 
@@ -99,6 +102,7 @@ impl Rule for Count {
     fn rule(&self, key: &str) -> Result<usize, String> {
         let (max, rule) = match key {
             "admin_max_connections" => (MAX_CONNS, format!("must be between 1 and {MAX_CONNS}")),
+            "shards" => (65_536, "must be between 1 and 65536".to_owned()),
             _ => (
                 MAX_CONC,
                 format!("it must be at least 1 and at most {MAX_CONC}"),

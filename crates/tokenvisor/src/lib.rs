@@ -46,8 +46,8 @@
 //!   configuration → [`spec::WorkloadSpec`]s) and of its workload specs.
 //! - `atomic`: the one atomic-file writer (temp file 0600 → fsync → rename → fsync of the
 //!   directory) behind status files, refresh-token files and the admin token.
-//! - `cluster`: cluster mode on etcd, the fenced store ([`ClusterStore`]): member lease and
-//!   keepalive, shard claim and release, credential and status writes guarded by the shard
+//! - `cluster` (feature `cluster`, off by default): cluster mode on etcd, the fenced store
+//!   (`ClusterStore`): member lease and keepalive, shard claim and release, credential and status writes guarded by the shard
 //!   key's lease (the fence) and the credential's revision; not yet wired into the actors.
 //! - `clock`: [`Clock`], wall time that follows tokio's (pausable) clock.
 //! - [`journal`] (public: the CLI locates it, benchmarks write through it): the state
@@ -66,6 +66,7 @@ pub mod atomic;
 #[allow(unreachable_pub, dead_code)]
 mod atomic;
 mod clock;
+#[cfg(feature = "cluster")]
 mod cluster;
 #[cfg(feature = "test-util")]
 pub mod credentials;
@@ -121,6 +122,7 @@ pub use crate::metrics::{
 };
 pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new_file};
 pub use clock::Clock;
+#[cfg(feature = "cluster")]
 pub use cluster::{
     Claim, ClusterError, ClusterOptions, ClusterStats, ClusterStore, InFlight, LeaseState, Release,
     StoredCredential, Versioned, WriteOutcome, default_member, rebalance, spawn_coordinator,

@@ -109,6 +109,34 @@ async fn an_invalid_configuration_is_1_for_run_and_check_config() {
     }
 }
 
+/// `[cluster]` is validated (check-config accepts it) but the daemon does not share workloads
+/// by shard yet: `run` refuses it (1) rather than run one instance that other instances would
+/// race for the same grants.
+#[tokio::test]
+async fn run_refuses_a_cluster_section_that_check_config_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    let status = dir.path().join("status");
+    std::fs::write(
+        &file,
+        format!(
+            "[service]\nstatus_dir = {:?}\nadmin_listen = \"off\"\n\n[cluster]\nbackend = \"etcd\"\n\
+             endpoints = [\"http://127.0.0.1:2379\"]\n",
+            status.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    exits(&run(&["check-config", file]), 0, "check-config");
+    let r = run_bounded(&["run", "--config", file]).await;
+    exits(&r, 1, "run with [cluster]");
+    assert!(
+        r.stderr
+            .contains("cluster mode is not available in the daemon yet"),
+        "{r:#?}"
+    );
+}
+
 #[test]
 fn status_is_2_for_a_missing_directory_and_0_for_an_empty_one() {
     let dir = tempfile::tempdir().unwrap();

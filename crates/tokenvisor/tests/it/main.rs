@@ -12,11 +12,8 @@
 //! - [`ownership`]: one owner per credential (PUT, reload, removal, forced refresh and a
 //!   foreign rotation during a refresh in flight).
 //! - [`pacing`]: attempts queued during a hold leave it paced.
-//! - [`cluster`]: the fenced etcd store against a real etcd (claims, the fence, revisions,
-//!   membership, an etcd member killed).
 //! - [`layering`]: no module cycle.
 
-mod cluster;
 mod credentials;
 mod journal;
 mod layering;

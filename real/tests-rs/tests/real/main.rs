@@ -10,6 +10,8 @@
 //!
 //! The tests, this binary's own modules:
 //!
+//! - [`cluster`]: cluster mode's fenced store against a real 3-member etcd (Debian's
+//!   etcd-server): claims, the fence, revisions, membership, an etcd member killed.
 //! - [`client_auth`]: private_key_jwt and client_secret_jwt against the provider, a wrong key.
 //! - [`tls`]: nginx terminating TLS with a CA made at test time: an unknown CA, ca_file, ca_only.
 //! - [`proxy`]: a workload's forward proxy (tinyproxy) with credentials, its refusal, no_proxy.
@@ -28,6 +30,7 @@
 use tokenvisor_real::{components, endpoint, harness, nginx, oidc};
 
 mod client_auth;
+mod cluster;
 mod crash_loop;
 mod daemon;
 mod dashboard;

@@ -216,6 +216,11 @@ async fn daemon(path: PathBuf, cfg: Config, set_log_level: SetLogLevel) -> anyho
         .await
         .context("cannot start the workloads")?;
 
+    // The handlers exist before the ready line: a script that sends SIGHUP as soon as it reads
+    // the line must not meet the default action (SIGHUP and SIGTERM would kill the daemon).
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     println!(
         "{}",
         serde_json::json!({
@@ -228,9 +233,6 @@ async fn daemon(path: PathBuf, cfg: Config, set_log_level: SetLogLevel) -> anyho
         })
     );
 
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let service = Service {
         running: cfg.service,
         set_log_level,

@@ -107,6 +107,7 @@ impl PersistenceConfig {
             retry_initial: self.retry_initial,
             retry_max: self.retry_max,
             status_refresh_interval: self.status_refresh_interval,
+            ..QueueConfig::default()
         }
     }
 }

@@ -224,8 +224,9 @@ impl EndpointGate {
         }
     }
 
-    /// Waits for a slot. Queueing is not failure: the machine's attempt backstop is long
-    /// enough for a full queue to drain.
+    /// Waits for a slot (FIFO). Unbounded here: the caller bounds it by its attempt's budget
+    /// (an attempt dropped from the queue leaves it), because under overload a queue longer
+    /// than that budget would serve only attempts their machine had already abandoned.
     pub(crate) async fn acquire(&self) -> SemaphorePermit<'_> {
         loop {
             let permit = match self.permits.acquire().await {

@@ -609,6 +609,21 @@ fn paced_verdict(no_slot: NoSlot) -> Verdict {
     })
 }
 
+/// The verdict of an attempt not sent because every request slot of its endpoint (`limit`
+/// of them) stayed busy for its whole budget.
+fn busy_verdict(limit: usize) -> Verdict {
+    metrics::counter!(m::ENDPOINT_BUSY_ATTEMPTS).increment(1);
+    Verdict::Transient(Failure {
+        kind: FailureKind::RateLimited,
+        http_status: None,
+        error_code: None,
+        retry_after: None,
+        summary: format!(
+            "not sent: the endpoint's {limit} request slots stayed busy for this attempt's whole budget"
+        ),
+    })
+}
+
 /// The value of `wanted` when no attempt may send (the actor is stopping).
 const NO_ATTEMPT: u64 = u64::MAX;
 
@@ -654,7 +669,15 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                 return;
             }
             let started = tokio::time::Instant::now();
-            let permit = gate.acquire().await;
+            // The wait for a slot is bounded by the same budget as the hold and the pace: an
+            // attempt queued past it would be abandoned by the machine anyway, and under
+            // overload (100,000 workloads starting together) an unbounded FIFO served only
+            // attempts already past their deadline, so no refresh ever completed.
+            let Ok(permit) = tokio::time::timeout_at(deadline, gate.acquire()).await else {
+                let verdict = busy_verdict(gate.adaptive().0);
+                count_attempt(&verdict);
+                break verdict;
+            };
             if !still_wanted(&wanted, attempt) {
                 return;
             }

@@ -105,3 +105,51 @@ async fn attempts_queued_during_a_hold_leave_it_paced() {
     gaps.sort();
     assert!(gaps[0] > Duration::ZERO, "two requests at the same instant");
 }
+
+/// An attempt queued for a request slot waits no longer than its budget (the one it has for
+/// a hold or a paced start): with the endpoint's only slot busy, it fails "not sent" well
+/// before its machine's deadline, and succeeds once a slot is free. Before, the wait was
+/// unbounded: 100,000 workloads starting together queued longer than the deadline, and the
+/// FIFO served only attempts their machine had already abandoned (the ramp stalled).
+#[tokio::test(start_paused = true)]
+async fn an_attempt_queued_behind_busy_slots_gives_up_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
+    cfg.seed = Some(5);
+    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
+        1_800_000_000_000,
+    )));
+    let rt = Runtime::start(cfg).await.unwrap();
+    let one_slot = |n: &str| {
+        let mut s = spec(n);
+        s.policy.endpoint_concurrency = 1;
+        s
+    };
+    let release = tokenvisor::testing::Release::new();
+    fake.push(
+        "busy",
+        [FakeReply::Held(release.clone(), Box::new(FakeReply::token(3600)))],
+    );
+    let busy = rt.add(one_slot("busy")).await.unwrap();
+    wait_until_within("the busy request sent", S(5), || fake.count("busy") == 1).await;
+    let queued = rt.add(one_slot("queued")).await.unwrap();
+    // Its budget is 4 s; the busy request holds the slot until released (or its 10 s
+    // timeout), and the queued attempt's machine deadline is 17 s.
+    wait_until_within("the queued attempt given up", S(9), || {
+        queued.status().is_some_and(|r| {
+            r.status == WorkloadStatus::AuthRetrying
+                && r.status_context.contains("request slots stayed busy")
+        })
+    })
+    .await;
+    assert_eq!(fake.count("queued"), 0, "nothing sent while the slot was busy");
+    release.release();
+    wait_until_within("both running", S(60), || {
+        [&busy, &queued].iter().all(|h| {
+            h.status()
+                .is_some_and(|r| r.status == WorkloadStatus::Running)
+        })
+    })
+    .await;
+}

@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokenvisor_core::limiter::Feedback;
+use tokenvisor_core::classify::RawOutcome;
+use tokenvisor_core::limiter::{Feedback, HoldScope};
 use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
 use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::projection::{self, Occasion, Stamp};
@@ -781,16 +782,26 @@ async fn exchange_once(
     let secrets = req.secrets();
     let verdict = classify(&outcome, now, &policy, &secrets.iter().collect::<Vec<_>>());
     metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
-    gate.feedback(feedback_of(&verdict), now);
+    let scope = gate.feedback(feedback_of(&verdict, &outcome, now), now);
     // The hold is clamped like every delay: no server makes the endpoint wait longer than a
-    // timer can be armed for.
+    // timer can be armed for. A sporadic throttle holds only this workload (the machine
+    // waits its `Retry-After`); the endpoint's holds every workload of it.
     if let Verdict::Transient(f) = &verdict
         && matches!(f.http_status, Some(429 | 503))
         && let Some(ra) = f.retry_after.map(|ra| ra.min(MAX_TIMER_DELAY))
-        && gate.hold(now.plus(ra))
     {
-        metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
-        tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
+        match scope {
+            HoldScope::Endpoint => {
+                if gate.hold(now.plus(ra)) {
+                    metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
+                    tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
+                }
+            }
+            HoldScope::Workload => {
+                metrics::counter!(m::ENDPOINT_SPORADIC_THROTTLES).increment(1);
+                tracing::debug!(workload = %spec.name, "a sporadic 429/503 asked to wait {}s: only this workload waits", ra.as_secs());
+            }
+        }
     }
     count_attempt(&verdict);
     gate.record(matches!(verdict, Verdict::Success(_)), took);
@@ -824,14 +835,28 @@ async fn exchange_once(
     (verdict, snapshot.grant, write_back)
 }
 
-/// What an answer says about the endpoint's capacity: 429/503 ask for less; any other
-/// answer the endpoint gave (a token, a final verdict) shows it had room; a failure without
-/// an answer (a timeout, a network error) or another transient status says nothing.
-fn feedback_of(verdict: &Verdict) -> Feedback {
+/// What an answer says about the endpoint's capacity: 429/503 ask for less (with a vendor
+/// rate-limit reset header: the quota is spent, the endpoint's); any other answer the
+/// endpoint gave (a token, a final verdict) shows it had room; a failure without an answer
+/// (a timeout, a network error) or another transient status says nothing.
+fn feedback_of(verdict: &Verdict, outcome: &RawOutcome, now: Timestamp) -> Feedback {
     match verdict {
         Verdict::Success(_) | Verdict::Permanent(_) => Feedback::Good,
         Verdict::Transient(f) => match f.http_status {
-            Some(429 | 503) => Feedback::Throttled,
+            Some(429 | 503) => match outcome {
+                RawOutcome::Response(a)
+                    if tokenvisor_core::classify::rate_limit_hold(
+                        a.status,
+                        &a.rate_limit,
+                        now,
+                        MAX_TIMER_DELAY,
+                    )
+                    .is_some() =>
+                {
+                    Feedback::QuotaSpent
+                }
+                RawOutcome::Response(_) | RawOutcome::Transport { .. } => Feedback::Throttled,
+            },
             Some(_) | None => Feedback::Neutral,
         },
     }

@@ -29,9 +29,10 @@
 //!   current one-second window and the one before): at least
 //!   [`LimiterConfig::wide_min_throttles`] of them and at least
 //!   [`LimiterConfig::wide_min_share`] of the answers, or more than
-//!   [`LimiterConfig::wide_majority`] of the answers whatever their number (a quiet endpoint
-//!   whose one answer was a 429), or always when the answer's vendor headers say the quota
-//!   is spent ([`Feedback::QuotaSpent`]). Otherwise it is sporadic ([`HoldScope::Workload`]):
+//!   [`LimiterConfig::wide_majority`] of the answers; or when there were fewer than
+//!   [`LimiterConfig::wide_min_answers`] answers (too few to call a throttle sporadic: a
+//!   quiet endpoint's 429 holds it, as before); or always when the answer's vendor headers
+//!   say the quota is spent ([`Feedback::QuotaSpent`]). Otherwise it is sporadic ([`HoldScope::Workload`]):
 //!   counted, but it changes neither limit, and only the workload that got it waits its
 //!   `Retry-After`. A provider (or a chaos proxy) refusing 0.2 % of thousands of answers a
 //!   second with `Retry-After: 1` no longer holds and slows every workload of the endpoint.
@@ -96,8 +97,10 @@ pub struct LimiterConfig {
     pub wide_min_throttles: u32,
     /// ...and they are at least this share of those answers...
     pub wide_min_share: f64,
-    /// ...or when they are more than this share of them, however few.
+    /// ...or when they are more than this share of them...
     pub wide_majority: f64,
+    /// ...or when fewer answers than this came in (too few to judge).
+    pub wide_min_answers: u32,
 }
 
 impl Default for LimiterConfig {
@@ -115,6 +118,7 @@ impl Default for LimiterConfig {
             wide_min_throttles: 3,
             wide_min_share: 0.05,
             wide_majority: 0.5,
+            wide_min_answers: 20,
         }
     }
 }
@@ -279,14 +283,17 @@ impl EndpointLimiter {
 
     /// Whether the throttles among the recent answers (this one counted) are the endpoint's.
     fn throttle_scope(&self) -> HoldScope {
-        let throttles = self.window_throttles.saturating_add(self.prev_window_throttles);
+        let throttles = self
+            .window_throttles
+            .saturating_add(self.prev_window_throttles);
         let answers = self
             .window_answers
             .saturating_add(self.prev_window_answers)
             .max(1);
         let share = f64::from(throttles) / f64::from(answers);
         let c = &self.config;
-        let wide = share > c.wide_majority
+        let wide = answers < c.wide_min_answers
+            || share > c.wide_majority
             || (throttles >= c.wide_min_throttles && share >= c.wide_min_share);
         if wide {
             HoldScope::Endpoint

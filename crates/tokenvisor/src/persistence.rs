@@ -122,7 +122,8 @@ impl PersistenceConfig {
 pub struct PersistStats {
     /// Updates received.
     pub updates: AtomicU64,
-    /// Updates merged into a pending one before being committed.
+    /// Updates merged into a pending one before being committed, or whose status file was
+    /// replaced by a newer committed record before it was written.
     pub coalesced: AtomicU64,
     /// Status files written.
     pub writes_ok: AtomicU64,
@@ -593,8 +594,13 @@ impl PersistState {
                         if item.write_file {
                             // Written by the next file job (newest record per workload).
                             self.view_ticket += 1;
-                            self.views
+                            let older = self
+                                .views
                                 .insert(item.key.clone(), (Arc::clone(status), self.view_ticket));
+                            if older.is_some() {
+                                // Replaced before its file was written.
+                                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                     answers = self.queue.committed(batch.id);

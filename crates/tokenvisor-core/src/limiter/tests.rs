@@ -32,10 +32,8 @@ fn concurrency_table() {
         (&[Throttled], 32),
         // A burst's throttles within the cooldown count once.
         (&[Throttled, Throttled, Throttled], 32),
-        // One throttle in three answers: sporadic (fewer than `wide_min_throttles`, not
-        // most of the answers), the limit stays.
-        (&[Good, Good, Throttled], 64),
-        (&[Good, Throttled, Throttled], 32),
+        // Too few answers to call a throttle sporadic: the endpoint's.
+        (&[Good, Good, Throttled], 32),
     ];
     for (inputs, want) in rows {
         let mut l = limiter(64);
@@ -338,24 +336,53 @@ fn throttle_scope_table() {
         v
     };
     let rows: Vec<(&str, Vec<Feedback>, Feedback, HoldScope)> = vec![
-        // A quiet endpoint: its one answer was a 429 (most answers).
+        // A quiet endpoint: too few answers to call a 429 sporadic.
         ("first answer", vec![], Throttled, HoldScope::Endpoint),
-        ("two in three", vec![Throttled, Good], Throttled, HoldScope::Endpoint),
-        ("one in two", vec![Good], Throttled, HoldScope::Workload),
+        (
+            "two in three",
+            vec![Throttled, Good],
+            Throttled,
+            HoldScope::Endpoint,
+        ),
+        ("one in two", vec![Good], Throttled, HoldScope::Endpoint),
+        ("2 in 10", mix(8, 1), Throttled, HoldScope::Endpoint),
+        // Enough answers to judge: one in twenty is sporadic.
+        ("1 in 20", many(19, Good), Throttled, HoldScope::Workload),
         // Chaos: 0.2 % of thousands of answers a second.
-        ("1 in 1,000", many(999, Good), Throttled, HoldScope::Workload),
+        (
+            "1 in 1,000",
+            many(999, Good),
+            Throttled,
+            HoldScope::Workload,
+        ),
         ("3 in 1,000", mix(997, 2), Throttled, HoldScope::Workload),
-        ("2 in 10", mix(8, 1), Throttled, HoldScope::Workload),
         // A real limit: a real share, enough of them.
         ("3 in 40", mix(37, 2), Throttled, HoldScope::Endpoint),
         ("10 in 100", mix(90, 9), Throttled, HoldScope::Endpoint),
         ("4 in 100", mix(96, 3), Throttled, HoldScope::Workload),
+        // Most of 40 answers throttled.
+        ("21 in 40", mix(19, 20), Throttled, HoldScope::Endpoint),
         // An outage answered 429/503 throughout.
-        ("all throttled", many(50, Throttled), Throttled, HoldScope::Endpoint),
+        (
+            "all throttled",
+            many(50, Throttled),
+            Throttled,
+            HoldScope::Endpoint,
+        ),
         // Neutral answers (timeouts, WAF pages) are not counted as answers.
-        ("after timeouts", many(20, Neutral), Throttled, HoldScope::Endpoint),
+        (
+            "after timeouts",
+            many(20, Neutral),
+            Throttled,
+            HoldScope::Endpoint,
+        ),
         // A vendor quota header always holds the endpoint.
-        ("quota, 1 in 1,000", many(999, Good), QuotaSpent, HoldScope::Endpoint),
+        (
+            "quota, 1 in 1,000",
+            many(999, Good),
+            QuotaSpent,
+            HoldScope::Endpoint,
+        ),
     ];
     for (what, before, last, want) in rows {
         let mut l = limiter(64);
@@ -367,7 +394,11 @@ fn throttle_scope_table() {
         now = now.max(100_999);
         assert_eq!(l.on_feedback(last, t(now)), want, "{what}");
         let changed = l.limit() < 64 || l.rate().is_some();
-        assert_eq!(changed, want == HoldScope::Endpoint, "{what}: limits changed");
+        assert_eq!(
+            changed,
+            want == HoldScope::Endpoint,
+            "{what}: limits changed"
+        );
     }
 }
 
@@ -387,5 +418,9 @@ fn old_throttles_do_not_count() {
         l.on_feedback(Feedback::Throttled, t(3_602_000)),
         HoldScope::Workload
     );
-    assert_eq!((l.limit(), l.rate()), (limit, rate), "a sporadic throttle changes nothing");
+    assert_eq!(
+        (l.limit(), l.rate()),
+        (limit, rate),
+        "a sporadic throttle changes nothing"
+    );
 }

@@ -224,7 +224,11 @@ fn a_waited_for_patch_jumps_the_backlog_in_a_small_batch() {
     assert_eq!(q.add_key_waiter(7, 99, seq), None);
     let b = q.take_batch(t(0)).expect("batch");
     let taken: Vec<u32> = b.items.iter().map(|i| i.key).collect();
-    assert_eq!(taken, vec![99, 0, 1], "the waited-for patch first, two others");
+    assert_eq!(
+        taken,
+        vec![99, 0, 1],
+        "the waited-for patch first, two others"
+    );
     assert_eq!(q.committed(b.id), vec![(7, Answer::Durable)]);
     // Without a waiter the backlog drains in full batches, in order, nothing lost.
     let b = q.take_batch(t(0)).expect("batch");

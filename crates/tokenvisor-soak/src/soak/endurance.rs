@@ -353,7 +353,10 @@ pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> crate::R
     report.line(format!(
         "at the window's end: {}; back to running {} after the chaos ended (grace {})",
         harness::fmt_counts(&at_window_end),
-        recovered_secs.map_or_else(|| "never".to_owned(), |d| format!("{:.1}s", d.as_secs_f64())),
+        recovered_secs.map_or_else(
+            || "never".to_owned(),
+            |d| format!("{:.1}s", d.as_secs_f64())
+        ),
         humantime::format_duration(grace)
     ));
     report.line(format!("final statuses: {}", harness::fmt_counts(&finals)));

@@ -8,7 +8,9 @@
 //! results of attempts that are no longer current.
 //!
 //! One owner per credential: an attempt task waits for its endpoint (hold, adaptive permit,
-//! paced start: `crate::gate`), then for its workload's owner lock
+//! paced start: `crate::gate`; the three within one budget, `hold_wait_budget`, past which
+//! it fails "not sent" rather than outlive its machine's deadline in a queue; a sporadic
+//! 429 holds only its own workload), then for its workload's owner lock
 //! ([`CredentialStore::owner`]), and sends only if the machine still wants it; it keeps the
 //! lock until a rotated refresh token is stored. A final answer for a refresh token that is
 //! no longer the durable one is retried once with the durable one

@@ -23,6 +23,19 @@
 //!   fraction of a second), by [`LimiterConfig::additive_step`]`/rate` above it (that many
 //!   requests/s more per second).
 //!   After [`LimiterConfig::calm`] without a throttle the endpoint is unpaced again.
+//! - **Sporadic throttles are not the endpoint's.** A throttle counts for the whole endpoint
+//!   ([`HoldScope::Endpoint`]: it cuts the limits above and its `Retry-After` holds every
+//!   workload) only when throttles are a real share of the endpoint's recent answers (the
+//!   current one-second window and the one before): at least
+//!   [`LimiterConfig::wide_min_throttles`] of them and at least
+//!   [`LimiterConfig::wide_min_share`] of the answers, or more than
+//!   [`LimiterConfig::wide_majority`] of the answers; or when there were fewer than
+//!   [`LimiterConfig::wide_min_answers`] answers (too few to call a throttle sporadic: a
+//!   quiet endpoint's 429 holds it, as before); or always when the answer's vendor headers
+//!   say the quota is spent ([`Feedback::QuotaSpent`]). Otherwise it is sporadic ([`HoldScope::Workload`]):
+//!   counted, but it changes neither limit, and only the workload that got it waits its
+//!   `Retry-After`. A provider (or a chaos proxy) refusing 0.2 % of thousands of answers a
+//!   second with `Retry-After: 1` no longer holds and slows every workload of the endpoint.
 //! - **Starts** are spaced by `1/rate`, each stretched by up to
 //!   [`LimiterConfig::jitter`] of itself (the draw is an argument), never shortened: a
 //!   limiter with no burst allowance refuses a request that comes early, not one that comes
@@ -41,8 +54,20 @@ pub enum Feedback {
     Good,
     /// 429 or 503: the endpoint (or a proxy in front of it) asks for less.
     Throttled,
+    /// A 429 or 503 whose vendor rate-limit headers say the quota is spent (a remaining of
+    /// 0 with a reset): always the whole endpoint's.
+    QuotaSpent,
     /// Says nothing about capacity (a timeout, a network error, a WAF page).
     Neutral,
+}
+
+/// How far a throttle reaches (module docs, "Sporadic throttles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldScope {
+    /// The endpoint's: the limits are cut and a `Retry-After` holds every workload.
+    Endpoint,
+    /// The one workload's: only it waits its `Retry-After`; the limits are unchanged.
+    Workload,
 }
 
 /// The limiter's constants. [`LimiterConfig::default`] is what the runtime uses.
@@ -68,6 +93,14 @@ pub struct LimiterConfig {
     pub calm: Duration,
     /// Each spacing between starts is stretched by up to this fraction of itself.
     pub jitter: f64,
+    /// A throttle is the endpoint's when at least this many came in the recent answers...
+    pub wide_min_throttles: u32,
+    /// ...and they are at least this share of those answers...
+    pub wide_min_share: f64,
+    /// ...or when they are more than this share of them...
+    pub wide_majority: f64,
+    /// ...or when fewer answers than this came in (too few to judge).
+    pub wide_min_answers: u32,
 }
 
 impl Default for LimiterConfig {
@@ -82,6 +115,10 @@ impl Default for LimiterConfig {
             cooldown: Duration::from_secs(1),
             calm: Duration::from_secs(120),
             jitter: 0.1,
+            wide_min_throttles: 3,
+            wide_min_share: 0.05,
+            wide_majority: 0.5,
+            wide_min_answers: 20,
         }
     }
 }
@@ -105,6 +142,12 @@ pub struct EndpointLimiter {
     window_start: Timestamp,
     window_good: u32,
     prev_window_good: u32,
+    /// Every answer with a word on capacity (good or throttled) and the throttles among
+    /// them, in the same two windows.
+    window_answers: u32,
+    prev_window_answers: u32,
+    window_throttles: u32,
+    prev_window_throttles: u32,
     /// The earliest start of the next request (ms since the epoch, fractional: a pace above
     /// 1,000 requests/s starts several requests per millisecond).
     next_ms: Option<f64>,
@@ -128,6 +171,10 @@ impl EndpointLimiter {
             window_start: Timestamp::EPOCH,
             window_good: 0,
             prev_window_good: 0,
+            window_answers: 0,
+            prev_window_answers: 0,
+            window_throttles: 0,
+            prev_window_throttles: 0,
             next_ms: None,
         }
     }
@@ -183,26 +230,79 @@ impl EndpointLimiter {
         if elapsed >= 2 * WINDOW_MS {
             self.prev_window_good = 0;
             self.window_good = 0;
+            self.prev_window_answers = 0;
+            self.window_answers = 0;
+            self.prev_window_throttles = 0;
+            self.window_throttles = 0;
             self.window_start = now;
         } else if elapsed >= WINDOW_MS {
             self.prev_window_good = self.window_good;
             self.window_good = 0;
+            self.prev_window_answers = self.window_answers;
+            self.window_answers = 0;
+            self.prev_window_throttles = self.window_throttles;
+            self.window_throttles = 0;
             self.window_start = self.window_start.plus(Duration::from_millis(WINDOW_MS));
         }
     }
 
-    /// Learns from one answer received at `now`.
-    pub fn on_feedback(&mut self, feedback: Feedback, now: Timestamp) {
+    /// Learns from one answer received at `now`. For a throttle, says whether it is the
+    /// endpoint's or only its workload's (module docs, "Sporadic throttles"); for any other
+    /// answer, [`HoldScope::Workload`] (it holds nothing).
+    pub fn on_feedback(&mut self, feedback: Feedback, now: Timestamp) -> HoldScope {
         self.forget_if_calm(now);
+        self.roll_window(now);
         match feedback {
-            Feedback::Good => self.on_good(now),
-            Feedback::Throttled => self.on_throttled(now),
-            Feedback::Neutral => {}
+            Feedback::Good => {
+                self.window_answers = self.window_answers.saturating_add(1);
+                self.on_good();
+                HoldScope::Workload
+            }
+            Feedback::Throttled => {
+                self.count_throttle();
+                let scope = self.throttle_scope();
+                match scope {
+                    HoldScope::Endpoint => self.on_throttled(now),
+                    HoldScope::Workload => {}
+                }
+                scope
+            }
+            Feedback::QuotaSpent => {
+                self.count_throttle();
+                self.on_throttled(now);
+                HoldScope::Endpoint
+            }
+            Feedback::Neutral => HoldScope::Workload,
         }
     }
 
-    fn on_good(&mut self, now: Timestamp) {
-        self.roll_window(now);
+    fn count_throttle(&mut self) {
+        self.window_answers = self.window_answers.saturating_add(1);
+        self.window_throttles = self.window_throttles.saturating_add(1);
+    }
+
+    /// Whether the throttles among the recent answers (this one counted) are the endpoint's.
+    fn throttle_scope(&self) -> HoldScope {
+        let throttles = self
+            .window_throttles
+            .saturating_add(self.prev_window_throttles);
+        let answers = self
+            .window_answers
+            .saturating_add(self.prev_window_answers)
+            .max(1);
+        let share = f64::from(throttles) / f64::from(answers);
+        let c = &self.config;
+        let wide = answers < c.wide_min_answers
+            || share > c.wide_majority
+            || (throttles >= c.wide_min_throttles && share >= c.wide_min_share);
+        if wide {
+            HoldScope::Endpoint
+        } else {
+            HoldScope::Workload
+        }
+    }
+
+    fn on_good(&mut self) {
         self.window_good = self.window_good.saturating_add(1);
         self.good_since_cut = self.good_since_cut.saturating_add(1);
         let ceiling = self.ceiling as f64;

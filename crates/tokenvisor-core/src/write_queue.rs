@@ -15,6 +15,13 @@
 //!   [`QueueConfig::max_batch`]), so one commit covers all the updates that arrived while the
 //!   previous one ran. At most one batch is in flight at a time (the journal has one writer),
 //!   so two writes of one workload are never in flight together and commits apply in order.
+//! - **A waited-for patch goes first.** A patch someone waits for ([`add_key_waiter`]: a
+//!   rotated refresh token whose attempt holds an endpoint permit until it is durable) jumps
+//!   the queue: the next batch takes it ahead of every other ready workload, and a batch that
+//!   holds such patches takes at most [`QueueConfig::urgent_fill`] others, so its commit is
+//!   quick. Without it, a backlog of status changes (100,000 workloads added at once) made
+//!   every commit wait behind the whole backlog: longer than an attempt's deadline, so no
+//!   refresh ever completed and the timed-out attempts refilled the backlog (a stalled ramp).
 //! - **Retry with backoff.** A failed commit hands its patches back ([`failed`]): each is
 //!   merged under whatever newer patch arrived meanwhile and nothing is lost; the next batch
 //!   waits `retry_initial · 2ⁿ` (capped at `retry_max`) unless a flush asks for it at once.
@@ -75,6 +82,9 @@ pub struct QueueConfig {
     pub retry_max: Duration,
     /// At most one status-file write per workload per this interval for routine refreshes.
     pub status_refresh_interval: Duration,
+    /// A batch holding waited-for patches takes at most this many other workloads (module
+    /// docs: its commit, which someone waits for, stays quick).
+    pub urgent_fill: usize,
 }
 
 impl Default for QueueConfig {
@@ -84,6 +94,7 @@ impl Default for QueueConfig {
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             status_refresh_interval: Duration::from_secs(30),
+            urgent_fill: 256,
         }
     }
 }
@@ -161,6 +172,8 @@ struct Slot<V> {
     in_flight: Option<(u64, u64, FileWrite)>,
     /// In the ready queue.
     queued: bool,
+    /// Also in the urgent queue (a key waiter waits for its pending patch).
+    urgent: bool,
 }
 
 #[derive(Debug)]
@@ -178,6 +191,8 @@ pub struct WriteQueue<K, V> {
     next_batch: u64,
     slots: HashMap<K, Slot<V>>,
     ready: VecDeque<K>,
+    /// Ready workloads whose pending patch someone waits for: taken first.
+    urgent: VecDeque<K>,
     /// Each slot's oldest undurable sequence number → its workload. Its first key decides
     /// flushes.
     undurable: BTreeMap<u64, K>,
@@ -209,6 +224,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
             next_batch: 0,
             slots: HashMap::new(),
             ready: VecDeque::new(),
+            urgent: VecDeque::new(),
             undurable: BTreeMap::new(),
             in_flight: None,
             failures: 0,
@@ -285,6 +301,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
                         file,
                         in_flight: None,
                         queued: true,
+                        urgent: false,
                     },
                 );
                 self.ready.push_back(key);
@@ -302,14 +319,41 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
         self.retry_at = None;
         let mut items = Vec::new();
         let mut keys = Vec::new();
-        while items.len() < self.config.max_batch.max(1) {
-            let Some(key) = self.ready.pop_front() else {
+        let max = self.config.max_batch.max(1);
+        // Waited-for patches first; then the others, fewer of them when a waiter is in.
+        let mut limit = max;
+        let mut urgent_taken = 0;
+        loop {
+            if items.len() >= limit {
                 break;
+            }
+            let key = match self.urgent.pop_front() {
+                Some(key) => key,
+                None => {
+                    if urgent_taken > 0 {
+                        limit = max.min(urgent_taken + self.config.urgent_fill);
+                        urgent_taken = 0;
+                        if items.len() >= limit {
+                            break;
+                        }
+                    }
+                    let Some(key) = self.ready.pop_front() else {
+                        break;
+                    };
+                    key
+                }
             };
             let Some(slot) = self.slots.get_mut(&key) else {
                 continue;
             };
+            if slot.urgent {
+                urgent_taken += 1;
+            } else if !slot.queued {
+                // A stale entry: the workload was taken from the other queue.
+                continue;
+            }
             slot.queued = false;
+            slot.urgent = false;
             if slot.in_flight.is_some() {
                 // Goes in the batch after the one holding it (not possible with one batch in
                 // flight, kept for safety): requeued when that batch ends.
@@ -389,7 +433,11 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
                     self.undurable.insert(since, key.clone());
                     if !slot.queued {
                         slot.queued = true;
-                        self.ready.push_back(key);
+                        self.ready.push_back(key.clone());
+                    }
+                    // Someone still waits, for the patch that followed: it goes first.
+                    if self.key_waiters.contains_key(&key) {
+                        self.promote(&key);
                     }
                 }
                 None => {
@@ -493,8 +541,27 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
         if !undurable {
             return Some(Answer::Durable);
         }
+        let pending = self
+            .slots
+            .get(&key)
+            .is_some_and(|slot| slot.pending_since.is_some_and(|s| s <= seq));
+        if pending {
+            self.promote(&key);
+        }
         self.key_waiters.entry(key).or_default().push((id, seq));
         None
+    }
+
+    /// Puts a ready workload's pending patch in the urgent queue (someone waits for it).
+    fn promote(&mut self, key: &K) {
+        if let Some(slot) = self.slots.get_mut(key)
+            && slot.queued
+            && !slot.urgent
+            && slot.pending.is_some()
+        {
+            slot.urgent = true;
+            self.urgent.push_back(key.clone());
+        }
     }
 
     /// Whether update `seq` of `key` is durable.

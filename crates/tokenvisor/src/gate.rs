@@ -1,6 +1,9 @@
 //! Per-token-endpoint gate: an adaptive concurrency limit, a request pacer, and a shared hold
 //! when the endpoint answers 429/503 with `Retry-After` (or a vendor reset header), so that
-//! every workload of that endpoint waits it out instead of piling on.
+//! every workload of that endpoint waits it out instead of piling on — when the throttle is
+//! the endpoint's: a vendor quota header, or throttles a real share of its recent answers
+//! (`tokenvisor_core::limiter`, "Sporadic throttles"). A sporadic 429 (0.2 % of thousands of
+//! answers a second) holds only the workload that got it.
 //!
 //! ## Adaptive limits
 //!
@@ -32,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokenvisor_core::limiter::{EndpointLimiter, Feedback, LimiterConfig};
+use tokenvisor_core::limiter::{EndpointLimiter, Feedback, HoldScope, LimiterConfig};
 use tokenvisor_core::{Timestamp, TokenUrl};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -125,16 +128,19 @@ impl EndpointGate {
         self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Learns from one answer: the concurrency limit and the pace follow (module docs).
-    pub(crate) fn feedback(&self, feedback: Feedback, now: Timestamp) {
+    /// Learns from one answer: the concurrency limit and the pace follow (module docs). For a
+    /// throttle, says whether it is the endpoint's (its `Retry-After` holds every workload)
+    /// or sporadic (only its workload waits).
+    pub(crate) fn feedback(&self, feedback: Feedback, now: Timestamp) -> HoldScope {
         let mut limiter = self.limiter();
-        limiter.on_feedback(feedback, now);
+        let scope = limiter.on_feedback(feedback, now);
         let limit = limiter.limit();
         // Resized under the limiter's lock, so two answers never apply their limits out of
         // order.
         if limit != self.limit.load(Ordering::Acquire) {
             self.resize(limit);
         }
+        scope
     }
 
     /// The current concurrency limit and pace (requests/s; `None`: not paced).
@@ -224,8 +230,9 @@ impl EndpointGate {
         }
     }
 
-    /// Waits for a slot. Queueing is not failure: the machine's attempt backstop is long
-    /// enough for a full queue to drain.
+    /// Waits for a slot (FIFO). Unbounded here: the caller bounds it by its attempt's budget
+    /// (an attempt dropped from the queue leaves it), because under overload a queue longer
+    /// than that budget would serve only attempts their machine had already abandoned.
     pub(crate) async fn acquire(&self) -> SemaphorePermit<'_> {
         loop {
             let permit = match self.permits.acquire().await {

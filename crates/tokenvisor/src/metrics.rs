@@ -25,6 +25,11 @@ pub const ENDPOINT_HELD_ATTEMPTS: &str = "tokenvisor_endpoint_held_attempts_tota
 pub const ENDPOINT_HOLD_WAITS: &str = "tokenvisor_endpoint_hold_waits_total";
 /// Attempts not sent: their endpoint is paced and had no start for them within their budget.
 pub const ENDPOINT_PACED_ATTEMPTS: &str = "tokenvisor_endpoint_paced_attempts_total";
+/// Attempts not sent: every request slot of their endpoint stayed busy for their whole budget.
+pub const ENDPOINT_BUSY_ATTEMPTS: &str = "tokenvisor_endpoint_busy_attempts_total";
+/// Counter: 429/503 answers judged sporadic (a small share of the endpoint's answers): only
+/// their workload waited their `Retry-After`; the endpoint was neither held nor slowed.
+pub const ENDPOINT_SPORADIC_THROTTLES: &str = "tokenvisor_endpoint_sporadic_throttles_total";
 /// Refreshes retried with a refresh token that changed while the first try was answered
 /// with a final error (someone else rotated or replaced it).
 pub const REFRESH_TOKEN_ADOPTED: &str = "tokenvisor_refresh_token_adopted_total";
@@ -79,6 +84,14 @@ pub fn describe() {
     describe_counter!(
         ENDPOINT_PACED_ATTEMPTS,
         "Attempts not sent: their paced endpoint had no start for them within their budget."
+    );
+    describe_counter!(
+        ENDPOINT_BUSY_ATTEMPTS,
+        "Attempts not sent: their endpoint's request slots stayed busy for their whole budget."
+    );
+    describe_counter!(
+        ENDPOINT_SPORADIC_THROTTLES,
+        "429/503 answers judged sporadic: only their workload waited; the endpoint was not held."
     );
     describe_counter!(
         REFRESH_TOKEN_ADOPTED,

@@ -10,9 +10,14 @@
 //!   token and hear back once it is durable (or that the commit failed and is being
 //!   retried), and [`PersistenceMsg::WaitDurable`] before they send a refresh token whose
 //!   commit had failed.
-//! - One job at a time: every ready patch is committed to the [`Journal`] in one
-//!   transaction (one fsync: group commit), then the status files of that batch are written
-//!   from the committed records. A status file is a view of its journal record: it is
+//! - One journal job at a time: every ready patch is committed to the [`Journal`] in one
+//!   transaction (one fsync: group commit), and the waiters it covers are answered. The
+//!   status files of committed records are written by a file job of their own, one at a
+//!   time, beside the journal's (in commit order: a file job takes every committed record
+//!   not yet written, newest per workload), so a commit a refresh waits for never waits for
+//!   status files: on a loaded disk thousands of files take seconds, and with 100,000
+//!   workloads added at once every rotated token's commit waited behind them (a stalled
+//!   ramp). A status file is a view of its journal record: it is
 //!   replaced atomically (temp file, rename) under ToolHive's `<name>.lock`, without a fsync
 //!   of its own (the journal is what is durable; start-up rewrites every file from it).
 //! - [`PersistenceMsg::Flush`] is answered once every update received before it is committed
@@ -107,6 +112,7 @@ impl PersistenceConfig {
             retry_initial: self.retry_initial,
             retry_max: self.retry_max,
             status_refresh_interval: self.status_refresh_interval,
+            ..QueueConfig::default()
         }
     }
 }
@@ -116,7 +122,8 @@ impl PersistenceConfig {
 pub struct PersistStats {
     /// Updates received.
     pub updates: AtomicU64,
-    /// Updates merged into a pending one before being committed.
+    /// Updates merged into a pending one before being committed, or whose status file was
+    /// replaced by a newer committed record before it was written.
     pub coalesced: AtomicU64,
     /// Status files written.
     pub writes_ok: AtomicU64,
@@ -197,7 +204,7 @@ pub enum PersistenceMsg {
         /// Where to answer.
         reply: RpcReplyPort<FlushReport>,
     },
-    /// Internal: a job finished.
+    /// Internal: a job (journal or files) finished.
     JobDone(Box<JobResult>),
     /// Internal: time to retry, to write deferred files, or to time out flushes.
     Wake,
@@ -210,10 +217,22 @@ pub enum PersistenceMsg {
 
 /// Internal: what a blocking job did.
 #[derive(Debug)]
-pub struct JobResult {
-    journal: Option<Journal>,
-    batch: Option<(Batch<WorkloadName, Patch>, Result<(), JournalError>)>,
-    files: Vec<(WorkloadName, Arc<StatusRecord>, Result<(), StoreError>)>,
+pub enum JobResult {
+    /// A journal job: the journal back, the batch and its outcome.
+    Journal {
+        /// The journal (`None` when it could not be opened).
+        journal: Option<Journal>,
+        /// The batch and its commit's outcome.
+        batch: (Batch<WorkloadName, Patch>, Result<(), JournalError>),
+    },
+    /// A file job: each file's outcome; every committed record up to ticket `upto` was in
+    /// it or in an earlier one.
+    Files {
+        /// The highest view ticket handed to this job.
+        upto: u64,
+        /// The files written (or not).
+        files: Vec<(WorkloadName, Arc<StatusRecord>, Result<(), StoreError>)>,
+    },
 }
 
 /// The persistence actor. Arguments: [`PersistenceArgs`]; state: [`PersistState`].
@@ -243,9 +262,18 @@ pub struct PersistState {
     queue: WriteQueue<WorkloadName, Patch>,
     /// The journal while no job holds it.
     journal: Option<Journal>,
-    /// The blocking task of the job in flight (at most one; `None` when idle): the actor
-    /// waits for it when it stops, so that nothing is written after it stopped.
+    /// The blocking task of the journal job in flight (at most one; `None` when idle): the
+    /// actor waits for it when it stops, so that nothing is written after it stopped.
     job: Option<tokio::task::JoinHandle<()>>,
+    /// The blocking task of the file job in flight (at most one), likewise.
+    file_job: Option<tokio::task::JoinHandle<()>>,
+    /// Committed records whose status file is still to write, with their ticket (the
+    /// newest per workload).
+    views: HashMap<WorkloadName, (Arc<StatusRecord>, u64)>,
+    /// The last ticket given to a view.
+    view_ticket: u64,
+    /// Every view up to this ticket went through a finished file job.
+    files_done: u64,
     /// Committed records whose file write was deferred (routine refreshes).
     deferred_views: HashMap<WorkloadName, Arc<StatusRecord>>,
     /// Status files that failed or were found locked, to write again.
@@ -281,6 +309,8 @@ struct FlushWaiter {
     timer: Timer,
     /// The journal part is durable; what remains is files.
     committed: bool,
+    /// Once committed: the views its files wait for (tickets up to this).
+    files_upto: u64,
     /// Its key waiter ids in the queue are its own id.
     _id: u64,
 }
@@ -338,21 +368,24 @@ impl Actor for PersistenceActor {
         if let Some((_, timer)) = state.wake.take() {
             timer.abort();
         }
-        // A job in flight finishes first (bounded): no file or commit after the actor stopped.
-        if let Some(job) = state.job.take()
-            && tokio::time::timeout(JOB_STOP_WAIT, job).await.is_err()
+        // Jobs in flight finish first (bounded): no file or commit after the actor stopped.
+        for job in [state.job.take(), state.file_job.take()]
+            .into_iter()
+            .flatten()
         {
-            tracing::warn!(
-                "persistence actor stopped while a write job still ran after {JOB_STOP_WAIT:?}"
-            );
+            if tokio::time::timeout(JOB_STOP_WAIT, job).await.is_err() {
+                tracing::warn!(
+                    "persistence actor stopped while a write job still ran after {JOB_STOP_WAIT:?}"
+                );
+            }
         }
         let ids: Vec<u64> = state.flushes.keys().copied().collect();
         for id in ids {
             state.answer_flush(id, true);
         }
-        if state.queue.pending() > 0 || !state.unwritten.is_empty() {
+        if state.queue.pending() > 0 || !state.unwritten.is_empty() || !state.views.is_empty() {
             tracing::warn!(
-                workloads = state.queue.pending() + state.unwritten.len(),
+                workloads = state.queue.pending() + state.unwritten.len() + state.views.len(),
                 "persistence actor stopped with records not written"
             );
         }
@@ -380,6 +413,10 @@ impl PersistState {
             clock,
             journal,
             job: None,
+            file_job: None,
+            views: HashMap::new(),
+            view_ticket: 0,
+            files_done: 0,
             deferred_views: HashMap::new(),
             unwritten: HashMap::new(),
             credentials: HashMap::new(),
@@ -431,14 +468,25 @@ impl PersistState {
         let now = self.clock.now();
         // Flush waiters the queue timed out are answered by our own deadline timers.
         let _ = self.queue.poll(now);
-        if self.job.is_none() {
-            let batch = self.queue.take_batch(now);
-            let mut files: Vec<(WorkloadName, Arc<StatusRecord>)> = Vec::new();
-            for name in self.queue.due_files(now) {
-                if let Some(record) = self.deferred_views.remove(&name) {
-                    files.push((name, record));
+        if self.job.is_none()
+            && let Some(batch) = self.queue.take_batch(now)
+        {
+            let journal = self.journal.take();
+            let journal_dir = self.config.journal_dir.clone();
+            let me = myself.clone();
+            let fail = self.inject_failures;
+            self.job = Some(tokio::task::spawn_blocking(move || {
+                let result = run_journal_job(&journal_dir, journal, batch, fail);
+                if me.cast(PersistenceMsg::JobDone(Box::new(result))).is_err() {
+                    tracing::debug!("persistence actor gone before a job finished");
                 }
-            }
+            }));
+        }
+        if self.file_job.is_none() {
+            // Oldest first, each workload once with its newest record: a file still to
+            // retry, then the committed views in ticket order, then deferred routine views
+            // (newer than any view: a newer status would have dropped them).
+            let mut files: Vec<(WorkloadName, Arc<StatusRecord>)> = Vec::new();
             let due: Vec<WorkloadName> = self
                 .unwritten
                 .iter()
@@ -450,14 +498,29 @@ impl PersistState {
                     files.push((name, Arc::clone(&u.record)));
                 }
             }
-            if batch.is_some() || !files.is_empty() {
-                let journal = self.journal.take();
-                let journal_dir = self.config.journal_dir.clone();
+            let mut views: Vec<(WorkloadName, (Arc<StatusRecord>, u64))> =
+                self.views.drain().collect();
+            views.sort_unstable_by_key(|(_, (_, ticket))| *ticket);
+            files.extend(views.into_iter().map(|(name, (record, _))| (name, record)));
+            for name in self.queue.due_files(now) {
+                if let Some(record) = self.deferred_views.remove(&name) {
+                    files.push((name, record));
+                }
+            }
+            let upto = self.view_ticket;
+            if files.is_empty() {
+                self.files_done = self.files_done.max(upto);
+            } else {
+                // The newest record of each workload wins (the last one pushed).
+                let mut seen = std::collections::HashSet::new();
+                files.reverse();
+                files.retain(|(name, _)| seen.insert(name.clone()));
+                files.reverse();
                 let dir = Arc::clone(&self.dir);
                 let me = myself.clone();
-                let fail = self.inject_failures;
-                self.job = Some(tokio::task::spawn_blocking(move || {
-                    let result = run_job(&journal_dir, &dir, journal, batch, files, fail);
+                self.file_job = Some(tokio::task::spawn_blocking(move || {
+                    let files = write_views(&dir, files);
+                    let result = JobResult::Files { upto, files };
                     if me.cast(PersistenceMsg::JobDone(Box::new(result))).is_err() {
                         tracing::debug!("persistence actor gone before a job finished");
                     }
@@ -488,16 +551,29 @@ impl PersistState {
     }
 
     fn on_job_done(&mut self, result: JobResult) {
-        self.job = None;
+        match result {
+            JobResult::Journal { journal, batch } => {
+                self.job = None;
+                self.journal = journal;
+                self.on_journal_done(batch);
+            }
+            JobResult::Files { upto, files } => {
+                self.file_job = None;
+                self.files_done = self.files_done.max(upto);
+                self.on_files_done(files);
+            }
+        }
+        self.publish_pending();
+        self.answer_ready_flushes();
+    }
+
+    fn on_journal_done(
+        &mut self,
+        (batch, outcome): (Batch<WorkloadName, Patch>, Result<(), JournalError>),
+    ) {
         let now = self.clock.now();
-        let JobResult {
-            journal,
-            batch,
-            files,
-        } = result;
-        self.journal = journal;
-        let mut answers = Vec::new();
-        if let Some((batch, outcome)) = batch {
+        let answers;
+        {
             match outcome {
                 Ok(()) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -515,6 +591,17 @@ impl PersistState {
                             self.deferred_views
                                 .insert(item.key.clone(), Arc::clone(status));
                         }
+                        if item.write_file {
+                            // Written by the next file job (newest record per workload).
+                            self.view_ticket += 1;
+                            let older = self
+                                .views
+                                .insert(item.key.clone(), (Arc::clone(status), self.view_ticket));
+                            if older.is_some() {
+                                // Replaced before its file was written.
+                                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                     answers = self.queue.committed(batch.id);
                     self.credentials
@@ -530,8 +617,27 @@ impl PersistState {
                 }
             }
         }
+        for (id, answer) in answers {
+            self.on_answer(id, &answer);
+        }
+    }
+
+    fn on_files_done(
+        &mut self,
+        files: Vec<(WorkloadName, Arc<StatusRecord>, Result<(), StoreError>)>,
+    ) {
+        let now = self.clock.now();
         let (mut ok, mut failed, mut deferred) = (0u64, 0u64, 0u64);
         for (name, record, outcome) in files {
+            // A newer committed record waits for the next file job: it settles the file.
+            let newer = self.views.contains_key(&name);
+            match outcome {
+                Err(_) if newer => {
+                    self.unwritten.remove(&name);
+                    continue;
+                }
+                Ok(()) | Err(_) => {}
+            }
             match outcome {
                 Ok(()) => {
                     ok += 1;
@@ -601,11 +707,6 @@ impl PersistState {
                 .fetch_add(failed, Ordering::Relaxed);
             ::metrics::counter!(STATUS_WRITE_FAILURES).increment(failed);
         }
-        self.publish_pending();
-        for (id, answer) in answers {
-            self.on_answer(id, &answer);
-        }
-        self.answer_ready_flushes();
     }
 
     fn on_answer(&mut self, id: u64, answer: &Answer<WorkloadName>) {
@@ -626,7 +727,10 @@ impl PersistState {
         }
         if let Some(f) = self.flushes.get_mut(&id) {
             match answer {
-                Answer::Durable => f.committed = true,
+                Answer::Durable => {
+                    f.committed = true;
+                    f.files_upto = self.view_ticket;
+                }
                 Answer::Failed | Answer::TimedOut(_) => {}
             }
         }
@@ -654,6 +758,7 @@ impl PersistState {
                 reply,
                 timer,
                 committed,
+                files_upto: self.view_ticket,
                 _id: id,
             },
         );
@@ -666,15 +771,17 @@ impl PersistState {
         }
     }
 
-    /// Answers every flush whose updates are committed, when no file is left to write.
+    /// Answers every flush whose updates are committed and whose files are written, when no
+    /// file is left to retry.
     fn answer_ready_flushes(&mut self) {
         if !self.unwritten.is_empty() {
             return;
         }
+        let done = self.files_done;
         let ready: Vec<u64> = self
             .flushes
             .iter()
-            .filter(|(_, f)| f.committed)
+            .filter(|(_, f)| f.committed && f.files_upto <= done)
             .map(|(id, _)| *id)
             .collect();
         for id in ready {
@@ -690,6 +797,7 @@ impl PersistState {
         let (failed, credentials_not_saved) = if timed_out && !f.committed {
             let mut failed = self.queue.undurable();
             failed.extend(self.unwritten.keys().cloned());
+            failed.extend(self.views.keys().cloned());
             failed.sort_unstable();
             failed.dedup();
             let mut lost: Vec<WorkloadName> = self
@@ -701,7 +809,14 @@ impl PersistState {
             lost.sort_unstable();
             (failed, lost)
         } else if timed_out {
-            let mut failed: Vec<WorkloadName> = self.unwritten.keys().cloned().collect();
+            let mut failed: Vec<WorkloadName> = self
+                .unwritten
+                .keys()
+                .chain(self.views.keys())
+                .cloned()
+                .collect();
+            failed.sort_unstable();
+            failed.dedup();
             failed.sort_unstable();
             (failed, Vec::new())
         } else {
@@ -724,71 +839,51 @@ impl PersistState {
     }
 
     fn publish_pending(&self) {
-        let n = (self.queue.pending() + self.unwritten.len()) as u64;
+        let n = (self.queue.pending() + self.unwritten.len() + self.views.len()) as u64;
         self.stats.pending.store(n, Ordering::Relaxed);
         ::metrics::gauge!(STATUS_PENDING).set(n as f64);
     }
 }
 
-/// Runs on the blocking pool: opens the journal if needed, commits the batch in one
-/// transaction, then writes the status files of the batch's committed records and the
-/// `files` due. A file is written only after the commit that holds its record succeeded.
-fn run_job(
+/// Runs on the blocking pool: opens the journal if needed and commits the batch in one
+/// transaction. Its status files are written by a file job once it committed.
+fn run_journal_job(
     journal_dir: &Path,
-    dir: &Path,
     journal: Option<Journal>,
-    batch: Option<Batch<WorkloadName, Patch>>,
-    mut files: Vec<(WorkloadName, Arc<StatusRecord>)>,
+    batch: Batch<WorkloadName, Patch>,
     fail: bool,
 ) -> JobResult {
-    let (journal, batch) = match batch {
-        None => (journal, None),
-        Some(batch) => {
-            let opened = match journal {
-                Some(j) => Ok(j),
-                None => Journal::open(journal_dir),
-            };
-            match opened {
-                Ok(j) if fail => {
-                    let e = JournalError {
-                        path: j.path().to_path_buf(),
-                        op: "commit",
-                        reason: "database or disk is full (injected)".into(),
-                    };
-                    (Some(j), Some((batch, Err(e))))
-                }
-                Ok(mut j) => {
-                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        j.commit(batch.items.iter().map(|i| (&i.key, &i.value)))
-                    }))
-                    .unwrap_or_else(|_| {
-                        Err(JournalError {
-                            path: j.path().to_path_buf(),
-                            op: "commit",
-                            reason: "panicked".into(),
-                        })
-                    });
-                    if outcome.is_ok() {
-                        for item in &batch.items {
-                            if item.write_file
-                                && let Some(status) = &item.value.status
-                            {
-                                files.retain(|(n, _)| n != &item.key);
-                                files.push((item.key.clone(), Arc::clone(status)));
-                            }
-                        }
-                    }
-                    (Some(j), Some((batch, outcome)))
-                }
-                Err(e) => (None, Some((batch, Err(e)))),
-            }
-        }
+    let opened = match journal {
+        Some(j) => Ok(j),
+        None => Journal::open(journal_dir),
     };
-    let results = write_views(dir, files);
-    JobResult {
+    let (journal, outcome) = match opened {
+        Ok(j) if fail => {
+            let e = JournalError {
+                path: j.path().to_path_buf(),
+                op: "commit",
+                reason: "database or disk is full (injected)".into(),
+            };
+            (Some(j), Err(e))
+        }
+        Ok(mut j) => {
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                j.commit(batch.items.iter().map(|i| (&i.key, &i.value)))
+            }))
+            .unwrap_or_else(|_| {
+                Err(JournalError {
+                    path: j.path().to_path_buf(),
+                    op: "commit",
+                    reason: "panicked".into(),
+                })
+            });
+            (Some(j), outcome)
+        }
+        Err(e) => (None, Err(e)),
+    };
+    JobResult::Journal {
         journal,
-        batch,
-        files: results,
+        batch: (batch, outcome),
     }
 }
 

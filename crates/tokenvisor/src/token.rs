@@ -8,7 +8,9 @@
 //! results of attempts that are no longer current.
 //!
 //! One owner per credential: an attempt task waits for its endpoint (hold, adaptive permit,
-//! paced start: `crate::gate`), then for its workload's owner lock
+//! paced start: `crate::gate`; the three within one budget, `hold_wait_budget`, past which
+//! it fails "not sent" rather than outlive its machine's deadline in a queue; a sporadic
+//! 429 holds only its own workload), then for its workload's owner lock
 //! ([`CredentialStore::owner`]), and sends only if the machine still wants it; it keeps the
 //! lock until a rotated refresh token is stored. A final answer for a refresh token that is
 //! no longer the durable one is retried once with the durable one
@@ -26,7 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokenvisor_core::limiter::Feedback;
+use tokenvisor_core::classify::RawOutcome;
+use tokenvisor_core::limiter::{Feedback, HoldScope};
 use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
 use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::projection::{self, Occasion, Stamp};
@@ -609,6 +612,21 @@ fn paced_verdict(no_slot: NoSlot) -> Verdict {
     })
 }
 
+/// The verdict of an attempt not sent because every request slot of its endpoint (`limit`
+/// of them) stayed busy for its whole budget.
+fn busy_verdict(limit: usize) -> Verdict {
+    metrics::counter!(m::ENDPOINT_BUSY_ATTEMPTS).increment(1);
+    Verdict::Transient(Failure {
+        kind: FailureKind::RateLimited,
+        http_status: None,
+        error_code: None,
+        retry_after: None,
+        summary: format!(
+            "not sent: the endpoint's {limit} request slots stayed busy for this attempt's whole budget"
+        ),
+    })
+}
+
 /// The value of `wanted` when no attempt may send (the actor is stopping).
 const NO_ATTEMPT: u64 = u64::MAX;
 
@@ -654,7 +672,15 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                 return;
             }
             let started = tokio::time::Instant::now();
-            let permit = gate.acquire().await;
+            // The wait for a slot is bounded by the same budget as the hold and the pace: an
+            // attempt queued past it would be abandoned by the machine anyway, and under
+            // overload (100,000 workloads starting together) an unbounded FIFO served only
+            // attempts already past their deadline, so no refresh ever completed.
+            let Ok(permit) = tokio::time::timeout_at(deadline, gate.acquire()).await else {
+                let verdict = busy_verdict(gate.adaptive().0);
+                count_attempt(&verdict);
+                break verdict;
+            };
             if !still_wanted(&wanted, attempt) {
                 return;
             }
@@ -758,16 +784,26 @@ async fn exchange_once(
     let secrets = req.secrets();
     let verdict = classify(&outcome, now, &policy, &secrets.iter().collect::<Vec<_>>());
     metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
-    gate.feedback(feedback_of(&verdict), now);
+    let scope = gate.feedback(feedback_of(&verdict, &outcome, now), now);
     // The hold is clamped like every delay: no server makes the endpoint wait longer than a
-    // timer can be armed for.
+    // timer can be armed for. A sporadic throttle holds only this workload (the machine
+    // waits its `Retry-After`); the endpoint's holds every workload of it.
     if let Verdict::Transient(f) = &verdict
         && matches!(f.http_status, Some(429 | 503))
         && let Some(ra) = f.retry_after.map(|ra| ra.min(MAX_TIMER_DELAY))
-        && gate.hold(now.plus(ra))
     {
-        metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
-        tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
+        match scope {
+            HoldScope::Endpoint => {
+                if gate.hold(now.plus(ra)) {
+                    metrics::counter!(m::ENDPOINT_HOLDS).increment(1);
+                    tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
+                }
+            }
+            HoldScope::Workload => {
+                metrics::counter!(m::ENDPOINT_SPORADIC_THROTTLES).increment(1);
+                tracing::debug!(workload = %spec.name, "a sporadic 429/503 asked to wait {}s: only this workload waits", ra.as_secs());
+            }
+        }
     }
     count_attempt(&verdict);
     gate.record(matches!(verdict, Verdict::Success(_)), took);
@@ -801,14 +837,28 @@ async fn exchange_once(
     (verdict, snapshot.grant, write_back)
 }
 
-/// What an answer says about the endpoint's capacity: 429/503 ask for less; any other
-/// answer the endpoint gave (a token, a final verdict) shows it had room; a failure without
-/// an answer (a timeout, a network error) or another transient status says nothing.
-fn feedback_of(verdict: &Verdict) -> Feedback {
+/// What an answer says about the endpoint's capacity: 429/503 ask for less (with a vendor
+/// rate-limit reset header: the quota is spent, the endpoint's); any other answer the
+/// endpoint gave (a token, a final verdict) shows it had room; a failure without an answer
+/// (a timeout, a network error) or another transient status says nothing.
+fn feedback_of(verdict: &Verdict, outcome: &RawOutcome, now: Timestamp) -> Feedback {
     match verdict {
         Verdict::Success(_) | Verdict::Permanent(_) => Feedback::Good,
         Verdict::Transient(f) => match f.http_status {
-            Some(429 | 503) => Feedback::Throttled,
+            Some(429 | 503) => match outcome {
+                RawOutcome::Response(a)
+                    if tokenvisor_core::classify::rate_limit_hold(
+                        a.status,
+                        &a.rate_limit,
+                        now,
+                        MAX_TIMER_DELAY,
+                    )
+                    .is_some() =>
+                {
+                    Feedback::QuotaSpent
+                }
+                RawOutcome::Response(_) | RawOutcome::Transport { .. } => Feedback::Throttled,
+            },
             Some(_) | None => Feedback::Neutral,
         },
     }

@@ -32,6 +32,7 @@ fn concurrency_table() {
         (&[Throttled], 32),
         // A burst's throttles within the cooldown count once.
         (&[Throttled, Throttled, Throttled], 32),
+        // Too few answers to call a throttle sporadic: the endpoint's.
         (&[Good, Good, Throttled], 32),
     ];
     for (inputs, want) in rows {
@@ -57,11 +58,15 @@ fn concurrency_table() {
 #[test]
 fn the_first_throttle_paces_at_the_rate_answered_well() {
     let mut l = limiter(64);
-    // 50 good answers within the last second.
+    // 50 good answers within the last second; the quota header makes the throttle the
+    // endpoint's (a lone 429 among them would be sporadic).
     for i in 0..50 {
         l.on_feedback(Feedback::Good, t(100_000 + i * 20));
     }
-    l.on_feedback(Feedback::Throttled, t(101_000));
+    assert_eq!(
+        l.on_feedback(Feedback::QuotaSpent, t(101_000)),
+        HoldScope::Endpoint
+    );
     let rate = l.rate().expect("paced after a throttle");
     assert!((40.0..=50.0).contains(&rate), "{rate}");
 }
@@ -91,7 +96,7 @@ fn after_an_outage_the_rate_grows_fast_then_a_limit_cut_makes_growth_additive() 
     }
     let before_cut = l.rate().expect("paced");
     assert_eq!(before_cut, c.min_rate + 10.0 * c.slow_start_step);
-    l.on_feedback(Feedback::Throttled, t(3_000));
+    l.on_feedback(Feedback::QuotaSpent, t(3_000));
     let cut = l.rate().expect("paced");
     assert!((cut - before_cut * c.rate_cut).abs() < 1e-9, "{cut}");
     // Above the cut: about `additive_step` requests/s more per `rate` good answers.
@@ -112,7 +117,7 @@ fn starts_are_spaced_by_the_rate_and_jitter_only_stretches_them() {
     for i in 0..40 {
         l.on_feedback(Feedback::Good, t(10_000 + i * 25));
     }
-    l.on_feedback(Feedback::Throttled, t(11_000));
+    l.on_feedback(Feedback::QuotaSpent, t(11_000));
     let rate = l.rate().expect("paced");
     l.started(t(12_000), 0.0);
     let spacing = (1_000.0 / rate).ceil() as u64;
@@ -160,6 +165,7 @@ fn feedback() -> impl Strategy<Value = Feedback> {
     prop_oneof![
         Just(Feedback::Good),
         Just(Feedback::Throttled),
+        Just(Feedback::QuotaSpent),
         Just(Feedback::Neutral)
     ]
 }
@@ -199,7 +205,7 @@ proptest! {
             now += dt;
             let (limit, rate) = (l.limit(), l.rate());
             let calm_reset = rate.is_some() && l.last_throttle.is_some_and(|th| t(now).since(th) >= l.config.calm);
-            l.on_feedback(f, t(now));
+            let scope = l.on_feedback(f, t(now));
             if calm_reset {
                 continue;
             }
@@ -207,10 +213,21 @@ proptest! {
                 Feedback::Good => {
                     prop_assert!(l.limit() >= limit);
                     prop_assert!(l.rate().unwrap_or(f64::INFINITY) >= rate.unwrap_or(f64::INFINITY));
+                    prop_assert_eq!(scope, HoldScope::Workload);
                 }
-                Feedback::Throttled => {
+                Feedback::Throttled | Feedback::QuotaSpent => {
                     prop_assert!(l.limit() <= limit);
-                    prop_assert!(l.rate().is_some());
+                    match scope {
+                        HoldScope::Endpoint => prop_assert!(l.rate().is_some()),
+                        // A sporadic throttle changes nothing.
+                        HoldScope::Workload => {
+                            prop_assert_eq!(l.limit(), limit);
+                            prop_assert_eq!(l.rate(), rate);
+                        }
+                    }
+                    if f == Feedback::QuotaSpent {
+                        prop_assert_eq!(scope, HoldScope::Endpoint);
+                    }
                 }
                 Feedback::Neutral => {
                     prop_assert_eq!(l.limit(), limit);
@@ -227,7 +244,7 @@ proptest! {
         for i in 0..rate_goods {
             l.on_feedback(Feedback::Good, t(10_000 + u64::from(i) * 10));
         }
-        l.on_feedback(Feedback::Throttled, t(11_000));
+        l.on_feedback(Feedback::QuotaSpent, t(11_000));
         let rate = l.rate().unwrap_or(1.0);
         let mut now = t(11_000);
         let mut last: Option<Timestamp> = None;
@@ -253,9 +270,9 @@ fn a_throttle_keeps_most_of_the_rate_delivered() {
     for i in 0..30 {
         l.on_feedback(Feedback::Good, t(10_000 + i * 30));
     }
-    l.on_feedback(Feedback::Throttled, t(11_000));
+    l.on_feedback(Feedback::QuotaSpent, t(11_000));
     l.on_feedback(Feedback::Good, t(12_000));
-    l.on_feedback(Feedback::Throttled, t(12_001));
+    l.on_feedback(Feedback::QuotaSpent, t(12_001));
     let rate = l.rate().expect("paced");
     // 30 good answers a second for two seconds.
     for i in 0..60 {
@@ -264,7 +281,7 @@ fn a_throttle_keeps_most_of_the_rate_delivered() {
     let before = l.rate().expect("paced");
     let delivered = l.good_rate(t(15_000));
     assert!(delivered > 25.0, "{delivered}");
-    l.on_feedback(Feedback::Throttled, t(15_000));
+    l.on_feedback(Feedback::QuotaSpent, t(15_000));
     let after = l.rate().expect("paced");
     assert!(after <= before);
     assert!(
@@ -282,7 +299,7 @@ fn a_pace_above_a_thousand_per_second_is_not_capped_by_the_millisecond() {
     for i in 0..5_000 {
         l.on_feedback(Feedback::Good, t(100_000 + i / 5));
     }
-    l.on_feedback(Feedback::Throttled, t(101_000));
+    l.on_feedback(Feedback::QuotaSpent, t(101_000));
     let rate = l.rate().expect("paced");
     assert!(rate > 4_000.0, "{rate}");
     let mut now = t(102_000);
@@ -300,5 +317,110 @@ fn a_pace_above_a_thousand_per_second_is_not_capped_by_the_millisecond() {
     assert!(
         measured > rate * 0.9 && measured < rate * 1.1,
         "{measured} in a second at {rate}/s"
+    );
+}
+
+/// Which throttles are the endpoint's (cut the limits, hold every workload) and which are
+/// sporadic (only their workload waits): (answers before it in the last second, as good
+/// `G` / throttled `T` / neutral `N`, 1 ms apart; the throttle's kind; expected scope).
+#[test]
+fn throttle_scope_table() {
+    use Feedback::{Good, Neutral, QuotaSpent, Throttled};
+    let many = |n: usize, f: Feedback| vec![f; n];
+    let mix = |good: usize, throttled: usize| {
+        // The throttles spread evenly among the good answers, none first.
+        let mut v = vec![Good; good];
+        for i in 0..throttled {
+            v.insert((i + 1) * good / (throttled + 1) + i, Throttled);
+        }
+        v
+    };
+    let rows: Vec<(&str, Vec<Feedback>, Feedback, HoldScope)> = vec![
+        // A quiet endpoint: too few answers to call a 429 sporadic.
+        ("first answer", vec![], Throttled, HoldScope::Endpoint),
+        (
+            "two in three",
+            vec![Throttled, Good],
+            Throttled,
+            HoldScope::Endpoint,
+        ),
+        ("one in two", vec![Good], Throttled, HoldScope::Endpoint),
+        ("2 in 10", mix(8, 1), Throttled, HoldScope::Endpoint),
+        // Enough answers to judge: one in twenty is sporadic.
+        ("1 in 20", many(19, Good), Throttled, HoldScope::Workload),
+        // Chaos: 0.2 % of thousands of answers a second.
+        (
+            "1 in 1,000",
+            many(999, Good),
+            Throttled,
+            HoldScope::Workload,
+        ),
+        ("3 in 1,000", mix(997, 2), Throttled, HoldScope::Workload),
+        // A real limit: a real share, enough of them.
+        ("3 in 40", mix(37, 2), Throttled, HoldScope::Endpoint),
+        ("10 in 100", mix(90, 9), Throttled, HoldScope::Endpoint),
+        ("4 in 100", mix(96, 3), Throttled, HoldScope::Workload),
+        // Most of 40 answers throttled.
+        ("21 in 40", mix(19, 20), Throttled, HoldScope::Endpoint),
+        // An outage answered 429/503 throughout.
+        (
+            "all throttled",
+            many(50, Throttled),
+            Throttled,
+            HoldScope::Endpoint,
+        ),
+        // Neutral answers (timeouts, WAF pages) are not counted as answers.
+        (
+            "after timeouts",
+            many(20, Neutral),
+            Throttled,
+            HoldScope::Endpoint,
+        ),
+        // A vendor quota header always holds the endpoint.
+        (
+            "quota, 1 in 1,000",
+            many(999, Good),
+            QuotaSpent,
+            HoldScope::Endpoint,
+        ),
+    ];
+    for (what, before, last, want) in rows {
+        let mut l = limiter(64);
+        let mut now = 100_000;
+        for f in before {
+            l.on_feedback(f, t(now));
+            now += 1;
+        }
+        now = now.max(100_999);
+        assert_eq!(l.on_feedback(last, t(now)), want, "{what}");
+        let changed = l.limit() < 64 || l.rate().is_some();
+        assert_eq!(
+            changed,
+            want == HoldScope::Endpoint,
+            "{what}: limits changed"
+        );
+    }
+}
+
+/// Answers older than the two windows are forgotten: a burst of 429s an hour ago does not
+/// make today's lone 429 the endpoint's.
+#[test]
+fn old_throttles_do_not_count() {
+    let mut l = limiter(64);
+    for i in 0..10 {
+        l.on_feedback(Feedback::Throttled, t(10_000 + i));
+    }
+    for i in 0..2_000 {
+        l.on_feedback(Feedback::Good, t(3_600_000 + i));
+    }
+    let (limit, rate) = (l.limit(), l.rate());
+    assert_eq!(
+        l.on_feedback(Feedback::Throttled, t(3_602_000)),
+        HoldScope::Workload
+    );
+    assert_eq!(
+        (l.limit(), l.rate()),
+        (limit, rate),
+        "a sporadic throttle changes nothing"
     );
 }

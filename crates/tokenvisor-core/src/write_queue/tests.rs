@@ -25,6 +25,7 @@ fn queue() -> WriteQueue<&'static str, Log> {
         retry_initial: Duration::from_millis(100),
         retry_max: Duration::from_secs(1),
         status_refresh_interval: Duration::from_secs(30),
+        urgent_fill: 100,
     })
 }
 
@@ -206,6 +207,66 @@ fn batches_are_bounded() {
     assert_eq!(b.items.len(), 3);
 }
 
+/// A patch someone waits for (a rotated refresh token) is committed next, ahead of a
+/// backlog of status changes, in a small batch: its commit does not wait for the backlog
+/// (the 100,000-workload ramp stalled when it did).
+#[test]
+fn a_waited_for_patch_jumps_the_backlog_in_a_small_batch() {
+    let mut q: WriteQueue<u32, Log> = WriteQueue::new(QueueConfig {
+        max_batch: 100,
+        urgent_fill: 2,
+        ..QueueConfig::default()
+    });
+    for k in 0..50 {
+        q.submit(k, Log(vec![k]), FileWrite::Now);
+    }
+    let seq = q.submit(99, Log(vec![99]), FileWrite::None);
+    assert_eq!(q.add_key_waiter(7, 99, seq), None);
+    let b = q.take_batch(t(0)).expect("batch");
+    let taken: Vec<u32> = b.items.iter().map(|i| i.key).collect();
+    assert_eq!(
+        taken,
+        vec![99, 0, 1],
+        "the waited-for patch first, two others"
+    );
+    assert_eq!(q.committed(b.id), vec![(7, Answer::Durable)]);
+    // Without a waiter the backlog drains in full batches, in order, nothing lost.
+    let b = q.take_batch(t(0)).expect("batch");
+    assert_eq!(b.items.len(), 48);
+    assert_eq!(b.items[0].key, 2);
+    q.committed(b.id);
+    assert_eq!(q.pending(), 0);
+}
+
+/// A waiter for a patch that arrived while the workload's previous one was in flight: once
+/// that commit ends, the new patch goes first too.
+#[test]
+fn a_waited_for_patch_behind_one_in_flight_goes_first_after_it() {
+    let mut q: WriteQueue<u32, Log> = WriteQueue::new(QueueConfig {
+        max_batch: 100,
+        urgent_fill: 0,
+        ..QueueConfig::default()
+    });
+    q.submit(99, Log(vec![1]), FileWrite::Now);
+    let b = q.take_batch(t(0)).expect("batch");
+    for k in 0..10 {
+        q.submit(k, Log(vec![k]), FileWrite::Now);
+    }
+    let seq = q.submit(99, Log(vec![2]), FileWrite::None);
+    assert_eq!(q.add_key_waiter(1, 99, seq), None);
+    assert!(q.committed(b.id).is_empty(), "not the update waited for");
+    let b = q.take_batch(t(0)).expect("batch");
+    let got: Vec<(u32, Vec<u32>, bool)> = b
+        .items
+        .iter()
+        .map(|i| (i.key, i.value.0.clone(), i.write_file))
+        .collect();
+    assert_eq!(got, vec![(99, vec![2], false)]);
+    assert_eq!(q.committed(b.id), vec![(1, Answer::Durable)]);
+    let b = q.take_batch(t(0)).expect("batch");
+    assert_eq!(b.items.len(), 10);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Submit(u8, FileWrite),
@@ -213,6 +274,7 @@ enum Op {
     Commit,
     Fail,
     Flush,
+    Wait(u8),
     Advance(u16),
 }
 
@@ -224,6 +286,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Commit),
         1 => Just(Op::Fail),
         1 => Just(Op::Flush),
+        1 => (0u8..5).prop_map(Op::Wait),
         1 => (0u16..5_000).prop_map(Op::Advance),
     ]
 }
@@ -240,6 +303,7 @@ proptest! {
             retry_initial: Duration::from_millis(10),
             retry_max: Duration::from_millis(100),
             status_refresh_interval: Duration::from_secs(1),
+            urgent_fill: 1,
         });
         let mut now = t(0);
         let mut next = 0u32;
@@ -248,6 +312,7 @@ proptest! {
         let mut batch: Option<Batch<u8, Log>> = None;
         let mut flush_ids = 0u64;
         let mut flushes: HashMap<u64, HashMap<u8, usize>> = HashMap::new();
+        let mut last_seq: HashMap<u8, u64> = HashMap::new();
         let check = |answers: Vec<(WaiterId, Answer<u8>)>, durable: &HashMap<u8, Vec<u32>>,
                          flushes: &mut HashMap<u64, HashMap<u8, usize>>| {
             for (id, a) in answers {
@@ -265,7 +330,7 @@ proptest! {
                 Op::Submit(k, f) => {
                     next += 1;
                     submitted.entry(k).or_default().push(next);
-                    q.submit(k, Log(vec![next]), f);
+                    last_seq.insert(k, q.submit(k, Log(vec![next]), f));
                 }
                 Op::Take => {
                     if batch.is_none() {
@@ -291,7 +356,10 @@ proptest! {
                 }
                 Op::Fail => {
                     if let Some(b) = batch.take() {
-                        let _ = q.failed(b.id, b.items, now);
+                        for (id, a) in q.failed(b.id, b.items, now) {
+                            prop_assert_eq!(a, Answer::Failed);
+                            flushes.remove(&id);
+                        }
                     }
                 }
                 Op::Flush => {
@@ -300,6 +368,17 @@ proptest! {
                     flushes.insert(flush_ids, want);
                     if let Some(a) = q.add_flush(flush_ids, now.plus(Duration::from_secs(3600))) {
                         check(vec![(flush_ids, a)], &durable, &mut flushes)?;
+                    }
+                }
+                Op::Wait(k) => {
+                    // A key waiter for k's latest update (a rotated refresh token).
+                    if let Some(&seq) = last_seq.get(&k) {
+                        flush_ids += 1;
+                        let n = submitted.get(&k).map_or(0, Vec::len);
+                        flushes.insert(flush_ids, HashMap::from([(k, n)]));
+                        if let Some(a) = q.add_key_waiter(flush_ids, k, seq) {
+                            check(vec![(flush_ids, a)], &durable, &mut flushes)?;
+                        }
                     }
                 }
                 Op::Advance(ms) => {

@@ -16,6 +16,10 @@
 //!    the directory must hold nothing else (no temp file, no `.corrupted`).
 //!    (b) no workload is `unauthenticated` unless chaos revoked its client's grant, and none
 //!    is `error`; no provider-side refresh-token reuse was detected.
+//!    (d) the fleet is back to `running`: within `checks.recover_timeout` of the chaos'
+//!    end, every workload is `running`, except those whose grant chaos revoked (which are
+//!    `unauthenticated`). Without it, a run whose fleet ended the window mostly
+//!    `auth_retrying` (every sporadic 429 held the whole endpoint) passed.
 //!    (c) RSS: the average of the last third of the samples against the first third's,
 //!    skipping the window's first token lifetime (no refresh is due in it yet); growth above
 //!    `checks.rss_growth_max` fails runs of at least `checks.rss_judge_after`.
@@ -125,6 +129,49 @@ pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> crate::R
     let lateness = metrics.map(|m| m.lateness.summary());
     let after = h.idp.counters();
     let rendered = metrics.map(|m| m.prometheus.render()).unwrap_or_default();
+    let at_window_end = harness::status_counts(&handles);
+
+    // 3d. The fleet is back to running (revoked grants excepted) within the grace.
+    let grace = profile.checks.recover_timeout;
+    let revoked_at_end: HashSet<String> = h.idp.chaos_revoked_clients().into_iter().collect();
+    let recovered = harness::wait_all(&handles, grace, |_, handle| {
+        match harness::status_of(handle) {
+            Some(WorkloadStatus::Running) => true,
+            Some(WorkloadStatus::Unauthenticated) => {
+                revoked_at_end.contains(handle.name().as_str())
+            }
+            Some(
+                WorkloadStatus::AuthRetrying
+                | WorkloadStatus::Starting
+                | WorkloadStatus::Stopped
+                | WorkloadStatus::Error,
+            )
+            | None => false,
+        }
+    })
+    .await;
+    let recovered_secs = match recovered {
+        Ok(took) => Some(took),
+        Err(left) => {
+            report.fail(format!(
+                "{left} of {n} workloads not back to running {} after the chaos ended \
+                 (at the window's end: {}; now: {})",
+                humantime::format_duration(grace),
+                harness::fmt_counts(&at_window_end),
+                harness::fmt_counts(&harness::status_counts(&handles))
+            ));
+            None
+        }
+    };
+    opts.progress(&format!(
+        "{:>7.1}s  chaos off; at the window's end {}; back to running: {}",
+        started.elapsed().as_secs_f64(),
+        harness::fmt_counts(&at_window_end),
+        recovered_secs.map_or_else(
+            || format!("no, not within {}", humantime::format_duration(grace)),
+            |d| format!("after {:.1}s", d.as_secs_f64())
+        )
+    ));
 
     // 3b. Unauthenticated only when revoked; no error; no reuse.
     let revoked: BTreeSet<String> = h.idp.chaos_revoked_clients().into_iter().collect();
@@ -303,6 +350,15 @@ pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> crate::R
                 .join(" · ")
         ));
     }
+    report.line(format!(
+        "at the window's end: {}; back to running {} after the chaos ended (grace {})",
+        harness::fmt_counts(&at_window_end),
+        recovered_secs.map_or_else(
+            || "never".to_owned(),
+            |d| format!("{:.1}s", d.as_secs_f64())
+        ),
+        humantime::format_duration(grace)
+    ));
     report.line(format!("final statuses: {}", harness::fmt_counts(&finals)));
     report.line(format!(
         "unauthenticated: {} (all with a grant revoked by chaos: {}); chaos revoked {} grants",
@@ -378,6 +434,17 @@ pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> crate::R
     report.set(
         "timer_lateness_max_ms",
         lateness.map_or(serde_json::Value::Null, |l| l.max_ms.into()),
+    );
+    report.set(
+        "at_window_end",
+        at_window_end
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect::<serde_json::Map<_, _>>(),
+    );
+    report.set(
+        "recovered_secs",
+        recovered_secs.map_or(serde_json::Value::Null, |d| secs(d).into()),
     );
     report.set("chaos_revoked", revoked.len());
     report.set("unauthenticated_revoked", unauth_revoked);

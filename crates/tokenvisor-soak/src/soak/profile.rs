@@ -240,6 +240,10 @@ pub(crate) struct Checks {
     /// How long reaching an awaited state may take.
     #[serde(deserialize_with = "duration")]
     pub(crate) settle_timeout: Duration,
+    /// After the soak window's chaos ends, how long the fleet may take to be back to
+    /// `running` (every workload whose grant chaos did not revoke).
+    #[serde(deserialize_with = "duration")]
+    pub(crate) recover_timeout: Duration,
 }
 
 impl Default for Checks {
@@ -248,6 +252,7 @@ impl Default for Checks {
             rss_growth_max: 0.25,
             rss_judge_after: Duration::from_secs(120),
             settle_timeout: Duration::from_secs(300),
+            recover_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -319,6 +324,9 @@ impl Profile {
         }
         if self.checks.settle_timeout.is_zero() {
             return fail("checks.settle_timeout", "above 0s");
+        }
+        if self.checks.recover_timeout.is_zero() {
+            return fail("checks.recover_timeout", "above 0s");
         }
         Ok(())
     }

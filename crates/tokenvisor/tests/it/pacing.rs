@@ -105,3 +105,137 @@ async fn attempts_queued_during_a_hold_leave_it_paced() {
     gaps.sort();
     assert!(gaps[0] > Duration::ZERO, "two requests at the same instant");
 }
+
+/// An attempt queued for a request slot waits no longer than its budget (the one it has for
+/// a hold or a paced start): with the endpoint's only slot busy, it fails "not sent" well
+/// before its machine's deadline, and succeeds once a slot is free. Before, the wait was
+/// unbounded: 100,000 workloads starting together queued longer than the deadline, and the
+/// FIFO served only attempts their machine had already abandoned (the ramp stalled).
+#[tokio::test(start_paused = true)]
+async fn an_attempt_queued_behind_busy_slots_gives_up_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
+    cfg.seed = Some(5);
+    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
+        1_800_000_000_000,
+    )));
+    let rt = Runtime::start(cfg).await.unwrap();
+    let one_slot = |n: &str| {
+        let mut s = spec(n);
+        s.policy.endpoint_concurrency = 1;
+        s
+    };
+    let release = tokenvisor::testing::Release::new();
+    fake.push(
+        "busy",
+        [FakeReply::Held(
+            release.clone(),
+            Box::new(FakeReply::token(3600)),
+        )],
+    );
+    let busy = rt.add(one_slot("busy")).await.unwrap();
+    wait_until_within("the busy request sent", S(5), || fake.count("busy") == 1).await;
+    let queued = rt.add(one_slot("queued")).await.unwrap();
+    // Its budget is 4 s; the busy request holds the slot until released (or its 10 s
+    // timeout), and the queued attempt's machine deadline is 17 s.
+    wait_until_within("the queued attempt given up", S(9), || {
+        queued.status().is_some_and(|r| {
+            r.status == WorkloadStatus::AuthRetrying
+                && r.status_context.contains("request slots stayed busy")
+        })
+    })
+    .await;
+    assert_eq!(
+        fake.count("queued"),
+        0,
+        "nothing sent while the slot was busy"
+    );
+    release.release();
+    wait_until_within("both running", S(60), || {
+        [&busy, &queued].iter().all(|h| {
+            h.status()
+                .is_some_and(|r| r.status == WorkloadStatus::Running)
+        })
+    })
+    .await;
+}
+
+/// A 429 that is a small share of the endpoint's recent answers is sporadic: only its
+/// workload waits its `Retry-After`; the endpoint is neither held nor paced, so the other
+/// workloads keep refreshing. (Before, each one held the whole endpoint: 0.2 % of thousands
+/// of answers a second kept a soak's fleet mostly `auth_retrying`.)
+#[tokio::test(start_paused = true)]
+async fn a_sporadic_429_holds_only_its_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
+    cfg.seed = Some(9);
+    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
+        1_800_000_000_000,
+    )));
+    let rt = Runtime::start(cfg).await.unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+    let mut handles: Vec<TokenHandle> = Vec::new();
+    for n in &names {
+        handles.push(rt.add(spec(n)).await.unwrap());
+    }
+    wait_until_within("all running", S(120), || {
+        handles.iter().all(|h| {
+            h.status()
+                .is_some_and(|r| r.status == WorkloadStatus::Running)
+        })
+    })
+    .await;
+    tokio::time::sleep(S(30)).await;
+    // 39 good answers within the last second, then one 429 with `Retry-After: 5`.
+    for n in &names[1..] {
+        assert!(
+            rt.force_refresh(&WorkloadName::new(n).unwrap())
+                .await
+                .unwrap()
+        );
+    }
+    wait_until_within("39 refreshes", S(1), || fake.total() >= 40 + 39).await;
+    fake.push("w0", [FakeReply::too_many(5)]);
+    assert!(
+        rt.force_refresh(&WorkloadName::new("w0").unwrap())
+            .await
+            .unwrap()
+    );
+    wait_until_within("the 429", S(1), || fake.count("w0") == 2).await;
+    let refused_at = Instant::now();
+    assert_eq!(
+        rt.gates().held(rt.clock().now()),
+        0,
+        "the endpoint was held"
+    );
+    assert_eq!(rt.gates().pacing().paced, 0, "the endpoint was paced");
+    // The others refresh at once, during what would have been the hold.
+    for n in &names[1..] {
+        assert!(
+            rt.force_refresh(&WorkloadName::new(n).unwrap())
+                .await
+                .unwrap()
+        );
+    }
+    wait_until_within("the others sent during the 429's wait", S(2), || {
+        fake.total() >= 40 + 39 + 1 + 39
+    })
+    .await;
+    assert_eq!(fake.count("w0"), 2, "w0 waits its Retry-After");
+    // w0 itself still honours its Retry-After.
+    wait_until_within("w0 retried", S(30), || fake.count("w0") == 3).await;
+    let retried = fake
+        .seen()
+        .into_iter()
+        .filter(|r| r.client_id == "w0")
+        .map(|r| r.at)
+        .max()
+        .unwrap();
+    assert!(
+        retried >= refused_at + S(5) - Duration::from_millis(1),
+        "w0 retried {:?} after its 429 (Retry-After: 5)",
+        retried - refused_at
+    );
+}

@@ -7,9 +7,9 @@ use tokenvisor_core::{Secret, WorkloadName, cluster::DEFAULT_SHARDS};
 use toml::Spanned;
 
 use crate::problems::{Cx, Span};
-use crate::validate::Rule;
 use crate::schema::{Count, HumanDuration, List};
 use crate::spec::WorkloadSpec;
+use crate::validate::Rule;
 
 type Opt<T> = Option<Spanned<T>>;
 

@@ -41,7 +41,12 @@ pub(crate) const DURATIONS: [(&str, u64, bool, &str); 11] = [
     ("admin_header_timeout", 3600, true, ADMIN),
     ("admin_idle_timeout", 3600, true, ADMIN),
     ("status_refresh_interval", 3600, false, STATUS),
-    ("lease_ttl", 3600, true, "a member gone is noticed only after it"),
+    (
+        "lease_ttl",
+        3600,
+        true,
+        "a member gone is noticed only after it",
+    ),
 ];
 const REQUEST: &str =
     "a token request that takes longer has failed; the attempt backstop adds both";

@@ -32,7 +32,8 @@
 //!   [`LimiterConfig::wide_majority`] of the answers; or when there were fewer than
 //!   [`LimiterConfig::wide_min_answers`] answers (too few to call a throttle sporadic: a
 //!   quiet endpoint's 429 holds it, as before); or always when the answer's vendor headers
-//!   say the quota is spent ([`Feedback::QuotaSpent`]). Otherwise it is sporadic ([`HoldScope::Workload`]):
+//!   say the quota is spent ([`Feedback::QuotaSpent`]), or for a 503, which is about the
+//!   server, not one client ([`Feedback::Unavailable`]). Otherwise it is sporadic ([`HoldScope::Workload`]):
 //!   counted, but it changes neither limit, and only the workload that got it waits its
 //!   `Retry-After`. A provider (or a chaos proxy) refusing 0.2 % of thousands of answers a
 //!   second with `Retry-After: 1` no longer holds and slows every workload of the endpoint.
@@ -57,6 +58,10 @@ pub enum Feedback {
     /// A 429 or 503 whose vendor rate-limit headers say the quota is spent (a remaining of
     /// 0 with a reset): always the whole endpoint's.
     QuotaSpent,
+    /// A 503 (RFC 9110 §15.6.4: the *server* is overloaded or down for maintenance): always
+    /// the whole endpoint's. Only a 429 (RFC 6585: *this client* sent too many) can be a
+    /// sporadic throttle that holds only its workload.
+    Unavailable,
     /// Says nothing about capacity (a timeout, a network error, a WAF page).
     Neutral,
 }
@@ -267,7 +272,7 @@ impl EndpointLimiter {
                 }
                 scope
             }
-            Feedback::QuotaSpent => {
+            Feedback::QuotaSpent | Feedback::Unavailable => {
                 self.count_throttle();
                 self.on_throttled(now);
                 HoldScope::Endpoint

@@ -599,31 +599,35 @@ async fn wait_out_hold(
 /// The verdict of an attempt not sent because its paced endpoint had no start for it within
 /// its budget.
 fn paced_verdict(no_slot: NoSlot) -> Verdict {
-    metrics::counter!(m::ENDPOINT_PACED_ATTEMPTS).increment(1);
-    Verdict::Transient(Failure {
-        kind: FailureKind::RateLimited,
-        http_status: None,
-        error_code: None,
-        retry_after: None,
-        summary: format!(
+    not_sent(
+        m::ENDPOINT_PACED_ATTEMPTS,
+        format!(
             "not sent: the endpoint is paced at {:.1} requests/s after it asked for less, and had no free start within this attempt's budget",
             no_slot.rate
         ),
-    })
+    )
 }
 
 /// The verdict of an attempt not sent because every request slot of its endpoint (`limit`
 /// of them) stayed busy for its whole budget.
 fn busy_verdict(limit: usize) -> Verdict {
-    metrics::counter!(m::ENDPOINT_BUSY_ATTEMPTS).increment(1);
+    not_sent(
+        m::ENDPOINT_BUSY_ATTEMPTS,
+        format!(
+            "not sent: the endpoint's {limit} request slots stayed busy for this attempt's whole budget"
+        ),
+    )
+}
+
+/// A transient "not sent" verdict (rate limited, no HTTP answer), counted in `counter`.
+fn not_sent(counter: &'static str, summary: String) -> Verdict {
+    metrics::counter!(counter).increment(1);
     Verdict::Transient(Failure {
         kind: FailureKind::RateLimited,
         http_status: None,
         error_code: None,
         retry_after: None,
-        summary: format!(
-            "not sent: the endpoint's {limit} request slots stayed busy for this attempt's whole budget"
-        ),
+        summary,
     })
 }
 
@@ -801,7 +805,7 @@ async fn exchange_once(
             }
             HoldScope::Workload => {
                 metrics::counter!(m::ENDPOINT_SPORADIC_THROTTLES).increment(1);
-                tracing::debug!(workload = %spec.name, "a sporadic 429/503 asked to wait {}s: only this workload waits", ra.as_secs());
+                tracing::debug!(workload = %spec.name, "a sporadic 429 asked to wait {}s: only this workload waits", ra.as_secs());
             }
         }
     }
@@ -857,6 +861,8 @@ fn feedback_of(verdict: &Verdict, outcome: &RawOutcome, now: Timestamp) -> Feedb
                 {
                     Feedback::QuotaSpent
                 }
+                // The server is unavailable (not this client's pace): the endpoint's.
+                RawOutcome::Response(a) if a.status == 503 => Feedback::Unavailable,
                 RawOutcome::Response(_) | RawOutcome::Transport { .. } => Feedback::Throttled,
             },
             Some(_) | None => Feedback::Neutral,

@@ -50,7 +50,7 @@ use tokenvisor_test_support::wait::poll_until;
 
 use crate::components::{INSTALL, node_bin, now_ms, oidc_dir};
 use crate::nginx::{Access, Mode, Nginx, Upstreams};
-use crate::oidc::{Oidc, secret_of, uses_basic};
+use crate::oidc::{Oidc, login_tokens, secret_of, uses_basic};
 
 /// Clients of the provider (`tv-01` … `tv-24`, real/oidc/config.mjs).
 const CLIENTS: usize = 24;
@@ -460,17 +460,7 @@ fn mint(oidc: &Oidc, workloads: &[Workload], work: &Path) {
                 "login.mjs failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let tokens: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l)
-                        .unwrap_or_else(|e| panic!("login.mjs printed {l:?}: {e}"));
-                    v["refresh_token"]
-                        .as_str()
-                        .unwrap_or_else(|| panic!("login.mjs answer without a refresh token"))
-                        .to_owned()
-                })
-                .collect();
+            let tokens = login_tokens(&out.stdout);
             assert_eq!(tokens.len(), names.len(), "login.mjs grants");
             for (name, token) in names.iter().zip(tokens) {
                 let file = work.join(format!("{name}.rt"));

@@ -183,6 +183,22 @@ impl Stack {
         found.unwrap_or_else(|| panic!("wait_until returned without a record"))
     }
 
+    /// Waits until `workload` is `unauthenticated` by the provider's `invalid_client` verdict
+    /// (a wrong secret, key or certificate), and checks that it is that verdict.
+    pub async fn wait_invalid_client(&self, workload: &str) {
+        let r = self
+            .wait_file(workload, "unauthenticated", |r| {
+                r.status == WorkloadStatus::Unauthenticated
+            })
+            .await;
+        let e = last_error(&r).unwrap_or_else(|| panic!("no last_error"));
+        assert_eq!(
+            (e.outcome, e.error_code.as_deref()),
+            (ErrorOutcome::Permanent, Some("invalid_client")),
+            "{e:?}"
+        );
+    }
+
     /// Waits until the status file of every workload says `status`.
     pub async fn wait_all(&self, workloads: &[&Workload], status: WorkloadStatus) {
         for w in workloads {

@@ -176,17 +176,7 @@ impl Oidc {
             String::from_utf8_lossy(&out.stderr),
             self.proc.stderr()
         );
-        let tokens: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("login.mjs printed {l:?}: {e}"));
-                v["refresh_token"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("login.mjs answer without a refresh token"))
-                    .to_owned()
-            })
-            .collect();
+        let tokens = login_tokens(&out.stdout);
         assert_eq!(
             tokens.len(),
             count,
@@ -235,64 +225,47 @@ impl Oidc {
             .collect()
     }
 
-    fn with_client_auth(
+    /// POSTs `form` to the provider's `/token/{endpoint}` as `client` (basic or post, as the
+    /// client is registered); a 200 answer is asserted.
+    async fn post_form(
         &self,
-        req: reqwest::RequestBuilder,
         client: &str,
-        form: &mut Vec<(String, String)>,
-    ) -> reqwest::RequestBuilder {
+        endpoint: &str,
+        mut form: Vec<(String, String)>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(format!("{}/token/{endpoint}", self.issuer()));
         if uses_basic(client) {
-            req.basic_auth(client, Some(secret_of(client)))
+            req = req.basic_auth(client, Some(secret_of(client)));
         } else {
             form.push(("client_id".into(), client.into()));
             form.push(("client_secret".into(), secret_of(client)));
-            req
         }
+        let resp = req
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(&form).unwrap_or_default())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{endpoint} request: {e}"));
+        let status = resp.status();
+        assert_eq!(status.as_u16(), 200, "{endpoint} answered {status}");
+        resp
     }
 
     /// RFC 7009: revokes `refresh_token` of `client` (oidc-provider revokes its whole grant).
     pub async fn revoke(&self, client: &str, refresh_token: &str) {
-        let mut form = vec![
+        let form = vec![
             ("token".to_owned(), refresh_token.to_owned()),
             ("token_type_hint".to_owned(), "refresh_token".to_owned()),
         ];
-        let req = self
-            .http
-            .post(format!("{}/token/revocation", self.issuer()));
-        let req = self.with_client_auth(req, client, &mut form);
-        let resp = req
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(serde_urlencoded::to_string(&form).unwrap_or_default())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("revocation request: {e}"));
-        assert_eq!(
-            resp.status().as_u16(),
-            200,
-            "revocation answered {}",
-            resp.status()
-        );
+        self.post_form(client, "revocation", form).await;
     }
 
     /// RFC 7662 introspection of `token` by `client`: whether the provider says it is active.
     pub async fn is_active(&self, client: &str, token: &str) -> bool {
-        let mut form = vec![("token".to_owned(), token.to_owned())];
-        let req = self
-            .http
-            .post(format!("{}/token/introspection", self.issuer()));
-        let req = self.with_client_auth(req, client, &mut form);
-        let resp = req
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(serde_urlencoded::to_string(&form).unwrap_or_default())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("introspection request: {e}"));
-        assert_eq!(
-            resp.status().as_u16(),
-            200,
-            "introspection answered {}",
-            resp.status()
-        );
+        let form = vec![("token".to_owned(), token.to_owned())];
+        let resp = self.post_form(client, "introspection", form).await;
         let body: serde_json::Value = serde_json::from_str(
             &resp
                 .text()
@@ -302,4 +275,19 @@ impl Oidc {
         .unwrap_or_else(|e| panic!("introspection answer is not JSON: {e}"));
         body["active"].as_bool() == Some(true)
     }
+}
+
+/// The refresh tokens login.mjs printed (one JSON line per grant) on `stdout`.
+pub fn login_tokens(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("login.mjs printed {l:?}: {e}"));
+            v["refresh_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("login.mjs answer without a refresh token"))
+                .to_owned()
+        })
+        .collect()
 }

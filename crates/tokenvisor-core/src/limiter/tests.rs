@@ -166,6 +166,7 @@ fn feedback() -> impl Strategy<Value = Feedback> {
         Just(Feedback::Good),
         Just(Feedback::Throttled),
         Just(Feedback::QuotaSpent),
+        Just(Feedback::Unavailable),
         Just(Feedback::Neutral)
     ]
 }
@@ -215,7 +216,7 @@ proptest! {
                     prop_assert!(l.rate().unwrap_or(f64::INFINITY) >= rate.unwrap_or(f64::INFINITY));
                     prop_assert_eq!(scope, HoldScope::Workload);
                 }
-                Feedback::Throttled | Feedback::QuotaSpent => {
+                Feedback::Throttled | Feedback::QuotaSpent | Feedback::Unavailable => {
                     prop_assert!(l.limit() <= limit);
                     match scope {
                         HoldScope::Endpoint => prop_assert!(l.rate().is_some()),
@@ -325,7 +326,7 @@ fn a_pace_above_a_thousand_per_second_is_not_capped_by_the_millisecond() {
 /// `G` / throttled `T` / neutral `N`, 1 ms apart; the throttle's kind; expected scope).
 #[test]
 fn throttle_scope_table() {
-    use Feedback::{Good, Neutral, QuotaSpent, Throttled};
+    use Feedback::{Good, Neutral, QuotaSpent, Throttled, Unavailable};
     let many = |n: usize, f: Feedback| vec![f; n];
     let mix = |good: usize, throttled: usize| {
         // The throttles spread evenly among the good answers, none first.
@@ -381,6 +382,13 @@ fn throttle_scope_table() {
             "quota, 1 in 1,000",
             many(999, Good),
             QuotaSpent,
+            HoldScope::Endpoint,
+        ),
+        // A 503 is the server's, never one client's: the endpoint, however rare.
+        (
+            "503, 1 in 1,000",
+            many(999, Good),
+            Unavailable,
             HoldScope::Endpoint,
         ),
     ];

@@ -15,6 +15,20 @@ use tokio::time::Instant;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
+/// A runtime on the in-memory transport, its clock anchored, seeded with `seed`; the temp
+/// dir lives as long as the caller keeps it.
+async fn start(seed: u64) -> (tempfile::TempDir, FakeTransport, Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
+    cfg.seed = Some(seed);
+    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
+        1_800_000_000_000,
+    )));
+    let rt = Runtime::start(cfg).await.unwrap();
+    (dir, fake, rt)
+}
+
 fn spec(n: &str) -> WorkloadSpec {
     let mut s = WorkloadSpec::new(
         WorkloadName::new(n).unwrap(),
@@ -33,14 +47,7 @@ fn spec(n: &str) -> WorkloadSpec {
 /// pace as they succeed), instead of twenty at the same instant.
 #[tokio::test(start_paused = true)]
 async fn attempts_queued_during_a_hold_leave_it_paced() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeTransport::new();
-    let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
-    cfg.seed = Some(3);
-    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
-        1_800_000_000_000,
-    )));
-    let rt = Runtime::start(cfg).await.unwrap();
+    let (_dir, fake, rt) = start(3).await;
     let mut handles: Vec<TokenHandle> = Vec::new();
     for i in 0..20 {
         handles.push(rt.add(spec(&format!("w{i}"))).await.unwrap());
@@ -113,14 +120,7 @@ async fn attempts_queued_during_a_hold_leave_it_paced() {
 /// FIFO served only attempts their machine had already abandoned (the ramp stalled).
 #[tokio::test(start_paused = true)]
 async fn an_attempt_queued_behind_busy_slots_gives_up_within_its_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeTransport::new();
-    let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
-    cfg.seed = Some(5);
-    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
-        1_800_000_000_000,
-    )));
-    let rt = Runtime::start(cfg).await.unwrap();
+    let (_dir, fake, rt) = start(5).await;
     let one_slot = |n: &str| {
         let mut s = spec(n);
         s.policy.endpoint_concurrency = 1;
@@ -167,14 +167,7 @@ async fn an_attempt_queued_behind_busy_slots_gives_up_within_its_budget() {
 /// of answers a second kept a soak's fleet mostly `auth_retrying`.)
 #[tokio::test(start_paused = true)]
 async fn a_sporadic_429_holds_only_its_workload() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeTransport::new();
-    let mut cfg = RuntimeConfig::new(dir.path(), Arc::new(fake.clone()));
-    cfg.seed = Some(9);
-    cfg.clock = Some(tokenvisor::Clock::anchored(Timestamp::from_millis(
-        1_800_000_000_000,
-    )));
-    let rt = Runtime::start(cfg).await.unwrap();
+    let (_dir, fake, rt) = start(9).await;
     let names: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
     let mut handles: Vec<TokenHandle> = Vec::new();
     for n in &names {

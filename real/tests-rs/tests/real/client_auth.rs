@@ -8,11 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use tokenvisor::spec::{AuthMethod, GrantSpec, ProviderSpec, WorkloadSpec};
-use tokenvisor_core::status::ErrorOutcome;
 use tokenvisor_core::{Secret, WorkloadStatus};
 
 use crate::components::{real_dir, wait_until};
-use crate::harness::{Stack, Workload, fast_policy, last_error, name};
+use crate::harness::{Stack, Workload, fast_policy, name};
 use crate::oidc::secret_of;
 
 /// The key registered for `tv-pkjwt`.
@@ -112,17 +111,7 @@ async fn assertion_clients_refresh_and_a_wrong_key_is_invalid_client() {
         unknown_key(),
     )
     .await;
-    let r = s
-        .wait_file(&wrong.name, "unauthenticated", |r| {
-            r.status == WorkloadStatus::Unauthenticated
-        })
-        .await;
-    let e = last_error(&r).unwrap_or_else(|| panic!("no last_error"));
-    assert_eq!(
-        (e.outcome, e.error_code.as_deref()),
-        (ErrorOutcome::Permanent, Some("invalid_client")),
-        "{e:?}"
-    );
+    s.wait_invalid_client(&wrong.name).await;
     let refused: Vec<_> = (s.ep.oidc.log().into_iter())
         .filter(|l| {
             l.path.as_deref() == Some("/token") && l.error.as_deref() == Some("invalid_client")

@@ -275,17 +275,7 @@ async fn client_credentials_workloads_renew_and_a_wrong_secret_is_final() {
         .add_client_credentials("cc-wrong", "tv-09", Some("not-the-secret"))
         .await;
     s.wait_all(&[&basic, &post], WorkloadStatus::Running).await;
-    let r = s
-        .wait_file(&wrong.name, "unauthenticated", |r| {
-            r.status == WorkloadStatus::Unauthenticated
-        })
-        .await;
-    let e = last_error(&r).unwrap_or_else(|| panic!("no last_error"));
-    assert_eq!(
-        (e.outcome, e.error_code.as_deref()),
-        (ErrorOutcome::Permanent, Some("invalid_client")),
-        "{e:?}"
-    );
+    s.wait_invalid_client(&wrong.name).await;
 
     // Three renewals each, on their own schedule, every token a new one that is active.
     let mut tokens = std::collections::HashSet::new();

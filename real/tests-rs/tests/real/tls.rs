@@ -238,17 +238,7 @@ async fn tls_client_certificates_authenticate_per_identity() {
         })
         .await;
     }
-    let r = s
-        .wait_file("mtls-wrong", "unauthenticated", |r| {
-            r.status == WorkloadStatus::Unauthenticated
-        })
-        .await;
-    let e = last_error(&r).unwrap_or_else(|| panic!("no last_error"));
-    assert_eq!(
-        (e.outcome, e.error_code.as_deref()),
-        (ErrorOutcome::Permanent, Some("invalid_client")),
-        "{e:?}"
-    );
+    s.wait_invalid_client("mtls-wrong").await;
     println!(
         "observed: tls_client_auth {} and self_signed_tls_client_auth {} accepted renewals; the \
          wrong certificate: invalid_client, unauthenticated",

@@ -57,7 +57,7 @@ const CLIENTS: usize = 24;
 /// A kill this soon after its daemon's restart is "early" (target: no grant lost).
 pub const EARLY_MS: u64 = 10_000;
 /// Bound of the wait for the provider to answer what it received before a kill.
-const SETTLE_LIMIT: Duration = Duration::from_secs(15);
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(15);
 
 /// How a run goes.
 #[derive(Debug, Clone)]

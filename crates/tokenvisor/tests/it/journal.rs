@@ -64,6 +64,23 @@ async fn start(dir: &Path, fake: &FakeTransport) -> Runtime {
     Runtime::start(cfg).await.unwrap()
 }
 
+/// A runtime over `dir` whose transport answers `reply`, with `spec` added and `running`.
+async fn running(
+    dir: &Path,
+    spec: WorkloadSpec,
+    reply: FakeReply,
+) -> (FakeTransport, Runtime, TokenHandle) {
+    let fake = FakeTransport::new();
+    fake.set_default(reply);
+    let rt = start(dir, &fake).await;
+    let handle = rt.add(spec).await.unwrap();
+    wait_until_within("running", S(60), || {
+        status(&handle) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    (fake, rt, handle)
+}
+
 fn status(h: &TokenHandle) -> Option<WorkloadStatus> {
     h.status().map(|r| r.status)
 }
@@ -262,14 +279,7 @@ async fn a_rejected_2xx_refresh_token_survives_a_restart() {
         .await;
         rt.shutdown(S(5)).await.unwrap();
     }
-    let fake = FakeTransport::new();
-    fake.set_default(FakeReply::token(3600));
-    let rt = start(dir.path(), &fake).await;
-    let handle = rt.add(spec("wl")).await.unwrap();
-    wait_until_within("running", S(60), || {
-        status(&handle) == Some(WorkloadStatus::Running)
-    })
-    .await;
+    let (fake, rt, _handle) = running(dir.path(), spec("wl"), FakeReply::token(3600)).await;
     assert_eq!(presented(&fake, "wl")[0], "rt-from-rejected");
     rt.shutdown(S(5)).await.unwrap();
 }
@@ -281,16 +291,11 @@ async fn an_operator_edit_of_the_refresh_token_file_is_adopted_and_otherwise_the
     let file = creds.path().join("wl.rt");
     std::fs::write(&file, "rt-initial-wl").unwrap();
     {
-        let fake = FakeTransport::new();
-        fake.set_default(FakeReply::rotating(60));
-        let rt = start(dir.path(), &fake).await;
-        let handle = rt
-            .add(spec_with("wl", "rt-initial-wl", Some(&file)))
-            .await
-            .unwrap();
-        wait_until_within("running", S(60), || {
-            status(&handle) == Some(WorkloadStatus::Running)
-        })
+        let (_fake, rt, _handle) = running(
+            dir.path(),
+            spec_with("wl", "rt-initial-wl", Some(&file)),
+            FakeReply::rotating(60),
+        )
         .await;
         rt.shutdown(S(5)).await.unwrap();
     }
@@ -300,13 +305,11 @@ async fn an_operator_edit_of_the_refresh_token_file_is_adopted_and_otherwise_the
     // Unchanged file, token expired: the journal's token is used (the same one here).
     tokio::time::sleep(S(120)).await;
     {
-        let fake = FakeTransport::new();
-        fake.set_default(FakeReply::token(60));
-        let rt = start(dir.path(), &fake).await;
-        let handle = rt.add(spec_with("wl", "rt-1", Some(&file))).await.unwrap();
-        wait_until_within("running", S(60), || {
-            status(&handle) == Some(WorkloadStatus::Running)
-        })
+        let (fake, rt, _handle) = running(
+            dir.path(),
+            spec_with("wl", "rt-1", Some(&file)),
+            FakeReply::token(60),
+        )
         .await;
         assert_eq!(presented(&fake, "wl"), ["rt-1"]);
         rt.shutdown(S(5)).await.unwrap();
@@ -314,16 +317,11 @@ async fn an_operator_edit_of_the_refresh_token_file_is_adopted_and_otherwise_the
 
     // The operator puts new credentials in the file while tokenvisor is down.
     std::fs::write(&file, "rt-operator").unwrap();
-    let fake = FakeTransport::new();
-    fake.set_default(FakeReply::token(3600));
-    let rt = start(dir.path(), &fake).await;
-    let handle = rt
-        .add(spec_with("wl", "rt-operator", Some(&file)))
-        .await
-        .unwrap();
-    wait_until_within("running", S(60), || {
-        status(&handle) == Some(WorkloadStatus::Running)
-    })
+    let (fake, rt, _handle) = running(
+        dir.path(),
+        spec_with("wl", "rt-operator", Some(&file)),
+        FakeReply::token(3600),
+    )
     .await;
     assert_eq!(presented(&fake, "wl"), ["rt-operator"]);
     rt.shutdown(S(5)).await.unwrap();
@@ -338,31 +336,21 @@ async fn a_file_put_back_by_the_operator_is_adopted() {
     let file = creds.path().join("wl.rt");
     std::fs::write(&file, "rt-initial-wl").unwrap();
     {
-        let fake = FakeTransport::new();
-        fake.set_default(FakeReply::rotating(60));
-        let rt = start(dir.path(), &fake).await;
-        let handle = rt
-            .add(spec_with("wl", "rt-initial-wl", Some(&file)))
-            .await
-            .unwrap();
-        wait_until_within("running", S(60), || {
-            status(&handle) == Some(WorkloadStatus::Running)
-        })
+        let (_fake, rt, _handle) = running(
+            dir.path(),
+            spec_with("wl", "rt-initial-wl", Some(&file)),
+            FakeReply::rotating(60),
+        )
         .await;
         rt.shutdown(S(5)).await.unwrap();
     }
     std::fs::write(&file, "rt-initial-wl").unwrap();
     tokio::time::sleep(S(120)).await;
-    let fake = FakeTransport::new();
-    fake.set_default(FakeReply::token(60));
-    let rt = start(dir.path(), &fake).await;
-    let handle = rt
-        .add(spec_with("wl", "rt-initial-wl", Some(&file)))
-        .await
-        .unwrap();
-    wait_until_within("running", S(60), || {
-        status(&handle) == Some(WorkloadStatus::Running)
-    })
+    let (fake, rt, _handle) = running(
+        dir.path(),
+        spec_with("wl", "rt-initial-wl", Some(&file)),
+        FakeReply::token(60),
+    )
     .await;
     // The file's content differs from what tokenvisor last wrote (rt-1): an operator edit.
     assert_eq!(presented(&fake, "wl"), ["rt-initial-wl"]);

@@ -183,7 +183,8 @@ async fn the_view_reads_every_workload_and_owner_from_etcd_and_the_admin_api_ser
         .await
         .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
-    let state = AdminState::new(rt.clone(), Secret::from(ADMIN), addr, None);
+    let metrics = tokenvisor_admin::install_metrics_recorder().expect("recorder");
+    let state = AdminState::new(rt.clone(), Secret::from(ADMIN), addr, Some(metrics));
     assert!(state.set_cluster_view(Arc::new(view)));
     let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
     let client = reqwest::Client::builder()
@@ -226,6 +227,24 @@ async fn the_view_reads_every_workload_and_owner_from_etcd_and_the_admin_api_ser
     let health = json_of(get("/healthz").await.expect("healthz")).await;
     assert_eq!(health["cluster"]["member"], "member-a", "{health}");
     assert_eq!(health["cluster"]["shards_owned"], 1, "{health}");
+    assert_eq!(health["cluster"]["etcd"], "connected", "{health}");
+    let text = get("/metrics")
+        .await
+        .expect("metrics")
+        .bytes()
+        .await
+        .expect("a body");
+    let text = String::from_utf8_lossy(&text);
+    for series in [
+        "tokenvisor_cluster_shards_owned 1",
+        "tokenvisor_cluster_handovers_total{direction=\"acquired\"} 1",
+        "tokenvisor_cluster_fence_rejections_total 0",
+        // the view's reads since the recorder was installed
+        "tokenvisor_etcd_request_duration_seconds_bucket{op=\"get\",le=",
+    ] {
+        assert!(text.contains(series), "no {series:?} in:\n{text}");
+    }
+    assert!(!text.contains("alpha"), "a workload name in /metrics");
     server.abort();
     rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
 }

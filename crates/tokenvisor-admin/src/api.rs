@@ -46,13 +46,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tokenvisor::NewCredentials;
 use tokenvisor::spec::GrantSpec;
+use tokenvisor::{ClusterView, TokenHandle, Unavailable};
 use tokenvisor::{Runtime, RuntimeError};
 use tokenvisor::{SupervisorError, WorkloadView};
-use tokenvisor::{ClusterView, TokenHandle, Unavailable};
 use tokenvisor_core::{Secret, Timestamp, WorkloadName, WorkloadStatus};
 
-use crate::events::{EventLimits, Hub};
 use crate::cluster::Elsewhere;
+use crate::events::{EventLimits, Hub};
 use crate::{cluster, dashboard, fleet, guard, prometheus, views};
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The admin API in cluster mode: any instance shows and serves the whole cluster, through
-//! the runtime's [`ClusterView`] (set with [`AdminState::set_cluster_view`]; this crate
+//! the runtime's [`ClusterView`] (set with [`crate::AdminState::set_cluster_view`]; this crate
 //! links no etcd client). Without a view every route answers exactly as in the
 //! single-process mode.
 //!

@@ -138,8 +138,10 @@ pub trait ClusterView: Send + Sync + 'static {
     ) -> ViewFuture<'a, Result<ClusterSnapshot, ClusterViewError>>;
 
     /// Who owns `name` now.
-    fn owner_of<'a>(&'a self, name: &'a WorkloadName)
-    -> ViewFuture<'a, Result<Owner, ClusterViewError>>;
+    fn owner_of<'a>(
+        &'a self,
+        name: &'a WorkloadName,
+    ) -> ViewFuture<'a, Result<Owner, ClusterViewError>>;
 
     /// This instance's lease and connection (without awaiting).
     fn health(&self) -> ClusterHealth;

@@ -156,7 +156,10 @@ pub(crate) fn observe_etcd_request(op: &'static str, took: std::time::Duration) 
 
 fn describe_cluster() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(CLUSTER_SHARDS_OWNED, "Shards this instance holds (cluster mode).");
+    describe_gauge!(
+        CLUSTER_SHARDS_OWNED,
+        "Shards this instance holds (cluster mode)."
+    );
     describe_counter!(
         CLUSTER_HANDOVERS,
         "Shard handovers by direction: acquired (claimed), released (after the drain)."

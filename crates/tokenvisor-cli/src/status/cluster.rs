@@ -162,7 +162,9 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
         .collect();
     let attention = rows.iter().any(|(r, _)| r.needs_attention());
     if truncated {
-        eprintln!("warning: the listing stopped at the instance's bound; not every workload is shown");
+        eprintln!(
+            "warning: the listing stopped at the instance's bound; not every workload is shown"
+        );
     }
     if args.json {
         let all: Vec<&serde_json::Value> = rows.iter().map(|(_, v)| v).collect();
@@ -173,7 +175,11 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
         let rows: Vec<Row> = rows.into_iter().map(|(r, _)| r).collect();
         print!("{}", table(&rows, now()));
     }
-    Ok(if attention || truncated { EXIT_PROBLEM } else { 0 })
+    Ok(if attention || truncated {
+        EXIT_PROBLEM
+    } else {
+        0
+    })
 }
 
 /// GET `<url>/v1/workloads`: each row parsed and as received; whether it was truncated.
@@ -195,7 +201,9 @@ async fn fetch(url: &str, token: &str) -> Result<(Vec<(Row, serde_json::Value)>,
         .get("x-tokenvisor-truncated")
         .is_some_and(|v| v == "true");
     if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(format!("the answer of {url} is larger than {MAX_BODY} bytes"));
+        return Err(format!(
+            "the answer of {url} is larger than {MAX_BODY} bytes"
+        ));
     }
     let body = resp
         .bytes()
@@ -249,7 +257,8 @@ fn table(rows: &[Row], now: Timestamp) -> String {
     for r in rows {
         t.row(&[
             r.name.clone(),
-            r.owner().map_or_else(|| "- (no owner)".to_owned(), safe_text),
+            r.owner()
+                .map_or_else(|| "- (no owner)".to_owned(), safe_text),
             r.status.as_str().to_owned(),
             r.token_state.map_or("-", TokenState::as_str).to_owned(),
             when(r, now),

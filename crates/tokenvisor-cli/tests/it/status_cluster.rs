@@ -82,9 +82,15 @@ async fn status_cluster_prints_every_workload_with_its_owner() {
     assert_eq!(r.code, Some(0), "{r:#?}");
     assert!(r.stdout.contains("OWNER"), "{r:#?}");
     let alpha = r.stdout.lines().find(|l| l.starts_with("alpha")).unwrap();
-    assert!(alpha.contains("tv-1") && alpha.contains("running"), "{alpha}");
+    assert!(
+        alpha.contains("tv-1") && alpha.contains("running"),
+        "{alpha}"
+    );
     let beta = r.stdout.lines().find(|l| l.starts_with("beta")).unwrap();
-    assert!(beta.contains("tv-2") && beta.contains("auth_retrying"), "{beta}");
+    assert!(
+        beta.contains("tv-2") && beta.contains("auth_retrying"),
+        "{beta}"
+    );
 
     let r = status(addr, &file, &["--json", "beta"]).await;
     assert_eq!(r.code, Some(0), "{r:#?}");

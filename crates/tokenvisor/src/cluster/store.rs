@@ -380,7 +380,7 @@ impl ClusterStore {
     {
         let mut tries = 0;
         loop {
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             let answer = request(self.client.clone()).await;
             crate::metrics::observe_etcd_request(op, started.elapsed());
             match answer {
@@ -735,7 +735,11 @@ impl ClusterStore {
         self.check_lease()?;
         let key = format!("{}members/{}", self.prefix, self.member);
         let txn = Txn::new()
-            .when([Compare::lease(key.as_str(), CompareOp::Equal, self.lease_id)])
+            .when([Compare::lease(
+                key.as_str(),
+                CompareOp::Equal,
+                self.lease_id,
+            )])
             .and_then([TxnOp::put(
                 key.as_str(),
                 member_value(&self.member, Some(admin_url)),

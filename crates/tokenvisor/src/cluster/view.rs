@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use super::store::Page;
 use super::{ClusterError, ClusterStore};
 use crate::cluster_view::{
-    ClusterCounters, ClusterHealth, ClusterMember, ClusterSnapshot, ClusterView,
-    ClusterViewError, ClusterWorkload, LeaseHealth, Owner, ViewFuture,
+    ClusterCounters, ClusterHealth, ClusterMember, ClusterSnapshot, ClusterView, ClusterViewError,
+    ClusterWorkload, LeaseHealth, Owner, ViewFuture,
 };
 
 /// Keys read per range request.
@@ -143,9 +143,7 @@ impl EtcdView {
         let (holders, _, _) = self.read_dir("shards/", revision, MAX_KEYS).await?;
         let holders: BTreeMap<ShardId, String> = holders
             .into_iter()
-            .filter_map(|(key, value, _)| {
-                Some((key.parse().ok()?, String::from_utf8(value).ok()?))
-            })
+            .filter_map(|(key, value, _)| Some((key.parse().ok()?, String::from_utf8(value).ok()?)))
             .collect();
         let mut all: BTreeMap<WorkloadName, Option<StatusRecord>> =
             names.iter().map(|n| (n.clone(), None)).collect();
@@ -184,7 +182,10 @@ impl EtcdView {
 
     async fn read_owner(&self, name: &WorkloadName) -> Result<Owner, ClusterError> {
         let shard = shard_of(name.as_str(), self.shards);
-        let Some((holder, lease)) = self.store.get_value("shards/", &format!("{shard:05}")).await?
+        let Some((holder, lease)) = self
+            .store
+            .get_value("shards/", &format!("{shard:05}"))
+            .await?
         else {
             return Ok(Owner::Nobody { shard });
         };

@@ -159,7 +159,7 @@ async fn the_view_reads_every_workload_and_owner_from_etcd_and_the_admin_api_ser
             assert_eq!(m.id, "member-b");
             assert_eq!(m.admin.as_deref(), Some("http://127.0.0.1:9"));
         }
-        other => panic!("beta's owner: {other:?}"),
+        other @ (Owner::Me | Owner::Nobody { .. }) => panic!("beta's owner: {other:?}"),
     }
     assert_eq!(
         view.owner_of(&wn(&orphan)).await.expect("owner"),
@@ -213,9 +213,7 @@ async fn the_view_reads_every_workload_and_owner_from_etcd_and_the_admin_api_ser
     let beta = get("/v1/workloads/beta/token").await.expect("beta token");
     assert_eq!(beta.status(), 307);
     assert_eq!(
-        beta.headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok()),
+        beta.headers().get("location").and_then(|v| v.to_str().ok()),
         Some("http://127.0.0.1:9/v1/workloads/beta/token")
     );
     let none = get(&format!("/v1/workloads/{orphan}/token"))

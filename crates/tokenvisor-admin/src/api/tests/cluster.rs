@@ -123,16 +123,14 @@ impl ClusterView for FakeView {
             }
             Ok(match self.owners.get(name.as_str()).copied().flatten() {
                 Some(ME) => Owner::Me,
-                Some(id) => Owner::Other(
-                    self.members
-                        .iter()
-                        .find(|m| m.id == id)
-                        .cloned()
-                        .unwrap_or(ClusterMember {
+                Some(id) => {
+                    Owner::Other(self.members.iter().find(|m| m.id == id).cloned().unwrap_or(
+                        ClusterMember {
                             id: id.to_owned(),
                             admin: None,
-                        }),
-                ),
+                        },
+                    ))
+                }
                 None => Owner::Nobody {
                     shard: shard_of(name.as_str(), SHARDS),
                 },
@@ -183,8 +181,14 @@ async fn the_listing_shows_every_workload_of_the_cluster_with_its_owner() {
     let single = f.call(Method::GET, "/v1/workloads", None).await;
     assert_eq!(single.status, StatusCode::OK);
     for w in single.json().as_array().unwrap() {
-        assert!(w.get("owner").is_none(), "owner in single-process mode: {w}");
-        assert!(w.get("shard").is_none(), "shard in single-process mode: {w}");
+        assert!(
+            w.get("owner").is_none(),
+            "owner in single-process mode: {w}"
+        );
+        assert!(
+            w.get("shard").is_none(),
+            "shard in single-process mode: {w}"
+        );
     }
 
     let view = FakeView::new()
@@ -214,13 +218,19 @@ async fn the_listing_shows_every_workload_of_the_cluster_with_its_owner() {
     assert_eq!(alpha["shard"], shard_of("alpha", SHARDS));
     let beta = &all["beta"];
     assert_eq!(beta["owner"], OTHER);
-    assert_eq!(beta["status"], "auth_retrying", "another's: the record in etcd");
+    assert_eq!(
+        beta["status"], "auth_retrying",
+        "another's: the record in etcd"
+    );
     assert_eq!(beta["status_context"], "the owner's record");
     assert_eq!(beta["token_url"], "https://idp.example.test/oauth/token");
     let gamma = &all["gamma"];
     assert_eq!(gamma["owner"], Value::Null, "no member holds its shard");
     assert_eq!(gamma["status"], "unauthenticated");
-    assert_eq!(gamma["token_url"], "", "not in this instance's configuration");
+    assert_eq!(
+        gamma["token_url"], "",
+        "not in this instance's configuration"
+    );
 
     let a = f
         .call(Method::GET, "/v1/workloads?status=auth_retrying", None)
@@ -253,7 +263,9 @@ async fn the_token_route_serves_here_redirects_to_the_owner_or_says_why_not() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert!(a.json()["access_token"].is_string());
 
-    let a = f.call(Method::GET, "/v1/workloads/remote/token", None).await;
+    let a = f
+        .call(Method::GET, "/v1/workloads/remote/token", None)
+        .await;
     assert_eq!(a.status, StatusCode::TEMPORARY_REDIRECT, "{}", a.text());
     assert_eq!(
         a.header(header::LOCATION),
@@ -264,24 +276,36 @@ async fn the_token_route_serves_here_redirects_to_the_owner_or_says_why_not() {
     let a = f
         .call_as(None, Method::GET, "/v1/workloads/remote/token", None)
         .await;
-    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "auth before any redirect");
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "auth before any redirect"
+    );
 
-    let a = f.call(Method::GET, "/v1/workloads/orphan/token", None).await;
+    let a = f
+        .call(Method::GET, "/v1/workloads/orphan/token", None)
+        .await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
     assert_eq!(a.json()["reason"], "no_owner");
     assert!(a.json()["error"].as_str().unwrap().contains("shard"));
     assert_eq!(a.header(header::RETRY_AFTER), Some("2"));
 
-    let a = f.call(Method::GET, "/v1/workloads/silent/token", None).await;
+    let a = f
+        .call(Method::GET, "/v1/workloads/silent/token", None)
+        .await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
     assert_eq!(a.json()["reason"], "owner_unreachable");
 
     // Ours and not serving: our own reason, no redirect to ourselves.
-    let a = f.call(Method::GET, "/v1/workloads/revoked/token", None).await;
+    let a = f
+        .call(Method::GET, "/v1/workloads/revoked/token", None)
+        .await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
     assert_eq!(a.json()["reason"], "unauthenticated");
 
-    let a = f.call(Method::GET, "/v1/workloads/unknown/token", None).await;
+    let a = f
+        .call(Method::GET, "/v1/workloads/unknown/token", None)
+        .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text());
     f.shutdown().await;
 }
@@ -301,8 +325,14 @@ async fn etcd_unreadable_is_a_503_with_the_reason_and_local_tokens_still_serve()
     assert!(a.json()["error"].as_str().unwrap().contains("etcd"));
 
     let a = f.call(Method::GET, "/v1/workloads/alpha/token", None).await;
-    assert_eq!(a.status, StatusCode::OK, "an owner keeps serving while etcd is away");
-    let a = f.call(Method::GET, "/v1/workloads/remote/token", None).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "an owner keeps serving while etcd is away"
+    );
+    let a = f
+        .call(Method::GET, "/v1/workloads/remote/token", None)
+        .await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
     assert_eq!(a.json()["reason"], "cluster_unavailable");
     f.shutdown().await;

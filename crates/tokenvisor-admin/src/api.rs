@@ -161,7 +161,7 @@ impl AdminState {
     /// Cluster mode: serves the whole cluster through `view` (the runtime's etcd view,
     /// `tokenvisor::cluster_view`): owners in `GET /v1/workloads`, the token route on any
     /// instance (a redirect to the owner), the cluster in `/healthz` and `/metrics`; see
-    /// [`crate::cluster`]. Set once (also after the router is built); `false` if a view was
+    /// the crate docs ("Cluster mode"). Set once (also after the router is built); `false` if a view was
     /// already set.
     pub fn set_cluster_view(&self, view: Arc<dyn ClusterView>) -> bool {
         self.inner.cluster.set(view).is_ok()

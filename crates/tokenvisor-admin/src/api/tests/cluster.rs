@@ -30,6 +30,7 @@ struct FakeView {
     records: BTreeMap<String, StatusRecord>,
     members: Vec<ClusterMember>,
     broken: bool,
+    truncated: bool,
 }
 
 fn record(status: &str, context: &str) -> StatusRecord {
@@ -59,6 +60,7 @@ impl FakeView {
                 },
             ],
             broken: false,
+            truncated: false,
         }
     }
 
@@ -108,7 +110,7 @@ impl ClusterView for FakeView {
                 member: ME.to_owned(),
                 members: self.members.clone(),
                 workloads,
-                truncated: false,
+                truncated: self.truncated,
             })
         })
     }
@@ -379,5 +381,17 @@ async fn healthz_and_metrics_show_the_cluster_only_in_cluster_mode() {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }
     assert!(!text.contains("alpha"), "a workload name in /metrics");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_listing_cut_at_the_views_bound_says_so() {
+    let f = fixture(Some(ADMIN)).await;
+    let mut view = FakeView::new().with_record("gamma", record("running", ""));
+    view.truncated = true;
+    assert!(f.state.set_cluster_view(Arc::new(view)));
+    let a = f.call(Method::GET, "/v1/workloads", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.headers.get("x-tokenvisor-truncated").unwrap(), "true");
     f.shutdown().await;
 }

@@ -31,7 +31,7 @@
 //! Tests: `src/api/tests.rs`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -46,13 +46,14 @@ use serde::Deserialize;
 use serde_json::json;
 use tokenvisor::NewCredentials;
 use tokenvisor::spec::GrantSpec;
+use tokenvisor::{ClusterView, TokenHandle, Unavailable};
 use tokenvisor::{Runtime, RuntimeError};
 use tokenvisor::{SupervisorError, WorkloadView};
-use tokenvisor::{TokenHandle, Unavailable};
 use tokenvisor_core::{Secret, Timestamp, WorkloadName, WorkloadStatus};
 
+use crate::cluster::Elsewhere;
 use crate::events::{EventLimits, Hub};
-use crate::{dashboard, fleet, guard, prometheus, views};
+use crate::{cluster, dashboard, fleet, guard, prometheus, views};
 
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,9 @@ struct Inner {
     started_at: tokio::time::Instant,
     /// The state-change stream of `/v1/events`.
     events: Arc<Hub>,
+    /// Cluster mode: the view of the whole cluster ([`crate::cluster`]); unset in the
+    /// single-process mode.
+    cluster: OnceLock<Arc<dyn ClusterView>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -144,6 +148,7 @@ impl AdminState {
                 metrics,
                 started_at: tokio::time::Instant::now(),
                 events,
+                cluster: OnceLock::new(),
             }),
         }
     }
@@ -151,6 +156,20 @@ impl AdminState {
     /// The runtime served.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
+    }
+
+    /// Cluster mode: serves the whole cluster through `view` (the runtime's etcd view,
+    /// `tokenvisor::cluster_view`): owners in `GET /v1/workloads`, the token route on any
+    /// instance (a redirect to the owner), the cluster in `/healthz` and `/metrics`; see
+    /// the crate docs ("Cluster mode"). Set once (also after the router is built); `false` if a view was
+    /// already set.
+    pub fn set_cluster_view(&self, view: Arc<dyn ClusterView>) -> bool {
+        self.inner.cluster.set(view).is_ok()
+    }
+
+    /// The cluster view, in cluster mode.
+    pub fn cluster_view(&self) -> Option<&Arc<dyn ClusterView>> {
+        self.inner.cluster.get()
     }
 }
 
@@ -411,13 +430,17 @@ async fn healthz(State(state): State<AdminState>) -> Response {
     match state.runtime().workload_count().await {
         Ok(n) => {
             let pacing = state.runtime().gates().pacing();
-            axum::Json(json!({
+            let mut body = json!({
                 "ok": true,
                 "workloads": n,
                 "uptime_secs": uptime,
                 "endpoints_paced": pacing.paced,
                 "endpoints_below_ceiling": pacing.below_ceiling,
-            }))
+            });
+            if let Some(view) = state.cluster_view() {
+                body["cluster"] = cluster::health_json(&view.health());
+            }
+            axum::Json(body)
         }
         .into_response(),
         Err(e) => {
@@ -449,6 +472,9 @@ async fn metrics_text(State(state): State<AdminState>) -> Result<Response, ApiEr
         }
     };
     prometheus::update_scrape_time_metrics(state.runtime(), counts.as_ref());
+    if let Some(view) = state.cluster_view() {
+        cluster::update_metrics(&view.counters(), &view.health());
+    }
     let body = handle.render();
     Ok((
         [(
@@ -544,6 +570,9 @@ async fn list_workloads(
         .list()
         .await
         .map_err(|e| runtime_error(&e))?;
+    if let Some(view) = state.cluster_view() {
+        return Ok(cluster::list(view, &list, query.status).await);
+    }
     let summaries: Vec<views::Summary<'_>> = list
         .iter()
         .map(views::Summary::of)
@@ -698,8 +727,26 @@ async fn deliver_token(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let name = workload_name(path)?;
-    let handle = handle_of(&state, &name).await?;
     let now = state.runtime().clock().now();
+    let handle = match state.cluster_view() {
+        None => handle_of(&state, &name).await?,
+        Some(view) => {
+            let local = state
+                .runtime()
+                .handle(&name)
+                .await
+                .map_err(|e| runtime_error(&e))?;
+            if local.as_ref().is_some_and(|h| h.current().is_ok()) {
+                local.ok_or_else(|| ApiError::not_found(&name))?
+            } else {
+                match cluster::token_elsewhere(view, &name, local.as_ref()).await {
+                    Elsewhere::Answer(resp) => return Ok(resp),
+                    Elsewhere::Local => local.ok_or_else(|| ApiError::not_found(&name))?,
+                    Elsewhere::Unknown => return Err(ApiError::not_found(&name)),
+                }
+            }
+        }
+    };
     match handle.current() {
         Ok(token) => {
             let t = token.token();

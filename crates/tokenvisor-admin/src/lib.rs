@@ -19,6 +19,12 @@
 //! | `GET /v1/events`                      | 200 Server-Sent Events of state changes (`Last-Event-ID` resume, [`EventLimits`]) |
 //! | `GET /`                               | the dashboard: a static page that calls the routes above  |
 //!
+//! **Cluster mode** ([`AdminState::set_cluster_view`]): `GET /v1/workloads` lists every
+//! workload of the cluster with its `owner` and `shard`; the token route answers on any
+//! instance (a token held here, else a 307 redirect to the owner's admin URL, 503
+//! `no_owner` while no member holds the shard); `/healthz` and `/metrics` show the
+//! cluster. Without a view nothing changes. The instances share one admin token.
+//!
 //! Every route but `/healthz` and the dashboard's static page needs
 //! `Authorization: Bearer <admin token>`; every request
 //! must name the listener in `Host` and carry no foreign `Origin` (DNS rebinding, browsers).
@@ -32,7 +38,8 @@
 //! - Metrics: [`install_metrics_recorder`] (the process's Prometheus recorder) and
 //!   [`spawn_metrics_upkeep`]; scrape-time gauges are filled in by `/metrics`.
 //! - Errors: [`ListenError`], [`TokenError`], [`MetricsError`].
-//! - Private parts: `api` (handlers, auth, error answers; its tests in `api/tests.rs`),
+//! - Private parts: `cluster` (the routes' cluster mode, through the runtime's
+//!   `ClusterView`: this crate links no etcd client), `api` (handlers, auth, error answers; its tests in `api/tests.rs`),
 //!   `views` (the JSON shapes, never a secret's value), `guard` (Host and Origin),
 //!   `token` (the configured or generated admin token), `listener`, `prometheus`, `fleet`
 //!   (summary, endpoint health and the live counts, from the runtime's list), `events` (the
@@ -63,6 +70,7 @@
 //! `cargo run -p tokenvisor-admin --example mount`.
 
 mod api;
+mod cluster;
 mod dashboard;
 mod error;
 mod events;

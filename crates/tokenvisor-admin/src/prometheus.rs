@@ -58,6 +58,11 @@ pub fn install_metrics_recorder() -> Result<PrometheusHandle, MetricsError> {
             REFRESH_DURATION_BUCKETS,
         )
         .map_err(MetricsError::Buckets)?
+        .set_buckets_for_metric(
+            Matcher::Full(tokenvisor::METRIC_ETCD_REQUEST_DURATION.to_owned()),
+            tokenvisor::ETCD_REQUEST_BUCKETS,
+        )
+        .map_err(MetricsError::Buckets)?
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AnotherRecorder)?;

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde::Serialize;
 use tokenvisor::WorkloadView;
-use tokenvisor::spec::{AuthMethod, GrantSpec, SecretOrigin, WorkloadPolicy};
+use tokenvisor::spec::{AuthMethod, GrantSpec, SecretOrigin, WorkloadPolicy, WorkloadSpec};
 use tokenvisor_core::status::{LastError, TokenState};
-use tokenvisor_core::{Timestamp, WorkloadName, WorkloadStatus};
+use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
 
 /// One workload in `GET /v1/workloads`: the status record's fields, the token URL and the
 /// grant.
@@ -28,10 +28,20 @@ pub(super) struct Summary<'a> {
 
 impl<'a> Summary<'a> {
     pub(super) fn of(view: &'a WorkloadView) -> Self {
-        let record = view.record.as_deref();
+        Self::from_parts(&view.spec.name, view.record.as_deref(), Some(&view.spec))
+    }
+
+    /// The summary of `name` from a status record (`None`: `starting`) and its spec
+    /// (`None`: a workload this instance's configuration does not list, seen in the
+    /// cluster: empty `token_url` and `grant`).
+    pub(super) fn from_parts(
+        name: &'a WorkloadName,
+        record: Option<&'a StatusRecord>,
+        spec: Option<&'a WorkloadSpec>,
+    ) -> Self {
         let token = record.and_then(|r| r.token.as_ref());
         Summary {
-            name: &view.spec.name,
+            name,
             status: record.map_or(WorkloadStatus::Starting, |r| r.status),
             status_context: record.map_or("", |r| r.status_context.as_str()),
             token_state: token.map(|t| t.state),
@@ -39,8 +49,8 @@ impl<'a> Summary<'a> {
             next_attempt_at: token.and_then(|t| t.next_attempt_at),
             attempt: token.map_or(0, |t| t.attempt),
             last_error: token.and_then(|t| t.last_error.as_ref()),
-            token_url: view.spec.token_url.redacted(),
-            grant: view.spec.grant.as_str(),
+            token_url: spec.map_or_else(String::new, |s| s.token_url.redacted()),
+            grant: spec.map_or("", |s| s.grant.as_str()),
         }
     }
 }

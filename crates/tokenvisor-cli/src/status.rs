@@ -5,11 +5,15 @@
 //! (`--config FILE`, which also tells each workload's token endpoint for the summary's
 //! per-endpoint counts), else the default directory.
 //!
+//! `--cluster` (module [`cluster`]) shows every workload of a cluster with its owner, read
+//! through a running instance's admin API instead of the status directory.
+//!
 //! Read-only: files are read only through the status store's read-only [`list_statuses`]
 //! and [`inspect_status`]; unlike the daemon's start-up recovery, this never renames,
 //! removes or rewrites anything in the status directory (a corrupt file
 //! is reported, not set aside).
 
+mod cluster;
 mod summary;
 
 use std::collections::HashMap;
@@ -67,6 +71,19 @@ pub(crate) struct StatusArgs {
     /// How many workloads needing attention the summary lists.
     #[arg(long, value_name = "N", default_value_t = 20)]
     top: usize,
+    /// Cluster mode: every workload of the cluster with its owner, read through a running
+    /// instance's admin API (GET /v1/workloads) rather than the status directory: the
+    /// instance at --admin, else --config's service.admin_listen. Any instance shows the
+    /// whole cluster. Exit status 1 also when no member holds a workload's shard.
+    #[arg(long, conflicts_with_all = ["dir", "summary", "watch"])]
+    cluster: bool,
+    /// With --cluster: the instance's admin API base URL (e.g. http://127.0.0.1:7878).
+    #[arg(long, value_name = "URL", requires = "cluster")]
+    admin: Option<String>,
+    /// With --cluster: the admin token file (the instances share one) [default: --config's
+    /// service.admin_token_file, else <state_dir>/admin.token].
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    admin_token_file: Option<PathBuf>,
 }
 
 /// One listed workload.
@@ -149,6 +166,9 @@ struct Source {
 
 /// Runs the command; returns the exit code.
 pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<u8> {
+    if args.cluster {
+        return cluster::run(args);
+    }
     let source = match source(args)? {
         Ok(source) => source,
         Err(code) => return Ok(code),

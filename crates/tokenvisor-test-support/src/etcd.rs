@@ -3,6 +3,10 @@
 //! peer ports, formed with `--initial-cluster`; started and waited for (every member's
 //! `/health`, bounded), killed by PID (SIGKILL through `Child::kill`) and reaped on drop.
 //! Without etcd installed, starting fails with the command that installs it.
+//!
+//! [`EtcdCluster::start_tls`] serves clients over TLS only ([`EtcdTls`]: the server's
+//! certificate and key, and the CA whose client certificates it requires); its health is
+//! then read on a plain-HTTP metrics port of its own (`--listen-metrics-urls`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,7 +28,21 @@ struct Member {
     name: String,
     client: u16,
     peer: u16,
+    /// The plain-HTTP port `/health` is read on (the client port unless TLS).
+    health: u16,
     child: Option<Child>,
+}
+
+/// TLS for the client port: etcd serves `cert`/`key` and requires a client certificate
+/// issued by `ca` (PEM files).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA that issued the server's certificate and the clients'.
+    pub ca: PathBuf,
+    /// The server's certificate (for 127.0.0.1).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
 }
 
 /// A running etcd cluster on 127.0.0.1.
@@ -32,6 +50,7 @@ struct Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    scheme: &'static str,
 }
 
 /// The etcd binary: `$ETCD_BIN`, else `/usr/bin/etcd`, else `etcd` on `PATH`.
@@ -77,16 +96,29 @@ fn healthy(port: u16) -> bool {
 impl EtcdCluster {
     /// Starts `n` members and waits (bounded) until each answers healthy.
     pub async fn start(n: usize) -> EtcdCluster {
+        Self::start_with(n, None).await
+    }
+
+    /// Starts `n` members serving clients over TLS only, requiring client certificates.
+    pub async fn start_tls(n: usize, tls: &EtcdTls) -> EtcdCluster {
+        Self::start_with(n, Some(tls)).await
+    }
+
+    async fn start_with(n: usize, tls: Option<&EtcdTls>) -> EtcdCluster {
         let bin = binary().unwrap_or_else(|| {
             panic!("etcd is not installed (these tests need a real etcd 3.4): {INSTALL}")
         });
         let dir = crate::fs::tempdir();
         let mut members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client: free_port(),
-                peer: free_port(),
-                child: None,
+            .map(|i| {
+                let client = free_port();
+                Member {
+                    name: format!("m{i}"),
+                    client,
+                    peer: free_port(),
+                    health: if tls.is_some() { free_port() } else { client },
+                    child: None,
+                }
             })
             .collect();
         let initial: Vec<String> = members
@@ -98,9 +130,23 @@ impl EtcdCluster {
             let data = dir.path().join(&m.name);
             let log = std::fs::File::create(dir.path().join(format!("{}.log", m.name)))
                 .unwrap_or_else(|e| panic!("etcd log file: {e}"));
-            let client = format!("http://127.0.0.1:{}", m.client);
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let client = format!("{scheme}://127.0.0.1:{}", m.client);
             let peer = format!("http://127.0.0.1:{}", m.peer);
-            let child = Command::new(&bin)
+            let mut command = Command::new(&bin);
+            if let Some(tls) = tls {
+                command
+                    .arg("--cert-file")
+                    .arg(&tls.cert)
+                    .arg("--key-file")
+                    .arg(&tls.key)
+                    .arg("--trusted-ca-file")
+                    .arg(&tls.ca)
+                    .arg("--client-cert-auth")
+                    .arg("--listen-metrics-urls")
+                    .arg(format!("http://127.0.0.1:{}", m.health));
+            }
+            let child = command
                 .arg("--name")
                 .arg(&m.name)
                 .arg("--data-dir")
@@ -132,8 +178,13 @@ impl EtcdCluster {
                 .unwrap_or_else(|e| panic!("cannot start {}: {e} ({INSTALL})", bin.display()));
             m.child = Some(child);
         }
-        let cluster = EtcdCluster { members, dir };
-        let ports: Vec<u16> = cluster.members.iter().map(|m| m.client).collect();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let cluster = EtcdCluster {
+            members,
+            dir,
+            scheme,
+        };
+        let ports: Vec<u16> = cluster.members.iter().map(|m| m.health).collect();
         let up = poll_until(START_LIMIT, Duration::from_millis(100), || {
             ports.iter().all(|&p| healthy(p))
         })
@@ -146,22 +197,19 @@ impl EtcdCluster {
         cluster
     }
 
-    /// Every member's client endpoint, `http://127.0.0.1:PORT`.
+    /// Every member's client endpoint, `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
-            .collect()
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
     /// Member `i`'s client endpoint.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client)
+        format!("{}://127.0.0.1:{}", self.scheme, self.members[i].client)
     }
 
     /// Whether member `i` answers healthy now.
     pub fn is_healthy(&self, i: usize) -> bool {
-        healthy(self.members[i].client)
+        healthy(self.members[i].health)
     }
 
     /// Member `i`'s PID, while it runs.

@@ -49,6 +49,9 @@
 //! - `cluster` (feature `cluster`, off by default): cluster mode on etcd, the fenced store
 //!   (`ClusterStore`): member lease and keepalive, shard claim and release, credential and status writes guarded by the shard
 //!   key's lease (the fence) and the credential's revision; not yet wired into the actors.
+//! - `cluster_view`: the [`ClusterView`] seam (always built, no etcd type): every workload
+//!   with its owner, members' admin URLs, lease health and counters, as data; the admin API
+//!   serves the cluster through it, `cluster`'s `EtcdView` implements it.
 //! - `clock`: [`Clock`], wall time that follows tokio's (pausable) clock.
 //! - [`journal`] (public: the CLI locates it, benchmarks write through it): the state
 //!   journal (SQLite, WAL): per workload the credential, the served access token and the
@@ -68,6 +71,7 @@ mod atomic;
 mod clock;
 #[cfg(feature = "cluster")]
 mod cluster;
+mod cluster_view;
 #[cfg(feature = "test-util")]
 pub mod credentials;
 #[cfg(not(feature = "test-util"))]
@@ -115,6 +119,14 @@ mod token;
 mod transport;
 
 pub use crate::metrics::{
+    CLUSTER_CONFLICTS as METRIC_CLUSTER_CONFLICTS,
+    CLUSTER_ETCD_CONNECTED as METRIC_CLUSTER_ETCD_CONNECTED,
+    CLUSTER_FENCE_REJECTIONS as METRIC_CLUSTER_FENCE_REJECTIONS,
+    CLUSTER_HANDOVERS as METRIC_CLUSTER_HANDOVERS,
+    CLUSTER_SHARDS_OWNED as METRIC_CLUSTER_SHARDS_OWNED, CLUSTER_WRITES as METRIC_CLUSTER_WRITES,
+    ETCD_REQUEST_BUCKETS, ETCD_REQUEST_DURATION as METRIC_ETCD_REQUEST_DURATION,
+};
+pub use crate::metrics::{
     REFRESH_ATTEMPTS as METRIC_REFRESH_ATTEMPTS, REFRESH_DURATION as METRIC_REFRESH_DURATION,
     STATUS_PENDING as METRIC_STATUS_PENDING, STATUS_WRITE_FAILURES as METRIC_STATUS_WRITE_FAILURES,
     STATUS_WRITES as METRIC_STATUS_WRITES, TIMER_LATENESS as METRIC_TIMER_LATENESS,
@@ -126,6 +138,12 @@ pub use clock::Clock;
 pub use cluster::{
     Claim, ClusterError, ClusterOptions, ClusterStats, ClusterStore, InFlight, LeaseState, Release,
     StoredCredential, Versioned, WriteOutcome, default_member, rebalance, spawn_coordinator,
+};
+#[cfg(feature = "cluster")]
+pub use cluster::{EtcdView, VIEW_MAX_RECORDS, VIEW_PAGE, cluster_view};
+pub use cluster_view::{
+    ClusterCounters, ClusterHealth, ClusterMember, ClusterSnapshot, ClusterView, ClusterViewError,
+    ClusterWorkload, LeaseHealth, Owner, ViewFuture,
 };
 pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
 pub use gate::{EndpointStats, Gates, LATENCY_BUCKETS_MS, Pacing};

@@ -117,4 +117,69 @@ pub fn describe() {
         TIMER_SERVICE_RESTARTS,
         "Timer service restarts after it ended."
     );
+    describe_cluster();
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster mode (issue 12): present in `/metrics` only when cluster mode is on (the admin API
+// sets the shard and fence series from the cluster view at each scrape; the etcd latency is
+// recorded only by the etcd store). No workload label: ops and directions are closed sets.
+
+/// Gauge: shards this instance holds.
+pub const CLUSTER_SHARDS_OWNED: &str = "tokenvisor_cluster_shards_owned";
+/// Counter: shard handovers by `direction` (`acquired`: a shard claimed; `released`: one
+/// given up after its drain).
+pub const CLUSTER_HANDOVERS: &str = "tokenvisor_cluster_handovers_total";
+/// Counter: writes refused by the fence (this instance no longer held the shard).
+pub const CLUSTER_FENCE_REJECTIONS: &str = "tokenvisor_cluster_fence_rejections_total";
+/// Counter: fenced writes to etcd done (credentials and status records).
+pub const CLUSTER_WRITES: &str = "tokenvisor_cluster_writes_total";
+/// Counter: credential writes refused by the revision check (someone wrote it since).
+pub const CLUSTER_CONFLICTS: &str = "tokenvisor_cluster_conflicts_total";
+/// Gauge: 1 while etcd answers (the member lease was renewed within half its TTL), else 0.
+pub const CLUSTER_ETCD_CONNECTED: &str = "tokenvisor_cluster_etcd_connected";
+/// Histogram: seconds of one etcd request (`op`: get, claim, release, credential write,
+/// status write, …), each try of a request refused before it was sent included.
+pub const ETCD_REQUEST_DURATION: &str = "tokenvisor_etcd_request_duration_seconds";
+
+/// Buckets of [`ETCD_REQUEST_DURATION`]: a local etcd answers in about a millisecond; the
+/// request bound is 2 s.
+pub const ETCD_REQUEST_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// Records one etcd request's duration.
+#[cfg(feature = "cluster")]
+pub(crate) fn observe_etcd_request(op: &'static str, took: std::time::Duration) {
+    metrics::histogram!(ETCD_REQUEST_DURATION, "op" => op).record(took.as_secs_f64());
+}
+
+fn describe_cluster() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        CLUSTER_SHARDS_OWNED,
+        "Shards this instance holds (cluster mode)."
+    );
+    describe_counter!(
+        CLUSTER_HANDOVERS,
+        "Shard handovers by direction: acquired (claimed), released (after the drain)."
+    );
+    describe_counter!(
+        CLUSTER_FENCE_REJECTIONS,
+        "Writes refused by the fence: the shard was no longer this instance's."
+    );
+    describe_counter!(CLUSTER_WRITES, "Fenced writes to etcd done.");
+    describe_counter!(
+        CLUSTER_CONFLICTS,
+        "Credential writes refused by the revision check."
+    );
+    describe_gauge!(
+        CLUSTER_ETCD_CONNECTED,
+        "1 while etcd renews this member's lease (within half its TTL), else 0."
+    );
+    describe_histogram!(
+        ETCD_REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "etcd request latency by operation."
+    );
 }

@@ -18,6 +18,7 @@ use tower::ServiceExt as _;
 
 use super::{AdminState, BODY_LIMIT, bearer_token, constant_time_eq, router};
 
+mod cluster;
 mod watch;
 
 const ADMIN: &str = "admin-token-0123456789";
@@ -47,6 +48,8 @@ struct Fixture {
     fake: FakeTransport,
     runtime: Runtime,
     app: Router,
+    /// The router's state (cluster tests set a view on it).
+    state: AdminState,
     token: Option<&'static str>,
 }
 
@@ -149,7 +152,8 @@ async fn fixture_full(
         _dir: dir,
         fake,
         runtime,
-        app: router(state),
+        app: router(state.clone()),
+        state,
         token,
     }
 }

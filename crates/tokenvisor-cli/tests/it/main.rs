@@ -5,7 +5,8 @@
 //! daemon, admin client, status readers and bounded wait of tokenvisor-test-support, and a
 //! scriptable token endpoint); [`crash_support`] for the crash-safety suite.
 //!
-//! - [`check_config`], [`status`], [`status_watch`], [`probe`]: the offline commands.
+//! - [`check_config`], [`status`], [`status_watch`], [`probe`]: the offline commands;
+//!   [`status_cluster`]: `status --cluster` against a stand-in admin API.
 //! - [`watch_daemon`]: events, the dashboard page and the workload gauges through the daemon.
 //! - [`daemon`], [`reload`]: `tokenvisor run`, signals, reloads, the admin API.
 //! - [`files`], [`secrets`], [`hostile`]: files and locks, secrets never leak, hostile input.
@@ -33,5 +34,6 @@ mod service_reload;
 #[cfg(feature = "soak")]
 mod soak;
 mod status;
+mod status_cluster;
 mod status_watch;
 mod watch_daemon;

@@ -1,13 +1,15 @@
 //! Cluster mode on etcd, the runtime side: the fenced store (`store`), the member lease and
-//! its keepalive (`lease`), the membership watch (`members`), and shard ownership driven by
-//! the handover plan (`coordinator`). The rules (a name's
+//! its keepalive (`lease`), the membership watch (`members`), shard ownership driven by
+//! the handover plan (`coordinator`), and the cluster view for the admin API and
+//! `tokenvisor status --cluster` (`view`: every workload with its owner, members' admin
+//! URLs). The rules (a name's
 //! shard, a shard's owner, the handover plan, the send rule) are pure and live in
 //! `tokenvisor_core::cluster`; this module does the I/O and nothing else decides.
 //!
 //! ## Key space (under `[cluster] prefix`, default `tokenvisor/`)
 //! | key | value | bound to a lease |
 //! | --- | --- | --- |
-//! | `members/<member>` | the member id | yes: the member's lease |
+//! | `members/<member>` | the member id; `{"id", "admin"}` (JSON) once it published its admin URL (`view`) | yes: the member's lease |
 //! | `shards/<shard, 5 digits>` | the owner's member id | yes: the owner's (member) lease |
 //! | `credentials/<workload>` | `{"refresh_token", "generation"}` (JSON) | no |
 //! | `status/<workload>` | the status record (JSON, the status file's format) | no |
@@ -39,6 +41,7 @@ mod coordinator;
 mod lease;
 mod members;
 mod store;
+mod view;
 
 pub use coordinator::{InFlight, rebalance, spawn_coordinator};
 pub use lease::LeaseState;
@@ -46,6 +49,7 @@ pub use store::{
     Claim, ClusterOptions, ClusterStats, ClusterStore, Release, StoredCredential, Versioned,
     WriteOutcome, default_member,
 };
+pub use view::{EtcdView, MAX_RECORDS as VIEW_MAX_RECORDS, PAGE as VIEW_PAGE, cluster_view};
 
 /// What can go wrong talking to etcd. Expected outcomes (a shard held by another member, a
 /// fence rejection, a revision conflict) are not errors: they are [`Claim`], [`Release`]

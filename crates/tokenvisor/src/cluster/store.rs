@@ -380,7 +380,10 @@ impl ClusterStore {
     {
         let mut tries = 0;
         loop {
-            match request(self.client.clone()).await {
+            let started = tokio::time::Instant::now();
+            let answer = request(self.client.clone()).await;
+            crate::metrics::observe_etcd_request(op, started.elapsed());
+            match answer {
                 Ok(answer) => return Ok(answer),
                 Err(e) if never_sent(&e) && tries < self.retries => tries += 1,
                 Err(e) if is_lease_gone(&e) => return Err(ClusterError::LeaseLost),
@@ -697,4 +700,129 @@ async fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ClusterError> 
         path: path.display().to_string(),
         kind: e.kind(),
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster view's reads and the member's published admin URL (`super::view`).
+
+/// One page of a range read: the keys (under the prefix, the directory stripped) with
+/// their values, and whether more follow.
+pub(super) struct Page {
+    /// `(key without "<prefix><dir>", value, the lease it is bound to (0: none))`, in key
+    /// order.
+    pub(super) entries: Vec<(String, Vec<u8>, i64)>,
+    /// More keys follow the last one.
+    pub(super) more: bool,
+    /// The revision the page was read at.
+    pub(super) revision: i64,
+}
+
+/// The value of a member key: `{"id", "admin"}` (JSON) once the member published its admin
+/// URL ([`ClusterStore::publish_admin`]), its bare id before.
+pub(super) fn member_value(id: &str, admin: Option<&str>) -> String {
+    json!({ "id": id, "admin": admin }).to_string()
+}
+
+impl ClusterStore {
+    /// Publishes where this member's admin API is reached (`http://127.0.0.1:PORT`, the
+    /// admin router's base): the member key's value becomes `{"id", "admin"}`, still bound
+    /// to our lease. Call it after [`ClusterStore::connect`] (again after a reconnect).
+    /// `false`: the member key is not ours any more (the lease is gone).
+    ///
+    /// # Errors
+    /// [`ClusterError::LeaseLost`], [`ClusterError::Etcd`].
+    pub async fn publish_admin(&self, admin_url: &str) -> Result<bool, ClusterError> {
+        self.check_lease()?;
+        let key = format!("{}members/{}", self.prefix, self.member);
+        let txn = Txn::new()
+            .when([Compare::lease(
+                key.as_str(),
+                CompareOp::Equal,
+                self.lease_id,
+            )])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                member_value(&self.member, Some(admin_url)),
+                Some(PutOptions::new().with_lease(self.lease_id)),
+            )]);
+        Ok(self.txn("publish admin", txn).await?.succeeded())
+    }
+
+    /// One page of the keys under `<prefix><dir>` after `after` (a key as returned, without
+    /// the directory), at most `limit` of them, read at `revision` (0: the newest; pass the
+    /// first page's revision to the next pages, so that all of them show one revision).
+    ///
+    /// # Errors
+    /// [`ClusterError::Etcd`] (a compacted revision included).
+    pub(super) async fn range_page(
+        &self,
+        dir: &str,
+        after: Option<&str>,
+        revision: i64,
+        limit: i64,
+    ) -> Result<Page, ClusterError> {
+        let base = format!("{}{dir}", self.prefix);
+        let start = match after {
+            Some(k) => format!("{base}{k}\0"),
+            None => base.clone(),
+        };
+        let mut options = GetOptions::new()
+            .with_range(prefix_end(&base))
+            .with_limit(limit)
+            .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let answer = self.get(start, Some(options)).await?;
+        let entries = answer
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = kv.key_str().ok()?.strip_prefix(base.as_str())?;
+                Some((key.to_owned(), kv.value().to_vec(), kv.lease()))
+            })
+            .collect();
+        Ok(Page {
+            entries,
+            more: answer.more(),
+            revision: answer
+                .header()
+                .map_or(revision, etcd_client::ResponseHeader::revision),
+        })
+    }
+
+    /// The value of one key under the prefix (`dir` + `key`) and the lease it is bound to
+    /// (0: none), if present.
+    ///
+    /// # Errors
+    /// [`ClusterError::Etcd`].
+    pub(super) async fn get_value(
+        &self,
+        dir: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, i64)>, ClusterError> {
+        let answer = self.get(format!("{}{dir}{key}", self.prefix), None).await?;
+        Ok(answer
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.lease())))
+    }
+
+    /// The clock the lease is confirmed on.
+    pub(super) fn clock(&self) -> Clock {
+        self.clock
+    }
+}
+
+/// The end of the range of every key starting with `prefix` (etcd's prefix rule: the last
+/// byte below 0xff incremented, the rest dropped).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }

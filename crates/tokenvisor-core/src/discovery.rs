@@ -145,8 +145,8 @@ pub enum MetadataError {
     Shape(String),
     /// RFC 8414 §3.3: the document's `issuer` differs from the configured one.
     #[error(
-        "names issuer {found:?}, not the configured {expected:?} (RFC 8414 §3.3: refused; \
-         set issuer to exactly the provider's)"
+        "issuer mismatch (RFC 8414 §3.3, refused: set issuer to exactly the provider's): the \
+         document names {found:?}, not {expected:?}"
     )]
     IssuerMismatch {
         /// The configured issuer.

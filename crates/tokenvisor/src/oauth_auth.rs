@@ -76,7 +76,7 @@ impl Profile {
         Profile::of_spec(connect_timeout, &ProviderSpec::default())
     }
 
-    fn of_spec(connect_timeout: Duration, p: &ProviderSpec) -> Self {
+    pub(crate) fn of_spec(connect_timeout: Duration, p: &ProviderSpec) -> Self {
         Profile {
             connect_timeout,
             identity: None,

@@ -24,7 +24,8 @@
 //!   `oauth_auth`), the `tls_client_auth` methods `client_id` and the client certificate; none
 //!   of these sends the secret;
 //! - a TLS failure's detail names the server (`HOST:PORT`), the usual cause, rustls' reason and
-//!   (on a certificate failure without a proxy) the presented certificate's subject and issuer;
+//!   (on a certificate failure, through the workload's `proxy` as the request went) the
+//!   presented certificate's subject and issuer;
 //! - transport failures become [`RawOutcome::Transport`] with a [`TransportKind`] and a short
 //!   detail that contains no secret (scrubbed by [`tokenvisor_core::scrub`], in any encoding),
 //!   no body and no URL (reqwest's errors lose theirs: the workload's URL is known anyway);
@@ -637,9 +638,9 @@ fn tls_detail(server: Option<&str>, detail: &str) -> String {
     truncate(format!("TLS with {server}: {hint}: {reason}"), DETAIL_LIMIT)
 }
 
-/// A TLS failure over the server's certificate, directly to the server (no proxy set for
-/// the workload): the detail gains the certificate's subject and issuer, from a second,
-/// diagnostic handshake on the blocking pool ([`crate::oauth_auth::presented_certificate`]).
+/// A TLS failure over the server's certificate: the detail gains the certificate's subject
+/// and issuer, from a second, diagnostic handshake on the blocking pool, direct or through
+/// the workload's proxy as the request went ([`crate::oauth_auth::presented_certificate`]).
 async fn diagnose_tls(outcome: RawOutcome, req: &ExchangeRequest) -> RawOutcome {
     let RawOutcome::Transport {
         kind: TransportKind::Tls,
@@ -660,17 +661,22 @@ async fn diagnose_tls(outcome: RawOutcome, req: &ExchangeRequest) -> RawOutcome 
         .trim_end_matches(']')
         .to_owned();
     let timeout = req.connect_timeout;
-    let cert = match (
-        detail.contains("invalid peer certificate"),
-        &req.provider.proxy,
-    ) {
-        (true, None) => tokio::task::spawn_blocking(move || {
-            crate::oauth_auth::presented_certificate(&host, port, timeout)
+    // as the request went: through the workload's proxy unless no_proxy exempts the host
+    let p = req.provider.clone();
+    let proxied = (p.proxy.as_ref())
+        .filter(|_| !crate::oauth_auth::bypasses_proxy(p.no_proxy.as_deref(), &host))
+        .is_some();
+    let cert = match detail.contains("invalid peer certificate") {
+        true => tokio::task::spawn_blocking(move || {
+            let proxy = (p.proxy.as_deref())
+                .filter(|_| proxied)
+                .map(|u| (u, p.proxy_credentials_file.as_deref()));
+            crate::oauth_auth::presented_certificate(&host, port, timeout, proxy)
         })
         .await
         .ok()
         .flatten(),
-        (true, Some(_)) | (false, _) => None,
+        false => None,
     };
     let detail = match cert {
         Some(cert) => truncate(format!("{detail}; {cert}"), DETAIL_LIMIT),

@@ -250,7 +250,9 @@ pub(crate) fn presented_certificate(
     let (to_host, to_port) = match proxy {
         None => (host.to_owned(), port),
         Some((url, _)) => {
-            let u = reqwest::Url::parse(url).ok().filter(|u| u.scheme() == "http")?;
+            let u = reqwest::Url::parse(url)
+                .ok()
+                .filter(|u| u.scheme() == "http")?;
             let h = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
             (h.to_owned(), u.port_or_known_default()?)
         }

@@ -184,6 +184,7 @@ async fn check_config_online_and_probe_warn_when_the_method_is_not_advertised() 
     let narrow = format!("{}/narrow", issuer_of(&s));
     let secret = s.work().join("tv-02.secret");
     std::fs::write(&secret, secret_of("tv-02")).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let config = s.work().join("tokenvisor.toml");
     let text = format!(
         "[service]\nstatus_dir = \"{dir}/cc-statuses\"\nstate_dir = \"{dir}/cc-state\"\n\
@@ -241,7 +242,10 @@ async fn check_config_online_and_probe_warn_when_the_method_is_not_advertised() 
     // the provider does support the method: the probe succeeds, with the warning
     assert_eq!(out.status.code(), Some(0), "{pout}\n{perr}");
     assert!(
-        pout.contains("token url:") && pout.lines().any(|l| l.starts_with("outcome:") && l.ends_with(" ok")),
+        pout.contains("token url:")
+            && pout
+                .lines()
+                .any(|l| l.starts_with("outcome:") && l.ends_with(" ok")),
         "{pout}"
     );
     assert!(
@@ -273,7 +277,12 @@ async fn check_config_online_and_probe_warn_when_the_method_is_not_advertised() 
     );
     println!(
         "observed: check-config --online: {}; probe --issuer: {}",
-        stderr.trim(),
-        perr.lines().next().unwrap_or_default()
+        stderr
+            .lines()
+            .find(|l| l.contains("advertise"))
+            .unwrap_or_default(),
+        perr.lines()
+            .find(|l| l.contains("advertise"))
+            .unwrap_or_default()
     );
 }

@@ -106,14 +106,15 @@ async fn a_proxy_with_credentials_carries_requests_and_a_refusal_is_transient() 
     assert_eq!(e.outcome, ErrorOutcome::Transient, "{e:?}");
     // A TLS failure through the proxy names the certificate the server presented (the
     // diagnostic handshake tunnels through the proxy as the request did).
-    let r = s
+    let tls = s
         .wait_file("proxied-unknown-ca", "auth_retrying on TLS", |r| {
             r.status == WorkloadStatus::AuthRetrying
         })
         .await;
-    let e = last_error(&r).unwrap_or_else(|| panic!("no last_error"));
+    let e = last_error(&tls).unwrap_or_else(|| panic!("no last_error"));
     assert!(
-        e.summary.contains("UnknownIssuer") && e.summary.contains("issued by CN=tokenvisor test CA"),
+        e.summary.contains("UnknownIssuer")
+            && e.summary.contains("issued by CN=tokenvisor test CA"),
         "{e:?}"
     );
     // What went through the proxy: the plain request and the CONNECT, never the bypassed one.
@@ -133,7 +134,8 @@ async fn a_proxy_with_credentials_carries_requests_and_a_refusal_is_transient() 
     );
     println!(
         "observed: through tinyproxy (Basic credentials from a file) over http and CONNECT: \
-         running; wrong credentials: auth_retrying, {:?}; no_proxy bypassed a closed proxy",
-        r.status_context
+         running; wrong credentials: auth_retrying, {:?}; no_proxy bypassed a closed proxy; \
+         an unknown CA through the proxy: {:?}",
+        r.status_context, tls.status_context
     );
 }

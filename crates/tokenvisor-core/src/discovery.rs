@@ -151,7 +151,7 @@ pub enum MetadataError {
     IssuerMismatch {
         /// The configured issuer.
         expected: String,
-        /// The document's (cut to 200 characters).
+        /// The document's (control characters dropped, cut to 200 characters).
         found: String,
     },
     /// No `token_endpoint`, or not an http(s) URL.
@@ -185,7 +185,11 @@ impl ProviderMetadata {
         if found != expected.as_str() {
             return Err(MetadataError::IssuerMismatch {
                 expected: expected.as_str().to_owned(),
-                found: found.chars().take(200).collect(),
+                found: found
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect(),
             });
         }
         let endpoint = |s: Option<String>| s.and_then(|s| TokenUrl::parse(&s).ok());
@@ -341,6 +345,21 @@ mod tests {
         let e = ProviderMetadata::parse(b"<html>secret-ish</html>", &iss).unwrap_err();
         assert!(matches!(e, MetadataError::Shape(_)));
         assert!(!e.to_string().contains("secret-ish"));
+    }
+
+    #[test]
+    fn a_mismatched_issuer_is_quoted_without_control_characters() {
+        let iss = issuer("https://idp.example");
+        let body = format!(
+            r#"{{"issuer":"https://evil\u001b[2J{}","token_endpoint":"https://idp.example/t"}}"#,
+            "x".repeat(500)
+        );
+        let e = ProviderMetadata::parse(body.as_bytes(), &iss).unwrap_err();
+        let MetadataError::IssuerMismatch { found, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(!found.contains('\u{1b}'), "{found:?}");
+        assert_eq!(found.chars().count(), 200);
     }
 
     #[test]

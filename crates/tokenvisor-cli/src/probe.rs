@@ -5,6 +5,13 @@
 //! [`tokenvisor_core::classify()`] with the default classification policy. Nothing printed
 //! ever contains a token or a secret: summaries are scrubbed of the request's secrets by the
 //! classifier, and a success is described by its token type and lifetime only.
+//!
+//! Every provider key of the configuration is a flag (`--client-key-file`, `--ca-file`,
+//! `--proxy`, `--extra-param NAME=VALUE`, …), checked by the configuration's own rules
+//! (a mistake is a usage error naming the flag). `--issuer` replaces `--token-url`: the
+//! metadata is discovered first (`HttpTransport::discover`, the daemon's cache), printed,
+//! with a warning when `--auth-method` is not advertised; the request then goes to the
+//! discovered endpoint (a failed discovery is the attempt's transient failure).
 
 use std::path::PathBuf;
 use std::sync::Arc;

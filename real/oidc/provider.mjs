@@ -120,6 +120,8 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
         status: ctx.status,
         error: typeof body.error === 'string' ? body.error : null,
         error_description: typeof body.error_description === 'string' ? body.error_description : null,
+        // the names of a token request's form parameters (never their values)
+        params: ctx.path === '/token' && ctx.oidc?.body ? Object.keys(ctx.oidc.body).sort() : [],
       });
     }
   });

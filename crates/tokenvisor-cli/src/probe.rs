@@ -5,6 +5,13 @@
 //! [`tokenvisor_core::classify()`] with the default classification policy. Nothing printed
 //! ever contains a token or a secret: summaries are scrubbed of the request's secrets by the
 //! classifier, and a success is described by its token type and lifetime only.
+//!
+//! Every provider key of the configuration is a flag (`--client-key-file`, `--ca-file`,
+//! `--proxy`, `--extra-param NAME=VALUE`, …), checked by the configuration's own rules
+//! (a mistake is a usage error naming the flag). `--issuer` replaces `--token-url`: the
+//! metadata is discovered first (`HttpTransport::discover`, the daemon's cache), printed,
+//! with a warning when `--auth-method` is not advertised; the request then goes to the
+//! discovered endpoint (a failed discovery is the attempt's transient failure).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,9 +20,10 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use tokenvisor::spec::AuthMethod;
+use tokenvisor::spec::{AssertionAlg, AuthMethod, ProviderSpec};
 use tokenvisor::{ExchangeRequest, Grant, Transport as _};
 use tokenvisor::{HttpConfig, HttpTransport};
+use tokenvisor::{Issuer, ProviderMetadata};
 use tokenvisor_core::classify::not_final_note;
 use tokenvisor_core::scrub::scrub;
 use tokenvisor_core::{
@@ -47,11 +55,63 @@ enum GrantArg {
 
 /// Client authentication at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
 enum AuthArg {
     /// HTTP Basic (`client_secret_basic`).
     Basic,
     /// Form fields (`client_secret_post`).
     Post,
+    /// A client assertion signed with --client-key-file (RFC 7523).
+    PrivateKeyJwt,
+    /// A client assertion signed with the client secret (HS256).
+    ClientSecretJwt,
+    /// A CA-issued TLS client certificate (--client-cert-file, --client-key-file).
+    TlsClientAuth,
+    /// A self-signed TLS client certificate registered at the provider.
+    SelfSignedTlsClientAuth,
+}
+
+impl AuthArg {
+    fn method(self) -> AuthMethod {
+        match self {
+            AuthArg::Basic => AuthMethod::Basic,
+            AuthArg::Post => AuthMethod::Post,
+            AuthArg::PrivateKeyJwt => AuthMethod::PrivateKeyJwt,
+            AuthArg::ClientSecretJwt => AuthMethod::ClientSecretJwt,
+            AuthArg::TlsClientAuth => AuthMethod::TlsClientAuth,
+            AuthArg::SelfSignedTlsClientAuth => AuthMethod::SelfSignedTlsClientAuth,
+        }
+    }
+}
+
+/// A client assertion's algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AlgArg {
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "PS256")]
+    Ps256,
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "ES384")]
+    Es384,
+    #[value(name = "EdDSA")]
+    EdDsa,
+    #[value(name = "HS256")]
+    Hs256,
+}
+
+impl AlgArg {
+    fn alg(self) -> AssertionAlg {
+        match self {
+            AlgArg::Rs256 => AssertionAlg::RS256,
+            AlgArg::Ps256 => AssertionAlg::PS256,
+            AlgArg::Es256 => AssertionAlg::ES256,
+            AlgArg::Es384 => AssertionAlg::ES384,
+            AlgArg::EdDsa => AssertionAlg::EdDSA,
+            AlgArg::Hs256 => AssertionAlg::HS256,
+        }
+    }
 }
 
 /// Arguments of `tokenvisor probe`.
@@ -64,8 +124,13 @@ enum AuthArg {
 ))]
 pub(crate) struct ProbeArgs {
     /// The token endpoint (http or https).
-    #[arg(long, value_name = "URL", value_parser = parse_token_url)]
-    token_url: TokenUrl,
+    #[arg(long, value_name = "URL", value_parser = parse_token_url, required_unless_present = "issuer", conflicts_with = "issuer")]
+    token_url: Option<TokenUrl>,
+    /// Discover the token endpoint from this issuer (RFC 8414, then OpenID Connect
+    /// Discovery) instead of --token-url; prints what was discovered and warns when
+    /// --auth-method is not advertised.
+    #[arg(long, value_name = "URL", value_parser = parse_issuer)]
+    issuer: Option<Issuer>,
     /// The OAuth client id.
     #[arg(long, value_name = "ID")]
     client_id: String,
@@ -92,6 +157,39 @@ pub(crate) struct ProbeArgs {
     /// How the client authenticates.
     #[arg(long, value_enum, value_name = "METHOD", default_value_t = AuthArg::Basic)]
     auth_method: AuthArg,
+    /// PEM private key: signs assertions (private_key_jwt) or is the TLS client key.
+    #[arg(long, value_name = "F")]
+    client_key_file: Option<PathBuf>,
+    /// The assertion header's `kid`.
+    #[arg(long, value_name = "KID")]
+    client_key_id: Option<String>,
+    /// The assertion's algorithm (default: the key's).
+    #[arg(long, value_enum, value_name = "ALG")]
+    client_assertion_alg: Option<AlgArg>,
+    /// The assertion's `aud` (default: the token endpoint).
+    #[arg(long, value_name = "AUD")]
+    client_assertion_audience: Option<String>,
+    /// PEM client certificate (tls_client_auth, self_signed_tls_client_auth).
+    #[arg(long, value_name = "F")]
+    client_cert_file: Option<PathBuf>,
+    /// PEM certificates added to the system's roots.
+    #[arg(long, value_name = "F")]
+    ca_file: Option<PathBuf>,
+    /// Trust only --ca-file.
+    #[arg(long, requires = "ca_file")]
+    ca_only: bool,
+    /// An http:// or https:// proxy (replaces the environment's).
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// A file holding `user:password` for --proxy.
+    #[arg(long, value_name = "F", requires = "proxy")]
+    proxy_credentials_file: Option<PathBuf>,
+    /// Hosts that bypass --proxy, comma-separated.
+    #[arg(long, value_name = "HOSTS", requires = "proxy")]
+    no_proxy: Option<String>,
+    /// An extra token-request parameter NAME=VALUE; repeat for several.
+    #[arg(long = "extra-param", value_name = "NAME=VALUE", value_parser = parse_extra_param)]
+    extra_params: Vec<(String, String)>,
     /// The total deadline of the request (connect, headers and body), e.g. 10s, 500ms.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     timeout: Duration,
@@ -123,6 +221,52 @@ struct Report {
     retry_after_secs: Option<u64>,
     expires_in_secs: Option<u64>,
     summary: String,
+    /// With --issuer, what discovery found (absent without --issuer or when it failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovered: Option<Discovered>,
+}
+
+/// What `--issuer` discovered.
+#[derive(Debug, Serialize)]
+struct Discovered {
+    issuer: String,
+    token_endpoint: String,
+    token_endpoint_auth_methods_supported: Vec<String>,
+    grant_types_supported: Vec<String>,
+    /// Set when --auth-method is not advertised.
+    warning: Option<String>,
+}
+
+impl Discovered {
+    fn of(doc: &ProviderMetadata, method: AuthMethod) -> Self {
+        Discovered {
+            issuer: doc.issuer.to_string(),
+            token_endpoint: doc.token_endpoint.redacted(),
+            token_endpoint_auth_methods_supported: doc
+                .token_endpoint_auth_methods_supported
+                .clone(),
+            grant_types_supported: doc.grant_types_supported.clone(),
+            warning: doc.method_warning(method.registered_name()),
+        }
+    }
+
+    fn human(&self) -> String {
+        let list = |v: &[String]| match v.is_empty() {
+            true => "(not stated)".to_owned(),
+            false => safe_text(&v.join(", ")),
+        };
+        format!(
+            "{:<13}{}\n{:<13}{}\n{:<13}{}\n{:<13}{}\n",
+            "issuer:",
+            safe_text(&self.issuer),
+            "token url:",
+            safe_text(&self.token_endpoint),
+            "auth methods:",
+            list(&self.token_endpoint_auth_methods_supported),
+            "grant types:",
+            list(&self.grant_types_supported),
+        )
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -136,6 +280,90 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 /// The one token-URL rule, [`TokenUrl::parse`] (an http(s) URL with a host).
 fn parse_token_url(s: &str) -> Result<TokenUrl, String> {
     TokenUrl::parse(s).map_err(|e| e.to_string())
+}
+
+/// The one issuer rule, [`Issuer::parse`].
+fn parse_issuer(s: &str) -> Result<Issuer, String> {
+    Issuer::parse(s).map_err(|e| e.to_string())
+}
+
+/// `NAME=VALUE`, checked by the configuration's `extra_params` rule.
+fn parse_extra_param(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| "must be NAME=VALUE".to_owned())?;
+    tokenvisor::spec::extra_param(name, value)?;
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// The provider settings of the flags, each file checked as `check-config` checks it.
+fn provider(args: &ProbeArgs) -> anyhow::Result<ProviderSpec> {
+    let bad = |flag: &str, why: String| {
+        usage_error(
+            "probe",
+            ErrorKind::ValueValidation,
+            format!("{flag}: {why}"),
+        )
+    };
+    let read = |flag: &str, f: &PathBuf| {
+        std::fs::read(f).map_err(|e| bad(flag, format!("cannot read {}: {e}", f.display())))
+    };
+    if let Some(f) = &args.client_key_file {
+        let key = tokenvisor::spec::client_key(&read("--client-key-file", f)?)
+            .map_err(|why| bad("--client-key-file", format!("{}: {why}", f.display())))?;
+        if let Some(a) = args.client_assertion_alg.map(AlgArg::alg)
+            && !key.algs.contains(&a)
+        {
+            return Err(bad(
+                "--client-assertion-alg",
+                format!("{a:?} does not fit the key (it signs with {:?})", key.algs),
+            ));
+        }
+    }
+    for (flag, f) in [
+        ("--client-cert-file", &args.client_cert_file),
+        ("--ca-file", &args.ca_file),
+    ] {
+        if let Some(f) = f {
+            tokenvisor::spec::certificates(&read(flag, f)?)
+                .map_err(|why| bad(flag, format!("{}: {why}", f.display())))?;
+        }
+    }
+    if let Some(p) = &args.proxy {
+        tokenvisor::spec::proxy_url(p).map_err(|why| bad("--proxy", why))?;
+    }
+    let needs = match args.auth_method {
+        AuthArg::PrivateKeyJwt => (args.client_key_file.is_none())
+            .then_some("--auth-method private_key_jwt needs --client-key-file"),
+        AuthArg::TlsClientAuth | AuthArg::SelfSignedTlsClientAuth => {
+            (args.client_key_file.is_none() || args.client_cert_file.is_none()).then_some(
+                "--auth-method tls_client_auth needs --client-cert-file and --client-key-file",
+            )
+        }
+        AuthArg::Basic | AuthArg::Post | AuthArg::ClientSecretJwt => None,
+    };
+    if let Some(why) = needs {
+        return Err(usage_error(
+            "probe",
+            ErrorKind::MissingRequiredArgument,
+            why.to_owned(),
+        ));
+    }
+    let text = |s: &Option<String>| s.as_deref().map(Arc::from);
+    Ok(ProviderSpec {
+        client_key_file: args.client_key_file.clone(),
+        client_key_id: text(&args.client_key_id),
+        client_assertion_alg: args.client_assertion_alg.map(AlgArg::alg),
+        client_assertion_audience: text(&args.client_assertion_audience),
+        client_cert_file: args.client_cert_file.clone(),
+        ca_file: args.ca_file.clone(),
+        ca_only: args.ca_only,
+        proxy: text(&args.proxy),
+        proxy_credentials_file: args.proxy_credentials_file.clone(),
+        no_proxy: text(&args.no_proxy),
+        issuer: args.issuer.clone(),
+        extra_params: args.extra_params.iter().cloned().collect(),
+    })
 }
 
 /// A secret given inline or in a file; `None` when neither was given.
@@ -225,15 +453,25 @@ fn request(args: &ProbeArgs) -> anyhow::Result<ExchangeRequest> {
         args.client_secret.as_deref(),
         args.client_secret_file.as_ref(),
     )?;
+    let provider = provider(args)?;
+    let token_url = match (&args.token_url, &args.issuer) {
+        (Some(url), _) => url.clone(),
+        (None, Some(issuer)) => issuer.as_token_url(),
+        (None, None) => {
+            // Unreachable through clap (one of them is required); kept total.
+            return Err(usage_error(
+                "probe",
+                ErrorKind::MissingRequiredArgument,
+                "give --token-url URL or --issuer URL".to_owned(),
+            ));
+        }
+    };
     Ok(ExchangeRequest {
-        token_url: args.token_url.clone(),
+        token_url,
         client_id: Arc::from(args.client_id.as_str()),
         client_secret,
-        auth_method: match args.auth_method {
-            AuthArg::Basic => AuthMethod::Basic,
-            AuthArg::Post => AuthMethod::Post,
-        },
-        provider: Arc::default(),
+        auth_method: args.auth_method.method(),
+        provider: Arc::new(provider),
         grant,
         scopes: Arc::from(args.scopes.clone()),
         resource: args.resource.as_deref().map(Arc::from),
@@ -253,6 +491,25 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<u8> {
         connect_timeout: req.connect_timeout,
         ..HttpConfig::default()
     })?;
+    // --issuer: what was discovered first (the exchange then uses the cached document)
+    let discovered = match &req.provider.issuer {
+        Some(issuer) => {
+            let found = runtime.block_on(transport.discover(
+                issuer,
+                &req.provider,
+                req.connect_timeout,
+                req.timeout,
+            ));
+            found.ok().map(|doc| Discovered::of(&doc, req.auth_method))
+        }
+        None => None,
+    };
+    if let (Some(d), false) = (&discovered, args.json) {
+        print!("{}", d.human());
+    }
+    if let Some(w) = discovered.as_ref().and_then(|d| d.warning.as_deref()) {
+        eprintln!("warning: {w}");
+    }
     let raw = runtime.block_on(transport.exchange(req.clone()));
     let policy = ClassifyPolicy::default();
     let secrets = req.secrets();
@@ -261,7 +518,8 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<u8> {
         RawOutcome::Response(answer) => Some(answer.status),
         RawOutcome::Transport { .. } => None,
     };
-    let report = report(&verdict, http_status, &req, &policy);
+    let mut report = report(&verdict, http_status, &req, &policy);
+    report.discovered = discovered;
 
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -337,6 +595,7 @@ fn report(
                     .lifetime_from_provider
                     .then_some(grant.lifetime.as_secs()),
                 summary: format!("token received ({token_type}, {lifetime}{rotated})"),
+                discovered: None,
             }
         }
         Verdict::Transient(f) | Verdict::Permanent(f) => Report {
@@ -349,6 +608,7 @@ fn report(
                 .map(|d| u64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u64::MAX)),
             expires_in_secs: None,
             summary: f.summary.clone(),
+            discovered: None,
         },
     }
 }

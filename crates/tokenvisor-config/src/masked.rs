@@ -1,12 +1,15 @@
 //! The masked rendering of a valid configuration, for `tokenvisor check-config`
 //! ([`Config::describe_masked`]): every effective setting as TOML, defaults included, each
 //! secret printed as `"…"` with a comment saying where it came from, never its value.
+//! The provider keys too ([`provider`]): key, certificate and credential files as paths
+//! (never their contents), a proxy URL without its password, `extra_params` values cut to
+//! their first characters.
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::Config;
-use crate::spec::{GrantSpec, SecretOrigin, WorkloadPolicy};
+use crate::spec::{GrantSpec, ProviderSpec, SecretOrigin, WorkloadPolicy};
 
 /// A TOML string.
 fn q(s: &str) -> String {
@@ -51,6 +54,69 @@ fn policy(p: &WorkloadPolicy) -> [String; 13] {
     ]
 }
 
+/// An `extra_params` value as shown: its first 4 characters, then `…` (values are not
+/// secrets, but are not printed in full either).
+pub(crate) fn cut(v: &str) -> String {
+    match v.chars().count() > 4 {
+        true => format!("{}…", v.chars().take(4).collect::<String>()),
+        false => v.to_owned(),
+    }
+}
+
+/// A proxy URL with any password replaced by `…`.
+fn proxy_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("…"));
+            u.to_string()
+        }
+        Ok(_) | Err(_) => s.to_owned(),
+    }
+}
+
+/// The provider keys of one level: files as paths, no contents.
+fn provider(p: &ProviderSpec) -> Vec<String> {
+    let path = |f: &Option<std::path::PathBuf>| f.as_deref().map(qp);
+    let text = |t: &Option<std::sync::Arc<str>>| t.as_deref().map(q);
+    let params: Vec<String> = (p.extra_params.iter())
+        .map(|(k, v)| format!("{} = {}", q(k), q(&cut(v))))
+        .collect();
+    vec![
+        opt(
+            "issuer",
+            p.issuer.as_ref().map(|i| q(i.as_str())),
+            "not set",
+        ),
+        opt("client_key_file", path(&p.client_key_file), "not set"),
+        opt("client_key_id", text(&p.client_key_id), "not set"),
+        opt(
+            "client_assertion_alg",
+            p.client_assertion_alg.map(|a| q(a.into())),
+            "not set (the key's default)",
+        ),
+        opt(
+            "client_assertion_audience",
+            text(&p.client_assertion_audience),
+            "not set (the token endpoint)",
+        ),
+        opt("client_cert_file", path(&p.client_cert_file), "not set"),
+        opt("ca_file", path(&p.ca_file), "not set (the system's roots)"),
+        format!("ca_only = {}", p.ca_only),
+        opt(
+            "proxy",
+            p.proxy.as_deref().map(|u| q(&proxy_url(u))),
+            "not set (the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY)",
+        ),
+        opt(
+            "proxy_credentials_file",
+            path(&p.proxy_credentials_file).map(|f| format!("{f}  # user:password, not shown")),
+            "not set",
+        ),
+        opt("no_proxy", text(&p.no_proxy), "not set"),
+        format!("extra_params = {{{}}}", params.join(", ")),
+    ]
+}
+
 /// `c` as TOML, secrets masked (one line per setting, a blank line between sections).
 pub(crate) fn render(c: &Config) -> String {
     let (n, s) = (c.workloads.len(), &c.service);
@@ -86,6 +152,7 @@ pub(crate) fn render(c: &Config) -> String {
         "[defaults]".to_owned(),
     ];
     lines.extend(policy(&c.defaults));
+    lines.extend(provider(&c.defaults.provider));
     for w in &c.workloads {
         let origin = match &w.client_secret_origin {
             Some(SecretOrigin::Inline) | None => "inline in the configuration".to_owned(),
@@ -112,7 +179,11 @@ pub(crate) fn render(c: &Config) -> String {
             String::new(),
             "[[workload]]".to_owned(),
             format!("name = {}", q(w.name.as_str())),
-            format!("token_url = {}", q(&w.token_url.redacted())),
+            match w.policy.provider.issuer {
+                Some(_) => "# token_url: discovered from issuer (check-config --online shows it)"
+                    .to_owned(),
+                None => format!("token_url = {}", q(&w.token_url.redacted())),
+            },
             format!("client_id = {}", q(&w.client_id)),
             opt("client_secret", secret, "none (public client)"),
             format!("auth_method = {}", q(w.auth_method.as_str())),
@@ -130,6 +201,7 @@ pub(crate) fn render(c: &Config) -> String {
             opt("audience", w.audience.as_deref().map(q), "not set"),
         ]);
         lines.extend(policy(&w.policy));
+        lines.extend(provider(&w.policy.provider));
     }
     if let Some(cluster) = &c.cluster {
         lines.push(String::new());

@@ -2,11 +2,19 @@
 //! extra roots, a proxy ([`ProviderSpec`], keys of `[defaults]` and of a `[[workload]]`).
 //! Files are checked here (they exist, parse, the algorithm fits the key) and named by
 //! path in the spec: the runtime reads them again when they change (rotation).
+//!
+//! Also here: `issuer` (the token endpoint found by discovery instead of a `token_url`;
+//! validated by [`Issuer::parse`], fetched by the runtime) and `extra_params` (provider-specific
+//! token-request parameters; a name tokenvisor sets itself is refused, see
+//! [`RESERVED_PARAMS`]). A workload's `extra_params` table is merged over `[defaults]`'s, name
+//! by name.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+pub use tokenvisor_core::discovery::Issuer;
 
 use crate::problems::Cx;
 use crate::schema::RawPolicy;
@@ -66,6 +74,81 @@ pub struct ProviderSpec {
     pub proxy_credentials_file: Option<PathBuf>,
     /// Hosts not proxied (comma-separated, as `NO_PROXY`).
     pub no_proxy: Option<Arc<str>>,
+    /// The authorization server whose metadata names the token endpoint (instead of a
+    /// `token_url`; the workload's `token_url` is then the issuer, its endpoint identity).
+    pub issuer: Option<Issuer>,
+    /// Extra token-request parameters (name → value), sent with every request.
+    pub extra_params: BTreeMap<String, String>,
+}
+
+/// Token-request parameters tokenvisor sets itself (or another key sets): refused in
+/// `extra_params`, with the key to use instead where there is one.
+pub const RESERVED_PARAMS: &[(&str, &str)] = &[
+    ("grant_type", "set by grant"),
+    ("refresh_token", "set by the refresh_token grant"),
+    ("client_id", "set by client_id"),
+    ("client_secret", "set by auth_method and the client secret"),
+    ("client_assertion", "set by auth_method"),
+    ("client_assertion_type", "set by auth_method"),
+    ("scope", "use scopes"),
+    ("resource", "use resource"),
+    ("audience", "use audience"),
+    ("code", "an authorization-code parameter"),
+    ("code_verifier", "an authorization-code parameter"),
+    ("redirect_uri", "an authorization-code parameter"),
+    ("device_code", "a device-flow parameter"),
+    ("assertion", "set by the jwt_bearer grant"),
+    ("subject_token", "set by the token_exchange grant"),
+    ("subject_token_type", "set by the token_exchange grant"),
+    ("actor_token", "set by the token_exchange grant"),
+    ("actor_token_type", "set by the token_exchange grant"),
+    ("requested_token_type", "set by the token_exchange grant"),
+    ("username", "a password-grant parameter"),
+    ("password", "a password-grant parameter"),
+];
+
+/// The `proxy` rule: an http(s) URL with a host and no credentials in it.
+pub fn proxy_url(s: &str) -> Result<Arc<str>, String> {
+    match url::Url::parse(s) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.has_host()
+                && u.username().is_empty()
+                && u.password().is_none() =>
+        {
+            Ok(Arc::from(s))
+        }
+        Ok(_) | Err(_) => Err(
+            "must be an http:// or https:// proxy URL with a host and no \
+            credentials (put `user:password` in proxy_credentials_file)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Checks one `extra_params` entry: a name not reserved (RFC 6749 names: printable ASCII
+/// without spaces) and a value without control characters.
+pub fn extra_param(name: &str, value: &str) -> Result<(), String> {
+    if let Some((_, why)) = RESERVED_PARAMS.iter().find(|(n, _)| *n == name) {
+        return Err(format!(
+            "{name:?} is set by tokenvisor and cannot be overridden ({why})"
+        ));
+    }
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'=' && b != b'&')
+    {
+        return Err(
+            "a parameter name must be printable ASCII without spaces, '=' or '&'".to_owned(),
+        );
+    }
+    if value.chars().any(char::is_control) || value.len() > 4096 {
+        return Err(
+            "a value must be a string without control characters, at most 4096 bytes".to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// A parsed PEM private key: its signing key and the algorithms it can sign with (the
@@ -185,21 +268,19 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut Provide
         });
     }
     if let Some(p) = &raw.proxy {
-        out.proxy = cx.check("proxy", p, |s| match url::Url::parse(s) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.has_host()
-                    && u.username().is_empty()
-                    && u.password().is_none() =>
-            {
-                Ok(Arc::from(s.as_str()))
+        out.proxy = cx.check("proxy", p, |s| proxy_url(s));
+    }
+    if let Some(i) = &raw.issuer {
+        out.issuer = cx.check("issuer", i, |s| Issuer::parse(s).map_err(|e| e.to_string()));
+    }
+    if let Some(table) = &raw.extra_params {
+        for (name, value) in table.get_ref() {
+            let key = format!("extra_params.{name}");
+            if let Some(()) = cx.check(&key, value, |v| extra_param(name, v)) {
+                out.extra_params
+                    .insert(name.clone(), value.get_ref().clone());
             }
-            Ok(_) | Err(_) => Err(
-                "must be an http:// or https:// proxy URL with a host and no \
-                credentials (put `user:password` in proxy_credentials_file)"
-                    .to_owned(),
-            ),
-        });
+        }
     }
     out.client_assertion_alg = raw
         .client_assertion_alg
@@ -268,5 +349,34 @@ pub(crate) fn check(
         if let Some(why) = why.filter(|_| !cx.broken_here(&broken)) {
             cx.report(name, span.cloned(), why);
         }
+    }
+}
+
+/// `issuer` or `token_url`, exactly one per workload: the issuer's [`TokenUrl`] when the
+/// workload uses discovery (`None`: it uses its `token_url`). Both set in the workload is a
+/// problem (at `token_url`); a workload's `token_url` wins over an `issuer` of `[defaults]`
+/// (which is then dropped from its spec). `here`: the workload sets `issuer` itself.
+pub(crate) fn token_url_or_issuer(
+    cx: &mut Cx,
+    raw: &crate::schema::RawWorkload,
+    policy: &mut crate::spec::WorkloadPolicy,
+    here: bool,
+) -> Option<tokenvisor_core::TokenUrl> {
+    let issuer = policy.provider.issuer.clone();
+    match (&raw.token_url, issuer) {
+        (Some(t), Some(_)) if here => {
+            cx.report(
+                "token_url",
+                Some(t.span()),
+                "and issuer are both set: set one (issuer discovers the token endpoint)",
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            Arc::make_mut(&mut policy.provider).issuer = None;
+            None
+        }
+        (None, Some(issuer)) => Some(issuer.as_token_url()),
+        (_, None) => None,
     }
 }

@@ -59,6 +59,8 @@ pub(crate) struct RawPolicy {
     pub(crate) proxy: Opt<String>,
     pub(crate) proxy_credentials_file: Opt<String>,
     pub(crate) no_proxy: Opt<String>,
+    pub(crate) issuer: Opt<String>,
+    pub(crate) extra_params: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
 }
 
 /// The keys of a `[[workload]]` that `[defaults]` does not have.

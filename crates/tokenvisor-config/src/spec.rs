@@ -16,7 +16,10 @@ use tokenvisor_core::machine::MachineConfig;
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
 use tokenvisor_core::{ClassifyPolicy, Secret, TokenUrl, WorkloadName};
 
-pub use crate::provider::{AssertionAlg, ClientKey, ProviderSpec, certificates, client_key};
+pub use crate::provider::{
+    AssertionAlg, ClientKey, Issuer, ProviderSpec, RESERVED_PARAMS, certificates, client_key,
+    extra_param, proxy_url,
+};
 
 /// How the client authenticates to the token endpoint (`"basic"`, `"post"`: serde and
 /// strum derive the names).
@@ -59,6 +62,19 @@ impl AuthMethod {
     /// The name the configuration uses (`"basic"`, `"private_key_jwt"`, …).
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// The registered name (RFC 8414 `token_endpoint_auth_methods_supported`):
+    /// `client_secret_basic`, `client_secret_post`, or the same as [`AuthMethod::as_str`].
+    pub fn registered_name(self) -> &'static str {
+        match self {
+            AuthMethod::Basic => "client_secret_basic",
+            AuthMethod::Post => "client_secret_post",
+            AuthMethod::PrivateKeyJwt
+            | AuthMethod::ClientSecretJwt
+            | AuthMethod::TlsClientAuth
+            | AuthMethod::SelfSignedTlsClientAuth => self.as_str(),
+        }
     }
 
     /// True when the client secret authenticates the client (basic, post, client_secret_jwt).

@@ -357,6 +357,9 @@ impl V<'_> {
             ..base.clone()
         };
         crate::provider::level(cx, self.base, raw, Arc::make_mut(&mut lvl.policy.provider));
+        if let Some(i) = &raw.issuer {
+            lvl.from.insert("issuer", (cx.key("issuer"), i.span()));
+        }
         // Each key: recorded as set here (valid or not), checked, stored.
         macro_rules! keys {
             ($($check:ident: $($name:ident => $($field:ident).+),*;)*) => {$($(
@@ -477,11 +480,21 @@ impl V<'_> {
             seen.names.extend(line.map(|l| (n.as_str().to_owned(), l)));
             Ok(n)
         });
-        let missing =
-            "missing: the provider's token endpoint, e.g. \"https://idp.example.com/oauth/token\"";
-        let token_url = cx.required("token_url", raw.token_url.as_ref(), missing, |s| {
-            token_url(s)
-        });
+        // `issuer` instead of `token_url`: a workload's token_url wins over [defaults]' issuer
+        let mut policy = policy;
+        let here = policy
+            .from
+            .get("issuer")
+            .is_some_and(|(k, _)| *k == cx.key("issuer"));
+        let issuer = crate::provider::token_url_or_issuer(cx, raw, &mut policy.policy, here);
+        let missing = "missing: the provider's token endpoint, e.g. \"https://idp.example.com/oauth/token\" \
+             (or issuer, to discover it)";
+        let token_url = match issuer {
+            Some(issuer) => Some(issuer),
+            None => cx.required("token_url", raw.token_url.as_ref(), missing, |s| {
+                token_url(s)
+            }),
+        };
         if let Some(host) = token_url.as_ref().and_then(TokenUrl::insecure_remote_host) {
             let why = format!(
                 "http:// to {host}, which is not a loopback address: tokens and secrets cross the \

@@ -9,6 +9,8 @@
 //!   `Transient` / `Permanent`, with a sanitised summary.
 //! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
 //!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)`.
+//! - [`discovery`]: the issuer, its metadata locations (RFC 8414, OpenID Connect), the
+//!   metadata document parsed and checked, the advertised authentication methods.
 //! - [`cluster`]: cluster mode's pure rules: a name's shard (XXH3-64), a shard's owner
 //!   (rendezvous hashing), the handover plan, and the send rule against the lease.
 //! - [`limiter`]: adaptive pacing of one token endpoint: an AIMD concurrency limit under
@@ -28,6 +30,7 @@
 
 pub mod classify;
 pub mod cluster;
+pub mod discovery;
 pub mod limiter;
 pub mod machine;
 pub mod name;
@@ -44,6 +47,7 @@ pub use classify::{
     ClassifyPolicy, Failure, FailureKind, HttpAnswer, RawOutcome, TokenGrant, TransportKind,
     Verdict, classify,
 };
+pub use discovery::{Issuer, ProviderMetadata};
 pub use machine::{AttemptId, Effects, Input, Machine, MachineConfig, Resume, State};
 pub use name::{NameError, WorkloadName};
 pub use secret::Secret;

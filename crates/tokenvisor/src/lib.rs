@@ -104,6 +104,7 @@ pub mod status_store;
 #[allow(unreachable_pub, dead_code)]
 mod status_store;
 pub use tokenvisor_config as config;
+mod discovery;
 mod gate;
 mod msg;
 mod oauth;
@@ -146,6 +147,7 @@ pub use cluster_view::{
     ClusterWorkload, LeaseHealth, Owner, ViewFuture,
 };
 pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
+pub use discovery::{DISCOVERY_BACKOFF, DiscoveryError, REFETCH_AFTER};
 pub use gate::{EndpointStats, Gates, LATENCY_BUCKETS_MS, Pacing};
 pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
 pub use locks::{LockError, hold_credentials};
@@ -159,4 +161,5 @@ pub use status_store::{
 };
 pub use supervisor::{SupervisorError, WorkloadView};
 pub use token::StateChange;
+pub use tokenvisor_core::discovery::{Advertised, Issuer, ProviderMetadata};
 pub use transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};

@@ -24,10 +24,14 @@
 //!   `oauth_auth`), the `tls_client_auth` methods `client_id` and the client certificate; none
 //!   of these sends the secret;
 //! - a TLS failure's detail names the server (`HOST:PORT`), the usual cause, rustls' reason and
-//!   (on a certificate failure without a proxy) the presented certificate's subject and issuer;
+//!   (on a certificate failure, through the workload's `proxy` as the request went) the
+//!   presented certificate's subject and issuer;
 //! - transport failures become [`RawOutcome::Transport`] with a [`TransportKind`] and a short
 //!   detail that contains no secret (scrubbed by [`tokenvisor_core::scrub`], in any encoding),
 //!   no body and no URL (reqwest's errors lose theirs: the workload's URL is known anyway);
+//! - a workload with an `issuer` sends to the discovered token endpoint (`crate::discovery`:
+//!   cached per issuer, fetched inside the attempt; a failure is a transport outcome, so
+//!   transient), and `extra_params` are added to every form;
 //! - logging (debug level) carries the status, the URL as [`tokenvisor_core::TokenUrl`]
 //!   shows it (no userinfo, no query value) and the elapsed time, never a body or a secret.
 
@@ -46,9 +50,12 @@ use tokenvisor_core::classify::BODY_LIMIT;
 use tokenvisor_core::classify::RateLimitHeaders;
 use tokenvisor_core::{HttpAnswer, RawOutcome, Secret, TransportKind};
 
+use crate::discovery::{Discovery, DiscoveryError};
 use crate::oauth_auth::{ASSERTION_TYPE, Keys, Profile, Stamp, stamps};
 use crate::spec::AuthMethod;
+use crate::spec::ProviderSpec;
 use crate::transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};
+use tokenvisor_core::{Issuer, ProviderMetadata};
 
 /// The longest transport detail kept, in bytes.
 const DETAIL_LIMIT: usize = 240;
@@ -135,6 +142,8 @@ struct Inner {
     clients: Mutex<HashMap<Profile, (Vec<Stamp>, reqwest::Client)>>,
     /// Signing keys of `private_key_jwt`, re-read when their file changes.
     keys: Keys,
+    /// Discovered provider metadata, per issuer.
+    discovery: Discovery,
 }
 
 impl fmt::Debug for HttpTransport {
@@ -171,6 +180,7 @@ impl HttpTransport {
                 config,
                 clients: Mutex::new(clients),
                 keys: Keys::default(),
+                discovery: Discovery::default(),
             }),
         })
     }
@@ -202,12 +212,60 @@ impl HttpTransport {
         Ok(client)
     }
 
+    /// The provider metadata of `issuer` (RFC 8414 / OpenID Connect Discovery): cached per
+    /// issuer and shared with the workloads of this transport, fetched (through the client
+    /// of `provider`'s roots and proxy, within `timeout`) when not cached. For `probe`,
+    /// `check-config --online` and `login`; a workload's requests discover by themselves.
+    ///
+    /// # Errors
+    /// [`DiscoveryError`]: no usable document (a transient failure).
+    pub async fn discover(
+        &self,
+        issuer: &Issuer,
+        provider: &ProviderSpec,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Arc<ProviderMetadata>, DiscoveryError> {
+        let profile = Profile::of_spec(connect_timeout, provider);
+        let this = self.clone();
+        let client = tokio::task::spawn_blocking(move || this.client(&profile))
+            .await
+            .unwrap_or_else(|e| Err(format!("preparing the request failed: {e}")))
+            .map_err(|detail| DiscoveryError {
+                kind: TransportKind::Io,
+                detail,
+            })?;
+        self.inner
+            .discovery
+            .resolve(&getter(client), issuer, timeout)
+            .await
+    }
+
     /// The client and the client assertion of `req`.
     fn prepare(&self, req: &ExchangeRequest) -> Result<(reqwest::Client, Option<Secret>), String> {
         Ok((
             self.client(&Profile::of(req))?,
             self.inner.keys.assertion(req)?,
         ))
+    }
+}
+
+/// One GET through `client` for discovery, captured as a token request's answer.
+fn getter(client: reqwest::Client) -> impl Fn(String) -> OutcomeFuture + Send + Sync {
+    move |url: String| {
+        let client = client.clone();
+        Box::pin(async move {
+            let request = oauth2::http::Request::get(url.as_str())
+                .header(oauth2::http::header::ACCEPT, "application/json")
+                .body(Vec::new());
+            match request {
+                Ok(request) => send(&client, &url, request).await,
+                Err(e) => RawOutcome::Transport {
+                    kind: TransportKind::Io,
+                    detail: format!("cannot build the discovery request: {e}"),
+                },
+            }
+        })
     }
 }
 
@@ -254,10 +312,41 @@ impl Transport for HttpTransport {
     fn exchange(&self, req: ExchangeRequest) -> OutcomeFuture {
         let this = self.clone();
         Box::pin(async move {
+            let mut req = req;
             let mut secrets = req.secrets();
+            let started = tokio::time::Instant::now();
             // Files to stat or read: on the blocking pool.
             let files = !Profile::of(&req).files().is_empty()
                 || matches!(req.auth_method, AuthMethod::PrivateKeyJwt);
+            // `issuer`: the token endpoint is the discovered one (cached per issuer).
+            if let Some(issuer) = req.provider.issuer.clone() {
+                let profile = Profile::of(&req);
+                let client = match files {
+                    false => this.client(&profile),
+                    true => {
+                        let t = this.clone();
+                        tokio::task::spawn_blocking(move || t.client(&profile))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("preparing the request failed: {e}")))
+                    }
+                };
+                let found = match client {
+                    Ok(client) => {
+                        this.inner
+                            .discovery
+                            .resolve(&getter(client), &issuer, req.timeout)
+                            .await
+                    }
+                    Err(detail) => Err(DiscoveryError {
+                        kind: TransportKind::Io,
+                        detail,
+                    }),
+                };
+                match found {
+                    Ok(doc) => req.token_url = doc.token_endpoint.clone(),
+                    Err(e) => return scrub_outcome(e.outcome(), &secrets),
+                }
+            }
             let prepared = match files {
                 false => this.prepare(&req),
                 true => {
@@ -279,7 +368,8 @@ impl Transport for HttpTransport {
                 }
             };
             secrets.extend(assertion.clone());
-            let deadline = req.timeout;
+            // one deadline for discovery and the request together
+            let deadline = req.timeout.saturating_sub(started.elapsed());
             let exchange = exchange(client, &req, assertion);
             let outcome = match tokio::time::timeout(deadline, exchange).await {
                 Ok(outcome) => outcome,
@@ -328,6 +418,8 @@ async fn exchange(
     let mut extra: Vec<(&str, String)> = Vec::new();
     extra.extend(req.resource.as_ref().map(|r| ("resource", r.to_string())));
     extra.extend(req.audience.as_ref().map(|a| ("audience", a.to_string())));
+    // provider-specific parameters (configuration refuses the names set here)
+    extra.extend((req.provider.extra_params.iter()).map(|(k, v)| (k.as_str(), v.clone())));
     if let Some(assertion) = &assertion {
         extra.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
         extra.push(("client_assertion", assertion.expose().to_owned()));
@@ -546,9 +638,9 @@ fn tls_detail(server: Option<&str>, detail: &str) -> String {
     truncate(format!("TLS with {server}: {hint}: {reason}"), DETAIL_LIMIT)
 }
 
-/// A TLS failure over the server's certificate, directly to the server (no proxy set for
-/// the workload): the detail gains the certificate's subject and issuer, from a second,
-/// diagnostic handshake on the blocking pool ([`crate::oauth_auth::presented_certificate`]).
+/// A TLS failure over the server's certificate: the detail gains the certificate's subject
+/// and issuer, from a second, diagnostic handshake on the blocking pool, direct or through
+/// the workload's proxy as the request went ([`crate::oauth_auth::presented_certificate`]).
 async fn diagnose_tls(outcome: RawOutcome, req: &ExchangeRequest) -> RawOutcome {
     let RawOutcome::Transport {
         kind: TransportKind::Tls,
@@ -569,17 +661,22 @@ async fn diagnose_tls(outcome: RawOutcome, req: &ExchangeRequest) -> RawOutcome 
         .trim_end_matches(']')
         .to_owned();
     let timeout = req.connect_timeout;
-    let cert = match (
-        detail.contains("invalid peer certificate"),
-        &req.provider.proxy,
-    ) {
-        (true, None) => tokio::task::spawn_blocking(move || {
-            crate::oauth_auth::presented_certificate(&host, port, timeout)
+    // as the request went: through the workload's proxy unless no_proxy exempts the host
+    let p = req.provider.clone();
+    let proxied = (p.proxy.as_ref())
+        .filter(|_| !crate::oauth_auth::bypasses_proxy(p.no_proxy.as_deref(), &host))
+        .is_some();
+    let cert = match detail.contains("invalid peer certificate") {
+        true => tokio::task::spawn_blocking(move || {
+            let proxy = (p.proxy.as_deref())
+                .filter(|_| proxied)
+                .map(|u| (u, p.proxy_credentials_file.as_deref()));
+            crate::oauth_auth::presented_certificate(&host, port, timeout, proxy)
         })
         .await
         .ok()
         .flatten(),
-        (true, Some(_)) | (false, _) => None,
+        false => None,
     };
     let detail = match cert {
         Some(cert) => truncate(format!("{detail}; {cert}"), DETAIL_LIMIT),

@@ -15,7 +15,8 @@
 //!   It is a credential: it travels as a [`Secret`] and is scrubbed like the client secret.
 //!   Signing is jsonwebtoken's (over ring, rustls' provider here).
 //! - A TLS failure's certificate ([`presented_certificate`]): a diagnostic handshake that
-//!   records the server's certificate and aborts; its subject and issuer names ([`names`]).
+//!   records the server's certificate and aborts (through the workload's http proxy by
+//!   `CONNECT` when the request went through it); its subject and issuer names ([`names`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -76,7 +77,7 @@ impl Profile {
         Profile::of_spec(connect_timeout, &ProviderSpec::default())
     }
 
-    fn of_spec(connect_timeout: Duration, p: &ProviderSpec) -> Self {
+    pub(crate) fn of_spec(connect_timeout: Duration, p: &ProviderSpec) -> Self {
         Profile {
             connect_timeout,
             identity: None,
@@ -223,11 +224,19 @@ impl Keys {
 }
 
 /// The certificate a server presents, for a TLS failure's detail: a second handshake to
-/// `host:port` (direct, bounded by `timeout`) that accepts any certificate, records the
-/// server's own and stops. Returns "certificate CN=… issued by CN=…"; `None` when the server
+/// `host:port` (bounded by `timeout`) that accepts any certificate, records the server's own
+/// and stops. Direct, or through `proxy` (an `http://` proxy URL, with `user:password` from
+/// `credentials` as Basic) by `CONNECT`, as the request went (an `https://` proxy is not
+/// tunnelled: `None`). Returns "certificate CN=… issued by CN=…"; `None` when the server
 /// cannot be reached or the certificate read (the detail then goes without it). Blocking:
 /// run it on the blocking pool.
-pub(crate) fn presented_certificate(host: &str, port: u16, timeout: Duration) -> Option<String> {
+pub(crate) fn presented_certificate(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    proxy: Option<(&str, Option<&Path>)>,
+) -> Option<String> {
+    use std::io::{Read as _, Write as _};
     use std::net::{TcpStream, ToSocketAddrs};
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
     let recorder = Arc::new(Recorder::default());
@@ -238,10 +247,47 @@ pub(crate) fn presented_certificate(host: &str, port: u16, timeout: Duration) ->
         .dangerous()
         .with_custom_certificate_verifier(recorder.clone())
         .with_no_client_auth();
-    let addr = (host, port).to_socket_addrs().ok()?.next()?;
+    let (to_host, to_port) = match proxy {
+        None => (host.to_owned(), port),
+        Some((url, _)) => {
+            let u = reqwest::Url::parse(url)
+                .ok()
+                .filter(|u| u.scheme() == "http")?;
+            let h = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
+            (h.to_owned(), u.port_or_known_default()?)
+        }
+    };
+    let addr = (to_host.as_str(), to_port).to_socket_addrs().ok()?.next()?;
     let mut tcp = TcpStream::connect_timeout(&addr, timeout).ok()?;
     tcp.set_read_timeout(Some(timeout)).ok()?;
     tcp.set_write_timeout(Some(timeout)).ok()?;
+    if let Some((_, credentials)) = proxy {
+        use base64::Engine as _;
+        let target = match host.contains(':') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        };
+        let auth = match credentials {
+            Some(f) => {
+                let creds = std::fs::read_to_string(f).ok()?;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(creds.trim());
+                format!("Proxy-Authorization: Basic {b64}\r\n")
+            }
+            None => String::new(),
+        };
+        let connect = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n");
+        tcp.write_all(connect.as_bytes()).ok()?;
+        // the proxy's answer head, byte by byte (nothing of the tunnel is read past it)
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+            tcp.read_exact(&mut byte).ok()?;
+            head.push(byte[0]);
+        }
+        let status = String::from_utf8_lossy(&head);
+        let ok = status.split_whitespace().nth(1) == Some("200");
+        ok.then_some(())?;
+    }
     let mut tls = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
     while tls.is_handshaking() && recorder.der().is_none() {
         if tls.complete_io(&mut tcp).is_err() {
@@ -250,6 +296,21 @@ pub(crate) fn presented_certificate(host: &str, port: u16, timeout: Duration) ->
     }
     let (subject, issuer) = names(&recorder.der()?)?;
     Some(format!("certificate {subject} issued by {issuer}"))
+}
+
+/// Whether `no_proxy` (comma-separated, as `NO_PROXY`: `*`, a host, a domain with or without
+/// its leading dot) exempts `host` from the proxy.
+pub(crate) fn bypasses_proxy(no_proxy: Option<&str>, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    no_proxy.is_some_and(|list| {
+        list.split(',')
+            .map(|e| e.trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty())
+            .any(|e| {
+                let domain = e.trim_start_matches('.');
+                e == "*" || host == domain || host.ends_with(&format!(".{domain}"))
+            })
+    })
 }
 
 /// The subject's and the issuer's common names (`CN=…`) in a DER certificate.
@@ -541,5 +602,22 @@ mod tests {
     fn a_client_key_debugs_as_an_ellipsis() {
         let key = client_key(&std::fs::read(Path::new(KEYS).join("rsa.pem")).unwrap()).unwrap();
         assert_eq!(format!("{key:?}"), "…");
+    }
+
+    #[test]
+    fn no_proxy_exempts_hosts_and_domains() {
+        let cases = [
+            (Some("127.0.0.1,localhost"), "127.0.0.1", true),
+            (Some(" .corp , other"), "idp.corp", true),
+            (Some("corp"), "idp.corp", true),
+            (Some("corp"), "idpcorp", false),
+            (Some("*"), "anything", true),
+            (Some("idp.example"), "IDP.example", true),
+            (Some(""), "idp", false),
+            (None, "idp", false),
+        ];
+        for (list, host, bypass) in cases {
+            assert_eq!(bypasses_proxy(list, host), bypass, "{list:?} {host}");
+        }
     }
 }

@@ -40,6 +40,9 @@ pub struct LogLine {
     /// The RFC 6749 error code of the answer or event.
     #[serde(default)]
     pub error: Option<String>,
+    /// A token request's form parameter names (never their values).
+    #[serde(default)]
+    pub params: Vec<String>,
 }
 
 impl LogLine {

@@ -905,3 +905,103 @@ async fn verdicts_need_an_oauth_shape_and_vendor_holds_are_reported() {
     );
     idp.shutdown().await;
 }
+
+/// The provider flags are checked by the configuration's own rules: a usage error (exit 2)
+/// naming the flag, before any request.
+#[test]
+fn provider_flags_are_checked_like_the_configuration() {
+    let keys =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tokenvisor/tests/fixtures/keys");
+    let public = keys.join("rsa.pub.pem");
+    let public = public.to_str().unwrap();
+    let ec = keys.join("ec256.pem");
+    let ec = ec.to_str().unwrap();
+    let url = "http://127.0.0.1:9/token";
+    let base = ["probe", "--client-id", "c", "--grant", "client_credentials"];
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "reserved extra param",
+            vec!["--token-url", url, "--extra-param", "scope=x"],
+            "cannot be overridden (use scopes)",
+        ),
+        (
+            "extra param without =",
+            vec!["--token-url", url, "--extra-param", "tenant"],
+            "must be NAME=VALUE",
+        ),
+        (
+            "a key for the method",
+            vec!["--token-url", url, "--auth-method", "private_key_jwt"],
+            "needs --client-key-file",
+        ),
+        (
+            "a public key",
+            vec!["--token-url", url, "--client-key-file", public],
+            "--client-key-file: ",
+        ),
+        (
+            "an alg not fitting the key",
+            vec![
+                "--token-url",
+                url,
+                "--client-key-file",
+                ec,
+                "--client-assertion-alg",
+                "RS256",
+            ],
+            "does not fit the key",
+        ),
+        (
+            "a certificate for tls_client_auth",
+            vec![
+                "--token-url",
+                url,
+                "--auth-method",
+                "tls_client_auth",
+                "--client-key-file",
+                ec,
+            ],
+            "needs --client-cert-file",
+        ),
+        (
+            "not a certificate",
+            vec!["--token-url", url, "--ca-file", ec],
+            "--ca-file: ",
+        ),
+        (
+            "a socks proxy",
+            vec!["--token-url", url, "--proxy", "socks5://127.0.0.1:1080"],
+            "--proxy: must be an http",
+        ),
+        (
+            "an http issuer",
+            vec!["--issuer", "http://idp.example.com"],
+            "must be an https URL",
+        ),
+        (
+            "an issuer with a query",
+            vec!["--issuer", "https://idp.example.com/?a=b"],
+            "no user:password, query",
+        ),
+        (
+            "issuer and token url",
+            vec!["--issuer", "https://idp.example.com", "--token-url", url],
+            "cannot be used with",
+        ),
+        (
+            "no_proxy without proxy",
+            vec!["--token-url", url, "--no-proxy", "localhost"],
+            "--proxy",
+        ),
+    ];
+    for (label, argv, reason) in cases {
+        let argv: Vec<&str> = base.iter().copied().chain(argv).collect();
+        let r = run(&argv);
+        assert_eq!(r.code, Some(2), "{label}: {r:#?}");
+        assert!(r.stdout.is_empty(), "{label}: {r:#?}");
+        assert!(
+            r.stderr.contains(reason),
+            "{label}: {reason:?} not in {r:#?}"
+        );
+    }
+}

@@ -7,6 +7,8 @@
 //! - [`reconcile`]: `Runtime::reconcile` on the paused clock.
 //! - [`workload_span`]: every log line of a workload names it.
 //! - [`oauth`]: the real transport over HTTP on 127.0.0.1.
+//! - [`discovery`]: `issuer` discovery (cache, backoff, issuer check) and `extra_params`
+//!   over HTTP on 127.0.0.1.
 //! - [`journal`]: the state journal: durable before running, restarts resume, files as views.
 //! - [`credentials`], [`persistence`], [`status_store`]: files on a real filesystem.
 //! - [`ownership`]: one owner per credential (PUT, reload, removal, forced refresh and a
@@ -15,6 +17,7 @@
 //! - [`layering`]: no module cycle.
 
 mod credentials;
+mod discovery;
 mod journal;
 mod layering;
 mod oauth;

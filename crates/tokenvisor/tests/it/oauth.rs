@@ -637,3 +637,95 @@ async fn jwt_client_authentication_sends_an_assertion_and_no_secret() {
         assert_eq!(claims["sub"], CLIENT);
     }
 }
+
+/// A TLS failure through a workload's proxy names the presented certificate: the diagnostic
+/// handshake goes through the proxy by `CONNECT`, as the request did (the proxy sees two
+/// tunnels: the request's and the diagnostic's).
+#[tokio::test]
+async fn a_tls_failure_through_a_proxy_names_the_certificate_through_the_proxy() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(keys.join("cert.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(keys.join("rsa.pem")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let config = Arc::new(config);
+    // the TLS server (blocking threads: a handshake per connection, then closed)
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in server.incoming() {
+            let (Ok(mut tcp), config) = (tcp, config.clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut conn = rustls::ServerConnection::new(config).unwrap();
+                while conn.is_handshaking() {
+                    if conn.complete_io(&mut tcp).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    // the proxy: CONNECT only, counted, then bytes both ways
+    let connects = Arc::new(AtomicUsize::new(0));
+    let seen = connects.clone();
+    let (proxy_url, _task) = raw_server(move |mut socket| {
+        let seen = seen.clone();
+        async move {
+            let Some(head) = read_request_head(&mut socket).await else {
+                return;
+            };
+            if !head.starts_with(format!("CONNECT {server_addr} ").as_bytes()) {
+                return;
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            let Ok(mut upstream) = tokio::net::TcpStream::connect(server_addr).await else {
+                return;
+            };
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await;
+            let _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
+        }
+    })
+    .await;
+    let proxy = proxy_url.trim_end_matches("/token").to_owned();
+    let mut req = request(
+        &format!("https://{server_addr}/token"),
+        AuthMethod::Post,
+        Grant::ClientCredentials,
+    );
+    req.provider = Arc::new(tokenvisor::spec::ProviderSpec {
+        proxy: Some(proxy.into()),
+        ..tokenvisor::spec::ProviderSpec::default()
+    });
+    let outcome = transport().exchange(req).await;
+    let RawOutcome::Transport { kind, detail } = &outcome else {
+        panic!("a TLS failure: {outcome:?}");
+    };
+    assert_eq!(*kind, TransportKind::Tls, "{detail}");
+    assert!(
+        detail
+            .contains("certificate CN=tokenvisor test client issued by CN=tokenvisor test client"),
+        "{detail}"
+    );
+    assert_eq!(
+        connects.load(Ordering::SeqCst),
+        2,
+        "the request's tunnel and the diagnostic's"
+    );
+}

@@ -15,6 +15,9 @@
 //! - [`cluster_tls`]: cluster mode's surfaces (the cluster view and the admin routes over
 //!   it) against a real etcd, and etcd with TLS client certificates and with auth on.
 //! - [`client_auth`]: private_key_jwt and client_secret_jwt against the provider, a wrong key.
+//! - [`discovery`]: `issuer` through nginx (one fetch, shared), `extra_params` at the
+//!   provider, discovery down (transient, recovers), an issuer mismatch, `check-config
+//!   --online` and `probe --issuer` warning of a method not advertised.
 //! - [`tls`]: nginx terminating TLS with a CA made at test time: an unknown CA, ca_file, ca_only.
 //! - [`proxy`]: a workload's forward proxy (tinyproxy) with credentials, its refusal, no_proxy.
 //! - [`scenarios`]: the shared scenarios of tokenvisor-test-support, then faults only this
@@ -37,6 +40,7 @@ mod cluster_tls;
 mod crash_loop;
 mod daemon;
 mod dashboard;
+mod discovery;
 mod proxy;
 mod scenarios;
 mod tls;

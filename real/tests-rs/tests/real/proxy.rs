@@ -2,7 +2,7 @@
 //! credentials, in front of nginx and the provider. Through it with the right credentials
 //! (from `proxy_credentials_file`), plain HTTP and TLS (CONNECT, `ca_file`); with the wrong
 //! ones the proxy refuses (407): a transient failure; `no_proxy` bypasses a proxy that is
-//! not even there.
+//! not even there; a server certificate from an unknown CA, through the proxy, is named.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -81,6 +81,15 @@ async fn a_proxy_with_credentials_carries_requests_and_a_refusal_is_transient() 
         ("proxied-tls", &front.token_url(), "tv-15", via("good")),
         ("proxy-refuses", http.as_str(), "tv-17", via("bad")),
         ("proxy-bypassed", http.as_str(), "tv-19", bypass),
+        (
+            "proxied-unknown-ca",
+            &front.token_url(),
+            "tv-21",
+            ProviderSpec {
+                ca_file: None,
+                ..via("good")
+            },
+        ),
     ] {
         s.rt.add(spec(w, url, client, p)).await.unwrap();
     }
@@ -95,6 +104,19 @@ async fn a_proxy_with_credentials_carries_requests_and_a_refusal_is_transient() 
         .await;
     let e = last_error(&r).unwrap_or_else(|| panic!("no last_error"));
     assert_eq!(e.outcome, ErrorOutcome::Transient, "{e:?}");
+    // A TLS failure through the proxy names the certificate the server presented (the
+    // diagnostic handshake tunnels through the proxy as the request did).
+    let tls = s
+        .wait_file("proxied-unknown-ca", "auth_retrying on TLS", |r| {
+            r.status == WorkloadStatus::AuthRetrying
+        })
+        .await;
+    let e = last_error(&tls).unwrap_or_else(|| panic!("no last_error"));
+    assert!(
+        e.summary.contains("UnknownIssuer")
+            && e.summary.contains("issued by CN=tokenvisor test CA"),
+        "{e:?}"
+    );
     // What went through the proxy: the plain request and the CONNECT, never the bypassed one.
     let log = std::fs::read_to_string(dir.join("tinyproxy.log")).unwrap_or_default();
     let nginx_port = http
@@ -112,7 +134,8 @@ async fn a_proxy_with_credentials_carries_requests_and_a_refusal_is_transient() 
     );
     println!(
         "observed: through tinyproxy (Basic credentials from a file) over http and CONNECT: \
-         running; wrong credentials: auth_retrying, {:?}; no_proxy bypassed a closed proxy",
-        r.status_context
+         running; wrong credentials: auth_retrying, {:?}; no_proxy bypassed a closed proxy; \
+         an unknown CA through the proxy: {:?}",
+        r.status_context, tls.status_context
     );
 }

@@ -1,4 +1,5 @@
-//! Policy as pure functions: backoff, the refresh schedule, restart intensity.
+//! Policy as pure functions: backoff, the refresh schedule (and where a resumed workload's
+//! refresh goes: [`resumed_refresh_time`]), restart intensity.
 //!
 //! Randomness is an argument (`fastrand::Rng`, seedable), so every run can be replayed.
 //!
@@ -24,6 +25,34 @@ pub const MIN_REFRESH_DELAY: Duration = Duration::from_secs(1);
 
 /// The least time left before expiry when a refresh starts (capped at half the lifetime).
 pub const MIN_LEAD: Duration = Duration::from_secs(5);
+
+/// A start's quiet period: a workload resumed healthy (a daemon start over the journal, an
+/// actor restart) whose served token can wait sends no refresh before this long after the
+/// start ([`resumed_refresh_time`]).
+pub const START_QUIET: Duration = Duration::from_secs(10);
+
+/// When a workload resumed healthy at `now` refreshes: its scheduled `refresh_at`, moved to
+/// the end of the start's quiet period ([`START_QUIET`]) when it falls inside it and the
+/// token served (`expires_at`) still lives [`MIN_LEAD`] past that end; never later than the
+/// expiry.
+///
+/// Why: a refresh whose answer a crash loses loses a rotating grant, and a process that
+/// just started is the likeliest to be killed again (a crash loop, a bad deploy rolled
+/// back, an orchestrator's retries). A token that can still be served needs no refresh in
+/// that window; one that expires before the end of it (or too close after) refreshes on
+/// its schedule, as before (at once when it came due while the process was down).
+pub fn resumed_refresh_time(
+    refresh_at: Timestamp,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> Timestamp {
+    let quiet_end = now.plus(START_QUIET);
+    if refresh_at < quiet_end && expires_at >= quiet_end.plus(MIN_LEAD) {
+        quiet_end
+    } else {
+        refresh_at.min(expires_at)
+    }
+}
 
 /// The longest delay a timer is armed for: 30 days. The runtime's timer service (a
 /// `tokio_util` `DelayQueue`) panics on a deadline beyond 2^36 ms (about 2.2 years), and a

@@ -1606,6 +1606,54 @@ fn a_restarted_actor_serving_a_live_token_keeps_its_schedule() {
     assert!(fx.start_attempt.is_some());
 }
 
+/// A start with a live token (a daemon over its journal, an actor restart) sends no refresh
+/// in its quiet period when the token can wait: a refresh that came due while the process
+/// was down, or falls due in the period, goes to its end; a token expiring within
+/// `MIN_LEAD` of that end keeps its schedule (at once when due). Rows: (refresh_at,
+/// expires_at, the refresh time after the start), seconds after T0, the start at 1,000 s.
+#[test]
+fn a_start_sends_no_refresh_in_its_quiet_period_for_a_token_that_can_wait() {
+    use crate::policy::{MIN_LEAD, START_QUIET};
+    let at = |s: u64| T0.plus(secs(s));
+    let now = at(1_000);
+    let quiet_end = now.plus(START_QUIET).since(T0).as_secs();
+    let lead = MIN_LEAD.as_secs();
+    let rows: [(u64, u64, u64); 7] = [
+        // Came due while down, the token lives ten minutes more: after the quiet period.
+        (970, 1_600, quiet_end),
+        (999, 1_600, quiet_end),
+        // Due inside the quiet period: moved to its end.
+        (1_003, 1_600, quiet_end),
+        // Due after it: unchanged.
+        (1_020, 1_600, 1_020),
+        // Lives exactly MIN_LEAD past the end: still waits.
+        (970, quiet_end + lead, quiet_end),
+        // Expires sooner: its schedule, at once when due.
+        (970, quiet_end + lead - 1, 970),
+        (1_003, 1_008, 1_003),
+    ];
+    for (refresh_at, expires_at, want) in rows {
+        let (m, fx) = Machine::start(
+            config(),
+            Resume::Healthy {
+                refresh_at: at(refresh_at),
+            },
+            Some(at(expires_at)),
+            now,
+        );
+        assert_eq!(
+            m.state(),
+            &State::Healthy {
+                expires_at: at(expires_at),
+                refresh_at: at(want),
+            },
+            "{refresh_at} {expires_at}"
+        );
+        assert_eq!(fx.start_attempt, None, "{refresh_at} {expires_at}");
+        assert_eq!(fx.wake_at, Some(at(want)), "{refresh_at} {expires_at}");
+    }
+}
+
 /// An unknown code keeps the workload retrying, and the status context says how to make the
 /// code final (in backoff, while retrying, and once the give-up ceiling is passed).
 #[test]

@@ -250,6 +250,9 @@ pub struct Kill {
     pub next_start_ms: u64,
     /// Successful refreshes the provider answered while this daemon lived.
     pub rotations: usize,
+    /// Refresh requests the provider received within [`EARLY_MS`] of this daemon's start
+    /// (and before the next start): a restart's exposure to a kill.
+    pub early_refreshes: usize,
     /// Workloads with a refresh in flight at this kill (see the module docs).
     pub in_flight: BTreeSet<String>,
     /// Token requests nginx logged as 499 (the client went away before the answer) after
@@ -397,6 +400,12 @@ impl Outcome {
             "nginx_499_after_kills": self.kills.iter().map(|k| k.nginx_499).sum::<usize>(),
             "grants_lost": self.kills.iter().map(|k| k.lost.len()).sum::<usize>(),
             "grants_lost_early": self.early_losses(),
+            "refreshes_in_first_10s_after_restarts": self
+                .kills
+                .iter()
+                .filter(|k| k.n > 1)
+                .map(|k| k.early_refreshes)
+                .sum::<usize>(),
             "grants_lost_early_by_kind": self.early_kinds(),
             "grants_lost_by_kind": self.kinds_count(),
             "valid_at_start_life_ms": self
@@ -739,7 +748,14 @@ pub async fn run(opts: &Options) -> Outcome {
             .filter(|l| l.is_refresh() && l.status == Some(200))
             .filter(|l| l.t >= started_ms && l.t <= killed_ms)
             .count();
+        let early_refreshes = provider
+            .read()
+            .iter()
+            .filter(|l| l.is_refresh())
+            .filter(|l| l.t >= started_ms && l.t < (started_ms + EARLY_MS).min(next_start))
+            .count();
         let kill = Kill {
+            early_refreshes,
             n,
             pid,
             started_ms,

@@ -449,7 +449,7 @@ async fn a_restart_leaves_due_but_valid_tokens_alone_for_its_first_ten_seconds()
         let handle = rt.handle(&name(n)).await.unwrap().unwrap();
         assert_eq!(status(&handle), Some(WorkloadStatus::Running), "{n}");
     }
-    wait_until_within("both refreshed after the quiet period", S(5), || {
+    wait_until_within("both refreshed after the quiet period", S(15), || {
         names.iter().all(|n| presented(&fake, n).len() == 1)
     })
     .await;

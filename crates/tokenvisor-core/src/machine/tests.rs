@@ -1680,10 +1680,10 @@ fn refreshes_moved_out_of_the_quiet_period_are_spread() {
                 Some(T0.plus(secs(1_600))),
                 now,
             );
-            match m.state() {
-                State::Healthy { refresh_at, .. } => *refresh_at,
-                other => panic!("{other:?}"),
-            }
+            let State::Healthy { refresh_at, .. } = m.state() else {
+                panic!("{:?}", m.state());
+            };
+            *refresh_at
         })
         .collect();
     let in_each_second = |k: u64| {

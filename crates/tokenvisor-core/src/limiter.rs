@@ -37,6 +37,16 @@
 //!   counted, but it changes neither limit, and only the workload that got it waits its
 //!   `Retry-After`. A provider (or a chaos proxy) refusing 0.2 % of thousands of answers a
 //!   second with `Retry-After: 1` no longer holds and slows every workload of the endpoint.
+//! - **A limit found again is answered by the pace.** A 429 that is the endpoint's, on an
+//!   endpoint already paced that had good answers since its last cut (its pace overshot a
+//!   rate limit: slow start after an outage, a refusal while the pace was delivered), cuts
+//!   the limits as above but holds only its own workload ([`HoldScope::Pace`]); so do the
+//!   other 429s of the same burst (within [`LimiterConfig::cooldown`] of that cut). The cut
+//!   pace already spaces every other request; holding them all for the `Retry-After` (a
+//!   whole second behind nginx's `limit_req`) stopped an endpoint that was 10 % too fast
+//!   for a second, each time. The first push-back of an unpaced endpoint, a 503, a vendor
+//!   quota header and a 429 after nothing answered well since the last cut (an outage)
+//!   still hold the endpoint.
 //! - **Starts** are spaced by `1/rate`, each stretched by up to
 //!   [`LimiterConfig::jitter`] of itself (the draw is an argument), never shortened: a
 //!   limiter with no burst allowance refuses a request that comes early, not one that comes
@@ -66,11 +76,17 @@ pub enum Feedback {
     Neutral,
 }
 
-/// How far a throttle reaches (module docs, "Sporadic throttles").
+/// How far a throttle reaches (module docs, "Sporadic throttles" and "A limit found
+/// again").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HoldScope {
     /// The endpoint's: the limits are cut and a `Retry-After` holds every workload.
     Endpoint,
+    /// The endpoint's, answered by its pace: a 429 on an endpoint already paced that was
+    /// answering well (a rate limit found again, or a refusal while the pace was being
+    /// delivered). The limits are cut (once per cooldown), and only the workload that got
+    /// it waits its `Retry-After`: the others go on at the cut pace.
+    Pace,
     /// The one workload's: only it waits its `Retry-After`; the limits are unchanged.
     Workload,
 }
@@ -140,6 +156,9 @@ pub struct EndpointLimiter {
     /// Below it the rate grows by `slow_start_step`, above it by `1/rate`.
     threshold: f64,
     last_cut: Option<Timestamp>,
+    /// The last cut was a rate limit found again ([`HoldScope::Pace`]), not a first push-back
+    /// or an outage: the 429s of its burst hold only their workloads too.
+    last_cut_paced: bool,
     last_throttle: Option<Timestamp>,
     /// Good answers since the last cut.
     good_since_cut: u64,
@@ -160,6 +179,21 @@ pub struct EndpointLimiter {
 
 const WINDOW_MS: u64 = 1_000;
 
+/// What a throttle did to the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// The first push-back of an unpaced endpoint: paced at the rate answered well.
+    First,
+    /// A paced endpoint answering well: a rate limit found again, the pace cut.
+    Limit,
+    /// Nothing answered well since the last cut: back to the minimum pace.
+    Outage,
+    /// Within the cooldown of a first or outage cut: the same event, nothing more cut.
+    Cooling,
+    /// Within the cooldown of a [`Cut::Limit`]: the same burst, nothing more cut.
+    CoolingAfterLimit,
+}
+
 impl EndpointLimiter {
     /// A limiter allowing `ceiling` requests in flight (at least 1), unpaced.
     pub fn new(ceiling: usize, config: LimiterConfig) -> Self {
@@ -171,6 +205,7 @@ impl EndpointLimiter {
             rate: None,
             threshold: f64::INFINITY,
             last_cut: None,
+            last_cut_paced: false,
             last_throttle: None,
             good_since_cut: 0,
             window_start: Timestamp::EPOCH,
@@ -265,17 +300,24 @@ impl EndpointLimiter {
             }
             Feedback::Throttled => {
                 self.count_throttle();
-                let scope = self.throttle_scope();
-                match scope {
-                    HoldScope::Endpoint => self.on_throttled(now),
-                    HoldScope::Workload => {}
+                match self.throttle_scope() {
+                    HoldScope::Endpoint | HoldScope::Pace => match self.on_throttled(now) {
+                        Cut::Limit | Cut::CoolingAfterLimit => HoldScope::Pace,
+                        Cut::First | Cut::Outage | Cut::Cooling => HoldScope::Endpoint,
+                    },
+                    HoldScope::Workload => HoldScope::Workload,
                 }
-                scope
             }
             Feedback::QuotaSpent | Feedback::Unavailable => {
                 self.count_throttle();
-                self.on_throttled(now);
-                HoldScope::Endpoint
+                // Always the endpoint's hold, whatever the cut.
+                match self.on_throttled(now) {
+                    Cut::First
+                    | Cut::Limit
+                    | Cut::Outage
+                    | Cut::Cooling
+                    | Cut::CoolingAfterLimit => HoldScope::Endpoint,
+                }
             }
             Feedback::Neutral => HoldScope::Workload,
         }
@@ -322,21 +364,25 @@ impl EndpointLimiter {
         }
     }
 
-    fn on_throttled(&mut self, now: Timestamp) {
+    fn on_throttled(&mut self, now: Timestamp) -> Cut {
         self.last_throttle = Some(now);
         let cooling = self
             .last_cut
             .is_some_and(|cut| now.since(cut) < self.config.cooldown);
         if cooling {
-            return;
+            return if self.last_cut_paced {
+                Cut::CoolingAfterLimit
+            } else {
+                Cut::Cooling
+            };
         }
         self.limit = (self.limit * self.config.concurrency_cut).max(1.0);
         let min = self.config.min_rate;
-        self.rate = Some(match self.rate {
+        let (rate, cut) = match self.rate {
             // First push-back: pace at the rate that was answered well.
             None => {
                 self.threshold = f64::INFINITY;
-                self.good_rate(now).max(min)
+                (self.good_rate(now).max(min), Cut::First)
             }
             // Good answers since the last cut: a rate limit. Cut, then grow carefully.
             Some(rate) if self.good_since_cut > 0 => {
@@ -346,16 +392,19 @@ impl EndpointLimiter {
                     .min(rate)
                     .max(min);
                 self.threshold = cut;
-                cut
+                (cut, Cut::Limit)
             }
             // Nothing got through since the last cut: an outage, not a limit.
             Some(_) => {
                 self.threshold = f64::INFINITY;
-                min
+                (min, Cut::Outage)
             }
-        });
+        };
+        self.rate = Some(rate);
         self.last_cut = Some(now);
+        self.last_cut_paced = cut == Cut::Limit;
         self.good_since_cut = 0;
+        cut
     }
 
     fn forget_if_calm(&mut self, now: Timestamp) {

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use crate::classify::{Failure, FailureKind, TokenGrant, Verdict};
-use crate::policy::{BackoffPolicy, RefreshSchedule};
+use crate::policy::{BackoffPolicy, RefreshSchedule, resumed_refresh_time};
 use crate::time::Timestamp;
 
 /// The machine's settings.
@@ -170,8 +170,9 @@ pub enum Resume {
     /// No history: fetch a token at once.
     Fresh,
     /// It was healthy with a refresh due at `refresh_at`: when the driver still serves a
-    /// live token (a restarted actor), keep serving it and keep the schedule; otherwise
-    /// (a restarted daemon: access tokens are not persisted) fetch one at once.
+    /// live token (a restarted actor, a daemon restarted over its journal), keep serving it
+    /// and keep the schedule, out of the start's quiet period when the token can wait
+    /// ([`crate::policy::resumed_refresh_time`]); otherwise fetch one at once.
     Healthy {
         /// The scheduled refresh.
         refresh_at: Timestamp,
@@ -222,12 +223,13 @@ impl Machine {
             ..Effects::default()
         };
         match resume {
-            // A restarted actor still serving a live token keeps its refresh schedule.
+            // A restart still serving a live token keeps its refresh schedule, except that
+            // a token that can wait is not refreshed in the start's quiet period.
             Resume::Healthy { refresh_at } if served_until.is_some_and(|t| t > now) => {
                 let expires_at = served_until.unwrap_or(now);
                 m.state = State::Healthy {
                     expires_at,
-                    refresh_at: refresh_at.min(expires_at),
+                    refresh_at: resumed_refresh_time(refresh_at, expires_at, now),
                 };
             }
             // `begin_attempt` withdraws a served token that has already expired.

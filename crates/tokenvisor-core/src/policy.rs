@@ -1,4 +1,5 @@
-//! Policy as pure functions: backoff, the refresh schedule, restart intensity.
+//! Policy as pure functions: backoff, the refresh schedule (and where a resumed workload's
+//! refresh goes: [`resumed_refresh_time`]), restart intensity.
 //!
 //! Randomness is an argument (`fastrand::Rng`, seedable), so every run can be replayed.
 //!
@@ -24,6 +25,53 @@ pub const MIN_REFRESH_DELAY: Duration = Duration::from_secs(1);
 
 /// The least time left before expiry when a refresh starts (capped at half the lifetime).
 pub const MIN_LEAD: Duration = Duration::from_secs(5);
+
+/// A start's quiet period: a workload resumed healthy (a daemon start over the journal, an
+/// actor restart) whose served token can wait sends no refresh before this long after the
+/// start ([`resumed_refresh_time`]).
+pub const START_QUIET: Duration = Duration::from_secs(10);
+
+/// The refreshes a start moved out of its quiet period are spread over at most this long
+/// after it ([`resumed_refresh_time`]).
+pub const START_SPREAD: Duration = Duration::from_secs(10);
+
+/// When a workload resumed healthy at `now` refreshes: its scheduled `refresh_at`, or, when
+/// that falls inside the start's quiet period ([`START_QUIET`]) and the token served
+/// (`expires_at`) still lives [`MIN_LEAD`] past the period's end, a moment in the
+/// [`START_SPREAD`] after that end (never closer than `MIN_LEAD` to the expiry). The moment
+/// is drawn from `refresh_at` itself (a hash of its milliseconds; it carries the schedule's
+/// own jitter), so the function stays pure and the refreshes of a fleet that came due
+/// together leave the quiet period spread out, not all at its last instant.
+///
+/// Why: a refresh whose answer a crash loses loses a rotating grant, and a process that
+/// just started is the likeliest to be killed again (a crash loop, a bad deploy rolled
+/// back, an orchestrator's retries). A token that can still be served needs no refresh in
+/// that window; one that expires before the end of it (or too close after) refreshes on
+/// its schedule, as before (at once when it came due while the process was down).
+pub fn resumed_refresh_time(
+    refresh_at: Timestamp,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> Timestamp {
+    let quiet_end = now.plus(START_QUIET);
+    let latest = quiet_end.plus(MIN_LEAD);
+    if refresh_at >= quiet_end || expires_at < latest {
+        return refresh_at.min(expires_at);
+    }
+    let room = expires_at.since(latest).min(START_SPREAD);
+    quiet_end.plus(room.mul_f64(unit(refresh_at.as_millis())))
+}
+
+/// A number in `[0, 1)` drawn from `x` (SplitMix64's finaliser): a pure stand-in for a
+/// random draw where none is at hand.
+fn unit(x: u64) -> f64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // The top 53 bits: exact in an f64.
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
 
 /// The longest delay a timer is armed for: 30 days. The runtime's timer service (a
 /// `tokio_util` `DelayQueue`) panics on a deadline beyond 2^36 ms (about 2.2 years), and a

@@ -3,7 +3,9 @@
 //! every workload of that endpoint waits it out instead of piling on — when the throttle is
 //! the endpoint's: a vendor quota header, or throttles a real share of its recent answers
 //! (`tokenvisor_core::limiter`, "Sporadic throttles"). A sporadic 429 (0.2 % of thousands of
-//! answers a second) holds only the workload that got it.
+//! answers a second) holds only the workload that got it, and so does a 429 the pace answers
+//! (`HoldScope::Pace`: an endpoint already paced, answering well, overshot its rate limit;
+//! its pace is cut and the other workloads go on at it).
 //!
 //! ## Adaptive limits
 //!
@@ -129,8 +131,8 @@ impl EndpointGate {
     }
 
     /// Learns from one answer: the concurrency limit and the pace follow (module docs). For a
-    /// throttle, says whether it is the endpoint's (its `Retry-After` holds every workload)
-    /// or sporadic (only its workload waits).
+    /// throttle, says whether it is the endpoint's (its `Retry-After` holds every workload),
+    /// answered by the cut pace, or sporadic (in both, only its workload waits).
     pub(crate) fn feedback(&self, feedback: Feedback, now: Timestamp) -> HoldScope {
         let mut limiter = self.limiter();
         let scope = limiter.on_feedback(feedback, now);

@@ -803,6 +803,10 @@ async fn exchange_once(
                     tracing::warn!(endpoint = %spec.token_url, "endpoint asked to wait {}s: holding every workload of it", ra.as_secs());
                 }
             }
+            // The endpoint's pace was cut instead: the others go on at the cut pace.
+            HoldScope::Pace => {
+                tracing::debug!(workload = %spec.name, "a 429 above the endpoint's pace asked to wait {}s: the pace is cut, only this workload waits", ra.as_secs());
+            }
             HoldScope::Workload => {
                 metrics::counter!(m::ENDPOINT_SPORADIC_THROTTLES).increment(1);
                 tracing::debug!(workload = %spec.name, "a sporadic 429 asked to wait {}s: only this workload waits", ra.as_secs());

@@ -59,6 +59,37 @@ pub const EARLY_MS: u64 = 10_000;
 /// Bound of the wait for the provider to answer what it received before a kill.
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(15);
 
+/// Which refresh a lost grant lost: what the restarted daemon knew of the workload's token
+/// when it started (from the provider's log: the rotation before the lost one issued the
+/// access token the journal held). Tells a start-up schedule's lever from the unavoidable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LossKind {
+    /// The daemon's first refresh of the workload, whose access token had expired before
+    /// the daemon started: it had to go at once (nothing to serve meanwhile).
+    ExpiredAtStart,
+    /// The daemon's first refresh of the workload, whose access token was still valid when
+    /// the daemon started: a start-up schedule could have moved it (by at most the
+    /// token's remaining life).
+    ValidAtStart,
+    /// A later refresh: the daemon had already refreshed the workload once (its routine
+    /// schedule: a token refreshed under this daemon came due again).
+    Later,
+    /// No rotation before the lost one in the provider's log (the minted grant's first).
+    Unknown,
+}
+
+impl LossKind {
+    /// Its name in the JSON summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossKind::ExpiredAtStart => "expired_at_start",
+            LossKind::ValidAtStart => "valid_at_start",
+            LossKind::Later => "later",
+            LossKind::Unknown => "unknown",
+        }
+    }
+}
+
 /// How a run goes.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -219,6 +250,9 @@ pub struct Kill {
     pub next_start_ms: u64,
     /// Successful refreshes the provider answered while this daemon lived.
     pub rotations: usize,
+    /// Refresh requests the provider received within [`EARLY_MS`] of this daemon's start
+    /// (and before the next start): a restart's exposure to a kill.
+    pub early_refreshes: usize,
     /// Workloads with a refresh in flight at this kill (see the module docs).
     pub in_flight: BTreeSet<String>,
     /// Token requests nginx logged as 499 (the client went away before the answer) after
@@ -271,6 +305,10 @@ pub struct Outcome {
     /// (Negative: the request reached the provider after the kill; nginx passed on what
     /// the daemon had sent.)
     pub windows: BTreeMap<String, i64>,
+    /// For each grant lost at a kill: which refresh it lost ([`LossKind`]), and for
+    /// [`LossKind::ValidAtStart`] how long its access token still had to live at the start
+    /// (ms; 0 for the other kinds).
+    pub kinds: BTreeMap<String, (LossKind, u64)>,
     /// Seconds the whole run took (minting included).
     pub secs: f64,
 }
@@ -307,6 +345,27 @@ impl Outcome {
             .sum()
     }
 
+    /// Grants lost at early kills, counted by [`LossKind`].
+    pub fn early_kinds(&self) -> BTreeMap<&'static str, usize> {
+        let mut by_kind = BTreeMap::new();
+        for k in self.kills.iter().filter(|k| k.early()) {
+            for name in &k.lost {
+                let kind = self.kinds.get(name).map_or(LossKind::Unknown, |(k, _)| *k);
+                *by_kind.entry(kind.name()).or_default() += 1;
+            }
+        }
+        by_kind
+    }
+
+    /// Every grant lost at a kill, counted by [`LossKind`].
+    pub fn kinds_count(&self) -> BTreeMap<&'static str, usize> {
+        let mut all = BTreeMap::new();
+        for (kind, _) in self.kinds.values() {
+            *all.entry(kind.name()).or_default() += 1;
+        }
+        all
+    }
+
     /// Kills at which more grants were lost than refreshes were in flight.
     pub fn over_bound(&self) -> Vec<usize> {
         self.kills
@@ -341,6 +400,20 @@ impl Outcome {
             "nginx_499_after_kills": self.kills.iter().map(|k| k.nginx_499).sum::<usize>(),
             "grants_lost": self.kills.iter().map(|k| k.lost.len()).sum::<usize>(),
             "grants_lost_early": self.early_losses(),
+            "refreshes_in_first_10s_after_restarts": self
+                .kills
+                .iter()
+                .filter(|k| k.n > 1)
+                .map(|k| k.early_refreshes)
+                .sum::<usize>(),
+            "grants_lost_early_by_kind": self.early_kinds(),
+            "grants_lost_by_kind": self.kinds_count(),
+            "valid_at_start_life_ms": self
+                .kinds
+                .values()
+                .filter(|(k, _)| *k == LossKind::ValidAtStart)
+                .map(|(_, ms)| *ms)
+                .collect::<Vec<_>>(),
             "reuse_revocations": self.revoked.values().sum::<usize>(),
             "invalid_grant_answers": self.invalid_grant,
             "invalid_grant_for_grants_not_lost": self.invalid_grant_not_lost,
@@ -360,7 +433,7 @@ impl Outcome {
             if !k.lost.is_empty() {
                 println!(
                     "kill {:>2} (pid {}): {} ms after the start: lost {:?} (in flight {:?}); \
-                     the refresh reached the provider {:?} ms before the kill",
+                     the refresh reached the provider {:?} ms before the kill; kinds {:?}",
                     k.n,
                     k.pid,
                     k.after_ms(),
@@ -369,6 +442,10 @@ impl Outcome {
                     k.lost
                         .iter()
                         .filter_map(|n| self.windows.get(n))
+                        .collect::<Vec<_>>(),
+                    k.lost
+                        .iter()
+                        .filter_map(|n| self.kinds.get(n))
                         .collect::<Vec<_>>()
                 );
             }
@@ -671,7 +748,14 @@ pub async fn run(opts: &Options) -> Outcome {
             .filter(|l| l.is_refresh() && l.status == Some(200))
             .filter(|l| l.t >= started_ms && l.t <= killed_ms)
             .count();
+        let early_refreshes = provider
+            .read()
+            .iter()
+            .filter(|l| l.is_refresh())
+            .filter(|l| l.t >= started_ms && l.t < (started_ms + EARLY_MS).min(next_start))
+            .count();
         let kill = Kill {
+            early_refreshes,
             n,
             pid,
             started_ms,
@@ -771,6 +855,7 @@ pub async fn run(opts: &Options) -> Outcome {
     // Attribution: every grant lost (revoked for reuse, or ending unauthenticated).
     let mut unexplained = Vec::new();
     let mut windows = BTreeMap::new();
+    let mut kinds = BTreeMap::new();
     let lost_names: BTreeSet<String> = revoked
         .keys()
         .cloned()
@@ -838,6 +923,19 @@ pub async fn run(opts: &Options) -> Outcome {
             ));
             continue;
         }
+        // The rotation before the lost one issued the access token the daemon held at its start.
+        let before = mine
+            .iter()
+            .filter(|l| l.status == Some(200) && l.t < prev.t)
+            .max_by_key(|l| l.t);
+        let ttl_ms = u64::from(opts.access_ttl) * 1_000;
+        let kind = match before {
+            None => (LossKind::Unknown, 0),
+            Some(b) if b.t >= kill.started_ms => (LossKind::Later, 0),
+            Some(b) if b.t + ttl_ms <= kill.started_ms => (LossKind::ExpiredAtStart, 0),
+            Some(b) => (LossKind::ValidAtStart, b.t + ttl_ms - kill.started_ms),
+        };
+        kinds.insert(name.clone(), kind);
         kill.lost.insert(name.clone());
         windows.insert(
             name.clone(),
@@ -856,6 +954,7 @@ pub async fn run(opts: &Options) -> Outcome {
         refreshes: refreshes.len(),
         unexplained,
         windows,
+        kinds,
         secs: began.elapsed().as_secs_f64(),
     }
 }

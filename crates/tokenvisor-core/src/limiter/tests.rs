@@ -220,6 +220,12 @@ proptest! {
                     prop_assert!(l.limit() <= limit);
                     match scope {
                         HoldScope::Endpoint => prop_assert!(l.rate().is_some()),
+                        // Only a 429 on an endpoint already paced is answered by the pace.
+                        HoldScope::Pace => {
+                            prop_assert_eq!(f, Feedback::Throttled);
+                            prop_assert!(rate.is_some());
+                            prop_assert!(l.rate().is_some());
+                        }
                         // A sporadic throttle changes nothing.
                         HoldScope::Workload => {
                             prop_assert_eq!(l.limit(), limit);
@@ -431,4 +437,56 @@ fn old_throttles_do_not_count() {
         (limit, rate),
         "a sporadic throttle changes nothing"
     );
+}
+
+/// A 429 on an endpoint already paced that was answering well (the pace overshot a rate
+/// limit: slow start after an outage) cuts the pace and holds only its workload, and so do
+/// the other 429s of its burst; an outage's throttles, a 503 and a quota header still hold
+/// the endpoint. (Behind nginx `limit_req` 40 r/s with `Retry-After: 1`, the endpoint-wide
+/// hold stopped every workload for a second at each overshoot.)
+#[test]
+fn a_limit_found_again_is_answered_by_the_pace() {
+    use Feedback::{Good, QuotaSpent, Throttled, Unavailable};
+    let c = LimiterConfig::default();
+    let mut l = limiter(64);
+    // The outage: 503s only, the endpoint paced at the minimum, held every time.
+    for k in 0..4 {
+        assert_eq!(
+            l.on_feedback(Unavailable, t(10_000 + k * 1_500)),
+            HoldScope::Endpoint
+        );
+    }
+    assert_eq!(l.rate(), Some(c.min_rate));
+    // The provider is back behind a rate limit: slow start, then the overshoot.
+    for i in 0..7 {
+        l.on_feedback(Good, t(20_000 + i * 40));
+    }
+    let before = l.rate().expect("paced");
+    let limit_before = l.limit();
+    assert_eq!(l.on_feedback(Throttled, t(20_300)), HoldScope::Pace);
+    let cut = l.rate().expect("paced");
+    assert!(cut < before, "{before} → {cut}");
+    assert!(l.limit() < limit_before || limit_before == 1);
+    // The same burst's other 429s: the pace answers them too, nothing more is cut.
+    assert_eq!(l.on_feedback(Throttled, t(20_310)), HoldScope::Pace);
+    assert_eq!(l.rate(), Some(cut));
+    // A 503 or a quota header is always the endpoint's.
+    assert_eq!(l.on_feedback(Unavailable, t(20_320)), HoldScope::Endpoint);
+    assert_eq!(l.on_feedback(QuotaSpent, t(20_330)), HoldScope::Endpoint);
+    // Good answers, then a 429: a limit found again, the pace's.
+    for i in 0..10 {
+        l.on_feedback(Good, t(21_500 + i * 40));
+    }
+    assert_eq!(l.on_feedback(Throttled, t(22_000)), HoldScope::Pace);
+    // Nothing answered well since that cut: an outage, the endpoint's hold again.
+    assert_eq!(l.on_feedback(Throttled, t(23_100)), HoldScope::Endpoint);
+    assert_eq!(l.rate(), Some(c.min_rate));
+    // Its burst's 429s within the cooldown are the endpoint's too.
+    assert_eq!(l.on_feedback(Throttled, t(23_200)), HoldScope::Endpoint);
+    // An endpoint never paced: its first push-back holds it, as before.
+    let mut fresh = limiter(64);
+    for i in 0..5 {
+        fresh.on_feedback(Good, t(30_000 + i));
+    }
+    assert_eq!(fresh.on_feedback(Throttled, t(30_010)), HoldScope::Endpoint);
 }

@@ -1606,6 +1606,106 @@ fn a_restarted_actor_serving_a_live_token_keeps_its_schedule() {
     assert!(fx.start_attempt.is_some());
 }
 
+/// A start with a live token (a daemon over its journal, an actor restart) sends no refresh
+/// in its quiet period when the token can wait: a refresh that came due while the process
+/// was down, or falls due in the period, goes into the spread after its end (never within
+/// `MIN_LEAD` of the expiry); a token expiring within `MIN_LEAD` of that end keeps its
+/// schedule (at once when due). Rows: (refresh_at, expires_at, the earliest and latest
+/// refresh time after the start), seconds after T0, the start at 1,000 s.
+#[test]
+fn a_start_sends_no_refresh_in_its_quiet_period_for_a_token_that_can_wait() {
+    use crate::policy::{MIN_LEAD, START_QUIET, START_SPREAD};
+    let at = |s: u64| T0.plus(secs(s));
+    let now = at(1_000);
+    let end = now.plus(START_QUIET).since(T0).as_secs();
+    let lead = MIN_LEAD.as_secs();
+    let spread = START_SPREAD.as_secs();
+    let rows: [(u64, u64, u64, u64); 8] = [
+        // Came due while down, the token lives ten minutes more: in the spread after the
+        // quiet period.
+        (970, 1_600, end, end + spread),
+        (999, 1_600, end, end + spread),
+        // Due inside the quiet period: the same.
+        (1_003, 1_600, end, end + spread),
+        // Due after it: unchanged.
+        (1_020, 1_600, 1_020, 1_020),
+        // Lives exactly MIN_LEAD past the end: still waits, at the end.
+        (970, end + lead, end, end),
+        // Little room: never within MIN_LEAD of the expiry.
+        (970, end + lead + 2, end, end + 2),
+        // Expires sooner: its schedule, at once when due.
+        (970, end + lead - 1, 970, 970),
+        (1_003, 1_008, 1_003, 1_003),
+    ];
+    for (refresh_at, expires_at, earliest, latest) in rows {
+        let (m, fx) = Machine::start(
+            config(),
+            Resume::Healthy {
+                refresh_at: at(refresh_at),
+            },
+            Some(at(expires_at)),
+            now,
+        );
+        let State::Healthy {
+            expires_at: e,
+            refresh_at: r,
+        } = m.state()
+        else {
+            panic!("{refresh_at} {expires_at}: {:?}", m.state());
+        };
+        assert_eq!(*e, at(expires_at));
+        assert!(
+            *r >= at(earliest) && *r <= at(latest),
+            "{refresh_at} {expires_at}: {r:?}"
+        );
+        assert_eq!(fx.start_attempt, None, "{refresh_at} {expires_at}");
+        assert_eq!(fx.wake_at, Some(*r), "{refresh_at} {expires_at}");
+    }
+}
+
+/// The refreshes a start moves out of its quiet period leave it spread over
+/// `START_SPREAD`, not all at its last instant: 200 tokens due at different milliseconds.
+#[test]
+fn refreshes_moved_out_of_the_quiet_period_are_spread() {
+    use crate::policy::{START_QUIET, START_SPREAD};
+    let now = T0.plus(secs(1_000));
+    let end = now.plus(START_QUIET);
+    let times: Vec<Timestamp> = (0..200u64)
+        .map(|i| {
+            let (m, _) = Machine::start(
+                config(),
+                Resume::Healthy {
+                    refresh_at: T0.plus(ms(990_000 + i * 37)),
+                },
+                Some(T0.plus(secs(1_600))),
+                now,
+            );
+            let State::Healthy { refresh_at, .. } = m.state() else {
+                panic!("{:?}", m.state());
+            };
+            *refresh_at
+        })
+        .collect();
+    let in_each_second = |k: u64| {
+        times
+            .iter()
+            .filter(|t| t.since(end) >= secs(k) && t.since(end) < secs(k + 1))
+            .count()
+    };
+    for k in 0..START_SPREAD.as_secs() {
+        let n = in_each_second(k);
+        assert!(
+            (5..=40).contains(&n),
+            "{n} of 200 in second {k} of the spread"
+        );
+    }
+    assert!(
+        times
+            .iter()
+            .all(|t| *t >= end && *t < end.plus(START_SPREAD))
+    );
+}
+
 /// An unknown code keeps the workload retrying, and the status context says how to make the
 /// code final (in backoff, while retrying, and once the give-up ceiling is passed).
 #[test]

@@ -410,3 +410,55 @@ async fn a_workload_removed_and_added_again_presents_its_last_rotated_token() {
     assert_eq!(presented(&fake, "wl"), ["rt-initial-wl", "rt-1"]);
     rt.shutdown(S(5)).await.unwrap();
 }
+
+/// A restart whose tokens came due while it was down but are still valid serves them and
+/// sends nothing in its quiet period (`policy::START_QUIET`, 10 s): a kill then can lose no
+/// rotating grant. After it, each is refreshed once, with the journal's token.
+#[tokio::test(start_paused = true)]
+async fn a_restart_leaves_due_but_valid_tokens_alone_for_its_first_ten_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a", "b"];
+    {
+        let fake = FakeTransport::new();
+        fake.set_default(FakeReply::rotating(3600));
+        let rt = start(dir.path(), &fake).await;
+        let mut handles = Vec::new();
+        for n in names {
+            handles.push(rt.add(spec(n)).await.unwrap());
+        }
+        wait_until_within("all running", S(60), || {
+            handles
+                .iter()
+                .all(|h| status(h) == Some(WorkloadStatus::Running))
+        })
+        .await;
+        rt.shutdown(S(5)).await.unwrap();
+    }
+    // Down past the refresh time (70–80 % of 3,600 s), not past the expiry.
+    tokio::time::sleep(S(2_950)).await;
+    let fake = FakeTransport::new();
+    fake.set_default(FakeReply::rotating(3600));
+    let rt = start(dir.path(), &fake).await;
+    for n in names {
+        let handle = rt.add(spec(n)).await.unwrap();
+        assert!(handle.current().is_ok(), "{n}: {:?}", handle.current());
+    }
+    tokio::time::sleep(S(9)).await;
+    assert_eq!(fake.total(), 0, "a refresh in the quiet period");
+    for n in names {
+        let handle = rt.handle(&name(n)).await.unwrap().unwrap();
+        assert_eq!(status(&handle), Some(WorkloadStatus::Running), "{n}");
+    }
+    wait_until_within("both refreshed after the quiet period", S(15), || {
+        names.iter().all(|n| presented(&fake, n).len() == 1)
+    })
+    .await;
+    for n in names {
+        let first = presented(&fake, n).remove(0);
+        assert!(
+            first.starts_with("rt-") && !first.starts_with("rt-initial"),
+            "{n}: {first}"
+        );
+    }
+    rt.shutdown(S(5)).await.unwrap();
+}

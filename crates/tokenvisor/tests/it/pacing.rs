@@ -232,3 +232,69 @@ async fn a_sporadic_429_holds_only_its_workload() {
         retried - refused_at
     );
 }
+
+/// After an outage (a 503: the endpoint paced at its minimum) the provider answers well
+/// again, then refuses one request with 429 + `Retry-After: 5`: the endpoint was paced and
+/// answering well, so the 429 is a rate limit found again. The pace is cut and only that
+/// workload waits its `Retry-After`; the others keep refreshing at the cut pace. (Before,
+/// the 429 held every workload of the endpoint: behind nginx `limit_req` with
+/// `Retry-After: 1` that stopped the whole recovery for a second at each overshoot.)
+#[tokio::test(start_paused = true)]
+async fn a_429_above_a_learned_pace_cuts_it_and_holds_only_its_workload() {
+    let (_dir, fake, rt) = start(11).await;
+    let names: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    let mut handles: Vec<TokenHandle> = Vec::new();
+    for n in &names {
+        handles.push(rt.add(spec(n)).await.unwrap());
+    }
+    wait_until_within("all running", S(120), || {
+        handles.iter().all(|h| {
+            h.status()
+                .is_some_and(|r| r.status == WorkloadStatus::Running)
+        })
+    })
+    .await;
+    tokio::time::sleep(S(30)).await;
+    let force = |n: &str| {
+        let rt = &rt;
+        let n = WorkloadName::new(n).unwrap();
+        async move { assert!(rt.force_refresh(&n).await.unwrap()) }
+    };
+    // The outage: a 503 paces the endpoint.
+    fake.push("w0", [FakeReply::unavailable(None)]);
+    force("w0").await;
+    wait_until_within("the 503", S(5), || fake.count("w0") == 2).await;
+    wait_until_within("paced", S(5), || rt.gates().pacing().paced == 1).await;
+    // Back: good answers, paced.
+    let before = fake.total();
+    for n in &names[1..11] {
+        force(n).await;
+    }
+    wait_until_within("ten good answers", S(30), || fake.total() >= before + 10).await;
+    tokio::time::sleep(S(2)).await;
+    // The overshoot: one 429.
+    fake.push("w11", [FakeReply::too_many(5)]);
+    force("w11").await;
+    wait_until_within("the 429", S(5), || fake.count("w11") == 2).await;
+    let refused_at = Instant::now();
+    // The others refresh now, during what would have been the endpoint's hold.
+    let before = fake.total();
+    for n in &names[12..] {
+        force(n).await;
+    }
+    wait_until_within("the others sent during the 429's wait", S(3), || {
+        fake.total() >= before + 8
+    })
+    .await;
+    assert!(
+        Instant::now() < refused_at + S(5),
+        "the others waited out the 429's Retry-After"
+    );
+    assert_eq!(
+        rt.gates().held(rt.clock().now()),
+        0,
+        "the endpoint was held"
+    );
+    assert_eq!(rt.gates().pacing().paced, 1, "the pace was dropped");
+    assert_eq!(fake.count("w11"), 2, "w11 waits its Retry-After");
+}

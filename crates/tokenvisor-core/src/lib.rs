@@ -11,6 +11,8 @@
 //!   Unauthenticated, Stopped) as `(state, input, now, rng) → (state, effects)`.
 //! - [`cluster`]: cluster mode's pure rules: a name's shard (XXH3-64), a shard's owner
 //!   (rendezvous hashing), the handover plan, and the send rule against the lease.
+//! - [`device_poll`]: `tokenvisor login --device`'s polling decision (RFC 8628:
+//!   `authorization_pending`, `slow_down`, expiry) with explicit time.
 //! - [`limiter`]: adaptive pacing of one token endpoint: an AIMD concurrency limit under
 //!   `endpoint_concurrency` and a request rate learned from 429/503 answers.
 //! - [`scrub`]: the one text sanitiser: decode, clean, remove secrets in any encoding.
@@ -28,6 +30,7 @@
 
 pub mod classify;
 pub mod cluster;
+pub mod device_poll;
 pub mod limiter;
 pub mod machine;
 pub mod name;

@@ -3,6 +3,7 @@
 //!
 //! - [`cluster`]: the `[cluster]` section (cluster mode on etcd).
 //! - [`config`]: the TOML configuration, one test per validation rule.
+//! - [`login`]: the keys of `tokenvisor login`, and loading for it.
 //! - [`layering`]: the crate's place in the workspace and the shape of its schema.
 //! - [`provider`]: client keys and certificates, roots, proxy.
 
@@ -10,4 +11,5 @@ mod cluster;
 mod config;
 mod layering;
 mod log_level;
+mod login;
 mod provider;

@@ -47,6 +47,8 @@ use tokenvisor_core::classify::RateLimitHeaders;
 use tokenvisor_core::{HttpAnswer, RawOutcome, Secret, TransportKind};
 
 use crate::oauth_auth::{ASSERTION_TYPE, Keys, Profile, Stamp, stamps};
+
+pub(crate) mod form;
 use crate::spec::AuthMethod;
 use crate::transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};
 

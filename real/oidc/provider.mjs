@@ -184,6 +184,9 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
   }
 
   handler = provider.callback();
+  // The suite reads the ready line and closes the pipe; oidc-provider prints notices to
+  // stdout later (the device flow's pages, on first use): a closed pipe must not kill it.
+  process.stdout.on('error', () => {});
   process.stdout.write(`${JSON.stringify({ event: 'ready', issuer, port, pid: process.pid })}\n`);
 });
 

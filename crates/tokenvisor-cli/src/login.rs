@@ -63,6 +63,11 @@ const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 const DONE_PAGE: &str = "<!doctype html><meta charset=utf-8><title>tokenvisor login</title>\
     <p>tokenvisor received the authorization. You may close this tab.</p>";
 
+/// The page shown after a redirect that ends the login without a code.
+const FAILED_PAGE: &str = "<!doctype html><meta charset=utf-8><title>tokenvisor login</title>\
+    <p>The login did not complete: see the terminal where tokenvisor login runs. You may close \
+    this tab.</p>";
+
 /// Arguments of `tokenvisor login`.
 #[derive(Debug, Args)]
 pub(crate) struct LoginArgs {
@@ -281,16 +286,24 @@ impl Flow<'_> {
         );
         println!("{url}");
         let _ = std::io::stdout().flush();
-        let redirect = tokio::time::timeout(self.timeout, wait_for_redirect(&listener))
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "no redirect within {} (--timeout)",
-                    humantime::format_duration(self.timeout)
-                )
-            })??;
+        let (redirect, mut stream) =
+            tokio::time::timeout(self.timeout, wait_for_redirect(&listener))
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "no redirect within {} (--timeout)",
+                        humantime::format_duration(self.timeout)
+                    )
+                })??;
         drop(listener);
-        let code = match redirect.check(state.secret()) {
+        let checked = redirect.check(state.secret());
+        let page = match &checked {
+            Ok(_) => DONE_PAGE,
+            Err(_) => FAILED_PAGE,
+        };
+        respond(&mut stream, "200 OK", "text/html; charset=utf-8", page).await;
+        drop(stream);
+        let code = match checked {
             Ok(code) => code,
             Err(why) => bail!("{why}"),
         };
@@ -525,18 +538,21 @@ impl Redirect {
 }
 
 /// Serves the loopback listener until a request for the redirect path arrives, one
-/// connection at a time; anything else is answered and the wait goes on.
-pub(crate) async fn wait_for_redirect(listener: &TcpListener) -> anyhow::Result<Redirect> {
+/// connection at a time; anything else is answered and the wait goes on. Returns the
+/// redirect and its connection, not yet answered.
+pub(crate) async fn wait_for_redirect(
+    listener: &TcpListener,
+) -> anyhow::Result<(Redirect, TcpStream)> {
     loop {
         let (mut stream, _) = listener.accept().await?;
         match serve_one(&mut stream).await {
-            Some(redirect) => return Ok(redirect),
+            Some(redirect) => return Ok((redirect, stream)),
             None => continue,
         }
     }
 }
 
-/// One connection: the redirect, or `None` after answering anything else.
+/// One connection: the redirect (unanswered), or `None` after answering anything else.
 async fn serve_one(stream: &mut TcpStream) -> Option<Redirect> {
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(stream)).await {
         Ok(Ok(head)) => head,
@@ -571,7 +587,6 @@ async fn serve_one(stream: &mut TcpStream) -> Option<Redirect> {
     let params = form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    respond(stream, "200 OK", "text/html; charset=utf-8", DONE_PAGE).await;
     Some(Redirect { params })
 }
 
@@ -634,9 +649,12 @@ async fn deliver(
         GrantSpec::ClientCredentials => None,
     };
     let mut note = None;
+    // A configured port 0 is any port: where that daemon listens is in its ready line only.
     let admin = match args.file_only {
         true => None,
-        false => args.admin.or_else(|| service.admin_listen.addr()),
+        false => (args.admin)
+            .or_else(|| service.admin_listen.addr())
+            .filter(|a| a.port() != 0),
     };
     if let Some(addr) = admin {
         match hand_over(args, service, addr, spec, token).await {
@@ -733,5 +751,136 @@ async fn hand_over(
             "the admin API at {addr} did not answer: {}",
             truncate_chars(&safe_text(&e.to_string()), 200)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redirect(query: &str) -> Redirect {
+        Redirect {
+            params: form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        }
+    }
+
+    /// The redirect's checks: the state first (a forged redirect is refused whatever it
+    /// carries), then an error, then the code.
+    #[test]
+    fn redirect_checks() {
+        let table = [
+            ("state=s1&code=c1", Ok("c1")),
+            ("state=other&code=c1", Err("state does not match")),
+            ("code=c1", Err("state does not match")),
+            (
+                "state=other&error=access_denied",
+                Err("state does not match"),
+            ),
+            (
+                "state=s1&error=access_denied&error_description=End-User+aborted",
+                Err("refused the authorization: access_denied: End-User aborted"),
+            ),
+            (
+                "state=s1&error=bad%1B%5B31mred",
+                Err("refused the authorization: bad"),
+            ),
+            ("state=s1", Err("neither a code nor an error")),
+            ("state=s1&code=", Err("neither a code nor an error")),
+        ];
+        for (query, expected) in table {
+            let got = redirect(query).check("s1");
+            match (got, expected) {
+                (Ok(code), Ok(want)) => assert_eq!(code.expose(), want, "{query}"),
+                (Err(why), Err(want)) => {
+                    assert!(why.contains(want), "{query}: {why}");
+                    assert!(
+                        !why.contains('\u{1b}'),
+                        "{query}: control characters: {why:?}"
+                    );
+                }
+                (got, want) => panic!("{query}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(request).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// The loopback listener's limits: a head over HEAD_LIMIT is answered 431, another path
+    /// 404, another method 405, a client that closes early nothing; the wait goes on, and the
+    /// redirect that follows is the one returned.
+    #[tokio::test]
+    async fn the_listener_survives_hostile_requests() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let waiting = tokio::spawn(async move {
+            let (redirect, mut stream) = wait_for_redirect(&listener).await.unwrap();
+            respond(&mut stream, "200 OK", "text/html", DONE_PAGE).await;
+            redirect
+        });
+        let huge = format!(
+            "GET /callback?state=s1&code=evil HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(HEAD_LIMIT + 10)
+        );
+        let answer = exchange(addr, huge.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        let answer = exchange(addr, b"GET /favicon.ico HTTP/1.1\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        let answer = exchange(addr, b"POST /callback?state=s1&code=c HTTP/1.1\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+        drop(TcpStream::connect(addr).await.unwrap());
+        let answer = exchange(
+            addr,
+            b"GET /callback?state=s1&code=good HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        assert!(answer.contains("You may close this tab"), "{answer}");
+        let redirect = waiting.await.unwrap();
+        assert_eq!(redirect.check("s1").unwrap().expose(), "good");
+    }
+
+    /// A device authorization answer: parsed, or refused with a short reason.
+    #[test]
+    fn device_authorization_answers() {
+        let answer = |status: u16, body: &str| {
+            RawOutcome::Response(tokenvisor_core::HttpAnswer {
+                status,
+                retry_after: None,
+                content_type: Some("application/json".into()),
+                rate_limit: Default::default(),
+                body: body.as_bytes().to_vec(),
+                truncated: false,
+            })
+        };
+        let ok = answer(
+            200,
+            r#"{"device_code":"dc","user_code":"ABCD-EFGH","verification_uri":"https://idp/device","expires_in":600}"#,
+        );
+        let a = DeviceAuthorization::parse(&ok).unwrap();
+        assert_eq!(
+            (
+                a.user_code.as_str(),
+                a.expires_in,
+                a.interval,
+                a.device_code.expose()
+            ),
+            ("ABCD-EFGH", 600, None, "dc")
+        );
+        assert!(format!("{a:?}").contains("device_code: …"), "{a:?}");
+        let err = DeviceAuthorization::parse(&answer(200, "{}")).unwrap_err();
+        assert!(err.contains("not a device authorization answer"), "{err}");
+        let err = DeviceAuthorization::parse(&answer(
+            400,
+            r#"{"error":"unauthorized_client","error_description":"device flow not allowed"}"#,
+        ))
+        .unwrap_err();
+        assert!(err.contains("unauthorized_client"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //! scriptable token endpoint); [`crash_support`] for the crash-safety suite.
 //!
 //! - [`check_config`], [`status`], [`status_watch`], [`probe`]: the offline commands.
+//! - [`login`]: `tokenvisor login`'s usage errors (its flows: the real suite).
 //! - [`watch_daemon`]: events, the dashboard page and the workload gauges through the daemon.
 //! - [`daemon`], [`reload`]: `tokenvisor run`, signals, reloads, the admin API.
 //! - [`files`], [`secrets`], [`hostile`]: files and locks, secrets never leak, hostile input.
@@ -26,6 +27,7 @@ mod exit_codes;
 mod files;
 mod first_run;
 mod hostile;
+mod login;
 mod probe;
 mod reload;
 mod secrets;

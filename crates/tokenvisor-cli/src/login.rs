@@ -607,6 +607,9 @@ async fn read_head(stream: &mut TcpStream) -> Result<String, Head> {
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if end > HEAD_LIMIT {
+                return Err(Head::TooLarge);
+            }
             buf.truncate(end);
             return Ok(String::from_utf8_lossy(&buf).into_owned());
         }
@@ -873,7 +876,7 @@ mod tests {
             ),
             ("ABCD-EFGH", 600, None, "dc")
         );
-        assert!(format!("{a:?}").contains("device_code: …"), "{a:?}");
+        assert!(format!("{a:?}").contains("device_code: \"…\""), "{a:?}");
         let err = DeviceAuthorization::parse(&answer(200, "{}")).unwrap_err();
         assert!(err.contains("not a device authorization answer"), "{err}");
         let err = DeviceAuthorization::parse(&answer(

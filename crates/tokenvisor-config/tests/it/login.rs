@@ -44,11 +44,15 @@ fn login_keys_resolve() {
     let c = parse(dir.path(), &text).unwrap_or_else(|e| panic!("{e}"));
     let l = &c.workloads[0].login;
     assert_eq!(
-        l.authorization_url.as_ref().map(|u| u.expose()),
+        l.authorization_url
+            .as_ref()
+            .map(tokenvisor_core::TokenUrl::expose),
         Some("https://idp.example.com/authorize?tenant=t1")
     );
     assert_eq!(
-        l.device_authorization_url.as_ref().map(|u| u.expose()),
+        l.device_authorization_url
+            .as_ref()
+            .map(tokenvisor_core::TokenUrl::expose),
         Some("http://127.0.0.1:9/device")
     );
     assert_eq!(l.redirect_port, 8400);

@@ -90,7 +90,7 @@ impl HttpTransport {
                 }
             };
             secrets.extend(assertion.clone());
-            let (request, basic) = request(&client, &url, form, assertion.as_ref());
+            let (request, basic) = request(&client, &url, &form, assertion.as_ref());
             secrets.extend(basic);
             let deadline = client.timeout;
             let outcome =
@@ -115,11 +115,11 @@ impl HttpTransport {
 fn request(
     client: &ExchangeRequest,
     url: &TokenUrl,
-    form: Vec<FormField>,
+    form: &[FormField],
     assertion: Option<&Secret>,
 ) -> (oauth2::HttpRequest, Option<Secret>) {
     let mut body = form_urlencoded::Serializer::new(String::new());
-    for f in &form {
+    for f in form {
         body.append_pair(f.name, f.value.expose());
     }
     let mut basic = None;

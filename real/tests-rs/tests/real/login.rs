@@ -9,6 +9,8 @@
 //!   grant) gets the new token through its admin API and is `running` at once;
 //! - the device flow: the user code confirmed on the provider's page, the token written to
 //!   `refresh_token_file` (no daemon), then a daemon started on it runs;
+//! - a daemon that does not run the workload refuses the hand-over: the token goes to the
+//!   file instead;
 //! - failures: the user cancels at the login page (`access_denied`), a redirect with another
 //!   `state` (nothing exchanged), a device code that expires, the user aborting the device
 //!   confirmation (`access_denied`).
@@ -543,4 +545,35 @@ async fn the_user_aborting_the_device_confirmation_is_access_denied() {
     assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("access_denied"), "{err}");
     assert!(!s.rt_file().exists());
+}
+
+/// A daemon that does not run the workload refuses the hand-over (404): the CLI says so and
+/// writes the token to `refresh_token_file` instead, so the grant is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_refuses_the_token_leaves_it_in_the_file() {
+    let s = Setup::new();
+    let config = s.config("tv-login");
+    // the daemon: the same state directory (so the same admin token), no workloads
+    let mut other = ConfigFile::new(&s.work().join("statuses-other"));
+    other
+        .service
+        .str("state_dir", s.work().join("state").to_string_lossy());
+    let other = other.write(&s.work().join("other.toml"));
+    let daemon = start_daemon(&other, s.work()).await;
+    let admin = daemon.admin_url();
+    let admin = admin.trim_start_matches("http://");
+    let mut login = Login::start(&config, &["--admin", admin, "--timeout", "60s"]);
+    let url = login.url();
+    Browser::new().run(&url, "alice").await;
+    let (code, out, err) = login.finish().await;
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("did not take the refresh token (HTTP 404"),
+        "{err}"
+    );
+    assert!(out.contains("written to"), "{out}");
+    let rt = std::fs::read_to_string(s.rt_file()).unwrap_or_default();
+    assert!(!rt.trim().is_empty());
+    assert!(!out.contains(rt.trim()) && !err.contains(rt.trim()));
+    drop(daemon);
 }

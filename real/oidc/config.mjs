@@ -101,8 +101,32 @@ function clientCertificate(ctx) {
   return escaped ? decodeURIComponent(escaped) : undefined;
 }
 
+/**
+ * Clients only `tokenvisor login`'s tests use (tests-rs/tests/real/login.rs): native
+ * applications (RFC 8252: a loopback redirect URI on any port), client_secret_basic, the code
+ * and device flows. Their logins go through oidc-provider's own pages (its development
+ * interactions: a login form, then a consent form), never the automatic login of
+ * provider.mjs. `tv-login-short`'s device codes expire after LOGIN_SHORT_DEVICE_TTL seconds.
+ */
+export const LOGIN_CLIENTS = ['tv-login', 'tv-login-short'];
+export const LOGIN_SHORT_DEVICE_TTL = 2;
+const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+
+function loginClients() {
+  return LOGIN_CLIENTS.map((id) => ({
+    client_id: id,
+    client_secret: secretOf(id),
+    application_type: 'native',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['authorization_code', 'refresh_token', DEVICE_GRANT],
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/callback'],
+    scope: 'openid offline_access api',
+  }));
+}
+
 function clients() {
-  const out = [...assertionClients(), ...tlsClients()];
+  const out = [...assertionClients(), ...tlsClients(), ...loginClients()];
   for (let n = 1; n <= CLIENT_COUNT; n += 1) {
     const id = clientId(n);
     out.push({
@@ -138,7 +162,11 @@ export function configuration({ accessTtl, cookieKey }) {
       };
     },
     features: {
-      devInteractions: { enabled: false }, // replaced by the automatic interaction in provider.mjs
+      // The login form and consent form of LOGIN_CLIENTS (every other client is logged in
+      // automatically by provider.mjs, which answers /interaction/ before these pages).
+      devInteractions: { enabled: true },
+      // RFC 8628, for `tokenvisor login --device`: /device/auth, the user-code pages at /device
+      deviceFlow: { enabled: true },
       clientCredentials: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: true },
@@ -186,6 +214,9 @@ export function configuration({ accessTtl, cookieKey }) {
       Session: 3600,
       Grant: 24 * 3600,
       RefreshToken: 24 * 3600,
+      DeviceCode(_ctx, _token, client) {
+        return client?.clientId === 'tv-login-short' ? LOGIN_SHORT_DEVICE_TTL : 600;
+      },
     },
     renderError(ctx, out) {
       ctx.type = 'json';

@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import Provider from 'oidc-provider';
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
-import { configuration } from './config.mjs';
+import { LOGIN_CLIENTS, configuration } from './config.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -136,6 +136,11 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
     }
     const details = await provider.interactionDetails(ctx.req, ctx.res);
     const { prompt, params, session } = details;
+    // `tokenvisor login`'s clients log in through the provider's own pages (config.mjs)
+    if (LOGIN_CLIENTS.includes(params.client_id)) {
+      await next();
+      return;
+    }
     const accountId = session?.accountId ?? params.login_hint ?? 'alice';
     const result = {};
     if (prompt.name === 'login') {
@@ -181,6 +186,9 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
   }
 
   handler = provider.callback();
+  // The suite reads the ready line and closes the pipe; oidc-provider prints notices to
+  // stdout later (the device flow's pages, on first use): a closed pipe must not kill it.
+  process.stdout.on('error', () => {});
   process.stdout.write(`${JSON.stringify({ event: 'ready', issuer, port, pid: process.pid })}\n`);
 });
 

@@ -15,6 +15,9 @@
 //!   the daemon would classify it, for diagnosis.
 //! - `check-config` ([`check_config`]): loads and validates a configuration file and prints
 //!   the effective settings with secrets masked.
+//! - `login` ([`login`]): obtains a workload's refresh token (authorization code with PKCE
+//!   and a loopback redirect, or `--device`) and hands it to the running daemon or writes
+//!   its `refresh_token_file`.
 //!
 //! Exit codes are part of the interface and one table for every command ([`exit`], shown by
 //! `--help` and in the README): 0 success; 1 a problem was found (a workload that needs
@@ -29,6 +32,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod check_config;
 mod exit;
+mod login;
 mod output;
 mod probe;
 mod run;
@@ -89,6 +93,16 @@ enum Command {
     /// Exit status: 0 valid; 1 invalid (every problem is listed on stderr as
     /// FILE:LINE: KEY: reason); 2 usage errors (no such file).
     CheckConfig(check_config::CheckConfigArgs),
+    /// Log a workload in: get its refresh token from the provider (authorization code with
+    /// PKCE through a browser and a redirect to 127.0.0.1, or --device for the device flow),
+    /// then hand it to the running daemon (admin API) or write it to its refresh_token_file
+    /// (0600). The token is never printed.
+    ///
+    /// Exit status: 0 logged in; 1 the login failed (denied, expired, state mismatch, the
+    /// provider refused, no refresh token issued) or the configuration is invalid; 2 usage
+    /// errors (unknown workload, a grant other than refresh_token, no authorization_url /
+    /// device_authorization_url).
+    Login(Box<login::LoginArgs>),
     /// Load and soak runs against an embedded fault-injecting provider on 127.0.0.1:
     /// `--scenario soak` (the default: seeded chaos for --duration, then invariants), storm
     /// (refreshes/s, with --baseline a bare reqwest loop), scale (spawn time, RSS per
@@ -169,7 +183,9 @@ fn main() -> ExitCode {
         Command::Run(_) => {}
         #[cfg(feature = "soak")]
         Command::Demo(_) => init_logging("error"),
-        Command::Status(_) | Command::Probe(_) | Command::CheckConfig(_) => init_logging("warn"),
+        Command::Status(_) | Command::Probe(_) | Command::CheckConfig(_) | Command::Login(_) => {
+            init_logging("warn");
+        }
         #[cfg(feature = "soak")]
         Command::Soak(_) | Command::Idp(_) => init_logging("warn"),
     }
@@ -180,6 +196,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(&args),
         Command::Probe(args) => probe::run(&args),
         Command::CheckConfig(args) => check_config::run(&args),
+        Command::Login(args) => login::run(&args),
         #[cfg(feature = "soak")]
         Command::Soak(args) => tokenvisor_soak::soak::run(&args).map_err(|e| soak_error("soak", e)),
         #[cfg(feature = "soak")]

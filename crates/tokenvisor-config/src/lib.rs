@@ -12,12 +12,14 @@
 //! workloads; `problems` collects) → [`spec`] (what it resolves to). [`secrets`]: the one
 //! secret-file reader, shared with the runtime. `masked`: `check-config`'s rendering.
 //! `provider`: the provider keys (client assertions, TLS, proxy). [`cluster`]: `[cluster]`,
-//! cluster mode on etcd (schema, checks, resolved form).
+//! cluster mode on etcd (schema, checks, resolved form). [`login`]: the keys of `tokenvisor
+//! login` and [`load_for_login`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod cluster;
+pub mod login;
 pub mod secrets;
 pub mod spec;
 
@@ -28,6 +30,7 @@ mod read;
 mod schema;
 mod validate;
 
+pub use login::load_for_login;
 pub use problems::{ConfigError, ConfigProblem};
 pub use secrets::read_admin_token;
 pub use spec::{default_state_dir, default_status_dir};

@@ -81,6 +81,11 @@ pub(crate) struct RawWorkload {
     pub(crate) scopes: Option<List>,
     pub(crate) resource: Opt<String>,
     pub(crate) audience: Opt<String>,
+    // `tokenvisor login` (crate::login)
+    pub(crate) authorization_url: Opt<String>,
+    pub(crate) device_authorization_url: Opt<String>,
+    pub(crate) redirect_port: Opt<Count>,
+    pub(crate) login_scopes: Option<List>,
 }
 
 /// `grant`.

@@ -213,6 +213,8 @@ pub struct WorkloadSpec {
     pub token_sink_file: Option<PathBuf>,
     /// Timing and classification.
     pub policy: WorkloadPolicy,
+    /// What `tokenvisor login` needs (the daemon does not use it).
+    pub login: crate::login::LoginSpec,
 }
 
 impl WorkloadSpec {
@@ -231,6 +233,7 @@ impl WorkloadSpec {
             audience: None,
             token_sink_file: None,
             policy: WorkloadPolicy::default(),
+            login: crate::login::LoginSpec::default(),
         }
     }
 

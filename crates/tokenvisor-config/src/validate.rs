@@ -145,12 +145,24 @@ pub(crate) fn parse_in(
     base: &Path,
     env: Env<'_>,
 ) -> Result<Config, ConfigError> {
+    parse_mode(text, source, base, env, false)
+}
+
+/// [`parse_in`]; `login`: refresh-token files are not read (`crate::login::load_for_login`).
+pub(crate) fn parse_mode(
+    text: &str,
+    source: &Path,
+    base: &Path,
+    env: Env<'_>,
+    login: bool,
+) -> Result<Config, ConfigError> {
     let (cx, seen) = (Cx::new(text), Seen::default());
     let mut v = V {
         cx,
         base,
         env,
         seen,
+        login,
     };
     let Some(raw) = crate::read::read(&mut v.cx, text) else {
         return Err(v.cx.into_error(source));
@@ -188,6 +200,8 @@ struct V<'a> {
     base: &'a Path,
     env: Env<'a>,
     seen: Seen,
+    /// Loading for `tokenvisor login`: refresh-token files are not read.
+    login: bool,
 }
 
 /// What the workloads seen so far use, for the checks across workloads: names (the key and
@@ -548,6 +562,7 @@ impl V<'_> {
             .audience
             .as_ref()
             .and_then(|a| cx.check("audience", a, |s| text(s)));
+        let login = crate::login::resolve(cx, raw, self::token_url, scope);
 
         // one gate per token endpoint: its workloads must agree on the limit
         let (n, key) = (
@@ -599,6 +614,7 @@ impl V<'_> {
             audience,
             token_sink_file: sink,
             policy: policy.policy,
+            login,
         })
     }
 
@@ -661,6 +677,9 @@ impl V<'_> {
         let both = !self.at_most_one(&refresh, "refresh_token_file and refresh_token");
         let token = match (&raw.refresh_token_file, &raw.refresh_token) {
             (Some(_), Some(_)) | (None, None) => None,
+            (Some(f), None) if self.login => {
+                (self.file("refresh_token_file", f, true)).map(|p| (Secret::from(""), Some(p)))
+            }
             (Some(f), None) => self
                 .secret_file("refresh_token_file", f, true)
                 .map(|(s, p)| (s, Some(p))),

@@ -13,6 +13,8 @@
 //!   metadata document parsed and checked, the advertised authentication methods.
 //! - [`cluster`]: cluster mode's pure rules: a name's shard (XXH3-64), a shard's owner
 //!   (rendezvous hashing), the handover plan, and the send rule against the lease.
+//! - [`device_poll`]: `tokenvisor login --device`'s polling decision (RFC 8628:
+//!   `authorization_pending`, `slow_down`, expiry) with explicit time.
 //! - [`limiter`]: adaptive pacing of one token endpoint: an AIMD concurrency limit under
 //!   `endpoint_concurrency` and a request rate learned from 429/503 answers.
 //! - [`scrub`]: the one text sanitiser: decode, clean, remove secrets in any encoding.
@@ -31,6 +33,7 @@
 pub mod classify;
 pub mod cluster;
 pub mod discovery;
+pub mod device_poll;
 pub mod limiter;
 pub mod machine;
 pub mod name;

@@ -38,7 +38,9 @@
 //! - `gate`: per-token-endpoint concurrency limit and shared `Retry-After` hold, and what
 //!   each endpoint saw ([`Gates::stats`] → [`EndpointStats`]).
 //! - `transport`, `oauth`: the token-endpoint seam ([`Transport`]) and its real
-//!   implementation ([`HttpTransport`]: oauth2 over reqwest, bounded bodies, no redirects).
+//!   implementation ([`HttpTransport`]: oauth2 over reqwest, bounded bodies, no redirects);
+//!   [`HttpTransport::post_form`] ([`FormField`]): any other form POST with a workload's
+//!   client authentication (`tokenvisor login`'s code, device and token requests).
 //! - `locks`: `flock` locks; `startup`: [`acquire_for`], the locks a daemon takes first.
 //! - `credentials`: client secrets and refresh tokens; rotated tokens written back
 //!   atomically before the workload reports healthy.
@@ -151,6 +153,7 @@ pub use discovery::{DISCOVERY_BACKOFF, DiscoveryError, REFETCH_AFTER};
 pub use gate::{EndpointStats, Gates, LATENCY_BUCKETS_MS, Pacing};
 pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
 pub use locks::{LockError, hold_credentials};
+pub use oauth::form::FormField;
 pub use oauth::{HttpConfig, HttpError, HttpTransport};
 pub use persistence::{DEFAULT_JOURNAL_SUBDIR, FlushReport, PersistStats, PersistenceConfig};
 pub use runtime::{Health, ReconcileReport, RecoveryReport, Runtime, RuntimeConfig, RuntimeError};

@@ -52,6 +52,8 @@ use tokenvisor_core::{HttpAnswer, RawOutcome, Secret, TransportKind};
 
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::oauth_auth::{ASSERTION_TYPE, Keys, Profile, Stamp, stamps};
+
+pub(crate) mod form;
 use crate::spec::AuthMethod;
 use crate::spec::ProviderSpec;
 use crate::transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};

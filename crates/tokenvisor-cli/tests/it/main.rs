@@ -7,6 +7,7 @@
 //!
 //! - [`check_config`], [`status`], [`status_watch`], [`probe`]: the offline commands;
 //!   [`status_cluster`]: `status --cluster` against a stand-in admin API.
+//! - [`login`]: `tokenvisor login`'s usage errors (its flows: the real suite).
 //! - [`watch_daemon`]: events, the dashboard page and the workload gauges through the daemon.
 //! - [`daemon`], [`reload`]: `tokenvisor run`, signals, reloads, the admin API.
 //! - [`files`], [`secrets`], [`hostile`]: files and locks, secrets never leak, hostile input.
@@ -27,6 +28,7 @@ mod exit_codes;
 mod files;
 mod first_run;
 mod hostile;
+mod login;
 mod probe;
 mod reload;
 mod secrets;

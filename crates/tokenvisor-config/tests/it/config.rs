@@ -536,6 +536,10 @@ fn the_documented_example_shows_every_key() {
         "scopes",
         "resource",
         "audience",
+        "authorization_url",
+        "device_authorization_url",
+        "redirect_port",
+        "login_scopes",
     ];
     for key in keys {
         let shown = text.lines().any(|l| {

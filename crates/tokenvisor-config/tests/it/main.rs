@@ -4,6 +4,7 @@
 //! - [`cluster`]: the `[cluster]` section (cluster mode on etcd).
 //! - [`config`]: the TOML configuration, one test per validation rule.
 //! - [`discovery`]: `issuer` instead of `token_url`, `extra_params`, the masked listing.
+//! - [`login`]: the keys of `tokenvisor login`, and loading for it.
 //! - [`layering`]: the crate's place in the workspace and the shape of its schema.
 //! - [`provider`]: client keys and certificates, roots, proxy.
 
@@ -12,4 +13,5 @@ mod config;
 mod discovery;
 mod layering;
 mod log_level;
+mod login;
 mod provider;

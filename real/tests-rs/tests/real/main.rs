@@ -24,6 +24,9 @@
 //!   suite has (502, a slow upstream, `limit_req`, client_credentials), in process.
 //! - [`dashboard`]: the admin dashboard in headless chromium (chromedriver): a known fleet's
 //!   counts, a revoked grant appearing live, a screenshot in `target/artifacts/`.
+//! - [`login`]: `tokenvisor login` through the provider's own login, consent and device
+//!   pages (a scripted browser): the code flow into a running daemon, the device flow into
+//!   the file, access denied, a forged state, an expired device code.
 //! - [`daemon`]: 100 rotations through `tokenvisor run`, across a restart of the daemon.
 //! - [`crash_loop`]: `kill -9` of `tokenvisor run` in a loop, start-up included; grants lost
 //!   only with a refresh in flight at a kill (the small run of `examples/crash_loop.rs`).
@@ -41,6 +44,7 @@ mod crash_loop;
 mod daemon;
 mod dashboard;
 mod discovery;
+mod login;
 mod proxy;
 mod scenarios;
 mod tls;

@@ -1,0 +1,139 @@
+//! The keys `tokenvisor login` needs to obtain a workload's first refresh token
+//! ([`LoginSpec`], keys of a `[[workload]]`): where the provider's authorization endpoint
+//! (code flow) and device authorization endpoint (device flow) are, the loopback port of
+//! the redirect, and the scopes to ask for. The daemon never uses them.
+//!
+//! - `authorization_url`, `device_authorization_url`: validated by the token URL's rule
+//!   (http(s), a host, no credentials, no fragment; plain http only to a loopback address
+//!   without a warning). A query is kept (some providers put a tenant or policy there).
+//! - `redirect_port`: the port of `http://127.0.0.1:PORT/callback` (RFC 8252 §7.3); 0, the
+//!   default, takes any free port (for providers that, as RFC 8252 §7.3 asks, accept any
+//!   port of a loopback redirect URI); set it for one that registered a fixed one.
+//! - `login_scopes`: the `scope` of the authorization request; unset, the workload's
+//!   `scopes`. `offline_access` is never added silently: list it when the provider needs it
+//!   to issue a refresh token (OpenID Connect providers do).
+//!
+//! The keys are accepted on any workload; on one whose grant is not `refresh_token` they
+//! are a warning (login refuses such a workload anyway). [`load_for_login`] reads a
+//! configuration without reading the refresh-token files, which do not exist before the
+//! first login.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokenvisor_core::TokenUrl;
+
+use crate::problems::Cx;
+use crate::schema::{RawGrant, RawWorkload};
+use crate::{Config, ConfigError};
+
+/// The path of the loopback redirect URI.
+pub const REDIRECT_PATH: &str = "/callback";
+
+/// What `tokenvisor login` knows of a workload's provider beyond its token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoginSpec {
+    /// The authorization endpoint (code flow), when configured.
+    pub authorization_url: Option<TokenUrl>,
+    /// The device authorization endpoint (device flow), when configured.
+    pub device_authorization_url: Option<TokenUrl>,
+    /// The loopback redirect's port; 0: any free port.
+    pub redirect_port: u16,
+    /// The scopes of the authorization request; `None`: the workload's `scopes`.
+    pub login_scopes: Option<Arc<[String]>>,
+}
+
+/// The login keys of one workload. `url` is the token URL's rule; `scope` the scope-token
+/// rule of `scopes`.
+pub(crate) fn resolve(
+    cx: &mut Cx,
+    raw: &RawWorkload,
+    url: fn(&str) -> Result<TokenUrl, String>,
+    scope: fn(&str) -> bool,
+) -> LoginSpec {
+    let endpoint = |cx: &mut Cx, name: &str, raw: Option<&toml::Spanned<String>>| {
+        let raw = raw?;
+        let u = cx.check(name, raw, |s| url(s))?;
+        if let Some(host) = u.insecure_remote_host() {
+            let why = format!(
+                "http:// to {host}, which is not a loopback address: the authorization code or \
+                 device code crosses the network unencrypted (use https)"
+            );
+            cx.warn(name, Some(raw.span()), why);
+        }
+        Some(u)
+    };
+    let authorization_url = endpoint(cx, "authorization_url", raw.authorization_url.as_ref());
+    let device_authorization_url = endpoint(
+        cx,
+        "device_authorization_url",
+        raw.device_authorization_url.as_ref(),
+    );
+    let redirect_port = raw.redirect_port.as_ref().and_then(|p| {
+        cx.check("redirect_port", p, |n| {
+            u16::try_from(*n).map_err(|_| {
+                "must be a port number, 0 to 65535 (0: any free port, the default)".to_owned()
+            })
+        })
+    });
+    let what = "a scope token (one scope per string: printable ASCII, no spaces, '\"' or '\\')";
+    let login_scopes = (raw.login_scopes.as_ref())
+        .and_then(|l| cx.each_valid("login_scopes", l, scope, what))
+        .map(Arc::from);
+    let given = [
+        (
+            "authorization_url",
+            raw.authorization_url.as_ref().map(toml::Spanned::span),
+        ),
+        (
+            "device_authorization_url",
+            raw.device_authorization_url
+                .as_ref()
+                .map(toml::Spanned::span),
+        ),
+        (
+            "redirect_port",
+            raw.redirect_port.as_ref().map(toml::Spanned::span),
+        ),
+        (
+            "login_scopes",
+            raw.login_scopes.as_ref().map(toml::Spanned::span),
+        ),
+    ];
+    let grant = raw.grant.as_ref().map(|g| *g.get_ref());
+    match grant {
+        Some(RawGrant::RefreshToken) | None => {}
+        Some(RawGrant::ClientCredentials) => {
+            for (key, at) in given.into_iter().filter(|(_, at)| at.is_some()) {
+                let why = "only a grant = \"refresh_token\" workload logs in (tokenvisor login); \
+                           this workload's grant needs no login, so the key is unused";
+                cx.warn(key, at, why);
+            }
+        }
+    }
+    LoginSpec {
+        authorization_url,
+        device_authorization_url,
+        redirect_port: redirect_port.unwrap_or(0),
+        login_scopes,
+    }
+}
+
+/// Reads and validates the configuration at `path` as [`crate::load`] does, except that
+/// refresh-token files are not read (they need not exist yet: `tokenvisor login` is what
+/// creates them). In the result, a `refresh_token` workload's [`crate::spec::GrantSpec`]
+/// carries an empty token when it names a file: the configuration is for logging in, never
+/// for running a workload.
+///
+/// # Errors
+/// [`ConfigError`], as [`crate::load`].
+pub fn load_for_login(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::single(path, format!("cannot read the configuration file: {e}"))
+    })?;
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    crate::validate::parse_mode(&text, path, &base, &|var| std::env::var(var).ok(), true)
+}

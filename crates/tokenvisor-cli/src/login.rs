@@ -17,8 +17,9 @@
 //!   on through `authorization_pending`, a stop at `expires_in`, `access_denied`,
 //!   `expired_token` or another final answer).
 //! - **Endpoints**: [`Endpoints::of`] takes them from the configuration
-//!   (`authorization_url`, `device_authorization_url`, `token_url`); a missing one names the
-//!   key to set. Discovered metadata (`issuer`) fills the same struct.
+//!   (`authorization_url`, `device_authorization_url`, `token_url`),
+//!   [`Endpoints::discovered`] from the provider's metadata when the workload has an
+//!   `issuer` (the keys set still win); a missing one names the key to set.
 //! - **Delivery**: the refresh token goes to a running daemon through its admin API (`PUT
 //!   /v1/workloads/{name}/credentials`: the daemon journals it, writes the file and a
 //!   workload that was `unauthenticated` recovers at once); when no daemon answers (admin
@@ -42,7 +43,7 @@ use oauth2::basic::BasicClient;
 use oauth2::{AuthUrl, ClientId, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
 use tokenvisor::config::{self, Config, ServiceConfig};
 use tokenvisor::spec::{GrantSpec, WorkloadSpec};
-use tokenvisor::{ExchangeRequest, FormField, Grant, HttpConfig, HttpTransport};
+use tokenvisor::{ExchangeRequest, FormField, Grant, HttpConfig, HttpTransport, ProviderMetadata};
 use tokenvisor_core::device_poll::{DevicePoll, PollAnswer, Step, Stop};
 use tokenvisor_core::{ClassifyPolicy, RawOutcome, Secret, TokenUrl, Verdict, classify};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -127,6 +128,19 @@ impl Endpoints {
             token: spec.token_url.clone(),
         }
     }
+
+    /// The endpoints of a workload with an `issuer`: the provider's metadata, under what the
+    /// configuration names itself (`authorization_url`, `device_authorization_url` win).
+    pub(crate) fn discovered(spec: &WorkloadSpec, doc: &ProviderMetadata) -> Self {
+        let login = &spec.login;
+        Endpoints {
+            authorization: (login.authorization_url.clone())
+                .or_else(|| doc.authorization_endpoint.clone()),
+            device_authorization: (login.device_authorization_url.clone())
+                .or_else(|| doc.device_authorization_endpoint.clone()),
+            token: doc.token_endpoint.clone(),
+        }
+    }
 }
 
 /// Runs the command; returns the exit code.
@@ -140,11 +154,25 @@ pub(crate) fn run(args: &LoginArgs) -> anyhow::Result<u8> {
         }
     };
     let spec = target(&cfg, &args.workload)?;
-    let endpoints = Endpoints::of(spec);
-    let needed = needed_endpoint(&endpoints, args.device, spec)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let endpoints = match &spec.policy.provider.issuer {
+        None => Endpoints::of(spec),
+        Some(issuer) => {
+            let (p, transport) = (&spec.policy, HttpTransport::new(HttpConfig::default())?);
+            let found =
+                transport.discover(issuer, &p.provider, p.connect_timeout, p.request_timeout);
+            match runtime.block_on(found) {
+                Ok(doc) => Endpoints::discovered(spec, &doc),
+                Err(e) => {
+                    eprintln!("login failed: {e}");
+                    return Ok(crate::EXIT_PROBLEM);
+                }
+            }
+        }
+    };
+    let needed = needed_endpoint(&endpoints, args.device, spec)?;
     runtime.block_on(login(args, &cfg.service, spec, &endpoints, needed))
 }
 
@@ -195,12 +223,15 @@ fn needed_endpoint(
             ErrorKind::MissingRequiredArgument,
             format!(
                 "workload {} has no {key}: set {key} in its [[workload]] section (the provider's \
-                 {} endpoint; with issuer discovery configured it is taken from the provider's \
-                 metadata)",
+                 {} endpoint){}",
                 spec.name,
                 match device {
                     false => "authorization",
                     true => "device authorization",
+                },
+                match spec.policy.provider.issuer {
+                    Some(_) => "; its issuer's metadata names none",
+                    None => ", or an issuer whose metadata names it",
                 }
             ),
         )

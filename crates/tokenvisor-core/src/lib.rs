@@ -32,8 +32,8 @@
 
 pub mod classify;
 pub mod cluster;
-pub mod discovery;
 pub mod device_poll;
+pub mod discovery;
 pub mod limiter;
 pub mod machine;
 pub mod name;

@@ -11,7 +11,8 @@
 //! unknown keys, wrong types) → `validate` (each key's rule, the rules between keys and
 //! workloads; `problems` collects) → [`spec`] (what it resolves to). [`secrets`]: the one
 //! secret-file reader, shared with the runtime. `masked`: `check-config`'s rendering.
-//! `provider`: the provider keys (client assertions, TLS, proxy). [`cluster`]: `[cluster]`,
+//! `provider`: the provider keys (client assertions, TLS, proxy). `grants`: the
+//! workload-identity grants' keys (`jwt_bearer`, `token_exchange`). [`cluster`]: `[cluster]`,
 //! cluster mode on etcd (schema, checks, resolved form).
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod secrets;
 pub mod spec;
 
+mod grants;
 mod masked;
 mod problems;
 mod provider;

@@ -59,6 +59,12 @@ pub(crate) struct RawPolicy {
     pub(crate) proxy: Opt<String>,
     pub(crate) proxy_credentials_file: Opt<String>,
     pub(crate) no_proxy: Opt<String>,
+    pub(crate) assertion_file: Opt<String>,
+    pub(crate) subject_token_file: Opt<String>,
+    pub(crate) subject_token_type: Opt<String>,
+    pub(crate) actor_token_file: Opt<String>,
+    pub(crate) actor_token_type: Opt<String>,
+    pub(crate) requested_token_type: Opt<String>,
 }
 
 /// The keys of a `[[workload]]` that `[defaults]` does not have.
@@ -87,6 +93,8 @@ pub(crate) struct RawWorkload {
 pub(crate) enum RawGrant {
     RefreshToken,
     ClientCredentials,
+    JwtBearer,
+    TokenExchange,
 }
 
 /// A humantime duration string ("30s", "1h 30m"), parsed as it is read.

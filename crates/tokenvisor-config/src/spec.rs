@@ -16,6 +16,7 @@ use tokenvisor_core::machine::MachineConfig;
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
 use tokenvisor_core::{ClassifyPolicy, Secret, TokenUrl, WorkloadName};
 
+pub use crate::grants::{PresentedToken, TOKEN_TYPE_ALIASES, TokenExchangeSpec};
 pub use crate::provider::{AssertionAlg, ClientKey, ProviderSpec, certificates, client_key};
 
 /// How the client authenticates to the token endpoint (`"basic"`, `"post"`: serde and
@@ -53,6 +54,13 @@ pub enum GrantSpec {
     },
     /// `client_credentials`.
     ClientCredentials,
+    /// `jwt_bearer` (RFC 7523 §2.1): the assertion in `assertion_file`, read at every attempt.
+    JwtBearer {
+        /// The file the platform writes the assertion to.
+        assertion_file: PathBuf,
+    },
+    /// `token_exchange` (RFC 8693): the subject (and actor) token files, read at every attempt.
+    TokenExchange(Arc<TokenExchangeSpec>),
 }
 
 impl AuthMethod {
@@ -73,9 +81,18 @@ impl AuthMethod {
 }
 
 impl GrantSpec {
-    /// `"refresh_token"` or `"client_credentials"`.
+    /// `"refresh_token"`, `"client_credentials"`, `"jwt_bearer"` or `"token_exchange"`.
     pub fn as_str(&self) -> &'static str {
         self.into()
+    }
+
+    /// True for the grants that present a token the platform rotates, read from its file at
+    /// every attempt (`jwt_bearer`, `token_exchange`); they keep no refresh token.
+    pub fn presents_platform_token(&self) -> bool {
+        match self {
+            GrantSpec::RefreshToken { .. } | GrantSpec::ClientCredentials => false,
+            GrantSpec::JwtBearer { .. } | GrantSpec::TokenExchange(_) => true,
+        }
     }
 }
 

@@ -401,7 +401,11 @@ impl CredentialStore {
     pub fn new(spec: &WorkloadSpec) -> Arc<Self> {
         let (refresh_grant, refresh_token, file) = match &spec.grant {
             GrantSpec::RefreshToken { token, file } => (true, Some(token.clone()), file.clone()),
-            GrantSpec::ClientCredentials => (false, None, None),
+            // The workload-identity grants keep no refresh token: their token is read from the
+            // platform's file at every attempt (`workload_identity`).
+            GrantSpec::ClientCredentials
+            | GrantSpec::JwtBearer { .. }
+            | GrantSpec::TokenExchange(_) => (false, None, None),
         };
         Arc::new(CredentialStore {
             workload: spec.name.clone(),

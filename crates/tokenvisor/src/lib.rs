@@ -113,6 +113,7 @@ pub mod testing;
 mod timers;
 mod token;
 mod transport;
+mod workload_identity;
 
 pub use crate::metrics::{
     REFRESH_ATTEMPTS as METRIC_REFRESH_ATTEMPTS, REFRESH_DURATION as METRIC_REFRESH_DURATION,
@@ -141,4 +142,4 @@ pub use status_store::{
 };
 pub use supervisor::{SupervisorError, WorkloadView};
 pub use token::StateChange;
-pub use transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};
+pub use transport::{ExchangeRequest, ExchangeTokens, Grant, OutcomeFuture, Transport};

@@ -353,6 +353,16 @@ async fn exchange(
             }
             request.request_async(&http).await.map(drop)
         }
+        // Grants the oauth2 crate does not build: the form by hand (`workload_identity`).
+        Grant::JwtBearer(_) | Grant::TokenExchange(_) => {
+            return match form_request(req, extra) {
+                Ok(request) => send(&http.client, &http.url, request).await,
+                Err(detail) => RawOutcome::Transport {
+                    kind: TransportKind::Io,
+                    detail: format!("cannot build the token request: {detail}"),
+                },
+            };
+        }
     };
     match result {
         Err(RequestTokenError::Request(Captured(outcome))) => outcome,
@@ -370,6 +380,55 @@ async fn exchange(
             }
         }
     }
+}
+
+/// The token request of a grant the oauth2 crate does not know (`jwt_bearer`,
+/// `token_exchange`), as oauth2 would build it: a form POST asking for JSON, the grant's
+/// parameters, `scope` (space-separated, when any), `extra` (`resource`, `audience`, a
+/// client assertion) and the client's authentication: HTTP Basic with a secret (`basic`),
+/// `client_id` and `client_secret` in the form (`post`), else `client_id` alone (a public
+/// client, or a method whose assertion or certificate authenticates).
+fn form_request(
+    req: &ExchangeRequest,
+    extra: Vec<(&str, String)>,
+) -> Result<oauth2::HttpRequest, String> {
+    use oauth2::http::header;
+    let mut form = crate::workload_identity::grant_params(&req.grant).unwrap_or_default();
+    if !req.scopes.is_empty() {
+        form.push(("scope", req.scopes.join(" ")));
+    }
+    form.extend(extra);
+    let mut builder = oauth2::http::Request::builder()
+        .method(oauth2::http::Method::POST)
+        .uri(req.token_url.expose())
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    match (req.auth_method, &req.client_secret) {
+        (AuthMethod::Basic, Some(secret)) => {
+            let credential = crate::transport::basic_credential(&req.client_id, secret);
+            builder = builder.header(
+                header::AUTHORIZATION,
+                format!("Basic {}", credential.expose()),
+            );
+        }
+        (AuthMethod::Post, Some(secret)) => {
+            form.push(("client_id", req.client_id.to_string()));
+            form.push(("client_secret", secret.expose().to_owned()));
+        }
+        (
+            AuthMethod::Basic
+            | AuthMethod::Post
+            | AuthMethod::PrivateKeyJwt
+            | AuthMethod::ClientSecretJwt
+            | AuthMethod::TlsClientAuth
+            | AuthMethod::SelfSignedTlsClientAuth,
+            _,
+        ) => form.push(("client_id", req.client_id.to_string())),
+    }
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    builder.body(body.into_bytes()).map_err(|e| e.to_string())
 }
 
 /// Our `AsyncHttpClient`: sends the request and hands the captured answer back as its error.

@@ -776,7 +776,21 @@ async fn exchange_once(
     started: tokio::time::Instant,
 ) -> (Verdict, crate::transport::Grant, Option<WriteBack>) {
     let snapshot = creds.snapshot();
-    let mut req = ExchangeRequest::for_spec(spec, snapshot.grant.clone());
+    // `jwt_bearer` / `token_exchange`: the platform's token, read now; unusable, not sent.
+    let grant = match crate::workload_identity::present(
+        &spec.grant,
+        snapshot.grant.clone(),
+        deps.clock.now(),
+    )
+    .await
+    {
+        Ok(grant) => grant,
+        Err(not_sent) => {
+            count_attempt(&not_sent);
+            return (not_sent, snapshot.grant, None);
+        }
+    };
+    let mut req = ExchangeRequest::for_spec(spec, grant);
     req.client_secret = snapshot.client_secret.clone();
     let sent = tokio::time::Instant::now();
     let outcome = deps.transport.exchange(req.clone()).await;
@@ -787,6 +801,11 @@ async fn exchange_once(
     let policy: ClassifyPolicy = spec.policy.classify_policy();
     let secrets = req.secrets();
     let verdict = classify(&outcome, now, &policy, &secrets.iter().collect::<Vec<_>>());
+    // A rejection of one platform-rotated token is not the end of the grant.
+    let verdict = match spec.grant.presents_platform_token() {
+        true => tokenvisor_core::classify::for_presented_credential(verdict, &policy),
+        false => verdict,
+    };
     metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
     let scope = gate.feedback(feedback_of(&verdict, &outcome, now), now);
     // The hold is clamped like every delay: no server makes the endpoint wait longer than a

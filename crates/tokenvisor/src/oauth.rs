@@ -903,6 +903,82 @@ mod tests {
         }
     }
 
+    /// The hand-built form of the workload-identity grants: the grant's parameters, scope,
+    /// resource and audience, and each client authentication (Basic, post, or `client_id`
+    /// alone for a public client).
+    #[test]
+    fn workload_identity_forms_carry_the_grant_and_the_client_authentication() {
+        use crate::spec::{GrantSpec, WorkloadSpec};
+        use crate::transport::ExchangeTokens;
+        let mut spec = WorkloadSpec::new(
+            tokenvisor_core::WorkloadName::new("w").unwrap(),
+            "https://idp.example.com/token".parse().unwrap(),
+            "client 1",
+            GrantSpec::ClientCredentials,
+        );
+        spec.scopes = Arc::from(vec!["a".to_owned(), "b".to_owned()]);
+        spec.resource = Some("https://api.test".into());
+        let form = |req: &ExchangeRequest| {
+            let extra = vec![("resource", "https://api.test".to_owned())];
+            let r = form_request(req, extra).unwrap();
+            let body: Vec<(String, String)> = form_urlencoded::parse(r.body())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let auth = r
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(
+                r.headers()["content-type"],
+                "application/x-www-form-urlencoded"
+            );
+            assert_eq!(r.uri(), "https://idp.example.com/token");
+            (body, auth)
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let public = ExchangeRequest::for_spec(&spec, Grant::JwtBearer(Secret::from("the.jwt.x")));
+        let (body, auth) = form(&public);
+        assert_eq!(auth, None);
+        assert_eq!(
+            body,
+            [
+                pair("grant_type", crate::workload_identity::JWT_BEARER),
+                pair("assertion", "the.jwt.x"),
+                pair("scope", "a b"),
+                pair("resource", "https://api.test"),
+                pair("client_id", "client 1"),
+            ]
+        );
+        let tokens = ExchangeTokens {
+            subject: Secret::from("subject"),
+            subject_type: "urn:ietf:params:oauth:token-type:jwt".into(),
+            actor: None,
+            requested_type: None,
+        };
+        let spec = spec.with_client_secret("s3cret");
+        let basic = ExchangeRequest::for_spec(&spec, Grant::TokenExchange(Box::new(tokens)));
+        let (body, auth) = form(&basic);
+        // oauth2's Basic credential: form-encoded id and secret, base64 (RFC 6749 §2.3.1).
+        assert_eq!(auth.as_deref(), Some("Basic Y2xpZW50KzE6czNjcmV0"));
+        assert!(
+            !body
+                .iter()
+                .any(|(k, _)| k == "client_id" || k == "client_secret")
+        );
+        assert_eq!(
+            body[0],
+            pair("grant_type", crate::workload_identity::TOKEN_EXCHANGE)
+        );
+        let mut post = basic.clone();
+        post.auth_method = AuthMethod::Post;
+        let (body, auth) = form(&post);
+        assert_eq!(auth, None);
+        assert!(body.ends_with(&[
+            pair("client_id", "client 1"),
+            pair("client_secret", "s3cret")
+        ]));
+    }
+
     #[test]
     fn truncation_respects_char_boundaries() {
         let s = "é".repeat(200);

@@ -13,6 +13,9 @@
 //! - [`cluster`]: cluster mode's fenced store against a real 3-member etcd (Debian's
 //!   etcd-server): claims, the fence, revisions, membership, an etcd member killed.
 //! - [`client_auth`]: private_key_jwt and client_secret_jwt against the provider, a wrong key.
+//! - [`grants`]: jwt_bearer and token_exchange, registered in the provider through
+//!   `registerGrantType`: each refreshes, a rotated file, an expired or rejected assertion,
+//!   an unreadable subject token.
 //! - [`tls`]: nginx terminating TLS with a CA made at test time: an unknown CA, ca_file, ca_only.
 //! - [`proxy`]: a workload's forward proxy (tinyproxy) with credentials, its refusal, no_proxy.
 //! - [`scenarios`]: the shared scenarios of tokenvisor-test-support, then faults only this
@@ -34,6 +37,7 @@ mod cluster;
 mod crash_loop;
 mod daemon;
 mod dashboard;
+mod grants;
 mod proxy;
 mod scenarios;
 mod tls;

@@ -238,3 +238,29 @@ fn an_unreadable_or_expired_token_file_is_a_warning_not_an_error() {
         "{w:?}"
     );
 }
+
+#[test]
+fn the_documented_example_shows_every_grant_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/tokenvisor.toml");
+    let text = std::fs::read_to_string(root).expect("config/tokenvisor.toml");
+    for key in [
+        "assertion_file",
+        "subject_token_file",
+        "subject_token_type",
+        "actor_token_file",
+        "actor_token_type",
+        "requested_token_type",
+    ] {
+        let shown = text.lines().any(|l| {
+            l.trim_start_matches(['#', ' '])
+                .starts_with(&format!("{key} ="))
+        });
+        assert!(shown, "config/tokenvisor.toml does not show `{key}`");
+    }
+    for grant in ["\"jwt_bearer\"", "\"token_exchange\""] {
+        assert!(
+            text.contains(grant),
+            "config/tokenvisor.toml does not name {grant}"
+        );
+    }
+}

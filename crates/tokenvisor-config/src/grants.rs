@@ -170,6 +170,11 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut GrantKe
     }
 }
 
+/// Where a key of a level was set: its dotted key and span.
+fn origin<T>(s: &Option<Set<T>>) -> Option<(&str, Range<usize>)> {
+    s.as_ref().map(|s| (s.key.as_str(), s.span.clone()))
+}
+
 fn set<T, S>(cx: &Cx, name: &str, raw: &Spanned<S>, value: T) -> Set<T> {
     Set {
         value,
@@ -186,7 +191,7 @@ pub(crate) fn resolve(
     cx: &mut Cx,
     grant: RawGrant,
     keys: &GrantKeys,
-    at: Option<Range<usize>>,
+    at: Option<&Range<usize>>,
 ) -> Option<Option<crate::spec::GrantSpec>> {
     use crate::spec::GrantSpec;
     let name = match grant {
@@ -210,33 +215,13 @@ pub(crate) fn resolve(
             "requested_token_type",
         ],
     };
-    let all: [(&str, Option<(&String, &Range<usize>)>); 6] = [
-        (
-            "assertion_file",
-            keys.assertion_file.as_ref().map(|s| (&s.key, &s.span)),
-        ),
-        (
-            "subject_token_file",
-            keys.subject_token_file.as_ref().map(|s| (&s.key, &s.span)),
-        ),
-        (
-            "subject_token_type",
-            keys.subject_token_type.as_ref().map(|s| (&s.key, &s.span)),
-        ),
-        (
-            "actor_token_file",
-            keys.actor_token_file.as_ref().map(|s| (&s.key, &s.span)),
-        ),
-        (
-            "actor_token_type",
-            keys.actor_token_type.as_ref().map(|s| (&s.key, &s.span)),
-        ),
-        (
-            "requested_token_type",
-            keys.requested_token_type
-                .as_ref()
-                .map(|s| (&s.key, &s.span)),
-        ),
+    let all = [
+        ("assertion_file", origin(&keys.assertion_file)),
+        ("subject_token_file", origin(&keys.subject_token_file)),
+        ("subject_token_type", origin(&keys.subject_token_type)),
+        ("actor_token_file", origin(&keys.actor_token_file)),
+        ("actor_token_type", origin(&keys.actor_token_type)),
+        ("requested_token_type", origin(&keys.requested_token_type)),
     ];
     for (k, set) in all {
         if let Some((key, span)) = set
@@ -249,14 +234,14 @@ pub(crate) fn resolve(
                 _ => "grant = \"token_exchange\"",
             };
             let why = format!("applies only to {owner}; this workload's grant is {name:?}");
-            cx.report(k, Some(span.clone()), why);
+            cx.report(k, Some(span), why);
         }
     }
     let mut missing = |cx: &mut Cx, k: &str, what: &str| {
         ok = false;
         if !cx.broken_here(&[k]) {
             let why = format!("missing: grant = {name:?} needs {k} ({what})");
-            cx.report(k, at.clone(), why);
+            cx.report(k, at.cloned(), why);
         }
     };
     let spec = match grant {

@@ -660,7 +660,7 @@ impl V<'_> {
                        \"jwt_bearer\" or \"token_exchange\"";
         let secrets = ["client_secret", "client_secret_file", "client_secret_env"];
         let grant = cx.required("grant", raw.grant.as_ref(), missing, |g| Ok(*g))?;
-        let presented = crate::grants::resolve(cx, grant, &lvl.grants, span(&raw.grant));
+        let presented = crate::grants::resolve(cx, grant, &lvl.grants, span(&raw.grant).as_ref());
         match (grant, token) {
             (RawGrant::RefreshToken, Some((token, file))) => {
                 Some(GrantSpec::RefreshToken { token, file })

@@ -48,7 +48,9 @@ pub(crate) async fn present(
             let spec = spec.clone();
             tokio::task::spawn_blocking(move || read(&spec, now))
                 .await
-                .unwrap_or_else(|e| Err(not_sent(format!("reading the grant's files failed: {e}"))))
+                .unwrap_or_else(|e| {
+                    Err(not_sent(&format!("reading the grant's files failed: {e}")))
+                })
         }
     }
 }
@@ -76,18 +78,18 @@ fn read(spec: &GrantSpec, now: Timestamp) -> Result<Grant, Verdict> {
                 requested_type: x.requested_token_type.clone(),
             })))
         }
-        GrantSpec::RefreshToken { .. } | GrantSpec::ClientCredentials => Err(not_sent(
-            "internal error: this grant reads no token file".to_owned(),
-        )),
+        GrantSpec::RefreshToken { .. } | GrantSpec::ClientCredentials => {
+            Err(not_sent("internal error: this grant reads no token file"))
+        }
     }
 }
 
 /// The token in `file` (configuration key `key`), when it can be presented at `now`.
 fn token(key: &str, file: &Path, now: Timestamp) -> Result<Secret, Verdict> {
     let secret = tokenvisor_config::secrets::read_secret_file(file)
-        .map_err(|e| not_sent(format!("{key}: {e}")))?;
+        .map_err(|e| not_sent(&format!("{key}: {e}")))?;
     match tokenvisor_core::assertion::expired_at(secret.expose(), now) {
-        Some(exp) => Err(not_sent(format!(
+        Some(exp) => Err(not_sent(&format!(
             "{key} {} expired at {exp}; waiting for the platform to replace it",
             file.display()
         ))),
@@ -96,7 +98,7 @@ fn token(key: &str, file: &Path, now: Timestamp) -> Result<Secret, Verdict> {
 }
 
 /// A transient "not sent" verdict about the grant's token file.
-fn not_sent(reason: String) -> Verdict {
+fn not_sent(reason: &str) -> Verdict {
     metrics::counter!(crate::metrics::CREDENTIAL_FILE_NOT_SENT).increment(1);
     Verdict::Transient(Failure {
         kind: FailureKind::CredentialFile,

@@ -914,7 +914,7 @@ fn bad_enum_values() {
         &err,
         "workload[0].grant",
         Some(line_of(&text, "password")),
-        "expected `refresh_token` or `client_credentials`",
+        "expected one of `refresh_token`, `client_credentials`, `jwt_bearer`, `token_exchange`",
     );
     assert_eq!(
         err.problems().len(),

@@ -17,6 +17,9 @@
 //! `invalid_grant` judges the one token presented, not the grant: it is transient
 //! ([`tokenvisor_core::classify::for_presented_credential`]).
 //!
+//! An `unauthenticated` workload of these grants polls its file (`token.rs`) and tries again
+//! when it holds a token whose [`stamp`] differs from the one last presented.
+//!
 //! [`grant_params`] is the grant's part of the form; `oauth.rs` adds scopes, `resource`,
 //! `audience` and the client's authentication (any method, or none: a public client sends
 //! its `client_id`).
@@ -53,6 +56,30 @@ pub(crate) async fn present(
                 })
         }
     }
+}
+
+/// A stamp of the tokens `grant` presents (a hash of their values, never 0), to tell the
+/// platform's next token from the one last presented; 0 for the other grants.
+pub(crate) fn stamp(grant: &Grant) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    match grant {
+        Grant::RefreshToken(_) | Grant::ClientCredentials => return 0,
+        Grant::JwtBearer(t) => t.expose().hash(&mut h),
+        Grant::TokenExchange(x) => {
+            x.subject.expose().hash(&mut h);
+            x.actor.as_ref().map(|(t, _)| t.expose()).hash(&mut h);
+        }
+    }
+    h.finish().max(1)
+}
+
+/// The stamp of what the grant's files hold now (read on the blocking pool, at any `exp`),
+/// `None` when a file cannot be read or the grant reads none.
+pub(crate) async fn current_stamp(spec: &GrantSpec) -> Option<u64> {
+    let spec = spec.clone();
+    let read = tokio::task::spawn_blocking(move || read(&spec, Timestamp::EPOCH));
+    read.await.ok()?.ok().map(|g| stamp(&g))
 }
 
 /// [`present`]'s blocking part.

@@ -179,3 +179,35 @@ async fn invalid_grant_is_transient_for_an_assertion_and_final_for_a_refresh_tok
         r.status_context
     );
 }
+
+/// A final verdict (`invalid_client`) leaves the workload unauthenticated while its token
+/// file holds the token already presented; the platform's next token wakes it.
+#[tokio::test(start_paused = true)]
+async fn an_unauthenticated_workload_tries_again_when_its_token_file_changes() {
+    let (dir, fake, rt) = start().await;
+    let file = dir.path().join("assertion.jwt");
+    write(&file, &jwt(NOW + 86_400, "a1"));
+    fake.set_default(FakeReply::oauth_error(401, "invalid_client"));
+    let grant = GrantSpec::JwtBearer {
+        assertion_file: file.clone(),
+    };
+    let h = rt.add(spec("agent", grant)).await.unwrap();
+    wait_status(&h, "unauthenticated", |s, _| {
+        s == WorkloadStatus::Unauthenticated
+    })
+    .await;
+    // Three polls of the unchanged file: nothing sent again.
+    tokio::time::sleep(S(35)).await;
+    assert_eq!(fake.count("agent"), 1);
+    fake.set_default(FakeReply::token(3600));
+    write(&file, &jwt(NOW + 86_400, "a2"));
+    wait_status(&h, "running with the new token", |s, _| {
+        s == WorkloadStatus::Running
+    })
+    .await;
+    assert_eq!(fake.count("agent"), 2);
+    assert_eq!(
+        fake.seen()[1].presented.as_deref(),
+        Some(jwt(NOW + 86_400, "a2").as_str())
+    );
+}

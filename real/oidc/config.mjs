@@ -12,6 +12,8 @@
 import { X509Certificate, createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
+import { JWT_BEARER, workloadIdentityClients } from './grants.mjs';
+
 /** Client ids `tv-01` … `tv-24`, each with the secret `secret-of-<id>`. */
 export const CLIENT_COUNT = 24;
 
@@ -49,6 +51,8 @@ function assertionClients() {
       ...common,
       client_id: PRIVATE_KEY_JWT_CLIENT,
       token_endpoint_auth_method: 'private_key_jwt',
+      // and the jwt-bearer grant (grants.mjs), authenticated by its own client assertion
+      grant_types: [...common.grant_types, JWT_BEARER],
       jwks: { keys: [{ ...jwk, kid: 'tv-pkjwt-1', use: 'sig', alg: 'ES256' }] },
     },
     {
@@ -126,7 +130,9 @@ function loginClients() {
 }
 
 function clients() {
-  const out = [...assertionClients(), ...tlsClients(), ...loginClients()];
+  const out = [
+    ...assertionClients(), ...tlsClients(), ...loginClients(), ...workloadIdentityClients(),
+  ];
   for (let n = 1; n <= CLIENT_COUNT; n += 1) {
     const id = clientId(n);
     out.push({
@@ -149,7 +155,7 @@ export function configuration({ accessTtl, cookieKey }) {
     scopes: ['openid', 'offline_access', 'api'],
     clientAuthMethods: [
       'client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt',
-      'tls_client_auth', 'self_signed_tls_client_auth',
+      'tls_client_auth', 'self_signed_tls_client_auth', 'none',
     ],
     cookies: { keys: [cookieKey] },
     // Any account exists: the suite tests token refresh, not user management.

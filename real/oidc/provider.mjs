@@ -8,7 +8,8 @@
 // and appends one JSON line per HTTP request to --log (what reached the provider: time of
 // arrival in ms, method, path, client id, grant type, the account of the grant a refresh
 // token belongs to, status, error code and description) and one per provider event that
-// matters to the suite (grant.revoked with its account, server_error, …).
+// matters to the suite (grant.revoked with its account, server_error, …). The jwt-bearer and
+// token-exchange grants are registered by grants.mjs.
 // Stops on SIGTERM/SIGINT.
 
 import { appendFileSync } from 'node:fs';
@@ -20,6 +21,7 @@ import Provider from 'oidc-provider';
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 import { LOGIN_CLIENTS, configuration } from './config.mjs';
+import { registerWorkloadGrants } from './grants.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -122,6 +124,8 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
         error_description: typeof body.error_description === 'string' ? body.error_description : null,
         // the names of a token request's form parameters (never their values)
         params: ctx.path === '/token' && ctx.oidc?.body ? Object.keys(ctx.oidc.body).sort() : [],
+        // the workload-identity grants (grants.mjs): what was presented (a jti, never a token)
+        detail: ctx.state?.grantDetail,
       });
     }
   });
@@ -184,6 +188,8 @@ server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
       record(entry);
     });
   }
+
+  registerWorkloadGrants(provider);
 
   handler = provider.callback();
   // The suite reads the ready line and closes the pipe; oidc-provider prints notices to

@@ -653,10 +653,11 @@ async fn supply_credentials(
     let body = body.map_err(|rejection| body_error(&rejection))?;
     let view = view_of(&state, &name).await?;
     let creds = parse_credentials(&body)?;
-    if creds.refresh_token.is_some() && matches!(view.spec.grant, GrantSpec::ClientCredentials) {
+    if creds.refresh_token.is_some() && !matches!(view.spec.grant, GrantSpec::RefreshToken { .. }) {
         return Err(ApiError::bad_request(format!(
-            "workload {name} uses the client_credentials grant and has no refresh token; \
-             supply only client_secret"
+            "workload {name} uses the {} grant and has no refresh token; \
+             supply only client_secret",
+            view.spec.grant.as_str()
         )));
     }
     state

@@ -101,7 +101,9 @@ impl<'a> Detail<'a> {
                     file: Some(path), ..
                 } => Some(Origin::File { path }),
                 GrantSpec::RefreshToken { file: None, .. } => Some(Origin::Inline),
-                GrantSpec::ClientCredentials => None,
+                GrantSpec::ClientCredentials
+                | GrantSpec::JwtBearer { .. }
+                | GrantSpec::TokenExchange(_) => None,
             },
             token_sink_file: spec.token_sink_file.as_deref(),
             policy: PolicyView::of(&spec.policy),

@@ -582,8 +582,17 @@ fn report(
                     ", new refresh token issued"
                 }
                 (Some(_), Grant::RefreshToken(_)) => ", same refresh token returned",
-                (Some(_), Grant::ClientCredentials) => ", a refresh token was returned",
-                (None, Grant::RefreshToken(_) | Grant::ClientCredentials) => "",
+                (
+                    Some(_),
+                    Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_),
+                ) => ", a refresh token was returned",
+                (
+                    None,
+                    Grant::RefreshToken(_)
+                    | Grant::ClientCredentials
+                    | Grant::JwtBearer(_)
+                    | Grant::TokenExchange(_),
+                ) => "",
             };
             Report {
                 outcome: verdict.outcome(),
@@ -728,5 +737,9 @@ fn static_hint(f: &tokenvisor_core::Failure) -> &'static str {
             }
             Some(_) | None => "the provider rejected the request with a structured error code",
         },
+        FailureKind::CredentialFile => {
+            "not sent: the grant's token file (assertion, subject or actor token) is unreadable, \
+             empty or expired"
+        }
     }
 }

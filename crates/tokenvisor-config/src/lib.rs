@@ -11,7 +11,8 @@
 //! unknown keys, wrong types) → `validate` (each key's rule, the rules between keys and
 //! workloads; `problems` collects) → [`spec`] (what it resolves to). [`secrets`]: the one
 //! secret-file reader, shared with the runtime. `masked`: `check-config`'s rendering.
-//! `provider`: the provider keys (client assertions, TLS, proxy). [`cluster`]: `[cluster]`,
+//! `provider`: the provider keys (client assertions, TLS, proxy, discovery). `grants`: the
+//! workload-identity grants' keys (`jwt_bearer`, `token_exchange`). [`cluster`]: `[cluster]`,
 //! cluster mode on etcd (schema, checks, resolved form). [`login`]: the keys of `tokenvisor
 //! login` and [`load_for_login`].
 
@@ -23,6 +24,7 @@ pub mod login;
 pub mod secrets;
 pub mod spec;
 
+mod grants;
 mod masked;
 mod problems;
 mod provider;

@@ -174,6 +174,33 @@ pub(crate) fn render(c: &Config) -> String {
                     .to_owned(),
             ),
             GrantSpec::ClientCredentials => None,
+            GrantSpec::JwtBearer { assertion_file } => Some(format!(
+                "assertion_file = {}  # read at every attempt",
+                qp(assertion_file)
+            )),
+            GrantSpec::TokenExchange(x) => Some(
+                [
+                    Some(format!(
+                        "subject_token_file = {}  # read at every attempt",
+                        qp(&x.subject.file)
+                    )),
+                    Some(format!("subject_token_type = {}", q(&x.subject.token_type))),
+                    x.actor.as_ref().map(|a| {
+                        format!(
+                            "actor_token_file = {}  # read at every attempt\nactor_token_type = {}",
+                            qp(&a.file),
+                            q(&a.token_type)
+                        )
+                    }),
+                    x.requested_token_type
+                        .as_deref()
+                        .map(|t| format!("requested_token_type = {}", q(t))),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("\n"),
+            ),
         };
         lines.extend([
             String::new(),

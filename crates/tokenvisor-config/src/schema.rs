@@ -61,6 +61,12 @@ pub(crate) struct RawPolicy {
     pub(crate) no_proxy: Opt<String>,
     pub(crate) issuer: Opt<String>,
     pub(crate) extra_params: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    pub(crate) assertion_file: Opt<String>,
+    pub(crate) subject_token_file: Opt<String>,
+    pub(crate) subject_token_type: Opt<String>,
+    pub(crate) actor_token_file: Opt<String>,
+    pub(crate) actor_token_type: Opt<String>,
+    pub(crate) requested_token_type: Opt<String>,
 }
 
 /// The keys of a `[[workload]]` that `[defaults]` does not have.
@@ -94,6 +100,8 @@ pub(crate) struct RawWorkload {
 pub(crate) enum RawGrant {
     RefreshToken,
     ClientCredentials,
+    JwtBearer,
+    TokenExchange,
 }
 
 /// A humantime duration string ("30s", "1h 30m"), parsed as it is read.

@@ -20,6 +20,7 @@ pub use crate::provider::{
     AssertionAlg, ClientKey, Issuer, ProviderSpec, RESERVED_PARAMS, certificates, client_key,
     extra_param, proxy_url,
 };
+pub use crate::grants::{PresentedToken, TOKEN_TYPE_ALIASES, TokenExchangeSpec};
 
 /// How the client authenticates to the token endpoint (`"basic"`, `"post"`: serde and
 /// strum derive the names).
@@ -56,6 +57,13 @@ pub enum GrantSpec {
     },
     /// `client_credentials`.
     ClientCredentials,
+    /// `jwt_bearer` (RFC 7523 §2.1): the assertion in `assertion_file`, read at every attempt.
+    JwtBearer {
+        /// The file the platform writes the assertion to.
+        assertion_file: PathBuf,
+    },
+    /// `token_exchange` (RFC 8693): the subject (and actor) token files, read at every attempt.
+    TokenExchange(Arc<TokenExchangeSpec>),
 }
 
 impl AuthMethod {
@@ -89,9 +97,18 @@ impl AuthMethod {
 }
 
 impl GrantSpec {
-    /// `"refresh_token"` or `"client_credentials"`.
+    /// `"refresh_token"`, `"client_credentials"`, `"jwt_bearer"` or `"token_exchange"`.
     pub fn as_str(&self) -> &'static str {
         self.into()
+    }
+
+    /// True for the grants that present a token the platform rotates, read from its file at
+    /// every attempt (`jwt_bearer`, `token_exchange`); they keep no refresh token.
+    pub fn presents_platform_token(&self) -> bool {
+        match self {
+            GrantSpec::RefreshToken { .. } | GrantSpec::ClientCredentials => false,
+            GrantSpec::JwtBearer { .. } | GrantSpec::TokenExchange(_) => true,
+        }
     }
 }
 

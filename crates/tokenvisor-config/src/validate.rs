@@ -221,6 +221,7 @@ struct Level {
     policy: WorkloadPolicy,
     from: BTreeMap<&'static str, (String, Range<usize>)>,
     here: HashSet<&'static str>,
+    grants: crate::grants::GrantKeys,
 }
 
 impl Level {
@@ -374,6 +375,7 @@ impl V<'_> {
         if let Some(i) = &raw.issuer {
             lvl.from.insert("issuer", (cx.key("issuer"), i.span()));
         }
+        crate::grants::level(cx, self.base, raw, &mut lvl.grants);
         // Each key: recorded as set here (valid or not), checked, stored.
         macro_rules! keys {
             ($($check:ident: $($name:ident => $($field:ident).+),*;)*) => {$($(
@@ -531,7 +533,7 @@ impl V<'_> {
             .or(self.cx.header.clone());
         let p = (auth_method, secret.is_some(), &*policy.policy.provider);
         crate::provider::check(&mut self.cx, p, span.as_ref());
-        let grant = self.grant(raw, secret.is_some() || !auth_method.uses_secret());
+        let grant = self.grant(raw, secret.is_some() || !auth_method.uses_secret(), &policy);
         let sink = raw
             .token_sink_file
             .as_ref()
@@ -669,7 +671,7 @@ impl V<'_> {
 
     /// The grant, and the refresh token (read whatever the grant, so that a missing file is
     /// reported).
-    fn grant(&mut self, raw: &RawWorkload, has_secret: bool) -> Option<GrantSpec> {
+    fn grant(&mut self, raw: &RawWorkload, has_secret: bool, lvl: &Level) -> Option<GrantSpec> {
         let refresh = [
             ("refresh_token_file", span(&raw.refresh_token_file)),
             ("refresh_token", span(&raw.refresh_token)),
@@ -686,12 +688,12 @@ impl V<'_> {
             (None, Some(t)) => self.cx.check("refresh_token", t, inline).map(|s| (s, None)),
         };
         let cx = &mut self.cx;
-        let missing = "missing: set grant = \"refresh_token\" or grant = \"client_credentials\"";
+        let missing = "missing: set grant = \"refresh_token\", \"client_credentials\", \
+                       \"jwt_bearer\" or \"token_exchange\"";
         let secrets = ["client_secret", "client_secret_file", "client_secret_env"];
-        match (
-            cx.required("grant", raw.grant.as_ref(), missing, |g| Ok(*g))?,
-            token,
-        ) {
+        let grant = cx.required("grant", raw.grant.as_ref(), missing, |g| Ok(*g))?;
+        let presented = crate::grants::resolve(cx, grant, &lvl.grants, span(&raw.grant).as_ref());
+        match (grant, token) {
             (RawGrant::RefreshToken, Some((token, file))) => {
                 Some(GrantSpec::RefreshToken { token, file })
             }
@@ -722,6 +724,26 @@ impl V<'_> {
                     cx.report("grant", span(&raw.grant), why);
                 }
                 ok.then_some(GrantSpec::ClientCredentials)
+            }
+            // No refresh token, and client authentication is optional (RFC 7523 §2.1 and
+            // RFC 8693 §2.1 allow a public client).
+            (g @ (RawGrant::JwtBearer | RawGrant::TokenExchange), _) => {
+                let g = match matches!(g, RawGrant::JwtBearer) {
+                    true => "jwt_bearer",
+                    false => "token_exchange",
+                };
+                let mut ok = true;
+                for (k, at) in refresh.into_iter().filter(|(_, at)| at.is_some()) {
+                    ok = false;
+                    let why = format!(
+                        "grant = \"{g}\" keeps no refresh token; remove {k} or set grant = \
+                         \"refresh_token\""
+                    );
+                    if !cx.broken_here(&[k]) {
+                        cx.report(k, at, why);
+                    }
+                }
+                presented.flatten().filter(|_| ok)
             }
         }
     }

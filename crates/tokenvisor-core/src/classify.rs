@@ -235,6 +235,10 @@ pub enum FailureKind {
     Io,
     /// The provider rejected the credentials with a structured code: permanent.
     OauthRejected,
+    /// Not sent: the token a workload-identity grant presents (`assertion_file`,
+    /// `subject_token_file`, `actor_token_file`) could not be read, was empty or too large,
+    /// or is a JWT past its `exp`. Local and transient: the platform rotates the file.
+    CredentialFile,
 }
 
 impl FailureKind {
@@ -317,6 +321,38 @@ pub const FINAL_CODES: &[&str] = &[
     // RFC 8707 §2: the `resource` we send is not accepted.
     "invalid_target",
 ];
+
+/// Codes final for the `refresh_token` and `client_credentials` grants that are not final
+/// for the grants presenting a credential the platform rotates (`jwt_bearer`,
+/// `token_exchange`): `invalid_grant` there judges the one assertion or subject token
+/// presented (expired in flight, not yet valid, issued by a key the provider has not fetched
+/// yet), and the next attempt presents the file's next one. See [`for_presented_credential`].
+pub const NOT_FINAL_FOR_PRESENTED: &[&str] = &["invalid_grant"];
+
+/// The verdict for a grant that presents a credential read again at every attempt
+/// (`jwt_bearer`, `token_exchange`): a final verdict whose code is in
+/// [`NOT_FINAL_FOR_PRESENTED`] becomes transient (`oauth_unknown_code`: the status context
+/// says how to make it final), unless the workload lists the code in `permanent_codes`.
+/// Every other verdict is unchanged: `invalid_client`, `unauthorized_client`,
+/// `unsupported_grant_type`, `invalid_scope` and `invalid_target` judge the configuration,
+/// which no rotation changes.
+pub fn for_presented_credential(verdict: Verdict, policy: &ClassifyPolicy) -> Verdict {
+    match verdict {
+        Verdict::Permanent(f)
+            if f.kind == FailureKind::OauthRejected
+                && f.error_code.as_deref().is_some_and(|code| {
+                    NOT_FINAL_FOR_PRESENTED.contains(&code)
+                        && !policy.permanent_codes.iter().any(|c| c == code)
+                }) =>
+        {
+            Verdict::Transient(Failure {
+                kind: FailureKind::OauthUnknownCode,
+                ..f
+            })
+        }
+        other @ (Verdict::Success(_) | Verdict::Transient(_) | Verdict::Permanent(_)) => other,
+    }
+}
 
 /// Registered codes that do not judge the grant, each transient (`oauth_unknown_code`) unless
 /// a workload lists it in `permanent_codes` (the reasons are in docs/ARCHITECTURE.md):

@@ -5,6 +5,8 @@
 //! behaviour is a plain function that tests drive with explicit time.
 //!
 //! ## Map
+//! - [`assertion`]: the workload-identity grants' local check of a presented token (a
+//!   JWT's `exp`, read without verifying it).
 //! - [`classify`](mod@classify): the raw outcome of one refresh attempt → `Success` /
 //!   `Transient` / `Permanent`, with a sanitised summary.
 //! - [`machine`]: the per-workload state machine (Healthy, Refreshing, TransientBackoff,
@@ -30,6 +32,7 @@
 //! - [`token_url`]: [`TokenUrl`], a validated token-endpoint URL whose display never shows
 //!   userinfo or query values.
 
+pub mod assertion;
 pub mod classify;
 pub mod cluster;
 pub mod device_poll;

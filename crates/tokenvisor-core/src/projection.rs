@@ -398,7 +398,8 @@ fn reason(f: &Failure) -> String {
             | FailureKind::Timeout
             | FailureKind::Eof
             | FailureKind::Io
-            | FailureKind::OauthRejected,
+            | FailureKind::OauthRejected
+            | FailureKind::CredentialFile,
             _,
         ) => f.summary.clone(),
     }

@@ -279,7 +279,8 @@ mod tests {
                 "timeout",
                 "eof",
                 "io",
-                "oauth_rejected"
+                "oauth_rejected",
+                "credential_file"
             ]
         );
         for &k in FailureKind::ALL {

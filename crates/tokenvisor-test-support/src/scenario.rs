@@ -156,7 +156,9 @@ impl Transport for Recorder {
                 client_id: req.client_id.to_string(),
                 refresh_token: match &req.grant {
                     Grant::RefreshToken(rt) => Some(rt.expose().to_owned()),
-                    Grant::ClientCredentials => None,
+                    Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_) => {
+                        None
+                    }
                 },
                 at: Instant::now(),
                 status: None,

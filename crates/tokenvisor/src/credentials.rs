@@ -287,6 +287,9 @@ pub struct CredentialStore {
     sink: Option<Arc<TokenSink>>,
     /// The persistence actor, once attached ([`CredentialStore::attach_journal`]).
     journal: OnceLock<ActorRef<PersistenceMsg>>,
+    /// `jwt_bearer` / `token_exchange`: the stamp of the platform's token last presented (0:
+    /// none yet), so that an unauthenticated workload tries again when the file changes.
+    presented: std::sync::atomic::AtomicU64,
 }
 
 /// A store resumed from the journal ([`CredentialStore::resume`]).
@@ -401,7 +404,11 @@ impl CredentialStore {
     pub fn new(spec: &WorkloadSpec) -> Arc<Self> {
         let (refresh_grant, refresh_token, file) = match &spec.grant {
             GrantSpec::RefreshToken { token, file } => (true, Some(token.clone()), file.clone()),
-            GrantSpec::ClientCredentials => (false, None, None),
+            // The workload-identity grants keep no refresh token: their token is read from the
+            // platform's file at every attempt (`workload_identity`).
+            GrantSpec::ClientCredentials
+            | GrantSpec::JwtBearer { .. }
+            | GrantSpec::TokenExchange(_) => (false, None, None),
         };
         Arc::new(CredentialStore {
             workload: spec.name.clone(),
@@ -428,6 +435,7 @@ impl CredentialStore {
             }),
             file,
             journal: OnceLock::new(),
+            presented: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -546,6 +554,17 @@ impl CredentialStore {
     /// ([`CredentialStore::reload_from_file`]).
     pub fn watches_file(&self) -> bool {
         self.file.is_some()
+    }
+
+    /// Records the stamp of the platform token an attempt presents (`workload_identity`).
+    pub(crate) fn set_presented(&self, stamp: u64) {
+        self.presented
+            .store(stamp, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The stamp of the platform token last presented (0: none in this process).
+    pub(crate) fn presented(&self) -> u64 {
+        self.presented.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stores a rotated refresh token received by an attempt that started at `generation`.

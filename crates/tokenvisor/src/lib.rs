@@ -120,6 +120,7 @@ pub mod testing;
 mod timers;
 mod token;
 mod transport;
+mod workload_identity;
 
 pub use crate::metrics::{
     CLUSTER_CONFLICTS as METRIC_CLUSTER_CONFLICTS,
@@ -165,4 +166,4 @@ pub use status_store::{
 pub use supervisor::{SupervisorError, WorkloadView};
 pub use token::StateChange;
 pub use tokenvisor_core::discovery::{Advertised, Issuer, ProviderMetadata};
-pub use transport::{ExchangeRequest, Grant, OutcomeFuture, Transport};
+pub use transport::{ExchangeRequest, ExchangeTokens, Grant, OutcomeFuture, Transport};

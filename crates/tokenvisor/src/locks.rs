@@ -270,6 +270,10 @@ pub fn hold_credentials(spec: &WorkloadSpec) -> Result<(), LockError> {
         GrantSpec::RefreshToken {
             file: Some(file), ..
         } => hold(&credential_lock_path(file), "refresh_token_file", file),
-        GrantSpec::RefreshToken { file: None, .. } | GrantSpec::ClientCredentials => Ok(()),
+        // The workload-identity grants' files are the platform's, only read: no lock.
+        GrantSpec::RefreshToken { file: None, .. }
+        | GrantSpec::ClientCredentials
+        | GrantSpec::JwtBearer { .. }
+        | GrantSpec::TokenExchange(_) => Ok(()),
     }
 }

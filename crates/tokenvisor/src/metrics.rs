@@ -27,6 +27,9 @@ pub const ENDPOINT_HOLD_WAITS: &str = "tokenvisor_endpoint_hold_waits_total";
 pub const ENDPOINT_PACED_ATTEMPTS: &str = "tokenvisor_endpoint_paced_attempts_total";
 /// Attempts not sent: every request slot of their endpoint stayed busy for their whole budget.
 pub const ENDPOINT_BUSY_ATTEMPTS: &str = "tokenvisor_endpoint_busy_attempts_total";
+/// Attempts not sent: the token a `jwt_bearer` or `token_exchange` grant presents could not
+/// be read, was empty, or is a JWT past its `exp`.
+pub const CREDENTIAL_FILE_NOT_SENT: &str = "tokenvisor_credential_file_not_sent_total";
 /// Counter: 429/503 answers judged sporadic (a small share of the endpoint's answers): only
 /// their workload waited their `Retry-After`; the endpoint was neither held nor slowed.
 pub const ENDPOINT_SPORADIC_THROTTLES: &str = "tokenvisor_endpoint_sporadic_throttles_total";
@@ -88,6 +91,10 @@ pub fn describe() {
     describe_counter!(
         ENDPOINT_BUSY_ATTEMPTS,
         "Attempts not sent: their endpoint's request slots stayed busy for their whole budget."
+    );
+    describe_counter!(
+        CREDENTIAL_FILE_NOT_SENT,
+        "Attempts not sent: the assertion, subject or actor token file was unreadable, empty or an expired JWT."
     );
     describe_counter!(
         ENDPOINT_SPORADIC_THROTTLES,

@@ -447,6 +447,16 @@ async fn exchange(
             }
             request.request_async(&http).await.map(drop)
         }
+        // Grants the oauth2 crate does not build: the form by hand (`workload_identity`).
+        Grant::JwtBearer(_) | Grant::TokenExchange(_) => {
+            return match form_request(req, extra) {
+                Ok(request) => send(&http.client, &http.url, request).await,
+                Err(detail) => RawOutcome::Transport {
+                    kind: TransportKind::Io,
+                    detail: format!("cannot build the token request: {detail}"),
+                },
+            };
+        }
     };
     match result {
         Err(RequestTokenError::Request(Captured(outcome))) => outcome,
@@ -464,6 +474,55 @@ async fn exchange(
             }
         }
     }
+}
+
+/// The token request of a grant the oauth2 crate does not know (`jwt_bearer`,
+/// `token_exchange`), as oauth2 would build it: a form POST asking for JSON, the grant's
+/// parameters, `scope` (space-separated, when any), `extra` (`resource`, `audience`, a
+/// client assertion) and the client's authentication: HTTP Basic with a secret (`basic`),
+/// `client_id` and `client_secret` in the form (`post`), else `client_id` alone (a public
+/// client, or a method whose assertion or certificate authenticates).
+fn form_request(
+    req: &ExchangeRequest,
+    extra: Vec<(&str, String)>,
+) -> Result<oauth2::HttpRequest, String> {
+    use oauth2::http::header;
+    let mut form = crate::workload_identity::grant_params(&req.grant).unwrap_or_default();
+    if !req.scopes.is_empty() {
+        form.push(("scope", req.scopes.join(" ")));
+    }
+    form.extend(extra);
+    let mut builder = oauth2::http::Request::builder()
+        .method(oauth2::http::Method::POST)
+        .uri(req.token_url.expose())
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    match (req.auth_method, &req.client_secret) {
+        (AuthMethod::Basic, Some(secret)) => {
+            let credential = crate::transport::basic_credential(&req.client_id, secret);
+            builder = builder.header(
+                header::AUTHORIZATION,
+                format!("Basic {}", credential.expose()),
+            );
+        }
+        (AuthMethod::Post, Some(secret)) => {
+            form.push(("client_id", req.client_id.to_string()));
+            form.push(("client_secret", secret.expose().to_owned()));
+        }
+        (
+            AuthMethod::Basic
+            | AuthMethod::Post
+            | AuthMethod::PrivateKeyJwt
+            | AuthMethod::ClientSecretJwt
+            | AuthMethod::TlsClientAuth
+            | AuthMethod::SelfSignedTlsClientAuth,
+            _,
+        ) => form.push(("client_id", req.client_id.to_string())),
+    }
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    builder.body(body.into_bytes()).map_err(|e| e.to_string())
 }
 
 /// Our `AsyncHttpClient`: sends the request and hands the captured answer back as its error.
@@ -941,6 +1000,82 @@ mod tests {
         for part in ["user", "pw", "code", "/token", &port.to_string()] {
             assert!(!detail.contains(part), "{part:?} in {detail:?}");
         }
+    }
+
+    /// The hand-built form of the workload-identity grants: the grant's parameters, scope,
+    /// resource and audience, and each client authentication (Basic, post, or `client_id`
+    /// alone for a public client).
+    #[test]
+    fn workload_identity_forms_carry_the_grant_and_the_client_authentication() {
+        use crate::spec::{GrantSpec, WorkloadSpec};
+        use crate::transport::ExchangeTokens;
+        let mut spec = WorkloadSpec::new(
+            tokenvisor_core::WorkloadName::new("w").unwrap(),
+            "https://idp.example.com/token".parse().unwrap(),
+            "client 1",
+            GrantSpec::ClientCredentials,
+        );
+        spec.scopes = Arc::from(vec!["a".to_owned(), "b".to_owned()]);
+        spec.resource = Some("https://api.test".into());
+        let form = |req: &ExchangeRequest| {
+            let extra = vec![("resource", "https://api.test".to_owned())];
+            let r = form_request(req, extra).unwrap();
+            let body: Vec<(String, String)> = form_urlencoded::parse(r.body())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let auth = r
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(
+                r.headers()["content-type"],
+                "application/x-www-form-urlencoded"
+            );
+            assert_eq!(r.uri(), "https://idp.example.com/token");
+            (body, auth)
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let public = ExchangeRequest::for_spec(&spec, Grant::JwtBearer(Secret::from("the.jwt.x")));
+        let (body, auth) = form(&public);
+        assert_eq!(auth, None);
+        assert_eq!(
+            body,
+            [
+                pair("grant_type", crate::workload_identity::JWT_BEARER),
+                pair("assertion", "the.jwt.x"),
+                pair("scope", "a b"),
+                pair("resource", "https://api.test"),
+                pair("client_id", "client 1"),
+            ]
+        );
+        let tokens = ExchangeTokens {
+            subject: Secret::from("subject"),
+            subject_type: "urn:ietf:params:oauth:token-type:jwt".into(),
+            actor: None,
+            requested_type: None,
+        };
+        let spec = spec.with_client_secret("s3cret");
+        let basic = ExchangeRequest::for_spec(&spec, Grant::TokenExchange(Box::new(tokens)));
+        let (body, auth) = form(&basic);
+        // oauth2's Basic credential: form-encoded id and secret, base64 (RFC 6749 §2.3.1).
+        assert_eq!(auth.as_deref(), Some("Basic Y2xpZW50KzE6czNjcmV0"));
+        assert!(
+            !body
+                .iter()
+                .any(|(k, _)| k == "client_id" || k == "client_secret")
+        );
+        assert_eq!(
+            body[0],
+            pair("grant_type", crate::workload_identity::TOKEN_EXCHANGE)
+        );
+        let mut post = basic.clone();
+        post.auth_method = AuthMethod::Post;
+        let (body, auth) = form(&post);
+        assert_eq!(auth, None);
+        assert!(body.ends_with(&[
+            pair("client_id", "client 1"),
+            pair("client_secret", "s3cret")
+        ]));
     }
 
     #[test]

@@ -802,7 +802,13 @@ fn carry_refresh_token(
                 *token = current;
             }
         }
-        (GrantSpec::RefreshToken { .. } | GrantSpec::ClientCredentials, _) => {}
+        (
+            GrantSpec::RefreshToken { .. }
+            | GrantSpec::ClientCredentials
+            | GrantSpec::JwtBearer { .. }
+            | GrantSpec::TokenExchange(_),
+            _,
+        ) => {}
     }
     spec
 }

@@ -558,7 +558,9 @@ async fn restart_or_give_up(
 fn configured_token(spec: &WorkloadSpec) -> Option<&tokenvisor_core::Secret> {
     match &spec.grant {
         crate::spec::GrantSpec::RefreshToken { token, .. } => Some(token),
-        crate::spec::GrantSpec::ClientCredentials => None,
+        crate::spec::GrantSpec::ClientCredentials
+        | crate::spec::GrantSpec::JwtBearer { .. }
+        | crate::spec::GrantSpec::TokenExchange(_) => None,
     }
 }
 

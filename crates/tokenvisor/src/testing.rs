@@ -156,6 +156,9 @@ pub struct SeenRequest {
     pub refresh_token: Option<String>,
     /// The client secret presented (exposed: test double).
     pub client_secret: Option<String>,
+    /// The grant's own token (exposed: test double): the refresh token, the `jwt_bearer`
+    /// assertion or the `token_exchange` subject token; `None` for client credentials.
+    pub presented: Option<String>,
     /// When it arrived (tokio time, so paused-clock tests can measure gaps).
     pub at: tokio::time::Instant,
 }
@@ -232,9 +235,10 @@ impl FakeTransport {
             client_id: client.clone(),
             refresh_token: match &req.grant {
                 Grant::RefreshToken(rt) => Some(rt.expose().to_owned()),
-                Grant::ClientCredentials => None,
+                Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_) => None,
             },
             client_secret: req.client_secret.as_ref().map(|s| s.expose().to_owned()),
+            presented: req.grant.presented().map(|t| t.expose().to_owned()),
             at: tokio::time::Instant::now(),
         });
         let reply = s

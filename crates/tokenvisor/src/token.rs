@@ -16,6 +16,11 @@
 //! no longer the durable one is retried once with the durable one
 //! ([`CredentialStore::current_durable_refresh_token`]).
 //!
+//! `jwt_bearer` / `token_exchange`: the attempt reads the platform's token when it sends
+//! (`crate::workload_identity::present`; an unusable one is not sent), `invalid_grant` is
+//! transient for them, and an unauthenticated workload of them polls its token file as a
+//! refresh-token workload polls its file.
+//!
 //! Logs name their workload: every handler runs in a span `workload{name=…}`, made per
 //! handled message from the name the actor holds (never stored: a span kept by each of
 //! 100,000 idle actors would cost memory), and so do the tasks a handler spawns and an
@@ -445,7 +450,9 @@ fn arm_timer(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, wake_at: Opt
 /// Starts or stops polling the refresh-token file, depending on the state.
 fn watch_credentials(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
     let unauthenticated = matches!(st.machine.state(), State::Unauthenticated { .. });
-    let has_file = st.args.credentials.watches_file();
+    // A refresh-token file, or the token file of a workload-identity grant.
+    let has_file =
+        st.args.credentials.watches_file() || st.args.spec.grant.presents_platform_token();
     match (unauthenticated && has_file, st.credential_poll.is_some()) {
         (true, false) => {
             st.credential_poll =
@@ -464,6 +471,19 @@ fn poll_credentials(myself: &ActorRef<TokenMsg>, st: &TokenActorState) {
     let creds = st.args.credentials.clone();
     let me = myself.clone();
     let name = st.args.spec.name.clone();
+    if st.args.spec.grant.presents_platform_token() {
+        // The platform wrote a token other than the one last presented: try it.
+        let spec = st.args.spec.clone();
+        tokio::spawn(async move {
+            if let Some(stamp) = crate::workload_identity::current_stamp(&spec.grant).await
+                && stamp != creds.presented()
+            {
+                tracing::info!(workload = %name, "the grant's token file changed: trying the new token");
+                let _ = me.cast(TokenMsg::CredentialsReplaced);
+            }
+        }.in_current_span());
+        return;
+    }
     tokio::spawn(async move {
         match creds.reload_from_file().await {
             Ok(Some(_generation)) => {
@@ -776,7 +796,24 @@ async fn exchange_once(
     started: tokio::time::Instant,
 ) -> (Verdict, crate::transport::Grant, Option<WriteBack>) {
     let snapshot = creds.snapshot();
-    let mut req = ExchangeRequest::for_spec(spec, snapshot.grant.clone());
+    // `jwt_bearer` / `token_exchange`: the platform's token, read now; unusable, not sent.
+    let grant = match crate::workload_identity::present(
+        &spec.grant,
+        snapshot.grant.clone(),
+        deps.clock.now(),
+    )
+    .await
+    {
+        Ok(grant) => {
+            creds.set_presented(crate::workload_identity::stamp(&grant));
+            grant
+        }
+        Err(not_sent) => {
+            count_attempt(&not_sent);
+            return (not_sent, snapshot.grant, None);
+        }
+    };
+    let mut req = ExchangeRequest::for_spec(spec, grant);
     req.client_secret = snapshot.client_secret.clone();
     let sent = tokio::time::Instant::now();
     let outcome = deps.transport.exchange(req.clone()).await;
@@ -787,6 +824,11 @@ async fn exchange_once(
     let policy: ClassifyPolicy = spec.policy.classify_policy();
     let secrets = req.secrets();
     let verdict = classify(&outcome, now, &policy, &secrets.iter().collect::<Vec<_>>());
+    // A rejection of one platform-rotated token is not the end of the grant.
+    let verdict = match spec.grant.presents_platform_token() {
+        true => tokenvisor_core::classify::for_presented_credential(verdict, &policy),
+        false => verdict,
+    };
     metrics::histogram!(m::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
     let scope = gate.feedback(feedback_of(&verdict, &outcome, now), now);
     // The hold is clamped like every delay: no server makes the endpoint wait longer than a

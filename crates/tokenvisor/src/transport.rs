@@ -20,6 +20,37 @@ pub enum Grant {
     RefreshToken(Secret),
     /// `grant_type=client_credentials`.
     ClientCredentials,
+    /// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` (RFC 7523 §2.1) with this
+    /// assertion, read from `assertion_file` for this attempt.
+    JwtBearer(Secret),
+    /// `grant_type=urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693) with these
+    /// tokens, read from their files for this attempt.
+    TokenExchange(Box<ExchangeTokens>),
+}
+
+/// The tokens and types of one token-exchange request (RFC 8693 §2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeTokens {
+    /// `subject_token`.
+    pub subject: Secret,
+    /// `subject_token_type` (a URI).
+    pub subject_type: Arc<str>,
+    /// `actor_token` and `actor_token_type`, when the workload has one.
+    pub actor: Option<(Secret, Arc<str>)>,
+    /// `requested_token_type`, when set.
+    pub requested_type: Option<Arc<str>>,
+}
+
+impl Grant {
+    /// The token this grant presents besides the client's credentials (refresh token,
+    /// assertion, subject token), for tests and records; `None` for `client_credentials`.
+    pub fn presented(&self) -> Option<&Secret> {
+        match self {
+            Grant::RefreshToken(t) | Grant::JwtBearer(t) => Some(t),
+            Grant::TokenExchange(x) => Some(&x.subject),
+            Grant::ClientCredentials => None,
+        }
+    }
 }
 
 /// One token request.
@@ -77,7 +108,11 @@ impl ExchangeRequest {
             v.push(basic_credential(&self.client_id, secret));
         }
         match &self.grant {
-            Grant::RefreshToken(rt) => v.push(rt.clone()),
+            Grant::RefreshToken(t) | Grant::JwtBearer(t) => v.push(t.clone()),
+            Grant::TokenExchange(x) => {
+                v.push(x.subject.clone());
+                v.extend(x.actor.as_ref().map(|(t, _)| t.clone()));
+            }
             Grant::ClientCredentials => {}
         }
         v
@@ -85,7 +120,7 @@ impl ExchangeRequest {
 }
 
 /// What follows `Basic ` in the `Authorization` header (RFC 6749 §2.3.1).
-fn basic_credential(client_id: &str, secret: &Secret) -> Secret {
+pub(crate) fn basic_credential(client_id: &str, secret: &Secret) -> Secret {
     use base64::Engine as _;
     let id: String = form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
     let secret: String = form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect();

@@ -182,7 +182,11 @@ fn full_config_round_trip() {
             assert_eq!(token.expose(), "fixture-refresh-token");
             assert_eq!(file.as_deref(), Some(&*dir.join("state/full.rt")));
         }
-        GrantSpec::ClientCredentials => panic!("wrong grant"),
+        GrantSpec::ClientCredentials
+        | GrantSpec::JwtBearer { .. }
+        | GrantSpec::TokenExchange(_) => {
+            panic!("wrong grant")
+        }
     }
     assert_eq!(full.token_sink_file, Some(dir.join("sink/full.token")));
     assert_eq!(&*full.scopes, ["repo".to_owned(), "read:org".to_owned()]);
@@ -227,7 +231,11 @@ fn full_config_round_trip() {
             assert_eq!(token.expose(), "inline-refresh-token");
             assert_eq!(*file, None);
         }
-        GrantSpec::ClientCredentials => panic!("wrong grant"),
+        GrantSpec::ClientCredentials
+        | GrantSpec::JwtBearer { .. }
+        | GrantSpec::TokenExchange(_) => {
+            panic!("wrong grant")
+        }
     }
     assert_eq!(inline.policy, defaults, "inherits every default");
     assert!(inline.scopes.is_empty() && inline.resource.is_none() && inline.audience.is_none());
@@ -390,7 +398,11 @@ fn load_resolves_relative_paths_against_the_files_directory() {
                 "`./` dropped"
             );
         }
-        GrantSpec::ClientCredentials => panic!("wrong grant"),
+        GrantSpec::ClientCredentials
+        | GrantSpec::JwtBearer { .. }
+        | GrantSpec::TokenExchange(_) => {
+            panic!("wrong grant")
+        }
     }
 }
 
@@ -906,7 +918,7 @@ fn bad_enum_values() {
         &err,
         "workload[0].grant",
         Some(line_of(&text, "password")),
-        "expected `refresh_token` or `client_credentials`",
+        "expected one of `refresh_token`, `client_credentials`, `jwt_bearer`, `token_exchange`",
     );
     assert_eq!(
         err.problems().len(),

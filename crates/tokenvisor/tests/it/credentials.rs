@@ -40,7 +40,9 @@ fn rt_store(dir: &Path, token: &str) -> (Arc<CredentialStore>, PathBuf) {
 fn current_rt(store: &CredentialStore) -> String {
     match store.snapshot().grant {
         Grant::RefreshToken(token) => token.expose().to_owned(),
-        Grant::ClientCredentials => panic!("not a refresh-token grant"),
+        Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_) => {
+            panic!("not a refresh-token grant")
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 //! - [`ownership`]: one owner per credential (PUT, reload, removal, forced refresh and a
 //!   foreign rotation during a refresh in flight).
 //! - [`pacing`]: attempts queued during a hold leave it paced.
+//! - [`workload_identity`]: jwt_bearer and token_exchange: the platform's token read at
+//!   every attempt, an expired or unreadable one not sent, `invalid_grant` transient.
 //! - [`layering`]: no module cycle.
 
 mod credentials;
@@ -28,4 +30,5 @@ mod reconcile;
 mod runtime_paused;
 mod scenarios;
 mod status_store;
+mod workload_identity;
 mod workload_span;

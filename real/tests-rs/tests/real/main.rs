@@ -18,6 +18,9 @@
 //! - [`discovery`]: `issuer` through nginx (one fetch, shared), `extra_params` at the
 //!   provider, discovery down (transient, recovers), an issuer mismatch, `check-config
 //!   --online` and `probe --issuer` warning of a method not advertised.
+//! - [`grants`]: jwt_bearer and token_exchange, registered in the provider through
+//!   `registerGrantType`: each refreshes, a rotated file, an expired or rejected assertion,
+//!   an unreadable subject token.
 //! - [`tls`]: nginx terminating TLS with a CA made at test time: an unknown CA, ca_file, ca_only.
 //! - [`proxy`]: a workload's forward proxy (tinyproxy) with credentials, its refusal, no_proxy.
 //! - [`scenarios`]: the shared scenarios of tokenvisor-test-support, then faults only this
@@ -45,6 +48,7 @@ mod daemon;
 mod dashboard;
 mod discovery;
 mod login;
+mod grants;
 mod proxy;
 mod scenarios;
 mod tls;

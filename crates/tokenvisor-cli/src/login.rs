@@ -196,12 +196,15 @@ fn target<'c>(cfg: &'c Config, name: &str) -> anyhow::Result<&'c WorkloadSpec> {
     };
     match &spec.grant {
         GrantSpec::RefreshToken { .. } => Ok(spec),
-        GrantSpec::ClientCredentials => Err(usage_error(
+        GrantSpec::ClientCredentials
+        | GrantSpec::JwtBearer { .. }
+        | GrantSpec::TokenExchange(_) => Err(usage_error(
             "login",
             ErrorKind::InvalidValue,
             format!(
-                "workload {name} uses grant = \"client_credentials\": it has no refresh token, \
-                 so there is nothing to log in for (login is for grant = \"refresh_token\")"
+                "workload {name} uses grant = \"{}\": it has no refresh token, so there is \
+                     nothing to log in for (login is for grant = \"refresh_token\")",
+                spec.grant.as_str()
             ),
         )),
     }
@@ -680,7 +683,9 @@ async fn deliver(
 ) -> anyhow::Result<u8> {
     let file = match &spec.grant {
         GrantSpec::RefreshToken { file, .. } => file.clone(),
-        GrantSpec::ClientCredentials => None,
+        GrantSpec::ClientCredentials
+        | GrantSpec::JwtBearer { .. }
+        | GrantSpec::TokenExchange(_) => None,
     };
     let mut note = None;
     // A configured port 0 is any port: where that daemon listens is in its ready line only.

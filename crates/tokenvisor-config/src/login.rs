@@ -103,7 +103,7 @@ pub(crate) fn resolve(
     let grant = raw.grant.as_ref().map(|g| *g.get_ref());
     match grant {
         Some(RawGrant::RefreshToken) | None => {}
-        Some(RawGrant::ClientCredentials) => {
+        Some(RawGrant::ClientCredentials | RawGrant::JwtBearer | RawGrant::TokenExchange) => {
             for (key, at) in given.into_iter().filter(|(_, at)| at.is_some()) {
                 let why = "only a grant = \"refresh_token\" workload logs in (tokenvisor login); \
                            this workload's grant needs no login, so the key is unused";

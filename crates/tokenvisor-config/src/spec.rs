@@ -16,11 +16,11 @@ use tokenvisor_core::machine::MachineConfig;
 use tokenvisor_core::policy::{BackoffPolicy, RefreshSchedule};
 use tokenvisor_core::{ClassifyPolicy, Secret, TokenUrl, WorkloadName};
 
+pub use crate::grants::{PresentedToken, TOKEN_TYPE_ALIASES, TokenExchangeSpec};
 pub use crate::provider::{
     AssertionAlg, ClientKey, Issuer, ProviderSpec, RESERVED_PARAMS, certificates, client_key,
     extra_param, proxy_url,
 };
-pub use crate::grants::{PresentedToken, TOKEN_TYPE_ALIASES, TokenExchangeSpec};
 
 /// How the client authenticates to the token endpoint (`"basic"`, `"post"`: serde and
 /// strum derive the names).

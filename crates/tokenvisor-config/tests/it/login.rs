@@ -150,7 +150,9 @@ fn load_for_login_reads_no_refresh_token_file() {
             assert_eq!(file.as_deref(), Some(dir.path().join("app.rt").as_path()));
             assert_eq!(token.expose(), "");
         }
-        other @ GrantSpec::ClientCredentials => panic!("{other:?}"),
+        other @ (GrantSpec::ClientCredentials
+        | GrantSpec::JwtBearer { .. }
+        | GrantSpec::TokenExchange(_)) => panic!("{other:?}"),
     }
     // every other rule still holds
     std::fs::write(&path, format!("{BASE}redirect_port = 70000\n")).unwrap();

@@ -227,6 +227,7 @@ pub(crate) fn render(c: &Config) -> String {
             opt("resource", w.resource.as_deref().map(q), "not set"),
             opt("audience", w.audience.as_deref().map(q), "not set"),
         ]);
+        lines.extend(login(&w.login, &w.grant));
         lines.extend(policy(&w.policy));
         lines.extend(provider(&w.policy.provider));
     }
@@ -235,4 +236,23 @@ pub(crate) fn render(c: &Config) -> String {
         lines.extend(cluster.to_string().lines().map(str::to_owned));
     }
     lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The keys of `tokenvisor login`, for the workloads that log in (the others cannot).
+fn login(l: &crate::login::LoginSpec, grant: &GrantSpec) -> Vec<String> {
+    let GrantSpec::RefreshToken { .. } = grant else {
+        return Vec::new();
+    };
+    let url = |u: &Option<tokenvisor_core::TokenUrl>| u.as_ref().map(|u| q(&u.redacted()));
+    let scopes = l.login_scopes.as_deref().map(list);
+    vec![
+        opt("authorization_url", url(&l.authorization_url), "not set"),
+        opt(
+            "device_authorization_url",
+            url(&l.device_authorization_url),
+            "not set",
+        ),
+        format!("redirect_port = {}", l.redirect_port),
+        opt("login_scopes", scopes, "not set (scopes)"),
+    ]
 }

@@ -159,3 +159,35 @@ fn load_for_login_reads_no_refresh_token_file() {
     let err = config::load_for_login(&path).expect_err("bad port");
     assert!(err.to_string().contains("redirect_port"), "{err}");
 }
+
+/// `check-config`'s listing shows the login keys of a workload that logs in (its URLs
+/// redacted like `token_url`), and none for a workload that cannot log in.
+#[test]
+fn the_masked_listing_shows_the_login_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    with_rt(dir.path());
+    let text = format!(
+        "{BASE}authorization_url = \"https://idp.example.com/authorize?tenant=t1\"\n\
+         redirect_port = 8400\nlogin_scopes = [\"openid\", \"offline_access\"]\n\
+         \n[[workload]]\nname = \"cc\"\ntoken_url = \"https://idp.example.com/token\"\n\
+         client_id = \"cc\"\nclient_secret = \"s3cret-value\"\ngrant = \"client_credentials\"\n"
+    );
+    let out = parse(dir.path(), &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .describe_masked();
+    assert!(
+        out.contains("authorization_url = \"https://idp.example.com/authorize?tenant="),
+        "{out}"
+    );
+    assert!(
+        !out.contains("tenant=t1"),
+        "query values are redacted: {out}"
+    );
+    assert!(out.contains("# device_authorization_url: not set"), "{out}");
+    assert!(out.contains("redirect_port = 8400"), "{out}");
+    assert!(
+        out.contains("login_scopes = [\"openid\", \"offline_access\"]"),
+        "{out}"
+    );
+    assert_eq!(out.matches("redirect_port").count(), 1, "{out}");
+}

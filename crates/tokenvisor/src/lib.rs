@@ -48,7 +48,8 @@
 //!   directory) behind status files, refresh-token files and the admin token.
 //! - `cluster` (feature `cluster`, off by default): cluster mode on etcd, the fenced store
 //!   (`ClusterStore`): member lease and keepalive, shard claim and release, credential and status writes guarded by the shard
-//!   key's lease (the fence) and the credential's revision; not yet wired into the actors.
+//!   key's lease (the fence) and the credential's revision; the runtime's wiring
+//!   (`ClusterLink`, `RuntimeConfig::cluster`): workloads run where their shard is owned.
 //! - `clock`: [`Clock`], wall time that follows tokio's (pausable) clock.
 //! - [`journal`] (public: the CLI locates it, benchmarks write through it): the state
 //!   journal (SQLite, WAL): per workload the credential, the served access token and the
@@ -124,8 +125,9 @@ pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new
 pub use clock::Clock;
 #[cfg(feature = "cluster")]
 pub use cluster::{
-    Claim, ClusterError, ClusterOptions, ClusterStats, ClusterStore, InFlight, LeaseState, Release,
-    StoredCredential, Versioned, WriteOutcome, default_member, rebalance, spawn_coordinator,
+    Claim, ClusterError, ClusterLink, ClusterOptions, ClusterSettings, ClusterStats, ClusterStore,
+    InFlight, LeaseState, LinkStats, Release, StoredCredential, Versioned, WriteOutcome,
+    default_member, rebalance, spawn_coordinator,
 };
 pub use credentials::{CredentialError, NewCredentials, read_secret_file, write_secret_file};
 pub use gate::{EndpointStats, Gates, LATENCY_BUCKETS_MS, Pacing};

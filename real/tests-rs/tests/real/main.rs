@@ -12,6 +12,8 @@
 //!
 //! - [`cluster`]: cluster mode's fenced store against a real 3-member etcd (Debian's
 //!   etcd-server): claims, the fence, revisions, membership, an etcd member killed.
+//! - [`cluster_run`]: `tokenvisor run` instances sharing rotating grants on that etcd: spread,
+//!   `kill -9` and failover, a zombie (SIGSTOP past its lease), etcd unavailable.
 //! - [`client_auth`]: private_key_jwt and client_secret_jwt against the provider, a wrong key.
 //! - [`tls`]: nginx terminating TLS with a CA made at test time: an unknown CA, ca_file, ca_only.
 //! - [`proxy`]: a workload's forward proxy (tinyproxy) with credentials, its refusal, no_proxy.
@@ -31,6 +33,7 @@ use tokenvisor_real::{components, endpoint, harness, nginx, oidc};
 
 mod client_auth;
 mod cluster;
+mod cluster_run;
 mod crash_loop;
 mod daemon;
 mod dashboard;

@@ -722,7 +722,7 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                 Err(reason) => {
                     drop(owner);
                     drop(permit);
-                    let verdict = cluster_verdict(reason);
+                    let verdict = cluster_verdict(&reason);
                     count_attempt(&verdict);
                     break verdict;
                 }
@@ -1046,7 +1046,7 @@ fn cluster_may_send(_deps: &Deps, _spec: &WorkloadSpec) -> bool {
 
 /// The verdict of an attempt cluster mode did not send: transient, the reason in the
 /// status context (`auth_retrying` once the token it served runs out).
-fn cluster_verdict(reason: String) -> Verdict {
+fn cluster_verdict(reason: &str) -> Verdict {
     Verdict::Transient(Failure {
         kind: FailureKind::Io,
         http_status: None,

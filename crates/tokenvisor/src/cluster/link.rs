@@ -21,7 +21,8 @@
 //!   `may_send(backstop)` holds; a rotated refresh token is written to etcd (fenced,
 //!   revision-checked) before the local journal, and an attempt whose write did not land is
 //!   not a success (`auth_retrying`, the reason in the status context; the next attempt
-//!   writes the token first). A fence rejection means the shard is lost: counted, nothing
+//!   writes the token first, and a new ownership here that finds an older generation in
+//!   etcd writes it over etcd's instead of adopting it). A fence rejection means the shard is lost: counted, nothing
 //!   sent. On `invalid_grant` the credential is read again and a newer token adopted.
 //! - **etcd unavailable.** Nothing changes hands (no step succeeds); owners keep serving
 //!   their valid tokens; rotating grants are not refreshed once the lease is no longer
@@ -145,6 +146,11 @@ pub struct ClusterLink {
     table: Mutex<ShardTable>,
     active: watch::Sender<BTreeSet<ShardId>>,
     synced: Mutex<HashMap<WorkloadName, Synced>>,
+    /// Rotations whose etcd write did not land: the etcd generation each would have. Kept
+    /// across a lost lease and a new ownership (unlike `synced`): a new read that finds an
+    /// older generation in etcd writes this instance's newer token instead of adopting the
+    /// rotated-away one.
+    pending: Mutex<HashMap<WorkloadName, u64>>,
     status: Mutex<HashMap<WorkloadName, Arc<StatusRecord>>>,
     counters: Counters,
 }
@@ -206,6 +212,7 @@ impl ClusterLink {
             table: Mutex::default(),
             active: watch::channel(BTreeSet::new()).0,
             synced: Mutex::default(),
+            pending: Mutex::default(),
             status: Mutex::default(),
             counters: Counters::default(),
         })
@@ -272,6 +279,12 @@ impl ClusterLink {
     /// reads it again (a token actor started here, after a handover or a restart).
     pub(crate) fn forget(&self, name: &WorkloadName) {
         self.synced_map().remove(name);
+    }
+
+    fn pending_map(&self) -> MutexGuard<'_, HashMap<WorkloadName, u64>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn synced_map(&self) -> MutexGuard<'_, HashMap<WorkloadName, Synced>> {
@@ -357,8 +370,23 @@ impl ClusterLink {
                         .read_credential(spec.name.as_str())
                         .await
                         .map_err(|e| etcd_reason("read the credential from", &e))?;
-                    match read.value {
-                        Some(stored) => {
+                    let newer_here = self
+                        .pending_map()
+                        .get(&spec.name)
+                        .copied()
+                        .filter(|g| read.value.as_ref().is_none_or(|v| *g > v.generation));
+                    match (read.value, local, newer_here) {
+                        // This instance rotated the token after etcd's (its write did not
+                        // land): etcd's is rotated away; write ours over it.
+                        (Some(_), Some(local), Some(generation)) => (
+                            StoredCredential {
+                                refresh_token: local,
+                                generation,
+                            },
+                            read.revision,
+                        ),
+                        (Some(stored), local, _) => {
+                            self.pending_map().remove(&spec.name);
                             self.adopt(spec, creds, &stored, local.as_ref()).await?;
                             self.synced_map().insert(
                                 spec.name.clone(),
@@ -370,10 +398,8 @@ impl ClusterLink {
                             );
                             return Ok(());
                         }
-                        None => {
-                            let Some(local) = local else {
-                                return Ok(());
-                            };
+                        (None, None, _) => return Ok(()),
+                        (None, Some(local), _) => {
                             self.count(&self.counters.seeded);
                             (
                                 StoredCredential {
@@ -443,6 +469,7 @@ impl ClusterLink {
         match outcome {
             WriteOutcome::Written { revision } => {
                 self.count(&self.counters.credential_writes);
+                self.pending_map().remove(name);
                 self.synced_map().insert(
                     name.clone(),
                     Synced {
@@ -482,11 +509,16 @@ impl ClusterLink {
             refresh_token: rotated.clone(),
             generation: s.generation + 1,
         };
+        let generation = credential.generation;
         let shard = self.shard_of(&spec.name);
-        match self
+        let written = self
             .write(&store, shard, &spec.name, credential, s.revision)
-            .await?
-        {
+            .await;
+        if !matches!(written, Ok(Written::Yes)) {
+            // Kept locally: the next attempt (or a new ownership here) writes it first.
+            self.pending_map().insert(spec.name.clone(), generation);
+        }
+        match written? {
             Written::Yes => Ok(()),
             Written::Conflict => Err("the credential in etcd changed meanwhile".into()),
         }
@@ -509,7 +541,11 @@ impl ClusterLink {
         let Some(stored) = read.value else {
             return false;
         };
-        if &stored.refresh_token == presented {
+        let newer_here = self
+            .pending_map()
+            .get(&spec.name)
+            .is_some_and(|g| *g > stored.generation);
+        if &stored.refresh_token == presented || newer_here {
             return false;
         }
         let local = local_token(creds);
@@ -564,8 +600,14 @@ impl ClusterLink {
                 Ok(WriteOutcome::Written { .. }) => self.count(&self.counters.status_writes),
                 Ok(WriteOutcome::FenceRejected) => self.count(&self.counters.fence_rejections),
                 Ok(WriteOutcome::Conflict { .. }) => {}
+                // Refused locally: the lease is gone, the next owner writes its own.
                 Err(ClusterError::LeaseLost) => {}
-                Err(_) => failed.push((name, record)),
+                Err(
+                    ClusterError::Etcd { .. }
+                    | ClusterError::File { .. }
+                    | ClusterError::DuplicateMember(_)
+                    | ClusterError::Decode { .. },
+                ) => failed.push((name, record)),
             }
         }
         self.requeue(failed);

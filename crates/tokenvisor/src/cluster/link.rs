@@ -706,9 +706,11 @@ fn local_token(creds: &CredentialStore) -> Option<Secret> {
     }
 }
 
+/// The reason of an attempt not sent for want of etcd: short, so that the status context
+/// keeps all of it (etcd's own error goes to the log).
 fn etcd_reason(what: &str, e: &ClusterError) -> NotSent {
-    let e = tokenvisor_core::classify::excerpt(e.to_string().as_bytes());
-    format!("not sent: cannot {what} etcd ({e}); a rotating grant is refreshed only with a fenced write")
+    tracing::warn!(error = %e, "cannot {what} etcd");
+    format!("not sent: cannot {what} etcd; a rotating grant is refreshed only with a fenced write")
 }
 
 #[cfg(test)]

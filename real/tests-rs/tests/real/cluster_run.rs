@@ -170,16 +170,27 @@ impl Fleet {
                 },
             );
         }
+        // Member ids `member-N`: the spread is deterministic (fixed names, rendezvous), and
+        // with these ids every instance owns some workloads of every run here (with `iN`,
+        // the 8 workloads of the etcd test would all go to one).
         let endpoints: Vec<String> = self.etcd.endpoints().iter().map(quote).collect();
         let text = format!(
             "{}\n[cluster]\nbackend = \"etcd\"\nendpoints = [{}]\nprefix = \"tv-run/\"\n\
-             member = \"i{i}\"\nlease_ttl = \"{LEASE_TTL}s\"\nshards = 64\n",
+             member = \"member-{i}\"\nlease_ttl = \"{LEASE_TTL}s\"\nshards = 64\n",
             c.text(),
             endpoints.join(", ")
         );
         let config = dir.join("tokenvisor.toml");
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
-        Daemon::start(tokenvisor_cluster_bin(), &config, Launch::default()).await
+        // `$CLUSTER_RUN_LOGS`: keep each instance's log there (to read after a failure).
+        let stderr_file = std::env::var_os("CLUSTER_RUN_LOGS").map(|d| {
+            PathBuf::from(d).join(format!("{}-i{i}.log", self.started_ms))
+        });
+        let launch = Launch {
+            stderr_file,
+            ..Launch::default()
+        };
+        Daemon::start(tokenvisor_cluster_bin(), &config, launch).await
     }
 
     /// Per workload, the instances (of `live`) whose status file says `running`.
@@ -217,6 +228,24 @@ impl Fleet {
             "{what}: not every workload runs on exactly one instance of {live:?}: {last:?}"
         );
         last.into_iter().map(|(n, on)| (n, on[0])).collect()
+    }
+
+    /// Waits until every workload runs on exactly one of `live` and each of `live` runs
+    /// some; returns the owners.
+    async fn wait_spread(&self, what: &str, live: &[usize]) -> BTreeMap<String, usize> {
+        let mut on = BTreeMap::new();
+        let spread = tokenvisor_test_support::wait::poll_until(
+            SETTLE,
+            Duration::from_millis(200),
+            || {
+                on = self.running_on(live);
+                on.values().all(|v| v.len() == 1)
+                    && live.iter().all(|i| on.values().any(|v| v[0] == *i))
+            },
+        )
+        .await;
+        assert!(spread, "{what}: not spread over {live:?}: {on:?}");
+        self.wait_settled(what, live).await
     }
 
     /// Successful refreshes (200) of rotating grants the provider answered since `from_ms`.
@@ -258,6 +287,12 @@ fn by_owner(owners: &BTreeMap<String, usize>) -> BTreeMap<usize, usize> {
     n
 }
 
+/// The last 40 lines of a log.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// Sends `sig` (`-STOP`, `-CONT`) to `pid` with kill(1).
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
@@ -277,7 +312,7 @@ async fn three_instances_share_rotating_grants_and_survive_a_kill_9() {
     for i in 0..3 {
         daemons.push(Some(fleet.spawn(i).await));
     }
-    let owners = fleet.wait_settled("three instances", &[0, 1, 2]).await;
+    let owners = fleet.wait_spread("three instances", &[0, 1, 2]).await;
     let spread = by_owner(&owners);
     println!("cluster run: 24 workloads over 3 instances: {spread:?}");
     let t = now_ms();
@@ -340,7 +375,7 @@ async fn a_paused_instance_resumes_as_a_zombie_that_sends_and_writes_nothing() {
     let fleet = Fleet::start(4, 12, 0).await;
     let a = fleet.spawn(0).await;
     let b = fleet.spawn(1).await;
-    let owners = fleet.wait_settled("two instances", &[0, 1]).await;
+    let owners = fleet.wait_spread("two instances", &[0, 1]).await;
     let t = now_ms();
     fleet.wait_rotations("a rotation each", t, 12).await;
     let owners_b: Vec<String> = owners
@@ -397,9 +432,9 @@ async fn a_paused_instance_resumes_as_a_zombie_that_sends_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_etcd_down_rotating_grants_wait_and_client_credentials_go_on() {
     let fleet = Fleet::start(4, 6, 2).await;
-    let _a = fleet.spawn(0).await;
-    let _b = fleet.spawn(1).await;
-    fleet.wait_settled("two instances", &[0, 1]).await;
+    let a = fleet.spawn(0).await;
+    let b = fleet.spawn(1).await;
+    fleet.wait_spread("two instances", &[0, 1]).await;
     let pids: Vec<u32> = (0..3).filter_map(|i| fleet.etcd.pid(i)).collect();
     for pid in &pids {
         signal(*pid, "-STOP");
@@ -410,21 +445,34 @@ async fn with_etcd_down_rotating_grants_wait_and_client_credentials_go_on() {
         .iter()
         .filter(|w| w.refresh_token.is_some())
         .collect();
-    wait_until_within(
-        "a rotating grant waiting for etcd, the reason in its status",
-        SETTLE,
-        || {
-            rotating.iter().any(|w| {
-                (0..2).any(|i| {
-                    read_status(&fleet.status_dir(i), &w.name).is_some_and(|r| {
-                        r.status == WorkloadStatus::AuthRetrying
-                            && r.status_context.contains("fenced write")
-                    })
+    let waiting = tokenvisor_test_support::wait::poll_until(SETTLE, Duration::from_millis(200), || {
+        rotating.iter().any(|w| {
+            (0..2).any(|i| {
+                read_status(&fleet.status_dir(i), &w.name).is_some_and(|r| {
+                    r.status == WorkloadStatus::AuthRetrying
+                        && r.status_context.contains("fenced write")
                 })
             })
-        },
-    )
+        })
+    })
     .await;
+    if !waiting {
+        let statuses: Vec<String> = rotating
+            .iter()
+            .flat_map(|w| {
+                (0..2).filter_map(|i| {
+                    read_status(&fleet.status_dir(i), &w.name)
+                        .map(|r| format!("{} on {i}: {:?} {}", w.name, r.status, r.status_context))
+                })
+            })
+            .collect();
+        panic!(
+            "no rotating grant waiting for etcd with the reason in its status: {statuses:#?}\n\
+             instance 0: {}\ninstance 1: {}",
+            tail(&a.log_plain()),
+            tail(&b.log_plain())
+        );
+    }
     let cc_refreshes = |from: u64| {
         fleet
             .oidc

@@ -126,6 +126,7 @@ pub(crate) enum SupervisorMsg {
     SetEndpointConcurrency(TokenUrl, usize, RpcReplyPort<bool>),
     /// Cluster mode: the shards active here now (their workloads run here, the others are
     /// parked).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     Shards(BTreeSet<ShardId>),
 }
 
@@ -617,7 +618,11 @@ fn runs_here(st: &SupervisorState, name: &WorkloadName) -> bool {
 /// Cluster mode: brings one workload in line with the active shards: parks it (its actor
 /// stops as a removal does, after its attempt in flight) when its shard left, starts it
 /// when its shard arrived and its old actor is gone.
-async fn follow_shards(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, name: &WorkloadName) {
+async fn follow_shards(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    name: &WorkloadName,
+) {
     if st.stopping {
         return;
     }

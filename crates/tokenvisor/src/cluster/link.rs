@@ -422,7 +422,10 @@ impl ClusterLink {
                     Some(_) | None => return Ok(()),
                 },
             };
-            match self.write(store, shard, &spec.name, credential, expected).await? {
+            match self
+                .write(store, shard, &spec.name, credential, expected)
+                .await?
+            {
                 Written::Yes => return Ok(()),
                 Written::Conflict => {}
             }
@@ -447,7 +450,9 @@ impl ClusterLink {
                 client_secret: None,
             })
             .await
-            .map_err(|e| format!("not sent: the refresh token read from etcd was not stored: {e}"))?;
+            .map_err(|e| {
+                format!("not sent: the refresh token read from etcd was not stored: {e}")
+            })?;
         self.count(&self.counters.adopted);
         tracing::info!(workload = %spec.name, generation = stored.generation, "adopted the cluster's refresh token from etcd");
         Ok(())
@@ -549,7 +554,11 @@ impl ClusterLink {
             return false;
         }
         let local = local_token(creds);
-        if self.adopt(spec, creds, &stored, local.as_ref()).await.is_err() {
+        if self
+            .adopt(spec, creds, &stored, local.as_ref())
+            .await
+            .is_err()
+        {
             return false;
         }
         self.synced_map().insert(

@@ -43,9 +43,9 @@ mod members;
 mod store;
 
 pub use coordinator::{InFlight, rebalance, spawn_coordinator};
+pub use lease::LeaseState;
 pub(crate) use link::SendGuard;
 pub use link::{ClusterLink, ClusterSettings, LinkStats};
-pub use lease::LeaseState;
 pub use store::{
     Claim, ClusterOptions, ClusterStats, ClusterStore, Release, StoredCredential, Versioned,
     WriteOutcome, default_member,

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokenvisor_core::WorkloadStatus;
 use tokenvisor_real::binary::tokenvisor_cluster_bin;
@@ -183,9 +183,8 @@ impl Fleet {
         let config = dir.join("tokenvisor.toml");
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
         // `$CLUSTER_RUN_LOGS`: keep each instance's log there (to read after a failure).
-        let stderr_file = std::env::var_os("CLUSTER_RUN_LOGS").map(|d| {
-            PathBuf::from(d).join(format!("{}-i{i}.log", self.started_ms))
-        });
+        let stderr_file = std::env::var_os("CLUSTER_RUN_LOGS")
+            .map(|d| PathBuf::from(d).join(format!("{}-i{i}.log", self.started_ms)));
         let launch = Launch {
             stderr_file,
             ..Launch::default()
@@ -214,15 +213,12 @@ impl Fleet {
     /// Waits until every workload runs on exactly one of `live`; returns the owners.
     async fn wait_settled(&self, what: &str, live: &[usize]) -> BTreeMap<String, usize> {
         let mut last = BTreeMap::new();
-        let settled = tokenvisor_test_support::wait::poll_until(
-            SETTLE,
-            Duration::from_millis(200),
-            || {
+        let settled =
+            tokenvisor_test_support::wait::poll_until(SETTLE, Duration::from_millis(200), || {
                 last = self.running_on(live);
                 last.values().all(|on| on.len() == 1)
-            },
-        )
-        .await;
+            })
+            .await;
         assert!(
             settled,
             "{what}: not every workload runs on exactly one instance of {live:?}: {last:?}"
@@ -234,16 +230,13 @@ impl Fleet {
     /// some; returns the owners.
     async fn wait_spread(&self, what: &str, live: &[usize]) -> BTreeMap<String, usize> {
         let mut on = BTreeMap::new();
-        let spread = tokenvisor_test_support::wait::poll_until(
-            SETTLE,
-            Duration::from_millis(200),
-            || {
+        let spread =
+            tokenvisor_test_support::wait::poll_until(SETTLE, Duration::from_millis(200), || {
                 on = self.running_on(live);
                 on.values().all(|v| v.len() == 1)
                     && live.iter().all(|i| on.values().any(|v| v[0] == *i))
-            },
-        )
-        .await;
+            })
+            .await;
         assert!(spread, "{what}: not spread over {live:?}: {on:?}");
         self.wait_settled(what, live).await
     }
@@ -317,33 +310,44 @@ async fn three_instances_share_rotating_grants_and_survive_a_kill_9() {
     println!("cluster run: 24 workloads over 3 instances: {spread:?}");
     let t = now_ms();
     fleet.wait_rotations("two rotations each", t, 48).await;
-    assert_eq!(fleet.reuse(), 0, "the provider saw a rotated refresh token reused");
+    assert_eq!(
+        fleet.reuse(),
+        0,
+        "the provider saw a rotated refresh token reused"
+    );
     fleet.wait_settled("after rotating", &[0, 1, 2]).await;
 
     // kill -9 the instance owning the most workloads.
-    let victim = spread.iter().max_by_key(|(_, n)| **n).map_or(0, |(i, _)| *i);
+    let victim = spread
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map_or(0, |(i, _)| *i);
     let theirs: Vec<String> = owners
         .iter()
         .filter(|(_, i)| **i == victim)
         .map(|(n, _)| n.clone())
         .collect();
-    let killed = Instant::now();
+    let killed = tokio::time::Instant::now();
     let killed_ms = now_ms();
     daemons[victim].take().expect("running").kill9();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
-    wait_until_within("the killed instance's workloads running elsewhere", SETTLE, || {
-        let on = fleet.running_on(&survivors);
-        theirs.iter().all(|n| {
-            on.get(n).is_some_and(|v| !v.is_empty())
-                && survivors.iter().any(|&i| {
-                    read_status(&fleet.status_dir(i), n).is_some_and(|r| {
-                        r.status == WorkloadStatus::Running
-                            && r.updated_at.to_system_time()
-                                >= std::time::UNIX_EPOCH + Duration::from_millis(killed_ms)
+    wait_until_within(
+        "the killed instance's workloads running elsewhere",
+        SETTLE,
+        || {
+            let on = fleet.running_on(&survivors);
+            theirs.iter().all(|n| {
+                on.get(n).is_some_and(|v| !v.is_empty())
+                    && survivors.iter().any(|&i| {
+                        read_status(&fleet.status_dir(i), n).is_some_and(|r| {
+                            r.status == WorkloadStatus::Running
+                                && r.updated_at.to_system_time()
+                                    >= std::time::UNIX_EPOCH + Duration::from_millis(killed_ms)
+                        })
                     })
-                })
-        })
-    })
+            })
+        },
+    )
     .await;
     let failover = killed.elapsed();
     println!(
@@ -354,11 +358,15 @@ async fn three_instances_share_rotating_grants_and_survive_a_kill_9() {
     );
     fleet.wait_settled("two survivors", &survivors).await;
     let t = now_ms();
-    fleet
-        .wait_rotations("two more rotations each", t, 48)
+    fleet.wait_rotations("two more rotations each", t, 48).await;
+    let after = fleet
+        .wait_settled("two survivors, rotating", &survivors)
         .await;
-    let after = fleet.wait_settled("two survivors, rotating", &survivors).await;
-    assert_eq!(fleet.reuse(), 0, "the provider saw a rotated refresh token reused");
+    assert_eq!(
+        fleet.reuse(),
+        0,
+        "the provider saw a rotated refresh token reused"
+    );
     println!(
         "cluster run: after the failover {:?}; invalid_grant answers {}",
         by_owner(&after),
@@ -388,15 +396,19 @@ async fn a_paused_instance_resumes_as_a_zombie_that_sends_and_writes_nothing() {
     signal(b.pid(), "-STOP");
     let paused_ms = now_ms();
     // Held until its lease has expired and the other instance runs its workloads.
-    wait_until_within("the paused instance's workloads running on the other", SETTLE, || {
-        owners_b.iter().all(|n| {
-            read_status(&fleet.status_dir(0), n).is_some_and(|r| {
-                r.status == WorkloadStatus::Running
-                    && r.updated_at.to_system_time()
-                        >= std::time::UNIX_EPOCH + Duration::from_millis(paused_ms)
+    wait_until_within(
+        "the paused instance's workloads running on the other",
+        SETTLE,
+        || {
+            owners_b.iter().all(|n| {
+                read_status(&fleet.status_dir(0), n).is_some_and(|r| {
+                    r.status == WorkloadStatus::Running
+                        && r.updated_at.to_system_time()
+                            >= std::time::UNIX_EPOCH + Duration::from_millis(paused_ms)
+                })
             })
-        })
-    })
+        },
+    )
     .await;
     signal(b.pid(), "-CONT");
     wait_until_within("the zombie learns its lease is gone", SETTLE, || {
@@ -408,7 +420,9 @@ async fn a_paused_instance_resumes_as_a_zombie_that_sends_and_writes_nothing() {
     })
     .await;
     let t = now_ms();
-    fleet.wait_rotations("a rotation each after the zombie", t, 12).await;
+    fleet
+        .wait_rotations("a rotation each after the zombie", t, 12)
+        .await;
     let after = fleet.wait_settled("both again", &[0, 1]).await;
     let refused = b.log_count("refused by the fence");
     println!(
@@ -418,7 +432,11 @@ async fn a_paused_instance_resumes_as_a_zombie_that_sends_and_writes_nothing() {
         by_owner(&after),
         fleet.reuse()
     );
-    assert_eq!(fleet.reuse(), 0, "the zombie presented a rotated-away refresh token");
+    assert_eq!(
+        fleet.reuse(),
+        0,
+        "the zombie presented a rotated-away refresh token"
+    );
     assert!(
         !b.log_plain().contains("rotated refresh token not durable"),
         "the zombie rotated a token it could not write"
@@ -445,17 +463,18 @@ async fn with_etcd_down_rotating_grants_wait_and_client_credentials_go_on() {
         .iter()
         .filter(|w| w.refresh_token.is_some())
         .collect();
-    let waiting = tokenvisor_test_support::wait::poll_until(SETTLE, Duration::from_millis(200), || {
-        rotating.iter().any(|w| {
-            (0..2).any(|i| {
-                read_status(&fleet.status_dir(i), &w.name).is_some_and(|r| {
-                    r.status == WorkloadStatus::AuthRetrying
-                        && r.status_context.contains("fenced write")
+    let waiting =
+        tokenvisor_test_support::wait::poll_until(SETTLE, Duration::from_millis(200), || {
+            rotating.iter().any(|w| {
+                (0..2).any(|i| {
+                    read_status(&fleet.status_dir(i), &w.name).is_some_and(|r| {
+                        r.status == WorkloadStatus::AuthRetrying
+                            && r.status_context.contains("fenced write")
+                    })
                 })
             })
         })
-    })
-    .await;
+        .await;
     if !waiting {
         let statuses: Vec<String> = rotating
             .iter()
@@ -482,26 +501,32 @@ async fn with_etcd_down_rotating_grants_wait_and_client_credentials_go_on() {
             .filter(|l| l.grant_type.as_deref() == Some("client_credentials"))
             .count()
     };
-    wait_until_within("client_credentials refreshing with etcd down", SETTLE, || {
-        cc_refreshes(down_ms) >= 4
-    })
+    wait_until_within(
+        "client_credentials refreshing with etcd down",
+        SETTLE,
+        || cc_refreshes(down_ms) >= 4,
+    )
     .await;
     let rotated_while_down = fleet.rotations_since(down_ms + 2_000);
     for pid in &pids {
         signal(*pid, "-CONT");
     }
     let up_ms = now_ms();
-    wait_until_within("every rotating grant refreshed after etcd returned", SETTLE, || {
-        rotating.iter().all(|w| {
-            (0..2).any(|i| {
-                read_status(&fleet.status_dir(i), &w.name).is_some_and(|r| {
-                    r.status == WorkloadStatus::Running
-                        && r.updated_at.to_system_time()
-                            >= std::time::UNIX_EPOCH + Duration::from_millis(up_ms)
+    wait_until_within(
+        "every rotating grant refreshed after etcd returned",
+        SETTLE,
+        || {
+            rotating.iter().all(|w| {
+                (0..2).any(|i| {
+                    read_status(&fleet.status_dir(i), &w.name).is_some_and(|r| {
+                        r.status == WorkloadStatus::Running
+                            && r.updated_at.to_system_time()
+                                >= std::time::UNIX_EPOCH + Duration::from_millis(up_ms)
+                    })
                 })
             })
-        })
-    })
+        },
+    )
     .await;
     fleet.wait_settled("recovered", &[0, 1]).await;
     println!(
@@ -509,5 +534,9 @@ async fn with_etcd_down_rotating_grants_wait_and_client_credentials_go_on() {
          client_credentials refreshes {}",
         cc_refreshes(down_ms)
     );
-    assert_eq!(fleet.reuse(), 0, "the provider saw a rotated refresh token reused");
+    assert_eq!(
+        fleet.reuse(),
+        0,
+        "the provider saw a rotated refresh token reused"
+    );
 }

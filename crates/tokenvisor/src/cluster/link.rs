@@ -146,11 +146,13 @@ pub struct ClusterLink {
     table: Mutex<ShardTable>,
     active: watch::Sender<BTreeSet<ShardId>>,
     synced: Mutex<HashMap<WorkloadName, Synced>>,
-    /// Rotations whose etcd write did not land: the etcd generation each would have. Kept
-    /// across a lost lease and a new ownership (unlike `synced`): a new read that finds an
-    /// older generation in etcd writes this instance's newer token instead of adopting the
-    /// rotated-away one.
-    pending: Mutex<HashMap<WorkloadName, u64>>,
+    /// Rotations whose etcd write did not land: the token and the etcd generation it would
+    /// have (0: not known). Kept across a lost lease and a new ownership (unlike `synced`):
+    /// a new read that finds another token at an older (or unknown) generation in etcd
+    /// writes this instance's newer one instead of adopting the rotated-away one. (After a
+    /// rotation only its new token is valid at the provider, and nobody else has it unless
+    /// its write landed.)
+    pending: Mutex<HashMap<WorkloadName, (Secret, u64)>>,
     status: Mutex<HashMap<WorkloadName, Arc<StatusRecord>>>,
     counters: Counters,
 }
@@ -281,7 +283,7 @@ impl ClusterLink {
         self.synced_map().remove(name);
     }
 
-    fn pending_map(&self) -> MutexGuard<'_, HashMap<WorkloadName, u64>> {
+    fn pending_map(&self) -> MutexGuard<'_, HashMap<WorkloadName, (Secret, u64)>> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -370,11 +372,18 @@ impl ClusterLink {
                         .read_credential(spec.name.as_str())
                         .await
                         .map_err(|e| etcd_reason("read the credential from", &e))?;
-                    let newer_here = self
-                        .pending_map()
-                        .get(&spec.name)
-                        .copied()
-                        .filter(|g| read.value.as_ref().is_none_or(|v| *g > v.generation));
+                    let newer_here =
+                        self.pending_map()
+                            .get(&spec.name)
+                            .and_then(|(t, g)| match &read.value {
+                                None => Some((*g).max(1)),
+                                Some(v)
+                                    if v.refresh_token != *t && (*g == 0 || *g > v.generation) =>
+                                {
+                                    Some((*g).max(v.generation + 1))
+                                }
+                                Some(_) => None,
+                            });
                     match (read.value, local, newer_here) {
                         // This instance rotated the token after etcd's (its write did not
                         // land): etcd's is rotated away; write ours over it.
@@ -504,10 +513,17 @@ impl ClusterLink {
         spec: &WorkloadSpec,
         rotated: &Secret,
     ) -> Result<(), NotSent> {
+        let keep = |generation| {
+            self.pending_map()
+                .insert(spec.name.clone(), (rotated.clone(), generation));
+        };
         let Some(store) = self.store() else {
+            keep(0);
             return Err("not connected to etcd".into());
         };
         let Some(s) = self.synced_map().get(&spec.name).cloned() else {
+            // Forgotten meanwhile (a new lease, a restarted actor): written at the next read.
+            keep(0);
             return Err("the credential was not read from etcd first".into());
         };
         let credential = StoredCredential {
@@ -521,7 +537,7 @@ impl ClusterLink {
             .await;
         if !matches!(written, Ok(Written::Yes)) {
             // Kept locally: the next attempt (or a new ownership here) writes it first.
-            self.pending_map().insert(spec.name.clone(), generation);
+            keep(generation);
         }
         match written? {
             Written::Yes => Ok(()),
@@ -546,10 +562,9 @@ impl ClusterLink {
         let Some(stored) = read.value else {
             return false;
         };
-        let newer_here = self
-            .pending_map()
-            .get(&spec.name)
-            .is_some_and(|g| *g > stored.generation);
+        let newer_here = self.pending_map().get(&spec.name).is_some_and(|(t, g)| {
+            stored.refresh_token != *t && (*g == 0 || *g > stored.generation)
+        });
         if &stored.refresh_token == presented || newer_here {
             return false;
         }

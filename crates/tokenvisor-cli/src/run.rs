@@ -71,15 +71,24 @@ pub(crate) struct RunArgs {
     config: PathBuf,
 }
 
-/// Why a configuration with `[cluster]` cannot run (yet): the section is validated and its
-/// fenced etcd store is built and tested, but the daemon does not share workloads by shard.
-/// Running it as one process anyway would let several instances refresh the same grants, the
-/// very thing cluster mode exists to prevent, so the daemon refuses instead of ignoring it.
+/// Why a configuration with `[cluster]` cannot run in this build: cluster mode is the
+/// cargo feature `cluster` (off by default: the etcd client's build needs `protoc`). Running
+/// the section as one process anyway would let several instances refresh the same grants,
+/// the very thing cluster mode exists to prevent, so a build without it refuses instead of
+/// ignoring it.
+#[cfg(not(feature = "cluster"))]
 fn cluster_refused(cfg: &config::Config) -> Option<&'static str> {
     cfg.cluster.as_ref().map(|_| {
-        "[cluster]: cluster mode is not available in the daemon yet (the section is validated; \
-         shard ownership is not wired into the workloads); remove [cluster] to run one instance"
+        "[cluster]: cluster mode is not available in this build (it is the cargo feature \
+         `cluster`: cargo build -p tokenvisor-cli --features cluster); remove [cluster] to run \
+         one instance"
     })
+}
+
+/// A build with cluster mode runs every configuration.
+#[cfg(feature = "cluster")]
+fn cluster_refused(_cfg: &config::Config) -> Option<&'static str> {
+    None
 }
 
 /// Runs the daemon until SIGINT/SIGTERM. Returns the exit code.
@@ -197,6 +206,19 @@ async fn daemon(path: PathBuf, cfg: Config, set_log_level: SetLogLevel) -> anyho
     let mut persistence = tokenvisor::PersistenceConfig::new(cfg.service.status_dir.clone());
     persistence.status_refresh_interval = cfg.service.status_refresh_interval;
     runtime_config.persistence = Some(persistence);
+    // Cluster mode: every instance runs the same workload list; each runs those of the
+    // shards it owns. The default member id hashes the journal's directory (one per status
+    // directory), so two instances on one host differ.
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &cfg.cluster {
+        let identity = runtime_config
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| cfg.service.status_dir.clone());
+        let settings = tokenvisor::ClusterSettings::from_config(cluster, &identity);
+        tracing::info!(member = %settings.options.member, shards = settings.shards.get(), "cluster mode: joining");
+        runtime_config.cluster = Some(settings);
+    }
     let runtime = Runtime::start(runtime_config)
         .await
         .context("cannot start tokenvisor")?;

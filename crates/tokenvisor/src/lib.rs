@@ -50,7 +50,8 @@
 //!   directory) behind status files, refresh-token files and the admin token.
 //! - `cluster` (feature `cluster`, off by default): cluster mode on etcd, the fenced store
 //!   (`ClusterStore`): member lease and keepalive, shard claim and release, credential and status writes guarded by the shard
-//!   key's lease (the fence) and the credential's revision; not yet wired into the actors.
+//!   key's lease (the fence) and the credential's revision; the runtime's wiring
+//!   (`ClusterLink`, `RuntimeConfig::cluster`): workloads run where their shard is owned.
 //! - `cluster_view`: the [`ClusterView`] seam (always built, no etcd type): every workload
 //!   with its owner, members' admin URLs, lease health and counters, as data; the admin API
 //!   serves the cluster through it, `cluster`'s `EtcdView` implements it.
@@ -140,8 +141,9 @@ pub use atomic::{Created, Step as WriteStep, WriteError, stage_new as create_new
 pub use clock::Clock;
 #[cfg(feature = "cluster")]
 pub use cluster::{
-    Claim, ClusterError, ClusterOptions, ClusterStats, ClusterStore, InFlight, LeaseState, Release,
-    StoredCredential, Versioned, WriteOutcome, default_member, rebalance, spawn_coordinator,
+    Claim, ClusterError, ClusterLink, ClusterOptions, ClusterSettings, ClusterStats, ClusterStore,
+    InFlight, LeaseState, LinkStats, Release, StoredCredential, Versioned, WriteOutcome,
+    default_member, rebalance, spawn_coordinator,
 };
 #[cfg(feature = "cluster")]
 pub use cluster::{EtcdView, VIEW_MAX_RECORDS, VIEW_PAGE, cluster_view};

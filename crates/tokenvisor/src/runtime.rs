@@ -29,6 +29,15 @@
 //! caller's `admit` hook runs before each start (the daemon takes the workload's
 //! refresh-token file lock there, `crate::locks::hold_credentials`); a refusal is logged and
 //! that workload is not started.
+//!
+//! ## Cluster mode (feature `cluster`)
+//! With [`RuntimeConfig`]'s `cluster` set, the runtime joins the cluster on etcd (a
+//! `ClusterLink`: connection, coordinator, reconnection after a lost lease, status mirror)
+//! and forwards the shards active here to the supervisor, which runs only their workloads.
+//! Every instance is given (and reconciles) the same whole workload list. Start-up does not
+//! wait for etcd: workloads stay parked until their shard is claimed. [`Runtime::shutdown`]
+//! stops the actors (each waits for its attempt in flight), then revokes the lease, so the
+//! other instances take the shards over at once instead of after the TTL.
 
 use std::fmt::Display;
 use std::path::PathBuf;
@@ -190,6 +199,9 @@ pub struct RuntimeConfig {
     /// status_dir)`); `None`: the persistence settings' `journal_dir` (by default a hidden
     /// `.tokenvisor-state` directory inside the status directory).
     pub state_dir: Option<PathBuf>,
+    /// Cluster mode on etcd (`None`: one process, as always).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl RuntimeConfig {
@@ -204,6 +216,8 @@ impl RuntimeConfig {
             event_capacity: 4096,
             persistence: None,
             state_dir: None,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 }
@@ -307,6 +321,12 @@ pub struct Runtime {
     clock: Clock,
     recovery: Arc<RecoveryReport>,
     timers: Timers,
+    /// Cluster mode: the link and the switch that stops its tasks.
+    #[cfg(feature = "cluster")]
+    cluster: Option<(
+        Arc<crate::cluster::ClusterLink>,
+        Arc<tokio::sync::watch::Sender<bool>>,
+    )>,
 }
 
 impl Runtime {
@@ -392,6 +412,8 @@ impl Runtime {
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
         let gates = Arc::new(Gates::default());
         let timers = Timers::start();
+        #[cfg(feature = "cluster")]
+        let link = config.cluster.map(crate::cluster::ClusterLink::new);
         let deps = Arc::new(Deps {
             transport: config.transport,
             persistence: persistence.clone(),
@@ -399,6 +421,8 @@ impl Runtime {
             clock,
             process_id: std::process::id(),
             timers: timers.clone(),
+            #[cfg(feature = "cluster")]
+            cluster: link.clone(),
         });
         let args = SupervisorArgs {
             deps,
@@ -428,6 +452,26 @@ impl Runtime {
                 }
             }
         });
+        #[cfg(feature = "cluster")]
+        let cluster = link.map(|link| {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            link.spawn_driver(clock, stopped);
+            // The shards active here, to the supervisor (it parks and starts workloads).
+            let mut active = link.active();
+            let sup = supervisor.clone();
+            tokio::spawn(async move {
+                loop {
+                    let shards = active.borrow_and_update().clone();
+                    if sup.cast(SupervisorMsg::Shards(shards)).is_err() {
+                        return;
+                    }
+                    if active.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            (link, Arc::new(stop))
+        });
         Ok(Runtime {
             supervisor,
             persistence,
@@ -437,6 +481,8 @@ impl Runtime {
             clock,
             recovery,
             timers,
+            #[cfg(feature = "cluster")]
+            cluster,
         })
     }
 
@@ -604,6 +650,12 @@ impl Runtime {
     pub async fn shutdown(&self, flush_deadline: Duration) -> Result<FlushReport, RuntimeError> {
         self.call(SupervisorMsg::Shutdown).await?;
         let report = self.flush(flush_deadline).await?;
+        #[cfg(feature = "cluster")]
+        if let Some((link, stop)) = &self.cluster {
+            // Every actor has stopped (nothing in flight): hand every shard over now.
+            let _ = stop.send(true);
+            link.leave().await;
+        }
         self.supervisor
             .stop_and_wait(Some("shutdown".into()), Some(CALL_TIMEOUT))
             .await
@@ -742,6 +794,13 @@ impl Runtime {
     /// Endpoint gates (for metrics: holds in force).
     pub fn gates(&self) -> &Gates {
         &self.gates
+    }
+
+    /// Cluster mode's link (`None` in one-process mode): the member id, the store in use
+    /// (its counters and reads), the wiring's counters.
+    #[cfg(feature = "cluster")]
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterLink>> {
+        self.cluster.as_ref().map(|(link, _)| link)
     }
 
     /// The runtime's clock.

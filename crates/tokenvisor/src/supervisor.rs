@@ -7,13 +7,22 @@
 //! workload gets status `error` and stays down while every other workload runs on.
 //! ractor's default `handle_supervisor_evt` would stop the supervisor on any child exit:
 //! it is overridden here.
+//!
+//! Cluster mode (feature `cluster`, a runtime with a cluster link): every instance knows
+//! every workload, but runs the token actor of a workload only while its shard is active
+//! here ([`SupervisorMsg::Shards`], from the coordinator). The others are *parked*: an
+//! entry without an actor, no status file written, no token served. A shard that leaves
+//! stops its actors the way a removal does (each waits for its attempt in flight; the
+//! coordinator releases the shard only when none is in flight); a shard that arrives starts
+//! them, and each reads its credential from etcd before its first attempt.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
+use tokenvisor_core::cluster::ShardId;
 use tokenvisor_core::machine::Resume;
 use tokenvisor_core::policy::{RestartDecision, RestartHistory, RestartIntensity};
 use tokenvisor_core::projection::{self, Down, Stamp, Start};
@@ -115,6 +124,10 @@ pub(crate) enum SupervisorMsg {
     /// record the new value in the specs of that endpoint's workloads, without restarting
     /// them. Answers false when no workload uses that endpoint.
     SetEndpointConcurrency(TokenUrl, usize, RpcReplyPort<bool>),
+    /// Cluster mode: the shards active here now (their workloads run here, the others are
+    /// parked).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Shards(BTreeSet<ShardId>),
 }
 
 /// The supervisor actor.
@@ -147,6 +160,8 @@ struct Entry {
     actor: Option<ActorRef<TokenMsg>>,
     created_at: Timestamp,
     seed: u64,
+    /// Cluster mode: its shard is not active here (no actor, no status file of ours).
+    parked: bool,
 }
 
 impl Entry {
@@ -171,6 +186,8 @@ pub(crate) struct SupervisorState {
     shutdown: Option<(RpcReplyPort<()>, usize)>,
     stopping: bool,
     spawned: u64,
+    /// Cluster mode: the shards active here.
+    active: BTreeSet<ShardId>,
 }
 
 impl std::fmt::Debug for SupervisorState {
@@ -200,6 +217,7 @@ impl Actor for Supervisor {
             shutdown: None,
             stopping: false,
             spawned: 0,
+            active: BTreeSet::new(),
         })
     }
 
@@ -228,6 +246,10 @@ impl Actor for Supervisor {
                     Some(actor) => {
                         st.removing.insert(actor.get_id(), reply);
                         let _ = actor.cast(TokenMsg::Remove);
+                    }
+                    // Parked (cluster mode): this instance never wrote its status.
+                    None if entry.parked => {
+                        let _ = reply.send(true);
                     }
                     None => {
                         // Down (restart budget spent): mark it stopped ourselves.
@@ -348,6 +370,13 @@ impl Actor for Supervisor {
                 }
                 let _ = reply.send(found);
             }
+            SupervisorMsg::Shards(active) => {
+                st.active = active;
+                let names: Vec<WorkloadName> = st.entries.keys().cloned().collect();
+                for name in names {
+                    follow_shards(&myself, st, &name).await;
+                }
+            }
         }
         Ok(())
     }
@@ -368,6 +397,14 @@ impl Actor for Supervisor {
                 if child_ended(st, id) {
                     return Ok(());
                 }
+                if st.entries.get(&name).is_some_and(|e| e.parked) {
+                    // Handed over while it failed: the new owner runs it.
+                    if let Some(entry) = st.entries.get_mut(&name) {
+                        entry.actor = None;
+                    }
+                    follow_shards(&myself, st, &name).await;
+                    return Ok(());
+                }
                 restart_or_give_up(&myself, st, &name, &err.to_string()).await;
             }
             SupervisionEvent::ActorTerminated(cell, _state, _reason) => {
@@ -376,10 +413,13 @@ impl Actor for Supervisor {
                 if child_ended(st, id) {
                     return Ok(());
                 }
-                if let Some(entry) = name.and_then(|n| st.entries.get_mut(&n))
+                if let Some(name) = name
+                    && let Some(entry) = st.entries.get_mut(&name)
                     && entry.actor.as_ref().is_some_and(|a| a.get_id() == id)
                 {
                     entry.actor = None;
+                    // A shard that came back while its actor was stopping.
+                    follow_shards(&myself, st, &name).await;
                 }
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
@@ -429,6 +469,7 @@ async fn add(
         .and_then(|j| j.status.clone())
         .or(file_record);
     let Start { resume, created_at } = projection::start(recovered.as_ref(), now);
+    let parked = !runs_here(st, &name);
     let spec = Arc::new(spec);
     st.spawned += 1;
     let resumed = CredentialStore::resume(&spec, journaled.as_ref());
@@ -451,6 +492,7 @@ async fn add(
         }
     } else if let Some(access) = journaled.and_then(|j| j.access)
         && access.expires_at > now
+        && !parked
     {
         // A restart serves the token it held at once; the machine keeps its schedule.
         shared.set_slot(Slot::Token(crate::handle::AccessToken {
@@ -471,10 +513,13 @@ async fn add(
         created_at,
         seed: st.args.seed ^ st.spawned.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         spec,
+        parked,
     };
     let handle = TokenHandle::new(entry.shared.clone());
     st.entries.insert(name.clone(), entry);
-    spawn_token_actor(myself.get_cell(), st, &name, resume).await?;
+    if !parked {
+        spawn_token_actor(myself.get_cell(), st, &name, resume).await?;
+    }
     Ok(handle)
 }
 
@@ -484,6 +529,11 @@ async fn spawn_token_actor(
     name: &WorkloadName,
     resume: Resume,
 ) -> Result<(), SupervisorError> {
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &st.args.deps.cluster {
+        // A new ownership (or a restart) reads the credential from etcd first.
+        cluster.forget(name);
+    }
     let Some(entry) = st.entries.get_mut(name) else {
         return Err(SupervisorError::NotFound(name.clone()));
     };
@@ -551,6 +601,52 @@ async fn restart_or_give_up(
             };
             write_status(st, entry, &down, now);
         }
+    }
+}
+
+/// Whether the workload `name` runs here: always in one-process mode; in cluster mode while
+/// its shard is active here.
+fn runs_here(st: &SupervisorState, name: &WorkloadName) -> bool {
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &st.args.deps.cluster {
+        return st.active.contains(&cluster.shard_of(name));
+    }
+    let _ = (&st.active, name);
+    true
+}
+
+/// Cluster mode: brings one workload in line with the active shards: parks it (its actor
+/// stops as a removal does, after its attempt in flight) when its shard left, starts it
+/// when its shard arrived and its old actor is gone.
+async fn follow_shards(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    name: &WorkloadName,
+) {
+    if st.stopping {
+        return;
+    }
+    let here = runs_here(st, name);
+    let now = st.args.deps.clock.now();
+    let Some(entry) = st.entries.get_mut(name) else {
+        return;
+    };
+    match (here, entry.parked, &entry.actor) {
+        (false, false, Some(actor)) => {
+            entry.parked = true;
+            let _ = actor.cast(TokenMsg::Remove);
+        }
+        (false, false, None) => entry.parked = true,
+        (true, true, None) => {
+            entry.parked = false;
+            entry.history = RestartHistory::default();
+            let resume = projection::start(entry.shared.record().as_deref(), now).resume;
+            if let Err(e) = spawn_token_actor(myself.get_cell(), st, name, resume).await {
+                tracing::error!(workload = %name, "cannot start after its shard arrived: {e}");
+            }
+        }
+        // Parked and still stopping (started again once it has stopped), or as wanted.
+        (true, true, Some(_)) | (false, true, _) | (true, false, _) => {}
     }
 }
 

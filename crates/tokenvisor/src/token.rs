@@ -95,6 +95,9 @@ pub(crate) struct Deps {
     pub process_id: u32,
     /// The timer service.
     pub timers: Timers,
+    /// Cluster mode's wiring (`None`: one process, as always).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
 impl std::fmt::Debug for Deps {
@@ -404,6 +407,12 @@ fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
             .is_some_and(|old| old.status_context == record.status_context);
     let record = Arc::new(record);
     st.args.shared.set_shared_record(Arc::clone(&record));
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &st.args.deps.cluster
+        && !routine
+    {
+        cluster.status_changed(&st.args.spec.name, Arc::clone(&record));
+    }
     let access = std::mem::take(&mut st.access_change);
     st.args.deps.persistence.cast(PersistenceMsg::Update {
         name: st.args.spec.name.clone(),
@@ -725,6 +734,19 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             if !still_wanted(&wanted, attempt) {
                 return;
             }
+            // Cluster mode: the shard is active here, the credential is the cluster's, and
+            // the whole attempt fits in the lease (`cluster::link`); held until its result
+            // is written.
+            let _in_flight = match cluster_prepare(&deps, &creds, &spec).await {
+                Ok(guard) => guard,
+                Err(reason) => {
+                    drop(owner);
+                    drop(permit);
+                    let verdict = cluster_verdict(&reason);
+                    count_attempt(&verdict);
+                    break verdict;
+                }
+            };
             // The permit is kept until a rotated refresh token is durable (in `send`): a
             // refresh the provider has answered but whose new token is not on disk yet is
             // still in flight, and a crash loses at most `endpoint_concurrency` of those per
@@ -771,8 +793,11 @@ async fn send(
     else {
         return (verdict, write_back);
     };
+    // Cluster mode: a newer refresh token in etcd (another owner rotated it) is adopted,
+    // and a second request is sent only under the send rule.
+    cluster_reread(deps, spec, creds, &presented).await;
     match creds.current_durable_refresh_token().await {
-        Some(durable) if durable != presented => {
+        Some(durable) if durable != presented && cluster_may_send(deps, spec) => {
             tracing::warn!(workload = %spec.name, "final answer to a refresh token that is no longer the current one; trying the current one");
             metrics::counter!(m::REFRESH_TOKEN_ADOPTED).increment(1);
             if let Some(w) = write_back {
@@ -861,7 +886,13 @@ async fn exchange_once(
     let (verdict, write_back) = match verdict {
         Verdict::Success(mut grant) => {
             let (durable, write_back) = match (grant.refresh_token.take(), is_refresh) {
-                (Some(rt), true) => store_rotated(creds, spec, snapshot.generation, rt).await,
+                (Some(rt), true) => {
+                    // Cluster mode: etcd first (fenced); the local journal keeps it either way.
+                    let cluster = cluster_commit(deps, spec, &rt).await;
+                    let (durable, write_back) =
+                        store_rotated(creds, spec, snapshot.generation, rt).await;
+                    (durable.and(cluster), write_back)
+                }
                 (Some(_) | None, true | false) => (Ok(()), None),
             };
             match durable {
@@ -879,6 +910,9 @@ async fn exchange_once(
                 && let Some(rt) = tokenvisor_core::classify::refresh_token_in_2xx(&outcome)
             {
                 tracing::warn!(workload = %spec.name, "a rejected 2xx answer carried a rotated refresh token: kept");
+                // Cluster mode: etcd first, as for a success (its failure is the next
+                // attempt's to repair: that one writes the local token first).
+                let _ = cluster_commit(deps, spec, &rt).await;
                 write_back = store_rotated(creds, spec, snapshot.generation, rt).await.1;
             }
             (other, write_back)
@@ -963,4 +997,107 @@ fn count_attempt(verdict: &Verdict) {
     let kind = verdict.failure().map_or("ok", |f| f.kind.as_str());
     metrics::counter!(m::REFRESH_ATTEMPTS, "outcome" => verdict.outcome(), "kind" => kind)
         .increment(1);
+}
+
+/// The guard of an attempt in cluster mode (`cluster::link`), `Err` with the reason it may
+/// not be sent; always `Ok` in one-process mode.
+#[cfg(feature = "cluster")]
+async fn cluster_prepare(
+    deps: &Deps,
+    creds: &CredentialStore,
+    spec: &WorkloadSpec,
+) -> Result<Option<crate::cluster::SendGuard>, String> {
+    match &deps.cluster {
+        Some(c) => {
+            let bound = spec.policy.machine_config().attempt_timeout;
+            c.prepare(spec, creds, bound).await.map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+#[allow(clippy::unused_async)]
+async fn cluster_prepare(
+    _deps: &Deps,
+    _creds: &CredentialStore,
+    _spec: &WorkloadSpec,
+) -> Result<Option<()>, String> {
+    Ok(None)
+}
+
+/// Cluster mode: a rotated refresh token written to etcd (fenced) first; `Err` with why not.
+#[cfg(feature = "cluster")]
+async fn cluster_commit(
+    deps: &Deps,
+    spec: &WorkloadSpec,
+    rt: &tokenvisor_core::Secret,
+) -> Result<(), String> {
+    match &deps.cluster {
+        Some(c) => c
+            .commit_rotation(spec, rt)
+            .await
+            .map_err(|why| format!("not written to etcd: {why}")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+#[allow(clippy::unused_async)]
+async fn cluster_commit(
+    _deps: &Deps,
+    _spec: &WorkloadSpec,
+    _rt: &tokenvisor_core::Secret,
+) -> Result<(), String> {
+    Ok(())
+}
+
+/// Cluster mode: after a final answer, a newer refresh token in etcd is adopted (true).
+#[cfg(feature = "cluster")]
+async fn cluster_reread(
+    deps: &Deps,
+    spec: &WorkloadSpec,
+    creds: &CredentialStore,
+    presented: &tokenvisor_core::Secret,
+) -> bool {
+    match &deps.cluster {
+        Some(c) => c.reread(spec, creds, presented).await,
+        None => false,
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+#[allow(clippy::unused_async)]
+async fn cluster_reread(
+    _deps: &Deps,
+    _spec: &WorkloadSpec,
+    _creds: &CredentialStore,
+    _presented: &tokenvisor_core::Secret,
+) -> bool {
+    false
+}
+
+/// Cluster mode: whether a second request of this attempt may still be sent (send rule).
+#[cfg(feature = "cluster")]
+fn cluster_may_send(deps: &Deps, spec: &WorkloadSpec) -> bool {
+    deps.cluster
+        .as_ref()
+        .is_none_or(|c| c.may_send(spec, spec.policy.machine_config().attempt_timeout))
+}
+
+#[cfg(not(feature = "cluster"))]
+fn cluster_may_send(_deps: &Deps, _spec: &WorkloadSpec) -> bool {
+    true
+}
+
+/// The verdict of an attempt cluster mode did not send: transient, the reason in the
+/// status context (`auth_retrying` once the token it served runs out).
+fn cluster_verdict(reason: &str) -> Verdict {
+    Verdict::Transient(Failure {
+        kind: FailureKind::Io,
+        http_status: None,
+        error_code: None,
+        retry_after: None,
+        summary: tokenvisor_core::classify::excerpt(reason.as_bytes()),
+    })
 }

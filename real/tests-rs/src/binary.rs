@@ -110,3 +110,72 @@ pub fn tokenvisor_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// The `tokenvisor` binary built with cluster mode (`-p tokenvisor-cli --features cluster`),
+/// kept as `tokenvisor-cluster` next to [`tokenvisor_bin`]'s (a plain build overwrites
+/// `tokenvisor`). `$REAL_TOKENVISOR_CLUSTER_BIN` names one explicitly. Built once when it is
+/// missing or older than a source.
+pub fn tokenvisor_cluster_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("REAL_TOKENVISOR_CLUSTER_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
+            .to_owned();
+        let target_dir = profile_dir
+            .parent()
+            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
+            .to_owned();
+        let kept = profile_dir.join("tokenvisor-cluster");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let built = std::fs::metadata(&kept).and_then(|m| m.modified()).ok();
+        if built.is_some_and(|t| t > newest_source(&root)) {
+            return kept;
+        }
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_owned();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "tokenvisor-cli",
+            "--features",
+            "cluster",
+            "--bin",
+            "tokenvisor",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&root);
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let st = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo build for the tokenvisor binary: {e}"));
+        assert!(
+            st.success(),
+            "cargo build -p tokenvisor-cli --features cluster --bin tokenvisor failed"
+        );
+        std::fs::copy(profile_dir.join("tokenvisor"), &kept)
+            .unwrap_or_else(|e| panic!("copy to {}: {e}", kept.display()));
+        kept
+    })
+    .clone()
+}

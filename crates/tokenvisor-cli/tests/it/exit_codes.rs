@@ -109,9 +109,10 @@ async fn an_invalid_configuration_is_1_for_run_and_check_config() {
     }
 }
 
-/// `[cluster]` is validated (check-config accepts it) but the daemon does not share workloads
-/// by shard yet: `run` refuses it (1) rather than run one instance that other instances would
-/// race for the same grants.
+/// `[cluster]` is validated (check-config accepts it), but a build without the `cluster`
+/// feature (the default) cannot run it: `run` refuses it (1) rather than run one instance
+/// that other instances would race for the same grants.
+#[cfg(not(feature = "cluster"))]
 #[tokio::test]
 async fn run_refuses_a_cluster_section_that_check_config_accepts() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,7 +133,7 @@ async fn run_refuses_a_cluster_section_that_check_config_accepts() {
     exits(&r, 1, "run with [cluster]");
     assert!(
         r.stderr
-            .contains("cluster mode is not available in the daemon yet"),
+            .contains("cluster mode is not available in this build"),
         "{r:#?}"
     );
 }

@@ -34,17 +34,21 @@
 //! the call and sends the result back as a message. The keepalive and the membership watch
 //! are tasks of their own, published through `tokio::sync::watch` (read without awaiting).
 //!
-//! Built: the store, the lease, the watch, the coordinator. Not yet wired: the supervisor and the token
-//! actors do not use it yet (see `docs/ARCHITECTURE.md`, "Cluster mode").
+//! The runtime's wiring (`link`): which workloads run here (the active shards), the send
+//! rule and the credential kept in step with etcd around every attempt, status records
+//! mirrored, reconnection after a lost lease (see `docs/ARCHITECTURE.md`, "Cluster mode").
 
 mod coordinator;
 mod lease;
+mod link;
 mod members;
 mod store;
 mod view;
 
 pub use coordinator::{InFlight, rebalance, spawn_coordinator};
 pub use lease::LeaseState;
+pub(crate) use link::SendGuard;
+pub use link::{ClusterLink, ClusterSettings, LinkStats};
 pub use store::{
     Claim, ClusterOptions, ClusterStats, ClusterStore, Release, StoredCredential, Versioned,
     WriteOutcome, default_member,

@@ -642,6 +642,20 @@ impl ClusterStore {
         Ok(self.fence_rejected())
     }
 
+    /// [`ClusterStore::leave`] for a store still shared (the runtime's, at shutdown): stops
+    /// the keepalive and revokes the lease, deleting every key bound to it.
+    ///
+    /// # Errors
+    /// [`ClusterError::Etcd`] (the lease then expires by its TTL).
+    pub async fn revoke(&self) -> Result<(), ClusterError> {
+        self.keepalive.abort();
+        match self.client.clone().lease_revoke(self.lease_id).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_lease_gone(&e) => Ok(()),
+            Err(e) => Err(ClusterError::etcd("lease revoke", &e)),
+        }
+    }
+
     fn written(&self, answer: &TxnResponse) -> WriteOutcome {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         WriteOutcome::Written {

@@ -14,6 +14,8 @@
 //!   etcd-server): claims, the fence, revisions, membership, an etcd member killed.
 //! - [`cluster_tls`]: cluster mode's surfaces (the cluster view and the admin routes over
 //!   it) against a real etcd, and etcd with TLS client certificates and with auth on.
+//! - [`cluster_run`]: `tokenvisor run` instances sharing rotating grants on that etcd: spread,
+//!   `kill -9` and failover, a zombie (SIGSTOP past its lease), etcd unavailable.
 //! - [`client_auth`]: private_key_jwt and client_secret_jwt against the provider, a wrong key.
 //! - [`discovery`]: `issuer` through nginx (one fetch, shared), `extra_params` at the
 //!   provider, discovery down (transient, recovers), an issuer mismatch, `check-config
@@ -43,6 +45,7 @@ use tokenvisor_real::{components, endpoint, harness, nginx, oidc};
 mod client_auth;
 mod cluster;
 mod cluster_tls;
+mod cluster_run;
 mod crash_loop;
 mod daemon;
 mod dashboard;

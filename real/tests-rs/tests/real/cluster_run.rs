@@ -1,0 +1,542 @@
+//! Cluster mode end to end: several `tokenvisor run` (built with the `cluster` feature) on
+//! one real 3-member etcd (Debian's etcd-server), sharing one workload list of rotating
+//! grants at oidc-provider (rotation on every use, reuse detection on: a consumed refresh
+//! token presented again revokes the whole grant) behind nginx.
+//!
+//! Every instance has its own status directory, state directory and copies of the
+//! refresh-token files (as on separate machines); they share only etcd. "Owned by" an
+//! instance is read from the status files: a workload runs on an instance when that
+//! instance's status file says `running` (an instance that handed a workload over says
+//! `stopped`; a killed one's file is ignored).
+//!
+//! The scenarios: the workloads spread over three instances, each on exactly one, with no
+//! reuse; `kill -9` of one and the failover (its workloads running elsewhere, measured from
+//! the kill; target `lease_ttl` + 5 s); an instance paused (SIGSTOP) past its lease then
+//! resumed, a zombie that must send nothing and whose writes the fence refuses; etcd
+//! unavailable (every member paused): rotating grants wait (`auth_retrying`, the reason
+//! says why), client_credentials grants go on refreshing, and all recover when etcd returns.
+//!
+//! The pauses of a process are held until an event (its workloads running elsewhere), not
+//! for a time; every other wait polls for an event with a bound.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokenvisor_core::WorkloadStatus;
+use tokenvisor_real::binary::tokenvisor_cluster_bin;
+use tokenvisor_real::components::now_ms;
+use tokenvisor_real::nginx::{Mode, Nginx, Upstreams};
+use tokenvisor_real::oidc::{Oidc, secret_of, uses_basic};
+use tokenvisor_test_support::config::{ConfigFile, quote};
+use tokenvisor_test_support::daemon::{Daemon, Launch};
+use tokenvisor_test_support::etcd::EtcdCluster;
+use tokenvisor_test_support::status::read_status;
+use tokenvisor_test_support::wait::wait_until_within;
+
+/// The lease of every instance here (the issue's default).
+const LEASE_TTL: u64 = 15;
+/// Bound of the waits for a settled fleet (real time on a shared machine).
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// A workload of a run.
+#[derive(Debug, Clone)]
+struct Workload {
+    name: String,
+    client: String,
+    /// `None`: client_credentials.
+    refresh_token: Option<String>,
+}
+
+/// The fleet's provider, proxy and etcd, and the instances' directory.
+struct Fleet {
+    work: tempfile::TempDir,
+    oidc: Oidc,
+    nginx: Nginx,
+    etcd: EtcdCluster,
+    workloads: Vec<Workload>,
+    started_ms: u64,
+}
+
+impl Fleet {
+    /// The provider (access tokens of `access_ttl` s), nginx, a 3-member etcd, `rotating`
+    /// grants minted (each its own login) and `cc` client_credentials workloads.
+    async fn start(access_ttl: u32, rotating: usize, cc: usize) -> Fleet {
+        tokenvisor_real::components::require_all();
+        let work = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let oidc = Oidc::start(work.path(), access_ttl);
+        let nginx = Nginx::start(
+            &work.path().join("nginx"),
+            Upstreams {
+                provider: oidc.addr(),
+                slow: None,
+            },
+            Mode::Pass,
+        )
+        .await;
+        let etcd = EtcdCluster::start(3).await;
+        let mut by_client: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for i in 0..rotating {
+            by_client
+                .entry(format!("tv-{:02}", i % 6 + 1))
+                .or_default()
+                .push(format!("rot-{i:02}"));
+        }
+        let mut workloads = Vec::new();
+        for (client, names) in by_client {
+            let tokens = oidc.login(&client, names.len());
+            for (name, token) in names.into_iter().zip(tokens) {
+                workloads.push(Workload {
+                    name,
+                    client: client.clone(),
+                    refresh_token: Some(token),
+                });
+            }
+        }
+        for i in 0..cc {
+            workloads.push(Workload {
+                name: format!("cc-{i:02}"),
+                client: format!("tv-{:02}", i % 6 + 7),
+                refresh_token: None,
+            });
+        }
+        Fleet {
+            work,
+            oidc,
+            nginx,
+            etcd,
+            workloads,
+            started_ms: now_ms(),
+        }
+    }
+
+    fn dir(&self, instance: usize) -> PathBuf {
+        self.work.path().join(format!("i{instance}"))
+    }
+
+    fn status_dir(&self, instance: usize) -> PathBuf {
+        self.dir(instance).join("statuses")
+    }
+
+    /// Writes instance `i`'s configuration (its own directories and files, the same
+    /// workload list and `[cluster]` as every other) and starts it.
+    async fn spawn(&self, i: usize) -> Daemon {
+        let dir = self.dir(i);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut c = ConfigFile::new(&self.status_dir(i));
+        c.service
+            .str("state_dir", dir.join("state").to_string_lossy())
+            .str("admin_listen", "off");
+        // The attempt's backstop (1 + 1 + 5 s, + 2 s for etcd) fits two thirds of the lease.
+        c.defaults
+            .str("request_timeout", "1s")
+            .str("connect_timeout", "1s");
+        for w in &self.workloads {
+            let secret = dir.join(format!("{}.secret", w.name));
+            std::fs::write(&secret, format!("{}\n", secret_of(&w.client)))
+                .unwrap_or_else(|e| panic!("{}: {e}", secret.display()));
+            let table = match &w.refresh_token {
+                Some(rt) => {
+                    let file = dir.join(format!("{}.rt", w.name));
+                    if !file.exists() {
+                        std::fs::write(&file, rt)
+                            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                    }
+                    c.refresh_workload(
+                        &w.name,
+                        &self.nginx.token_url(),
+                        &w.client,
+                        &secret.to_string_lossy(),
+                        &file.to_string_lossy(),
+                    )
+                }
+                None => {
+                    let mut t = tokenvisor_test_support::config::Table::default();
+                    t.str("name", &w.name)
+                        .str("token_url", self.nginx.token_url())
+                        .str("client_id", &w.client)
+                        .str("client_secret_file", secret.to_string_lossy())
+                        .str("grant", "client_credentials");
+                    c.workloads.push(t);
+                    c.workloads.last_mut().expect("just pushed")
+                }
+            };
+            table.str(
+                "auth_method",
+                if uses_basic(&w.client) {
+                    "basic"
+                } else {
+                    "post"
+                },
+            );
+        }
+        // Member ids `member-N`: the spread is deterministic (fixed names, rendezvous), and
+        // with these ids every instance owns some workloads of every run here (with `iN`,
+        // the 8 workloads of the etcd test would all go to one).
+        let endpoints: Vec<String> = self.etcd.endpoints().iter().map(quote).collect();
+        let text = format!(
+            "{}\n[cluster]\nbackend = \"etcd\"\nendpoints = [{}]\nprefix = \"tv-run/\"\n\
+             member = \"member-{i}\"\nlease_ttl = \"{LEASE_TTL}s\"\nshards = 64\n",
+            c.text(),
+            endpoints.join(", ")
+        );
+        let config = dir.join("tokenvisor.toml");
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        // `$CLUSTER_RUN_LOGS`: keep each instance's log there (to read after a failure).
+        let stderr_file = std::env::var_os("CLUSTER_RUN_LOGS")
+            .map(|d| PathBuf::from(d).join(format!("{}-i{i}.log", self.started_ms)));
+        let launch = Launch {
+            stderr_file,
+            ..Launch::default()
+        };
+        Daemon::start(tokenvisor_cluster_bin(), &config, launch).await
+    }
+
+    /// Per workload, the instances (of `live`) whose status file says `running`.
+    fn running_on(&self, live: &[usize]) -> BTreeMap<String, Vec<usize>> {
+        self.workloads
+            .iter()
+            .map(|w| {
+                let on = live
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        read_status(&self.status_dir(i), &w.name)
+                            .is_some_and(|r| r.status == WorkloadStatus::Running)
+                    })
+                    .collect();
+                (w.name.clone(), on)
+            })
+            .collect()
+    }
+
+    /// Waits until every workload runs on exactly one of `live`; returns the owners.
+    async fn wait_settled(&self, what: &str, live: &[usize]) -> BTreeMap<String, usize> {
+        let mut last = BTreeMap::new();
+        let settled =
+            tokenvisor_test_support::wait::poll_until(SETTLE, Duration::from_millis(200), || {
+                last = self.running_on(live);
+                last.values().all(|on| on.len() == 1)
+            })
+            .await;
+        assert!(
+            settled,
+            "{what}: not every workload runs on exactly one instance of {live:?}: {last:?}"
+        );
+        last.into_iter().map(|(n, on)| (n, on[0])).collect()
+    }
+
+    /// Waits until every workload runs on exactly one of `live` and each of `live` runs
+    /// some; returns the owners.
+    async fn wait_spread(&self, what: &str, live: &[usize]) -> BTreeMap<String, usize> {
+        let mut on = BTreeMap::new();
+        let spread =
+            tokenvisor_test_support::wait::poll_until(SETTLE, Duration::from_millis(200), || {
+                on = self.running_on(live);
+                on.values().all(|v| v.len() == 1)
+                    && live.iter().all(|i| on.values().any(|v| v[0] == *i))
+            })
+            .await;
+        assert!(spread, "{what}: not spread over {live:?}: {on:?}");
+        self.wait_settled(what, live).await
+    }
+
+    /// Successful refreshes (200) of rotating grants the provider answered since `from_ms`.
+    fn rotations_since(&self, from_ms: u64) -> usize {
+        self.oidc
+            .log()
+            .iter()
+            .filter(|l| l.is_refresh_request() && l.t >= from_ms && l.status == Some(200))
+            .filter(|l| l.grant_type.as_deref() == Some("refresh_token"))
+            .count()
+    }
+
+    /// Waits until the provider rotated at least `n` more refresh tokens since `from_ms`.
+    async fn wait_rotations(&self, what: &str, from_ms: u64, n: usize) {
+        wait_until_within(what, SETTLE, || self.rotations_since(from_ms) >= n).await;
+    }
+
+    /// Grants the provider revoked (reuse detection firing: a rotated-away token presented).
+    fn reuse(&self) -> usize {
+        self.oidc.events("grant.revoked").len()
+    }
+
+    /// Answers `invalid_grant` to a refresh since the start.
+    fn invalid_grants(&self) -> usize {
+        self.oidc
+            .log()
+            .iter()
+            .filter(|l| l.is_refresh_request() && l.t >= self.started_ms)
+            .filter(|l| l.error.as_deref() == Some("invalid_grant"))
+            .count()
+    }
+}
+
+fn by_owner(owners: &BTreeMap<String, usize>) -> BTreeMap<usize, usize> {
+    let mut n = BTreeMap::new();
+    for i in owners.values() {
+        *n.entry(*i).or_insert(0) += 1;
+    }
+    n
+}
+
+/// The last 40 lines of a log.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to `pid` with kill(1).
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// (1) and (2): three instances share 24 rotating workloads, each on exactly one, with no
+/// reuse; `kill -9` of one: its workloads run on the others again (the failover time is
+/// printed: target `lease_ttl` + 5 s), still with no reuse and no grant lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_share_rotating_grants_and_survive_a_kill_9() {
+    let fleet = Fleet::start(4, 24, 0).await;
+    let mut daemons = Vec::new();
+    for i in 0..3 {
+        daemons.push(Some(fleet.spawn(i).await));
+    }
+    let owners = fleet.wait_spread("three instances", &[0, 1, 2]).await;
+    let spread = by_owner(&owners);
+    println!("cluster run: 24 workloads over 3 instances: {spread:?}");
+    let t = now_ms();
+    fleet.wait_rotations("two rotations each", t, 48).await;
+    assert_eq!(
+        fleet.reuse(),
+        0,
+        "the provider saw a rotated refresh token reused"
+    );
+    fleet.wait_settled("after rotating", &[0, 1, 2]).await;
+
+    // kill -9 the instance owning the most workloads.
+    let victim = spread
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map_or(0, |(i, _)| *i);
+    let theirs: Vec<String> = owners
+        .iter()
+        .filter(|(_, i)| **i == victim)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let killed = tokio::time::Instant::now();
+    let killed_ms = now_ms();
+    daemons[victim].take().expect("running").kill9();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    wait_until_within(
+        "the killed instance's workloads running elsewhere",
+        SETTLE,
+        || {
+            let on = fleet.running_on(&survivors);
+            theirs.iter().all(|n| {
+                on.get(n).is_some_and(|v| !v.is_empty())
+                    && survivors.iter().any(|&i| {
+                        read_status(&fleet.status_dir(i), n).is_some_and(|r| {
+                            r.status == WorkloadStatus::Running
+                                && r.updated_at.to_system_time()
+                                    >= std::time::UNIX_EPOCH + Duration::from_millis(killed_ms)
+                        })
+                    })
+            })
+        },
+    )
+    .await;
+    let failover = killed.elapsed();
+    println!(
+        "cluster run: failover of {} workloads after kill -9: {:.1} s (lease_ttl {LEASE_TTL} s; target {} s)",
+        theirs.len(),
+        failover.as_secs_f64(),
+        LEASE_TTL + 5
+    );
+    fleet.wait_settled("two survivors", &survivors).await;
+    let t = now_ms();
+    fleet.wait_rotations("two more rotations each", t, 48).await;
+    let after = fleet
+        .wait_settled("two survivors, rotating", &survivors)
+        .await;
+    assert_eq!(
+        fleet.reuse(),
+        0,
+        "the provider saw a rotated refresh token reused"
+    );
+    println!(
+        "cluster run: after the failover {:?}; invalid_grant answers {}",
+        by_owner(&after),
+        fleet.invalid_grants()
+    );
+}
+
+/// (3) A zombie: an instance paused (SIGSTOP) until its workloads run on the other one (its
+/// lease expired on the server), then resumed (SIGCONT). It sends nothing with the tokens it
+/// held (no reuse), its writes are refused (fence or lost lease), it joins again, and the
+/// workloads spread over both again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_instance_resumes_as_a_zombie_that_sends_and_writes_nothing() {
+    let fleet = Fleet::start(4, 12, 0).await;
+    let a = fleet.spawn(0).await;
+    let b = fleet.spawn(1).await;
+    let owners = fleet.wait_spread("two instances", &[0, 1]).await;
+    let t = now_ms();
+    fleet.wait_rotations("a rotation each", t, 12).await;
+    let owners_b: Vec<String> = owners
+        .iter()
+        .filter(|(_, i)| **i == 1)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert!(!owners_b.is_empty(), "instance 1 owns some of {owners:?}");
+
+    signal(b.pid(), "-STOP");
+    let paused_ms = now_ms();
+    // Held until its lease has expired and the other instance runs its workloads.
+    wait_until_within(
+        "the paused instance's workloads running on the other",
+        SETTLE,
+        || {
+            owners_b.iter().all(|n| {
+                read_status(&fleet.status_dir(0), n).is_some_and(|r| {
+                    r.status == WorkloadStatus::Running
+                        && r.updated_at.to_system_time()
+                            >= std::time::UNIX_EPOCH + Duration::from_millis(paused_ms)
+                })
+            })
+        },
+    )
+    .await;
+    signal(b.pid(), "-CONT");
+    wait_until_within("the zombie learns its lease is gone", SETTLE, || {
+        b.log_plain().contains("the cluster lease was lost")
+    })
+    .await;
+    wait_until_within("the zombie joins again", SETTLE, || {
+        b.log_count("joined the cluster") >= 2
+    })
+    .await;
+    let t = now_ms();
+    fleet
+        .wait_rotations("a rotation each after the zombie", t, 12)
+        .await;
+    let after = fleet.wait_settled("both again", &[0, 1]).await;
+    let refused = b.log_count("refused by the fence");
+    println!(
+        "cluster run: zombie: {} workloads; fence rejections logged {refused}; after: {:?}; \
+         reuse {}",
+        owners_b.len(),
+        by_owner(&after),
+        fleet.reuse()
+    );
+    assert_eq!(
+        fleet.reuse(),
+        0,
+        "the zombie presented a rotated-away refresh token"
+    );
+    assert!(
+        !b.log_plain().contains("rotated refresh token not durable"),
+        "the zombie rotated a token it could not write"
+    );
+    drop(a);
+}
+
+/// (4) etcd unavailable (every member paused): rotating grants are not refreshed without a
+/// fenced write (`auth_retrying`, the reason in the status context), client_credentials grants
+/// keep refreshing; when etcd returns everything recovers, with no reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_etcd_down_rotating_grants_wait_and_client_credentials_go_on() {
+    let fleet = Fleet::start(4, 6, 2).await;
+    let a = fleet.spawn(0).await;
+    let b = fleet.spawn(1).await;
+    fleet.wait_spread("two instances", &[0, 1]).await;
+    let pids: Vec<u32> = (0..3).filter_map(|i| fleet.etcd.pid(i)).collect();
+    for pid in &pids {
+        signal(*pid, "-STOP");
+    }
+    let down_ms = now_ms();
+    let rotating: Vec<&Workload> = fleet
+        .workloads
+        .iter()
+        .filter(|w| w.refresh_token.is_some())
+        .collect();
+    let waiting =
+        tokenvisor_test_support::wait::poll_until(SETTLE, Duration::from_millis(200), || {
+            rotating.iter().any(|w| {
+                (0..2).any(|i| {
+                    read_status(&fleet.status_dir(i), &w.name).is_some_and(|r| {
+                        r.status == WorkloadStatus::AuthRetrying
+                            && r.status_context.contains("fenced write")
+                    })
+                })
+            })
+        })
+        .await;
+    if !waiting {
+        let statuses: Vec<String> = rotating
+            .iter()
+            .flat_map(|w| {
+                (0..2).filter_map(|i| {
+                    read_status(&fleet.status_dir(i), &w.name)
+                        .map(|r| format!("{} on {i}: {:?} {}", w.name, r.status, r.status_context))
+                })
+            })
+            .collect();
+        panic!(
+            "no rotating grant waiting for etcd with the reason in its status: {statuses:#?}\n\
+             instance 0: {}\ninstance 1: {}",
+            tail(&a.log_plain()),
+            tail(&b.log_plain())
+        );
+    }
+    let cc_refreshes = |from: u64| {
+        fleet
+            .oidc
+            .log()
+            .iter()
+            .filter(|l| l.t >= from && l.status == Some(200))
+            .filter(|l| l.grant_type.as_deref() == Some("client_credentials"))
+            .count()
+    };
+    wait_until_within(
+        "client_credentials refreshing with etcd down",
+        SETTLE,
+        || cc_refreshes(down_ms) >= 4,
+    )
+    .await;
+    let rotated_while_down = fleet.rotations_since(down_ms + 2_000);
+    for pid in &pids {
+        signal(*pid, "-CONT");
+    }
+    let up_ms = now_ms();
+    wait_until_within(
+        "every rotating grant refreshed after etcd returned",
+        SETTLE,
+        || {
+            rotating.iter().all(|w| {
+                (0..2).any(|i| {
+                    read_status(&fleet.status_dir(i), &w.name).is_some_and(|r| {
+                        r.status == WorkloadStatus::Running
+                            && r.updated_at.to_system_time()
+                                >= std::time::UNIX_EPOCH + Duration::from_millis(up_ms)
+                    })
+                })
+            })
+        },
+    )
+    .await;
+    fleet.wait_settled("recovered", &[0, 1]).await;
+    println!(
+        "cluster run: etcd down: rotations while down (after the first 2 s) {rotated_while_down}, \
+         client_credentials refreshes {}",
+        cc_refreshes(down_ms)
+    );
+    assert_eq!(
+        fleet.reuse(),
+        0,
+        "the provider saw a rotated refresh token reused"
+    );
+}

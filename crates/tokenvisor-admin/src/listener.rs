@@ -168,7 +168,8 @@ impl Prepared {
 
     /// Serves the admin API over `runtime` in a task of its own, with the connection
     /// limits above; `metrics` is the handle of [`install_metrics_recorder`] (`None`:
-    /// `/metrics` answers 404). Call inside a tokio runtime.
+    /// `/metrics` answers 404). In cluster mode the runtime's cluster view
+    /// (`Runtime::cluster_view`) is served too. Call inside a tokio runtime.
     ///
     /// [`install_metrics_recorder`]: crate::install_metrics_recorder
     pub fn serve(self, runtime: Runtime, metrics: Option<PrometheusHandle>) -> Serving {
@@ -176,7 +177,11 @@ impl Prepared {
             addr: self.local,
             token_file: self.token.path.clone(),
         };
+        let view = runtime.cluster_view();
         let state = AdminState::new(runtime, self.token.secret, self.local, metrics);
+        if let Some(view) = view {
+            state.set_cluster_view(view);
+        }
         tokio::spawn(accept_loop(
             self.listener,
             router(state),

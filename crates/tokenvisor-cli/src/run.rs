@@ -215,7 +215,10 @@ async fn daemon(path: PathBuf, cfg: Config, set_log_level: SetLogLevel) -> anyho
             .state_dir
             .clone()
             .unwrap_or_else(|| cfg.service.status_dir.clone());
-        let settings = tokenvisor::ClusterSettings::from_config(cluster, &identity);
+        let mut settings = tokenvisor::ClusterSettings::from_config(cluster, &identity);
+        // Published in the member key, where the other instances' token route redirects.
+        settings.options.admin =
+            (admin_listener.as_ref()).map(|l| format!("http://{}", l.local_addr()));
         tracing::info!(member = %settings.options.member, shards = settings.shards.get(), "cluster mode: joining");
         runtime_config.cluster = Some(settings);
     }

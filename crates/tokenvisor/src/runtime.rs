@@ -803,6 +803,15 @@ impl Runtime {
         self.cluster.as_ref().map(|(link, _)| link)
     }
 
+    /// The cluster as the admin API serves it (`None` in one-process mode, and always in a
+    /// build without the `cluster` feature): the admin listener picks it up by itself.
+    pub fn cluster_view(&self) -> Option<Arc<dyn crate::ClusterView>> {
+        #[cfg(feature = "cluster")]
+        return self.cluster().map(crate::cluster::ClusterLink::view);
+        #[cfg(not(feature = "cluster"))]
+        None
+    }
+
     /// The runtime's clock.
     pub fn clock(&self) -> Clock {
         self.clock

@@ -247,6 +247,17 @@ impl ClusterLink {
         shard_of(name.as_str(), self.settings.shards)
     }
 
+    /// The settings it runs with.
+    pub(crate) fn settings(&self) -> &ClusterSettings {
+        &self.settings
+    }
+
+    /// The cluster as the admin API shows it (every workload with its owner, the members'
+    /// admin URLs, the lease's health), read through the store in use at each call.
+    pub fn view(self: &Arc<Self>) -> Arc<dyn crate::ClusterView> {
+        Arc::new(super::view::EtcdView::of_link(self))
+    }
+
     /// This instance's member id.
     pub fn member(&self) -> &str {
         &self.settings.options.member
@@ -726,7 +737,8 @@ enum Written {
 fn local_token(creds: &CredentialStore) -> Option<Secret> {
     match creds.snapshot().grant {
         Grant::RefreshToken(t) => Some(t),
-        Grant::ClientCredentials => None,
+        // Stateless grants: nothing rotates, nothing to keep in etcd.
+        Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_) => None,
     }
 }
 
@@ -752,6 +764,7 @@ mod tests {
                 ca_file: None,
                 client_cert: None,
                 auth: None,
+                admin: None,
             },
             shards: NonZeroU32::new(8).expect("non-zero"),
             status_interval: Duration::from_secs(1),

@@ -42,6 +42,10 @@ pub struct ClusterOptions {
     pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// etcd user and password.
     pub auth: Option<(String, Secret)>,
+    /// Where this member's admin API is reached (`http://127.0.0.1:PORT`), published in its
+    /// member key at every connect (the cluster's token route redirects there); `None`: not
+    /// published.
+    pub admin: Option<String>,
 }
 
 impl ClusterOptions {
@@ -60,6 +64,7 @@ impl ClusterOptions {
             ca_file: cfg.ca_file.clone(),
             client_cert: cfg.client_cert.clone(),
             auth: cfg.auth.clone(),
+            admin: None,
         }
     }
 }
@@ -270,7 +275,10 @@ impl ClusterStore {
                 .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(
                     key.as_str(),
-                    opts.member.as_str(),
+                    match &opts.admin {
+                        Some(admin) => member_value(&opts.member, Some(admin)),
+                        None => opts.member.clone(),
+                    },
                     Some(PutOptions::new().with_lease(lease_id)),
                 )]);
             let answer = client

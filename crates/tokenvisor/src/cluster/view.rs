@@ -44,9 +44,17 @@ pub const MAX_RECORDS: usize = 250_000;
 /// count is at most 65,536).
 const MAX_KEYS: usize = 100_000;
 
+/// Where a view finds its store: one store (tests, an embedder's own), or the runtime's
+/// link, whose store is replaced when it connects again with a new lease.
+enum Source {
+    Fixed(Arc<ClusterStore>),
+    Link(Arc<super::ClusterLink>),
+}
+
 /// The cluster view of one instance, on its store.
 pub struct EtcdView {
-    store: Arc<ClusterStore>,
+    source: Source,
+    member: String,
     shards: NonZeroU32,
     lease_ttl: Duration,
     owned: watch::Receiver<BTreeSet<ShardId>>,
@@ -57,7 +65,7 @@ pub struct EtcdView {
 impl std::fmt::Debug for EtcdView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdView")
-            .field("member", &self.store.member())
+            .field("member", &self.member)
             .field("shards", &self.shards)
             .finish_non_exhaustive()
     }
@@ -89,11 +97,35 @@ impl EtcdView {
         owned: watch::Receiver<BTreeSet<ShardId>>,
     ) -> Self {
         EtcdView {
-            store,
+            member: store.member().to_owned(),
+            source: Source::Fixed(store),
             shards,
             lease_ttl,
             owned,
             max_records: MAX_RECORDS,
+        }
+    }
+
+    /// The view of the runtime's `link` (its store as it is now, its active shards).
+    pub(crate) fn of_link(link: &Arc<super::ClusterLink>) -> Self {
+        EtcdView {
+            member: link.member().to_owned(),
+            shards: link.settings().shards,
+            lease_ttl: link.settings().options.lease_ttl,
+            owned: link.active(),
+            source: Source::Link(link.clone()),
+            max_records: MAX_RECORDS,
+        }
+    }
+
+    /// The store in use; an error while the link is (re)connecting.
+    fn store(&self) -> Result<Arc<ClusterStore>, ClusterError> {
+        match &self.source {
+            Source::Fixed(store) => Ok(store.clone()),
+            Source::Link(link) => link.store().ok_or_else(|| ClusterError::Etcd {
+                op: "connect",
+                detail: "connecting to etcd (no lease yet)".to_owned(),
+            }),
         }
     }
 
@@ -108,6 +140,7 @@ impl EtcdView {
     /// whether more were left. Returns the revision read at.
     async fn read_dir(
         &self,
+        store: &ClusterStore,
         dir: &str,
         revision: i64,
         max: usize,
@@ -121,8 +154,7 @@ impl EtcdView {
                 entries,
                 more,
                 revision: read_at,
-            } = self
-                .store
+            } = store
                 .range_page(dir, after.as_deref(), revision, room)
                 .await?;
             revision = read_at;
@@ -138,9 +170,13 @@ impl EtcdView {
     }
 
     async fn read_snapshot(&self, names: &[WorkloadName]) -> Result<ClusterSnapshot, ClusterError> {
-        let (records, truncated, revision) = self.read_dir("status/", 0, self.max_records).await?;
-        let (members, _, _) = self.read_dir("members/", revision, MAX_KEYS).await?;
-        let (holders, _, _) = self.read_dir("shards/", revision, MAX_KEYS).await?;
+        let store = self.store()?;
+        let (records, truncated, revision) =
+            (self.read_dir(&store, "status/", 0, self.max_records)).await?;
+        let (members, _, _) = self
+            .read_dir(&store, "members/", revision, MAX_KEYS)
+            .await?;
+        let (holders, _, _) = self.read_dir(&store, "shards/", revision, MAX_KEYS).await?;
         let holders: BTreeMap<ShardId, String> = holders
             .into_iter()
             .filter_map(|(key, value, _)| Some((key.parse().ok()?, String::from_utf8(value).ok()?)))
@@ -170,7 +206,7 @@ impl EtcdView {
             })
             .collect();
         Ok(ClusterSnapshot {
-            member: self.store.member().to_owned(),
+            member: self.member.clone(),
             members: members
                 .iter()
                 .map(|(key, value, _)| member_of(key, value))
@@ -182,18 +218,16 @@ impl EtcdView {
 
     async fn read_owner(&self, name: &WorkloadName) -> Result<Owner, ClusterError> {
         let shard = shard_of(name.as_str(), self.shards);
-        let Some((holder, lease)) = self
-            .store
-            .get_value("shards/", &format!("{shard:05}"))
-            .await?
+        let store = self.store()?;
+        let Some((holder, lease)) = store.get_value("shards/", &format!("{shard:05}")).await?
         else {
             return Ok(Owner::Nobody { shard });
         };
-        if lease == self.store.lease_id() {
+        if lease == store.lease_id() {
             return Ok(Owner::Me);
         }
         let id = String::from_utf8_lossy(&holder).into_owned();
-        let member = match self.store.get_value("members/", &id).await? {
+        let member = match store.get_value("members/", &id).await? {
             Some((value, _)) => member_of(&id, &value),
             None => ClusterMember { id, admin: None },
         };
@@ -217,19 +251,24 @@ impl ClusterView for EtcdView {
     }
 
     fn health(&self) -> ClusterHealth {
-        let state = self.store.lease();
-        let now = self.store.clock().now();
-        let lease = match (state.lost, state.confirmed_until) {
-            (true, _) => LeaseHealth::Lost,
-            (false, None) => LeaseHealth::Unconfirmed,
-            (false, Some(until)) => LeaseHealth::Confirmed { until },
-        };
-        let etcd_connected = match lease {
-            LeaseHealth::Confirmed { until } => until > now.plus(self.lease_ttl / 2),
-            LeaseHealth::Unconfirmed | LeaseHealth::Lost => false,
+        let (lease, etcd_connected) = match self.store() {
+            Ok(store) => {
+                let (state, now) = (store.lease(), store.clock().now());
+                let lease = match (state.lost, state.confirmed_until) {
+                    (true, _) => LeaseHealth::Lost,
+                    (false, None) => LeaseHealth::Unconfirmed,
+                    (false, Some(until)) => LeaseHealth::Confirmed { until },
+                };
+                let connected = match lease {
+                    LeaseHealth::Confirmed { until } => until > now.plus(self.lease_ttl / 2),
+                    LeaseHealth::Unconfirmed | LeaseHealth::Lost => false,
+                };
+                (lease, connected)
+            }
+            Err(_) => (LeaseHealth::Unconfirmed, false),
         };
         ClusterHealth {
-            member: self.store.member().to_owned(),
+            member: self.member.clone(),
             lease,
             lease_ttl: self.lease_ttl,
             etcd_connected,
@@ -238,7 +277,7 @@ impl ClusterView for EtcdView {
     }
 
     fn counters(&self) -> ClusterCounters {
-        let stats = self.store.stats();
+        let stats = self.store().map(|s| s.stats()).unwrap_or_default();
         ClusterCounters {
             shards_owned: self.owned.borrow().len() as u64,
             acquired: stats.claims,

@@ -32,6 +32,7 @@ fn options(etcd: &EtcdCluster, member: &str, ttl_secs: u64) -> ClusterOptions {
         ca_file: None,
         client_cert: None,
         auth: None,
+        admin: None,
     }
 }
 
@@ -442,6 +443,7 @@ async fn an_unreadable_tls_file_is_an_error_naming_it() {
         ca_file: Some("/nonexistent/ca.pem".into()),
         client_cert: None,
         auth: None,
+        admin: None,
     };
     let err = ClusterStore::connect(&opts, Clock::new())
         .await

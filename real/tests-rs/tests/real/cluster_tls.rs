@@ -44,6 +44,7 @@ fn options(endpoints: Vec<String>, member: &str) -> ClusterOptions {
         ca_file: None,
         client_cert: None,
         auth: None,
+        admin: None,
     }
 }
 

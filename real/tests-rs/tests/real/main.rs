@@ -44,8 +44,8 @@ use tokenvisor_real::{components, endpoint, harness, nginx, oidc};
 
 mod client_auth;
 mod cluster;
-mod cluster_tls;
 mod cluster_run;
+mod cluster_tls;
 mod crash_loop;
 mod daemon;
 mod dashboard;

@@ -124,9 +124,16 @@ impl Fleet {
         let dir = self.dir(i);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut c = ConfigFile::new(&self.status_dir(i));
+        // One admin token for every instance: the token route redirects between them.
+        let token = self.work.path().join("admin.token");
+        if !token.exists() {
+            std::fs::write(&token, "cluster-admin-token-0123456789\n")
+                .unwrap_or_else(|e| panic!("{}: {e}", token.display()));
+        }
         c.service
             .str("state_dir", dir.join("state").to_string_lossy())
-            .str("admin_listen", "off");
+            .str("admin_listen", "127.0.0.1:0")
+            .str("admin_token_file", token.to_string_lossy());
         // The attempt's backstop (1 + 1 + 5 s, + 2 s for etcd) fits two thirds of the lease.
         c.defaults
             .str("request_timeout", "1s")
@@ -295,6 +302,102 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// The daemons' cluster surfaces: any instance lists every workload with its owner (the
+/// instance whose status file says `running`), and its token route serves what it owns and
+/// redirects to the owner's admin API for the rest.
+async fn check_surfaces(daemons: &[Option<Daemon>], owners: &BTreeMap<String, usize>) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"));
+    let live: Vec<(usize, &Daemon)> = (daemons.iter().enumerate())
+        .filter_map(|(i, d)| Some((i, d.as_ref()?)))
+        .collect();
+    for &(i, d) in &live {
+        let token = d.admin_token();
+        let get = |path: String| {
+            client
+                .get(format!("{}{path}", d.admin_url()))
+                .bearer_auth(&token)
+                .send()
+        };
+        let body = get("/v1/workloads".to_owned())
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("instance {i}: /v1/workloads: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("instance {i}: /v1/workloads: {e}"));
+        let list: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("instance {i}: /v1/workloads: {e}: {body}"));
+        let shown: BTreeMap<String, String> = (list.as_array().expect("a list").iter())
+            .map(|w| {
+                (
+                    w["name"].as_str().unwrap_or_default().to_owned(),
+                    w["owner"].as_str().unwrap_or("none").to_owned(),
+                )
+            })
+            .collect();
+        let expected: BTreeMap<String, String> = (owners.iter())
+            .map(|(n, o)| (n.clone(), format!("member-{o}")))
+            .collect();
+        assert_eq!(
+            shown, expected,
+            "instance {i}'s listing: every workload with its owner"
+        );
+        // `tokenvisor status --cluster` prints the same through this instance.
+        let out = std::process::Command::new(tokenvisor_cluster_bin())
+            .args(["status", "--cluster", "--json", "--admin", &d.admin_url()])
+            .arg("--admin-token-file")
+            .arg(
+                d.admin_token_file
+                    .as_deref()
+                    .expect("the ready line names it"),
+            )
+            .output()
+            .unwrap_or_else(|e| panic!("status --cluster: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "status --cluster through instance {i}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (name, owner) in &expected {
+            assert!(
+                text.contains(name.as_str()) && text.contains(owner.as_str()),
+                "status --cluster shows {name} on {owner}: {text}"
+            );
+        }
+        for (name, &owner) in owners {
+            let answer = get(format!("/v1/workloads/{name}/token"))
+                .await
+                .unwrap_or_else(|e| panic!("instance {i}: token of {name}: {e}"));
+            let status = answer.status().as_u16();
+            match owner == i {
+                true => assert_eq!(status, 200, "instance {i} serves its own {name}"),
+                false => {
+                    let to = answer
+                        .headers()
+                        .get("location")
+                        .and_then(|l| l.to_str().ok());
+                    let owner_url = live
+                        .iter()
+                        .find(|(j, _)| *j == owner)
+                        .map(|(_, d)| d.admin_url());
+                    assert_eq!(status, 307, "instance {i} redirects {name} to its owner");
+                    assert_eq!(
+                        to.map(str::to_owned),
+                        owner_url.map(|u| format!("{u}/v1/workloads/{name}/token")),
+                        "the redirect names the owner's admin API"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// (1) and (2): three instances share 24 rotating workloads, each on exactly one, with no
 /// reuse; `kill -9` of one: its workloads run on the others again (the failover time is
 /// printed: target `lease_ttl` + 5 s), still with no reuse and no grant lost.
@@ -315,7 +418,8 @@ async fn three_instances_share_rotating_grants_and_survive_a_kill_9() {
         0,
         "the provider saw a rotated refresh token reused"
     );
-    fleet.wait_settled("after rotating", &[0, 1, 2]).await;
+    let settled = fleet.wait_settled("after rotating", &[0, 1, 2]).await;
+    check_surfaces(&daemons, &settled).await;
 
     // kill -9 the instance owning the most workloads.
     let victim = spread

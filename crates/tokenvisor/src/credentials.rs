@@ -582,8 +582,8 @@ impl CredentialStore {
     /// journal, committed (waiting for the commit). Returns the outcome so far
     /// ([`RotateOutcome::Stored`] or [`RotateOutcome::NotDurable`], or `Stale`) and the
     /// write-back to the refresh-token file still to do ([`CredentialStore::write_back`]):
-    /// an attempt releases its endpoint permit in between, since the journal already holds
-    /// the token (the file is the operator's view of it).
+    /// an attempt does it after the commit, since the journal already holds the token (the
+    /// file is the operator's view of it); its endpoint permit it released before this.
     pub async fn rotate(
         &self,
         generation: u64,
@@ -668,16 +668,17 @@ impl CredentialStore {
         patch: Patch,
     ) -> Result<(), String> {
         let name = self.workload.clone();
-        let answer = persistence
-            .call(
-                |reply| PersistenceMsg::Commit {
-                    name,
-                    patch: Box::new(patch),
-                    reply,
-                },
-                Some(COMMIT_WAIT),
-            )
-            .await;
+        // Through the persistence actor's lane: never behind the status updates it queued.
+        let answer = crate::persistence::call_first(
+            persistence,
+            |reply| PersistenceMsg::Commit {
+                name,
+                patch: Box::new(patch),
+                reply,
+            },
+            COMMIT_WAIT,
+        )
+        .await;
         self.settle(answer)
     }
 
@@ -733,12 +734,12 @@ impl CredentialStore {
             // The earlier commit's fate is unknown: commit the credential again.
             return self.commit(persistence, self.journal_patch(None)).await;
         } else {
-            persistence
-                .call(
-                    |reply| PersistenceMsg::WaitDurable { name, seq, reply },
-                    Some(COMMIT_WAIT),
-                )
-                .await
+            crate::persistence::call_first(
+                persistence,
+                |reply| PersistenceMsg::WaitDurable { name, seq, reply },
+                COMMIT_WAIT,
+            )
+            .await
         };
         self.settle(answer)
     }

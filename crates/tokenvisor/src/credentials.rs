@@ -668,17 +668,16 @@ impl CredentialStore {
         patch: Patch,
     ) -> Result<(), String> {
         let name = self.workload.clone();
-        // Through the persistence actor's lane: never behind the status updates it queued.
-        let answer = crate::persistence::call_first(
-            persistence,
-            |reply| PersistenceMsg::Commit {
-                name,
-                patch: Box::new(patch),
-                reply,
-            },
-            COMMIT_WAIT,
-        )
-        .await;
+        let answer = persistence
+            .call(
+                |reply| PersistenceMsg::Commit {
+                    name,
+                    patch: Box::new(patch),
+                    reply,
+                },
+                Some(COMMIT_WAIT),
+            )
+            .await;
         self.settle(answer)
     }
 
@@ -734,12 +733,12 @@ impl CredentialStore {
             // The earlier commit's fate is unknown: commit the credential again.
             return self.commit(persistence, self.journal_patch(None)).await;
         } else {
-            crate::persistence::call_first(
-                persistence,
-                |reply| PersistenceMsg::WaitDurable { name, seq, reply },
-                COMMIT_WAIT,
-            )
-            .await
+            persistence
+                .call(
+                    |reply| PersistenceMsg::WaitDurable { name, seq, reply },
+                    Some(COMMIT_WAIT),
+                )
+                .await
         };
         self.settle(answer)
     }

@@ -25,15 +25,6 @@
 //!   pending ([`FlushReport`]), including those whose rotated refresh token is not durable
 //!   ([`FlushReport::credentials_not_saved`]: a shutdown exits non-zero naming them).
 //!
-//! ## The lane
-//! The mailbox is FIFO, and 100,000 workloads changing state keep tens of thousands of
-//! status updates in it. A commit a refresh waits for ([`PersistenceMsg::Commit`],
-//! [`PersistenceMsg::WaitDurable`], sent with `call_first`) and a journal job's completion
-//! go through a lane instead: pushed there, with a [`PersistenceMsg::Kick`] cast, and
-//! drained before every message the actor handles. So a commit enters the write queue, and
-//! the next transaction starts, at the next message, not once every update queued before it
-//! is handled. Per-workload order is the write queue's, not the mailbox's.
-//!
 //! ## Files locked by ToolHive
 //! A status file whose `<name>.lock` is held is *deferred*, not failed: it is tried again
 //! every [`LOCK_POLL`] until the lock has been held for [`LOCK_PATIENCE`], then every
@@ -217,8 +208,6 @@ pub enum PersistenceMsg {
     JobDone(Box<JobResult>),
     /// Internal: time to retry, to write deferred files, or to time out flushes.
     Wake,
-    /// Internal: something waits in the lane ([`call_first`]); every message drains it first.
-    Kick,
     /// Internal: the deadline of the flush with this id passed.
     FlushDeadline(u64),
     /// Fault injection: while true, every commit fails as on a full disk.
@@ -228,9 +217,6 @@ pub enum PersistenceMsg {
     /// commits stay pending until it is false again.
     #[cfg(any(test, feature = "test-util"))]
     InjectStall(bool),
-    /// Test only: the actor handles nothing else until this resolves (messages queue up).
-    #[cfg(test)]
-    Pause(tokio::sync::oneshot::Receiver<()>),
 }
 
 /// Internal: what a blocking job did.
@@ -311,8 +297,6 @@ pub struct PersistState {
     inject_failures: bool,
     /// Fault injection: start no journal job.
     inject_stall: bool,
-    /// Messages handled before the mailbox's next one (commits, finished jobs).
-    lane: Arc<Lane>,
 }
 
 /// A `send_after` timer task (dropping it does not cancel it; `abort` does).
@@ -347,9 +331,7 @@ impl Actor for PersistenceActor {
         _myself: ActorRef<Self::Msg>,
         args: PersistenceArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let state = PersistState::new(args);
-        lanes().insert(_myself.get_id(), Arc::clone(&state.lane));
-        Ok(state)
+        Ok(PersistState::new(args))
     }
 
     async fn handle(
@@ -358,12 +340,30 @@ impl Actor for PersistenceActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // The lane goes first: a commit a refresh waits for, and a finished job, never queue
-        // behind the status updates already in the mailbox.
-        for first in state.lane.take() {
-            state.on_msg(&myself, first).await;
+        match msg {
+            PersistenceMsg::Update { name, patch, file } => {
+                state.submit(name, *patch, file);
+            }
+            PersistenceMsg::Commit { name, patch, reply } => {
+                let seq = state.submit(name.clone(), *patch, FileWrite::None);
+                state.credentials.insert(name.clone(), seq);
+                state.wait_durable(name, seq, reply);
+            }
+            PersistenceMsg::WaitDurable { name, seq, reply } => {
+                // Retry now rather than at the backoff: a refresh is waiting.
+                state.wait_durable(name, seq, reply);
+            }
+            PersistenceMsg::Flush { deadline, reply } => state.on_flush(&myself, deadline, reply),
+            PersistenceMsg::JobDone(result) => state.on_job_done(*result),
+            PersistenceMsg::Wake => {
+                state.wake = None;
+            }
+            PersistenceMsg::FlushDeadline(id) => state.on_flush_deadline(id),
+            #[cfg(any(test, feature = "test-util"))]
+            PersistenceMsg::InjectFailures(on) => state.inject_failures = on,
+            #[cfg(any(test, feature = "test-util"))]
+            PersistenceMsg::InjectStall(on) => state.inject_stall = on,
         }
-        state.on_msg(&myself, msg).await;
         state.pump(&myself);
         Ok(())
     }
@@ -373,9 +373,6 @@ impl Actor for PersistenceActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        lanes().remove(&_myself.get_id());
-        // Callers waiting in the lane hear that nothing will answer (their reply dropped).
-        drop(state.lane.take());
         if let Some((_, timer)) = state.wake.take() {
             timer.abort();
         }
@@ -409,39 +406,6 @@ impl Actor for PersistenceActor {
 }
 
 impl PersistState {
-    async fn on_msg(&mut self, myself: &ActorRef<PersistenceMsg>, msg: PersistenceMsg) {
-        match msg {
-            PersistenceMsg::Update { name, patch, file } => {
-                self.submit(name, *patch, file);
-            }
-            PersistenceMsg::Commit { name, patch, reply } => {
-                let seq = self.submit(name.clone(), *patch, FileWrite::None);
-                self.credentials.insert(name.clone(), seq);
-                self.wait_durable(name, seq, reply);
-            }
-            PersistenceMsg::WaitDurable { name, seq, reply } => {
-                // Retry now rather than at the backoff: a refresh is waiting.
-                self.wait_durable(name, seq, reply);
-            }
-            PersistenceMsg::Flush { deadline, reply } => self.on_flush(myself, deadline, reply),
-            PersistenceMsg::JobDone(result) => self.on_job_done(*result),
-            PersistenceMsg::Wake => {
-                self.wake = None;
-            }
-            // Only makes the actor drain its lane (done before every message).
-            PersistenceMsg::Kick => {}
-            PersistenceMsg::FlushDeadline(id) => self.on_flush_deadline(id),
-            #[cfg(any(test, feature = "test-util"))]
-            PersistenceMsg::InjectFailures(on) => self.inject_failures = on,
-            #[cfg(any(test, feature = "test-util"))]
-            PersistenceMsg::InjectStall(on) => self.inject_stall = on,
-            #[cfg(test)]
-            PersistenceMsg::Pause(until) => {
-                let _ = until.await;
-            }
-        }
-    }
-
     fn new(args: PersistenceArgs) -> Self {
         let PersistenceArgs {
             config,
@@ -473,7 +437,6 @@ impl PersistState {
             file_failures: 0,
             inject_failures: false,
             inject_stall: false,
-            lane: Arc::new(Lane::default()),
         }
     }
 
@@ -522,13 +485,9 @@ impl PersistState {
             let journal_dir = self.config.journal_dir.clone();
             let me = myself.clone();
             let fail = self.inject_failures;
-            let lane = Arc::clone(&self.lane);
             self.job = Some(tokio::task::spawn_blocking(move || {
                 let result = run_journal_job(&journal_dir, journal, batch, fail);
-                // Through the lane: the next batch (commits waiting) starts at the next
-                // message, not after every status update queued meanwhile.
-                lane.push(PersistenceMsg::JobDone(Box::new(result)));
-                if me.cast(PersistenceMsg::Kick).is_err() {
+                if me.cast(PersistenceMsg::JobDone(Box::new(result))).is_err() {
                     tracing::debug!("persistence actor gone before a job finished");
                 }
             }));
@@ -896,76 +855,6 @@ impl PersistState {
     }
 }
 
-/// Messages that go before the mailbox (module docs, "The lane").
-#[derive(Debug, Default)]
-struct Lane {
-    queue: std::sync::Mutex<Vec<PersistenceMsg>>,
-    /// Whether `queue` may hold something (read without the lock by every message).
-    nonempty: std::sync::atomic::AtomicBool,
-}
-
-impl Lane {
-    fn push(&self, msg: PersistenceMsg) {
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(msg);
-        self.nonempty.store(true, Ordering::Release);
-    }
-
-    /// Everything queued, oldest first.
-    fn take(&self) -> Vec<PersistenceMsg> {
-        if !self.nonempty.swap(false, Ordering::AcqRel) {
-            return Vec::new();
-        }
-        std::mem::take(
-            &mut *self
-                .queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-}
-
-/// The lane of each running persistence actor (one per runtime), by actor id.
-fn lanes() -> std::sync::MutexGuard<'static, HashMap<ractor::ActorId, Arc<Lane>>> {
-    static LANES: std::sync::OnceLock<std::sync::Mutex<HashMap<ractor::ActorId, Arc<Lane>>>> =
-        std::sync::OnceLock::new();
-    LANES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Like `ActorRef::call` with a timeout, but the message goes through the actor's lane:
-/// it is handled before the next message of the mailbox, however many status updates
-/// wait there (for a [`PersistenceMsg::Commit`] or [`PersistenceMsg::WaitDurable`] a refresh
-/// waits for). Falls back to the mailbox for an actor without a lane.
-///
-/// # Errors
-/// The actor is not running.
-pub(crate) async fn call_first(
-    actor: &ActorRef<PersistenceMsg>,
-    build: impl FnOnce(RpcReplyPort<Durability>) -> PersistenceMsg,
-    wait: Duration,
-) -> Result<ractor::rpc::CallResult<Durability>, MessagingErr<PersistenceMsg>> {
-    let (tx, rx) = ractor::concurrency::oneshot();
-    let msg = build((tx, wait).into());
-    let lane = lanes().get(&actor.get_id()).cloned();
-    match lane {
-        Some(lane) => {
-            lane.push(msg);
-            actor.cast(PersistenceMsg::Kick)?;
-        }
-        None => actor.cast(msg)?,
-    }
-    Ok(match tokio::time::timeout(wait, rx).await {
-        Ok(Ok(answer)) => ractor::rpc::CallResult::Success(answer),
-        Ok(Err(_)) => ractor::rpc::CallResult::SenderError,
-        Err(_) => ractor::rpc::CallResult::Timeout,
-    })
-}
-
 /// Runs on the blocking pool: opens the journal if needed and commits the batch in one
 /// transaction. Its status files are written by a file job once it committed.
 fn run_journal_job(
@@ -1099,83 +988,6 @@ fn write_view(dir: &Path, name: &WorkloadName, record: &StatusRecord) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::TokenHash;
-
-    fn patch(v: &str) -> Box<Patch> {
-        Box::new(Patch {
-            source_hash: Some(TokenHash::of(&tokenvisor_core::Secret::from(v))),
-            ..Patch::default()
-        })
-    }
-
-    /// A commit a refresh waits for goes through the lane: it is in the first transaction,
-    /// although a thousand status updates were in the mailbox before it. Through the
-    /// mailbox (FIFO) it was submitted after all of them, while the first transaction (the
-    /// first update's) ran, so it waited for a second one — which here never starts (the
-    /// journal stalls after the first), so the commit is never answered.
-    #[tokio::test]
-    async fn a_commit_goes_before_the_updates_queued_in_the_mailbox() {
-        let dir = tempfile::tempdir().unwrap();
-        let stats = Arc::new(PersistStats::default());
-        let (actor, handle) = Actor::spawn(
-            None,
-            PersistenceActor,
-            PersistenceArgs {
-                config: PersistenceConfig::new(dir.path()),
-                stats: Arc::clone(&stats),
-                journal: None,
-                clock: Clock::new(),
-            },
-        )
-        .await
-        .unwrap();
-        let (resume, paused) = tokio::sync::oneshot::channel();
-        actor.cast(PersistenceMsg::Pause(paused)).unwrap();
-        for i in 0..1000 {
-            if i == 1 {
-                // The first update's transaction starts; none after it.
-                actor.cast(PersistenceMsg::InjectStall(true)).unwrap();
-            }
-            let name = WorkloadName::new(&format!("u{i}")).unwrap();
-            actor
-                .cast(PersistenceMsg::Update {
-                    name,
-                    patch: patch("u"),
-                    file: FileWrite::None,
-                })
-                .unwrap();
-        }
-        let commit = call_first(
-            &actor,
-            |reply| PersistenceMsg::Commit {
-                name: WorkloadName::new("c").unwrap(),
-                patch: patch("c"),
-                reply,
-            },
-            Duration::from_secs(10),
-        );
-        tokio::pin!(commit);
-        // Polled once: the commit is sent (its `Kick` behind the updates) while the actor
-        // is still paused.
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(commit.as_mut().poll(cx)));
-        assert!(first.await.is_pending());
-        resume.send(()).unwrap();
-        let answer = commit.await.unwrap();
-        assert!(
-            matches!(
-                answer,
-                ractor::rpc::CallResult::Success(Durability::Durable)
-            ),
-            "{answer:?}"
-        );
-        assert_eq!(
-            stats.commits.load(Ordering::Relaxed),
-            1,
-            "durable with the first transaction"
-        );
-        actor.stop(None);
-        handle.await.unwrap();
-    }
 
     #[test]
     fn retry_delay_doubles_and_caps() {

@@ -16,7 +16,7 @@
 //!   previous one ran. At most one batch is in flight at a time (the journal has one writer),
 //!   so two writes of one workload are never in flight together and commits apply in order.
 //! - **A waited-for patch goes first.** A patch someone waits for ([`add_key_waiter`]: a
-//!   rotated refresh token whose attempt holds an endpoint permit until it is durable) jumps
+//!   rotated refresh token whose attempt holds its workload's owner until it is durable) jumps
 //!   the queue: the next batch takes it ahead of every other ready workload, and a batch that
 //!   holds such patches takes at most [`QueueConfig::urgent_fill`] others, so its commit is
 //!   quick. Without it, a backlog of status changes (100,000 workloads added at once) made

@@ -601,8 +601,8 @@ impl CredentialStore {
     /// journal, committed (waiting for the commit). Returns the outcome so far
     /// ([`RotateOutcome::Stored`] or [`RotateOutcome::NotDurable`], or `Stale`) and the
     /// write-back to the refresh-token file still to do ([`CredentialStore::write_back`]):
-    /// an attempt releases its endpoint permit in between, since the journal already holds
-    /// the token (the file is the operator's view of it).
+    /// an attempt does it after the commit, since the journal already holds the token (the
+    /// file is the operator's view of it); its endpoint permit it released before this.
     pub async fn rotate(
         &self,
         generation: u64,

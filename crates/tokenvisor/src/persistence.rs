@@ -213,6 +213,10 @@ pub enum PersistenceMsg {
     /// Fault injection: while true, every commit fails as on a full disk.
     #[cfg(any(test, feature = "test-util"))]
     InjectFailures(bool),
+    /// Fault injection: while true, no journal transaction starts (a disk that hangs):
+    /// commits stay pending until it is false again.
+    #[cfg(any(test, feature = "test-util"))]
+    InjectStall(bool),
 }
 
 /// Internal: what a blocking job did.
@@ -291,6 +295,8 @@ pub struct PersistState {
     file_failures: u32,
     /// Fault injection: fail every commit.
     inject_failures: bool,
+    /// Fault injection: start no journal job.
+    inject_stall: bool,
 }
 
 /// A `send_after` timer task (dropping it does not cancel it; `abort` does).
@@ -355,6 +361,8 @@ impl Actor for PersistenceActor {
             PersistenceMsg::FlushDeadline(id) => state.on_flush_deadline(id),
             #[cfg(any(test, feature = "test-util"))]
             PersistenceMsg::InjectFailures(on) => state.inject_failures = on,
+            #[cfg(any(test, feature = "test-util"))]
+            PersistenceMsg::InjectStall(on) => state.inject_stall = on,
         }
         state.pump(&myself);
         Ok(())
@@ -428,6 +436,7 @@ impl PersistState {
             last_error: None,
             file_failures: 0,
             inject_failures: false,
+            inject_stall: false,
         }
     }
 
@@ -469,6 +478,7 @@ impl PersistState {
         // Flush waiters the queue timed out are answered by our own deadline timers.
         let _ = self.queue.poll(now);
         if self.job.is_none()
+            && !self.inject_stall
             && let Some(batch) = self.queue.take_batch(now)
         {
             let journal = self.journal.take();

@@ -840,6 +840,13 @@ impl Runtime {
     pub fn inject_journal_failures(&self, on: bool) {
         let _ = self.persistence.cast(PersistenceMsg::InjectFailures(on));
     }
+
+    /// Fault injection for durability tests: while `on`, no state-journal commit starts (a
+    /// hung disk); pending commits go through once it is off again.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn inject_journal_stall(&self, on: bool) {
+        let _ = self.persistence.cast(PersistenceMsg::InjectStall(on));
+    }
 }
 
 /// A workload restarted by a reload presents the refresh token its old actor left (a

@@ -12,7 +12,8 @@
 //! it fails "not sent" rather than outlive its machine's deadline in a queue; a sporadic
 //! 429 holds only its own workload), then for its workload's owner lock
 //! ([`CredentialStore::owner`]), and sends only if the machine still wants it; it keeps the
-//! lock until a rotated refresh token is stored. A final answer for a refresh token that is
+//! lock until a rotated refresh token is stored (the endpoint permit is released as soon as
+//! a successful answer is in: it bounds requests at the provider, not commits). A final answer for a refresh token that is
 //! no longer the durable one is retried once with the durable one
 //! ([`CredentialStore::current_durable_refresh_token`]).
 //!
@@ -44,7 +45,7 @@ use tokenvisor_core::{
     AttemptId, ClassifyPolicy, Failure, FailureKind, Machine, Timestamp, Verdict, WorkloadName,
     WorkloadStatus, classify,
 };
-use tokio::sync::broadcast;
+use tokio::sync::{SemaphorePermit, broadcast};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
@@ -747,15 +748,19 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                     break verdict;
                 }
             };
-            // The permit is kept until a rotated refresh token is durable (in `send`): a
-            // refresh the provider has answered but whose new token is not on disk yet is
-            // still in flight, and a crash loses at most `endpoint_concurrency` of those per
-            // endpoint. It is also kept until a 429/503's hold is recorded, so the attempt
-            // queued next sees it.
+            // The permit bounds the requests at the provider, not our disk: `send` releases
+            // it once a successful answer is in and its feedback recorded, before the
+            // rotated refresh token's commit; the owner stays held until the token is
+            // durable, so the workload sends nothing more meanwhile. Any other answer keeps
+            // it until its 429/503 hold is recorded (the attempt queued next sees it) and
+            // through the retry of a final answer with the durable token.
             // The request phase runs in the workload's span (made here, not held while queued).
             let span = workload_span(&spec.name);
-            let (verdict, write_back) =
-                Box::pin(send(&deps, &gate, &creds, &spec, started).instrument(span.clone())).await;
+            let mut permit = Some(permit);
+            let (verdict, write_back) = Box::pin(
+                send(&deps, &gate, &mut permit, &creds, &spec, started).instrument(span.clone()),
+            )
+            .await;
             drop(permit);
             // The journal holds the rotated token: the operator's file is written after the
             // permit is released, and before the result is sent.
@@ -772,12 +777,14 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
 }
 
 /// One token request, with its endpoint permit and its workload's owner held: exchange,
-/// classify, record a `Retry-After` hold, store a rotated refresh token. A final answer to
+/// classify, record a `Retry-After` hold, store a rotated refresh token (the permit released
+/// once a success is in, the owner kept until the token is stored). A final answer to
 /// a refresh token that is no longer the durable one (rotated or replaced by someone else
 /// since the snapshot) is not believed: the request is made once more with the durable one.
-async fn send(
+async fn send<'g>(
     deps: &Deps,
-    gate: &EndpointGate,
+    gate: &'g EndpointGate,
+    permit: &mut Option<SemaphorePermit<'g>>,
     creds: &CredentialStore,
     spec: &WorkloadSpec,
     started: tokio::time::Instant,
@@ -787,7 +794,8 @@ async fn send(
     if let Err(reason) = creds.ensure_durable().await {
         return (not_durable_verdict(&reason), None);
     }
-    let (verdict, presented, write_back) = exchange_once(deps, gate, creds, spec, started).await;
+    let (verdict, presented, write_back) =
+        exchange_once(deps, gate, permit, creds, spec, started).await;
     let (Verdict::Permanent(_), crate::transport::Grant::RefreshToken(presented)) =
         (&verdict, presented)
     else {
@@ -804,7 +812,7 @@ async fn send(
                 write_back_rotated(creds, spec, w).await;
             }
             let (verdict, _, write_back) =
-                exchange_once(deps, gate, creds, spec, tokio::time::Instant::now()).await;
+                exchange_once(deps, gate, permit, creds, spec, tokio::time::Instant::now()).await;
             (verdict, write_back)
         }
         Some(_) | None => (verdict, write_back),
@@ -812,10 +820,12 @@ async fn send(
 }
 
 /// One exchange with the credentials of the moment (see [`send`]); returns its verdict, the
-/// grant it presented, and the write-back of a rotated refresh token still to do.
-async fn exchange_once(
+/// grant it presented, and the write-back of a rotated refresh token still to do. A success
+/// releases the endpoint `permit` before its rotated token's commit.
+async fn exchange_once<'g>(
     deps: &Deps,
-    gate: &EndpointGate,
+    gate: &'g EndpointGate,
+    permit: &mut Option<SemaphorePermit<'g>>,
     creds: &CredentialStore,
     spec: &WorkloadSpec,
     started: tokio::time::Instant,
@@ -885,6 +895,9 @@ async fn exchange_once(
     let is_refresh = matches!(&snapshot.grant, crate::transport::Grant::RefreshToken(_));
     let (verdict, write_back) = match verdict {
         Verdict::Success(mut grant) => {
+            // The provider answered and its feedback is recorded: the slot is free for the
+            // next request while this one's rotated token commits (the owner stays held).
+            drop(permit.take());
             let (durable, write_back) = match (grant.refresh_token.take(), is_refresh) {
                 (Some(rt), true) => {
                     // Cluster mode: etcd first (fenced); the local journal keeps it either way.

@@ -462,3 +462,58 @@ async fn a_restart_leaves_due_but_valid_tokens_alone_for_its_first_ten_seconds()
     }
     rt.shutdown(S(5)).await.unwrap();
 }
+
+/// The endpoint permit bounds requests at the provider, not commits: an attempt whose
+/// rotated refresh token is still being committed frees its slot for the next workload's
+/// request, while it keeps its own workload's owner (it reports nothing, and its workload
+/// sends nothing, until the token is durable). Before, the permit was held across the
+/// commit, so with one slot a hung disk kept every other workload of the endpoint from
+/// sending, and a storm's refresh rate was capped at `slots / (request + commit)`.
+#[tokio::test(start_paused = true)]
+async fn a_commit_in_progress_does_not_hold_the_endpoint_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    fake.set_client("a", FakeReply::rotating(3600));
+    fake.set_client("b", FakeReply::rotating(3600));
+    let rt = start(dir.path(), &fake).await;
+    let one_slot = |n: &str| {
+        let mut s = spec(n);
+        s.policy.endpoint_concurrency = 1;
+        s
+    };
+    let a = rt.add(one_slot("a")).await.unwrap();
+    let b = rt.add(one_slot("b")).await.unwrap();
+    wait_until_within("both running", S(60), || {
+        status(&a) == Some(WorkloadStatus::Running) && status(&b) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let a_served = a.current().unwrap().expose().to_owned();
+
+    // The disk hangs: a's rotated token cannot commit.
+    rt.inject_journal_stall(true);
+    assert!(rt.force_refresh(&name("a")).await.unwrap());
+    wait_until_within("a's refresh answered", S(5), || fake.count("a") == 2).await;
+    // b's request goes out while a's commit is pending (its permit wait budget is 4 s).
+    assert!(rt.force_refresh(&name("b")).await.unwrap());
+    wait_until_within("b's refresh sent beside a's commit", S(3), || {
+        fake.count("b") == 2
+    })
+    .await;
+    // a is not reported refreshed on a token that is not durable: it still serves the
+    // token it had.
+    assert_eq!(a.current().unwrap().expose(), a_served);
+    assert_eq!(presented(&fake, "a").len(), 2);
+
+    rt.inject_journal_stall(false);
+    wait_until_within("a refreshed once its token is durable", S(60), || {
+        a.current().is_ok_and(|t| t.expose() != a_served)
+            && status(&a) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    wait_until_within("b running", S(60), || {
+        status(&b) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let report = rt.shutdown(S(5)).await.unwrap();
+    assert!(report.credentials_not_saved.is_empty(), "{report:?}");
+}

@@ -122,6 +122,11 @@ impl Config {
 /// [`ConfigError`]: every problem of the file (or that it cannot be read), each as
 /// `FILE:LINE: KEY: reason`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_mode(path, false)
+}
+
+/// [`load`]; `login`: for `tokenvisor login` ([`login::load_for_login`]).
+fn load_mode(path: &Path, login: bool) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::single(path, format!("cannot read the configuration file: {e}"))
     })?;
@@ -129,7 +134,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_default();
-    validate::parse_in(&text, path, &base, &|var| std::env::var(var).ok())
+    let env = |var: &str| std::env::var(var).ok();
+    validate::parse_mode(&text, path, &base, &env, login)
 }
 
 /// Parses and validates configuration text. `source` names it in errors, and its directory

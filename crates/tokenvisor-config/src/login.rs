@@ -128,12 +128,5 @@ pub(crate) fn resolve(
 /// # Errors
 /// [`ConfigError`], as [`crate::load`].
 pub fn load_for_login(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(path, format!("cannot read the configuration file: {e}"))
-    })?;
-    let base = std::path::absolute(path)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    crate::validate::parse_mode(&text, path, &base, &|var| std::env::var(var).ok(), true)
+    crate::load_mode(path, true)
 }

@@ -244,6 +244,21 @@ impl HttpTransport {
     }
 
     /// The client and the client assertion of `req`.
+    /// [`Self::prepare`], on the blocking pool when the request reads files (keys,
+    /// certificates, CAs).
+    async fn prepare_off_actor(
+        &self,
+        req: &ExchangeRequest,
+    ) -> Result<(reqwest::Client, Option<Secret>), String> {
+        if !reads_files(req) {
+            return self.prepare(req);
+        }
+        let (this, r) = (self.clone(), req.clone());
+        tokio::task::spawn_blocking(move || this.prepare(&r))
+            .await
+            .unwrap_or_else(|e| Err(format!("preparing the request failed: {e}")))
+    }
+
     fn prepare(&self, req: &ExchangeRequest) -> Result<(reqwest::Client, Option<Secret>), String> {
         Ok((
             self.client(&Profile::of(req))?,
@@ -318,8 +333,7 @@ impl Transport for HttpTransport {
             let mut secrets = req.secrets();
             let started = tokio::time::Instant::now();
             // Files to stat or read: on the blocking pool.
-            let files = !Profile::of(&req).files().is_empty()
-                || matches!(req.auth_method, AuthMethod::PrivateKeyJwt);
+            let files = reads_files(&req);
             // `issuer`: the token endpoint is the discovered one (cached per issuer).
             if let Some(issuer) = req.provider.issuer.clone() {
                 let profile = Profile::of(&req);
@@ -349,16 +363,7 @@ impl Transport for HttpTransport {
                     Err(e) => return scrub_outcome(e.outcome(), &secrets),
                 }
             }
-            let prepared = match files {
-                false => this.prepare(&req),
-                true => {
-                    let r = req.clone();
-                    tokio::task::spawn_blocking(move || this.prepare(&r))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("preparing the request failed: {e}")))
-                }
-            };
-            let (client, assertion) = match prepared {
+            let (client, assertion) = match this.prepare_off_actor(&req).await {
                 Ok(prepared) => prepared,
                 Err(detail) => {
                     let detail = truncate(detail, DETAIL_LIMIT);
@@ -901,6 +906,11 @@ fn truncate(mut s: String, limit: usize) -> String {
 
 fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
+}
+
+/// Whether preparing `req` stats or reads files (client keys, certificates, CAs).
+fn reads_files(req: &ExchangeRequest) -> bool {
+    !Profile::of(req).files().is_empty() || matches!(req.auth_method, AuthMethod::PrivateKeyJwt)
 }
 
 #[cfg(test)]

@@ -44,71 +44,8 @@ fn newest_source(root: &Path) -> SystemTime {
 /// and the two builds overwrite each other's artifacts.)
 pub fn tokenvisor_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("REAL_TOKENVISOR_BIN") {
-            let p = PathBuf::from(p);
-            assert!(
-                p.is_file(),
-                "$REAL_TOKENVISOR_BIN: {} is not a file",
-                p.display()
-            );
-            return p;
-        }
-        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-        // <target>/<profile>/deps/real-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
-            .to_owned();
-        let target_dir = profile_dir
-            .parent()
-            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
-            .to_owned();
-        let bin = profile_dir.join("tokenvisor");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-        if built.is_some_and(|t| t > newest_source(&root)) {
-            return bin;
-        }
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_owned();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "tokenvisor-cli",
-            "--bin",
-            "tokenvisor",
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&root);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let st = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run cargo build for the tokenvisor binary: {e}"));
-        assert!(
-            st.success(),
-            "cargo build -p tokenvisor-cli --bin tokenvisor failed"
-        );
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| locate_or_build("REAL_TOKENVISOR_BIN", "tokenvisor", &[]))
+        .clone()
 }
 
 /// The `tokenvisor` binary built with cluster mode (`-p tokenvisor-cli --features cluster`),
@@ -118,64 +55,66 @@ pub fn tokenvisor_bin() -> PathBuf {
 pub fn tokenvisor_cluster_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("REAL_TOKENVISOR_CLUSTER_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
-            .to_owned();
-        let target_dir = profile_dir
-            .parent()
-            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
-            .to_owned();
-        let kept = profile_dir.join("tokenvisor-cluster");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let built = std::fs::metadata(&kept).and_then(|m| m.modified()).ok();
-        if built.is_some_and(|t| t > newest_source(&root)) {
-            return kept;
-        }
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_owned();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "tokenvisor-cli",
-            "--features",
-            "cluster",
-            "--bin",
-            "tokenvisor",
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&root);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let st = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run cargo build for the tokenvisor binary: {e}"));
-        assert!(
-            st.success(),
-            "cargo build -p tokenvisor-cli --features cluster --bin tokenvisor failed"
-        );
-        std::fs::copy(profile_dir.join("tokenvisor"), &kept)
-            .unwrap_or_else(|e| panic!("copy to {}: {e}", kept.display()));
-        kept
+        locate_or_build(
+            "REAL_TOKENVISOR_CLUSTER_BIN",
+            "tokenvisor-cluster",
+            &["--features", "cluster"],
+        )
     })
     .clone()
+}
+
+/// `$<var>`'s binary when set; else `<profile dir>/<kept>` when it is newer than every
+/// source; else `cargo build -p tokenvisor-cli <features> --bin tokenvisor` in this test's
+/// target directory and profile, the result kept as `<kept>`.
+fn locate_or_build(var: &str, kept: &str, features: &[&str]) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "${var}: {} is not a file", p.display());
+        return p;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    // <target>/<profile>/deps/real-<hash>
+    let unexpected = || panic!("unexpected test path {}", exe.display());
+    let profile_dir = (exe.parent().and_then(Path::parent))
+        .unwrap_or_else(unexpected)
+        .to_owned();
+    let target_dir = profile_dir.parent().unwrap_or_else(unexpected).to_owned();
+    let kept = profile_dir.join(kept);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let built = std::fs::metadata(&kept).and_then(|m| m.modified()).ok();
+    if built.is_some_and(|t| t > newest_source(&root)) {
+        return kept;
+    }
+    let profile = (profile_dir.file_name().and_then(|n| n.to_str()))
+        .unwrap_or("debug")
+        .to_owned();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "tokenvisor-cli"])
+        .args(features)
+        .args(["--bin", "tokenvisor", "--target-dir"])
+        .arg(&target_dir)
+        .current_dir(&root);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let what = format!(
+        "cargo build -p tokenvisor-cli {} --bin tokenvisor",
+        features.join(" ")
+    );
+    let st = (cmd.status()).unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(st.success(), "{what} failed");
+    let bin = profile_dir.join("tokenvisor");
+    assert!(bin.is_file(), "{} was not built", bin.display());
+    if bin != kept {
+        std::fs::copy(&bin, &kept).unwrap_or_else(|e| panic!("copy to {}: {e}", kept.display()));
+    }
+    kept
 }

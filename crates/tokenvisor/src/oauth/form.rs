@@ -16,7 +16,7 @@ use tokenvisor_core::{RawOutcome, Secret, TokenUrl, TransportKind};
 use super::{
     DETAIL_LIMIT, HttpTransport, diagnose_tls, fmt_duration, scrub_outcome, send, truncate,
 };
-use crate::oauth_auth::{ASSERTION_TYPE, Profile};
+use crate::oauth_auth::ASSERTION_TYPE;
 use crate::spec::AuthMethod;
 use crate::transport::{ExchangeRequest, OutcomeFuture};
 
@@ -68,18 +68,7 @@ impl HttpTransport {
         Box::pin(async move {
             let mut secrets = client.secrets();
             secrets.extend(form.iter().filter(|f| f.secret).map(|f| f.value.clone()));
-            let files = !Profile::of(&client).files().is_empty()
-                || matches!(client.auth_method, AuthMethod::PrivateKeyJwt);
-            let prepared = match files {
-                false => this.prepare(&client),
-                true => {
-                    let r = client.clone();
-                    tokio::task::spawn_blocking(move || this.prepare(&r))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("preparing the request failed: {e}")))
-                }
-            };
-            let (http, assertion) = match prepared {
+            let (http, assertion) = match this.prepare_off_actor(&client).await {
                 Ok(prepared) => prepared,
                 Err(detail) => {
                     let outcome = RawOutcome::Transport {

@@ -114,7 +114,14 @@ fn locate_or_build(var: &str, kept: &str, features: &[&str]) -> PathBuf {
     let bin = profile_dir.join("tokenvisor");
     assert!(bin.is_file(), "{} was not built", bin.display());
     if bin != kept {
-        std::fs::copy(&bin, &kept).unwrap_or_else(|e| panic!("copy to {}: {e}", kept.display()));
+        // Copied under a name of this process's, then renamed over `kept`: tests in other
+        // processes may be running the `kept` of a build before ("text file busy" when it
+        // is written in place), and may be copying it too.
+        let name = kept.file_name().unwrap_or_default().to_string_lossy();
+        let part = profile_dir.join(format!(".{name}.{}", std::process::id()));
+        std::fs::copy(&bin, &part).unwrap_or_else(|e| panic!("copy to {}: {e}", part.display()));
+        std::fs::rename(&part, &kept)
+            .unwrap_or_else(|e| panic!("rename to {}: {e}", kept.display()));
     }
     kept
 }

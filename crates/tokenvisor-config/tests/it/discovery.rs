@@ -7,7 +7,8 @@ use tokenvisor_config::ConfigError;
 /// A `client_credentials` workload with `extra` keys (and no `token_url`), after a
 /// `[defaults]` of `defaults`.
 fn parse(defaults: &str, extra: &str) -> Result<tokenvisor_config::Config, ConfigError> {
-    let dir = tempfile::tempdir().unwrap().keep();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     std::fs::write(dir.join("creds"), "proxy-user:proxy-pass-5ecret\n").unwrap();
     std::fs::write(dir.join("client.secret"), "s3cret-value\n").unwrap();
     let text = format!(

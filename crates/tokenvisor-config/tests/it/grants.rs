@@ -37,8 +37,13 @@ fn jwt(exp: u64) -> String {
 
 /// In a directory with `token` (a JWT valid until 2100) and `expired` (a JWT of 1970):
 /// `[defaults]` of `defaults`, one workload of `grant` with `extra` keys.
-fn parse(defaults: &str, grant: &str, extra: &str) -> (PathBuf, Result<Config, ConfigError>) {
-    let dir = tempfile::tempdir().unwrap().keep();
+fn parse(
+    defaults: &str,
+    grant: &str,
+    extra: &str,
+) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     std::fs::write(dir.join("token"), jwt(4_102_444_800)).unwrap();
     std::fs::write(dir.join("expired"), jwt(1)).unwrap();
     let text = format!(
@@ -47,7 +52,7 @@ fn parse(defaults: &str, grant: &str, extra: &str) -> (PathBuf, Result<Config, C
     );
     let home = |k: &str| (k == "HOME").then(|| "/home/tv".to_owned());
     let c = tokenvisor_config::parse(&text, &dir.join("tv.toml"), &home);
-    (dir, c)
+    (tmp, c)
 }
 
 #[track_caller]
@@ -75,7 +80,7 @@ fn jwt_bearer_takes_its_assertion_file_from_defaults_and_needs_no_client_secret(
     assert_eq!(
         w.grant,
         GrantSpec::JwtBearer {
-            assertion_file: path(&dir, "token")
+            assertion_file: path(dir.path(), "token")
         }
     );
     assert_eq!(w.client_secret, None);
@@ -90,7 +95,7 @@ fn jwt_bearer_takes_its_assertion_file_from_defaults_and_needs_no_client_secret(
     assert_eq!(
         c.workloads[0].grant,
         GrantSpec::JwtBearer {
-            assertion_file: path(&dir, "token")
+            assertion_file: path(dir.path(), "token")
         }
     );
 }
@@ -108,11 +113,11 @@ fn token_exchange_resolves_aliases_and_uris() {
     let w = &c.workloads[0];
     let want = TokenExchangeSpec {
         subject: PresentedToken {
-            file: path(&dir, "token"),
+            file: path(dir.path(), "token"),
             token_type: Arc::from(JWT),
         },
         actor: Some(PresentedToken {
-            file: path(&dir, "token"),
+            file: path(dir.path(), "token"),
             token_type: Arc::from("urn:example:custom-type"),
         }),
         requested_token_type: Some(Arc::from("urn:ietf:params:oauth:token-type:access_token")),

@@ -14,7 +14,8 @@ fn keys() -> PathBuf {
 /// A workload of `client_credentials` with `extra` keys, after a `[defaults]` of `defaults`,
 /// in a directory holding a client secret, a CA file and the test keys.
 fn parse(defaults: &str, extra: &str) -> Result<tokenvisor_config::Config, ConfigError> {
-    let dir = tempfile::tempdir().unwrap().keep();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     std::fs::write(dir.join("client.secret"), "s3cret-value\n").unwrap();
     std::fs::write(dir.join("creds"), "proxy-user:proxy-pass\n").unwrap();
     let keys = keys().display().to_string();

@@ -256,6 +256,7 @@ fn runtime_error(e: &RuntimeError) -> ApiError {
     let message = tokenvisor_core::classify::excerpt(e.to_string().as_bytes());
     let status = match e {
         RuntimeError::Supervisor(SupervisorError::NotFound(_)) => StatusCode::NOT_FOUND,
+        RuntimeError::Supervisor(SupervisorError::NotOwnedHere(_)) => StatusCode::CONFLICT,
         RuntimeError::Supervisor(SupervisorError::ShuttingDown)
         | RuntimeError::Unresponsive { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RuntimeError::Supervisor(

@@ -63,6 +63,13 @@ pub enum SupervisorError {
         /// Why (never the secret).
         reason: String,
     },
+    /// Cluster mode: the workload's shard is owned by another instance, whose copy of the
+    /// credential is the one used (etcd's): new credentials given here would be lost.
+    #[error(
+        "workload {0} runs on another instance (cluster mode): give its credentials to its \
+         owner (GET /v1/workloads names it)"
+    )]
+    NotOwnedHere(WorkloadName),
     /// The runtime is shutting down.
     #[error("tokenvisor is shutting down")]
     ShuttingDown,
@@ -306,6 +313,12 @@ impl Actor for Supervisor {
                     let _ = reply.send(Err(SupervisorError::NotFound(name)));
                     return Ok(());
                 };
+                // Parked: its owner elsewhere reads the credential from etcd, so a token kept
+                // here would never be presented (and the caller would believe it delivered).
+                if entry.parked {
+                    let _ = reply.send(Err(SupervisorError::NotOwnedHere(name)));
+                    return Ok(());
+                }
                 // The file write runs outside the handler; the actor hears of it after.
                 let store = entry.credentials.clone();
                 let me = myself.clone();

@@ -378,6 +378,21 @@ async fn check_surfaces(daemons: &[Option<Daemon>], owners: &BTreeMap<String, us
             match owner == i {
                 true => assert_eq!(status, 200, "instance {i} serves its own {name}"),
                 false => {
+                    // New credentials given to a non-owner would never be presented (the
+                    // owner's come from etcd): refused, not silently kept.
+                    let put = client
+                        .put(format!("{}/v1/workloads/{name}/credentials", d.admin_url()))
+                        .bearer_auth(&token)
+                        .header("content-type", "application/json")
+                        .body(r#"{"refresh_token":"not-for-this-instance"}"#)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("instance {i}: credentials of {name}: {e}"));
+                    assert_eq!(
+                        put.status().as_u16(),
+                        409,
+                        "instance {i} refuses credentials for {name}, owned elsewhere"
+                    );
                     let to = answer
                         .headers()
                         .get("location")

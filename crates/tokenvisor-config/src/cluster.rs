@@ -1,9 +1,11 @@
 //! `[cluster]`: cluster mode on etcd (absent: the single-process mode, exactly as before).
 //! The raw schema, the resolved [`ClusterConfig`] and its checks, each `FILE:LINE: KEY: reason`.
-use std::{num::NonZeroU32, path::Path, path::PathBuf, time::Duration};
+use std::{num::NonZeroU32, path::Path, time::Duration};
 
+pub use crate::masked::cluster_section;
 use serde::Deserialize;
-use tokenvisor_core::{Secret, WorkloadName, cluster::DEFAULT_SHARDS};
+pub use tokenvisor_core::spec::{ClusterBackend, ClusterConfig, ETCD_REQUEST_TIMEOUT};
+use tokenvisor_core::{WorkloadName, cluster::DEFAULT_SHARDS};
 use toml::Spanned;
 
 use crate::problems::{Cx, Span};
@@ -12,9 +14,6 @@ use crate::spec::WorkloadSpec;
 use crate::validate::Rule;
 
 type Opt<T> = Option<Spanned<T>>;
-
-/// The bound of one etcd request (a fenced write of an attempt's result included).
-pub const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `[cluster]`, raw.
 #[derive(Debug, Default, Deserialize)]
@@ -31,37 +30,6 @@ pub(crate) struct RawCluster {
     key_file: Opt<String>,
     user: Opt<String>,
     password_file: Opt<String>,
-}
-
-/// The coordination engine (only etcd v3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClusterBackend {
-    /// etcd v3 (gRPC).
-    Etcd,
-}
-
-/// `[cluster]`, resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterConfig {
-    /// The engine.
-    pub backend: ClusterBackend,
-    /// etcd endpoints (`http://` or `https://` `host:port`).
-    pub endpoints: Vec<String>,
-    /// The cluster's key space, ending in `/` (default `tokenvisor/`).
-    pub prefix: String,
-    /// This instance's id; `None`: the runtime's default (hostname and a hash of the state directory).
-    pub member: Option<String>,
-    /// The membership and shard lease's TTL (whole seconds, default 15 s).
-    pub lease_ttl: Duration,
-    /// Shards (default 256).
-    pub shards: NonZeroU32,
-    /// TLS: the CA, and a client certificate and key when both are set.
-    pub ca_file: Option<PathBuf>,
-    /// TLS client certificate and key (both or neither).
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-    /// etcd authentication: user and password (read from `password_file`).
-    pub auth: Option<(String, Secret)>,
 }
 
 /// `raw`'s value through `f` (reported at `name`), or `default` when it is not set.
@@ -216,42 +184,4 @@ pub(crate) fn resolve(
 fn both<T>(cx: &mut Cx, name: &str, why: &str) -> Option<T> {
     cx.report(name, cx.header.clone(), why);
     None
-}
-
-/// The section as TOML for `check-config`, defaults included, the password masked.
-impl std::fmt::Display for ClusterConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-        let p = |p: &Path| q(&p.to_string_lossy());
-        let endpoints: Vec<String> = self.endpoints.iter().map(|e| q(e)).collect();
-        writeln!(
-            f,
-            "[cluster]\nbackend = \"etcd\"\nendpoints = [{}]",
-            endpoints.join(", ")
-        )?;
-        writeln!(f, "prefix = {}", q(&self.prefix))?;
-        match &self.member {
-            Some(m) => writeln!(f, "member = {}", q(m))?,
-            None => writeln!(
-                f,
-                "# member: not set; <hostname>-<8 hex of the state directory's SHA-256>"
-            )?,
-        }
-        let ttl = humantime::format_duration(self.lease_ttl);
-        writeln!(f, "lease_ttl = \"{ttl}\"\nshards = {}", self.shards)?;
-        if let Some(ca) = &self.ca_file {
-            writeln!(f, "ca_file = {}", p(ca))?;
-        }
-        if let Some((cert, key)) = &self.client_cert {
-            writeln!(f, "cert_file = {}\nkey_file = {}", p(cert), p(key))?;
-        }
-        if let Some((user, _)) = &self.auth {
-            writeln!(
-                f,
-                "user = {}\npassword = \"…\"  # from password_file",
-                q(user)
-            )?;
-        }
-        Ok(())
-    }
 }

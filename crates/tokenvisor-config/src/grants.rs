@@ -19,46 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokenvisor_core::Timestamp;
+use tokenvisor_core::spec::{PresentedToken, TOKEN_TYPE_ALIASES, TokenExchangeSpec};
 use toml::Spanned;
 
 use crate::problems::Cx;
 use crate::schema::{RawGrant, RawPolicy};
-
-/// Short names for the token types registered by RFC 8693 §3, and their URNs.
-pub const TOKEN_TYPE_ALIASES: [(&str, &str); 6] = [
-    ("jwt", "urn:ietf:params:oauth:token-type:jwt"),
-    ("id_token", "urn:ietf:params:oauth:token-type:id_token"),
-    (
-        "access_token",
-        "urn:ietf:params:oauth:token-type:access_token",
-    ),
-    (
-        "refresh_token",
-        "urn:ietf:params:oauth:token-type:refresh_token",
-    ),
-    ("saml1", "urn:ietf:params:oauth:token-type:saml1"),
-    ("saml2", "urn:ietf:params:oauth:token-type:saml2"),
-];
-
-/// A token the grant presents, read from its file at every attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PresentedToken {
-    /// The file the platform writes the token to.
-    pub file: PathBuf,
-    /// Its RFC 8693 token type (a URI; aliases resolved).
-    pub token_type: Arc<str>,
-}
-
-/// `grant = "token_exchange"`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenExchangeSpec {
-    /// `subject_token_file` and `subject_token_type`.
-    pub subject: PresentedToken,
-    /// `actor_token_file` and `actor_token_type`, when set.
-    pub actor: Option<PresentedToken>,
-    /// `requested_token_type`, when set.
-    pub requested_token_type: Option<Arc<str>>,
-}
 
 /// One key's value at a level, with its dotted key and span (for "set here" and messages).
 #[derive(Debug, Clone)]

@@ -27,21 +27,7 @@ use crate::problems::Cx;
 use crate::schema::{RawGrant, RawWorkload};
 use crate::{Config, ConfigError};
 
-/// The path of the loopback redirect URI.
-pub const REDIRECT_PATH: &str = "/callback";
-
-/// What `tokenvisor login` knows of a workload's provider beyond its token endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LoginSpec {
-    /// The authorization endpoint (code flow), when configured.
-    pub authorization_url: Option<TokenUrl>,
-    /// The device authorization endpoint (device flow), when configured.
-    pub device_authorization_url: Option<TokenUrl>,
-    /// The loopback redirect's port; 0: any free port.
-    pub redirect_port: u16,
-    /// The scopes of the authorization request; `None`: the workload's `scopes`.
-    pub login_scopes: Option<Arc<[String]>>,
-}
+pub use tokenvisor_core::spec::{LoginSpec, REDIRECT_PATH};
 
 /// The login keys of one workload. `url` is the token URL's rule; `scope` the scope-token
 /// rule of `scopes`.

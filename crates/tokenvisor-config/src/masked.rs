@@ -233,7 +233,7 @@ pub(crate) fn render(c: &Config) -> String {
     }
     if let Some(cluster) = &c.cluster {
         lines.push(String::new());
-        lines.extend(cluster.to_string().lines().map(str::to_owned));
+        lines.extend(cluster_section(cluster).lines().map(str::to_owned));
     }
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
@@ -255,4 +255,49 @@ fn login(l: &crate::login::LoginSpec, grant: &GrantSpec) -> Vec<String> {
         format!("redirect_port = {}", l.redirect_port),
         opt("login_scopes", scopes, "not set (scopes)"),
     ]
+}
+
+/// `[cluster]` as TOML, defaults included, the password masked (for `check-config`).
+pub fn cluster_section(c: &crate::cluster::ClusterConfig) -> String {
+    Cluster(c).to_string()
+}
+
+struct Cluster<'a>(&'a crate::cluster::ClusterConfig);
+
+impl std::fmt::Display for Cluster<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.0;
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let p = |p: &Path| q(&p.to_string_lossy());
+        let endpoints: Vec<String> = c.endpoints.iter().map(|e| q(e)).collect();
+        writeln!(
+            f,
+            "[cluster]\nbackend = \"etcd\"\nendpoints = [{}]",
+            endpoints.join(", ")
+        )?;
+        writeln!(f, "prefix = {}", q(&c.prefix))?;
+        match &c.member {
+            Some(m) => writeln!(f, "member = {}", q(m))?,
+            None => writeln!(
+                f,
+                "# member: not set; <hostname>-<8 hex of the state directory's SHA-256>"
+            )?,
+        }
+        let ttl = humantime::format_duration(c.lease_ttl);
+        writeln!(f, "lease_ttl = \"{ttl}\"\nshards = {}", c.shards)?;
+        if let Some(ca) = &c.ca_file {
+            writeln!(f, "ca_file = {}", p(ca))?;
+        }
+        if let Some((cert, key)) = &c.client_cert {
+            writeln!(f, "cert_file = {}\nkey_file = {}", p(cert), p(key))?;
+        }
+        if let Some((user, _)) = &c.auth {
+            writeln!(
+                f,
+                "user = {}\npassword = \"…\"  # from password_file",
+                q(user)
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -51,7 +51,7 @@ pub(crate) struct RawPolicy {
     pub(crate) permanent_codes: Option<List>,
     pub(crate) client_key_file: Opt<String>,
     pub(crate) client_key_id: Opt<String>,
-    pub(crate) client_assertion_alg: Opt<crate::provider::AssertionAlg>,
+    pub(crate) client_assertion_alg: Opt<crate::spec::AssertionAlg>,
     pub(crate) client_assertion_audience: Opt<String>,
     pub(crate) client_cert_file: Opt<String>,
     pub(crate) ca_file: Opt<String>,

@@ -36,6 +36,18 @@ impl Toml for Duration {
     }
 }
 
+impl Toml for f64 {
+    fn toml(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl Toml for usize {
+    fn toml(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl Toml for [String] {
     fn toml(&self) -> String {
         let items: Vec<_> = self.iter().map(|s| s.toml()).collect();
@@ -63,20 +75,12 @@ impl Out {
     }
 
     fn policy(&mut self, p: &WorkloadPolicy) {
-        let (s, b) = (p.schedule, p.backoff);
-        self.set("request_timeout", p.request_timeout.toml());
-        self.set("connect_timeout", p.connect_timeout.toml());
-        self.set("refresh_at", format!("{:?}", s.refresh_at));
-        self.set("refresh_jitter", format!("{:?}", s.refresh_jitter));
-        self.set("default_lifetime", p.default_lifetime.toml());
-        self.set("backoff_initial", b.initial.toml());
-        self.set("backoff_max", b.max.toml());
-        self.set("backoff_multiplier", format!("{:?}", b.multiplier));
-        self.set("give_up_after", p.give_up_after.toml());
-        self.set("max_retry_after", p.max_retry_after.toml());
-        self.set("endpoint_concurrency", p.endpoint_concurrency);
-        self.set("transient_codes", p.transient_codes.toml());
-        self.set("permanent_codes", p.permanent_codes.toml());
+        macro_rules! show {
+            ($p:tt $($name:ident: $ty:ty, $check:ident => $($f:ident).+;)*) => {
+                $(self.set(stringify!($name), p.$($f).+.toml());)*
+            };
+        }
+        crate::schema::policy_keys!(show _);
         self.provider(&p.provider);
     }
 

@@ -377,35 +377,19 @@ impl V<'_> {
         }
         crate::grants::level(cx, self.base, raw, &mut lvl.grants);
         // Each key: recorded as set here (valid or not), checked, stored.
-        macro_rules! keys {
-            ($($check:ident: $($name:ident => $($field:ident).+),*;)*) => {$($(
-                if let Some(at) = span(&raw.$name) {
+        macro_rules! resolve {
+            (($lvl:ident, $cx:ident, $raw:ident) $($name:ident: $ty:ty, $check:ident => $($f:ident).+;)*) => {$(
+                if let Some(at) = span(&$raw.$name) {
                     let name = stringify!($name);
-                    lvl.from.insert(name, (cx.key(name), at));
-                    lvl.here.insert(name);
-                    if let Some(v) = $check(cx, name, &raw.$name) {
-                        lvl.policy.$($field).+ = v;
+                    $lvl.from.insert(name, ($cx.key(name), at));
+                    $lvl.here.insert(name);
+                    if let Some(v) = $check($cx, name, &$raw.$name) {
+                        $lvl.policy.$($f).+ = v;
                     }
                 }
-            )*)*};
+            )*};
         }
-        keys! {
-            checked:
-                request_timeout => request_timeout,
-                connect_timeout => connect_timeout,
-                refresh_at => schedule.refresh_at,
-                refresh_jitter => schedule.refresh_jitter,
-                default_lifetime => default_lifetime,
-                backoff_initial => backoff.initial,
-                backoff_max => backoff.max,
-                backoff_multiplier => backoff.multiplier,
-                give_up_after => give_up_after,
-                max_retry_after => max_retry_after,
-                endpoint_concurrency => endpoint_concurrency;
-            codes:
-                transient_codes => transient_codes,
-                permanent_codes => permanent_codes;
-        }
+        crate::schema::policy_keys!(resolve(lvl, cx, raw));
         let (s, b, p) = (lvl.policy.schedule, lvl.policy.backoff, &lvl.policy);
         lvl.pair(cx, ["refresh_at", "refresh_jitter"], |at, jitter| {
             let (j, a) = (s.refresh_jitter, s.refresh_at);

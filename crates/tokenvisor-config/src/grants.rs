@@ -123,12 +123,7 @@ pub(crate) fn resolve(
     keys: &GrantKeys,
     at: Option<&Range<usize>>,
 ) -> Option<Option<GrantSpec>> {
-    let name = match grant {
-        RawGrant::RefreshToken => "refresh_token",
-        RawGrant::ClientCredentials => "client_credentials",
-        RawGrant::JwtBearer => "jwt_bearer",
-        RawGrant::TokenExchange => "token_exchange",
-    };
+    let name = <&str>::from(grant);
     let mut ok = true;
     // A key set in this workload that its grant does not use is a mistake; one inherited
     // from [defaults] is not (the defaults serve every grant).
@@ -140,12 +135,10 @@ pub(crate) fn resolve(
     for (k, (_, key, span)) in keys {
         if here(key, cx) && !uses.contains(k) {
             ok = false;
-            let owner = USES.iter().find(|(_, u)| u.contains(k)).map(|u| u.0);
-            let owner = match owner {
-                Some(RawGrant::JwtBearer) => "grant = \"jwt_bearer\"",
-                _ => "grant = \"token_exchange\"",
-            };
-            let why = format!("applies only to {owner}; this workload's grant is {name:?}");
+            let owner = USES.iter().find(|(_, u)| u.contains(k));
+            let owner: &str = owner.map_or("token_exchange", |u| u.0.into());
+            let why =
+                format!("applies only to grant = \"{owner}\"; this workload's grant is {name:?}");
             cx.report(k, Some(span.clone()), why);
         }
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use tokenvisor_core::TokenUrl;
 
-use crate::problems::Cx;
+use crate::problems::{Cx, span};
 use crate::schema::{RawGrant, RawWorkload};
 use crate::{Config, ConfigError};
 
@@ -67,24 +67,13 @@ pub(crate) fn resolve(
         .and_then(|l| cx.each_valid("login_scopes", l, scope, what))
         .map(Arc::from);
     let given = [
-        (
-            "authorization_url",
-            raw.authorization_url.as_ref().map(toml::Spanned::span),
-        ),
+        ("authorization_url", span(&raw.authorization_url)),
         (
             "device_authorization_url",
-            raw.device_authorization_url
-                .as_ref()
-                .map(toml::Spanned::span),
+            span(&raw.device_authorization_url),
         ),
-        (
-            "redirect_port",
-            raw.redirect_port.as_ref().map(toml::Spanned::span),
-        ),
-        (
-            "login_scopes",
-            raw.login_scopes.as_ref().map(toml::Spanned::span),
-        ),
+        ("redirect_port", span(&raw.redirect_port)),
+        ("login_scopes", span(&raw.login_scopes)),
     ];
     let grant = raw.grant.as_ref().map(|g| *g.get_ref());
     match grant {

@@ -226,6 +226,11 @@ impl Cx {
     }
 }
 
+/// Where an optional value is.
+pub(crate) fn span<T>(raw: &Option<Spanned<T>>) -> Span {
+    raw.as_ref().map(Spanned::span)
+}
+
 /// `prefix.key`, or `key` at the top.
 pub(crate) fn join_key(prefix: &str, key: &str) -> String {
     match prefix {

@@ -109,58 +109,35 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut Provide
         Some((user, _)) if !user.is_empty() => Ok(()),
         Some(_) | None => Err("must hold `user:password` (UTF-8, one line)".to_owned()),
     };
-    let files = [
-        (
-            "client_key_file",
-            &raw.client_key_file,
-            &mut out.client_key_file,
-            key,
-        ),
-        (
-            "client_cert_file",
-            &raw.client_cert_file,
-            &mut out.client_cert_file,
-            certs,
-        ),
-        ("ca_file", &raw.ca_file, &mut out.ca_file, certs),
-        (
-            "proxy_credentials_file",
-            &raw.proxy_credentials_file,
-            &mut out.proxy_credentials_file,
-            creds,
-        ),
-    ];
-    for (name, raw, slot, ok) in files {
-        let Some(raw) = raw else { continue };
-        *slot = cx.check(name, raw, |p| {
+    let file = |ok: Check| {
+        move |p: &String| {
             let path: PathBuf = base.join(p).components().collect();
             ok(&read(&path)?).map_err(|why| format!("{}: {why}", path.display()))?;
             Ok(path)
-        });
-    }
-    let texts = [
-        ("client_key_id", &raw.client_key_id, &mut out.client_key_id),
-        (
-            "client_assertion_audience",
-            &raw.client_assertion_audience,
-            &mut out.client_assertion_audience,
-        ),
-        ("no_proxy", &raw.no_proxy, &mut out.no_proxy),
-    ];
-    for (name, raw, slot) in texts {
-        let Some(raw) = raw else { continue };
-        *slot = cx.check(name, raw, |s| {
-            match s.trim().is_empty() || s.chars().any(char::is_control) {
-                true => Err("must be a non-empty string without control characters".to_owned()),
-                false => Ok(Arc::from(s.as_str())),
+        }
+    };
+    let text = |s: &String| match s.trim().is_empty() || s.chars().any(char::is_control) {
+        true => Err("must be a non-empty string without control characters".to_owned()),
+        false => Ok(Arc::from(s.as_str())),
+    };
+    // Each key set here replaces the inherited value (with nothing when it is wrong).
+    macro_rules! set {
+        ($($name:ident: $check:expr;)*) => {$(
+            if let Some(raw) = &raw.$name {
+                out.$name = cx.check(stringify!($name), raw, $check);
             }
-        });
+        )*};
     }
-    if let Some(p) = &raw.proxy {
-        out.proxy = cx.check("proxy", p, |s| proxy_url(s));
-    }
-    if let Some(i) = &raw.issuer {
-        out.issuer = cx.check("issuer", i, |s| Issuer::parse(s).map_err(|e| e.to_string()));
+    set! {
+        client_key_file: file(key);
+        client_cert_file: file(certs);
+        ca_file: file(certs);
+        proxy_credentials_file: file(creds);
+        client_key_id: text;
+        client_assertion_audience: text;
+        no_proxy: text;
+        proxy: |s: &String| proxy_url(s);
+        issuer: |s: &String| Issuer::parse(s).map_err(|e| e.to_string());
     }
     if let Some(table) = &raw.extra_params {
         for (name, value) in table.get_ref() {

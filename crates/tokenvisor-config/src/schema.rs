@@ -119,9 +119,10 @@ pub(crate) struct RawWorkload {
     pub(crate) login_scopes: Option<List>,
 }
 
-/// `grant`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// `grant` (serde and strum derive the names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub(crate) enum RawGrant {
     RefreshToken,
     ClientCredentials,

@@ -15,7 +15,7 @@ use humantime::format_duration as human;
 use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
-use crate::problems::{Cx, Span};
+use crate::problems::{Cx, Span, span};
 use crate::schema::{Count, HumanDuration, List, Number, RawGrant, RawPolicy, RawSecret};
 use crate::schema::{RawService, RawWorkload};
 use crate::secrets::{admin_token_long_enough, read_secret_env};
@@ -677,6 +677,28 @@ impl V<'_> {
         let secrets = ["client_secret", "client_secret_file", "client_secret_env"];
         let grant = cx.required("grant", raw.grant.as_ref(), missing, |g| Ok(*g))?;
         let presented = crate::grants::resolve(cx, grant, &lvl.grants, span(&raw.grant).as_ref());
+        let (name, mut ok) = (<&str>::from(grant), true);
+        let verb = match grant {
+            RawGrant::RefreshToken => None,
+            RawGrant::ClientCredentials => Some("takes"),
+            // No refresh token, and client authentication is optional (RFC 7523 §2.1 and
+            // RFC 8693 §2.1 allow a public client).
+            RawGrant::JwtBearer | RawGrant::TokenExchange => Some("keeps"),
+        };
+        for (k, at) in refresh
+            .into_iter()
+            .filter(|(_, at)| at.is_some() && verb.is_some())
+        {
+            ok = false;
+            let verb = verb.unwrap_or_default();
+            let why = format!(
+                "grant = \"{name}\" {verb} no refresh token; remove {k} or set grant = \
+                 \"refresh_token\""
+            );
+            if !cx.broken_here(&[k]) {
+                cx.report(k, at, why);
+            }
+        }
         match (grant, token) {
             (RawGrant::RefreshToken, Some((token, file))) => {
                 Some(GrantSpec::RefreshToken { token, file })
@@ -690,17 +712,6 @@ impl V<'_> {
                 None
             }
             (RawGrant::ClientCredentials, _) => {
-                let mut ok = true;
-                for (k, at) in refresh.into_iter().filter(|(_, at)| at.is_some()) {
-                    ok = false;
-                    let why = format!(
-                        "grant = \"client_credentials\" takes no refresh token; remove {k} or set \
-                         grant = \"refresh_token\""
-                    );
-                    if !cx.broken_here(&[k]) {
-                        cx.report(k, at, why);
-                    }
-                }
                 if !has_secret && !cx.broken_here(&secrets) {
                     ok = false;
                     let why = "grant = \"client_credentials\" needs a client secret (client_secret, \
@@ -709,33 +720,11 @@ impl V<'_> {
                 }
                 ok.then_some(GrantSpec::ClientCredentials)
             }
-            // No refresh token, and client authentication is optional (RFC 7523 §2.1 and
-            // RFC 8693 §2.1 allow a public client).
-            (g @ (RawGrant::JwtBearer | RawGrant::TokenExchange), _) => {
-                let g = match matches!(g, RawGrant::JwtBearer) {
-                    true => "jwt_bearer",
-                    false => "token_exchange",
-                };
-                let mut ok = true;
-                for (k, at) in refresh.into_iter().filter(|(_, at)| at.is_some()) {
-                    ok = false;
-                    let why = format!(
-                        "grant = \"{g}\" keeps no refresh token; remove {k} or set grant = \
-                         \"refresh_token\""
-                    );
-                    if !cx.broken_here(&[k]) {
-                        cx.report(k, at, why);
-                    }
-                }
+            (RawGrant::JwtBearer | RawGrant::TokenExchange, _) => {
                 presented.flatten().filter(|_| ok)
             }
         }
     }
-}
-
-/// Where an optional value is.
-fn span<T>(raw: &Option<Spanned<T>>) -> Span {
-    raw.as_ref().map(Spanned::span)
 }
 
 /// `path` against `base` (unless absolute), without `.` components.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use tokenvisor_core::TokenUrl;
 
-use crate::problems::{Cx, span};
+use crate::problems::{Cx, span, value};
 use crate::schema::{RawGrant, RawWorkload};
 use crate::{Config, ConfigError};
 
@@ -75,8 +75,7 @@ pub(crate) fn resolve(
         ("redirect_port", span(&raw.redirect_port)),
         ("login_scopes", span(&raw.login_scopes)),
     ];
-    let grant = raw.grant.as_ref().map(|g| *g.get_ref());
-    match grant {
+    match value(&raw.grant) {
         Some(RawGrant::RefreshToken) | None => {}
         Some(RawGrant::ClientCredentials | RawGrant::JwtBearer | RawGrant::TokenExchange) => {
             for (key, at) in given.into_iter().filter(|(_, at)| at.is_some()) {

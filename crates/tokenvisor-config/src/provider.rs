@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokenvisor_core::discovery::Issuer;
 use tokenvisor_core::spec::{AssertionAlg, ProviderSpec, extra_param, proxy_url};
 
-use crate::problems::Cx;
+use crate::problems::{Cx, value};
 use crate::schema::RawPolicy;
 use crate::spec::AuthMethod;
 
@@ -148,12 +148,8 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut Provide
             }
         }
     }
-    out.client_assertion_alg = raw
-        .client_assertion_alg
-        .as_ref()
-        .map(|a| *a.get_ref())
-        .or(out.client_assertion_alg);
-    out.ca_only = raw.ca_only.as_ref().map_or(out.ca_only, |o| *o.get_ref());
+    out.client_assertion_alg = value(&raw.client_assertion_alg).or(out.client_assertion_alg);
+    out.ca_only = value(&raw.ca_only).unwrap_or(out.ca_only);
 }
 
 /// The checks across keys, once a workload's method is known; reported at `auth_method`

@@ -15,7 +15,7 @@ use humantime::format_duration as human;
 use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
-use crate::problems::{Cx, Span, span};
+use crate::problems::{Cx, Span, span, value};
 use crate::schema::{Count, HumanDuration, List, Number, RawGrant, RawPolicy, RawSecret};
 use crate::schema::{RawService, RawWorkload};
 use crate::secrets::{admin_token_long_enough, read_secret_env};
@@ -138,17 +138,8 @@ fn codes(cx: &mut Cx, key: &str, raw: &Option<List>) -> Option<Vec<String>> {
     cx.each_valid(key, raw.as_ref()?, code, what)
 }
 
-/// Reads and validates `text` (named `source`; relative paths resolve against `base`).
-pub(crate) fn parse_in(
-    text: &str,
-    source: &Path,
-    base: &Path,
-    env: Env<'_>,
-) -> Result<Config, ConfigError> {
-    parse_mode(text, source, base, env, false)
-}
-
-/// [`parse_in`]; `login`: refresh-token files are not read (`crate::login::load_for_login`).
+/// Reads and validates `text` (named `source`; relative paths resolve against `base`);
+/// `login`: refresh-token files are not read (`crate::login::load_for_login`).
 pub(crate) fn parse_mode(
     text: &str,
     source: &Path,
@@ -353,11 +344,7 @@ impl V<'_> {
             state_dir,
             admin_limits,
             status_refresh_interval: interval.unwrap_or(DEFAULT_STATUS_REFRESH_INTERVAL),
-            log_format: raw
-                .log_format
-                .as_ref()
-                .map(|f| *f.get_ref())
-                .unwrap_or_default(),
+            log_format: value(&raw.log_format).unwrap_or_default(),
             log_level: log_level.to_owned(),
         }
     }
@@ -464,10 +451,7 @@ impl V<'_> {
     fn workload(&mut self, raw: &RawWorkload, policy: Level) -> Option<WorkloadSpec> {
         let before = self.cx.problems.len();
         let (cx, seen) = (&mut self.cx, &mut self.seen);
-        let line = raw
-            .name
-            .as_ref()
-            .map(|s| (cx.key("name"), cx.line(s.span().start)));
+        let line = span(&raw.name).map(|s| (cx.key("name"), cx.line(s.start)));
         let missing = "missing: every workload needs a name ([A-Za-z0-9._-], 1–100 characters)";
         let name = cx.required("name", raw.name.as_ref(), missing, |s| {
             let n = WorkloadName::new(s).map_err(|e| e.to_string())?;
@@ -482,19 +466,15 @@ impl V<'_> {
         });
         // `issuer` instead of `token_url`: a workload's token_url wins over [defaults]' issuer
         let mut policy = policy;
-        let here = policy
-            .from
-            .get("issuer")
-            .is_some_and(|(k, _)| *k == cx.key("issuer"));
+        let here = (policy.from.get("issuer")).is_some_and(|(k, _)| *k == cx.key("issuer"));
         let issuer = crate::provider::token_url_or_issuer(cx, raw, &mut policy.policy, here);
         let missing = "missing: the provider's token endpoint, e.g. \"https://idp.example.com/oauth/token\" \
              (or issuer, to discover it)";
-        let token_url = match issuer {
-            Some(issuer) => Some(issuer),
-            None => cx.required("token_url", raw.token_url.as_ref(), missing, |s| {
+        let token_url = issuer.or_else(|| {
+            cx.required("token_url", raw.token_url.as_ref(), missing, |s| {
                 token_url(s)
-            }),
-        };
+            })
+        });
         if let Some(host) = token_url.as_ref().and_then(TokenUrl::insecure_remote_host) {
             let why = format!(
                 "http:// to {host}, which is not a loopback address: tokens and secrets cross the \
@@ -505,23 +485,13 @@ impl V<'_> {
         let missing = "missing: the OAuth client id";
         let client_id = cx.required("client_id", raw.client_id.as_ref(), missing, |s| text(s));
         let secret = self.client_secret(raw);
-        let auth_method = raw
-            .auth_method
-            .as_ref()
-            .map(|m| *m.get_ref())
-            .unwrap_or_default();
-        let span = raw
-            .auth_method
-            .as_ref()
-            .map(Spanned::span)
-            .or(self.cx.header.clone());
+        let auth_method = value(&raw.auth_method).unwrap_or_default();
+        let at = span(&raw.auth_method).or(self.cx.header.clone());
         let p = (auth_method, secret.is_some(), &*policy.policy.provider);
-        crate::provider::check(&mut self.cx, p, span.as_ref());
+        crate::provider::check(&mut self.cx, p, at.as_ref());
         let grant = self.grant(raw, secret.is_some() || !auth_method.uses_secret(), &policy);
-        let sink = raw
-            .token_sink_file
-            .as_ref()
-            .and_then(|f| self.file("token_sink_file", f, true));
+        let sink =
+            (raw.token_sink_file.as_ref()).and_then(|f| self.file("token_sink_file", f, true));
         let cx = &mut self.cx;
         // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
         let scope = |s: &str| {
@@ -544,10 +514,7 @@ impl V<'_> {
                 ),
             })
         });
-        let audience = raw
-            .audience
-            .as_ref()
-            .and_then(|a| cx.check("audience", a, |s| text(s)));
+        let audience = (raw.audience.as_ref()).and_then(|a| cx.check("audience", a, |s| text(s)));
         let login = crate::login::resolve(cx, raw, self::token_url, scope);
 
         // one gate per token endpoint: its workloads must agree on the limit
@@ -555,10 +522,7 @@ impl V<'_> {
             policy.policy.endpoint_concurrency,
             cx.key("endpoint_concurrency"),
         );
-        match token_url
-            .as_ref()
-            .map(|url| (url, self.seen.endpoints.get(url)))
-        {
+        match token_url.as_ref().map(|u| (u, self.seen.endpoints.get(u))) {
             Some((_, Some((other, m)))) if *m != n && !cx.broken.contains(&key) => {
                 let set = policy.from.get("endpoint_concurrency");
                 let from = set.map_or("the default", |(k, _)| k.as_str());
@@ -589,11 +553,7 @@ impl V<'_> {
             client_id: client_id?,
             client_secret,
             client_secret_origin,
-            auth_method: raw
-                .auth_method
-                .as_ref()
-                .map(|m| *m.get_ref())
-                .unwrap_or_default(),
+            auth_method,
             grant: grant?,
             scopes: Arc::from(scopes?),
             resource,

@@ -566,7 +566,13 @@ impl V<'_> {
 
     /// At most one of `keys` (with the span where each is set, if it is) may be set; the
     /// second one in the file is reported. False when more than one is.
-    fn at_most_one(&mut self, keys: &[(&str, Span)], list: &str) -> bool {
+    fn at_most_one(&mut self, keys: &[(&str, Span)]) -> bool {
+        let names: Vec<_> = keys.iter().map(|(k, _)| *k).collect();
+        let list = match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+            None => String::new(),
+        };
         let mut given: Vec<_> = keys
             .iter()
             .filter_map(|(k, at)| Some((*k, at.clone()?)))
@@ -587,10 +593,7 @@ impl V<'_> {
             ("client_secret_file", span(&raw.client_secret_file)),
             ("client_secret_env", span(&raw.client_secret_env)),
         ];
-        if !self.at_most_one(
-            &sources,
-            "client_secret, client_secret_file and client_secret_env",
-        ) {
+        if !self.at_most_one(&sources) {
             return None;
         }
         if let Some(s) = &raw.client_secret {
@@ -601,16 +604,13 @@ impl V<'_> {
             return Some((secret, Origin::File(path)));
         }
         let env = self.env;
-        self.cx.check(
-            "client_secret_env",
-            raw.client_secret_env.as_ref()?,
-            |var| {
-                if var.is_empty() || var.contains(['=', '\0']) {
-                    return Err(format!("{var:?} is not an environment variable name"));
-                }
-                read_secret_env(var, env).map(|s| (s, Origin::Env(var.clone())))
-            },
-        )
+        let var = raw.client_secret_env.as_ref()?;
+        self.cx.check("client_secret_env", var, |var| {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                return Err(format!("{var:?} is not an environment variable name"));
+            }
+            read_secret_env(var, env).map(|s| (s, Origin::Env(var.clone())))
+        })
     }
 
     /// The grant, and the refresh token (read whatever the grant, so that a missing file is
@@ -620,7 +620,7 @@ impl V<'_> {
             ("refresh_token_file", span(&raw.refresh_token_file)),
             ("refresh_token", span(&raw.refresh_token)),
         ];
-        let both = !self.at_most_one(&refresh, "refresh_token_file and refresh_token");
+        let both = !self.at_most_one(&refresh);
         let token = match (&raw.refresh_token_file, &raw.refresh_token) {
             (Some(_), Some(_)) | (None, None) => None,
             (Some(f), None) if self.login => {

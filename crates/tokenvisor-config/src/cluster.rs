@@ -1,20 +1,19 @@
 //! `[cluster]`: cluster mode on etcd (absent: the single-process mode, exactly as before).
 //! The raw schema, the resolved [`ClusterConfig`] and its checks, each `FILE:LINE: KEY: reason`.
-use std::{num::NonZeroU32, path::Path, path::PathBuf, time::Duration};
+use std::{num::NonZeroU32, path::Path, time::Duration};
 
+pub use crate::masked::cluster_section;
 use serde::Deserialize;
-use tokenvisor_core::{Secret, WorkloadName, cluster::DEFAULT_SHARDS};
+pub use tokenvisor_core::spec::{ClusterBackend, ClusterConfig, ETCD_REQUEST_TIMEOUT};
+use tokenvisor_core::{WorkloadName, cluster::DEFAULT_SHARDS};
 use toml::Spanned;
 
-use crate::problems::{Cx, Span};
+use crate::problems::{Cx, Span, span};
 use crate::schema::{Count, HumanDuration, List};
 use crate::spec::WorkloadSpec;
 use crate::validate::Rule;
 
 type Opt<T> = Option<Spanned<T>>;
-
-/// The bound of one etcd request (a fenced write of an attempt's result included).
-pub const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `[cluster]`, raw.
 #[derive(Debug, Default, Deserialize)]
@@ -33,48 +32,6 @@ pub(crate) struct RawCluster {
     password_file: Opt<String>,
 }
 
-/// The coordination engine (only etcd v3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClusterBackend {
-    /// etcd v3 (gRPC).
-    Etcd,
-}
-
-/// `[cluster]`, resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterConfig {
-    /// The engine.
-    pub backend: ClusterBackend,
-    /// etcd endpoints (`http://` or `https://` `host:port`).
-    pub endpoints: Vec<String>,
-    /// The cluster's key space, ending in `/` (default `tokenvisor/`).
-    pub prefix: String,
-    /// This instance's id; `None`: the runtime's default (hostname and a hash of the state directory).
-    pub member: Option<String>,
-    /// The membership and shard lease's TTL (whole seconds, default 15 s).
-    pub lease_ttl: Duration,
-    /// Shards (default 256).
-    pub shards: NonZeroU32,
-    /// TLS: the CA, and a client certificate and key when both are set.
-    pub ca_file: Option<PathBuf>,
-    /// TLS client certificate and key (both or neither).
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-    /// etcd authentication: user and password (read from `password_file`).
-    pub auth: Option<(String, Secret)>,
-}
-
-/// `raw`'s value through `f` (reported at `name`), or `default` when it is not set.
-fn or<S, T>(
-    cx: &mut Cx,
-    name: &str,
-    raw: Option<&Spanned<S>>,
-    default: T,
-    f: impl FnOnce(&S) -> Result<T, String>,
-) -> Option<T> {
-    raw.map_or(Some(default), |r| cx.check(name, r, f))
-}
-
 /// Resolves `[cluster]` (its header at `header`); `lease_ttl` must hold every workload's attempt.
 pub(crate) fn resolve(
     cx: &mut Cx,
@@ -84,18 +41,20 @@ pub(crate) fn resolve(
     workloads: &[WorkloadSpec],
 ) -> Option<ClusterConfig> {
     (cx.path, cx.header) = ("cluster".to_owned(), header);
+    // A key's value through `f` (reported at the key), or `default` when it is not set.
+    macro_rules! or {
+        ($name:ident, $default:expr, $f:expr) => {
+            (raw.$name.as_ref()).map_or(Some($default), |r| cx.check(stringify!($name), r, $f))
+        };
+    }
     let backend = cx.required(
         "backend",
         raw.backend.as_ref(),
         "is required (backend = \"etcd\")",
         |b| Ok(*b),
     );
-    let endpoints = cx.required(
-        "endpoints",
-        raw.endpoints.as_ref(),
-        "is required (e.g. [\"http://127.0.0.1:2379\"])",
-        |_| Ok(()),
-    );
+    let example = "is required (e.g. [\"http://127.0.0.1:2379\"])";
+    let endpoints = cx.required("endpoints", raw.endpoints.as_ref(), example, |_| Ok(()));
     let endpoints = endpoints.and(raw.endpoints.as_ref()).and_then(|l| {
         let url = |e: &str| {
             url::Url::parse(e).is_ok_and(|u| {
@@ -118,43 +77,23 @@ pub(crate) fn resolve(
         cx.report("endpoints", Some(l.span()), why);
         None
     });
-    let prefix = or(
-        cx,
-        "prefix",
-        raw.prefix.as_ref(),
-        "tokenvisor/".to_owned(),
-        |s| {
-            let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic());
-            ok.then(|| format!("{}/", s.trim_end_matches('/')))
-                .ok_or_else(|| "must be non-empty printable ASCII without spaces".to_owned())
-        },
-    );
-    let member = or(cx, "member", raw.member.as_ref(), None, |s| {
+    let prefix = or!(prefix, "tokenvisor/".to_owned(), |s| {
+        let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic());
+        ok.then(|| format!("{}/", s.trim_end_matches('/')))
+            .ok_or_else(|| "must be non-empty printable ASCII without spaces".to_owned())
+    });
+    let member = or!(member, None, |s| {
         WorkloadName::new(s)
             .map(|_| Some(s.clone()))
             .map_err(|e| e.to_string())
-    })
-    .flatten();
-    let lease_ttl = or(
-        cx,
-        "lease_ttl",
-        raw.lease_ttl.as_ref(),
-        Duration::from_secs(15),
-        |d| {
-            let d = d.rule("lease_ttl")?;
-            let ok = d.subsec_nanos() == 0 && d >= Duration::from_secs(2);
-            ok.then_some(d).ok_or_else(|| {
-                "must be whole seconds, at least 2s (etcd leases count in seconds)".to_owned()
-            })
-        },
-    );
-    let shards = or(
-        cx,
-        "shards",
-        raw.shards.as_ref(),
-        DEFAULT_SHARDS as usize,
-        |n| n.rule("shards"),
-    );
+    });
+    let lease_ttl = or!(lease_ttl, Duration::from_secs(15), |d| {
+        let d = d.rule("lease_ttl")?;
+        let ok = d.subsec_nanos() == 0 && d >= Duration::from_secs(2);
+        let why = "must be whole seconds, at least 2s (etcd leases count in seconds)";
+        ok.then_some(d).ok_or_else(|| why.to_owned())
+    });
+    let shards = or!(shards, DEFAULT_SHARDS as usize, |n| n.rule("shards"));
     let file = |cx: &mut Cx, name: &str, raw: &Opt<String>| {
         let readable = |s: &String| {
             Some(base.join(s))
@@ -190,10 +129,7 @@ pub(crate) fn resolve(
         && let backstop = attempt + ETCD_REQUEST_TIMEOUT
         && backstop * 3 >= ttl * 2
     {
-        let at = raw
-            .lease_ttl
-            .as_ref()
-            .map_or(cx.header.clone(), |t| Some(t.span()));
+        let at = span(&raw.lease_ttl).or(cx.header.clone());
         let [ttl, backstop, min] =
             [ttl, backstop, backstop * 3 / 2].map(humantime::format_duration);
         cx.report("lease_ttl", at, format!("is {ttl}; an owner sends only while its attempt's backstop fits in the lease as last confirmed (2/3 of it between keepalives), and workload {:?}'s is {backstop} (request_timeout + connect_timeout + 5s, + 2s to write the result to etcd): raise lease_ttl above {min} or shorten the timeouts", w.name.as_str()));
@@ -203,7 +139,7 @@ pub(crate) fn resolve(
         backend: backend?,
         endpoints: endpoints?,
         prefix: prefix?,
-        member,
+        member: member.flatten(),
         lease_ttl: lease_ttl?,
         shards,
         ca_file,
@@ -216,42 +152,4 @@ pub(crate) fn resolve(
 fn both<T>(cx: &mut Cx, name: &str, why: &str) -> Option<T> {
     cx.report(name, cx.header.clone(), why);
     None
-}
-
-/// The section as TOML for `check-config`, defaults included, the password masked.
-impl std::fmt::Display for ClusterConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-        let p = |p: &Path| q(&p.to_string_lossy());
-        let endpoints: Vec<String> = self.endpoints.iter().map(|e| q(e)).collect();
-        writeln!(
-            f,
-            "[cluster]\nbackend = \"etcd\"\nendpoints = [{}]",
-            endpoints.join(", ")
-        )?;
-        writeln!(f, "prefix = {}", q(&self.prefix))?;
-        match &self.member {
-            Some(m) => writeln!(f, "member = {}", q(m))?,
-            None => writeln!(
-                f,
-                "# member: not set; <hostname>-<8 hex of the state directory's SHA-256>"
-            )?,
-        }
-        let ttl = humantime::format_duration(self.lease_ttl);
-        writeln!(f, "lease_ttl = \"{ttl}\"\nshards = {}", self.shards)?;
-        if let Some(ca) = &self.ca_file {
-            writeln!(f, "ca_file = {}", p(ca))?;
-        }
-        if let Some((cert, key)) = &self.client_cert {
-            writeln!(f, "cert_file = {}\nkey_file = {}", p(cert), p(key))?;
-        }
-        if let Some((user, _)) = &self.auth {
-            writeln!(
-                f,
-                "user = {}\npassword = \"…\"  # from password_file",
-                q(user)
-            )?;
-        }
-        Ok(())
-    }
 }

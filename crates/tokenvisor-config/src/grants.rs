@@ -14,79 +14,45 @@
 //! Token types are absolute URIs (RFC 8693 §3), or one of the short [`TOKEN_TYPE_ALIASES`],
 //! which resolve to the RFC's URNs.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokenvisor_core::Timestamp;
-use toml::Spanned;
+use tokenvisor_core::spec::{GrantSpec, PresentedToken, TOKEN_TYPE_ALIASES, TokenExchangeSpec};
 
 use crate::problems::Cx;
 use crate::schema::{RawGrant, RawPolicy};
 
-/// Short names for the token types registered by RFC 8693 §3, and their URNs.
-pub const TOKEN_TYPE_ALIASES: [(&str, &str); 6] = [
-    ("jwt", "urn:ietf:params:oauth:token-type:jwt"),
-    ("id_token", "urn:ietf:params:oauth:token-type:id_token"),
+/// The grant keys in force at one level (`[defaults]`, then a workload over it): each set
+/// key's value (a resolved path, or a token type with its alias resolved), with its dotted
+/// key and span (for "set here" and messages).
+pub(crate) type GrantKeys = BTreeMap<&'static str, (String, String, Range<usize>)>;
+
+/// The keys each grant uses (the others' are [`RawGrant::RefreshToken`]'s: none).
+const USES: [(RawGrant, &[&str]); 2] = [
+    (RawGrant::JwtBearer, &["assertion_file"]),
     (
-        "access_token",
-        "urn:ietf:params:oauth:token-type:access_token",
+        RawGrant::TokenExchange,
+        &[
+            "subject_token_file",
+            "subject_token_type",
+            "actor_token_file",
+            "actor_token_type",
+            "requested_token_type",
+        ],
     ),
-    (
-        "refresh_token",
-        "urn:ietf:params:oauth:token-type:refresh_token",
-    ),
-    ("saml1", "urn:ietf:params:oauth:token-type:saml1"),
-    ("saml2", "urn:ietf:params:oauth:token-type:saml2"),
 ];
 
-/// A token the grant presents, read from its file at every attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PresentedToken {
-    /// The file the platform writes the token to.
-    pub file: PathBuf,
-    /// Its RFC 8693 token type (a URI; aliases resolved).
-    pub token_type: Arc<str>,
-}
-
-/// `grant = "token_exchange"`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenExchangeSpec {
-    /// `subject_token_file` and `subject_token_type`.
-    pub subject: PresentedToken,
-    /// `actor_token_file` and `actor_token_type`, when set.
-    pub actor: Option<PresentedToken>,
-    /// `requested_token_type`, when set.
-    pub requested_token_type: Option<Arc<str>>,
-}
-
-/// One key's value at a level, with its dotted key and span (for "set here" and messages).
-#[derive(Debug, Clone)]
-struct Set<T> {
-    value: T,
-    key: String,
-    span: Range<usize>,
-}
-
-/// The grant keys in force at one level (`[defaults]`, then a workload over it).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct GrantKeys {
-    assertion_file: Option<Set<PathBuf>>,
-    subject_token_file: Option<Set<PathBuf>>,
-    subject_token_type: Option<Set<Arc<str>>>,
-    actor_token_file: Option<Set<PathBuf>>,
-    actor_token_type: Option<Set<Arc<str>>>,
-    requested_token_type: Option<Set<Arc<str>>>,
-}
-
 /// A token type: an alias of [`TOKEN_TYPE_ALIASES`] or an absolute URI.
-fn token_type(s: &str) -> Result<Arc<str>, String> {
+fn token_type(s: &str) -> Result<String, String> {
     if let Some((_, urn)) = TOKEN_TYPE_ALIASES.iter().find(|(alias, _)| *alias == s) {
-        return Ok(Arc::from(*urn));
+        return Ok((*urn).to_owned());
     }
     let aliases: Vec<&str> = TOKEN_TYPE_ALIASES.iter().map(|(a, _)| *a).collect();
     match url::Url::parse(s) {
-        Ok(_) if s.trim() == s && !s.chars().any(char::is_control) => Ok(Arc::from(s)),
+        Ok(_) if s.trim() == s && !s.chars().any(char::is_control) => Ok(s.to_owned()),
         Ok(_) | Err(_) => Err(format!(
             "{s:?} is neither an absolute URI (e.g. \"urn:ietf:params:oauth:token-type:jwt\") nor \
              one of {}",
@@ -115,71 +81,35 @@ fn look(path: &Path, now: Timestamp) -> Option<String> {
 /// The grant keys set at one level (`[defaults]`, a workload) over `out`.
 pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut GrantKeys) {
     let now = Timestamp::from_system_time(std::time::SystemTime::now());
-    let files = [
-        (
-            "assertion_file",
-            &raw.assertion_file,
-            &mut out.assertion_file,
-        ),
-        (
-            "subject_token_file",
-            &raw.subject_token_file,
-            &mut out.subject_token_file,
-        ),
-        (
-            "actor_token_file",
-            &raw.actor_token_file,
-            &mut out.actor_token_file,
-        ),
+    let keys = [
+        ("assertion_file", &raw.assertion_file),
+        ("subject_token_file", &raw.subject_token_file),
+        ("actor_token_file", &raw.actor_token_file),
+        ("subject_token_type", &raw.subject_token_type),
+        ("actor_token_type", &raw.actor_token_type),
+        ("requested_token_type", &raw.requested_token_type),
     ];
-    for (name, raw, slot) in files {
+    for (name, raw) in keys {
         let Some(raw) = raw else { continue };
-        let path = cx.check(name, raw, |p| match p.is_empty() {
-            true => Err("must not be empty".to_owned()),
-            false => Ok(base.join(p).components().collect::<PathBuf>()),
+        let value = cx.check(name, raw, |p| {
+            match (name.ends_with("_file"), p.is_empty()) {
+                (true, true) => Err("must not be empty".to_owned()),
+                (true, false) => {
+                    let path = base.join(p).components().collect::<PathBuf>();
+                    Ok(path.to_string_lossy().into_owned())
+                }
+                (false, _) => token_type(p),
+            }
         });
-        if let Some(path) = path {
-            if let Some(why) = look(&path, now) {
+        if let Some(value) = value {
+            if let Some(why) = Some(Path::new(&value))
+                .filter(|_| name.ends_with("_file"))
+                .and_then(|p| look(p, now))
+            {
                 cx.warn(name, Some(raw.span()), why);
             }
-            *slot = Some(set(cx, name, raw, path));
+            out.insert(name, (value, cx.key(name), raw.span()));
         }
-    }
-    let types = [
-        (
-            "subject_token_type",
-            &raw.subject_token_type,
-            &mut out.subject_token_type,
-        ),
-        (
-            "actor_token_type",
-            &raw.actor_token_type,
-            &mut out.actor_token_type,
-        ),
-        (
-            "requested_token_type",
-            &raw.requested_token_type,
-            &mut out.requested_token_type,
-        ),
-    ];
-    for (name, raw, slot) in types {
-        let Some(raw) = raw else { continue };
-        if let Some(t) = cx.check(name, raw, |s| token_type(s)) {
-            *slot = Some(set(cx, name, raw, t));
-        }
-    }
-}
-
-/// Where a key of a level was set: its dotted key and span.
-fn origin<T>(s: &Option<Set<T>>) -> Option<(&str, Range<usize>)> {
-    s.as_ref().map(|s| (s.key.as_str(), s.span.clone()))
-}
-
-fn set<T, S>(cx: &Cx, name: &str, raw: &Spanned<S>, value: T) -> Set<T> {
-    Set {
-        value,
-        key: cx.key(name),
-        span: raw.span(),
     }
 }
 
@@ -192,124 +122,79 @@ pub(crate) fn resolve(
     grant: RawGrant,
     keys: &GrantKeys,
     at: Option<&Range<usize>>,
-) -> Option<Option<crate::spec::GrantSpec>> {
-    use crate::spec::GrantSpec;
-    let name = match grant {
-        RawGrant::RefreshToken => "refresh_token",
-        RawGrant::ClientCredentials => "client_credentials",
-        RawGrant::JwtBearer => "jwt_bearer",
-        RawGrant::TokenExchange => "token_exchange",
-    };
+) -> Option<Option<GrantSpec>> {
+    let name = <&str>::from(grant);
     let mut ok = true;
     // A key set in this workload that its grant does not use is a mistake; one inherited
     // from [defaults] is not (the defaults serve every grant).
     let here = |key: &str, cx: &Cx| key == cx.key(key.rsplit('.').next().unwrap_or(key));
-    let uses: &[&str] = match grant {
-        RawGrant::RefreshToken | RawGrant::ClientCredentials => &[],
-        RawGrant::JwtBearer => &["assertion_file"],
-        RawGrant::TokenExchange => &[
-            "subject_token_file",
-            "subject_token_type",
-            "actor_token_file",
-            "actor_token_type",
-            "requested_token_type",
-        ],
-    };
-    let all = [
-        ("assertion_file", origin(&keys.assertion_file)),
-        ("subject_token_file", origin(&keys.subject_token_file)),
-        ("subject_token_type", origin(&keys.subject_token_type)),
-        ("actor_token_file", origin(&keys.actor_token_file)),
-        ("actor_token_type", origin(&keys.actor_token_type)),
-        ("requested_token_type", origin(&keys.requested_token_type)),
-    ];
-    for (k, set) in all {
-        if let Some((key, span)) = set
-            && here(key, cx)
-            && !uses.contains(&k)
-        {
+    let uses = USES
+        .iter()
+        .find(|(g, _)| *g == grant)
+        .map_or(&[][..], |u| u.1);
+    for (k, (_, key, span)) in keys {
+        if here(key, cx) && !uses.contains(k) {
             ok = false;
-            let owner = match k {
-                "assertion_file" => "grant = \"jwt_bearer\"",
-                _ => "grant = \"token_exchange\"",
-            };
-            let why = format!("applies only to {owner}; this workload's grant is {name:?}");
-            cx.report(k, Some(span), why);
+            let owner = USES.iter().find(|(_, u)| u.contains(k));
+            let owner: &str = owner.map_or("token_exchange", |u| u.0.into());
+            let why =
+                format!("applies only to grant = \"{owner}\"; this workload's grant is {name:?}");
+            cx.report(k, Some(span.clone()), why);
         }
     }
-    let mut missing = |cx: &mut Cx, k: &str, what: &str| {
-        ok = false;
-        if !cx.broken_here(&[k]) {
-            let why = format!("missing: grant = {name:?} needs {k} ({what})");
-            cx.report(k, at.cloned(), why);
+    let mut get = |cx: &mut Cx, k: &str, what: &str| {
+        let v = keys.get(k).map(|(v, ..)| v.clone());
+        if v.is_none() && !what.is_empty() {
+            ok = false;
+            if !cx.broken_here(&[k]) {
+                let why = format!("missing: grant = {name:?} needs {k} ({what})");
+                cx.report(k, at.cloned(), why);
+            }
         }
+        v
+    };
+    let presented = |file: String, t: String| PresentedToken {
+        file: file.into(),
+        token_type: Arc::from(t),
     };
     let spec = match grant {
         RawGrant::RefreshToken | RawGrant::ClientCredentials => None,
-        RawGrant::JwtBearer => match &keys.assertion_file {
-            Some(f) => Some(GrantSpec::JwtBearer {
-                assertion_file: f.value.clone(),
-            }),
-            None => {
-                let what = "the file the platform writes the assertion to; read at every attempt";
-                missing(cx, "assertion_file", what);
-                None
-            }
-        },
+        RawGrant::JwtBearer => {
+            let what = "the file the platform writes the assertion to; read at every attempt";
+            (get(cx, "assertion_file", what)).map(|f| GrantSpec::JwtBearer {
+                assertion_file: f.into(),
+            })
+        }
         RawGrant::TokenExchange => {
-            let subject = match (&keys.subject_token_file, &keys.subject_token_type) {
-                (Some(f), Some(t)) => Some(PresentedToken {
-                    file: f.value.clone(),
-                    token_type: t.value.clone(),
-                }),
-                (f, t) => {
-                    if f.is_none() {
-                        missing(
-                            cx,
-                            "subject_token_file",
-                            "the file holding the subject token; read at every attempt",
-                        );
-                    }
-                    if t.is_none() {
-                        missing(
-                            cx,
-                            "subject_token_type",
-                            "its token type: a URI, or jwt, id_token, access_token, …",
-                        );
-                    }
-                    None
-                }
-            };
-            let actor = match (&keys.actor_token_file, &keys.actor_token_type) {
-                (Some(f), Some(t)) => Some(Some(PresentedToken {
-                    file: f.value.clone(),
-                    token_type: t.value.clone(),
-                })),
+            let what = "the file holding the subject token; read at every attempt";
+            let file = get(cx, "subject_token_file", what);
+            let what = "its token type: a URI, or jwt, id_token, access_token, …";
+            let subject = file.zip(get(cx, "subject_token_type", what));
+            let actor = match (keys.get("actor_token_file"), keys.get("actor_token_type")) {
+                (Some((f, ..)), Some((t, ..))) => Some(Some(presented(f.clone(), t.clone()))),
                 (None, None) => Some(None),
-                (Some(f), None) => {
+                (Some((_, key, span)), None) => {
                     let why = "actor_token_file needs actor_token_type (RFC 8693 §2.1)";
                     if !cx.broken_here(&["actor_token_type"]) {
-                        cx.problem(f.key.clone(), Some(f.span.clone()), why);
+                        cx.problem(key.clone(), Some(span.clone()), why);
                     }
                     None
                 }
                 // A type inherited from [defaults] without a file is unused; set here, a mistake.
-                (None, Some(t)) if here(&t.key, cx) => {
+                (None, Some((_, key, span))) if here(key, cx) => {
                     let why = "actor_token_type applies to actor_token_file, which is not set";
-                    cx.problem(t.key.clone(), Some(t.span.clone()), why);
+                    cx.problem(key.clone(), Some(span.clone()), why);
                     None
                 }
                 (None, Some(_)) => Some(None),
             };
+            let requested = get(cx, "requested_token_type", "").map(Arc::from);
             match (subject, actor) {
-                (Some(subject), Some(actor)) => {
+                (Some((f, t)), Some(actor)) => {
                     Some(GrantSpec::TokenExchange(Arc::new(TokenExchangeSpec {
-                        subject,
+                        subject: presented(f, t),
                         actor,
-                        requested_token_type: keys
-                            .requested_token_type
-                            .as_ref()
-                            .map(|t| t.value.clone()),
+                        requested_token_type: requested,
                     })))
                 }
                 (Some(_) | None, Some(_) | None) => {

@@ -149,5 +149,5 @@ pub fn parse(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let base = source.parent().unwrap_or(Path::new("")).to_path_buf();
-    validate::parse_in(text, source, &base, env)
+    validate::parse_mode(text, source, &base, env, false)
 }

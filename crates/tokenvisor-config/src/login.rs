@@ -23,25 +23,11 @@ use std::sync::Arc;
 
 use tokenvisor_core::TokenUrl;
 
-use crate::problems::Cx;
+use crate::problems::{Cx, span, value};
 use crate::schema::{RawGrant, RawWorkload};
 use crate::{Config, ConfigError};
 
-/// The path of the loopback redirect URI.
-pub const REDIRECT_PATH: &str = "/callback";
-
-/// What `tokenvisor login` knows of a workload's provider beyond its token endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LoginSpec {
-    /// The authorization endpoint (code flow), when configured.
-    pub authorization_url: Option<TokenUrl>,
-    /// The device authorization endpoint (device flow), when configured.
-    pub device_authorization_url: Option<TokenUrl>,
-    /// The loopback redirect's port; 0: any free port.
-    pub redirect_port: u16,
-    /// The scopes of the authorization request; `None`: the workload's `scopes`.
-    pub login_scopes: Option<Arc<[String]>>,
-}
+pub use tokenvisor_core::spec::{LoginSpec, REDIRECT_PATH};
 
 /// The login keys of one workload. `url` is the token URL's rule; `scope` the scope-token
 /// rule of `scopes`.
@@ -81,27 +67,15 @@ pub(crate) fn resolve(
         .and_then(|l| cx.each_valid("login_scopes", l, scope, what))
         .map(Arc::from);
     let given = [
-        (
-            "authorization_url",
-            raw.authorization_url.as_ref().map(toml::Spanned::span),
-        ),
+        ("authorization_url", span(&raw.authorization_url)),
         (
             "device_authorization_url",
-            raw.device_authorization_url
-                .as_ref()
-                .map(toml::Spanned::span),
+            span(&raw.device_authorization_url),
         ),
-        (
-            "redirect_port",
-            raw.redirect_port.as_ref().map(toml::Spanned::span),
-        ),
-        (
-            "login_scopes",
-            raw.login_scopes.as_ref().map(toml::Spanned::span),
-        ),
+        ("redirect_port", span(&raw.redirect_port)),
+        ("login_scopes", span(&raw.login_scopes)),
     ];
-    let grant = raw.grant.as_ref().map(|g| *g.get_ref());
-    match grant {
+    match value(&raw.grant) {
         Some(RawGrant::RefreshToken) | None => {}
         Some(RawGrant::ClientCredentials | RawGrant::JwtBearer | RawGrant::TokenExchange) => {
             for (key, at) in given.into_iter().filter(|(_, at)| at.is_some()) {

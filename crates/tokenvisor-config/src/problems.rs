@@ -226,6 +226,16 @@ impl Cx {
     }
 }
 
+/// Where an optional value is.
+pub(crate) fn span<T>(raw: &Option<Spanned<T>>) -> Span {
+    raw.as_ref().map(Spanned::span)
+}
+
+/// An optional value of a `Copy` type.
+pub(crate) fn value<T: Copy>(raw: &Option<Spanned<T>>) -> Option<T> {
+    raw.as_ref().map(|v| *v.get_ref())
+}
+
 /// `prefix.key`, or `key` at the top.
 pub(crate) fn join_key(prefix: &str, key: &str) -> String {
     match prefix {

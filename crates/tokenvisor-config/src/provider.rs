@@ -9,37 +9,26 @@
 //! [`RESERVED_PARAMS`]). A workload's `extra_params` table is merged over `[defaults]`'s, name
 //! by name.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-pub use tokenvisor_core::discovery::Issuer;
+use tokenvisor_core::discovery::Issuer;
+use tokenvisor_core::spec::{AssertionAlg, ProviderSpec, extra_param, proxy_url};
 
-use crate::problems::Cx;
+use crate::problems::{Cx, value};
 use crate::schema::RawPolicy;
 use crate::spec::AuthMethod;
 
-/// A client assertion's signature algorithm (`client_assertion_alg`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, strum::IntoStaticStr)]
-pub enum AssertionAlg {
-    /// RSASSA-PKCS1-v1_5 with SHA-256.
-    RS256,
-    /// RSASSA-PSS with SHA-256.
-    PS256,
-    /// ECDSA P-256 with SHA-256.
-    ES256,
-    /// ECDSA P-384 with SHA-384.
-    ES384,
-    /// Ed25519.
-    EdDSA,
-    /// HMAC SHA-256 over the client secret (`client_secret_jwt`).
-    HS256,
+/// The JOSE algorithm of an [`AssertionAlg`] (jsonwebtoken's type, which the core does
+/// not depend on).
+pub trait Jose {
+    /// The JOSE algorithm.
+    fn jose(self) -> Algorithm;
 }
 
-impl AssertionAlg {
-    /// The JOSE algorithm.
-    pub fn jose(self) -> Algorithm {
+impl Jose for AssertionAlg {
+    fn jose(self) -> Algorithm {
         match self {
             AssertionAlg::RS256 => Algorithm::RS256,
             AssertionAlg::PS256 => Algorithm::PS256,
@@ -49,106 +38,6 @@ impl AssertionAlg {
             AssertionAlg::HS256 => Algorithm::HS256,
         }
     }
-}
-
-/// The provider settings of one workload; every field unset by default.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct ProviderSpec {
-    /// PEM private key: signs client assertions, or the TLS client key.
-    pub client_key_file: Option<PathBuf>,
-    /// The assertion header's `kid`.
-    pub client_key_id: Option<Arc<str>>,
-    /// The assertion's algorithm; `None`: the key's default ([`client_key`]).
-    pub client_assertion_alg: Option<AssertionAlg>,
-    /// The assertion's `aud`; `None`: the token URL.
-    pub client_assertion_audience: Option<Arc<str>>,
-    /// PEM client certificate (chain) for `tls_client_auth` methods.
-    pub client_cert_file: Option<PathBuf>,
-    /// PEM roots added to the system's (`ca_only`: instead of them).
-    pub ca_file: Option<PathBuf>,
-    /// Trust only `ca_file`.
-    pub ca_only: bool,
-    /// An http(s) proxy URL (no credentials in it).
-    pub proxy: Option<Arc<str>>,
-    /// `user:password` for the proxy.
-    pub proxy_credentials_file: Option<PathBuf>,
-    /// Hosts not proxied (comma-separated, as `NO_PROXY`).
-    pub no_proxy: Option<Arc<str>>,
-    /// The authorization server whose metadata names the token endpoint (instead of a
-    /// `token_url`; the workload's `token_url` is then the issuer, its endpoint identity).
-    pub issuer: Option<Issuer>,
-    /// Extra token-request parameters (name → value), sent with every request.
-    pub extra_params: BTreeMap<String, String>,
-}
-
-/// Token-request parameters tokenvisor sets itself (or another key sets): refused in
-/// `extra_params`, with the key to use instead where there is one.
-pub const RESERVED_PARAMS: &[(&str, &str)] = &[
-    ("grant_type", "set by grant"),
-    ("refresh_token", "set by the refresh_token grant"),
-    ("client_id", "set by client_id"),
-    ("client_secret", "set by auth_method and the client secret"),
-    ("client_assertion", "set by auth_method"),
-    ("client_assertion_type", "set by auth_method"),
-    ("scope", "use scopes"),
-    ("resource", "use resource"),
-    ("audience", "use audience"),
-    ("code", "an authorization-code parameter"),
-    ("code_verifier", "an authorization-code parameter"),
-    ("redirect_uri", "an authorization-code parameter"),
-    ("device_code", "a device-flow parameter"),
-    ("assertion", "set by the jwt_bearer grant"),
-    ("subject_token", "set by the token_exchange grant"),
-    ("subject_token_type", "set by the token_exchange grant"),
-    ("actor_token", "set by the token_exchange grant"),
-    ("actor_token_type", "set by the token_exchange grant"),
-    ("requested_token_type", "set by the token_exchange grant"),
-    ("username", "a password-grant parameter"),
-    ("password", "a password-grant parameter"),
-];
-
-/// The `proxy` rule: an http(s) URL with a host and no credentials in it.
-pub fn proxy_url(s: &str) -> Result<Arc<str>, String> {
-    match url::Url::parse(s) {
-        Ok(u)
-            if matches!(u.scheme(), "http" | "https")
-                && u.has_host()
-                && u.username().is_empty()
-                && u.password().is_none() =>
-        {
-            Ok(Arc::from(s))
-        }
-        Ok(_) | Err(_) => Err(
-            "must be an http:// or https:// proxy URL with a host and no \
-            credentials (put `user:password` in proxy_credentials_file)"
-                .to_owned(),
-        ),
-    }
-}
-
-/// Checks one `extra_params` entry: a name not reserved (RFC 6749 names: printable ASCII
-/// without spaces) and a value without control characters.
-pub fn extra_param(name: &str, value: &str) -> Result<(), String> {
-    if let Some((_, why)) = RESERVED_PARAMS.iter().find(|(n, _)| *n == name) {
-        return Err(format!(
-            "{name:?} is set by tokenvisor and cannot be overridden ({why})"
-        ));
-    }
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'=' && b != b'&')
-    {
-        return Err(
-            "a parameter name must be printable ASCII without spaces, '=' or '&'".to_owned(),
-        );
-    }
-    if value.chars().any(char::is_control) || value.len() > 4096 {
-        return Err(
-            "a value must be a string without control characters, at most 4096 bytes".to_owned(),
-        );
-    }
-    Ok(())
 }
 
 /// A parsed PEM private key: its signing key and the algorithms it can sign with (the
@@ -220,58 +109,35 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut Provide
         Some((user, _)) if !user.is_empty() => Ok(()),
         Some(_) | None => Err("must hold `user:password` (UTF-8, one line)".to_owned()),
     };
-    let files = [
-        (
-            "client_key_file",
-            &raw.client_key_file,
-            &mut out.client_key_file,
-            key,
-        ),
-        (
-            "client_cert_file",
-            &raw.client_cert_file,
-            &mut out.client_cert_file,
-            certs,
-        ),
-        ("ca_file", &raw.ca_file, &mut out.ca_file, certs),
-        (
-            "proxy_credentials_file",
-            &raw.proxy_credentials_file,
-            &mut out.proxy_credentials_file,
-            creds,
-        ),
-    ];
-    for (name, raw, slot, ok) in files {
-        let Some(raw) = raw else { continue };
-        *slot = cx.check(name, raw, |p| {
+    let file = |ok: Check| {
+        move |p: &String| {
             let path: PathBuf = base.join(p).components().collect();
             ok(&read(&path)?).map_err(|why| format!("{}: {why}", path.display()))?;
             Ok(path)
-        });
-    }
-    let texts = [
-        ("client_key_id", &raw.client_key_id, &mut out.client_key_id),
-        (
-            "client_assertion_audience",
-            &raw.client_assertion_audience,
-            &mut out.client_assertion_audience,
-        ),
-        ("no_proxy", &raw.no_proxy, &mut out.no_proxy),
-    ];
-    for (name, raw, slot) in texts {
-        let Some(raw) = raw else { continue };
-        *slot = cx.check(name, raw, |s| {
-            match s.trim().is_empty() || s.chars().any(char::is_control) {
-                true => Err("must be a non-empty string without control characters".to_owned()),
-                false => Ok(Arc::from(s.as_str())),
+        }
+    };
+    let text = |s: &String| match s.trim().is_empty() || s.chars().any(char::is_control) {
+        true => Err("must be a non-empty string without control characters".to_owned()),
+        false => Ok(Arc::from(s.as_str())),
+    };
+    // Each key set here replaces the inherited value (with nothing when it is wrong).
+    macro_rules! set {
+        ($($name:ident: $check:expr;)*) => {$(
+            if let Some(raw) = &raw.$name {
+                out.$name = cx.check(stringify!($name), raw, $check);
             }
-        });
+        )*};
     }
-    if let Some(p) = &raw.proxy {
-        out.proxy = cx.check("proxy", p, |s| proxy_url(s));
-    }
-    if let Some(i) = &raw.issuer {
-        out.issuer = cx.check("issuer", i, |s| Issuer::parse(s).map_err(|e| e.to_string()));
+    set! {
+        client_key_file: file(key);
+        client_cert_file: file(certs);
+        ca_file: file(certs);
+        proxy_credentials_file: file(creds);
+        client_key_id: text;
+        client_assertion_audience: text;
+        no_proxy: text;
+        proxy: |s: &String| proxy_url(s);
+        issuer: |s: &String| Issuer::parse(s).map_err(|e| e.to_string());
     }
     if let Some(table) = &raw.extra_params {
         for (name, value) in table.get_ref() {
@@ -282,12 +148,8 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut Provide
             }
         }
     }
-    out.client_assertion_alg = raw
-        .client_assertion_alg
-        .as_ref()
-        .map(|a| *a.get_ref())
-        .or(out.client_assertion_alg);
-    out.ca_only = raw.ca_only.as_ref().map_or(out.ca_only, |o| *o.get_ref());
+    out.client_assertion_alg = value(&raw.client_assertion_alg).or(out.client_assertion_alg);
+    out.ca_only = value(&raw.ca_only).unwrap_or(out.ca_only);
 }
 
 /// The checks across keys, once a workload's method is known; reported at `auth_method`

@@ -32,42 +32,67 @@ pub(crate) struct RawService {
     pub(crate) log_level: Opt<String>,
 }
 
-/// `[defaults]`, and the same keys inside a `[[workload]]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawPolicy {
-    pub(crate) request_timeout: Opt<HumanDuration>,
-    pub(crate) connect_timeout: Opt<HumanDuration>,
-    pub(crate) refresh_at: Opt<Number>,
-    pub(crate) refresh_jitter: Opt<Number>,
-    pub(crate) default_lifetime: Opt<HumanDuration>,
-    pub(crate) backoff_initial: Opt<HumanDuration>,
-    pub(crate) backoff_max: Opt<HumanDuration>,
-    pub(crate) backoff_multiplier: Opt<Number>,
-    pub(crate) give_up_after: Opt<HumanDuration>,
-    pub(crate) max_retry_after: Opt<HumanDuration>,
-    pub(crate) endpoint_concurrency: Opt<Count>,
-    pub(crate) transient_codes: Option<List>,
-    pub(crate) permanent_codes: Option<List>,
-    pub(crate) client_key_file: Opt<String>,
-    pub(crate) client_key_id: Opt<String>,
-    pub(crate) client_assertion_alg: Opt<crate::provider::AssertionAlg>,
-    pub(crate) client_assertion_audience: Opt<String>,
-    pub(crate) client_cert_file: Opt<String>,
-    pub(crate) ca_file: Opt<String>,
-    pub(crate) ca_only: Opt<bool>,
-    pub(crate) proxy: Opt<String>,
-    pub(crate) proxy_credentials_file: Opt<String>,
-    pub(crate) no_proxy: Opt<String>,
-    pub(crate) issuer: Opt<String>,
-    pub(crate) extra_params: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
-    pub(crate) assertion_file: Opt<String>,
-    pub(crate) subject_token_file: Opt<String>,
-    pub(crate) subject_token_type: Opt<String>,
-    pub(crate) actor_token_file: Opt<String>,
-    pub(crate) actor_token_type: Opt<String>,
-    pub(crate) requested_token_type: Opt<String>,
+/// The timing and classification keys of `[defaults]` and a `[[workload]]`, each written
+/// once: its raw type, the check that resolves it (`checked`: the value type's
+/// [`crate::validate::Rule`] for that key; `codes`: a list of RFC 6749 error codes) and the
+/// [`crate::spec::WorkloadPolicy`] field it sets. The schema's fields, the validation pass
+/// and `check-config`'s listing (in this order) are generated from it: `$then` is the macro
+/// that takes the list.
+macro_rules! policy_keys {
+    ($then:ident $arg:tt) => {
+        $then! { $arg
+            request_timeout: HumanDuration, checked => request_timeout;
+            connect_timeout: HumanDuration, checked => connect_timeout;
+            refresh_at: Number, checked => schedule.refresh_at;
+            refresh_jitter: Number, checked => schedule.refresh_jitter;
+            default_lifetime: HumanDuration, checked => default_lifetime;
+            backoff_initial: HumanDuration, checked => backoff.initial;
+            backoff_max: HumanDuration, checked => backoff.max;
+            backoff_multiplier: Number, checked => backoff.multiplier;
+            give_up_after: HumanDuration, checked => give_up_after;
+            max_retry_after: HumanDuration, checked => max_retry_after;
+            endpoint_concurrency: Count, checked => endpoint_concurrency;
+            transient_codes: Vec<Spanned<String>>, codes => transient_codes;
+            permanent_codes: Vec<Spanned<String>>, codes => permanent_codes;
+        }
+    };
 }
+pub(crate) use policy_keys;
+
+/// `[defaults]`, and the same keys inside a `[[workload]]`: the policy keys, then the
+/// provider and grant keys.
+macro_rules! raw_policy {
+    ({ $($other:ident: $oty:ty,)* } $($name:ident: $ty:ty, $check:ident => $($f:ident).+;)*) => {
+        /// `[defaults]`, and the same keys inside a `[[workload]]`.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct RawPolicy {
+            $(pub(crate) $name: Opt<$ty>,)*
+            $(pub(crate) $other: $oty,)*
+        }
+    };
+}
+
+policy_keys!(raw_policy {
+    client_key_file: Opt<String>,
+    client_key_id: Opt<String>,
+    client_assertion_alg: Opt<crate::spec::AssertionAlg>,
+    client_assertion_audience: Opt<String>,
+    client_cert_file: Opt<String>,
+    ca_file: Opt<String>,
+    ca_only: Opt<bool>,
+    proxy: Opt<String>,
+    proxy_credentials_file: Opt<String>,
+    no_proxy: Opt<String>,
+    issuer: Opt<String>,
+    extra_params: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    assertion_file: Opt<String>,
+    subject_token_file: Opt<String>,
+    subject_token_type: Opt<String>,
+    actor_token_file: Opt<String>,
+    actor_token_type: Opt<String>,
+    requested_token_type: Opt<String>,
+});
 
 /// The keys of a `[[workload]]` that `[defaults]` does not have.
 #[derive(Debug, Default, Deserialize)]
@@ -94,9 +119,10 @@ pub(crate) struct RawWorkload {
     pub(crate) login_scopes: Option<List>,
 }
 
-/// `grant`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// `grant` (serde and strum derive the names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub(crate) enum RawGrant {
     RefreshToken,
     ClientCredentials,

@@ -15,7 +15,7 @@ use humantime::format_duration as human;
 use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
-use crate::problems::{Cx, Span};
+use crate::problems::{Cx, Span, span, value};
 use crate::schema::{Count, HumanDuration, List, Number, RawGrant, RawPolicy, RawSecret};
 use crate::schema::{RawService, RawWorkload};
 use crate::secrets::{admin_token_long_enough, read_secret_env};
@@ -138,17 +138,8 @@ fn codes(cx: &mut Cx, key: &str, raw: &Option<List>) -> Option<Vec<String>> {
     cx.each_valid(key, raw.as_ref()?, code, what)
 }
 
-/// Reads and validates `text` (named `source`; relative paths resolve against `base`).
-pub(crate) fn parse_in(
-    text: &str,
-    source: &Path,
-    base: &Path,
-    env: Env<'_>,
-) -> Result<Config, ConfigError> {
-    parse_mode(text, source, base, env, false)
-}
-
-/// [`parse_in`]; `login`: refresh-token files are not read (`crate::login::load_for_login`).
+/// Reads and validates `text` (named `source`; relative paths resolve against `base`);
+/// `login`: refresh-token files are not read (`crate::login::load_for_login`).
 pub(crate) fn parse_mode(
     text: &str,
     source: &Path,
@@ -353,11 +344,7 @@ impl V<'_> {
             state_dir,
             admin_limits,
             status_refresh_interval: interval.unwrap_or(DEFAULT_STATUS_REFRESH_INTERVAL),
-            log_format: raw
-                .log_format
-                .as_ref()
-                .map(|f| *f.get_ref())
-                .unwrap_or_default(),
+            log_format: value(&raw.log_format).unwrap_or_default(),
             log_level: log_level.to_owned(),
         }
     }
@@ -377,35 +364,19 @@ impl V<'_> {
         }
         crate::grants::level(cx, self.base, raw, &mut lvl.grants);
         // Each key: recorded as set here (valid or not), checked, stored.
-        macro_rules! keys {
-            ($($check:ident: $($name:ident => $($field:ident).+),*;)*) => {$($(
-                if let Some(at) = span(&raw.$name) {
+        macro_rules! resolve {
+            (($lvl:ident, $cx:ident, $raw:ident) $($name:ident: $ty:ty, $check:ident => $($f:ident).+;)*) => {$(
+                if let Some(at) = span(&$raw.$name) {
                     let name = stringify!($name);
-                    lvl.from.insert(name, (cx.key(name), at));
-                    lvl.here.insert(name);
-                    if let Some(v) = $check(cx, name, &raw.$name) {
-                        lvl.policy.$($field).+ = v;
+                    $lvl.from.insert(name, ($cx.key(name), at));
+                    $lvl.here.insert(name);
+                    if let Some(v) = $check($cx, name, &$raw.$name) {
+                        $lvl.policy.$($f).+ = v;
                     }
                 }
-            )*)*};
+            )*};
         }
-        keys! {
-            checked:
-                request_timeout => request_timeout,
-                connect_timeout => connect_timeout,
-                refresh_at => schedule.refresh_at,
-                refresh_jitter => schedule.refresh_jitter,
-                default_lifetime => default_lifetime,
-                backoff_initial => backoff.initial,
-                backoff_max => backoff.max,
-                backoff_multiplier => backoff.multiplier,
-                give_up_after => give_up_after,
-                max_retry_after => max_retry_after,
-                endpoint_concurrency => endpoint_concurrency;
-            codes:
-                transient_codes => transient_codes,
-                permanent_codes => permanent_codes;
-        }
+        crate::schema::policy_keys!(resolve(lvl, cx, raw));
         let (s, b, p) = (lvl.policy.schedule, lvl.policy.backoff, &lvl.policy);
         lvl.pair(cx, ["refresh_at", "refresh_jitter"], |at, jitter| {
             let (j, a) = (s.refresh_jitter, s.refresh_at);
@@ -480,10 +451,7 @@ impl V<'_> {
     fn workload(&mut self, raw: &RawWorkload, policy: Level) -> Option<WorkloadSpec> {
         let before = self.cx.problems.len();
         let (cx, seen) = (&mut self.cx, &mut self.seen);
-        let line = raw
-            .name
-            .as_ref()
-            .map(|s| (cx.key("name"), cx.line(s.span().start)));
+        let line = span(&raw.name).map(|s| (cx.key("name"), cx.line(s.start)));
         let missing = "missing: every workload needs a name ([A-Za-z0-9._-], 1–100 characters)";
         let name = cx.required("name", raw.name.as_ref(), missing, |s| {
             let n = WorkloadName::new(s).map_err(|e| e.to_string())?;
@@ -498,19 +466,15 @@ impl V<'_> {
         });
         // `issuer` instead of `token_url`: a workload's token_url wins over [defaults]' issuer
         let mut policy = policy;
-        let here = policy
-            .from
-            .get("issuer")
-            .is_some_and(|(k, _)| *k == cx.key("issuer"));
+        let here = (policy.from.get("issuer")).is_some_and(|(k, _)| *k == cx.key("issuer"));
         let issuer = crate::provider::token_url_or_issuer(cx, raw, &mut policy.policy, here);
         let missing = "missing: the provider's token endpoint, e.g. \"https://idp.example.com/oauth/token\" \
              (or issuer, to discover it)";
-        let token_url = match issuer {
-            Some(issuer) => Some(issuer),
-            None => cx.required("token_url", raw.token_url.as_ref(), missing, |s| {
+        let token_url = issuer.or_else(|| {
+            cx.required("token_url", raw.token_url.as_ref(), missing, |s| {
                 token_url(s)
-            }),
-        };
+            })
+        });
         if let Some(host) = token_url.as_ref().and_then(TokenUrl::insecure_remote_host) {
             let why = format!(
                 "http:// to {host}, which is not a loopback address: tokens and secrets cross the \
@@ -521,23 +485,13 @@ impl V<'_> {
         let missing = "missing: the OAuth client id";
         let client_id = cx.required("client_id", raw.client_id.as_ref(), missing, |s| text(s));
         let secret = self.client_secret(raw);
-        let auth_method = raw
-            .auth_method
-            .as_ref()
-            .map(|m| *m.get_ref())
-            .unwrap_or_default();
-        let span = raw
-            .auth_method
-            .as_ref()
-            .map(Spanned::span)
-            .or(self.cx.header.clone());
+        let auth_method = value(&raw.auth_method).unwrap_or_default();
+        let at = span(&raw.auth_method).or(self.cx.header.clone());
         let p = (auth_method, secret.is_some(), &*policy.policy.provider);
-        crate::provider::check(&mut self.cx, p, span.as_ref());
+        crate::provider::check(&mut self.cx, p, at.as_ref());
         let grant = self.grant(raw, secret.is_some() || !auth_method.uses_secret(), &policy);
-        let sink = raw
-            .token_sink_file
-            .as_ref()
-            .and_then(|f| self.file("token_sink_file", f, true));
+        let sink =
+            (raw.token_sink_file.as_ref()).and_then(|f| self.file("token_sink_file", f, true));
         let cx = &mut self.cx;
         // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
         let scope = |s: &str| {
@@ -560,10 +514,7 @@ impl V<'_> {
                 ),
             })
         });
-        let audience = raw
-            .audience
-            .as_ref()
-            .and_then(|a| cx.check("audience", a, |s| text(s)));
+        let audience = (raw.audience.as_ref()).and_then(|a| cx.check("audience", a, |s| text(s)));
         let login = crate::login::resolve(cx, raw, self::token_url, scope);
 
         // one gate per token endpoint: its workloads must agree on the limit
@@ -571,10 +522,7 @@ impl V<'_> {
             policy.policy.endpoint_concurrency,
             cx.key("endpoint_concurrency"),
         );
-        match token_url
-            .as_ref()
-            .map(|url| (url, self.seen.endpoints.get(url)))
-        {
+        match token_url.as_ref().map(|u| (u, self.seen.endpoints.get(u))) {
             Some((_, Some((other, m)))) if *m != n && !cx.broken.contains(&key) => {
                 let set = policy.from.get("endpoint_concurrency");
                 let from = set.map_or("the default", |(k, _)| k.as_str());
@@ -605,11 +553,7 @@ impl V<'_> {
             client_id: client_id?,
             client_secret,
             client_secret_origin,
-            auth_method: raw
-                .auth_method
-                .as_ref()
-                .map(|m| *m.get_ref())
-                .unwrap_or_default(),
+            auth_method,
             grant: grant?,
             scopes: Arc::from(scopes?),
             resource,
@@ -622,7 +566,13 @@ impl V<'_> {
 
     /// At most one of `keys` (with the span where each is set, if it is) may be set; the
     /// second one in the file is reported. False when more than one is.
-    fn at_most_one(&mut self, keys: &[(&str, Span)], list: &str) -> bool {
+    fn at_most_one(&mut self, keys: &[(&str, Span)]) -> bool {
+        let names: Vec<_> = keys.iter().map(|(k, _)| *k).collect();
+        let list = match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+            None => String::new(),
+        };
         let mut given: Vec<_> = keys
             .iter()
             .filter_map(|(k, at)| Some((*k, at.clone()?)))
@@ -643,10 +593,7 @@ impl V<'_> {
             ("client_secret_file", span(&raw.client_secret_file)),
             ("client_secret_env", span(&raw.client_secret_env)),
         ];
-        if !self.at_most_one(
-            &sources,
-            "client_secret, client_secret_file and client_secret_env",
-        ) {
+        if !self.at_most_one(&sources) {
             return None;
         }
         if let Some(s) = &raw.client_secret {
@@ -657,16 +604,13 @@ impl V<'_> {
             return Some((secret, Origin::File(path)));
         }
         let env = self.env;
-        self.cx.check(
-            "client_secret_env",
-            raw.client_secret_env.as_ref()?,
-            |var| {
-                if var.is_empty() || var.contains(['=', '\0']) {
-                    return Err(format!("{var:?} is not an environment variable name"));
-                }
-                read_secret_env(var, env).map(|s| (s, Origin::Env(var.clone())))
-            },
-        )
+        let var = raw.client_secret_env.as_ref()?;
+        self.cx.check("client_secret_env", var, |var| {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                return Err(format!("{var:?} is not an environment variable name"));
+            }
+            read_secret_env(var, env).map(|s| (s, Origin::Env(var.clone())))
+        })
     }
 
     /// The grant, and the refresh token (read whatever the grant, so that a missing file is
@@ -676,7 +620,7 @@ impl V<'_> {
             ("refresh_token_file", span(&raw.refresh_token_file)),
             ("refresh_token", span(&raw.refresh_token)),
         ];
-        let both = !self.at_most_one(&refresh, "refresh_token_file and refresh_token");
+        let both = !self.at_most_one(&refresh);
         let token = match (&raw.refresh_token_file, &raw.refresh_token) {
             (Some(_), Some(_)) | (None, None) => None,
             (Some(f), None) if self.login => {
@@ -693,6 +637,28 @@ impl V<'_> {
         let secrets = ["client_secret", "client_secret_file", "client_secret_env"];
         let grant = cx.required("grant", raw.grant.as_ref(), missing, |g| Ok(*g))?;
         let presented = crate::grants::resolve(cx, grant, &lvl.grants, span(&raw.grant).as_ref());
+        let (name, mut ok) = (<&str>::from(grant), true);
+        let verb = match grant {
+            RawGrant::RefreshToken => None,
+            RawGrant::ClientCredentials => Some("takes"),
+            // No refresh token, and client authentication is optional (RFC 7523 §2.1 and
+            // RFC 8693 §2.1 allow a public client).
+            RawGrant::JwtBearer | RawGrant::TokenExchange => Some("keeps"),
+        };
+        for (k, at) in refresh
+            .into_iter()
+            .filter(|(_, at)| at.is_some() && verb.is_some())
+        {
+            ok = false;
+            let verb = verb.unwrap_or_default();
+            let why = format!(
+                "grant = \"{name}\" {verb} no refresh token; remove {k} or set grant = \
+                 \"refresh_token\""
+            );
+            if !cx.broken_here(&[k]) {
+                cx.report(k, at, why);
+            }
+        }
         match (grant, token) {
             (RawGrant::RefreshToken, Some((token, file))) => {
                 Some(GrantSpec::RefreshToken { token, file })
@@ -706,17 +672,6 @@ impl V<'_> {
                 None
             }
             (RawGrant::ClientCredentials, _) => {
-                let mut ok = true;
-                for (k, at) in refresh.into_iter().filter(|(_, at)| at.is_some()) {
-                    ok = false;
-                    let why = format!(
-                        "grant = \"client_credentials\" takes no refresh token; remove {k} or set \
-                         grant = \"refresh_token\""
-                    );
-                    if !cx.broken_here(&[k]) {
-                        cx.report(k, at, why);
-                    }
-                }
                 if !has_secret && !cx.broken_here(&secrets) {
                     ok = false;
                     let why = "grant = \"client_credentials\" needs a client secret (client_secret, \
@@ -725,33 +680,11 @@ impl V<'_> {
                 }
                 ok.then_some(GrantSpec::ClientCredentials)
             }
-            // No refresh token, and client authentication is optional (RFC 7523 §2.1 and
-            // RFC 8693 §2.1 allow a public client).
-            (g @ (RawGrant::JwtBearer | RawGrant::TokenExchange), _) => {
-                let g = match matches!(g, RawGrant::JwtBearer) {
-                    true => "jwt_bearer",
-                    false => "token_exchange",
-                };
-                let mut ok = true;
-                for (k, at) in refresh.into_iter().filter(|(_, at)| at.is_some()) {
-                    ok = false;
-                    let why = format!(
-                        "grant = \"{g}\" keeps no refresh token; remove {k} or set grant = \
-                         \"refresh_token\""
-                    );
-                    if !cx.broken_here(&[k]) {
-                        cx.report(k, at, why);
-                    }
-                }
+            (RawGrant::JwtBearer | RawGrant::TokenExchange, _) => {
                 presented.flatten().filter(|_| ok)
             }
         }
     }
-}
-
-/// Where an optional value is.
-fn span<T>(raw: &Option<Spanned<T>>) -> Span {
-    raw.as_ref().map(Spanned::span)
 }
 
 /// `path` against `base` (unless absolute), without `.` components.

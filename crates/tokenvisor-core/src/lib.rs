@@ -26,6 +26,9 @@
 //!   module that knows both the machine and the record.
 //! - [`name`]: validated workload names (safe single path components).
 //! - [`secret`]: a string type that never prints its value.
+//! - [`spec`]: what a workload is, resolved ([`spec::WorkloadSpec`], its policy, grant,
+//!   provider and login settings) and cluster mode's settings: plain data that
+//!   `tokenvisor-config` produces from TOML and an embedder may build in code.
 //! - [`time`]: [`Timestamp`], milliseconds since the epoch, serialised as RFC 3339.
 //! - [`write_queue`]: the persistence logic, sans I/O: coalescing per workload, batches for
 //!   group commit, retries, flush and key waiters, status-file coalescing.
@@ -44,6 +47,7 @@ pub mod policy;
 pub mod projection;
 pub mod scrub;
 pub mod secret;
+pub mod spec;
 pub mod status;
 pub mod time;
 pub mod token_url;

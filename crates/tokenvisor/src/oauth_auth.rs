@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{EncodingKey, Header};
 use tokenvisor_core::Secret;
 
-use crate::spec::{AssertionAlg, AuthMethod, ClientKey, ProviderSpec, client_key};
+use crate::spec::{AssertionAlg, AuthMethod, ClientKey, Jose, ProviderSpec, client_key};
 use crate::transport::ExchangeRequest;
 
 /// How long a client assertion is valid.

@@ -159,7 +159,7 @@ password_file = "etcd.password"
         c.client_cert,
         Some((d.0.path().join("cert.pem"), d.0.path().join("key.pem")))
     );
-    let shown = c.to_string();
+    let shown = config::cluster::cluster_section(&c);
     for line in [
         "[cluster]",
         "endpoints = [\"https://10.0.0.1:2379\", \"https://10.0.0.2:2379\"]",

@@ -12,10 +12,13 @@
 //!    (its lease expired on the server), then resumed (SIGCONT): it must send nothing with
 //!    what it held, and the fence refuses its writes (counted from its `/metrics`,
 //!    `tokenvisor_cluster_fence_rejections_total`, and its log).
-//! 4. **restart** the killed instance (same directories, same member id): it joins again.
-//! 5. **add a fourth** instance (it takes about a quarter of the shards), then **remove it**
-//!    with SIGTERM (its shutdown revokes its lease: the others take over at once).
-//! 6. **kill -9 one etcd member** (the others keep a quorum), later started again.
+//! 4. **add a fourth** instance (it takes about a quarter of the shards).
+//! 5. **restart** the killed instance (same directories, same member id) into that other
+//!    membership: some workloads its files said it ran are another member's now (its files
+//!    must say `stopped` for them, not its previous run's `running`).
+//! 6. **remove the fourth** with SIGTERM (its shutdown revokes its lease: the others take
+//!    over at once; the time to all running elsewhere is recorded as its failover).
+//! 7. **kill -9 one etcd member** (the others keep a quorum), later started again.
 //!
 //! After every step the run waits for a number of rotations (`rounds` per workload), then
 //! for every workload to run on exactly one live instance; the time from the step to that
@@ -33,9 +36,13 @@
 //! **Grants lost** are the provider's `grant.revoked` events (reuse detection), by account
 //! (each workload has its own account, named like it). Each is attributed to the kill or
 //! pause whose in-flight set holds it and whose window its last successful rotation falls
-//! in (`kill9` or `pause`); any other is **unexplained** (the bound broken: a rotated-away
-//! token presented). The run's verdict: unexplained = 0, every grant lost in flight at a
-//! kill or pause, every other workload `running` on exactly one instance at the end.
+//! in (`kill9` or `pause`), or to a **timeout** (`timeout`: no kill or pause, but the
+//! instance gave up on an answer after its request timeout while the provider, queued on a
+//! loaded machine, rotated the token anyway; its retry presented the rotated-away token: the
+//! same hazard as in single-process mode, nginx logging the abandoned request as 499); any
+//! other is **unexplained** (the bound broken: a rotated-away token presented). The run's
+//! verdict: unexplained = 0, no step lost more than was in flight there, every other
+//! workload `running` on exactly one instance at the end.
 //!
 //! The benchmark is `examples/cluster_chaos.rs` (300 workloads); the suite's `cluster_chaos`
 //! test is the small version.
@@ -61,6 +68,12 @@ use crate::oidc::{Oidc, secret_of, uses_basic};
 const CLIENTS: usize = 24;
 /// The etcd prefix of the run.
 const PREFIX: &str = "tv-chaos/";
+/// A grant lost whose rotated-away token came back this soon after its rotation, with no
+/// kill or pause to explain it and a token request nginx logged as 499 (the client gave
+/// up before the answer) in between, was retried after a request timeout (class
+/// `timeout`). (The provider logs a request when it handles it: on a loaded machine a
+/// queued request is handled seconds after it was sent.)
+pub const TIMEOUT_WINDOW_MS: u64 = 15_000;
 /// The instances' request and connect timeouts (the attempt's backstop, 1 + 1 + 5 + 2 s,
 /// fits two thirds of a 15 s lease).
 const TIMEOUT: &str = "1s";
@@ -158,13 +171,21 @@ pub struct Outcome {
     /// For each grant lost: ms from the provider receiving the refresh whose result was
     /// lost to the kill or pause (negative: it arrived after it).
     pub windows: BTreeMap<String, i64>,
+    /// For each grant lost, its class: `kill9` or `pause` (a refresh in flight at that
+    /// step), `timeout` (no kill or pause: the instance gave up on the answer after its
+    /// request timeout, the provider rotated the token anyway, and the retry presented the
+    /// rotated-away token within [`TIMEOUT_WINDOW_MS`], nginx logging an abandoned request
+    /// between the two).
+    pub kinds: BTreeMap<String, &'static str>,
     /// Refresh requests the provider answered 200 during the run.
     pub refreshes_ok: usize,
     /// Refresh requests answered `invalid_grant`.
     pub invalid_grant: usize,
-    /// The zombie's fence rejections, from its `/metrics` (after it joined again).
+    /// The zombie's fence rejections from the SIGSTOP until it joined again, from its
+    /// `/metrics` (the counter's rise; a handover's late status writes count there too).
     pub zombie_fence_metric: u64,
-    /// The zombie's log lines "refused by the fence" (its store's warning, one per refusal).
+    /// The same from its log: lines "refused by the fence" (the store's warning, one per
+    /// refusal) written after the SIGSTOP.
     pub zombie_fence_logged: usize,
     /// The zombie's leases lost (its log: "the cluster lease was lost").
     pub zombie_leases_lost: usize,
@@ -179,6 +200,15 @@ impl Outcome {
     /// Grants lost (revoked by reuse detection).
     pub fn lost(&self) -> BTreeSet<String> {
         self.revoked.keys().cloned().collect()
+    }
+
+    /// Grants lost by class (`kill9`, `pause`, `timeout`).
+    pub fn kinds_count(&self) -> BTreeMap<&'static str, usize> {
+        let mut n = BTreeMap::new();
+        for k in self.kinds.values() {
+            *n.entry(*k).or_default() += 1;
+        }
+        n
     }
 
     /// Refreshes in flight summed over the kills and pauses.
@@ -237,6 +267,7 @@ impl Outcome {
             "in_flight_at_kills": self.in_flight(),
             "grants_lost": self.lost().len(),
             "loss_windows_ms": self.windows.values().collect::<Vec<_>>(),
+            "grants_lost_by_kind": self.kinds_count(),
             "unexplained": self.unexplained.len(),
             "steps_over_bound": self.over_bound(),
             "not_running_once": self.not_running_once().len(),
@@ -269,7 +300,7 @@ impl Outcome {
         }
         println!(
             "cluster chaos: {} workloads, {} steps; refreshes {} ok, {} invalid_grant; in flight \
-             at kills/pauses {}; grants lost {} (unexplained {}); not running on exactly one \
+             at kills/pauses {}; grants lost {} {:?} (unexplained {}); not running on exactly one \
              {:?}; zombie fence rejections {} (metrics) / {} (log); {:.0} s",
             self.opts.workloads,
             self.steps.len(),
@@ -277,6 +308,7 @@ impl Outcome {
             self.invalid_grant,
             self.in_flight(),
             self.lost().len(),
+            self.kinds_count(),
             self.unexplained.len(),
             self.not_running_once(),
             self.zombie_fence_metric,
@@ -287,10 +319,12 @@ impl Outcome {
     }
 }
 
-/// The run's processes, directories and logs.
+/// The run's processes, directories and logs. (Fields drop in order: the daemons are
+/// killed first, the directory they write in is removed last.)
 struct Fleet {
+    /// Instance `i`'s daemon, while it runs.
+    daemons: Vec<Option<Daemon>>,
     opts: Options,
-    work: tempfile::TempDir,
     oidc: Oidc,
     _nginx: Nginx,
     etcd: EtcdCluster,
@@ -299,9 +333,8 @@ struct Fleet {
     provider: Tail<ProviderLine>,
     access: Tail<Access>,
     http: reqwest::Client,
-    /// Instance `i`'s daemon, while it runs.
-    daemons: Vec<Option<Daemon>>,
     began: Instant,
+    work: tempfile::TempDir,
 }
 
 /// `sig` (`-STOP`, `-CONT`) to `pid` with kill(1).
@@ -762,6 +795,9 @@ pub async fn run(opts: &Options) -> Outcome {
     let other: Vec<usize> = survivors.iter().copied().filter(|i| *i != zombie).collect();
     let theirs = owned_by(&owners, zombie);
     let zombie_pid = f.daemon(zombie).pid();
+    let fence = "tokenvisor_cluster_fence_rejections_total";
+    let fence_before = metric(&f.metrics(zombie).await, fence, "").unwrap_or(0);
+    let logged_before = f.daemon(zombie).log_count("refused by the fence");
     let t = Instant::now();
     let at = now_ms();
     signal(zombie_pid, "-STOP");
@@ -784,33 +820,35 @@ pub async fn run(opts: &Options) -> Outcome {
         (Some(failover), theirs.len(), in_flight)
     );
     let zombie_metrics = f.metrics(zombie).await;
-    let zombie_fence_metric = metric(
-        &zombie_metrics,
-        "tokenvisor_cluster_fence_rejections_total",
-        "",
-    )
-    .unwrap_or_else(|| panic!("no fence rejection counter in the zombie's /metrics"));
+    let zombie_fence_metric = metric(&zombie_metrics, fence, "")
+        .unwrap_or_else(|| panic!("no fence rejection counter in the zombie's /metrics"))
+        .saturating_sub(fence_before);
     let zombie_log = f.daemon(zombie).log_plain();
     let zombie_fence_logged = zombie_log
         .lines()
         .filter(|l| l.contains("refused by the fence"))
-        .count();
+        .count()
+        .saturating_sub(logged_before);
     let zombie_leases_lost = zombie_log
         .lines()
         .filter(|l| l.contains("the cluster lease was lost"))
         .count();
 
-    // 4. The killed instance again (its directories, its member id).
-    let t = Instant::now();
-    let at = now_ms();
-    f.spawn(victim).await;
-    finish!(f, "restart", t, at, (None, 0, BTreeSet::new()));
-
-    // 5. A fourth joins, then leaves gracefully (SIGTERM: its lease revoked).
+    // 4. A fourth joins (it takes about a quarter of the shards).
     let t = Instant::now();
     let at = now_ms();
     f.spawn(3).await;
-    let owners = finish!(f, "join4", t, at, (None, 0, BTreeSet::new()));
+    finish!(f, "join4", t, at, (None, 0, BTreeSet::new()));
+
+    // 5. The killed instance again (its directories, its member id), into a membership
+    // other than the one it died in: some of the workloads its files say it runs are now
+    // another member's.
+    let t = Instant::now();
+    let at = now_ms();
+    f.spawn(victim).await;
+    let owners = finish!(f, "restart", t, at, (None, 0, BTreeSet::new()));
+
+    // 6. The fourth leaves gracefully (SIGTERM: its lease revoked, an immediate handover).
     let mut handovers = Vec::new();
     let (a, r) = f.handovers(3).await;
     handovers.push(("member-3".to_owned(), a, r));
@@ -831,7 +869,7 @@ pub async fn run(opts: &Options) -> Outcome {
         (Some(handover), theirs.len(), BTreeSet::new())
     );
 
-    // 6. kill -9 one etcd member, rotations without it, then it again.
+    // 7. kill -9 one etcd member, rotations without it, then it again.
     let t = Instant::now();
     let at = now_ms();
     f.etcd.kill(0);
@@ -873,6 +911,12 @@ pub async fn run(opts: &Options) -> Outcome {
     let bound_ms = 10_000;
     let mut unexplained = Vec::new();
     let mut windows = BTreeMap::new();
+    let mut kinds = BTreeMap::new();
+    // Token requests the client abandoned (nginx's 499), when nginx logged them.
+    let abandoned_at: Vec<u64> = (f.access.read().iter())
+        .filter(|a| a.uri == "/token" && a.status == 499)
+        .map(Access::t_ms)
+        .collect();
     for name in revoked.keys() {
         let mine: Vec<&&ProviderLine> = refreshes
             .iter()
@@ -900,12 +944,29 @@ pub async fn run(opts: &Options) -> Outcome {
                 && prev.t <= s.at_ms + 5_000
                 && reuse.t > s.at_ms
         }) else {
-            unexplained.push(format!(
-                "{name}: its last rotation ({} ms) was not in flight at a kill or pause",
-                prev.t
-            ));
+            let abandoned = abandoned_at
+                .iter()
+                .any(|t| *t + 2_000 >= prev.t && *t <= reuse.t + 1_000);
+            if reuse.t - prev.t <= TIMEOUT_WINDOW_MS && abandoned {
+                kinds.insert(name.clone(), "timeout");
+            } else {
+                unexplained.push(format!(
+                    "{name}: its last rotation ({} ms) was not in flight at a kill or pause, \
+                     and its token came back {} ms later (no abandoned request then)",
+                    prev.t,
+                    reuse.t - prev.t
+                ));
+            }
             continue;
         };
+        kinds.insert(
+            name.clone(),
+            if step.name == "zombie" {
+                "pause"
+            } else {
+                "kill9"
+            },
+        );
         step.lost.insert(name.clone());
         windows.insert(
             name.clone(),
@@ -921,6 +982,7 @@ pub async fn run(opts: &Options) -> Outcome {
         revoked,
         unexplained,
         windows,
+        kinds,
         refreshes_ok,
         invalid_grant,
         zombie_fence_metric,

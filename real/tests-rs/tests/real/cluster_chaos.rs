@@ -6,9 +6,11 @@
 
 use tokenvisor_real::cluster_chaos::{Options, run};
 
-/// Every step once: at the end every workload not lost runs on exactly one instance, no
-/// rotated-away token was presented but for a refresh in flight at a kill or pause (each
-/// grant lost is attributed to one, none beyond what was in flight), the zombie lost its
+/// Every step once: at the end every workload not lost runs on exactly one instance (a
+/// restarted instance's files do not claim what another member runs), no rotated-away
+/// token was presented but for a refresh in flight at a kill or pause or one whose answer
+/// came after its instance's request timeout (each grant lost is attributed to one, none
+/// beyond what was in flight), the zombie lost its
 /// lease and its fence rejections are counted from its `/metrics` (at least what it
 /// logged). The failover times are printed, not asserted (timing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -32,10 +34,10 @@ async fn three_instances_survive_kill_zombie_join_leave_and_an_etcd_member_loss(
         out.not_running_once()
     );
     let lost = out.lost();
+    let at_steps: usize = out.steps.iter().map(|s| s.lost.len()).sum();
     assert!(
-        lost.len() <= out.in_flight(),
-        "{} grants lost, {} refreshes in flight",
-        lost.len(),
+        at_steps <= out.in_flight(),
+        "{at_steps} grants lost at kills and pauses, {} refreshes in flight there",
         out.in_flight()
     );
     assert_eq!(

@@ -5,9 +5,9 @@
 //! workloads at oidc-provider (rotation on every use, reuse detection on) behind nginx, with
 //! access tokens of `--access-ttl` seconds, through: `kill -9` of one instance (failover
 //! timed), another paused (SIGSTOP) past its lease then resumed (a zombie: the fence's
-//! rejections read from its `/metrics`), the killed one restarted, a fourth added and removed
-//! (SIGTERM: its lease revoked, an immediate handover), one etcd member killed and started
-//! again. After each step, `--rounds` rotations per workload, then every workload `running`
+//! rejections read from its `/metrics`), a fourth added, the killed one restarted (into the
+//! four-member cluster), the fourth removed (SIGTERM: its lease revoked, an immediate
+//! handover), one etcd member killed and started again. After each step, `--rounds` rotations per workload, then every workload `running`
 //! on exactly one instance. The method is the real suite's `cluster_chaos` module (its test
 //! is the small version).
 //!

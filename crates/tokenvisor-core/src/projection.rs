@@ -81,6 +81,9 @@ pub enum Down {
     },
     /// It was removed while down: status `stopped`.
     Removed,
+    /// Cluster mode: another member runs it and this instance parks it, over a record of
+    /// its own that said otherwise (a previous run's, ended by `kill -9`): status `stopped`.
+    Parked,
 }
 
 /// The record of a workload whose actor is not running, keeping the token section of its
@@ -99,6 +102,10 @@ pub fn down_record(last: Option<&StatusRecord>, down: &Down, stamp: Stamp) -> St
             ),
         ),
         Down::Removed => (WorkloadStatus::Stopped, "removed".to_owned()),
+        Down::Parked => (
+            WorkloadStatus::Stopped,
+            "run by another cluster member".to_owned(),
+        ),
     };
     StatusRecord {
         status,

@@ -2,6 +2,8 @@
 //! on 127.0.0.1, each with its own data directory (removed on drop) and free client and
 //! peer ports, formed with `--initial-cluster`; started and waited for (every member's
 //! `/health`, bounded), killed by PID (SIGKILL through `Child::kill`) and reaped on drop.
+//! A member killed ([`EtcdCluster::kill`]) can be started again over its data directory
+//! ([`EtcdCluster::restart`]): it rejoins with its identity and catches up.
 //! Without etcd installed, starting fails with the command that installs it.
 //!
 //! [`EtcdCluster::start_tls`] serves clients over TLS only ([`EtcdTls`]: the server's
@@ -51,6 +53,18 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     dir: tempfile::TempDir,
     scheme: &'static str,
+    launch: Launch,
+}
+
+/// What every member is started with (kept to start a killed one again).
+#[derive(Debug)]
+struct Launch {
+    bin: PathBuf,
+    /// `--initial-cluster`.
+    initial: String,
+    /// `--initial-cluster-token`.
+    token: String,
+    tls: Option<EtcdTls>,
 }
 
 /// The etcd binary: `$ETCD_BIN`, else `/usr/bin/etcd`, else `etcd` on `PATH`.
@@ -109,7 +123,7 @@ impl EtcdCluster {
             panic!("etcd is not installed (these tests need a real etcd 3.4): {INSTALL}")
         });
         let dir = crate::fs::tempdir();
-        let mut members: Vec<Member> = (0..n)
+        let members: Vec<Member> = (0..n)
             .map(|i| {
                 let client = free_port();
                 Member {
@@ -126,64 +140,21 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect();
         let token = format!("tv-{}", dir.path().display()).replace(['/', '.'], "-");
-        for m in &mut members {
-            let data = dir.path().join(&m.name);
-            let log = std::fs::File::create(dir.path().join(format!("{}.log", m.name)))
-                .unwrap_or_else(|e| panic!("etcd log file: {e}"));
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            let client = format!("{scheme}://127.0.0.1:{}", m.client);
-            let peer = format!("http://127.0.0.1:{}", m.peer);
-            let mut command = Command::new(&bin);
-            if let Some(tls) = tls {
-                command
-                    .arg("--cert-file")
-                    .arg(&tls.cert)
-                    .arg("--key-file")
-                    .arg(&tls.key)
-                    .arg("--trusted-ca-file")
-                    .arg(&tls.ca)
-                    .arg("--client-cert-auth")
-                    .arg("--listen-metrics-urls")
-                    .arg(format!("http://127.0.0.1:{}", m.health));
-            }
-            let child = command
-                .arg("--name")
-                .arg(&m.name)
-                .arg("--data-dir")
-                .arg(&data)
-                .args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                ])
-                .args(["--initial-cluster", &initial.join(",")])
-                .args([
-                    "--initial-cluster-state",
-                    "new",
-                    "--initial-cluster-token",
-                    &token,
-                ])
-                .args(["--log-outputs", "stderr", "--logger", "zap"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e} ({INSTALL})", bin.display()));
-            m.child = Some(child);
-        }
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let cluster = EtcdCluster {
+        let mut cluster = EtcdCluster {
             members,
             dir,
-            scheme,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            launch: Launch {
+                bin,
+                initial: initial.join(","),
+                token,
+                tls: tls.cloned(),
+            },
         };
+        for i in 0..n {
+            let child = cluster.spawn_member(i);
+            cluster.members[i].child = Some(child);
+        }
         let ports: Vec<u16> = cluster.members.iter().map(|m| m.health).collect();
         let up = poll_until(START_LIMIT, Duration::from_millis(100), || {
             ports.iter().all(|&p| healthy(p))
@@ -195,6 +166,65 @@ impl EtcdCluster {
             cluster.logs()
         );
         cluster
+    }
+
+    /// Starts member `i`'s process over its data directory (a new member at the cluster's
+    /// formation; the same member again after [`EtcdCluster::kill`]: etcd then ignores the
+    /// `--initial-*` flags and rejoins from its data). Its log is appended to.
+    fn spawn_member(&self, i: usize) -> Child {
+        let m = &self.members[i];
+        let l = &self.launch;
+        let data = self.dir.path().join(&m.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", m.name)))
+            .unwrap_or_else(|e| panic!("etcd log file: {e}"));
+        let client = format!("{}://127.0.0.1:{}", self.scheme, m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let mut command = Command::new(&l.bin);
+        if let Some(tls) = &l.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth")
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{}", m.health));
+        }
+        command
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &l.initial])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                &l.token,
+            ])
+            .args(["--log-outputs", "stderr", "--logger", "zap"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e} ({INSTALL})", l.bin.display()))
     }
 
     /// Every member's client endpoint, `http://127.0.0.1:PORT` (`https://` with TLS).
@@ -223,6 +253,24 @@ impl EtcdCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts member `i` again after [`EtcdCluster::kill`] (same name, ports and data
+    /// directory: it rejoins the cluster and catches up from the leader), and waits (bounded)
+    /// until it answers healthy. Nothing happens while it runs.
+    pub async fn restart(&mut self, i: usize) {
+        if self.members[i].child.is_some() {
+            return;
+        }
+        let child = self.spawn_member(i);
+        self.members[i].child = Some(child);
+        let port = self.members[i].health;
+        let up = poll_until(START_LIMIT, Duration::from_millis(100), || healthy(port)).await;
+        assert!(
+            up,
+            "etcd member {i} did not get healthy again within {START_LIMIT:?}; logs: {}",
+            self.logs()
+        );
     }
 
     /// Where the members' data directories and logs are.

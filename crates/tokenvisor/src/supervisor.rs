@@ -11,7 +11,10 @@
 //! Cluster mode (feature `cluster`, a runtime with a cluster link): every instance knows
 //! every workload, but runs the token actor of a workload only while its shard is active
 //! here ([`SupervisorMsg::Shards`], from the coordinator). The others are *parked*: an
-//! entry without an actor, no status file written, no token served. A shard that leaves
+//! entry without an actor, no status file written, no token served (but a record left
+//! by a previous run that does not say `stopped`, a `kill -9`'s `running`, is overwritten
+//! with `stopped` at start: a restarted instance's files never claim what another member
+//! runs). A shard that leaves
 //! stops its actors the way a removal does (each waits for its attempt in flight; the
 //! coordinator releases the shard only when none is in flight); a shard that arrives starts
 //! them, and each reads its credential from etcd before its first attempt.
@@ -27,7 +30,7 @@ use tokenvisor_core::machine::Resume;
 use tokenvisor_core::policy::{RestartDecision, RestartHistory, RestartIntensity};
 use tokenvisor_core::projection::{self, Down, Stamp, Start};
 use tokenvisor_core::write_queue::FileWrite;
-use tokenvisor_core::{StatusRecord, Timestamp, TokenUrl, WorkloadName};
+use tokenvisor_core::{StatusRecord, Timestamp, TokenUrl, WorkloadName, WorkloadStatus};
 
 use crate::credentials::{CredentialStore, NewCredentials};
 use crate::gate::{EndpointGate, Gates};
@@ -483,6 +486,7 @@ async fn add(
         .or(file_record);
     let Start { resume, created_at } = projection::start(recovered.as_ref(), now);
     let parked = !runs_here(st, &name);
+    let said = recovered.as_ref().map(|r| r.status);
     let spec = Arc::new(spec);
     st.spawned += 1;
     let resumed = CredentialStore::resume(&spec, journaled.as_ref());
@@ -530,6 +534,14 @@ async fn add(
     };
     let handle = TokenHandle::new(entry.shared.clone());
     st.entries.insert(name.clone(), entry);
+    if parked
+        && said.is_some_and(|s| s != WorkloadStatus::Stopped)
+        && let Some(entry) = st.entries.get(&name)
+    {
+        // Cluster mode: a previous run's record (a `kill -9` left it `running`) for a
+        // workload another member may run now: the file must not say this instance runs it.
+        write_status(st, entry, &Down::Parked, now);
+    }
     if !parked {
         spawn_token_actor(myself.get_cell(), st, &name, resume).await?;
     }

@@ -172,26 +172,26 @@ pub fn schedule(opts: &Options) -> Vec<u64> {
 
 /// One line of the provider's log (real/oidc/provider.mjs), the fields used here.
 #[derive(Debug, Clone, Deserialize)]
-struct ProviderLine {
+pub(crate) struct ProviderLine {
     #[serde(rename = "type")]
-    kind: String,
-    t: u64,
+    pub(crate) kind: String,
+    pub(crate) t: u64,
     #[serde(default)]
-    event: Option<String>,
+    pub(crate) event: Option<String>,
     #[serde(default)]
-    path: Option<String>,
+    pub(crate) path: Option<String>,
     #[serde(default)]
-    grant_type: Option<String>,
+    pub(crate) grant_type: Option<String>,
     #[serde(default)]
-    account: Option<String>,
+    pub(crate) account: Option<String>,
     #[serde(default)]
-    status: Option<u16>,
+    pub(crate) status: Option<u16>,
     #[serde(default)]
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl ProviderLine {
-    fn is_refresh(&self) -> bool {
+    pub(crate) fn is_refresh(&self) -> bool {
         self.kind == "request"
             && self.path.as_deref() == Some("/token")
             && self.grant_type.as_deref() == Some("refresh_token")
@@ -200,14 +200,14 @@ impl ProviderLine {
 
 /// A JSON-lines log read incrementally: each call parses only the lines appended since
 /// (the run re-reads its logs often; they grow to tens of thousands of lines).
-struct Tail<T> {
+pub(crate) struct Tail<T> {
     path: PathBuf,
     offset: usize,
     lines: Vec<T>,
 }
 
 impl<T: serde::de::DeserializeOwned> Tail<T> {
-    fn new(path: PathBuf) -> Tail<T> {
+    pub(crate) fn new(path: PathBuf) -> Tail<T> {
         Tail {
             path,
             offset: 0,
@@ -216,7 +216,7 @@ impl<T: serde::de::DeserializeOwned> Tail<T> {
     }
 
     /// Reads what was appended (whole lines only); returns every line so far.
-    fn read(&mut self) -> &[T] {
+    pub(crate) fn read(&mut self) -> &[T] {
         let bytes = std::fs::read(&self.path).unwrap_or_default();
         if let Some(new) = bytes.get(self.offset..)
             && let Some(end) = new.iter().rposition(|b| *b == b'\n')
@@ -497,14 +497,14 @@ impl Drop for Proc {
 }
 
 /// A workload of the run.
-struct Workload {
-    name: String,
-    client: String,
+pub(crate) struct Workload {
+    pub(crate) name: String,
+    pub(crate) client: String,
 }
 
 /// Mints one grant per workload: the scripted login (real/oidc/login.mjs), one provider
 /// account per workload named like it, run per client, a few clients at a time.
-fn mint(oidc: &Oidc, workloads: &[Workload], work: &Path) {
+pub(crate) fn mint(oidc: &Oidc, workloads: &[Workload], work: &Path) {
     let mut by_client: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for w in workloads {
         by_client.entry(&w.client).or_default().push(&w.name);

@@ -312,6 +312,11 @@ fn a_down_record_keeps_the_last_token_section() {
         (removed.status, removed.status_context.as_str()),
         (WorkloadStatus::Stopped, "removed")
     );
+    let parked = down_record(Some(&last), &Down::Parked, stamp(now));
+    assert_eq!(
+        (parked.status, parked.status_context.as_str()),
+        (WorkloadStatus::Stopped, "run by another cluster member")
+    );
     let none = down_record(None, &Down::Removed, stamp(now));
     assert_eq!(token_state(&none), TokenState::Stopped);
     assert!(none.token.is_none());

@@ -46,7 +46,10 @@ use tokenvisor_core::{Secret, StatusRecord, WorkloadName};
 use tokio::sync::watch;
 
 use super::coordinator::{ShardHooks, spawn_with_hooks};
-use super::{ClusterError, ClusterOptions, ClusterStore, StoredCredential, WriteOutcome};
+use super::store::StatsHandle;
+use super::{
+    ClusterError, ClusterOptions, ClusterStats, ClusterStore, StoredCredential, WriteOutcome,
+};
 use crate::clock::Clock;
 use crate::credentials::{CredentialStore, NewCredentials};
 use crate::spec::{GrantSpec, WorkloadSpec};
@@ -155,6 +158,10 @@ pub struct ClusterLink {
     pending: Mutex<HashMap<WorkloadName, (Secret, u64)>>,
     status: Mutex<HashMap<WorkloadName, Arc<StatusRecord>>>,
     counters: Counters,
+    /// The counters of the stores this link used before the one in use (each lease lost
+    /// retires its store; a handle keeps counting what its late operations do): the
+    /// cluster's counters are cumulative over the runtime's life.
+    retired: Mutex<Vec<StatsHandle>>,
 }
 
 impl std::fmt::Debug for ClusterLink {
@@ -217,6 +224,7 @@ impl ClusterLink {
             pending: Mutex::default(),
             status: Mutex::default(),
             counters: Counters::default(),
+            retired: Mutex::default(),
         })
     }
 
@@ -282,6 +290,29 @@ impl ClusterLink {
             status_writes: get(&c.status_writes),
             leases_lost: get(&c.leases_lost),
         }
+    }
+
+    /// The store counters (writes, fence rejections, conflicts, claims, releases) summed
+    /// over every store this link used: those of stores retired by a lost lease plus the
+    /// one in use. (A zombie's fence rejections happen on the store whose lease it lost,
+    /// right before that store is replaced.)
+    pub fn store_stats(&self) -> ClusterStats {
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(StatsHandle::stats)
+            .fold(ClusterStats::default(), ClusterStats::plus);
+        retired.plus(self.store().map(|s| s.stats()).unwrap_or_default())
+    }
+
+    /// Keeps the counters of a store whose lease was lost.
+    fn retire(&self, handle: StatsHandle) {
+        self.retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(handle);
     }
 
     fn count(&self, counter: &AtomicU64) {
@@ -696,7 +727,10 @@ impl ClusterLink {
                 }
                 link.count(&link.counters.leases_lost);
                 tracing::warn!(member = %link.member(), "the cluster lease was lost; this instance owns nothing now and joins again");
+                // Swapped out, then retired: a read in between misses its counters for a
+                // moment (harmless: the metrics only rise), never counts them twice.
                 link.store.store(None);
+                link.retire(store.stats_handle());
             }
         });
         let link = self.clone();
@@ -799,6 +833,32 @@ mod tests {
         l.owned(&set(&[1, 2]));
         l.drain(&BTreeSet::new());
         assert!(l.begin(1).is_some());
+    }
+
+    #[test]
+    fn the_counters_of_stores_retired_by_a_lost_lease_still_count_in_the_view() {
+        use crate::ClusterView as _;
+        let l = link();
+        // Two leases lost, each after its store had counted (a zombie's fence rejections
+        // happen on the store whose lease it lost, right before the store is replaced).
+        l.retire(StatsHandle::counting(ClusterStats {
+            fence_rejections: 3,
+            claims: 5,
+            releases: 1,
+            writes: 7,
+            conflicts: 0,
+        }));
+        l.retire(StatsHandle::counting(ClusterStats {
+            fence_rejections: 1,
+            claims: 2,
+            ..ClusterStats::default()
+        }));
+        let c = l.view().counters();
+        assert_eq!(
+            c.fence_rejections, 4,
+            "/metrics keeps the zombie's rejections"
+        );
+        assert_eq!((c.acquired, c.released, c.writes), (7, 1, 7));
     }
 
     #[test]

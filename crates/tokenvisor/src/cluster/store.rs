@@ -165,6 +165,52 @@ pub struct ClusterStats {
     pub releases: u64,
 }
 
+impl ClusterStats {
+    /// The two counts added, field by field.
+    #[must_use]
+    pub fn plus(self, o: ClusterStats) -> ClusterStats {
+        ClusterStats {
+            writes: self.writes + o.writes,
+            fence_rejections: self.fence_rejections + o.fence_rejections,
+            conflicts: self.conflicts + o.conflicts,
+            claims: self.claims + o.claims,
+            releases: self.releases + o.releases,
+        }
+    }
+}
+
+/// A store's counters, readable after the store is gone (the runtime's link keeps those of
+/// the stores whose lease was lost: its counters are cumulative).
+#[derive(Debug, Clone)]
+pub(crate) struct StatsHandle(Arc<Counters>);
+
+impl StatsHandle {
+    /// A handle counting `stats` already (unit tests of its readers).
+    #[cfg(test)]
+    pub(crate) fn counting(stats: ClusterStats) -> Self {
+        let c = Counters::default();
+        c.writes.store(stats.writes, Ordering::Relaxed);
+        c.fence_rejections
+            .store(stats.fence_rejections, Ordering::Relaxed);
+        c.conflicts.store(stats.conflicts, Ordering::Relaxed);
+        c.claims.store(stats.claims, Ordering::Relaxed);
+        c.releases.store(stats.releases, Ordering::Relaxed);
+        StatsHandle(Arc::new(c))
+    }
+
+    /// The counts now.
+    pub(crate) fn stats(&self) -> ClusterStats {
+        let c = &self.0;
+        ClusterStats {
+            writes: c.writes.load(Ordering::Relaxed),
+            fence_rejections: c.fence_rejections.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+            claims: c.claims.load(Ordering::Relaxed),
+            releases: c.releases.load(Ordering::Relaxed),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     writes: AtomicU64,
@@ -350,14 +396,12 @@ impl ClusterStore {
 
     /// The counters.
     pub fn stats(&self) -> ClusterStats {
-        let c = &self.counters;
-        ClusterStats {
-            writes: c.writes.load(Ordering::Relaxed),
-            fence_rejections: c.fence_rejections.load(Ordering::Relaxed),
-            conflicts: c.conflicts.load(Ordering::Relaxed),
-            claims: c.claims.load(Ordering::Relaxed),
-            releases: c.releases.load(Ordering::Relaxed),
-        }
+        self.stats_handle().stats()
+    }
+
+    /// A handle on the counters that outlives the store.
+    pub(crate) fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.counters.clone())
     }
 
     fn shard_key(&self, shard: ShardId) -> String {

@@ -16,7 +16,8 @@
 //!   `{"id", "admin"}` (JSON) once [`ClusterStore::publish_admin`] ran; a bare id (a
 //!   member that did not publish) reads as a member without an admin URL.
 //! - **Health and counters** are read without awaiting: the lease from the keepalive's
-//!   channel, the shards owned from the coordinator's, the counters from the store.
+//!   channel, the shards owned from the coordinator's, the counters from the store (the
+//!   runtime link's: summed over every store it used, so a lost lease resets nothing).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
@@ -277,7 +278,11 @@ impl ClusterView for EtcdView {
     }
 
     fn counters(&self) -> ClusterCounters {
-        let stats = self.store().map(|s| s.stats()).unwrap_or_default();
+        // The link's counters are cumulative over its stores (a lease lost replaces it).
+        let stats = match &self.source {
+            Source::Fixed(store) => store.stats(),
+            Source::Link(link) => link.store_stats(),
+        };
         ClusterCounters {
             shards_owned: self.owned.borrow().len() as u64,
             acquired: stats.claims,

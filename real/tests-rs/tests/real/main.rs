@@ -16,6 +16,9 @@
 //!   it) against a real etcd, and etcd with TLS client certificates and with auth on.
 //! - [`cluster_run`]: `tokenvisor run` instances sharing rotating grants on that etcd: spread,
 //!   `kill -9` and failover, a zombie (SIGSTOP past its lease), etcd unavailable.
+//! - [`cluster_chaos`]: issue 12's acceptance, small: three instances through `kill -9`, a
+//!   zombie, a restart, a fourth joining and leaving, an etcd member killed; no grant lost
+//!   but a refresh in flight at a kill or pause.
 //! - [`client_auth`]: private_key_jwt and client_secret_jwt against the provider, a wrong key.
 //! - [`discovery`]: `issuer` through nginx (one fetch, shared), `extra_params` at the
 //!   provider, discovery down (transient, recovers), an issuer mismatch, `check-config
@@ -44,6 +47,7 @@ use tokenvisor_real::{components, endpoint, harness, nginx, oidc};
 
 mod client_auth;
 mod cluster;
+mod cluster_chaos;
 mod cluster_run;
 mod cluster_tls;
 mod crash_loop;

@@ -10,7 +10,8 @@
 //! [`HttpTransport`]), add [`spec::WorkloadSpec`]s, read tokens through [`TokenHandle`]s
 //! (lock-free, never through a mailbox), and hear of changes as [`StateChange`]s. Around it:
 //! status files outside a runtime ([`list_statuses`], [`inspect_status`], [`read_status`],
-//! [`write_status`], [`ensure_status_dir`], as `tokenvisor status` and the soak use them),
+//! [`write_status`], [`ensure_status_dir`]; [`read_status_entries`] and
+//! [`inspect_status_entry`] as `tokenvisor status` shows them, module `status_read`),
 //! the daemon's locks ([`acquire_for`], [`hold_credentials`]), secret files
 //! ([`read_secret_file`], [`write_secret_file`], [`NewCredentials`] for a running workload),
 //! the atomic writer's no-clobber create ([`create_new_file`], for the admin token) and the
@@ -41,6 +42,10 @@
 //!   implementation ([`HttpTransport`]: oauth2 over reqwest, bounded bodies, no redirects);
 //!   [`HttpTransport::post_form`] ([`FormField`]): any other form POST with a workload's
 //!   client authentication (`tokenvisor login`'s code, device and token requests).
+//! - [`probe`]: one refresh attempt classified as the daemon would (`tokenvisor probe`): the
+//!   verdict as data, its report (JSON and text), a rotated refresh token to save.
+//! - [`login`]: a workload's login (`tokenvisor login`): the authorization code flow with
+//!   PKCE and a loopback redirect listener, the device flow (RFC 8628), their endpoints.
 //! - `locks`: `flock` locks; `startup`: [`acquire_for`], the locks a daemon takes first.
 //! - `credentials`: client secrets and refresh tokens; rotated tokens written back
 //!   atomically before the workload reports healthy.
@@ -112,9 +117,12 @@ mod gate;
 mod msg;
 mod oauth;
 mod oauth_auth;
+pub mod login;
+pub mod probe;
 mod runtime;
 pub use tokenvisor_config::spec;
 mod startup;
+mod status_read;
 mod supervisor;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -165,6 +173,7 @@ pub use status_store::{
     DirClaim, Inspected, StoreError, ensure_dir as ensure_status_dir, inspect as inspect_status,
     list as list_statuses, read as read_status, write_atomic as write_status,
 };
+pub use status_read::{inspect_entry as inspect_status_entry, read_entries as read_status_entries};
 pub use supervisor::{SupervisorError, WorkloadView};
 pub use token::StateChange;
 pub use tokenvisor_core::discovery::{Advertised, Issuer, ProviderMetadata};

@@ -131,7 +131,11 @@ mod tests {
                 "retry until give_up_after",
             ),
             (
-                Verdict::Permanent(failure(FailureKind::OauthRejected, Some("invalid_grant"), None)),
+                Verdict::Permanent(failure(
+                    FailureKind::OauthRejected,
+                    Some("invalid_grant"),
+                    None,
+                )),
                 "permanent: the workload would become unauthenticated",
                 "invalid, expired or revoked",
             ),

@@ -221,14 +221,25 @@ mod tests {
     #[test]
     fn last_errors_say_only_what_the_summary_does_not() {
         let table = [
-            (last("server_5xx", Some(503), None, ""), "server_5xx (HTTP 503)"),
+            (
+                last("server_5xx", Some(503), None, ""),
+                "server_5xx (HTTP 503)",
+            ),
             (
                 last("oauth_rejected", Some(400), Some("invalid_grant"), ""),
                 "oauth_rejected (HTTP 400 invalid_grant)",
             ),
-            (last("connect", None, None, "connect: refused"), "connect: refused"),
             (
-                last("oauth_rejected", Some(400), None, "HTTP 400 invalid_grant: x"),
+                last("connect", None, None, "connect: refused"),
+                "connect: refused",
+            ),
+            (
+                last(
+                    "oauth_rejected",
+                    Some(400),
+                    None,
+                    "HTTP 400 invalid_grant: x",
+                ),
                 "oauth_rejected: HTTP 400 invalid_grant: x",
             ),
             (last("tls", None, Some("x"), ""), "tls (x)"),
@@ -258,7 +269,10 @@ mod tests {
             assert!(got.starts_with(want), "{state:?}: {got}");
         }
         let overdue = when(Some(TokenState::TransientBackoff), None, before, None, now);
-        assert!(overdue.starts_with("next attempt overdue by 1m ("), "{overdue}");
+        assert!(
+            overdue.starts_with("next attempt overdue by 1m ("),
+            "{overdue}"
+        );
         let expired = when(Some(TokenState::Refreshing), before, None, None, now);
         assert!(expired.starts_with("expired 1m ago ("), "{expired}");
         assert_eq!(when(Some(TokenState::Healthy), None, None, None, now), "-");
@@ -274,7 +288,10 @@ mod tests {
             r#"{"name":"w","status":"corrupt","error":"line 1 column 2"}"#
         );
         let name = WorkloadName::new("w").unwrap();
-        let text = table(&[(name, StatusEntry::Unreadable("cannot read: x".into()))], Timestamp::from_millis(0));
+        let text = table(
+            &[(name, StatusEntry::Unreadable("cannot read: x".into()))],
+            Timestamp::from_millis(0),
+        );
         assert!(text.contains("w     unreadable  -      -"), "{text}");
     }
 }

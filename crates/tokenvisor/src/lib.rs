@@ -114,10 +114,10 @@ mod status_store;
 pub use tokenvisor_config as config;
 mod discovery;
 mod gate;
+pub mod login;
 mod msg;
 mod oauth;
 mod oauth_auth;
-pub mod login;
 pub mod probe;
 mod runtime;
 pub use tokenvisor_config::spec;
@@ -169,11 +169,11 @@ pub use oauth::{HttpConfig, HttpError, HttpTransport};
 pub use persistence::{DEFAULT_JOURNAL_SUBDIR, FlushReport, PersistStats, PersistenceConfig};
 pub use runtime::{Health, ReconcileReport, RecoveryReport, Runtime, RuntimeConfig, RuntimeError};
 pub use startup::{StartupLockError, acquire_for};
+pub use status_read::{inspect_entry as inspect_status_entry, read_entries as read_status_entries};
 pub use status_store::{
     DirClaim, Inspected, StoreError, ensure_dir as ensure_status_dir, inspect as inspect_status,
     list as list_statuses, read as read_status, write_atomic as write_status,
 };
-pub use status_read::{inspect_entry as inspect_status_entry, read_entries as read_status_entries};
 pub use supervisor::{SupervisorError, WorkloadView};
 pub use token::StateChange;
 pub use tokenvisor_core::discovery::{Advertised, Issuer, ProviderMetadata};

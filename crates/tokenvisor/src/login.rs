@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use oauth2::basic::BasicClient;
-use oauth2::{AuthUrl, ClientId, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope};
+use oauth2::{
+    AuthUrl, ClientId, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+};
 use tokenvisor_core::device_poll::{DevicePoll, PollAnswer, Step, Stop};
 use tokenvisor_core::scrub::{clean as safe_text, truncate_chars};
 use tokenvisor_core::{ClassifyPolicy, RawOutcome, Secret, Timestamp, TokenUrl, Verdict, classify};
@@ -38,7 +40,10 @@ use tokio::net::TcpListener;
 
 use crate::config::login::REDIRECT_PATH;
 use crate::spec::WorkloadSpec;
-use crate::{DiscoveryError, ExchangeRequest, FormField, Grant, HttpConfig, HttpError, HttpTransport, ProviderMetadata};
+use crate::{
+    DiscoveryError, ExchangeRequest, FormField, Grant, HttpConfig, HttpError, HttpTransport,
+    ProviderMetadata,
+};
 
 /// The device flow's grant type (RFC 8628 §3.4).
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -154,7 +159,8 @@ pub async fn endpoints(spec: &WorkloadSpec) -> Result<Endpoints, LoginError> {
         return Ok(Endpoints::of(spec));
     };
     let (p, transport) = (&spec.policy, HttpTransport::new(HttpConfig::default())?);
-    let doc = (transport.discover(issuer, &p.provider, p.connect_timeout, p.request_timeout)).await?;
+    let doc =
+        (transport.discover(issuer, &p.provider, p.connect_timeout, p.request_timeout)).await?;
     Ok(Endpoints::discovered(spec, &doc))
 }
 
@@ -305,9 +311,15 @@ impl CodeLogin<'_> {
             FormField::plain("grant_type", "authorization_code"),
             FormField::secret("code", code),
             FormField::plain("redirect_uri", self.redirect_uri),
-            FormField::secret("code_verifier", Secret::from(self.verifier.secret().as_str())),
+            FormField::secret(
+                "code_verifier",
+                Secret::from(self.verifier.secret().as_str()),
+            ),
         ];
-        self.login.token_request(form).await.map_err(LoginError::from)
+        self.login
+            .token_request(form)
+            .await
+            .map_err(LoginError::from)
     }
 }
 
@@ -339,7 +351,9 @@ impl DeviceLogin<'_> {
                 Step::Done => return Err(LoginError::Internal),
                 Step::Stop(Stop::Denied) => return Err(LoginError::Denied),
                 Step::Stop(Stop::Expired) => return Err(LoginError::Expired),
-                Step::Stop(Stop::Rejected(why)) => return Err(LoginError::Rejected(safe_text(&why))),
+                Step::Stop(Stop::Rejected(why)) => {
+                    return Err(LoginError::Rejected(safe_text(&why)));
+                }
             };
             if tokio::time::Instant::now() + wait > deadline {
                 return Err(LoginError::NotApproved(timeout));

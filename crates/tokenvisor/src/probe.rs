@@ -22,7 +22,9 @@ use tokenvisor_core::{ClassifyPolicy, RawOutcome, Secret, Verdict, classify};
 
 use crate::Clock;
 use crate::spec::AuthMethod;
-use crate::{ExchangeRequest, Grant, HttpConfig, HttpError, HttpTransport, ProviderMetadata, Transport as _};
+use crate::{
+    ExchangeRequest, Grant, HttpConfig, HttpError, HttpTransport, ProviderMetadata, Transport as _,
+};
 
 /// What one probe found.
 #[derive(Debug)]
@@ -119,16 +121,23 @@ pub async fn probe(req: &ExchangeRequest) -> Result<Probe, HttpError> {
         ..HttpConfig::default()
     })?;
     let discovered = match &req.provider.issuer {
-        Some(issuer) => (transport.discover(issuer, &req.provider, req.connect_timeout, req.timeout))
-            .await
-            .ok()
-            .map(|doc| Discovered::of(&doc, req.auth_method)),
+        Some(issuer) => {
+            (transport.discover(issuer, &req.provider, req.connect_timeout, req.timeout))
+                .await
+                .ok()
+                .map(|doc| Discovered::of(&doc, req.auth_method))
+        }
         None => None,
     };
     let raw = transport.exchange(req.clone()).await;
     let policy = ClassifyPolicy::default();
     let secrets = req.secrets();
-    let verdict = classify(&raw, Clock::new().now(), &policy, &secrets.iter().collect::<Vec<_>>());
+    let verdict = classify(
+        &raw,
+        Clock::new().now(),
+        &policy,
+        &secrets.iter().collect::<Vec<_>>(),
+    );
     let http_status = match &raw {
         RawOutcome::Response(answer) => Some(answer.status),
         RawOutcome::Transport { .. } => None,
@@ -139,7 +148,10 @@ pub async fn probe(req: &ExchangeRequest) -> Result<Probe, HttpError> {
         (Verdict::Success(grant), Grant::RefreshToken(sent)) => {
             grant.refresh_token.clone().filter(|new| new != sent)
         }
-        (Verdict::Success(_), Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_))
+        (
+            Verdict::Success(_),
+            Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_),
+        )
         | (Verdict::Transient(_) | Verdict::Permanent(_), _) => None,
     };
     Ok(Probe {

@@ -128,7 +128,7 @@ mod tests {
             (
                 Verdict::Transient(failure(FailureKind::OauthUnknownCode, Some("odd"), None)),
                 "transient: tokenvisor would back off and retry;",
-                "retry until give_up_after",
+                "unknown error code \"odd\" treated as transient",
             ),
             (
                 Verdict::Permanent(failure(

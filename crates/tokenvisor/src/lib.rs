@@ -16,7 +16,9 @@
 //! ([`read_secret_file`], [`write_secret_file`], [`NewCredentials`] for a running workload),
 //! the atomic writer's no-clobber create ([`create_new_file`], for the admin token) and the
 //! metric names the admin API's scrape and the soak read (`METRIC_*`, [`describe_metrics`]).
-//! [`config`] and [`spec`] re-export `tokenvisor-config`. Every module is private: actor
+//! [`config`] and [`spec`] re-export `tokenvisor-config`. Two commands' logic has a module
+//! of its own, public: [`login`] (the login flows) and [`probe`] (one classified attempt).
+//! Every other module is private but [`journal`]: actor
 //! messages, timers, gates' internals, the persistence actor and the credential store are
 //! not part of the face. With the `test-util` feature the crate also exposes its test hooks:
 //! the in-memory `testing::FakeTransport`, the modules `atomic`, `credentials`, `handle`,

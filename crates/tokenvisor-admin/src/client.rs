@@ -182,6 +182,7 @@ impl AdminClient {
     /// answers something that is not a listing.
     pub async fn workloads(&self) -> Result<Listing, ClientError> {
         let url = &self.base;
+        install_crypto();
         let client = reqwest::Client::builder()
             .timeout(LIST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -251,6 +252,7 @@ impl AdminClient {
         name: &str,
         refresh_token: &Secret,
     ) -> Result<(), HandOverError> {
+        install_crypto();
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -282,6 +284,14 @@ impl AdminClient {
             ))),
         }
     }
+}
+
+/// Installs rustls' ring provider for the process unless one is installed: reqwest is built
+/// without a provider of its own, and a library must not rely on its binary's `main` (as
+/// `HttpTransport::new` does not).
+fn install_crypto() {
+    // Ignore the error: it only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Where the admin token is: `explicit` (a flag), else `service.admin_token_file`, else the
@@ -322,3 +332,6 @@ fn without_url(e: &reqwest::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests;

@@ -467,6 +467,9 @@ impl DeviceAuthorization {
 }
 
 #[cfg(test)]
+mod flow_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

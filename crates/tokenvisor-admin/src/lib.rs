@@ -38,6 +38,8 @@
 //! - Metrics: [`install_metrics_recorder`] (the process's Prometheus recorder) and
 //!   [`spawn_metrics_upkeep`]; scrape-time gauges are filled in by `/metrics`.
 //! - Errors: [`ListenError`], [`TokenError`], [`MetricsError`].
+//! - [`client`]: the API's client for the `tokenvisor` command (`status --cluster`'s
+//!   listing, `login`'s hand-over of a refresh token), on the same shapes.
 //! - Private parts: `cluster` (the routes' cluster mode, through the runtime's
 //!   `ClusterView`: this crate links no etcd client), `api` (handlers, auth, error answers; its tests in `api/tests.rs`),
 //!   `views` (the JSON shapes, never a secret's value), `guard` (Host and Origin),
@@ -70,6 +72,7 @@
 //! `cargo run -p tokenvisor-admin --example mount`.
 
 mod api;
+pub mod client;
 mod cluster;
 mod dashboard;
 mod error;

@@ -1,10 +1,9 @@
 //! `tokenvisor probe`: one refresh attempt, classified as the daemon would classify it.
 //!
-//! The request is built into an [`ExchangeRequest`] and sent by the daemon's own
-//! [`HttpTransport`] (no redirects, bounded body, total deadline); the answer is judged by
-//! [`tokenvisor_core::classify()`] with the default classification policy. Nothing printed
-//! ever contains a token or a secret: summaries are scrubbed of the request's secrets by the
-//! classifier, and a success is described by its token type and lifetime only.
+//! The flags are built into an [`ExchangeRequest`]; [`tokenvisor::probe`] sends it with the
+//! daemon's own transport and classifies the answer with the default policy; this module
+//! parses, prints the report (text or `--json`) and, with `--write-back`, saves a rotated
+//! refresh token. Nothing printed ever contains a token or a secret.
 //!
 //! Every provider key of the configuration is a flag (`--client-key-file`, `--ca-file`,
 //! `--proxy`, `--extra-param NAME=VALUE`, …), checked by the configuration's own rules
@@ -19,18 +18,11 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Args, ValueEnum};
-use serde::Serialize;
+use tokenvisor::Issuer;
 use tokenvisor::spec::{AssertionAlg, AuthMethod, ProviderSpec};
-use tokenvisor::{ExchangeRequest, Grant, Transport as _};
-use tokenvisor::{HttpConfig, HttpTransport};
-use tokenvisor::{Issuer, ProviderMetadata};
-use tokenvisor_core::classify::not_final_note;
-use tokenvisor_core::scrub::scrub;
-use tokenvisor_core::{
-    ClassifyPolicy, FailureKind, RawOutcome, Secret, TokenUrl, Verdict, classify,
-};
+use tokenvisor::{ExchangeRequest, Grant};
+use tokenvisor_core::{Secret, TokenUrl, Verdict};
 
-use crate::output::{compact_duration, now, safe_text, truncate_chars};
 use crate::usage_error;
 
 /// Exit code: a transient failure (tokenvisor would retry).
@@ -207,66 +199,6 @@ pub(crate) struct ProbeArgs {
     /// "retry_after_secs", "expires_in_secs", "summary"}.
     #[arg(long)]
     json: bool,
-}
-
-/// The probe's result, as printed with `--json`.
-#[derive(Debug, Serialize)]
-struct Report {
-    /// `ok`, `transient` or `permanent`.
-    outcome: &'static str,
-    /// `ok`, or the failure kind.
-    kind: &'static str,
-    http_status: Option<u16>,
-    error_code: Option<String>,
-    retry_after_secs: Option<u64>,
-    expires_in_secs: Option<u64>,
-    summary: String,
-    /// With --issuer, what discovery found (absent without --issuer or when it failed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    discovered: Option<Discovered>,
-}
-
-/// What `--issuer` discovered.
-#[derive(Debug, Serialize)]
-struct Discovered {
-    issuer: String,
-    token_endpoint: String,
-    token_endpoint_auth_methods_supported: Vec<String>,
-    grant_types_supported: Vec<String>,
-    /// Set when --auth-method is not advertised.
-    warning: Option<String>,
-}
-
-impl Discovered {
-    fn of(doc: &ProviderMetadata, method: AuthMethod) -> Self {
-        Discovered {
-            issuer: doc.issuer.to_string(),
-            token_endpoint: doc.token_endpoint.redacted(),
-            token_endpoint_auth_methods_supported: doc
-                .token_endpoint_auth_methods_supported
-                .clone(),
-            grant_types_supported: doc.grant_types_supported.clone(),
-            warning: doc.method_warning(method.registered_name()),
-        }
-    }
-
-    fn human(&self) -> String {
-        let list = |v: &[String]| match v.is_empty() {
-            true => "(not stated)".to_owned(),
-            false => safe_text(&v.join(", ")),
-        };
-        format!(
-            "{:<13}{}\n{:<13}{}\n{:<13}{}\n{:<13}{}\n",
-            "issuer:",
-            safe_text(&self.issuer),
-            "token url:",
-            safe_text(&self.token_endpoint),
-            "auth methods:",
-            list(&self.token_endpoint_auth_methods_supported),
-            "grant types:",
-            list(&self.grant_types_supported),
-        )
-    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -487,50 +419,20 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let transport = HttpTransport::new(HttpConfig {
-        connect_timeout: req.connect_timeout,
-        ..HttpConfig::default()
-    })?;
-    // --issuer: what was discovered first (the exchange then uses the cached document)
-    let discovered = match &req.provider.issuer {
-        Some(issuer) => {
-            let found = runtime.block_on(transport.discover(
-                issuer,
-                &req.provider,
-                req.connect_timeout,
-                req.timeout,
-            ));
-            found.ok().map(|doc| Discovered::of(&doc, req.auth_method))
-        }
-        None => None,
-    };
-    if let (Some(d), false) = (&discovered, args.json) {
+    let found = runtime.block_on(tokenvisor::probe::probe(&req))?;
+    let discovered = found.report.discovered.as_ref();
+    if let (Some(d), false) = (discovered, args.json) {
         print!("{}", d.human());
     }
-    if let Some(w) = discovered.as_ref().and_then(|d| d.warning.as_deref()) {
+    if let Some(w) = discovered.and_then(|d| d.warning.as_deref()) {
         eprintln!("warning: {w}");
     }
-    let raw = runtime.block_on(transport.exchange(req.clone()));
-    let policy = ClassifyPolicy::default();
-    let secrets = req.secrets();
-    let verdict = classify(&raw, now(), &policy, &secrets.iter().collect::<Vec<_>>());
-    let http_status = match &raw {
-        RawOutcome::Response(answer) => Some(answer.status),
-        RawOutcome::Transport { .. } => None,
-    };
-    let mut report = report(&verdict, http_status, &req, &policy);
-    report.discovered = discovered;
-
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(&found.report)?);
     } else {
-        print!("{}", human(&report, &verdict));
+        print!("{}", found.report.human(&found.verdict));
     }
-
-    if let (Verdict::Success(grant), Grant::RefreshToken(sent)) = (&verdict, &req.grant)
-        && let Some(new) = &grant.refresh_token
-        && new != sent
-    {
+    if let Some(new) = &found.rotated {
         eprintln!("{ROTATION_WARNING}");
         match (&args.refresh_token_file, args.write_back) {
             (Some(path), true) => match tokenvisor::write_secret_file(path, new) {
@@ -546,200 +448,9 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<u8> {
             ),
         }
     }
-
-    Ok(match verdict {
+    Ok(match found.verdict {
         Verdict::Success(_) => crate::exit::Exit::Ok.code(),
         Verdict::Transient(_) => EXIT_TRANSIENT,
         Verdict::Permanent(_) => EXIT_PERMANENT,
     })
-}
-
-fn report(
-    verdict: &Verdict,
-    http_status: Option<u16>,
-    req: &ExchangeRequest,
-    policy: &ClassifyPolicy,
-) -> Report {
-    match verdict {
-        Verdict::Success(grant) => {
-            // token_type comes from the provider: sanitise it, and never let it carry a token
-            // (in any encoding or case: the core's scrubber).
-            let mut secrets: Vec<Secret> = req.secrets();
-            secrets.push(grant.access_token.clone());
-            secrets.extend(grant.refresh_token.iter().cloned());
-            let secrets: Vec<&Secret> = secrets.iter().collect();
-            let token_type = truncate_chars(&scrub(&grant.token_type, &secrets), 32);
-            let lifetime = if grant.lifetime_from_provider {
-                format!("expires in {}s", grant.lifetime.as_secs())
-            } else {
-                format!(
-                    "no usable expires_in: tokenvisor would assume the default lifetime of {}",
-                    compact_duration(policy.default_lifetime)
-                )
-            };
-            let rotated = match (&grant.refresh_token, &req.grant) {
-                (Some(new), Grant::RefreshToken(sent)) if new != sent => {
-                    ", new refresh token issued"
-                }
-                (Some(_), Grant::RefreshToken(_)) => ", same refresh token returned",
-                (
-                    Some(_),
-                    Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_),
-                ) => ", a refresh token was returned",
-                (
-                    None,
-                    Grant::RefreshToken(_)
-                    | Grant::ClientCredentials
-                    | Grant::JwtBearer(_)
-                    | Grant::TokenExchange(_),
-                ) => "",
-            };
-            Report {
-                outcome: verdict.outcome(),
-                kind: "ok",
-                http_status,
-                error_code: None,
-                retry_after_secs: None,
-                expires_in_secs: grant
-                    .lifetime_from_provider
-                    .then_some(grant.lifetime.as_secs()),
-                summary: format!("token received ({token_type}, {lifetime}{rotated})"),
-                discovered: None,
-            }
-        }
-        Verdict::Transient(f) | Verdict::Permanent(f) => Report {
-            outcome: verdict.outcome(),
-            kind: f.kind.as_str(),
-            http_status: f.http_status.or(http_status),
-            error_code: f.error_code.clone(),
-            retry_after_secs: f
-                .retry_after
-                .map(|d| u64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u64::MAX)),
-            expires_in_secs: None,
-            summary: f.summary.clone(),
-            discovered: None,
-        },
-    }
-}
-
-/// The human-readable form.
-fn human(r: &Report, verdict: &Verdict) -> String {
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
-    let mut lines = vec![
-        ("outcome", r.outcome.to_owned()),
-        ("kind", r.kind.to_owned()),
-        ("http status", opt(r.http_status.map(|s| s.to_string()))),
-        ("error code", opt(r.error_code.as_deref().map(safe_text))),
-        (
-            "retry-after",
-            opt(r.retry_after_secs.map(|s| format!("{s}s"))),
-        ),
-        (
-            "expires in",
-            opt(r.expires_in_secs.map(|s| format!("{s}s"))),
-        ),
-        ("summary", safe_text(&r.summary)),
-        ("verdict", explain(verdict)),
-    ];
-    if let Some(hint) = hint(verdict) {
-        lines.push(("hint", hint));
-    }
-    let mut out = String::new();
-    for (label, value) in lines {
-        out.push_str(&format!("{:<13}{value}\n", format!("{label}:")));
-    }
-    out
-}
-
-/// What tokenvisor would do with this verdict.
-fn explain(verdict: &Verdict) -> String {
-    match verdict {
-        Verdict::Success(_) => "ok: tokenvisor would serve this token and refresh it before it \
-                                expires; the workload would show running"
-            .to_owned(),
-        Verdict::Transient(f) => match f.retry_after {
-            Some(d) => format!(
-                "transient: tokenvisor would back off and retry, not before the Retry-After of \
-                 {}; the workload would show auth_retrying",
-                compact_duration(d)
-            ),
-            None => "transient: tokenvisor would back off and retry; the workload would show \
-                     auth_retrying"
-                .to_owned(),
-        },
-        Verdict::Permanent(_) => "permanent: the workload would become unauthenticated until new \
-                                  credentials are supplied"
-            .to_owned(),
-    }
-}
-
-/// A likely cause, for diagnosis.
-fn hint(verdict: &Verdict) -> Option<String> {
-    let f = verdict.failure()?;
-    if let (FailureKind::OauthUnknownCode, Some(code)) = (f.kind, f.error_code.as_deref()) {
-        return Some(format!(
-            "{}; tokenvisor would retry until give_up_after",
-            not_final_note(code)
-        ));
-    }
-    Some(static_hint(f).to_owned())
-}
-
-/// The fixed hint of a failure's kind (and code).
-fn static_hint(f: &tokenvisor_core::Failure) -> &'static str {
-    match f.kind {
-        FailureKind::MalformedSuccess => {
-            "a 2xx without an access_token: often a login page or a proxy; check --token-url"
-        }
-        FailureKind::Redirect => {
-            "the endpoint redirects (often to a login page); redirects are never followed: \
-             check --token-url"
-        }
-        FailureKind::RateLimited => "the provider (or a gateway) is rate limiting",
-        FailureKind::RequestTimeout | FailureKind::Server5xx => {
-            "the provider, or a gateway in front of it, is failing or overloaded"
-        }
-        FailureKind::OauthRetryable => "the provider asked to try again later",
-        FailureKind::OauthUnknownCode => {
-            "an OAuth error code that is not known to be final: tokenvisor would retry until \
-             give_up_after; add it to permanent_codes if it is final"
-        }
-        FailureKind::Infrastructure4xx => {
-            "a 4xx that is not an OAuth error response (no RFC 6749 error code, or a framework's \
-             or gateway's error page): usually a WAF, proxy or CDN in front of the provider, not \
-             the provider judging the credentials"
-        }
-        FailureKind::UnexpectedStatus => "an HTTP status outside 2xx-5xx",
-        FailureKind::Connect => "nothing accepted the connection: check the host and port",
-        FailureKind::Reset | FailureKind::Eof => {
-            "the connection was closed before a full answer arrived (a proxy, a load balancer, \
-             a crash)"
-        }
-        FailureKind::Dns => "the host name did not resolve",
-        FailureKind::Tls => "the TLS handshake or the certificate check failed",
-        FailureKind::Timeout => "no complete answer within --timeout",
-        FailureKind::Io => "a network or request error; see the summary",
-        FailureKind::OauthRejected => match f.error_code.as_deref() {
-            Some("invalid_grant") => {
-                "the refresh token is invalid, expired or revoked (a rotating provider revokes \
-                 a token once it has been used)"
-            }
-            Some("invalid_client") => {
-                "client authentication failed: check --client-id, the client secret and \
-                 --auth-method"
-            }
-            Some("unauthorized_client") => "this client may not use this grant",
-            Some("unsupported_grant_type") => "the provider does not support this grant",
-            Some("invalid_scope") => "a requested --scope is invalid or not granted",
-            Some("invalid_request") => {
-                "the provider found the request malformed (parameters, --resource, --audience?); \
-                 final only because it is listed in permanent_codes"
-            }
-            Some(_) | None => "the provider rejected the request with a structured error code",
-        },
-        FailureKind::CredentialFile => {
-            "not sent: the grant's token file (assertion, subject or actor token) is unreadable, \
-             empty or expired"
-        }
-    }
 }

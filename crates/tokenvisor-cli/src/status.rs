@@ -8,13 +8,13 @@
 //! `--cluster` (module [`cluster`]) shows every workload of a cluster with its owner, read
 //! through a running instance's admin API instead of the status directory.
 //!
-//! Read-only: files are read only through the status store's read-only [`list_statuses`]
-//! and [`inspect_status`]; unlike the daemon's start-up recovery, this never renames,
-//! removes or rewrites anything in the status directory (a corrupt file
-//! is reported, not set aside).
+//! Read-only: files are read only through the status store
+//! ([`tokenvisor::read_status_entries`], [`tokenvisor::inspect_status_entry`]), which never
+//! renames, removes or rewrites anything (a corrupt file is reported, not set aside); the
+//! table and the summary are the core's pure views ([`tokenvisor_core::status_view`]). This
+//! module parses the arguments, reads and prints.
 
 mod cluster;
-mod summary;
 
 use std::collections::HashMap;
 use std::io::{self, IsTerminal as _, Write as _};
@@ -23,16 +23,13 @@ use std::time::Duration;
 
 use clap::Args;
 use clap::error::ErrorKind;
-use serde::Serialize;
-use tokenvisor::{Inspected, inspect_status, list_statuses};
-use tokenvisor_core::status::{LastError, TokenState};
-use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName, WorkloadStatus};
+use tokenvisor::{inspect_status_entry, read_status_entries};
+use tokenvisor_core::WorkloadName;
+use tokenvisor_core::status_view::{self, StatusEntry as Entry, summary};
+use tokenvisor_core::text::safe_text;
 
-use crate::output::{Table, absolute, compact_duration, now, relative, safe_text, truncate_chars};
+use crate::output::now;
 use crate::{EXIT_PROBLEM, usage_error};
-
-/// The longest last-error cell in the table, in characters.
-const ERROR_CELL_CHARS: usize = 72;
 
 /// Arguments of `tokenvisor status`.
 #[derive(Debug, Args)]
@@ -84,77 +81,6 @@ pub(crate) struct StatusArgs {
     /// service.admin_token_file, else <state_dir>/admin.token].
     #[arg(long, value_name = "FILE", requires = "cluster")]
     admin_token_file: Option<PathBuf>,
-}
-
-/// One listed workload.
-#[derive(Debug)]
-enum Entry {
-    /// The file parsed.
-    Ok(Box<StatusRecord>),
-    /// The file exists but did not parse; why (never the file's bytes).
-    Corrupt(String),
-    /// The file exists but could not be read; why.
-    Unreadable(String),
-}
-
-impl Entry {
-    /// The entry for what the status store found.
-    fn new(found: Inspected) -> Self {
-        match found {
-            Inspected::Record(record) => Entry::Ok(record),
-            Inspected::Corrupt(reason) => Entry::Corrupt(reason),
-            Inspected::NotAFile => Entry::Unreadable("not a regular file".to_owned()),
-            Inspected::Unreadable(kind) => Entry::Unreadable(format!("cannot read: {kind}")),
-        }
-    }
-
-    /// True when this workload needs an operator (exit status 1).
-    fn needs_attention(&self) -> bool {
-        match self {
-            Entry::Ok(r) => match r.status {
-                WorkloadStatus::Unauthenticated | WorkloadStatus::Error => true,
-                WorkloadStatus::Running
-                | WorkloadStatus::AuthRetrying
-                | WorkloadStatus::Starting
-                | WorkloadStatus::Stopped => false,
-            },
-            Entry::Corrupt(_) | Entry::Unreadable(_) => true,
-        }
-    }
-}
-
-/// The JSON form of one entry.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum JsonEntry<'a> {
-    Ok {
-        name: &'a str,
-        #[serde(flatten)]
-        record: &'a StatusRecord,
-    },
-    Bad {
-        name: &'a str,
-        status: &'static str,
-        error: &'a str,
-    },
-}
-
-impl<'a> JsonEntry<'a> {
-    fn new(name: &'a str, entry: &'a Entry) -> Self {
-        match entry {
-            Entry::Ok(record) => JsonEntry::Ok { name, record },
-            Entry::Corrupt(error) => JsonEntry::Bad {
-                name,
-                status: "corrupt",
-                error,
-            },
-            Entry::Unreadable(error) => JsonEntry::Bad {
-                name,
-                status: "unreadable",
-                error,
-            },
-        }
-    }
 }
 
 /// Where to read, and what the configuration says of each workload's endpoint.
@@ -257,18 +183,14 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Every status file of `dir`, read through the status store.
 fn read_entries(dir: &Path) -> anyhow::Result<Vec<(WorkloadName, Entry)>> {
-    Ok(list_statuses(dir)
-        .map_err(|e| {
-            let kind = e.kind().unwrap_or(io::ErrorKind::Other);
-            usage_error(
-                "status",
-                ErrorKind::Io,
-                format!("cannot list status directory {}: {kind}", dir.display()),
-            )
-        })?
-        .into_iter()
-        .map(|(name, found)| (name, Entry::new(found)))
-        .collect())
+    read_status_entries(dir).map_err(|e| {
+        let kind = e.kind().unwrap_or(io::ErrorKind::Other);
+        usage_error(
+            "status",
+            ErrorKind::Io,
+            format!("cannot list status directory {}: {kind}", dir.display()),
+        )
+    })
 }
 
 /// `--summary` (once) and `--watch` (every `--interval`), on a small tokio runtime: the
@@ -337,8 +259,8 @@ fn run_table(args: &StatusArgs, dir: &Path) -> anyhow::Result<u8> {
                     format!("invalid workload name {:?}: {e}", safe_text(name)),
                 )
             })?;
-            match inspect_status(dir, &name) {
-                Some(found) => vec![(name, Entry::new(found))],
+            match inspect_status_entry(dir, &name) {
+                Some(found) => vec![(name, found)],
                 None => {
                     return Err(usage_error(
                         "status",
@@ -359,12 +281,12 @@ fn run_table(args: &StatusArgs, dir: &Path) -> anyhow::Result<u8> {
     if args.json {
         let json = match (&args.name, entries.first()) {
             (Some(_), Some((name, entry))) => {
-                serde_json::to_string_pretty(&JsonEntry::new(name.as_str(), entry))?
+                serde_json::to_string_pretty(&entry.json(name.as_str()))?
             }
             (Some(_) | None, _) => {
-                let all: Vec<JsonEntry<'_>> = entries
+                let all: Vec<_> = entries
                     .iter()
-                    .map(|(name, entry)| JsonEntry::new(name.as_str(), entry))
+                    .map(|(name, entry)| entry.json(name.as_str()))
                     .collect();
                 serde_json::to_string_pretty(&all)?
             }
@@ -373,7 +295,7 @@ fn run_table(args: &StatusArgs, dir: &Path) -> anyhow::Result<u8> {
     } else if entries.is_empty() {
         eprintln!("no status files in {}", dir.display());
     } else {
-        print!("{}", table(&entries, now()));
+        print!("{}", status_view::table(&entries, now()));
     }
 
     Ok(if entries.iter().any(|(_, e)| e.needs_attention()) {
@@ -385,181 +307,4 @@ fn run_table(args: &StatusArgs, dir: &Path) -> anyhow::Result<u8> {
 
 fn file_name(name: &WorkloadName) -> String {
     format!("{}.json", name.as_str())
-}
-
-/// The table of `entries`, with times relative to `now`.
-fn table(entries: &[(WorkloadName, Entry)], now: Timestamp) -> String {
-    let mut t = Table::new(&[
-        "NAME",
-        "STATUS",
-        "STATE",
-        "EXPIRY / NEXT ATTEMPT",
-        "LAST ERROR",
-    ]);
-    for (name, entry) in entries {
-        let row = match entry {
-            Entry::Ok(record) => {
-                let state = record
-                    .token
-                    .as_ref()
-                    .map_or("-", |token| token.state.as_str());
-                vec![
-                    name.as_str().to_owned(),
-                    record.status.as_str().to_owned(),
-                    state.to_owned(),
-                    when(record, now),
-                    truncate_chars(&safe_text(&last_error(record)), ERROR_CELL_CHARS),
-                ]
-            }
-            Entry::Corrupt(reason) => vec![
-                name.as_str().to_owned(),
-                "corrupt".to_owned(),
-                "-".to_owned(),
-                "-".to_owned(),
-                truncate_chars(reason, ERROR_CELL_CHARS),
-            ],
-            Entry::Unreadable(reason) => vec![
-                name.as_str().to_owned(),
-                "unreadable".to_owned(),
-                "-".to_owned(),
-                "-".to_owned(),
-                truncate_chars(reason, ERROR_CELL_CHARS),
-            ],
-        };
-        t.row(&row);
-    }
-    t.render()
-}
-
-/// The time that matters in the record's state, relative and absolute.
-fn when(record: &StatusRecord, now: Timestamp) -> String {
-    let at = |label: &str, t: Timestamp| format!("{label} {} ({})", relative(t, now), absolute(t));
-    let Some(token) = &record.token else {
-        return "-".to_owned();
-    };
-    match token.state {
-        TokenState::TransientBackoff => match token.next_attempt_at {
-            Some(t) if t >= now => at("next attempt", t),
-            Some(t) => format!(
-                "next attempt overdue by {} ({})",
-                compact_duration(now.since(t)),
-                absolute(t)
-            ),
-            None => "-".to_owned(),
-        },
-        TokenState::Healthy | TokenState::Refreshing => match token.expires_at {
-            Some(t) if t > now => at("expires", t),
-            Some(t) => at("expired", t),
-            None => "-".to_owned(),
-        },
-        TokenState::Unauthenticated | TokenState::Stopped => match token.since {
-            Some(t) => at("since", t),
-            None => "-".to_owned(),
-        },
-    }
-}
-
-/// The last error, or the status context when there is none.
-fn last_error(record: &StatusRecord) -> String {
-    match record.token.as_ref().and_then(|t| t.last_error.as_ref()) {
-        Some(e) => describe_last_error(e),
-        None => record.status_context.clone(),
-    }
-}
-
-fn describe_last_error(e: &LastError) -> String {
-    // Summaries already name the status and code (`HTTP 400 invalid_grant: …`) or the
-    // transport kind (`connect: …`): say only what they do not.
-    if e.summary.is_empty() {
-        let mut head = e.kind.clone();
-        match (e.http_status, &e.error_code) {
-            (Some(status), Some(code)) => head.push_str(&format!(" (HTTP {status} {code})")),
-            (Some(status), None) => head.push_str(&format!(" (HTTP {status})")),
-            (None, Some(code)) => head.push_str(&format!(" ({code})")),
-            (None, None) => {}
-        }
-        head
-    } else if e.summary.starts_with(e.kind.as_str()) {
-        e.summary.clone()
-    } else {
-        format!("{}: {}", e.kind, e.summary)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_dir_follows_xdg_then_home() {
-        let env = |xdg: Option<&'static str>, home: Option<&'static str>| {
-            move |var: &str| match var {
-                "XDG_DATA_HOME" => xdg.map(str::to_owned),
-                "HOME" => home.map(str::to_owned),
-                _ => None,
-            }
-        };
-        assert_eq!(
-            tokenvisor::config::default_status_dir(&env(Some("/x"), Some("/h"))),
-            Some(PathBuf::from("/x/tokenvisor/statuses"))
-        );
-        assert_eq!(
-            tokenvisor::config::default_status_dir(&env(Some("rel"), Some("/h"))),
-            Some(PathBuf::from("/h/.local/share/tokenvisor/statuses"))
-        );
-        assert_eq!(
-            tokenvisor::config::default_status_dir(&env(Some(""), Some("/h"))),
-            Some(PathBuf::from("/h/.local/share/tokenvisor/statuses"))
-        );
-        assert_eq!(
-            tokenvisor::config::default_status_dir(&env(None, None)),
-            None
-        );
-    }
-
-    #[test]
-    fn parse_errors_never_quote_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("w.json"), br#"{"status":"sk-live-SECRET"}"#).unwrap();
-        let name = WorkloadName::new("w").unwrap();
-        let found = inspect_status(dir.path(), &name).unwrap();
-        let Entry::Corrupt(d) = Entry::new(found) else {
-            panic!("not reported corrupt");
-        };
-        assert!(!d.contains("SECRET"), "{d}");
-        assert!(d.contains("line 1"), "{d}");
-    }
-
-    #[test]
-    fn listing_changes_nothing_and_reports_every_kind_of_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::write(d.join("bad.json"), b"{\"token\": [").unwrap();
-        std::fs::create_dir(d.join("dir.json")).unwrap();
-        std::fs::write(d.join(".bad.json.a1B2c3"), b"").unwrap();
-        std::fs::write(d.join("bad.json.corrupted"), b"").unwrap();
-        let before = names(d);
-        let listed = list_statuses(d).unwrap();
-        let shown: Vec<(&str, String)> = listed
-            .iter()
-            .map(|(n, f)| (n.as_str(), format!("{:?}", Entry::new(f.clone()))))
-            .collect();
-        assert_eq!(shown.len(), 2, "{shown:?}");
-        assert_eq!(shown[0].0, "bad");
-        assert!(shown[0].1.starts_with("Corrupt("), "{shown:?}");
-        assert_eq!(
-            shown[1],
-            ("dir", r#"Unreadable("not a regular file")"#.to_owned())
-        );
-        assert_eq!(names(d), before);
-    }
-
-    fn names(dir: &std::path::Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
 }

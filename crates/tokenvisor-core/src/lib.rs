@@ -15,12 +15,17 @@
 //!   metadata document parsed and checked, the advertised authentication methods.
 //! - [`cluster`]: cluster mode's pure rules: a name's shard (XXH3-64), a shard's owner
 //!   (rendezvous hashing), the handover plan, and the send rule against the lease.
+//! - [`diagnosis`]: a verdict in words: what tokenvisor would do with it, a likely cause
+//!   (`tokenvisor probe`'s explanation and hint).
 //! - [`device_poll`]: `tokenvisor login --device`'s polling decision (RFC 8628:
 //!   `authorization_pending`, `slow_down`, expiry) with explicit time.
 //! - [`limiter`]: adaptive pacing of one token endpoint: an AIMD concurrency limit under
 //!   `endpoint_concurrency` and a request rate learned from 429/503 answers.
 //! - [`scrub`]: the one text sanitiser: decode, clean, remove secrets in any encoding.
 //! - [`policy`]: backoff with full jitter, the refresh schedule, restart intensity.
+//! - [`status_view`]: what `tokenvisor status` shows of the status files: entries, the
+//!   table, the reason and time cells, the fleet summary ([`status_view::summary`]).
+//! - [`text`]: plain text for a terminal: aligned tables, compact and relative durations.
 //! - [`status`]: the on-disk status record (ToolHive's fields and the `token` section).
 //! - [`projection`]: the one status projection: machine → record, record → resume; the only
 //!   module that knows both the machine and the record.
@@ -39,6 +44,7 @@ pub mod assertion;
 pub mod classify;
 pub mod cluster;
 pub mod device_poll;
+pub mod diagnosis;
 pub mod discovery;
 pub mod limiter;
 pub mod machine;
@@ -49,6 +55,8 @@ pub mod scrub;
 pub mod secret;
 pub mod spec;
 pub mod status;
+pub mod status_view;
+pub mod text;
 pub mod time;
 pub mod token_url;
 pub mod write_queue;

@@ -10,12 +10,15 @@
 //! [`HttpTransport`]), add [`spec::WorkloadSpec`]s, read tokens through [`TokenHandle`]s
 //! (lock-free, never through a mailbox), and hear of changes as [`StateChange`]s. Around it:
 //! status files outside a runtime ([`list_statuses`], [`inspect_status`], [`read_status`],
-//! [`write_status`], [`ensure_status_dir`], as `tokenvisor status` and the soak use them),
+//! [`write_status`], [`ensure_status_dir`]; [`read_status_entries`] and
+//! [`inspect_status_entry`] as `tokenvisor status` shows them, module `status_read`),
 //! the daemon's locks ([`acquire_for`], [`hold_credentials`]), secret files
 //! ([`read_secret_file`], [`write_secret_file`], [`NewCredentials`] for a running workload),
 //! the atomic writer's no-clobber create ([`create_new_file`], for the admin token) and the
 //! metric names the admin API's scrape and the soak read (`METRIC_*`, [`describe_metrics`]).
-//! [`config`] and [`spec`] re-export `tokenvisor-config`. Every module is private: actor
+//! [`config`] and [`spec`] re-export `tokenvisor-config`. Two commands' logic has a module
+//! of its own, public: [`login`] (the login flows) and [`probe`] (one classified attempt).
+//! Every other module is private but [`journal`]: actor
 //! messages, timers, gates' internals, the persistence actor and the credential store are
 //! not part of the face. With the `test-util` feature the crate also exposes its test hooks:
 //! the in-memory `testing::FakeTransport`, the modules `atomic`, `credentials`, `handle`,
@@ -41,6 +44,10 @@
 //!   implementation ([`HttpTransport`]: oauth2 over reqwest, bounded bodies, no redirects);
 //!   [`HttpTransport::post_form`] ([`FormField`]): any other form POST with a workload's
 //!   client authentication (`tokenvisor login`'s code, device and token requests).
+//! - [`probe`]: one refresh attempt classified as the daemon would (`tokenvisor probe`): the
+//!   verdict as data, its report (JSON and text), a rotated refresh token to save.
+//! - [`login`]: a workload's login (`tokenvisor login`): the authorization code flow with
+//!   PKCE and a loopback redirect listener, the device flow (RFC 8628), their endpoints.
 //! - `locks`: `flock` locks; `startup`: [`acquire_for`], the locks a daemon takes first.
 //! - `credentials`: client secrets and refresh tokens; rotated tokens written back
 //!   atomically before the workload reports healthy.
@@ -109,12 +116,15 @@ mod status_store;
 pub use tokenvisor_config as config;
 mod discovery;
 mod gate;
+pub mod login;
 mod msg;
 mod oauth;
 mod oauth_auth;
+pub mod probe;
 mod runtime;
 pub use tokenvisor_config::spec;
 mod startup;
+mod status_read;
 mod supervisor;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -161,6 +171,7 @@ pub use oauth::{HttpConfig, HttpError, HttpTransport};
 pub use persistence::{DEFAULT_JOURNAL_SUBDIR, FlushReport, PersistStats, PersistenceConfig};
 pub use runtime::{Health, ReconcileReport, RecoveryReport, Runtime, RuntimeConfig, RuntimeError};
 pub use startup::{StartupLockError, acquire_for};
+pub use status_read::{inspect_entry as inspect_status_entry, read_entries as read_status_entries};
 pub use status_store::{
     DirClaim, Inspected, StoreError, ensure_dir as ensure_status_dir, inspect as inspect_status,
     list as list_statuses, read as read_status, write_atomic as write_status,

@@ -392,3 +392,31 @@ fn the_default_directory_follows_xdg_data_home_then_home() {
     assert_eq!(r.code, Some(2), "{r:#?}");
     assert!(r.stderr.contains("--dir"), "{r:#?}");
 }
+
+/// Without --dir or --config, `status` reads the configuration's default status directory:
+/// $XDG_DATA_HOME (when absolute), else $HOME/.local/share.
+#[test]
+fn default_dir_follows_xdg_then_home() {
+    use std::path::PathBuf;
+    let env = |xdg: Option<&'static str>, home: Option<&'static str>| {
+        move |var: &str| match var {
+            "XDG_DATA_HOME" => xdg.map(str::to_owned),
+            "HOME" => home.map(str::to_owned),
+            _ => None,
+        }
+    };
+    let dir = tokenvisor::config::default_status_dir;
+    assert_eq!(
+        dir(&env(Some("/x"), Some("/h"))),
+        Some(PathBuf::from("/x/tokenvisor/statuses"))
+    );
+    assert_eq!(
+        dir(&env(Some("rel"), Some("/h"))),
+        Some(PathBuf::from("/h/.local/share/tokenvisor/statuses"))
+    );
+    assert_eq!(
+        dir(&env(Some(""), Some("/h"))),
+        Some(PathBuf::from("/h/.local/share/tokenvisor/statuses"))
+    );
+    assert_eq!(dir(&env(None, None)), None);
+}

@@ -1,9 +1,9 @@
-//! `tokenvisor status --summary` and `--watch`: the fleet at a glance, sized for 100,000
-//! workloads. Counts per status, counts per token endpoint (when `--config` says which
+//! The fleet at a glance from one read of the status directory (`tokenvisor status
+//! --summary` and `--watch`), sized for 100,000 workloads. Counts per status, counts per token endpoint (when `--config` says which
 //! endpoint each workload uses), and the workloads needing attention first, each with its
 //! reason; never one line per workload.
 //!
-//! Built from what [`super::read_entries`] returned (the status store's read-only `list`):
+//! Built from the entries the status store's read-only `list` returned:
 //! one pass to count, a partial selection of the first `--top` workloads needing attention
 //! (error, corrupt or unreadable files first, then unauthenticated, auth_retrying,
 //! starting; within a status the longest-standing first), so a refresh costs one read of
@@ -13,15 +13,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use tokenvisor_core::status::TokenState;
-use tokenvisor_core::{Timestamp, WorkloadName, WorkloadStatus};
-
-use super::Entry;
-use crate::output::{Table, absolute, relative, safe_text, truncate_chars};
+use super::StatusEntry as Entry;
+use crate::status::TokenState;
+use crate::text::{Table, absolute, relative, safe_text, truncate_chars};
+use crate::{Timestamp, WorkloadName, WorkloadStatus};
 
 /// The columns of the status and endpoint tables, in order: every status, then the files
 /// that did not read.
-const COLUMNS: [&str; 8] = [
+pub const COLUMNS: [&str; 8] = [
     "running",
     "auth_retrying",
     "unauthenticated",
@@ -36,7 +35,7 @@ const COLUMNS: [&str; 8] = [
 const REASON_CHARS: usize = 100;
 
 /// The endpoint label of a status file whose workload the configuration does not name.
-pub(crate) const NOT_CONFIGURED: &str = "(not in the configuration)";
+pub const NOT_CONFIGURED: &str = "(not in the configuration)";
 
 /// The column of an entry.
 fn column(entry: &Entry) -> usize {
@@ -83,20 +82,23 @@ fn since(entry: &Entry) -> Option<Timestamp> {
 
 /// The summary of one read of the status directory.
 #[derive(Debug)]
-pub(crate) struct Summary<'a> {
-    pub(crate) total: usize,
+pub struct Summary<'a> {
+    /// How many entries were read.
+    pub total: usize,
     /// Per column of [`COLUMNS`].
-    pub(crate) counts: [usize; COLUMNS.len()],
+    pub counts: [usize; COLUMNS.len()],
     /// Per endpoint label, per column; empty without a configuration.
-    pub(crate) endpoints: BTreeMap<&'a str, [usize; COLUMNS.len()]>,
-    pub(crate) attention_total: usize,
+    pub endpoints: BTreeMap<&'a str, [usize; COLUMNS.len()]>,
+    /// How many need attention (all of them, not only the listed).
+    pub attention_total: usize,
     /// The first `top` needing attention, most urgent first.
-    pub(crate) attention: Vec<&'a (WorkloadName, Entry)>,
+    pub attention: Vec<&'a (WorkloadName, Entry)>,
 }
 
 /// Summarises `entries`; `endpoints` maps a workload to its (redacted) token endpoint when
 /// a configuration was given.
-pub(crate) fn summarize<'a>(
+#[must_use]
+pub fn summarize<'a>(
     entries: &'a [(WorkloadName, Entry)],
     endpoints: Option<&'a HashMap<WorkloadName, String>>,
     top: usize,
@@ -150,14 +152,19 @@ fn status_label(entry: &Entry) -> &'static str {
 }
 
 /// What the header line says about where and when.
-pub(crate) struct Heading<'a> {
-    pub(crate) dir: &'a std::path::Path,
-    pub(crate) at: Timestamp,
-    pub(crate) took: Duration,
+#[derive(Debug)]
+pub struct Heading<'a> {
+    /// The status directory read.
+    pub dir: &'a std::path::Path,
+    /// When it was read.
+    pub at: Timestamp,
+    /// How long the read took.
+    pub took: Duration,
 }
 
 /// The summary as text (every line sanitised).
-pub(crate) fn render(s: &Summary<'_>, h: &Heading<'_>) -> String {
+#[must_use]
+pub fn render(s: &Summary<'_>, h: &Heading<'_>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -223,8 +230,8 @@ pub(crate) fn render(s: &Summary<'_>, h: &Heading<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use tokenvisor_core::StatusRecord;
-    use tokenvisor_core::status::{ErrorOutcome, LastError, SCHEMA, TokenSection};
+    use crate::StatusRecord;
+    use crate::status::{ErrorOutcome, LastError, SCHEMA, TokenSection};
 
     use super::*;
 

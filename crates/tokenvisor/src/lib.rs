@@ -142,7 +142,7 @@ pub use clock::Clock;
 #[cfg(feature = "cluster")]
 pub use cluster::{
     Claim, ClusterError, ClusterLink, ClusterOptions, ClusterSettings, ClusterStats, ClusterStore,
-    InFlight, LeaseState, LinkStats, Release, StoredCredential, Versioned, WriteOutcome,
+    Coordination, CoordinationFuture, InFlight, LeaseState, LinkStats, Release, StoredCredential, Versioned, WriteOutcome,
     default_member, rebalance, spawn_coordinator,
 };
 #[cfg(feature = "cluster")]

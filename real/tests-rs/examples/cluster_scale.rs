@@ -71,6 +71,18 @@ const SETTLE: Duration = Duration::from_secs(900);
 /// The lease (the attempt's backstop, 5 + 3 + 5 + 2 s, fits two thirds of it).
 const LEASE_TTL: u64 = 30;
 
+/// How long to wait for every workload `running` once the shares are held.
+const RUNNING: Duration = Duration::from_secs(240);
+
+/// What [`Bench::wait_balanced`] saw.
+#[derive(Debug, Default)]
+struct Balance {
+    shards_s: Option<f64>,
+    running_s: Option<f64>,
+    max_running: u64,
+    spread: BTreeMap<usize, Scrape>,
+}
+
 /// One instance's `/metrics`, the figures read here.
 #[derive(Debug, Clone, Copy, Default)]
 struct Scrape {
@@ -187,23 +199,34 @@ impl Bench {
         config
     }
 
-    async fn spawn(&mut self, i: usize) {
-        let config = self.write_config(i);
+    /// Starts instances `which` at once (each waits for its ready line).
+    async fn spawn(&mut self, which: &[usize]) {
         let bin = if self.opts.cluster {
             tokenvisor_cluster_bin()
         } else {
             tokenvisor_bin()
         };
-        let launch = Launch {
-            stderr_file: Some(self.work.join(format!("i{i}.log"))),
-            ready_within: SETTLE,
-            ..Launch::default()
-        };
-        let d = Daemon::start(bin, &config, launch).await;
-        if self.daemons.len() <= i {
-            self.daemons.resize_with(i + 1, || None);
+        let mut tasks = Vec::new();
+        for &i in which {
+            let config = self.write_config(i);
+            let launch = Launch {
+                stderr_file: Some(self.work.join(format!("i{i}.log"))),
+                ready_within: SETTLE,
+                ..Launch::default()
+            };
+            let bin = bin.clone();
+            tasks.push((
+                i,
+                tokio::spawn(async move { Daemon::start(bin, &config, launch).await }),
+            ));
         }
-        self.daemons[i] = Some(d);
+        for (i, task) in tasks {
+            let d = task.await.expect("daemon start");
+            if self.daemons.len() <= i {
+                self.daemons.resize_with(i + 1, || None);
+            }
+            self.daemons[i] = Some(d);
+        }
     }
 
     async fn get(&self, url: String, bearer: Option<&str>) -> Option<String> {
@@ -259,23 +282,34 @@ impl Bench {
         out
     }
 
-    /// Waits until every workload runs on one of `live` and each holds its rendezvous
-    /// share of shards and workloads; returns the seconds it took from `since`.
-    async fn wait_balanced(&self, what: &str, live: &[usize], since: Instant) -> f64 {
+    /// Waits until each of `live` holds exactly its rendezvous share of shards (every
+    /// shard owned), then until every workload runs (bounded by `RUNNING`: on a loaded
+    /// machine a workload may be between two attempts). Returns the seconds from `since`
+    /// to the shares, to all running (`None`: not within the bound), and the most workloads
+    /// seen running.
+    async fn wait_balanced(&self, what: &str, live: &[usize], since: Instant) -> Balance {
         let shares = self.shares(live);
         let deadline = Instant::now() + SETTLE;
         let mut last_print = Instant::now();
+        let mut out = Balance::default();
         loop {
             let s = self.scrape_all(live).await;
             let running: u64 = s.values().map(|x| x.running).sum();
-            let balanced = live.iter().all(|i| {
-                let (w, sh) = shares[i];
-                !self.opts.cluster || (s[i].shards as usize == sh && s[i].running as usize == w)
-            });
-            if running as usize == self.opts.workloads && balanced {
+            out.max_running = out.max_running.max(running);
+            let owned = live
+                .iter()
+                .all(|i| !self.opts.cluster || s[i].shards as usize == shares[i].1);
+            if owned && out.shards_s.is_none() {
                 let t = since.elapsed().as_secs_f64();
-                println!("{what}: balanced after {t:.1} s: {s:?}");
-                return t;
+                println!("{what}: every member at its rendezvous share after {t:.1} s: {s:?}");
+                out.shards_s = Some(t);
+            }
+            if owned && running as usize == self.opts.workloads {
+                let t = since.elapsed().as_secs_f64();
+                println!("{what}: all running after {t:.1} s: {s:?}");
+                out.running_s = Some(t);
+                out.spread = s;
+                return out;
             }
             if last_print.elapsed() > Duration::from_secs(10) {
                 println!(
@@ -285,10 +319,16 @@ impl Bench {
                 );
                 last_print = Instant::now();
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not balanced within {SETTLE:?}: {s:?} (want {shares:?})"
-            );
+            let running_bound = out.shards_s.is_some_and(|t| since.elapsed().as_secs_f64() > t + RUNNING.as_secs_f64());
+            if running_bound || Instant::now() > deadline {
+                println!(
+                    "{what}: NOT all running {:.0} s after the shares (most seen {}): {s:?} (want {shares:?})",
+                    RUNNING.as_secs_f64(),
+                    out.max_running
+                );
+                out.spread = s;
+                return out;
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -337,6 +377,7 @@ async fn main() {
     if !opts.cluster {
         opts.instances = 1;
     }
+    let _ = rustls::crypto::ring::default_provider().install_default();
     println!("cluster_scale: {opts:?}");
     let (tmp, work) = match &opts.keep {
         Some(dir) => {
@@ -397,13 +438,11 @@ async fn main() {
     let etcd0 = b.etcd_metrics().await;
     let idp0 = b.idp.counters();
     let start = Instant::now();
-    for &i in &live {
-        b.spawn(i).await;
-    }
+    b.spawn(&live).await;
     let ready = start.elapsed().as_secs_f64();
     println!("start: {} instance(s) ready in {ready:.1} s", live.len());
-    let to_running = b.wait_balanced("start", &live, start).await;
-    let spread = b.scrape_all(&live).await;
+    let started = b.wait_balanced("start", &live, start).await;
+    let spread = started.spread.clone();
     let shares = b.shares(&live);
     let rss_start = b.rss_mib(&live);
     let etcd1 = b.etcd_metrics().await;
@@ -414,9 +453,12 @@ async fn main() {
     let start_refreshes = idp1.success - idp0.success;
     let start_proposals = d(&etcd0, &etcd1, "etcd_server_proposals_committed_total");
     println!(
-        "start: all running in {to_running:.1} s; spread {spread:?} (rendezvous {shares:?}); \
+        "start: shares {:?} s, all running {:?} s (most {}); spread {spread:?} (rendezvous {shares:?}); \
          RSS MiB {rss_start:?}; refreshes {start_refreshes}; etcd proposals {start_proposals} \
          ({:.2} per refresh); etcd {etcd1:?}",
+        started.shards_s,
+        started.running_s,
+        started.max_running,
         start_proposals / start_refreshes.max(1) as f64
     );
 
@@ -452,9 +494,8 @@ async fn main() {
         let mut four = live.clone();
         four.push(extra);
         let t = Instant::now();
-        b.spawn(extra).await;
-        let j = b.wait_balanced("join", &four, t).await;
-        join_s = Some(j);
+        b.spawn(&[extra]).await;
+        join_s = Some(b.wait_balanced("join", &four, t).await);
         rss_four = b.rss_mib(&four);
         let t = Instant::now();
         if let Some(d) = b.daemons[extra].as_mut() {
@@ -480,7 +521,9 @@ async fn main() {
         "shards": opts.shards,
         "access_ttl_s": opts.access_ttl,
         "ready_s": ready,
-        "all_running_s": to_running,
+        "shares_s": started.shards_s,
+        "all_running_s": started.running_s,
+        "max_running": started.max_running,
         "running_per_instance": spread.iter().map(|(i, s)| (i.to_string(), s.running)).collect::<BTreeMap<_, _>>(),
         "shards_per_instance": spread.iter().map(|(i, s)| (i.to_string(), s.shards)).collect::<BTreeMap<_, _>>(),
         "rendezvous": shares.iter().map(|(i, s)| (i.to_string(), [s.0, s.1])).collect::<BTreeMap<_, _>>(),
@@ -494,8 +537,10 @@ async fn main() {
         "window_etcd_proposals": proposals,
         "window_etcd_puts": puts,
         "window_etcd_txns": txns,
-        "join_balanced_s": join_s,
-        "leave_balanced_s": leave_s,
+        "join_shares_s": join_s.as_ref().and_then(|b| b.shards_s),
+        "join_running_s": join_s.as_ref().and_then(|b| b.running_s),
+        "leave_shares_s": leave_s.as_ref().and_then(|b| b.shards_s),
+        "leave_running_s": leave_s.as_ref().and_then(|b| b.running_s),
         "etcd_db_bytes": etcd_end.get("etcd_mvcc_db_total_size_in_bytes"),
         "etcd_keys": etcd_end.get("etcd_debugging_mvcc_keys_total"),
         "invalid_grant": idp_end.invalid_grant,

@@ -264,7 +264,10 @@ impl Bench {
         let Some(etcd) = &self.etcd else {
             return out;
         };
-        let Some(text) = self.get(format!("{}/metrics", etcd.endpoint(0)), None).await else {
+        let Some(text) = self
+            .get(format!("{}/metrics", etcd.endpoint(0)), None)
+            .await
+        else {
             return out;
         };
         for m in [
@@ -319,7 +322,9 @@ impl Bench {
                 );
                 last_print = Instant::now();
             }
-            let running_bound = out.shards_s.is_some_and(|t| since.elapsed().as_secs_f64() > t + RUNNING.as_secs_f64());
+            let running_bound = out
+                .shards_s
+                .is_some_and(|t| since.elapsed().as_secs_f64() > t + RUNNING.as_secs_f64());
             if running_bound || Instant::now() > deadline {
                 println!(
                     "{what}: NOT all running {:.0} s after the shares (most seen {}): {s:?} (want {shares:?})",
@@ -463,14 +468,22 @@ async fn main() {
     );
 
     // 2. The steady window.
-    let w0 = (b.etcd_metrics().await, b.idp.counters(), b.scrape_all(&live).await);
+    let w0 = (
+        b.etcd_metrics().await,
+        b.idp.counters(),
+        b.scrape_all(&live).await,
+    );
     let wt = Instant::now();
     tokio::time::sleep(Duration::from_secs(opts.window)).await;
-    let w1 = (b.etcd_metrics().await, b.idp.counters(), b.scrape_all(&live).await);
+    let w1 = (
+        b.etcd_metrics().await,
+        b.idp.counters(),
+        b.scrape_all(&live).await,
+    );
     let window_s = wt.elapsed().as_secs_f64();
     let refreshes = w1.1.success - w0.1.success;
-    let ours: u64 = w1.2.values().map(|s| s.writes).sum::<u64>()
-        - w0.2.values().map(|s| s.writes).sum::<u64>();
+    let ours: u64 =
+        w1.2.values().map(|s| s.writes).sum::<u64>() - w0.2.values().map(|s| s.writes).sum::<u64>();
     let proposals = d(&w0.0, &w1.0, "etcd_server_proposals_committed_total");
     let puts = d(&w0.0, &w1.0, "etcd_mvcc_put_total");
     let txns = d(&w0.0, &w1.0, "etcd_mvcc_txn_total");
@@ -484,7 +497,9 @@ async fn main() {
         per(proposals),
         per(puts),
         per(txns),
-        w1.2.iter().map(|(i, s)| (*i, s.running)).collect::<BTreeMap<_, _>>()
+        w1.2.iter()
+            .map(|(i, s)| (*i, s.running))
+            .collect::<BTreeMap<_, _>>()
     );
 
     // 3. A member joins, then leaves.

@@ -30,8 +30,10 @@ pub type CoordinationFuture<'a, T> =
 /// never an error.
 pub trait Coordination: Send + Sync {
     /// The credential of `name` with its revision ([`ClusterStore::read_credential`]).
-    fn read_credential<'a>(&'a self, name: &'a str)
-    -> CoordinationFuture<'a, Versioned<StoredCredential>>;
+    fn read_credential<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> CoordinationFuture<'a, Versioned<StoredCredential>>;
 
     /// The fenced, revision-checked write of a credential
     /// ([`ClusterStore::write_credential`], without a status record).

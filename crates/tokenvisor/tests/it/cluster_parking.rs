@@ -264,7 +264,10 @@ async fn a_workload_of_a_shard_not_owned_is_known_but_never_run() {
     let listed: Vec<String> = (h.rt.list().await.unwrap().into_iter())
         .map(|v| v.spec.name.as_str().to_owned())
         .collect();
-    assert!(listed.contains(&b), "a parked workload is known: {listed:?}");
+    assert!(
+        listed.contains(&b),
+        "a parked workload is known: {listed:?}"
+    );
     assert!(
         h.file(&b).await.is_none(),
         "a parked workload has no status file of this instance"
@@ -403,8 +406,5 @@ async fn an_idle_leaving_shard_is_releasable_at_once_and_starts_nothing() {
     // The shard comes back before it was released: active again, refreshing again.
     h.link().coordinator_drain(&BTreeSet::new());
     h.link().coordinator_owned(&set(&[sa]));
-    wait_until_within("a refreshes again", S(3600), || {
-        h.fake.count(&a) > before
-    })
-    .await;
+    wait_until_within("a refreshes again", S(3600), || h.fake.count(&a) > before).await;
 }

@@ -38,7 +38,9 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokenvisor_core::cluster::{desired_shards, shard_of};
 use tokenvisor_idp::{ClientSpec, IdpConfig, IdpServer};

@@ -408,3 +408,42 @@ async fn an_idle_leaving_shard_is_releasable_at_once_and_starts_nothing() {
     h.link().coordinator_owned(&set(&[sa]));
     wait_until_within("a refreshes again", S(3600), || h.fake.count(&a) > before).await;
 }
+
+/// A routine refresh (running before and after; its token's state goes `refreshing` and
+/// back) costs one store write, its credential's: the status record mirrored is written
+/// again only when the status or its reason changes.
+#[tokio::test(start_paused = true)]
+async fn a_routine_refresh_writes_its_credential_and_no_status_record() {
+    let h = Harness::start().await;
+    h.fake.set_default(FakeReply::rotating(600));
+    let (a, _) = two_names();
+    let ha = h.rt.add(spec(&a)).await.unwrap();
+    h.link().coordinator_owned(&set(&[shard(&a)]));
+    wait_until_within("a running", S(60), || {
+        status(&ha) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    // The `running` record reaches the store at the next flush.
+    tokio::time::sleep(S(2)).await;
+    let (statuses, writes, calls) = (
+        h.etcd.statuses(&a),
+        h.etcd.writes(&a).len(),
+        h.fake.count(&a),
+    );
+    assert!(statuses >= 1, "the running record was mirrored");
+    // Two hours of ten-minute tokens: a dozen routine refreshes.
+    tokio::time::sleep(S(2 * 3600)).await;
+    let refreshes = h.fake.count(&a) - calls;
+    assert!(refreshes >= 10, "{refreshes} refreshes");
+    assert_eq!(
+        h.etcd.writes(&a).len() - writes,
+        usize::try_from(refreshes).unwrap(),
+        "one credential write per rotation"
+    );
+    assert_eq!(
+        h.etcd.statuses(&a),
+        statuses,
+        "a routine refresh wrote a status record"
+    );
+    assert_eq!(status(&ha), Some(WorkloadStatus::Running));
+}

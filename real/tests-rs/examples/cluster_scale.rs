@@ -416,7 +416,7 @@ async fn main() {
         None
     };
     println!(
-        "setup: idp with {} clients and a 3-member etcd in {:.1} s",
+        "setup: idp with {} clients (and a 3-member etcd with the cluster) in {:.1} s",
         opts.workloads,
         t.elapsed().as_secs_f64()
     );

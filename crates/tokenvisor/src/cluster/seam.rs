@@ -6,9 +6,9 @@
 //! changes.
 //!
 //! With the `test-util` feature a test can hand the link another implementation
-//! ([`super::ClusterSettings::with_coordination`]): the link then connects to no etcd, and
-//! the test plays the coordinator itself ([`super::ClusterLink::coordinate`] and
-//! [`super::ClusterLink::drain_for_test`], what the coordinator's step calls), so the
+//! (`ClusterSettings::with_coordination`): the link then connects to no etcd, and
+//! the test plays the coordinator itself (`ClusterLink::coordinator_owned` and
+//! `ClusterLink::coordinator_drain`, what a coordinator step calls), so the
 //! supervisor's parking, starting and draining of shards run on tokio's paused clock with
 //! the in-memory transport (the runtime's `cluster_parking` tests).
 

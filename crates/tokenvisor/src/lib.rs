@@ -152,8 +152,8 @@ pub use clock::Clock;
 #[cfg(feature = "cluster")]
 pub use cluster::{
     Claim, ClusterError, ClusterLink, ClusterOptions, ClusterSettings, ClusterStats, ClusterStore,
-    InFlight, LeaseState, LinkStats, Release, StoredCredential, Versioned, WriteOutcome,
-    default_member, rebalance, spawn_coordinator,
+    Coordination, CoordinationFuture, InFlight, LeaseState, LinkStats, Release, StoredCredential,
+    Versioned, WriteOutcome, default_member, rebalance, spawn_coordinator,
 };
 #[cfg(feature = "cluster")]
 pub use cluster::{EtcdView, VIEW_MAX_RECORDS, VIEW_PAGE, cluster_view};

@@ -46,6 +46,7 @@ use tokenvisor_core::{Secret, StatusRecord, WorkloadName};
 use tokio::sync::watch;
 
 use super::coordinator::{ShardHooks, spawn_with_hooks};
+use super::seam::Coordination;
 use super::store::StatsHandle;
 use super::{
     ClusterError, ClusterOptions, ClusterStats, ClusterStore, StoredCredential, WriteOutcome,
@@ -64,6 +65,21 @@ pub struct ClusterSettings {
     pub shards: NonZeroU32,
     /// How often changed status records are written to etcd (coalesced).
     pub status_interval: Duration,
+    /// Tests: the store the link coordinates through instead of etcd (no connection).
+    #[cfg(feature = "test-util")]
+    substitute: Option<Substitute>,
+}
+
+/// A [`Coordination`] a test gave ([`ClusterSettings::with_coordination`]).
+#[cfg(feature = "test-util")]
+#[derive(Clone)]
+struct Substitute(Arc<dyn Coordination>);
+
+#[cfg(feature = "test-util")]
+impl std::fmt::Debug for Substitute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Substitute")
+    }
 }
 
 impl ClusterSettings {
@@ -73,6 +89,35 @@ impl ClusterSettings {
             options: ClusterOptions::from_config(cfg, state_dir),
             shards: cfg.shards,
             status_interval: Duration::from_secs(1),
+            #[cfg(feature = "test-util")]
+            substitute: None,
+        }
+    }
+
+    /// Settings for `member` over `shards` shards that coordinate through `store` instead
+    /// of etcd (`seam` module docs): the link connects to nothing; the test drives the
+    /// shards with [`ClusterLink::coordinator_owned`] and [`ClusterLink::coordinator_drain`].
+    #[cfg(feature = "test-util")]
+    pub fn with_coordination(
+        member: &str,
+        shards: NonZeroU32,
+        store: Arc<dyn Coordination>,
+    ) -> Self {
+        ClusterSettings {
+            options: ClusterOptions {
+                endpoints: Vec::new(),
+                prefix: "test/".into(),
+                member: member.into(),
+                lease_ttl: Duration::from_secs(15),
+                request_timeout: ETCD_REQUEST_TIMEOUT,
+                ca_file: None,
+                client_cert: None,
+                auth: None,
+                admin: None,
+            },
+            shards,
+            status_interval: Duration::from_secs(1),
+            substitute: Some(Substitute(store)),
         }
     }
 
@@ -276,6 +321,31 @@ impl ClusterLink {
         self.store.load_full()
     }
 
+    /// What the attempts and the status mirror coordinate through: the store in use (a
+    /// test's substitute with `test-util`, `seam` module docs).
+    fn coordination(&self) -> Option<Arc<dyn Coordination>> {
+        #[cfg(feature = "test-util")]
+        if let Some(Substitute(s)) = &self.settings.substitute {
+            return Some(s.clone());
+        }
+        self.store().map(|s| s as Arc<dyn Coordination>)
+    }
+
+    /// Tests (`test-util`): what a coordinator step tells the link after it ran, the shards
+    /// owned ([`ShardHooks::owned`]).
+    #[cfg(feature = "test-util")]
+    pub fn coordinator_owned(&self, owned: &BTreeSet<ShardId>) {
+        ShardHooks::owned(self, owned);
+    }
+
+    /// Tests (`test-util`): what a coordinator step asks before its plan: `leaving` take no
+    /// new attempt; the attempts still in flight per shard ([`ShardHooks::drain`]; a shard
+    /// is released only once absent from the answer).
+    #[cfg(feature = "test-util")]
+    pub fn coordinator_drain(&self, leaving: &BTreeSet<ShardId>) -> BTreeMap<ShardId, u32> {
+        ShardHooks::drain(self, leaving)
+    }
+
     /// The counters.
     pub fn stats(&self) -> LinkStats {
         let c = &self.counters;
@@ -370,10 +440,10 @@ impl ClusterLink {
             // client_credentials keeps no state in etcd: it refreshes while etcd is away.
             return Ok(guard);
         }
-        let Some(store) = self.store() else {
+        let Some(store) = self.coordination() else {
             return Err("not sent: not connected to etcd; a rotating grant is refreshed only with a fenced write".into());
         };
-        self.sync(&store, shard, spec, creds).await?;
+        self.sync(&*store, shard, spec, creds).await?;
         if !store.may_send(attempt_bound + ETCD_REQUEST_TIMEOUT) {
             self.count(&self.counters.not_sent_lease);
             return Err(
@@ -391,7 +461,7 @@ impl ClusterLink {
         if !matches!(spec.grant, GrantSpec::RefreshToken { .. }) {
             return true;
         }
-        self.store()
+        self.coordination()
             .is_some_and(|s| s.may_send(attempt_bound + ETCD_REQUEST_TIMEOUT))
     }
 
@@ -400,7 +470,7 @@ impl ClusterLink {
     /// did not land, new credentials) to etcd before it is presented.
     async fn sync(
         &self,
-        store: &ClusterStore,
+        store: &dyn Coordination,
         shard: ShardId,
         spec: &WorkloadSpec,
         creds: &CredentialStore,
@@ -512,14 +582,14 @@ impl ClusterLink {
     /// One fenced, revision-checked credential write.
     async fn write(
         &self,
-        store: &ClusterStore,
+        store: &dyn Coordination,
         shard: ShardId,
         name: &WorkloadName,
         credential: StoredCredential,
         expected: i64,
     ) -> Result<Written, NotSent> {
         let outcome = store
-            .write_credential(shard, name.as_str(), &credential, expected, None)
+            .write_credential(shard, name.as_str(), &credential, expected)
             .await
             .map_err(|e| etcd_reason("write the credential to", &e))?;
         match outcome {
@@ -559,7 +629,7 @@ impl ClusterLink {
             self.pending_map()
                 .insert(spec.name.clone(), (rotated.clone(), generation));
         };
-        let Some(store) = self.store() else {
+        let Some(store) = self.coordination() else {
             keep(0);
             return Err("not connected to etcd".into());
         };
@@ -575,7 +645,7 @@ impl ClusterLink {
         let generation = credential.generation;
         let shard = self.shard_of(&spec.name);
         let written = self
-            .write(&store, shard, &spec.name, credential, s.revision)
+            .write(&*store, shard, &spec.name, credential, s.revision)
             .await;
         if !matches!(written, Ok(Written::Yes)) {
             // Kept locally: the next attempt (or a new ownership here) writes it first.
@@ -595,7 +665,7 @@ impl ClusterLink {
         creds: &CredentialStore,
         presented: &Secret,
     ) -> bool {
-        let Some(store) = self.store() else {
+        let Some(store) = self.coordination() else {
             return false;
         };
         let Ok(read) = store.read_credential(spec.name.as_str()).await else {
@@ -651,7 +721,7 @@ impl ClusterLink {
         if pending.is_empty() {
             return;
         }
-        let Some(store) = self.store() else {
+        let Some(store) = self.coordination() else {
             self.requeue(pending);
             return;
         };
@@ -695,7 +765,15 @@ impl ClusterLink {
     pub(crate) fn spawn_driver(self: &Arc<Self>, clock: Clock, mut stop: watch::Receiver<bool>) {
         let link = self.clone();
         let mut stop2 = stop.clone();
+        #[cfg(feature = "test-util")]
+        let substituted = self.settings.substitute.is_some();
+        #[cfg(not(feature = "test-util"))]
+        let substituted = false;
+        // A test's substitute store: no etcd to join; the test plays the coordinator.
         tokio::spawn(async move {
+            if substituted {
+                return;
+            }
             let mut retry = Duration::from_millis(250);
             while !*stop.borrow() {
                 let store = match ClusterStore::connect(&link.settings.options, clock).await {
@@ -802,6 +880,8 @@ mod tests {
             },
             shards: NonZeroU32::new(8).expect("non-zero"),
             status_interval: Duration::from_secs(1),
+            #[cfg(feature = "test-util")]
+            substitute: None,
         })
     }
 

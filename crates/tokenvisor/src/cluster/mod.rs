@@ -34,6 +34,10 @@
 //! the call and sends the result back as a message. The keepalive and the membership watch
 //! are tasks of their own, published through `tokio::sync::watch` (read without awaiting).
 //!
+//! The seam (`seam`): [`Coordination`], the calls the wiring makes on the store around an
+//! attempt and for the status mirror; [`ClusterStore`] implements it, a test may substitute
+//! its own (feature `test-util`) to run the supervisor's shard handling without etcd.
+//!
 //! The runtime's wiring (`link`): which workloads run here (the active shards), the send
 //! rule and the credential kept in step with etcd around every attempt, status records
 //! mirrored, reconnection after a lost lease (see `docs/ARCHITECTURE.md`, "Cluster mode").
@@ -42,6 +46,7 @@ mod coordinator;
 mod lease;
 mod link;
 mod members;
+mod seam;
 mod store;
 mod view;
 
@@ -49,6 +54,7 @@ pub use coordinator::{InFlight, rebalance, spawn_coordinator};
 pub use lease::LeaseState;
 pub(crate) use link::SendGuard;
 pub use link::{ClusterLink, ClusterSettings, LinkStats};
+pub use seam::{Coordination, CoordinationFuture};
 pub use store::{
     Claim, ClusterOptions, ClusterStats, ClusterStore, Release, StoredCredential, Versioned,
     WriteOutcome, default_member,

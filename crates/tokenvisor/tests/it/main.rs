@@ -17,7 +17,11 @@
 //! - [`workload_identity`]: jwt_bearer and token_exchange: the platform's token read at
 //!   every attempt, an expired or unreadable one not sent, `invalid_grant` transient.
 //! - [`layering`]: no module cycle.
+//! - `cluster_parking` (feature `cluster`): the supervisor's shards without etcd (parked,
+//!   gained, drained) on the paused clock, through a fake coordination store.
 
+#[cfg(feature = "cluster")]
+mod cluster_parking;
 mod credentials;
 mod discovery;
 mod journal;

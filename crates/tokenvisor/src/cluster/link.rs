@@ -917,7 +917,6 @@ mod tests {
 
     #[test]
     fn the_counters_of_stores_retired_by_a_lost_lease_still_count_in_the_view() {
-        use crate::ClusterView as _;
         let l = link();
         // Two leases lost, each after its store had counted (a zombie's fence rejections
         // happen on the store whose lease it lost, right before the store is replaced).

@@ -48,7 +48,12 @@
 //!   whole second behind nginx's `limit_req`) stopped an endpoint that was 10 % too fast
 //!   for a second, each time. The first push-back of an unpaced endpoint, a 503, a vendor
 //!   quota header and a 429 after nothing answered well since the last cut (an outage)
-//!   still hold the endpoint.
+//!   still hold the endpoint. An outage's cut is followed by no other within the cooldown
+//!   while nothing answers well; once good answers come, a 429 is the provider back behind
+//!   its limit, not one more answer of the outage: it is a limit found ([`HoldScope::Pace`])
+//!   even within the cooldown (an endpoint paced at 2 r/s during an outage meets its first
+//!   429 well within a second of its last 503 when the provider returns; counted as the
+//!   outage's, it held every workload for the `Retry-After`).
 //! - **Starts** are spaced by `1/rate`, each stretched by up to
 //!   [`LimiterConfig::jitter`] of itself (the draw is an argument), never shortened: a
 //!   limiter with no burst allowance refuses a request that comes early, not one that comes
@@ -175,6 +180,9 @@ pub struct EndpointLimiter {
     /// The last cut was a rate limit found again ([`HoldScope::Pace`]), not a first push-back
     /// or an outage: the 429s of its burst hold only their workloads too.
     last_cut_paced: bool,
+    /// The last cut was an outage's (nothing answered well before it): good answers since
+    /// then mean the provider is back, and its cooldown no longer covers a new throttle.
+    last_cut_outage: bool,
     last_throttle: Option<Timestamp>,
     /// Good answers since the last cut.
     good_since_cut: u64,
@@ -226,6 +234,7 @@ impl EndpointLimiter {
             learned: None,
             last_cut: None,
             last_cut_paced: false,
+            last_cut_outage: false,
             last_throttle: None,
             good_since_cut: 0,
             window_start: Timestamp::EPOCH,
@@ -386,9 +395,13 @@ impl EndpointLimiter {
 
     fn on_throttled(&mut self, now: Timestamp) -> Cut {
         self.last_throttle = Some(now);
-        let cooling = self
-            .last_cut
-            .is_some_and(|cut| now.since(cut) < self.config.cooldown);
+        // An outage's cooldown ends with the first good answer: a throttle after it is the
+        // provider back and its limit overshot, not one more answer of the outage.
+        let back = self.last_cut_outage && self.good_since_cut > 0;
+        let cooling = !back
+            && self
+                .last_cut
+                .is_some_and(|cut| now.since(cut) < self.config.cooldown);
         if cooling {
             return if self.last_cut_paced {
                 Cut::CoolingAfterLimit
@@ -425,6 +438,7 @@ impl EndpointLimiter {
         self.rate = Some(rate);
         self.last_cut = Some(now);
         self.last_cut_paced = cut == Cut::Limit;
+        self.last_cut_outage = cut == Cut::Outage;
         self.good_since_cut = 0;
         cut
     }

@@ -747,3 +747,30 @@ fn after_an_outage_slow_start_goes_back_to_the_learned_pace_no_further() {
         "learned {learned}, now {rate}"
     );
 }
+
+/// The provider returns behind its limit less than a cooldown after the outage's last cut
+/// (503s at 2 r/s, the last one just before): good answers, then the overshoot's 429. It
+/// is a limit found (the pace's, only its workload waits), not one more answer of the
+/// outage holding every workload for the `Retry-After` (measured: a 1 s gap at 0.8 s into
+/// the rate-limited recovery).
+#[test]
+fn an_outages_cooldown_ends_with_its_first_good_answer() {
+    use Feedback::{Good, Throttled, Unavailable};
+    let mut l = limiter(64);
+    for k in 0..4 {
+        l.on_feedback(Unavailable, t(10_000 + k * 1_100));
+    }
+    let last_503 = 10_000 + 3 * 1_100;
+    for i in 0..6 {
+        l.on_feedback(Good, t(last_503 + 100 + i * 40));
+    }
+    let before = l.rate().expect("paced");
+    assert_eq!(l.on_feedback(Throttled, t(last_503 + 400)), HoldScope::Pace);
+    assert!(l.rate().expect("paced") < before);
+    // While nothing answers well, the outage's cooldown still covers its own answers.
+    let mut o = limiter(64);
+    o.on_feedback(Unavailable, t(10_000));
+    let rate = o.rate();
+    assert_eq!(o.on_feedback(Throttled, t(10_300)), HoldScope::Endpoint);
+    assert_eq!(o.rate(), rate);
+}

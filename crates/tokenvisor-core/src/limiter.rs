@@ -53,7 +53,11 @@
 //!   its limit, not one more answer of the outage: it is a limit found ([`HoldScope::Pace`])
 //!   even within the cooldown (an endpoint paced at 2 r/s during an outage meets its first
 //!   429 well within a second of its last 503 when the provider returns; counted as the
-//!   outage's, it held every workload for the `Retry-After`).
+//!   outage's, it held every workload for the `Retry-After`). Nor does the cooldown of a
+//!   rate-limit cut cover more throttles than requests were in flight at the cut (its
+//!   concurrency limit): those were sent at the cut pace, which is still too fast (slow start
+//!   overshoots a limit by up to half again; one cut a second took 2 s at half the requests
+//!   refused to come down).
 //! - **Starts** are spaced by `1/rate`, each stretched by up to
 //!   [`LimiterConfig::jitter`] of itself (the draw is an argument), never shortened: a
 //!   limiter with no burst allowance refuses a request that comes early, not one that comes
@@ -183,6 +187,11 @@ pub struct EndpointLimiter {
     /// The last cut was an outage's (nothing answered well before it): good answers since
     /// then mean the provider is back, and its cooldown no longer covers a new throttle.
     last_cut_outage: bool,
+    /// Requests that may have been in flight at the last cut (the concurrency limit then),
+    /// and the throttles since it: more throttles than that within the cooldown were sent
+    /// after the cut, at the cut pace, which is still too fast.
+    in_flight_at_cut: u32,
+    throttles_since_cut: u32,
     last_throttle: Option<Timestamp>,
     /// Good answers since the last cut.
     good_since_cut: u64,
@@ -235,6 +244,8 @@ impl EndpointLimiter {
             last_cut: None,
             last_cut_paced: false,
             last_cut_outage: false,
+            in_flight_at_cut: 0,
+            throttles_since_cut: 0,
             last_throttle: None,
             good_since_cut: 0,
             window_start: Timestamp::EPOCH,
@@ -398,7 +409,13 @@ impl EndpointLimiter {
         // An outage's cooldown ends with the first good answer: a throttle after it is the
         // provider back and its limit overshot, not one more answer of the outage.
         let back = self.last_cut_outage && self.good_since_cut > 0;
+        // More throttles since the cut than requests were in flight at it: some were sent
+        // at the cut pace, still above the limit (an overshoot of slow start several times
+        // the cut): not the same burst.
+        self.throttles_since_cut = self.throttles_since_cut.saturating_add(1);
+        let beyond_burst = self.last_cut_paced && self.throttles_since_cut > self.in_flight_at_cut;
         let cooling = !back
+            && !beyond_burst
             && self
                 .last_cut
                 .is_some_and(|cut| now.since(cut) < self.config.cooldown);
@@ -409,6 +426,9 @@ impl EndpointLimiter {
                 Cut::Cooling
             };
         }
+        // Truncation of a limit in [1, ceiling] is the intent.
+        self.in_flight_at_cut = self.limit.floor() as u32;
+        self.throttles_since_cut = 0;
         self.limit = (self.limit * self.config.concurrency_cut).max(1.0);
         let min = self.config.min_rate;
         let (rate, cut) = match self.rate {

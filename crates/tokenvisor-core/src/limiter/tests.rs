@@ -774,3 +774,35 @@ fn an_outages_cooldown_ends_with_its_first_good_answer() {
     assert_eq!(o.on_feedback(Throttled, t(10_300)), HoldScope::Endpoint);
     assert_eq!(o.rate(), rate);
 }
+
+/// Slow start after an outage overshoots a 40 r/s limit by half again; the cut (× 0.85)
+/// is still above it, and the refusals go on. Those beyond what was in flight at the cut
+/// were sent at the cut pace: the pace is cut again within the cooldown, instead of half
+/// the requests being refused until the next second (measured: 2 s of the recovery).
+#[test]
+fn refusals_beyond_the_cuts_burst_cut_again_within_the_cooldown() {
+    use Feedback::{Good, Throttled, Unavailable};
+    let mut l = limiter(4);
+    l.on_feedback(Unavailable, t(10_000));
+    for i in 0..9 {
+        l.on_feedback(Good, t(11_100 + i * 30));
+    }
+    let before = l.rate().expect("paced");
+    let in_flight = l.limit();
+    assert_eq!(l.on_feedback(Throttled, t(11_400)), HoldScope::Pace);
+    let first = l.rate().expect("paced");
+    assert!(first < before);
+    // As many throttles as were in flight at the cut, good answers between them: the
+    // same burst, nothing more is cut.
+    let mut now = 11_410;
+    for _ in 0..in_flight {
+        l.on_feedback(Good, t(now));
+        assert_eq!(l.on_feedback(Throttled, t(now + 5)), HoldScope::Pace);
+        now += 20;
+    }
+    assert!(l.rate().expect("paced") >= first, "cut within the burst");
+    // One more: sent after the cut, at the cut pace: cut again.
+    assert_eq!(l.on_feedback(Throttled, t(now)), HoldScope::Pace);
+    let second = l.rate().expect("paced");
+    assert!(second < first, "{before} → {first} → {second}");
+}

@@ -17,7 +17,9 @@
 //!   came back since the last cut, this is a rate limit: the rate is multiplied by
 //!   [`LimiterConfig::rate_cut`] (but kept at [`LimiterConfig::delivered_floor`] of the rate
 //!   answered well over the last second, if that is more) and growth turns additive above it; when none did, this is
-//!   an outage, not a limit: the rate drops to `min_rate` and the limit is discovered again.
+//!   an outage, not a limit: the rate drops to `min_rate`, and slow start goes back up to
+//!   the pace of the last rate-limit cut (the limit found before the outage still stands;
+//!   additive above it), or discovers the limit again if none was found.
 //!   Each good answer grows the rate: by [`LimiterConfig::slow_start_step`] requests/s below
 //!   the threshold of the last rate-limit cut (exponential growth: a doubling every
 //!   fraction of a second), by [`LimiterConfig::additive_step`]`/rate` above it (that many
@@ -46,13 +48,33 @@
 //!   whole second behind nginx's `limit_req`) stopped an endpoint that was 10 % too fast
 //!   for a second, each time. The first push-back of an unpaced endpoint, a 503, a vendor
 //!   quota header and a 429 after nothing answered well since the last cut (an outage)
-//!   still hold the endpoint.
+//!   still hold the endpoint. An outage's cut is followed by no other within the cooldown
+//!   while nothing answers well; once good answers come, a 429 is the provider back behind
+//!   its limit, not one more answer of the outage: it is a limit found ([`HoldScope::Pace`])
+//!   even within the cooldown (an endpoint paced at 2 r/s during an outage meets its first
+//!   429 well within a second of its last 503 when the provider returns; counted as the
+//!   outage's, it held every workload for the `Retry-After`). Nor does the cooldown of a
+//!   rate-limit cut cover more throttles than requests were in flight at the cut (its
+//!   concurrency limit): those were sent at the cut pace, which is still too fast (slow start
+//!   overshoots a limit by up to half again; one cut a second took 2 s at half the requests
+//!   refused to come down).
 //! - **Starts** are spaced by `1/rate`, each stretched by up to
 //!   [`LimiterConfig::jitter`] of itself (the draw is an argument), never shortened: a
 //!   limiter with no burst allowance refuses a request that comes early, not one that comes
-//!   late. The turn is kept in fractional milliseconds, so a pace above 1,000 requests/s is
-//!   kept on average (several starts in one millisecond) rather than capped at one per
-//!   millisecond.
+//!   late. The stretch is small (2 %): the starts of one endpoint are already serialised
+//!   (FIFO) by the driver, and every percent of stretch is a percent of the pace lost. The
+//!   next turn is the last start's plus the spacing at the pace *of the moment it is asked
+//!   for*: good answers that raise the pace bring a turn already waited for closer (after an
+//!   outage the pace is 2 r/s, 500 ms apart: the first answers would otherwise leave the
+//!   next start half a second out), and a cut pushes it back at once. The turn is kept in
+//!   fractional milliseconds, so a pace above 1,000 requests/s is kept on average (several
+//!   starts in one millisecond) rather than capped at one per millisecond.
+//!
+//! The constants were chosen on a model of the rate-limited recovery benchmark in the tests
+//! (`recovery`: 300 workloads out of an outage into a 40 r/s burst-0 limit, in explicit
+//! milliseconds): a cut to 0.75 of the pace left it crawling back at `additive_step` from
+//! well below the limit for the rest of the recovery; 0.85 keeps it near the limit with
+//! refusals still a few percent.
 
 use std::time::Duration;
 
@@ -128,14 +150,14 @@ impl Default for LimiterConfig {
     fn default() -> Self {
         LimiterConfig {
             min_rate: 2.0,
-            rate_cut: 0.75,
+            rate_cut: 0.85,
             delivered_floor: 0.9,
             concurrency_cut: 0.5,
             slow_start_step: 6.0,
             additive_step: 0.5,
             cooldown: Duration::from_secs(1),
             calm: Duration::from_secs(120),
-            jitter: 0.1,
+            jitter: 0.02,
             wide_min_throttles: 3,
             wide_min_share: 0.05,
             wide_majority: 0.5,
@@ -155,10 +177,21 @@ pub struct EndpointLimiter {
     rate: Option<f64>,
     /// Below it the rate grows by `slow_start_step`, above it by `1/rate`.
     threshold: f64,
+    /// The pace of the last rate-limit cut: below the limit the endpoint was found to
+    /// have. An outage keeps it as the threshold of its slow start.
+    learned: Option<f64>,
     last_cut: Option<Timestamp>,
     /// The last cut was a rate limit found again ([`HoldScope::Pace`]), not a first push-back
     /// or an outage: the 429s of its burst hold only their workloads too.
     last_cut_paced: bool,
+    /// The last cut was an outage's (nothing answered well before it): good answers since
+    /// then mean the provider is back, and its cooldown no longer covers a new throttle.
+    last_cut_outage: bool,
+    /// Requests that may have been in flight at the last cut (the concurrency limit then),
+    /// and the throttles since it: more throttles than that within the cooldown were sent
+    /// after the cut, at the cut pace, which is still too fast.
+    in_flight_at_cut: u32,
+    throttles_since_cut: u32,
     last_throttle: Option<Timestamp>,
     /// Good answers since the last cut.
     good_since_cut: u64,
@@ -172,9 +205,12 @@ pub struct EndpointLimiter {
     prev_window_answers: u32,
     window_throttles: u32,
     prev_window_throttles: u32,
-    /// The earliest start of the next request (ms since the epoch, fractional: a pace above
-    /// 1,000 requests/s starts several requests per millisecond).
-    next_ms: Option<f64>,
+    /// The turn of the last start (ms since the epoch, fractional: a pace above 1,000
+    /// requests/s starts several requests per millisecond) and the stretch its jitter drew
+    /// for the spacing after it (`1 + jitter·u`). The next turn is `turn + stretch/rate`,
+    /// at the pace of the moment it is asked for: a pace grown or cut since the last start
+    /// moves the turn already waited for.
+    turn: Option<(f64, f64)>,
 }
 
 const WINDOW_MS: u64 = 1_000;
@@ -204,8 +240,12 @@ impl EndpointLimiter {
             limit: ceiling as f64,
             rate: None,
             threshold: f64::INFINITY,
+            learned: None,
             last_cut: None,
             last_cut_paced: false,
+            last_cut_outage: false,
+            in_flight_at_cut: 0,
+            throttles_since_cut: 0,
             last_throttle: None,
             good_since_cut: 0,
             window_start: Timestamp::EPOCH,
@@ -215,7 +255,7 @@ impl EndpointLimiter {
             prev_window_answers: 0,
             window_throttles: 0,
             prev_window_throttles: 0,
-            next_ms: None,
+            turn: None,
         }
     }
 
@@ -366,9 +406,19 @@ impl EndpointLimiter {
 
     fn on_throttled(&mut self, now: Timestamp) -> Cut {
         self.last_throttle = Some(now);
-        let cooling = self
-            .last_cut
-            .is_some_and(|cut| now.since(cut) < self.config.cooldown);
+        // An outage's cooldown ends with the first good answer: a throttle after it is the
+        // provider back and its limit overshot, not one more answer of the outage.
+        let back = self.last_cut_outage && self.good_since_cut > 0;
+        // More throttles since the cut than requests were in flight at it: some were sent
+        // at the cut pace, still above the limit (an overshoot of slow start several times
+        // the cut): not the same burst.
+        self.throttles_since_cut = self.throttles_since_cut.saturating_add(1);
+        let beyond_burst = self.last_cut_paced && self.throttles_since_cut > self.in_flight_at_cut;
+        let cooling = !back
+            && !beyond_burst
+            && self
+                .last_cut
+                .is_some_and(|cut| now.since(cut) < self.config.cooldown);
         if cooling {
             return if self.last_cut_paced {
                 Cut::CoolingAfterLimit
@@ -376,6 +426,9 @@ impl EndpointLimiter {
                 Cut::Cooling
             };
         }
+        // Truncation of a limit in [1, ceiling] is the intent.
+        self.in_flight_at_cut = self.limit.floor() as u32;
+        self.throttles_since_cut = 0;
         self.limit = (self.limit * self.config.concurrency_cut).max(1.0);
         let min = self.config.min_rate;
         let (rate, cut) = match self.rate {
@@ -392,17 +445,20 @@ impl EndpointLimiter {
                     .min(rate)
                     .max(min);
                 self.threshold = cut;
+                self.learned = Some(cut);
                 (cut, Cut::Limit)
             }
-            // Nothing got through since the last cut: an outage, not a limit.
+            // Nothing got through since the last cut: an outage, not a limit. The limit
+            // found before it still stands: slow start goes back to it, no further.
             Some(_) => {
-                self.threshold = f64::INFINITY;
+                self.threshold = self.learned.unwrap_or(f64::INFINITY);
                 (min, Cut::Outage)
             }
         };
         self.rate = Some(rate);
         self.last_cut = Some(now);
         self.last_cut_paced = cut == Cut::Limit;
+        self.last_cut_outage = cut == Cut::Outage;
         self.good_since_cut = 0;
         cut
     }
@@ -414,7 +470,8 @@ impl EndpointLimiter {
         if self.rate.is_some() && calm {
             self.rate = None;
             self.threshold = f64::INFINITY;
-            self.next_ms = None;
+            self.learned = None;
+            self.turn = None;
         }
     }
 
@@ -423,10 +480,14 @@ impl EndpointLimiter {
     /// spacing under the millisecond resolution of time here) lets the starts of one
     /// millisecond through together, as many as the pace allows on average.
     pub fn next_start(&self, now: Timestamp) -> Timestamp {
-        let (Some(rate), Some(next)) = (self.rate, self.next_ms) else {
+        let Some(next) = self.next_turn() else {
             return now;
         };
-        let tolerance = if rate > 1_000.0 { 1.0 } else { 0.0 };
+        let tolerance = if self.rate.is_some_and(|r| r > 1_000.0) {
+            1.0
+        } else {
+            0.0
+        };
         let due = next - tolerance;
         if due <= now.as_millis() as f64 {
             now
@@ -436,18 +497,23 @@ impl EndpointLimiter {
         }
     }
 
+    /// The next turn (ms, fractional) at the current pace, if paced and started before.
+    fn next_turn(&self) -> Option<f64> {
+        let (rate, (turn, stretch)) = (self.rate?, self.turn?);
+        Some(turn + 1_000.0 / rate * stretch)
+    }
+
     /// A request starts at `at` (the driver calls it when it sends, after waiting for
     /// [`EndpointLimiter::next_start`]), with a jitter draw `u` in `[0, 1)`: while paced,
     /// the next turn comes `1/rate` later, stretched by up to [`LimiterConfig::jitter`] of
     /// itself (never shortened: a limiter with no burst allowance refuses a request that
-    /// comes early, not one that comes late).
+    /// comes early, not one that comes late). `rate` is the pace when the next turn is
+    /// asked for, not when this one started.
     pub fn started(&mut self, at: Timestamp, u: f64) {
         let at_ms = at.as_millis() as f64;
-        let spacing = self.rate.map_or(0.0, |rate| {
-            1_000.0 / rate * (1.0 + self.config.jitter * u.clamp(0.0, 1.0))
-        });
-        let from = self.next_ms.map_or(at_ms, |next| next.max(at_ms));
-        self.next_ms = Some(from + spacing);
+        let from = self.next_turn().map_or(at_ms, |next| next.max(at_ms));
+        let stretch = 1.0 + self.config.jitter * u.clamp(0.0, 1.0);
+        self.turn = Some((from, stretch));
     }
 }
 

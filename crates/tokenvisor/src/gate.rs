@@ -17,7 +17,9 @@
 //! jitter drawn by the attempt, so the attempts queued during a hold leave it one by one at
 //! the rate that last succeeded instead of all at once. Waiting for a paced start is FIFO
 //! (one waiter sleeps for the next slot, the others queue behind it) and bounded by the
-//! attempt's budget. An endpoint that never pushed back is not paced and costs one
+//! attempt's budget. The sleeper is woken when an answer changes the pace: its turn moves
+//! with it (after an outage the pace is 2 r/s, and the first good answers bring a start
+//! that was 500 ms out to tens of milliseconds). An endpoint that never pushed back is not paced and costs one
 //! uncontended lock per request.
 //!
 //! ## Resizing
@@ -58,6 +60,9 @@ pub(crate) struct EndpointGate {
     limiter: Mutex<EndpointLimiter>,
     /// Queue of the attempts waiting for a paced start (FIFO).
     turnstile: tokio::sync::Mutex<()>,
+    /// Wakes the attempt sleeping for the next paced start when the pace changed: its turn
+    /// moves with the pace (`EndpointLimiter::next_start`), sooner after good answers.
+    pace_moved: tokio::sync::Notify,
     /// What went through the gate.
     counts: Counts,
 }
@@ -122,6 +127,7 @@ impl EndpointGate {
             hold_until_ms: AtomicU64::new(0),
             limiter: Mutex::new(EndpointLimiter::new(limit, LimiterConfig::default())),
             turnstile: tokio::sync::Mutex::new(()),
+            pace_moved: tokio::sync::Notify::new(),
             counts: Counts::default(),
         }
     }
@@ -135,12 +141,16 @@ impl EndpointGate {
     /// answered by the cut pace, or sporadic (in both, only its workload waits).
     pub(crate) fn feedback(&self, feedback: Feedback, now: Timestamp) -> HoldScope {
         let mut limiter = self.limiter();
+        let rate = limiter.rate();
         let scope = limiter.on_feedback(feedback, now);
         let limit = limiter.limit();
         // Resized under the limiter's lock, so two answers never apply their limits out of
         // order.
         if limit != self.limit.load(Ordering::Acquire) {
             self.resize(limit);
+        }
+        if limiter.rate() != rate {
+            self.pace_moved.notify_waiters();
         }
         scope
     }
@@ -175,6 +185,11 @@ impl EndpointGate {
             return Err(no_slot(self));
         };
         loop {
+            // Registered before the turn is read, so a pace changed in between still wakes
+            // this sleeper.
+            let moved = self.pace_moved.notified();
+            let mut moved = std::pin::pin!(moved);
+            moved.as_mut().enable();
             let now = clock.now();
             let at = {
                 let mut limiter = self.limiter();
@@ -189,7 +204,10 @@ impl EndpointGate {
             if wake > deadline {
                 return Err(no_slot(self));
             }
-            tokio::time::sleep_until(wake).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = moved => {}
+            }
         }
     }
 
@@ -569,6 +587,38 @@ mod tests {
         // A start beyond the deadline is refused at once.
         let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
         assert!(g.pace(clock, soon, 0.0).await.is_err());
+    }
+
+    /// The attempt sleeping for its paced start is woken when good answers raise the pace:
+    /// its turn comes at the new spacing, not the one of the old pace.
+    #[tokio::test(start_paused = true)]
+    async fn a_raised_pace_brings_the_sleeping_start_closer() {
+        let clock = Clock::anchored(Timestamp::from_millis(1_000_000));
+        let g = Arc::new(EndpointGate::new(8));
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        // An outage: paced at the minimum (2 r/s), one start taken.
+        g.feedback(Feedback::Unavailable, clock.now());
+        g.pace(clock, far, 0.0).await.unwrap();
+        let first = clock.now();
+        let waiter = {
+            let g = g.clone();
+            tokio::spawn(async move {
+                g.pace(clock, far, 0.0).await.unwrap();
+                clock.now()
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // The provider is back: two good answers, 2 + 2·6 = 14 r/s.
+        g.feedback(Feedback::Good, clock.now());
+        g.feedback(Feedback::Good, clock.now());
+        let rate = g.adaptive().2.unwrap();
+        let started = waiter.await.unwrap();
+        let spacing = (1_000.0 / rate).ceil() as u64;
+        assert_eq!(
+            started.as_millis() - first.as_millis(),
+            spacing,
+            "at {rate} r/s (the old pace's turn was 500 ms out)"
+        );
     }
 
     #[test]

@@ -295,7 +295,7 @@ fn a_throttle_keeps_most_of_the_rate_delivered() {
         after >= (delivered * c.delivered_floor).min(before) - 1e-9,
         "{rate} → {before} → {after} (delivered {delivered})"
     );
-    assert!(after > before * c.rate_cut);
+    assert!(after >= before * c.rate_cut - 1e-9);
 }
 
 /// Above 1,000 requests/s (under a millisecond apart) the pace is kept on average: several
@@ -489,4 +489,320 @@ fn a_limit_found_again_is_answered_by_the_pace() {
         fresh.on_feedback(Good, t(30_000 + i));
     }
     assert_eq!(fresh.on_feedback(Throttled, t(30_010)), HoldScope::Endpoint);
+}
+
+/// A deterministic model of the rate-limited recovery benchmark (issue 11, target 5), in
+/// whole milliseconds of explicit time: `workloads` attempts wait for the endpoint, which
+/// answered 503 for `outage_ms` (no `Retry-After`); then it answers again behind nginx's
+/// `limit_req` at `limit` requests/s with burst 0 (a request that arrives less than
+/// `1/limit` after the last one let through is refused: 429 + `Retry-After: 1`). Each
+/// request reaches the limiter 1 + `path_jitter`·U[0, 1) ms after its start (the loaded
+/// machine's scheduling), is answered `service_ms` later. The driver is the gate's: a
+/// start needs a free slot (`limit()`), no endpoint hold and its paced turn; a refused
+/// workload waits its `Retry-After` (alone, or with every other one for an endpoint hold).
+mod recovery {
+    use super::*;
+
+    /// A small deterministic generator (splitmix64) for the draws.
+    pub(super) struct Draws(u64);
+
+    impl Draws {
+        pub(super) fn new(seed: u64) -> Self {
+            Draws(seed)
+        }
+        pub(super) fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// The scenario.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Scenario {
+        pub workloads: usize,
+        pub ceiling: usize,
+        pub outage_ms: u64,
+        pub limit: u64,
+        pub path_jitter: f64,
+        pub service_ms: u64,
+        pub seed: u64,
+    }
+
+    /// What a run measured from the provider's return.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Measured {
+        /// Until the last workload got its token, ms.
+        pub recover_ms: u64,
+        /// Requests that reached the rate limiter, and those it refused.
+        pub requests: u64,
+        pub refused: u64,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    struct InFlight {
+        workload: usize,
+        arrives: u64,
+        answered: u64,
+        accepted: Option<bool>,
+    }
+
+    pub(super) fn run(s: Scenario, config: LimiterConfig) -> Measured {
+        let base = 1_000_000u64;
+        let back = base + s.outage_ms;
+        let mut draws = Draws::new(s.seed);
+        let mut l = EndpointLimiter::new(s.ceiling, config);
+        // Each workload's next try (its backoff after the outage's answers), or done.
+        let mut ready: Vec<Option<u64>> = (0..s.workloads)
+            .map(|_| Some(base + (draws.next() * 1_000.0) as u64))
+            .collect();
+        let mut flying: Vec<InFlight> = Vec::new();
+        let mut hold_until = 0u64;
+        // nginx's leaky bucket: the last request let through and its excess (milli-requests).
+        let (mut last_ok, mut excess) = (None::<u64>, 0i64);
+        let (mut requests, mut refused, mut done) = (0u64, 0u64, 0usize);
+        let mut now = base;
+        while done < s.workloads {
+            assert!(now < back + 300_000, "no recovery in 300 s: {s:?}");
+            // Arrivals at the rate limiter, in order of arrival.
+            flying.sort_by_key(|f| f.arrives);
+            for f in flying.iter_mut().filter(|f| f.arrives == now) {
+                if now < back {
+                    f.accepted = Some(false);
+                    continue;
+                }
+                requests += 1;
+                // nginx: excess = excess - rate·ms + 1000 (milli-requests), at least 0;
+                // refused above the burst (0).
+                let e = last_ok.map_or(0, |last| {
+                    (excess - (s.limit * (now - last)) as i64 + 1_000).max(0)
+                });
+                if e > 0 {
+                    refused += 1;
+                    f.accepted = Some(false);
+                } else {
+                    excess = e;
+                    last_ok = Some(now);
+                    f.accepted = Some(true);
+                }
+            }
+            // Answers.
+            let mut i = 0;
+            while i < flying.len() {
+                if flying[i].answered != now {
+                    i += 1;
+                    continue;
+                }
+                let f = flying.swap_remove(i);
+                let outage = f.arrives < back;
+                match f.accepted {
+                    Some(true) => {
+                        l.on_feedback(Feedback::Good, t(now));
+                        done += 1;
+                    }
+                    Some(false) if outage => {
+                        l.on_feedback(Feedback::Unavailable, t(now));
+                        // Backoff 200 ms .. 1 s.
+                        ready[f.workload] = Some(now + 200 + (draws.next() * 800.0) as u64);
+                    }
+                    Some(false) | None => {
+                        let scope = l.on_feedback(Feedback::Throttled, t(now));
+                        ready[f.workload] = Some(now + 1_000);
+                        match scope {
+                            HoldScope::Endpoint => hold_until = hold_until.max(now + 1_000),
+                            HoldScope::Pace | HoldScope::Workload => {}
+                        }
+                    }
+                }
+            }
+            // Starts: FIFO by readiness, while a slot, no hold and the turn allow.
+            if now >= hold_until {
+                loop {
+                    if flying.len() >= l.limit() || l.next_start(t(now)) > t(now) {
+                        break;
+                    }
+                    let next = ready
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(w, r)| r.filter(|&at| at <= now).map(|at| (at, w)))
+                        .min();
+                    let Some((_, w)) = next else { break };
+                    ready[w] = None;
+                    l.started(t(now), draws.next());
+                    let arrives = now + 1 + (draws.next() * s.path_jitter) as u64;
+                    flying.push(InFlight {
+                        workload: w,
+                        arrives,
+                        answered: arrives + s.service_ms,
+                        accepted: None,
+                    });
+                }
+            }
+            now += 1;
+        }
+        Measured {
+            recover_ms: now - 1 - back,
+            requests,
+            refused,
+        }
+    }
+}
+
+/// Issue 11, target 5, in the model: 300 workloads out of a 3 s outage into a 40 r/s
+/// burst-0 limit, request arrivals jittered by 0 and by up to 3 ms (seeds 1–6 each). The
+/// physical limit is 7.5 s. Before the turn followed the pace of the moment, a cut kept
+/// 0.85 of the pace and the spacing's jitter was 2 %, the model took 9.43 s and 10.13 s on
+/// average (worst 10.3 s and 10.5 s): the pace was cut to 0.75 of the overshoot, crawled
+/// back at 0.5 r/s per second, and each spacing was stretched by 5 % on average. Now
+/// 8.11 s and 8.85 s.
+#[test]
+fn recovering_into_a_rate_limit_in_the_model() {
+    for path_jitter in [0.0, 3.0] {
+        let runs: Vec<recovery::Measured> = (1..=6)
+            .map(|seed| {
+                recovery::run(
+                    recovery::Scenario {
+                        workloads: 300,
+                        ceiling: 64,
+                        outage_ms: 3_000,
+                        limit: 40,
+                        path_jitter,
+                        service_ms: 15,
+                        seed,
+                    },
+                    LimiterConfig::default(),
+                )
+            })
+            .collect();
+        let mean_s = runs.iter().map(|m| m.recover_ms).sum::<u64>() as f64 / 6_000.0;
+        let requests: u64 = runs.iter().map(|m| m.requests).sum();
+        let refused: u64 = runs.iter().map(|m| m.refused).sum();
+        let worst = runs.iter().map(|m| m.recover_ms).max().unwrap_or(0);
+        assert!(
+            mean_s <= 9.0 && worst <= 9_750,
+            "jitter {path_jitter} ms: mean {mean_s:.2} s, worst {worst} ms: {runs:?}"
+        );
+        assert!(
+            refused * 20 <= requests,
+            "jitter {path_jitter} ms: {refused} of {requests} refused"
+        );
+    }
+}
+
+/// A turn already waited for moves with the pace: the first good answers after an outage
+/// (paced at the minimum, 500 ms apart) bring the next start closer at once, and a cut
+/// pushes it back, instead of the spacing drawn at the last start applying.
+#[test]
+fn the_next_turn_follows_the_pace_of_the_moment() {
+    let c = LimiterConfig::default();
+    let mut l = limiter(64);
+    l.on_feedback(Feedback::Unavailable, t(10_000));
+    assert_eq!(l.rate(), Some(c.min_rate));
+    l.started(t(11_000), 0.0);
+    assert_eq!(l.next_start(t(11_000)), t(11_500));
+    // Two good answers: 2 + 2·6 = 14 r/s, the turn ≈ 71 ms after the last start.
+    l.on_feedback(Feedback::Good, t(11_020));
+    l.on_feedback(Feedback::Good, t(11_030));
+    let rate = l.rate().expect("paced");
+    let want = 11_000 + (1_000.0 / rate).ceil() as u64;
+    assert_eq!(l.next_start(t(11_035)), t(want), "at {rate} r/s");
+    // A 503 after those good answers (past the cooldown of the first cut): the pace is
+    // cut, and the turn goes back out with it.
+    l.on_feedback(Feedback::Unavailable, t(11_040));
+    let cut = l.rate().expect("paced");
+    assert!(cut < rate, "{rate} → {cut}");
+    let want_cut = 11_000 + (1_000.0 / cut).ceil() as u64;
+    assert!(want_cut > want);
+    assert_eq!(l.next_start(t(11_045)), t(want_cut), "at {cut} r/s");
+}
+
+/// An outage after a rate limit was found: slow start goes back to the pace learned (the
+/// limit did not change with the outage) and grows additively above it, instead of
+/// racing past it into a burst of refusals as an endpoint that never found its limit does.
+#[test]
+fn after_an_outage_slow_start_goes_back_to_the_learned_pace_no_further() {
+    use Feedback::{Good, Throttled, Unavailable};
+    let c = LimiterConfig::default();
+    let mut l = limiter(64);
+    l.on_feedback(Unavailable, t(10_000));
+    for i in 0..7 {
+        l.on_feedback(Good, t(11_000 + i * 25));
+    }
+    assert_eq!(l.on_feedback(Throttled, t(11_200)), HoldScope::Pace);
+    let learned = l.rate().expect("paced");
+    // The outage: nothing good since the cut.
+    l.on_feedback(Unavailable, t(13_000));
+    assert_eq!(l.rate(), Some(c.min_rate));
+    // 40 good answers: fast back to the learned pace, then about `additive_step` per
+    // second above it.
+    for i in 0..40 {
+        l.on_feedback(Good, t(20_000 + i * 25));
+    }
+    let rate = l.rate().expect("paced");
+    assert!(
+        rate >= learned && rate <= learned + c.slow_start_step + 2.0 * c.additive_step,
+        "learned {learned}, now {rate}"
+    );
+}
+
+/// The provider returns behind its limit less than a cooldown after the outage's last cut
+/// (503s at 2 r/s, the last one just before): good answers, then the overshoot's 429. It
+/// is a limit found (the pace's, only its workload waits), not one more answer of the
+/// outage holding every workload for the `Retry-After` (measured: a 1 s gap at 0.8 s into
+/// the rate-limited recovery).
+#[test]
+fn an_outages_cooldown_ends_with_its_first_good_answer() {
+    use Feedback::{Good, Throttled, Unavailable};
+    let mut l = limiter(64);
+    for k in 0..4 {
+        l.on_feedback(Unavailable, t(10_000 + k * 1_100));
+    }
+    let last_503 = 10_000 + 3 * 1_100;
+    for i in 0..6 {
+        l.on_feedback(Good, t(last_503 + 100 + i * 40));
+    }
+    let before = l.rate().expect("paced");
+    assert_eq!(l.on_feedback(Throttled, t(last_503 + 400)), HoldScope::Pace);
+    assert!(l.rate().expect("paced") < before);
+    // While nothing answers well, the outage's cooldown still covers its own answers.
+    let mut o = limiter(64);
+    o.on_feedback(Unavailable, t(10_000));
+    let rate = o.rate();
+    assert_eq!(o.on_feedback(Throttled, t(10_300)), HoldScope::Endpoint);
+    assert_eq!(o.rate(), rate);
+}
+
+/// Slow start after an outage overshoots a 40 r/s limit by half again; the cut (× 0.85)
+/// is still above it, and the refusals go on. Those beyond what was in flight at the cut
+/// were sent at the cut pace: the pace is cut again within the cooldown, instead of half
+/// the requests being refused until the next second (measured: 2 s of the recovery).
+#[test]
+fn refusals_beyond_the_cuts_burst_cut_again_within_the_cooldown() {
+    use Feedback::{Good, Throttled, Unavailable};
+    let mut l = limiter(4);
+    l.on_feedback(Unavailable, t(10_000));
+    for i in 0..9 {
+        l.on_feedback(Good, t(11_100 + i * 30));
+    }
+    let before = l.rate().expect("paced");
+    let in_flight = l.limit();
+    assert_eq!(l.on_feedback(Throttled, t(11_400)), HoldScope::Pace);
+    let first = l.rate().expect("paced");
+    assert!(first < before);
+    // As many throttles as were in flight at the cut, good answers between them: the
+    // same burst, nothing more is cut.
+    let mut now = 11_410;
+    for _ in 0..in_flight {
+        l.on_feedback(Good, t(now));
+        assert_eq!(l.on_feedback(Throttled, t(now + 5)), HoldScope::Pace);
+        now += 20;
+    }
+    assert!(l.rate().expect("paced") >= first, "cut within the burst");
+    // One more: sent after the cut, at the cut pace: cut again.
+    assert_eq!(l.on_feedback(Throttled, t(now)), HoldScope::Pace);
+    let second = l.rate().expect("paced");
+    assert!(second < first, "{before} → {first} → {second}");
 }

@@ -143,7 +143,7 @@ pub(crate) struct TokenActorState {
     last_view: Option<(WorkloadStatus, DiskTokenState)>,
     credential_poll: Option<JoinHandle<()>>,
     /// Attempt tasks not known to have finished (shutdown waits for them).
-    attempts: Vec<JoinHandle<()>>,
+    attempts: Attempts,
     /// The attempt the machine wants now ([`NO_ATTEMPT`] once stopping): an attempt task
     /// that is no longer it (new credentials started another, the actor is stopping) does
     /// not send its request.
@@ -183,7 +183,7 @@ impl Actor for TokenActor {
             timer_generation: 0,
             last_view: None,
             credential_poll: None,
-            attempts: Vec::new(),
+            attempts: Attempts::default(),
             wanted: Arc::new(AtomicU64::new(NO_ATTEMPT)),
             access_change: None,
         })
@@ -270,7 +270,10 @@ fn on_message(myself: &ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenActorSta
             }
             Input::TimerFired
         }
-        TokenMsg::AttemptDone { attempt, verdict } => Input::RefreshResult { attempt, verdict },
+        TokenMsg::AttemptDone { attempt, verdict } => {
+            st.attempts.done(attempt);
+            Input::RefreshResult { attempt, verdict }
+        }
         TokenMsg::CredentialsReplaced => Input::CredentialsReplaced,
         TokenMsg::ForceRefresh => Input::ForceRefresh,
         TokenMsg::Remove => Input::Stop,
@@ -537,7 +540,7 @@ fn check_credentials_changed_since(
 /// queued for a permit do not send their request.
 async fn finish_attempts(st: &mut TokenActorState) {
     st.wanted.store(NO_ATTEMPT, Ordering::Release);
-    let attempts = std::mem::take(&mut st.attempts);
+    let attempts = st.attempts.take();
     let limit = st
         .args
         .spec
@@ -562,7 +565,7 @@ async fn finish_attempts(st: &mut TokenActorState) {
 /// of the old one is on disk. Attempts still queued for a permit do not send their request.
 fn stop_after_attempts(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
     st.wanted.store(NO_ATTEMPT, Ordering::Release);
-    let attempts = std::mem::take(&mut st.attempts);
+    let attempts = st.attempts.take();
     let limit = st
         .args
         .spec
@@ -684,7 +687,6 @@ fn still_wanted(wanted: &AtomicU64, attempt: AttemptId) -> bool {
 /// or a restarted actor never send a second request beside one in flight, and the attempt
 /// that follows presents the token the one before it left.
 fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt: AttemptId) {
-    st.attempts.retain(|a| !a.is_finished());
     st.wanted.store(attempt.0, Ordering::Release);
     let wanted = st.wanted.clone();
     let me = myself.clone();
@@ -773,7 +775,56 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
         // The actor may be gone (removed, restarted): then the result is moot.
         let _ = me.cast(TokenMsg::AttemptDone { attempt, verdict });
     });
-    st.attempts.push(task);
+    st.attempts.push(attempt, task);
+}
+
+/// A workload's attempt tasks not known to have finished, which shutdown and removal wait
+/// for. A tokio task's allocation (its whole future, ≈ 1 KB for an attempt) lives as long
+/// as its `JoinHandle`, even once the task has finished: a handle is dropped when its
+/// attempt's result arrives (the task casts it last, after its write-back), and finished
+/// ones whenever another attempt starts or ends, so an idle workload keeps no task and no
+/// vector.
+#[derive(Debug, Default)]
+struct Attempts(Vec<(AttemptId, JoinHandle<()>)>);
+
+impl Attempts {
+    /// Tracks a new attempt's task.
+    fn push(&mut self, attempt: AttemptId, task: JoinHandle<()>) {
+        self.forget(|_| false);
+        self.0.push((attempt, task));
+    }
+
+    /// `attempt`'s result arrived: its task has nothing left to do.
+    fn done(&mut self, attempt: AttemptId) {
+        self.forget(|a| a == attempt);
+    }
+
+    /// Every task still tracked (shutdown, removal).
+    fn take(&mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.0)
+            .into_iter()
+            .map(|(_, task)| task)
+            .collect()
+    }
+
+    /// Drops the handles of finished tasks and of the attempts `also` names; frees the
+    /// vector once it is empty.
+    fn forget(&mut self, also: impl Fn(AttemptId) -> bool) {
+        self.0.retain(|(a, task)| !also(*a) && !task.is_finished());
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
 }
 
 /// One token request, with its endpoint permit and its workload's owner held: exchange,
@@ -1113,4 +1164,53 @@ fn cluster_verdict(reason: &str) -> Verdict {
         retry_after: None,
         summary: tokenvisor_core::classify::excerpt(reason.as_bytes()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AttemptId, Attempts};
+
+    /// A handle is dropped when its attempt's result arrives, even if the task has not quite
+    /// ended (it casts its result last): an idle workload keeps no task allocation.
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_task_is_let_go_when_its_result_arrives() {
+        let mut attempts = Attempts::default();
+        let (_release, wait) = tokio::sync::oneshot::channel::<()>();
+        attempts.push(
+            AttemptId(1),
+            tokio::spawn(async move {
+                let _ = wait.await;
+            }),
+        );
+        attempts.push(AttemptId(2), tokio::spawn(std::future::pending::<()>()));
+        attempts.done(AttemptId(1));
+        assert_eq!(attempts.len(), 1, "attempt 2 is still in flight");
+        attempts.done(AttemptId(2));
+        assert_eq!(attempts.len(), 0);
+        assert_eq!(attempts.capacity(), 0, "an idle workload keeps no vector");
+    }
+
+    /// A superseded attempt ends without a result: its finished task is let go when the next
+    /// attempt starts; shutdown still gets every task not known to have finished.
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_attempt_without_a_result_is_let_go_when_the_next_starts() {
+        let mut attempts = Attempts::default();
+        let stale = tokio::spawn(async {});
+        for _ in 0..100 {
+            if stale.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(stale.is_finished());
+        attempts.push(AttemptId(1), stale);
+        attempts.push(AttemptId(2), tokio::spawn(std::future::pending::<()>()));
+        assert_eq!(attempts.len(), 1);
+        let left = attempts.take();
+        assert_eq!(left.len(), 1, "shutdown waits for attempt 2");
+        assert_eq!(attempts.len(), 0);
+        for task in left {
+            task.abort();
+        }
+    }
 }

@@ -376,6 +376,49 @@ grant = "client_credentials"
     assert_eq!(a.connect_timeout, S(5), "built-in default");
 }
 
+/// Workloads that set no provider key share one provider section (one allocation for all of
+/// them, not one each); a workload that sets one has its own.
+#[test]
+fn workloads_without_provider_keys_share_one_provider_section() {
+    let s = Scratch::new();
+    let text = r#"
+[defaults]
+proxy = "http://proxy.example.com:3128"
+
+[[workload]]
+name = "a"
+token_url = "https://idp.example.com/token"
+client_id = "a"
+client_secret = "x"
+grant = "client_credentials"
+
+[[workload]]
+name = "b"
+token_url = "https://idp.example.com/token"
+client_id = "b"
+client_secret = "x"
+grant = "client_credentials"
+
+[[workload]]
+name = "c"
+token_url = "https://idp.example.com/token"
+client_id = "c"
+client_secret = "x"
+grant = "client_credentials"
+no_proxy = "localhost"
+"#;
+    let c = s.ok(text);
+    let (a, b, own) = (
+        &c.workloads[0].policy.provider,
+        &c.workloads[1].policy.provider,
+        &c.workloads[2].policy.provider,
+    );
+    assert!(std::sync::Arc::ptr_eq(a, b), "one section for a and b");
+    assert!(!std::sync::Arc::ptr_eq(a, own));
+    assert_eq!(own.no_proxy.as_deref(), Some("localhost"));
+    assert_eq!(own.proxy, a.proxy, "inherited next to its own key");
+}
+
 #[test]
 fn load_resolves_relative_paths_against_the_files_directory() {
     let dir = fixtures();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::Context as _;
 use tokenvisor::StoreError;
 use tokenvisor::TokenHandle;
-use tokenvisor::spec::{GrantSpec, WorkloadSpec};
+use tokenvisor::spec::{GrantSpec, WorkloadPolicy, WorkloadSpec};
 use tokenvisor::{HttpConfig, HttpTransport};
 use tokenvisor::{Runtime, RuntimeConfig};
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
@@ -65,6 +65,10 @@ pub(crate) struct Harness {
     _tmp: Option<tempfile::TempDir>,
     transport: HttpTransport,
     profile: Profile,
+    /// The profile's policy, built once: every workload's spec shares its `Arc`s (as the
+    /// configuration's workloads share their `[defaults]`'), instead of a provider section
+    /// allocated per workload.
+    policy: WorkloadPolicy,
     /// The HTTP client settings tokenvisor uses (the baseline loop copies them).
     pub(crate) http: HttpConfig,
 }
@@ -121,6 +125,7 @@ impl Harness {
             _tmp: tmp,
             transport,
             profile: profile.clone(),
+            policy: profile.policy.workload_policy(),
             http,
         })
     }
@@ -170,7 +175,7 @@ impl Harness {
             },
         )
         .with_client_secret(&client.secret);
-        spec.policy = self.profile.policy.workload_policy();
+        spec.policy = self.policy.clone();
         Ok(spec)
     }
 

@@ -44,7 +44,9 @@ use std::time::Duration;
 
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
-use tokenvisor_core::write_queue::{Answer, Batch, FileWrite, Lane, LaneCounts, QueueConfig, WriteQueue};
+use tokenvisor_core::write_queue::{
+    Answer, Batch, FileWrite, Lane, LaneCounts, QueueConfig, WriteQueue,
+};
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName};
 
 use crate::clock::Clock;
@@ -140,9 +142,9 @@ impl StatusLane {
     }
 }
 
-/// How the rest of the runtime sends changes to the persistence actor: the status record and
+/// How the rest of the runtime sends changes to the persistence actor: status records and
 /// the served token through the [`StatusLane`] (coalesced per workload before the mailbox),
-/// credentials and the source hash through the mailbox, in order with `Commit`.
+/// anything with a credential or a source hash through the mailbox, in order with `Commit`.
 #[derive(Debug, Clone)]
 pub struct PersistenceLink {
     actor: ActorRef<PersistenceMsg>,
@@ -160,9 +162,13 @@ impl PersistenceLink {
         &self.actor
     }
 
-    /// Sends a change of `name`'s row: its status record and served token (with `file`)
-    /// through the lane, its credential and source hash through the mailbox. Each field
-    /// travels one way only, so each keeps its order; the two parts touch different columns.
+    /// Sends a change of `name`'s row. A patch without a credential or source hash (a
+    /// status record, the served token) goes through the lane; one with either goes whole
+    /// through the mailbox, in order with `Commit`, and is committed in one transaction (an
+    /// adoption's new credential and its cleared served token stay together across a
+    /// crash). Credentials thus travel one way only and keep their order; a lane patch put
+    /// after a mailbox patch may be committed before it, which for the only columns both
+    /// carry (an adoption's `access: None`) costs at most a cached token.
     ///
     /// # Errors
     /// When the actor is gone.
@@ -172,31 +178,16 @@ impl PersistenceLink {
         patch: Patch,
         file: FileWrite,
     ) -> Result<(), MessagingErr<PersistenceMsg>> {
-        let Patch {
-            credential,
-            source_hash,
-            access,
-            status,
-        } = patch;
-        if credential.is_some() || source_hash.is_some() {
-            self.actor.cast(PersistenceMsg::Update {
-                name: name.clone(),
-                patch: Box::new(Patch {
-                    credential,
-                    source_hash,
-                    ..Patch::default()
-                }),
-                file: FileWrite::None,
-            })?;
+        if patch.credential.is_some() || patch.source_hash.is_some() {
+            return self.actor.cast(PersistenceMsg::Update {
+                name,
+                patch: Box::new(patch),
+                file,
+            });
         }
-        if access.is_none() && status.is_none() {
+        if patch.access.is_none() && patch.status.is_none() {
             return Ok(());
         }
-        let patch = Patch {
-            access,
-            status,
-            ..Patch::default()
-        };
         let wake = self.lane.lock().put(name, patch, file);
         if wake {
             self.actor.cast(PersistenceMsg::Drain)?;

@@ -21,9 +21,9 @@
 //! - **Order against the mailbox.** The driver takes the lane before handling *any* message
 //!   of its mailbox, so a patch put before a message was sent is submitted before that
 //!   message is handled (a flush covers it; a credential update sent after it is applied
-//!   after it). A patch put later may be submitted earlier; this is why only fields that
-//!   travel nowhere else (the status record and the served access token) may use the lane,
-//!   while credentials keep the mailbox's order.
+//!   after it). A patch put later may be submitted earlier; this is why credentials never
+//!   use the lane (they keep the mailbox's order): only status records and served access
+//!   tokens do.
 //!
 //! [`put`]: Lane::put
 //! [`take`]: Lane::take
@@ -156,10 +156,7 @@ mod tests {
         assert!(wakes[0], "the first put asks for the wake-up");
         assert_eq!(lane.len(), 1);
         let taken = sorted(lane.take());
-        assert_eq!(
-            taken,
-            vec![("a", (0..1000).collect(), FileWrite::Routine)]
-        );
+        assert_eq!(taken, vec![("a", (0..1000).collect(), FileWrite::Routine)]);
         assert_eq!(
             lane.counts(),
             LaneCounts {

@@ -14,8 +14,8 @@ use ractor::{Actor, ActorRef};
 use tempfile::TempDir;
 use tokenvisor::journal::Patch;
 use tokenvisor::persistence::{
-    FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceLink,
-    PersistenceMsg, StatusLane,
+    FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig,
+    PersistenceLink, PersistenceMsg, StatusLane,
 };
 use tokenvisor::status_store;
 use tokenvisor_core::status::SCHEMA;
@@ -510,7 +510,11 @@ async fn a_burst_of_status_changes_of_one_workload_is_one_commit_and_one_file_wr
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(h.on_disk(&a), Some(record(999)));
     assert_eq!(h.stat(|s| &s.updates), 1000);
-    assert_eq!(h.stat(|s| &s.commits), 1, "one journal commit for the burst");
+    assert_eq!(
+        h.stat(|s| &s.commits),
+        1,
+        "one journal commit for the burst"
+    );
     assert_eq!(h.stat(|s| &s.writes_ok), 1, "one file write for the burst");
     assert_eq!(h.stat(|s| &s.coalesced), 999);
     assert!(h.lane.is_empty());
@@ -557,15 +561,17 @@ async fn status_through_the_lane_and_credentials_through_the_mailbox_each_keep_t
     for g in 1..=20u64 {
         for n in &wl {
             let v = u32::try_from(g).unwrap();
-            // A credential and a status in one patch: split between the two ways.
-            let patch = Patch {
+            // A status through the lane, a credential through the mailbox.
+            link.update(n.clone(), status_patch(v), FileWrite::Now)
+                .unwrap();
+            let credential = Patch {
                 credential: Some(StoredCredential {
                     refresh_token: Some(Secret::from(format!("rt-{n}-{g}"))),
                     generation: g,
                 }),
-                ..status_patch(v)
+                ..Patch::default()
             };
-            link.update(n.clone(), patch, FileWrite::Now).unwrap();
+            link.update(n.clone(), credential, FileWrite::None).unwrap();
             if g % 5 == 0 {
                 // A commit in between, as a rotated token's.
                 let commit = Patch {

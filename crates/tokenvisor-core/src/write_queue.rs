@@ -37,6 +37,9 @@
 //!   [`QueueConfig::status_refresh_interval`] per workload: a routine change within the
 //!   interval is deferred ([`BatchItem::write_file`] false) and [`due_files`] names the
 //!   workload when the interval has passed, so its file then shows the latest committed record.
+//! - **Status patches coalesce before the mailbox.** The status record and the served access
+//!   token reach the driver through a [`Lane`] (one slot per workload, one wake-up per fill),
+//!   not one mailbox message per change; credentials keep the mailbox's order ([`lane`]).
 //!
 //! [`submit`]: WriteQueue::submit
 //! [`take_batch`]: WriteQueue::take_batch
@@ -51,6 +54,10 @@ use std::hash::Hash;
 use std::time::Duration;
 
 use crate::time::Timestamp;
+
+pub mod lane;
+
+pub use lane::{Lane, LaneCounts};
 
 /// A pending change that absorbs a newer one of the same workload.
 pub trait Coalesce {

@@ -38,13 +38,15 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
-use tokenvisor_core::write_queue::{Answer, Batch, FileWrite, QueueConfig, WriteQueue};
+use tokenvisor_core::write_queue::{
+    Answer, Batch, FileWrite, Lane, LaneCounts, QueueConfig, WriteQueue,
+};
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName};
 
 use crate::clock::Clock;
@@ -114,6 +116,83 @@ impl PersistenceConfig {
             status_refresh_interval: self.status_refresh_interval,
             ..QueueConfig::default()
         }
+    }
+}
+
+/// The status lane shared by the senders and the persistence actor: each workload's newest
+/// status record and served token, coalesced before the mailbox
+/// (`tokenvisor_core::write_queue::lane`); the mailbox carries one [`PersistenceMsg::Drain`]
+/// per fill.
+#[derive(Debug, Clone, Default)]
+pub struct StatusLane(Arc<Mutex<Lane<WorkloadName, Patch>>>);
+
+impl StatusLane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lane<WorkloadName, Patch>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Workloads with a status patch not yet taken by the persistence actor.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no status patch waits.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+/// How the rest of the runtime sends changes to the persistence actor: status records and
+/// the served token through the [`StatusLane`] (coalesced per workload before the mailbox),
+/// anything with a credential or a source hash through the mailbox, in order with `Commit`.
+#[derive(Debug, Clone)]
+pub struct PersistenceLink {
+    actor: ActorRef<PersistenceMsg>,
+    lane: StatusLane,
+}
+
+impl PersistenceLink {
+    /// A link to `actor`, which was started with `lane` ([`PersistenceArgs::lane`]).
+    pub fn new(actor: ActorRef<PersistenceMsg>, lane: StatusLane) -> Self {
+        PersistenceLink { actor, lane }
+    }
+
+    /// The actor (for `Commit`, `WaitDurable`, `Flush`).
+    pub fn actor(&self) -> &ActorRef<PersistenceMsg> {
+        &self.actor
+    }
+
+    /// Sends a change of `name`'s row. A patch without a credential or source hash (a
+    /// status record, the served token) goes through the lane; one with either goes whole
+    /// through the mailbox, in order with `Commit`, and is committed in one transaction (an
+    /// adoption's new credential and its cleared served token stay together across a
+    /// crash). Credentials thus travel one way only and keep their order; a lane patch put
+    /// after a mailbox patch may be committed before it, which for the only columns both
+    /// carry (an adoption's `access: None`) costs at most a cached token.
+    ///
+    /// # Errors
+    /// When the actor is gone.
+    pub fn update(
+        &self,
+        name: WorkloadName,
+        patch: Patch,
+        file: FileWrite,
+    ) -> Result<(), MessagingErr<PersistenceMsg>> {
+        if patch.credential.is_some() || patch.source_hash.is_some() {
+            return self.actor.cast(PersistenceMsg::Update {
+                name,
+                patch: Box::new(patch),
+                file,
+            });
+        }
+        if patch.access.is_none() && patch.status.is_none() {
+            return Ok(());
+        }
+        let wake = self.lane.lock().put(name, patch, file);
+        if wake {
+            self.actor.cast(PersistenceMsg::Drain)?;
+        }
+        Ok(())
     }
 }
 
@@ -204,6 +283,9 @@ pub enum PersistenceMsg {
         /// Where to answer.
         reply: RpcReplyPort<FlushReport>,
     },
+    /// The [`StatusLane`] has patches (sent by [`PersistenceLink::update`] once per fill;
+    /// the lane is taken before every message anyway).
+    Drain,
     /// Internal: a job (journal or files) finished.
     JobDone(Box<JobResult>),
     /// Internal: time to retry, to write deferred files, or to time out flushes.
@@ -254,6 +336,8 @@ pub struct PersistenceArgs {
     pub journal: Option<Journal>,
     /// The clock (the queue's `now`).
     pub clock: Clock,
+    /// The status lane its senders share ([`PersistenceLink`]).
+    pub lane: StatusLane,
 }
 
 /// The state of [`PersistenceActor`] (opaque).
@@ -263,6 +347,9 @@ pub struct PersistState {
     dir: Arc<Path>,
     stats: Arc<PersistStats>,
     clock: Clock,
+    lane: StatusLane,
+    /// The lane's counters at the last take.
+    lane_seen: LaneCounts,
     queue: WriteQueue<WorkloadName, Patch>,
     /// The journal while no job holds it.
     journal: Option<Journal>,
@@ -340,7 +427,10 @@ impl Actor for PersistenceActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // Status patches put before this message was sent are submitted before it.
+        state.take_lane();
         match msg {
+            PersistenceMsg::Drain => {}
             PersistenceMsg::Update { name, patch, file } => {
                 state.submit(name, *patch, file);
             }
@@ -412,6 +502,7 @@ impl PersistState {
             stats,
             journal,
             clock,
+            lane,
         } = args;
         PersistState {
             dir: Arc::from(config.dir.as_path()),
@@ -419,6 +510,8 @@ impl PersistState {
             config,
             stats,
             clock,
+            lane,
+            lane_seen: LaneCounts::default(),
             journal,
             job: None,
             file_job: None,
@@ -442,6 +535,11 @@ impl PersistState {
 
     fn submit(&mut self, name: WorkloadName, patch: Patch, file: FileWrite) -> u64 {
         self.stats.updates.fetch_add(1, Ordering::Relaxed);
+        self.submit_counted(name, patch, file)
+    }
+
+    /// [`PersistState::submit`] of an update already counted in [`PersistStats::updates`].
+    fn submit_counted(&mut self, name: WorkloadName, patch: Patch, file: FileWrite) -> u64 {
         if patch.status.is_some() {
             // A newer record supersedes a deferred or failed file write.
             self.deferred_views.remove(&name);
@@ -453,6 +551,23 @@ impl PersistState {
         }
         self.publish_pending();
         seq
+    }
+
+    /// Submits every patch of the status lane.
+    fn take_lane(&mut self) {
+        let (taken, counts) = {
+            let mut lane = self.lane.lock();
+            (lane.take(), lane.counts())
+        };
+        // Every put is an update; those merged in the lane are coalesced already.
+        let put = counts.put.saturating_sub(self.lane_seen.put);
+        let merged = counts.coalesced.saturating_sub(self.lane_seen.coalesced);
+        self.lane_seen = counts;
+        self.stats.updates.fetch_add(put, Ordering::Relaxed);
+        self.stats.coalesced.fetch_add(merged, Ordering::Relaxed);
+        for (name, patch, file) in taken {
+            self.submit_counted(name, patch, file);
+        }
     }
 
     fn wait_durable(&mut self, name: WorkloadName, seq: u64, reply: RpcReplyPort<Durability>) {

@@ -55,7 +55,8 @@ use crate::gate::Gates;
 use crate::handle::TokenHandle;
 use crate::journal::Journal;
 use crate::persistence::{
-    FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceMsg,
+    FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig,
+    PersistenceLink, PersistenceMsg, StatusLane,
 };
 use crate::spec::{GrantSpec, WorkloadSpec};
 use crate::status_store::{self, CorruptFile};
@@ -393,6 +394,7 @@ impl Runtime {
         });
 
         let stats = Arc::new(PersistStats::default());
+        let lane = StatusLane::default();
         let (persistence, _) = Actor::spawn(
             None,
             PersistenceActor,
@@ -401,6 +403,7 @@ impl Runtime {
                 stats: stats.clone(),
                 journal: Some(journal),
                 clock,
+                lane: lane.clone(),
             },
         )
         .await
@@ -416,7 +419,7 @@ impl Runtime {
         let link = config.cluster.map(crate::cluster::ClusterLink::new);
         let deps = Arc::new(Deps {
             transport: config.transport,
-            persistence: persistence.clone(),
+            persistence: PersistenceLink::new(persistence.clone(), lane),
             events: events.clone(),
             clock,
             process_id: std::process::id(),

@@ -37,7 +37,6 @@ use crate::gate::{EndpointGate, Gates};
 use crate::handle::{Slot, TokenHandle, Unavailable, WorkloadShared};
 use crate::metrics as m;
 use crate::msg::TokenMsg;
-use crate::persistence::PersistenceMsg;
 use crate::spec::WorkloadSpec;
 use crate::token::{Deps, StateChange, TokenActor, TokenArgs};
 
@@ -491,7 +490,7 @@ async fn add(
     st.spawned += 1;
     let resumed = CredentialStore::resume(&spec, journaled.as_ref());
     let credentials = resumed.store;
-    credentials.attach_journal(st.args.deps.persistence.clone());
+    credentials.attach_journal(st.args.deps.persistence.actor().clone());
     let shared = WorkloadShared::new(name.clone(), st.args.deps.clock);
     if resumed.adopted {
         // New credentials (or the first start): the journal records them, and a stored
@@ -500,11 +499,12 @@ async fn add(
             access: Some(None),
             ..credentials.journal_patch(configured_token(&spec))
         };
-        if let Err(e) = st.args.deps.persistence.cast(PersistenceMsg::Update {
-            name: name.clone(),
-            patch: Box::new(patch),
-            file: FileWrite::None,
-        }) {
+        if let Err(e) = st
+            .args
+            .deps
+            .persistence
+            .update(name.clone(), patch, FileWrite::None)
+        {
             tracing::error!(workload = %name, "persistence actor unreachable: {e}");
         }
     } else if let Some(access) = journaled.and_then(|j| j.access)
@@ -697,15 +697,15 @@ fn write_status(st: &SupervisorState, entry: &Entry, down: &Down, now: Timestamp
     let (status, state) = (record.status, projection::token_state(&record));
     entry.shared.set_record(record.clone());
     let context: Arc<str> = record.status_context.as_str().into();
-    if let Err(e) = st.args.deps.persistence.cast(PersistenceMsg::Update {
-        name: entry.spec.name.clone(),
-        patch: Box::new(crate::journal::Patch {
+    if let Err(e) = st.args.deps.persistence.update(
+        entry.spec.name.clone(),
+        crate::journal::Patch {
             status: Some(Arc::new(record)),
             access: Some(None),
             ..crate::journal::Patch::default()
-        }),
-        file: FileWrite::Now,
-    }) {
+        },
+        FileWrite::Now,
+    ) {
         tracing::error!(workload = %entry.spec.name, "persistence actor unreachable: {e}");
     }
     let _ = st.args.deps.events.send(StateChange {

@@ -56,7 +56,7 @@ use crate::handle::{AccessToken, Slot, Unavailable, WorkloadShared};
 use crate::journal::{Patch, StoredAccess};
 use crate::metrics as m;
 use crate::msg::TokenMsg;
-use crate::persistence::PersistenceMsg;
+use crate::persistence::PersistenceLink;
 use crate::spec::WorkloadSpec;
 use crate::timers::Timers;
 use crate::transport::{ExchangeRequest, Transport};
@@ -87,8 +87,8 @@ pub struct StateChange {
 pub(crate) struct Deps {
     /// The token endpoint transport.
     pub transport: Arc<dyn Transport>,
-    /// The persistence actor.
-    pub persistence: ActorRef<PersistenceMsg>,
+    /// The persistence actor (status records through its lane).
+    pub persistence: PersistenceLink,
     /// State changes, for subscribers (lossy for receivers that lag).
     pub events: broadcast::Sender<StateChange>,
     pub clock: Clock,
@@ -418,15 +418,15 @@ fn persist(st: &mut TokenActorState, now: Timestamp, shutting_down: bool) {
         cluster.status_changed(&st.args.spec.name, Arc::clone(&record));
     }
     let access = std::mem::take(&mut st.access_change);
-    st.args.deps.persistence.cast(PersistenceMsg::Update {
-        name: st.args.spec.name.clone(),
-        patch: Box::new(Patch {
+    st.args.deps.persistence.update(
+        st.args.spec.name.clone(),
+        Patch {
             status: Some(record),
             access,
             ..Patch::default()
-        }),
-        file: if routine { FileWrite::Routine } else { FileWrite::Now },
-    })
+        },
+        if routine { FileWrite::Routine } else { FileWrite::Now },
+    )
     .unwrap_or_else(|e| tracing::error!(workload = %st.args.spec.name, "persistence actor unreachable: {e}"));
     if let Some(context) = context {
         // `tokenvisor_workloads{status}` is not counted here: increments from actors that

@@ -1,5 +1,6 @@
-//! The persistence actor against real files, on real time. Nothing sleeps to let time pass:
-//! tests wait for events with `Flush` or with a bounded polling helper.
+//! The persistence actor against real files, on real time (the status lane's tests on
+//! tokio's paused clock). Nothing sleeps to let time pass: tests wait for events with
+//! `Flush` or with a bounded polling helper.
 
 use std::collections::HashMap;
 use std::fs;
@@ -13,7 +14,8 @@ use ractor::{Actor, ActorRef};
 use tempfile::TempDir;
 use tokenvisor::journal::Patch;
 use tokenvisor::persistence::{
-    FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig, PersistenceMsg,
+    FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig,
+    PersistenceLink, PersistenceMsg, StatusLane,
 };
 use tokenvisor::status_store;
 use tokenvisor_core::status::SCHEMA;
@@ -50,6 +52,7 @@ fn record(i: u32) -> StatusRecord {
 
 struct Harness {
     actor: ActorRef<PersistenceMsg>,
+    lane: StatusLane,
     handle: tokio::task::JoinHandle<()>,
     stats: Arc<PersistStats>,
     dir: PathBuf,
@@ -76,6 +79,7 @@ impl Harness {
         config.retry_max = Duration::from_millis(100);
         tweak(&mut config);
         let stats = Arc::new(PersistStats::default());
+        let lane = StatusLane::default();
         let (actor, handle) = Actor::spawn(
             None,
             PersistenceActor,
@@ -84,12 +88,14 @@ impl Harness {
                 stats: Arc::clone(&stats),
                 journal: None,
                 clock: tokenvisor::Clock::default(),
+                lane: lane.clone(),
             },
         )
         .await
         .unwrap();
         Harness {
             actor,
+            lane,
             handle,
             stats,
             dir,
@@ -99,6 +105,11 @@ impl Harness {
 
     fn update(&self, n: &WorkloadName, i: u32) {
         update(&self.actor, n, i);
+    }
+
+    /// What token actors and the supervisor send through.
+    fn link(&self) -> PersistenceLink {
+        PersistenceLink::new(self.actor.clone(), self.lane.clone())
     }
 
     async fn flush(&self, deadline: Duration) -> FlushReport {
@@ -472,5 +483,131 @@ async fn a_file_locked_by_toolhive_is_deferred_while_the_others_are_written() {
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(h.on_disk(&locked), Some(record(2)));
     assert!(!status_store::lock_path_for(&h.dir, &locked).exists());
+    h.stop().await;
+}
+
+fn status_patch(i: u32) -> Patch {
+    Patch {
+        status: Some(Arc::new(record(i))),
+        ..Patch::default()
+    }
+}
+
+/// The status lane: a burst of status changes of one workload is one slot, taken by one
+/// wake-up, so it costs one journal commit and one file write. Through the mailbox (one
+/// message per change, as before the lane) the first change started a commit of its own
+/// and the other 999 followed in a second one: two commits, two file writes.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_status_changes_of_one_workload_is_one_commit_and_one_file_write() {
+    let h = Harness::start(|_| {}).await;
+    let link = h.link();
+    let a = name("a");
+    for i in 0..1000 {
+        link.update(a.clone(), status_patch(i), FileWrite::Now)
+            .unwrap();
+    }
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(h.on_disk(&a), Some(record(999)));
+    assert_eq!(h.stat(|s| &s.updates), 1000);
+    assert_eq!(
+        h.stat(|s| &s.commits),
+        1,
+        "one journal commit for the burst"
+    );
+    assert_eq!(h.stat(|s| &s.writes_ok), 1, "one file write for the burst");
+    assert_eq!(h.stat(|s| &s.coalesced), 999);
+    assert!(h.lane.is_empty());
+    h.stop().await;
+}
+
+/// A flush sent after a burst of status changes of many workloads covers all of them and is
+/// answered after one journal commit: the burst reached the actor as one wake-up, not as
+/// 20,000 messages ahead of the flush (through the mailbox the first change's commit ran
+/// alone, so the flush waited for a second one).
+#[tokio::test(start_paused = true)]
+async fn a_flush_after_a_burst_of_many_workloads_is_answered_after_one_commit() {
+    let h = Harness::start(|_| {}).await;
+    let link = h.link();
+    let wl = names("burst-", 2000);
+    for round in 0..10u32 {
+        for (i, n) in wl.iter().enumerate() {
+            let v = round * 10_000 + u32::try_from(i).unwrap();
+            link.update(n.clone(), status_patch(v), FileWrite::Now)
+                .unwrap();
+        }
+    }
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(h.stat(|s| &s.commits), 1);
+    assert_eq!(h.stat(|s| &s.writes_ok), 2000);
+    for (i, n) in wl.iter().enumerate() {
+        let v = 9 * 10_000 + u32::try_from(i).unwrap();
+        assert_eq!(h.on_disk(n), Some(record(v)), "{n}");
+    }
+    h.stop().await;
+}
+
+/// Each field travels one way: the status record through the lane, the credential through
+/// the mailbox (in order with `Commit`). Interleaved, each ends as its last value, and a
+/// credential is never overtaken by an older one (generations only rise in the journal).
+#[tokio::test(start_paused = true)]
+async fn status_through_the_lane_and_credentials_through_the_mailbox_each_keep_their_order() {
+    use tokenvisor::journal::{Journal, StoredCredential};
+    use tokenvisor_core::Secret;
+    let h = Harness::start(|_| {}).await;
+    let link = h.link();
+    let wl = names("mixed-", 50);
+    for g in 1..=20u64 {
+        for n in &wl {
+            let v = u32::try_from(g).unwrap();
+            // A status through the lane, a credential through the mailbox.
+            link.update(n.clone(), status_patch(v), FileWrite::Now)
+                .unwrap();
+            let credential = Patch {
+                credential: Some(StoredCredential {
+                    refresh_token: Some(Secret::from(format!("rt-{n}-{g}"))),
+                    generation: g,
+                }),
+                ..Patch::default()
+            };
+            link.update(n.clone(), credential, FileWrite::None).unwrap();
+            if g % 5 == 0 {
+                // A commit in between, as a rotated token's.
+                let commit = Patch {
+                    credential: Some(StoredCredential {
+                        refresh_token: Some(Secret::from(format!("rt-{n}-{g}-c"))),
+                        generation: g,
+                    }),
+                    ..Patch::default()
+                };
+                let name = n.clone();
+                let answer = ractor::call!(h.actor, |reply| PersistenceMsg::Commit {
+                    name,
+                    patch: Box::new(commit),
+                    reply
+                })
+                .unwrap();
+                assert_eq!(answer, tokenvisor::persistence::Durability::Durable);
+            }
+        }
+    }
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    // A second connection reads what the actor committed (WAL), before the directory goes.
+    let journal = Journal::open(&h.dir.parent().unwrap().join("state")).unwrap();
+    let rows = journal.load().unwrap();
+    drop(journal);
+    for n in &wl {
+        let row = &rows[n];
+        let credential = row.credential.as_ref().unwrap();
+        assert_eq!(credential.generation, 20, "{n}");
+        assert_eq!(
+            credential.refresh_token.as_ref().map(Secret::expose),
+            Some(format!("rt-{n}-20-c").as_str()),
+            "{n}: the last credential sent"
+        );
+        assert_eq!(row.status.as_ref(), Some(&record(20)), "{n}");
+    }
     h.stop().await;
 }

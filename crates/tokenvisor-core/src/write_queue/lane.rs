@@ -1,0 +1,298 @@
+//! The status lane: each workload's newest status patch, coalesced *before* the persistence
+//! actor's mailbox, so that the mailbox carries at most one wake-up however many status
+//! changes arrive.
+//!
+//! Why: the mailbox is FIFO. With 100,000 workloads changing state together (a chaos window,
+//! a fleet-wide outage's end), one message per status change kept more than 90 s of work in
+//! it, and everything behind them waited that long: a rotated refresh token's `Commit` (its
+//! refresh reported `auth_retrying` when the wait timed out, which added more status
+//! changes) and a `Flush` (answered only after its deadline). Through the lane a burst of N
+//! changes of one workload is one slot, and N workloads' changes are one wake-up.
+//!
+//! The rules (pure: the runtime keeps a [`Lane`] behind a mutex):
+//! - **One slot per workload.** [`put`] coalesces a patch into the workload's slot (in
+//!   order: the slot writes what the patches written one after the other would have written),
+//!   with the strongest [`FileWrite`] asked for. Memory is bounded by the number of
+//!   workloads.
+//! - **One wake-up per fill.** [`put`] returns `true` exactly when the lane had no wake-up
+//!   outstanding: the caller then sends one. [`take`] empties the lane and clears the
+//!   wake-up, so the next [`put`] asks for a new one. Between two takes there is exactly one
+//!   `true`, and only if something was put.
+//! - **Order against the mailbox.** The driver takes the lane before handling *any* message
+//!   of its mailbox, so a patch put before a message was sent is submitted before that
+//!   message is handled (a flush covers it; a credential update sent after it is applied
+//!   after it). A patch put later may be submitted earlier; this is why credentials never
+//!   use the lane (they keep the mailbox's order): only status records and served access
+//!   tokens do.
+//!
+//! [`put`]: Lane::put
+//! [`take`]: Lane::take
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use super::{Coalesce, FileWrite};
+
+/// The pending status patches, one slot per workload; see the module docs.
+#[derive(Debug)]
+pub struct Lane<K, V> {
+    slots: HashMap<K, (V, FileWrite)>,
+    /// A wake-up was asked for and the lane has not been taken since.
+    woken: bool,
+    /// Patches put, and of those merged into a slot.
+    counts: LaneCounts,
+}
+
+/// Counters of a [`Lane`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaneCounts {
+    /// Patches put.
+    pub put: u64,
+    /// Patches merged into a workload's slot (not a slot of their own).
+    pub coalesced: u64,
+    /// Wake-ups asked for.
+    pub wakes: u64,
+}
+
+impl<K, V> Default for Lane<K, V> {
+    fn default() -> Self {
+        Lane {
+            slots: HashMap::new(),
+            woken: false,
+            counts: LaneCounts::default(),
+        }
+    }
+}
+
+/// What [`Lane::take`] hands over: each workload once, with its coalesced patch and file
+/// request.
+pub type Taken<K, V> = Vec<(K, V, FileWrite)>;
+
+impl<K: Eq + Hash, V: Coalesce> Lane<K, V> {
+    /// An empty lane.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Coalesces `value` into `key`'s slot. Returns `true` when the caller must send a
+    /// wake-up (none is outstanding).
+    pub fn put(&mut self, key: K, value: V, file: FileWrite) -> bool {
+        self.counts.put += 1;
+        match self.slots.get_mut(&key) {
+            Some((pending, pending_file)) => {
+                self.counts.coalesced += 1;
+                pending.coalesce(value);
+                *pending_file = (*pending_file).max(file);
+            }
+            None => {
+                self.slots.insert(key, (value, file));
+            }
+        }
+        let wake = !self.woken;
+        self.woken = true;
+        if wake {
+            self.counts.wakes += 1;
+        }
+        wake
+    }
+
+    /// Everything pending (in no particular order: each workload appears once); the lane is
+    /// empty afterwards and the next [`Lane::put`] asks for a wake-up.
+    pub fn take(&mut self) -> Taken<K, V> {
+        self.woken = false;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(|(k, (v, f))| (k, v, f))
+            .collect()
+    }
+
+    /// Workloads with a pending patch.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Counters so far.
+    pub fn counts(&self) -> LaneCounts {
+        self.counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A patch that remembers every update it holds, in order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Log(Vec<u32>);
+
+    impl Coalesce for Log {
+        fn coalesce(&mut self, newer: Self) {
+            self.0.extend(newer.0);
+        }
+    }
+
+    fn sorted(taken: Taken<&'static str, Log>) -> Vec<(&'static str, Vec<u32>, FileWrite)> {
+        let mut v: Vec<_> = taken.into_iter().map(|(k, v, f)| (k, v.0, f)).collect();
+        v.sort_by_key(|(k, _, _)| *k);
+        v
+    }
+
+    #[test]
+    fn a_burst_for_one_workload_is_one_slot_and_one_wake_up() {
+        let mut lane = Lane::new();
+        let wakes: Vec<bool> = (0..1000)
+            .map(|i| lane.put("a", Log(vec![i]), FileWrite::Routine))
+            .collect();
+        assert_eq!(wakes.iter().filter(|w| **w).count(), 1);
+        assert!(wakes[0], "the first put asks for the wake-up");
+        assert_eq!(lane.len(), 1);
+        let taken = sorted(lane.take());
+        assert_eq!(taken, vec![("a", (0..1000).collect(), FileWrite::Routine)]);
+        assert_eq!(
+            lane.counts(),
+            LaneCounts {
+                put: 1000,
+                coalesced: 999,
+                wakes: 1
+            }
+        );
+    }
+
+    /// (puts before the take, expected wake-ups, expected take)
+    #[test]
+    fn table() {
+        type Row = (
+            &'static str,
+            Vec<(&'static str, u32, FileWrite)>,
+            Vec<bool>,
+            Vec<(&'static str, Vec<u32>, FileWrite)>,
+        );
+        let rows: Vec<Row> = vec![
+            ("nothing put: nothing taken", vec![], vec![], vec![]),
+            (
+                "two workloads: one wake-up, two slots",
+                vec![("a", 1, FileWrite::Now), ("b", 2, FileWrite::Routine)],
+                vec![true, false],
+                vec![
+                    ("a", vec![1], FileWrite::Now),
+                    ("b", vec![2], FileWrite::Routine),
+                ],
+            ),
+            (
+                "the strongest file request wins (a state change is not deferred)",
+                vec![
+                    ("a", 1, FileWrite::Now),
+                    ("a", 2, FileWrite::Routine),
+                    ("a", 3, FileWrite::None),
+                ],
+                vec![true, false, false],
+                vec![("a", vec![1, 2, 3], FileWrite::Now)],
+            ),
+            (
+                "a credential-free access change alone writes no file",
+                vec![("a", 1, FileWrite::None), ("a", 2, FileWrite::None)],
+                vec![true, false],
+                vec![("a", vec![1, 2], FileWrite::None)],
+            ),
+        ];
+        for (why, puts, wakes, taken) in rows {
+            let mut lane = Lane::new();
+            let got: Vec<bool> = puts
+                .into_iter()
+                .map(|(k, v, f)| lane.put(k, Log(vec![v]), f))
+                .collect();
+            assert_eq!(got, wakes, "{why}: wake-ups");
+            assert_eq!(sorted(lane.take()), taken, "{why}: taken");
+            assert!(lane.is_empty(), "{why}: empty after the take");
+        }
+    }
+
+    #[test]
+    fn a_put_after_a_take_asks_for_a_new_wake_up() {
+        let mut lane = Lane::new();
+        assert!(lane.put("a", Log(vec![1]), FileWrite::Now));
+        assert!(!lane.put("b", Log(vec![2]), FileWrite::Now));
+        assert_eq!(lane.take().len(), 2);
+        assert!(lane.put("a", Log(vec![3]), FileWrite::Now));
+        // An empty take clears the wake-up too (the driver took the lane before a message).
+        let _ = lane.take();
+        assert!(lane.take().is_empty());
+        assert!(lane.put("a", Log(vec![4]), FileWrite::Now));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, u32, u8),
+        Take,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..6, any::<u32>(), 0u8..3).prop_map(|(k, v, f)| Op::Put(k, v, f)),
+            1 => Just(Op::Take),
+        ]
+    }
+
+    fn file(f: u8) -> FileWrite {
+        match f {
+            0 => FileWrite::None,
+            1 => FileWrite::Routine,
+            _ => FileWrite::Now,
+        }
+    }
+
+    proptest! {
+        /// Whatever the interleaving of puts and takes: every patch comes out exactly once,
+        /// each workload's in the order put; a take holds each workload once with the
+        /// strongest file request of its patches; there is exactly one wake-up per
+        /// non-empty fill, asked for by its first put; the lane never holds more slots than
+        /// workloads.
+        #[test]
+        fn nothing_lost_order_kept_one_wake_up_per_fill(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut lane: Lane<u8, Log> = Lane::new();
+            let mut out: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
+            let mut expected: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
+            let mut fill: BTreeMap<u8, FileWrite> = BTreeMap::new();
+            let mut wakes_in_fill = 0;
+            let ops = ops.into_iter().chain([Op::Take]);
+            for op in ops {
+                match op {
+                    Op::Put(k, v, f) => {
+                        let first = fill.is_empty();
+                        let wake = lane.put(k, Log(vec![v]), file(f));
+                        prop_assert_eq!(wake, first, "a wake-up exactly with a fill's first put");
+                        wakes_in_fill += usize::from(wake);
+                        expected.entry(k).or_default().push(v);
+                        let e = fill.entry(k).or_insert(FileWrite::None);
+                        *e = (*e).max(file(f));
+                        prop_assert!(lane.len() <= 6);
+                    }
+                    Op::Take => {
+                        let taken = lane.take();
+                        let mut seen = std::collections::BTreeSet::new();
+                        for (k, v, f) in taken {
+                            prop_assert!(seen.insert(k), "a workload once per take");
+                            prop_assert_eq!(Some(&f), fill.get(&k));
+                            out.entry(k).or_default().extend(v.0);
+                        }
+                        prop_assert_eq!(seen.len(), fill.len());
+                        prop_assert!(wakes_in_fill <= 1);
+                        fill.clear();
+                        wakes_in_fill = 0;
+                    }
+                }
+            }
+            prop_assert!(lane.is_empty());
+            prop_assert_eq!(out, expected);
+        }
+    }
+}

@@ -12,8 +12,9 @@
 //! it fails "not sent" rather than outlive its machine's deadline in a queue; a sporadic
 //! 429 holds only its own workload), then for its workload's owner lock
 //! ([`CredentialStore::owner`]), and sends only if the machine still wants it; it keeps the
-//! lock until a rotated refresh token is stored (the endpoint permit is released as soon as
-//! a successful answer is in: it bounds requests at the provider, not commits). A final answer for a refresh token that is
+//! lock until a rotated refresh token is stored, and so does its endpoint permit (a rotation
+//! not yet saved is in flight: a kill -9 loses at most `endpoint_concurrency` of them; an
+//! answer with nothing to save frees the permit at once). A final answer for a refresh token that is
 //! no longer the durable one is retried once with the durable one
 //! ([`CredentialStore::current_durable_refresh_token`]).
 //!
@@ -750,10 +751,10 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                     break verdict;
                 }
             };
-            // The permit bounds the requests at the provider, not our disk: `send` releases
-            // it once a successful answer is in and its feedback recorded, before the
-            // rotated refresh token's commit; the owner stays held until the token is
-            // durable, so the workload sends nothing more meanwhile. Any other answer keeps
+            // The permit bounds the rotations not yet durable: `send` releases it once a
+            // successful answer's rotated refresh token is committed (at once when there is
+            // nothing to save); the owner stays held until the token is durable too, so the
+            // workload sends nothing more meanwhile. Any other answer keeps
             // it until its 429/503 hold is recorded (the attempt queued next sees it) and
             // through the retry of a final answer with the durable token.
             // The request phase runs in the workload's span (made here, not held while queued).
@@ -828,8 +829,8 @@ impl Attempts {
 }
 
 /// One token request, with its endpoint permit and its workload's owner held: exchange,
-/// classify, record a `Retry-After` hold, store a rotated refresh token (the permit released
-/// once a success is in, the owner kept until the token is stored). A final answer to
+/// classify, record a `Retry-After` hold, store a rotated refresh token (the permit and the
+/// owner kept until the token is stored). A final answer to
 /// a refresh token that is no longer the durable one (rotated or replaced by someone else
 /// since the snapshot) is not believed: the request is made once more with the durable one.
 async fn send<'g>(
@@ -872,7 +873,8 @@ async fn send<'g>(
 
 /// One exchange with the credentials of the moment (see [`send`]); returns its verdict, the
 /// grant it presented, and the write-back of a rotated refresh token still to do. A success
-/// releases the endpoint `permit` before its rotated token's commit.
+/// releases the endpoint `permit` once its rotated token is committed (at once when there is
+/// none to save).
 async fn exchange_once<'g>(
     deps: &Deps,
     gate: &'g EndpointGate,
@@ -946,18 +948,23 @@ async fn exchange_once<'g>(
     let is_refresh = matches!(&snapshot.grant, crate::transport::Grant::RefreshToken(_));
     let (verdict, write_back) = match verdict {
         Verdict::Success(mut grant) => {
-            // The provider answered and its feedback is recorded: the slot is free for the
-            // next request while this one's rotated token commits (the owner stays held).
-            drop(permit.take());
             let (durable, write_back) = match (grant.refresh_token.take(), is_refresh) {
                 (Some(rt), true) => {
+                    // The slot stays held until the rotated token is durable: a rotation the
+                    // provider made and we have not saved is still in flight, and a kill -9
+                    // must never lose more of them than `endpoint_concurrency`.
                     // Cluster mode: etcd first (fenced); the local journal keeps it either way.
                     let cluster = cluster_commit(deps, spec, &rt).await;
                     let (durable, write_back) =
                         store_rotated(creds, spec, snapshot.generation, rt).await;
+                    drop(permit.take());
                     (durable.and(cluster), write_back)
                 }
-                (Some(_) | None, true | false) => (Ok(()), None),
+                (Some(_) | None, true | false) => {
+                    // Nothing to save: the slot is free for the next request at once.
+                    drop(permit.take());
+                    (Ok(()), None)
+                }
             };
             match durable {
                 Ok(()) => (Verdict::Success(grant), write_back),

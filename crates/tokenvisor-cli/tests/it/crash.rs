@@ -505,13 +505,19 @@ async fn check_after_kill(
         }
         // The file lags a journal that holds the live token: nothing is lost (the restart
         // presents the journal's token, and writes it back to the file).
-        if journal_token(name).as_deref() == Some(live[0].as_str()) {
+        let journal = journal_token(name);
+        if journal.as_deref() == Some(live[0].as_str()) {
             report.creds_valid += 1;
             continue;
         }
+        // The durable token is the journal's when it is newer than the file: a request
+        // presenting either one was the daemon's last.
         let last = idp.last_request(name);
         let in_flight = last.as_ref().is_some_and(|r| {
-            r.param("refresh_token") == Some(token.as_str()) && r.at_unix_ms >= started_ms
+            let presented = r.param("refresh_token");
+            (presented == Some(token.as_str())
+                || presented.is_some() && presented == journal.as_deref())
+                && r.at_unix_ms >= started_ms
         });
         if !in_flight {
             fail.push(format!(

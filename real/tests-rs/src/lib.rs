@@ -18,7 +18,7 @@
 //! - [`binary`]: the workspace's `tokenvisor` binary, built when it is older than its sources.
 //! - [`crash_loop`]: `kill -9` of `tokenvisor run` in a loop while grants rotate, and the
 //!   count of grants lost against refreshes in flight at each kill (issue 11, target 4).
-//! - [`cluster_chaos`] (with the `real` feature): three cluster instances on a real etcd
+//! - `cluster_chaos` (with the `real` feature): three cluster instances on a real etcd
 //!   through `kill -9`, a zombie, a restart, a fourth joining and leaving, an etcd member
 //!   killed; failover times, grants lost against refreshes in flight (issue 12).
 //!

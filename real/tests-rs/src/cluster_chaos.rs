@@ -319,6 +319,27 @@ impl Outcome {
     }
 }
 
+/// Per workload of `names`, the instances of `live` whose status file (in `status_dir(i)`)
+/// says `status`: how the cluster tests tell where a workload runs.
+pub fn instances_saying<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    status_dir: impl Fn(usize) -> PathBuf,
+    live: &[usize],
+    status: WorkloadStatus,
+) -> BTreeMap<String, Vec<usize>> {
+    names
+        .into_iter()
+        .map(|name| {
+            let on = live
+                .iter()
+                .copied()
+                .filter(|&i| read_status(&status_dir(i), name).is_some_and(|r| r.status == status))
+                .collect();
+            (name.to_owned(), on)
+        })
+        .collect()
+}
+
 /// The run's processes, directories and logs. (Fields drop in order: the daemons are
 /// killed first, the directory they write in is removed last.)
 struct Fleet {
@@ -508,34 +529,23 @@ impl Fleet {
 
     /// Per workload, the instances of `live` whose status file says `running`.
     fn running_on(&self, live: &[usize]) -> BTreeMap<String, Vec<usize>> {
-        self.workloads
-            .iter()
-            .map(|w| {
-                let on = live
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        read_status(&self.status_dir(i), &w.name)
-                            .is_some_and(|r| r.status == WorkloadStatus::Running)
-                    })
-                    .collect();
-                (w.name.clone(), on)
-            })
-            .collect()
+        let names = self.workloads.iter().map(|w| w.name.as_str());
+        instances_saying(names, |i| self.status_dir(i), live, WorkloadStatus::Running)
     }
 
     /// Workloads `unauthenticated` on one of `live` (a grant lost).
     fn unauthenticated(&self, live: &[usize]) -> BTreeSet<String> {
-        self.workloads
-            .iter()
-            .filter(|w| {
-                live.iter().any(|&i| {
-                    read_status(&self.status_dir(i), &w.name)
-                        .is_some_and(|r| r.status == WorkloadStatus::Unauthenticated)
-                })
-            })
-            .map(|w| w.name.clone())
-            .collect()
+        let names = self.workloads.iter().map(|w| w.name.as_str());
+        instances_saying(
+            names,
+            |i| self.status_dir(i),
+            live,
+            WorkloadStatus::Unauthenticated,
+        )
+        .into_iter()
+        .filter(|(_, on)| !on.is_empty())
+        .map(|(name, _)| name)
+        .collect()
     }
 
     /// Waits until every workload runs on exactly one of `live` (a lost one:

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokenvisor_core::WorkloadStatus;
 use tokenvisor_real::binary::tokenvisor_cluster_bin;
+use tokenvisor_real::cluster_chaos::instances_saying;
 use tokenvisor_real::components::now_ms;
 use tokenvisor_real::nginx::{Mode, Nginx, Upstreams};
 use tokenvisor_real::oidc::{Oidc, secret_of, uses_basic};
@@ -201,20 +202,8 @@ impl Fleet {
 
     /// Per workload, the instances (of `live`) whose status file says `running`.
     fn running_on(&self, live: &[usize]) -> BTreeMap<String, Vec<usize>> {
-        self.workloads
-            .iter()
-            .map(|w| {
-                let on = live
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        read_status(&self.status_dir(i), &w.name)
-                            .is_some_and(|r| r.status == WorkloadStatus::Running)
-                    })
-                    .collect();
-                (w.name.clone(), on)
-            })
-            .collect()
+        let names = self.workloads.iter().map(|w| w.name.as_str());
+        instances_saying(names, |i| self.status_dir(i), live, WorkloadStatus::Running)
     }
 
     /// Waits until every workload runs on exactly one of `live`; returns the owners.

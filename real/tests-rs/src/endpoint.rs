@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokenvisor::Transport;
-use tokenvisor::spec::{AuthMethod, WorkloadSpec};
+use tokenvisor::spec::{AuthMethod, WorkloadPolicy, WorkloadSpec};
+use tokenvisor_core::policy::BackoffPolicy;
 use tokenvisor_test_support::scenario::{
     Endpoint, Fault, Lifetime, Pace, http_transport, refresh_spec,
 };
 
 use crate::components::{LIMIT, now_ms, wait_until};
-use crate::harness::fast_policy;
 use crate::nginx::{Mode, Nginx, Upstreams};
 use crate::oidc::{Oidc, secret_of, uses_basic};
 use crate::slow::SlowUpstream;
@@ -245,5 +245,20 @@ impl Drop for RealEndpoint {
                 eprintln!("{}", lines[from..].join("\n"));
             }
         }
+    }
+}
+
+/// Short timeouts and backoff, so that each scenario takes seconds of real time.
+pub fn fast_policy() -> WorkloadPolicy {
+    WorkloadPolicy {
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        backoff: BackoffPolicy {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+        },
+        max_retry_after: Duration::from_secs(30),
+        ..WorkloadPolicy::default()
     }
 }

@@ -3,12 +3,10 @@
 //! every state change collected, status files read back from disk.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tokenvisor::TokenHandle;
-use tokenvisor::spec::{AuthMethod, GrantSpec, WorkloadPolicy, WorkloadSpec};
+use tokenvisor::spec::{AuthMethod, GrantSpec, WorkloadSpec};
 use tokenvisor::{Runtime, RuntimeConfig};
-use tokenvisor_core::policy::BackoffPolicy;
 use tokenvisor_core::status::ErrorOutcome;
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName, WorkloadStatus};
 use tokenvisor_test_support::scenario::http_transport;
@@ -22,21 +20,7 @@ pub fn name(s: &str) -> WorkloadName {
     WorkloadName::new(s).unwrap_or_else(|e| panic!("bad workload name {s:?}: {e}"))
 }
 
-/// Short timeouts and backoff, so that each scenario takes seconds of real time.
-pub fn fast_policy() -> WorkloadPolicy {
-    WorkloadPolicy {
-        request_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(1),
-        backoff: BackoffPolicy {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-            multiplier: 2.0,
-        },
-        max_retry_after: Duration::from_secs(30),
-        ..WorkloadPolicy::default()
-    }
-}
-
+pub use crate::endpoint::fast_policy;
 pub use tokenvisor_test_support::events::Events;
 pub use tokenvisor_test_support::status::{last_error, read_status};
 

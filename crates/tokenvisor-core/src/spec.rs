@@ -27,7 +27,10 @@ mod cluster;
 mod provider;
 pub mod rules;
 
-pub use cluster::{ClusterBackend, ClusterConfig, ETCD_REQUEST_TIMEOUT};
+pub use cluster::{
+    ClusterBackend, ClusterConfig, ETCD_ENDPOINT, ETCD_REQUEST_TIMEOUT, check_endpoints,
+    check_lease_ttl, etcd_endpoint,
+};
 pub use provider::{AssertionAlg, ProviderSpec, RESERVED_PARAMS, extra_param, proxy_url};
 
 /// How the client authenticates to the token endpoint (`"basic"`, `"post"`: serde and

@@ -184,9 +184,18 @@ impl ProviderSpec {
         let m = method.as_str();
         let proxied = self.proxy_credentials_file.is_some() || self.no_proxy.is_some();
         let lone = [
-            ("auth_method", why.map(|w| format!("auth_method = {m:?} {w}"))),
-            ("ca_only", (self.ca_only && self.ca_file.is_none()).then(|| CA_ONLY.to_owned())),
-            ("proxy", (self.proxy.is_none() && proxied).then(|| PROXIED.to_owned())),
+            (
+                "auth_method",
+                why.map(|w| format!("auth_method = {m:?} {w}")),
+            ),
+            (
+                "ca_only",
+                (self.ca_only && self.ca_file.is_none()).then(|| CA_ONLY.to_owned()),
+            ),
+            (
+                "proxy",
+                (self.proxy.is_none() && proxied).then(|| PROXIED.to_owned()),
+            ),
         ];
         let lone = lone.map(|(key, why)| why.map(|reason| Invalid { key, reason }));
         lone.into_iter().flatten().collect()

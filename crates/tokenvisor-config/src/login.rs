@@ -34,7 +34,7 @@ pub use tokenvisor_core::spec::{LoginSpec, REDIRECT_PATH};
 pub(crate) fn resolve(cx: &mut Cx, raw: &RawWorkload) -> LoginSpec {
     let endpoint = |cx: &mut Cx, name: &str, raw: Option<&toml::Spanned<String>>| {
         let raw = raw?;
-        let u = cx.check(name, raw, |s| crate::validate::token_url(s))?;
+        let u = cx.check(name, raw, |s| rules::token_url(s))?;
         if let Some(host) = u.insecure_remote_host() {
             let why = format!(
                 "http:// to {host}, which is not a loopback address: the authorization code or \

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokenvisor_core::spec::rules;
+use tokenvisor_core::spec::rules::{self, resource, text, token_url};
 use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
@@ -399,16 +399,8 @@ impl V<'_> {
             Some(l) => cx.each_valid("scopes", l, rules::scope_token, rules::SCOPE_TOKEN),
             None => Some(Vec::new()),
         };
-        let resource = raw.resource.as_ref().and_then(|r| {
-            cx.check("resource", r, |s| match url::Url::parse(s) {
-                Ok(u) if u.fragment().is_none() && s.trim() == s => Ok(Arc::from(s.as_str())),
-                Ok(_) | Err(_) => Err(
-                    "must be an absolute URI without a fragment (RFC 8707), e.g. \
-                     \"https://mcp.example.com\""
-                        .to_owned(),
-                ),
-            })
-        });
+        let resource =
+            (raw.resource.as_ref()).and_then(|r| cx.check("resource", r, |s| resource(s)));
         let audience = (raw.audience.as_ref()).and_then(|a| cx.check("audience", a, |s| text(s)));
         let login = crate::login::resolve(cx, raw);
 
@@ -587,39 +579,11 @@ fn resolve(base: &Path, path: &str) -> PathBuf {
     base.join(path).components().collect()
 }
 
-/// A non-empty string without control characters.
-fn text(s: &str) -> Result<Arc<str>, String> {
-    match s {
-        s if s.trim().is_empty() => Err("must not be empty".to_owned()),
-        s if s.chars().any(char::is_control) => {
-            Err("must not contain control characters".to_owned())
-        }
-        s => Ok(Arc::from(s)),
-    }
-}
-
 /// An inline secret, which must not be empty.
 fn inline(RawSecret::Text(s): &RawSecret) -> Result<Secret, String> {
     (!s.is_empty())
         .then(|| s.clone())
         .ok_or_else(|| "is empty".to_owned())
-}
-
-/// A token URL ([`TokenUrl::parse`]) without credentials or a fragment. The value is not
-/// echoed (it might carry credentials).
-pub(crate) fn token_url(s: &str) -> Result<TokenUrl, String> {
-    let url = TokenUrl::parse(s).map_err(|e| e.to_string())?;
-    let u = url.as_url();
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err(
-            "must not contain credentials (user:password@); use client_id and a client secret"
-                .to_owned(),
-        );
-    }
-    match u.fragment() {
-        Some(_) => Err("must not contain a fragment (#…) (RFC 6749 §3.2)".to_owned()),
-        None => Ok(url),
-    }
 }
 
 /// The log levels a `log_level` filter may name (case-insensitive, as `tracing` reads them).

@@ -1,15 +1,18 @@
 //! The rules a resolved spec keeps, whoever built it: each value's limits by the name of its
 //! key ([`duration`]: a duration's ceiling and why; [`number`], [`count`]), the rules tying
 //! two keys of a [`WorkloadPolicy`] ([`WorkloadPolicy::pair_rules`]) and RFC 6749's
-//! grammars ([`scope_token`], [`error_code`]). `tokenvisor-config` applies a key's rule as
+//! grammars ([`scope_token`], [`error_code`]), and the value rules of a workload's own keys
+//! ([`text`], [`token_url`], [`resource`], [`token_type`]). `tokenvisor-config` applies a key's rule as
 //! it reads the key and names its `FILE:LINE`; an embedder building a spec in code gets the
 //! same verdicts as data from [`WorkloadPolicy::check`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use humantime::format_duration as human;
 
-use super::WorkloadPolicy;
+use super::{TOKEN_TYPE_ALIASES, WorkloadPolicy, WorkloadSpec};
+use crate::TokenUrl;
 
 /// The longest duration accepted for any key (longer ones are typos, and would overflow
 /// deadline arithmetic). Each key has its own, smaller limit: [`duration_limit`].
@@ -144,6 +147,75 @@ pub fn scope_token(s: &str) -> bool {
 pub const SCOPE_TOKEN: &str =
     "a scope token (one scope per string: printable ASCII, no spaces, '\"' or '\\')";
 
+/// A non-empty string without control characters (`client_id`, `audience`).
+///
+/// # Errors
+/// Empty, or a control character in it.
+pub fn text(s: &str) -> Result<Arc<str>, String> {
+    match s {
+        s if s.trim().is_empty() => Err("must not be empty".to_owned()),
+        s if s.chars().any(char::is_control) => {
+            Err("must not contain control characters".to_owned())
+        }
+        s => Ok(Arc::from(s)),
+    }
+}
+
+/// A token URL ([`TokenUrl::parse`]) without credentials or a fragment (also the rule of
+/// `tokenvisor login`'s endpoints).
+///
+/// # Errors
+/// Why, never echoing the value (it might carry credentials).
+pub fn token_url(s: &str) -> Result<TokenUrl, String> {
+    let url = TokenUrl::parse(s).map_err(|e| e.to_string())?;
+    let u = url.as_url();
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(
+            "must not contain credentials (user:password@); use client_id and a client secret"
+                .to_owned(),
+        );
+    }
+    match u.fragment() {
+        Some(_) => Err("must not contain a fragment (#…) (RFC 6749 §3.2)".to_owned()),
+        None => Ok(url),
+    }
+}
+
+/// `resource` (RFC 8707): an absolute URI without a fragment.
+///
+/// # Errors
+/// Not one.
+pub fn resource(s: &str) -> Result<Arc<str>, String> {
+    match url::Url::parse(s) {
+        Ok(u) if u.fragment().is_none() && s.trim() == s => Ok(Arc::from(s)),
+        Ok(_) | Err(_) => Err(
+            "must be an absolute URI without a fragment (RFC 8707), e.g. \
+                               \"https://mcp.example.com\""
+                .to_owned(),
+        ),
+    }
+}
+
+/// A token type (RFC 8693 §3): one of the short [`TOKEN_TYPE_ALIASES`] (its URN), or an
+/// absolute URI.
+///
+/// # Errors
+/// Neither (the value and the aliases named).
+pub fn token_type(s: &str) -> Result<String, String> {
+    if let Some((_, urn)) = TOKEN_TYPE_ALIASES.iter().find(|(alias, _)| *alias == s) {
+        return Ok((*urn).to_owned());
+    }
+    let aliases: Vec<&str> = TOKEN_TYPE_ALIASES.iter().map(|(a, _)| *a).collect();
+    match url::Url::parse(s) {
+        Ok(_) if s.trim() == s && !s.chars().any(char::is_control) => Ok(s.to_owned()),
+        Ok(_) | Err(_) => Err(format!(
+            "{s:?} is neither an absolute URI (e.g. \"urn:ietf:params:oauth:token-type:jwt\") nor \
+             one of {}",
+            aliases.join(", ")
+        )),
+    }
+}
+
 /// One broken rule of a spec built in code: the key (its configuration name) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
@@ -235,6 +307,45 @@ impl WorkloadPolicy {
     }
 }
 
+impl WorkloadSpec {
+    /// Every rule this spec breaks, as data: its policy's ([`WorkloadPolicy::check`]), its
+    /// provider keys' against its authentication ([`super::ProviderSpec::check`]; `key_algs`
+    /// as there), its client id, token URL, scopes, resource and audience. What the
+    /// configuration file's validation checks, for a spec built in code.
+    pub fn check(&self, key_algs: Option<&[super::AssertionAlg]>) -> Vec<Invalid> {
+        let mut out = self.policy.check();
+        let secret = self.client_secret.is_some();
+        out.extend((self.policy.provider).check(self.auth_method, secret, key_algs));
+        let scopes = self.scopes.iter().find(|s| !scope_token(s));
+        let scopes = scopes.map(|s| Err(format!("{s:?} is not {SCOPE_TOKEN}")));
+        let values = [
+            ("client_id", text(&self.client_id).map(drop)),
+            (
+                "token_url",
+                token_url(self.token_url.as_url().as_str()).map(drop),
+            ),
+            ("scopes", scopes.unwrap_or(Ok(()))),
+            (
+                "resource",
+                self.resource
+                    .as_deref()
+                    .map_or(Ok(()), |r| resource(r).map(drop)),
+            ),
+            (
+                "audience",
+                self.audience
+                    .as_deref()
+                    .map_or(Ok(()), |a| text(a).map(drop)),
+            ),
+        ];
+        let values = values
+            .into_iter()
+            .filter_map(|(key, r)| Some((key, r.err()?)));
+        out.extend(values.map(|(key, reason)| Invalid { key, reason }));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +370,30 @@ mod tests {
         assert_eq!(keys, want);
         let why = &p.check()[0].reason;
         assert!(why.starts_with("is 1h; it must be at most 10m"), "{why}");
+    }
+
+    #[test]
+    fn a_workload_built_in_code_is_checked_as_the_file_is() {
+        let url = TokenUrl::parse("https://u:p@idp.example.com/token").expect("a URL");
+        let name = crate::WorkloadName::new("w").expect("a name");
+        let mut w = WorkloadSpec::new(name, url, " ", super::super::GrantSpec::ClientCredentials);
+        w.scopes = Arc::from(vec!["a b".to_owned()]);
+        w.resource = Some(Arc::from("https://mcp.example.com#x"));
+        w.auth_method = super::super::AuthMethod::PrivateKeyJwt;
+        let keys: Vec<_> = w.check(None).into_iter().map(|i| i.key).collect();
+        let want = [
+            "auth_method",
+            "client_id",
+            "token_url",
+            "scopes",
+            "resource",
+        ];
+        assert_eq!(keys, want);
+        assert_eq!(
+            token_type("jwt"),
+            Ok("urn:ietf:params:oauth:token-type:jwt".into())
+        );
+        assert!(token_type("not a uri").is_err());
     }
 
     #[test]

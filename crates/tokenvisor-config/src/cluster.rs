@@ -5,14 +5,15 @@ use std::{num::NonZeroU32, path::Path, time::Duration};
 pub use crate::masked::cluster_section;
 use serde::Deserialize;
 pub use tokenvisor_core::spec::{ClusterBackend, ClusterConfig, ETCD_REQUEST_TIMEOUT};
-use tokenvisor_core::spec::{ETCD_ENDPOINT, check_endpoints, check_lease_ttl, etcd_endpoint};
+use tokenvisor_core::spec::{
+    ETCD_ENDPOINT, check_endpoints, check_lease_ttl, etcd_endpoint, rules,
+};
 use tokenvisor_core::{WorkloadName, cluster::DEFAULT_SHARDS};
 use toml::Spanned;
 
 use crate::problems::{Cx, Span, span};
 use crate::schema::{Count, HumanDuration, List};
 use crate::spec::WorkloadSpec;
-use crate::validate::Rule;
 
 type Opt<T> = Option<Spanned<T>>;
 
@@ -82,7 +83,9 @@ pub(crate) fn resolve(
     let lease_ttl = (check_lease_ttl(ttl, workloads))
         .map_err(|why| cx.report("lease_ttl", at, why))
         .ok();
-    let shards = or!(shards, DEFAULT_SHARDS as usize, |n| n.rule("shards"));
+    let shards = or!(shards, DEFAULT_SHARDS as usize, |n| rules::count(
+        "shards", *n
+    ));
     let file = |cx: &mut Cx, name: &str, raw: &Opt<String>| {
         let readable = |s: &String| {
             Some(base.join(s))

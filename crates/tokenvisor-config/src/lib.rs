@@ -111,7 +111,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// [`load`]; `login`: for `tokenvisor login` ([`login::load_for_login`]).
 fn load_mode(path: &Path, login: bool) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(path, format!("cannot read the configuration file: {e}"))
+        let mut cx = problems::Cx::default();
+        cx.problem(
+            String::new(),
+            None,
+            format!("cannot read the configuration file: {e}"),
+        );
+        cx.into_error(path)
     })?;
     let base = std::path::absolute(path)
         .ok()

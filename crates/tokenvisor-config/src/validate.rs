@@ -3,8 +3,8 @@
 //! `[service]`, then `[defaults]` over the built-in policy and each `[[workload]]`'s policy
 //! keys over the defaults (each value remembers where it was set, so that a rule tying two
 //! keys names both origins), then a workload's own keys and the checks across workloads.
-//! A scalar key's rule is found by its name ([`Rule`], over `tokenvisor_core::spec::rules`:
-//! the limits a spec built in code keeps too), in every section.
+//! A scalar key's rule is found by its name (`tokenvisor_core::spec::rules`: the limits a
+//! spec built in code keeps too), in every section.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -25,40 +25,21 @@ use crate::spec::{DEFAULT_STATUS_REFRESH_INTERVAL, WorkloadPolicy, WorkloadSpec}
 use crate::{Config, ConfigError, default_state_dir, default_status_dir};
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+type Opt<T> = Option<Spanned<T>>;
 
-/// A value type of the schema, checked by the rule of the key it is at.
-pub(crate) trait Rule: Sized {
-    /// The checked value.
-    type Out;
-    /// The value, or why it breaks the rule of `key`.
-    fn rule(&self, key: &str) -> Result<Self::Out, String>;
+/// A duration, number or count (at `key`) through the key's rule (`tokenvisor_core::spec::rules`).
+fn duration(cx: &mut Cx, key: &str, raw: &Opt<HumanDuration>) -> Option<Duration> {
+    cx.check(key, raw.as_ref()?, |d| rules::duration(key, d.0))
 }
 
-impl Rule for HumanDuration {
-    type Out = Duration;
-    fn rule(&self, key: &str) -> Result<Duration, String> {
-        rules::duration(key, self.0)
-    }
-}
-
-impl Rule for Number {
-    type Out = f64;
-    fn rule(&self, key: &str) -> Result<f64, String> {
-        let Number::Float(x) = *self;
+fn number(cx: &mut Cx, key: &str, raw: &Opt<Number>) -> Option<f64> {
+    cx.check(key, raw.as_ref()?, |&Number::Float(x)| {
         rules::number(key, x)
-    }
+    })
 }
 
-impl Rule for Count {
-    type Out = usize;
-    fn rule(&self, key: &str) -> Result<usize, String> {
-        rules::count(key, *self)
-    }
-}
-
-/// `raw` (at `key`) through its [`Rule`].
-fn checked<T: Rule>(cx: &mut Cx, key: &str, raw: &Option<Spanned<T>>) -> Option<T::Out> {
-    cx.check(key, raw.as_ref()?, |v| v.rule(key))
+fn count(cx: &mut Cx, key: &str, raw: &Opt<Count>) -> Option<usize> {
+    cx.check(key, raw.as_ref()?, |n| rules::count(key, *n))
 }
 
 /// Extra error codes, each by RFC 6749's grammar.
@@ -235,15 +216,15 @@ impl V<'_> {
             }),
         };
         let (cx, d) = (&mut self.cx, AdminLimits::default());
-        let header_timeout = checked(cx, "admin_header_timeout", &raw.admin_header_timeout);
-        let idle_timeout = checked(cx, "admin_idle_timeout", &raw.admin_idle_timeout);
-        let max_connections = checked(cx, "admin_max_connections", &raw.admin_max_connections);
+        let header_timeout = duration(cx, "admin_header_timeout", &raw.admin_header_timeout);
+        let idle_timeout = duration(cx, "admin_idle_timeout", &raw.admin_idle_timeout);
+        let max_connections = count(cx, "admin_max_connections", &raw.admin_max_connections);
         let admin_limits = AdminLimits {
             header_timeout: header_timeout.unwrap_or(d.header_timeout),
             idle_timeout: idle_timeout.unwrap_or(d.idle_timeout),
             max_connections: max_connections.unwrap_or(d.max_connections),
         };
-        let interval = checked(cx, "status_refresh_interval", &raw.status_refresh_interval);
+        let interval = duration(cx, "status_refresh_interval", &raw.status_refresh_interval);
         if let AdminListen::Addr(addr) = admin_listen
             && !addr.ip().is_loopback()
             && admin_token_file.is_none()

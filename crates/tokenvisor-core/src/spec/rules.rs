@@ -353,12 +353,14 @@ mod tests {
     #[test]
     fn a_policy_built_in_code_is_checked_as_the_file_is() {
         assert_eq!(WorkloadPolicy::default().check(), []);
-        let mut p = WorkloadPolicy::default();
-        p.request_timeout = Duration::from_secs(3600);
+        let mut p = WorkloadPolicy {
+            request_timeout: Duration::from_secs(3600),
+            endpoint_concurrency: 0,
+            transient_codes: vec!["busy".into(), " x".into()],
+            permanent_codes: vec!["busy".into()],
+            ..WorkloadPolicy::default()
+        };
         p.schedule.refresh_jitter = 0.9;
-        p.endpoint_concurrency = 0;
-        p.transient_codes = vec!["busy".into(), " x".into()];
-        p.permanent_codes = vec!["busy".into()];
         let keys: Vec<_> = p.check().into_iter().map(|i| i.key).collect();
         let want = [
             "request_timeout",

@@ -5,13 +5,15 @@ use std::{num::NonZeroU32, path::Path, time::Duration};
 pub use crate::masked::cluster_section;
 use serde::Deserialize;
 pub use tokenvisor_core::spec::{ClusterBackend, ClusterConfig, ETCD_REQUEST_TIMEOUT};
+use tokenvisor_core::spec::{
+    ETCD_ENDPOINT, check_endpoints, check_lease_ttl, etcd_endpoint, rules,
+};
 use tokenvisor_core::{WorkloadName, cluster::DEFAULT_SHARDS};
 use toml::Spanned;
 
 use crate::problems::{Cx, Span, span};
 use crate::schema::{Count, HumanDuration, List};
 use crate::spec::WorkloadSpec;
-use crate::validate::Rule;
 
 type Opt<T> = Option<Spanned<T>>;
 
@@ -32,7 +34,8 @@ pub(crate) struct RawCluster {
     password_file: Opt<String>,
 }
 
-/// Resolves `[cluster]` (its header at `header`); `lease_ttl` must hold every workload's attempt.
+/// Resolves `[cluster]` (its header at `header`); `lease_ttl` must hold every workload's
+/// attempt. The rules of the values are core's (`tokenvisor_core::spec::ClusterConfig`).
 pub(crate) fn resolve(
     cx: &mut Cx,
     raw: &RawCluster,
@@ -56,26 +59,11 @@ pub(crate) fn resolve(
     let example = "is required (e.g. [\"http://127.0.0.1:2379\"])";
     let endpoints = cx.required("endpoints", raw.endpoints.as_ref(), example, |_| Ok(()));
     let endpoints = endpoints.and(raw.endpoints.as_ref()).and_then(|l| {
-        let url = |e: &str| {
-            url::Url::parse(e).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.has_host()
-                    && u.username().is_empty()
-                    && matches!(u.path(), "" | "/")
-            })
-        };
-        let list = cx.each_valid("endpoints", l, url, "an http:// or https:// host:port URL")?;
-        let tls = list.iter().filter(|e| e.starts_with("https:")).count();
-        let why = match (list.len(), tls) {
-            (0, _) => "must list at least one endpoint",
-            (n, t) if t != 0 && t != n => "must be all http:// or all https://",
-            (_, t) if (t > 0) != raw.ca_file.is_some() => {
-                "https:// endpoints and ca_file go together"
-            }
-            _ => return Some(list),
-        };
-        cx.report("endpoints", Some(l.span()), why);
-        None
+        let list = cx.each_valid("endpoints", l, etcd_endpoint, ETCD_ENDPOINT)?;
+        let ok = check_endpoints(&list, raw.ca_file.is_some());
+        ok.map_err(|why| cx.report("endpoints", Some(l.span()), why))
+            .ok()
+            .map(|()| list)
     });
     let prefix = or!(prefix, "tokenvisor/".to_owned(), |s| {
         let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic());
@@ -87,13 +75,17 @@ pub(crate) fn resolve(
             .map(|_| Some(s.clone()))
             .map_err(|e| e.to_string())
     });
-    let lease_ttl = or!(lease_ttl, Duration::from_secs(15), |d| {
-        let d = d.rule("lease_ttl")?;
-        let ok = d.subsec_nanos() == 0 && d >= Duration::from_secs(2);
-        let why = "must be whole seconds, at least 2s (etcd leases count in seconds)";
-        ok.then_some(d).ok_or_else(|| why.to_owned())
-    });
-    let shards = or!(shards, DEFAULT_SHARDS as usize, |n| n.rule("shards"));
+    let at = span(&raw.lease_ttl).or(cx.header.clone());
+    let ttl = raw
+        .lease_ttl
+        .as_ref()
+        .map_or(Duration::from_secs(15), |d| d.get_ref().0);
+    let lease_ttl = (check_lease_ttl(ttl, workloads))
+        .map_err(|why| cx.report("lease_ttl", at, why))
+        .ok();
+    let shards = or!(shards, DEFAULT_SHARDS as usize, |n| rules::count(
+        "shards", *n
+    ));
     let file = |cx: &mut Cx, name: &str, raw: &Opt<String>| {
         let readable = |s: &String| {
             Some(base.join(s))
@@ -121,19 +113,6 @@ pub(crate) fn resolve(
         (None, None) => None,
         _ => both(cx, "user", "user and password_file go together"),
     };
-    let slowest = workloads
-        .iter()
-        .map(|w| (w.policy.machine_config().attempt_timeout, w))
-        .max_by_key(|(b, _)| *b);
-    if let (Some(ttl), Some((attempt, w))) = (lease_ttl, slowest)
-        && let backstop = attempt + ETCD_REQUEST_TIMEOUT
-        && backstop * 3 >= ttl * 2
-    {
-        let at = span(&raw.lease_ttl).or(cx.header.clone());
-        let [ttl, backstop, min] =
-            [ttl, backstop, backstop * 3 / 2].map(humantime::format_duration);
-        cx.report("lease_ttl", at, format!("is {ttl}; an owner sends only while its attempt's backstop fits in the lease as last confirmed (2/3 of it between keepalives), and workload {:?}'s is {backstop} (request_timeout + connect_timeout + 5s, + 2s to write the result to etcd): raise lease_ttl above {min} or shorten the timeouts", w.name.as_str()));
-    }
     let shards = NonZeroU32::new(u32::try_from(shards?).ok()?)?;
     Some(ClusterConfig {
         backend: backend?,

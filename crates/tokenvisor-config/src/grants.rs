@@ -11,8 +11,8 @@
 //! reload) because the platform is between two tokens, and the workload reports it
 //! (`auth_retrying`) until the file is usable.
 //!
-//! Token types are absolute URIs (RFC 8693 §3), or one of the short [`TOKEN_TYPE_ALIASES`],
-//! which resolve to the RFC's URNs.
+//! Token types are absolute URIs (RFC 8693 §3), or one of the short aliases that resolve to
+//! the RFC's URNs (`tokenvisor_core::spec::rules::token_type`).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokenvisor_core::Timestamp;
-use tokenvisor_core::spec::{GrantSpec, PresentedToken, TOKEN_TYPE_ALIASES, TokenExchangeSpec};
+use tokenvisor_core::spec::rules::token_type;
+use tokenvisor_core::spec::{GrantSpec, PresentedToken, TokenExchangeSpec};
 
 use crate::problems::Cx;
 use crate::schema::{RawGrant, RawPolicy};
@@ -44,22 +45,6 @@ const USES: [(RawGrant, &[&str]); 2] = [
         ],
     ),
 ];
-
-/// A token type: an alias of [`TOKEN_TYPE_ALIASES`] or an absolute URI.
-fn token_type(s: &str) -> Result<String, String> {
-    if let Some((_, urn)) = TOKEN_TYPE_ALIASES.iter().find(|(alias, _)| *alias == s) {
-        return Ok((*urn).to_owned());
-    }
-    let aliases: Vec<&str> = TOKEN_TYPE_ALIASES.iter().map(|(a, _)| *a).collect();
-    match url::Url::parse(s) {
-        Ok(_) if s.trim() == s && !s.chars().any(char::is_control) => Ok(s.to_owned()),
-        Ok(_) | Err(_) => Err(format!(
-            "{s:?} is neither an absolute URI (e.g. \"urn:ietf:params:oauth:token-type:jwt\") nor \
-             one of {}",
-            aliases.join(", ")
-        )),
-    }
-}
 
 /// What reading `path` now says, as a warning: unreadable, empty, or a JWT already expired.
 fn look(path: &Path, now: Timestamp) -> Option<String> {

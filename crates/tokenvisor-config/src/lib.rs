@@ -17,7 +17,6 @@
 //! login` and [`load_for_login`].
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub mod cluster;
 pub mod login;
@@ -36,6 +35,9 @@ pub use login::load_for_login;
 pub use problems::{ConfigError, ConfigProblem};
 pub use secrets::read_admin_token;
 pub use spec::{default_state_dir, default_status_dir};
+pub use tokenvisor_core::spec::rules::{
+    MAX_ADMIN_MAX_CONNECTIONS, MAX_DURATION, MAX_ENDPOINT_CONCURRENCY, duration_limit,
+};
 
 pub use crate::spec::{
     AdminLimits, AdminListen, DEFAULT_ADMIN_HEADER_TIMEOUT, DEFAULT_ADMIN_IDLE_TIMEOUT,
@@ -46,30 +48,11 @@ use crate::spec::{WorkloadPolicy, WorkloadSpec};
 /// The shortest admin token accepted, in bytes (a shorter `admin_token_file` is an error).
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
-/// The largest `service.admin_max_connections` accepted.
-pub const MAX_ADMIN_MAX_CONNECTIONS: usize = 65_536;
-
 /// The `source` of a configuration that did not come from a file.
 pub const EMBEDDED_SOURCE: &str = "<embedded>";
 
 /// The largest secret file read (a bigger one is almost certainly the wrong file).
 pub const MAX_SECRET_FILE_BYTES: u64 = secrets::SECRET_FILE_LIMIT as u64;
-
-/// The longest duration accepted for any key (longer ones are typos, and would overflow
-/// deadline arithmetic). Each key has its own, smaller limit: [`duration_limit`].
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
-
-/// The longest value accepted for a duration key, and why (for the error message); `None`
-/// for a key that is not a duration. Nothing configured may make a timer wait longer than
-/// the timer service holds ([`tokenvisor_core::policy::MAX_TIMER_DELAY`], 30 days); the
-/// tighter limits catch typos ("30d" for "30s") that would silently stop refreshes for days.
-pub fn duration_limit(key: &str) -> Option<(Duration, &'static str)> {
-    let rule = validate::DURATIONS.iter().find(|r| r.0 == key);
-    rule.map(|&(_, secs, _, why)| (Duration::from_secs(secs), why))
-}
-
-/// The largest `endpoint_concurrency` accepted (in effect: unlimited).
-pub const MAX_ENDPOINT_CONCURRENCY: usize = 1_000_000;
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +111,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// [`load`]; `login`: for `tokenvisor login` ([`login::load_for_login`]).
 fn load_mode(path: &Path, login: bool) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(path, format!("cannot read the configuration file: {e}"))
+        let mut cx = problems::Cx::default();
+        cx.problem(
+            String::new(),
+            None,
+            format!("cannot read the configuration file: {e}"),
+        );
+        cx.into_error(path)
     })?;
     let base = std::path::absolute(path)
         .ok()

@@ -21,7 +21,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokenvisor_core::TokenUrl;
+use tokenvisor_core::spec::rules;
 
 use crate::problems::{Cx, span, value};
 use crate::schema::{RawGrant, RawWorkload};
@@ -29,17 +29,12 @@ use crate::{Config, ConfigError};
 
 pub use tokenvisor_core::spec::{LoginSpec, REDIRECT_PATH};
 
-/// The login keys of one workload. `url` is the token URL's rule; `scope` the scope-token
-/// rule of `scopes`.
-pub(crate) fn resolve(
-    cx: &mut Cx,
-    raw: &RawWorkload,
-    url: fn(&str) -> Result<TokenUrl, String>,
-    scope: fn(&str) -> bool,
-) -> LoginSpec {
+/// The login keys of one workload: the endpoints by the token URL's rule, the scopes by
+/// `scopes`' rule.
+pub(crate) fn resolve(cx: &mut Cx, raw: &RawWorkload) -> LoginSpec {
     let endpoint = |cx: &mut Cx, name: &str, raw: Option<&toml::Spanned<String>>| {
         let raw = raw?;
-        let u = cx.check(name, raw, |s| url(s))?;
+        let u = cx.check(name, raw, |s| rules::token_url(s))?;
         if let Some(host) = u.insecure_remote_host() {
             let why = format!(
                 "http:// to {host}, which is not a loopback address: the authorization code or \
@@ -62,7 +57,7 @@ pub(crate) fn resolve(
             })
         })
     });
-    let what = "a scope token (one scope per string: printable ASCII, no spaces, '\"' or '\\')";
+    let (scope, what) = (rules::scope_token, rules::SCOPE_TOKEN);
     let login_scopes = (raw.login_scopes.as_ref())
         .and_then(|l| cx.each_valid("login_scopes", l, scope, what))
         .map(Arc::from);

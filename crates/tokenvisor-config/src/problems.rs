@@ -41,15 +41,6 @@ impl ConfigError {
     pub fn problems(&self) -> &[ConfigProblem] {
         &self.problems
     }
-
-    pub(crate) fn single(file: &Path, reason: String) -> Self {
-        let (key, line) = (String::new(), None);
-        let problems = vec![ConfigProblem { key, line, reason }];
-        ConfigError {
-            file: file.to_path_buf(),
-            problems,
-        }
-    }
 }
 
 impl fmt::Display for ConfigError {

@@ -152,64 +152,25 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut Provide
     out.ca_only = value(&raw.ca_only).unwrap_or(out.ca_only);
 }
 
-/// The checks across keys, once a workload's method is known; reported at `auth_method`
-/// (`span`: where it is set, or the workload's header), `ca_only` and `proxy`.
+/// The rules across keys, once a workload's method is known ([`ProviderSpec::check`]);
+/// reported at `auth_method` (`span`: where it is set, or the workload's header), `ca_only`
+/// and `proxy`, unless a file they need was reported already.
 pub(crate) fn check(
     cx: &mut Cx,
     (method, has_secret, p): (AuthMethod, bool, &ProviderSpec),
     span: Option<&std::ops::Range<usize>>,
 ) {
-    let m = method.as_str();
-    let key = || {
-        p.client_key_file
-            .as_deref()
-            .and_then(|f| client_key(&read(f).ok()?).ok())
-    };
-    let why = match method {
-        AuthMethod::Basic | AuthMethod::Post => None,
-        AuthMethod::PrivateKeyJwt => match (key(), p.client_assertion_alg) {
-            (None, _) => Some(
-                "needs client_key_file (a PEM private key: RSA, EC P-256/P-384 or Ed25519)"
-                    .to_owned(),
-            ),
-            (Some(k), Some(a)) if !k.algs.contains(&a) => Some(format!(
-                "client_assertion_alg {a:?} does not fit client_key_file's key (it signs with {:?})",
-                k.algs
-            )),
-            (Some(_), _) => None,
-        },
-        AuthMethod::ClientSecretJwt => match (has_secret, p.client_assertion_alg) {
-            (false, _) => Some(
-                "needs a client secret (client_secret, client_secret_file or client_secret_env)"
-                    .to_owned(),
-            ),
-            (true, Some(a)) if a != AssertionAlg::HS256 => {
-                Some(format!("signs with HS256, not client_assertion_alg {a:?}"))
-            }
-            (true, _) => None,
-        },
-        AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
-            (p.client_cert_file.is_none() || p.client_key_file.is_none())
-                .then(|| "needs client_cert_file and client_key_file (PEM)".to_owned())
-        }
-    };
-    let lone = [
-        ("auth_method", why.map(|w| format!("auth_method = {m:?} {w}"))),
-        ("ca_only", (p.ca_only && p.ca_file.is_none()).then(|| "ca_only = true needs ca_file".to_owned())),
-        ("proxy", (p.proxy.is_none() && (p.proxy_credentials_file.is_some() || p.no_proxy.is_some()))
-            .then(|| "missing: proxy_credentials_file and no_proxy apply to proxy (the environment's \
-                NO_PROXY governs the environment's proxy)".to_owned())),
-    ];
-    let broken = [
+    let key = (p.client_key_file.as_deref()).and_then(|f| client_key(&read(f).ok()?).ok());
+    let files = [
         "client_key_file",
         "client_cert_file",
         "ca_file",
         "proxy",
         "proxy_credentials_file",
     ];
-    for (name, why) in lone {
-        if let Some(why) = why.filter(|_| !cx.broken_here(&broken)) {
-            cx.report(name, span.cloned(), why);
+    if !cx.broken_here(&files) {
+        for bad in p.check(method, has_secret, key.map(|k| k.algs)) {
+            cx.report(bad.key, span.cloned(), bad.reason);
         }
     }
 }

@@ -33,25 +33,25 @@ pub(crate) struct RawService {
 }
 
 /// The timing and classification keys of `[defaults]` and a `[[workload]]`, each written
-/// once: its raw type, the check that resolves it (`checked`: the value type's
-/// [`crate::validate::Rule`] for that key; `codes`: a list of RFC 6749 error codes) and the
-/// [`crate::spec::WorkloadPolicy`] field it sets. The schema's fields, the validation pass
-/// and `check-config`'s listing (in this order) are generated from it: `$then` is the macro
-/// that takes the list.
+/// once: its raw type, the check that resolves it (`duration`, `number`, `count`: the key's
+/// rule by its name, in `tokenvisor_core::spec::rules`; `codes`: a list of RFC 6749 error
+/// codes) and the [`crate::spec::WorkloadPolicy`] field it sets. The schema's fields, the
+/// validation pass and `check-config`'s listing (in this order) are generated from it:
+/// `$then` is the macro that takes the list.
 macro_rules! policy_keys {
     ($then:ident $arg:tt) => {
         $then! { $arg
-            request_timeout: HumanDuration, checked => request_timeout;
-            connect_timeout: HumanDuration, checked => connect_timeout;
-            refresh_at: Number, checked => schedule.refresh_at;
-            refresh_jitter: Number, checked => schedule.refresh_jitter;
-            default_lifetime: HumanDuration, checked => default_lifetime;
-            backoff_initial: HumanDuration, checked => backoff.initial;
-            backoff_max: HumanDuration, checked => backoff.max;
-            backoff_multiplier: Number, checked => backoff.multiplier;
-            give_up_after: HumanDuration, checked => give_up_after;
-            max_retry_after: HumanDuration, checked => max_retry_after;
-            endpoint_concurrency: Count, checked => endpoint_concurrency;
+            request_timeout: HumanDuration, duration => request_timeout;
+            connect_timeout: HumanDuration, duration => connect_timeout;
+            refresh_at: Number, number => schedule.refresh_at;
+            refresh_jitter: Number, number => schedule.refresh_jitter;
+            default_lifetime: HumanDuration, duration => default_lifetime;
+            backoff_initial: HumanDuration, duration => backoff.initial;
+            backoff_max: HumanDuration, duration => backoff.max;
+            backoff_multiplier: Number, number => backoff.multiplier;
+            give_up_after: HumanDuration, duration => give_up_after;
+            max_retry_after: HumanDuration, duration => max_retry_after;
+            endpoint_concurrency: Count, count => endpoint_concurrency;
             transient_codes: Vec<Spanned<String>>, codes => transient_codes;
             permanent_codes: Vec<Spanned<String>>, codes => permanent_codes;
         }

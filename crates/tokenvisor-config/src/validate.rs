@@ -3,7 +3,8 @@
 //! `[service]`, then `[defaults]` over the built-in policy and each `[[workload]]`'s policy
 //! keys over the defaults (each value remembers where it was set, so that a rule tying two
 //! keys names both origins), then a workload's own keys and the checks across workloads.
-//! A scalar key's rule is found by its name ([`Rule`], [`DURATIONS`]), in every section.
+//! A scalar key's rule is found by its name (`tokenvisor_core::spec::rules`: the limits a
+//! spec built in code keeps too), in every section.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use humantime::format_duration as human;
+use tokenvisor_core::spec::rules::{self, resource, text, token_url};
 use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
@@ -21,121 +22,29 @@ use crate::schema::{RawService, RawWorkload};
 use crate::secrets::{admin_token_long_enough, read_secret_env};
 use crate::spec::{AdminLimits, AdminListen, GrantSpec, SecretOrigin as Origin, ServiceConfig};
 use crate::spec::{DEFAULT_STATUS_REFRESH_INTERVAL, WorkloadPolicy, WorkloadSpec};
-use crate::{Config, ConfigError, MAX_ADMIN_MAX_CONNECTIONS as MAX_CONNS, MAX_DURATION};
-use crate::{MAX_ENDPOINT_CONCURRENCY as MAX_CONC, default_state_dir, default_status_dir};
+use crate::{Config, ConfigError, default_state_dir, default_status_dir};
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+type Opt<T> = Option<Spanned<T>>;
 
-const DAY: u64 = 24 * 3600;
-/// Each duration key: its ceiling in seconds, whether it must be longer than 0s, and why the
-/// ceiling. No timer waits longer than the timer service holds (30 days); the tighter
-/// ceilings catch typos ("30d" for "30s").
-pub(crate) const DURATIONS: [(&str, u64, bool, &str); 11] = [
-    ("request_timeout", 600, true, REQUEST),
-    ("connect_timeout", 600, true, REQUEST),
-    ("default_lifetime", 365 * DAY, true, LIFETIME),
-    ("backoff_initial", DAY, true, BACKOFF),
-    ("backoff_max", DAY, true, BACKOFF),
-    ("give_up_after", 30 * DAY, false, GIVE_UP),
-    ("max_retry_after", DAY, false, RETRY_AFTER),
-    ("admin_header_timeout", 3600, true, ADMIN),
-    ("admin_idle_timeout", 3600, true, ADMIN),
-    ("status_refresh_interval", 3600, false, STATUS),
-    (
-        "lease_ttl",
-        3600,
-        true,
-        "a member gone is noticed only after it",
-    ),
-];
-const REQUEST: &str =
-    "a token request that takes longer has failed; the attempt backstop adds both";
-const LIFETIME: &str = "a provider's expires_in is capped at one year too";
-const BACKOFF: &str = "a longer wait between attempts would hide an outage for days";
-const GIVE_UP: &str = "the longest a timer waits; use 0s to never give up";
-const RETRY_AFTER: &str = "no provider may stop every refresh of an endpoint for longer";
-const ADMIN: &str = "the admin API waits no longer for a client";
-const STATUS: &str = "a status file may show timestamps at most an hour old";
-
-/// A value type of the schema, checked by the rule of the key it is at.
-pub(crate) trait Rule: Sized {
-    /// The checked value.
-    type Out;
-    /// The value, or why it breaks the rule of `key`.
-    fn rule(&self, key: &str) -> Result<Self::Out, String>;
+/// A duration, number or count (at `key`) through the key's rule (`tokenvisor_core::spec::rules`).
+fn duration(cx: &mut Cx, key: &str, raw: &Opt<HumanDuration>) -> Option<Duration> {
+    cx.check(key, raw.as_ref()?, |d| rules::duration(key, d.0))
 }
 
-impl Rule for HumanDuration {
-    type Out = Duration;
-    fn rule(&self, key: &str) -> Result<Duration, String> {
-        let typo = ("", MAX_DURATION.as_secs(), true, "longer is a typo");
-        let (_, max, positive, why) = *DURATIONS.iter().find(|r| r.0 == key).unwrap_or(&typo);
-        let (d, max) = (self.0, Duration::from_secs(max));
-        if positive && d.is_zero() {
-            return Err("must be longer than 0s".to_owned());
-        }
-        let (shown, most) = (human(d), human(max));
-        (d <= max)
-            .then_some(d)
-            .ok_or_else(|| format!("is {shown}; it must be at most {most} ({why})"))
-    }
+fn number(cx: &mut Cx, key: &str, raw: &Opt<Number>) -> Option<f64> {
+    cx.check(key, raw.as_ref()?, |&Number::Float(x)| {
+        rules::number(key, x)
+    })
 }
 
-impl Rule for Number {
-    type Out = f64;
-    fn rule(&self, key: &str) -> Result<f64, String> {
-        let (Number::Float(x), frac) = (*self, "a fraction of the token's lifetime");
-        let (ok, rule) = match key {
-            "refresh_at" => (
-                x > 0.0 && x <= 1.0,
-                format!("above 0 and at most 1 ({frac})"),
-            ),
-            "refresh_jitter" => (
-                (0.0..1.0).contains(&x),
-                "at least 0 and below refresh_at".into(),
-            ),
-            _ => (x >= 1.0, "at least 1".to_owned()),
-        };
-        (ok && x.is_finite())
-            .then_some(x)
-            .ok_or(format!("is {x}; it must be {rule}"))
-    }
+fn count(cx: &mut Cx, key: &str, raw: &Opt<Count>) -> Option<usize> {
+    cx.check(key, raw.as_ref()?, |n| rules::count(key, *n))
 }
 
-impl Rule for Count {
-    type Out = usize;
-    fn rule(&self, key: &str) -> Result<usize, String> {
-        let (max, rule) = match key {
-            "admin_max_connections" => (MAX_CONNS, format!("must be between 1 and {MAX_CONNS}")),
-            "shards" => (65_536, "must be between 1 and 65536".to_owned()),
-            _ => (
-                MAX_CONC,
-                format!("it must be at least 1 and at most {MAX_CONC}"),
-            ),
-        };
-        let n = usize::try_from(*self)
-            .ok()
-            .filter(|n| (1..=max).contains(n));
-        n.ok_or_else(|| format!("is {self}; {rule}"))
-    }
-}
-
-/// `raw` (at `key`) through its [`Rule`].
-fn checked<T: Rule>(cx: &mut Cx, key: &str, raw: &Option<Spanned<T>>) -> Option<T::Out> {
-    cx.check(key, raw.as_ref()?, |v| v.rule(key))
-}
-
-/// Extra error codes (RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E )).
+/// Extra error codes, each by RFC 6749's grammar.
 fn codes(cx: &mut Cx, key: &str, raw: &Option<List>) -> Option<Vec<String>> {
-    let code = |c: &str| {
-        let ascii = c
-            .bytes()
-            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-        !c.is_empty() && c.trim() == c && ascii
-    };
-    let what = "an RFC 6749 error code (printable ASCII without '\"' or '\\', not empty, no \
-                leading or trailing space)";
-    cx.each_valid(key, raw.as_ref()?, code, what)
+    cx.each_valid(key, raw.as_ref()?, rules::error_code, rules::ERROR_CODE)
 }
 
 /// Reads and validates `text` (named `source`; relative paths resolve against `base`);
@@ -225,15 +134,9 @@ impl Level {
         }
     }
 
-    /// A rule tying `a` and `b`: checked where one of them is set here and neither was
-    /// reported. `broken` gets where each came from and says what is wrong; the problem is
-    /// blamed on `b` if it is set here, else on `a`.
-    fn pair(
-        &self,
-        cx: &mut Cx,
-        [a, b]: [&str; 2],
-        broken: impl FnOnce(String, String) -> Option<String>,
-    ) {
+    /// A rule tying `a` and `b`, `broken` (why, when it is): reported where one of them is
+    /// set here and neither was reported, blamed on `b` if it is set here, else on `a`.
+    fn pair(&self, cx: &mut Cx, [a, b]: [&str; 2], broken: Option<String>) {
         let from = |k| {
             self.from
                 .get(k)
@@ -243,7 +146,7 @@ impl Level {
         if !self.here.contains(k) || !from(a) || !from(b) {
             return;
         }
-        if let Some(reason) = broken(self.origin(a), self.origin(b)) {
+        if let Some(reason) = broken {
             cx.report(k, self.from.get(k).map(|(_, at)| at.clone()), reason);
         }
     }
@@ -313,15 +216,15 @@ impl V<'_> {
             }),
         };
         let (cx, d) = (&mut self.cx, AdminLimits::default());
-        let header_timeout = checked(cx, "admin_header_timeout", &raw.admin_header_timeout);
-        let idle_timeout = checked(cx, "admin_idle_timeout", &raw.admin_idle_timeout);
-        let max_connections = checked(cx, "admin_max_connections", &raw.admin_max_connections);
+        let header_timeout = duration(cx, "admin_header_timeout", &raw.admin_header_timeout);
+        let idle_timeout = duration(cx, "admin_idle_timeout", &raw.admin_idle_timeout);
+        let max_connections = count(cx, "admin_max_connections", &raw.admin_max_connections);
         let admin_limits = AdminLimits {
             header_timeout: header_timeout.unwrap_or(d.header_timeout),
             idle_timeout: idle_timeout.unwrap_or(d.idle_timeout),
             max_connections: max_connections.unwrap_or(d.max_connections),
         };
-        let interval = checked(cx, "status_refresh_interval", &raw.status_refresh_interval);
+        let interval = duration(cx, "status_refresh_interval", &raw.status_refresh_interval);
         if let AdminListen::Addr(addr) = admin_listen
             && !addr.ip().is_loopback()
             && admin_token_file.is_none()
@@ -382,34 +285,9 @@ impl V<'_> {
             )*};
         }
         crate::schema::policy_keys!(resolve(lvl, cx, raw));
-        let (s, b, p) = (lvl.policy.schedule, lvl.policy.backoff, &lvl.policy);
-        lvl.pair(cx, ["refresh_at", "refresh_jitter"], |at, jitter| {
-            let (j, a) = (s.refresh_jitter, s.refresh_at);
-            let why = format!("refresh_jitter ({j}{jitter}) must be below refresh_at ({a}{at})");
-            (j >= a).then_some(why)
-        });
-        lvl.pair(cx, ["backoff_initial", "backoff_max"], |initial, max| {
-            let (m, i) = (human(b.max), human(b.initial));
-            let why =
-                format!("backoff_max ({m}{max}) must be at least backoff_initial ({i}{initial})");
-            (b.max < b.initial).then_some(why)
-        });
-        lvl.pair(cx, ["transient_codes", "permanent_codes"], |t, perm| {
-            let both = p
-                .permanent_codes
-                .iter()
-                .filter(|c| p.transient_codes.contains(c));
-            let both: Vec<_> = both.collect();
-            let paren = |o: String| {
-                o.strip_prefix(", ")
-                    .map(|o| format!(" ({o})"))
-                    .unwrap_or_default()
-            };
-            let (t, perm, why) = (paren(t), paren(perm), "a code can only be one or the other");
-            let why =
-                format!("{both:?} in both transient_codes{t} and permanent_codes{perm}; {why}");
-            (!both.is_empty()).then_some(why)
-        });
+        for (keys, why) in lvl.policy.pair_rules(&|k| lvl.origin(k)) {
+            lvl.pair(cx, keys, why);
+        }
         lvl.here.clear();
         lvl
     }
@@ -498,29 +376,14 @@ impl V<'_> {
         let sink =
             (raw.token_sink_file.as_ref()).and_then(|f| self.file("token_sink_file", f, true));
         let cx = &mut self.cx;
-        // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-        let scope = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
-        };
-        let what = "a scope token (one scope per string: printable ASCII, no spaces, '\"' or '\\')";
         let scopes = match &raw.scopes {
-            Some(l) => cx.each_valid("scopes", l, scope, what),
+            Some(l) => cx.each_valid("scopes", l, rules::scope_token, rules::SCOPE_TOKEN),
             None => Some(Vec::new()),
         };
-        let resource = raw.resource.as_ref().and_then(|r| {
-            cx.check("resource", r, |s| match url::Url::parse(s) {
-                Ok(u) if u.fragment().is_none() && s.trim() == s => Ok(Arc::from(s.as_str())),
-                Ok(_) | Err(_) => Err(
-                    "must be an absolute URI without a fragment (RFC 8707), e.g. \
-                     \"https://mcp.example.com\""
-                        .to_owned(),
-                ),
-            })
-        });
+        let resource =
+            (raw.resource.as_ref()).and_then(|r| cx.check("resource", r, |s| resource(s)));
         let audience = (raw.audience.as_ref()).and_then(|a| cx.check("audience", a, |s| text(s)));
-        let login = crate::login::resolve(cx, raw, self::token_url, scope);
+        let login = crate::login::resolve(cx, raw);
 
         // one gate per token endpoint: its workloads must agree on the limit
         let (n, key) = (
@@ -697,39 +560,11 @@ fn resolve(base: &Path, path: &str) -> PathBuf {
     base.join(path).components().collect()
 }
 
-/// A non-empty string without control characters.
-fn text(s: &str) -> Result<Arc<str>, String> {
-    match s {
-        s if s.trim().is_empty() => Err("must not be empty".to_owned()),
-        s if s.chars().any(char::is_control) => {
-            Err("must not contain control characters".to_owned())
-        }
-        s => Ok(Arc::from(s)),
-    }
-}
-
 /// An inline secret, which must not be empty.
 fn inline(RawSecret::Text(s): &RawSecret) -> Result<Secret, String> {
     (!s.is_empty())
         .then(|| s.clone())
         .ok_or_else(|| "is empty".to_owned())
-}
-
-/// A token URL ([`TokenUrl::parse`]) without credentials or a fragment. The value is not
-/// echoed (it might carry credentials).
-fn token_url(s: &str) -> Result<TokenUrl, String> {
-    let url = TokenUrl::parse(s).map_err(|e| e.to_string())?;
-    let u = url.as_url();
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err(
-            "must not contain credentials (user:password@); use client_id and a client secret"
-                .to_owned(),
-        );
-    }
-    match u.fragment() {
-        Some(_) => Err("must not contain a fragment (#…) (RFC 6749 §3.2)".to_owned()),
-        None => Ok(url),
-    }
 }
 
 /// The log levels a `log_level` filter may name (case-insensitive, as `tracing` reads them).

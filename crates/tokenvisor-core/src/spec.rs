@@ -1,9 +1,13 @@
 //! What a workload is, resolved: the plain data the runtime consumes ([`WorkloadSpec`], its
 //! [`WorkloadPolicy`], [`GrantSpec`], [`ProviderSpec`], [`LoginSpec`]) and cluster mode's
 //! settings ([`ClusterConfig`]). An embedder builds these in code; `tokenvisor-config`
-//! produces them from the TOML file (its checks are its own; the few value rules shared
-//! with the command line, such as [`extra_param`] and [`proxy_url`], are here, next to the
-//! types they guard, as [`crate::TokenUrl`] and [`crate::Issuer`] are).
+//! produces them from the TOML file. The value rules shared with the command line, such as
+//! [`extra_param`] and [`proxy_url`], are here, next to the types they guard, as
+//! [`crate::TokenUrl`] and [`crate::Issuer`] are.
+//!
+//! The rules these values keep, whoever builds them (each key's limits, the rules tying two
+//! keys, RFC 6749's grammars), are in [`rules`]: the configuration applies them as it reads
+//! a file, [`WorkloadPolicy::check`] gives an embedder the same verdicts as data.
 //!
 //! Secrets are resolved (read from their file or environment variable) before a spec
 //! exists, so that a missing secret is a configuration error, not a runtime surprise.
@@ -21,8 +25,12 @@ use crate::{ClassifyPolicy, Secret, TokenUrl, WorkloadName};
 
 mod cluster;
 mod provider;
+pub mod rules;
 
-pub use cluster::{ClusterBackend, ClusterConfig, ETCD_REQUEST_TIMEOUT};
+pub use cluster::{
+    ClusterBackend, ClusterConfig, ETCD_ENDPOINT, ETCD_REQUEST_TIMEOUT, check_endpoints,
+    check_lease_ttl, etcd_endpoint,
+};
 pub use provider::{AssertionAlg, ProviderSpec, RESERVED_PARAMS, extra_param, proxy_url};
 
 /// How the client authenticates to the token endpoint (`"basic"`, `"post"`: serde and

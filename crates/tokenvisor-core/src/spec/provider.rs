@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::AuthMethod;
+use super::rules::Invalid;
 use crate::discovery::Issuer;
 
 /// A client assertion's signature algorithm (`client_assertion_alg`).
@@ -137,3 +139,69 @@ pub fn extra_param(name: &str, value: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+impl ProviderSpec {
+    /// The rules tying these keys to the client's authentication, as data: `auth_method`
+    /// needs its key, certificate or secret (`key_algs`: what `client_key_file`'s key signs
+    /// with, when it is a usable key; `has_secret`: the client has a secret), `ca_only` needs
+    /// `ca_file`, `proxy_credentials_file` and `no_proxy` apply to `proxy`.
+    pub fn check(
+        &self,
+        method: AuthMethod,
+        has_secret: bool,
+        key_algs: Option<&[AssertionAlg]>,
+    ) -> Vec<Invalid> {
+        let alg = self.client_assertion_alg;
+        let why = match method {
+            AuthMethod::Basic | AuthMethod::Post => None,
+            AuthMethod::PrivateKeyJwt => match (key_algs, alg) {
+                (None, _) => Some(
+                    "needs client_key_file (a PEM private key: RSA, EC P-256/P-384 or Ed25519)"
+                        .to_owned(),
+                ),
+                (Some(k), Some(a)) if !k.contains(&a) => Some(format!(
+                    "client_assertion_alg {a:?} does not fit client_key_file's key (it signs \
+                     with {k:?})"
+                )),
+                (Some(_), _) => None,
+            },
+            AuthMethod::ClientSecretJwt => match (has_secret, alg) {
+                (false, _) => Some(
+                    "needs a client secret (client_secret, client_secret_file or \
+                     client_secret_env)"
+                        .to_owned(),
+                ),
+                (true, Some(a)) if a != AssertionAlg::HS256 => {
+                    Some(format!("signs with HS256, not client_assertion_alg {a:?}"))
+                }
+                (true, _) => None,
+            },
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
+                (self.client_cert_file.is_none() || self.client_key_file.is_none())
+                    .then(|| "needs client_cert_file and client_key_file (PEM)".to_owned())
+            }
+        };
+        let m = method.as_str();
+        let proxied = self.proxy_credentials_file.is_some() || self.no_proxy.is_some();
+        let lone = [
+            (
+                "auth_method",
+                why.map(|w| format!("auth_method = {m:?} {w}")),
+            ),
+            (
+                "ca_only",
+                (self.ca_only && self.ca_file.is_none()).then(|| CA_ONLY.to_owned()),
+            ),
+            (
+                "proxy",
+                (self.proxy.is_none() && proxied).then(|| PROXIED.to_owned()),
+            ),
+        ];
+        let lone = lone.map(|(key, why)| why.map(|reason| Invalid { key, reason }));
+        lone.into_iter().flatten().collect()
+    }
+}
+
+const CA_ONLY: &str = "ca_only = true needs ca_file";
+const PROXIED: &str = "missing: proxy_credentials_file and no_proxy apply to proxy (the \
+                       environment's NO_PROXY governs the environment's proxy)";

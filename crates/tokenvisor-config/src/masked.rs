@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::Config;
-use crate::cluster::ClusterConfig;
 use crate::spec::{GrantSpec, LoginSpec, ProviderSpec, SecretOrigin, WorkloadPolicy};
+use tokenvisor_core::spec::ClusterConfig;
 
 /// A value as TOML.
 trait Toml {

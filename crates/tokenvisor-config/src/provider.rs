@@ -18,7 +18,7 @@ use tokenvisor_core::spec::{AssertionAlg, ProviderSpec, extra_param, proxy_url};
 
 use crate::problems::{Cx, value};
 use crate::schema::RawPolicy;
-use crate::spec::AuthMethod;
+use tokenvisor_core::spec::AuthMethod;
 
 /// The JOSE algorithm of an [`AssertionAlg`] (jsonwebtoken's type, which the core does
 /// not depend on).
@@ -182,7 +182,7 @@ pub(crate) fn check(
 pub(crate) fn token_url_or_issuer(
     cx: &mut Cx,
     raw: &crate::schema::RawWorkload,
-    policy: &mut crate::spec::WorkloadPolicy,
+    policy: &mut tokenvisor_core::spec::WorkloadPolicy,
     here: bool,
 ) -> Option<tokenvisor_core::TokenUrl> {
     let issuer = policy.provider.issuer.clone();

@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use strum::{Display, IntoStaticStr};
 use tokenvisor_core::Secret;
+use tokenvisor_core::spec::AuthMethod;
 use toml::Spanned;
-
-use crate::spec::{AuthMethod, LogFormat};
 
 type Opt<T> = Option<Spanned<T>>;
 /// A list of strings, each with its span.
@@ -76,7 +76,7 @@ macro_rules! raw_policy {
 policy_keys!(raw_policy {
     client_key_file: Opt<String>,
     client_key_id: Opt<String>,
-    client_assertion_alg: Opt<crate::spec::AssertionAlg>,
+    client_assertion_alg: Opt<tokenvisor_core::spec::AssertionAlg>,
     client_assertion_audience: Opt<String>,
     client_cert_file: Opt<String>,
     ca_file: Opt<String>,
@@ -177,4 +177,23 @@ pub(crate) enum RawSecret {
 
 fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     String::deserialize(d).map(Secret::from)
+}
+
+/// Log output format (`"text"`, `"json"`: serde and strum derive the names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, IntoStaticStr, Display)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `"text"` or `"json"`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }

@@ -9,10 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use strum::{Display, IntoStaticStr};
-
 pub use crate::provider::{ClientKey, Jose, certificates, client_key};
+pub use crate::schema::LogFormat;
 pub use tokenvisor_core::discovery::Issuer;
 pub use tokenvisor_core::spec::*;
 
@@ -122,25 +120,6 @@ impl fmt::Display for AdminListen {
             AdminListen::Off => f.write_str("off"),
             AdminListen::Addr(a) => write!(f, "{a}"),
         }
-    }
-}
-
-/// Log output format (`"text"`, `"json"`: serde and strum derive the names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, IntoStaticStr, Display)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-impl LogFormat {
-    /// `"text"` or `"json"`.
-    pub fn as_str(self) -> &'static str {
-        self.into()
     }
 }
 

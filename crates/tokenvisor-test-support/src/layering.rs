@@ -136,6 +136,26 @@ pub fn assert_layered(src: &Path, min_modules: usize) -> BTreeMap<String, BTreeS
 mod tests {
     use super::*;
 
+    /// Every crate of the workspace, the real-components suite's included: no module uses
+    /// one that uses it back. (The core's and the runtime's own tests also pin edges.)
+    #[test]
+    fn every_crate_of_the_workspace_is_layered() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut srcs: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
+            .expect("crates/ is readable")
+            .map(|e| e.expect("a directory entry").path().join("src"))
+            .collect();
+        srcs.push(root.join("real/tests-rs/src"));
+        assert!(srcs.len() >= 9, "crates found: {srcs:?}");
+        for src in &srcs {
+            let graph = module_graph(src);
+            assert!(graph.len() > 1, "modules in {}: {graph:?}", src.display());
+            if let Some(cycle) = find_cycle(&graph) {
+                panic!("{}: module cycle: {}", src.display(), cycle.join(" → "));
+            }
+        }
+    }
+
     #[test]
     fn the_scanner_sees_plain_grouped_and_nested_paths() {
         let known: BTreeSet<String> = ["a", "b", "c", "d"].map(String::from).into();

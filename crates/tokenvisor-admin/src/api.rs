@@ -257,6 +257,7 @@ fn runtime_error(e: &RuntimeError) -> ApiError {
     let status = match e {
         RuntimeError::Supervisor(SupervisorError::NotFound(_)) => StatusCode::NOT_FOUND,
         RuntimeError::Supervisor(SupervisorError::NotOwnedHere(_)) => StatusCode::CONFLICT,
+        RuntimeError::InvalidSpec { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         RuntimeError::Supervisor(SupervisorError::ShuttingDown)
         | RuntimeError::Unresponsive { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RuntimeError::Supervisor(

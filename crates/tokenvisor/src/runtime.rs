@@ -58,7 +58,7 @@ use crate::persistence::{
     FlushReport, PersistStats, PersistenceActor, PersistenceArgs, PersistenceConfig,
     PersistenceLink, PersistenceMsg, StatusLane,
 };
-use crate::spec::{GrantSpec, WorkloadSpec};
+use crate::spec::{AssertionAlg, GrantSpec, WorkloadSpec};
 use crate::status_store::{self, CorruptFile};
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg, WorkloadView};
 use crate::timers::Timers;
@@ -178,7 +178,28 @@ pub enum RuntimeError {
         /// What failed, as text (no secret).
         reason: String,
     },
+    /// A workload spec breaks the rules a configuration file's workload is held to
+    /// ([`WorkloadSpec::check`]): nothing was started.
+    #[error("workload {name}: {}", problems.iter().map(|p| format!("{}: {}", p.key, p.reason)).collect::<Vec<_>>().join("; "))]
+    InvalidSpec {
+        /// The workload.
+        name: WorkloadName,
+        /// Each broken rule: the key as the configuration names it, and why (no secret:
+        /// the checks read no secret value).
+        problems: Vec<tokenvisor_core::spec::rules::Invalid>,
+    },
 }
+
+/// What `client_key_file`'s key may sign with, for [`WorkloadSpec::check`] at
+/// [`Runtime::add`]: the key file is read at each attempt (it may be rotated), not here, so
+/// any asymmetric algorithm is taken to fit; a missing key file is still refused.
+const ANY_KEY_ALG: &[AssertionAlg] = &[
+    AssertionAlg::RS256,
+    AssertionAlg::PS256,
+    AssertionAlg::ES256,
+    AssertionAlg::ES384,
+    AssertionAlg::EdDSA,
+];
 
 /// How to start a runtime.
 pub struct RuntimeConfig {
@@ -516,9 +537,25 @@ impl Runtime {
     /// # Errors
     /// [`RuntimeError::Supervisor`] with [`SupervisorError::AlreadyExists`] when a workload of
     /// that name runs, [`SupervisorError::Spawn`] when its actor cannot start,
-    /// [`SupervisorError::ShuttingDown`] during shutdown; [`RuntimeError::Unresponsive`] when the supervisor does not answer within a minute (it is
-    /// stopped or stuck).
+    /// [`SupervisorError::ShuttingDown`] during shutdown; [`RuntimeError::InvalidSpec`] when
+    /// the spec breaks a rule a configuration file's workload is held to (a zero timeout, an
+    /// error code outside RFC 6749's grammar, `private_key_jwt` without a key file, …: the
+    /// same checks, from [`WorkloadSpec::check`]); [`RuntimeError::Unresponsive`] when the
+    /// supervisor does not answer within a minute (it is stopped or stuck).
     pub async fn add(&self, spec: WorkloadSpec) -> Result<TokenHandle, RuntimeError> {
+        let key_algs = spec
+            .policy
+            .provider
+            .client_key_file
+            .as_ref()
+            .map(|_| ANY_KEY_ALG);
+        let problems = spec.check(key_algs);
+        if !problems.is_empty() {
+            return Err(RuntimeError::InvalidSpec {
+                name: spec.name,
+                problems,
+            });
+        }
         Ok(self
             .call(|r| SupervisorMsg::Add(Box::new(spec), r))
             .await??)

@@ -198,3 +198,44 @@ async fn a_changed_endpoint_concurrency_resizes_without_a_restart() {
     assert_eq!(fake.total(), 2, "nothing restarted");
     rt.shutdown(S(5)).await.unwrap();
 }
+
+/// A spec built in code is held to the rules a configuration file's workload is: `add`
+/// refuses one that breaks them, naming each key, and starts nothing (no exchange is sent);
+/// a reconcile skips it and starts the others.
+#[tokio::test(start_paused = true)]
+async fn a_spec_built_in_code_that_breaks_a_rule_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTransport::new();
+    fake.set_default(FakeReply::token(3600));
+    let rt = start(dir.path(), &fake).await;
+    let mut bad = spec("bad", None);
+    bad.policy.request_timeout = Duration::ZERO;
+    bad.policy.permanent_codes = vec!["quote\"d".into()];
+    let err = rt.add(bad.clone()).await.unwrap_err();
+    let tokenvisor::RuntimeError::InvalidSpec { name: n, problems } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(n, &name("bad"));
+    let keys: Vec<&str> = problems.iter().map(|p| p.key).collect();
+    assert!(keys.contains(&"request_timeout"), "{keys:?}");
+    assert!(keys.contains(&"permanent_codes"), "{keys:?}");
+    assert!(err.to_string().starts_with("workload bad: "), "{err}");
+    let mut creds_in_url = spec("creds-in-url", None);
+    creds_in_url.token_url = "https://user:pa55@idp.example/token".parse().unwrap();
+    let err = rt.add(creds_in_url).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("workload creds-in-url: token_url: "),
+        "{err}"
+    );
+    assert!(!err.contains("pa55"), "{err}");
+    assert!(running_names(&rt).await.is_empty());
+
+    let report = rt
+        .reconcile(vec![bad, spec("good", None)], admit_all)
+        .await
+        .unwrap();
+    assert_eq!(report.total, 1);
+    assert_eq!(running_names(&rt).await, ["good"]);
+    assert_eq!(fake.count("bad"), 0);
+    rt.shutdown(S(5)).await.unwrap();
+}

@@ -17,10 +17,11 @@ async fn fixture_limits(limits: EventLimits) -> Fixture {
     fixture_full(Some(ADMIN), None, limits).await
 }
 
-/// A workload of another endpoint, whose URL carries credentials in userinfo and query.
+/// A workload of another endpoint, whose URL carries a secret in its query (credentials in
+/// userinfo are refused by `Runtime::add`, as by the configuration).
 fn other_endpoint_spec(name: &str) -> WorkloadSpec {
     let mut spec = rt_spec(name);
-    spec.token_url = "https://svc:pw-SECRET-url@other.example.test/token?key=SECRETKEY"
+    spec.token_url = "https://other.example.test/token?key=SECRETKEY&pw=pw-SECRET-url"
         .parse()
         .unwrap();
     spec

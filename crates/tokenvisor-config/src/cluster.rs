@@ -123,7 +123,7 @@ pub(crate) fn resolve(
     };
     let slowest = workloads
         .iter()
-        .map(|w| (w.policy.machine_config().attempt_timeout, w))
+        .map(|w| (w.policy.send_bound(), w))
         .max_by_key(|(b, _)| *b);
     if let (Some(ttl), Some((attempt, w))) = (lease_ttl, slowest)
         && let backstop = attempt + ETCD_REQUEST_TIMEOUT
@@ -132,7 +132,7 @@ pub(crate) fn resolve(
         let at = span(&raw.lease_ttl).or(cx.header.clone());
         let [ttl, backstop, min] =
             [ttl, backstop, backstop * 3 / 2].map(humantime::format_duration);
-        cx.report("lease_ttl", at, format!("is {ttl}; an owner sends only while its attempt's backstop fits in the lease as last confirmed (2/3 of it between keepalives), and workload {:?}'s is {backstop} (request_timeout + connect_timeout + 5s, + 2s to write the result to etcd): raise lease_ttl above {min} or shorten the timeouts", w.name.as_str()));
+        cx.report("lease_ttl", at, format!("is {ttl}; an owner sends only while its request and the write of its result fit in the lease as last confirmed (2/3 of it between keepalives), and workload {:?}'s take {backstop} (request_timeout + connect_timeout + 1s, + 2s to write the result to etcd): raise lease_ttl above {min} or shorten the timeouts", w.name.as_str()));
     }
     let shards = NonZeroU32::new(u32::try_from(shards?).ok()?)?;
     Some(ClusterConfig {

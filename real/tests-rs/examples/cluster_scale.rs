@@ -70,7 +70,8 @@ fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>) -> T {
 
 /// Bound of every wait for a settled fleet (real time on a shared 2-core machine).
 const SETTLE: Duration = Duration::from_secs(900);
-/// The lease (the attempt's backstop, 5 + 3 + 5 + 2 s, fits two thirds of it).
+/// The lease (what an attempt needs once it sends, 5 + 3 + 1 s, + 2 s for etcd, fits two
+/// thirds of it).
 const LEASE_TTL: u64 = 30;
 
 /// How long to wait for every workload `running` once the shares are held.

@@ -47,7 +47,7 @@ use arc_swap::ArcSwapOption;
 use tokenvisor_config::cluster::{ClusterConfig, ETCD_REQUEST_TIMEOUT};
 use tokenvisor_core::cluster::{ShardId, shard_of};
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::coordinator::{ShardHooks, spawn_with_hooks};
 use super::seam::Coordination;
@@ -187,6 +187,13 @@ struct Synced {
     token: Secret,
 }
 
+/// How many etcd requests of attempts bringing their credential in step (a new ownership's
+/// reads and seeds) run at once. Those run before the endpoint's permit, so nothing else
+/// bounds them: 10,000 workloads gained at once would send 10,000 reads together, and etcd
+/// answers few of them within its request timeout (measured: 20,000 timed-out reads in a
+/// start of 30,000 over three instances). Queued here, they wait for their turn instead.
+const ETCD_SYNC_CONCURRENCY: usize = 64;
+
 /// Why an attempt is not sent or not a success, in cluster mode: the status context's
 /// sanitised reason (never a token).
 pub(crate) type NotSent = String;
@@ -207,6 +214,9 @@ pub struct ClusterLink {
     pending: Mutex<HashMap<WorkloadName, (Secret, u64)>>,
     status: Mutex<HashMap<WorkloadName, Arc<StatusRecord>>>,
     counters: Counters,
+    /// Bounds the etcd reads and writes of attempts bringing their credential in step
+    /// ([`ETCD_SYNC_CONCURRENCY`]).
+    etcd_slots: Semaphore,
     /// The counters of the stores this link used before the one in use (each lease lost
     /// retires its store; a handle keeps counting what its late operations do): the
     /// cluster's counters are cumulative over the runtime's life.
@@ -273,6 +283,7 @@ impl ClusterLink {
             pending: Mutex::default(),
             status: Mutex::default(),
             counters: Counters::default(),
+            etcd_slots: Semaphore::new(ETCD_SYNC_CONCURRENCY),
             retired: Mutex::default(),
         })
     }
@@ -521,10 +532,11 @@ impl ClusterLink {
             let known = self.synced_map().get(&spec.name).cloned();
             let (credential, expected) = match known {
                 None => {
-                    let read = store
-                        .read_credential(spec.name.as_str())
-                        .await
-                        .map_err(|e| etcd_reason("read the credential from", &e))?;
+                    let read = {
+                        let _slot = self.etcd_slot().await;
+                        store.read_credential(spec.name.as_str()).await
+                    }
+                    .map_err(|e| etcd_reason("read the credential from", &e))?;
                     let newer_here =
                         self.pending_map()
                             .get(&spec.name)
@@ -584,15 +596,23 @@ impl ClusterLink {
                     Some(_) | None => return Ok(()),
                 },
             };
-            match self
-                .write(store, shard, &spec.name, credential, expected)
-                .await?
-            {
+            let written = {
+                let _slot = self.etcd_slot().await;
+                self.write(store, shard, &spec.name, credential, expected)
+                    .await
+            };
+            match written? {
                 Written::Yes => return Ok(()),
                 Written::Conflict => {}
             }
         }
         Err("not sent: the credential in etcd changed twice while it was read; retrying".into())
+    }
+
+    /// A turn for one etcd request of [`ClusterLink::sync`] ([`ETCD_SYNC_CONCURRENCY`]).
+    async fn etcd_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // Never closed: `None` would only let the request through unbounded.
+        self.etcd_slots.acquire().await.ok()
     }
 
     /// Adopts etcd's refresh token when it differs from the local one.

@@ -12,7 +12,7 @@
 //!   not release it), no new attempt starts, and the count reaches 0 only once the attempt
 //!   ended and its rotation was written; the workload's own status file then says `stopped`;
 //! - the etcd round trips of a new ownership (the first read) run before the endpoint's
-//!   permit, so they hold none of its request slots;
+//!   permit, so they hold none of its request slots, and at most 64 run at once;
 //! - the send rule asks the lease for what is left of an attempt once it sends (its
 //!   request, 1 s of local work, the etcd write of its result), not for its waits.
 
@@ -537,4 +537,31 @@ async fn the_send_rule_counts_the_request_and_the_etcd_write_not_the_waits() {
     assert!(h.rt.force_refresh(&name(&a)).await.unwrap());
     tokio::time::sleep(S(60)).await;
     assert_eq!(h.fake.count(&a), calls, "sent past the confirmed lease");
+}
+
+/// The reads of a new ownership, which no endpoint slot bounds any more, are bounded by the
+/// link itself: 100 workloads gained at once (a start of 10,000 here sent 10,000 reads
+/// together, and etcd answered few within its timeout) read at most 64 credentials at
+/// once, and every one of them runs.
+#[tokio::test(start_paused = true)]
+async fn the_reads_of_a_new_ownership_are_bounded() {
+    let h = Harness::start().await;
+    h.fake.set_default(FakeReply::rotating(3600));
+    *h.etcd.read_delay.lock().unwrap() = S(1);
+    let names: Vec<String> = (0..100).map(|i| format!("w-{i}")).collect();
+    let mut handles = Vec::new();
+    for n in &names {
+        handles.push(h.rt.add(spec(n)).await.unwrap());
+    }
+    h.link().coordinator_owned(&(0..SHARDS).collect());
+    wait_until_within("all running", S(600), || {
+        handles
+            .iter()
+            .all(|w| status(w) == Some(WorkloadStatus::Running))
+    })
+    .await;
+    assert_eq!(h.etcd.most_reading.load(Ordering::SeqCst), 64);
+    for n in &names {
+        assert_eq!(h.etcd.reads(n), 1, "{n}");
+    }
 }

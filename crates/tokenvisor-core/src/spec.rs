@@ -228,6 +228,17 @@ impl WorkloadPolicy {
         }
     }
 
+    /// What is left of an attempt once it is about to send its request (its hold, pace and
+    /// slot waits behind it): the request's deadline, the connect timeout (the deadline
+    /// covers the connection already: counted again, as margin) and one second for the
+    /// local work around the request (building it, classifying the answer). Cluster mode's
+    /// send rule asks the lease to be confirmed for this plus the etcd write of the result;
+    /// the five seconds of [`Self::machine_config`]'s backstop beyond the timeouts are the
+    /// waits, which are over by then.
+    pub fn send_bound(&self) -> Duration {
+        self.request_timeout + self.connect_timeout + Duration::from_secs(1)
+    }
+
     /// How long an attempt may wait for its endpoint's `Retry-After` hold to end before it is
     /// sent: what the attempt backstop leaves once the request and the connection have had
     /// their full timeouts, less a second of margin (4 s). A longer hold fails the attempt as

@@ -709,6 +709,14 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                 return;
             }
             let started = tokio::time::Instant::now();
+            // Cluster mode: the credential in step with etcd before the permit, under the
+            // owner lock, released again (the order permit → owner stays): etcd round trips
+            // hold no request slot (`cluster::link`).
+            if let Err(reason) = cluster_sync_ahead(&deps, &creds, &spec).await {
+                let verdict = cluster_verdict(&reason);
+                count_attempt(&verdict);
+                break verdict;
+            }
             // The wait for a slot is bounded by the same budget as the hold and the pace: an
             // attempt queued past it would be abandoned by the machine anyway, and under
             // overload (100,000 workloads starting together) an unbounded FIFO served only
@@ -1070,8 +1078,37 @@ fn count_attempt(verdict: &Verdict) {
         .increment(1);
 }
 
+/// Cluster mode, before the endpoint's permit: a rotating grant's credential brought in
+/// step with etcd under the workload's owner lock (`ClusterLink::sync_ahead`); `Err` with
+/// the reason it may not be sent. Nothing in one-process mode or for other grants.
+#[cfg(feature = "cluster")]
+async fn cluster_sync_ahead(
+    deps: &Deps,
+    creds: &CredentialStore,
+    spec: &WorkloadSpec,
+) -> Result<(), String> {
+    match &deps.cluster {
+        Some(c) if matches!(spec.grant, crate::spec::GrantSpec::RefreshToken { .. }) => {
+            let _owner = creds.owner().await;
+            c.sync_ahead(spec, creds).await
+        }
+        Some(_) | None => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+#[allow(clippy::unused_async)]
+async fn cluster_sync_ahead(
+    _deps: &Deps,
+    _creds: &CredentialStore,
+    _spec: &WorkloadSpec,
+) -> Result<(), String> {
+    Ok(())
+}
+
 /// The guard of an attempt in cluster mode (`cluster::link`), `Err` with the reason it may
-/// not be sent; always `Ok` in one-process mode.
+/// not be sent; always `Ok` in one-process mode. The send rule counts what is left of the
+/// attempt once it sends (`WorkloadPolicy::send_bound`), not its waits.
 #[cfg(feature = "cluster")]
 async fn cluster_prepare(
     deps: &Deps,
@@ -1079,10 +1116,10 @@ async fn cluster_prepare(
     spec: &WorkloadSpec,
 ) -> Result<Option<crate::cluster::SendGuard>, String> {
     match &deps.cluster {
-        Some(c) => {
-            let bound = spec.policy.machine_config().attempt_timeout;
-            c.prepare(spec, creds, bound).await.map(Some)
-        }
+        Some(c) => c
+            .prepare(spec, creds, spec.policy.send_bound())
+            .await
+            .map(Some),
         None => Ok(None),
     }
 }
@@ -1153,7 +1190,7 @@ async fn cluster_reread(
 fn cluster_may_send(deps: &Deps, spec: &WorkloadSpec) -> bool {
     deps.cluster
         .as_ref()
-        .is_none_or(|c| c.may_send(spec, spec.policy.machine_config().attempt_timeout))
+        .is_none_or(|c| c.may_send(spec, spec.policy.send_bound()))
 }
 
 #[cfg(not(feature = "cluster"))]

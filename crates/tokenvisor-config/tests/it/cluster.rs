@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokenvisor_config::cluster::{ClusterBackend, ClusterConfig};
 use tokenvisor_config::{self as config, Config, ConfigError};
 
-/// A workload whose attempt backstop plus the etcd write (1 + 1 + 5 + 2 = 9 s) fits the
-/// default 15 s lease between keepalives (9 < 2/3 × 15).
+/// A workload whose request bound plus the etcd write (1 + 1 + 1 + 2 = 5 s) fits the
+/// default 15 s lease between keepalives (5 < 2/3 × 15).
 const WORKLOAD: &str = r#"
 [defaults]
 request_timeout = "1s"
@@ -249,10 +249,10 @@ fn rules() {
             "whole seconds",
         ),
         (
-            &format!("{head}{eps}lease_ttl = \"10s\"\n"),
+            &format!("{head}{eps}lease_ttl = \"7s\"\n"),
             "cluster.lease_ttl",
             "lease_ttl",
-            "workload \"app\"'s is 9s",
+            "workload \"app\"'s take 5s",
         ),
         (
             &format!("{head}{eps}shards = 0\n"),
@@ -296,12 +296,12 @@ fn rules() {
             "leas_ttl",
             "did you mean `lease_ttl`",
         ),
-        // the default lease (15 s) with the default timeouts (30 + 5 + 5 + 2 = 42 s)
+        // the default lease (15 s) with the default timeouts (30 + 5 + 1 + 2 = 38 s)
         (
             &format!("{head}{eps}{SLOW}"),
             "cluster.lease_ttl",
             "[cluster]",
-            "workload \"slow\"'s is 42s (request_timeout + connect_timeout + 5s, + 2s to write the result to etcd): raise lease_ttl above 1m 3s",
+            "workload \"slow\"'s take 38s (request_timeout + connect_timeout + 1s, + 2s to write the result to etcd): raise lease_ttl above 57s",
         ),
         ("[clustr]\n", "clustr", "[clustr]", "did you mean `cluster`"),
     ];

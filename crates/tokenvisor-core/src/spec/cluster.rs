@@ -77,8 +77,9 @@ pub fn check_endpoints(list: &[String], ca_file: bool) -> Result<(), &'static st
 }
 
 /// The rules of `lease_ttl`: its ceiling, whole seconds, at least 2 s (etcd leases count in
-/// seconds), and room for the slowest of `workloads`' attempts: an owner sends only while
-/// its attempt's backstop (and the write of the result to etcd) fits in 2/3 of the lease.
+/// seconds), and room for the slowest of `workloads`' requests: an owner sends only while
+/// its request ([`WorkloadPolicy::send_bound`](super::WorkloadPolicy::send_bound)) and the
+/// write of the result to etcd fit in 2/3 of the lease.
 ///
 /// # Errors
 /// Why, naming the slowest workload and the shortest lease that fits it.
@@ -88,17 +89,17 @@ pub fn check_lease_ttl(ttl: Duration, workloads: &[WorkloadSpec]) -> Result<Dura
         return Err("must be whole seconds, at least 2s (etcd leases count in seconds)".into());
     }
     let slowest = (workloads.iter())
-        .map(|w| (w.policy.machine_config().attempt_timeout, w))
+        .map(|w| (w.policy.send_bound(), w))
         .max_by_key(|(b, _)| *b);
     match slowest.map(|(attempt, w)| (attempt + ETCD_REQUEST_TIMEOUT, w)) {
         Some((backstop, w)) if backstop * 3 >= ttl * 2 => {
             let [ttl, backstop, min] = [ttl, backstop, backstop * 3 / 2].map(human);
             let w = w.name.as_str();
             Err(format!(
-                "is {ttl}; an owner sends only while its attempt's backstop fits in the lease as \
-                 last confirmed (2/3 of it between keepalives), and workload {w:?}'s is \
-                 {backstop} (request_timeout + connect_timeout + 5s, + 2s to write the result \
-                 to etcd): raise lease_ttl above {min} or shorten the timeouts"
+                "is {ttl}; an owner sends only while its request and the write of its result \
+                 fit in the lease as last confirmed (2/3 of it between keepalives), and workload \
+                 {w:?}'s take {backstop} (request_timeout + connect_timeout + 1s, + 2s to write \
+                 the result to etcd): raise lease_ttl above {min} or shorten the timeouts"
             ))
         }
         Some(_) | None => Ok(ttl),
@@ -156,6 +157,6 @@ mod tests {
         );
         w.policy.request_timeout = Duration::from_secs(600);
         let why = c.check(&[w]).pop().map(|i| i.reason).unwrap_or_default();
-        assert!(why.contains("workload \"slow\"'s is 10m 12s"), "{why}");
+        assert!(why.contains("workload \"slow\"'s take 10m 8s"), "{why}");
     }
 }

@@ -17,8 +17,12 @@
 //! - **The credential.** A rotating grant's first attempt under a new ownership reads the
 //!   credential from etcd: etcd holds the newest refresh token (every rotation is written
 //!   there first, fenced) and wins over the local journal; when etcd has none (the first
-//!   owner ever) the local one seeds it, fenced. An attempt is sent only when
-//!   `may_send(backstop)` holds; a rotated refresh token is written to etcd (fenced,
+//!   owner ever) the local one seeds it, fenced. Those etcd round trips run before the
+//!   attempt takes its endpoint's permit ([`ClusterLink::sync_ahead`], under the
+//!   workload's owner lock): the permit bounds requests at the provider, not etcd's
+//!   latency. An attempt is sent only when `may_send(backstop)` holds, the backstop being
+//!   what is left of the attempt once it sends (request and connect timeouts, 1 s of local
+//!   work) plus the etcd write of its result; a rotated refresh token is written to etcd (fenced,
 //!   revision-checked) before the local journal, and an attempt whose write did not land is
 //!   not a success (`auth_retrying`, the reason in the status context; the next attempt
 //!   writes the token first, and a new ownership here that finds an older generation in
@@ -43,7 +47,7 @@ use arc_swap::ArcSwapOption;
 use tokenvisor_config::cluster::{ClusterConfig, ETCD_REQUEST_TIMEOUT};
 use tokenvisor_core::cluster::{ShardId, shard_of};
 use tokenvisor_core::{Secret, StatusRecord, WorkloadName};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::coordinator::{ShardHooks, spawn_with_hooks};
 use super::seam::Coordination;
@@ -183,6 +187,13 @@ struct Synced {
     token: Secret,
 }
 
+/// How many etcd requests of attempts bringing their credential in step (a new ownership's
+/// reads and seeds) run at once. Those run before the endpoint's permit, so nothing else
+/// bounds them: 10,000 workloads gained at once would send 10,000 reads together, and etcd
+/// answers few of them within its request timeout (measured: 20,000 timed-out reads in a
+/// start of 30,000 over three instances). Queued here, they wait for their turn instead.
+const ETCD_SYNC_CONCURRENCY: usize = 64;
+
 /// Why an attempt is not sent or not a success, in cluster mode: the status context's
 /// sanitised reason (never a token).
 pub(crate) type NotSent = String;
@@ -203,6 +214,9 @@ pub struct ClusterLink {
     pending: Mutex<HashMap<WorkloadName, (Secret, u64)>>,
     status: Mutex<HashMap<WorkloadName, Arc<StatusRecord>>>,
     counters: Counters,
+    /// Bounds the etcd reads and writes of attempts bringing their credential in step
+    /// ([`ETCD_SYNC_CONCURRENCY`]).
+    etcd_slots: Semaphore,
     /// The counters of the stores this link used before the one in use (each lease lost
     /// retires its store; a handle keeps counting what its late operations do): the
     /// cluster's counters are cumulative over the runtime's life.
@@ -269,6 +283,7 @@ impl ClusterLink {
             pending: Mutex::default(),
             status: Mutex::default(),
             counters: Counters::default(),
+            etcd_slots: Semaphore::new(ETCD_SYNC_CONCURRENCY),
             retired: Mutex::default(),
         })
     }
@@ -420,14 +435,45 @@ impl ClusterLink {
         })
     }
 
+    /// Before an attempt of a rotating grant takes its endpoint's permit (with its
+    /// workload's owner lock held): the credential brought in step with etcd, so that the
+    /// etcd round trips of a new ownership (the first read, the seed) hold no request slot
+    /// of the provider. Counted in flight on its shard meanwhile (a drain waits for the
+    /// round trip; a write lands only under the fence anyway). [`ClusterLink::prepare`]
+    /// checks again after the permit, without I/O unless something changed meanwhile.
+    /// `Err`: not sent, and why.
+    pub(crate) async fn sync_ahead(
+        self: &Arc<Self>,
+        spec: &WorkloadSpec,
+        creds: &CredentialStore,
+    ) -> Result<(), NotSent> {
+        if !matches!(spec.grant, GrantSpec::RefreshToken { .. }) {
+            return Ok(());
+        }
+        let shard = self.shard_of(&spec.name);
+        let Some(_guard) = self.begin(shard) else {
+            self.count(&self.counters.not_sent_handover);
+            return Err(
+                "not sent: this instance no longer owns the workload's shard (handed over)".into(),
+            );
+        };
+        let Some(store) = self.coordination() else {
+            return Err("not sent: not connected to etcd; a rotating grant is refreshed only with a fenced write".into());
+        };
+        self.sync(&*store, shard, spec, creds).await
+    }
+
     /// Right before an attempt's request: the guard of its shard, the credential in step
-    /// with etcd (rotating grants), and the send rule with the backstop: `attempt_bound`
-    /// (the attempt's whole bound) plus the bound of the etcd write of its result. `Err`: not sent, and why.
+    /// with etcd (rotating grants; [`ClusterLink::sync_ahead`] did the I/O already, as a
+    /// rule), the local journal's last commit confirmed, and the send rule with the
+    /// backstop: `send_bound` (what is left of the attempt: its request and the local work
+    /// around it, `WorkloadPolicy::send_bound`) plus the bound of the etcd write of its
+    /// result. `Err`: not sent, and why.
     pub(crate) async fn prepare(
         self: &Arc<Self>,
         spec: &WorkloadSpec,
         creds: &CredentialStore,
-        attempt_bound: Duration,
+        send_bound: Duration,
     ) -> Result<SendGuard, NotSent> {
         let shard = self.shard_of(&spec.name);
         let Some(guard) = self.begin(shard) else {
@@ -444,7 +490,13 @@ impl ClusterLink {
             return Err("not sent: not connected to etcd; a rotating grant is refreshed only with a fenced write".into());
         };
         self.sync(&*store, shard, spec, creds).await?;
-        if !store.may_send(attempt_bound + ETCD_REQUEST_TIMEOUT) {
+        // Whatever waits for the journal waits before the send rule, not between it and
+        // the request (the request then follows at once; the attempt's own check is a
+        // no-op).
+        creds.ensure_durable().await.map_err(|reason| {
+            format!("the rotated refresh token is not saved yet ({reason}); retrying")
+        })?;
+        if !store.may_send(send_bound + ETCD_REQUEST_TIMEOUT) {
             self.count(&self.counters.not_sent_lease);
             return Err(
                 "not sent: the cluster lease is not confirmed for this attempt's whole duration \
@@ -457,12 +509,12 @@ impl ClusterLink {
 
     /// Whether another request of an attempt of `spec` may be sent now (the send rule; a
     /// `client_credentials` grant always may).
-    pub(crate) fn may_send(&self, spec: &WorkloadSpec, attempt_bound: Duration) -> bool {
+    pub(crate) fn may_send(&self, spec: &WorkloadSpec, send_bound: Duration) -> bool {
         if !matches!(spec.grant, GrantSpec::RefreshToken { .. }) {
             return true;
         }
         self.coordination()
-            .is_some_and(|s| s.may_send(attempt_bound + ETCD_REQUEST_TIMEOUT))
+            .is_some_and(|s| s.may_send(send_bound + ETCD_REQUEST_TIMEOUT))
     }
 
     /// Brings the local credential in step with etcd (module docs): first read under this
@@ -480,10 +532,11 @@ impl ClusterLink {
             let known = self.synced_map().get(&spec.name).cloned();
             let (credential, expected) = match known {
                 None => {
-                    let read = store
-                        .read_credential(spec.name.as_str())
-                        .await
-                        .map_err(|e| etcd_reason("read the credential from", &e))?;
+                    let read = {
+                        let _slot = self.etcd_slot().await;
+                        store.read_credential(spec.name.as_str()).await
+                    }
+                    .map_err(|e| etcd_reason("read the credential from", &e))?;
                     let newer_here =
                         self.pending_map()
                             .get(&spec.name)
@@ -543,15 +596,23 @@ impl ClusterLink {
                     Some(_) | None => return Ok(()),
                 },
             };
-            match self
-                .write(store, shard, &spec.name, credential, expected)
-                .await?
-            {
+            let written = {
+                let _slot = self.etcd_slot().await;
+                self.write(store, shard, &spec.name, credential, expected)
+                    .await
+            };
+            match written? {
                 Written::Yes => return Ok(()),
                 Written::Conflict => {}
             }
         }
         Err("not sent: the credential in etcd changed twice while it was read; retrying".into())
+    }
+
+    /// A turn for one etcd request of [`ClusterLink::sync`] ([`ETCD_SYNC_CONCURRENCY`]).
+    async fn etcd_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // Never closed: `None` would only let the request through unbounded.
+        self.etcd_slots.acquire().await.ok()
     }
 
     /// Adopts etcd's refresh token when it differs from the local one.

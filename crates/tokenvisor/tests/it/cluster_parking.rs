@@ -10,10 +10,15 @@
 //!   store (not its local one), and a rotation is written back with the revision read;
 //! - a shard leaving is drained: its attempt in flight is counted (so the coordinator does
 //!   not release it), no new attempt starts, and the count reaches 0 only once the attempt
-//!   ended and its rotation was written; the workload's own status file then says `stopped`.
+//!   ended and its rotation was written; the workload's own status file then says `stopped`;
+//! - the etcd round trips of a new ownership (the first read) run before the endpoint's
+//!   permit, so they hold none of its request slots, and at most 64 run at once;
+//! - the send rule asks the lease for what is left of an attempt once it sends (its
+//!   request, 1 s of local work, the etcd write of its result), not for its waits.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +30,7 @@ use tokenvisor::{
 };
 use tokenvisor_core::cluster::{ShardId, shard_of};
 use tokenvisor_core::{Secret, StatusRecord, Timestamp, WorkloadStatus};
-use tokenvisor_test_support::scenario::{Endpoint as _, FakeEndpoint, refresh_spec, status};
+use tokenvisor_test_support::scenario::{Endpoint as _, FakeEndpoint, name, refresh_spec, status};
 use tokenvisor_test_support::status::read_status;
 use tokenvisor_test_support::wait::wait_until_within;
 
@@ -37,6 +42,16 @@ const SHARDS: u32 = 8;
 #[derive(Debug, Default)]
 struct FakeEtcd {
     state: Mutex<EtcdState>,
+    /// How long a credential read takes (an etcd round trip; paused clock).
+    read_delay: Mutex<Duration>,
+    /// Reads in progress now, and the most at once.
+    reading: AtomicUsize,
+    most_reading: AtomicUsize,
+    /// The lease as confirmed, from any `now` (a 15 s lease right before a keepalive has
+    /// 10 s); `None`: every backstop fits.
+    lease_left: Mutex<Option<Duration>>,
+    /// Every backstop the send rule was asked for.
+    backstops: Mutex<Vec<Duration>>,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +110,11 @@ impl Coordination for FakeEtcd {
         name: &'a str,
     ) -> CoordinationFuture<'a, Versioned<StoredCredential>> {
         Box::pin(async move {
+            let now = self.reading.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_reading.fetch_max(now, Ordering::SeqCst);
+            let delay = *self.read_delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
+            self.reading.fetch_sub(1, Ordering::SeqCst);
             let mut st = self.state();
             st.reads.push(name.to_owned());
             Ok::<_, ClusterError>(match st.credentials.get(name) {
@@ -152,8 +172,12 @@ impl Coordination for FakeEtcd {
         })
     }
 
-    fn may_send(&self, _backstop: Duration) -> bool {
-        true
+    fn may_send(&self, backstop: Duration) -> bool {
+        self.backstops.lock().unwrap().push(backstop);
+        self.lease_left
+            .lock()
+            .unwrap()
+            .is_none_or(|left| backstop < left)
     }
 }
 
@@ -446,4 +470,98 @@ async fn a_routine_refresh_writes_its_credential_and_no_status_record() {
         "a routine refresh wrote a status record"
     );
     assert_eq!(status(&ha), Some(WorkloadStatus::Running));
+}
+
+/// The etcd round trips of a new ownership (here the first read of each credential, 3 s on
+/// a slow etcd) run before the attempt takes its endpoint's permit: with one request slot,
+/// four workloads gained at once read their credentials together, and each then sends with
+/// no second read. (With the reads under the permit, one at a time: the slot turned over
+/// once per round trip, and queued attempts outlived their budget.)
+#[tokio::test(start_paused = true)]
+async fn the_etcd_round_trips_of_a_new_ownership_hold_no_request_slot() {
+    let h = Harness::start().await;
+    h.fake.set_default(FakeReply::rotating(3600));
+    *h.etcd.read_delay.lock().unwrap() = S(3);
+    let names: Vec<String> = (0..4).map(|i| format!("w-{i}")).collect();
+    let mut handles = Vec::new();
+    for n in &names {
+        let mut s = spec(n);
+        s.policy.endpoint_concurrency = 1;
+        handles.push(h.rt.add(s).await.unwrap());
+    }
+    let all: BTreeSet<ShardId> = names.iter().map(|n| shard(n)).collect();
+    h.link().coordinator_owned(&all);
+    wait_until_within("all running", S(120), || {
+        handles
+            .iter()
+            .all(|w| status(w) == Some(WorkloadStatus::Running))
+    })
+    .await;
+    assert_eq!(
+        h.etcd.most_reading.load(Ordering::SeqCst),
+        names.len(),
+        "the credential reads waited for the one request slot"
+    );
+    for n in &names {
+        assert_eq!(h.etcd.reads(n), 1, "{n}: read once, before the permit");
+        assert_eq!(h.fake.count(n), 1, "{n}: one request");
+    }
+}
+
+/// The send rule asks the lease for what is left of an attempt once it sends: its request
+/// (request 4 s + connect 1 s + 1 s of local work) and the etcd write of its result (2 s),
+/// 8 s, which a 15 s lease right before a keepalive (10 s confirmed) holds. The attempt's
+/// waits (its hold, pace and slot, up to 4 s more) are over by then; counting them too
+/// (12 s) left a 15 s lease only 1 s timeouts, which a loaded provider outlives.
+#[tokio::test(start_paused = true)]
+async fn the_send_rule_counts_the_request_and_the_etcd_write_not_the_waits() {
+    let h = Harness::start().await;
+    h.fake.set_default(FakeReply::rotating(3600));
+    *h.etcd.lease_left.lock().unwrap() = Some(S(10));
+    let (a, _) = two_names();
+    let mut s = spec(&a);
+    s.policy.request_timeout = S(4);
+    s.policy.connect_timeout = S(1);
+    let ha = h.rt.add(s).await.unwrap();
+    h.link().coordinator_owned(&set(&[shard(&a)]));
+    wait_until_within("a running", S(60), || {
+        status(&ha) == Some(WorkloadStatus::Running)
+    })
+    .await;
+    let asked = h.etcd.backstops.lock().unwrap().clone();
+    assert!(!asked.is_empty());
+    assert!(asked.iter().all(|b| *b == S(8)), "{asked:?}");
+    // A lease confirmed for less than that sends nothing.
+    *h.etcd.lease_left.lock().unwrap() = Some(S(8));
+    let calls = h.fake.count(&a);
+    assert!(h.rt.force_refresh(&name(&a)).await.unwrap());
+    tokio::time::sleep(S(60)).await;
+    assert_eq!(h.fake.count(&a), calls, "sent past the confirmed lease");
+}
+
+/// The reads of a new ownership, which no endpoint slot bounds any more, are bounded by the
+/// link itself: 100 workloads gained at once (a start of 10,000 here sent 10,000 reads
+/// together, and etcd answered few within its timeout) read at most 64 credentials at
+/// once, and every one of them runs.
+#[tokio::test(start_paused = true)]
+async fn the_reads_of_a_new_ownership_are_bounded() {
+    let h = Harness::start().await;
+    h.fake.set_default(FakeReply::rotating(3600));
+    *h.etcd.read_delay.lock().unwrap() = S(1);
+    let names: Vec<String> = (0..100).map(|i| format!("w-{i}")).collect();
+    let mut handles = Vec::new();
+    for n in &names {
+        handles.push(h.rt.add(spec(n)).await.unwrap());
+    }
+    h.link().coordinator_owned(&(0..SHARDS).collect());
+    wait_until_within("all running", S(600), || {
+        handles
+            .iter()
+            .all(|w| status(w) == Some(WorkloadStatus::Running))
+    })
+    .await;
+    assert_eq!(h.etcd.most_reading.load(Ordering::SeqCst), 64);
+    for n in &names {
+        assert_eq!(h.etcd.reads(n), 1, "{n}");
+    }
 }

@@ -135,7 +135,8 @@ impl Fleet {
             .str("state_dir", dir.join("state").to_string_lossy())
             .str("admin_listen", "127.0.0.1:0")
             .str("admin_token_file", token.to_string_lossy());
-        // The attempt's backstop (1 + 1 + 5 s, + 2 s for etcd) fits two thirds of the lease.
+        // What an attempt needs once it sends (1 + 1 + 1 s, + 2 s for etcd) fits two thirds
+        // of the lease.
         c.defaults
             .str("request_timeout", "1s")
             .str("connect_timeout", "1s");

@@ -668,7 +668,10 @@ impl PersistState {
         // again); a timer for a time already passed would fire every millisecond meanwhile.
         let files = if self.file_job.is_none() {
             let retry = self.unwritten.values().map(|u| u.retry_at).min();
-            [retry, self.queue.next_file_due()].into_iter().flatten().min()
+            [retry, self.queue.next_file_due()]
+                .into_iter()
+                .flatten()
+                .min()
         } else {
             None
         };

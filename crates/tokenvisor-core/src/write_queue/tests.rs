@@ -207,8 +207,16 @@ fn due_routine_files_are_taken_longest_due_first_at_most_limit_at_a_time() {
         (40_000, 2, vec!["c", "d"], None),
     ];
     for (now, limit, taken, next) in steps {
-        assert_eq!(q.due_files(t(now), limit), taken, "at {now} ms, limit {limit}");
-        assert_eq!(q.next_file_due(), next.map(t), "after {now} ms, limit {limit}");
+        assert_eq!(
+            q.due_files(t(now), limit),
+            taken,
+            "at {now} ms, limit {limit}"
+        );
+        assert_eq!(
+            q.next_file_due(),
+            next.map(t),
+            "after {now} ms, limit {limit}"
+        );
     }
 }
 

@@ -622,8 +622,12 @@ async fn due_routine_files_beyond_one_job_all_land_in_the_jobs_that_follow() {
     let link = h.link();
     let wl = names("routine-", 50);
     for (i, n) in wl.iter().enumerate() {
-        link.update(n.clone(), status_patch(u32::try_from(i).unwrap()), FileWrite::Now)
-            .unwrap();
+        link.update(
+            n.clone(),
+            status_patch(u32::try_from(i).unwrap()),
+            FileWrite::Now,
+        )
+        .unwrap();
     }
     assert!(h.flush(PATIENCE).await.failed.is_empty());
     // A routine refresh of each, within the interval: committed, its file deferred.

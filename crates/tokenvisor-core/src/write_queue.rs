@@ -594,13 +594,19 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
         answers
     }
 
-    /// Workloads whose deferred status file is due at `now` (each then counts as written
-    /// now): write their latest committed record. A workload with a patch pending or in
-    /// flight is left for that commit.
-    pub fn due_files(&mut self, now: Timestamp) -> Vec<K> {
+    /// Workloads whose deferred status file is due at `now`, the longest due first, at most
+    /// `limit` of them (each then counts as written now): write their latest committed
+    /// record. A workload with a patch pending or in flight is left for that commit. The
+    /// rest stay due ([`next_file_due`] says so): a driver that writes at most `limit`
+    /// routine files per job keeps every status change's file (written with its commit)
+    /// from waiting behind thousands of routine ones.
+    ///
+    /// [`next_file_due`]: WriteQueue::next_file_due
+    pub fn due_files(&mut self, now: Timestamp, limit: usize) -> Vec<K> {
         let mut out = Vec::new();
         let mut busy = Vec::new();
-        while let Some((at, key)) = self.file_due_order.first().cloned()
+        while out.len() < limit
+            && let Some((at, key)) = self.file_due_order.first().cloned()
             && at <= now
         {
             self.file_due_order.pop_first();
@@ -630,17 +636,24 @@ impl<K: Clone + Eq + Hash + Ord, V: Coalesce> WriteQueue<K, V> {
         self.unschedule_file(key);
     }
 
-    /// When the driver should call [`take_batch`], [`poll`] and [`due_files`] next, if
-    /// nothing else happens: the end of a backoff, a flush deadline, a deferred file.
+    /// When the driver should call [`take_batch`] and [`poll`] next, if nothing else
+    /// happens: the end of a backoff, a flush deadline.
     ///
     /// [`take_batch`]: WriteQueue::take_batch
     /// [`poll`]: WriteQueue::poll
-    /// [`due_files`]: WriteQueue::due_files
     pub fn next_wake(&self) -> Option<Timestamp> {
         let retry = self.retry_at.filter(|_| !self.ready.is_empty());
         let flush = self.flushes.iter().map(|f| f.deadline).min();
-        let file = self.file_due_order.first().map(|(at, _)| *at);
-        [retry, flush, file].into_iter().flatten().min()
+        [retry, flush].into_iter().flatten().min()
+    }
+
+    /// When the earliest deferred status file is due ([`due_files`]); a time already
+    /// passed when some are due and not yet taken. A driver that is still writing files
+    /// asks again when it is done, not by a timer.
+    ///
+    /// [`due_files`]: WriteQueue::due_files
+    pub fn next_file_due(&self) -> Option<Timestamp> {
+        self.file_due_order.first().map(|(at, _)| *at)
     }
 
     /// Workloads with an update not yet durable whose sequence number is at most `upto`,

@@ -149,9 +149,13 @@ impl Options {
             .unwrap_or(self.profile.provider.quiet_lifetime)
     }
 
-    /// Prints a progress line (human mode only).
+    /// Prints a progress line (on stderr with `--json`).
     pub(crate) fn progress(&self, line: &str) {
-        if !self.json {
+        // With `--json`, stdout is the report alone: progress goes to stderr, beside the
+        // waits' progress bars.
+        if self.json {
+            eprintln!("{line}");
+        } else {
             println!("{line}");
         }
     }

@@ -20,6 +20,11 @@
 //!   ramp). A status file is a view of its journal record: it is
 //!   replaced atomically (temp file, rename) under ToolHive's `<name>.lock`, without a fsync
 //!   of its own (the journal is what is durable; start-up rewrites every file from it).
+//! - A file job takes the files to retry, then the views of committed status changes (in
+//!   ticket order), then at most [`PersistenceConfig::routine_files_per_job`] deferred
+//!   routine files (a refresh that changed only timestamps, due once per
+//!   `status_refresh_interval`), the longest due first; the rest wait for the next job, so
+//!   a status change never waits behind a whole fleet's routine files.
 //! - [`PersistenceMsg::Flush`] is answered once every update received before it is committed
 //!   and every status file due is written, or at its deadline with the workloads still
 //!   pending ([`FlushReport`]), including those whose rotated refresh token is not durable
@@ -87,6 +92,8 @@ pub struct PersistenceConfig {
     /// At most one status-file write per workload per this interval for a routine refresh
     /// that changes only timestamps (`service.status_refresh_interval`, default 30 s).
     pub status_refresh_interval: Duration,
+    /// Deferred routine status files per file job at most ([`ROUTINE_FILES_PER_JOB`]).
+    pub routine_files_per_job: usize,
 }
 
 impl PersistenceConfig {
@@ -100,6 +107,7 @@ impl PersistenceConfig {
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             status_refresh_interval: Duration::from_secs(30),
+            routine_files_per_job: ROUTINE_FILES_PER_JOB,
         }
     }
 
@@ -627,7 +635,7 @@ impl PersistState {
                 self.views.drain().collect();
             views.sort_unstable_by_key(|(_, (_, ticket))| *ticket);
             files.extend(views.into_iter().map(|(name, (record, _))| (name, record)));
-            for name in self.queue.due_files(now) {
+            for name in self.queue.due_files(now, self.config.routine_files_per_job) {
                 if let Some(record) = self.deferred_views.remove(&name) {
                     files.push((name, record));
                 }
@@ -656,7 +664,17 @@ impl PersistState {
     }
 
     fn arm_wake(&mut self, myself: &ActorRef<PersistenceMsg>, now: Timestamp) {
-        let files = self.unwritten.values().map(|u| u.retry_at).min();
+        // Files to retry and deferred files due: only while no file job runs (its end pumps
+        // again); a timer for a time already passed would fire every millisecond meanwhile.
+        let files = if self.file_job.is_none() {
+            let retry = self.unwritten.values().map(|u| u.retry_at).min();
+            [retry, self.queue.next_file_due()]
+                .into_iter()
+                .flatten()
+                .min()
+        } else {
+            None
+        };
         let Some(at) = [self.queue.next_wake(), files].into_iter().flatten().min() else {
             return;
         };
@@ -1011,6 +1029,12 @@ fn run_journal_job(
         batch: (batch, outcome),
     }
 }
+
+/// Deferred routine status files (a refresh that changed only timestamps) per file job at
+/// most, taken after every status change's file: a job of 100,000 due routine files (a
+/// fleet refreshing on a slow disk) would make every status change that follows wait for
+/// all of them. The rest stay due and go into the next job, which starts when this one ends.
+pub const ROUTINE_FILES_PER_JOB: usize = 1024;
 
 /// Files per writer thread before a job's status files are written by several threads.
 const FILES_PER_WRITER: usize = 256;

@@ -166,7 +166,7 @@ fn routine_file_writes_are_coalesced_to_one_per_interval() {
         q.committed(b.id);
     }
     assert_eq!(
-        q.due_files(t(60_000)),
+        q.due_files(t(60_000), usize::MAX),
         Vec::<&str>::new(),
         "nothing left deferred"
     );
@@ -174,10 +174,50 @@ fn routine_file_writes_are_coalesced_to_one_per_interval() {
     let b = q.take_batch(t(40_000)).expect("batch");
     assert!(!b.items[0].write_file);
     q.committed(b.id);
-    assert_eq!(q.next_wake(), Some(t(63_000)));
-    assert_eq!(q.due_files(t(62_999)), Vec::<&str>::new());
-    assert_eq!(q.due_files(t(63_000)), vec!["a"]);
-    assert_eq!(q.next_wake(), None);
+    assert_eq!(q.next_file_due(), Some(t(63_000)));
+    assert_eq!(q.next_wake(), None, "a due file is not a commit wake-up");
+    assert_eq!(q.due_files(t(62_999), usize::MAX), Vec::<&str>::new());
+    assert_eq!(q.due_files(t(63_000), usize::MAX), vec!["a"]);
+    assert_eq!(q.next_file_due(), None);
+}
+
+/// A driver writes at most `limit` routine files per job: the longest due first, the rest
+/// stay due (and say so) for the next job; none is lost or written twice.
+#[test]
+fn due_routine_files_are_taken_longest_due_first_at_most_limit_at_a_time() {
+    let mut q = queue();
+    // Each workload's file written at `first` ms, then a routine change deferring the next.
+    let table = [("c", 2_000), ("a", 0), ("d", 3_000), ("b", 1_000)];
+    for (key, first) in table {
+        q.submit(key, Log(vec![1]), FileWrite::Now);
+        let b = q.take_batch(t(first)).expect("batch");
+        q.committed(b.id);
+        q.submit(key, Log(vec![2]), FileWrite::Routine);
+        let b = q.take_batch(t(first + 10)).expect("batch");
+        assert!(!b.items[0].write_file, "{key}: deferred");
+        q.committed(b.id);
+    }
+    // Due at 30 s after each first write.
+    assert_eq!(q.next_file_due(), Some(t(30_000)));
+    // (now, limit) → taken; then when the next one is due.
+    let steps: [(u64, usize, Vec<&str>, Option<u64>); 4] = [
+        (29_999, 2, vec![], Some(30_000)),
+        (40_000, 2, vec!["a", "b"], Some(32_000)),
+        (40_000, 0, vec![], Some(32_000)),
+        (40_000, 2, vec!["c", "d"], None),
+    ];
+    for (now, limit, taken, next) in steps {
+        assert_eq!(
+            q.due_files(t(now), limit),
+            taken,
+            "at {now} ms, limit {limit}"
+        );
+        assert_eq!(
+            q.next_file_due(),
+            next.map(t),
+            "after {now} ms, limit {limit}"
+        );
+    }
 }
 
 #[test]
@@ -383,7 +423,7 @@ proptest! {
                 }
                 Op::Advance(ms) => {
                     now = now.plus(Duration::from_millis(u64::from(ms)));
-                    let _ = q.due_files(now);
+                    let _ = q.due_files(now, usize::MAX);
                 }
             }
         }

@@ -611,3 +611,49 @@ async fn status_through_the_lane_and_credentials_through_the_mailbox_each_keep_t
     }
     h.stop().await;
 }
+
+/// Deferred routine files go into file jobs at most `routine_files_per_job` at a time: the
+/// ones left over stay due and every one of them lands, in the jobs that follow (each job's
+/// end starts the next; no timer is armed for them while a job runs), beside a status
+/// change that arrives meanwhile.
+#[tokio::test(start_paused = true)]
+async fn due_routine_files_beyond_one_job_all_land_in_the_jobs_that_follow() {
+    let h = Harness::start(|c| c.routine_files_per_job = 10).await;
+    let link = h.link();
+    let wl = names("routine-", 50);
+    for (i, n) in wl.iter().enumerate() {
+        link.update(
+            n.clone(),
+            status_patch(u32::try_from(i).unwrap()),
+            FileWrite::Now,
+        )
+        .unwrap();
+    }
+    assert!(h.flush(PATIENCE).await.failed.is_empty());
+    // A routine refresh of each, within the interval: committed, its file deferred.
+    for (i, n) in wl.iter().enumerate() {
+        let v = 1000 + u32::try_from(i).unwrap();
+        link.update(n.clone(), status_patch(v), FileWrite::Routine)
+            .unwrap();
+    }
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(h.stat(|s| &s.writes_ok), 50, "routine files deferred");
+    // The interval passes: all 50 are due (paused clock: no real wait).
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let x = name("x");
+    link.update(x.clone(), status_patch(7), FileWrite::Now)
+        .unwrap();
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(h.on_disk(&x), Some(record(7)));
+    wait_until_within("every routine file written", PATIENCE, || {
+        h.stat(|s| &s.writes_ok) == 101
+    })
+    .await;
+    for (i, n) in wl.iter().enumerate() {
+        let v = 1000 + u32::try_from(i).unwrap();
+        assert_eq!(h.on_disk(n), Some(record(v)), "{n}");
+    }
+    h.stop().await;
+}

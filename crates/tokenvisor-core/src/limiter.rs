@@ -16,7 +16,14 @@
 //!   at least [`LimiterConfig::min_rate`]. Later throttles cut the rate: when good answers
 //!   came back since the last cut, this is a rate limit: the rate is multiplied by
 //!   [`LimiterConfig::rate_cut`] (but kept at [`LimiterConfig::delivered_floor`] of the rate
-//!   answered well over the last second, if that is more) and growth turns additive above it; when none did, this is
+//!   answered well over the last second, if that is more) and growth turns additive above
+//!   it — by [`LimiterConfig::stall_cut`] only (0.92) when the throttles are a stall's: the
+//!   pace had grown past the last cut's (the limit was found and the pace delivered), the
+//!   throttles are at most [`LimiterConfig::stall_share`] of the recent answers and not
+//!   beyond a cut's burst (below). Behind a burst-0 limiter a client or nginx descheduled
+//!   for a few milliseconds brings two arrivals closer than the limit allows: two or three
+//!   refusals, then none; a cut to 0.85 stayed for the rest of a recovery (0.5 r/s per
+//!   second does not climb back 5 r/s in 8 s). When none did, this is
 //!   an outage, not a limit: the rate drops to `min_rate`, and slow start goes back up to
 //!   the pace of the last rate-limit cut (the limit found before the outage still stands;
 //!   additive above it), or discovers the limit again if none was found.
@@ -124,6 +131,13 @@ pub struct LimiterConfig {
     /// refusal while that rate was being delivered is more likely a stall on the way than
     /// a lower limit).
     pub delivered_floor: f64,
+    /// A limit cut while the pace was being delivered (a stall's refusals, module docs:
+    /// the pace above the last cut's, refusals at most [`LimiterConfig::stall_share`] of
+    /// the recent answers, not beyond a cut's burst) multiplies the rate by this instead of
+    /// [`LimiterConfig::rate_cut`].
+    pub stall_cut: f64,
+    /// The largest share of throttles among the recent answers that is a stall's.
+    pub stall_share: f64,
     /// A throttle multiplies the concurrency limit by this.
     pub concurrency_cut: f64,
     /// Requests/s added per good answer below the threshold of the last rate-limit cut.
@@ -152,6 +166,8 @@ impl Default for LimiterConfig {
             min_rate: 2.0,
             rate_cut: 0.85,
             delivered_floor: 0.9,
+            stall_cut: 0.92,
+            stall_share: 0.1,
             concurrency_cut: 0.5,
             slow_start_step: 6.0,
             additive_step: 0.5,
@@ -368,6 +384,19 @@ impl EndpointLimiter {
         self.window_throttles = self.window_throttles.saturating_add(1);
     }
 
+    /// The share of throttles among the recent answers (the current one-second window and
+    /// the one before).
+    fn throttle_share(&self) -> f64 {
+        let throttles = self
+            .window_throttles
+            .saturating_add(self.prev_window_throttles);
+        let answers = self
+            .window_answers
+            .saturating_add(self.prev_window_answers)
+            .max(1);
+        f64::from(throttles) / f64::from(answers)
+    }
+
     /// Whether the throttles among the recent answers (this one counted) are the endpoint's.
     fn throttle_scope(&self) -> HoldScope {
         let throttles = self
@@ -440,10 +469,18 @@ impl EndpointLimiter {
             // Good answers since the last cut: a rate limit. Cut, then grow carefully.
             Some(rate) if self.good_since_cut > 0 => {
                 let delivered = self.good_rate(now) * self.config.delivered_floor;
-                let cut = (rate * self.config.rate_cut)
-                    .max(delivered)
-                    .min(rate)
-                    .max(min);
+                // Above the pace of the last cut (the limit was found, the pace was being
+                // delivered and grew past it), a few refusals among many answers are a
+                // stall on the way, not a lower limit: a gentle cut.
+                let stall = rate >= self.threshold
+                    && !beyond_burst
+                    && self.throttle_share() <= self.config.stall_share;
+                let factor = if stall {
+                    self.config.stall_cut
+                } else {
+                    self.config.rate_cut
+                };
+                let cut = (rate * factor).max(delivered).min(rate).max(min);
                 self.threshold = cut;
                 self.learned = Some(cut);
                 (cut, Cut::Limit)

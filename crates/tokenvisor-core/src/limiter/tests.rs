@@ -497,7 +497,8 @@ fn a_limit_found_again_is_answered_by_the_pace() {
 /// `limit_req` at `limit` requests/s with burst 0 (a request that arrives less than
 /// `1/limit` after the last one let through is refused: 429 + `Retry-After: 1`). Each
 /// request reaches the limiter 1 + `path_jitter`·U[0, 1) ms after its start (the loaded
-/// machine's scheduling), is answered `service_ms` later. The driver is the gate's: a
+/// machine's scheduling), `stall_share` of them up to `stall_ms` later still (a stall: the
+/// client or nginx descheduled for a moment), and is answered `service_ms` later. The driver is the gate's: a
 /// start needs a free slot (`limit()`), no endpoint hold and its paced turn; a refused
 /// workload waits its `Retry-After` (alone, or with every other one for an endpoint hold).
 mod recovery {
@@ -528,6 +529,8 @@ mod recovery {
         pub outage_ms: u64,
         pub limit: u64,
         pub path_jitter: f64,
+        pub stall_share: f64,
+        pub stall_ms: f64,
         pub service_ms: u64,
         pub seed: u64,
     }
@@ -632,7 +635,11 @@ mod recovery {
                     let Some((_, w)) = next else { break };
                     ready[w] = None;
                     l.started(t(now), draws.next());
-                    let arrives = now + 1 + (draws.next() * s.path_jitter) as u64;
+                    let mut arrives = now + 1 + (draws.next() * s.path_jitter) as u64;
+                    // Drawn only in a scenario with stalls (the others keep their draws).
+                    if s.stall_share > 0.0 && draws.next() < s.stall_share {
+                        arrives += (draws.next() * s.stall_ms) as u64;
+                    }
                     flying.push(InFlight {
                         workload: w,
                         arrives,
@@ -656,8 +663,8 @@ mod recovery {
 /// physical limit is 7.5 s. Before the turn followed the pace of the moment, a cut kept
 /// 0.85 of the pace and the spacing's jitter was 2 %, the model took 9.43 s and 10.13 s on
 /// average (worst 10.3 s and 10.5 s): the pace was cut to 0.75 of the overshoot, crawled
-/// back at 0.5 r/s per second, and each spacing was stretched by 5 % on average. Now
-/// 8.11 s and 8.85 s.
+/// back at 0.5 r/s per second, and each spacing was stretched by 5 % on average. Then
+/// 8.11 s and 8.85 s; with a stall's gentle cut (round 5) 8.11 s and 8.52 s.
 #[test]
 fn recovering_into_a_rate_limit_in_the_model() {
     for path_jitter in [0.0, 3.0] {
@@ -670,6 +677,8 @@ fn recovering_into_a_rate_limit_in_the_model() {
                         outage_ms: 3_000,
                         limit: 40,
                         path_jitter,
+                        stall_share: 0.0,
+                        stall_ms: 0.0,
                         service_ms: 15,
                         seed,
                     },
@@ -690,6 +699,99 @@ fn recovering_into_a_rate_limit_in_the_model() {
             "jitter {path_jitter} ms: {refused} of {requests} refused"
         );
     }
+}
+
+/// Issue 11, target 5, round 5: the same recovery through stalls, as the real benchmark
+/// meets them on a quiet machine (refusals in clusters of two or three, 17–24 ms after the
+/// request before, at a pace of 36 r/s): arrivals jittered by up to 2 ms, and one request
+/// in ten by up to 15 ms more (seeds 1–8). Each stall's cluster used to cut the pace to
+/// 0.85 of itself, where it stayed, growing 0.5 r/s per second, for the rest of the
+/// recovery: 10.74 s on average (worst 11.70 s). A stall's cut is gentle now (× 0.92):
+/// 10.26 s (worst 11.39 s).
+#[test]
+fn recovering_through_stalls_in_the_model() {
+    let runs: Vec<recovery::Measured> = (1..=8)
+        .map(|seed| {
+            recovery::run(
+                recovery::Scenario {
+                    workloads: 300,
+                    ceiling: 64,
+                    outage_ms: 3_000,
+                    limit: 40,
+                    path_jitter: 2.0,
+                    stall_share: 0.1,
+                    stall_ms: 15.0,
+                    service_ms: 15,
+                    seed,
+                },
+                LimiterConfig::default(),
+            )
+        })
+        .collect();
+    let mean_s = runs.iter().map(|m| m.recover_ms).sum::<u64>() as f64 / 8_000.0;
+    let requests: u64 = runs.iter().map(|m| m.requests).sum();
+    let refused: u64 = runs.iter().map(|m| m.refused).sum();
+    assert!(mean_s <= 10.4, "mean {mean_s:.2} s: {runs:?}");
+    assert!(refused * 10 <= requests, "{refused} of {requests} refused");
+}
+
+/// A few refusals among many good answers, at a pace above the last cut's (the limit was
+/// found and the pace was being delivered): a stall on the way (the client or nginx
+/// descheduled for a moment brings two arrivals closer than a burst-0 limiter allows), not
+/// a lower limit. The cut is gentle (`stall_cut`, × 0.92); it was × 0.85 (or 0.9 of the
+/// rate delivered), and at 0.5 r/s per second the pace never came back within the
+/// recovery (measured: 36 → 31 r/s for the last 3–8 s of it). Slow start's overshoot and
+/// refusals that are a real share of the answers are still cut by `rate_cut`.
+#[test]
+fn a_stalls_refusals_cut_the_pace_gently() {
+    use Feedback::{Good, Throttled, Unavailable};
+    let c = LimiterConfig::default();
+    let mut l = limiter(64);
+    l.on_feedback(Unavailable, t(10_000));
+    // Slow start overshoots: a full cut.
+    for i in 0..7 {
+        l.on_feedback(Good, t(11_000 + i * 25));
+    }
+    let before = l.rate().expect("paced");
+    assert_eq!(l.on_feedback(Throttled, t(11_200)), HoldScope::Pace);
+    let first = l.rate().expect("paced");
+    assert!(first <= before * c.rate_cut + 1e-9, "{before} → {first}");
+    // Two seconds of good answers at 36 r/s: the pace grows past the cut.
+    let mut now = 11_300;
+    for _ in 0..72 {
+        l.on_feedback(Good, t(now));
+        now += 28;
+    }
+    let delivered = l.rate().expect("paced");
+    assert!(delivered > first);
+    // A stall: refusals a few ms apart, among the good answers, until one is the
+    // endpoint's and cuts.
+    let mut refusals = 0;
+    while l.rate() == Some(delivered) {
+        assert!(refusals < 10, "a stall's refusals never cut");
+        let scope = l.on_feedback(Throttled, t(now));
+        assert_ne!(scope, HoldScope::Endpoint);
+        refusals += 1;
+        now += 20;
+    }
+    let gentle = l.rate().expect("paced");
+    assert!(
+        gentle >= delivered * c.stall_cut - 1e-9 && gentle > delivered * 0.9 && gentle < delivered,
+        "{delivered} → {gentle} after {refusals} refusals"
+    );
+    // Later, refusals a third of the answers: the limit is lower, a full cut.
+    now += 3_000;
+    for _ in 0..20 {
+        l.on_feedback(Good, t(now));
+        now += 28;
+    }
+    let paced = l.rate().expect("paced");
+    for _ in 0..10 {
+        l.on_feedback(Throttled, t(now));
+        now += 5;
+    }
+    let full = l.rate().expect("paced");
+    assert!(full <= paced * c.rate_cut + 1e-9, "{paced} → {full}");
 }
 
 /// A turn already waited for moves with the pace: the first good answers after an outage

@@ -18,6 +18,7 @@
 //! the request counts: `durable_baseline_per_sec` and `durable_ratio`, the ceiling of a
 //! durable refresh. tokenvisor runs first, then the baselines.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokenvisor_core::{Timestamp, WorkloadStatus};
@@ -77,6 +78,11 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
         })
         .collect();
     let before = h.idp.counters();
+    let stats = h.runtime.persist_stats();
+    let (commits_before, updates_before) = (
+        stats.commits.load(Ordering::Relaxed),
+        stats.updates.load(Ordering::Relaxed),
+    );
 
     let storm_started = Instant::now();
     h.force_refresh_every(handles.len(), &mut report).await?;
@@ -87,6 +93,14 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     })
     .await;
     let storm = storm_started.elapsed();
+    // Journal transactions and updates (credential commits, status patches) in the storm.
+    let storm_commits = stats.commits.load(Ordering::Relaxed) - commits_before;
+    let storm_updates = stats.updates.load(Ordering::Relaxed) - updates_before;
+    // Marks the storm's end (a profiler attached for the storm phase stops here).
+    opts.progress(&format!(
+        "{:>7.1}s  storm over; flushing",
+        started.elapsed().as_secs_f64()
+    ));
     if let Err(left) = refreshed {
         report.fail(format!(
             "{left} of {n} workloads did not refresh in the storm"
@@ -163,7 +177,8 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     ));
     report.line(format!(
         "tokenvisor: {n} refreshes in {:.3}s = {tv_per_sec:.0}/s (force-refresh fan-out took \
-         {:.3}s; {failed_requests} failed requests)",
+         {:.3}s; {failed_requests} failed requests; {storm_commits} journal transactions for \
+         {storm_updates} updates)",
         storm.as_secs_f64(),
         fanout.as_secs_f64()
     ));
@@ -174,6 +189,8 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     report.set("fanout_secs", secs(fanout));
     report.set("tokenvisor_per_sec", round3(tv_per_sec));
     report.set("refreshes", refreshes);
+    report.set("storm_journal_commits", storm_commits);
+    report.set("storm_journal_updates", storm_updates);
     match baseline {
         Some((b, d)) => {
             let per_sec = b.ok as f64 / b.elapsed.as_secs_f64();

@@ -9,8 +9,9 @@
 //! | `status` | the status record (JSON, the status file's format); status files are views of it |
 //!
 //! A batch of [`Patch`]es is committed in one transaction ([`Journal::commit`]): one WAL
-//! append and one fsync for the whole batch (group commit), on the blocking pool. Blocking
-//! throughout: call it from `spawn_blocking`.
+//! append and one fsync for the whole batch (group commit), on the blocking pool, one
+//! statement per patch (an upsert of the columns the patch sets). Blocking throughout: call
+//! it from `spawn_blocking`.
 //!
 //! ## Secrets at rest
 //! Refresh and access tokens are stored in clear, protected as the refresh-token files are:
@@ -486,11 +487,17 @@ mod tests {
             ..Patch::default()
         };
         let before = j.conn.total_changes();
-        j.commit([(&a, &credential), (&b, &served)]).expect("new rows");
+        j.commit([(&a, &credential), (&b, &served)])
+            .expect("new rows");
         assert_eq!(j.conn.total_changes() - before, 2, "one write per new row");
         let before = j.conn.total_changes();
-        j.commit([(&a, &served), (&b, &credential)]).expect("existing rows");
-        assert_eq!(j.conn.total_changes() - before, 2, "one write per existing row");
+        j.commit([(&a, &served), (&b, &credential)])
+            .expect("existing rows");
+        assert_eq!(
+            j.conn.total_changes() - before,
+            2,
+            "one write per existing row"
+        );
         let rows = j.load().expect("load");
         for n in [&a, &b] {
             let row = &rows[n];

@@ -7,7 +7,11 @@
 //! the refresh path (gate, transport, classification, the actor's result handling, the
 //! status write) from actor spawning, which `--scenario scale` measures. The clock starts before the first request and
 //! stops when every workload serves a token newer than the one it had: `tokenvisor_per_sec`
-//! = N / that time. The provider's success counter must have grown by N.
+//! = N / that time. The provider's success counter must have grown by N. The report also
+//! counts the state journal's transactions and the updates it received during the storm
+//! (`storm_journal_commits`, `storm_journal_updates`: credential commits, status records and
+//! served tokens), and a progress line marks the storm's end (a profiler attached for the
+//! storm phase stops there).
 //!
 //! With `--baseline`, in the same run and against the same server: N more clients with their
 //! own grants (registered up front, so the server's state is the same size for both), and a

@@ -9,8 +9,9 @@
 //! | `status` | the status record (JSON, the status file's format); status files are views of it |
 //!
 //! A batch of [`Patch`]es is committed in one transaction ([`Journal::commit`]): one WAL
-//! append and one fsync for the whole batch (group commit), on the blocking pool. Blocking
-//! throughout: call it from `spawn_blocking`.
+//! append and one fsync for the whole batch (group commit), on the blocking pool, one
+//! statement per patch (an upsert of the columns the patch sets). Blocking throughout: call
+//! it from `spawn_blocking`.
 //!
 //! ## Secrets at rest
 //! Refresh and access tokens are stored in clear, protected as the refresh-token files are:
@@ -45,6 +46,21 @@ pub fn dir_for(state_dir: &Path, status_dir: &Path) -> PathBuf {
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     state_dir.join("journal").join(hex)
 }
+
+/// Writes one patch: a new row takes the columns the patch sets (the others stay NULL); an
+/// existing row changes only those (`?2`, `?5`, `?7`, `?11`: whether the patch sets the
+/// credential, the source hash, the served token, the status).
+const UPSERT: &str = "INSERT INTO workloads \
+     (name, refresh_token, generation, source_hash, access_token, token_type, expires_at, status) \
+     VALUES (?1, ?3, ?4, ?6, ?8, ?9, ?10, ?12) \
+     ON CONFLICT(name) DO UPDATE SET \
+     refresh_token = iif(?2, excluded.refresh_token, refresh_token), \
+     generation = iif(?2, excluded.generation, generation), \
+     source_hash = iif(?5, excluded.source_hash, source_hash), \
+     access_token = iif(?7, excluded.access_token, access_token), \
+     token_type = iif(?7, excluded.token_type, token_type), \
+     expires_at = iif(?7, excluded.expires_at, expires_at), \
+     status = iif(?11, excluded.status, status)";
 
 /// The schema version (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -353,63 +369,31 @@ impl Journal {
         };
         let tx = self.conn.transaction().map_err(err("begin"))?;
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO workloads (name) VALUES (?1) ON CONFLICT(name) DO NOTHING",
-                )
-                .map_err(err("prepare"))?;
-            let mut credential = tx
-                .prepare_cached(
-                    "UPDATE workloads SET refresh_token = ?2, generation = ?3 WHERE name = ?1",
-                )
-                .map_err(err("prepare"))?;
-            let mut source = tx
-                .prepare_cached("UPDATE workloads SET source_hash = ?2 WHERE name = ?1")
-                .map_err(err("prepare"))?;
-            let mut access = tx
-                .prepare_cached(
-                    "UPDATE workloads SET access_token = ?2, token_type = ?3, expires_at = ?4 \
-                     WHERE name = ?1",
-                )
-                .map_err(err("prepare"))?;
-            let mut status = tx
-                .prepare_cached("UPDATE workloads SET status = ?2 WHERE name = ?1")
-                .map_err(err("prepare"))?;
+            // One statement per patch (an insert that updates the columns the patch sets), not
+            // an insert and an update per column: the commit a rotated token waits for runs
+            // fewer statements (`a_patch_is_one_statement`).
+            let mut upsert = tx.prepare_cached(UPSERT).map_err(err("prepare"))?;
             for (name, patch) in patches {
-                let name = name.as_str();
-                insert.execute([name]).map_err(err("write"))?;
-                if let Some(c) = &patch.credential {
-                    credential
-                        .execute(params![
-                            name,
-                            c.refresh_token.as_ref().map(Secret::expose),
-                            i64::try_from(c.generation).unwrap_or(i64::MAX)
-                        ])
-                        .map_err(err("write"))?;
-                }
-                if let Some(h) = &patch.source_hash {
-                    source
-                        .execute(params![name, &h.0[..]])
-                        .map_err(err("write"))?;
-                }
-                if let Some(a) = &patch.access {
-                    let (token, token_type, expires) = match a {
-                        Some(a) => (
-                            Some(a.token.expose()),
-                            Some(&*a.token_type),
-                            Some(i64::try_from(a.expires_at.as_millis()).unwrap_or(i64::MAX)),
-                        ),
-                        None => (None, None, None),
-                    };
-                    access
-                        .execute(params![name, token, token_type, expires])
-                        .map_err(err("write"))?;
-                }
-                if let Some(s) = &patch.status {
-                    status
-                        .execute(params![name, s.to_json()])
-                        .map_err(err("write"))?;
-                }
+                let credential = patch.credential.as_ref();
+                let access = patch.access.as_ref();
+                let served = access.and_then(Option::as_ref);
+                let status = patch.status.as_ref().map(|s| s.to_json());
+                upsert
+                    .execute(params![
+                        name.as_str(),
+                        credential.is_some(),
+                        credential.and_then(|c| c.refresh_token.as_ref().map(Secret::expose)),
+                        credential.map(|c| i64::try_from(c.generation).unwrap_or(i64::MAX)),
+                        patch.source_hash.is_some(),
+                        patch.source_hash.as_ref().map(|h| &h.0[..]),
+                        access.is_some(),
+                        served.map(|a| a.token.expose()),
+                        served.map(|a| &*a.token_type),
+                        served.map(|a| i64::try_from(a.expires_at.as_millis()).unwrap_or(i64::MAX)),
+                        status.is_some(),
+                        status,
+                    ])
+                    .map_err(err("write"))?;
             }
         }
         tx.commit().map_err(err("commit"))?;
@@ -469,6 +453,59 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).expect("stat").mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(&state.join(FILE_NAME)), 0o600);
+    }
+
+    /// One statement per patch: the commit a rotated token waits for writes each workload's
+    /// row once (an insert and an update per column wrote a new row up to five times and an
+    /// existing one up to four), and leaves the columns the patch does not set as they were.
+    #[test]
+    fn a_patch_is_one_statement() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut j = Journal::open(dir.path()).expect("open");
+        let (a, b) = (name("a"), name("b"));
+        let credential = Patch {
+            credential: Some(StoredCredential {
+                refresh_token: Some(Secret::from("rt-1".to_owned())),
+                generation: 1,
+            }),
+            ..Patch::default()
+        };
+        let served = Patch {
+            access: Some(Some(StoredAccess {
+                token: Secret::from("at-1".to_owned()),
+                token_type: "Bearer".into(),
+                expires_at: Timestamp::from_millis(5_000),
+            })),
+            status: Some(Arc::new(StatusRecord {
+                status: tokenvisor_core::WorkloadStatus::Running,
+                status_context: String::new(),
+                created_at: Timestamp::from_millis(1),
+                updated_at: Timestamp::from_millis(2),
+                process_id: 1,
+                token: None,
+            })),
+            ..Patch::default()
+        };
+        let before = j.conn.total_changes();
+        j.commit([(&a, &credential), (&b, &served)])
+            .expect("new rows");
+        assert_eq!(j.conn.total_changes() - before, 2, "one write per new row");
+        let before = j.conn.total_changes();
+        j.commit([(&a, &served), (&b, &credential)])
+            .expect("existing rows");
+        assert_eq!(
+            j.conn.total_changes() - before,
+            2,
+            "one write per existing row"
+        );
+        let rows = j.load().expect("load");
+        for n in [&a, &b] {
+            let row = &rows[n];
+            assert_eq!(row.credential, credential.credential, "{n}");
+            assert_eq!(row.access, served.access.clone().flatten(), "{n}");
+            assert_eq!(row.status.as_ref(), served.status.as_deref(), "{n}");
+            assert_eq!(row.source_hash, None, "{n}: never set");
+        }
     }
 
     #[test]

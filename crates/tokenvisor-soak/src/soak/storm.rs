@@ -7,7 +7,11 @@
 //! the refresh path (gate, transport, classification, the actor's result handling, the
 //! status write) from actor spawning, which `--scenario scale` measures. The clock starts before the first request and
 //! stops when every workload serves a token newer than the one it had: `tokenvisor_per_sec`
-//! = N / that time. The provider's success counter must have grown by N.
+//! = N / that time. The provider's success counter must have grown by N. The report also
+//! counts the state journal's transactions and the updates it received during the storm
+//! (`storm_journal_commits`, `storm_journal_updates`: credential commits, status records and
+//! served tokens), and a progress line marks the storm's end (a profiler attached for the
+//! storm phase stops there).
 //!
 //! With `--baseline`, in the same run and against the same server: N more clients with their
 //! own grants (registered up front, so the server's state is the same size for both), and a
@@ -18,6 +22,7 @@
 //! the request counts: `durable_baseline_per_sec` and `durable_ratio`, the ceiling of a
 //! durable refresh. tokenvisor runs first, then the baselines.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokenvisor_core::{Timestamp, WorkloadStatus};
@@ -77,6 +82,11 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
         })
         .collect();
     let before = h.idp.counters();
+    let stats = h.runtime.persist_stats();
+    let (commits_before, updates_before) = (
+        stats.commits.load(Ordering::Relaxed),
+        stats.updates.load(Ordering::Relaxed),
+    );
 
     let storm_started = Instant::now();
     h.force_refresh_every(handles.len(), &mut report).await?;
@@ -87,6 +97,14 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     })
     .await;
     let storm = storm_started.elapsed();
+    // Journal transactions and updates (credential commits, status patches) in the storm.
+    let storm_commits = stats.commits.load(Ordering::Relaxed) - commits_before;
+    let storm_updates = stats.updates.load(Ordering::Relaxed) - updates_before;
+    // Marks the storm's end (a profiler attached for the storm phase stops here).
+    opts.progress(&format!(
+        "{:>7.1}s  storm over; flushing",
+        started.elapsed().as_secs_f64()
+    ));
     if let Err(left) = refreshed {
         report.fail(format!(
             "{left} of {n} workloads did not refresh in the storm"
@@ -163,7 +181,8 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     ));
     report.line(format!(
         "tokenvisor: {n} refreshes in {:.3}s = {tv_per_sec:.0}/s (force-refresh fan-out took \
-         {:.3}s; {failed_requests} failed requests)",
+         {:.3}s; {failed_requests} failed requests; {storm_commits} journal transactions for \
+         {storm_updates} updates)",
         storm.as_secs_f64(),
         fanout.as_secs_f64()
     ));
@@ -174,6 +193,8 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     report.set("fanout_secs", secs(fanout));
     report.set("tokenvisor_per_sec", round3(tv_per_sec));
     report.set("refreshes", refreshes);
+    report.set("storm_journal_commits", storm_commits);
+    report.set("storm_journal_updates", storm_updates);
     match baseline {
         Some((b, d)) => {
             let per_sec = b.ok as f64 / b.elapsed.as_secs_f64();

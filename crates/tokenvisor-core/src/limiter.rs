@@ -384,9 +384,9 @@ impl EndpointLimiter {
         self.window_throttles = self.window_throttles.saturating_add(1);
     }
 
-    /// The share of throttles among the recent answers (the current one-second window and
-    /// the one before).
-    fn throttle_share(&self) -> f64 {
+    /// The throttles and the answers (at least 1) of the recent answers: the current
+    /// one-second window and the one before.
+    fn recent(&self) -> (u32, u32) {
         let throttles = self
             .window_throttles
             .saturating_add(self.prev_window_throttles);
@@ -394,19 +394,19 @@ impl EndpointLimiter {
             .window_answers
             .saturating_add(self.prev_window_answers)
             .max(1);
+        (throttles, answers)
+    }
+
+    /// The share of throttles among the recent answers ([`Self::recent`]).
+    fn throttle_share(&self) -> f64 {
+        let (throttles, answers) = self.recent();
         f64::from(throttles) / f64::from(answers)
     }
 
     /// Whether the throttles among the recent answers (this one counted) are the endpoint's.
     fn throttle_scope(&self) -> HoldScope {
-        let throttles = self
-            .window_throttles
-            .saturating_add(self.prev_window_throttles);
-        let answers = self
-            .window_answers
-            .saturating_add(self.prev_window_answers)
-            .max(1);
-        let share = f64::from(throttles) / f64::from(answers);
+        let (throttles, answers) = self.recent();
+        let share = self.throttle_share();
         let c = &self.config;
         let wide = answers < c.wide_min_answers
             || share > c.wide_majority

@@ -9,13 +9,10 @@ use tokenvisor_core::spec::{
     ETCD_ENDPOINT, check_endpoints, check_lease_ttl, etcd_endpoint, rules,
 };
 use tokenvisor_core::{WorkloadName, cluster::DEFAULT_SHARDS};
-use toml::Spanned;
 
 use crate::problems::{Cx, Span, span};
-use crate::schema::{Count, HumanDuration, List};
+use crate::schema::{Count, HumanDuration, List, Opt};
 use crate::spec::WorkloadSpec;
-
-type Opt<T> = Option<Spanned<T>>;
 
 /// `[cluster]`, raw.
 #[derive(Debug, Default, Deserialize)]
@@ -92,7 +89,7 @@ pub(crate) fn resolve(
                 .filter(|p| p.is_file())
                 .ok_or_else(|| format!("{s:?} is not a readable file"))
         };
-        raw.as_ref().and_then(|p| cx.check(name, p, readable))
+        cx.check(name, raw.as_ref(), readable)
     };
     let ca_file = file(cx, "ca_file", &raw.ca_file);
     let client_cert = match (

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use tokenvisor_core::Timestamp;
@@ -25,6 +25,7 @@ use tokenvisor_core::spec::{GrantSpec, PresentedToken, TokenExchangeSpec};
 
 use crate::problems::Cx;
 use crate::schema::{RawGrant, RawPolicy};
+use crate::validate::under;
 
 /// The grant keys in force at one level (`[defaults]`, then a workload over it): each set
 /// key's value (a resolved path, or a token type with its alias resolved), with its dotted
@@ -76,25 +77,17 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut GrantKe
     ];
     for (name, raw) in keys {
         let Some(raw) = raw else { continue };
-        let value = cx.check(name, raw, |p| {
-            match (name.ends_with("_file"), p.is_empty()) {
-                (true, true) => Err("must not be empty".to_owned()),
-                (true, false) => {
-                    let path = base.join(p).components().collect::<PathBuf>();
-                    Ok(path.to_string_lossy().into_owned())
-                }
-                (false, _) => token_type(p),
-            }
+        let file = name.ends_with("_file");
+        let value = cx.check(name, raw, |p| match (file, p.is_empty()) {
+            (true, true) => Err("must not be empty".to_owned()),
+            (true, false) => Ok(under(base, p).to_string_lossy().into_owned()),
+            (false, _) => token_type(p),
         });
-        if let Some(value) = value {
-            if let Some(why) = Some(Path::new(&value))
-                .filter(|_| name.ends_with("_file"))
-                .and_then(|p| look(p, now))
-            {
-                cx.warn(name, Some(raw.span()), why);
-            }
-            out.insert(name, (value, cx.key(name), raw.span()));
+        let Some(value) = value else { continue };
+        if let Some(why) = file.then(|| look(Path::new(&value), now)).flatten() {
+            cx.warn(name, Some(raw.span()), why);
         }
+        out.insert(name, (value, cx.key(name), raw.span()));
     }
 }
 

@@ -138,13 +138,14 @@ impl Cx {
             .any(|name| self.broken.contains(&self.key(name)))
     }
 
-    /// `raw`'s value through `f`; a failure is reported at `name`, on `raw`'s line.
-    pub(crate) fn check<S, T>(
+    /// `raw`'s value (if any) through `f`; a failure is reported at `name`, on `raw`'s line.
+    pub(crate) fn check<'r, S: 'r, T>(
         &mut self,
         name: &str,
-        raw: &Spanned<S>,
+        raw: impl Into<Option<&'r Spanned<S>>>,
         f: impl FnOnce(&S) -> Result<T, String>,
     ) -> Option<T> {
+        let raw = raw.into()?;
         f(raw.get_ref())
             .map_err(|why| self.report(name, Some(raw.span()), why))
             .ok()

@@ -9,7 +9,7 @@
 //! [`RESERVED_PARAMS`]). A workload's `extra_params` table is merged over `[defaults]`'s, name
 //! by name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -111,7 +111,7 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut Provide
     };
     let file = |ok: Check| {
         move |p: &String| {
-            let path: PathBuf = base.join(p).components().collect();
+            let path = crate::validate::under(base, p);
             ok(&read(&path)?).map_err(|why| format!("{}: {why}", path.display()))?;
             Ok(path)
         }

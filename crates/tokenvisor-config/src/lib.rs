@@ -111,12 +111,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// [`load`]; `login`: for `tokenvisor login` ([`login::load_for_login`]).
 fn load_mode(path: &Path, login: bool) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        let mut cx = problems::Cx::default();
-        cx.problem(
-            String::new(),
-            None,
-            format!("cannot read the configuration file: {e}"),
+        let (mut cx, why) = (
+            problems::Cx::default(),
+            "cannot read the configuration file",
         );
+        cx.problem(String::new(), None, format!("{why}: {e}"));
         cx.into_error(path)
     })?;
     let base = std::path::absolute(path)

@@ -44,11 +44,8 @@ pub(crate) fn resolve(cx: &mut Cx, raw: &RawWorkload) -> LoginSpec {
         Some(u)
     };
     let authorization_url = endpoint(cx, "authorization_url", raw.authorization_url.as_ref());
-    let device_authorization_url = endpoint(
-        cx,
-        "device_authorization_url",
-        raw.device_authorization_url.as_ref(),
-    );
+    let device = raw.device_authorization_url.as_ref();
+    let device_authorization_url = endpoint(cx, "device_authorization_url", device);
     let port = "must be a port number, 0 to 65535 (0: any free port, the default)";
     let redirect_port = cx.check("redirect_port", raw.redirect_port.as_ref(), |n| {
         u16::try_from(*n).map_err(|_| port.to_owned())

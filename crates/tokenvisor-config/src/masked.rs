@@ -96,10 +96,10 @@ impl Out {
         match grant {
             GrantSpec::RefreshToken { file, .. } => {
                 let from = match file {
-                    Some(p) => format!(
-                        "from file {} (rotated tokens are written back to it)",
-                        p.display()
-                    ),
+                    Some(p) => {
+                        let p = p.display();
+                        format!("from file {p} (rotated tokens are written back to it)")
+                    }
                     None => "inline in the configuration (rotated tokens are kept in memory only)"
                         .into(),
                 };
@@ -170,26 +170,20 @@ pub(crate) fn render(c: &Config) -> String {
     let (n, s, mut out) = (c.workloads.len(), &c.service, Out::default());
     let plural = if n == 1 { "" } else { "s" };
     let source = c.source.display();
-    out.line(&format!(
-        "# {source}: valid; {n} workload{plural}; secrets are masked"
-    ));
+    let head = format!("# {source}: valid; {n} workload{plural}; secrets are masked");
+    out.line(&head);
     out.line("\n[service]");
     out.set("status_dir", path(&s.status_dir));
     out.set("admin_listen", toml(s.admin_listen.to_string()));
     let generated = "not set; the daemon generates <state_dir>/admin.token";
-    out.opt(
-        "admin_token_file",
-        s.admin_token_file.as_deref().map(path),
-        generated,
-    );
+    let token = s.admin_token_file.as_deref().map(path);
+    out.opt("admin_token_file", token, generated);
     let state = s.state_dir.as_deref().map(path);
     out.opt("state_dir", state, "not set and not derivable (not needed)");
-    out.set(
-        "admin_header_timeout",
-        duration(&s.admin_limits.header_timeout),
-    );
-    out.set("admin_idle_timeout", duration(&s.admin_limits.idle_timeout));
-    out.set("admin_max_connections", s.admin_limits.max_connections);
+    let limits = &s.admin_limits;
+    out.set("admin_header_timeout", duration(&limits.header_timeout));
+    out.set("admin_idle_timeout", duration(&limits.idle_timeout));
+    out.set("admin_max_connections", limits.max_connections);
     out.set("log_format", toml(s.log_format.as_str()));
     out.set("log_level", toml(&s.log_level));
     out.line("\n[defaults]");
@@ -206,19 +200,13 @@ pub(crate) fn render(c: &Config) -> String {
             Some(SecretOrigin::File(p)) => format!("from file {}", p.display()),
             Some(SecretOrigin::Env(v)) => format!("from environment variable {v}"),
         };
-        let secret = w
-            .client_secret
-            .as_ref()
-            .map(|_| format!("\"…\"  # {origin}"));
+        let secret = (w.client_secret.as_ref()).map(|_| format!("\"…\"  # {origin}"));
         out.opt("client_secret", secret, "none (public client)");
         out.set("auth_method", toml(w.auth_method.as_str()));
         out.set("grant", toml(w.grant.as_str()));
         out.grant(&w.grant);
-        out.opt(
-            "token_sink_file",
-            w.token_sink_file.as_deref().map(path),
-            "not set",
-        );
+        let sink = w.token_sink_file.as_deref().map(path);
+        out.opt("token_sink_file", sink, "not set");
         out.set("scopes", toml(&*w.scopes));
         out.opt("resource", w.resource.as_deref().map(toml), "not set");
         out.opt("audience", w.audience.as_deref().map(toml), "not set");
@@ -228,11 +216,8 @@ pub(crate) fn render(c: &Config) -> String {
                 u.as_ref().map(|u| toml(u.redacted()))
             });
             out.opt("authorization_url", url(&l.authorization_url), "not set");
-            out.opt(
-                "device_authorization_url",
-                url(&l.device_authorization_url),
-                "not set",
-            );
+            let device = url(&l.device_authorization_url);
+            out.opt("device_authorization_url", device, "not set");
             out.set("redirect_port", l.redirect_port);
             let scopes = l.login_scopes.as_deref().map(toml);
             out.opt("login_scopes", scopes, "not set (scopes)");

@@ -427,12 +427,8 @@ impl V<'_> {
     /// At most one of `keys` (with the span where each is set, if it is) may be set; the
     /// second one in the file is reported. False when more than one is.
     fn at_most_one(&mut self, keys: &[(&str, Span)]) -> bool {
-        let names: Vec<_> = keys.iter().map(|(k, _)| *k).collect();
-        let list = match names.split_last() {
-            Some((last, [])) => (*last).to_owned(),
-            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
-            None => String::new(),
-        };
+        let list = keys.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ");
+        let list = (list.rsplit_once(", ")).map_or(list.clone(), |(a, b)| format!("{a} and {b}"));
         let mut given: Vec<_> = keys
             .iter()
             .filter_map(|(k, at)| Some((*k, at.clone()?)))

@@ -386,9 +386,8 @@ impl V<'_> {
             Some((_, Some((other, m)))) if *m != n && !cx.broken.contains(&key) => {
                 let set = policy.from.get("endpoint_concurrency");
                 let from = set.map_or("the default", |(k, _)| k.as_str());
-                let at = set
-                    .filter(|(k, _)| *k == key)
-                    .map_or(cx.header.clone(), |(_, s)| Some(s.clone()));
+                let here = set.filter(|(k, _)| *k == key).map(|(_, s)| s.clone());
+                let at = here.or(cx.header.clone());
                 let why = format!(
                     "is {n} (from {from}) but {other} uses {m} for the same token_url; the limit is \
                      shared by every workload of one token endpoint, so they must agree"

@@ -106,10 +106,7 @@ pub(crate) fn resolve(
     // A key set in this workload that its grant does not use is a mistake; one inherited
     // from [defaults] is not (the defaults serve every grant).
     let here = |key: &str, cx: &Cx| key == cx.key(key.rsplit('.').next().unwrap_or(key));
-    let uses = USES
-        .iter()
-        .find(|(g, _)| *g == grant)
-        .map_or(&[][..], |u| u.1);
+    let uses = (USES.iter().find(|(g, _)| *g == grant)).map_or(&[][..], |u| u.1);
     for (k, (_, key, span)) in keys {
         if here(key, cx) && !uses.contains(k) {
             ok = false;
@@ -139,9 +136,8 @@ pub(crate) fn resolve(
         RawGrant::RefreshToken | RawGrant::ClientCredentials => None,
         RawGrant::JwtBearer => {
             let what = "the file the platform writes the assertion to; read at every attempt";
-            (get(cx, "assertion_file", what)).map(|f| GrantSpec::JwtBearer {
-                assertion_file: f.into(),
-            })
+            let assertion_file = get(cx, "assertion_file", what)?.into();
+            Some(GrantSpec::JwtBearer { assertion_file })
         }
         RawGrant::TokenExchange => {
             let what = "the file holding the subject token; read at every attempt";
@@ -166,20 +162,15 @@ pub(crate) fn resolve(
                 }
                 (None, Some(_)) => Some(None),
             };
-            let requested = get(cx, "requested_token_type", "").map(Arc::from);
-            match (subject, actor) {
-                (Some((f, t)), Some(actor)) => {
-                    Some(GrantSpec::TokenExchange(Arc::new(TokenExchangeSpec {
-                        subject: presented(f, t),
-                        actor,
-                        requested_token_type: requested,
-                    })))
-                }
-                (Some(_) | None, Some(_) | None) => {
-                    ok = false;
-                    None
-                }
-            }
+            let requested_token_type = get(cx, "requested_token_type", "").map(Arc::from);
+            let ((f, t), actor) = subject.zip(actor)?;
+            let subject = presented(f, t);
+            let spec = TokenExchangeSpec {
+                subject,
+                actor,
+                requested_token_type,
+            };
+            Some(GrantSpec::TokenExchange(Arc::new(spec)))
         }
     };
     ok.then_some(spec)

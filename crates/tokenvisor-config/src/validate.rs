@@ -500,10 +500,10 @@ impl V<'_> {
             // RFC 8693 §2.1 allow a public client).
             RawGrant::JwtBearer | RawGrant::TokenExchange => Some("keeps"),
         };
-        for (k, at, verb) in refresh
+        let set = refresh
             .into_iter()
-            .filter_map(|(k, at)| Some((k, at?, verb?)))
-        {
+            .filter_map(|(k, at)| Some((k, at?, verb?)));
+        for (k, at, verb) in set {
             ok = false;
             let why = format!(
                 "grant = \"{name}\" {verb} no refresh token; remove {k} or set grant = \

@@ -133,9 +133,7 @@ impl Cx {
     }
 
     pub(crate) fn broken_here(&self, names: &[&str]) -> bool {
-        names
-            .iter()
-            .any(|name| self.broken.contains(&self.key(name)))
+        (names.iter()).any(|name| self.broken.contains(&self.key(name)))
     }
 
     /// `raw`'s value (if any) through `f`; a failure is reported at `name`, on `raw`'s line.
@@ -194,18 +192,19 @@ impl Cx {
         valid: fn(&str) -> bool,
         what: &str,
     ) -> Option<Vec<String>> {
-        let mut ok = true;
-        for (j, s) in list
-            .get_ref()
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !valid(s.get_ref()))
-        {
-            ok = false;
-            let why = format!("{:?} is not {what}", s.get_ref());
-            self.report(&format!("{name}[{j}]"), Some(s.span()), why);
+        let items = list.get_ref().iter().map(|s| (s.get_ref(), s.span()));
+        let bad: Vec<_> = (items.enumerate())
+            .filter(|(_, (s, _))| !valid(s))
+            .collect();
+        for (j, (s, at)) in &bad {
+            self.report(
+                &format!("{name}[{j}]"),
+                Some(at.clone()),
+                format!("{s:?} is not {what}"),
+            );
         }
-        ok.then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
+        bad.is_empty()
+            .then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
     }
 
     pub(crate) fn into_error(mut self, file: &Path) -> ConfigError {

@@ -102,9 +102,8 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
         let Some((span, entries)) = section else {
             continue;
         };
-        let (policy_keys, own): (Vec<_>, Vec<_>) = entries
-            .into_iter()
-            .partition(|(k, _)| policy.contains(&&**k.get_ref()));
+        let (policy_keys, own): (Vec<_>, Vec<_>) =
+            (entries.into_iter()).partition(|(k, _)| policy.contains(&&**k.get_ref()));
         let raw_policy = read_section(cx, &path, Some((span.clone(), policy_keys)));
         let raw = read_section(cx, &path, Some((span.clone(), own)));
         file.workloads.push((path, span, raw_policy, raw));

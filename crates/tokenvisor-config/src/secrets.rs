@@ -137,9 +137,8 @@ pub fn read_secret_file_noted(
         readable_by_others: (mode & 0o044 != 0).then_some(mode),
     };
     let unmarked = text.strip_prefix('\u{feff}');
-    notes
-        .trimmed
-        .extend(unmarked.map(|_| "a UTF-8 byte order mark"));
+    let bom = unmarked.map(|_| "a UTF-8 byte order mark");
+    notes.trimmed.extend(bom);
     let unmarked = unmarked.unwrap_or(&text);
     let value = unmarked.trim();
     if value.is_empty() {

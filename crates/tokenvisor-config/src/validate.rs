@@ -134,11 +134,7 @@ impl Level {
     /// A rule tying `a` and `b`, `broken` (why, when it is): reported where one of them is
     /// set here and neither was reported, blamed on `b` if it is set here, else on `a`.
     fn pair(&self, cx: &mut Cx, [a, b]: [&str; 2], broken: Option<String>) {
-        let from = |k| {
-            self.from
-                .get(k)
-                .is_none_or(|(from, _)| !cx.broken.contains(from))
-        };
+        let from = |k| (self.from.get(k)).is_none_or(|(from, _)| !cx.broken.contains(from));
         let k = if self.here.contains(b) { b } else { a };
         if !self.here.contains(k) || !from(a) || !from(b) {
             return;

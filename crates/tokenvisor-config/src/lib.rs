@@ -86,14 +86,8 @@ impl Config {
 
     /// The warnings, one line each: `FILE:LINE: KEY: warning: reason`.
     pub fn warning_lines(&self) -> Vec<String> {
-        self.warnings
-            .iter()
-            .map(|p| {
-                let mut line = String::new();
-                let _ = p.write_line(&mut line, &self.source, "warning: ");
-                line
-            })
-            .collect()
+        let line = |p: &ConfigProblem| p.render(&self.source, "warning: ");
+        self.warnings.iter().map(line).collect()
     }
 }
 

@@ -45,32 +45,24 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            f.write_str(if i > 0 { "\n" } else { "" })?;
-            p.write_line(f, &self.file, "")?;
-        }
-        Ok(())
+        let lines: Vec<_> = self
+            .problems
+            .iter()
+            .map(|p| p.render(&self.file, ""))
+            .collect();
+        f.write_str(&lines.join("\n"))
     }
 }
 
 impl std::error::Error for ConfigError {}
 
 impl ConfigProblem {
-    /// Writes `FILE:LINE: KEY: {tag}reason` (`LINE` and `KEY` left out when unknown).
-    pub(crate) fn write_line(
-        &self,
-        f: &mut impl fmt::Write,
-        file: &Path,
-        tag: &str,
-    ) -> fmt::Result {
-        write!(f, "{}", file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {tag}{}", self.reason)
+    /// `FILE:LINE: KEY: {tag}reason` (`LINE` and `KEY` left out when unknown).
+    pub(crate) fn render(&self, file: &Path, tag: &str) -> String {
+        let line = self.line.map_or(String::new(), |l| format!(":{l}"));
+        let key = Some(&self.key).filter(|k| !k.is_empty());
+        let key = key.map_or(String::new(), |k| format!(": {k}"));
+        format!("{}{line}{key}: {tag}{}", file.display(), self.reason)
     }
 }
 

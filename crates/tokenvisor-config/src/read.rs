@@ -76,16 +76,13 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
             }
         } else if name == "workload" {
             let reason = match v.get_ref().is_table() {
-                true => "write each workload as [[workload]] (an array of tables), not [workload]"
-                    .to_owned(),
-                false => format!("must be an array of tables ([[workload]]), not {found}"),
+                true => "write each workload as [[workload]] (an array of tables), not [workload]",
+                false => &format!("must be an array of tables ([[workload]]), not {found}"),
             };
             cx.problem(name.to_owned(), Some(span), reason);
         } else {
-            let reason = match (
-                suggest(name, &["service", "defaults", "workload", "cluster"]),
-                home_of(name),
-            ) {
+            let near = suggest(name, &["service", "defaults", "workload", "cluster"]);
+            let reason = match (near, home_of(name)) {
                 (None, Some(home)) => {
                     format!("`{name}` is not a top-level key; it belongs in {home}")
                 }

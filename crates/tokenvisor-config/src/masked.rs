@@ -107,7 +107,7 @@ impl Out {
             }
             GrantSpec::ClientCredentials => {}
             GrantSpec::JwtBearer { assertion_file: f } => {
-                self.set("assertion_file", path(f) + every)
+                self.set("assertion_file", path(f) + every);
             }
             GrantSpec::TokenExchange(x) => {
                 for (who, t) in [("subject", Some(&x.subject)), ("actor", x.actor.as_ref())] {

@@ -9,13 +9,10 @@ use tokenvisor_core::spec::{
     ETCD_ENDPOINT, check_endpoints, check_lease_ttl, etcd_endpoint, rules,
 };
 use tokenvisor_core::{WorkloadName, cluster::DEFAULT_SHARDS};
-use toml::Spanned;
 
 use crate::problems::{Cx, Span, span};
-use crate::schema::{Count, HumanDuration, List};
+use crate::schema::{Count, HumanDuration, List, Opt};
 use crate::spec::WorkloadSpec;
-
-type Opt<T> = Option<Spanned<T>>;
 
 /// `[cluster]`, raw.
 #[derive(Debug, Default, Deserialize)]
@@ -50,12 +47,8 @@ pub(crate) fn resolve(
             (raw.$name.as_ref()).map_or(Some($default), |r| cx.check(stringify!($name), r, $f))
         };
     }
-    let backend = cx.required(
-        "backend",
-        raw.backend.as_ref(),
-        "is required (backend = \"etcd\")",
-        |b| Ok(*b),
-    );
+    let example = "is required (backend = \"etcd\")";
+    let backend = cx.required("backend", raw.backend.as_ref(), example, |b| Ok(*b));
     let example = "is required (e.g. [\"http://127.0.0.1:2379\"])";
     let endpoints = cx.required("endpoints", raw.endpoints.as_ref(), example, |_| Ok(()));
     let endpoints = endpoints.and(raw.endpoints.as_ref()).and_then(|l| {
@@ -70,29 +63,22 @@ pub(crate) fn resolve(
         ok.then(|| format!("{}/", s.trim_end_matches('/')))
             .ok_or_else(|| "must be non-empty printable ASCII without spaces".to_owned())
     });
-    let member = or!(member, None, |s| {
-        WorkloadName::new(s)
-            .map(|_| Some(s.clone()))
-            .map_err(|e| e.to_string())
-    });
+    let name = |s: &String| WorkloadName::new(s).map(|_| Some(s.clone()));
+    let member = or!(member, None, |s| name(s).map_err(|e| e.to_string()));
     let at = span(&raw.lease_ttl).or(cx.header.clone());
-    let ttl = raw
-        .lease_ttl
-        .as_ref()
-        .map_or(Duration::from_secs(15), |d| d.get_ref().0);
+    let ttl = (raw.lease_ttl.as_ref()).map_or(Duration::from_secs(15), |d| d.get_ref().0);
     let lease_ttl = (check_lease_ttl(ttl, workloads))
         .map_err(|why| cx.report("lease_ttl", at, why))
         .ok();
-    let shards = or!(shards, DEFAULT_SHARDS as usize, |n| rules::count(
-        "shards", *n
-    ));
+    let count = |n: &Count| rules::count("shards", *n);
+    let shards = or!(shards, DEFAULT_SHARDS as usize, count);
     let file = |cx: &mut Cx, name: &str, raw: &Opt<String>| {
         let readable = |s: &String| {
             Some(base.join(s))
                 .filter(|p| p.is_file())
                 .ok_or_else(|| format!("{s:?} is not a readable file"))
         };
-        raw.as_ref().and_then(|p| cx.check(name, p, readable))
+        cx.check(name, raw.as_ref(), readable)
     };
     let ca_file = file(cx, "ca_file", &raw.ca_file);
     let client_cert = match (

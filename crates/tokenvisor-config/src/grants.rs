@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use tokenvisor_core::Timestamp;
@@ -25,6 +25,7 @@ use tokenvisor_core::spec::{GrantSpec, PresentedToken, TokenExchangeSpec};
 
 use crate::problems::Cx;
 use crate::schema::{RawGrant, RawPolicy};
+use crate::validate::under;
 
 /// The grant keys in force at one level (`[defaults]`, then a workload over it): each set
 /// key's value (a resolved path, or a token type with its alias resolved), with its dotted
@@ -76,25 +77,17 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut GrantKe
     ];
     for (name, raw) in keys {
         let Some(raw) = raw else { continue };
-        let value = cx.check(name, raw, |p| {
-            match (name.ends_with("_file"), p.is_empty()) {
-                (true, true) => Err("must not be empty".to_owned()),
-                (true, false) => {
-                    let path = base.join(p).components().collect::<PathBuf>();
-                    Ok(path.to_string_lossy().into_owned())
-                }
-                (false, _) => token_type(p),
-            }
+        let file = name.ends_with("_file");
+        let value = cx.check(name, raw, |p| match (file, p.is_empty()) {
+            (true, true) => Err("must not be empty".to_owned()),
+            (true, false) => Ok(under(base, p).to_string_lossy().into_owned()),
+            (false, _) => token_type(p),
         });
-        if let Some(value) = value {
-            if let Some(why) = Some(Path::new(&value))
-                .filter(|_| name.ends_with("_file"))
-                .and_then(|p| look(p, now))
-            {
-                cx.warn(name, Some(raw.span()), why);
-            }
-            out.insert(name, (value, cx.key(name), raw.span()));
+        let Some(value) = value else { continue };
+        if let Some(why) = file.then(|| look(Path::new(&value), now)).flatten() {
+            cx.warn(name, Some(raw.span()), why);
         }
+        out.insert(name, (value, cx.key(name), raw.span()));
     }
 }
 
@@ -113,10 +106,7 @@ pub(crate) fn resolve(
     // A key set in this workload that its grant does not use is a mistake; one inherited
     // from [defaults] is not (the defaults serve every grant).
     let here = |key: &str, cx: &Cx| key == cx.key(key.rsplit('.').next().unwrap_or(key));
-    let uses = USES
-        .iter()
-        .find(|(g, _)| *g == grant)
-        .map_or(&[][..], |u| u.1);
+    let uses = (USES.iter().find(|(g, _)| *g == grant)).map_or(&[][..], |u| u.1);
     for (k, (_, key, span)) in keys {
         if here(key, cx) && !uses.contains(k) {
             ok = false;
@@ -146,9 +136,8 @@ pub(crate) fn resolve(
         RawGrant::RefreshToken | RawGrant::ClientCredentials => None,
         RawGrant::JwtBearer => {
             let what = "the file the platform writes the assertion to; read at every attempt";
-            (get(cx, "assertion_file", what)).map(|f| GrantSpec::JwtBearer {
-                assertion_file: f.into(),
-            })
+            let assertion_file = get(cx, "assertion_file", what)?.into();
+            Some(GrantSpec::JwtBearer { assertion_file })
         }
         RawGrant::TokenExchange => {
             let what = "the file holding the subject token; read at every attempt";
@@ -173,20 +162,15 @@ pub(crate) fn resolve(
                 }
                 (None, Some(_)) => Some(None),
             };
-            let requested = get(cx, "requested_token_type", "").map(Arc::from);
-            match (subject, actor) {
-                (Some((f, t)), Some(actor)) => {
-                    Some(GrantSpec::TokenExchange(Arc::new(TokenExchangeSpec {
-                        subject: presented(f, t),
-                        actor,
-                        requested_token_type: requested,
-                    })))
-                }
-                (Some(_) | None, Some(_) | None) => {
-                    ok = false;
-                    None
-                }
-            }
+            let requested_token_type = get(cx, "requested_token_type", "").map(Arc::from);
+            let ((f, t), actor) = subject.zip(actor)?;
+            let subject = presented(f, t);
+            let spec = TokenExchangeSpec {
+                subject,
+                actor,
+                requested_token_type,
+            };
+            Some(GrantSpec::TokenExchange(Arc::new(spec)))
         }
     };
     ok.then_some(spec)

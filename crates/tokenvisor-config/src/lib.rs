@@ -86,14 +86,8 @@ impl Config {
 
     /// The warnings, one line each: `FILE:LINE: KEY: warning: reason`.
     pub fn warning_lines(&self) -> Vec<String> {
-        self.warnings
-            .iter()
-            .map(|p| {
-                let mut line = String::new();
-                let _ = p.write_line(&mut line, &self.source, "warning: ");
-                line
-            })
-            .collect()
+        let line = |p: &ConfigProblem| p.render(&self.source, "warning: ");
+        self.warnings.iter().map(line).collect()
     }
 }
 
@@ -111,12 +105,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// [`load`]; `login`: for `tokenvisor login` ([`login::load_for_login`]).
 fn load_mode(path: &Path, login: bool) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        let mut cx = problems::Cx::default();
-        cx.problem(
-            String::new(),
-            None,
-            format!("cannot read the configuration file: {e}"),
+        let (mut cx, why) = (
+            problems::Cx::default(),
+            "cannot read the configuration file",
         );
+        cx.problem(String::new(), None, format!("{why}: {e}"));
         cx.into_error(path)
     })?;
     let base = std::path::absolute(path)

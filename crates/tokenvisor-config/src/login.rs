@@ -33,8 +33,7 @@ pub use tokenvisor_core::spec::{LoginSpec, REDIRECT_PATH};
 /// `scopes`' rule.
 pub(crate) fn resolve(cx: &mut Cx, raw: &RawWorkload) -> LoginSpec {
     let endpoint = |cx: &mut Cx, name: &str, raw: Option<&toml::Spanned<String>>| {
-        let raw = raw?;
-        let u = cx.check(name, raw, |s| rules::token_url(s))?;
+        let (u, raw) = (cx.check(name, raw, |s| rules::token_url(s))?, raw?);
         if let Some(host) = u.insecure_remote_host() {
             let why = format!(
                 "http:// to {host}, which is not a loopback address: the authorization code or \
@@ -45,28 +44,20 @@ pub(crate) fn resolve(cx: &mut Cx, raw: &RawWorkload) -> LoginSpec {
         Some(u)
     };
     let authorization_url = endpoint(cx, "authorization_url", raw.authorization_url.as_ref());
-    let device_authorization_url = endpoint(
-        cx,
-        "device_authorization_url",
-        raw.device_authorization_url.as_ref(),
-    );
-    let redirect_port = raw.redirect_port.as_ref().and_then(|p| {
-        cx.check("redirect_port", p, |n| {
-            u16::try_from(*n).map_err(|_| {
-                "must be a port number, 0 to 65535 (0: any free port, the default)".to_owned()
-            })
-        })
+    let device = raw.device_authorization_url.as_ref();
+    let device_authorization_url = endpoint(cx, "device_authorization_url", device);
+    let port = "must be a port number, 0 to 65535 (0: any free port, the default)";
+    let redirect_port = cx.check("redirect_port", raw.redirect_port.as_ref(), |n| {
+        u16::try_from(*n).map_err(|_| port.to_owned())
     });
     let (scope, what) = (rules::scope_token, rules::SCOPE_TOKEN);
     let login_scopes = (raw.login_scopes.as_ref())
         .and_then(|l| cx.each_valid("login_scopes", l, scope, what))
         .map(Arc::from);
+    let device = span(&raw.device_authorization_url);
     let given = [
         ("authorization_url", span(&raw.authorization_url)),
-        (
-            "device_authorization_url",
-            span(&raw.device_authorization_url),
-        ),
+        ("device_authorization_url", device),
         ("redirect_port", span(&raw.redirect_port)),
         ("login_scopes", span(&raw.login_scopes)),
     ];

@@ -4,80 +4,60 @@
 //! Key, certificate and credential files are shown as paths (never their contents), a proxy
 //! URL without its password, `extra_params` values cut to their first characters, URLs as
 //! [`tokenvisor_core::TokenUrl`] redacts them. A key that is not set is a comment saying
-//! what applies instead.
+//! what applies instead. Values are written by `toml` (any `Serialize`); durations as
+//! `humantime` writes them.
 
-use std::path::Path;
+use std::fmt::{Display, Write as _};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::Config;
-use crate::spec::{GrantSpec, LoginSpec, ProviderSpec, SecretOrigin, WorkloadPolicy};
+use serde::Serialize;
 use tokenvisor_core::spec::ClusterConfig;
 
-/// A value as TOML.
-trait Toml {
-    fn toml(&self) -> String;
+use crate::Config;
+use crate::spec::{GrantSpec, ProviderSpec, SecretOrigin, WorkloadPolicy};
+
+/// A value as TOML (a string quoted and escaped, a number, a list of strings).
+fn toml(v: impl Serialize) -> String {
+    toml::Value::try_from(v).map_or_else(|e| e.to_string(), |v| v.to_string())
 }
 
-impl Toml for str {
-    fn toml(&self) -> String {
-        toml::Value::String(self.to_owned()).to_string()
-    }
+/// A path as TOML.
+fn path(p: &Path) -> String {
+    toml(p.to_string_lossy())
 }
 
-impl Toml for Path {
-    fn toml(&self) -> String {
-        self.to_string_lossy().toml()
-    }
+/// How each kind of policy key is shown (named as the checks of `schema::policy_keys!`).
+fn duration(d: &Duration) -> String {
+    toml(humantime::format_duration(*d).to_string())
 }
-
-impl Toml for Duration {
-    fn toml(&self) -> String {
-        humantime::format_duration(*self).to_string().toml()
-    }
-}
-
-impl Toml for f64 {
-    fn toml(&self) -> String {
-        format!("{self:?}")
-    }
-}
-
-impl Toml for usize {
-    fn toml(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl Toml for [String] {
-    fn toml(&self) -> String {
-        let items: Vec<_> = self.iter().map(|s| s.toml()).collect();
-        format!("[{}]", items.join(", "))
-    }
-}
+use self::{toml as codes, toml as count, toml as number};
 
 /// The listing, one line per setting.
 #[derive(Default)]
-struct Out(Vec<String>);
+struct Out(String);
 
 impl Out {
-    fn set(&mut self, key: &str, value: impl std::fmt::Display) {
-        self.0.push(format!("{key} = {value}"));
+    /// `key = value`, or `# key: {unset}` when there is no value.
+    fn opt(&mut self, key: &str, value: Option<impl Display>, unset: &str) {
+        let _ = match value {
+            Some(v) => writeln!(self.0, "{key} = {v}"),
+            None => writeln!(self.0, "# {key}: {unset}"),
+        };
     }
 
-    /// `key = value`, or `# key: <unset>` when there is no value.
-    fn opt(&mut self, key: &str, value: Option<String>, unset: &str) {
-        self.0
-            .push(value.map_or_else(|| format!("# {key}: {unset}"), |v| format!("{key} = {v}")));
+    fn set(&mut self, key: &str, value: impl Display) {
+        self.opt(key, Some(value), "");
     }
 
-    fn section(&mut self, header: &str) {
-        self.0.extend([String::new(), header.to_owned()]);
+    fn line(&mut self, line: &str) {
+        self.0.extend([line, "\n"]);
     }
 
     fn policy(&mut self, p: &WorkloadPolicy) {
         macro_rules! show {
             ($p:tt $($name:ident: $ty:ty, $check:ident => $($f:ident).+;)*) => {
-                $(self.set(stringify!($name), p.$($f).+.toml());)*
+                $(self.set(stringify!($name), $check(&p.$($f).+));)*
             };
         }
         crate::schema::policy_keys!(show _);
@@ -86,36 +66,26 @@ impl Out {
 
     /// The provider keys of one level: files as paths, no contents.
     fn provider(&mut self, p: &ProviderSpec) {
-        let path = |f: &Option<std::path::PathBuf>| f.as_deref().map(Path::toml);
-        let text = |t: &Option<std::sync::Arc<str>>| t.as_deref().map(str::toml);
-        let unset = "not set";
-        self.opt(
-            "issuer",
-            p.issuer.as_ref().map(|i| i.as_str().toml()),
-            unset,
-        );
-        self.opt("client_key_file", path(&p.client_key_file), unset);
-        self.opt("client_key_id", text(&p.client_key_id), unset);
-        let alg = p.client_assertion_alg.map(|a| a.as_str().toml());
+        let (unset, file) = ("not set", |f: &Option<PathBuf>| f.as_deref().map(path));
+        self.opt("issuer", p.issuer.as_ref().map(|i| toml(i.as_str())), unset);
+        self.opt("client_key_file", file(&p.client_key_file), unset);
+        self.opt("client_key_id", p.client_key_id.as_deref().map(toml), unset);
+        let alg = p.client_assertion_alg.map(|a| toml(a.as_str()));
         self.opt("client_assertion_alg", alg, "not set (the key's default)");
-        let audience = text(&p.client_assertion_audience);
-        self.opt(
-            "client_assertion_audience",
-            audience,
-            "not set (the token endpoint)",
-        );
-        self.opt("client_cert_file", path(&p.client_cert_file), unset);
-        self.opt("ca_file", path(&p.ca_file), "not set (the system's roots)");
+        let audience = p.client_assertion_audience.as_deref().map(toml);
+        let unset_audience = "not set (the token endpoint)";
+        self.opt("client_assertion_audience", audience, unset_audience);
+        self.opt("client_cert_file", file(&p.client_cert_file), unset);
+        self.opt("ca_file", file(&p.ca_file), "not set (the system's roots)");
         self.set("ca_only", p.ca_only);
-        let proxy = p.proxy.as_deref().map(|u| proxy_url(u).toml());
+        let proxy = p.proxy.as_deref().map(|u| toml(proxy_url(u)));
         let env = "not set (the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY)";
         self.opt("proxy", proxy, env);
-        let creds =
-            path(&p.proxy_credentials_file).map(|f| format!("{f}  # user:password, not shown"));
+        let creds = file(&p.proxy_credentials_file).map(|f| f + "  # user:password, not shown");
         self.opt("proxy_credentials_file", creds, unset);
-        self.opt("no_proxy", text(&p.no_proxy), unset);
+        self.opt("no_proxy", p.no_proxy.as_deref().map(toml), unset);
         let params: Vec<_> = (p.extra_params.iter())
-            .map(|(k, v)| format!("{} = {}", k.toml(), cut(v).toml()))
+            .map(|(k, v)| format!("{} = {}", toml(k), toml(cut(v))))
             .collect();
         self.set("extra_params", format!("{{{}}}", params.join(", ")));
     }
@@ -124,79 +94,54 @@ impl Out {
     fn grant(&mut self, grant: &GrantSpec) {
         let every = "  # read at every attempt";
         match grant {
-            GrantSpec::RefreshToken { file: Some(p), .. } => self.set(
-                "refresh_token",
-                format!(
-                    "\"…\"  # from file {} (rotated tokens are written back to it)",
-                    p.display()
-                ),
-            ),
-            GrantSpec::RefreshToken { file: None, .. } => self.set(
-                "refresh_token",
-                "\"…\"  # inline in the configuration (rotated tokens are kept in memory only)",
-            ),
+            GrantSpec::RefreshToken { file, .. } => {
+                let from = match file {
+                    Some(p) => {
+                        let p = p.display();
+                        format!("from file {p} (rotated tokens are written back to it)")
+                    }
+                    None => "inline in the configuration (rotated tokens are kept in memory only)"
+                        .into(),
+                };
+                self.set("refresh_token", format!("\"…\"  # {from}"));
+            }
             GrantSpec::ClientCredentials => {}
-            GrantSpec::JwtBearer { assertion_file } => {
-                self.set(
-                    "assertion_file",
-                    format!("{}{every}", assertion_file.toml()),
-                );
+            GrantSpec::JwtBearer { assertion_file: f } => {
+                self.set("assertion_file", path(f) + every);
             }
             GrantSpec::TokenExchange(x) => {
-                let tokens = [("subject", Some(&x.subject)), ("actor", x.actor.as_ref())];
-                for (who, t) in tokens.into_iter().filter_map(|(w, t)| Some((w, t?))) {
-                    self.set(
-                        &format!("{who}_token_file"),
-                        format!("{}{every}", t.file.toml()),
-                    );
-                    self.set(&format!("{who}_token_type"), t.token_type.toml());
+                for (who, t) in [("subject", Some(&x.subject)), ("actor", x.actor.as_ref())] {
+                    let Some(t) = t else { continue };
+                    self.set(&format!("{who}_token_file"), path(&t.file) + every);
+                    self.set(&format!("{who}_token_type"), toml(&*t.token_type));
                 }
                 if let Some(t) = &x.requested_token_type {
-                    self.set("requested_token_type", t.toml());
+                    self.set("requested_token_type", toml(&**t));
                 }
             }
         }
-    }
-
-    /// The keys of `tokenvisor login`, for the workloads that log in (the others cannot).
-    fn login(&mut self, l: &LoginSpec, grant: &GrantSpec) {
-        let GrantSpec::RefreshToken { .. } = grant else {
-            return;
-        };
-        let url = |u: &Option<tokenvisor_core::TokenUrl>| u.as_ref().map(|u| u.redacted().toml());
-        self.opt("authorization_url", url(&l.authorization_url), "not set");
-        let device = url(&l.device_authorization_url);
-        self.opt("device_authorization_url", device, "not set");
-        self.set("redirect_port", l.redirect_port);
-        let scopes = l.login_scopes.as_deref().map(<[String]>::toml);
-        self.opt("login_scopes", scopes, "not set (scopes)");
     }
 
     fn cluster(&mut self, c: &ClusterConfig) {
-        self.0.push("[cluster]".to_owned());
+        self.line("[cluster]");
         self.set("backend", "\"etcd\"");
-        self.set("endpoints", c.endpoints.toml());
-        self.set("prefix", c.prefix.toml());
-        let member = c.member.as_deref().map(str::toml);
+        self.set("endpoints", toml(&c.endpoints));
+        self.set("prefix", toml(&c.prefix));
         let derived = "not set; <hostname>-<8 hex of the state directory's SHA-256>";
-        self.opt("member", member, derived);
-        self.set("lease_ttl", c.lease_ttl.toml());
+        self.opt("member", c.member.as_deref().map(toml), derived);
+        self.set("lease_ttl", duration(&c.lease_ttl));
         self.set("shards", c.shards);
         if let Some(ca) = &c.ca_file {
-            self.set("ca_file", ca.toml());
+            self.set("ca_file", path(ca));
         }
         if let Some((cert, key)) = &c.client_cert {
-            self.set("cert_file", cert.toml());
-            self.set("key_file", key.toml());
+            self.set("cert_file", path(cert));
+            self.set("key_file", path(key));
         }
         if let Some((user, _)) = &c.auth {
-            self.set("user", user.toml());
+            self.set("user", toml(user));
             self.set("password", "\"…\"  # from password_file");
         }
-    }
-
-    fn text(self) -> String {
-        self.0.iter().map(|l| format!("{l}\n")).collect()
     }
 }
 
@@ -225,68 +170,70 @@ pub(crate) fn render(c: &Config) -> String {
     let (n, s, mut out) = (c.workloads.len(), &c.service, Out::default());
     let plural = if n == 1 { "" } else { "s" };
     let source = c.source.display();
-    out.0.push(format!(
-        "# {source}: valid; {n} workload{plural}; secrets are masked"
-    ));
-    out.section("[service]");
-    out.set("status_dir", s.status_dir.toml());
-    out.set("admin_listen", s.admin_listen.to_string().toml());
-    let token = s.admin_token_file.as_deref().map(Path::toml);
-    out.opt(
-        "admin_token_file",
-        token,
-        "not set; the daemon generates <state_dir>/admin.token",
-    );
-    let state = s.state_dir.as_deref().map(Path::toml);
+    let head = format!("# {source}: valid; {n} workload{plural}; secrets are masked");
+    out.line(&head);
+    out.line("\n[service]");
+    out.set("status_dir", path(&s.status_dir));
+    out.set("admin_listen", toml(s.admin_listen.to_string()));
+    let generated = "not set; the daemon generates <state_dir>/admin.token";
+    let token = s.admin_token_file.as_deref().map(path);
+    out.opt("admin_token_file", token, generated);
+    let state = s.state_dir.as_deref().map(path);
     out.opt("state_dir", state, "not set and not derivable (not needed)");
-    out.set("admin_header_timeout", s.admin_limits.header_timeout.toml());
-    out.set("admin_idle_timeout", s.admin_limits.idle_timeout.toml());
-    out.set("admin_max_connections", s.admin_limits.max_connections);
-    out.set("log_format", s.log_format.as_str().toml());
-    out.set("log_level", s.log_level.toml());
-    out.section("[defaults]");
+    let limits = &s.admin_limits;
+    out.set("admin_header_timeout", duration(&limits.header_timeout));
+    out.set("admin_idle_timeout", duration(&limits.idle_timeout));
+    out.set("admin_max_connections", limits.max_connections);
+    out.set("log_format", toml(s.log_format.as_str()));
+    out.set("log_level", toml(&s.log_level));
+    out.line("\n[defaults]");
     out.policy(&c.defaults);
     for w in &c.workloads {
-        out.section("[[workload]]");
-        out.set("name", w.name.as_str().toml());
-        match w.policy.provider.issuer {
-            Some(_) => (out.0).push(
-                "# token_url: discovered from issuer (check-config --online shows it)".to_owned(),
-            ),
-            None => out.set("token_url", w.token_url.redacted().toml()),
-        }
-        out.set("client_id", w.client_id.toml());
+        out.line("\n[[workload]]");
+        out.set("name", toml(w.name.as_str()));
+        let discovered = "discovered from issuer (check-config --online shows it)";
+        let url = Some(toml(w.token_url.redacted())).filter(|_| w.policy.provider.issuer.is_none());
+        out.opt("token_url", url, discovered);
+        out.set("client_id", toml(&*w.client_id));
         let origin = match &w.client_secret_origin {
             Some(SecretOrigin::Inline) | None => "inline in the configuration".to_owned(),
             Some(SecretOrigin::File(p)) => format!("from file {}", p.display()),
             Some(SecretOrigin::Env(v)) => format!("from environment variable {v}"),
         };
-        let secret = w
-            .client_secret
-            .as_ref()
-            .map(|_| format!("\"…\"  # {origin}"));
+        let secret = (w.client_secret.as_ref()).map(|_| format!("\"…\"  # {origin}"));
         out.opt("client_secret", secret, "none (public client)");
-        out.set("auth_method", w.auth_method.as_str().toml());
-        out.set("grant", w.grant.as_str().toml());
+        out.set("auth_method", toml(w.auth_method.as_str()));
+        out.set("grant", toml(w.grant.as_str()));
         out.grant(&w.grant);
-        let sink = w.token_sink_file.as_deref().map(Path::toml);
+        let sink = w.token_sink_file.as_deref().map(path);
         out.opt("token_sink_file", sink, "not set");
-        out.set("scopes", w.scopes.toml());
-        out.opt("resource", w.resource.as_deref().map(str::toml), "not set");
-        out.opt("audience", w.audience.as_deref().map(str::toml), "not set");
-        out.login(&w.login, &w.grant);
+        out.set("scopes", toml(&*w.scopes));
+        out.opt("resource", w.resource.as_deref().map(toml), "not set");
+        out.opt("audience", w.audience.as_deref().map(toml), "not set");
+        // The keys of `tokenvisor login`, for the workloads that log in (the others cannot).
+        if let GrantSpec::RefreshToken { .. } = w.grant {
+            let (l, url) = (&w.login, |u: &Option<tokenvisor_core::TokenUrl>| {
+                u.as_ref().map(|u| toml(u.redacted()))
+            });
+            out.opt("authorization_url", url(&l.authorization_url), "not set");
+            let device = url(&l.device_authorization_url);
+            out.opt("device_authorization_url", device, "not set");
+            out.set("redirect_port", l.redirect_port);
+            let scopes = l.login_scopes.as_deref().map(toml);
+            out.opt("login_scopes", scopes, "not set (scopes)");
+        }
         out.policy(&w.policy);
     }
     if let Some(cluster) = &c.cluster {
-        out.0.push(String::new());
+        out.line("");
         out.cluster(cluster);
     }
-    out.text()
+    out.0
 }
 
 /// `[cluster]` as TOML, defaults included, the password masked (for `check-config`).
 pub fn cluster_section(c: &ClusterConfig) -> String {
     let mut out = Out::default();
     out.cluster(c);
-    out.text()
+    out.0
 }

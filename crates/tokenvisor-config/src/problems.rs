@@ -45,32 +45,24 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            f.write_str(if i > 0 { "\n" } else { "" })?;
-            p.write_line(f, &self.file, "")?;
-        }
-        Ok(())
+        let lines: Vec<_> = self
+            .problems
+            .iter()
+            .map(|p| p.render(&self.file, ""))
+            .collect();
+        f.write_str(&lines.join("\n"))
     }
 }
 
 impl std::error::Error for ConfigError {}
 
 impl ConfigProblem {
-    /// Writes `FILE:LINE: KEY: {tag}reason` (`LINE` and `KEY` left out when unknown).
-    pub(crate) fn write_line(
-        &self,
-        f: &mut impl fmt::Write,
-        file: &Path,
-        tag: &str,
-    ) -> fmt::Result {
-        write!(f, "{}", file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {tag}{}", self.reason)
+    /// `FILE:LINE: KEY: {tag}reason` (`LINE` and `KEY` left out when unknown).
+    pub(crate) fn render(&self, file: &Path, tag: &str) -> String {
+        let line = self.line.map_or(String::new(), |l| format!(":{l}"));
+        let key = Some(&self.key).filter(|k| !k.is_empty());
+        let key = key.map_or(String::new(), |k| format!(": {k}"));
+        format!("{}{line}{key}: {tag}{}", file.display(), self.reason)
     }
 }
 
@@ -133,18 +125,17 @@ impl Cx {
     }
 
     pub(crate) fn broken_here(&self, names: &[&str]) -> bool {
-        names
-            .iter()
-            .any(|name| self.broken.contains(&self.key(name)))
+        (names.iter()).any(|name| self.broken.contains(&self.key(name)))
     }
 
-    /// `raw`'s value through `f`; a failure is reported at `name`, on `raw`'s line.
-    pub(crate) fn check<S, T>(
+    /// `raw`'s value (if any) through `f`; a failure is reported at `name`, on `raw`'s line.
+    pub(crate) fn check<'r, S: 'r, T>(
         &mut self,
         name: &str,
-        raw: &Spanned<S>,
+        raw: impl Into<Option<&'r Spanned<S>>>,
         f: impl FnOnce(&S) -> Result<T, String>,
     ) -> Option<T> {
+        let raw = raw.into()?;
         f(raw.get_ref())
             .map_err(|why| self.report(name, Some(raw.span()), why))
             .ok()
@@ -193,18 +184,19 @@ impl Cx {
         valid: fn(&str) -> bool,
         what: &str,
     ) -> Option<Vec<String>> {
-        let mut ok = true;
-        for (j, s) in list
-            .get_ref()
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !valid(s.get_ref()))
-        {
-            ok = false;
-            let why = format!("{:?} is not {what}", s.get_ref());
-            self.report(&format!("{name}[{j}]"), Some(s.span()), why);
+        let items = list.get_ref().iter().map(|s| (s.get_ref(), s.span()));
+        let bad: Vec<_> = (items.enumerate())
+            .filter(|(_, (s, _))| !valid(s))
+            .collect();
+        for (j, (s, at)) in &bad {
+            self.report(
+                &format!("{name}[{j}]"),
+                Some(at.clone()),
+                format!("{s:?} is not {what}"),
+            );
         }
-        ok.then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
+        bad.is_empty()
+            .then(|| list.get_ref().iter().map(|s| s.get_ref().clone()).collect())
     }
 
     pub(crate) fn into_error(mut self, file: &Path) -> ConfigError {

@@ -9,7 +9,7 @@
 //! [`RESERVED_PARAMS`]). A workload's `extra_params` table is merged over `[defaults]`'s, name
 //! by name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -102,16 +102,13 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut ProviderSpec) {
     type Check = fn(&[u8]) -> Result<(), String>;
     let (key, certs): (Check, Check) = (|b| client_key(b).map(drop), |b| certificates(b).map(drop));
-    let creds: Check = |b| match std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.trim().split_once(':'))
-    {
-        Some((user, _)) if !user.is_empty() => Ok(()),
-        Some(_) | None => Err("must hold `user:password` (UTF-8, one line)".to_owned()),
+    let creds: Check = |b| match std::str::from_utf8(b).map(|s| s.trim().split_once(':')) {
+        Ok(Some((user, _))) if !user.is_empty() => Ok(()),
+        Ok(_) | Err(_) => Err("must hold `user:password` (UTF-8, one line)".to_owned()),
     };
     let file = |ok: Check| {
         move |p: &String| {
-            let path: PathBuf = base.join(p).components().collect();
+            let path = crate::validate::under(base, p);
             ok(&read(&path)?).map_err(|why| format!("{}: {why}", path.display()))?;
             Ok(path)
         }
@@ -161,14 +158,8 @@ pub(crate) fn check(
     span: Option<&std::ops::Range<usize>>,
 ) {
     let key = (p.client_key_file.as_deref()).and_then(|f| client_key(&read(f).ok()?).ok());
-    let files = [
-        "client_key_file",
-        "client_cert_file",
-        "ca_file",
-        "proxy",
-        "proxy_credentials_file",
-    ];
-    if !cx.broken_here(&files) {
+    let files = "client_key_file client_cert_file ca_file proxy proxy_credentials_file";
+    if !cx.broken_here(&files.split(' ').collect::<Vec<_>>()) {
         for bad in p.check(method, has_secret, key.map(|k| k.algs)) {
             cx.report(bad.key, span.cloned(), bad.reason);
         }
@@ -188,11 +179,8 @@ pub(crate) fn token_url_or_issuer(
     let issuer = policy.provider.issuer.clone();
     match (&raw.token_url, issuer) {
         (Some(t), Some(_)) if here => {
-            cx.report(
-                "token_url",
-                Some(t.span()),
-                "and issuer are both set: set one (issuer discovers the token endpoint)",
-            );
+            let why = "and issuer are both set: set one (issuer discovers the token endpoint)";
+            cx.report("token_url", Some(t.span()), why);
             None
         }
         (Some(_), Some(_)) => {

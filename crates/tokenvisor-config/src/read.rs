@@ -76,16 +76,13 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
             }
         } else if name == "workload" {
             let reason = match v.get_ref().is_table() {
-                true => "write each workload as [[workload]] (an array of tables), not [workload]"
-                    .to_owned(),
-                false => format!("must be an array of tables ([[workload]]), not {found}"),
+                true => "write each workload as [[workload]] (an array of tables), not [workload]",
+                false => &format!("must be an array of tables ([[workload]]), not {found}"),
             };
             cx.problem(name.to_owned(), Some(span), reason);
         } else {
-            let reason = match (
-                suggest(name, &["service", "defaults", "workload", "cluster"]),
-                home_of(name),
-            ) {
+            let near = suggest(name, &["service", "defaults", "workload", "cluster"]);
+            let reason = match (near, home_of(name)) {
                 (None, Some(home)) => {
                     format!("`{name}` is not a top-level key; it belongs in {home}")
                 }
@@ -102,9 +99,8 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
         let Some((span, entries)) = section else {
             continue;
         };
-        let (policy_keys, own): (Vec<_>, Vec<_>) = entries
-            .into_iter()
-            .partition(|(k, _)| policy.contains(&&**k.get_ref()));
+        let (policy_keys, own): (Vec<_>, Vec<_>) =
+            (entries.into_iter()).partition(|(k, _)| policy.contains(&&**k.get_ref()));
         let raw_policy = read_section(cx, &path, Some((span.clone(), policy_keys)));
         let raw = read_section(cx, &path, Some((span.clone(), own)));
         file.workloads.push((path, span, raw_policy, raw));
@@ -118,16 +114,12 @@ pub(crate) fn read(cx: &mut Cx, text: &str) -> Option<RawFile> {
 fn table<'i>(cx: &mut Cx, path: &str, v: Spanned<DeValue<'i>>, section: &str) -> Section<'i> {
     let (span, found) = (v.span(), describe_type(v.get_ref()));
     let DeValue::Table(t) = v.into_inner() else {
-        let header = if section == "workload" {
-            "[[workload]]".to_owned()
-        } else {
-            format!("[{section}]")
+        let header = match section {
+            "workload" => "[[workload]]".to_owned(),
+            _ => format!("[{section}]"),
         };
-        cx.problem(
-            path.to_owned(),
-            Some(span),
-            format!("must be a table ({header}), not {found}"),
-        );
+        let why = format!("must be a table ({header}), not {found}");
+        cx.problem(path.to_owned(), Some(span), why);
         return None;
     };
     let known: Vec<&str> = match section {
@@ -136,22 +128,18 @@ fn table<'i>(cx: &mut Cx, path: &str, v: Spanned<DeValue<'i>>, section: &str) ->
         "cluster" => keys_of::<crate::cluster::RawCluster>().to_vec(),
         _ => [keys_of::<RawWorkload>(), keys_of::<RawPolicy>()].concat(),
     };
-    let (kept, unknown): (Vec<_>, Vec<_>) = t
-        .into_iter()
-        .partition(|(k, _)| known.contains(&&**k.get_ref()));
+    let (kept, unknown): (Vec<_>, Vec<_>) =
+        (t.into_iter()).partition(|(k, _)| known.contains(&&**k.get_ref()));
     for (k, _) in unknown {
         let name: &str = k.get_ref();
         let hint = match home_of(name) {
             Some(home) => format!("; `{name}` is not a [{section}] key; it belongs in {home}"),
-            None => suggest(name, &known)
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default(),
+            None => {
+                (suggest(name, &known)).map_or(String::new(), |s| format!("; did you mean `{s}`?"))
+            }
         };
-        cx.problem(
-            join_key(path, name),
-            Some(k.span()),
-            format!("unknown key `{name}`{hint}"),
-        );
+        let why = format!("unknown key `{name}`{hint}");
+        cx.problem(join_key(path, name), Some(k.span()), why);
     }
     Some((span, kept))
 }
@@ -207,10 +195,7 @@ fn locate(table: &DeTable<'_>, offset: usize, prefix: &str) -> String {
             }
         }
     }
-    best.map_or_else(
-        || prefix.to_owned(),
-        |(_, path, t)| locate(t, offset, &path),
-    )
+    best.map_or(prefix.to_owned(), |(_, path, t)| locate(t, offset, &path))
 }
 
 /// Types one section (nothing when it is not a table). Each key is deserialized alone (a

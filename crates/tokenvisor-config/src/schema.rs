@@ -12,7 +12,8 @@ use tokenvisor_core::Secret;
 use tokenvisor_core::spec::AuthMethod;
 use toml::Spanned;
 
-type Opt<T> = Option<Spanned<T>>;
+/// An optional value with its span.
+pub(crate) type Opt<T> = Option<Spanned<T>>;
 /// A list of strings, each with its span.
 pub(crate) type List = Spanned<Vec<Spanned<String>>>;
 

@@ -129,29 +129,20 @@ pub fn read_secret_file_noted(
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
     if bytes.len() > SECRET_FILE_LIMIT {
-        return Err(SecretError::TooLarge {
-            path: path.to_owned(),
-        });
+        return Err(SecretError::TooLarge { path: path.into() });
     }
-    let text = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 {
-        path: path.to_owned(),
-    })?;
+    let text = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 { path: path.into() })?;
     let mut notes = SecretFileNotes {
         trimmed: Vec::new(),
         readable_by_others: (mode & 0o044 != 0).then_some(mode),
     };
-    let unmarked = match text.strip_prefix('\u{feff}') {
-        Some(rest) => {
-            notes.trimmed.push("a UTF-8 byte order mark");
-            rest
-        }
-        None => text.as_str(),
-    };
+    let unmarked = text.strip_prefix('\u{feff}');
+    let bom = unmarked.map(|_| "a UTF-8 byte order mark");
+    notes.trimmed.extend(bom);
+    let unmarked = unmarked.unwrap_or(&text);
     let value = unmarked.trim();
     if value.is_empty() {
-        return Err(SecretError::EmptyFile {
-            path: path.to_owned(),
-        });
+        return Err(SecretError::EmptyFile { path: path.into() });
     }
     let leading = &unmarked[..unmarked.len() - unmarked.trim_start().len()];
     let trailing = &unmarked[unmarked.trim_end().len()..];
@@ -162,9 +153,7 @@ pub fn read_secret_file_noted(
         notes.trimmed.push("surrounding whitespace");
     }
     if value.chars().any(char::is_control) {
-        return Err(SecretError::ControlCharacter {
-            path: path.to_owned(),
-        });
+        return Err(SecretError::ControlCharacter { path: path.into() });
     }
     Ok((Secret::from(value), notes))
 }

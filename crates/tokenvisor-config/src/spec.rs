@@ -101,10 +101,7 @@ impl AdminListen {
 
     /// True when the admin API is on and reachable only from this host.
     pub fn is_loopback(&self) -> bool {
-        match self {
-            AdminListen::Off => false,
-            AdminListen::Addr(a) => a.ip().is_loopback(),
-        }
+        self.addr().is_some_and(|a| a.ip().is_loopback())
     }
 }
 
@@ -116,9 +113,9 @@ impl Default for AdminListen {
 
 impl fmt::Display for AdminListen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AdminListen::Off => f.write_str("off"),
-            AdminListen::Addr(a) => write!(f, "{a}"),
+        match self.addr() {
+            None => f.write_str("off"),
+            Some(a) => write!(f, "{a}"),
         }
     }
 }
@@ -139,13 +136,8 @@ pub fn default_status_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBu
 /// variable is usable. A relative or empty `$<var>` is ignored, as the XDG base directory
 /// spec says.
 fn xdg_dir(env: &dyn Fn(&str) -> Option<String>, var: &str, home_dir: &str) -> Option<PathBuf> {
-    let dir = env(var)
-        .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
-        .map(PathBuf::from)
-        .or_else(|| {
-            env("HOME")
-                .filter(|h| !h.is_empty())
-                .map(|h| Path::new(&h).join(".local").join(home_dir))
-        })?;
-    Some(dir.join("tokenvisor"))
+    let home = env("HOME").filter(|h| !h.is_empty());
+    let home = || Some(Path::new(&home?).join(".local").join(home_dir));
+    let dir = env(var).map(PathBuf::from).filter(|d| d.is_absolute());
+    Some(dir.or_else(home)?.join("tokenvisor"))
 }

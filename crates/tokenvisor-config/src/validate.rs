@@ -17,7 +17,7 @@ use tokenvisor_core::{Secret, TokenUrl, WorkloadName};
 use toml::Spanned;
 
 use crate::problems::{Cx, Span, span, value};
-use crate::schema::{Count, HumanDuration, List, Number, RawGrant, RawPolicy, RawSecret};
+use crate::schema::{Count, HumanDuration, List, Number, Opt, RawGrant, RawPolicy, RawSecret};
 use crate::schema::{RawService, RawWorkload};
 use crate::secrets::{admin_token_long_enough, read_secret_env};
 use crate::spec::{AdminLimits, AdminListen, GrantSpec, SecretOrigin as Origin, ServiceConfig};
@@ -25,21 +25,18 @@ use crate::spec::{DEFAULT_STATUS_REFRESH_INTERVAL, WorkloadPolicy, WorkloadSpec}
 use crate::{Config, ConfigError, default_state_dir, default_status_dir};
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-type Opt<T> = Option<Spanned<T>>;
 
 /// A duration, number or count (at `key`) through the key's rule (`tokenvisor_core::spec::rules`).
 fn duration(cx: &mut Cx, key: &str, raw: &Opt<HumanDuration>) -> Option<Duration> {
-    cx.check(key, raw.as_ref()?, |d| rules::duration(key, d.0))
+    cx.check(key, raw.as_ref(), |d| rules::duration(key, d.0))
 }
 
 fn number(cx: &mut Cx, key: &str, raw: &Opt<Number>) -> Option<f64> {
-    cx.check(key, raw.as_ref()?, |&Number::Float(x)| {
-        rules::number(key, x)
-    })
+    cx.check(key, raw.as_ref(), |&Number::Float(x)| rules::number(key, x))
 }
 
 fn count(cx: &mut Cx, key: &str, raw: &Opt<Count>) -> Option<usize> {
-    cx.check(key, raw.as_ref()?, |n| rules::count(key, *n))
+    cx.check(key, raw.as_ref(), |n| rules::count(key, *n))
 }
 
 /// Extra error codes, each by RFC 6749's grammar.
@@ -137,11 +134,7 @@ impl Level {
     /// A rule tying `a` and `b`, `broken` (why, when it is): reported where one of them is
     /// set here and neither was reported, blamed on `b` if it is set here, else on `a`.
     fn pair(&self, cx: &mut Cx, [a, b]: [&str; 2], broken: Option<String>) {
-        let from = |k| {
-            self.from
-                .get(k)
-                .is_none_or(|(from, _)| !cx.broken.contains(from))
-        };
+        let from = |k| (self.from.get(k)).is_none_or(|(from, _)| !cx.broken.contains(from));
         let k = if self.here.contains(b) { b } else { a };
         if !self.here.contains(k) || !from(a) || !from(b) {
             return;
@@ -158,7 +151,7 @@ impl V<'_> {
         if raw.get_ref().is_empty() {
             self.cx.report(name, Some(raw.span()), "must not be empty");
         }
-        resolve(self.base, raw.get_ref())
+        under(self.base, raw.get_ref())
     }
 
     /// `[service]`: where status files go, the admin API (address, token, limits), logging.
@@ -183,13 +176,11 @@ impl V<'_> {
                 )
             }),
         };
-        let admin_listen = match &raw.admin_listen {
-            Some(s) => self
-                .cx
-                .check("admin_listen", s, listen)
-                .unwrap_or(AdminListen::Off),
-            None => AdminListen::default(),
-        };
+        let admin_listen = (raw.admin_listen.as_ref())
+            .map_or(Some(AdminListen::default()), |s| {
+                self.cx.check("admin_listen", s, listen)
+            })
+            .unwrap_or(AdminListen::Off);
         let on = admin_listen != AdminListen::Off;
         let admin_token_file = raw.admin_token_file.as_ref().map(|f| {
             let path = self.path("admin_token_file", f);
@@ -237,9 +228,7 @@ impl V<'_> {
             cx.report("admin_listen", span(&raw.admin_listen), why);
         }
         let log_level = raw.log_level.as_ref().map_or("info", |s| s.get_ref());
-        if let Some(s) = &raw.log_level {
-            cx.check("log_level", s, |l| log_filter(l));
-        }
+        cx.check("log_level", raw.log_level.as_ref(), |l| log_filter(l));
         ServiceConfig {
             status_dir,
             admin_listen,
@@ -298,7 +287,7 @@ impl V<'_> {
         let base = self.base;
         let path = self.cx.check(name, raw, |p| match p.is_empty() {
             true => Err("must not be empty".to_owned()),
-            false => Ok(resolve(base, p)),
+            false => Ok(under(base, p)),
         })?;
         let (key, line) = (self.cx.key(name), self.cx.line(raw.span().start));
         match self.seen.files.get(&path) {
@@ -380,9 +369,8 @@ impl V<'_> {
             Some(l) => cx.each_valid("scopes", l, rules::scope_token, rules::SCOPE_TOKEN),
             None => Some(Vec::new()),
         };
-        let resource =
-            (raw.resource.as_ref()).and_then(|r| cx.check("resource", r, |s| resource(s)));
-        let audience = (raw.audience.as_ref()).and_then(|a| cx.check("audience", a, |s| text(s)));
+        let resource = cx.check("resource", raw.resource.as_ref(), |s| resource(s));
+        let audience = cx.check("audience", raw.audience.as_ref(), |s| text(s));
         let login = crate::login::resolve(cx, raw);
 
         // one gate per token endpoint: its workloads must agree on the limit
@@ -394,9 +382,8 @@ impl V<'_> {
             Some((_, Some((other, m)))) if *m != n && !cx.broken.contains(&key) => {
                 let set = policy.from.get("endpoint_concurrency");
                 let from = set.map_or("the default", |(k, _)| k.as_str());
-                let at = set
-                    .filter(|(k, _)| *k == key)
-                    .map_or(cx.header.clone(), |(_, s)| Some(s.clone()));
+                let here = set.filter(|(k, _)| *k == key).map(|(_, s)| s.clone());
+                let at = here.or(cx.header.clone());
                 let why = format!(
                     "is {n} (from {from}) but {other} uses {m} for the same token_url; the limit is \
                      shared by every workload of one token endpoint, so they must agree"
@@ -435,12 +422,8 @@ impl V<'_> {
     /// At most one of `keys` (with the span where each is set, if it is) may be set; the
     /// second one in the file is reported. False when more than one is.
     fn at_most_one(&mut self, keys: &[(&str, Span)]) -> bool {
-        let names: Vec<_> = keys.iter().map(|(k, _)| *k).collect();
-        let list = match names.split_last() {
-            Some((last, [])) => (*last).to_owned(),
-            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
-            None => String::new(),
-        };
+        let list = keys.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ");
+        let list = (list.rsplit_once(", ")).map_or(list.clone(), |(a, b)| format!("{a} and {b}"));
         let mut given: Vec<_> = keys
             .iter()
             .filter_map(|(k, at)| Some((*k, at.clone()?)))
@@ -513,18 +496,17 @@ impl V<'_> {
             // RFC 8693 §2.1 allow a public client).
             RawGrant::JwtBearer | RawGrant::TokenExchange => Some("keeps"),
         };
-        for (k, at) in refresh
+        let set = refresh
             .into_iter()
-            .filter(|(_, at)| at.is_some() && verb.is_some())
-        {
+            .filter_map(|(k, at)| Some((k, at?, verb?)));
+        for (k, at, verb) in set {
             ok = false;
-            let verb = verb.unwrap_or_default();
             let why = format!(
                 "grant = \"{name}\" {verb} no refresh token; remove {k} or set grant = \
                  \"refresh_token\""
             );
             if !cx.broken_here(&[k]) {
-                cx.report(k, at, why);
+                cx.report(k, Some(at), why);
             }
         }
         match (grant, token) {
@@ -556,7 +538,7 @@ impl V<'_> {
 }
 
 /// `path` against `base` (unless absolute), without `.` components.
-fn resolve(base: &Path, path: &str) -> PathBuf {
+pub(crate) fn under(base: &Path, path: &str) -> PathBuf {
     base.join(path).components().collect()
 }
 

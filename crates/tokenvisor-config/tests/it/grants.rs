@@ -269,3 +269,32 @@ fn the_documented_example_shows_every_grant_key() {
         );
     }
 }
+
+#[test]
+fn the_listing_shows_each_presented_token_file_and_type_in_order() {
+    let (dir, c) = parse(
+        "subject_token_type = \"jwt\"\nrequested_token_type = \"access_token\"",
+        "token_exchange",
+        "subject_token_file = \"token\"\nactor_token_file = \"token\"\nactor_token_type = \"jwt\"",
+    );
+    let out = c.unwrap_or_else(|e| panic!("{e}")).describe_masked();
+    let token = format!("{:?}", path(dir.path(), "token").display().to_string());
+    let want = format!(
+        "grant = \"token_exchange\"\n\
+         subject_token_file = {token}  # read at every attempt\n\
+         subject_token_type = \"{JWT}\"\n\
+         actor_token_file = {token}  # read at every attempt\n\
+         actor_token_type = \"{JWT}\"\n\
+         requested_token_type = \"urn:ietf:params:oauth:token-type:access_token\"\n\
+         # token_sink_file: not set\n"
+    );
+    assert!(out.contains(&want), "no\n{want}in\n{out}");
+    let (dir, c) = parse("", "jwt_bearer", "assertion_file = \"token\"");
+    let out = c.unwrap_or_else(|e| panic!("{e}")).describe_masked();
+    let token = format!("{:?}", path(dir.path(), "token").display().to_string());
+    let want = format!(
+        "grant = \"jwt_bearer\"\nassertion_file = {token}  # read at every attempt\n# token_sink"
+    );
+    assert!(out.contains(&want), "no\n{want}in\n{out}");
+    assert!(!out.contains("refresh_token ="), "{out}");
+}

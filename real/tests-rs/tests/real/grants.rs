@@ -21,7 +21,7 @@ use tokenvisor::spec::{
 };
 use tokenvisor_core::WorkloadStatus;
 
-use crate::components::{now_ms, real_dir, wait_until};
+use crate::components::{complete_lines, now_ms, real_dir, wait_until};
 use crate::harness::{Stack, Workload, fast_policy, last_error, name};
 
 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -59,8 +59,11 @@ fn platform_jwt(key: &Path, aud: &str, ttl_secs: i64, jti: &str) -> String {
 /// what was presented).
 fn grant_requests(s: &Stack, client: &str, grant: &str) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(s.work().join("oidc.log")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    complete_lines(&text)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("provider log line {l:?}: {e}"))
+        })
         .filter(|l| l["client"] == client && l["grant_type"] == grant)
         .collect()
 }

@@ -183,6 +183,22 @@ impl Stack {
         );
     }
 
+    /// Waits until `witness` has been refreshed `n` more times (answered 200 by the
+    /// provider) than when called: a window of real activity, measured in events rather than
+    /// in time, after which "it never happened again" can be checked. With tokens living a
+    /// few seconds, three refreshes outlast the backoff's 1 s cap: a retry would be in the
+    /// provider's log by then (it logs a request before answering it).
+    pub async fn wait_more_refreshes(&self, witness: &Workload, n: usize) {
+        let ok = || {
+            (self.ep.oidc.refreshes(&witness.client).iter())
+                .filter(|l| l.status == Some(200))
+                .count()
+        };
+        let before = ok();
+        let what = format!("{}: {n} more refreshes", witness.name);
+        wait_until(&what, || ok() >= before + n).await;
+    }
+
     /// Waits until the status file of every workload says `status`.
     pub async fn wait_all(&self, workloads: &[&Workload], status: WorkloadStatus) {
         for w in workloads {

@@ -112,6 +112,8 @@ async fn assertion_clients_refresh_and_a_wrong_key_is_invalid_client() {
     )
     .await;
     s.wait_invalid_client(&wrong.name).await;
+    // "Then silence": counted once a retry would have shown, not at the verdict.
+    s.wait_more_refreshes(&pk, 3).await;
     let refused: Vec<_> = (s.ep.oidc.log().into_iter())
         .filter(|l| {
             l.path.as_deref() == Some("/token") && l.error.as_deref() == Some("invalid_client")

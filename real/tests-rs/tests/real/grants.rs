@@ -169,6 +169,16 @@ async fn jwt_bearer_refreshes_reads_the_rotated_assertion_and_never_sends_an_exp
     std::fs::write(&file, platform_jwt(&platform_key(), &aud, 3600, "a4")).unwrap();
     s.wait_all(&[&public], WorkloadStatus::Running).await;
     wait_presented(&s, "tv-jwtb", JWT_BEARER, "a4", 1).await;
+    // The check above saw the first attempt after the expiry; every attempt while the file
+    // held the expired assertion came before the one presenting a4, which the provider has
+    // logged now: none of them presented a3 either.
+    let expired_sent = (grant_requests(&s, "tv-jwtb", JWT_BEARER).iter())
+        .filter(|l| l["detail"]["presented"] == "a3")
+        .count();
+    assert_eq!(
+        expired_sent, 0,
+        "an expired assertion reached the provider on a retry"
+    );
     println!(
         "observed: jwt_bearer refreshed as a public client and with private_key_jwt ({} and {} \
          requests); a rotated assertion was presented at the next attempt; an expired one was \

@@ -170,9 +170,10 @@ pub struct Outcome {
     pub opts: Options,
     /// Every step, in order.
     pub steps: Vec<Step>,
-    /// Per workload, the instances whose status file says `running` at the end.
+    /// Per workload, the instances whose status file said `running` when the last step
+    /// settled (the reading that satisfied its wait).
     pub running_on: BTreeMap<String, Vec<usize>>,
-    /// Workloads `unauthenticated` on some instance at the end.
+    /// Workloads `unauthenticated` on some instance in that same reading.
     pub unauthenticated: BTreeSet<String>,
     /// Reuse revocations at the provider (`grant.revoked`), by account.
     pub revoked: BTreeMap<String, usize>,
@@ -373,6 +374,9 @@ struct Fleet {
     etcd: EtcdCluster,
     token_url: String,
     workloads: Vec<Workload>,
+    /// What the last [`Fleet::wait_settled`] saw when it settled: per workload the live
+    /// instances running it, and the workloads `unauthenticated` on one.
+    settled: (BTreeMap<String, Vec<usize>>, BTreeSet<String>),
     provider: Tail<ProviderLine>,
     access: Tail<Access>,
     http: reqwest::Client,
@@ -447,6 +451,7 @@ impl Fleet {
             workloads,
             http,
             daemons: (0..4).map(|_| None).collect(),
+            settled: (BTreeMap::new(), BTreeSet::new()),
             began,
         };
         if opts.verbose {
@@ -573,11 +578,16 @@ impl Fleet {
     /// Waits until every workload runs on exactly one of `live` (a lost one:
     /// `unauthenticated` somewhere, running nowhere) and each of `live` runs some (a
     /// member that joined has taken its shards); the owners (lost ones absent).
-    async fn wait_settled(&self, what: &str, live: &[usize]) -> BTreeMap<String, usize> {
+    ///
+    /// The statuses it settled on are kept ([`Fleet::settled`]): the run's outcome is that
+    /// snapshot, not a second reading, in which a workload may be between a failed attempt
+    /// and its retry.
+    async fn wait_settled(&mut self, what: &str, live: &[usize]) -> BTreeMap<String, usize> {
         let mut last = BTreeMap::new();
+        let mut lost = BTreeSet::new();
         let settled = poll_until(self.opts.settle, Duration::from_millis(250), || {
             last = self.running_on(live);
-            let lost = self.unauthenticated(live);
+            lost = self.unauthenticated(live);
             last.iter()
                 .all(|(n, on)| on.len() == 1 || (on.is_empty() && lost.contains(n)))
                 && live
@@ -585,13 +595,15 @@ impl Fleet {
                     .all(|i| last.values().any(|on| on.first() == Some(i)))
         })
         .await;
+        self.settled = (last.clone(), lost);
+        let this = &*self;
         if !settled {
             // Each instance's record of the workloads at fault, and where the logs are.
             let detail: Vec<String> = (last.iter())
                 .filter(|(_, v)| v.len() != 1)
                 .flat_map(|(n, _)| {
                     live.iter().filter_map(move |&i| {
-                        let r = read_status(&self.status_dir(i), n)?;
+                        let r = read_status(&this.status_dir(i), n)?;
                         Some(format!(
                             "{n} on {i}: {:?} at {:?} ({})",
                             r.status, r.updated_at, r.status_context
@@ -602,7 +614,7 @@ impl Fleet {
             panic!(
                 "{what}: not every workload runs on exactly one instance of {live:?}, or one \
                  runs none: {detail:#?}\nlogs: {}",
-                self.work.path().display()
+                this.work.path().display()
             );
         }
         last.into_iter()
@@ -851,16 +863,27 @@ pub async fn run(opts: &Options) -> Outcome {
         at,
         (Some(failover), theirs.len(), in_flight)
     );
-    let zombie_metrics = f.metrics(zombie).await;
-    let zombie_fence_metric = metric(&zombie_metrics, fence, "")
-        .unwrap_or_else(|| panic!("no fence rejection counter in the zombie's /metrics"))
-        .saturating_sub(fence_before);
+    // The log first, then the counter, until it has caught up (bounded): the store counts a
+    // refusal, then logs it, but the counter reaches /metrics through the cluster
+    // view (at each scrape) while the log line reaches us through a pipe, and the zombie
+    // may refuse another write between two reads. Read the other way round, a refusal
+    // logged after the scrape made the log look ahead of a counter that had not gone back.
     let zombie_log = f.daemon(zombie).log_plain();
     let zombie_fence_logged = zombie_log
         .lines()
         .filter(|l| l.contains("refused by the fence"))
         .count()
         .saturating_sub(logged_before);
+    let caught_up = Instant::now() + Duration::from_secs(10);
+    let zombie_fence_metric = loop {
+        let counted = metric(&f.metrics(zombie).await, fence, "")
+            .unwrap_or_else(|| panic!("no fence rejection counter in the zombie's /metrics"))
+            .saturating_sub(fence_before);
+        if counted >= zombie_fence_logged as u64 || Instant::now() >= caught_up {
+            break counted;
+        }
+        tokio::time::sleep(crate::components::POLL).await;
+    };
     let zombie_leases_lost = zombie_log
         .lines()
         .filter(|l| l.contains("the cluster lease was lost"))
@@ -915,9 +938,9 @@ pub async fn run(opts: &Options) -> Outcome {
         let (a, r) = f.handovers(i).await;
         handovers.push((format!("member-{i}"), a, r));
     }
-    let live = f.live();
-    let running_on = f.running_on(&live);
-    let unauthenticated = f.unauthenticated(&live);
+    // Where each workload ran when the last step settled (read again now, a workload
+    // between a failed attempt and its retry would count as running nowhere).
+    let (running_on, unauthenticated) = f.settled.clone();
 
     // The provider's side.
     let log = f.provider.read().to_vec();

@@ -284,7 +284,8 @@ pub struct Outcome {
     pub opts: Options,
     /// Every kill.
     pub kills: Vec<Kill>,
-    /// Final status of each workload.
+    /// Each workload's status at the end: the one reading that ended the wait for the final
+    /// daemon (every workload running and refreshed under it, or unauthenticated).
     pub statuses: BTreeMap<String, Option<WorkloadStatus>>,
     /// Workloads that ended neither running nor unauthenticated within the bound.
     pub unsettled_at_end: Vec<String>,
@@ -799,8 +800,8 @@ pub async fn run(opts: &Options) -> Outcome {
             .filter_map(|l| l.account.clone())
             .collect()
     };
-    let done = |name: &str, refreshed: &BTreeSet<String>| -> bool {
-        match read_status(&status_dir, name).map(|r| r.status) {
+    let done =
+        |status: Option<WorkloadStatus>, refreshed: &BTreeSet<String>, name: &str| match status {
             Some(WorkloadStatus::Unauthenticated) => true,
             Some(WorkloadStatus::Running) => refreshed.contains(name),
             Some(
@@ -810,31 +811,33 @@ pub async fn run(opts: &Options) -> Outcome {
                 | WorkloadStatus::Error,
             )
             | None => false,
-        }
-    };
+        };
     let limit = Duration::from_secs(u64::from(opts.access_ttl) * 3 + 60);
+    // One reading of the statuses serves both the wait and the outcome: read again later, a
+    // workload between a failed attempt and its retry (`auth_retrying`) would count as
+    // neither running nor lost.
+    let snapshot = || -> BTreeMap<String, Option<WorkloadStatus>> {
+        (workloads.iter())
+            .map(|w| {
+                let status = read_status(&status_dir, &w.name).map(|r| r.status);
+                (w.name.clone(), status)
+            })
+            .collect()
+    };
+    let mut statuses = BTreeMap::new();
+    let mut unsettled_at_end = Vec::new();
     poll_until(limit, Duration::from_millis(200), || {
         let r = refreshed(provider.read());
-        workloads.iter().all(|w| done(&w.name, &r))
+        statuses = snapshot();
+        unsettled_at_end = (statuses.iter())
+            .filter(|(name, status)| !done(**status, &r, name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        unsettled_at_end.is_empty()
     })
     .await;
     let log = provider.read().to_vec();
-    let r = refreshed(&log);
-    let unsettled_at_end: Vec<String> = workloads
-        .iter()
-        .filter(|w| !done(&w.name, &r))
-        .map(|w| w.name.clone())
-        .collect();
     drop(last);
-    let statuses: BTreeMap<String, Option<WorkloadStatus>> = workloads
-        .iter()
-        .map(|w| {
-            (
-                w.name.clone(),
-                read_status(&status_dir, &w.name).map(|r| r.status),
-            )
-        })
-        .collect();
 
     // The provider's side.
     let mut revoked: BTreeMap<String, usize> = BTreeMap::new();

@@ -49,7 +49,7 @@ use tokenvisor_test_support::status::read_status;
 use tokenvisor_test_support::wait::poll_until;
 
 use crate::components::{INSTALL, node_bin, now_ms, oidc_dir};
-use crate::nginx::{Access, Mode, Nginx, Upstreams};
+use crate::nginx::{Access, Nginx};
 use crate::oidc::{Oidc, login_tokens, secret_of, uses_basic};
 
 /// Clients of the provider (`tv-01` … `tv-24`, real/oidc/config.mjs).
@@ -196,6 +196,57 @@ impl ProviderLine {
             && self.path.as_deref() == Some("/token")
             && self.grant_type.as_deref() == Some("refresh_token")
     }
+}
+
+/// Reuse revocations (`grant.revoked` events) in the provider's `log`, by account.
+pub(crate) fn revoked_by_account(log: &[ProviderLine]) -> BTreeMap<String, usize> {
+    let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
+    for l in log {
+        if l.kind == "event" && l.event.as_deref() == Some("grant.revoked") {
+            *revoked
+                .entry(l.account.clone().unwrap_or_else(|| "?".to_owned()))
+                .or_default() += 1;
+        }
+    }
+    revoked
+}
+
+/// A lost grant at the provider: its refreshes, the first answered `invalid_grant` (its
+/// rotated-away token presented) and the last rotation before that one (whose result was
+/// lost).
+pub(crate) struct History<'a> {
+    /// The refreshes of the grant's account.
+    pub(crate) mine: Vec<&'a ProviderLine>,
+    /// The first refresh answered `invalid_grant`.
+    pub(crate) reuse: Option<&'a ProviderLine>,
+    /// The last refresh answered 200 before `reuse`.
+    pub(crate) prev: Option<&'a ProviderLine>,
+}
+
+/// The [`History`] of account `name` among `refreshes`.
+pub(crate) fn history<'a>(refreshes: &[&'a ProviderLine], name: &str) -> History<'a> {
+    let mine: Vec<&ProviderLine> = (refreshes.iter().copied())
+        .filter(|l| l.account.as_deref() == Some(name))
+        .collect();
+    let reuse = (mine.iter().copied())
+        .filter(|l| l.error.as_deref() == Some("invalid_grant"))
+        .min_by_key(|l| l.t);
+    let prev = reuse.and_then(|reuse| {
+        (mine.iter().copied())
+            .filter(|l| l.status == Some(200) && l.t < reuse.t)
+            .max_by_key(|l| l.t)
+    });
+    History { mine, reuse, prev }
+}
+
+/// `n` workloads `w000`, `w001`, … spread over the provider's clients.
+pub(crate) fn workloads(n: usize) -> Vec<Workload> {
+    (0..n)
+        .map(|i| Workload {
+            name: format!("w{i:03}"),
+            client: format!("tv-{:02}", i % CLIENTS + 1),
+        })
+        .collect()
 }
 
 /// A JSON-lines log read incrementally: each call parses only the lines appended since
@@ -656,21 +707,8 @@ pub async fn run(opts: &Options) -> Outcome {
     let work = work_dir.path();
     let oidc = Oidc::start(work, opts.access_ttl);
     let mut provider = Tail::<ProviderLine>::new(work.join("oidc.log"));
-    let nginx = Nginx::start(
-        &work.join("nginx"),
-        Upstreams {
-            provider: oidc.addr(),
-            slow: None,
-        },
-        Mode::Pass,
-    )
-    .await;
-    let workloads: Vec<Workload> = (0..opts.workloads)
-        .map(|i| Workload {
-            name: format!("w{i:03}"),
-            client: format!("tv-{:02}", i % CLIENTS + 1),
-        })
-        .collect();
+    let nginx = Nginx::pass_to(work, oidc.addr()).await;
+    let workloads = workloads(opts.workloads);
     mint(&oidc, &workloads, work);
     let config = write_config(
         work,
@@ -840,14 +878,7 @@ pub async fn run(opts: &Options) -> Outcome {
     drop(last);
 
     // The provider's side.
-    let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
-    for l in &log {
-        if l.kind == "event" && l.event.as_deref() == Some("grant.revoked") {
-            *revoked
-                .entry(l.account.clone().unwrap_or_else(|| "?".to_owned()))
-                .or_default() += 1;
-        }
-    }
+    let revoked = revoked_by_account(&log);
     let refreshes: Vec<&ProviderLine> = log.iter().filter(|l| l.is_refresh()).collect();
     let invalid_grant = refreshes
         .iter()
@@ -875,26 +906,15 @@ pub async fn run(opts: &Options) -> Outcome {
         .filter(|l| l.account.as_ref().is_some_and(|a| !lost_names.contains(a)))
         .count();
     for name in &lost_names {
-        let mine: Vec<&&ProviderLine> = refreshes
-            .iter()
-            .filter(|l| l.account.as_deref() == Some(name.as_str()))
-            .collect();
-        let Some(reuse) = mine
-            .iter()
-            .filter(|l| l.error.as_deref() == Some("invalid_grant"))
-            .min_by_key(|l| l.t)
-        else {
+        let History { mine, reuse, prev } = history(&refreshes, name);
+        let Some(reuse) = reuse else {
             unexplained.push(format!(
                 "{name}: lost (status {:?}) without an invalid_grant answer",
                 statuses.get(name)
             ));
             continue;
         };
-        let Some(prev) = mine
-            .iter()
-            .filter(|l| l.status == Some(200) && l.t < reuse.t)
-            .max_by_key(|l| l.t)
-        else {
+        let Some(prev) = prev else {
             unexplained.push(format!(
                 "{name}: its first refresh token was presented after being rotated away ({} ms)",
                 reuse.t

@@ -240,6 +240,16 @@ impl Nginx {
         panic!("nginx did not start: {last_error}");
     }
 
+    /// nginx under `<work>/nginx` in pass mode in front of the provider at `provider`
+    /// (`127.0.0.1:PORT`), with no slow upstream: the stack of the daemon tests and runs.
+    pub async fn pass_to(work: &Path, provider: String) -> Nginx {
+        let upstreams = Upstreams {
+            provider,
+            slow: None,
+        };
+        Nginx::start(&work.join("nginx"), upstreams, Mode::Pass).await
+    }
+
     /// The token endpoint, through nginx.
     pub fn token_url(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.layout.port)

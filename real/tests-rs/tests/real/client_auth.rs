@@ -57,15 +57,7 @@ async fn add(
         client_assertion_audience: Some(s.ep.oidc.issuer().into()),
         ..ProviderSpec::default()
     });
-    let handle =
-        s.rt.add(spec)
-            .await
-            .unwrap_or_else(|e| panic!("{workload}: {e}"));
-    Workload {
-        name: workload.to_owned(),
-        client: client.to_owned(),
-        handle,
-    }
+    s.add_workload(spec).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

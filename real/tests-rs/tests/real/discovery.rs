@@ -58,15 +58,17 @@ async fn add(s: &Stack, workload: &str, client: &str, issuer: &str, refresh: boo
         extra_params: [("tenant".to_owned(), "contoso".to_owned())].into(),
         ..ProviderSpec::default()
     });
-    let handle =
-        s.rt.add(spec)
-            .await
-            .unwrap_or_else(|e| panic!("{workload}: {e}"));
-    Workload {
-        name: workload.to_owned(),
-        client: client.to_owned(),
-        handle,
-    }
+    s.add_workload(spec).await
+}
+
+/// Runs the workspace's `tokenvisor` with `args`: its exit code, stdout and stderr.
+fn tokenvisor(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(tokenvisor_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("tokenvisor {args:?}: {e}"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 /// nginx's answers to discovery requests: (uri, status).
@@ -209,16 +211,9 @@ async fn check_config_online_and_probe_warn_when_the_method_is_not_advertised() 
         secret = secret.display(),
     );
     std::fs::write(&config, text).unwrap();
-    let out = Command::new(tokenvisor_bin())
-        .args(["check-config", "--online"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let config_arg = config.display().to_string();
+    let (code, stdout, stderr) = tokenvisor(&["check-config", "--online", &config_arg]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
         stdout.contains(&format!("# discovered from issuer {narrow}:"))
             && stdout.contains("token_endpoint = http://127.0.0.1:"),
@@ -229,32 +224,23 @@ async fn check_config_online_and_probe_warn_when_the_method_is_not_advertised() 
         "{stderr}"
     );
 
-    let out = Command::new(tokenvisor_bin())
-        .args([
-            "probe",
-            "--issuer",
-            &narrow,
-            "--client-id",
-            "tv-02",
-            "--auth-method",
-            "post",
-        ])
-        .args([
-            "--grant",
-            "client_credentials",
-            "--extra-param",
-            "tenant=contoso",
-        ])
-        .arg("--client-secret-file")
-        .arg(&secret)
-        .output()
-        .unwrap();
-    let (pout, perr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let (code, pout, perr) = tokenvisor(&[
+        "probe",
+        "--issuer",
+        &narrow,
+        "--client-id",
+        "tv-02",
+        "--auth-method",
+        "post",
+        "--grant",
+        "client_credentials",
+        "--extra-param",
+        "tenant=contoso",
+        "--client-secret-file",
+        &secret.display().to_string(),
+    ]);
     // the provider does support the method: the probe succeeds, with the warning
-    assert_eq!(out.status.code(), Some(0), "{pout}\n{perr}");
+    assert_eq!(code, Some(0), "{pout}\n{perr}");
     assert!(
         pout.contains("token url:")
             && pout
@@ -278,13 +264,8 @@ async fn check_config_online_and_probe_warn_when_the_method_is_not_advertised() 
         .unwrap()
         .replace(&narrow, &wrong);
     std::fs::write(&config, text).unwrap();
-    let out = Command::new(tokenvisor_bin())
-        .args(["check-config", "--online"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, _, err) = tokenvisor(&["check-config", "--online", &config_arg]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("workload narrow: issuer: discovery of") && err.contains("RFC 8414 §3.3"),
         "{err}"

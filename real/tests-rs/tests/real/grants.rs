@@ -83,12 +83,7 @@ async fn add(
     let mut spec = WorkloadSpec::new(name(workload), url, client, grant);
     spec.policy = fast_policy();
     edit(&mut spec);
-    let handle = (s.rt.add(spec).await).unwrap_or_else(|e| panic!("{workload}: {e}"));
-    Workload {
-        name: workload.to_owned(),
-        client: client.to_owned(),
-        handle,
-    }
+    s.add_workload(spec).await
 }
 
 /// Waits until `client` made `n` successful `grant` requests presenting `jti`.

@@ -89,6 +89,16 @@ async fn force_all(rt: &Runtime) {
     }
 }
 
+/// Shuts the runtime down (every status written) and checks the idp never saw a rotated-away
+/// token presented nor answered `invalid_grant`.
+async fn shut_down_without_reuse(rt: Runtime, idp: &IdpServer) {
+    let report = rt.shutdown(secs(10)).await.unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    let c = idp.counters();
+    assert_eq!(c.reuse_detected, 0, "a rotated-away token was presented");
+    assert_eq!(c.invalid_grant, 0);
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -203,11 +213,7 @@ async fn rotated_refresh_tokens_survive_a_restart() {
         })
         .await;
     }
-    let report = rt2.shutdown(secs(10)).await.unwrap();
-    assert!(report.failed.is_empty(), "{report:?}");
-    let c = idp.counters();
-    assert_eq!(c.reuse_detected, 0, "a rotated-away token was presented");
-    assert_eq!(c.invalid_grant, 0);
+    shut_down_without_reuse(rt2, &idp).await;
     for i in 0..N {
         assert_file_is_live(&idp, creds.path(), i);
         assert_eq!(mode(&token_file(creds.path(), i)), 0o600);
@@ -271,11 +277,7 @@ async fn a_rotation_in_flight_at_shutdown_is_not_lost() {
         })
     })
     .await;
-    let report = rt2.shutdown(secs(10)).await.unwrap();
-    assert!(report.failed.is_empty(), "{report:?}");
-    let c = idp.counters();
-    assert_eq!(c.reuse_detected, 0, "a rotated-away token was presented");
-    assert_eq!(c.invalid_grant, 0);
+    shut_down_without_reuse(rt2, &idp).await;
     for i in 0..N {
         assert!(!events2.ever(&workload(i), WorkloadStatus::Unauthenticated));
         assert_file_is_live(&idp, creds.path(), i);

@@ -62,7 +62,7 @@ use tokenvisor_test_support::wait::poll_until;
 use tokio::time::Instant;
 
 use crate::cluster_instance::{Cluster, Grant};
-use crate::components::now_ms;
+use crate::components::{now_ms, signal};
 use crate::crash_loop::{
     History, ProviderLine, Tail, Workload, history, mint, revoked_by_account, workloads,
 };
@@ -383,15 +383,6 @@ struct Fleet {
     http: reqwest::Client,
     began: Instant,
     work: tempfile::TempDir,
-}
-
-/// `sig` (`-STOP`, `-CONT`) to `pid` with kill(1).
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid}");
 }
 
 /// A counter's value in Prometheus text (the sum of its series matching `labels`).

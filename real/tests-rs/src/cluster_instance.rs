@@ -1,5 +1,6 @@
 //! One `tokenvisor run` instance of a cluster on a real etcd, as the cluster tests
-//! (`tests/real/cluster_run.rs`) and the chaos run ([`crate::cluster_chaos`]) start it.
+//! (`tests/real/cluster_run.rs`) and the chaos run (`cluster_chaos`, with the `real`
+//! feature) start it.
 //!
 //! Every instance has a directory of its own under the run's work directory (`i<N>/`: its
 //! status and state directories, its copies of the client secrets and of the minted refresh

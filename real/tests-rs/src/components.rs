@@ -117,6 +117,15 @@ pub fn oidc_dir() -> PathBuf {
     dir
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`, …) to `pid` with kill(1); fails the test if it cannot.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (the caller retries if it is taken).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

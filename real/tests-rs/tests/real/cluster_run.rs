@@ -27,7 +27,7 @@ use tokenvisor_core::WorkloadStatus;
 use tokenvisor_real::binary::tokenvisor_cluster_bin;
 use tokenvisor_real::cluster_chaos::instances_saying;
 use tokenvisor_real::cluster_instance::{Cluster, Grant};
-use tokenvisor_real::components::now_ms;
+use tokenvisor_real::components::{now_ms, signal};
 use tokenvisor_real::nginx::Nginx;
 use tokenvisor_real::oidc::Oidc;
 use tokenvisor_test_support::daemon::Daemon;
@@ -223,15 +223,6 @@ fn by_owner(owners: &BTreeMap<String, usize>) -> BTreeMap<usize, usize> {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// Sends `sig` (`-STOP`, `-CONT`) to `pid` with kill(1).
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid}");
 }
 
 /// The daemons' cluster surfaces: any instance lists every workload with its owner (the

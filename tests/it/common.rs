@@ -166,6 +166,16 @@ impl Harness {
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
     }
 
+    /// Waits out the window in which a retry of a workload would reach the idp (the backoff
+    /// is capped at 1 s), measured in events: three scheduled refreshes of a canary (idp
+    /// client `canary`, added here) whose tokens live 2 s. "It never happened again" is
+    /// checked after this, not at the verdict.
+    pub(crate) async fn wait_retry_window(&self) {
+        let canary = self.add_refresh("canary", secs(2)).await;
+        self.wait_status(&canary, WorkloadStatus::Running).await;
+        self.wait_requests("canary", self.count("canary"), 3).await;
+    }
+
     /// Waits until the idp has seen `n` more requests from `client_id` than `since`: a window
     /// of real activity measured in events rather than in time.
     pub(crate) async fn wait_requests(&self, client_id: &str, since: u64, n: u64) {

@@ -64,6 +64,41 @@ async fn add_all(rt: &Runtime, idp: &IdpServer, creds: &Path) -> Vec<TokenHandle
     handles
 }
 
+/// Waits until every workload is running and serves a token.
+async fn wait_running(what: &str, handles: &[TokenHandle]) {
+    wait_until(what, || {
+        handles
+            .iter()
+            .all(|h| status(h) == Some(WorkloadStatus::Running) && h.current().is_ok())
+    })
+    .await;
+}
+
+/// The access token each workload serves now.
+fn served(handles: &[TokenHandle]) -> Vec<String> {
+    handles
+        .iter()
+        .map(|h| h.current().unwrap().expose().to_owned())
+        .collect()
+}
+
+/// Forces a refresh of every workload.
+async fn force_all(rt: &Runtime) {
+    for i in 0..N {
+        assert!(rt.force_refresh(&name(&workload(i))).await.unwrap());
+    }
+}
+
+/// Shuts the runtime down (every status written) and checks the idp never saw a rotated-away
+/// token presented nor answered `invalid_grant`.
+async fn shut_down_without_reuse(rt: Runtime, idp: &IdpServer) {
+    let report = rt.shutdown(secs(10)).await.unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    let c = idp.counters();
+    assert_eq!(c.reuse_detected, 0, "a rotated-away token was presented");
+    assert_eq!(c.invalid_grant, 0);
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -110,12 +145,7 @@ async fn rotated_refresh_tokens_survive_a_restart() {
         (0..N).all(|i| c.client(&workload(i)) >= 4)
     })
     .await;
-    wait_until("all running", || {
-        handles
-            .iter()
-            .all(|h| status(h) == Some(WorkloadStatus::Running))
-    })
-    .await;
+    wait_running("all running", &handles).await;
     let report = rt.shutdown(secs(10)).await.unwrap();
     assert!(report.failed.is_empty(), "{report:?}");
     for i in 0..N {
@@ -149,12 +179,7 @@ async fn rotated_refresh_tokens_survive_a_restart() {
     assert_eq!(rt2.recovery().recovered, N);
     assert!(rt2.recovery().corrupted.is_empty());
     let handles = add_all(&rt2, &idp, creds.path()).await;
-    wait_until("all running after the restart", || {
-        handles
-            .iter()
-            .all(|h| status(h) == Some(WorkloadStatus::Running) && h.current().is_ok())
-    })
-    .await;
+    wait_running("all running after the restart", &handles).await;
     for (i, token) in rotated.iter().enumerate() {
         // A token still valid is served from the state journal without a request; an
         // expired one is refreshed at once. Either way the first request presents the
@@ -178,13 +203,8 @@ async fn rotated_refresh_tokens_survive_a_restart() {
     }
     // Two more rotations each (forced), then a clean stop: the files hold the live tokens.
     for _ in 0..2 {
-        let served: Vec<String> = handles
-            .iter()
-            .map(|h| h.current().unwrap().expose().to_owned())
-            .collect();
-        for i in 0..N {
-            assert!(rt2.force_refresh(&name(&workload(i))).await.unwrap());
-        }
+        let served = served(&handles);
+        force_all(&rt2).await;
         wait_until("a new token each", || {
             handles
                 .iter()
@@ -193,11 +213,7 @@ async fn rotated_refresh_tokens_survive_a_restart() {
         })
         .await;
     }
-    let report = rt2.shutdown(secs(10)).await.unwrap();
-    assert!(report.failed.is_empty(), "{report:?}");
-    let c = idp.counters();
-    assert_eq!(c.reuse_detected, 0, "a rotated-away token was presented");
-    assert_eq!(c.invalid_grant, 0);
+    shut_down_without_reuse(rt2, &idp).await;
     for i in 0..N {
         assert_file_is_live(&idp, creds.path(), i);
         assert_eq!(mode(&token_file(creds.path(), i)), 0o600);
@@ -220,12 +236,7 @@ async fn a_rotation_in_flight_at_shutdown_is_not_lost() {
     }
     let (rt, _events) = start(status_dir.path()).await;
     let handles = add_all(&rt, &idp, creds.path()).await;
-    wait_until("all running", || {
-        handles
-            .iter()
-            .all(|h| status(h) == Some(WorkloadStatus::Running))
-    })
-    .await;
+    wait_running("all running", &handles).await;
 
     // rot-0's provider is slow: a refresh is in flight when the runtime shuts down. The
     // provider rotates when it answers; the rotated token must reach the file before the
@@ -249,12 +260,7 @@ async fn a_rotation_in_flight_at_shutdown_is_not_lost() {
 
     let (rt2, events2) = start(status_dir.path()).await;
     let handles = add_all(&rt2, &idp, creds.path()).await;
-    wait_until("all running after the restart", || {
-        handles
-            .iter()
-            .all(|h| status(h) == Some(WorkloadStatus::Running) && h.current().is_ok())
-    })
-    .await;
+    wait_running("all running after the restart", &handles).await;
     // Let the slow request finish wherever it went, then refresh everything once more: a
     // grant revoked by reuse detection would answer invalid_grant now.
     wait_until("every request answered", || {
@@ -262,13 +268,8 @@ async fn a_rotation_in_flight_at_shutdown_is_not_lost() {
         c.token_requests == c.success + c.invalid_grant
     })
     .await;
-    let served: Vec<String> = handles
-        .iter()
-        .map(|h| h.current().unwrap().expose().to_owned())
-        .collect();
-    for i in 0..N {
-        assert!(rt2.force_refresh(&name(&workload(i))).await.unwrap());
-    }
+    let served = served(&handles);
+    force_all(&rt2).await;
     wait_until("a new token or a verdict each", || {
         handles.iter().zip(&served).all(|(h, old)| {
             h.current().is_ok_and(|t| t.expose() != old)
@@ -276,11 +277,7 @@ async fn a_rotation_in_flight_at_shutdown_is_not_lost() {
         })
     })
     .await;
-    let report = rt2.shutdown(secs(10)).await.unwrap();
-    assert!(report.failed.is_empty(), "{report:?}");
-    let c = idp.counters();
-    assert_eq!(c.reuse_detected, 0, "a rotated-away token was presented");
-    assert_eq!(c.invalid_grant, 0);
+    shut_down_without_reuse(rt2, &idp).await;
     for i in 0..N {
         assert!(!events2.ever(&workload(i), WorkloadStatus::Unauthenticated));
         assert_file_is_live(&idp, creds.path(), i);
@@ -304,16 +301,8 @@ async fn a_restart_with_valid_tokens_sends_no_request() {
     }
     let (rt, _events) = start(status_dir.path()).await;
     let handles = add_all(&rt, &idp, creds.path()).await;
-    wait_until("all running", || {
-        handles
-            .iter()
-            .all(|h| status(h) == Some(WorkloadStatus::Running))
-    })
-    .await;
-    let served: Vec<String> = handles
-        .iter()
-        .map(|h| h.current().unwrap().expose().to_owned())
-        .collect();
+    wait_running("all running", &handles).await;
+    let served = served(&handles);
     let report = rt.shutdown(secs(10)).await.unwrap();
     assert!(report.failed.is_empty(), "{report:?}");
     let before = idp.counters().token_requests;
@@ -324,12 +313,7 @@ async fn a_restart_with_valid_tokens_sends_no_request() {
         // Served at once, the same token.
         assert_eq!(h.current().unwrap().expose(), token);
     }
-    wait_until("all running after the restart", || {
-        handles
-            .iter()
-            .all(|h| status(h) == Some(WorkloadStatus::Running))
-    })
-    .await;
+    wait_running("all running after the restart", &handles).await;
     let report = rt2.flush(secs(10)).await.unwrap();
     assert!(report.failed.is_empty(), "{report:?}");
     // No attempt at all: one in flight would show as `refreshing`, one done would have

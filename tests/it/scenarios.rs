@@ -117,6 +117,8 @@ async fn basic_and_post_client_authentication() {
     let last = h.file("wrong").await.token.unwrap().last_error.unwrap();
     assert_eq!(last.error_code.as_deref(), Some("invalid_client"));
     assert_eq!(last.outcome, ErrorOutcome::Permanent);
+    // Permanent: no second attempt (counted once a retry would have shown).
+    h.wait_retry_window().await;
     assert_eq!(h.idp.counters().invalid_client, 1);
     let raw = h.raw_file("wrong");
     assert!(!raw.contains("not-the-secret"));

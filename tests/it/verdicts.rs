@@ -119,5 +119,7 @@ async fn a_slack_style_200_ok_false_invalid_refresh_token_is_final() {
     let last = rec.token.as_ref().unwrap().last_error.as_ref().unwrap();
     assert_eq!(last.outcome, ErrorOutcome::Permanent);
     assert_eq!(last.error_code.as_deref(), Some("invalid_refresh_token"));
+    // Final: one request (counted once a retry would have shown, not at the verdict).
+    h.wait_retry_window().await;
     assert_eq!(h.idp.counters().fault(FaultKind::Raw), 1);
 }

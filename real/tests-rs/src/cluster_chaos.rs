@@ -55,20 +55,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokenvisor_core::WorkloadStatus;
-use tokenvisor_test_support::config::{ConfigFile, quote};
-use tokenvisor_test_support::daemon::{Daemon, Launch};
+use tokenvisor_test_support::daemon::Daemon;
 use tokenvisor_test_support::etcd::EtcdCluster;
 use tokenvisor_test_support::status::read_status;
 use tokenvisor_test_support::wait::poll_until;
 use tokio::time::Instant;
 
-use crate::components::now_ms;
-use crate::crash_loop::{ProviderLine, Tail, Workload, mint};
-use crate::nginx::{Access, Mode, Nginx, Upstreams};
-use crate::oidc::{Oidc, secret_of, uses_basic};
+use crate::cluster_instance::{Cluster, Grant};
+use crate::components::{now_ms, signal};
+use crate::crash_loop::{
+    History, ProviderLine, Tail, Workload, history, mint, revoked_by_account, workloads,
+};
+use crate::nginx::{Access, Nginx};
+use crate::oidc::Oidc;
 
-/// Clients of the provider (`tv-01` … `tv-24`, real/oidc/config.mjs).
-const CLIENTS: usize = 24;
 /// The etcd prefix of the run.
 const PREFIX: &str = "tv-chaos/";
 /// A grant lost whose rotated-away token came back this soon after its rotation, with no
@@ -170,9 +170,10 @@ pub struct Outcome {
     pub opts: Options,
     /// Every step, in order.
     pub steps: Vec<Step>,
-    /// Per workload, the instances whose status file says `running` at the end.
+    /// Per workload, the instances whose status file said `running` when the last step
+    /// settled (the reading that satisfied its wait).
     pub running_on: BTreeMap<String, Vec<usize>>,
-    /// Workloads `unauthenticated` on some instance at the end.
+    /// Workloads `unauthenticated` on some instance in that same reading.
     pub unauthenticated: BTreeSet<String>,
     /// Reuse revocations at the provider (`grant.revoked`), by account.
     pub revoked: BTreeMap<String, usize>,
@@ -371,22 +372,17 @@ struct Fleet {
     oidc: Oidc,
     _nginx: Nginx,
     etcd: EtcdCluster,
-    token_url: String,
+    /// What the instances share (the token URL, etcd, the `[cluster]` settings).
+    cluster: Cluster,
     workloads: Vec<Workload>,
+    /// What the last [`Fleet::wait_settled`] saw when it settled: per workload the live
+    /// instances running it, and the workloads `unauthenticated` on one.
+    settled: (BTreeMap<String, Vec<usize>>, BTreeSet<String>),
     provider: Tail<ProviderLine>,
     access: Tail<Access>,
     http: reqwest::Client,
     began: Instant,
     work: tempfile::TempDir,
-}
-
-/// `sig` (`-STOP`, `-CONT`) to `pid` with kill(1).
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid}");
 }
 
 /// A counter's value in Prometheus text (the sum of its series matching `labels`).
@@ -413,22 +409,9 @@ impl Fleet {
         // `$CLUSTER_CHAOS_KEEP`: the directory (logs, status files, etcd's) outlives the run.
         work.disable_cleanup(std::env::var_os("CLUSTER_CHAOS_KEEP").is_some());
         let oidc = Oidc::start(work.path(), opts.access_ttl);
-        let nginx = Nginx::start(
-            &work.path().join("nginx"),
-            Upstreams {
-                provider: oidc.addr(),
-                slow: None,
-            },
-            Mode::Pass,
-        )
-        .await;
+        let nginx = Nginx::pass_to(work.path(), oidc.addr()).await;
         let etcd = EtcdCluster::start(3).await;
-        let workloads: Vec<Workload> = (0..opts.workloads)
-            .map(|i| Workload {
-                name: format!("w{i:03}"),
-                client: format!("tv-{:02}", i % CLIENTS + 1),
-            })
-            .collect();
+        let workloads = workloads(opts.workloads);
         mint(&oidc, &workloads, work.path());
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -439,7 +422,16 @@ impl Fleet {
             opts: opts.clone(),
             provider: Tail::new(work.path().join("oidc.log")),
             access: Tail::new(work.path().join("nginx/logs/access.log")),
-            token_url: nginx.token_url(),
+            cluster: Cluster {
+                work: work.path().to_owned(),
+                token_url: nginx.token_url(),
+                endpoints: etcd.endpoints(),
+                prefix: PREFIX.to_owned(),
+                lease_ttl: opts.lease_ttl,
+                shards: opts.shards,
+                request_timeout: opts.request_timeout,
+                connect_timeout: opts.connect_timeout,
+            },
             work,
             oidc,
             _nginx: nginx,
@@ -447,6 +439,7 @@ impl Fleet {
             workloads,
             http,
             daemons: (0..4).map(|_| None).collect(),
+            settled: (BTreeMap::new(), BTreeSet::new()),
             began,
         };
         if opts.verbose {
@@ -465,12 +458,8 @@ impl Fleet {
         fleet
     }
 
-    fn dir(&self, i: usize) -> PathBuf {
-        self.work.path().join(format!("i{i}"))
-    }
-
     fn status_dir(&self, i: usize) -> PathBuf {
-        self.dir(i).join("statuses")
+        self.cluster.status_dir(i)
     }
 
     fn log_file(&self, i: usize) -> PathBuf {
@@ -480,62 +469,16 @@ impl Fleet {
     /// Writes instance `i`'s configuration (first time: its copies of the minted refresh
     /// tokens) and starts it.
     async fn spawn(&mut self, i: usize) {
-        let dir = self.dir(i);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let mut c = ConfigFile::new(&self.status_dir(i));
-        let token = self.work.path().join("admin.token");
-        if !token.exists() {
-            std::fs::write(&token, "cluster-chaos-admin-token-0123456789\n")
-                .unwrap_or_else(|e| panic!("{}: {e}", token.display()));
-        }
-        c.service
-            .str("state_dir", dir.join("state").to_string_lossy())
-            .str("admin_listen", "127.0.0.1:0")
-            .str("admin_token_file", token.to_string_lossy());
-        c.defaults
-            .str("request_timeout", format!("{}s", self.opts.request_timeout))
-            .str("connect_timeout", format!("{}s", self.opts.connect_timeout));
-        for w in &self.workloads {
-            let secret = dir.join(format!("{}.secret", w.name));
-            let file = dir.join(format!("{}.rt", w.name));
-            if !file.exists() {
-                std::fs::write(&secret, format!("{}\n", secret_of(&w.client)))
-                    .unwrap_or_else(|e| panic!("{}: {e}", secret.display()));
-                std::fs::copy(self.work.path().join(format!("{}.rt", w.name)), &file)
-                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-            }
-            c.refresh_workload(
-                &w.name,
-                &self.token_url,
-                &w.client,
-                &secret.to_string_lossy(),
-                &file.to_string_lossy(),
-            )
-            .str(
-                "auth_method",
-                if uses_basic(&w.client) {
-                    "basic"
-                } else {
-                    "post"
-                },
-            );
-        }
-        let endpoints: Vec<String> = self.etcd.endpoints().iter().map(quote).collect();
-        let text = format!(
-            "{}\n[cluster]\nbackend = \"etcd\"\nendpoints = [{}]\nprefix = \"{PREFIX}\"\n\
-             member = \"member-{i}\"\nlease_ttl = \"{}s\"\nshards = {}\n",
-            c.text(),
-            endpoints.join(", "),
-            self.opts.lease_ttl,
-            self.opts.shards,
-        );
-        let config = dir.join("tokenvisor.toml");
-        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
-        let launch = Launch {
-            stderr_file: Some(self.log_file(i)),
-            ..Launch::default()
-        };
-        let d = Daemon::start(crate::binary::tokenvisor_cluster_bin(), &config, launch).await;
+        let grants: Vec<Grant<'_>> = (self.workloads.iter())
+            .map(|w| Grant {
+                name: &w.name,
+                client: &w.client,
+                rotating: true,
+            })
+            .collect();
+        let d = (self.cluster)
+            .spawn(i, &grants, Some(self.log_file(i)))
+            .await;
         self.daemons[i] = Some(d);
     }
 
@@ -573,11 +516,16 @@ impl Fleet {
     /// Waits until every workload runs on exactly one of `live` (a lost one:
     /// `unauthenticated` somewhere, running nowhere) and each of `live` runs some (a
     /// member that joined has taken its shards); the owners (lost ones absent).
-    async fn wait_settled(&self, what: &str, live: &[usize]) -> BTreeMap<String, usize> {
+    ///
+    /// The statuses it settled on are kept ([`Fleet::settled`]): the run's outcome is that
+    /// snapshot, not a second reading, in which a workload may be between a failed attempt
+    /// and its retry.
+    async fn wait_settled(&mut self, what: &str, live: &[usize]) -> BTreeMap<String, usize> {
         let mut last = BTreeMap::new();
+        let mut lost = BTreeSet::new();
         let settled = poll_until(self.opts.settle, Duration::from_millis(250), || {
             last = self.running_on(live);
-            let lost = self.unauthenticated(live);
+            lost = self.unauthenticated(live);
             last.iter()
                 .all(|(n, on)| on.len() == 1 || (on.is_empty() && lost.contains(n)))
                 && live
@@ -585,13 +533,15 @@ impl Fleet {
                     .all(|i| last.values().any(|on| on.first() == Some(i)))
         })
         .await;
+        self.settled = (last.clone(), lost);
+        let this = &*self;
         if !settled {
             // Each instance's record of the workloads at fault, and where the logs are.
             let detail: Vec<String> = (last.iter())
                 .filter(|(_, v)| v.len() != 1)
                 .flat_map(|(n, _)| {
                     live.iter().filter_map(move |&i| {
-                        let r = read_status(&self.status_dir(i), n)?;
+                        let r = read_status(&this.status_dir(i), n)?;
                         Some(format!(
                             "{n} on {i}: {:?} at {:?} ({})",
                             r.status, r.updated_at, r.status_context
@@ -602,7 +552,7 @@ impl Fleet {
             panic!(
                 "{what}: not every workload runs on exactly one instance of {live:?}, or one \
                  runs none: {detail:#?}\nlogs: {}",
-                self.work.path().display()
+                this.work.path().display()
             );
         }
         last.into_iter()
@@ -851,16 +801,27 @@ pub async fn run(opts: &Options) -> Outcome {
         at,
         (Some(failover), theirs.len(), in_flight)
     );
-    let zombie_metrics = f.metrics(zombie).await;
-    let zombie_fence_metric = metric(&zombie_metrics, fence, "")
-        .unwrap_or_else(|| panic!("no fence rejection counter in the zombie's /metrics"))
-        .saturating_sub(fence_before);
+    // The log first, then the counter, until it has caught up (bounded): the store counts a
+    // refusal, then logs it, but the counter reaches /metrics through the cluster
+    // view (at each scrape) while the log line reaches us through a pipe, and the zombie
+    // may refuse another write between two reads. Read the other way round, a refusal
+    // logged after the scrape made the log look ahead of a counter that had not gone back.
     let zombie_log = f.daemon(zombie).log_plain();
     let zombie_fence_logged = zombie_log
         .lines()
         .filter(|l| l.contains("refused by the fence"))
         .count()
         .saturating_sub(logged_before);
+    let caught_up = Instant::now() + Duration::from_secs(10);
+    let zombie_fence_metric = loop {
+        let counted = metric(&f.metrics(zombie).await, fence, "")
+            .unwrap_or_else(|| panic!("no fence rejection counter in the zombie's /metrics"))
+            .saturating_sub(fence_before);
+        if counted >= zombie_fence_logged as u64 || Instant::now() >= caught_up {
+            break counted;
+        }
+        tokio::time::sleep(crate::components::POLL).await;
+    };
     let zombie_leases_lost = zombie_log
         .lines()
         .filter(|l| l.contains("the cluster lease was lost"))
@@ -915,20 +876,13 @@ pub async fn run(opts: &Options) -> Outcome {
         let (a, r) = f.handovers(i).await;
         handovers.push((format!("member-{i}"), a, r));
     }
-    let live = f.live();
-    let running_on = f.running_on(&live);
-    let unauthenticated = f.unauthenticated(&live);
+    // Where each workload ran when the last step settled (read again now, a workload
+    // between a failed attempt and its retry would count as running nowhere).
+    let (running_on, unauthenticated) = f.settled.clone();
 
     // The provider's side.
     let log = f.provider.read().to_vec();
-    let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
-    for l in &log {
-        if l.kind == "event" && l.event.as_deref() == Some("grant.revoked") {
-            *revoked
-                .entry(l.account.clone().unwrap_or_else(|| "?".to_owned()))
-                .or_default() += 1;
-        }
-    }
+    let revoked = revoked_by_account(&log);
     let refreshes: Vec<&ProviderLine> = log
         .iter()
         .filter(|l| l.is_refresh() && l.t >= started_ms)
@@ -950,23 +904,12 @@ pub async fn run(opts: &Options) -> Outcome {
         .map(Access::t_ms)
         .collect();
     for name in revoked.keys() {
-        let mine: Vec<&&ProviderLine> = refreshes
-            .iter()
-            .filter(|l| l.account.as_deref() == Some(name.as_str()))
-            .collect();
-        let Some(reuse) = mine
-            .iter()
-            .filter(|l| l.error.as_deref() == Some("invalid_grant"))
-            .min_by_key(|l| l.t)
-        else {
+        let History { reuse, prev, .. } = history(&refreshes, name);
+        let Some(reuse) = reuse else {
             unexplained.push(format!("{name}: revoked without an invalid_grant answer"));
             continue;
         };
-        let Some(prev) = mine
-            .iter()
-            .filter(|l| l.status == Some(200) && l.t < reuse.t)
-            .max_by_key(|l| l.t)
-        else {
+        let Some(prev) = prev else {
             unexplained.push(format!("{name}: its minted token was presented twice"));
             continue;
         };

@@ -31,6 +31,15 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The complete lines of a log another process appends to: up to its last newline. A line
+/// is appended by one write, but a write that crosses a page of the page cache becomes
+/// visible a page at a time, so a reader may see the start of a line before its end: that
+/// part is left for the next read.
+pub fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
+    let end = text.rfind('\n').map_or(0, |i| i + 1);
+    text[..end].lines().filter(|l| !l.trim().is_empty())
+}
+
 /// Finds an executable: `$env_var` if set, then `candidates`, then `name` on `PATH`.
 fn find_exe(env_var: &str, candidates: &[&str], name: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env_var) {
@@ -106,6 +115,15 @@ pub fn oidc_dir() -> PathBuf {
         installed.display()
     );
     dir
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`, …) to `pid` with kill(1); fails the test if it cannot.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (the caller retries if it is taken).
@@ -210,5 +228,21 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_lines;
+
+    #[test]
+    fn a_line_still_being_written_is_left_for_the_next_read() {
+        let text = "{\"a\":1}\n\n{\"b\":2}\n{\"c\":";
+        assert_eq!(
+            complete_lines(text).collect::<Vec<_>>(),
+            ["{\"a\":1}", "{\"b\":2}"]
+        );
+        assert_eq!(complete_lines("{\"c\":").count(), 0);
+        assert_eq!(complete_lines("").count(), 0);
     }
 }

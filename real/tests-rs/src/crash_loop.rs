@@ -49,7 +49,7 @@ use tokenvisor_test_support::status::read_status;
 use tokenvisor_test_support::wait::poll_until;
 
 use crate::components::{INSTALL, node_bin, now_ms, oidc_dir};
-use crate::nginx::{Access, Mode, Nginx, Upstreams};
+use crate::nginx::{Access, Nginx};
 use crate::oidc::{Oidc, login_tokens, secret_of, uses_basic};
 
 /// Clients of the provider (`tv-01` … `tv-24`, real/oidc/config.mjs).
@@ -198,6 +198,57 @@ impl ProviderLine {
     }
 }
 
+/// Reuse revocations (`grant.revoked` events) in the provider's `log`, by account.
+pub(crate) fn revoked_by_account(log: &[ProviderLine]) -> BTreeMap<String, usize> {
+    let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
+    for l in log {
+        if l.kind == "event" && l.event.as_deref() == Some("grant.revoked") {
+            *revoked
+                .entry(l.account.clone().unwrap_or_else(|| "?".to_owned()))
+                .or_default() += 1;
+        }
+    }
+    revoked
+}
+
+/// A lost grant at the provider: its refreshes, the first answered `invalid_grant` (its
+/// rotated-away token presented) and the last rotation before that one (whose result was
+/// lost).
+pub(crate) struct History<'a> {
+    /// The refreshes of the grant's account.
+    pub(crate) mine: Vec<&'a ProviderLine>,
+    /// The first refresh answered `invalid_grant`.
+    pub(crate) reuse: Option<&'a ProviderLine>,
+    /// The last refresh answered 200 before `reuse`.
+    pub(crate) prev: Option<&'a ProviderLine>,
+}
+
+/// The [`History`] of account `name` among `refreshes`.
+pub(crate) fn history<'a>(refreshes: &[&'a ProviderLine], name: &str) -> History<'a> {
+    let mine: Vec<&ProviderLine> = (refreshes.iter().copied())
+        .filter(|l| l.account.as_deref() == Some(name))
+        .collect();
+    let reuse = (mine.iter().copied())
+        .filter(|l| l.error.as_deref() == Some("invalid_grant"))
+        .min_by_key(|l| l.t);
+    let prev = reuse.and_then(|reuse| {
+        (mine.iter().copied())
+            .filter(|l| l.status == Some(200) && l.t < reuse.t)
+            .max_by_key(|l| l.t)
+    });
+    History { mine, reuse, prev }
+}
+
+/// `n` workloads `w000`, `w001`, … spread over the provider's clients.
+pub(crate) fn workloads(n: usize) -> Vec<Workload> {
+    (0..n)
+        .map(|i| Workload {
+            name: format!("w{i:03}"),
+            client: format!("tv-{:02}", i % CLIENTS + 1),
+        })
+        .collect()
+}
+
 /// A JSON-lines log read incrementally: each call parses only the lines appended since
 /// (the run re-reads its logs often; they grow to tens of thousands of lines).
 pub(crate) struct Tail<T> {
@@ -284,7 +335,8 @@ pub struct Outcome {
     pub opts: Options,
     /// Every kill.
     pub kills: Vec<Kill>,
-    /// Final status of each workload.
+    /// Each workload's status at the end: the one reading that ended the wait for the final
+    /// daemon (every workload running and refreshed under it, or unauthenticated).
     pub statuses: BTreeMap<String, Option<WorkloadStatus>>,
     /// Workloads that ended neither running nor unauthenticated within the bound.
     pub unsettled_at_end: Vec<String>,
@@ -655,21 +707,8 @@ pub async fn run(opts: &Options) -> Outcome {
     let work = work_dir.path();
     let oidc = Oidc::start(work, opts.access_ttl);
     let mut provider = Tail::<ProviderLine>::new(work.join("oidc.log"));
-    let nginx = Nginx::start(
-        &work.join("nginx"),
-        Upstreams {
-            provider: oidc.addr(),
-            slow: None,
-        },
-        Mode::Pass,
-    )
-    .await;
-    let workloads: Vec<Workload> = (0..opts.workloads)
-        .map(|i| Workload {
-            name: format!("w{i:03}"),
-            client: format!("tv-{:02}", i % CLIENTS + 1),
-        })
-        .collect();
+    let nginx = Nginx::pass_to(work, oidc.addr()).await;
+    let workloads = workloads(opts.workloads);
     mint(&oidc, &workloads, work);
     let config = write_config(
         work,
@@ -799,8 +838,8 @@ pub async fn run(opts: &Options) -> Outcome {
             .filter_map(|l| l.account.clone())
             .collect()
     };
-    let done = |name: &str, refreshed: &BTreeSet<String>| -> bool {
-        match read_status(&status_dir, name).map(|r| r.status) {
+    let done =
+        |status: Option<WorkloadStatus>, refreshed: &BTreeSet<String>, name: &str| match status {
             Some(WorkloadStatus::Unauthenticated) => true,
             Some(WorkloadStatus::Running) => refreshed.contains(name),
             Some(
@@ -810,41 +849,36 @@ pub async fn run(opts: &Options) -> Outcome {
                 | WorkloadStatus::Error,
             )
             | None => false,
-        }
-    };
+        };
     let limit = Duration::from_secs(u64::from(opts.access_ttl) * 3 + 60);
+    // One reading of the statuses serves both the wait and the outcome: read again later, a
+    // workload between a failed attempt and its retry (`auth_retrying`) would count as
+    // neither running nor lost.
+    let snapshot = || -> BTreeMap<String, Option<WorkloadStatus>> {
+        (workloads.iter())
+            .map(|w| {
+                let status = read_status(&status_dir, &w.name).map(|r| r.status);
+                (w.name.clone(), status)
+            })
+            .collect()
+    };
+    let mut statuses = BTreeMap::new();
+    let mut unsettled_at_end = Vec::new();
     poll_until(limit, Duration::from_millis(200), || {
         let r = refreshed(provider.read());
-        workloads.iter().all(|w| done(&w.name, &r))
+        statuses = snapshot();
+        unsettled_at_end = (statuses.iter())
+            .filter(|(name, status)| !done(**status, &r, name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        unsettled_at_end.is_empty()
     })
     .await;
     let log = provider.read().to_vec();
-    let r = refreshed(&log);
-    let unsettled_at_end: Vec<String> = workloads
-        .iter()
-        .filter(|w| !done(&w.name, &r))
-        .map(|w| w.name.clone())
-        .collect();
     drop(last);
-    let statuses: BTreeMap<String, Option<WorkloadStatus>> = workloads
-        .iter()
-        .map(|w| {
-            (
-                w.name.clone(),
-                read_status(&status_dir, &w.name).map(|r| r.status),
-            )
-        })
-        .collect();
 
     // The provider's side.
-    let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
-    for l in &log {
-        if l.kind == "event" && l.event.as_deref() == Some("grant.revoked") {
-            *revoked
-                .entry(l.account.clone().unwrap_or_else(|| "?".to_owned()))
-                .or_default() += 1;
-        }
-    }
+    let revoked = revoked_by_account(&log);
     let refreshes: Vec<&ProviderLine> = log.iter().filter(|l| l.is_refresh()).collect();
     let invalid_grant = refreshes
         .iter()
@@ -872,26 +906,15 @@ pub async fn run(opts: &Options) -> Outcome {
         .filter(|l| l.account.as_ref().is_some_and(|a| !lost_names.contains(a)))
         .count();
     for name in &lost_names {
-        let mine: Vec<&&ProviderLine> = refreshes
-            .iter()
-            .filter(|l| l.account.as_deref() == Some(name.as_str()))
-            .collect();
-        let Some(reuse) = mine
-            .iter()
-            .filter(|l| l.error.as_deref() == Some("invalid_grant"))
-            .min_by_key(|l| l.t)
-        else {
+        let History { mine, reuse, prev } = history(&refreshes, name);
+        let Some(reuse) = reuse else {
             unexplained.push(format!(
                 "{name}: lost (status {:?}) without an invalid_grant answer",
                 statuses.get(name)
             ));
             continue;
         };
-        let Some(prev) = mine
-            .iter()
-            .filter(|l| l.status == Some(200) && l.t < reuse.t)
-            .max_by_key(|l| l.t)
-        else {
+        let Some(prev) = prev else {
             unexplained.push(format!(
                 "{name}: its first refresh token was presented after being rotated away ({} ms)",
                 reuse.t

@@ -103,11 +103,7 @@ impl Stack {
                 file: Some(file.clone()),
             },
         );
-        Workload {
-            name: workload.to_owned(),
-            client: client.to_owned(),
-            handle: self.add(spec).await,
-        }
+        self.add_workload(spec).await
     }
 
     /// The refresh token a refresh_token workload holds now (its `<work>/<workload>.rt`).
@@ -131,19 +127,18 @@ impl Stack {
         if let Some(s) = secret {
             spec = spec.with_client_secret(s);
         }
-        Workload {
-            name: workload.to_owned(),
-            client: client.to_owned(),
-            handle: self.add(spec).await,
-        }
+        self.add_workload(spec).await
     }
 
-    async fn add(&self, spec: WorkloadSpec) -> TokenHandle {
-        let n = spec.name.clone();
-        self.rt
-            .add(spec)
-            .await
-            .unwrap_or_else(|e| panic!("cannot add {n}: {e}"))
+    /// Adds the workload of `spec` to the runtime (panics if refused).
+    pub async fn add_workload(&self, spec: WorkloadSpec) -> Workload {
+        let (name, client) = (spec.name.to_string(), spec.client_id.to_string());
+        let handle = (self.rt.add(spec).await).unwrap_or_else(|e| panic!("cannot add {name}: {e}"));
+        Workload {
+            name,
+            client,
+            handle,
+        }
     }
 
     /// The status file of `workload` on disk, if written yet.
@@ -181,6 +176,22 @@ impl Stack {
             (ErrorOutcome::Permanent, Some("invalid_client")),
             "{e:?}"
         );
+    }
+
+    /// Waits until `witness` has been refreshed `n` more times (answered 200 by the
+    /// provider) than when called: a window of real activity, measured in events rather than
+    /// in time, after which "it never happened again" can be checked. With tokens living a
+    /// few seconds, three refreshes outlast the backoff's 1 s cap: a retry would be in the
+    /// provider's log by then (it logs a request before answering it).
+    pub async fn wait_more_refreshes(&self, witness: &Workload, n: usize) {
+        let ok = || {
+            (self.ep.oidc.refreshes(&witness.client).iter())
+                .filter(|l| l.status == Some(200))
+                .count()
+        };
+        let before = ok();
+        let what = format!("{}: {n} more refreshes", witness.name);
+        wait_until(&what, || ok() >= before + n).await;
     }
 
     /// Waits until the status file of every workload says `status`.

@@ -18,6 +18,8 @@
 //! - [`binary`]: the workspace's `tokenvisor` binary, built when it is older than its sources.
 //! - [`crash_loop`]: `kill -9` of `tokenvisor run` in a loop while grants rotate, and the
 //!   count of grants lost against refreshes in flight at each kill (issue 11, target 4).
+//! - [`cluster_instance`]: one `tokenvisor run` instance of a cluster on a real etcd (its
+//!   directory, configuration and start), shared by the cluster tests and the chaos run.
 //! - `cluster_chaos` (with the `real` feature): three cluster instances on a real etcd
 //!   through `kill -9`, a zombie, a restart, a fourth joining and leaving, an etcd member
 //!   killed; failover times, grants lost against refreshes in flight (issue 12).
@@ -27,6 +29,7 @@
 pub mod binary;
 #[cfg(feature = "real")]
 pub mod cluster_chaos;
+pub mod cluster_instance;
 pub mod components;
 pub mod crash_loop;
 pub mod endpoint;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::components::{INSTALL, Proc, free_port, nginx_bin, now_ms, real_dir, wait_until_within};
+use crate::components::{
+    INSTALL, Proc, complete_lines, free_port, nginx_bin, now_ms, real_dir, wait_until_within,
+};
 
 /// What nginx does with token requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +240,16 @@ impl Nginx {
         panic!("nginx did not start: {last_error}");
     }
 
+    /// nginx under `<work>/nginx` in pass mode in front of the provider at `provider`
+    /// (`127.0.0.1:PORT`), with no slow upstream: the stack of the daemon tests and runs.
+    pub async fn pass_to(work: &Path, provider: String) -> Nginx {
+        let upstreams = Upstreams {
+            provider,
+            slow: None,
+        };
+        Nginx::start(&work.join("nginx"), upstreams, Mode::Pass).await
+    }
+
     /// The token endpoint, through nginx.
     pub fn token_url(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.layout.port)
@@ -312,12 +324,13 @@ impl Nginx {
         false
     }
 
-    /// Every line of the access log so far.
+    /// Every complete line of the access log so far (nginx writes a request's line once it
+    /// has answered it: after the provider logged the request, after the client got the
+    /// answer).
     pub fn access_log(&self) -> Vec<Access> {
         let text =
             std::fs::read_to_string(self.layout.prefix.join("logs/access.log")).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
+        complete_lines(&text)
             .map(|l| {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("access log line {l:?}: {e}"))
             })

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::components::{INSTALL, Proc, node_bin, oidc_dir};
+use crate::components::{INSTALL, Proc, complete_lines, node_bin, oidc_dir};
 
 /// One line of the provider's log.
 #[derive(Debug, Clone, Deserialize)]
@@ -189,11 +189,11 @@ impl Oidc {
         tokens
     }
 
-    /// Everything the provider logged so far.
+    /// Everything the provider logged so far (complete lines; it logs a request before it
+    /// answers it).
     pub fn log(&self) -> Vec<LogLine> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
+        complete_lines(&text)
             .map(|l| {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("provider log line {l:?}: {e}"))
             })

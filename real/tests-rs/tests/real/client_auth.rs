@@ -57,15 +57,7 @@ async fn add(
         client_assertion_audience: Some(s.ep.oidc.issuer().into()),
         ..ProviderSpec::default()
     });
-    let handle =
-        s.rt.add(spec)
-            .await
-            .unwrap_or_else(|e| panic!("{workload}: {e}"));
-    Workload {
-        name: workload.to_owned(),
-        client: client.to_owned(),
-        handle,
-    }
+    s.add_workload(spec).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,6 +104,8 @@ async fn assertion_clients_refresh_and_a_wrong_key_is_invalid_client() {
     )
     .await;
     s.wait_invalid_client(&wrong.name).await;
+    // "Then silence": counted once a retry would have shown, not at the verdict.
+    s.wait_more_refreshes(&pk, 3).await;
     let refused: Vec<_> = (s.ep.oidc.log().into_iter())
         .filter(|l| {
             l.path.as_deref() == Some("/token") && l.error.as_deref() == Some("invalid_client")

@@ -26,11 +26,11 @@ use std::time::Duration;
 use tokenvisor_core::WorkloadStatus;
 use tokenvisor_real::binary::tokenvisor_cluster_bin;
 use tokenvisor_real::cluster_chaos::instances_saying;
-use tokenvisor_real::components::now_ms;
-use tokenvisor_real::nginx::{Mode, Nginx, Upstreams};
-use tokenvisor_real::oidc::{Oidc, secret_of, uses_basic};
-use tokenvisor_test_support::config::{ConfigFile, quote};
-use tokenvisor_test_support::daemon::{Daemon, Launch};
+use tokenvisor_real::cluster_instance::{Cluster, Grant};
+use tokenvisor_real::components::{now_ms, signal};
+use tokenvisor_real::nginx::Nginx;
+use tokenvisor_real::oidc::Oidc;
+use tokenvisor_test_support::daemon::Daemon;
 use tokenvisor_test_support::etcd::EtcdCluster;
 use tokenvisor_test_support::status::read_status;
 use tokenvisor_test_support::wait::wait_until_within;
@@ -45,18 +45,22 @@ const SETTLE: Duration = Duration::from_secs(120);
 struct Workload {
     name: String,
     client: String,
-    /// `None`: client_credentials.
-    refresh_token: Option<String>,
+    /// A rotating refresh_token grant (minted into `<work>/<name>.rt`); else
+    /// client_credentials.
+    rotating: bool,
 }
 
 /// The fleet's provider, proxy and etcd, and the instances' directory.
 struct Fleet {
-    work: tempfile::TempDir,
+    /// What the instances share (the token URL, etcd, the `[cluster]` settings).
+    cluster: Cluster,
     oidc: Oidc,
-    nginx: Nginx,
+    _nginx: Nginx,
     etcd: EtcdCluster,
     workloads: Vec<Workload>,
     started_ms: u64,
+    /// The instances' directories, removed last.
+    _work: tempfile::TempDir,
 }
 
 impl Fleet {
@@ -66,15 +70,7 @@ impl Fleet {
         tokenvisor_real::components::require_all();
         let work = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let oidc = Oidc::start(work.path(), access_ttl);
-        let nginx = Nginx::start(
-            &work.path().join("nginx"),
-            Upstreams {
-                provider: oidc.addr(),
-                slow: None,
-            },
-            Mode::Pass,
-        )
-        .await;
+        let nginx = Nginx::pass_to(work.path(), oidc.addr()).await;
         let etcd = EtcdCluster::start(3).await;
         let mut by_client: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for i in 0..rotating {
@@ -87,10 +83,12 @@ impl Fleet {
         for (client, names) in by_client {
             let tokens = oidc.login(&client, names.len());
             for (name, token) in names.into_iter().zip(tokens) {
+                let file = work.path().join(format!("{name}.rt"));
+                std::fs::write(&file, token).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                 workloads.push(Workload {
                     name,
                     client: client.clone(),
-                    refresh_token: Some(token),
+                    rotating: true,
                 });
             }
         }
@@ -98,107 +96,51 @@ impl Fleet {
             workloads.push(Workload {
                 name: format!("cc-{i:02}"),
                 client: format!("tv-{:02}", i % 6 + 7),
-                refresh_token: None,
+                rotating: false,
             });
         }
         Fleet {
-            work,
+            // Member ids `member-N`: the spread is deterministic (fixed names, rendezvous),
+            // and with these ids every instance owns some workloads of every run here (with
+            // `iN`, the 8 workloads of the etcd test would all go to one). What an attempt
+            // needs once it sends (1 + 1 + 1 s, + 2 s for etcd) fits two thirds of the lease.
+            cluster: Cluster {
+                work: work.path().to_owned(),
+                token_url: nginx.token_url(),
+                endpoints: etcd.endpoints(),
+                prefix: "tv-run/".to_owned(),
+                lease_ttl: LEASE_TTL,
+                shards: 64,
+                request_timeout: 1,
+                connect_timeout: 1,
+            },
+            _work: work,
             oidc,
-            nginx,
+            _nginx: nginx,
             etcd,
             workloads,
             started_ms: now_ms(),
         }
     }
 
-    fn dir(&self, instance: usize) -> PathBuf {
-        self.work.path().join(format!("i{instance}"))
-    }
-
     fn status_dir(&self, instance: usize) -> PathBuf {
-        self.dir(instance).join("statuses")
+        self.cluster.status_dir(instance)
     }
 
     /// Writes instance `i`'s configuration (its own directories and files, the same
     /// workload list and `[cluster]` as every other) and starts it.
     async fn spawn(&self, i: usize) -> Daemon {
-        let dir = self.dir(i);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let mut c = ConfigFile::new(&self.status_dir(i));
-        // One admin token for every instance: the token route redirects between them.
-        let token = self.work.path().join("admin.token");
-        if !token.exists() {
-            std::fs::write(&token, "cluster-admin-token-0123456789\n")
-                .unwrap_or_else(|e| panic!("{}: {e}", token.display()));
-        }
-        c.service
-            .str("state_dir", dir.join("state").to_string_lossy())
-            .str("admin_listen", "127.0.0.1:0")
-            .str("admin_token_file", token.to_string_lossy());
-        // What an attempt needs once it sends (1 + 1 + 1 s, + 2 s for etcd) fits two thirds
-        // of the lease.
-        c.defaults
-            .str("request_timeout", "1s")
-            .str("connect_timeout", "1s");
-        for w in &self.workloads {
-            let secret = dir.join(format!("{}.secret", w.name));
-            std::fs::write(&secret, format!("{}\n", secret_of(&w.client)))
-                .unwrap_or_else(|e| panic!("{}: {e}", secret.display()));
-            let table = match &w.refresh_token {
-                Some(rt) => {
-                    let file = dir.join(format!("{}.rt", w.name));
-                    if !file.exists() {
-                        std::fs::write(&file, rt)
-                            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                    }
-                    c.refresh_workload(
-                        &w.name,
-                        &self.nginx.token_url(),
-                        &w.client,
-                        &secret.to_string_lossy(),
-                        &file.to_string_lossy(),
-                    )
-                }
-                None => {
-                    let mut t = tokenvisor_test_support::config::Table::default();
-                    t.str("name", &w.name)
-                        .str("token_url", self.nginx.token_url())
-                        .str("client_id", &w.client)
-                        .str("client_secret_file", secret.to_string_lossy())
-                        .str("grant", "client_credentials");
-                    c.workloads.push(t);
-                    c.workloads.last_mut().expect("just pushed")
-                }
-            };
-            table.str(
-                "auth_method",
-                if uses_basic(&w.client) {
-                    "basic"
-                } else {
-                    "post"
-                },
-            );
-        }
-        // Member ids `member-N`: the spread is deterministic (fixed names, rendezvous), and
-        // with these ids every instance owns some workloads of every run here (with `iN`,
-        // the 8 workloads of the etcd test would all go to one).
-        let endpoints: Vec<String> = self.etcd.endpoints().iter().map(quote).collect();
-        let text = format!(
-            "{}\n[cluster]\nbackend = \"etcd\"\nendpoints = [{}]\nprefix = \"tv-run/\"\n\
-             member = \"member-{i}\"\nlease_ttl = \"{LEASE_TTL}s\"\nshards = 64\n",
-            c.text(),
-            endpoints.join(", ")
-        );
-        let config = dir.join("tokenvisor.toml");
-        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        let grants: Vec<Grant<'_>> = (self.workloads.iter())
+            .map(|w| Grant {
+                name: &w.name,
+                client: &w.client,
+                rotating: w.rotating,
+            })
+            .collect();
         // `$CLUSTER_RUN_LOGS`: keep each instance's log there (to read after a failure).
         let stderr_file = std::env::var_os("CLUSTER_RUN_LOGS")
             .map(|d| PathBuf::from(d).join(format!("{}-i{i}.log", self.started_ms)));
-        let launch = Launch {
-            stderr_file,
-            ..Launch::default()
-        };
-        Daemon::start(tokenvisor_cluster_bin(), &config, launch).await
+        self.cluster.spawn(i, &grants, stderr_file).await
     }
 
     /// Per workload, the instances (of `live`) whose status file says `running`.
@@ -281,15 +223,6 @@ fn by_owner(owners: &BTreeMap<String, usize>) -> BTreeMap<usize, usize> {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// Sends `sig` (`-STOP`, `-CONT`) to `pid` with kill(1).
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid}");
 }
 
 /// The daemons' cluster surfaces: any instance lists every workload with its owner (the
@@ -567,11 +500,7 @@ async fn with_etcd_down_rotating_grants_wait_and_client_credentials_go_on() {
         signal(*pid, "-STOP");
     }
     let down_ms = now_ms();
-    let rotating: Vec<&Workload> = fleet
-        .workloads
-        .iter()
-        .filter(|w| w.refresh_token.is_some())
-        .collect();
+    let rotating: Vec<&Workload> = fleet.workloads.iter().filter(|w| w.rotating).collect();
     let waiting =
         tokenvisor_test_support::wait::poll_until(SETTLE, Duration::from_millis(200), || {
             rotating.iter().any(|w| {

@@ -28,7 +28,7 @@ use tokenvisor_core::{Secret, StatusRecord, WorkloadName};
 use tokenvisor_test_support::etcd::{EtcdCluster, EtcdTls};
 use tokio::sync::watch;
 
-use crate::tls::make_pki;
+use crate::tls::{make_pki, openssl};
 
 const SHARDS: NonZeroU32 = NonZeroU32::new(256).unwrap();
 const TTL: Duration = Duration::from_secs(10);
@@ -283,18 +283,7 @@ async fn the_view_pages_through_more_records_than_a_page_and_stops_at_its_bound(
 /// A client certificate for `CN=tokenvisor` issued by the CA in `dir` (`client.pem`,
 /// `client.key`).
 fn client_cert(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("openssl: {e}"));
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
         "-newkey",

@@ -16,7 +16,7 @@ use tokenvisor_real::binary::tokenvisor_bin;
 
 use crate::components::{now_ms, wait_until};
 use crate::harness::read_status;
-use crate::nginx::{Mode, Nginx, Upstreams};
+use crate::nginx::Nginx;
 use crate::oidc::{Oidc, secret_of};
 
 /// Rotations forced before the restart, and again after it.
@@ -105,15 +105,7 @@ async fn hundred_rotations_across_a_daemon_restart_never_reuse_a_refresh_token()
     let bin = tokenvisor_bin();
     assert!(bin.is_file());
     let oidc = Oidc::start(work, 4);
-    let nginx = Nginx::start(
-        &work.join("nginx"),
-        Upstreams {
-            provider: oidc.addr(),
-            slow: None,
-        },
-        Mode::Pass,
-    )
-    .await;
+    let nginx = Nginx::pass_to(work, oidc.addr()).await;
     let workloads = [("rot-forced", "tv-11"), ("rot-natural", "tv-12")];
     let mut initial = Vec::new();
     for (name, client) in workloads {

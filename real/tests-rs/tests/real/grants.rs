@@ -21,7 +21,7 @@ use tokenvisor::spec::{
 };
 use tokenvisor_core::WorkloadStatus;
 
-use crate::components::{now_ms, real_dir, wait_until};
+use crate::components::{complete_lines, now_ms, real_dir, wait_until};
 use crate::harness::{Stack, Workload, fast_policy, last_error, name};
 
 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -59,8 +59,11 @@ fn platform_jwt(key: &Path, aud: &str, ttl_secs: i64, jti: &str) -> String {
 /// what was presented).
 fn grant_requests(s: &Stack, client: &str, grant: &str) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(s.work().join("oidc.log")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    complete_lines(&text)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("provider log line {l:?}: {e}"))
+        })
         .filter(|l| l["client"] == client && l["grant_type"] == grant)
         .collect()
 }
@@ -80,12 +83,7 @@ async fn add(
     let mut spec = WorkloadSpec::new(name(workload), url, client, grant);
     spec.policy = fast_policy();
     edit(&mut spec);
-    let handle = (s.rt.add(spec).await).unwrap_or_else(|e| panic!("{workload}: {e}"));
-    Workload {
-        name: workload.to_owned(),
-        client: client.to_owned(),
-        handle,
-    }
+    s.add_workload(spec).await
 }
 
 /// Waits until `client` made `n` successful `grant` requests presenting `jti`.
@@ -166,6 +164,16 @@ async fn jwt_bearer_refreshes_reads_the_rotated_assertion_and_never_sends_an_exp
     std::fs::write(&file, platform_jwt(&platform_key(), &aud, 3600, "a4")).unwrap();
     s.wait_all(&[&public], WorkloadStatus::Running).await;
     wait_presented(&s, "tv-jwtb", JWT_BEARER, "a4", 1).await;
+    // The check above saw the first attempt after the expiry; every attempt while the file
+    // held the expired assertion came before the one presenting a4, which the provider has
+    // logged now: none of them presented a3 either.
+    let expired_sent = (grant_requests(&s, "tv-jwtb", JWT_BEARER).iter())
+        .filter(|l| l["detail"]["presented"] == "a3")
+        .count();
+    assert_eq!(
+        expired_sent, 0,
+        "an expired assertion reached the provider on a retry"
+    );
     println!(
         "observed: jwt_bearer refreshed as a public client and with private_key_jwt ({} and {} \
          requests); a rotated assertion was presented at the next attempt; an expired one was \

@@ -155,11 +155,12 @@ async fn upstream_slower_than_the_client_timeout_recovers() {
         s.ep.slow
             .as_ref()
             .unwrap_or_else(|| panic!("no slow upstream"));
-    assert!(
-        slow.accepted() >= 2,
-        "the slow upstream got {} connections",
-        slow.accepted()
-    );
+    // Its accept loop counts a connection when it gets round to it, in a task of its own:
+    // wait for the count rather than read it once.
+    wait_until("the slow upstream to accept both requests", || {
+        slow.accepted() >= 2
+    })
+    .await;
 
     let fast_at = now_ms();
     s.ep.nginx.switch(Mode::Pass).await;

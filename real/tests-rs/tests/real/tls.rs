@@ -16,7 +16,7 @@ use crate::harness::{Stack, fast_policy, last_error, name};
 use crate::oidc::secret_of;
 
 /// Runs openssl with `args` in `dir`; panics with its stderr when it fails.
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)

@@ -34,7 +34,8 @@ const { values: args } = parseArgs({
 const logFile = args.log;
 function record(entry) {
   if (!logFile) return;
-  // one write per line: a reader never sees half a line
+  // one append per line; a reader may still catch a line half-written (one that crosses a
+  // page), so the suite's reader keeps only complete lines (`components::complete_lines`)
   appendFileSync(logFile, `${JSON.stringify(entry)}\n`);
 }
 

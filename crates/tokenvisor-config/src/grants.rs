@@ -25,7 +25,7 @@ use tokenvisor_core::spec::{GrantSpec, PresentedToken, TokenExchangeSpec};
 
 use crate::problems::Cx;
 use crate::schema::{RawGrant, RawPolicy};
-use crate::validate::under;
+use crate::under;
 
 /// The grant keys in force at one level (`[defaults]`, then a workload over it): each set
 /// key's value (a resolved path, or a token type with its alias resolved), with its dotted

@@ -120,6 +120,12 @@ fn load_mode(path: &Path, login: bool) -> Result<Config, ConfigError> {
     validate::parse_mode(&text, path, &base, &env, login)
 }
 
+/// `path` against `base` (unless absolute), without `.` components: where a path the
+/// file names resolves (workload, provider and grant files alike).
+pub(crate) fn under(base: &Path, path: &str) -> PathBuf {
+    base.join(path).components().collect()
+}
+
 /// Parses and validates configuration text. `source` names it in errors, and its directory
 /// is where relative paths resolve; `env` looks up environment variables.
 ///

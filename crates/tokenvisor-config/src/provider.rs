@@ -108,7 +108,7 @@ pub(crate) fn level(cx: &mut Cx, base: &Path, raw: &RawPolicy, out: &mut Provide
     };
     let file = |ok: Check| {
         move |p: &String| {
-            let path = crate::validate::under(base, p);
+            let path = crate::under(base, p);
             ok(&read(&path)?).map_err(|why| format!("{}: {why}", path.display()))?;
             Ok(path)
         }

@@ -22,7 +22,7 @@ use crate::schema::{RawService, RawWorkload};
 use crate::secrets::{admin_token_long_enough, read_secret_env};
 use crate::spec::{AdminLimits, AdminListen, GrantSpec, SecretOrigin as Origin, ServiceConfig};
 use crate::spec::{DEFAULT_STATUS_REFRESH_INTERVAL, WorkloadPolicy, WorkloadSpec};
-use crate::{Config, ConfigError, default_state_dir, default_status_dir};
+use crate::{Config, ConfigError, default_state_dir, default_status_dir, under};
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -535,11 +535,6 @@ impl V<'_> {
             }
         }
     }
-}
-
-/// `path` against `base` (unless absolute), without `.` components.
-pub(crate) fn under(base: &Path, path: &str) -> PathBuf {
-    base.join(path).components().collect()
 }
 
 /// An inline secret, which must not be empty.

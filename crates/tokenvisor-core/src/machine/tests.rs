@@ -2001,7 +2001,7 @@ fn a_healthy_workload_not_sent_n_times_keeps_its_state_and_record() {
     for n in 1..=20 {
         let fx = f.unsent(secs(4), busy());
         let ctx = format!("not sent #{n}");
-        assert_eq!(fx.persist, false, "{ctx}");
+        assert!(!fx.persist, "{ctx}");
         assert_eq!(
             (fx.withdraw, fx.publish.is_some(), fx.start_attempt),
             (None, false, None),

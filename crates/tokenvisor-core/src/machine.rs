@@ -298,6 +298,10 @@ pub struct Machine {
     /// Set by a step that continues the same refresh (requeued, or its next try): `since`
     /// is kept.
     same_refresh: bool,
+    /// A token served before has expired and none has been published since: a workload
+    /// not sent then is not starting up, it lost its token (a not-sent attempt starts a
+    /// run of failures, `auth_retrying`, as it would for a token expiring while requeued).
+    token_lost: bool,
 }
 
 impl Machine {
@@ -319,6 +323,7 @@ impl Machine {
             since: now,
             not_sent_run: 0,
             same_refresh: false,
+            token_lost: false,
         };
         let mut fx = Effects {
             persist: true,
@@ -685,9 +690,10 @@ impl Machine {
         }
     }
 
-    /// A token served outside a run of failures expired while its refresh was not sent: the
-    /// not-sent attempt starts a run, as a transient failure would (`auth_retrying`, its
-    /// summary as the last error), so the workload never shows `running` without a token.
+    /// A token served outside a run of failures expired while its refresh was not sent (now,
+    /// or earlier in this refresh: `token_lost`): the not-sent attempt starts a run, as a
+    /// transient failure would (`auth_retrying`, its summary as the last error), so the
+    /// workload never shows `running` (or `starting`) for a token it lost.
     /// The run stays requeued and never gives up on not-sent attempts: the ceiling is checked
     /// at a failure that was sent.
     fn not_sent_expired(
@@ -699,7 +705,7 @@ impl Machine {
         fx: &mut Effects,
     ) -> Option<Retry> {
         match retry {
-            None if expired => {
+            None if expired || self.token_lost => {
                 fx.persist = true;
                 Some(Retry {
                     failures: 1,
@@ -859,7 +865,7 @@ impl Machine {
 
     /// Withdraws a served token that has expired.
     fn expire(
-        &self,
+        &mut self,
         expires_at: Option<Timestamp>,
         now: Timestamp,
         fx: &mut Effects,
@@ -868,6 +874,7 @@ impl Machine {
             Some(t) if now >= t => {
                 fx.withdraw = Some(Withdraw::Expired);
                 fx.persist = true;
+                self.token_lost = true;
                 None
             }
             Some(_) | None => expires_at,
@@ -882,6 +889,7 @@ impl Machine {
         fx: &mut Effects,
     ) -> State {
         let expires_at = now.plus(grant.lifetime);
+        self.token_lost = false;
         let refresh_at = self.config.schedule.refresh_time(now, grant.lifetime, rng);
         fx.publish = Some(grant);
         fx.withdraw = None;

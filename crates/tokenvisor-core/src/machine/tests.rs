@@ -2054,6 +2054,25 @@ fn a_healthy_workload_not_sent_n_times_keeps_its_state_and_record() {
 /// with a not-sent result or while requeued.
 #[test]
 fn a_token_expiring_while_not_sent_is_withdrawn_as_in_a_run_of_failures() {
+    // The token expires while the attempt waits at the gate (`starting` for the moment: the
+    // attempt may still succeed), and then it is not sent: a run, `auth_retrying`.
+    let mut f = Fx::fresh();
+    f.after(secs(1), result(f.last, ok(secs(60))));
+    let State::Healthy {
+        refresh_at,
+        expires_at,
+    } = *f.m.state()
+    else {
+        panic!()
+    };
+    f.step(Input::TimerFired, refresh_at);
+    let fx = f.step(Input::TimerFired, expires_at);
+    assert_eq!(fx.withdraw, Some(Withdraw::Expired));
+    let fx = f.unsent(ms(10), busy());
+    assert!(fx.persist);
+    let (status, context) = f.m.workload_status();
+    assert_eq!(status, WorkloadStatus::AuthRetrying, "{context}");
+    assert!(matches!(f.m.state(), State::Requeued { retry: Some(r), .. } if r.failures == 1));
     for at_result in [false, true] {
         let mut f = Fx::fresh();
         f.after(secs(1), result(f.last, ok(secs(60))));

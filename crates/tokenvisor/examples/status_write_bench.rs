@@ -33,7 +33,8 @@ use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::Write as _;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+// tokio's clock (the workspace bans `std::time::Instant::now`); no runtime needed.
+use tokio::time::Instant;
 
 use rustix::fs::{FlockOperation, RenameFlags, flock, renameat_with};
 

@@ -506,19 +506,9 @@ pub fn write_staged(
     name: &WorkloadName,
     record: &StatusRecord,
 ) -> Result<(), StoreError> {
-    write_locked(dir, name, record, true)
-}
-
-/// [`write_staged`] (`sync`: the temp file is fsynced) or [`write_view`] (not).
-fn write_locked(
-    dir: &Path,
-    name: &WorkloadName,
-    record: &StatusRecord,
-    sync: bool,
-) -> Result<(), StoreError> {
     let path = path_for(dir, name);
     let lock = lock_for_write(dir, name, &path)?;
-    let result = stage_under_lock(record, &path, sync);
+    let result = stage_under_lock(record, &path);
     // Released, the lock file kept (module docs, "Sharing the directory with ToolHive").
     drop(lock);
     result
@@ -616,14 +606,9 @@ fn spare_stem(bytes: &[u8]) -> Option<&[u8]> {
 }
 
 /// [`write_staged`]'s steps between taking and releasing the lock.
-fn stage_under_lock(record: &StatusRecord, path: &Path, sync: bool) -> Result<(), StoreError> {
+fn stage_under_lock(record: &StatusRecord, path: &Path) -> Result<(), StoreError> {
     let json = record.to_json();
-    let staged = if sync {
-        crate::atomic::stage(path, &json)
-    } else {
-        crate::atomic::replace_unsynced(path, &json)
-    };
-    staged.map_err(|e| StoreError::File {
+    crate::atomic::stage(path, &json).map_err(|e| StoreError::File {
         path: path.to_path_buf(),
         op: e.step.as_str(),
         kind: e.source.kind(),
@@ -1054,7 +1039,9 @@ mod tests {
             Replaced::Swapped
         );
         // …and is not written through right after.
-        assert_eq!(write_view(dir, &n, &record(4)).map(|()| ()), Ok(()),);
+        let now = SystemTime::now();
+        let fourth = write_view_aged(dir, &n, &record(4), SPARE_MIN_AGE, now).unwrap();
+        assert_ne!(fourth, Replaced::Swapped);
         let mut seen = Vec::new();
         reader.read_to_end(&mut seen).unwrap();
         assert_eq!(seen, held, "the open file changed under its reader");

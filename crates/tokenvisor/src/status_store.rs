@@ -43,7 +43,8 @@
 //! operations, and its removal serialised the writer threads on the directory's lock. A
 //! kept `<name>.lock` is what ToolHive itself leaves between its create and remove, and
 //! after a crash (it removes unlocked ones older than 5 minutes at CLI start-up; the next
-//! write creates it again); ToolHive lists `*.json` only. Removing a lock file has a known
+//! write creates it again), so ToolHive's listing already meets lock files it did not just
+//! create; status files are found by their `.json` name. Removing a lock file has a known
 //! race, which ToolHive accepts: a process that opened the file before the removal may lock
 //! the removed inode while another creates and locks a new one. tokenvisor's side of it is
 //! closed: after taking the lock it checks that the path still names the inode it locked,
@@ -68,7 +69,8 @@
 //!   exclusive lock is held from before the spare is opened until after the exchange);
 //!   `tokenvisor status` and the daemon's own reads take no lock and rely on the age rule.
 //!
-//! Spares do not end in `.json`, so neither ToolHive's listing nor [`list`] sees them; they
+//! Spares do not end in `.json` and start with a dot, so [`list`] skips them, and so does a
+//! listing by `*.json` such as ToolHive's; they
 //! are 0600 like the files. A crash between writing a spare and the exchange leaves the
 //! old file in place (start-up rewrites it from the journal) and a spare that the next write
 //! overwrites. [`recover`] removes spares whose status file no longer exists; a spare that

@@ -754,14 +754,18 @@ impl Machine {
         }
     }
 
-    /// When a requeued attempt tries again: a floor — the hold's end, or `now` plus the
-    /// time the attempt already waited at the gate (at least [`MIN_BACKOFF`]) — plus
-    /// jitter over a spread that starts at that wait (a quarter of the remaining hold) and
-    /// doubles with each consecutive not-sent attempt, up to [`REQUEUE_SPREAD_MAX`]. A
-    /// served token's refresh is not pushed past [`MIN_LEAD`] before its expiry, but never
-    /// before the floor. Why a floor: an attempt that waited its whole budget for a slot met
-    /// a queue at least that long; re-trying after a failure's backoff (fractions of a second)
-    /// only re-joined its end, and the not-sent attempts ran at tens of thousands a second.
+    /// When a requeued attempt tries again: a floor — the hold's end, or [`MIN_BACKOFF`]
+    /// from `now` — plus jitter over a spread that starts at the time the attempt already
+    /// waited at the gate (a quarter of the remaining hold) and doubles with each
+    /// consecutive not-sent attempt, up to [`REQUEUE_SPREAD_MAX`]. A served token's refresh
+    /// is not pushed past [`MIN_LEAD`] before its expiry, but never before the floor.
+    /// Why the spread: an attempt that waited its whole budget for a slot met a queue at
+    /// least that long; re-trying after a failure's backoff (fractions of a second) only
+    /// re-joined its end, and the not-sent attempts ran at tens of thousands a second. Why
+    /// no floor of the whole wait: a storm's queue drains in seconds, and attempts held back
+    /// a full budget more sat idle while slots were free (a 20,000-workload storm took 2.4×
+    /// as long); spread over one budget, the first retries come back as the queue drains,
+    /// and the doubling leaves a fleet larger than its endpoint a trickle of retries.
     pub fn requeue_at(
         &self,
         not_sent: &NotSent,
@@ -775,7 +779,7 @@ impl Machine {
                 let floor = until.max(now.plus(MIN_BACKOFF));
                 (floor, (until.since(now) / 4).max(MIN_BACKOFF))
             }
-            NotSentReason::Busy | NotSentReason::Paced => (now.plus(waited), waited),
+            NotSentReason::Busy | NotSentReason::Paced => (now.plus(MIN_BACKOFF), waited),
         };
         let doublings = self.not_sent_run.saturating_sub(1).min(16);
         let spread = spread

@@ -2141,6 +2141,42 @@ fn a_start_up_workload_not_sent_stays_starting() {
     assert!(fx.publish.is_some());
 }
 
+/// A workload without a token whose attempt is not sent because the endpoint is on hold
+/// (the provider asked every client to wait: an outage) shows the outage, `auth_retrying`
+/// with the hold's summary, once; its later not-sent attempts persist nothing, and it never
+/// gives up on them.
+#[test]
+fn a_start_up_workload_held_back_by_an_outage_is_auth_retrying() {
+    let mut f = Fx::fresh();
+    let held = |until| NotSent {
+        reason: NotSentReason::Held { until },
+        waited: secs(1),
+        summary: "not sent: the endpoint asked all clients to wait".into(),
+    };
+    let until = f.now.plus(secs(30));
+    let fx = f.unsent(secs(1), held(until));
+    assert!(fx.persist);
+    assert_eq!(f.m.workload_status().0, WorkloadStatus::AuthRetrying);
+    let State::Requeued { next_try_at, .. } = *f.m.state() else {
+        panic!("{:?}", f.m.state())
+    };
+    assert!(next_try_at >= until, "not before the hold's end");
+    let record = (f.m.token_section(), f.m.workload_status());
+    for _ in 0..20 {
+        let wake = f.m.wake_at().unwrap();
+        f.step(Input::TimerFired, wake);
+        let until = f.now.plus(secs(30));
+        let fx = f.unsent(secs(1), held(until));
+        assert!(!fx.persist);
+        assert_eq!((f.m.token_section(), f.m.workload_status()), record);
+    }
+    let wake = f.m.wake_at().unwrap();
+    f.step(Input::TimerFired, wake);
+    let fx = f.succeed(ms(100));
+    assert!(fx.publish.is_some());
+    assert_eq!(f.m.workload_status().0, WorkloadStatus::Running);
+}
+
 /// A real (sent) transient failure after not-sent attempts is the run's first failure, as
 /// it would be without them: one failure, counted from its own time, its own backoff.
 #[test]

@@ -1039,9 +1039,10 @@ pub const ROUTINE_FILES_PER_JOB: usize = 1024;
 /// Files per writer thread before a job's status files are written by several threads.
 const FILES_PER_WRITER: usize = 256;
 
-/// Writer threads of one job at most: file writes are syscall-bound (lock file, temp file,
-/// rename) and share the directory's lock; a profile with 4 showed the kernel spinning on
-/// it (`rwsem_spin_on_owner` 10 % of a storm run), so 2.
+/// Writer threads of one job at most: file writes are syscall-bound (lock, spare written in
+/// place, exchange: `status_store::write_view`) and share the directory's lock; a profile
+/// with 4 (when each write also created and removed the lock file) showed the kernel
+/// spinning on it (`rwsem_spin_on_owner` 10 % of a storm run), so 2.
 const MAX_WRITERS: usize = 2;
 
 /// Writes the status files of a job, on up to [`MAX_WRITERS`] threads when there are many

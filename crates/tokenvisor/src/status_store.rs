@@ -13,32 +13,69 @@
 //!   on the same directory fails naming the first one's PID.
 //! - [`ensure_dir`]: creates the directory 0700 when it is missing (only a directory it
 //!   created is ever chmod-ed).
-//! - [`write_atomic`]: under ToolHive's lock on `<name>.lock` (below), through
-//!   [`crate::atomic`] (the one atomic-file writer): temp file in `dir` →
-//!   one write → 0600 → fsync → rename → fsync of the directory. Readers see the old file or
-//!   the new one, never a partial one; the file is never readable by anyone but the owner,
-//!   not even as a temp. Split in two for batches: [`write_staged`] (everything up to the
-//!   rename) and [`sync_dir`] (one directory fsync makes every staged rename of the batch
-//!   durable).
+//! - [`write_view`]: the daemon's write (status files are views of the state journal): under
+//!   ToolHive's lock on `<name>.lock` (below), through [`crate::atomic::replace_via_spare`]:
+//!   the spare `.<name>.json.spare` written in place (0600) and exchanged with the file, no
+//!   fsync ("Spares", below).
+//! - [`write_atomic`]: under the same lock, through [`crate::atomic`] (the one atomic-file
+//!   writer): temp file in `dir` → one write → 0600 → fsync → rename → fsync of the
+//!   directory. Readers see the old file or the new one, never a partial one; the file is
+//!   never readable by anyone but the owner, not even as a temp. Split in two for batches:
+//!   [`write_staged`] (everything up to the rename) and [`sync_dir`] (one directory fsync
+//!   makes every staged rename of the batch durable).
 //! - [`read`]: one file.
 //! - [`list`] and [`inspect`]: read-only looks at every status file or one (what
 //!   `tokenvisor status` shows): nothing is renamed, removed or rewritten.
 //! - [`recover`]: one pass over the directory at start-up: every `<name>.json` is read;
 //!   corrupt files that are recognisably tokenvisor's are set aside as
 //!   `<name>.json.corrupted` and reported, other unparseable files are left untouched and
-//!   reported as foreign; stray temp files of tokenvisor's interrupted writes are removed.
-//!   Nothing else in the directory is ever renamed or removed.
+//!   reported as foreign; stray temp files of tokenvisor's interrupted writes are removed,
+//!   and so are spares whose status file is gone. Nothing else in the directory is ever
+//!   renamed or removed.
 //!
 //! ## Sharing the directory with ToolHive
 //! ToolHive reads and writes `<dir>/<name>.json` under an exclusive `flock` on
 //! `<dir>/<name>.lock` and removes the lock file after each operation. [`write_staged`] takes
 //! the same lock without waiting: when ToolHive holds it, the write does not happen and
 //! returns [`StoreError::Busy`] (the persistence actor retries that workload later while it
-//! writes the others). After the rename the lock file is removed while still locked, as
-//! ToolHive does. Removing a lock file has a known race, which ToolHive accepts: a process
-//! that opened the file before the removal may lock the removed inode while another creates
-//! and locks a new one. tokenvisor's side of it is closed: after taking the lock it checks
-//! that the path still names the inode it locked, and reopens if not.
+//! writes the others). tokenvisor keeps the lock file after its write (ToolHive removes its
+//! own after each operation): creating and removing it took half of a write's directory
+//! operations, and its removal serialised the writer threads on the directory's lock. A
+//! kept `<name>.lock` is what ToolHive itself leaves between its create and remove, and
+//! after a crash (it removes unlocked ones older than 5 minutes at CLI start-up; the next
+//! write creates it again), so ToolHive's listing already meets lock files it did not just
+//! create; status files are found by their `.json` name. Removing a lock file has a known
+//! race, which ToolHive accepts: a process that opened the file before the removal may lock
+//! the removed inode while another creates and locks a new one. tokenvisor's side of it is
+//! closed: after taking the lock it checks that the path still names the inode it locked,
+//! and reopens if not.
+//!
+//! ## Spares
+//! Replacing a file by rename frees the old file's block; on a file system mounted with
+//! `discard` (this project's machine) a freed block that was written back waits for a
+//! synchronous discard, ≈ 1 ms per file (`docs/BENCHMARKS.md`, round 6). [`write_view`]
+//! frees none: each status file has a spare inode `.<name>.json.spare` (the previous
+//! version), written in place and swapped in with `renameat2(RENAME_EXCHANGE)`. Why a reader
+//! never sees a partial file:
+//! - a reader opening `<name>.json` gets the old inode or the new one, both complete (the
+//!   spare is written completely before the exchange, which is atomic);
+//! - the only inode ever written in place is the spare, and only once it has stopped being
+//!   `<name>.json` for [`SPARE_MIN_AGE`] (its change time, set by the exchange): a reader
+//!   that opened the file just before that exchange would have to be still reading a
+//!   sub-4-KiB file a second later. A spare younger than that (two writes of a workload
+//!   within a second) is left alone and a temp file is renamed over the file instead (the
+//!   old way, one freed block);
+//! - ToolHive reads under a shared `flock` on `<name>.lock`, which excludes the write (the
+//!   exclusive lock is held from before the spare is opened until after the exchange);
+//!   `tokenvisor status` and the daemon's own reads take no lock and rely on the age rule.
+//!
+//! Spares do not end in `.json` and start with a dot, so [`list`] skips them, and so does a
+//! listing by `*.json` such as ToolHive's; they
+//! are 0600 like the files. A crash between writing a spare and the exchange leaves the
+//! old file in place (start-up rewrites it from the journal) and a spare that the next write
+//! overwrites. [`recover`] removes spares whose status file no longer exists; a spare that
+//! is not a regular file, has other links or a change time in the future is replaced by the
+//! next write, never written through.
 //!
 //! ## Whose files are these
 //! - A directory is tokenvisor's when it carries [`MARKER`] (`.tokenvisor`, which cannot be a
@@ -46,12 +83,14 @@
 //!   (the marker is written) only when every entry is a status file (`<name>.json` that
 //!   parses as a status record — tokenvisor's of an older version, or ToolHive's), a lock
 //!   file (`<name>.lock`), a set-aside copy (`<name>.json.corrupted`), a tokenvisor temp file
-//!   (`.<name>.json.XXXXXX`) or a ToolHive temp file (`.tmp-…`).
+//!   (`.<name>.json.XXXXXX`), a spare (`.<name>.json.spare`) or a ToolHive temp file
+//!   (`.tmp-…`).
 //! - A status file is tokenvisor's when it parses and has a `token` section (ToolHive's have
 //!   none). An unparseable one is tokenvisor's only when its bytes contain the `"token"`
 //!   member name; any other is left where it is (a workload of that name, if one is
 //!   configured, writes its own status there later).
-//! - Temp files named `.<name>.json.XXXXXX` (six alphanumerics) are tokenvisor's.
+//! - Temp files named `.<name>.json.XXXXXX` (six alphanumerics) and spares
+//!   `.<name>.json.spare` are tokenvisor's.
 //!
 //! Errors ([`StoreError`], [`ClaimError`]) name the path, the operation and the
 //! [`io::ErrorKind`]; they never carry file contents (a corrupt file is described by line
@@ -81,6 +120,12 @@ pub const MARKER: &str = ".tokenvisor";
 const EXT: &[u8] = b".json";
 /// The extension of ToolHive's per-workload lock files.
 const LOCK_EXT: &[u8] = b".lock";
+/// The suffix of spare files (`.<name>.json.spare`).
+const SPARE_EXT: &[u8] = b".json.spare";
+/// How long a spare must have stopped being its status file before [`write_view`] writes
+/// it in place: a reader that opened the file just before the exchange that made it the
+/// spare has this long to finish reading (status files are read in microseconds).
+pub const SPARE_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 /// The prefix of ToolHive's temp files (`fileutils.AtomicWriteFile`).
 const TOOLHIVE_TEMP_PREFIX: &[u8] = b".tmp-";
 /// How many foreign entries a refusal names.
@@ -213,7 +258,8 @@ pub struct Recovered {
     /// `<name>.json` files that do not parse and are not recognisably tokenvisor's (module
     /// docs, "Whose files are these"); left untouched.
     pub foreign: Vec<PathBuf>,
-    /// Leftover temp files of interrupted writes that were removed.
+    /// Leftover temp files of interrupted writes, and spares (`.<name>.json.spare`) whose
+    /// status file no longer exists, that were removed.
     pub temp_files_removed: usize,
 }
 
@@ -400,6 +446,8 @@ fn foreign_entries(dir: &Path) -> Result<Vec<String>, StoreError> {
                 is_name(stem)
             } else if let Some(stem) = bytes.strip_suffix(CORRUPTED_SUFFIX.as_bytes()) {
                 stem.strip_suffix(EXT).is_some_and(is_name)
+            } else if spare_stem(bytes).is_some() {
+                true
             } else {
                 is_temp_name(bytes) || bytes.starts_with(TOOLHIVE_TEMP_PREFIX)
             };
@@ -444,8 +492,8 @@ pub fn write_atomic(
 /// ToolHive's lock: an exclusive `flock` on `<dir>/<name>.lock` taken without waiting (held
 /// by another process: [`StoreError::Busy`], nothing written) → a temp file
 /// `.<name>.json.XXXXXX` in `dir` (created 0600) → one write of the serialised record →
-/// chmod 0600 (whatever the umask) → fsync → rename over the target → the lock file removed,
-/// then unlocked. Readers see the old file or the new one, never a partial one; on failure
+/// chmod 0600 (whatever the umask) → fsync → rename over the target → unlocked (the lock file
+/// kept). Readers see the old file or the new one, never a partial one; on failure
 /// the temp file is removed and the previous file is left as it was.
 ///
 /// The rename is durable only once [`sync_dir`] has returned `Ok`: a batch of records is
@@ -460,44 +508,47 @@ pub fn write_staged(
     name: &WorkloadName,
     record: &StatusRecord,
 ) -> Result<(), StoreError> {
-    write_locked(dir, name, record, true)
+    let path = path_for(dir, name);
+    let lock = lock_for_write(dir, name, &path)?;
+    let result = stage_under_lock(record, &path);
+    // Released, the lock file kept (module docs, "Sharing the directory with ToolHive").
+    drop(lock);
+    result
 }
 
-/// [`write_staged`] (`sync`: the temp file is fsynced) or [`write_view`] (not).
-fn write_locked(
+/// Takes ToolHive's lock on `<dir>/<name>.lock` without waiting: [`StoreError::Busy`] when
+/// another process holds it.
+fn lock_for_write(
     dir: &Path,
     name: &WorkloadName,
-    record: &StatusRecord,
-    sync: bool,
-) -> Result<(), StoreError> {
-    let path = path_for(dir, name);
-    let lock = match crate::locks::FileLock::try_lock(&lock_path_for(dir, name)) {
-        Ok(crate::locks::TryLock::Locked(lock)) => lock,
-        Ok(crate::locks::TryLock::Held(_)) => return Err(StoreError::Busy { path }),
+    path: &Path,
+) -> Result<crate::locks::FileLock, StoreError> {
+    match crate::locks::FileLock::try_lock(&lock_path_for(dir, name)) {
+        Ok(crate::locks::TryLock::Locked(lock)) => Ok(lock),
+        Ok(crate::locks::TryLock::Held(_)) => Err(StoreError::Busy {
+            path: path.to_path_buf(),
+        }),
         Err(e) => {
             let kind = match &e {
                 crate::locks::LockError::Io { kind, .. } => *kind,
                 crate::locks::LockError::Held { .. } => io::ErrorKind::WouldBlock,
             };
-            return Err(StoreError::File {
-                path,
+            Err(StoreError::File {
+                path: path.to_path_buf(),
                 op: "lock",
                 kind,
-            });
+            })
         }
-    };
-    let result = stage_under_lock(record, &path, sync);
-    // Removed whatever the outcome (ToolHive's protocol); a lock file left behind would be
-    // harmless anyway (ToolHive removes stale ones).
-    if let Err(e) = lock.remove() {
-        tracing::debug!(path = %path.display(), kind = %e.kind(), "could not remove the status file's lock file");
     }
-    result
 }
 
-/// Replaces `<dir>/<name>.json` with `record` as a view of the state journal: like
-/// [`write_staged`] (ToolHive's lock, temp file 0600, rename) but without any fsync, since
-/// the journal holds the record durably and start-up rewrites every file from it.
+/// Replaces `<dir>/<name>.json` with `record` as a view of the state journal, without any
+/// fsync (the journal holds the record durably and start-up rewrites every file from it),
+/// under ToolHive's lock (held by another process: [`StoreError::Busy`], nothing written),
+/// through the spare `.<name>.json.spare` ([`crate::atomic::replace_via_spare`]: written in
+/// place, mode 0600, exchanged with the file; a spare that stopped being the file less than
+/// [`SPARE_MIN_AGE`] ago is not overwritten: a temp file is renamed instead). Readers see
+/// the old file or the new one, never a partial one (module docs, "Spares").
 ///
 /// # Errors
 /// As [`write_staged`].
@@ -506,18 +557,60 @@ pub fn write_view(
     name: &WorkloadName,
     record: &StatusRecord,
 ) -> Result<(), StoreError> {
-    write_locked(dir, name, record, false)
+    write_view_aged(
+        dir,
+        name,
+        record,
+        SPARE_MIN_AGE,
+        std::time::SystemTime::now(),
+    )
+    .map(|_| ())
+}
+
+/// [`write_view`] with the spare's minimum age and the time given (tests).
+fn write_view_aged(
+    dir: &Path,
+    name: &WorkloadName,
+    record: &StatusRecord,
+    min_age: std::time::Duration,
+    now: std::time::SystemTime,
+) -> Result<crate::atomic::Replaced, StoreError> {
+    let path = path_for(dir, name);
+    let lock = lock_for_write(dir, name, &path)?;
+    let json = record.to_json();
+    let result =
+        crate::atomic::replace_via_spare(&path, &spare_path_for(dir, name), &json, min_age, now)
+            .map_err(|e| StoreError::File {
+                path: path.clone(),
+                op: e.step.as_str(),
+                kind: e.source.kind(),
+            });
+    drop(lock);
+    result
+}
+
+/// `<dir>/.<name>.json.spare`: the inode the next [`write_view`] of `<name>.json` writes
+/// in place (module docs, "Spares").
+pub fn spare_path_for(dir: &Path, name: &WorkloadName) -> PathBuf {
+    let mut file = String::with_capacity(name.as_str().len() + SPARE_EXT.len() + 1);
+    file.push('.');
+    file.push_str(name.as_str());
+    file.push_str(".json.spare");
+    dir.join(file)
+}
+
+/// The workload name of a spare's file name `.<name>.json.spare`, if it is one.
+fn spare_stem(bytes: &[u8]) -> Option<&[u8]> {
+    bytes
+        .strip_prefix(b".")?
+        .strip_suffix(SPARE_EXT)
+        .filter(|stem| is_name(stem))
 }
 
 /// [`write_staged`]'s steps between taking and releasing the lock.
-fn stage_under_lock(record: &StatusRecord, path: &Path, sync: bool) -> Result<(), StoreError> {
+fn stage_under_lock(record: &StatusRecord, path: &Path) -> Result<(), StoreError> {
     let json = record.to_json();
-    let staged = if sync {
-        crate::atomic::stage(path, &json)
-    } else {
-        crate::atomic::replace_unsynced(path, &json)
-    };
-    staged.map_err(|e| StoreError::File {
+    crate::atomic::stage(path, &json).map_err(|e| StoreError::File {
         path: path.to_path_buf(),
         op: e.step.as_str(),
         kind: e.source.kind(),
@@ -646,6 +739,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
 
     let mut names: Vec<WorkloadName> = Vec::new();
     let mut temps: Vec<std::ffi::OsString> = Vec::new();
+    let mut spares: Vec<(std::ffi::OsString, WorkloadName)> = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| StoreError::dir(dir, "list", &e))?;
         let file_name = entry.file_name();
@@ -662,6 +756,11 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
             }
         } else if is_temp_name(bytes) {
             temps.push(file_name);
+        } else if let Some(name) = spare_stem(bytes)
+            .and_then(|stem| std::str::from_utf8(stem).ok())
+            .and_then(|s| WorkloadName::new(s).ok())
+        {
+            spares.push((file_name, name));
         }
     }
 
@@ -695,6 +794,16 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
         }
     }
 
+    // A spare is kept while its status file exists (the next write reuses it); one whose
+    // file is gone (removed by someone else, or a crash before the first exchange) is
+    // removed like a temp file.
+    for (spare, name) in spares {
+        if fs::symlink_metadata(path_for(dir, &name))
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            temps.push(spare);
+        }
+    }
     for temp in temps {
         let path = dir.join(&temp);
         match fs::remove_file(&path) {
@@ -864,6 +973,134 @@ mod tests {
         assert!(!is_temp_name(b".x.jsonXa1B2c3"));
         assert!(!is_temp_name(b"."));
         assert!(!is_temp_name(OsStr::new(".json.abcdef").as_bytes()));
+    }
+
+    use std::os::unix::fs::MetadataExt as _;
+    use std::time::{Duration, SystemTime};
+
+    use crate::atomic::Replaced;
+
+    fn record(i: u32) -> StatusRecord {
+        let json = format!(
+            r#"{{"status": "running", "status_context": "n{i}",
+                "created_at": "2026-09-21T10:00:00Z", "updated_at": "2026-09-21T10:00:0{d}Z",
+                "process_id": {i}}}"#,
+            d = i % 10
+        );
+        StatusRecord::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn ino(p: &Path) -> u64 {
+        fs::symlink_metadata(p).unwrap().ino()
+    }
+
+    /// The spare's life: the first write creates the file, the second keeps the old file as
+    /// the spare, later ones write the spare in place and swap it in (its inode becomes the
+    /// file's), the file holding the last record every time, 0600.
+    #[test]
+    fn views_swap_the_spare_in_and_keep_the_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dir, n) = (dir.path(), WorkloadName::new("w").unwrap());
+        let (file, spare) = (path_for(dir, &n), spare_path_for(dir, &n));
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let write = |i| write_view_aged(dir, &n, &record(i), SPARE_MIN_AGE, later).unwrap();
+        assert_eq!(write(1), Replaced::Created);
+        let first = ino(&file);
+        assert_eq!(write(2), Replaced::SpareMade);
+        assert_eq!(ino(&spare), first, "the old file is the spare");
+        for i in 3..=12 {
+            let was_spare = ino(&spare);
+            assert_eq!(write(i), Replaced::Swapped);
+            assert_eq!(ino(&file), was_spare, "write {i} reused the spare");
+            assert_eq!(read(dir, &n).unwrap(), Some(record(i)));
+        }
+        for p in [&file, &spare] {
+            assert_eq!(
+                fs::metadata(p).unwrap().permissions().mode() & 0o7777,
+                FILE_MODE
+            );
+        }
+    }
+
+    /// A reader holding the file open while it is replaced twice in quick succession reads
+    /// the record it opened: the inode it holds became the spare at the first write and is
+    /// too young to be written at the second (a temp file is renamed instead).
+    #[test]
+    fn a_young_spare_is_never_written_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dir, n) = (dir.path(), WorkloadName::new("w").unwrap());
+        let file = path_for(dir, &n);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        write_view_aged(dir, &n, &record(1), SPARE_MIN_AGE, later).unwrap();
+        write_view_aged(dir, &n, &record(2), SPARE_MIN_AGE, later).unwrap();
+        let mut reader = File::open(&file).unwrap();
+        let held = fs::read(&file).unwrap();
+        // The held inode becomes the spare (the older spare looks old enough "later")…
+        assert_eq!(
+            write_view_aged(dir, &n, &record(3), SPARE_MIN_AGE, later).unwrap(),
+            Replaced::Swapped
+        );
+        // …and is not written through right after.
+        let now = SystemTime::now();
+        let fourth = write_view_aged(dir, &n, &record(4), SPARE_MIN_AGE, now).unwrap();
+        assert_ne!(fourth, Replaced::Swapped);
+        let mut seen = Vec::new();
+        reader.read_to_end(&mut seen).unwrap();
+        assert_eq!(seen, held, "the open file changed under its reader");
+        assert_eq!(read(dir, &n).unwrap(), Some(record(4)));
+    }
+
+    /// A spare that is not a regular file with one link (a directory, a symbolic link, a
+    /// file linked elsewhere) is never written through: it is replaced, and what it pointed
+    /// to or shared is left as it was.
+    #[test]
+    fn an_odd_spare_is_replaced_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dir, n) = (dir.path(), WorkloadName::new("w").unwrap());
+        let (file, spare) = (path_for(dir, &n), spare_path_for(dir, &n));
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        write_view_aged(dir, &n, &record(1), SPARE_MIN_AGE, later).unwrap();
+        let outside = dir.join("outside");
+        fs::write(&outside, b"keep me").unwrap();
+
+        std::os::unix::fs::symlink(&outside, &spare).unwrap();
+        let old = ino(&file);
+        assert_eq!(
+            write_view_aged(dir, &n, &record(2), SPARE_MIN_AGE, later).unwrap(),
+            Replaced::SpareMade
+        );
+        assert_eq!(
+            ino(&spare),
+            old,
+            "the symbolic link was replaced by the old file"
+        );
+
+        fs::remove_file(&spare).unwrap();
+        fs::hard_link(&outside, &spare).unwrap();
+        assert_eq!(
+            write_view_aged(dir, &n, &record(3), SPARE_MIN_AGE, later).unwrap(),
+            Replaced::SpareMade
+        );
+        assert_eq!(fs::read(&outside).unwrap(), b"keep me");
+        assert_eq!(read(dir, &n).unwrap(), Some(record(3)));
+
+        fs::remove_file(&spare).unwrap();
+        fs::create_dir(&spare).unwrap();
+        // A directory cannot be renamed over: the write still lands, without a spare kept.
+        write_view_aged(dir, &n, &record(4), SPARE_MIN_AGE, later).unwrap();
+        assert_eq!(read(dir, &n).unwrap(), Some(record(4)));
+    }
+
+    #[test]
+    fn recognises_spare_names() {
+        assert_eq!(
+            spare_stem(b".github-mcp.json.spare"),
+            Some(&b"github-mcp"[..])
+        );
+        assert_eq!(spare_stem(b"github-mcp.json.spare"), None);
+        assert_eq!(spare_stem(b".bad name.json.spare"), None);
+        assert_eq!(spare_stem(b"..json.spare"), None);
+        assert!(!is_temp_name(b".github-mcp.json.spare"));
     }
 
     #[test]

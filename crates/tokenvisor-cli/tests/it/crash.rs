@@ -325,11 +325,17 @@ async fn check_after_kill(
     let now = now_ms();
 
     // (1) the status directory: status files and temp files of interrupted writes only
-    // (plus the directory's marker, and the lock file of a status write a kill interrupted).
+    // (plus the directory's marker, the lock files, kept between writes, and the spares).
     let names: BTreeSet<String> = fleet
         .names
         .iter()
-        .flat_map(|n| [format!("{n}.json"), format!("{n}.lock")])
+        .flat_map(|n| {
+            [
+                format!("{n}.json"),
+                format!("{n}.lock"),
+                format!(".{n}.json.spare"),
+            ]
+        })
         .chain([".tokenvisor".to_owned()])
         .collect();
     let listing = list(&fleet.status_dir, |f| names.contains(f));

@@ -652,8 +652,14 @@ async fn ride_out_a_zero_file_size_limit(dir: &Path) {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        // The directory's marker (`.tokenvisor`, the daemon's lock) belongs there.
-        .filter(|n| !n.ends_with(".json") && n != ".tokenvisor")
+        // The directory's marker (`.tokenvisor`, the daemon's lock), lock files (kept) and
+        // spares (`.<name>.json.spare`) belong there.
+        .filter(|n| {
+            !n.ends_with(".json")
+                && !n.ends_with(".json.spare")
+                && !n.ends_with(".lock")
+                && n != ".tokenvisor"
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -695,8 +701,14 @@ async fn a_full_status_filesystem_is_ridden_out() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        // The directory's marker (`.tokenvisor`, the daemon's lock) belongs there.
-        .filter(|n| !n.ends_with(".json") && n != ".tokenvisor")
+        // The directory's marker (`.tokenvisor`, the daemon's lock), lock files (kept) and
+        // spares (`.<name>.json.spare`) belong there.
+        .filter(|n| {
+            !n.ends_with(".json")
+                && !n.ends_with(".json.spare")
+                && !n.ends_with(".lock")
+                && n != ".tokenvisor"
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     drop(d);
@@ -904,7 +916,8 @@ async fn the_admin_api_refuses_bad_bearers_oversized_bodies_and_traversal() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".tokenvisor")
+        // The marker, the lock file (kept) and the spare are not status files.
+        .filter(|n| n != ".tokenvisor" && !n.ends_with(".lock") && !n.ends_with(".json.spare"))
         .collect();
     assert_eq!(names, ["alpha.json"], "{names:?}");
 

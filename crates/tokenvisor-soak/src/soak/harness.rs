@@ -481,7 +481,8 @@ pub(crate) async fn read_files(
     .context("reading status files")
 }
 
-/// Entries of the status directory that are not `<name>.json` of a known workload.
+/// Entries of the status directory that are not `<name>.json` of a known workload, its lock
+/// file `<name>.lock` (kept between writes) or its spare `.<name>.json.spare`.
 pub(crate) fn stray_entries(dir: &Path, names: &HashSet<String>) -> crate::Result<Vec<String>> {
     let mut stray = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -490,6 +491,11 @@ pub(crate) fn stray_entries(dir: &Path, names: &HashSet<String>) -> crate::Resul
         let known = file == tokenvisor::DEFAULT_JOURNAL_SUBDIR
             || file
                 .strip_suffix(".json")
+                .or_else(|| file.strip_suffix(".lock"))
+                .or_else(|| {
+                    file.strip_prefix('.')
+                        .and_then(|f| f.strip_suffix(".json.spare"))
+                })
                 .is_some_and(|stem| names.contains(stem));
         if !known {
             stray.push(file);

@@ -156,7 +156,10 @@ fn no_temp_files_left_behind() {
         status_store::write_atomic(&dir, &n, &record(i)).unwrap();
     }
     let want: Vec<String> = {
-        let mut v: Vec<String> = (0..10).map(|i| format!("w{i}.json")).collect();
+        // Each file and its lock file (kept between writes).
+        let mut v: Vec<String> = (0..10)
+            .flat_map(|i| [format!("w{i}.json"), format!("w{i}.lock")])
+            .collect();
         v.sort();
         v
     };
@@ -296,7 +299,12 @@ fn recover_removes_leftover_temp_files() {
     assert_eq!(rec.records.len(), 1);
     assert_eq!(
         entries(&dir),
-        [".bad name.json.abcdef", ".w3.json.abc", "w1.json"]
+        [
+            ".bad name.json.abcdef",
+            ".w3.json.abc",
+            "w1.json",
+            "w1.lock"
+        ]
     );
 }
 
@@ -544,17 +552,18 @@ fn recover_touches_only_its_own_files() {
 }
 
 /// Trust §5: while another process (ToolHive) holds `<name>.lock`, a write changes nothing
-/// and says so; once released, the write lands and the lock file is removed, as ToolHive
-/// does.
+/// and says so; once released, the write lands. The lock file is kept (module docs of
+/// `status_store`, "Sharing the directory with ToolHive").
 #[test]
 fn a_write_never_happens_under_toolhives_lock() {
     use tokenvisor::locks::{FileLock, TryLock};
     let (_tmp, dir) = status_dir();
     let n = name("shared");
     status_store::write_atomic(&dir, &n, &record(1)).unwrap();
-    assert!(
-        !dir.join("shared.lock").exists(),
-        "lock file removed after a write"
+    assert_eq!(
+        entries(&dir),
+        ["shared.json", "shared.lock"],
+        "lock file kept"
     );
 
     let TryLock::Locked(held) = FileLock::try_lock(&status_store::lock_path_for(&dir, &n)).unwrap()
@@ -570,7 +579,112 @@ fn a_write_never_happens_under_toolhives_lock() {
     drop(held);
     status_store::write_atomic(&dir, &n, &record(2)).unwrap();
     assert_eq!(status_store::read(&dir, &n).unwrap(), Some(record(2)));
-    assert_eq!(entries(&dir), ["shared.json"]);
+    assert_eq!(entries(&dir), ["shared.json", "shared.lock"]);
+}
+
+/// The daemon's write (`write_view`, through the spare) under a lock ToolHive holds: Busy,
+/// neither the file nor its spare touched; once released, the write lands through the
+/// spare and the lock file stays.
+#[test]
+fn a_view_write_never_happens_under_toolhives_lock() {
+    use tokenvisor::locks::{FileLock, TryLock};
+    let (_tmp, dir) = status_dir();
+    let n = name("shared");
+    status_store::write_view(&dir, &n, &record(1)).unwrap();
+    status_store::write_view(&dir, &n, &record(2)).unwrap();
+    assert_eq!(
+        entries(&dir),
+        [".shared.json.spare", "shared.json", "shared.lock"]
+    );
+    let spare = status_store::spare_path_for(&dir, &n);
+
+    let TryLock::Locked(held) = FileLock::try_lock(&status_store::lock_path_for(&dir, &n)).unwrap()
+    else {
+        panic!("free lock");
+    };
+    let (file_before, spare_before) = (
+        fs::read(dir.join("shared.json")).unwrap(),
+        fs::read(&spare).unwrap(),
+    );
+    let err = status_store::write_view(&dir, &n, &record(3)).unwrap_err();
+    assert!(matches!(err, StoreError::Busy { .. }), "{err}");
+    assert_eq!(fs::read(dir.join("shared.json")).unwrap(), file_before);
+    assert_eq!(fs::read(&spare).unwrap(), spare_before);
+
+    drop(held);
+    status_store::write_view(&dir, &n, &record(3)).unwrap();
+    assert_eq!(status_store::read(&dir, &n).unwrap(), Some(record(3)));
+    assert_eq!(mode(&dir.join("shared.json")), 0o600);
+    assert_eq!(mode(&spare), 0o600);
+    assert_eq!(
+        entries(&dir),
+        [".shared.json.spare", "shared.json", "shared.lock"]
+    );
+}
+
+/// A reader opening the file while a writer replaces it again and again reads a whole
+/// record every time, and the file holds the last record at the end.
+#[test]
+fn readers_see_whole_records_while_views_are_written() {
+    let (_tmp, dir) = status_dir();
+    let n = name("busy");
+    status_store::write_view(&dir, &n, &record(0)).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Acquire) || reads == 0 {
+                let r = status_store::read(&dir, &n)
+                    .unwrap()
+                    .expect("the file exists");
+                assert_eq!(r.status, WorkloadStatus::AuthRetrying);
+                reads += 1;
+            }
+            reads
+        });
+        for i in 1..=500 {
+            status_store::write_view(&dir, &n, &record(i)).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        assert!(reader.join().unwrap() > 0);
+    });
+    assert_eq!(status_store::read(&dir, &n).unwrap(), Some(record(500)));
+}
+
+/// Spares are tokenvisor's: `list` never shows them, `claim_dir` adopts a directory holding
+/// them, and `recover` keeps a spare whose file exists and removes one whose file is gone
+/// (a crash before the first exchange, or the file removed by someone else).
+#[test]
+fn spares_are_ours_listed_never_and_orphans_recovered() {
+    let (_tmp, dir) = status_dir();
+    let (kept, orphan) = (name("kept"), name("orphan"));
+    for n in [&kept, &orphan] {
+        status_store::write_view(&dir, n, &record(1)).unwrap();
+        status_store::write_view(&dir, n, &record(2)).unwrap();
+    }
+    fs::remove_file(status_store::path_for(&dir, &orphan)).unwrap();
+    let listed: Vec<String> = status_store::list(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n.as_str().to_owned())
+        .collect();
+    assert_eq!(listed, ["kept"]);
+    status_store::claim_dir(&dir).unwrap();
+
+    let rec = status_store::recover(&dir).unwrap();
+    assert_eq!(rec.temp_files_removed, 1);
+    assert_eq!(rec.records.len(), 1);
+    assert!(rec.skipped.is_empty() && rec.foreign.is_empty(), "{rec:?}");
+    assert_eq!(
+        entries(&dir),
+        [
+            ".kept.json.spare",
+            ".tokenvisor",
+            "kept.json",
+            "kept.lock",
+            "orphan.lock"
+        ]
+    );
 }
 
 /// A lock file removed (by ToolHive, after its operation) between our open and our lock is

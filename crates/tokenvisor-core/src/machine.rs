@@ -13,11 +13,32 @@
 //! `Refreshing` only; a result tagged with any other attempt id is ignored. The machine owns
 //! one timer: [`Machine::wake_at`] is the earliest instant it wants a [`Input::TimerFired`].
 //! Spurious timer firings are harmless.
+//!
+//! **Our own gate is not a failure.** An attempt the driver never put on the wire because
+//! of its own endpoint gate (every request slot busy, the endpoint on hold, no paced start
+//! within the attempt's wait) comes back as [`Input::NotSent`], not as a transient
+//! [`Verdict`]: the machine goes from `Refreshing` to `Requeued`, which shows exactly the
+//! record `Refreshing` showed (no attempt counted, no `last_error`, `since` kept: nothing to
+//! persist), and starts the next attempt at `next_try_at` ([`Machine::requeue_at`]: after a
+//! floor of the time the attempt already waited, or the hold's end, spread by jitter that
+//! grows with consecutive not-sent attempts). The token served still expires: when a token
+//! served outside a run of failures expires while its refresh is not sent, the not-sent
+//! attempt becomes the first failure of a run (`auth_retrying` with its summary, the token
+//! withdrawn), as a transient failure would; within a run the expiry only withdraws the
+//! token, as in a backoff. A not-sent attempt never ends in `Unauthenticated`: it is never
+//! counted on a run, and the give-up ceiling is checked at a failure that was sent (or timed
+//! out) and at a backoff's timer, never while requeued.
+//!
+//! ```text
+//!   Refreshing ──not sent (token valid, or none yet, or within a run)──▶ Requeued
+//!       ▲                                                                  │
+//!       └──────────── next_try_at (same record, nothing persisted) ────────┘
+//! ```
 
 use std::time::Duration;
 
 use crate::classify::{Failure, FailureKind, TokenGrant, Verdict};
-use crate::policy::{BackoffPolicy, RefreshSchedule, resumed_refresh_time};
+use crate::policy::{BackoffPolicy, MIN_BACKOFF, MIN_LEAD, RefreshSchedule, resumed_refresh_time};
 use crate::time::Timestamp;
 
 /// The machine's settings.
@@ -70,6 +91,57 @@ pub enum UnauthReason {
     GaveUp,
 }
 
+/// Why an attempt was not sent: the driver's own endpoint gate kept it back. Nothing
+/// reached the wire, so it says nothing about the workload, its grant or the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSentReason {
+    /// Every request slot of the endpoint stayed busy for the attempt's whole wait.
+    Busy,
+    /// The endpoint is on hold (a provider's `Retry-After`) until this instant, beyond
+    /// what the attempt could wait.
+    Held {
+        /// The hold's end.
+        until: Timestamp,
+    },
+    /// The endpoint is paced and had no start for the attempt within its wait.
+    Paced,
+}
+
+/// An attempt the driver did not send ([`Input::NotSent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotSent {
+    /// Why.
+    pub reason: NotSentReason,
+    /// How long the attempt waited at the gate before it gave up: the floor of the next
+    /// try (the queue it met was at least that long).
+    pub waited: Duration,
+    /// A short, secret-free summary ("not sent: …"), shown only if the token expires
+    /// meanwhile.
+    pub summary: String,
+}
+
+impl NotSent {
+    /// The transient failure this attempt is counted as once the token it would have
+    /// refreshed has expired (`rate_limited`, no HTTP status; a hold's remainder as its
+    /// `Retry-After`).
+    pub fn failure(&self, now: Timestamp) -> Failure {
+        Failure {
+            kind: FailureKind::RateLimited,
+            http_status: None,
+            error_code: None,
+            retry_after: match self.reason {
+                NotSentReason::Held { until } => Some(until.since(now)),
+                NotSentReason::Busy | NotSentReason::Paced => None,
+            },
+            summary: self.summary.clone(),
+        }
+    }
+}
+
+/// The most the jitter of a requeued attempt spreads it over (it doubles with each
+/// consecutive not-sent attempt of the workload, from the floor up to this).
+pub const REQUEUE_SPREAD_MAX: Duration = Duration::from_secs(60);
+
 /// The machine's states. Each variant carries only what is valid in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -90,6 +162,20 @@ pub enum State {
         expires_at: Option<Timestamp>,
         /// The run of failures this attempt continues, if any.
         retry: Option<Retry>,
+    },
+    /// The last attempt was not sent (the driver's own endpoint gate): no failure. Shows
+    /// the record of the `Refreshing` it came from; the next attempt starts at
+    /// `next_try_at`. None is in flight.
+    Requeued {
+        /// When the next attempt starts.
+        next_try_at: Timestamp,
+        /// The expiry of the token still served, if any.
+        expires_at: Option<Timestamp>,
+        /// The run of failures the attempts continue, if any (unchanged by not-sent ones).
+        retry: Option<Retry>,
+        /// The last attempt not sent (its summary becomes the failure if the token expires
+        /// before an attempt is sent).
+        not_sent: NotSent,
     },
     /// Waiting after a transient failure. Survives token expiry.
     TransientBackoff {
@@ -128,6 +214,14 @@ pub enum Input {
         attempt: AttemptId,
         /// Its classified outcome.
         verdict: Verdict,
+    },
+    /// An attempt was not sent: the driver's own endpoint gate kept it back (see
+    /// [`NotSent`]). Not a result of the provider.
+    NotSent {
+        /// Which attempt.
+        attempt: AttemptId,
+        /// Why, and how long it waited.
+        not_sent: NotSent,
     },
     /// New credentials were supplied (API, CLI, credential file changed).
     CredentialsReplaced,
@@ -198,6 +292,12 @@ pub struct Machine {
     state: State,
     next_attempt: u64,
     since: Timestamp,
+    /// Consecutive not-sent attempts since the last attempt that was sent (or timed out):
+    /// the requeue's spread doubles with each. Not part of any record.
+    not_sent_run: u32,
+    /// Set by a step that continues the same refresh (requeued, or its next try): `since`
+    /// is kept.
+    same_refresh: bool,
 }
 
 impl Machine {
@@ -217,6 +317,8 @@ impl Machine {
             state: State::Stopped,
             next_attempt: 1,
             since: now,
+            not_sent_run: 0,
+            same_refresh: false,
         };
         let mut fx = Effects {
             persist: true,
@@ -276,6 +378,7 @@ impl Machine {
         match &self.state {
             State::Refreshing { attempt, .. } => Some(*attempt),
             State::Healthy { .. }
+            | State::Requeued { .. }
             | State::TransientBackoff { .. }
             | State::Unauthenticated { .. }
             | State::Stopped => None,
@@ -291,6 +394,12 @@ impl Machine {
                 expires_at,
                 ..
             } => Some(min_opt(*deadline, *expires_at)),
+            // No give-up ceiling here: a not-sent attempt never gives up.
+            State::Requeued {
+                next_try_at,
+                expires_at,
+                ..
+            } => Some(min_opt(*next_try_at, *expires_at)),
             State::TransientBackoff {
                 retry,
                 next_attempt_at,
@@ -317,6 +426,7 @@ impl Machine {
         use State as S;
         let mut out = Effects::default();
         let before = std::mem::discriminant(&self.state);
+        self.same_refresh = false;
         let state = self.take_state();
         let fx = &mut out;
         self.state = match (state, input) {
@@ -326,6 +436,7 @@ impl Machine {
                 I::Stop
                 | I::TimerFired
                 | I::RefreshResult { .. }
+                | I::NotSent { .. }
                 | I::CredentialsReplaced
                 | I::ForceRefresh,
             ) => S::Stopped,
@@ -333,6 +444,7 @@ impl Machine {
             (
                 S::Healthy { .. }
                 | S::Refreshing { .. }
+                | S::Requeued { .. }
                 | S::TransientBackoff { .. }
                 | S::Unauthenticated { .. },
                 I::Stop,
@@ -346,7 +458,7 @@ impl Machine {
                 },
                 I::TimerFired,
             ) => self.refresh_if_due(expires_at, refresh_at, now, fx),
-            (s @ S::Healthy { .. }, I::RefreshResult { .. }) => s, // none in flight
+            (s @ S::Healthy { .. }, I::RefreshResult { .. } | I::NotSent { .. }) => s, // none in flight
             (S::Healthy { expires_at, .. }, I::CredentialsReplaced | I::ForceRefresh) => {
                 self.begin_attempt(now, Some(expires_at), None, fx)
             }
@@ -375,12 +487,45 @@ impl Machine {
             ) if got == attempt => {
                 self.attempt_done(verdict, expires_at, retry.as_ref(), now, rng, fx)
             }
-            (s @ S::Refreshing { .. }, I::RefreshResult { .. }) => s, // stale attempt
+            (
+                S::Refreshing {
+                    attempt,
+                    expires_at,
+                    retry,
+                    ..
+                },
+                I::NotSent {
+                    attempt: got,
+                    not_sent,
+                },
+            ) if got == attempt => self.attempt_not_sent(not_sent, expires_at, retry, now, rng, fx),
+            (s @ S::Refreshing { .. }, I::RefreshResult { .. } | I::NotSent { .. }) => s, // stale attempt
             (S::Refreshing { expires_at, .. }, I::CredentialsReplaced) => {
                 // Abandon the attempt in flight: its result will be stale.
                 self.begin_attempt(now, expires_at, None, fx)
             }
             (s @ S::Refreshing { .. }, I::ForceRefresh) => s, // single flight
+
+            // ── Requeued: none in flight; the same refresh goes on at `next_try_at`.
+            (
+                S::Requeued {
+                    next_try_at,
+                    expires_at,
+                    retry,
+                    not_sent,
+                },
+                I::TimerFired,
+            ) => self.requeue_due(next_try_at, expires_at, retry, not_sent, now, fx),
+            (s @ S::Requeued { .. }, I::RefreshResult { .. } | I::NotSent { .. }) => s, // none in flight
+            (S::Requeued { expires_at, .. }, I::CredentialsReplaced) => {
+                self.begin_attempt(now, expires_at, None, fx) // a fresh run
+            }
+            (
+                S::Requeued {
+                    retry, expires_at, ..
+                },
+                I::ForceRefresh,
+            ) => self.begin_attempt(now, expires_at, retry, fx), // an operator's: at once
 
             // ── TransientBackoff.
             (
@@ -391,7 +536,7 @@ impl Machine {
                 },
                 I::TimerFired,
             ) => self.backoff_due(retry, next_attempt_at, expires_at, now, fx),
-            (s @ S::TransientBackoff { .. }, I::RefreshResult { .. }) => s, // none in flight
+            (s @ S::TransientBackoff { .. }, I::RefreshResult { .. } | I::NotSent { .. }) => s, // none in flight
             (S::TransientBackoff { expires_at, .. }, I::CredentialsReplaced) => {
                 self.begin_attempt(now, expires_at, None, fx) // a fresh run
             }
@@ -408,10 +553,12 @@ impl Machine {
             }
             (
                 s @ S::Unauthenticated { .. },
-                I::TimerFired | I::RefreshResult { .. } | I::ForceRefresh,
+                I::TimerFired | I::RefreshResult { .. } | I::NotSent { .. } | I::ForceRefresh,
             ) => s,
         };
-        if std::mem::discriminant(&self.state) != before || out.start_attempt.is_some() {
+        if !self.same_refresh
+            && (std::mem::discriminant(&self.state) != before || out.start_attempt.is_some())
+        {
             self.since = now;
         }
         out.wake_at = self.wake_at();
@@ -459,6 +606,7 @@ impl Machine {
     ) -> State {
         let expires_at = self.expire(expires_at, now, fx);
         if now >= deadline {
+            self.not_sent_run = 0;
             let f = Failure {
                 kind: FailureKind::Timeout,
                 http_status: None,
@@ -492,6 +640,7 @@ impl Machine {
         rng: &mut fastrand::Rng,
         fx: &mut Effects,
     ) -> State {
+        self.not_sent_run = 0;
         match verdict {
             Verdict::Success(grant) => self.on_success(grant, now, rng, fx),
             Verdict::Transient(f) => {
@@ -505,6 +654,137 @@ impl Machine {
                 };
                 self.unauthenticated(UnauthReason::Rejected, f, failures, first, now, fx)
             }
+        }
+    }
+
+    /// Refreshing, the current attempt was not sent (the driver's own gate): not a failure.
+    /// Requeued with the same record and nothing to persist, unless the token served
+    /// outside a run of failures has expired: then it is the transient failure it used to
+    /// be (withdrawn, `auth_retrying`), without the give-up check. Within a run, or with no
+    /// token (start-up), the state is kept; an expired token is withdrawn either way.
+    fn attempt_not_sent(
+        &mut self,
+        not_sent: NotSent,
+        expires_at: Option<Timestamp>,
+        retry: Option<Retry>,
+        now: Timestamp,
+        rng: &mut fastrand::Rng,
+        fx: &mut Effects,
+    ) -> State {
+        self.not_sent_run = self.not_sent_run.saturating_add(1);
+        let expired = expires_at.is_some_and(|t| now >= t);
+        let expires_at = self.expire(expires_at, now, fx);
+        let retry = self.not_sent_expired(expired, retry, &not_sent, now, fx);
+        let next_try_at = self.requeue_at(&not_sent, expires_at, now, rng);
+        self.same_refresh = true;
+        State::Requeued {
+            next_try_at,
+            expires_at,
+            retry,
+            not_sent,
+        }
+    }
+
+    /// A token served outside a run of failures expired while its refresh was not sent: the
+    /// not-sent attempt starts a run, as a transient failure would (`auth_retrying`, its
+    /// summary as the last error), so the workload never shows `running` without a token.
+    /// The run stays requeued and never gives up on not-sent attempts: the ceiling is checked
+    /// at a failure that was sent.
+    fn not_sent_expired(
+        &mut self,
+        expired: bool,
+        retry: Option<Retry>,
+        not_sent: &NotSent,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> Option<Retry> {
+        match retry {
+            None if expired => {
+                fx.persist = true;
+                Some(Retry {
+                    failures: 1,
+                    first_failure_at: now,
+                    last: not_sent.failure(now),
+                })
+            }
+            Some(_) | None => retry,
+        }
+    }
+
+    /// Requeued, timer: a token served outside a run of failures that expired meanwhile
+    /// makes the not-sent attempt the first failure of a run ([`Self::not_sent_expired`]);
+    /// within a run it is only withdrawn. At `next_try_at` the next attempt of the same refresh
+    /// starts, persisting nothing (the record is the one already shown).
+    fn requeue_due(
+        &mut self,
+        next_try_at: Timestamp,
+        expires_at: Option<Timestamp>,
+        retry: Option<Retry>,
+        not_sent: NotSent,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> State {
+        let expired = expires_at.is_some_and(|t| now >= t);
+        let expires_at = self.expire(expires_at, now, fx);
+        let retry = self.not_sent_expired(expired, retry, &not_sent, now, fx);
+        self.same_refresh = true;
+        if now >= next_try_at {
+            let attempt = AttemptId(self.next_attempt);
+            self.next_attempt += 1;
+            fx.start_attempt = Some(attempt);
+            State::Refreshing {
+                attempt,
+                deadline: now.plus(self.config.attempt_timeout),
+                expires_at,
+                retry,
+            }
+        } else {
+            State::Requeued {
+                next_try_at,
+                expires_at,
+                retry,
+                not_sent,
+            }
+        }
+    }
+
+    /// When a requeued attempt tries again: a floor — the hold's end, or `now` plus the
+    /// time the attempt already waited at the gate (at least [`MIN_BACKOFF`]) — plus
+    /// jitter over a spread that starts at that wait (a quarter of the remaining hold) and
+    /// doubles with each consecutive not-sent attempt, up to [`REQUEUE_SPREAD_MAX`]. A
+    /// served token's refresh is not pushed past [`MIN_LEAD`] before its expiry, but never
+    /// before the floor. Why a floor: an attempt that waited its whole budget for a slot met
+    /// a queue at least that long; re-trying after a failure's backoff (fractions of a second)
+    /// only re-joined its end, and the not-sent attempts ran at tens of thousands a second.
+    pub fn requeue_at(
+        &self,
+        not_sent: &NotSent,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+        rng: &mut fastrand::Rng,
+    ) -> Timestamp {
+        let waited = not_sent.waited.max(MIN_BACKOFF);
+        let (floor, spread) = match not_sent.reason {
+            NotSentReason::Held { until } => {
+                let floor = until.max(now.plus(MIN_BACKOFF));
+                (floor, (until.since(now) / 4).max(MIN_BACKOFF))
+            }
+            NotSentReason::Busy | NotSentReason::Paced => (now.plus(waited), waited),
+        };
+        let doublings = self.not_sent_run.saturating_sub(1).min(16);
+        let spread = spread
+            .saturating_mul(1 << doublings)
+            .min(REQUEUE_SPREAD_MAX);
+        let drawn = floor.plus(spread.mul_f64(rng.f64()));
+        let latest = expires_at.map(|t| {
+            Timestamp::from_millis(
+                t.as_millis()
+                    .saturating_sub(u64::try_from(MIN_LEAD.as_millis()).unwrap_or(u64::MAX)),
+            )
+        });
+        match latest {
+            Some(latest) if drawn > latest => latest.max(floor),
+            Some(_) | None => drawn,
         }
     }
 
@@ -564,6 +844,7 @@ impl Machine {
         fx: &mut Effects,
     ) -> State {
         let expires_at = self.expire(expires_at, now, fx);
+        self.not_sent_run = 0;
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
         fx.start_attempt = Some(attempt);

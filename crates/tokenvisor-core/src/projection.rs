@@ -16,6 +16,9 @@
 //! - [`routine_refresh`]: whether a step's record may be skipped (a scheduled refresh of a
 //!   healthy workload changes nothing an operator sees).
 //! - [`Machine::token_section`] and [`Machine::workload_status`]: the two halves of a record.
+//!   A `Requeued` machine (an attempt not sent: the driver's own endpoint gate) projects to
+//!   exactly the record of the `Refreshing` it came from, so a not-sent attempt changes no
+//!   record and the driver persists nothing for it.
 
 use std::time::Duration;
 
@@ -250,7 +253,12 @@ impl Machine {
                 Some(*refresh_at),
                 None,
             ),
+            // A requeued attempt (not sent: the driver's own gate) shows exactly what its
+            // `Refreshing` showed, so requeuing it changes no record.
             State::Refreshing {
+                expires_at, retry, ..
+            }
+            | State::Requeued {
                 expires_at, retry, ..
             } => match retry {
                 Some(r) => (
@@ -316,7 +324,7 @@ impl Machine {
     pub fn workload_status(&self) -> (WorkloadStatus, String) {
         match self.state() {
             State::Healthy { .. } => (WorkloadStatus::Running, String::new()),
-            State::Refreshing { retry: Some(r), .. } => (
+            State::Refreshing { retry: Some(r), .. } | State::Requeued { retry: Some(r), .. } => (
                 WorkloadStatus::AuthRetrying,
                 format!(
                     "{}; retrying after {} transient failure(s) since {}",
@@ -329,8 +337,18 @@ impl Machine {
                 retry: None,
                 expires_at: Some(_),
                 ..
+            }
+            | State::Requeued {
+                retry: None,
+                expires_at: Some(_),
+                ..
             } => (WorkloadStatus::Running, String::new()),
             State::Refreshing {
+                retry: None,
+                expires_at: None,
+                ..
+            }
+            | State::Requeued {
                 retry: None,
                 expires_at: None,
                 ..

@@ -5,7 +5,8 @@
 /// Gauge: live workloads per status (`status` label: running, auth_retrying, …), set from
 /// the runtime's list when metrics are rendered (tokenvisor-admin), never counted by events.
 pub const WORKLOADS: &str = "tokenvisor_workloads";
-/// Counter: refresh attempts by `outcome` (ok, transient, permanent) and `kind`.
+/// Counter: refresh attempts by `outcome` (ok, transient, permanent, not_sent: kept back by
+/// the endpoint's own gate, `kind` rate_limited) and `kind`.
 pub const REFRESH_ATTEMPTS: &str = "tokenvisor_refresh_attempts_total";
 /// Histogram: seconds from sending a token request to its classified result.
 pub const REFRESH_DURATION: &str = "tokenvisor_refresh_duration_seconds";

@@ -2,6 +2,7 @@
 //! casts [`TokenMsg::Timer`]) and the supervisor can send them without importing the actor,
 //! which itself uses the timer service.
 
+use tokenvisor_core::machine::NotSent;
 use tokenvisor_core::{AttemptId, Verdict};
 
 /// Messages of the token actor.
@@ -13,6 +14,12 @@ pub(crate) enum TokenMsg {
     AttemptDone {
         attempt: AttemptId,
         verdict: Verdict,
+    },
+    /// An attempt was not sent: the endpoint's gate kept it back (slots busy, a hold, the
+    /// pace). Not a failure: the machine requeues it.
+    AttemptNotSent {
+        attempt: AttemptId,
+        not_sent: NotSent,
     },
     /// New credentials are in the credential store: try them at once.
     CredentialsReplaced,

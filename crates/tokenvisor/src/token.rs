@@ -9,7 +9,7 @@
 //!
 //! One owner per credential: an attempt task waits for its endpoint (hold, adaptive permit,
 //! paced start: `crate::gate`; the three within one budget, `hold_wait_budget`, past which
-//! it fails "not sent" rather than outlive its machine's deadline in a queue; a sporadic
+//! it is "not sent" rather than outlive its machine's deadline in a queue; a sporadic
 //! 429 holds only its own workload), then for its workload's owner lock
 //! ([`CredentialStore::owner`]), and sends only if the machine still wants it; it keeps the
 //! lock until a rotated refresh token is stored, and so does its endpoint permit (a rotation
@@ -17,6 +17,16 @@
 //! answer with nothing to save frees the permit at once). A final answer for a refresh token that is
 //! no longer the durable one is retried once with the durable one
 //! ([`CredentialStore::current_durable_refresh_token`]).
+//!
+//! **Our own gate is not a failure.** An attempt the gate kept back (slots busy, a hold, no
+//! paced start within its budget) comes back as [`TokenMsg::AttemptNotSent`] and enters the
+//! machine as `Input::NotSent`, not as a transient verdict: the machine requeues it with
+//! the record unchanged, so nothing goes to the status lane or the journal (`apply`
+//! persists only when the machine says the record changed), and retries it after a floor
+//! (`Machine::requeue_at`). It took neither the owner lock nor a credential snapshot, so
+//! the refresh token it would have presented is unchanged and is presented next time. The
+//! counters `ENDPOINT_BUSY_ATTEMPTS`, `ENDPOINT_HELD_ATTEMPTS`, `ENDPOINT_PACED_ATTEMPTS`
+//! and `REFRESH_ATTEMPTS{outcome="not_sent", kind="rate_limited"}` still count each.
 //!
 //! `jwt_bearer` / `token_exchange`: the attempt reads the platform's token when it sends
 //! (`crate::workload_identity::present`; an unusable one is not sent), `invalid_grant` is
@@ -37,7 +47,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokenvisor_core::classify::RawOutcome;
 use tokenvisor_core::limiter::{Feedback, HoldScope};
-use tokenvisor_core::machine::{Effects, Input, Resume, State, Withdraw};
+use tokenvisor_core::machine::{Effects, Input, NotSent, NotSentReason, Resume, State, Withdraw};
 use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::projection::{self, Occasion, Stamp};
 use tokenvisor_core::status::TokenState as DiskTokenState;
@@ -275,6 +285,10 @@ fn on_message(myself: &ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenActorSta
             st.attempts.done(attempt);
             Input::RefreshResult { attempt, verdict }
         }
+        TokenMsg::AttemptNotSent { attempt, not_sent } => {
+            st.attempts.done(attempt);
+            Input::NotSent { attempt, not_sent }
+        }
         TokenMsg::CredentialsReplaced => Input::CredentialsReplaced,
         TokenMsg::ForceRefresh => Input::ForceRefresh,
         TokenMsg::Remove => Input::Stop,
@@ -374,7 +388,17 @@ fn withdraw_reason(machine: &Machine, withdraw: Option<Withdraw>) -> Unavailable
             next_attempt_at: None,
             reason: r.last.summary.as_str().into(),
         },
-        State::Refreshing { retry: None, .. } | State::Healthy { .. } => match withdraw {
+        State::Requeued {
+            retry: Some(r),
+            next_try_at,
+            ..
+        } => Unavailable::BackingOff {
+            next_attempt_at: Some(*next_try_at),
+            reason: r.last.summary.as_str().into(),
+        },
+        State::Refreshing { retry: None, .. }
+        | State::Requeued { retry: None, .. }
+        | State::Healthy { .. } => match withdraw {
             Some(Withdraw::Expired) => Unavailable::BackingOff {
                 next_attempt_at: None,
                 reason: "the token expired; a refresh is under way".into(),
@@ -589,34 +613,33 @@ fn stop_after_attempts(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
     }.in_current_span());
 }
 
-/// The verdict of an attempt not sent because its endpoint is on hold until `until`.
-fn held_verdict(until: Timestamp, now: Timestamp) -> Verdict {
-    metrics::counter!(m::ENDPOINT_HELD_ATTEMPTS).increment(1);
-    Verdict::Transient(Failure {
-        kind: FailureKind::RateLimited,
-        http_status: None,
-        error_code: None,
-        retry_after: Some(until.since(now)),
-        summary: format!("not sent: the endpoint asked all clients to wait until {until}"),
-    })
+/// An attempt not sent because its endpoint is on hold until `until`.
+fn held_not_sent(until: Timestamp, waited: Duration) -> NotSent {
+    not_sent(
+        m::ENDPOINT_HELD_ATTEMPTS,
+        NotSentReason::Held { until },
+        waited,
+        format!("not sent: the endpoint asked all clients to wait until {until}"),
+    )
 }
 
 /// Waits until the endpoint is not on hold, if the hold (plus this attempt's share of jitter)
-/// ends before `deadline`; otherwise returns the "not sent" verdict. `jitter` in [0, 1) spreads
+/// ends before `deadline`; otherwise returns the "not sent" outcome. `jitter` in [0, 1) spreads
 /// the workloads that waited for the same hold over up to a quarter of it (at most a second,
 /// within the budget), so they do not all queue at the endpoint's gate in the same instant.
 async fn wait_out_hold(
     gate: &EndpointGate,
     clock: Clock,
     deadline: tokio::time::Instant,
+    began: tokio::time::Instant,
     jitter: f64,
-) -> Result<(), Verdict> {
+) -> Result<(), NotSent> {
     let mut waited = false;
     while let Some(until) = gate.held_until(clock.now()) {
         let remaining = clock.until(until);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if remaining > left {
-            return Err(held_verdict(until, clock.now()));
+            return Err(held_not_sent(until, began.elapsed()));
         }
         let spread = (remaining / 4)
             .min(Duration::from_secs(1))
@@ -630,11 +653,12 @@ async fn wait_out_hold(
     Ok(())
 }
 
-/// The verdict of an attempt not sent because its paced endpoint had no start for it within
-/// its budget.
-fn paced_verdict(no_slot: NoSlot) -> Verdict {
+/// An attempt not sent because its paced endpoint had no start for it within its budget.
+fn paced_not_sent(no_slot: NoSlot, waited: Duration) -> NotSent {
     not_sent(
         m::ENDPOINT_PACED_ATTEMPTS,
+        NotSentReason::Paced,
+        waited,
         format!(
             "not sent: the endpoint is paced at {:.1} requests/s after it asked for less, and had no free start within this attempt's budget",
             no_slot.rate
@@ -642,27 +666,43 @@ fn paced_verdict(no_slot: NoSlot) -> Verdict {
     )
 }
 
-/// The verdict of an attempt not sent because every request slot of its endpoint (`limit`
-/// of them) stayed busy for its whole budget.
-fn busy_verdict(limit: usize) -> Verdict {
+/// An attempt not sent because every request slot of its endpoint (`limit` of them)
+/// stayed busy for its whole budget.
+fn busy_not_sent(limit: usize, waited: Duration) -> NotSent {
     not_sent(
         m::ENDPOINT_BUSY_ATTEMPTS,
+        NotSentReason::Busy,
+        waited,
         format!(
             "not sent: the endpoint's {limit} request slots stayed busy for this attempt's whole budget"
         ),
     )
 }
 
-/// A transient "not sent" verdict (rate limited, no HTTP answer), counted in `counter`.
-fn not_sent(counter: &'static str, summary: String) -> Verdict {
+/// A "not sent" outcome (our own gate kept the attempt back: no failure of the workload),
+/// counted in `counter` and in `REFRESH_ATTEMPTS` as `outcome="not_sent"`,
+/// `kind="rate_limited"`.
+fn not_sent(
+    counter: &'static str,
+    reason: NotSentReason,
+    waited: Duration,
+    summary: String,
+) -> NotSent {
     metrics::counter!(counter).increment(1);
-    Verdict::Transient(Failure {
-        kind: FailureKind::RateLimited,
-        http_status: None,
-        error_code: None,
-        retry_after: None,
+    metrics::counter!(m::REFRESH_ATTEMPTS, "outcome" => "not_sent", "kind" => FailureKind::RateLimited.as_str())
+        .increment(1);
+    NotSent {
+        reason,
+        waited,
         summary,
-    })
+    }
+}
+
+/// How an attempt task ends: a verdict (sent, or failed on its own side), or not sent
+/// because of the endpoint's gate.
+enum Ended {
+    Verdict(Verdict),
+    NotSent(NotSent),
 }
 
 /// The value of `wanted` when no attempt may send (the actor is stopping).
@@ -699,11 +739,11 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
     let pace_jitter = st.rng.f64();
     let task = tokio::spawn(async move {
         let clock = deps.clock;
-        let deadline = tokio::time::Instant::now() + spec.policy.hold_wait_budget();
-        let verdict = loop {
-            if let Err(held) = wait_out_hold(&gate, clock, deadline, jitter).await {
-                count_attempt(&held);
-                break held;
+        let began = tokio::time::Instant::now();
+        let deadline = began + spec.policy.hold_wait_budget();
+        let ended = loop {
+            if let Err(held) = wait_out_hold(&gate, clock, deadline, began, jitter).await {
+                break Ended::NotSent(held);
             }
             if !still_wanted(&wanted, attempt) {
                 return;
@@ -715,16 +755,14 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             if let Err(reason) = cluster_sync_ahead(&deps, &creds, &spec).await {
                 let verdict = cluster_verdict(&reason);
                 count_attempt(&verdict);
-                break verdict;
+                break Ended::Verdict(verdict);
             }
             // The wait for a slot is bounded by the same budget as the hold and the pace: an
             // attempt queued past it would be abandoned by the machine anyway, and under
             // overload (100,000 workloads starting together) an unbounded FIFO served only
             // attempts already past their deadline, so no refresh ever completed.
             let Ok(permit) = tokio::time::timeout_at(deadline, gate.acquire()).await else {
-                let verdict = busy_verdict(gate.adaptive().0);
-                count_attempt(&verdict);
-                break verdict;
+                break Ended::NotSent(busy_not_sent(gate.adaptive().0, began.elapsed()));
             };
             if !still_wanted(&wanted, attempt) {
                 return;
@@ -732,9 +770,7 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             // A paced endpoint spaces the starts (the permit is held while waiting for one:
             // at most `limit` attempts queue there, in order).
             if let Err(no_slot) = gate.pace(clock, deadline, pace_jitter).await {
-                let verdict = paced_verdict(no_slot);
-                count_attempt(&verdict);
-                break verdict;
+                break Ended::NotSent(paced_not_sent(no_slot, began.elapsed()));
             }
             // A hold may have begun while this attempt queued for its permit.
             if gate.held_until(clock.now()).is_some() {
@@ -756,7 +792,7 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                     drop(permit);
                     let verdict = cluster_verdict(&reason);
                     count_attempt(&verdict);
-                    break verdict;
+                    break Ended::Verdict(verdict);
                 }
             };
             // The permit bounds the rotations not yet durable: `send` releases it once a
@@ -779,10 +815,13 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
                 write_back_rotated(&creds, &spec, w).instrument(span).await;
             }
             drop(owner);
-            break verdict;
+            break Ended::Verdict(verdict);
         };
         // The actor may be gone (removed, restarted): then the result is moot.
-        let _ = me.cast(TokenMsg::AttemptDone { attempt, verdict });
+        let _ = me.cast(match ended {
+            Ended::Verdict(verdict) => TokenMsg::AttemptDone { attempt, verdict },
+            Ended::NotSent(not_sent) => TokenMsg::AttemptNotSent { attempt, not_sent },
+        });
     });
     st.attempts.push(attempt, task);
 }

@@ -85,6 +85,19 @@ fn result(attempt: AttemptId, verdict: Verdict) -> Input {
     Input::RefreshResult { attempt, verdict }
 }
 
+/// An attempt the driver's gate kept back: every slot busy for a 4 s wait.
+fn busy() -> NotSent {
+    NotSent {
+        reason: NotSentReason::Busy,
+        waited: secs(4),
+        summary: "not sent: the endpoint's 64 request slots stayed busy".into(),
+    }
+}
+
+fn not_sent(attempt: AttemptId, not_sent: NotSent) -> Input {
+    Input::NotSent { attempt, not_sent }
+}
+
 /// A machine plus what a driver would know: the time, the last attempt started, and the
 /// expiry of the token it serves (tracked from `publish` / `withdraw` effects only).
 struct Fx {
@@ -152,6 +165,12 @@ impl Fx {
         let a = self.last;
         self.after(d, result(a, verdict))
     }
+
+    /// The last attempt started comes back not sent, `d` later.
+    fn unsent(&mut self, d: Duration, ns: NotSent) -> Effects {
+        let a = self.last;
+        self.after(d, not_sent(a, ns))
+    }
 }
 
 // ── The states of the table, each reached through the public API.
@@ -170,9 +189,15 @@ enum Setup {
     UnauthRejected,
     UnauthGaveUp,
     Stopped,
+    /// A scheduled refresh not sent: requeued, a token served.
+    RequeuedServed,
+    /// The first attempt not sent: requeued, no token.
+    RequeuedFirst,
+    /// An attempt within a run of failures not sent, a token served.
+    RequeuedRetry,
 }
 
-const SETUPS: [Setup; 10] = [
+const SETUPS: [Setup; 13] = [
     Setup::Healthy,
     Setup::RefreshingFirst,
     Setup::RefreshingServed,
@@ -183,6 +208,9 @@ const SETUPS: [Setup; 10] = [
     Setup::UnauthRejected,
     Setup::UnauthGaveUp,
     Setup::Stopped,
+    Setup::RequeuedServed,
+    Setup::RequeuedFirst,
+    Setup::RequeuedRetry,
 ];
 
 fn setup(s: Setup) -> Fx {
@@ -225,6 +253,21 @@ fn setup(s: Setup) -> Fx {
             f.succeed(secs(1));
             f.after(secs(1), Input::Stop);
         }
+        Setup::RequeuedServed => {
+            f.succeed(secs(1));
+            f.after(secs(59), Input::ForceRefresh);
+            f.unsent(secs(4), busy());
+        }
+        Setup::RequeuedFirst => {
+            f.unsent(secs(4), busy());
+        }
+        Setup::RequeuedRetry => {
+            f.succeed(secs(1));
+            f.after(secs(59), Input::ForceRefresh);
+            f.fail(secs(1), transient(None));
+            f.after(secs(1), Input::ForceRefresh);
+            f.unsent(secs(4), busy());
+        }
     }
     assert_eq!(tag(f.m.state()), expected_setup_tag(s), "{s:?}");
     f
@@ -239,6 +282,8 @@ fn expected_setup_tag(s: Setup) -> Tag {
         Setup::UnauthRejected => Tag::U,
         Setup::UnauthGaveUp => Tag::UG,
         Setup::Stopped => Tag::St,
+        Setup::RequeuedServed | Setup::RequeuedFirst => Tag::Q,
+        Setup::RequeuedRetry => Tag::QR,
     }
 }
 
@@ -256,6 +301,10 @@ enum Tag {
     /// Unauthenticated, gave up.
     UG,
     St,
+    /// Requeued (not sent), no run of failures.
+    Q,
+    /// Requeued within a run of failures.
+    QR,
 }
 
 fn tag(s: &State) -> Tag {
@@ -263,6 +312,8 @@ fn tag(s: &State) -> Tag {
         State::Healthy { .. } => Tag::H,
         State::Refreshing { retry: None, .. } => Tag::R,
         State::Refreshing { retry: Some(_), .. } => Tag::RR,
+        State::Requeued { retry: None, .. } => Tag::Q,
+        State::Requeued { retry: Some(_), .. } => Tag::QR,
         State::TransientBackoff { .. } => Tag::B,
         State::Unauthenticated {
             reason: UnauthReason::Rejected,
@@ -279,7 +330,7 @@ fn tag(s: &State) -> Tag {
 fn token_state(t: Tag) -> TokenState {
     match t {
         Tag::H => TokenState::Healthy,
-        Tag::R | Tag::RR => TokenState::Refreshing,
+        Tag::R | Tag::RR | Tag::Q | Tag::QR => TokenState::Refreshing,
         Tag::B => TokenState::TransientBackoff,
         Tag::U | Tag::UG => TokenState::Unauthenticated,
         Tag::St => TokenState::Stopped,
@@ -304,6 +355,8 @@ enum In {
     ResultOk,
     ResultTransient,
     ResultPermanent,
+    /// The last attempt started was not sent (the driver's gate).
+    ResultNotSent,
     /// A success for an earlier attempt.
     ResultStale,
     Creds,
@@ -311,7 +364,7 @@ enum In {
     Stop,
 }
 
-const INPUTS: [In; 12] = [
+const INPUTS: [In; 13] = [
     In::TimerEarly,
     In::TimerDue,
     In::TimerDeadline,
@@ -320,6 +373,7 @@ const INPUTS: [In; 12] = [
     In::ResultOk,
     In::ResultTransient,
     In::ResultPermanent,
+    In::ResultNotSent,
     In::ResultStale,
     In::Creds,
     In::Force,
@@ -346,6 +400,7 @@ fn input(f: &Fx, i: In) -> (Input, Timestamp) {
         In::ResultOk => (result(f.last, ok(secs(LIFETIME))), later),
         In::ResultTransient => (result(f.last, transient(Some(secs(30)))), later),
         In::ResultPermanent => (result(f.last, permanent()), later),
+        In::ResultNotSent => (not_sent(f.last, busy()), later),
         In::ResultStale => (result(AttemptId(f.last.0 - 1), ok(secs(LIFETIME))), later),
         In::Creds => (Input::CredentialsReplaced, later),
         In::Force => (Input::ForceRefresh, later),
@@ -413,6 +468,7 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::Healthy, I::ResultOk,        same(T::H, RUN)),
         (S::Healthy, I::ResultTransient, same(T::H, RUN)),
         (S::Healthy, I::ResultPermanent, same(T::H, RUN)),
+        (S::Healthy, I::ResultNotSent,   same(T::H, RUN)),
         (S::Healthy, I::ResultStale,     same(T::H, RUN)),
         (S::Healthy, I::Creds,           w(T::R, true, false, NW, true, RUN)),
         (S::Healthy, I::Force,           w(T::R, true, false, NW, true, RUN)),
@@ -427,6 +483,8 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::RefreshingFirst, I::ResultOk,        w(T::H, false, true, NW, true, RUN)),
         (S::RefreshingFirst, I::ResultTransient, w(T::B, false, false, NW, true, RETRY)),
         (S::RefreshingFirst, I::ResultPermanent, w(T::U, false, false, WU, true, UNAUTH)),
+        // Not sent at start-up: requeued, still starting, nothing persisted.
+        (S::RefreshingFirst, I::ResultNotSent,   same(T::Q, STARTING)),
         (S::RefreshingFirst, I::ResultStale,     same(T::R, STARTING)),
         (S::RefreshingFirst, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
         (S::RefreshingFirst, I::Force,           same(T::R, STARTING)),
@@ -440,6 +498,8 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::RefreshingServed, I::ResultOk,        w(T::H, false, true, NW, true, RUN)),
         (S::RefreshingServed, I::ResultTransient, w(T::B, false, false, NW, true, RETRY)),
         (S::RefreshingServed, I::ResultPermanent, w(T::U, false, false, WU, true, UNAUTH)),
+        // Not sent with a valid token: requeued, still running, nothing persisted.
+        (S::RefreshingServed, I::ResultNotSent,   same(T::Q, RUN)),
         (S::RefreshingServed, I::ResultStale,     same(T::R, RUN)),
         (S::RefreshingServed, I::Creds,           w(T::R, true, false, NW, true, RUN)),
         (S::RefreshingServed, I::Force,           same(T::R, RUN)),
@@ -453,6 +513,8 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::RefreshingRetryServed, I::ResultOk,        w(T::H, false, true, NW, true, RUN)),
         (S::RefreshingRetryServed, I::ResultTransient, w(T::B, false, false, NW, true, RETRY)),
         (S::RefreshingRetryServed, I::ResultPermanent, w(T::U, false, false, WU, true, UNAUTH)),
+        // Not sent within a run: the run is not counted on.
+        (S::RefreshingRetryServed, I::ResultNotSent,   same(T::QR, RETRY)),
         (S::RefreshingRetryServed, I::ResultStale,     same(T::RR, RETRY)),
         // New credentials end the run of failures.
         (S::RefreshingRetryServed, I::Creds,           w(T::R, true, false, NW, true, RUN)),
@@ -467,6 +529,7 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::RefreshingRetryNoToken, I::ResultOk,        w(T::H, false, true, NW, true, RUN)),
         (S::RefreshingRetryNoToken, I::ResultTransient, w(T::B, false, false, NW, true, RETRY)),
         (S::RefreshingRetryNoToken, I::ResultPermanent, w(T::U, false, false, WU, true, UNAUTH)),
+        (S::RefreshingRetryNoToken, I::ResultNotSent,   same(T::QR, RETRY)),
         (S::RefreshingRetryNoToken, I::ResultStale,     same(T::RR, RETRY)),
         (S::RefreshingRetryNoToken, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
         (S::RefreshingRetryNoToken, I::Force,           same(T::RR, RETRY)),
@@ -480,6 +543,7 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::BackoffServed, I::ResultOk,        same(T::B, RETRY)),
         (S::BackoffServed, I::ResultTransient, same(T::B, RETRY)),
         (S::BackoffServed, I::ResultPermanent, same(T::B, RETRY)),
+        (S::BackoffServed, I::ResultNotSent,   same(T::B, RETRY)),
         (S::BackoffServed, I::ResultStale,     same(T::B, RETRY)),
         (S::BackoffServed, I::Creds,           w(T::R, true, false, NW, true, RUN)),
         // Pinned: an operator's force starts at once, even before a Retry-After.
@@ -494,6 +558,7 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::BackoffNoToken, I::ResultOk,        same(T::B, RETRY)),
         (S::BackoffNoToken, I::ResultTransient, same(T::B, RETRY)),
         (S::BackoffNoToken, I::ResultPermanent, same(T::B, RETRY)),
+        (S::BackoffNoToken, I::ResultNotSent,   same(T::B, RETRY)),
         (S::BackoffNoToken, I::ResultStale,     same(T::B, RETRY)),
         (S::BackoffNoToken, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
         (S::BackoffNoToken, I::Force,           w(T::RR, true, false, NW, true, RETRY)),
@@ -507,6 +572,7 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::UnauthRejected, I::ResultOk,        same(T::U, UNAUTH)),
         (S::UnauthRejected, I::ResultTransient, same(T::U, UNAUTH)),
         (S::UnauthRejected, I::ResultPermanent, same(T::U, UNAUTH)),
+        (S::UnauthRejected, I::ResultNotSent,   same(T::U, UNAUTH)),
         (S::UnauthRejected, I::ResultStale,     same(T::U, UNAUTH)),
         (S::UnauthRejected, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
         (S::UnauthRejected, I::Force,           same(T::U, UNAUTH)),
@@ -520,6 +586,7 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::UnauthGaveUp, I::ResultOk,        same(T::UG, UNAUTH)),
         (S::UnauthGaveUp, I::ResultTransient, same(T::UG, UNAUTH)),
         (S::UnauthGaveUp, I::ResultPermanent, same(T::UG, UNAUTH)),
+        (S::UnauthGaveUp, I::ResultNotSent,   same(T::UG, UNAUTH)),
         (S::UnauthGaveUp, I::ResultStale,     same(T::UG, UNAUTH)),
         (S::UnauthGaveUp, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
         (S::UnauthGaveUp, I::Force,           same(T::UG, UNAUTH)),
@@ -533,10 +600,59 @@ fn table() -> Vec<(Setup, In, Want)> {
         (S::Stopped, I::ResultOk,        same(T::St, STOPPED)),
         (S::Stopped, I::ResultTransient, same(T::St, STOPPED)),
         (S::Stopped, I::ResultPermanent, same(T::St, STOPPED)),
+        (S::Stopped, I::ResultNotSent,   same(T::St, STOPPED)),
         (S::Stopped, I::ResultStale,     same(T::St, STOPPED)),
         (S::Stopped, I::Creds,           same(T::St, STOPPED)),
         (S::Stopped, I::Force,           same(T::St, STOPPED)),
         (S::Stopped, I::Stop,            same(T::St, STOPPED)),
+        // ── Requeued, a token served (a scheduled refresh not sent): the record of the
+        //    refresh; none in flight. Its next try starts the next attempt silently.
+        (S::RequeuedServed, I::TimerEarly,      same(T::Q, RUN)),
+        (S::RequeuedServed, I::TimerDue,        w(T::R, true, false, NW, false, RUN)),
+        (S::RequeuedServed, I::TimerDeadline,   w(T::R, true, false, NW, false, RUN)),
+        // The token expired while not sent: the first failure of a run (withdrawn,
+        // retrying), and the next try.
+        (S::RequeuedServed, I::TimerExpired,    w(T::RR, true, false, WE, true, RETRY)),
+        (S::RequeuedServed, I::TimerGiveUp,     w(T::RR, true, false, WE, true, RETRY)),
+        (S::RequeuedServed, I::ResultOk,        same(T::Q, RUN)),
+        (S::RequeuedServed, I::ResultTransient, same(T::Q, RUN)),
+        (S::RequeuedServed, I::ResultPermanent, same(T::Q, RUN)),
+        (S::RequeuedServed, I::ResultNotSent,   same(T::Q, RUN)),
+        (S::RequeuedServed, I::ResultStale,     same(T::Q, RUN)),
+        (S::RequeuedServed, I::Creds,           w(T::R, true, false, NW, true, RUN)),
+        (S::RequeuedServed, I::Force,           w(T::R, true, false, NW, true, RUN)),
+        (S::RequeuedServed, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Requeued at start-up, nothing served: stays starting.
+        (S::RequeuedFirst, I::TimerEarly,      same(T::Q, STARTING)),
+        (S::RequeuedFirst, I::TimerDue,        w(T::R, true, false, NW, false, STARTING)),
+        (S::RequeuedFirst, I::TimerDeadline,   w(T::R, true, false, NW, false, STARTING)),
+        (S::RequeuedFirst, I::TimerExpired,    w(T::R, true, false, NW, false, STARTING)),
+        // No give-up clock runs: nothing failed.
+        (S::RequeuedFirst, I::TimerGiveUp,     w(T::R, true, false, NW, false, STARTING)),
+        (S::RequeuedFirst, I::ResultOk,        same(T::Q, STARTING)),
+        (S::RequeuedFirst, I::ResultTransient, same(T::Q, STARTING)),
+        (S::RequeuedFirst, I::ResultPermanent, same(T::Q, STARTING)),
+        (S::RequeuedFirst, I::ResultNotSent,   same(T::Q, STARTING)),
+        (S::RequeuedFirst, I::ResultStale,     same(T::Q, STARTING)),
+        (S::RequeuedFirst, I::Creds,           w(T::R, true, false, NW, true, STARTING)),
+        (S::RequeuedFirst, I::Force,           w(T::R, true, false, NW, true, STARTING)),
+        (S::RequeuedFirst, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
+        // ── Requeued within a run of failures, a token served.
+        (S::RequeuedRetry, I::TimerEarly,      same(T::QR, RETRY)),
+        (S::RequeuedRetry, I::TimerDue,        w(T::RR, true, false, NW, false, RETRY)),
+        (S::RequeuedRetry, I::TimerDeadline,   w(T::RR, true, false, NW, false, RETRY)),
+        // Within a run, the expiry only withdraws (as in a backoff), then the next try.
+        (S::RequeuedRetry, I::TimerExpired,    w(T::RR, true, false, WE, true, RETRY)),
+        // Not sent never gives up: the ceiling is not checked while requeued.
+        (S::RequeuedRetry, I::TimerGiveUp,     w(T::RR, true, false, WE, true, RETRY)),
+        (S::RequeuedRetry, I::ResultOk,        same(T::QR, RETRY)),
+        (S::RequeuedRetry, I::ResultTransient, same(T::QR, RETRY)),
+        (S::RequeuedRetry, I::ResultPermanent, same(T::QR, RETRY)),
+        (S::RequeuedRetry, I::ResultNotSent,   same(T::QR, RETRY)),
+        (S::RequeuedRetry, I::ResultStale,     same(T::QR, RETRY)),
+        (S::RequeuedRetry, I::Creds,           w(T::R, true, false, NW, true, RUN)),
+        (S::RequeuedRetry, I::Force,           w(T::RR, true, false, NW, true, RETRY)),
+        (S::RequeuedRetry, I::Stop,            w(T::St, false, false, WS, true, STOPPED)),
     ]
 }
 
@@ -550,6 +666,11 @@ fn expected_wake(m: &Machine) -> Option<Timestamp> {
             expires_at,
             ..
         } => Some(min(*deadline, *expires_at)),
+        State::Requeued {
+            next_try_at,
+            expires_at,
+            ..
+        } => Some(min(*next_try_at, *expires_at)),
         State::TransientBackoff {
             retry,
             next_attempt_at,
@@ -583,6 +704,7 @@ fn transition_table() {
         let before = f.m.state().clone();
         let before_wake = f.m.wake_at();
         let before_since = f.m.since();
+        let before_record = (f.m.token_section(), f.m.workload_status());
         let before_next = f.last;
         let (inp, at) = input(&f, *i);
         let fx = f.step(inp, at);
@@ -601,13 +723,32 @@ fn transition_table() {
         }
         assert_eq!(fx.wake_at, f.m.wake_at(), "{ctx}");
         assert_eq!(f.m.wake_at(), expected_wake(&f.m), "{ctx}");
+        // Nothing persisted: the record is the one already shown (a requeue and its next
+        // try change the state, never the record).
+        let same_refresh = matches!(
+            (&before, after),
+            (
+                State::Refreshing { .. } | State::Requeued { .. },
+                State::Refreshing { .. } | State::Requeued { .. }
+            )
+        ) && (matches!(before, State::Requeued { .. })
+            || matches!(after, State::Requeued { .. }))
+            && !matches!(i, In::Creds | In::Force);
         if !fx.persist {
-            assert_eq!(*after, before, "{ctx}: changed without persisting");
-            assert_eq!(fx.wake_at, before_wake, "{ctx}");
+            assert_eq!(
+                (f.m.token_section(), f.m.workload_status()),
+                before_record,
+                "{ctx}: the record changed without persisting"
+            );
             assert_eq!(f.m.since(), before_since, "{ctx}");
+            if !same_refresh {
+                assert_eq!(*after, before, "{ctx}: changed without persisting");
+                assert_eq!(fx.wake_at, before_wake, "{ctx}");
+            }
         }
-        if std::mem::discriminant(after) != std::mem::discriminant(&before)
-            || fx.start_attempt.is_some()
+        if !same_refresh
+            && (std::mem::discriminant(after) != std::mem::discriminant(&before)
+                || fx.start_attempt.is_some())
         {
             assert_eq!(f.m.since(), at, "{ctx}: since");
         }
@@ -641,6 +782,7 @@ fn transition_table() {
             State::Stopped => assert_eq!(t.expires_at, None, "{ctx}"),
             State::Healthy { .. }
             | State::Refreshing { .. }
+            | State::Requeued { .. }
             | State::TransientBackoff { .. }
             | State::Unauthenticated { .. } => {
                 assert_eq!(t.expires_at, f.served, "{ctx}: status vs served token");
@@ -670,6 +812,7 @@ fn inp_kind(i: In) -> InKind {
         In::ResultOk
         | In::ResultTransient
         | In::ResultPermanent
+        | In::ResultNotSent
         | In::ResultStale
         | In::Creds
         | In::Force
@@ -695,7 +838,7 @@ fn check_section_consistency(m: &Machine, ctx: &str) {
                 "{ctx}: the scheduled refresh"
             );
         }
-        State::Refreshing { retry, .. } => {
+        State::Refreshing { retry, .. } | State::Requeued { retry, .. } => {
             assert!(t.next_attempt_at.is_none(), "{ctx}");
             match retry {
                 Some(r) => {
@@ -1217,8 +1360,12 @@ fn a_record_written_in_each_state_resumes_right() {
                 "{s:?}"
             ),
             State::Stopped => assert_eq!(got, Resume::Fresh, "{s:?}"),
-            State::Refreshing { retry: None, .. } => assert_eq!(got, Resume::Fresh, "{s:?}"),
-            State::Refreshing { retry: Some(r), .. } | State::TransientBackoff { retry: r, .. } => {
+            State::Refreshing { retry: None, .. } | State::Requeued { retry: None, .. } => {
+                assert_eq!(got, Resume::Fresh, "{s:?}");
+            }
+            State::Refreshing { retry: Some(r), .. }
+            | State::Requeued { retry: Some(r), .. }
+            | State::TransientBackoff { retry: r, .. } => {
                 // Retry-After is stored in whole seconds (rounded up); none here.
                 assert_eq!(got, Resume::Retrying(r.clone()), "{s:?}");
             }
@@ -1298,6 +1445,8 @@ enum Op {
     TimerAtWake,
     Current(V),
     Stale(V),
+    /// The attempt in flight (or the last one) was not sent: the driver's gate.
+    NotSent,
     Creds,
     Force,
     Stop,
@@ -1317,6 +1466,7 @@ fn op_strategy(stop_weight: u32) -> impl Strategy<Value = Op> {
         6 => Just(Op::TimerAtWake),
         6 => verdict_strategy().prop_map(Op::Current),
         2 => verdict_strategy().prop_map(Op::Stale),
+        3 => Just(Op::NotSent),
         1 => Just(Op::Creds),
         1 => Just(Op::Force),
         stop_weight => Just(Op::Stop),
@@ -1368,6 +1518,7 @@ struct Step<'a> {
     now: Timestamp,
     before: State,
     in_flight_before: Option<AttemptId>,
+    record_before: (crate::status::TokenSection, (WorkloadStatus, String)),
     fx: Effects,
 }
 
@@ -1394,12 +1545,14 @@ fn drive(
             }
             Op::Current(v) => result(m.in_flight().unwrap_or(last_issued), to_verdict(v)),
             Op::Stale(v) => result(AttemptId(last_issued.0.saturating_sub(1)), to_verdict(v)),
+            Op::NotSent => not_sent(m.in_flight().unwrap_or(last_issued), busy()),
             Op::Creds => Input::CredentialsReplaced,
             Op::Force => Input::ForceRefresh,
             Op::Stop => Input::Stop,
         };
         let before = m.state().clone();
         let in_flight_before = m.in_flight();
+        let record_before = (m.token_section(), m.workload_status());
         let fx = m.handle(input, now, &mut rng);
         if let Some(a) = fx.start_attempt {
             last_issued = a;
@@ -1411,6 +1564,7 @@ fn drive(
                 now,
                 before,
                 in_flight_before,
+                record_before,
                 fx,
             },
         );
@@ -1484,7 +1638,7 @@ proptest! {
                 match s.op {
                     Op::Creds => assert!(matches!(after, State::Refreshing { retry: None, expires_at: None, .. })),
                     Op::Stop => assert!(matches!(after, State::Stopped)),
-                    Op::Timer | Op::TimerAtWake | Op::Current(_) | Op::Stale(_) | Op::Force => {
+                    Op::Timer | Op::TimerAtWake | Op::Current(_) | Op::Stale(_) | Op::NotSent | Op::Force => {
                         assert_eq!(*after, s.before);
                         assert_eq!(s.fx.clone(), Effects::default());
                     }
@@ -1506,9 +1660,27 @@ proptest! {
                     assert!(refresh_at < expires_at, "refresh {refresh_at} !< expiry {expires_at}");
                 }
             }
-            // (f) Every state change persists.
-            if *after != s.before {
-                assert!(s.fx.persist, "{:?} → {after:?} without persist", s.before);
+            // (f) Every state change persists, except a requeue and its next try, which
+            // change no record.
+            if !s.fx.persist {
+                assert_eq!((m.token_section(), m.workload_status()), s.record_before, "{:?} → {after:?}", s.before);
+            }
+            if *after != s.before && !s.fx.persist {
+                assert!(
+                    matches!(
+                        (&s.before, after),
+                        (State::Refreshing { .. }, State::Requeued { .. })
+                            | (State::Requeued { .. }, State::Refreshing { .. } | State::Requeued { .. })
+                    ),
+                    "{:?} → {after:?} without persist", s.before
+                );
+            }
+            // A not-sent attempt never gives up and never counts a failure within a run.
+            if matches!(s.op, Op::NotSent) {
+                assert!(!is_unauth(after) || is_unauth(&s.before), "{:?} → {after:?}", s.before);
+                if let (State::Refreshing { retry: Some(r0), .. }, State::Requeued { retry: Some(r1), .. }) = (&s.before, after) {
+                    assert_eq!(r0, r1);
+                }
             }
             // (g) A wake-up is wanted in every live state.
             assert_eq!(m.wake_at().is_none(), matches!(after, State::Unauthenticated { .. } | State::Stopped));
@@ -1564,6 +1736,62 @@ proptest! {
             }
             assert!(!matches!(after, State::Healthy { .. }));
         });
+    }
+
+    /// Our own gate is not a failure: a workload whose attempts are only ever not sent (any
+    /// timers, forced refreshes) never becomes unauthenticated, whatever the ceiling, and
+    /// never counts a failure while it has a live token.
+    #[test]
+    fn not_sent_attempts_never_lead_to_unauthenticated(
+        cfg in config_strategy(),
+        seed in any::<u64>(),
+        lifetime in 1u64..100_000,
+        ops in proptest::collection::vec(
+            (
+                dt_strategy(),
+                prop_oneof![
+                    3 => Just(Op::Timer),
+                    6 => Just(Op::TimerAtWake),
+                    6 => Just(Op::NotSent),
+                    1 => Just(Op::Force),
+                ],
+            ),
+            1..150,
+        ),
+    ) {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (mut m, fx) = Machine::start(cfg, Resume::Fresh, None, T0);
+        let mut now = T0.plus(secs(1));
+        let a = fx.start_attempt.unwrap();
+        m.handle(result(a, ok(secs(lifetime))), now, &mut rng);
+        let mut last = a;
+        for (dt, op) in &ops {
+            // Every attempt comes back not sent within its budget (before its deadline), as
+            // the driver guarantees: none times out.
+            if let Some(a) = m.in_flight() {
+                m.handle(not_sent(a, busy()), now, &mut rng);
+                prop_assert!(!is_unauth(m.state()), "{:?}", m.state());
+            }
+            now = now.plus(ms(*dt));
+            let input = match op {
+                Op::TimerAtWake => {
+                    now = now.max(m.wake_at().unwrap_or(now));
+                    Input::TimerFired
+                }
+                Op::NotSent => not_sent(m.in_flight().unwrap_or(last), busy()),
+                Op::Force => Input::ForceRefresh,
+                Op::Timer | Op::Current(_) | Op::Stale(_) | Op::Creds | Op::Stop => Input::TimerFired,
+            };
+            let fx = m.handle(input, now, &mut rng);
+            if let Some(a) = fx.start_attempt {
+                last = a;
+            }
+            prop_assert!(!is_unauth(m.state()), "{:?}", m.state());
+            let t = m.token_section();
+            if t.expires_at.is_some_and(|e| e > now) {
+                prop_assert!(t.last_error.is_none() && t.attempt == 0, "{t:?}");
+            }
+        }
     }
 
     /// The schedule: a success at `now` with lifetime L refreshes within [0.7 L, 0.8 L] for
@@ -1735,6 +1963,7 @@ fn an_unknown_code_says_how_to_make_it_final() {
         } => *next_attempt_at,
         other @ (State::Healthy { .. }
         | State::Refreshing { .. }
+        | State::Requeued { .. }
         | State::Unauthenticated { .. }
         | State::Stopped) => panic!("expected backoff, got {other:?}"),
     };
@@ -1746,4 +1975,263 @@ fn an_unknown_code_says_how_to_make_it_final() {
     // A transient failure of another kind carries no note.
     f.fail(secs(1), transient(None));
     assert!(!f.m.workload_status().1.contains("permanent_codes"));
+}
+
+// ── Our own gate is not a failure (an attempt not sent).
+
+/// A healthy workload whose scheduled refresh is not sent, again and again while its token
+/// is valid: the same state family, the same record, nothing persisted or withdrawn, the
+/// next try no sooner than the time the attempt waited, and never later than `MIN_LEAD`
+/// before the expiry unless the floor says so.
+#[test]
+fn a_healthy_workload_not_sent_n_times_keeps_its_state_and_record() {
+    let mut f = Fx::fresh();
+    f.succeed(secs(1));
+    let State::Healthy {
+        refresh_at,
+        expires_at,
+    } = *f.m.state()
+    else {
+        panic!("{:?}", f.m.state())
+    };
+    f.step(Input::TimerFired, refresh_at);
+    let record = (f.m.token_section(), f.m.workload_status());
+    assert_eq!(record.1.0, WorkloadStatus::Running);
+    let since = f.m.since();
+    for n in 1..=20 {
+        let fx = f.unsent(secs(4), busy());
+        let ctx = format!("not sent #{n}");
+        assert!(!fx.persist, "{ctx}");
+        assert_eq!(
+            (fx.withdraw, fx.publish.is_some(), fx.start_attempt),
+            (None, false, None),
+            "{ctx}"
+        );
+        let State::Requeued {
+            next_try_at,
+            expires_at: e,
+            retry: None,
+            ..
+        } = *f.m.state()
+        else {
+            panic!("{ctx}: {:?}", f.m.state())
+        };
+        assert_eq!(e, Some(expires_at), "{ctx}");
+        assert!(next_try_at >= f.now.plus(secs(4)), "{ctx}: floor");
+        let latest = Timestamp::from_millis(expires_at.as_millis() - 5_000);
+        assert!(
+            next_try_at <= latest.max(f.now.plus(secs(4))),
+            "{ctx}: past the lead"
+        );
+        assert_eq!(fx.wake_at, Some(next_try_at), "{ctx}");
+        assert_eq!(
+            (f.m.token_section(), f.m.workload_status()),
+            record,
+            "{ctx}"
+        );
+        assert_eq!(f.m.since(), since, "{ctx}");
+        // The next try: a new attempt, silently.
+        let fx = f.step(Input::TimerFired, next_try_at);
+        assert!(fx.start_attempt.is_some() && !fx.persist, "{ctx}: {fx:?}");
+        assert_eq!(
+            (f.m.token_section(), f.m.workload_status()),
+            record,
+            "{ctx}"
+        );
+        if f.now >= Timestamp::from_millis(expires_at.as_millis() - 60_000) {
+            break;
+        }
+    }
+    // Then it is sent and succeeds: healthy, as ever.
+    let fx = f.succeed(ms(200));
+    assert!(fx.publish.is_some() && fx.persist);
+    assert!(matches!(f.m.state(), State::Healthy { .. }));
+}
+
+/// The token expires while its refreshes keep being not sent: withdrawn and
+/// `auth_retrying` with the not-sent reason as a run's first failure, as a run of transient
+/// failures would show it (never `running` with an expired token), whether the expiry comes
+/// with a not-sent result or while requeued.
+#[test]
+fn a_token_expiring_while_not_sent_is_withdrawn_as_in_a_run_of_failures() {
+    for at_result in [false, true] {
+        let mut f = Fx::fresh();
+        f.after(secs(1), result(f.last, ok(secs(60))));
+        let State::Healthy {
+            refresh_at,
+            expires_at,
+        } = *f.m.state()
+        else {
+            panic!()
+        };
+        f.step(Input::TimerFired, refresh_at);
+        let fx = if at_result {
+            let a = f.last;
+            f.step(not_sent(a, busy()), expires_at.plus(ms(1)))
+        } else {
+            f.unsent(secs(1), busy());
+            f.step(Input::TimerFired, expires_at)
+        };
+        assert_eq!(fx.withdraw, Some(Withdraw::Expired), "{at_result}");
+        assert!(fx.persist, "{at_result}");
+        let (State::Requeued {
+            retry: Some(retry),
+            expires_at: None,
+            ..
+        }
+        | State::Refreshing {
+            retry: Some(retry),
+            expires_at: None,
+            ..
+        }) = f.m.state()
+        else {
+            panic!("{at_result}: {:?}", f.m.state())
+        };
+        assert_eq!(
+            (retry.failures, retry.last.kind),
+            (1, FailureKind::RateLimited)
+        );
+        let (status, context) = f.m.workload_status();
+        assert_eq!(status, WorkloadStatus::AuthRetrying, "{at_result}");
+        assert!(
+            context.starts_with("not sent: the endpoint's 64 request slots"),
+            "{context}"
+        );
+        assert_eq!(f.m.token_section().expires_at, None);
+    }
+}
+
+/// A workload with no token yet (start-up) whose attempts are not sent stays `starting`,
+/// with nothing persisted, until one is sent.
+#[test]
+fn a_start_up_workload_not_sent_stays_starting() {
+    let mut f = Fx::fresh();
+    let record = (f.m.token_section(), f.m.workload_status());
+    assert_eq!(record.1.0, WorkloadStatus::Starting);
+    for _ in 0..50 {
+        let fx = f.unsent(secs(4), busy());
+        assert!(!fx.persist && fx.withdraw.is_none());
+        let wake = f.m.wake_at().unwrap();
+        let fx = f.step(Input::TimerFired, wake);
+        assert!(fx.start_attempt.is_some() && !fx.persist);
+        assert_eq!((f.m.token_section(), f.m.workload_status()), record);
+    }
+    // Hours of not-sent attempts: still starting, never given up.
+    assert!(f.now.since(T0) > secs(200));
+    let fx = f.succeed(ms(100));
+    assert!(fx.publish.is_some());
+}
+
+/// A real (sent) transient failure after not-sent attempts is the run's first failure, as
+/// it would be without them: one failure, counted from its own time, its own backoff.
+#[test]
+fn a_sent_failure_after_not_sent_attempts_behaves_as_before() {
+    let fail_after = |unsent: usize| {
+        let mut f = Fx::fresh();
+        f.succeed(secs(1));
+        let State::Healthy { refresh_at, .. } = *f.m.state() else {
+            panic!()
+        };
+        f.step(Input::TimerFired, refresh_at);
+        for _ in 0..unsent {
+            f.unsent(secs(4), busy());
+            let wake = f.m.wake_at().unwrap();
+            f.step(Input::TimerFired, wake);
+        }
+        f.rng = fastrand::Rng::with_seed(9);
+        let fx = f.fail(secs(1), transient(None));
+        (f.m.state().clone(), fx, f.now)
+    };
+    let (plain, plain_fx, t0) = fail_after(0);
+    for n in [1, 3, 10] {
+        let (state, fx, t) = fail_after(n);
+        let (
+            State::TransientBackoff {
+                retry: r0,
+                next_attempt_at: n0,
+                ..
+            },
+            State::TransientBackoff {
+                retry: r1,
+                next_attempt_at: n1,
+                ..
+            },
+        ) = (&plain, &state)
+        else {
+            panic!("{n}: {plain:?} / {state:?}")
+        };
+        assert_eq!((r1.failures, r1.first_failure_at), (1, t), "{n}");
+        assert_eq!(r1.last, r0.last, "{n}");
+        assert_eq!(n1.since(t), n0.since(t0), "{n}: the same backoff");
+        assert_eq!(
+            (fx.persist, fx.withdraw),
+            (plain_fx.persist, plain_fx.withdraw),
+            "{n}"
+        );
+    }
+}
+
+/// Why the not-sent attempts ran at ≈ 13,000 a second: they came back after a failure's
+/// backoff (the soak's: 0.1–2 s) to the end of a queue at least as long as the budget they
+/// had just waited. A requeue waits at least that wait (a hold: until its end), spread
+/// over a window that doubles with each consecutive not-sent attempt, up to a minute.
+#[test]
+fn requeues_are_floored_by_the_wait_and_spread_more_each_time() {
+    let mut f = Fx::fresh();
+    let mut spreads = Vec::new();
+    for _ in 0..10 {
+        let now = f.now.plus(secs(4));
+        f.unsent(secs(4), busy());
+        let State::Requeued { next_try_at, .. } = *f.m.state() else {
+            panic!()
+        };
+        assert!(next_try_at >= now.plus(secs(4)), "floor");
+        spreads.push(next_try_at.since(now.plus(secs(4))));
+        assert!(spreads.last().unwrap() <= &REQUEUE_SPREAD_MAX);
+        f.step(Input::TimerFired, next_try_at);
+    }
+    // The drawn spread of n-th consecutive not-sent is below 4 s · 2^(n-1): the late ones
+    // reach past the first window.
+    assert!(spreads[0] <= secs(4));
+    assert!(spreads.iter().skip(4).any(|s| *s > secs(8)), "{spreads:?}");
+    // Over many workloads, the first requeue spreads across [wait, 2·wait].
+    let mut rng = fastrand::Rng::with_seed(3);
+    let m = Fx::fresh().m;
+    let mut m = m;
+    m.not_sent_run = 1;
+    let now = T0;
+    let times: Vec<u64> = (0..1000)
+        .map(|_| {
+            m.requeue_at(&busy(), None, now, &mut rng)
+                .since(now)
+                .as_millis() as u64
+        })
+        .collect();
+    assert!(times.iter().all(|t| (4_000..=8_000).contains(t)));
+    assert!(
+        times.iter().filter(|t| **t < 6_000).count() > 400
+            && times.iter().filter(|t| **t >= 6_000).count() > 400
+    );
+    // A hold: not before its end, spread over a quarter of it.
+    let held = NotSent {
+        reason: NotSentReason::Held {
+            until: now.plus(secs(40)),
+        },
+        waited: Duration::ZERO,
+        summary: "not sent: held".into(),
+    };
+    for _ in 0..100 {
+        let t = m.requeue_at(&held, None, now, &mut rng);
+        assert!(t >= now.plus(secs(40)) && t <= now.plus(secs(50)), "{t:?}");
+    }
+    // A reset: a sent attempt ends the not-sent run.
+    let mut f = Fx::fresh();
+    for _ in 0..5 {
+        f.unsent(secs(4), busy());
+        let wake = f.m.wake_at().unwrap();
+        f.step(Input::TimerFired, wake);
+    }
+    assert_eq!(f.m.not_sent_run, 5);
+    f.succeed(ms(10));
+    assert_eq!(f.m.not_sent_run, 0);
 }

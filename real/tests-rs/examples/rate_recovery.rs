@@ -173,7 +173,25 @@ async fn one_run(workloads: usize) -> Run {
         s.add_client_credentials(&format!("w{i:03}"), &client, None)
             .await;
     }
-    let mut retrying = 0;
+    // `RATE_RECOVERY_OUTAGE_SECS=N`: switch after N seconds of outage instead (a runtime
+    // whose attempts not sent by its own paced gate keep a new workload `starting` leaves
+    // some workloads `starting` through the whole outage: none has a token either way).
+    if let Some(secs) = std::env::var("RATE_RECOVERY_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        assert_eq!(
+            count(&s, WorkloadStatus::Running).await,
+            0,
+            "running in an outage"
+        );
+    }
+    let mut retrying = if std::env::var_os("RATE_RECOVERY_OUTAGE_SECS").is_some() {
+        workloads
+    } else {
+        0
+    };
     let mut seen = Vec::new();
     while retrying < workloads {
         retrying = count(&s, WorkloadStatus::AuthRetrying).await;

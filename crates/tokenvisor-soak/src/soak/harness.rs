@@ -163,8 +163,8 @@ impl Harness {
         Ok(out)
     }
 
-    /// The workload spec of a client, with the profile's policy.
-    pub(crate) fn spec(&self, client: &Client) -> crate::Result<WorkloadSpec> {
+    /// The workload spec of a client, with `policy`.
+    fn spec(&self, client: &Client, policy: &WorkloadPolicy) -> crate::Result<WorkloadSpec> {
         let mut spec = WorkloadSpec::new(
             WorkloadName::new(&client.id)?,
             self.idp.token_url().parse()?,
@@ -175,15 +175,26 @@ impl Harness {
             },
         )
         .with_client_secret(&client.secret);
-        spec.policy = self.policy.clone();
+        spec.policy = policy.clone();
         Ok(spec)
     }
 
     /// Adds a workload per client (a few callers at once); handles in client order.
     pub(crate) async fn add_all(&self, clients: &[Client]) -> crate::Result<Vec<TokenHandle>> {
+        self.add_all_with(clients, |_| &self.policy).await
+    }
+
+    /// Adds a workload per client as [`Harness::add_all`] does, the `i`th with the policy
+    /// `policy(i)` (a scenario whose workloads need different policies).
+    pub(crate) async fn add_all_with<'p>(
+        &'p self,
+        clients: &[Client],
+        policy: impl Fn(usize) -> &'p WorkloadPolicy,
+    ) -> crate::Result<Vec<TokenHandle>> {
         let specs = clients
             .iter()
-            .map(|c| self.spec(c))
+            .enumerate()
+            .map(|(i, c)| self.spec(c, policy(i)))
             .collect::<crate::Result<Vec<_>>>()?;
         let specs = Arc::new(Mutex::new(
             specs.into_iter().enumerate().collect::<Vec<_>>(),

@@ -126,8 +126,8 @@ impl Policy {
         }
     }
 
-    /// The same policy with a fixed backoff of about `d` (burst, recovery: a failed
-    /// workload does not retry during the measurement).
+    /// The same policy with a fixed backoff of about `d` (burst, and the workloads recovery
+    /// brings to `auth_retrying`: a failed workload does not retry during the measurement).
     pub(crate) fn with_backoff(&self, d: Duration) -> Policy {
         Policy {
             backoff_initial: d,

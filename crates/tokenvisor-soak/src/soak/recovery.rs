@@ -1,13 +1,19 @@
 //! `--scenario recovery`: a runtime restart over N existing status files.
 //!
 //! N workloads (tokens living `provider.quiet_lifetime`; no refresh-token rotation, so the
-//! restarted runtime can present the configured refresh tokens again; backoff fixed at about
-//! an hour) are brought to three states before the restart:
+//! restarted runtime can present the configured refresh tokens again) are brought to three
+//! states before the restart:
 //! - every 100th (i % 100 == 0): its grant revoked at the provider, then refreshed →
 //!   `unauthenticated`;
 //! - every 100th + 50 (i % 100 == 50): the provider answers 500 to its client (a 503 would pace the whole endpoint), then refreshed
-//!   → `auth_retrying` (attempt 1);
-//! - the rest: `running`.
+//!   → `auth_retrying` (attempt 1); these alone back off about an hour, so that they make no
+//!   further attempt before the restart;
+//! - the rest: `running`. They keep the profile's backoff (1 s to 10 s by default): the
+//!   set-up starts N workloads on one endpoint at once, and a first refresh that fails
+//!   there (an attempt not sent while the endpoint's request slots stayed busy, a timeout)
+//!   is retried within seconds, as an operator's policy would, instead of an hour later,
+//!   past the settle timeout (the set-up then failed with thousands never `running`). The
+//!   restart measured below sends no request for these workloads whatever their backoff.
 //!
 //! After a flush, every record is kept and the runtime shut down (files say `stopped`, their
 //! token sections carry the state). A new runtime starts over the same directory
@@ -24,12 +30,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokenvisor::TokenHandle;
+use tokenvisor::spec::WorkloadPolicy;
 use tokenvisor_core::{StatusRecord, WorkloadStatus};
 use tokenvisor_idp::{Fault, FaultScope, Times};
 use tokio::time::Instant;
 
-use super::harness::{self, Harness};
+use super::harness::{self, Client, Harness};
+use super::profile::Profile;
 use super::{Options, Report, secs};
+
+/// The backoff of the workloads brought to `auth_retrying`: no further attempt before the
+/// restart.
+const RETRYING_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// The state a workload had before the restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,28 +74,80 @@ fn recovered(class: Class, pre: &StatusRecord, now: Option<&StatusRecord>) -> bo
     }
 }
 
-/// Runs the scenario.
-pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
-    let mut report = Report::default();
-    let n = opts.n;
-    let mut profile = opts.profile.clone();
-    profile.policy = profile.policy.with_backoff(Duration::from_secs(3600));
-    let mut h = Harness::start(&profile, opts.status_dir.as_deref(), opts.quiet_lifetime()).await?;
-    opts.progress(&format!(
-        "tokenvisor soak --scenario recovery: {n} workloads; status files in {}",
-        h.dir.display()
-    ));
-    let clients = h.register(n, "recovery", false)?;
-    let handles = h.add_all(&clients).await?;
+/// The policies of the two kinds of workload (each built once: every spec shares its `Arc`s).
+struct Policies {
+    /// The profile's.
+    profile: WorkloadPolicy,
+    /// The profile's with a backoff of [`RETRYING_BACKOFF`].
+    retrying: WorkloadPolicy,
+}
+
+impl Policies {
+    fn new(profile: &Profile) -> Policies {
+        Policies {
+            profile: profile.policy.workload_policy(),
+            retrying: profile
+                .policy
+                .with_backoff(RETRYING_BACKOFF)
+                .workload_policy(),
+        }
+    }
+
+    /// The policy of the `i`th workload.
+    fn of(&self, i: usize) -> &WorkloadPolicy {
+        match class(i) {
+            Class::Running | Class::Unauthenticated => &self.profile,
+            Class::Retrying => &self.retrying,
+        }
+    }
+}
+
+/// Adds a workload per client, each with its class's policy.
+async fn add_all(
+    h: &Harness,
+    policies: &Policies,
+    clients: &[Client],
+) -> crate::Result<Vec<TokenHandle>> {
+    h.add_all_with(clients, |i| policies.of(i)).await
+}
+
+/// The set-up's first step: every workload added and `running`.
+async fn bring_up(
+    h: &Harness,
+    policies: &Policies,
+    clients: &[Client],
+) -> crate::Result<Vec<TokenHandle>> {
+    let handles = add_all(h, policies, clients).await?;
     if let Err(left) = harness::wait_all(&handles, h.settle_timeout(), |_, h| {
         harness::status_of(h) == Some(WorkloadStatus::Running)
     })
     .await
     {
         return Err(crate::Error::failed(format!(
-            "{left} of {n} workloads never became healthy"
+            "{left} of {} workloads never became healthy",
+            clients.len()
         )));
     }
+    Ok(handles)
+}
+
+/// Runs the scenario.
+pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
+    let mut report = Report::default();
+    let n = opts.n;
+    let policies = Policies::new(&opts.profile);
+    let mut h = Harness::start(
+        &opts.profile,
+        opts.status_dir.as_deref(),
+        opts.quiet_lifetime(),
+    )
+    .await?;
+    opts.progress(&format!(
+        "tokenvisor soak --scenario recovery: {n} workloads; status files in {}",
+        h.dir.display()
+    ));
+    let clients = h.register(n, "recovery", false)?;
+    let handles = bring_up(&h, &policies, &clients).await?;
 
     // Bring 1 % to unauthenticated and 1 % to auth_retrying.
     let mut special = Vec::new();
@@ -167,7 +231,7 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     h.start_again().await?;
     let start = started.elapsed();
     let recovery = h.runtime.recovery().clone();
-    let new_handles: Vec<TokenHandle> = h.add_all(&clients).await?;
+    let new_handles: Vec<TokenHandle> = add_all(&h, &policies, &clients).await?;
     let add = started.elapsed() - start;
     // Workloads whose token was still valid serve it from the state journal.
     let serving = harness::wait_all(&new_handles, h.settle_timeout(), |i, h| {
@@ -301,4 +365,58 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     );
     report.set("states_recovered", report.ok());
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the workloads brought to `auth_retrying` back off an hour; the others keep the
+    /// profile's backoff.
+    #[test]
+    fn only_the_retrying_class_backs_off_an_hour() {
+        let profile = Profile::default();
+        let policies = Policies::new(&profile);
+        let initial = |i: usize| policies.of(i).backoff.initial;
+        let profiles = profile.policy.workload_policy().backoff.initial;
+        assert_eq!(class(0), Class::Unauthenticated);
+        assert_eq!(initial(0), profiles);
+        assert_eq!(class(1), Class::Running);
+        assert_eq!(initial(1), profiles);
+        assert_eq!(class(50), Class::Retrying);
+        assert_eq!(initial(50), RETRYING_BACKOFF);
+        assert_eq!(policies.of(50).backoff.max, RETRYING_BACKOFF);
+    }
+
+    /// A workload of the healthy majority whose first refresh fails (a transient 500 here; in
+    /// the 100,000 start-up burst, an attempt not sent while every request slot stayed busy)
+    /// is retried at the profile's backoff and the set-up goes on: it used to back off an
+    /// hour, past the settle timeout ("never became healthy").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_healthy_workload_whose_first_refresh_fails_is_running_within_the_settle_timeout() {
+        let mut profile = Profile::default();
+        profile.checks.settle_timeout = Duration::from_secs(20);
+        let h = Harness::start(&profile, None, Duration::from_secs(3600))
+            .await
+            .expect("harness");
+        let clients = h.register(3, "recovery", false).expect("clients");
+        assert_eq!(class(1), Class::Running);
+        h.idp.set_fault(
+            FaultScope::Client(clients[1].id.clone()),
+            Fault::ServerError(500),
+            Times::Next(1),
+        );
+        let brought_up = bring_up(&h, &Policies::new(&profile), &clients).await;
+        let counts = brought_up
+            .as_ref()
+            .map(|handles| harness::fmt_counts(&harness::status_counts(handles)));
+        let requests = h.idp.counters().client(&clients[1].id);
+        h.runtime
+            .shutdown(Duration::from_secs(10))
+            .await
+            .expect("shutdown");
+        h.idp.shutdown().await;
+        assert_eq!(counts.ok().as_deref(), Some("running 3"));
+        assert_eq!(requests, 2, "the failed first refresh and its retry");
+    }
 }

@@ -679,11 +679,15 @@ impl Machine {
         self.not_sent_run = self.not_sent_run.saturating_add(1);
         let expired = expires_at.is_some_and(|t| now >= t);
         let expires_at = self.expire(expires_at, now, fx);
-        // No token to serve and the provider asked every client of the endpoint to wait
-        // (an outage's 503, a 429 with `Retry-After`): the workload shows the outage
-        // (`auth_retrying`), not `starting`, as it did when an attempt of its own met it.
-        let held_without_token =
-            expires_at.is_none() && matches!(not_sent.reason, NotSentReason::Held { .. });
+        // No token to serve, and the endpoint held or paced because the provider said it is
+        // overloaded or down (a 503, a 429: `Retry-After` holds, the pace is cut): the
+        // workload shows the outage (`auth_retrying`), not `starting`, as it did when an
+        // attempt of its own met it. Busy slots alone are our own queue: still `starting`.
+        let held_without_token = expires_at.is_none()
+            && matches!(
+                not_sent.reason,
+                NotSentReason::Held { .. } | NotSentReason::Paced
+            );
         let retry = self.not_sent_expired(expired || held_without_token, retry, &not_sent, now, fx);
         let next_try_at = self.requeue_at(&not_sent, expires_at, now, rng);
         self.same_refresh = true;
@@ -697,7 +701,7 @@ impl Machine {
 
     /// A token served outside a run of failures expired while its refresh was not sent (now,
     /// or earlier in this refresh: `token_lost`), or a workload without a token was not sent
-    /// because its endpoint is on hold: the not-sent attempt starts a run, as a transient
+    /// because its endpoint is on hold or paced: the not-sent attempt starts a run, as a transient
     /// failure would (`auth_retrying`, its summary as the last error), so the workload never
     /// shows `running` (or `starting`) for a token it lost or an outage it is waiting out.
     /// The run stays requeued and never gives up on not-sent attempts: the ceiling is checked

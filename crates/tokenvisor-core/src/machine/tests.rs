@@ -2141,8 +2141,8 @@ fn a_start_up_workload_not_sent_stays_starting() {
     assert!(fx.publish.is_some());
 }
 
-/// A workload without a token whose attempt is not sent because the endpoint is on hold
-/// (the provider asked every client to wait: an outage) shows the outage, `auth_retrying`
+/// A workload without a token whose attempt is not sent because the endpoint is on hold or
+/// paced (the provider said it is down or overloaded) shows the outage, `auth_retrying`
 /// with the hold's summary, once; its later not-sent attempts persist nothing, and it never
 /// gives up on them.
 #[test]
@@ -2175,6 +2175,15 @@ fn a_start_up_workload_held_back_by_an_outage_is_auth_retrying() {
     let fx = f.succeed(ms(100));
     assert!(fx.publish.is_some());
     assert_eq!(f.m.workload_status().0, WorkloadStatus::Running);
+    // A paced endpoint (its pace cut by the provider's 503 or 429) is the same outage.
+    let mut f = Fx::fresh();
+    let paced = NotSent {
+        reason: NotSentReason::Paced,
+        waited: secs(4),
+        summary: "not sent: the endpoint is paced".into(),
+    };
+    assert!(f.unsent(secs(4), paced).persist);
+    assert_eq!(f.m.workload_status().0, WorkloadStatus::AuthRetrying);
 }
 
 /// A real (sent) transient failure after not-sent attempts is the run's first failure, as

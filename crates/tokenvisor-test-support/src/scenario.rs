@@ -816,13 +816,29 @@ pub async fn a_long_hold_holds_every_workload_of_the_endpoint<E: Endpoint>(mut d
     for (h, _) in &others {
         d.force(h.name().as_str()).await;
     }
-    // Their forced refreshes are not sent because of the hold; our own gate is not a
-    // failure: they are requeued and stay `running` on their still valid tokens (what was
-    // sent during the hold is checked below: nothing).
     for (h, _) in &others {
-        let r = h.status().unwrap();
-        assert_eq!(r.status, WorkloadStatus::Running, "{}: {r:?}", h.name());
-        assert!(last_error(&r).is_none(), "{}: {r:?}", h.name());
+        let what = format!("{}: auth_retrying, not sent because of the hold", h.name());
+        d.wait(&what, || {
+            h.status().is_some_and(|r| {
+                r.status == WorkloadStatus::AuthRetrying
+                    && last_error(&r).is_some_and(|e| e.kind == "rate_limited")
+            })
+        })
+        .await;
+        let r = d.file(h.name().as_str()).await;
+        let e = last_error(&r).unwrap();
+        assert_eq!(
+            e.http_status,
+            None,
+            "{}: sent during the hold: {e:?}",
+            h.name()
+        );
+        assert!(e.summary.starts_with("not sent"), "{}: {e:?}", h.name());
+        assert!(
+            e.retry_after_secs.is_some_and(|s| s >= 1),
+            "{}: {e:?}",
+            h.name()
+        );
     }
     d.wait_status(&first, WorkloadStatus::Running).await;
     for (h, _) in &others {

@@ -18,15 +18,19 @@
 //! no longer the durable one is retried once with the durable one
 //! ([`CredentialStore::current_durable_refresh_token`]).
 //!
-//! **Our own gate is not a failure.** An attempt the gate kept back (slots busy, a hold, no
-//! paced start within its budget) comes back as [`TokenMsg::AttemptNotSent`] and enters the
+//! **Our own queue is not a failure.** An attempt that waited its whole budget for one of
+//! the endpoint's busy request slots comes back as [`TokenMsg::AttemptNotSent`] and enters the
 //! machine as `Input::NotSent`, not as a transient verdict: the machine requeues it with
 //! the record unchanged, so nothing goes to the status lane or the journal (`apply`
 //! persists only when the machine says the record changed), and retries it after a floor
 //! (`Machine::requeue_at`). It took neither the owner lock nor a credential snapshot, so
-//! the refresh token it would have presented is unchanged and is presented next time. The
-//! counters `ENDPOINT_BUSY_ATTEMPTS`, `ENDPOINT_HELD_ATTEMPTS`, `ENDPOINT_PACED_ATTEMPTS`
-//! and `REFRESH_ATTEMPTS{outcome="not_sent", kind="rate_limited"}` still count each.
+//! the refresh token it would have presented is unchanged and is presented next time. An
+//! attempt kept back by a hold or a pace (both set by the provider's 429/503: its overload,
+//! not our queue) is a transient `rate_limited` failure, as it was before; measured, a
+//! requeue there slowed the rate-limited recovery from 9.16 s to 15.6 s (the run's backoff
+//! keeps the paced queue fed, a requeue's spread left starts unused). The counters
+//! `ENDPOINT_BUSY_ATTEMPTS`, `ENDPOINT_HELD_ATTEMPTS`, `ENDPOINT_PACED_ATTEMPTS` and
+//! `REFRESH_ATTEMPTS{outcome="not_sent", kind="rate_limited"}` count each.
 //!
 //! `jwt_bearer` / `token_exchange`: the attempt reads the platform's token when it sends
 //! (`crate::workload_identity::present`; an unusable one is not sent), `invalid_grant` is
@@ -743,7 +747,8 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
         let deadline = began + spec.policy.hold_wait_budget();
         let ended = loop {
             if let Err(held) = wait_out_hold(&gate, clock, deadline, began, jitter).await {
-                break Ended::NotSent(held);
+                // The provider's hold (its `Retry-After`): a transient failure, as before.
+                break Ended::Verdict(Verdict::Transient(held.failure(clock.now())));
             }
             if !still_wanted(&wanted, attempt) {
                 return;
@@ -770,7 +775,9 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             // A paced endpoint spaces the starts (the permit is held while waiting for one:
             // at most `limit` attempts queue there, in order).
             if let Err(no_slot) = gate.pace(clock, deadline, pace_jitter).await {
-                break Ended::NotSent(paced_not_sent(no_slot, began.elapsed()));
+                // The pace the provider's 429/503 set: a transient failure, as before.
+                let paced = paced_not_sent(no_slot, began.elapsed());
+                break Ended::Verdict(Verdict::Transient(paced.failure(clock.now())));
             }
             // A hold may have begun while this attempt queued for its permit.
             if gate.held_until(clock.now()).is_some() {

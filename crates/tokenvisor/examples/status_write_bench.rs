@@ -149,6 +149,20 @@ fn run(dir: &Path, rounds: usize, variants: &[&str]) -> Result<(), Error> {
 
 /// Opens (creating when `create`) and locks `<name>.lock`, checking that the path still
 /// names the locked inode (as `locks::FileLock::try_lock`).
+/// Releases the lock taken by [`lock`], removing the lock file first unless it is `keep`t
+/// (ToolHive's way: removed while still locked).
+fn unlock(d: &File, name: &str, lock: File, keep: bool) -> Result<(), Error> {
+    if !keep {
+        rustix::fs::unlinkat(
+            d,
+            format!("{name}.lock").as_str(),
+            rustix::fs::AtFlags::empty(),
+        )?;
+    }
+    drop(lock);
+    Ok(())
+}
+
 fn lock(d: &File, name: &str, create: bool) -> Result<File, Error> {
     let path = format!("{name}.lock");
     loop {
@@ -199,15 +213,7 @@ fn full(d: &File, sub: &Path, name: &str, content: &[u8], keep: bool) -> Result<
     temp.as_file()
         .set_permissions(Permissions::from_mode(0o600))?;
     temp.persist(&target)?;
-    if !keep {
-        rustix::fs::unlinkat(
-            d,
-            format!("{name}.lock").as_str(),
-            rustix::fs::AtFlags::empty(),
-        )?;
-    }
-    drop(lock);
-    Ok(())
+    unlock(d, name, lock, keep)
 }
 
 fn swap(d: &File, _sub: &Path, name: &str, content: &[u8], keep: bool) -> Result<(), Error> {
@@ -226,15 +232,7 @@ fn swap(d: &File, _sub: &Path, name: &str, content: &[u8], keep: bool) -> Result
     f.set_len(content.len() as u64)?;
     drop(f);
     renameat_with(d, spare.as_str(), d, target.as_str(), RenameFlags::EXCHANGE)?;
-    if !keep {
-        rustix::fs::unlinkat(
-            d,
-            format!("{name}.lock").as_str(),
-            rustix::fs::AtFlags::empty(),
-        )?;
-    }
-    drop(lock);
-    Ok(())
+    unlock(d, name, lock, keep)
 }
 
 fn inplace(d: &File, name: &str, content: &[u8]) -> Result<(), Error> {

@@ -770,7 +770,7 @@ impl PersistState {
         files: Vec<(WorkloadName, Arc<StatusRecord>, Result<(), StoreError>)>,
     ) {
         let now = self.clock.now();
-        let (mut ok, mut failed, mut deferred) = (0u64, 0u64, 0u64);
+        let (mut ok, mut failed, mut deferred) = (0u64, false, 0u64);
         for (name, record, outcome) in files {
             // A newer committed record waits for the next file job: it settles the file.
             let newer = self.views.contains_key(&name);
@@ -814,7 +814,10 @@ impl PersistState {
                     entry.retry_at = now.plus(delay);
                 }
                 Err(e) => {
-                    failed += 1;
+                    // Counted before it is logged: a reader who saw the line sees the count.
+                    self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                    ::metrics::counter!(STATUS_WRITE_FAILURES).increment(1);
+                    failed = true;
                     self.file_failures = self.file_failures.saturating_add(1);
                     let delay = self.config.retry_delay(self.file_failures);
                     if self.file_failures == 1 || self.file_failures.is_power_of_two() {
@@ -832,7 +835,7 @@ impl PersistState {
             }
         }
         if ok > 0 {
-            if failed == 0 && self.file_failures > 0 {
+            if !failed && self.file_failures > 0 {
                 tracing::info!("status file writes succeed again");
                 self.file_failures = 0;
             }
@@ -843,12 +846,6 @@ impl PersistState {
         if deferred > 0 {
             self.stats.deferred.fetch_add(deferred, Ordering::Relaxed);
             ::metrics::counter!(STATUS_WRITES_DEFERRED).increment(deferred);
-        }
-        if failed > 0 {
-            self.stats
-                .write_failures
-                .fetch_add(failed, Ordering::Relaxed);
-            ::metrics::counter!(STATUS_WRITE_FAILURES).increment(failed);
         }
     }
 

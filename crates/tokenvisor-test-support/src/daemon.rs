@@ -14,6 +14,13 @@ use std::time::Duration;
 
 use crate::wait::{LIMIT, poll_until, wait_until};
 
+/// `text` up to its last newline: stderr reaches the log in chunks (the pipe's reads, a
+/// file being appended to) that may end inside a line, and a caller that waited for a line
+/// reads the rest of it.
+fn complete_lines(text: &str) -> &str {
+    text.rfind('\n').map_or("", |i| &text[..=i])
+}
+
 /// Environment variables a test daemon never inherits: the servers are on loopback and
 /// the log filter is the configuration's.
 pub const CLEARED_ENV: [&str; 7] = [
@@ -299,18 +306,18 @@ impl Daemon {
         out
     }
 
-    /// How many lines of the (plain) log contain `needle`.
+    /// How many complete lines of the (plain) log contain `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
-        self.log_plain()
+        complete_lines(&self.log_plain())
             .lines()
             .filter(|l| l.contains(needle))
             .count()
     }
 
-    /// Waits (bounded) until the log contains `needle`.
+    /// Waits (bounded) until a complete line of the log contains `needle`.
     pub async fn wait_log(&self, needle: &str) {
         wait_until(&format!("{needle:?} in the log"), || {
-            self.log_now().contains(needle)
+            complete_lines(&self.log_now()).contains(needle)
         })
         .await;
     }

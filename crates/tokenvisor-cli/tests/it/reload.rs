@@ -108,7 +108,19 @@ async fn a_reload_resizes_the_endpoint_gate_and_restarts_only_changed_workloads(
         reloaded.contains("changed=1") && reloaded.contains("endpoints_resized=1"),
         "{reloaded}"
     );
-    wait_until("d running again", || running(dir, "d")).await;
+    // The reload's line is logged once d's new actor is spawned, before its first request
+    // and before its new record is on disk (the old file still says running): wait for both.
+    wait_until(
+        "d restarted (a new request from d; else d was not restarted)",
+        || idp.counters().client("d") > before[3].0,
+    )
+    .await;
+    wait_until("d running again", || {
+        status_of(&dir.join("statuses"), "d").is_some_and(|r| {
+            r.status == WorkloadStatus::Running && r.updated_at > before[3].1.updated_at
+        })
+    })
+    .await;
     // a, b and c were not restarted: no request, same record (created_at, updated_at).
     for (i, n) in ["a", "b", "c"].iter().enumerate() {
         assert_eq!(idp.counters().client(n), before[i].0, "{n} sent a request");
@@ -116,10 +128,6 @@ async fn a_reload_resizes_the_endpoint_gate_and_restarts_only_changed_workloads(
         assert_eq!(now.created_at, before[i].1.created_at, "{n}");
         assert_eq!(now.updated_at, before[i].1.updated_at, "{n} was restarted");
     }
-    assert!(
-        idp.counters().client("d") > before[3].0,
-        "d was not restarted"
-    );
 
     // The new limit is live: with every answer delayed 2 s, four forced refreshes are all
     // at the provider before the first is answered (with the old limit of 1, the fourth

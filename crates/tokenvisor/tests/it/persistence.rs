@@ -302,7 +302,18 @@ async fn failed_writes_are_counted_retried_reported_and_land_once_the_dir_is_fix
     let report = h.flush(Duration::from_millis(200)).await;
     assert_eq!(report.failed, wl, "{report:?}");
     assert_eq!(report.written, 0);
-    let failures = h.stat(|s| &s.write_failures);
+    // The flush answers at its deadline; a commit or a file job still running then counts
+    // its failures (and publishes what is pending) when it ends: wait for them, bounded.
+    let mut failures = 0;
+    wait_until_within(
+        "each workload's write failed (5 write failures, 5 pending)",
+        PATIENCE,
+        || {
+            failures = h.stat(|s| &s.write_failures);
+            failures >= 5 && h.stat(|s| &s.pending) == 5
+        },
+    )
+    .await;
     assert!(failures >= 5, "each workload's write failed: {failures}");
     assert_eq!(h.stat(|s| &s.writes_ok), 0);
     assert_eq!(h.stat(|s| &s.pending), 5);
@@ -344,7 +355,11 @@ async fn a_status_dir_under_a_file_fails_until_the_file_goes() {
     h.update(&n, 7);
     let report = h.flush(Duration::from_millis(100)).await;
     assert_eq!(report.failed, std::slice::from_ref(&n));
-    assert!(h.stat(|s| &s.write_failures) >= 1);
+    // Answered at its deadline: the failing write may be counted after (a slow commit).
+    wait_until_within("a write failure counted", PATIENCE, || {
+        h.stat(|s| &s.write_failures) >= 1
+    })
+    .await;
 
     fs::remove_file(&blocker).unwrap();
     let report = h.flush(PATIENCE).await;
@@ -485,7 +500,12 @@ async fn a_file_locked_by_toolhive_is_deferred_while_the_others_are_written() {
     .await;
     assert_eq!(h.on_disk(&locked), None, "nothing written under the lock");
     assert_eq!(h.stat(|s| &s.write_failures), 0);
-    assert_eq!(h.stat(|s| &s.pending), 1);
+    // The free file is on disk (and the deferral counted) before the actor handles the
+    // job's end and publishes what is pending: wait for the count, bounded.
+    wait_until_within("pending 1 (the locked one)", PATIENCE, || {
+        h.stat(|s| &s.pending) == 1
+    })
+    .await;
     // A newer record while deferred replaces the pending one.
     h.update(&locked, 2);
 

@@ -84,16 +84,18 @@ fi
 
 # --- etcd and protoc (cluster mode: the runtime's `cluster` feature builds the etcd client
 # with protoc; the cluster tests start a 3-member etcd 3.4 of their own) ------------------
-if command -v etcd >/dev/null 2>&1 && command -v protoc >/dev/null 2>&1; then
+# (libprotobuf-dev: the well-known google/protobuf/*.proto the etcd protos import.)
+if command -v etcd >/dev/null 2>&1 && command -v protoc >/dev/null 2>&1 &&
+    [ -f /usr/include/google/protobuf/descriptor.proto ]; then
     say "etcd and protoc already installed: $(etcd --version 2>&1 | head -1); $(protoc --version)"
 else
-    say "installing etcd-server and protobuf-compiler (apt-get update; apt-get install)"
+    say "installing etcd-server, protobuf-compiler and libprotobuf-dev (apt-get update; apt-get install)"
     as_root apt-get update -qq
     status=0
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        etcd-server protobuf-compiler >/dev/null || status=$?
+        etcd-server protobuf-compiler libprotobuf-dev >/dev/null || status=$?
     if [ "$status" -ne 0 ]; then
-        say "apt-get install etcd-server protobuf-compiler failed ($status)"
+        say "apt-get install etcd-server protobuf-compiler libprotobuf-dev failed ($status)"
         exit "$status"
     fi
     say "installed: $(etcd --version 2>&1 | head -1); $(protoc --version)"

@@ -168,7 +168,9 @@ pub use handle::{AccessToken, TokenHandle, TokenRef, Unavailable};
 pub use locks::{LockError, hold_credentials};
 pub use oauth::form::FormField;
 pub use oauth::{HttpConfig, HttpError, HttpTransport};
-pub use persistence::{DEFAULT_JOURNAL_SUBDIR, FlushReport, PersistStats, PersistenceConfig};
+pub use persistence::{
+    DEFAULT_JOURNAL_SUBDIR, FlushReport, PENDING_PLACES, PersistStats, PersistenceConfig,
+};
 pub use runtime::{Health, ReconcileReport, RecoveryReport, Runtime, RuntimeConfig, RuntimeError};
 pub use startup::{StartupLockError, acquire_for};
 pub use status_read::{inspect_entry as inspect_status_entry, read_entries as read_status_entries};

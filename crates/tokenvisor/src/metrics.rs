@@ -16,7 +16,8 @@ pub const STATUS_WRITES: &str = "tokenvisor_status_writes_total";
 pub const STATUS_WRITE_FAILURES: &str = "tokenvisor_status_write_failures_total";
 /// Counter: status writes deferred because another process (ToolHive) held the file's lock.
 pub const STATUS_WRITES_DEFERRED: &str = "tokenvisor_status_writes_deferred_total";
-/// Gauge: status records waiting to be written.
+/// Gauge: status records waiting to be committed or written, once per place they wait (at
+/// most three per workload: `persistence::PersistStats::pending`).
 pub const STATUS_PENDING: &str = "tokenvisor_status_pending";
 /// Counter: times an endpoint was put on hold by `Retry-After` (429/503).
 pub const ENDPOINT_HOLDS: &str = "tokenvisor_endpoint_holds_total";
@@ -68,7 +69,10 @@ pub fn describe() {
         STATUS_WRITE_FAILURES,
         "Failed status-file writes (retried)."
     );
-    describe_gauge!(STATUS_PENDING, "Status records waiting to be written.");
+    describe_gauge!(
+        STATUS_PENDING,
+        "Status records waiting to be committed or written, once per place they wait (at most 3 per workload)."
+    );
     describe_counter!(
         STATUS_WRITES_DEFERRED,
         "Status writes deferred: another process held the file's lock (retried)."

@@ -204,6 +204,10 @@ impl PersistenceLink {
     }
 }
 
+/// The places a status record waits in, each at most once per workload
+/// ([`PersistStats::pending`]).
+pub const PENDING_PLACES: u64 = 3;
+
 /// Counters, shared with whoever reads metrics.
 #[derive(Debug, Default)]
 pub struct PersistStats {
@@ -216,7 +220,11 @@ pub struct PersistStats {
     pub writes_ok: AtomicU64,
     /// Failed commits and failed status-file writes (each is retried).
     pub write_failures: AtomicU64,
-    /// Workloads with something not yet durable or not yet in their file, a gauge.
+    /// Status records waiting, a gauge, counted once per place they wait: a patch not yet
+    /// committed, a committed record whose file is queued, a file write to retry. One
+    /// workload can wait in all three at once (a newer record uncommitted while its file's
+    /// write is queued and an older one's is retried), so the gauge stays at most
+    /// [`PENDING_PLACES`] × the workloads: coalescing bounds it per workload.
     pub pending: AtomicU64,
     /// Status-file writes deferred because another process (ToolHive) held the file's lock.
     pub deferred: AtomicU64,
@@ -978,6 +986,8 @@ impl PersistState {
         drop(f.reply.send(report));
     }
 
+    /// [`PersistStats::pending`]: a sum kept O(1) per update (a count of distinct workloads
+    /// would cost a pass over the waiting files at every update).
     fn publish_pending(&self) {
         let n = (self.queue.pending() + self.unwritten.len() + self.views.len()) as u64;
         self.stats.pending.store(n, Ordering::Relaxed);

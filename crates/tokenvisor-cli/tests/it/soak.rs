@@ -67,7 +67,8 @@ fn soak_with_chaos_holds_its_invariants() {
     assert!(number(&json, "refreshes_during_window") > 0.0, "{json}");
     assert!(number(&json, "faults") > 0.0, "chaos was on: {json}");
     assert!(number(&json, "status_writes") >= 500.0, "{json}");
-    assert!(number(&json, "max_pending") <= 500.0, "{json}");
+    // Once per place a record waits (uncommitted, file queued, file to retry): ≤ 3 each.
+    assert!(number(&json, "max_pending") <= 3.0 * 500.0, "{json}");
     assert_eq!(json["unauthenticated_unexpected"], 0);
     // The human summary comes first.
     assert!(r.stdout.contains("soak summary"), "{}", r.stdout);
@@ -131,7 +132,7 @@ fn burst_reports_writes_and_bare_loops() {
     assert_eq!(json["files_verified_ok"], 300);
     assert!(number(&json, "writes_issued") >= 300.0, "{json}");
     assert!(number(&json, "writes_issued") <= number(&json, "status_changes"));
-    assert!(number(&json, "max_pending") <= 300.0, "{json}");
+    assert!(number(&json, "max_pending") <= 3.0 * 300.0, "{json}");
     assert_eq!(json["bare_files"], 300);
     for k in ["2", "4", "8", "16"] {
         assert!(json["bare_parallel_per_sec"][k].is_number(), "{json}");

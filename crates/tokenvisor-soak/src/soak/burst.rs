@@ -6,8 +6,8 @@
 //! is asked to refresh at once. Measured: the time from the fault until every workload's
 //! status is `auth_retrying` in memory and then, after a flush, durably on disk
 //! (`burst_secs`); the status updates the persistence actor received against the files it
-//! wrote (coalescing); the largest number of records pending at once (`max_pending`, which
-//! must stay ≤ N). Checked afterwards: every file says `auth_retrying` and equals the record.
+//! wrote (coalescing); the largest number of records pending at once (`max_pending`, counted
+//! once per place a record waits, which must stay ≤ 3N: `PENDING_PLACES` per workload). Checked afterwards: every file says `auth_retrying` and equals the record.
 //!
 //! Then, with the runtime shut down, the bare ceilings on the same disk (a sibling temporary
 //! directory of the status directory): `status_store::write_atomic` over `--bare-files` files
@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::Context as _;
+use tokenvisor::PENDING_PLACES;
 use tokenvisor_core::{StatusRecord, WorkloadName, WorkloadStatus};
 use tokenvisor_idp::{Fault, FaultScope, Times};
 use tokio::time::Instant;
@@ -121,9 +122,10 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
             "{bad} of {n} status files do not show the workload's auth_retrying record"
         ));
     }
-    if max_pending > u64::from(n) {
+    if max_pending > PENDING_PLACES * u64::from(n) {
         report.fail(format!(
-            "{max_pending} records pending at once for {n} workloads"
+            "{max_pending} records pending at once for {n} workloads (at most \
+             {PENDING_PLACES} per workload)"
         ));
     }
     let records: Vec<StatusRecord> = handles
@@ -156,7 +158,7 @@ pub(crate) async fn run(opts: &Options) -> crate::Result<Report> {
     ));
     report.line(format!(
         "persistence: {updates} status updates → {writes} files written ({coalesced} coalesced, \
-         {failures} failed writes); max pending {max_pending} (≤ {n})"
+         {failures} failed writes); max pending {max_pending} (≤ {PENDING_PLACES} × {n})"
     ));
     report.line(format!(
         "bare write_atomic over {} files: sequential {:.0}/s; parallel {}; best {best_k} threads \

@@ -70,7 +70,7 @@ use tokenvisor_core::write_queue::FileWrite;
 use tokenvisor_core::{Secret, WorkloadName};
 
 use crate::journal::{Patch, StoredCredential, TokenHash};
-use crate::persistence::{Durability, PersistenceMsg};
+use crate::persistence::{Durability, PersistenceLink, PersistenceMsg};
 
 use crate::spec::{GrantSpec, WorkloadSpec};
 use crate::transport::Grant;
@@ -286,7 +286,7 @@ pub struct CredentialStore {
     /// The writer of the workload's token sink file, if it has one.
     sink: Option<Arc<TokenSink>>,
     /// The persistence actor, once attached ([`CredentialStore::attach_journal`]).
-    journal: OnceLock<ActorRef<PersistenceMsg>>,
+    journal: OnceLock<PersistenceLink>,
     /// `jwt_bearer` / `token_exchange`: the stamp of the platform's token last presented (0:
     /// none yet), so that an unauthenticated workload tries again when the file changes.
     presented: std::sync::atomic::AtomicU64,
@@ -513,7 +513,7 @@ impl CredentialStore {
 
     /// Connects the store to the persistence actor: rotated tokens are committed to the
     /// journal before use, operator changes are journaled. Once; later calls are ignored.
-    pub(crate) fn attach_journal(&self, persistence: ActorRef<PersistenceMsg>) {
+    pub(crate) fn attach_journal(&self, persistence: PersistenceLink) {
         let _ = self.journal.set(persistence);
     }
 
@@ -627,7 +627,7 @@ impl CredentialStore {
             current.generation
         };
         let durable = match self.journal.get() {
-            Some(persistence) => self.commit(persistence, self.journal_patch(None)).await,
+            Some(persistence) => (self.commit(persistence.actor(), self.journal_patch(None))).await,
             None => Ok(()),
         };
         // Written to the file even when the journal failed: it may be the only copy left.
@@ -750,9 +750,10 @@ impl CredentialStore {
         let name = self.workload.clone();
         let answer = if seq == 0 {
             // The earlier commit's fate is unknown: commit the credential again.
-            return self.commit(persistence, self.journal_patch(None)).await;
+            return (self.commit(persistence.actor(), self.journal_patch(None))).await;
         } else {
             persistence
+                .actor()
                 .call(
                     |reply| PersistenceMsg::WaitDurable { name, seq, reply },
                     Some(COMMIT_WAIT),
@@ -762,16 +763,10 @@ impl CredentialStore {
         self.settle(answer)
     }
 
-    /// Casts a journal update (not awaited).
-    fn journal_update(&self, persistence: &ActorRef<PersistenceMsg>, patch: Patch) {
-        if persistence
-            .cast(PersistenceMsg::Update {
-                name: self.workload.clone(),
-                patch: Box::new(patch),
-                file: FileWrite::None,
-            })
-            .is_err()
-        {
+    /// Casts a journal update (not awaited), in order with the workload's status patches.
+    fn journal_update(&self, persistence: &PersistenceLink, patch: Patch) {
+        let sent = persistence.update(self.workload.clone(), patch, FileWrite::None);
+        if sent.is_err() {
             tracing::warn!(workload = %self.workload, "state journal not running: credential change not recorded");
         }
     }

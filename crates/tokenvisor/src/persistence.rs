@@ -5,8 +5,9 @@
 //! of routine status-file writes); this module only does what the queue cannot: it runs each
 //! batch on the blocking pool and answers callers.
 //!
-//! - Token actors and the supervisor `cast` [`PersistenceMsg::Update`] (a status record, the
-//!   served token); attempt tasks `call` [`PersistenceMsg::Commit`] with a rotated refresh
+//! - Token actors, the supervisor and credential stores send their changes through a
+//!   [`PersistenceLink`] (status records and served tokens by the lane, credentials as
+//!   [`PersistenceMsg::Update`], in the order sent per workload); attempt tasks `call` [`PersistenceMsg::Commit`] with a rotated refresh
 //!   token and hear back once it is durable (or that the commit failed and is being
 //!   retried), and [`PersistenceMsg::WaitDurable`] before they send a refresh token whose
 //!   commit had failed.
@@ -50,7 +51,7 @@ use std::time::Duration;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokenvisor_core::write_queue::{
-    Answer, Batch, FileWrite, Lane, LaneCounts, QueueConfig, WriteQueue,
+    Answer, Batch, Coalesce, FileWrite, Lane, LaneCounts, QueueConfig, WriteQueue,
 };
 use tokenvisor_core::{StatusRecord, Timestamp, WorkloadName};
 
@@ -174,9 +175,9 @@ impl PersistenceLink {
     /// status record, the served token) goes through the lane; one with either goes whole
     /// through the mailbox, in order with `Commit`, and is committed in one transaction (an
     /// adoption's new credential and its cleared served token stay together across a
-    /// crash). Credentials thus travel one way only and keep their order; a lane patch put
-    /// after a mailbox patch may be committed before it, which for the only columns both
-    /// carry (an adoption's `access: None`) costs at most a cached token.
+    /// crash). Per workload, patches are applied in the order sent, whichever way they go:
+    /// the lane's earlier patch travels in the message, in front, and its later ones wait
+    /// for the message (`Lane::hold`).
     ///
     /// # Errors
     /// When the actor is gone.
@@ -187,11 +188,23 @@ impl PersistenceLink {
         file: FileWrite,
     ) -> Result<(), MessagingErr<PersistenceMsg>> {
         if patch.credential.is_some() || patch.source_hash.is_some() {
-            return self.actor.cast(PersistenceMsg::Update {
-                name,
+            let mut lane = self.lane.lock();
+            let (patch, file) = match lane.hold(name.clone()) {
+                Some((mut earlier, earlier_file)) => {
+                    earlier.coalesce(patch);
+                    (earlier, earlier_file.max(file))
+                }
+                None => (patch, file),
+            };
+            let sent = self.actor.cast(PersistenceMsg::Update {
+                name: name.clone(),
                 patch: Box::new(patch),
                 file,
             });
+            if sent.is_err() {
+                let _ = lane.release(&name);
+            }
+            return sent;
         }
         if patch.access.is_none() && patch.status.is_none() {
             return Ok(());
@@ -263,7 +276,9 @@ pub enum Durability {
 /// Messages of the persistence actor.
 #[derive(Debug)]
 pub enum PersistenceMsg {
-    /// A change of a workload's row (status record, served token, source hash).
+    /// A change of a workload's row (status record, served token, source hash). Sent by
+    /// [`PersistenceLink::update`] only: it holds the workload's later lane patches until
+    /// this message is handled.
     Update {
         /// The workload.
         name: WorkloadName,
@@ -448,7 +463,12 @@ impl Actor for PersistenceActor {
         match msg {
             PersistenceMsg::Drain => {}
             PersistenceMsg::Update { name, patch, file } => {
-                state.submit(name, *patch, file);
+                state.submit(name.clone(), *patch, file);
+                // The workload's status patches put after it was sent.
+                let later = state.lane.lock().release(&name);
+                if let Some((patch, file)) = later {
+                    state.submit_counted(name, patch, file);
+                }
             }
             PersistenceMsg::Commit { name, patch, reply } => {
                 let seq = state.submit(name.clone(), *patch, FileWrite::None);

@@ -490,7 +490,7 @@ async fn add(
     st.spawned += 1;
     let resumed = CredentialStore::resume(&spec, journaled.as_ref());
     let credentials = resumed.store;
-    credentials.attach_journal(st.args.deps.persistence.actor().clone());
+    credentials.attach_journal(st.args.deps.persistence.clone());
     let shared = WorkloadShared::new(name.clone(), st.args.deps.clock);
     if resumed.adopted {
         // New credentials (or the first start): the journal records them, and a stored

@@ -20,13 +20,18 @@
 //!   `true`, and only if something was put.
 //! - **Order against the mailbox.** The driver takes the lane before handling *any* message
 //!   of its mailbox, so a patch put before a message was sent is submitted before that
-//!   message is handled (a flush covers it; a credential update sent after it is applied
-//!   after it). A patch put later may be submitted earlier; this is why credentials never
-//!   use the lane (they keep the mailbox's order): only status records and served access
-//!   tokens do.
+//!   message is handled (a flush covers it). Credentials never use the lane (they keep the
+//!   mailbox's order), but a mailbox message may carry a served token or a status too (an
+//!   adoption clears the token of the old credentials): per workload, patches are applied in
+//!   the order sent. Before such a message is sent, [`hold`] takes the workload's slot (put
+//!   earlier: it goes in the message, in front) and holds the workload's later puts back from
+//!   [`take`]; when the message is handled, [`release`] hands them over, to be submitted
+//!   after it.
 //!
 //! [`put`]: Lane::put
 //! [`take`]: Lane::take
+//! [`hold`]: Lane::hold
+//! [`release`]: Lane::release
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -37,6 +42,9 @@ use super::{Coalesce, FileWrite};
 #[derive(Debug)]
 pub struct Lane<K, V> {
     slots: HashMap<K, (V, FileWrite)>,
+    /// Per workload, the mailbox messages sent ([`Lane::hold`]) and not yet handled
+    /// ([`Lane::release`]): its slot stays out of [`Lane::take`] meanwhile.
+    held: HashMap<K, u32>,
     /// A wake-up was asked for and the lane has not been taken since.
     woken: bool,
     /// Patches put, and of those merged into a slot.
@@ -58,6 +66,7 @@ impl<K, V> Default for Lane<K, V> {
     fn default() -> Self {
         Lane {
             slots: HashMap::new(),
+            held: HashMap::new(),
             woken: false,
             counts: LaneCounts::default(),
         }
@@ -96,14 +105,50 @@ impl<K: Eq + Hash, V: Coalesce> Lane<K, V> {
         wake
     }
 
-    /// Everything pending (in no particular order: each workload appears once); the lane is
-    /// empty afterwards and the next [`Lane::put`] asks for a wake-up.
+    /// Everything pending (in no particular order: each workload appears once) but the slots
+    /// of held workloads; those stay, the rest of the lane is empty afterwards, and the next
+    /// [`Lane::put`] asks for a wake-up.
     pub fn take(&mut self) -> Taken<K, V> {
         self.woken = false;
-        std::mem::take(&mut self.slots)
-            .into_iter()
-            .map(|(k, (v, f))| (k, v, f))
-            .collect()
+        let slots = std::mem::take(&mut self.slots);
+        let mut taken = Vec::with_capacity(slots.len());
+        for (k, (v, f)) in slots {
+            if self.held.contains_key(&k) {
+                self.slots.insert(k, (v, f));
+            } else {
+                taken.push((k, v, f));
+            }
+        }
+        taken
+    }
+
+    /// A message carrying `key`'s patch is about to be sent through the mailbox: returns the
+    /// slot put before it (it goes in front of the message's patch, in the message), and holds
+    /// `key`'s later puts back from [`Lane::take`] until the message is handled
+    /// ([`Lane::release`]).
+    pub fn hold(&mut self, key: K) -> Option<(V, FileWrite)>
+    where
+        K: Clone,
+    {
+        let earlier = self.slots.remove(&key);
+        *self.held.entry(key).or_insert(0) += 1;
+        earlier
+    }
+
+    /// A message sent after [`Lane::hold`] was handled (or could not be sent): when it was
+    /// the last one held for `key`, returns the slot put since, to submit after it.
+    pub fn release(&mut self, key: &K) -> Option<(V, FileWrite)> {
+        match self.held.get_mut(key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                None
+            }
+            Some(_) => {
+                self.held.remove(key);
+                self.slots.remove(key)
+            }
+            None => None,
+        }
     }
 
     /// Workloads with a pending patch.
@@ -227,6 +272,98 @@ mod tests {
         let _ = lane.take();
         assert!(lane.take().is_empty());
         assert!(lane.put("a", Log(vec![4]), FileWrite::Now));
+    }
+
+    #[test]
+    fn a_mailbox_message_keeps_its_place_among_a_workloads_puts() {
+        let mut lane = Lane::new();
+        assert!(lane.put("a", Log(vec![1]), FileWrite::Routine));
+        // A message for `a` is sent: the earlier put goes in it, in front.
+        let (mut message, file) = lane.hold("a").unwrap();
+        message.coalesce(Log(vec![2]));
+        assert_eq!((message.0, file), (vec![1, 2], FileWrite::Routine));
+        // Puts after it wait for it; other workloads' do not.
+        assert!(!lane.put("a", Log(vec![3]), FileWrite::Now));
+        assert!(!lane.put("b", Log(vec![4]), FileWrite::Now));
+        assert_eq!(sorted(lane.take()), vec![("b", vec![4], FileWrite::Now)]);
+        assert_eq!(lane.len(), 1, "a's later put is still pending");
+        assert!(lane.put("a", Log(vec![5]), FileWrite::None), "a new fill");
+        assert!(lane.take().is_empty(), "held back again");
+        // Handled: what was put since comes out, once.
+        let later = lane.release(&"a").map(|(l, f)| (l.0, f));
+        assert_eq!(later, Some((vec![3, 5], FileWrite::Now)));
+        assert_eq!(lane.release(&"a").map(|(l, _)| l.0), None);
+        assert!(lane.is_empty());
+        // Two messages in flight: only the second's release hands the later puts over.
+        assert!(lane.hold("a").is_none());
+        assert!(lane.put("a", Log(vec![6]), FileWrite::Now));
+        assert_eq!(lane.hold("a").map(|(l, _)| l.0), Some(vec![6]));
+        let _ = lane.put("a", Log(vec![7]), FileWrite::Now);
+        assert!(lane.release(&"a").is_none(), "the first message handled");
+        assert!(lane.take().is_empty());
+        assert_eq!(lane.release(&"a").map(|(l, _)| l.0), Some(vec![7]));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A status patch through the lane.
+        Put(u8, u32),
+        /// A patch through the mailbox.
+        Send(u8, u32),
+        /// The driver handles its next message (taking the lane first), or just takes.
+        Handle,
+    }
+
+    proptest! {
+        /// Puts and mailbox messages interleaved with the driver's handling: every workload's
+        /// patches are applied in the order they were sent, whichever way each went.
+        #[test]
+        fn a_workloads_patches_are_applied_in_the_order_sent(
+            steps in proptest::collection::vec(
+                prop_oneof![
+                    3 => (0u8..4, any::<u32>()).prop_map(|(k, v)| Step::Put(k, v)),
+                    1 => (0u8..4, any::<u32>()).prop_map(|(k, v)| Step::Send(k, v)),
+                    2 => Just(Step::Handle),
+                ],
+                0..200,
+            )
+        ) {
+            let mut lane: Lane<u8, Log> = Lane::new();
+            let mut mailbox = std::collections::VecDeque::new();
+            let (mut sent, mut applied) = (BTreeMap::<u8, Vec<u32>>::new(), BTreeMap::<u8, Vec<u32>>::new());
+            let mut handle = |lane: &mut Lane<u8, Log>, mailbox: &mut std::collections::VecDeque<(u8, Log)>| {
+                for (k, v, _) in lane.take() {
+                    applied.entry(k).or_default().extend(v.0);
+                }
+                if let Some((k, message)) = mailbox.pop_front() {
+                    applied.entry(k).or_default().extend(message.0);
+                    if let Some((later, _)) = lane.release(&k) {
+                        applied.entry(k).or_default().extend(later.0);
+                    }
+                }
+            };
+            for step in steps {
+                match step {
+                    Step::Put(k, v) => {
+                        let _ = lane.put(k, Log(vec![v]), FileWrite::Now);
+                        sent.entry(k).or_default().push(v);
+                    }
+                    Step::Send(k, v) => {
+                        let mut message = lane.hold(k).map_or(Log(vec![]), |(l, _)| l);
+                        message.coalesce(Log(vec![v]));
+                        mailbox.push_back((k, message));
+                        sent.entry(k).or_default().push(v);
+                    }
+                    Step::Handle => handle(&mut lane, &mut mailbox),
+                }
+            }
+            while !mailbox.is_empty() {
+                handle(&mut lane, &mut mailbox);
+            }
+            handle(&mut lane, &mut mailbox);
+            prop_assert!(lane.is_empty());
+            prop_assert_eq!(applied, sent);
+        }
     }
 
     #[derive(Debug, Clone)]

@@ -644,6 +644,62 @@ async fn status_through_the_lane_and_credentials_through_the_mailbox_each_keep_t
     h.stop().await;
 }
 
+/// A mailbox patch that also carries a served token (an adoption clears the old one) and
+/// the lane patches around it are applied in the order sent: the first token served after
+/// an adoption is kept. Before, the lane was taken before the adoption's message was
+/// handled, so the clear landed last and the journal lost the token (the next start
+/// refreshed a workload whose token was still valid).
+#[tokio::test(start_paused = true)]
+async fn a_served_token_sent_after_an_adoption_is_not_cleared_by_it() {
+    use tokenvisor::journal::{Journal, StoredAccess, StoredCredential};
+    use tokenvisor_core::{Secret, Timestamp};
+    let h = Harness::start(|_| {}).await;
+    let link = h.link();
+    let access = |t: &str| StoredAccess {
+        token: Secret::from(t),
+        token_type: "Bearer".into(),
+        expires_at: Timestamp::from_millis(4_000_000_000_000),
+    };
+    let wl = names("adopted-", 20);
+    for n in &wl {
+        // A status before the adoption (it travels in the adoption's message, in front).
+        link.update(n.clone(), status_patch(1), FileWrite::Now)
+            .unwrap();
+        let adoption = Patch {
+            credential: Some(StoredCredential {
+                refresh_token: Some(Secret::from(format!("rt-{n}"))),
+                generation: 1,
+            }),
+            access: Some(None),
+            ..Patch::default()
+        };
+        link.update(n.clone(), adoption, FileWrite::None).unwrap();
+        // The first refresh's token and status, through the lane, before the actor ran.
+        let served = Patch {
+            access: Some(Some(access(&format!("at-{n}")))),
+            ..status_patch(2)
+        };
+        link.update(n.clone(), served, FileWrite::Now).unwrap();
+    }
+    let report = h.flush(PATIENCE).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(h.lane.is_empty(), "nothing held back after the flush");
+    let journal = Journal::open(&h.dir.parent().unwrap().join("state")).unwrap();
+    let rows = journal.load().unwrap();
+    drop(journal);
+    for n in &wl {
+        let row = &rows[n];
+        assert_eq!(
+            row.access.as_ref().map(|a| a.token.expose()),
+            Some(format!("at-{n}").as_str()),
+            "{n}: the token served after the adoption"
+        );
+        assert_eq!(row.status.as_ref(), Some(&record(2)), "{n}");
+        assert_eq!(h.on_disk(n), Some(record(2)), "{n}");
+    }
+    h.stop().await;
+}
+
 /// Deferred routine files go into file jobs at most `routine_files_per_job` at a time: the
 /// ones left over stay due and every one of them lands, in the jobs that follow (each job's
 /// end starts the next; no timer is armed for them while a job runs), beside a status

@@ -54,7 +54,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokenvisor_core::classify::RawOutcome;
 use tokenvisor_core::limiter::{Feedback, HoldScope};
-use tokenvisor_core::machine::{Effects, Input, NotSent, NotSentReason, Resume, State, Withdraw};
+use tokenvisor_core::machine::{Effects, Input, NotSent, Resume, State, Withdraw};
 use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::projection::{self, Occasion, Stamp};
 use tokenvisor_core::status::TokenState as DiskTokenState;
@@ -692,7 +692,6 @@ fn gate_failure(retry_after: Option<Duration>, summary: String) -> Failure {
 fn busy_not_sent(limit: usize, waited: Duration) -> NotSent {
     count_not_sent(m::ENDPOINT_BUSY_ATTEMPTS);
     NotSent {
-        reason: NotSentReason::Busy,
         waited,
         summary: format!(
             "not sent: the endpoint's {limit} request slots stayed busy for this attempt's whole budget"
@@ -1349,7 +1348,7 @@ mod tests {
             )
         );
         assert_eq!(busy.waited, Duration::from_secs(4));
-        assert_eq!(busy.failure(now), failure(None, busy.summary.clone()));
+        assert_eq!(busy.failure(), failure(None, busy.summary.clone()));
         let not_sent = format!(
             "{}{{outcome=not_sent,kind=rate_limited}} +1",
             m::REFRESH_ATTEMPTS

@@ -14,14 +14,16 @@
 //! one timer: [`Machine::wake_at`] is the earliest instant it wants a [`Input::TimerFired`].
 //! Spurious timer firings are harmless.
 //!
-//! **Our own gate is not a failure.** An attempt the driver never put on the wire because
-//! of its own endpoint gate (every request slot busy, the endpoint on hold, no paced start
-//! within the attempt's wait) comes back as [`Input::NotSent`], not as a transient
-//! [`Verdict`]: the machine goes from `Refreshing` to `Requeued`, which shows exactly the
-//! record `Refreshing` showed (no attempt counted, no `last_error`, `since` kept: nothing to
-//! persist), and starts the next attempt at `next_try_at` ([`Machine::requeue_at`]: after a
-//! floor of the time the attempt already waited, or the hold's end, spread by jitter that
-//! grows with consecutive not-sent attempts). The token served still expires: when a token
+//! **Our own queue is not a failure.** An attempt the driver never put on the wire because
+//! every request slot of its endpoint stayed busy for the attempt's whole wait comes back
+//! as [`Input::NotSent`], not as a transient [`Verdict`]: the machine goes from
+//! `Refreshing` to `Requeued`, which shows exactly the record `Refreshing` showed (no
+//! attempt counted, no `last_error`, `since` kept: nothing to persist), and starts the next
+//! attempt at `next_try_at` ([`Machine::requeue_at`]: a short floor, then jitter over a
+//! spread that starts at the time the attempt already waited and grows with consecutive
+//! not-sent attempts). An attempt the driver kept back because the provider asked for less
+//! (its endpoint on hold or paced after a 429/503) is not this input: the driver reports it
+//! as a transient `rate_limited` [`Verdict`]. The token served still expires: when a token
 //! served outside a run of failures expires while its refresh is not sent, the not-sent
 //! attempt becomes the first failure of a run (`auth_retrying` with its summary, the token
 //! withdrawn), as a transient failure would; within a run the expiry only withdraws the
@@ -91,27 +93,11 @@ pub enum UnauthReason {
     GaveUp,
 }
 
-/// Why an attempt was not sent: the driver's own endpoint gate kept it back. Nothing
+/// An attempt the driver did not send ([`Input::NotSent`]): every request slot of its
+/// endpoint stayed busy for the attempt's whole wait (the driver's own queue). Nothing
 /// reached the wire, so it says nothing about the workload, its grant or the provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotSentReason {
-    /// Every request slot of the endpoint stayed busy for the attempt's whole wait.
-    Busy,
-    /// The endpoint is on hold (a provider's `Retry-After`) until this instant, beyond
-    /// what the attempt could wait.
-    Held {
-        /// The hold's end.
-        until: Timestamp,
-    },
-    /// The endpoint is paced and had no start for the attempt within its wait.
-    Paced,
-}
-
-/// An attempt the driver did not send ([`Input::NotSent`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotSent {
-    /// Why.
-    pub reason: NotSentReason,
     /// How long the attempt waited at the gate before it gave up: the floor of the next
     /// try (the queue it met was at least that long).
     pub waited: Duration,
@@ -122,17 +108,13 @@ pub struct NotSent {
 
 impl NotSent {
     /// The transient failure this attempt is counted as once the token it would have
-    /// refreshed has expired (`rate_limited`, no HTTP status; a hold's remainder as its
-    /// `Retry-After`).
-    pub fn failure(&self, now: Timestamp) -> Failure {
+    /// refreshed has expired (`rate_limited`, no HTTP status, no `Retry-After`).
+    pub fn failure(&self) -> Failure {
         Failure {
             kind: FailureKind::RateLimited,
             http_status: None,
             error_code: None,
-            retry_after: match self.reason {
-                NotSentReason::Held { until } => Some(until.since(now)),
-                NotSentReason::Busy | NotSentReason::Paced => None,
-            },
+            retry_after: None,
             summary: self.summary.clone(),
         }
     }
@@ -163,9 +145,9 @@ pub enum State {
         /// The run of failures this attempt continues, if any.
         retry: Option<Retry>,
     },
-    /// The last attempt was not sent (the driver's own endpoint gate): no failure. Shows
-    /// the record of the `Refreshing` it came from; the next attempt starts at
-    /// `next_try_at`. None is in flight.
+    /// The last attempt was not sent (its endpoint's request slots stayed busy): no
+    /// failure. Shows the record of the `Refreshing` it came from; the next attempt starts
+    /// at `next_try_at`. None is in flight.
     Requeued {
         /// When the next attempt starts.
         next_try_at: Timestamp,
@@ -215,12 +197,12 @@ pub enum Input {
         /// Its classified outcome.
         verdict: Verdict,
     },
-    /// An attempt was not sent: the driver's own endpoint gate kept it back (see
-    /// [`NotSent`]). Not a result of the provider.
+    /// An attempt was not sent: every request slot of its endpoint stayed busy for its
+    /// whole wait (see [`NotSent`]). Not a result of the provider.
     NotSent {
         /// Which attempt.
         attempt: AttemptId,
-        /// Why, and how long it waited.
+        /// How long it waited, and the summary.
         not_sent: NotSent,
     },
     /// New credentials were supplied (API, CLI, credential file changed).
@@ -662,7 +644,7 @@ impl Machine {
         }
     }
 
-    /// Refreshing, the current attempt was not sent (the driver's own gate): not a failure.
+    /// Refreshing, the current attempt was not sent (busy slots, our own queue): not a failure.
     /// Requeued with the same record and nothing to persist, unless the token served
     /// outside a run of failures has expired: then it is the transient failure it used to
     /// be (withdrawn, `auth_retrying`), without the give-up check. Within a run, or with no
@@ -679,16 +661,7 @@ impl Machine {
         self.not_sent_run = self.not_sent_run.saturating_add(1);
         let expired = expires_at.is_some_and(|t| now >= t);
         let expires_at = self.expire(expires_at, now, fx);
-        // No token to serve, and the endpoint held or paced because the provider said it is
-        // overloaded or down (a 503, a 429: `Retry-After` holds, the pace is cut): the
-        // workload shows the outage (`auth_retrying`), not `starting`, as it did when an
-        // attempt of its own met it. Busy slots alone are our own queue: still `starting`.
-        let held_without_token = expires_at.is_none()
-            && matches!(
-                not_sent.reason,
-                NotSentReason::Held { .. } | NotSentReason::Paced
-            );
-        let retry = self.not_sent_expired(expired || held_without_token, retry, &not_sent, now, fx);
+        let retry = self.not_sent_expired(expired, retry, &not_sent, now, fx);
         let next_try_at = self.requeue_at(&not_sent, expires_at, now, rng);
         self.same_refresh = true;
         State::Requeued {
@@ -700,10 +673,9 @@ impl Machine {
     }
 
     /// A token served outside a run of failures expired while its refresh was not sent (now,
-    /// or earlier in this refresh: `token_lost`), or a workload without a token was not sent
-    /// because its endpoint is on hold or paced: the not-sent attempt starts a run, as a transient
-    /// failure would (`auth_retrying`, its summary as the last error), so the workload never
-    /// shows `running` (or `starting`) for a token it lost or an outage it is waiting out.
+    /// or earlier in this refresh: `token_lost`): the not-sent attempt starts a run, as a
+    /// transient failure would (`auth_retrying`, its summary as the last error), so the
+    /// workload never shows `running` (or `starting`) for a token it lost.
     /// The run stays requeued and never gives up on not-sent attempts: the ceiling is checked
     /// at a failure that was sent.
     fn not_sent_expired(
@@ -720,7 +692,7 @@ impl Machine {
                 Some(Retry {
                     failures: 1,
                     first_failure_at: now,
-                    last: not_sent.failure(now),
+                    last: not_sent.failure(),
                 })
             }
             Some(_) | None => retry,
@@ -764,10 +736,10 @@ impl Machine {
         }
     }
 
-    /// When a requeued attempt tries again: a floor — the hold's end, or [`MIN_BACKOFF`]
-    /// from `now` — plus jitter over a spread that starts at the time the attempt already
-    /// waited at the gate (a quarter of the remaining hold) and doubles with each
-    /// consecutive not-sent attempt, up to [`REQUEUE_SPREAD_MAX`]. A served token's refresh
+    /// When a requeued attempt tries again: a floor of [`MIN_BACKOFF`] from `now`, plus
+    /// jitter over a spread that starts at the time the attempt already waited at the gate
+    /// (at least [`MIN_BACKOFF`]) and doubles with each consecutive not-sent attempt, up to
+    /// [`REQUEUE_SPREAD_MAX`]. A served token's refresh
     /// is not pushed past [`MIN_LEAD`] before its expiry, but never before the floor.
     /// Why the spread: an attempt that waited its whole budget for a slot met a queue at
     /// least that long; re-trying after a failure's backoff (fractions of a second) only
@@ -783,14 +755,8 @@ impl Machine {
         now: Timestamp,
         rng: &mut fastrand::Rng,
     ) -> Timestamp {
-        let waited = not_sent.waited.max(MIN_BACKOFF);
-        let (floor, spread) = match not_sent.reason {
-            NotSentReason::Held { until } => {
-                let floor = until.max(now.plus(MIN_BACKOFF));
-                (floor, (until.since(now) / 4).max(MIN_BACKOFF))
-            }
-            NotSentReason::Busy | NotSentReason::Paced => (now.plus(MIN_BACKOFF), waited),
-        };
+        let floor = now.plus(MIN_BACKOFF);
+        let spread = not_sent.waited.max(MIN_BACKOFF);
         let doublings = self.not_sent_run.saturating_sub(1).min(16);
         let spread = spread
             .saturating_mul(1 << doublings)

@@ -16,7 +16,7 @@
 //! - [`routine_refresh`]: whether a step's record may be skipped (a scheduled refresh of a
 //!   healthy workload changes nothing an operator sees).
 //! - [`Machine::token_section`] and [`Machine::workload_status`]: the two halves of a record.
-//!   A `Requeued` machine (an attempt not sent: the driver's own endpoint gate) projects to
+//!   A `Requeued` machine (an attempt not sent: its endpoint's request slots busy) projects to
 //!   exactly the record of the `Refreshing` it came from, so a not-sent attempt changes no
 //!   record and the driver persists nothing for it.
 
@@ -253,7 +253,7 @@ impl Machine {
                 Some(*refresh_at),
                 None,
             ),
-            // A requeued attempt (not sent: the driver's own gate) shows exactly what its
+            // A requeued attempt (not sent: its endpoint's slots busy) shows exactly what its
             // `Refreshing` showed, so requeuing it changes no record.
             State::Refreshing {
                 expires_at, retry, ..

@@ -15,8 +15,9 @@ pub(crate) enum TokenMsg {
         attempt: AttemptId,
         verdict: Verdict,
     },
-    /// An attempt was not sent: the endpoint's gate kept it back (slots busy, a hold, the
-    /// pace). Not a failure: the machine requeues it.
+    /// An attempt was not sent: every request slot of its endpoint stayed busy for its
+    /// whole budget (a hold or a pace is an `AttemptDone` with a transient verdict). Not a
+    /// failure: the machine requeues it.
     AttemptNotSent {
         attempt: AttemptId,
         not_sent: NotSent,

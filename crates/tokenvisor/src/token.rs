@@ -26,11 +26,14 @@
 //! (`Machine::requeue_at`). It took neither the owner lock nor a credential snapshot, so
 //! the refresh token it would have presented is unchanged and is presented next time. An
 //! attempt kept back by a hold or a pace (both set by the provider's 429/503: its overload,
-//! not our queue) is a transient `rate_limited` failure, as it was before; measured, a
-//! requeue there slowed the rate-limited recovery from 9.16 s to 15.6 s (the run's backoff
-//! keeps the paced queue fed, a requeue's spread left starts unused). The counters
-//! `ENDPOINT_BUSY_ATTEMPTS`, `ENDPOINT_HELD_ATTEMPTS`, `ENDPOINT_PACED_ATTEMPTS` and
-//! `REFRESH_ATTEMPTS{outcome="not_sent", kind="rate_limited"}` count each.
+//! not our queue) is a transient `rate_limited` failure, as it was before, built here
+//! (`held_failure`, with the hold's remainder as its `Retry-After`; `paced_failure`) and
+//! sent as an `AttemptDone`: the machine's `Input::NotSent` means busy slots only.
+//! Measured, a requeue there slowed the rate-limited recovery from 9.16 s to 15.6 s (the
+//! run's backoff keeps the paced queue fed, a requeue's spread left starts unused). The
+//! counters `ENDPOINT_BUSY_ATTEMPTS`, `ENDPOINT_HELD_ATTEMPTS`, `ENDPOINT_PACED_ATTEMPTS`
+//! and `REFRESH_ATTEMPTS{outcome="not_sent", kind="rate_limited"}` count each (nothing was
+//! sent, so a hold's or a pace's failure is counted `not_sent` too, not `transient`).
 //!
 //! `jwt_bearer` / `token_exchange`: the attempt reads the platform's token when it sends
 //! (`crate::workload_identity::present`; an unusable one is not sent), `invalid_grant` is
@@ -51,7 +54,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokenvisor_core::classify::RawOutcome;
 use tokenvisor_core::limiter::{Feedback, HoldScope};
-use tokenvisor_core::machine::{Effects, Input, NotSent, NotSentReason, Resume, State, Withdraw};
+use tokenvisor_core::machine::{Effects, Input, NotSent, Resume, State, Withdraw};
 use tokenvisor_core::policy::MAX_TIMER_DELAY;
 use tokenvisor_core::projection::{self, Occasion, Stamp};
 use tokenvisor_core::status::TokenState as DiskTokenState;
@@ -617,33 +620,33 @@ fn stop_after_attempts(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState) {
     }.in_current_span());
 }
 
-/// An attempt not sent because its endpoint is on hold until `until`.
-fn held_not_sent(until: Timestamp, waited: Duration) -> NotSent {
-    not_sent(
-        m::ENDPOINT_HELD_ATTEMPTS,
-        NotSentReason::Held { until },
-        waited,
+/// An attempt not sent because its endpoint is on hold until `until` (the provider's
+/// `Retry-After`), as of `now`: a transient `rate_limited` failure whose `Retry-After` is
+/// the hold's remainder (not `Input::NotSent`: module docs).
+fn held_failure(until: Timestamp, now: Timestamp) -> Failure {
+    count_not_sent(m::ENDPOINT_HELD_ATTEMPTS);
+    gate_failure(
+        Some(until.since(now)),
         format!("not sent: the endpoint asked all clients to wait until {until}"),
     )
 }
 
 /// Waits until the endpoint is not on hold, if the hold (plus this attempt's share of jitter)
-/// ends before `deadline`; otherwise returns the "not sent" outcome. `jitter` in [0, 1) spreads
+/// ends before `deadline`; otherwise returns the hold's end. `jitter` in [0, 1) spreads
 /// the workloads that waited for the same hold over up to a quarter of it (at most a second,
 /// within the budget), so they do not all queue at the endpoint's gate in the same instant.
 async fn wait_out_hold(
     gate: &EndpointGate,
     clock: Clock,
     deadline: tokio::time::Instant,
-    began: tokio::time::Instant,
     jitter: f64,
-) -> Result<(), NotSent> {
+) -> Result<(), Timestamp> {
     let mut waited = false;
     while let Some(until) = gate.held_until(clock.now()) {
         let remaining = clock.until(until);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if remaining > left {
-            return Err(held_not_sent(until, began.elapsed()));
+            return Err(until);
         }
         let spread = (remaining / 4)
             .min(Duration::from_secs(1))
@@ -657,12 +660,13 @@ async fn wait_out_hold(
     Ok(())
 }
 
-/// An attempt not sent because its paced endpoint had no start for it within its budget.
-fn paced_not_sent(no_slot: NoSlot, waited: Duration) -> NotSent {
-    not_sent(
-        m::ENDPOINT_PACED_ATTEMPTS,
-        NotSentReason::Paced,
-        waited,
+/// An attempt not sent because its paced endpoint (its pace cut by the provider's 429/503)
+/// had no start for it within its budget: a transient `rate_limited` failure (not
+/// `Input::NotSent`: module docs).
+fn paced_failure(no_slot: NoSlot) -> Failure {
+    count_not_sent(m::ENDPOINT_PACED_ATTEMPTS);
+    gate_failure(
+        None,
         format!(
             "not sent: the endpoint is paced at {:.1} requests/s after it asked for less, and had no free start within this attempt's budget",
             no_slot.rate
@@ -670,36 +674,38 @@ fn paced_not_sent(no_slot: NoSlot, waited: Duration) -> NotSent {
     )
 }
 
-/// An attempt not sent because every request slot of its endpoint (`limit` of them)
-/// stayed busy for its whole budget.
-fn busy_not_sent(limit: usize, waited: Duration) -> NotSent {
-    not_sent(
-        m::ENDPOINT_BUSY_ATTEMPTS,
-        NotSentReason::Busy,
-        waited,
-        format!(
-            "not sent: the endpoint's {limit} request slots stayed busy for this attempt's whole budget"
-        ),
-    )
+/// The transient failure of an attempt a hold or a pace kept back: `rate_limited`, no HTTP
+/// status, no error code.
+fn gate_failure(retry_after: Option<Duration>, summary: String) -> Failure {
+    Failure {
+        kind: FailureKind::RateLimited,
+        http_status: None,
+        error_code: None,
+        retry_after,
+        summary,
+    }
 }
 
-/// A "not sent" outcome (our own gate kept the attempt back: no failure of the workload),
-/// counted in `counter` and in `REFRESH_ATTEMPTS` as `outcome="not_sent"`,
-/// `kind="rate_limited"`.
-fn not_sent(
-    counter: &'static str,
-    reason: NotSentReason,
-    waited: Duration,
-    summary: String,
-) -> NotSent {
+/// An attempt not sent because every request slot of its endpoint (`limit` of them)
+/// stayed busy for its whole budget: our own queue, no failure of the workload (the
+/// machine requeues it).
+fn busy_not_sent(limit: usize, waited: Duration) -> NotSent {
+    count_not_sent(m::ENDPOINT_BUSY_ATTEMPTS);
+    NotSent {
+        waited,
+        summary: format!(
+            "not sent: the endpoint's {limit} request slots stayed busy for this attempt's whole budget"
+        ),
+    }
+}
+
+/// Counts an attempt the endpoint's gate kept back (busy slots, a hold, a pace) in
+/// `counter` and in `REFRESH_ATTEMPTS` as `outcome="not_sent"`, `kind="rate_limited"`:
+/// nothing was sent, even when the machine takes it as a transient failure (a hold, a pace).
+fn count_not_sent(counter: &'static str) {
     metrics::counter!(counter).increment(1);
     metrics::counter!(m::REFRESH_ATTEMPTS, "outcome" => "not_sent", "kind" => FailureKind::RateLimited.as_str())
         .increment(1);
-    NotSent {
-        reason,
-        waited,
-        summary,
-    }
 }
 
 /// How an attempt task ends: a verdict (sent, or failed on its own side), or not sent
@@ -746,9 +752,9 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
         let began = tokio::time::Instant::now();
         let deadline = began + spec.policy.hold_wait_budget();
         let ended = loop {
-            if let Err(held) = wait_out_hold(&gate, clock, deadline, began, jitter).await {
+            if let Err(until) = wait_out_hold(&gate, clock, deadline, jitter).await {
                 // The provider's hold (its `Retry-After`): a transient failure, as before.
-                break Ended::Verdict(Verdict::Transient(held.failure(clock.now())));
+                break Ended::Verdict(Verdict::Transient(held_failure(until, clock.now())));
             }
             if !still_wanted(&wanted, attempt) {
                 return;
@@ -776,8 +782,7 @@ fn spawn_attempt(myself: &ActorRef<TokenMsg>, st: &mut TokenActorState, attempt:
             // at most `limit` attempts queue there, in order).
             if let Err(no_slot) = gate.pace(clock, deadline, pace_jitter).await {
                 // The pace the provider's 429/503 set: a transient failure, as before.
-                let paced = paced_not_sent(no_slot, began.elapsed());
-                break Ended::Verdict(Verdict::Transient(paced.failure(clock.now())));
+                break Ended::Verdict(Verdict::Transient(paced_failure(no_slot)));
             }
             // A hold may have begun while this attempt queued for its permit.
             if gate.held_until(clock.now()).is_some() {
@@ -1258,7 +1263,108 @@ fn cluster_verdict(reason: &str) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use super::{AttemptId, Attempts};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, SharedString};
+    use metrics::{Recorder, Unit};
+    use tokenvisor_core::{Failure, FailureKind, Timestamp};
+
+    use super::{AttemptId, Attempts, NoSlot, busy_not_sent, held_failure, paced_failure};
+    use crate::metrics as m;
+
+    /// Every counter increment, as `name{label=value,…} +n`.
+    #[derive(Default)]
+    struct Increments(Arc<Mutex<Vec<String>>>);
+
+    struct Increment(Arc<Mutex<Vec<String>>>, String);
+
+    impl CounterFn for Increment {
+        fn increment(&self, value: u64) {
+            self.0.lock().unwrap().push(format!("{} +{value}", self.1));
+        }
+        fn absolute(&self, value: u64) {
+            self.0.lock().unwrap().push(format!("{} ={value}", self.1));
+        }
+    }
+
+    impl Recorder for Increments {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            Counter::from_arc(Arc::new(Increment(self.0.clone(), name)))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// An attempt kept back by a hold or a pace (the provider's 429/503) is a transient
+    /// `rate_limited` failure the driver builds itself (a hold's remainder as its
+    /// `Retry-After`), counted in its own counter and as `outcome="not_sent"`, like one kept
+    /// back by busy slots (which is `Input::NotSent` instead).
+    #[test]
+    fn a_held_or_paced_attempt_is_a_rate_limited_failure_counted_as_not_sent() {
+        let now = Timestamp::from_millis(1_790_000_000_000);
+        let until = now.plus(Duration::from_secs(30));
+        let rec = Increments::default();
+        let (held, paced, busy) = metrics::with_local_recorder(&rec, || {
+            (
+                held_failure(until, now),
+                paced_failure(NoSlot { rate: 2.5 }),
+                busy_not_sent(64, Duration::from_secs(4)),
+            )
+        });
+        let failure = |retry_after, summary: String| Failure {
+            kind: FailureKind::RateLimited,
+            http_status: None,
+            error_code: None,
+            retry_after,
+            summary,
+        };
+        assert_eq!(
+            held,
+            failure(
+                Some(Duration::from_secs(30)),
+                format!("not sent: the endpoint asked all clients to wait until {until}")
+            )
+        );
+        assert_eq!(
+            paced,
+            failure(
+                None,
+                "not sent: the endpoint is paced at 2.5 requests/s after it asked for less, \
+                 and had no free start within this attempt's budget"
+                    .into()
+            )
+        );
+        assert_eq!(busy.waited, Duration::from_secs(4));
+        assert_eq!(busy.failure(), failure(None, busy.summary.clone()));
+        let not_sent = format!(
+            "{}{{outcome=not_sent,kind=rate_limited}} +1",
+            m::REFRESH_ATTEMPTS
+        );
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            [
+                format!("{}{{}} +1", m::ENDPOINT_HELD_ATTEMPTS),
+                not_sent.clone(),
+                format!("{}{{}} +1", m::ENDPOINT_PACED_ATTEMPTS),
+                not_sent.clone(),
+                format!("{}{{}} +1", m::ENDPOINT_BUSY_ATTEMPTS),
+                not_sent,
+            ]
+        );
+    }
 
     /// A handle is dropped when its attempt's result arrives, even if the task has not quite
     /// ended (it casts its result last): an idle workload keeps no task allocation.

@@ -88,7 +88,6 @@ fn result(attempt: AttemptId, verdict: Verdict) -> Input {
 /// An attempt the driver's gate kept back: every slot busy for a 4 s wait.
 fn busy() -> NotSent {
     NotSent {
-        reason: NotSentReason::Busy,
         waited: secs(4),
         summary: "not sent: the endpoint's 64 request slots stayed busy".into(),
     }
@@ -2141,51 +2140,6 @@ fn a_start_up_workload_not_sent_stays_starting() {
     assert!(fx.publish.is_some());
 }
 
-/// A workload without a token whose attempt is not sent because the endpoint is on hold or
-/// paced (the provider said it is down or overloaded) shows the outage, `auth_retrying`
-/// with the hold's summary, once; its later not-sent attempts persist nothing, and it never
-/// gives up on them.
-#[test]
-fn a_start_up_workload_held_back_by_an_outage_is_auth_retrying() {
-    let mut f = Fx::fresh();
-    let held = |until| NotSent {
-        reason: NotSentReason::Held { until },
-        waited: secs(1),
-        summary: "not sent: the endpoint asked all clients to wait".into(),
-    };
-    let until = f.now.plus(secs(30));
-    let fx = f.unsent(secs(1), held(until));
-    assert!(fx.persist);
-    assert_eq!(f.m.workload_status().0, WorkloadStatus::AuthRetrying);
-    let State::Requeued { next_try_at, .. } = *f.m.state() else {
-        panic!("{:?}", f.m.state())
-    };
-    assert!(next_try_at >= until, "not before the hold's end");
-    let record = (f.m.token_section(), f.m.workload_status());
-    for _ in 0..20 {
-        let wake = f.m.wake_at().unwrap();
-        f.step(Input::TimerFired, wake);
-        let until = f.now.plus(secs(30));
-        let fx = f.unsent(secs(1), held(until));
-        assert!(!fx.persist);
-        assert_eq!((f.m.token_section(), f.m.workload_status()), record);
-    }
-    let wake = f.m.wake_at().unwrap();
-    f.step(Input::TimerFired, wake);
-    let fx = f.succeed(ms(100));
-    assert!(fx.publish.is_some());
-    assert_eq!(f.m.workload_status().0, WorkloadStatus::Running);
-    // A paced endpoint (its pace cut by the provider's 503 or 429) is the same outage.
-    let mut f = Fx::fresh();
-    let paced = NotSent {
-        reason: NotSentReason::Paced,
-        waited: secs(4),
-        summary: "not sent: the endpoint is paced".into(),
-    };
-    assert!(f.unsent(secs(4), paced).persist);
-    assert_eq!(f.m.workload_status().0, WorkloadStatus::AuthRetrying);
-}
-
 /// A real (sent) transient failure after not-sent attempts is the run's first failure, as
 /// it would be without them: one failure, counted from its own time, its own backoff.
 #[test]
@@ -2237,8 +2191,8 @@ fn a_sent_failure_after_not_sent_attempts_behaves_as_before() {
 
 /// Why the not-sent attempts ran at ≈ 13,000 a second: they came back after a failure's
 /// backoff (the soak's: 0.1–2 s) to the end of a queue at least as long as the budget they
-/// had just waited. A requeue waits at least that wait (a hold: until its end), spread
-/// over a window that doubles with each consecutive not-sent attempt, up to a minute.
+/// had just waited. A requeue is spread over a window that starts at that wait and
+/// doubles with each consecutive not-sent attempt, up to a minute.
 #[test]
 fn requeues_are_floored_by_the_wait_and_spread_more_each_time() {
     let mut f = Fx::fresh();
@@ -2276,18 +2230,6 @@ fn requeues_are_floored_by_the_wait_and_spread_more_each_time() {
         times.iter().filter(|t| **t < 2_100).count() > 400
             && times.iter().filter(|t| **t >= 2_100).count() > 400
     );
-    // A hold: not before its end, spread over a quarter of it.
-    let held = NotSent {
-        reason: NotSentReason::Held {
-            until: now.plus(secs(40)),
-        },
-        waited: Duration::ZERO,
-        summary: "not sent: held".into(),
-    };
-    for _ in 0..100 {
-        let t = m.requeue_at(&held, None, now, &mut rng);
-        assert!(t >= now.plus(secs(40)) && t <= now.plus(secs(50)), "{t:?}");
-    }
     // A reset: a sent attempt ends the not-sent run.
     let mut f = Fx::fresh();
     for _ in 0..5 {

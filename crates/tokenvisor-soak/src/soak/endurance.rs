@@ -234,9 +234,10 @@ pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> crate::R
     let live_check = check_started.elapsed();
     if !live.mismatched.is_empty() {
         report.fail(format!(
-            "{} status files differ from their workload's record after a flush: {}",
+            "{} status files differ from their workload's record after a flush: {}; the first: {}",
             live.mismatched.len(),
-            preview(&live.mismatched)
+            preview(&live.mismatched),
+            live.first_difference.as_deref().unwrap_or("?")
         ));
     }
     if let Some((workloads, credentials)) = live.not_flushed {
@@ -279,12 +280,13 @@ pub(crate) async fn run(opts: &Options, metrics: Option<&Installed>) -> crate::R
         started.elapsed().as_secs_f64(),
         shutdown.as_secs_f64()
     ));
-    let final_check = check_files_exact(&h, &handles).await?;
+    let (final_check, first) = check_files_exact(&h, &handles).await?;
     if !final_check.is_empty() {
         report.fail(format!(
-            "{} status files differ from the final record after shutdown: {}",
+            "{} status files differ from the final record after shutdown: {}; the first: {}",
             final_check.len(),
-            preview(&final_check)
+            preview(&final_check),
+            first.as_deref().unwrap_or("?")
         ));
     }
     let names: HashSet<String> = handles.iter().map(|h| h.name().to_string()).collect();
@@ -491,6 +493,8 @@ struct LiveCheck {
     rechecked: usize,
     /// Files that differ from a record that did not change across a flush, twice.
     mismatched: Vec<String>,
+    /// The first of them: its name and how its file and record differ ([`differences`]).
+    first_difference: Option<String>,
     /// Files missing, unreadable or corrupt.
     unreadable: Vec<String>,
     /// A flush that did not complete within its 30 s deadline: (workloads whose record or
@@ -527,6 +531,7 @@ async fn check_files_live(h: &Harness, handles: &[TokenHandle]) -> crate::Result
     let mut suspect: Vec<Option<Arc<StatusRecord>>> = vec![None; handles.len()];
     let mut rechecked = HashSet::new();
     let mut mismatched = Vec::new();
+    let mut first_difference = None;
     let mut unreadable = Vec::new();
     let mut not_flushed = None;
     let mut rounds = 0;
@@ -581,6 +586,11 @@ async fn check_files_live(h: &Harness, handles: &[TokenHandle]) -> crate::Result
             }
             // The record did not move across the flush, yet the file differs.
             if suspect[i].is_some() && suspect[i] == after {
+                if let Some(rec) = after.as_deref()
+                    && first_difference.is_none()
+                {
+                    first_difference = Some(format!("{name} ({})", differences(&file, rec)));
+                }
                 mismatched.push(name);
             } else {
                 suspect[i] = after;
@@ -594,24 +604,115 @@ async fn check_files_live(h: &Harness, handles: &[TokenHandle]) -> crate::Result
         rounds,
         rechecked: rechecked.len(),
         mismatched,
+        first_difference,
         unreadable,
         not_flushed,
     })
 }
 
 /// After shutdown: every file equals its workload's final record exactly.
-async fn check_files_exact(h: &Harness, handles: &[TokenHandle]) -> crate::Result<Vec<String>> {
+/// The workloads whose file is not exactly their final (`stopped`) record, and how the first
+/// one differs.
+async fn check_files_exact(
+    h: &Harness,
+    handles: &[TokenHandle],
+) -> crate::Result<(Vec<String>, Option<String>)> {
     let names: Vec<WorkloadName> = handles.iter().map(|h| h.name().clone()).collect();
     let files = harness::read_files(&h.dir, names).await?;
-    let mut bad = Vec::new();
+    let (mut bad, mut first) = (Vec::new(), None);
     for (handle, file) in handles.iter().zip(files) {
-        let ok = match (file, handle.status()) {
-            (Ok(Some(f)), Some(r)) => f == *r && r.status == WorkloadStatus::Stopped,
-            (Ok(Some(_) | None) | Err(_), _) => false,
+        let why = match (file, handle.status()) {
+            (Ok(Some(f)), Some(r)) if f == *r && r.status == WorkloadStatus::Stopped => continue,
+            (Ok(Some(f)), Some(r)) if f == *r => {
+                format!("the record is `{}`, not `stopped`", r.status.as_str())
+            }
+            (Ok(Some(f)), Some(r)) => differences(&f, &r),
+            (Ok(Some(_)), None) => "a file, and no record".to_owned(),
+            (Ok(None), _) => "no file".to_owned(),
+            (Err(e), _) => format!("unreadable: {e}"),
         };
-        if !ok {
-            bad.push(handle.name().to_string());
+        let name = handle.name().to_string();
+        first.get_or_insert_with(|| format!("{name} ({why})"));
+        bad.push(name);
+    }
+    Ok((bad, first))
+}
+
+/// How a status file differs from its record, field by field: `field: file X, record Y`
+/// (records hold no secret: a token's state and times, and a sanitised last error).
+fn differences(file: &StatusRecord, rec: &StatusRecord) -> String {
+    let mut out = Vec::new();
+    let mut field = |name: &str, f: String, r: String| {
+        if f != r {
+            out.push(format!("{name}: file {f}, record {r}"));
+        }
+    };
+    field(
+        "status",
+        file.status.as_str().into(),
+        rec.status.as_str().into(),
+    );
+    field(
+        "status_context",
+        format!("{:?}", file.status_context),
+        format!("{:?}", rec.status_context),
+    );
+    field(
+        "created_at",
+        file.created_at.to_string(),
+        rec.created_at.to_string(),
+    );
+    field(
+        "updated_at",
+        file.updated_at.to_string(),
+        rec.updated_at.to_string(),
+    );
+    field(
+        "process_id",
+        file.process_id.to_string(),
+        rec.process_id.to_string(),
+    );
+    field(
+        "token",
+        format!("{:?}", file.token),
+        format!("{:?}", rec.token),
+    );
+    if out.is_empty() {
+        return "no field differs".to_owned();
+    }
+    out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use tokenvisor_core::{StatusRecord, Timestamp, WorkloadStatus};
+
+    use super::differences;
+
+    fn record(status: WorkloadStatus, updated: u64) -> StatusRecord {
+        StatusRecord {
+            status,
+            status_context: String::new(),
+            created_at: Timestamp::from_millis(1_000),
+            updated_at: Timestamp::from_millis(updated),
+            process_id: 7,
+            token: None,
         }
     }
-    Ok(bad)
+
+    #[test]
+    fn a_difference_names_each_field_that_differs_with_both_values() {
+        let file = record(WorkloadStatus::Running, 2_000);
+        let rec = record(WorkloadStatus::Stopped, 3_000);
+        let why = differences(&file, &rec);
+        assert!(
+            why.starts_with("status: file running, record stopped; updated_at: file "),
+            "{why}"
+        );
+        assert!(
+            !why.contains("created_at") && !why.contains("process_id"),
+            "{why}"
+        );
+        assert_eq!(differences(&rec, &rec), "no field differs");
+    }
 }

@@ -123,10 +123,25 @@ impl Admin {
         Ok(self.record(format!("{method} {path}"), resp).await)
     }
 
-    /// Sends a prepared request (for streamed bodies) and records the answer.
-    pub async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Answer {
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
-        self.record(what.to_owned(), resp).await
+    /// The answer to a request whose body the server refuses unread: it answers, then
+    /// closes the connection with the body's rest unread, and the kernel resets such a
+    /// connection, which can discard the answer before the client reads it. Sends the
+    /// request `make` builds until an answer arrives (at most ten times; a failure to send
+    /// is then a failure of the test).
+    pub async fn answer_to_refused_body(
+        &self,
+        what: &str,
+        mut make: impl AsyncFnMut() -> reqwest::RequestBuilder,
+    ) -> Answer {
+        let mut last = None;
+        for _ in 0..10 {
+            match make().await.send().await {
+                Ok(resp) => return self.record(what.to_owned(), resp).await,
+                Err(e) if e.is_request() || e.is_body() => last = Some(e),
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
+        panic!("{what}: no answer in ten tries: {last:?}")
     }
 
     /// A request builder for `path` (no authorization set).

@@ -847,7 +847,14 @@ async fn the_admin_api_refuses_bad_bearers_oversized_bodies_and_traversal() {
     // streamed chunked; 401 first without a token (auth comes before the body is read).
     let big = |n: usize| format!(r#"{{"client_secret":"{}"}}"#, "x".repeat(n)).into_bytes();
     let put = "/v1/workloads/alpha/credentials";
-    let over = admin.call("PUT", put, Some(big(16 * 1024 + 1))).await;
+    let over = admin
+        .answer_to_refused_body("PUT credentials (16 KiB + 1)", async || {
+            (admin.request(reqwest::Method::PUT, put))
+                .bearer_auth(ADMIN_TOKEN)
+                .header("content-type", "application/json")
+                .body(big(16 * 1024 + 1))
+        })
+        .await;
     assert_eq!(over.status, 413, "{over:?}");
     assert!(
         over.json()["error"]
@@ -867,15 +874,13 @@ async fn the_admin_api_refuses_bad_bearers_oversized_bodies_and_traversal() {
     // A file body is streamed chunked, without a Content-Length.
     let body_file = dir.join("body.json");
     std::fs::write(&body_file, big(20 * 1024)).unwrap();
-    let file = tokio::fs::File::open(&body_file).await.unwrap();
     let streamed = admin
-        .send(
-            "PUT credentials (chunked, 20 KiB)",
-            admin
-                .request(reqwest::Method::PUT, put)
+        .answer_to_refused_body("PUT credentials (chunked, 20 KiB)", async || {
+            let file = tokio::fs::File::open(&body_file).await.unwrap();
+            (admin.request(reqwest::Method::PUT, put))
                 .bearer_auth(ADMIN_TOKEN)
-                .body(reqwest::Body::from(file)),
-        )
+                .body(reqwest::Body::from(file))
+        })
         .await;
     assert_eq!(streamed.status, 413, "{streamed:?}");
     // Malformed bodies of an acceptable size: 400, and nothing was replaced.

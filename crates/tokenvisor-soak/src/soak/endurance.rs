@@ -641,42 +641,22 @@ async fn check_files_exact(
 /// How a status file differs from its record, field by field: `field: file X, record Y`
 /// (records hold no secret: a token's state and times, and a sanitised last error).
 fn differences(file: &StatusRecord, rec: &StatusRecord) -> String {
-    let mut out = Vec::new();
-    let mut field = |name: &str, f: String, r: String| {
-        if f != r {
-            out.push(format!("{name}: file {f}, record {r}"));
-        }
-    };
-    field(
-        "status",
-        file.status.as_str().into(),
-        rec.status.as_str().into(),
-    );
-    field(
-        "status_context",
-        format!("{:?}", file.status_context),
-        format!("{:?}", rec.status_context),
-    );
-    field(
-        "created_at",
-        file.created_at.to_string(),
-        rec.created_at.to_string(),
-    );
-    field(
-        "updated_at",
-        file.updated_at.to_string(),
-        rec.updated_at.to_string(),
-    );
-    field(
-        "process_id",
-        file.process_id.to_string(),
-        rec.process_id.to_string(),
-    );
-    field(
-        "token",
-        format!("{:?}", file.token),
-        format!("{:?}", rec.token),
-    );
+    type Show = fn(&StatusRecord) -> String;
+    let fields: [(&str, Show); 6] = [
+        ("status", |r| r.status.as_str().to_owned()),
+        ("status_context", |r| format!("{:?}", r.status_context)),
+        ("created_at", |r| r.created_at.to_string()),
+        ("updated_at", |r| r.updated_at.to_string()),
+        ("process_id", |r| r.process_id.to_string()),
+        ("token", |r| format!("{:?}", r.token)),
+    ];
+    let out: Vec<String> = fields
+        .iter()
+        .filter_map(|(name, show)| {
+            let (f, r) = (show(file), show(rec));
+            (f != r).then(|| format!("{name}: file {f}, record {r}"))
+        })
+        .collect();
     if out.is_empty() {
         return "no field differs".to_owned();
     }

@@ -7,10 +7,11 @@
 //!
 //! - Token actors, the supervisor and credential stores send their changes through a
 //!   [`PersistenceLink`] (status records and served tokens by the lane, credentials as
-//!   [`PersistenceMsg::Update`], in the order sent per workload); attempt tasks `call` [`PersistenceMsg::Commit`] with a rotated refresh
-//!   token and hear back once it is durable (or that the commit failed and is being
-//!   retried), and [`PersistenceMsg::WaitDurable`] before they send a refresh token whose
-//!   commit had failed.
+//!   [`PersistenceMsg::Update`], in the order sent per workload); attempt tasks `call`
+//!   [`PersistenceMsg::Commit`] with a rotated refresh token and hear back once it is
+//!   durable (or that the commit failed and is being retried), and
+//!   [`PersistenceMsg::WaitDurable`] before they send a refresh token whose commit had
+//!   failed.
 //! - One journal job at a time: every ready patch is committed to the [`Journal`] in one
 //!   transaction (one fsync: group commit), and the waiters it covers are answered. The
 //!   status files of committed records are written by a file job of their own, one at a
@@ -93,7 +94,7 @@ pub struct PersistenceConfig {
     /// At most one status-file write per workload per this interval for a routine refresh
     /// that changes only timestamps (`service.status_refresh_interval`, default 30 s).
     pub status_refresh_interval: Duration,
-    /// Deferred routine status files per file job at most ([`ROUTINE_FILES_PER_JOB`]).
+    /// Deferred routine status files per file job at most (1,024 by default).
     pub routine_files_per_job: usize,
 }
 
